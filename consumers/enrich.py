@@ -1,0 +1,63 @@
+"""enrich: each inbound event becomes durable facts in the CRM.
+
+A user's message: its chat identity and contact, its understood text (media is downloaded and
+understood first), its chat_messages row written once, then the hand-off to the batcher. Status
+and user events update what they refer to and never start a turn.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from consumers.runtime import Delivery
+from consumers.understanding import Understanding, understand
+from ops.deps import Deps
+from storage import chats, turns
+from storage.events import InboundMessage, StatusEvent, StreamEvent, UserEvent
+
+log = logging.getLogger(__name__)
+
+
+def debounce_of(deps: Deps) -> turns.Debounce:
+    s = deps.settings
+    return turns.Debounce(quiet_ms=int(s.debounce_seconds * 1000),
+                          max_wait_ms=int(s.debounce_max_wait_seconds * 1000),
+                          max_messages=s.debounce_max_messages)
+
+
+class EnrichStage:
+    def __init__(self, deps: Deps, understander=understand, on_status=None, on_user_event=None):
+        self.deps = deps
+        self.understand = understander
+        self.on_status = on_status
+        self.on_user_event = on_user_event
+
+    async def handle(self, event: StreamEvent, delivery: Delivery) -> str | None:
+        if isinstance(event, InboundMessage):
+            return await self.message(event)
+        if isinstance(event, StatusEvent):
+            return await self.on_status(event) if self.on_status else "skipped"
+        if isinstance(event, UserEvent):
+            return await self.on_user_event(event) if self.on_user_event else "skipped"
+        return "skipped"
+
+    async def message(self, event: InboundMessage) -> str | None:
+        deps = self.deps
+        identity = await chats.upsert_identity(deps.pool, event.org, event.phone, event.name)
+        understood: Understanding = await self.understand(deps, event)
+        message_id, created = await chats.insert_inbound(
+            deps.pool, org=event.org, identity=identity, provider_id=event.provider_id,
+            message=event.text or event.caption, processed_text=understood.processed_text,
+            sent_at_ms=event.sent_at_ms, media_type=understood.media_type,
+            media_url=understood.media_url, media_mime_type=understood.media_mime_type,
+            media_size_bytes=understood.media_size_bytes, media_sha256=understood.media_sha256,
+            artifacts=understood.artifacts)
+        # A chat a person has taken over keeps its messages but starts no turn.
+        joins_turn = identity.bot_enabled
+        await turns.hand_off(
+            deps.redis, org=event.org, chat=event.phone, provider_id=event.provider_id,
+            message_id=message_id if joins_turn else None, sent_at_ms=event.sent_at_ms,
+            now_ms=deps.now_ms(), debounce=debounce_of(deps))
+        if not created:
+            return "duplicate"
+        return None if joins_turn else "stored_bot_off"

@@ -1,0 +1,368 @@
+"""The consumer-group runtime: read, order, retry, claim back, dead-letter, drain.
+
+One `StageWorker` serves one stage (a consumer group named after it) over every organization's
+stream. Fairness: one XREADGROUP reads at most `read_count` entries from each organization's
+stream, so a tenant with a backlog of 10,000 gets no more per read than a tenant with one
+message. Order: entries with the same chat key run one after another; different chats run
+concurrently up to `concurrency`. An entry is acknowledged only after its handler returned, so
+its effect is durable; a worker that dies leaves its entries pending, and another worker claims
+them back after `claim_idle_ms`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from ops import metrics
+from storage import keys
+from storage.events import BadEvent, StreamEvent, chat_key, decode
+
+log = logging.getLogger(__name__)
+
+
+class Retry(Exception):
+    """A transient failure: the entry is tried again after a backoff."""
+
+
+class Poison(Exception):
+    """The entry can never succeed: it goes to the dead-letter stream at once."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    stream: str
+    entry_id: str
+    deliveries: int  # how many times Redis has handed this entry to a consumer
+    attempt: int = 1  # in-process attempt number
+
+
+Handler = Callable[[StreamEvent, Delivery], Awaitable[str | None]]
+"""Returns None (acked) or a short outcome such as "skipped"; raises Retry or Poison."""
+
+
+@dataclass
+class StageConfig:
+    stage: str  # enrich, agent, sender
+    stream: str  # inbound, turns, outbound
+    concurrency: int = 64
+    read_count: int = 16
+    block_ms: int = 1000
+    claim_idle_ms: int = 30_000
+    claim_every_s: float = 5.0
+    max_deliveries: int = 5
+    retry_attempts: int = 4
+    retry_base_s: float = 0.5
+    retry_max_s: float = 10.0
+    drain_timeout_s: float = 20.0
+    org_refresh_s: float = 2.0
+
+
+@dataclass
+class _Entry:
+    stream: str
+    entry_id: str
+    fields: dict[str, str]
+    deliveries: int
+    started: float = field(default_factory=time.monotonic)
+
+
+async def ensure_group(redis: aioredis.Redis, stream: str, group: str) -> None:
+    try:
+        await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+async def register_org(redis: aioredis.Redis, org: str) -> None:
+    await redis.sadd(keys.ORG_REGISTRY, org)
+
+
+class StageWorker:
+    def __init__(self, redis: aioredis.Redis, config: StageConfig, handler: Handler,
+                 consumer: str) -> None:
+        self.redis = redis
+        self.config = config
+        self.handler = handler
+        self.consumer = consumer
+        self._orgs: set[str] = set()
+        self._queues: dict[str, deque[_Entry]] = {}
+        self._runners: dict[str, asyncio.Task[None]] = {}
+        self._in_flight: dict[str, _Entry] = {}  # entry id -> entry, queued or running
+        self._slots = asyncio.Semaphore(config.concurrency)
+        self._capacity = asyncio.Event()
+        self._capacity.set()
+        self._stopping = False
+
+    @property
+    def group(self) -> str:
+        return self.config.stage
+
+    # ---- discovery -------------------------------------------------------------------------
+
+    async def _refresh_orgs(self) -> None:
+        orgs = set(await self.redis.smembers(keys.ORG_REGISTRY))
+        for org in orgs - self._orgs:
+            await ensure_group(self.redis, keys.stream(org, self.config.stream), self.group)
+        self._orgs = orgs
+
+    def _streams(self) -> list[str]:
+        return [keys.stream(org, self.config.stream) for org in sorted(self._orgs)]
+
+    # ---- main loops ------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set, then drain in-flight work or hand it back."""
+        await self._refresh_orgs()
+        housekeeping = asyncio.create_task(self._housekeeping(stop))
+        try:
+            await self._read_loop(stop)
+        finally:
+            self._stopping = True
+            housekeeping.cancel()
+            await asyncio.gather(housekeeping, return_exceptions=True)
+            await self._drain()
+
+    async def _read_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            if len(self._in_flight) >= self.config.concurrency:
+                self._capacity.clear()
+                await _wait_any(self._capacity.wait(), stop.wait())
+                continue
+            streams = self._streams()
+            if not streams:
+                await _wait_any(stop.wait(), asyncio.sleep(self.config.org_refresh_s))
+                await self._refresh_orgs()
+                continue
+            free = self.config.concurrency - len(self._in_flight)
+            count = max(1, min(self.config.read_count, free // len(streams) or 1))
+            try:
+                replies = await self.redis.xreadgroup(
+                    self.group, self.consumer, {s: ">" for s in streams},
+                    count=count, block=self.config.block_ms)
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):  # a stream was deleted; recreate the groups
+                    self._orgs = set()
+                    await self._refresh_orgs()
+                    continue
+                raise
+            for stream, entries in replies or []:
+                for entry_id, fields in entries:
+                    self._dispatch(_Entry(stream, entry_id, fields, deliveries=1))
+
+    async def _housekeeping(self, stop: asyncio.Event) -> None:
+        last_claim = 0.0
+        while not stop.is_set():
+            try:
+                await self._refresh_orgs()
+                if time.monotonic() - last_claim >= self.config.claim_every_s:
+                    last_claim = time.monotonic()
+                    await self._keep_own_entries()
+                    for stream in self._streams():
+                        await self._claim_stale(stream)
+                        await self._trim(stream)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s: housekeeping failed; will try again", self.group)
+            await _wait_any(stop.wait(), asyncio.sleep(self.config.org_refresh_s))
+
+    # ---- claiming back, keeping, trimming ---------------------------------------------------
+
+    async def _claim_stale(self, stream: str) -> None:
+        """Take over entries another consumer left pending longer than claim_idle_ms."""
+        pending = await self.redis.xpending_range(
+            stream, self.group, min="-", max="+", count=100, idle=self.config.claim_idle_ms)
+        for item in pending:
+            entry_id = item["message_id"]
+            if entry_id in self._in_flight:
+                continue
+            claimed = await self.redis.xclaim(stream, self.group, self.consumer,
+                                              self.config.claim_idle_ms, [entry_id])
+            for claimed_id, fields in claimed:
+                deliveries = int(item["times_delivered"]) + 1
+                entry = _Entry(stream, claimed_id, fields or {}, deliveries)
+                if not fields:  # deleted from the stream while pending: nothing left to do
+                    await self.redis.xack(stream, self.group, claimed_id)
+                    continue
+                log.warning("%s: claimed %s %s from %s (delivery %d)", self.group, stream,
+                            claimed_id, item["consumer"], deliveries)
+                if deliveries > self.config.max_deliveries:
+                    await self._dead_letter(entry, None, f"delivered {deliveries - 1} times "
+                                            "without being acknowledged (worker crashed or hung)")
+                else:
+                    self._dispatch(entry)
+
+    async def _keep_own_entries(self) -> None:
+        """Reset the idle time of long-running entries so no other worker claims them."""
+        threshold = time.monotonic() - self.config.claim_idle_ms / 2000
+        by_stream: dict[str, list[str]] = {}
+        for entry in list(self._in_flight.values()):
+            if entry.started < threshold:
+                by_stream.setdefault(entry.stream, []).append(entry.entry_id)
+        for stream, ids in by_stream.items():
+            await self.redis.xclaim(stream, self.group, self.consumer, 0, ids, justid=True)
+
+    async def _trim(self, stream: str) -> None:
+        """Drop acknowledged entries: everything older than the oldest pending or unread one."""
+        summary = await self.redis.xpending(stream, self.group)
+        if summary["pending"]:
+            floor = summary["min"]
+        else:
+            groups = await self.redis.xinfo_groups(stream)
+            group = next((g for g in groups if g["name"] == self.group), None)
+            if group is None:
+                return
+            floor = group["last-delivered-id"]
+            if floor == "0-0":
+                return
+            # last-delivered itself is acknowledged here; keep it, drop what is older.
+        await self.redis.xtrim(stream, minid=floor, approximate=True)
+
+    # ---- dispatch and handling ------------------------------------------------------------
+
+    def _dispatch(self, entry: _Entry) -> None:
+        if entry.entry_id in self._in_flight:
+            return
+        try:
+            key = chat_key(decode(entry.fields))
+        except BadEvent:
+            key = f"bad:{entry.entry_id}"
+        self._in_flight[entry.entry_id] = entry
+        metrics.stage_in_flight.labels(self.group).set(len(self._in_flight))
+        self._queues.setdefault(key, deque()).append(entry)
+        if key not in self._runners:
+            self._runners[key] = asyncio.create_task(self._run_key(key))
+
+    async def _run_key(self, key: str) -> None:
+        """Handle one chat's entries in order; the task ends when its queue is empty."""
+        queue = self._queues[key]
+        try:
+            while queue:
+                entry = queue[0]
+                async with self._slots:
+                    await self._handle(entry)
+                queue.popleft()
+                self._release(entry)
+        finally:
+            if not queue:
+                self._queues.pop(key, None)
+            self._runners.pop(key, None)
+
+    def _release(self, entry: _Entry) -> None:
+        self._in_flight.pop(entry.entry_id, None)
+        metrics.stage_in_flight.labels(self.group).set(len(self._in_flight))
+        self._capacity.set()
+
+    async def _handle(self, entry: _Entry) -> None:
+        started = time.monotonic()
+        try:
+            event = decode(entry.fields)
+        except BadEvent as exc:
+            await self._dead_letter(entry, None, str(exc))
+            return
+        attempts = self.config.retry_attempts
+        for attempt in range(1, attempts + 1):
+            delivery = Delivery(entry.stream, entry.entry_id, entry.deliveries, attempt)
+            try:
+                outcome = await self.handler(event, delivery)
+            except asyncio.CancelledError:
+                raise
+            except Poison as exc:
+                await self._dead_letter(entry, event, f"poison: {exc}")
+                return
+            except Exception as exc:  # noqa: BLE001 - the loop boundary: every failure is retried
+                reason = f"{type(exc).__name__}: {exc}"
+                if attempt == attempts:
+                    log.error("%s: %s %s failed on its last attempt", self.group, entry.stream,
+                              entry.entry_id, exc_info=not isinstance(exc, Retry))
+                    await self._dead_letter(entry, event, reason)
+                    return
+                self._outcome("retried", entry, reason, attempt=attempt,
+                              exc_info=not isinstance(exc, Retry))
+                if self._stopping:
+                    return  # leave it pending: another worker picks it up
+                await asyncio.sleep(self._backoff_s(attempt))
+                continue
+            await _shielded(self.redis.xack(entry.stream, self.group, entry.entry_id))
+            metrics.stage_seconds.labels(self.group).observe(time.monotonic() - started)
+            self._outcome(outcome or "acked", entry)
+            return
+
+    def _backoff_s(self, attempt: int) -> float:
+        base = min(self.config.retry_max_s, self.config.retry_base_s * 2 ** (attempt - 1))
+        return base / 2 + random.random() * base / 2  # jitter: retries of many entries spread out
+
+    async def _dead_letter(self, entry: _Entry, event: StreamEvent | None, error: str) -> None:
+        org = keys.org_of_key(entry.stream)
+        record = {
+            "stage": self.group, "stream": entry.stream, "entry_id": entry.entry_id,
+            "error": error[:2000], "deliveries": str(entry.deliveries),
+            "failed_at_ms": str(int(time.time() * 1000)),
+            **{f"payload.{k}": v for k, v in entry.fields.items()},
+        }
+
+        async def move() -> None:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.xadd(keys.dead_letters(org), record)
+                pipe.xack(entry.stream, self.group, entry.entry_id)
+                await pipe.execute()
+
+        await _shielded(move())
+        self._outcome("dead_lettered", entry, error)
+
+    def _outcome(self, outcome: str, entry: _Entry, error: str | None = None, *,
+                 attempt: int | None = None, exc_info: bool = False) -> None:
+        """Every entry's fate goes through here: one log format, one metric."""
+        metrics.stage_entries.labels(self.group, outcome).inc()
+        level = logging.INFO if outcome in ("acked", "skipped") else logging.WARNING
+        if outcome == "acked":
+            level = logging.DEBUG
+        log.log(level, "stage=%s outcome=%s stream=%s id=%s deliveries=%d%s%s", self.group,
+                outcome, entry.stream, entry.entry_id, entry.deliveries,
+                f" attempt={attempt}" if attempt else "", f" error={error!r}" if error else "",
+                exc_info=exc_info)
+
+    # ---- shutdown --------------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        """Let in-flight entries finish for a while, then hand the rest back at once."""
+        runners = list(self._runners.values())
+        if runners:
+            log.info("%s: draining %d entries", self.group, len(self._in_flight))
+            done, still = await asyncio.wait(runners, timeout=self.config.drain_timeout_s)
+            for task in still:
+                task.cancel()
+            await asyncio.gather(*still, return_exceptions=True)
+        left = list(self._in_flight.values())
+        if left:
+            # Mark them idle for longer than claim_idle_ms: the next claim by any worker takes them.
+            for entry in left:
+                await _shielded(self.redis.xclaim(
+                    entry.stream, self.group, self.consumer, 0, [entry.entry_id],
+                    idle=self.config.claim_idle_ms + 1, justid=True))
+                self._outcome("handed_back", entry)
+            self._in_flight.clear()
+
+
+async def _shielded(awaitable: Awaitable[object]) -> object:
+    """Acks and dead-letter writes finish even when the task is being cancelled."""
+    return await asyncio.shield(asyncio.ensure_future(awaitable))
+
+
+async def _wait_any(*awaitables: Awaitable[object]) -> None:
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

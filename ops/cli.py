@@ -1,0 +1,255 @@
+"""The `skytide` command and the composition root: the only place that wires every layer.
+
+skytide run [--roles ingress,enrich,batcher,agent,sender]
+skytide migrate | seed-demo | org add ... | bot pause|resume ... | dlq list|show|replay ...
+skytide bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from ops.deps import Deps
+from ops.logs import setup_logging
+from ops.settings import ALL_ROLES, Settings
+from ops.system import services
+
+log = logging.getLogger("skytide")
+
+
+@asynccontextmanager
+async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
+    """Redis, the PostgreSQL pool and the HTTP client, closed on the way out."""
+    from storage.db import create_pool
+    from storage.redis_client import create_redis
+
+    if not (settings.redis_url and settings.database_url):
+        raise ValueError("open_deps needs REDIS_URL and DATABASE_URL; use ops.system.services()")
+    async with AsyncExitStack() as stack:
+        redis = create_redis(settings.redis_url)
+        stack.push_async_callback(redis.aclose)
+        pool = await create_pool(settings.database_url,
+                                 max_size=max(5, min(40, settings.stage_concurrency // 2)))
+        stack.push_async_callback(pool.close)
+        http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200))
+        stack.push_async_callback(http.close)
+        yield Deps(settings=settings, redis=redis, pool=pool, http=http)
+
+
+def stage_config(settings: Settings, stage: str, stream: str):
+    from consumers.runtime import StageConfig
+
+    s = settings
+    return StageConfig(
+        stage=stage, stream=stream, concurrency=s.stage_concurrency, read_count=s.read_count,
+        block_ms=s.block_ms, claim_idle_ms=s.claim_idle_ms, claim_every_s=s.claim_every_s,
+        max_deliveries=s.max_deliveries, retry_attempts=s.retry_attempts,
+        retry_base_s=s.retry_base_s, retry_max_s=s.retry_max_s,
+        drain_timeout_s=s.drain_timeout_s, org_refresh_s=s.org_refresh_s)
+
+
+@dataclass
+class RunningSystem:
+    deps: Deps
+    url: str
+    stop: asyncio.Event
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def gupshup_api_url(settings: Settings) -> str:
+    return settings.gupshup_api_url or f"http://{settings.http_host}:{settings.http_port}/simulator"
+
+
+@asynccontextmanager
+async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
+                         deps: Deps | None = None) -> AsyncIterator[RunningSystem]:
+    """Start the given roles in this process; on exit, stop reading and drain in-flight work."""
+    from langgraph.checkpoint.redis.aio import AsyncRedisSaver
+
+    from consumers.agent import AgentStage
+    from consumers.batcher import Batcher
+    from consumers.enrich import EnrichStage
+    from consumers.runtime import StageWorker
+    from consumers.sender import SenderStage
+    from graph.receptionist import build_graph
+    from ingress.app import create_app
+
+    async with AsyncExitStack() as stack:
+        if deps is None:
+            deps = await stack.enter_async_context(open_deps(settings))
+        stop = asyncio.Event()
+        system = RunningSystem(deps=deps, url=f"http://{settings.http_host}:{settings.http_port}",
+                               stop=stop)
+        consumer = f"{socket.gethostname()}-{os.getpid()}-{id(system):x}"
+        if "ingress" in roles:
+            runner = web.AppRunner(create_app(deps), access_log=None)
+            await runner.setup()
+            stack.push_async_callback(runner.cleanup)
+            await web.TCPSite(runner, settings.http_host, settings.http_port).start()
+        workers = []
+        if "enrich" in roles:
+            workers.append(StageWorker(deps.redis, stage_config(settings, "enrich", "inbound"),
+                                       EnrichStage(deps).handle, consumer))
+        if "agent" in roles:
+            saver = AsyncRedisSaver(redis_url=settings.redis_url,
+                                    ttl={"default_ttl": 60 * 24 * 30, "refresh_on_read": True})
+            await saver.asetup()
+            stack.push_async_callback(saver.aclose if hasattr(saver, "aclose") else _noop)
+            agent = AgentStage(deps, build_graph(saver))
+            workers.append(StageWorker(deps.redis, stage_config(settings, "agent", "turns"),
+                                       agent.handle, consumer))
+        if "sender" in roles:
+            sender = SenderStage(deps, gupshup_api_url(settings))
+            workers.append(StageWorker(deps.redis, stage_config(settings, "sender", "outbound"),
+                                       sender.handle, consumer))
+        for worker in workers:
+            system.tasks.append(asyncio.create_task(worker.run(stop), name=worker.group))
+        if "batcher" in roles:
+            system.tasks.append(asyncio.create_task(Batcher(deps).run(stop), name="batcher"))
+        log.info("running roles %s (consumer %s) on %s", ",".join(roles), consumer, system.url)
+        try:
+            yield system
+        finally:
+            stop.set()
+            results = await asyncio.gather(*system.tasks, return_exceptions=True)
+            for task, result in zip(system.tasks, results):
+                if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                    log.error("role %s ended with %r", task.get_name(), result)
+
+
+async def _noop() -> None:
+    return None
+
+
+# ---- commands ---------------------------------------------------------------------------------
+
+async def cmd_run(settings: Settings, roles: tuple[str, ...], seed: bool) -> None:
+    from storage.db import migrate
+    from storage.keys import ORG_REGISTRY
+    from storage.seed import seed_demo
+
+    async with services(settings) as settings, open_deps(settings) as deps:
+        await migrate(deps.pool)
+        if seed:
+            org = await seed_demo(deps.pool)
+            await deps.redis.sadd(ORG_REGISTRY, org)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        async with running_system(settings, roles, deps=deps) as system:
+            if settings.dev_chat_enabled:
+                log.info("chat page: %s/  (POST /chat for scripts)", system.url)
+            await stop.wait()
+            log.info("stopping: draining in-flight work")
+
+
+async def cmd_migrate(settings: Settings) -> None:
+    from storage.db import migrate
+
+    async with services(settings) as settings, open_deps(settings) as deps:
+        applied = await migrate(deps.pool)
+        print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+
+
+async def cmd_seed_demo(settings: Settings) -> None:
+    from storage.db import migrate
+    from storage.seed import seed_demo
+
+    async with services(settings) as settings, open_deps(settings) as deps:
+        await migrate(deps.pool)
+        print(await seed_demo(deps.pool))
+
+
+async def cmd_org_add(settings: Settings, args: argparse.Namespace) -> None:
+    from storage.db import migrate
+    from storage.keys import ORG_REGISTRY
+    from storage.orgs import add_org
+
+    async with services(settings) as settings, open_deps(settings) as deps:
+        await migrate(deps.pool)
+        org = await add_org(deps.pool, name=args.name, app_name=args.gupshup_app,
+                            api_key=args.gupshup_api_key, source_phone=args.source_phone,
+                            webhook_token=args.webhook_token, app_id=args.gupshup_app_id,
+                            timezone=args.timezone)
+        await deps.redis.sadd(ORG_REGISTRY, org)
+        print(org)
+
+
+async def cmd_bot(settings: Settings, args: argparse.Namespace) -> int:
+    from storage.chats import set_bot_enabled
+
+    async with services(settings) as settings, open_deps(settings) as deps:
+        enabled = args.action == "resume"
+        changed = await set_bot_enabled(deps.pool, args.org, args.phone, enabled,
+                                        reason="paused from the command line")
+        if not changed:
+            print(f"no chat with {args.phone} in organization {args.org}", file=sys.stderr)
+            return 1
+        print(f"bot {'resumed' if enabled else 'paused'} for {args.phone}")
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="skytide", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the given roles (all by default)")
+    run.add_argument("--roles", default=",".join(ALL_ROLES),
+                     help=f"comma-separated subset of {','.join(ALL_ROLES)}")
+    run.add_argument("--seed-demo", action="store_true", help="seed the demo clinic first")
+    sub.add_parser("migrate", help="apply pending migrations (safe to run twice)")
+    sub.add_parser("seed-demo", help="seed the demo clinic (app DemoClinic)")
+    org = sub.add_parser("org", help="manage organizations").add_subparsers(dest="org_command",
+                                                                              required=True)
+    add = org.add_parser("add", help="provision an organization and its Gupshup connection")
+    add.add_argument("--name", required=True)
+    add.add_argument("--gupshup-app", required=True)
+    add.add_argument("--gupshup-api-key", required=True)
+    add.add_argument("--source-phone", required=True)
+    add.add_argument("--webhook-token", default=None)
+    add.add_argument("--gupshup-app-id", default=None, help="needed for v3 (Meta format) callbacks")
+    add.add_argument("--timezone", default="America/Bogota")
+    bot = sub.add_parser("bot", help="turn the bot on or off for one chat")
+    bot.add_argument("action", choices=["pause", "resume"])
+    bot.add_argument("--org", required=True)
+    bot.add_argument("--phone", required=True)
+    sub.add_parser("bench", help="run the benchmarks (same as make bench)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    setup_logging(settings.log_level, settings.log_format)
+    if args.command == "run":
+        roles = tuple(r.strip() for r in args.roles.split(",") if r.strip())
+        unknown = set(roles) - set(ALL_ROLES)
+        if unknown:
+            print(f"unknown role(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+            return 2
+        asyncio.run(cmd_run(settings, roles, args.seed_demo))
+    elif args.command == "migrate":
+        asyncio.run(cmd_migrate(settings))
+    elif args.command == "seed-demo":
+        asyncio.run(cmd_seed_demo(settings))
+    elif args.command == "org":
+        asyncio.run(cmd_org_add(settings, args))
+    elif args.command == "bot":
+        return asyncio.run(cmd_bot(settings, args))
+    elif args.command == "bench":
+        from ops.bench.__main__ import main as bench_main
+
+        return bench_main([])
+    return 0

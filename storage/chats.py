@@ -1,0 +1,95 @@
+"""Chat identities, contacts and chat messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import asyncpg
+
+
+@dataclass(frozen=True)
+class Identity:
+    id: str
+    contact_id: str
+    phone: str
+    bot_enabled: bool
+    last_inbound_at: datetime | None
+
+
+def ms_to_dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+async def upsert_identity(conn: asyncpg.Connection | asyncpg.Pool, org: str, phone: str,
+                          profile_name: str | None) -> Identity:
+    """Find or create the contact and chat identity of a phone in an organization."""
+    contact_id = await conn.fetchval(
+        "insert into contacts (organization_id, phone, name) values ($1::uuid, $2, $3) "
+        "on conflict (organization_id, phone) do update set phone = excluded.phone "
+        "returning id::text", org, phone, profile_name)
+    row = await conn.fetchrow(
+        "insert into chat_identities (organization_id, contact_id, phone, profile_name) "
+        "values ($1::uuid, $2::uuid, $3, $4) "
+        "on conflict (organization_id, phone) do update "
+        "  set profile_name = coalesce(excluded.profile_name, chat_identities.profile_name) "
+        "returning id::text, contact_id::text, phone, bot_enabled, last_inbound_at",
+        org, contact_id, phone, profile_name)
+    return Identity(**dict(row))
+
+
+async def find_identity(conn: asyncpg.Connection | asyncpg.Pool, org: str,
+                        phone: str) -> Identity | None:
+    row = await conn.fetchrow(
+        "select id::text, contact_id::text, phone, bot_enabled, last_inbound_at "
+        "from chat_identities where organization_id = $1::uuid and phone = $2", org, phone)
+    return Identity(**dict(row)) if row else None
+
+
+async def insert_inbound(conn: asyncpg.Connection | asyncpg.Pool, *, org: str, identity: Identity,
+                         provider_id: str, message: str | None, processed_text: str | None,
+                         sent_at_ms: int, media_type: str | None = None,
+                         media_url: str | None = None, media_mime_type: str | None = None,
+                         media_size_bytes: int | None = None, media_sha256: str | None = None,
+                         artifacts: dict[str, Any] | None = None) -> tuple[str, bool]:
+    """Store an inbound message once; returns (message id, whether this call created it)."""
+    row = await conn.fetchrow(
+        "insert into chat_messages (organization_id, chat_identity_id, direction, message,"
+        " processed_text, media_type, media_url, media_mime_type, media_size_bytes, media_sha256,"
+        " provider_message_id, message_status, artifacts, sent_at) "
+        "values ($1::uuid, $2::uuid, 'inbound', $3, $4, $5, $6, $7, $8, $9, $10, 'delivered', $11, $12) "
+        "on conflict (organization_id, provider_message_id) where provider_message_id is not null "
+        "do nothing returning id::text",
+        org, identity.id, message, processed_text, media_type, media_url, media_mime_type,
+        media_size_bytes, media_sha256, provider_id, artifacts or {}, ms_to_dt(sent_at_ms))
+    if row:
+        await conn.execute(
+            "update chat_identities set last_inbound_at = greatest(last_inbound_at, $2) "
+            "where id = $1::uuid", identity.id, ms_to_dt(sent_at_ms))
+        return row["id"], True
+    existing = await conn.fetchval(
+        "select id::text from chat_messages where organization_id = $1::uuid "
+        "and provider_message_id = $2", org, provider_id)
+    return existing, False
+
+
+async def message_texts(conn: asyncpg.Connection | asyncpg.Pool, org: str,
+                        message_ids: list[str]) -> list[str]:
+    """What the agent reads of each message (processed_text, else the raw text), in the given order."""
+    rows = await conn.fetch(
+        "select id::text, coalesce(processed_text, message, '') as text from chat_messages "
+        "where organization_id = $1::uuid and id = any($2::uuid[])", org, message_ids)
+    by_id = {r["id"]: r["text"] for r in rows}
+    return [by_id[m] for m in message_ids if m in by_id]
+
+
+async def set_bot_enabled(conn: asyncpg.Connection | asyncpg.Pool, org: str, phone: str,
+                          enabled: bool, reason: str | None = None) -> bool:
+    """Turn the bot on or off for one chat; returns False when the chat does not exist."""
+    result = await conn.execute(
+        "update chat_identities set bot_enabled = $3, "
+        "  bot_paused_at = case when $3 then null else now() end, bot_paused_reason = $4 "
+        "where organization_id = $1::uuid and phone = $2", org, phone, enabled,
+        None if enabled else reason)
+    return result.endswith(" 1")

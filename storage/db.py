@@ -1,0 +1,51 @@
+"""PostgreSQL access: the asyncpg pool and the migration runner."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # jsonb columns come and go as Python objects.
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(database_url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    # statement_cache_size=0 keeps the pool usable behind Supabase's transaction pooler.
+    return await asyncpg.create_pool(
+        database_url, min_size=min_size, max_size=max_size, init=_init_connection,
+        statement_cache_size=0,
+    )
+
+
+async def migrate(pool: asyncpg.Pool) -> list[str]:
+    """Apply the pending migrations in name order, each in its own transaction; safe to rerun."""
+    applied: list[str] = []
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "create table if not exists schema_migrations "
+            "(name text primary key, applied_at timestamptz not null default now())"
+        )
+        # One migrator at a time, even when several processes start together.
+        await conn.execute("select pg_advisory_lock(726451)")
+        try:
+            done = {r["name"] for r in await conn.fetch("select name from schema_migrations")}
+            for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+                if path.name in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(path.read_text())
+                    await conn.execute("insert into schema_migrations (name) values ($1)", path.name)
+                log.info("applied migration %s", path.name)
+                applied.append(path.name)
+        finally:
+            await conn.execute("select pg_advisory_unlock(726451)")
+    return applied

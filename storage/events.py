@@ -1,0 +1,126 @@
+"""The events that cross a stream, in one place, so a producer and its consumer cannot drift.
+
+An entry on a stream has two fields: `type` (the event's name) and `data` (its JSON).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+
+MessageKind = Literal[
+    "text", "image", "audio", "voice", "video", "file", "sticker", "location", "contact",
+    "button_reply", "list_reply", "quick_reply", "reaction", "unknown",
+]
+
+
+class Media(BaseModel):
+    url: str
+    content_type: str = "application/octet-stream"
+    filename: str | None = None
+    expires_at_ms: int | None = None
+    sha256: str | None = None
+
+
+class InboundMessage(BaseModel):
+    """A message a user sent to the business, as parsed from either Gupshup format."""
+
+    type: Literal["message"] = "message"
+    org: str
+    provider_id: str
+    phone: str
+    name: str | None = None
+    kind: MessageKind
+    text: str | None = None  # typed text, or the readable form of a reply, location or contact
+    caption: str | None = None
+    media: Media | None = None
+    context_id: str | None = None  # the message this one quotes or answers
+    sent_at_ms: int  # when the user sent it: orders a burst
+    received_at_ms: int
+    raw: dict[str, Any] = Field(default_factory=dict)
+
+
+class StatusEvent(BaseModel):
+    """What Gupshup says happened to a message we sent."""
+
+    type: Literal["status"] = "status"
+    org: str
+    provider_id: str  # Gupshup messageId or WhatsApp id, depending on the status
+    gs_id: str | None = None
+    status: str  # enqueued, sent, delivered, read, failed, deleted, mismatch, or unknown ones
+    destination: str | None = None
+    at_ms: int
+    code: int | None = None
+    reason: str | None = None
+    raw: dict[str, Any] = Field(default_factory=dict)
+
+
+class UserEvent(BaseModel):
+    type: Literal["user_event"] = "user_event"
+    org: str
+    phone: str
+    event: str  # opted-in, opted-out, sandbox-start, ...
+    at_ms: int
+    raw: dict[str, Any] = Field(default_factory=dict)
+
+
+class TurnRequest(BaseModel):
+    """A burst of one chat's messages, ready for the agent."""
+
+    type: Literal["turn"] = "turn"
+    org: str
+    chat: str  # the customer's phone
+    turn_id: str
+    message_ids: list[str]
+
+
+class OutboundMessage(BaseModel):
+    """Something to send to a WhatsApp user; idempotency_key makes a resend impossible."""
+
+    type: Literal["outbound"] = "outbound"
+    org: str
+    phone: str
+    idempotency_key: str
+    text: str | None = None
+    template_id: str | None = None
+    template_params: list[str] = Field(default_factory=list)
+    turn_id: str | None = None
+    purpose: str = "reply"  # reply, escalation, opt_out_confirmation, ...
+    # Checked again just before sending: a reply produced after a person took the chat is dropped.
+    requires_bot_enabled: bool = True
+
+
+StreamEvent = Annotated[
+    Union[InboundMessage, StatusEvent, UserEvent, TurnRequest, OutboundMessage],
+    Field(discriminator="type"),
+]
+_adapter: TypeAdapter[StreamEvent] = TypeAdapter(StreamEvent)
+
+
+class BadEvent(ValueError):
+    """An entry that no retry can fix."""
+
+
+def encode(event: BaseModel) -> dict[str, str]:
+    return {"type": event.type, "data": event.model_dump_json(exclude_none=True)}  # type: ignore[attr-defined]
+
+
+def decode(fields: dict[Any, Any]) -> StreamEvent:
+    data = fields.get("data") or fields.get(b"data")
+    if data is None:
+        raise BadEvent("stream entry has no 'data' field")
+    try:
+        return _adapter.validate_json(data)
+    except ValidationError as exc:
+        raise BadEvent(f"stream entry does not match any event: {exc.errors()[:3]}") from exc
+
+
+def chat_key(event: StreamEvent) -> str:
+    """Entries with the same key are handled in order, one at a time, within a process."""
+    if isinstance(event, (InboundMessage, UserEvent, OutboundMessage)):
+        return f"{event.org}:{event.phone}"
+    if isinstance(event, TurnRequest):
+        return f"{event.org}:{event.chat}"
+    # Status events touch one message row each; they need no order with each other.
+    return f"{event.org}:status:{event.gs_id or event.provider_id}"

@@ -1,0 +1,85 @@
+"""Every Redis key and stream name, built in one place.
+
+Tenant keys carry the organization in a Redis Cluster hash tag (`{org}`), so everything of
+one tenant lives in one slot and the Lua scripts that touch several of them stay legal.
+"""
+
+from __future__ import annotations
+
+STAGES = ("inbound", "turns", "outbound")
+
+# Registry of organizations that have streams; workers discover tenants from it.
+ORG_REGISTRY = "skytide:orgs"
+
+
+def stream(org: str, stage: str) -> str:
+    """`{org}:inbound`, `{org}:turns` or `{org}:outbound`."""
+    return f"{{{org}}}:{stage}"
+
+
+def dead_letters(org: str) -> str:
+    return f"{{{org}}}:dead"
+
+
+def org_of_key(key: str) -> str:
+    """The organization inside a tenant key's hash tag."""
+    return key[key.index("{") + 1 : key.index("}")]
+
+
+# Ingress dedupe: one key per provider event id (and kind, so a status id never hides a message).
+def seen(org: str, kind: str, event_id: str) -> str:
+    return f"{{{org}}}:seen:{kind}:{event_id}"
+
+
+# Batcher state, per chat.
+def pending(org: str, chat: str) -> str:
+    """ZSET of stored inbound message ids waiting for a turn, scored by the user's send time."""
+    return f"{{{org}}}:pending:{chat}"
+
+
+def batch(org: str, chat: str) -> str:
+    """HASH with first_ms, last_ms and count of the pending burst."""
+    return f"{{{org}}}:batch:{chat}"
+
+
+def due(org: str) -> str:
+    """ZSET of chats scored by the time their burst is due to become a turn."""
+    return f"{{{org}}}:due"
+
+
+def handed(org: str, chat: str) -> str:
+    """SET of message ids already handed to the batcher (makes the hand-off idempotent)."""
+    return f"{{{org}}}:handed:{chat}"
+
+
+def enriching(org: str, chat: str) -> str:
+    """Counter of this chat's inbound entries accepted by ingress and not yet enriched."""
+    return f"{{{org}}}:enriching:{chat}"
+
+
+def turn_lease(org: str, chat: str) -> str:
+    """The id of the turn in flight for a chat; while it exists no other turn starts."""
+    return f"{{{org}}}:turn:{chat}"
+
+
+def turn_done(org: str, turn_id: str) -> str:
+    """Set once a turn's replies are on the outbound stream: a redelivered turn replies once."""
+    return f"{{{org}}}:turn-done:{turn_id}"
+
+
+def sent(org: str, idempotency_key: str) -> str:
+    return f"{{{org}}}:sent:{idempotency_key}"
+
+
+# Recent messages of a chat, for the agent's prompt (newest first).
+def recent(org: str, chat: str) -> str:
+    return f"{{{org}}}:recent:{chat}"
+
+
+# Development simulator sink: what the bot "sent" to a phone, for POST /chat and the chat page.
+def simulator_outbox(app: str, phone: str) -> str:
+    return f"skytide:sim:{app}:{phone}"
+
+
+def checkpoint_thread(org: str, chat: str) -> str:
+    return f"{org}:{chat}"

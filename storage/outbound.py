@@ -1,0 +1,73 @@
+"""Outgoing chat_messages rows: written before the send, so a resend can be recognised."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from storage.chats import Identity
+
+
+@dataclass(frozen=True)
+class OutgoingRow:
+    id: str
+    provider_message_id: str | None
+    send_started_at: datetime | None
+    message_status: str
+    dropped: bool
+
+    @property
+    def may_send(self) -> bool:
+        """Nothing accepted, nothing possibly on the wire, not dropped on purpose."""
+        return not (self.provider_message_id or self.send_started_at or self.dropped)
+
+
+async def claim(pool: asyncpg.Pool, *, org: str, identity: Identity, idempotency_key: str,
+                text: str | None, turn_id: str | None, purpose: str) -> OutgoingRow:
+    """The row of this outgoing message, created on first sight (status pending)."""
+    row = await pool.fetchrow(
+        "insert into chat_messages (organization_id, chat_identity_id, direction, message,"
+        " processed_text, idempotency_key, turn_id, purpose, message_status) "
+        "values ($1::uuid, $2::uuid, 'outbound', $3, $3, $4, $5, $6, 'pending') "
+        "on conflict (organization_id, idempotency_key) where idempotency_key is not null "
+        "do update set idempotency_key = excluded.idempotency_key "
+        "returning id::text, provider_message_id, send_started_at, message_status,"
+        " artifacts ? 'dropped' as dropped",
+        org, identity.id, text, idempotency_key, turn_id, purpose)
+    return OutgoingRow(**dict(row))
+
+
+async def mark_sending(pool: asyncpg.Pool, row_id: str) -> None:
+    await pool.execute("update chat_messages set send_started_at = now() where id = $1::uuid", row_id)
+
+
+async def clear_sending(pool: asyncpg.Pool, row_id: str) -> None:
+    """The request surely did not reach Gupshup (refused, 429, 5xx): sending again is safe."""
+    await pool.execute("update chat_messages set send_started_at = null where id = $1::uuid", row_id)
+
+
+async def mark_accepted(pool: asyncpg.Pool, row_id: str, provider_message_id: str) -> None:
+    await pool.execute(
+        "update chat_messages set provider_message_id = $2, sent_at = now(), send_started_at = null,"
+        " message_status = 'pending', error_code = null, error_reason = null where id = $1::uuid",
+        row_id, provider_message_id)
+
+
+async def mark_failed(pool: asyncpg.Pool, row_id: str, *, code: int | None, reason: str,
+                      outcome_unknown: bool = False) -> None:
+    """Record a failed send. Unless the outcome is unknown, a replay may send it again."""
+    await pool.execute(
+        "update chat_messages set message_status = 'failed', error_code = $2, error_reason = $3,"
+        " send_started_at = case when $4 then send_started_at else null end,"
+        " status_times = status_times || jsonb_build_object('failed', now())"
+        " where id = $1::uuid", row_id, code, reason[:500], outcome_unknown)
+
+
+async def mark_dropped(pool: asyncpg.Pool, row_id: str, reason: str) -> None:
+    """Not sent on purpose (bot turned off, opted out, window closed): recorded, never sent."""
+    await pool.execute(
+        "update chat_messages set message_status = 'failed', error_reason = $2,"
+        " artifacts = artifacts || jsonb_build_object('dropped', $2::text) where id = $1::uuid",
+        row_id, reason)

@@ -1,0 +1,51 @@
+"""Putting events on streams, with the dedupe and bookkeeping that must happen atomically."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from storage import keys
+from storage.events import InboundMessage, StatusEvent, StreamEvent, UserEvent, encode
+
+# Dedupe, enqueue and (for chat messages) count the entry as "being enriched" in one step, so a
+# crash can never leave an event marked as seen but not enqueued.
+_INGEST = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) == false then return 0 end
+redis.call('XADD', KEYS[2], '*', 'type', ARGV[2], 'data', ARGV[3])
+if #KEYS > 2 then
+  redis.call('INCR', KEYS[3])
+  redis.call('EXPIRE', KEYS[3], ARGV[4])
+end
+return 1
+"""
+
+ENRICHING_TTL_S = 600
+
+
+def dedupe_id(event: StreamEvent) -> tuple[str, str]:
+    """(kind, id) that identifies a provider event; deliveries with the same pair are one event."""
+    if isinstance(event, InboundMessage):
+        return "msg", event.provider_id
+    if isinstance(event, StatusEvent):
+        return "status", f"{event.gs_id or event.provider_id}:{event.status}"
+    if isinstance(event, UserEvent):
+        return "user", f"{event.phone}:{event.event}:{event.at_ms}"
+    raise TypeError(f"not a provider event: {type(event).__name__}")
+
+
+async def ingest(redis: aioredis.Redis, event: InboundMessage | StatusEvent | UserEvent,
+                 dedupe_ttl_s: int) -> bool:
+    """Enqueue a provider event on its organization's inbound stream; False if seen before."""
+    kind, event_id = dedupe_id(event)
+    stream_keys = [keys.seen(event.org, kind, event_id), keys.stream(event.org, "inbound")]
+    if isinstance(event, InboundMessage):
+        stream_keys.append(keys.enriching(event.org, event.phone))
+    fields = encode(event)
+    added = await redis.eval(_INGEST, len(stream_keys), *stream_keys, dedupe_ttl_s,
+                             fields["type"], fields["data"], ENRICHING_TTL_S)
+    return bool(added)
+
+
+async def publish(redis: aioredis.Redis, event: StreamEvent, stage: str) -> str:
+    fields = encode(event)
+    return await redis.xadd(keys.stream(event.org, stage), fields)

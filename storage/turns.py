@@ -1,0 +1,165 @@
+"""A chat's life between messages and turns, as atomic Redis scripts.
+
+hand_off   (enrich)  a stored message joins its chat's pending burst and sets the due time.
+flush      (batcher) a due burst becomes a turn on `{org}:turns`, unless a turn is in flight.
+finish     (agent)   a turn's replies go on `{org}:outbound` once, the lease is released, and
+                     messages that arrived meanwhile are scheduled for the next turn.
+
+Each is one Lua script, so a crash between two steps cannot lose a burst or start a turn twice.
+All keys of one call carry the same `{org}` hash tag: legal in Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from storage import keys
+from storage.events import OutboundMessage, encode
+
+HANDED_TTL_S = 7 * 24 * 3600
+TURN_DONE_TTL_S = 7 * 24 * 3600
+
+# KEYS: handed, pending, batch, due, enriching
+# ARGV: provider_id, message_id (or ''), score_ms, now_ms, debounce_ms, max_wait_ms,
+#       max_messages, chat, handed_ttl_s
+_HAND_OFF = """
+if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('EXPIRE', KEYS[1], ARGV[9])
+local left = redis.call('DECR', KEYS[5])
+if left <= 0 then redis.call('DEL', KEYS[5]) end
+if ARGV[2] == '' then return 1 end
+local now = tonumber(ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+redis.call('HSETNX', KEYS[3], 'first_ms', now)
+redis.call('HSET', KEYS[3], 'last_ms', now)
+local count = redis.call('HINCRBY', KEYS[3], 'count', 1)
+local first = tonumber(redis.call('HGET', KEYS[3], 'first_ms'))
+local due = math.min(now + tonumber(ARGV[5]), first + tonumber(ARGV[6]))
+if count >= tonumber(ARGV[7]) then due = now end
+redis.call('ZADD', KEYS[4], due, ARGV[8])
+return 1
+"""
+
+# KEYS: pending, batch, due, enriching, turn_lease, turns_stream
+# ARGV: chat, now_ms, turn_id, lease_ms, max_wait_ms, retry_ms, org
+_FLUSH = """
+local chat = ARGV[1]
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  redis.call('ZREM', KEYS[3], chat)   -- `finish` schedules it again when the turn ends
+  return 'busy'
+end
+local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+if #ids == 0 then
+  redis.call('ZREM', KEYS[3], chat)
+  redis.call('DEL', KEYS[2])
+  return 'empty'
+end
+local now = tonumber(ARGV[2])
+local first = tonumber(redis.call('HGET', KEYS[2], 'first_ms') or now)
+local enriching = tonumber(redis.call('GET', KEYS[4]) or '0')
+if enriching > 0 and now < first + tonumber(ARGV[5]) then
+  -- an earlier message of this chat is still being understood (a voice note, say): wait for it
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[6]), chat)
+  return 'waiting'
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], chat)
+redis.call('SET', KEYS[5], ARGV[3], 'PX', ARGV[4])
+local turn = cjson.encode({type='turn', org=ARGV[7], chat=chat, turn_id=ARGV[3], message_ids=ids})
+redis.call('XADD', KEYS[6], '*', 'type', 'turn', 'data', turn)
+return 'started'
+"""
+
+# KEYS: turn_done, turn_lease, outbound_stream, pending, batch, due
+# ARGV: turn_id, chat, now_ms, debounce_ms, max_wait_ms, done_ttl_s, then (type, data) pairs
+_FINISH = """
+local sent = 0
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[6]) then
+  for i = 7, #ARGV, 2 do
+    redis.call('XADD', KEYS[3], '*', 'type', ARGV[i], 'data', ARGV[i + 1])
+    sent = sent + 1
+  end
+end
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+if redis.call('ZCARD', KEYS[4]) > 0 then
+  local now = tonumber(ARGV[3])
+  local first = tonumber(redis.call('HGET', KEYS[5], 'first_ms') or now)
+  local last = tonumber(redis.call('HGET', KEYS[5], 'last_ms') or now)
+  local due = math.max(now, math.min(last + tonumber(ARGV[4]), first + tonumber(ARGV[5])))
+  redis.call('ZADD', KEYS[6], due, ARGV[2])
+end
+return sent
+"""
+
+# KEYS: turn_lease. ARGV: turn_id, lease_ms
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Debounce:
+    quiet_ms: int
+    max_wait_ms: int
+    max_messages: int
+
+
+async def hand_off(redis: aioredis.Redis, *, org: str, chat: str, provider_id: str,
+                   message_id: str | None, sent_at_ms: int, now_ms: int,
+                   debounce: Debounce) -> bool:
+    """Mark an inbound entry enriched; with a message id, add it to the chat's burst.
+
+    Idempotent on provider_id: a redelivered entry is neither counted nor added twice.
+    """
+    return bool(await redis.eval(
+        _HAND_OFF, 5, keys.handed(org, chat), keys.pending(org, chat), keys.batch(org, chat),
+        keys.due(org), keys.enriching(org, chat),
+        provider_id, message_id or "", sent_at_ms, now_ms, debounce.quiet_ms,
+        debounce.max_wait_ms, debounce.max_messages, chat, HANDED_TTL_S))
+
+
+async def due_chats(redis: aioredis.Redis, org: str, now_ms: int, limit: int = 100) -> list[str]:
+    return await redis.zrangebyscore(keys.due(org), "-inf", now_ms, start=0, num=limit)
+
+
+async def flush(redis: aioredis.Redis, *, org: str, chat: str, turn_id: str, now_ms: int,
+                lease_ms: int, max_wait_ms: int, retry_ms: int = 250) -> str:
+    """Start a turn for a due chat; returns started, busy, waiting or empty."""
+    return await redis.eval(
+        _FLUSH, 6, keys.pending(org, chat), keys.batch(org, chat), keys.due(org),
+        keys.enriching(org, chat), keys.turn_lease(org, chat), keys.stream(org, "turns"),
+        chat, now_ms, turn_id, lease_ms, max_wait_ms, retry_ms, org)
+
+
+async def finish(redis: aioredis.Redis, *, org: str, chat: str, turn_id: str,
+                 replies: list[OutboundMessage], now_ms: int, debounce: Debounce) -> int:
+    """Enqueue a turn's replies exactly once and end the turn; returns how many were enqueued."""
+    args: list[str] = []
+    for reply in replies:
+        fields = encode(reply)
+        args += [fields["type"], fields["data"]]
+    return int(await redis.eval(
+        _FINISH, 6, keys.turn_done(org, turn_id), keys.turn_lease(org, chat),
+        keys.stream(org, "outbound"), keys.pending(org, chat), keys.batch(org, chat),
+        keys.due(org), turn_id, chat, now_ms, debounce.quiet_ms, debounce.max_wait_ms,
+        TURN_DONE_TTL_S, *args))
+
+
+async def extend_lease(redis: aioredis.Redis, *, org: str, chat: str, turn_id: str,
+                       lease_ms: int) -> bool:
+    return bool(await redis.eval(_EXTEND, 1, keys.turn_lease(org, chat), turn_id, lease_ms))
+
+
+async def turn_in_flight(redis: aioredis.Redis, org: str, chat: str) -> str | None:
+    return await redis.get(keys.turn_lease(org, chat))
+
+
+def turn_payload_ids(data: str) -> list[str]:
+    """The message ids of a turn entry written by the flush script (for tests and tools)."""
+    return list(json.loads(data)["message_ids"])
