@@ -16,7 +16,7 @@ import socket
 import sys
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
@@ -74,8 +74,13 @@ def gupshup_api_url(settings: Settings) -> str:
 
 @asynccontextmanager
 async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
-                         deps: Deps | None = None) -> AsyncIterator[RunningSystem]:
-    """Start the given roles in this process; on exit, stop reading and drain in-flight work."""
+                         deps: Deps | None = None,
+                         graph_builder: Callable[[Any], Any] | None = None,
+                         ) -> AsyncIterator[RunningSystem]:
+    """Start the given roles in this process; on exit, stop reading and drain in-flight work.
+
+    graph_builder(checkpointer) replaces the conversation graph (tests use it to hold a turn).
+    """
     from langgraph.checkpoint.redis.aio import AsyncRedisSaver
 
     from consumers.agent import AgentStage
@@ -107,7 +112,7 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
                                     ttl={"default_ttl": 60 * 24 * 30, "refresh_on_read": True})
             await saver.asetup()
             stack.push_async_callback(saver.aclose if hasattr(saver, "aclose") else _noop)
-            agent = AgentStage(deps, build_graph(saver))
+            agent = AgentStage(deps, (graph_builder or build_graph)(saver))
             workers.append(StageWorker(deps.redis, stage_config(settings, "agent", "turns"),
                                        agent.handle, consumer))
         if "sender" in roles:

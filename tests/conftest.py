@@ -1,0 +1,113 @@
+"""Test fixtures: a real Redis 8 (JSON + Search) and a real PostgreSQL 18, started once per
+session from the project's own embedded builds, wiped between tests; fake SaaS servers only."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import pytest
+
+from ops.cli import open_deps, running_system
+from ops.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from ops.deps import Deps
+from ops.settings import ALL_ROLES, Settings
+from storage.db import create_pool, migrate
+from storage.keys import ORG_REGISTRY
+from storage.orgs import add_org
+from tests.fakes.gupshup import FakeGupshup
+
+TABLES = ("appointments", "contact_authorizations", "thread_summaries", "chat_messages",
+          "chat_identities", "contacts", "knowledge_entries", "staff_services", "staff",
+          "services", "business_hours", "platform_connections", "organizations")
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory) -> dict[str, str]:
+    root: Path = tmp_path_factory.mktemp("servers")
+    redis_server = EmbeddedRedis(root / "redis")
+    postgres = EmbeddedPostgres(root / "pg")
+    urls = {"redis_url": redis_server.start(), "database_url": postgres.start()}
+    yield urls
+    redis_server.stop()
+    postgres.stop()
+
+
+@pytest.fixture(scope="session")
+async def migrated(servers) -> dict[str, str]:
+    pool = await create_pool(servers["database_url"])
+    await migrate(pool)
+    await pool.close()
+    return servers
+
+
+@pytest.fixture
+async def settings(migrated) -> Settings:
+    """Settings for one test: fast debounce and retries, a fresh port."""
+    return Settings(
+        redis_url=migrated["redis_url"], database_url=migrated["database_url"],
+        http_port=free_port(), debounce_seconds=0.3, debounce_max_wait_seconds=3,
+        batcher_tick_s=0.02, block_ms=100, claim_idle_ms=1500, claim_every_s=0.3,
+        org_refresh_s=0.2, retry_base_s=0.05, retry_max_s=0.2, drain_timeout_s=5,
+        dev_chat_enabled=True, gupshup_api_url="http://127.0.0.1:9/unset", chat_wait_s=10)
+
+
+@pytest.fixture
+async def deps(settings):
+    async with open_deps(settings) as deps:
+        await deps.redis.flushdb()
+        await deps.pool.execute(f"truncate {', '.join(TABLES)} cascade")
+        yield deps
+
+
+@pytest.fixture
+async def gupshup():
+    async with FakeGupshup() as fake:
+        yield fake
+
+
+@pytest.fixture
+def make_org(deps) -> Callable[..., Awaitable[str]]:
+    """Factory: an organization with a Gupshup connection; returns its id."""
+
+    async def make(app: str | None = None, *, token: str = "secret-token",
+                   settings: dict[str, Any] | None = None, **kwargs: Any) -> str:
+        org = await add_org(deps.pool, name=f"Org {app}", app_name=app or f"app-{uuid.uuid4().hex[:8]}",
+                            api_key="test-api-key", source_phone="919999999999",
+                            webhook_token=token, settings=settings, **kwargs)
+        await deps.redis.sadd(ORG_REGISTRY, org)
+        return org
+
+    return make
+
+
+@pytest.fixture
+def system(settings, deps, gupshup):
+    """Factory: the whole pipeline in this process, sending to the fake Gupshup."""
+
+    @asynccontextmanager
+    async def start(graph_builder=None, roles=ALL_ROLES, **overrides: Any):
+        test_settings = settings.model_copy(update={"gupshup_api_url": gupshup.url, **overrides})
+        test_deps = Deps(settings=test_settings, redis=deps.redis, pool=deps.pool, http=deps.http)
+        async with running_system(test_settings, roles, deps=test_deps,
+                                  graph_builder=graph_builder) as s:
+            yield s
+
+    return start
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout_s: float = 10.0,
+                     interval_s: float = 0.05) -> Any:
+    """Poll until `check` returns something truthy; fail with the last value after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    value = None
+    while time.monotonic() < deadline:
+        value = await check()
+        if value:
+            return value
+        await asyncio.sleep(interval_s)
+    raise AssertionError(f"condition not met within {timeout_s}s (last value: {value!r})")

@@ -1,0 +1,46 @@
+"""Small helpers shared by the test modules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+
+
+def strip_notes(value: Any) -> Any:
+    """Fixtures carry annotations in keys that start with '_'; the wire never does."""
+    if isinstance(value, dict):
+        return {k: strip_notes(v) for k, v in value.items() if not k.startswith("_")}
+    if isinstance(value, list):
+        return [strip_notes(v) for v in value]
+    return value
+
+
+def fixture(name: str, **top: Any) -> dict[str, Any]:
+    body = strip_notes(json.loads((FIXTURES / name).read_text()))
+    body.update(top)
+    return body
+
+
+def text_webhook(app: str, phone: str, text: str, message_id: str, ts_ms: int,
+                 name: str = "Ana") -> dict[str, Any]:
+    """A v2 text message callback shaped like fixtures/gupshup/gupshup_v2_text.json."""
+    body = fixture("gupshup/gupshup_v2_text.json", app=app, timestamp=ts_ms)
+    body["payload"].update(id=message_id, source=phone)
+    body["payload"]["payload"] = {"text": text}
+    body["payload"]["sender"].update(phone=phone, name=name)
+    return body
+
+
+async def post_webhook(url: str, body: Any, token: str | None = "secret-token",
+                       path: str = "/webhooks/gupshup") -> tuple[int, str]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url + path, data=data, headers={
+                "Content-Type": "application/json", **headers}) as response:
+            return response.status, await response.text()

@@ -1,0 +1,167 @@
+"""The stream pipeline end to end for text messages: webhook in, one reply out at the fake Gupshup."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from graph import receptionist
+from storage import keys
+from tests.conftest import eventually
+from tests.helpers import fixture, post_webhook, text_webhook
+
+PHONE = "919876543210"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def inbound_rows(deps, org):
+    return await deps.pool.fetch(
+        "select message, processed_text, direction from chat_messages "
+        "where organization_id = $1::uuid and direction = 'inbound' order by sent_at", org)
+
+
+async def test_fixture_text_webhook_gets_exactly_one_reply(system, make_org, gupshup, deps):
+    org = await make_org("docdeck")
+    async with system() as s:
+        status, body = await post_webhook(s.url, fixture("gupshup/gupshup_v2_text.json"))
+        assert (status, body) == (200, "")
+        sent = await gupshup.wait_for_sent(1, timeout_s=10)
+        await asyncio.sleep(0.5)  # room for a wrong second reply to show up
+    assert len(gupshup.sent) == 1
+    assert sent[0].destination == PHONE and sent[0].app == "docdeck"
+    assert sent[0].message["type"] == "text" and "Hi" in sent[0].message["text"]
+    rows = await deps.pool.fetch(
+        "select direction, provider_message_id, message_status from chat_messages "
+        "where organization_id = $1::uuid order by created_at", org)
+    assert [r["direction"] for r in rows] == ["inbound", "outbound"]
+    assert rows[1]["provider_message_id"] == sent[0].message_id
+
+
+async def test_same_webhook_twice_gets_one_reply(system, make_org, gupshup, deps):
+    org = await make_org("docdeck")
+    body = fixture("gupshup/gupshup_v2_text.json")
+    async with system() as s:
+        assert (await post_webhook(s.url, body))[0] == 200
+        assert (await post_webhook(s.url, body))[0] == 200
+        await gupshup.wait_for_sent(1, timeout_s=10)
+        await asyncio.sleep(0.8)
+    assert len(gupshup.sent) == 1
+    assert len(await inbound_rows(deps, org)) == 1
+
+
+async def test_two_different_messages_with_same_text_are_both_kept(system, make_org, gupshup, deps):
+    """Dedupe is on the provider's message id, never on content."""
+    org = await make_org("clinic")
+    async with system() as s:
+        t = now_ms()
+        await post_webhook(s.url, text_webhook("clinic", PHONE, "ok", "m-1", t))
+        await post_webhook(s.url, text_webhook("clinic", PHONE, "ok", "m-2", t + 1))
+        await gupshup.wait_for_sent(1, timeout_s=10)
+    assert [r["message"] for r in await inbound_rows(deps, org)] == ["ok", "ok"]
+
+
+async def test_burst_inside_the_window_makes_one_turn_that_sees_all(system, make_org, gupshup):
+    await make_org("clinic")
+    async with system(debounce_seconds=0.6) as s:
+        t = now_ms()
+        for i, text in enumerate(["hola", "quiero una cita", "para mañana"]):
+            await post_webhook(s.url, text_webhook("clinic", PHONE, text, f"burst-{i}", t + i))
+            await asyncio.sleep(0.1)
+        sent = await gupshup.wait_for_sent(1, timeout_s=10)
+        await asyncio.sleep(1.0)
+    assert len(gupshup.sent) == 1
+    assert "hola / quiero una cita / para mañana" in sent[0].message["text"]
+
+
+async def test_out_of_order_delivery_keeps_the_users_order(system, make_org, gupshup):
+    await make_org("clinic")
+    async with system(debounce_seconds=0.6) as s:
+        t = now_ms()
+        await post_webhook(s.url, text_webhook("clinic", PHONE, "segundo", "o-2", t + 1000))
+        await post_webhook(s.url, text_webhook("clinic", PHONE, "primero", "o-1", t))
+        sent = await gupshup.wait_for_sent(1, timeout_s=10)
+    assert "primero / segundo" in sent[0].message["text"]
+
+
+def held_graph(release: asyncio.Event, entered: asyncio.Event):
+    """The placeholder graph, but its first turn waits until the test releases it."""
+
+    def build(checkpointer):
+        graph = receptionist.build_graph(checkpointer)
+        original = graph.ainvoke
+
+        async def ainvoke(state, config=None, **kwargs):
+            entered.set()
+            await release.wait()
+            return await original(state, config=config, **kwargs)
+
+        graph.ainvoke = ainvoke
+        return graph
+
+    return build
+
+
+async def test_message_during_a_turn_goes_into_the_next_turn(system, make_org, gupshup, deps):
+    org = await make_org("clinic")
+    release, entered = asyncio.Event(), asyncio.Event()
+    async with system(graph_builder=held_graph(release, entered)) as s:
+        t = now_ms()
+        await post_webhook(s.url, text_webhook("clinic", PHONE, "primero", "d-1", t))
+        await asyncio.wait_for(entered.wait(), 10)
+        await post_webhook(s.url, text_webhook("clinic", PHONE, "segundo", "d-2", t + 5000))
+        await asyncio.sleep(1.0)  # well past the debounce: a second turn must still not start
+        assert await deps.redis.xlen(keys.stream(org, "turns")) == 1
+        release.set()
+        sent = await gupshup.wait_for_sent(2, timeout_s=10)
+        await asyncio.sleep(0.5)
+    assert len(gupshup.sent) == 2
+    assert "primero" in sent[0].message["text"] and "segundo" not in sent[0].message["text"]
+    assert "segundo" in sent[1].message["text"] and "primero" not in sent[1].message["text"]
+
+
+async def test_chat_with_bot_off_keeps_messages_and_starts_no_turn(system, make_org, gupshup, deps):
+    org = await make_org("clinic")
+    async with system() as s:
+        await post_webhook(s.url, text_webhook("clinic", PHONE, "hola", "b-1", now_ms()))
+        await gupshup.wait_for_sent(1, timeout_s=10)
+        await deps.pool.execute("update chat_identities set bot_enabled = false "
+                                "where organization_id = $1::uuid", org)
+        await post_webhook(s.url, text_webhook("clinic", PHONE, "¿hay alguien?", "b-2", now_ms()))
+        await eventually(lambda: _count_inbound(deps, org, 2))
+        await asyncio.sleep(1.0)
+    assert len(gupshup.sent) == 1
+    assert await deps.redis.xlen(keys.stream(org, "turns")) == 1
+
+
+async def _count_inbound(deps, org, n):
+    return len(await inbound_rows(deps, org)) == n
+
+
+async def test_status_event_starts_no_turn(system, make_org, gupshup, deps):
+    org = await make_org("DemoAPI")
+    async with system() as s:
+        for name in ("gupshup_message_event_sent.json", "gupshup_message_event_delivered.json"):
+            status, _ = await post_webhook(s.url, fixture(f"gupshup/{name}"))
+            assert status == 200
+        await asyncio.sleep(1.0)
+        assert await deps.redis.xlen(keys.stream(org, "turns")) == 0
+    assert gupshup.sent == []
+
+
+async def test_poison_entry_lands_in_dead_letters_with_its_error(system, make_org, gupshup, deps):
+    org = await make_org("clinic")
+    async with system() as s:
+        await deps.redis.xadd(keys.stream(org, "inbound"), {"type": "message", "data": "{not json"})
+        dead = await eventually(lambda: deps.redis.xrange(keys.dead_letters(org)))
+        # The pipeline goes on after the poison entry.
+        await post_webhook(s.url, text_webhook("clinic", PHONE, "hola", "after-poison", now_ms()))
+        await gupshup.wait_for_sent(1, timeout_s=10)
+    _, record = dead[0]
+    assert record["stage"] == "enrich"
+    assert "does not match any event" in record["error"]
+    assert record["payload.data"] == "{not json"
+    pending = await deps.redis.xpending(keys.stream(org, "inbound"), "enrich")
+    assert pending["pending"] == 0
