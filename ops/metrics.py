@@ -43,3 +43,34 @@ recent_cache = Counter(
 
 def render() -> bytes:
     return generate_latest(REGISTRY)
+
+# Media and understanding (enrich).
+media_messages = Counter(
+    "skytide_media_messages_total", "Inbound media messages, by organization, kind and result",
+    ["org", "kind", "result"], registry=REGISTRY)
+media_bytes = Counter(
+    "skytide_media_bytes_stored_total", "Bytes of media stored, by organization",
+    ["org"], registry=REGISTRY)
+media_download_seconds = Histogram(
+    "skytide_media_download_seconds", "Time to download and store one media file",
+    registry=REGISTRY, buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+gemini_seconds = Histogram(
+    "skytide_gemini_seconds", "Time of one Gemini understanding call (with its retries)",
+    registry=REGISTRY, buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40))
+gemini_tokens = Counter(
+    "skytide_gemini_tokens_total", "Gemini tokens, by organization and kind (prompt, output)",
+    ["org", "kind"], registry=REGISTRY)
+gemini_errors = Counter(
+    "skytide_gemini_errors_total", "Gemini failures, by organization and reason",
+    ["org", "reason"], registry=REGISTRY)
+
+# The conversation (agent).
+model_failures = Counter(
+    "skytide_model_failures_total", "Agent turns whose model failed, by reason",
+    ["reason"], registry=REGISTRY)
+prompt_tokens = Histogram(
+    "skytide_prompt_tokens", "Prompt tokens per agent turn", registry=REGISTRY,
+    buckets=(250, 500, 1000, 2000, 4000, 8000, 16000, 32000))
+tool_calls = Counter(
+    "skytide_tool_calls_total", "Agent tool calls, by tool and outcome",
+    ["tool", "outcome"], registry=REGISTRY)

@@ -11,6 +11,8 @@ import asyncio
 import json
 import socket
 from collections import deque
+from email.parser import BytesParser
+from email.policy import HTTP
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -53,7 +55,7 @@ class FakeServer:
         # must not make stop() hang for aiohttp's default 60 s.
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=0.2)
         await self._runner.setup()
-        await web.SockSite(self._runner, sock, shutdown_timeout=0.2).start()
+        await web.SockSite(self._runner, sock).start()
         await self.on_start()
         return self
 
@@ -101,6 +103,7 @@ class FakeServer:
             "body": body,
             "json": None,
             "form": None,
+            "files": None,
         }
         ctype = request.content_type
         if ctype == "application/json" and body:
@@ -110,5 +113,27 @@ class FakeServer:
                 pass
         elif ctype == "application/x-www-form-urlencoded":
             entry["form"] = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        elif ctype == "multipart/form-data":
+            fields = parse_multipart(body, request.headers["Content-Type"])
+            entry["form"] = {k: v[2].decode("utf-8", "replace") for k, v in fields.items() if v[0] is None}
+            entry["files"] = {k: v for k, v in fields.items() if v[0] is not None}
         self.requests.append(entry)
         return await handler(request)
+
+
+def parse_multipart(body: bytes, content_type: str) -> dict[str, tuple[str | None, str, bytes]]:
+    """multipart/form-data -> {field: (filename or None, content type, bytes)}.
+
+    The recording middleware has already consumed the request stream, so handlers
+    can't use request.post() for multipart (it reads the stream, not the cached body);
+    the stdlib MIME parser works on the cached bytes instead.
+    """
+    msg = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+    out: dict[str, tuple[str | None, str, bytes]] = {}
+    for part in msg.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if name is None:
+            continue
+        payload = part.get_payload(decode=True) or b""
+        out[str(name)] = (part.get_filename(), part.get_content_type(), payload)
+    return out

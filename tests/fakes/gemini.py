@@ -292,8 +292,8 @@ class FakeGemini(FakeServer):
     async def _upload_start(self, request: web.Request, ver: str) -> web.Response:
         if request.headers.get("X-Goog-Upload-Protocol", "").lower() != "resumable":
             return _error(400, "Only the resumable upload protocol is supported by this fake.")
-        body = await request.json() if request.can_read_body else {}
-        meta = (body or {}).get("file") or {}
+        raw = await request.read()  # (cached by the recorder; can_read_body is False now)
+        meta = (json.loads(raw) if raw else {}).get("file") or {}
         mime = _pick(meta, "mimeType", "mime_type") or request.headers.get(
             "X-Goog-Upload-Header-Content-Type", "application/octet-stream"
         )

@@ -324,13 +324,17 @@ class FakeGupshup(FakeServer):
                 }
             ]
         value: dict[str, Any] = {"messaging_product": "whatsapp", "statuses": [st]}
+        entry: dict[str, Any] = {"changes": [{"field": "messages", "value": value}]}
+        # The documented `enqueued` sample (Gupshup-only status) has neither `metadata`
+        # nor the WABA `entry[].id`; the Meta statuses have both.
         if status != "enqueued":
             value["metadata"] = {
                 "display_phone_number": self.business_phone,
                 "phone_number_id": self.phone_number_id,
             }
+            entry["id"] = self.waba_id
         return {
-            "entry": [{"changes": [{"field": "messages", "value": value}], "id": self.waba_id}],
+            "entry": [entry],
             "gs_app_id": self.app_id,
             "object": "whatsapp_business_account",
         }

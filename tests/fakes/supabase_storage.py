@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from .base import FakeServer
+from .base import FakeServer, parse_multipart
 
 PREFIX = "/storage/v1"
 
@@ -64,6 +64,7 @@ class FakeSupabaseStorage(FakeServer):
         router.add_get(f"{p}/object/sign/{{bucket}}/{{path:.+}}", self._get_signed)
         router.add_get(f"{p}/object/public/{{bucket}}/{{path:.+}}", self._get_public)
         router.add_get(f"{p}/object/authenticated/{{bucket}}/{{path:.+}}", self._download)
+        router.add_get(f"{p}/object/info/{{bucket}}/{{path:.+}}", self._info)
         router.add_post(f"{p}/object/{{bucket}}/{{path:.+}}", self._upload)
         router.add_put(f"{p}/object/{{bucket}}/{{path:.+}}", self._upload)
         router.add_get(f"{p}/object/{{bucket}}/{{path:.+}}", self._download)
@@ -124,11 +125,10 @@ class FakeSupabaseStorage(FakeServer):
 
         if request.content_type == "multipart/form-data":
             # storage3 sends fields `cacheControl` and `file` (filename, content type).
-            form = await request.post()
-            part = form.get("file")
-            if not isinstance(part, web.FileField):
+            part = parse_multipart(await request.read(), request.headers["Content-Type"]).get("file")
+            if part is None:
                 return storage_error("400", "InvalidRequest", "No file field in multipart body")
-            data, ctype = part.file.read(), part.content_type or "application/octet-stream"
+            data, ctype = part[2], part[1]
         else:  # the API also accepts the raw bytes as the body
             data, ctype = await request.read(), request.content_type or "application/octet-stream"
         self.objects[key] = (data, ctype)
@@ -136,6 +136,31 @@ class FakeSupabaseStorage(FakeServer):
 
     async def _download(self, request: web.Request) -> web.Response:
         return await self._guard(request) or self._serve(request.match_info["bucket"], request.match_info["path"])
+
+    async def _info(self, request: web.Request) -> web.Response:
+        # storage3's exists() reads this; a missing object must be statusCode "404" not_found.
+        bucket, path = request.match_info["bucket"], request.match_info["path"]
+        denied = await self._guard(request) or self._bucket_missing(bucket)
+        if denied is not None:
+            return denied
+        obj = self.objects.get(f"{bucket}/{path}")
+        if obj is None:
+            return storage_error("404", "not_found", "Object not found")
+        now = _now_iso()
+        return web.json_response(
+            {
+                "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{bucket}/{path}")),
+                "name": path,
+                "bucket_id": bucket,
+                "size": len(obj[0]),
+                "content_type": obj[1],
+                "cache_control": "max-age=3600",
+                "created_at": now,
+                "updated_at": now,
+                "last_modified": now,
+                "metadata": {},
+            }
+        )
 
     async def _get_public(self, request: web.Request) -> web.Response:
         bucket = request.match_info["bucket"]

@@ -1,0 +1,122 @@
+"""The webhook edge: clear 4xx for bad input, 2xx (and a count) for every event type it knows
+or not, and nothing processed inline."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from ops import metrics
+from storage import keys
+from tests.helpers import fixture, post_webhook
+
+PHONE = "919876543210"
+
+
+def counted(kind: str, result: str) -> float:
+    return metrics.REGISTRY.get_sample_value(
+        "skytide_webhook_events_total", {"kind": kind, "result": result}) or 0.0
+
+
+async def test_malformed_json_gets_400_with_reason(system, make_org):
+    await make_org("docdeck")
+    async with system(roles=("ingress",)) as s:
+        status, body = await post_webhook(s.url, b"{not json")
+    assert status == 400 and "not valid JSON" in body
+
+
+async def test_missing_field_gets_400_naming_it(system, make_org):
+    await make_org("docdeck")
+    body = fixture("gupshup/gupshup_v2_text.json")
+    del body["payload"]["source"]
+    async with system(roles=("ingress",)) as s:
+        status, text = await post_webhook(s.url, body)
+    assert status == 400 and "source" in text
+
+
+async def test_wrong_or_missing_token_gets_401(system, make_org):
+    await make_org("docdeck")
+    async with system(roles=("ingress",)) as s:
+        wrong = await post_webhook(s.url, fixture("gupshup/gupshup_v2_text.json"), token="nope")
+        missing = await post_webhook(s.url, fixture("gupshup/gupshup_v2_text.json"), token=None)
+        by_query = await post_webhook(s.url, fixture("gupshup/gupshup_v2_text.json"), token=None,
+                                      path="/webhooks/gupshup?token=secret-token")
+    assert wrong[0] == 401 and missing[0] == 401
+    assert by_query == (200, "")
+
+
+async def test_unknown_and_inactive_apps_get_404(system, make_org, deps):
+    org = await make_org("docdeck")
+    async with system(roles=("ingress",)) as s:
+        unknown = await post_webhook(s.url, fixture("gupshup/gupshup_v2_text.json", app="nobody"))
+        await deps.pool.execute("update platform_connections set is_active = false "
+                                "where organization_id = $1::uuid", org)
+    async with system(roles=("ingress",)) as s:  # a fresh cache sees the change at once
+        inactive = await post_webhook(s.url, fixture("gupshup/gupshup_v2_text.json"))
+    assert unknown[0] == 404 and "nobody" in unknown[1]
+    assert inactive[0] == 404
+
+
+async def test_body_over_the_limit_gets_413(system, make_org):
+    await make_org("docdeck")
+    async with system(roles=("ingress",), max_body_bytes=2000) as s:
+        body = fixture("gupshup/gupshup_v2_text.json")
+        body["payload"]["payload"]["text"] = "x" * 5000
+        status, text = await post_webhook(s.url, body)
+    assert status == 413 and "2000" in text
+
+
+async def test_every_event_type_gets_2xx_and_is_counted(system, make_org, deps):
+    org = await make_org("DemoAPI")
+    await make_org("docdeck")
+    before_unknown = counted("unknown:brand-new-type", "ignored")
+    before_platform = counted("platform-event:connectivity-check", "ignored")
+    async with system(roles=("ingress",)) as s:
+        bodies = [
+            fixture("gupshup/gupshup_message_event_read.json"),
+            fixture("gupshup/gupshup_user_event_opted_in.json", app="DemoAPI"),
+            fixture("gupshup/gupshup_user_event_sandbox_start.json", app="DemoAPI"),
+            fixture("gupshup/gupshup_platform_event_connectivity_check_v2.json", app="DemoAPI"),
+            {"app": "DemoAPI", "timestamp": 1, "version": 2, "type": "brand-new-type",
+             "payload": {"anything": True}},
+            fixture("gupshup/gupshup_v2_image.json"),
+        ]
+        for body in bodies:
+            status, _ = await post_webhook(s.url, body)
+            assert status == 200, body
+    assert counted("unknown:brand-new-type", "ignored") == before_unknown + 1
+    assert counted("platform-event:connectivity-check", "ignored") == before_platform + 1
+    # Status and user events are queued for enrich; none of them is a turn.
+    assert await deps.redis.xlen(keys.stream(org, "inbound")) == 2
+    assert await deps.redis.xlen(keys.stream(org, "turns")) == 0
+
+
+async def test_status_endpoint_shares_the_handler(system, make_org, deps):
+    org = await make_org("DemoAPI")
+    async with system(roles=("ingress",)) as s:
+        status, _ = await post_webhook(s.url, fixture("gupshup/gupshup_message_event_sent.json"),
+                                       path="/webhooks/gupshup/status")
+    assert status == 200
+    assert await deps.redis.xlen(keys.stream(org, "inbound")) == 1
+
+
+async def test_health_readiness_and_metrics(system):
+    async with system(roles=("ingress",)) as s, aiohttp.ClientSession() as http:
+        async with http.get(s.url + "/healthz") as r:
+            assert r.status == 200
+        async with http.get(s.url + "/readyz") as r:
+            assert r.status == 200 and (await r.json())["ready"] is True
+        async with http.get(s.url + "/metrics") as r:
+            assert "skytide_webhook_events_total" in await r.text()
+
+
+async def test_dev_chat_answers_with_the_bots_reply(system, make_org, deps):
+    """POST /chat goes through the real pipeline and the local Gupshup simulator."""
+    await make_org("DevApp")
+    async with system(gupshup_api_url=None, debounce_seconds=0.1) as s:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(s.url + "/chat", json={
+                    "app": "DevApp", "phone": "573001112233", "name": "Ana",
+                    "text": "hola"}) as r:
+                assert r.status == 200
+                replies = (await r.json())["replies"]
+    assert len(replies) == 1 and "hola" in replies[0]

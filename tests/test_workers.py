@@ -1,0 +1,97 @@
+"""Workers as real processes: a SIGKILLed worker's entry is finished by another, exactly once;
+SIGTERM drains; one tenant's backlog does not hold up another tenant."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from storage import chats, keys
+from storage.events import StatusEvent, encode
+from tests.conftest import eventually
+from tests.helpers import post_webhook, text_webhook
+
+PHONE = "919876543210"
+
+
+def start_worker(settings, roles: str) -> subprocess.Popen:
+    env = {**os.environ, "REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url,
+           "CLAIM_IDLE_MS": "1500", "CLAIM_EVERY_S": "0.3", "BLOCK_MS": "100",
+           "ORG_REFRESH_S": "0.2", "DRAIN_TIMEOUT_S": "5", "LOG_LEVEL": "INFO",
+           "GUPSHUP_API_URL": "http://127.0.0.1:9"}
+    return subprocess.Popen([sys.executable, "-m", "ops", "run", "--roles", roles], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+async def pending_for(deps, stream: str, group: str) -> list[dict]:
+    try:
+        return await deps.redis.xpending_range(stream, group, min="-", max="+", count=10)
+    except Exception:  # noqa: BLE001 - the group may not exist yet
+        return []
+
+
+async def test_killed_worker_leaves_its_entry_to_another_and_one_reply_goes_out(
+        system, make_org, gupshup, deps, settings):
+    org = await make_org("clinic")
+    # Hold the contact's row locked, so the first worker's enrich blocks mid-entry.
+    await chats.upsert_identity(deps.pool, org, PHONE, "Ana")
+    blocker = await deps.pool.acquire()
+    transaction = blocker.transaction()
+    await transaction.start()
+    await blocker.execute("select 1 from contacts where phone = $1 for update", PHONE)
+    worker = start_worker(settings, "enrich")
+    try:
+        async with system(roles=("ingress",)) as s:
+            await post_webhook(s.url, text_webhook("clinic", PHONE, "hola", "kill-1",
+                                                   int(time.time() * 1000)))
+            stream = keys.stream(org, "inbound")
+            pending = await eventually(lambda: pending_for(deps, stream, "enrich"), timeout_s=20)
+            assert len(pending) == 1  # the worker holds the entry, unacknowledged
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        await transaction.rollback()
+        await deps.pool.release(blocker)
+    async with system() as s:  # another worker: claims the entry back after the idle timeout
+        sent = await gupshup.wait_for_sent(1, timeout_s=20)
+        await asyncio.sleep(1.0)
+    assert len(gupshup.sent) == 1 and "hola" in sent[0].message["text"]
+    assert await deps.pool.fetchval(
+        "select count(*) from chat_messages where direction = 'inbound'") == 1
+    assert (await deps.redis.xpending(keys.stream(org, "inbound"), "enrich"))["pending"] == 0
+
+
+async def test_sigterm_stops_a_worker_cleanly(make_org, deps, settings):
+    await make_org("clinic")
+    worker = start_worker(settings, "enrich,batcher,agent,sender")
+    await asyncio.sleep(3)
+    worker.send_signal(signal.SIGTERM)
+    code = await asyncio.get_running_loop().run_in_executor(None, worker.wait, 30)
+    stderr = worker.stderr.read().decode()
+    assert code == 0, stderr[-2000:]
+    assert "stopping: draining in-flight work" in stderr
+
+
+async def test_a_flooding_tenant_does_not_hold_up_another(system, make_org, gupshup, deps):
+    flooding = await make_org("flood")
+    quiet = await make_org("quiet")
+    backlog = 10_000
+    async with deps.redis.pipeline(transaction=False) as pipe:
+        for i in range(backlog):
+            event = StatusEvent(org=flooding, provider_id=f"gs-{i}", status="read", at_ms=i)
+            pipe.xadd(keys.stream(flooding, "inbound"), encode(event))
+        await pipe.execute()
+    async with system() as s:
+        await post_webhook(s.url, text_webhook("quiet", PHONE, "hola", "q-1",
+                                               int(time.time() * 1000)))
+        await gupshup.wait_for_sent(1, timeout_s=30)
+        groups = await deps.redis.xinfo_groups(keys.stream(flooding, "inbound"))
+        lag = next(g for g in groups if g["name"] == "enrich")["lag"]
+    # The quiet tenant was answered while most of the flood was still waiting its turn.
+    assert lag > backlog / 2, f"only {lag} of {backlog} flood entries were still unread"
