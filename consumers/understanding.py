@@ -7,7 +7,7 @@ a transcription from typed text.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from ops.deps import Deps
 from storage.events import InboundMessage
@@ -48,3 +48,8 @@ async def understand(deps: Deps, event: InboundMessage) -> Understanding:
         return Understanding(processed_text=text)
     return Understanding(processed_text=placeholder(event), media_type=event.kind,
                          media_mime_type=event.media.content_type if event.media else None)
+
+
+def build_understander(deps: Deps) -> Callable[[Deps, InboundMessage], Awaitable[Understanding]]:
+    """The understanding step enrich uses, built once per process with its clients."""
+    return understand

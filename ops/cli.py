@@ -88,6 +88,7 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
     from consumers.enrich import EnrichStage
     from consumers.runtime import StageWorker
     from consumers.sender import SenderStage
+    from consumers.understanding import build_understander
     from graph.receptionist import build_graph
     from ingress.app import create_app
 
@@ -105,8 +106,9 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
             await web.TCPSite(runner, settings.http_host, settings.http_port).start()
         workers = []
         if "enrich" in roles:
+            enrich = EnrichStage(deps, understander=build_understander(deps))
             workers.append(StageWorker(deps.redis, stage_config(settings, "enrich", "inbound"),
-                                       EnrichStage(deps).handle, consumer))
+                                       enrich.handle, consumer))
         if "agent" in roles:
             saver = AsyncRedisSaver(redis_url=settings.redis_url,
                                     ttl={"default_ttl": 60 * 24 * 30, "refresh_on_read": True})
