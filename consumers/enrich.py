@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 
-from consumers.runtime import Delivery
+from consumers.delivery_events import DeliveryEvents, consent_keyword
+from consumers.runtime import Delivery, Poison
 from consumers.understanding import Understanding, understand
 from ops.deps import Deps
-from storage import chats, turns
+from storage import chats, consent, turns
 from storage.events import InboundMessage, StatusEvent, StreamEvent, UserEvent
 
 log = logging.getLogger(__name__)
@@ -26,20 +27,19 @@ def debounce_of(deps: Deps) -> turns.Debounce:
 
 
 class EnrichStage:
-    def __init__(self, deps: Deps, understander=understand, on_status=None, on_user_event=None):
+    def __init__(self, deps: Deps, understander=understand) -> None:
         self.deps = deps
         self.understand = understander
-        self.on_status = on_status
-        self.on_user_event = on_user_event
+        self.delivery_events = DeliveryEvents(deps)
 
     async def handle(self, event: StreamEvent, delivery: Delivery) -> str | None:
         if isinstance(event, InboundMessage):
             return await self.message(event)
         if isinstance(event, StatusEvent):
-            return await self.on_status(event) if self.on_status else "skipped"
+            return await self.delivery_events.on_status(event, delivery)
         if isinstance(event, UserEvent):
-            return await self.on_user_event(event) if self.on_user_event else "skipped"
-        return "skipped"
+            return await self.delivery_events.on_user_event(event, delivery)
+        raise Poison(f"the inbound stream does not carry {event.type} events")
 
     async def message(self, event: InboundMessage) -> str | None:
         deps = self.deps
@@ -52,12 +52,19 @@ class EnrichStage:
             media_url=understood.media_url, media_mime_type=understood.media_mime_type,
             media_size_bytes=understood.media_size_bytes, media_sha256=understood.media_sha256,
             artifacts=understood.artifacts)
-        # A chat a person has taken over keeps its messages but starts no turn.
-        joins_turn = identity.bot_enabled
+        keyword = consent_keyword(event.text) if event.kind == "text" else None
+        if keyword:
+            await self.delivery_events.on_keyword(
+                org=event.org, phone=event.phone, contact_id=identity.contact_id,
+                provider_id=event.provider_id, status=keyword)
+        # A chat a person has taken over, an opted-out contact and a STOP/START message keep
+        # their messages but start no turn.
+        joins_turn = (identity.bot_enabled and keyword is None
+                      and not await consent.is_opted_out(deps.pool, identity.contact_id))
         await turns.hand_off(
             deps.redis, org=event.org, chat=event.phone, provider_id=event.provider_id,
             message_id=message_id if joins_turn else None, sent_at_ms=event.sent_at_ms,
             now_ms=deps.now_ms(), debounce=debounce_of(deps))
         if not created:
             return "duplicate"
-        return None if joins_turn else "stored_bot_off"
+        return None if joins_turn else "stored_without_turn"

@@ -19,9 +19,11 @@ from storage.orgs import Connection
 
 
 class SendRetryable(Exception):
-    def __init__(self, reason: str, retry_after_s: float | None = None) -> None:
+    def __init__(self, reason: str, retry_after_s: float | None = None,
+                 throttled: bool = False) -> None:
         super().__init__(reason)
         self.retry_after_s = retry_after_s
+        self.throttled = throttled  # a 429: the whole number must slow down
 
 
 class SendRejected(Exception):
@@ -60,7 +62,8 @@ async def _post(http: aiohttp.ClientSession, url: str, connection: Connection,
         raise SendOutcomeUnknown(f"{type(exc).__name__} while sending: {exc}") from exc
     if status == 429 or status >= 500:
         raise SendRetryable(f"HTTP {status}: {_reason(body)}",
-                            float(retry_after) if retry_after and retry_after.isdigit() else None)
+                            float(retry_after) if retry_after and retry_after.isdigit() else None,
+                            throttled=status == 429)
     if status >= 400:
         raise SendRejected(status, _reason(body))
     try:

@@ -7,6 +7,7 @@ a request that surely did not reach Gupshup (refused, 429, 5xx) is retried with 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -14,7 +15,7 @@ from consumers import gupshup_api
 from consumers.runtime import Delivery, Poison, Retry
 from ops import metrics
 from ops.deps import Deps
-from storage import chats, outbound
+from storage import chats, consent, outbound, ratelimit, streams
 from storage.events import OutboundMessage, StreamEvent
 from storage.orgs import Connection, connection_for_org
 
@@ -55,13 +56,52 @@ class SenderStage:
                                            reason="outcome unknown: the worker stopped mid-send")
                 return self._count(event, "unknown_outcome")
             return self._count(event, "duplicate")
+        refusal = await self._refusal(event, identity)
+        if refusal:
+            await outbound.mark_dropped(deps.pool, row.id, refusal)
+            log.info("not sending %s to %s: %s", event.idempotency_key, event.phone, refusal)
+            return self._count(event, "dropped")
+        event = self._within_window(event, identity, connection)
+        if event.text is None and event.template_id is None:
+            await outbound.mark_dropped(
+                deps.pool, row.id, "outside the 24-hour window and no template is configured")
+            return self._count(event, "dropped_window")
+        await self._wait_for_slot(event)
+        return await self._send(event, connection, row, delivery)
+
+    async def _refusal(self, event: OutboundMessage, identity: chats.Identity) -> str | None:
+        """Why this message must not go out, if it must not."""
         if event.requires_bot_enabled and not identity.bot_enabled:
-            await outbound.mark_dropped(deps.pool, row.id, "bot turned off for this chat")
-            return self._count(event, "dropped_bot_off")
-        return await self._send(event, connection, row)
+            return "bot turned off for this chat"
+        if event.purpose != "opt_out_confirmation" and await consent.is_opted_out(
+                self.deps.pool, identity.contact_id):
+            return "contact opted out"
+        return None
+
+    def _within_window(self, event: OutboundMessage, identity: chats.Identity,
+                       connection: Connection) -> OutboundMessage:
+        """Free text only inside the customer-service window; else the re-engagement template."""
+        if event.template_id:
+            return event  # templates may go out at any time
+        s = self.deps.settings
+        open_until = (identity.last_inbound_at.timestamp() + s.window_hours * 3600
+                      - s.window_margin_s) if identity.last_inbound_at else 0
+        if self.deps.clock() < open_until:
+            return event
+        template_id = connection.settings.get("reengagement_template_id")
+        return event.model_copy(update={
+            "text": None, "template_id": template_id,
+            "template_params": [identity.phone] if template_id else []})
+
+    async def _wait_for_slot(self, event: OutboundMessage) -> None:
+        s = self.deps.settings
+        pace = ratelimit.Pace(per_second=s.send_rate_per_s, burst=s.send_burst,
+                              recipient_interval_ms=s.recipient_interval_ms)
+        while (wait_ms := await ratelimit.acquire(self.deps.redis, event.org, event.phone, pace)):
+            await asyncio.sleep(wait_ms / 1000)
 
     async def _send(self, event: OutboundMessage, connection: Connection,
-                    row: outbound.OutgoingRow) -> str | None:
+                    row: outbound.OutgoingRow, delivery: Delivery) -> str | None:
         deps = self.deps
         timeout_s = deps.settings.gupshup_timeout_s
         await outbound.mark_sending(deps.pool, row.id)
@@ -76,11 +116,18 @@ class SenderStage:
         except gupshup_api.SendRetryable as exc:
             await outbound.clear_sending(deps.pool, row.id)
             metrics.dependency_errors.labels("gupshup", "retryable").inc()
+            if exc.throttled:  # every sender of this number slows down, not just this one
+                await ratelimit.cool_down(deps.redis, event.org,
+                                          int((exc.retry_after_s or 0) * 1000) or deps.settings.cooldown_ms)
+            if event.escalation and delivery.attempt >= deps.settings.retry_attempts:
+                await self._escalation_outcome(event, accepted=False)
             raise Retry(str(exc)) from exc
         except gupshup_api.SendRejected as exc:
             await outbound.mark_failed(deps.pool, row.id, code=exc.status, reason=str(exc))
             metrics.dependency_errors.labels("gupshup", f"rejected_{exc.status}").inc()
             self._count(event, "rejected")
+            if event.escalation:
+                await self._escalation_outcome(event, accepted=False)
             raise Poison(f"Gupshup rejected the message: {exc}") from exc
         except gupshup_api.SendOutcomeUnknown as exc:
             await outbound.mark_failed(deps.pool, row.id, code=None, reason=str(exc),
@@ -89,7 +136,22 @@ class SenderStage:
             return self._count(event, "unknown_outcome")
         await outbound.mark_accepted(deps.pool, row.id, accepted.message_id)
         self._count(event, "accepted")
+        if event.escalation:
+            await self._escalation_outcome(event, accepted=True)
         return None
+
+    async def _escalation_outcome(self, event: OutboundMessage, *, accepted: bool) -> None:
+        """The advisor was (or was not) told: turn the bot off only if so, and tell the customer."""
+        notice = event.escalation
+        deps = self.deps
+        if accepted:
+            await chats.set_bot_enabled(deps.pool, event.org, notice.customer_phone, False,
+                                        reason="escalated to an advisor")
+        await streams.publish(deps.redis, OutboundMessage(
+            org=event.org, phone=notice.customer_phone,
+            text=notice.accepted_text if accepted else notice.failed_text,
+            idempotency_key=f"{event.idempotency_key}:customer", turn_id=event.turn_id,
+            purpose="escalation_notice", requires_bot_enabled=not accepted), "outbound")
 
     def _count(self, event: OutboundMessage, outcome: str) -> str:
         metrics.messages_sent.labels(event.org, outcome).inc()

@@ -67,6 +67,14 @@ class Settings(BaseSettings):
     turn_lease_s: float = 120.0
     org_refresh_s: float = 2.0
 
+    # Delivery rules (sender).
+    send_rate_per_s: float = 80.0  # Meta's default throughput per business number
+    send_burst: int = 8
+    recipient_interval_ms: int = 1000  # pace of messages to one person
+    cooldown_ms: int = 2000  # pause after a 429 or error 4001 without Retry-After
+    window_hours: float = 24.0  # WhatsApp's customer-service window
+    window_margin_s: float = 600.0  # webhook latency can make a closed window look open
+
     # Dedupe windows.
     inbound_dedupe_ttl_s: int = 7 * 24 * 3600
 

@@ -75,6 +75,14 @@ class TurnRequest(BaseModel):
     message_ids: list[str]
 
 
+class EscalationNotice(BaseModel):
+    """Carried by an advisor notification: what to tell the customer once Gupshup answers."""
+
+    customer_phone: str
+    accepted_text: str  # sent, and the bot turned off for the chat, once the notice is accepted
+    failed_text: str  # sent, with the bot left on, when it was not accepted
+
+
 class OutboundMessage(BaseModel):
     """Something to send to a WhatsApp user; idempotency_key makes a resend impossible."""
 
@@ -89,6 +97,7 @@ class OutboundMessage(BaseModel):
     purpose: str = "reply"  # reply, escalation, opt_out_confirmation, ...
     # Checked again just before sending: a reply produced after a person took the chat is dropped.
     requires_bot_enabled: bool = True
+    escalation: EscalationNotice | None = None
 
 
 StreamEvent = Annotated[

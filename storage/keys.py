@@ -83,3 +83,18 @@ def simulator_outbox(app: str, phone: str) -> str:
 
 def checkpoint_thread(org: str, chat: str) -> str:
     return f"{org}:{chat}"
+
+
+# Send pacing, shared by every sender process.
+def send_rate(org: str) -> str:
+    """GCRA state of the organization's business number (Meta: 80 messages/s by default)."""
+    return f"{{{org}}}:rate:send"
+
+
+def recipient_pace(org: str, phone: str) -> str:
+    return f"{{{org}}}:rate:to:{phone}"
+
+
+def send_cooldown(org: str) -> str:
+    """Set after a 429 or error 4001: every sender of the organization pauses until it expires."""
+    return f"{{{org}}}:rate:cooldown"

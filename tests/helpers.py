@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,11 @@ def fixture(name: str, **top: Any) -> dict[str, Any]:
     body = strip_notes(json.loads((FIXTURES / name).read_text()))
     body.update(top)
     return body
+
+
+def fresh(name: str, **top: Any) -> dict[str, Any]:
+    """A v2 fixture sent just now (fixtures are from 2024: their 24-hour window closed long ago)."""
+    return fixture(name, timestamp=int(time.time() * 1000), **top)
 
 
 def text_webhook(app: str, phone: str, text: str, message_id: str, ts_ms: int,

@@ -214,20 +214,30 @@ async def gemini():
         yield fake
 
 
-def genai_client(fake: FakeGemini, api_version: str | None = None):
+@pytest_asyncio.fixture
+async def genai_client(gemini):
+    """Factory of real google-genai clients pointed at the fake; closed at teardown."""
     from google import genai
     from google.genai import types
 
-    opts = types.HttpOptions(base_url=fake.url, api_version=api_version) if api_version else types.HttpOptions(
-        base_url=fake.url
-    )
-    return genai.Client(api_key="test-key", http_options=opts)
+    clients = []
+
+    def make(api_version: str | None = None):
+        opts = types.HttpOptions(base_url=gemini.url)
+        if api_version:
+            opts.api_version = api_version
+        clients.append(genai.Client(api_key="test-key", http_options=opts))
+        return clients[-1]
+
+    yield make
+    for client in clients:
+        await client.aio.aclose()
 
 
-async def test_gemini_audio_inline_v1beta(gemini):
+async def test_gemini_audio_inline_v1beta(gemini, genai_client):
     from google.genai import types
 
-    client = genai_client(gemini, "v1beta")
+    client = genai_client("v1beta")
     resp = await client.aio.models.generate_content(
         model="gemini-3.5-flash",
         contents=[types.Part.from_bytes(data=b"OggS" + bytes(400), mime_type="audio/ogg"), "Transcribe el audio."],
@@ -246,10 +256,10 @@ async def test_gemini_audio_inline_v1beta(gemini):
     assert shape(gemini._response(call, "x")) == shape(load_fixture("gemini/gemini_generate_content_response.json"))
 
 
-async def test_gemini_default_v1_image_stream_and_structured(gemini):
+async def test_gemini_default_v1_image_stream_and_structured(gemini, genai_client):
     from google.genai import types
 
-    client = genai_client(gemini)  # google-genai 3.x default: /v1/
+    client = genai_client()  # google-genai 3.x default: /v1/
     resp = await client.aio.models.generate_content(
         model="models/gemini-3.5-flash",
         contents=[types.Part.from_bytes(data=b"\x89PNG" + bytes(60), mime_type="image/png"), "Describe"],
@@ -292,10 +302,10 @@ async def test_gemini_default_v1_image_stream_and_structured(gemini):
     assert resp.text is None and resp.prompt_feedback.block_reason == types.BlockedReason.SAFETY
 
 
-async def test_gemini_file_upload_then_generate(gemini):
+async def test_gemini_file_upload_then_generate(gemini, genai_client):
     from google.genai import types
 
-    client = genai_client(gemini, "v1beta")
+    client = genai_client("v1beta")
     f = await client.aio.files.upload(
         file=io.BytesIO(b"OggS" + bytes(100)),
         config=types.UploadFileConfig(mime_type="audio/ogg", display_name="nota de voz"),
@@ -348,10 +358,10 @@ async def test_gemini_accepts_fixture_requests_in_both_casings(gemini):
     assert mixed.mime_types == ["audio/ogg", "video/mp4"] and mixed.inline_bytes == 4 and mixed.has_file_uri
 
 
-async def test_gemini_errors(gemini):
+async def test_gemini_errors(gemini, genai_client):
     from google.genai import errors
 
-    client = genai_client(gemini)
+    client = genai_client()
     gemini.fail_next(429)
     with pytest.raises(errors.ClientError) as exc:
         await client.aio.models.generate_content(model="gemini-3.5-flash", contents="hola")
@@ -381,13 +391,16 @@ async def openai_fake():
         yield fake
 
 
-def chat_model(fake: FakeOpenAI):
+@pytest_asyncio.fixture
+async def chat_model(openai_fake):
+    """pydantic-ai model on a real AsyncOpenAI client (no SDK retries) aimed at the fake."""
     from openai import AsyncOpenAI
     from pydantic_ai.models.openai import OpenAIChatModel
     from pydantic_ai.providers.openai import OpenAIProvider
 
-    client = AsyncOpenAI(base_url=fake.url + "/v1", api_key="k", max_retries=0)
-    return OpenAIChatModel("gpt-4o-mini", provider=OpenAIProvider(openai_client=client))
+    client = AsyncOpenAI(base_url=openai_fake.url + "/v1", api_key="k", max_retries=0)
+    yield OpenAIChatModel("gpt-4o-mini", provider=OpenAIProvider(openai_client=client))
+    await client.close()
 
 
 class Reply(BaseModel):
@@ -395,10 +408,10 @@ class Reply(BaseModel):
     intent: Literal["greeting", "schedule", "other"]
 
 
-async def test_openai_pydantic_ai_tool_call_then_final_result(openai_fake):
+async def test_openai_pydantic_ai_tool_call_then_final_result(openai_fake, chat_model):
     from pydantic_ai import Agent
 
-    agent = Agent(chat_model(openai_fake), output_type=Reply, instructions="Eres recepcionista.")
+    agent = Agent(chat_model, output_type=Reply, instructions="Eres recepcionista.")
     looked_up: list[str] = []
 
     @agent.tool_plain
@@ -424,11 +437,11 @@ async def test_openai_pydantic_ai_tool_call_then_final_result(openai_fake):
     assert (await agent.run("cita")).output == Reply(reply="¡Hola!", intent="schedule")
 
 
-async def test_openai_text_shape_and_errors(openai_fake):
+async def test_openai_text_shape_and_errors(openai_fake, chat_model):
     from pydantic_ai import Agent
     from pydantic_ai.exceptions import ModelHTTPError
 
-    agent = Agent(chat_model(openai_fake))
+    agent = Agent(chat_model)
     assert (await agent.run("hola")).output == "ok"
     openai_fake.script(text("¿En qué te ayudo?"))
     assert (await agent.run("hola")).output == "¿En qué te ayudo?"
@@ -458,36 +471,37 @@ async def test_supabase_storage_with_real_client():
 
     async with FakeSupabaseStorage() as fake:
         sb = await supabase.acreate_client(fake.url, "service-role-key")
-        bucket = sb.storage.from_("chat-media")
-        path = "org1/chat1/voice 1.ogg"
-        up = await bucket.upload(path, b"OggS-data", {"content-type": "audio/ogg", "upsert": "true"})
-        assert up.full_path == f"chat-media/{path}" and up.path == path
-        assert fake.objects[f"chat-media/{path}"] == (b"OggS-data", "audio/ogg")
-        upload_req = fake.requests_to("/storage/v1/object/chat-media/")[0]
-        assert upload_req["headers"]["apiKey"] == "service-role-key"
-        assert upload_req["headers"]["x-upsert"] == "true"
-        assert upload_req["headers"]["Content-Type"].startswith("multipart/form-data")
+        async with sb.storage:  # closes the client's httpx session
+            bucket = sb.storage.from_("chat-media")
+            path = "org1/chat1/voice 1.ogg"
+            up = await bucket.upload(path, b"OggS-data", {"content-type": "audio/ogg", "upsert": "true"})
+            assert up.full_path == f"chat-media/{path}" and up.path == path
+            assert fake.objects[f"chat-media/{path}"] == (b"OggS-data", "audio/ogg")
+            upload_req = fake.requests_to("/storage/v1/object/chat-media/")[0]
+            assert upload_req["headers"]["apiKey"] == "service-role-key"
+            assert upload_req["headers"]["x-upsert"] == "true"
+            assert upload_req["headers"]["Content-Type"].startswith("multipart/form-data")
 
-        with pytest.raises(StorageApiError) as exc:  # second upload without upsert
-            await bucket.upload(path, b"other", {"content-type": "audio/ogg"})
-        assert str(exc.value.status) == "409"
+            with pytest.raises(StorageApiError) as exc:  # second upload without upsert
+                await bucket.upload(path, b"other", {"content-type": "audio/ogg"})
+            assert str(exc.value.status) == "409"
 
-        assert await bucket.download(path) == b"OggS-data"
-        signed = (await bucket.create_signed_url(path, 3600))["signedURL"]
-        assert signed.startswith(f"{fake.url}/storage/v1/object/sign/chat-media/")
-        async with aiohttp.ClientSession() as http:
-            async with http.get(signed) as resp:  # no key: the token is the credential
-                assert resp.status == 200 and await resp.read() == b"OggS-data"
-            async with http.get(signed.split("?")[0] + "?token=forged") as resp:
-                assert resp.status == 400
-            async with http.get(f"{fake.url}/storage/v1/bucket") as resp:
-                assert resp.status == 401
+            assert await bucket.download(path) == b"OggS-data"
+            signed = (await bucket.create_signed_url(path, 3600))["signedURL"]
+            assert signed.startswith(f"{fake.url}/storage/v1/object/sign/chat-media/")
+            async with aiohttp.ClientSession() as http:
+                async with http.get(signed) as resp:  # no key: the token is the credential
+                    assert resp.status == 200 and await resp.read() == b"OggS-data"
+                async with http.get(signed.split("?")[0] + "?token=forged") as resp:
+                    assert resp.status == 400
+                async with http.get(f"{fake.url}/storage/v1/bucket") as resp:
+                    assert resp.status == 401
 
-        buckets = await sb.storage.list_buckets()
-        assert [b.name for b in buckets] == ["chat-media"] and buckets[0].public is False
+            buckets = await sb.storage.list_buckets()
+            assert [b.name for b in buckets] == ["chat-media"] and buckets[0].public is False
 
-        with pytest.raises(StorageApiError) as exc:
-            await bucket.download("missing.ogg")
-        assert str(exc.value.status) == "404" and exc.value.code == "not_found"
-        assert not await bucket.exists("missing.ogg") and await bucket.exists(path)
-        assert len(await bucket.remove([path])) == 1 and fake.objects == {}
+            with pytest.raises(StorageApiError) as exc:
+                await bucket.download("missing.ogg")
+            assert str(exc.value.status) == "404" and exc.value.code == "not_found"
+            assert not await bucket.exists("missing.ogg") and await bucket.exists(path)
+            assert len(await bucket.remove([path])) == 1 and fake.objects == {}

@@ -7,7 +7,7 @@ import aiohttp
 
 from ops import metrics
 from storage import keys
-from tests.helpers import fixture, post_webhook
+from tests.helpers import fixture, fresh, post_webhook
 
 PHONE = "919876543210"
 
@@ -26,7 +26,7 @@ async def test_malformed_json_gets_400_with_reason(system, make_org):
 
 async def test_missing_field_gets_400_naming_it(system, make_org):
     await make_org("docdeck")
-    body = fixture("gupshup/gupshup_v2_text.json")
+    body = fresh("gupshup/gupshup_v2_text.json")
     del body["payload"]["source"]
     async with system(roles=("ingress",)) as s:
         status, text = await post_webhook(s.url, body)
@@ -36,9 +36,9 @@ async def test_missing_field_gets_400_naming_it(system, make_org):
 async def test_wrong_or_missing_token_gets_401(system, make_org):
     await make_org("docdeck")
     async with system(roles=("ingress",)) as s:
-        wrong = await post_webhook(s.url, fixture("gupshup/gupshup_v2_text.json"), token="nope")
-        missing = await post_webhook(s.url, fixture("gupshup/gupshup_v2_text.json"), token=None)
-        by_query = await post_webhook(s.url, fixture("gupshup/gupshup_v2_text.json"), token=None,
+        wrong = await post_webhook(s.url, fresh("gupshup/gupshup_v2_text.json"), token="nope")
+        missing = await post_webhook(s.url, fresh("gupshup/gupshup_v2_text.json"), token=None)
+        by_query = await post_webhook(s.url, fresh("gupshup/gupshup_v2_text.json"), token=None,
                                       path="/webhooks/gupshup?token=secret-token")
     assert wrong[0] == 401 and missing[0] == 401
     assert by_query == (200, "")
@@ -51,7 +51,7 @@ async def test_unknown_and_inactive_apps_get_404(system, make_org, deps):
         await deps.pool.execute("update platform_connections set is_active = false "
                                 "where organization_id = $1::uuid", org)
     async with system(roles=("ingress",)) as s:  # a fresh cache sees the change at once
-        inactive = await post_webhook(s.url, fixture("gupshup/gupshup_v2_text.json"))
+        inactive = await post_webhook(s.url, fresh("gupshup/gupshup_v2_text.json"))
     assert unknown[0] == 404 and "nobody" in unknown[1]
     assert inactive[0] == 404
 
@@ -59,7 +59,7 @@ async def test_unknown_and_inactive_apps_get_404(system, make_org, deps):
 async def test_body_over_the_limit_gets_413(system, make_org):
     await make_org("docdeck")
     async with system(roles=("ingress",), max_body_bytes=2000) as s:
-        body = fixture("gupshup/gupshup_v2_text.json")
+        body = fresh("gupshup/gupshup_v2_text.json")
         body["payload"]["payload"]["text"] = "x" * 5000
         status, text = await post_webhook(s.url, body)
     assert status == 413 and "2000" in text

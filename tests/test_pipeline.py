@@ -8,7 +8,7 @@ import time
 from graph import receptionist
 from storage import keys
 from tests.conftest import eventually
-from tests.helpers import fixture, post_webhook, text_webhook
+from tests.helpers import fixture, fresh, post_webhook, text_webhook
 
 PHONE = "919876543210"
 
@@ -26,7 +26,7 @@ async def inbound_rows(deps, org):
 async def test_fixture_text_webhook_gets_exactly_one_reply(system, make_org, gupshup, deps):
     org = await make_org("docdeck")
     async with system() as s:
-        status, body = await post_webhook(s.url, fixture("gupshup/gupshup_v2_text.json"))
+        status, body = await post_webhook(s.url, fresh("gupshup/gupshup_v2_text.json"))
         assert (status, body) == (200, "")
         sent = await gupshup.wait_for_sent(1, timeout_s=10)
         await asyncio.sleep(0.5)  # room for a wrong second reply to show up
@@ -42,7 +42,7 @@ async def test_fixture_text_webhook_gets_exactly_one_reply(system, make_org, gup
 
 async def test_same_webhook_twice_gets_one_reply(system, make_org, gupshup, deps):
     org = await make_org("docdeck")
-    body = fixture("gupshup/gupshup_v2_text.json")
+    body = fresh("gupshup/gupshup_v2_text.json")
     async with system() as s:
         assert (await post_webhook(s.url, body))[0] == 200
         assert (await post_webhook(s.url, body))[0] == 200

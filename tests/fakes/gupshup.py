@@ -352,7 +352,14 @@ class FakeGupshup(FakeServer):
         destination: str | None = None,
         failed_async: bool = False,
     ) -> int | None:
-        """POST one status callback to callback_url; returns the webhook's HTTP status."""
+        """POST one status callback to callback_url; returns the webhook's HTTP status.
+
+        layout: "v2" (ts on payload level, fixtures gupshup_message_event_*.json),
+        "v2_bsuid" (2026: ts in payload.payload, plus userId), "v3" (Meta statuses[]
+        with gs_id, fixtures gupshup_v3_status_*.json). A v2 `failed` is the sync variant
+        (`id` = messageId) unless failed_async=True (`gsId` only); v3 puts code/reason in
+        errors[]. Unknown `status` values (deleted, mismatch, ...) get the generic shape.
+        """
         body = self.build_status(
             message_id,
             status,

@@ -1,0 +1,109 @@
+"""What Gupshup tells us about delivery and consent: status events, user events, STOP keywords.
+
+None of these ever starts an agent turn.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+
+from consumers.runtime import Delivery, Retry
+from ops import metrics
+from ops.deps import Deps
+from storage import chats, consent, ratelimit, statuses, streams
+from storage.events import OutboundMessage, StatusEvent, UserEvent
+
+log = logging.getLogger(__name__)
+
+NUMBER_OPTED_OUT = 1012  # Gupshup: the number opted out
+API_RATE_LIMITED = 4001  # Gupshup: slow down
+MARKETING_STOPPED = 131050  # Meta: the user stopped marketing messages
+UNMATCHED_GRACE_MS = 60_000  # a status may race the row update of its own send: retry meanwhile
+
+STOP_WORDS = {"stop", "baja", "darme de baja", "dar de baja", "no mas mensajes",
+              "no quiero mas mensajes", "unsubscribe", "cancelar suscripcion", "parar", "alto"}
+START_WORDS = {"start", "alta", "suscribir", "volver a recibir mensajes"}
+
+OPT_OUT_CONFIRMATION = ("Listo, no te enviaremos más mensajes por WhatsApp. "
+                        "Si cambias de opinión, escribe ALTA.")
+OPT_IN_CONFIRMATION = "¡Listo! Volverás a recibir nuestros mensajes por WhatsApp."
+
+
+def normalise(text: str) -> str:
+    """Lower case, no accents, no punctuation: 'No más mensajes!' -> 'no mas mensajes'."""
+    plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
+    return re.sub(r"[^a-z ]+", "", plain).strip()
+
+
+def consent_keyword(text: str | None) -> str | None:
+    """'opted_out' or 'opted_in' when the whole message is a STOP or START keyword."""
+    if not text:
+        return None
+    words = normalise(text)
+    if words in STOP_WORDS:
+        return "opted_out"
+    if words in START_WORDS:
+        return "opted_in"
+    return None
+
+
+class DeliveryEvents:
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    async def on_status(self, event: StatusEvent, delivery: Delivery) -> str | None:
+        deps = self.deps
+        applied = await statuses.apply_status(
+            deps.pool, org=event.org, provider_id=event.provider_id, gs_id=event.gs_id,
+            status=event.status, at_ms=event.at_ms, code=event.code, reason=event.reason)
+        if applied is None:
+            young = deps.now_ms() - event.at_ms < UNMATCHED_GRACE_MS
+            if young and delivery.attempt < deps.settings.retry_attempts:
+                raise Retry(f"no outgoing message matches {event.gs_id or event.provider_id} yet")
+            metrics.status_events.labels(event.status, "unmatched").inc()
+            return "unmatched"
+        metrics.status_events.labels(event.status, "applied").inc()
+        if event.status == "failed":
+            await self._on_failure(event, applied)
+        return None
+
+    async def _on_failure(self, event: StatusEvent, applied: statuses.Applied) -> None:
+        deps = self.deps
+        metrics.send_failures.labels(event.org, str(event.code or "unknown")).inc()
+        log.warning("message %s to %s failed: code=%s reason=%r", applied.message_id,
+                    applied.phone, event.code, event.reason)
+        if event.code == API_RATE_LIMITED:
+            await ratelimit.cool_down(deps.redis, event.org, deps.settings.cooldown_ms)
+            return
+        if event.code in (NUMBER_OPTED_OUT, MARKETING_STOPPED):
+            identity = await chats.find_identity(deps.pool, event.org, applied.phone)
+            if identity is None:
+                return
+            channel = consent.WHATSAPP if event.code == NUMBER_OPTED_OUT else consent.WHATSAPP_MARKETING
+            await consent.record(deps.pool, org=event.org, contact_id=identity.contact_id,
+                                 status="opted_out", source=f"provider_error_{event.code}",
+                                 detail=event.reason, channel=channel)
+
+    async def on_user_event(self, event: UserEvent, delivery: Delivery) -> str | None:
+        if event.event not in ("opted-in", "opted-out"):
+            return "ignored"
+        identity = await chats.upsert_identity(self.deps.pool, event.org, event.phone, None)
+        await consent.record(self.deps.pool, org=event.org, contact_id=identity.contact_id,
+                             status="opted_in" if event.event == "opted-in" else "opted_out",
+                             source="user_event")
+        return None
+
+    async def on_keyword(self, *, org: str, phone: str, contact_id: str, provider_id: str,
+                         status: str) -> None:
+        """A STOP or START message: record it and confirm once (not again if nothing changed)."""
+        changed = await consent.record(self.deps.pool, org=org, contact_id=contact_id,
+                                       status=status, source="keyword")  # type: ignore[arg-type]
+        if not changed:
+            return
+        text = OPT_OUT_CONFIRMATION if status == "opted_out" else OPT_IN_CONFIRMATION
+        await streams.publish(self.deps.redis, OutboundMessage(
+            org=org, phone=phone, text=text, idempotency_key=f"consent:{provider_id}",
+            purpose="opt_out_confirmation" if status == "opted_out" else "opt_in_confirmation",
+            requires_bot_enabled=False), "outbound")

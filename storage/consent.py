@@ -1,0 +1,34 @@
+"""WhatsApp consent per contact: opt-ins and opt-outs, with where each came from."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import asyncpg
+
+Status = Literal["opted_in", "opted_out"]
+WHATSAPP = "whatsapp"
+# Meta's 131050: the user stopped marketing messages; session replies may still be fine.
+WHATSAPP_MARKETING = "whatsapp_marketing"
+
+
+async def record(conn: asyncpg.Pool | asyncpg.Connection, *, org: str, contact_id: str,
+                 status: Status, source: str, detail: str | None = None,
+                 channel: str = WHATSAPP) -> bool:
+    """Store the contact's latest consent; returns True when it changed."""
+    previous = await conn.fetchval(
+        "select status from contact_authorizations where contact_id = $1::uuid and channel = $2",
+        contact_id, channel)
+    await conn.execute(
+        "insert into contact_authorizations (organization_id, contact_id, channel, status, source,"
+        " detail) values ($1::uuid, $2::uuid, $3, $4, $5, $6) "
+        "on conflict (contact_id, channel) do update set status = excluded.status,"
+        " source = excluded.source, detail = excluded.detail, updated_at = now()",
+        org, contact_id, channel, status, source, detail)
+    return previous != status
+
+
+async def is_opted_out(conn: asyncpg.Pool | asyncpg.Connection, contact_id: str) -> bool:
+    return await conn.fetchval(
+        "select exists (select 1 from contact_authorizations where contact_id = $1::uuid"
+        " and channel = $2 and status = 'opted_out')", contact_id, WHATSAPP)
