@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
 import socket
 import sys
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, AsyncIterator, Callable
 
 import aiohttp
@@ -209,6 +210,30 @@ async def cmd_bot(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
 
+async def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from storage import dead_letters
+
+    async with services(settings) as settings, open_deps(settings) as deps:
+        if args.dlq_command == "show":
+            letter = await dead_letters.get_letter(deps.redis, args.ref)
+            if letter is None:
+                print(f"no dead letter {args.ref} (expected ORG/ENTRY_ID, see `skytide dlq list`)",
+                      file=sys.stderr)
+                return 1
+            print(json.dumps(asdict(letter), indent=2, ensure_ascii=False))
+            return 0
+        letters = await dead_letters.list_letters(deps.redis, org=args.org, stage=args.stage)
+        if args.dlq_command == "list":
+            for letter in letters:
+                print(f"{letter.ref}  stage={letter.stage}  deliveries={letter.deliveries}  "
+                      f"error={letter.error[:120]}")
+            print(f"{len(letters)} dead letter(s)")
+            return 0
+        replayed = sum([await dead_letters.replay(deps.redis, letter) for letter in letters])
+        print(f"replayed {replayed} of {len(letters)} dead letter(s)")
+        return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="skytide", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -232,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     bot.add_argument("action", choices=["pause", "resume"])
     bot.add_argument("--org", required=True)
     bot.add_argument("--phone", required=True)
+    dlq = sub.add_parser("dlq", help="dead letters: why entries failed, and replay").add_subparsers(
+        dest="dlq_command", required=True)
+    for name, help_text in (("list", "list dead letters"), ("replay", "put dead letters back")):
+        command = dlq.add_parser(name, help=help_text)
+        command.add_argument("--org", default=None)
+        command.add_argument("--stage", default=None, choices=["enrich", "agent", "sender"])
+    dlq.add_parser("show", help="show one dead letter").add_argument("ref", help="ORG/ENTRY_ID")
     sub.add_parser("bench", help="run the benchmarks (same as make bench)")
     return parser
 
@@ -255,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(cmd_org_add(settings, args))
     elif args.command == "bot":
         return asyncio.run(cmd_bot(settings, args))
+    elif args.command == "dlq":
+        return asyncio.run(cmd_dlq(settings, args))
     elif args.command == "bench":
         from ops.bench.__main__ import main as bench_main
 

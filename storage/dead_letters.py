@@ -1,0 +1,82 @@
+"""Dead letters you can act on: list them, read one, put them back on their stream.
+
+A dead letter keeps the original entry's fields under `payload.*`, with the stage, the stream,
+the error and the delivery count beside them (see consumers/runtime.py). Replaying is safe:
+every stage is idempotent, so an entry that had half-succeeded does not repeat its effect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from storage import keys
+
+PAYLOAD_PREFIX = "payload."
+
+# Put the original entry back and remove the dead letter in one step: a replay is never lost
+# and never doubled.
+_REPLAY = """
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+local fields = {}
+for i = 2, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('XADD', KEYS[2], '*', unpack(fields))
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    org: str
+    id: str
+    stage: str
+    stream: str
+    error: str
+    deliveries: int
+    failed_at_ms: int
+    payload: dict[str, str]
+
+    @property
+    def ref(self) -> str:
+        """How a person names it on the command line: ORG/ID."""
+        return f"{self.org}/{self.id}"
+
+
+def _letter(org: str, entry_id: str, fields: dict[str, str]) -> DeadLetter:
+    return DeadLetter(
+        org=org, id=entry_id, stage=fields.get("stage", "?"), stream=fields.get("stream", ""),
+        error=fields.get("error", ""), deliveries=int(fields.get("deliveries", "0")),
+        failed_at_ms=int(fields.get("failed_at_ms", "0")),
+        payload={k[len(PAYLOAD_PREFIX):]: v for k, v in fields.items()
+                 if k.startswith(PAYLOAD_PREFIX)})
+
+
+async def list_letters(redis: aioredis.Redis, *, org: str | None = None, stage: str | None = None,
+                       limit: int = 1000) -> list[DeadLetter]:
+    orgs = [org] if org else sorted(await redis.smembers(keys.ORG_REGISTRY))
+    letters: list[DeadLetter] = []
+    for each in orgs:
+        for entry_id, fields in await redis.xrange(keys.dead_letters(each), count=limit):
+            letter = _letter(each, entry_id, fields)
+            if stage is None or letter.stage == stage:
+                letters.append(letter)
+    return letters
+
+
+async def get_letter(redis: aioredis.Redis, ref: str) -> DeadLetter | None:
+    org, _, entry_id = ref.partition("/")
+    if not entry_id:
+        return None
+    found = await redis.xrange(keys.dead_letters(org), min=entry_id, max=entry_id)
+    return _letter(org, *found[0]) if found else None
+
+
+async def replay(redis: aioredis.Redis, letter: DeadLetter) -> bool:
+    """Put the entry back on the stream it came from; False if someone replayed it already."""
+    if not letter.stream or keys.org_of_key(letter.stream) != letter.org:
+        raise ValueError(f"dead letter {letter.ref} names no stream of its organization")
+    args: list[str] = [letter.id]
+    for name, value in letter.payload.items():
+        args += [name, value]
+    return bool(await redis.eval(_REPLAY, 2, keys.dead_letters(letter.org), letter.stream, *args))
