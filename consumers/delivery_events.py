@@ -52,11 +52,12 @@ def consent_keyword(text: str | None) -> str | None:
 class DeliveryEvents:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
+        self.status_writer = statuses.StatusWriter(deps.pool)
 
     async def on_status(self, event: StatusEvent, delivery: Delivery) -> str | None:
         deps = self.deps
-        applied = await statuses.apply_status(
-            deps.pool, org=event.org, provider_id=event.provider_id, gs_id=event.gs_id,
+        applied = await self.status_writer.apply(
+            org=event.org, provider_id=event.provider_id, gs_id=event.gs_id,
             status=event.status, at_ms=event.at_ms, code=event.code, reason=event.reason)
         if applied is None:
             young = deps.now_ms() - event.at_ms < UNMATCHED_GRACE_MS

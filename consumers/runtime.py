@@ -73,6 +73,8 @@ class _Entry:
     fields: dict[str, str]
     deliveries: int
     started: float = field(default_factory=time.monotonic)
+    event: StreamEvent | None = None  # decoded once, at dispatch
+    decode_error: str | None = None
 
 
 async def ensure_group(redis: aioredis.Redis, stream: str, group: str) -> None:
@@ -234,8 +236,10 @@ class StageWorker:
         if entry.entry_id in self._in_flight:
             return
         try:
-            key = chat_key(decode(entry.fields))
-        except BadEvent:
+            entry.event = decode(entry.fields)
+            key = chat_key(entry.event)
+        except BadEvent as exc:
+            entry.decode_error = str(exc)
             key = f"bad:{entry.entry_id}"
         self._in_flight[entry.entry_id] = entry
         metrics.stage_in_flight.labels(self.group).set(len(self._in_flight))
@@ -265,10 +269,9 @@ class StageWorker:
 
     async def _handle(self, entry: _Entry) -> None:
         started = time.monotonic()
-        try:
-            event = decode(entry.fields)
-        except BadEvent as exc:
-            await self._dead_letter(entry, None, str(exc))
+        event = entry.event
+        if event is None:
+            await self._dead_letter(entry, None, entry.decode_error or "undecodable entry")
             return
         attempts = self.config.retry_attempts
         for attempt in range(1, attempts + 1):

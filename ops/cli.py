@@ -42,7 +42,8 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
         redis = create_redis(settings.redis_url)
         stack.push_async_callback(redis.aclose)
         pool = await create_pool(settings.database_url,
-                                 max_size=max(5, min(40, settings.stage_concurrency // 2)))
+                                 max_size=max(5, min(40, settings.stage_concurrency // 2)),
+                                 statement_cache_size=settings.database_statement_cache_size)
         stack.push_async_callback(pool.close)
         http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200))
         stack.push_async_callback(http.close)
@@ -139,6 +140,15 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
 
 async def _noop() -> None:
     return None
+
+
+def run_async(coroutine):
+    """Run on uvloop (a faster event loop) where it is installed, else on asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
 
 
 # ---- commands ---------------------------------------------------------------------------------
@@ -278,17 +288,17 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             print(f"unknown role(s): {', '.join(sorted(unknown))}", file=sys.stderr)
             return 2
-        asyncio.run(cmd_run(settings, roles, args.seed_demo))
+        run_async(cmd_run(settings, roles, args.seed_demo))
     elif args.command == "migrate":
-        asyncio.run(cmd_migrate(settings))
+        run_async(cmd_migrate(settings))
     elif args.command == "seed-demo":
-        asyncio.run(cmd_seed_demo(settings))
+        run_async(cmd_seed_demo(settings))
     elif args.command == "org":
-        asyncio.run(cmd_org_add(settings, args))
+        run_async(cmd_org_add(settings, args))
     elif args.command == "bot":
-        return asyncio.run(cmd_bot(settings, args))
+        return run_async(cmd_bot(settings, args))
     elif args.command == "dlq":
-        return asyncio.run(cmd_dlq(settings, args))
+        return run_async(cmd_dlq(settings, args))
     elif args.command == "bench":
         from ops.bench.__main__ import main as bench_main
 

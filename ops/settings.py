@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     database_url: str | None = None
     data_dir: Path = PROJECT_DIR / ".data"
+    # Prepared-statement cache per connection; 0 behind Supabase's transaction pooler.
+    database_statement_cache_size: int = 100
 
     http_host: str = "127.0.0.1"
     http_port: int = 8080
@@ -41,11 +43,37 @@ class Settings(BaseSettings):
     gemini_api_key: str | None = None
     google_gemini_base_url: str | None = None
     gemini_model: str = "gemini-3.5-flash"
+    llm_turn_timeout_s: float = 45.0  # one whole turn: router, expert, tools
+    llm_request_limit: int = 8  # model requests per agent run
+    llm_tool_calls_limit: int = 8  # tool calls per agent run
+    memory_messages: int = 12  # last N chat messages the model sees
+    summary_every_turns: int = 8  # refresh the thread summary every K turns
+    checkpoint_ttl_min: int = 60 * 24 * 30  # conversation state kept 30 days after the last turn
+    slot_step_min: int = 30  # granularity of the start times offered
+    booking_lead_min: int = 60  # no slot starts sooner than this from now
 
     # Media.
     media_dir: Path = PROJECT_DIR / ".data" / "media"
     supabase_url: str | None = None
     supabase_service_role_key: str | None = None
+    supabase_bucket: str = "chat-media"
+    media_concurrency: int = 16  # downloads at once per process; a slow file holds one slot only
+    media_timeout_s: float = 60.0  # one file, retries included
+    media_attempts: int = 3  # on 5xx, 429 and connection errors
+    media_retry_base_s: float = 0.5
+    media_chunk_bytes: int = 64 * 1024
+
+    # Understanding (Gemini). The model name and API version are configuration, not code.
+    gemini_api_version: str = "v1beta"  # the Files API is documented on v1beta; v1 also works
+    gemini_budget_s: float = 20.0  # per message, retries included; then the placeholder
+    gemini_concurrency: int = 32
+    gemini_retry_base_s: float = 0.5
+    gemini_retry_max_s: float = 4.0
+    # Inline parts count toward Gemini's 20 MB request limit after base64 (4/3 bigger);
+    # larger files go through the Files API.
+    gemini_inline_max_bytes: int = 14 * 1024 * 1024
+    gemini_max_document_bytes: int = 50 * 1024 * 1024  # Gemini's PDF limit
+    gemini_max_output_tokens: int = 1024
 
     # Debounce (batcher).
     debounce_seconds: float = 10.0

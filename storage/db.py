@@ -18,11 +18,12 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-async def create_pool(database_url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    # statement_cache_size=0 keeps the pool usable behind Supabase's transaction pooler.
+async def create_pool(database_url: str, *, min_size: int = 1, max_size: int = 10,
+                      statement_cache_size: int = 100) -> asyncpg.Pool:
+    """statement_cache_size=0 is needed behind Supabase's transaction pooler (port 6543)."""
     return await asyncpg.create_pool(
         database_url, min_size=min_size, max_size=max_size, init=_init_connection,
-        statement_cache_size=0,
+        statement_cache_size=statement_cache_size,
     )
 
 

@@ -98,3 +98,8 @@ def recipient_pace(org: str, phone: str) -> str:
 def send_cooldown(org: str) -> str:
     """Set after a 429 or error 4001: every sender of the organization pauses until it expires."""
     return f"{{{org}}}:rate:cooldown"
+
+
+# Marks the oldest end of a `recent` list rebuilt from PostgreSQL: the list then holds the whole
+# chat, so a short list is complete rather than a cache that lost its older entries.
+RECENT_START = "__start__"
