@@ -13,7 +13,7 @@ from consumers.delivery_events import DeliveryEvents, consent_keyword
 from consumers.runtime import Delivery, Poison
 from consumers.understanding import Understanding, understand
 from ops.deps import Deps
-from storage import chats, consent, turns
+from storage import chats, consent, memory, turns
 from storage.events import InboundMessage, StatusEvent, StreamEvent, UserEvent
 
 log = logging.getLogger(__name__)
@@ -44,14 +44,10 @@ class EnrichStage:
     async def message(self, event: InboundMessage) -> str | None:
         deps = self.deps
         identity = await chats.upsert_identity(deps.pool, event.org, event.phone, event.name)
-        understood: Understanding = await self.understand(deps, event)
-        message_id, created = await chats.insert_inbound(
-            deps.pool, org=event.org, identity=identity, provider_id=event.provider_id,
-            message=event.text or event.caption, processed_text=understood.processed_text,
-            sent_at_ms=event.sent_at_ms, media_type=understood.media_type,
-            media_url=understood.media_url, media_mime_type=understood.media_mime_type,
-            media_size_bytes=understood.media_size_bytes, media_sha256=understood.media_sha256,
-            artifacts=understood.artifacts)
+        message_id = await chats.inbound_message_id(deps.pool, event.org, event.provider_id)
+        created = message_id is None
+        if created:  # a redelivered entry does not download and understand its media again
+            message_id, created = await self._store(event, identity)
         keyword = consent_keyword(event.text) if event.kind == "text" else None
         if keyword:
             await self.delivery_events.on_keyword(
@@ -68,3 +64,17 @@ class EnrichStage:
         if not created:
             return "duplicate"
         return None if joins_turn else "stored_without_turn"
+
+    async def _store(self, event: InboundMessage, identity: chats.Identity) -> tuple[str, bool]:
+        understood: Understanding = await self.understand(self.deps, event)
+        stored = await chats.insert_inbound(
+            self.deps.pool, org=event.org, identity=identity, provider_id=event.provider_id,
+            message=event.text or event.caption, processed_text=understood.processed_text,
+            sent_at_ms=event.sent_at_ms, media_type=understood.media_type,
+            media_url=understood.media_url, media_mime_type=understood.media_mime_type,
+            media_size_bytes=understood.media_size_bytes, media_sha256=understood.media_sha256,
+            artifacts=understood.artifacts)
+        if stored[1]:  # the agent's short-term memory of the chat
+            await memory.remember(self.deps.redis, event.org, event.phone, "user",
+                                  understood.processed_text)
+        return stored

@@ -15,7 +15,7 @@ from consumers import gupshup_api
 from consumers.runtime import Delivery, Poison, Retry
 from ops import metrics
 from ops.deps import Deps
-from storage import chats, consent, outbound, ratelimit, streams
+from storage import chats, consent, memory, outbound, ratelimit, streams
 from storage.events import OutboundMessage, StreamEvent
 from storage.orgs import Connection, connection_for_org
 
@@ -136,6 +136,8 @@ class SenderStage:
             return self._count(event, "unknown_outcome")
         await outbound.mark_accepted(deps.pool, row.id, accepted.message_id)
         self._count(event, "accepted")
+        if event.text:  # the agent's short-term memory of the chat
+            await memory.remember(deps.redis, event.org, event.phone, "assistant", event.text)
         if event.escalation:
             await self._escalation_outcome(event, accepted=True)
         return None

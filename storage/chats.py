@@ -68,10 +68,14 @@ async def insert_inbound(conn: asyncpg.Connection | asyncpg.Pool, *, org: str, i
             "update chat_identities set last_inbound_at = greatest(last_inbound_at, $2) "
             "where id = $1::uuid", identity.id, ms_to_dt(sent_at_ms))
         return row["id"], True
-    existing = await conn.fetchval(
-        "select id::text from chat_messages where organization_id = $1::uuid "
-        "and provider_message_id = $2", org, provider_id)
-    return existing, False
+    return await inbound_message_id(conn, org, provider_id), False
+
+
+async def inbound_message_id(conn: asyncpg.Connection | asyncpg.Pool, org: str,
+                             provider_id: str) -> str | None:
+    return await conn.fetchval(
+        "select id::text from chat_messages where organization_id = $1::uuid"
+        " and provider_message_id = $2", org, provider_id)
 
 
 async def message_texts(conn: asyncpg.Connection | asyncpg.Pool, org: str,
