@@ -69,6 +69,10 @@ async def accept_webhook(app: web.Application, body: dict,
     except MalformedPayload as exc:
         return reject(400, str(exc))
     for kind in parsed.ignored:
+        if kind.startswith("unknown:"):
+            # The type comes from the caller: log it, but keep the metric's labels bounded.
+            log.info("acknowledged an unknown Gupshup event type %r", kind[len("unknown:"):])
+            kind = "unknown"
         metrics.webhook_events.labels(kind, "ignored").inc()
     await app[CONNECTIONS].register(connection.org_id)
     for event in parsed.events:

@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from graph import receptionist
-from storage import keys
+from storage import chats, keys
 from tests.conftest import eventually
 from tests.helpers import fixture, fresh, post_webhook, text_webhook
 
@@ -165,3 +165,19 @@ async def test_poison_entry_lands_in_dead_letters_with_its_error(system, make_or
     assert record["payload.data"] == "{not json"
     pending = await deps.redis.xpending(keys.stream(org, "inbound"), "enrich")
     assert pending["pending"] == 0
+
+
+async def test_reply_produced_after_a_person_took_over_is_dropped(system, make_org, gupshup, deps):
+    org = await make_org("clinic")
+    release, entered = asyncio.Event(), asyncio.Event()
+    async with system(graph_builder=held_graph(release, entered)) as s:
+        await post_webhook(s.url, text_webhook("clinic", PHONE, "hola", "t-1", now_ms()))
+        await asyncio.wait_for(entered.wait(), 10)
+        # A person takes the chat over from the CRM while the model is still thinking.
+        assert await chats.set_bot_enabled(deps.pool, org, PHONE, False, reason="taken over")
+        release.set()
+        reason = await eventually(lambda: deps.pool.fetchval(
+            "select error_reason from chat_messages where direction = 'outbound'"))
+        await asyncio.sleep(0.5)
+    assert reason == "bot turned off for this chat"
+    assert gupshup.sent == []
