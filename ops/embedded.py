@@ -40,7 +40,11 @@ def _redis_binaries() -> tuple[str, list[str]]:
 
 
 class EmbeddedRedis:
-    """A local redis-server 8 with JSON and Search, on a free port, without persistence."""
+    """A local redis-server 8 with JSON and Search, on a free port, without persistence.
+
+    A second process started on the same data_dir (`skytide run --roles agent` beside
+    `make run`) finds the running server through its port file and shares it.
+    """
 
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
         self.data_dir = data_dir
@@ -51,7 +55,28 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def port_file(self) -> Path:
+        return self.data_dir / "redis.port"
+
+    def _running_elsewhere(self) -> int | None:
+        try:
+            port = int(self.port_file.read_text())
+            client = redis.Redis(port=port, socket_connect_timeout=0.5)
+            try:
+                client.ping()
+            finally:
+                client.close()
+            return port
+        except (OSError, ValueError, redis.RedisError):
+            return None
+
     def start(self) -> str:
+        shared = self._running_elsewhere()
+        if shared:
+            self.port = shared
+            log.info("using the embedded redis already running on port %s", shared)
+            return self.url
         server, modules = _redis_binaries()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
@@ -71,11 +96,15 @@ class EmbeddedRedis:
                     raise ServiceError(f"embedded redis-server did not start; see {self.data_dir}")
                 time.sleep(0.02)
         client.close()
+        self.port_file.write_text(str(self.port))
         log.info("embedded redis started on port %s", self.port)
         return self.url
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
+        if self.process is None:
+            return  # shared with the process that started it
+        self.port_file.unlink(missing_ok=True)
+        if self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(timeout=5)
