@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     gemini_api_version: str = "v1beta"  # the Files API is documented on v1beta; v1 also works
     gemini_budget_s: float = 20.0  # per message, retries included; then the placeholder
     gemini_concurrency: int = 32
+    # The SDK sends Files API uploads in 8 MB chunks, each copied a few times on the way: a
+    # few at once keeps a worker's memory flat when many large files arrive together.
+    gemini_upload_concurrency: int = 1
     gemini_retry_base_s: float = 0.5
     gemini_retry_max_s: float = 4.0
     # Inline parts count toward Gemini's 20 MB request limit after base64 (4/3 bigger);

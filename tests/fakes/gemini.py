@@ -165,7 +165,7 @@ class FakeGemini(FakeServer):
                 inline = _pick(part, "inlineData", "inline_data")
                 if inline is not None:
                     mime_types.append(_pick(inline, "mimeType", "mime_type") or "")
-                    inline_bytes += len(base64.b64decode(inline.get("data", ""), validate=True))
+                    inline_bytes += len(_b64decode(inline.get("data", "")))
                 file_data = _pick(part, "fileData", "file_data")
                 if file_data is not None:
                     uri = _pick(file_data, "fileUri", "file_uri") or ""
@@ -362,6 +362,15 @@ def google_error(code: int, message: str | None = None) -> dict[str, Any]:
 
 def _error(code: int, message: str | None = None) -> web.Response:
     return web.json_response(google_error(code, message), status=code)
+
+
+def _b64decode(data: str) -> bytes:
+    """Proto-JSON bytes: standard or URL-safe base64, padded or not, are all accepted.
+
+    google-genai sends URL-safe base64 (pydantic's `ser_json_bytes`), so `-` and `_` occur.
+    """
+    data = data.replace("-", "+").replace("_", "/")
+    return base64.b64decode(data + "=" * (-len(data) % 4), validate=True)
 
 
 def _modality(mime: str) -> str:

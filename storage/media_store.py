@@ -1,0 +1,176 @@
+"""Where inbound media files live: a local folder (MEDIA_DIR) or Supabase Storage (`chat-media`).
+
+Files arrive as a stream of chunks and are written as they come, hashing on the way, so a
+16 MB video never sits whole in memory. Both stores keep a local copy for the understanding step
+(Gemini reads it from disk) until `release` is called; the object path `{org}/{chat}/{message}.{ext}`
+is what chat_messages.media_url records, never a public URL (the bucket is private).
+Wire format of Supabase Storage: shared/reference/protocols.md section 6c.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator, Protocol
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class MediaTooLarge(Exception):
+    """The file grew past the limit for its kind while it was being written."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        super().__init__(f"media is larger than {limit_bytes} bytes")
+        self.limit_bytes = limit_bytes
+
+
+class MediaStoreError(Exception):
+    """The store did not keep the file; `local` is the downloaded copy, still usable, if any."""
+
+    def __init__(self, message: str, local: "StoredMedia | None" = None) -> None:
+        super().__init__(message)
+        self.local = local
+
+
+@dataclass
+class StoredMedia:
+    path: str  # object path inside the store: {org}/{chat}/{message}.{ext}
+    size_bytes: int
+    sha256: str  # hex
+    local_path: Path  # a readable copy on this machine until release()
+
+
+def object_path(org: str, chat: str, message: str, ext: str) -> str:
+    """`{org}/{chat}/{message}.{ext}`, with characters a path or URL would choke on replaced.
+
+    WhatsApp ids can be base64 (`+`, `/`, `=`), and a `/` in a message id would add a folder.
+    """
+    parts = [_UNSAFE.sub("_", p).strip("._") or "_" for p in (org, chat, message)]
+    ext = _UNSAFE.sub("", ext.lstrip(".")).lower() or "bin"
+    return f"{parts[0]}/{parts[1]}/{parts[2]}.{ext}"
+
+
+class MediaStore(Protocol):
+    async def save(self, path: str, chunks: AsyncIterator[bytes], content_type: str,
+                   max_bytes: int) -> StoredMedia: ...
+
+    async def release(self, stored: StoredMedia) -> None: ...
+
+
+async def write_chunks(target: Path, chunks: AsyncIterator[bytes], max_bytes: int) -> tuple[int, str]:
+    """Write chunks to `target` through a temporary name; returns (size, sha256 hex).
+
+    The temporary name makes a half-written file invisible: a crash or a too-large file
+    leaves no truncated media under the final name.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(partial, "wb") as out:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > max_bytes:
+                    raise MediaTooLarge(max_bytes)
+                digest.update(chunk)
+                # A 64 KB write lands in the page cache in microseconds: not worth a thread hop.
+                out.write(chunk)
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return size, digest.hexdigest()
+
+
+class LocalMediaStore:
+    """Files under MEDIA_DIR; the stored file is its own local copy."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    async def save(self, path: str, chunks: AsyncIterator[bytes], content_type: str,
+                   max_bytes: int) -> StoredMedia:
+        target = self.root / path
+        size, sha256 = await write_chunks(target, chunks, max_bytes)
+        return StoredMedia(path=path, size_bytes=size, sha256=sha256, local_path=target)
+
+    async def release(self, stored: StoredMedia) -> None:
+        return None  # the local file is the stored media
+
+
+class SupabaseMediaStore:
+    """Supabase Storage through its HTTP API (the same requests `storage3` makes).
+
+    The file is spooled to a local temporary file first (hashing it on the way), then uploaded
+    from disk: aiohttp streams a file object in chunks, so memory stays flat, and the spool
+    doubles as the copy Gemini reads.
+    """
+
+    def __init__(self, http: aiohttp.ClientSession, url: str, service_key: str, *,
+                 bucket: str = "chat-media", spool_dir: Path, attempts: int = 3,
+                 retry_base_s: float = 0.5, timeout_s: float = 120.0) -> None:
+        self.http = http
+        self.base = url.rstrip("/") + "/storage/v1"
+        self.key = service_key
+        self.bucket = bucket
+        self.spool_dir = Path(spool_dir)
+        self.attempts = attempts
+        self.retry_base_s = retry_base_s
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    async def save(self, path: str, chunks: AsyncIterator[bytes], content_type: str,
+                   max_bytes: int) -> StoredMedia:
+        spool = self.spool_dir / f"{uuid.uuid4().hex}-{path.rsplit('/', 1)[-1]}"
+        size, sha256 = await write_chunks(spool, chunks, max_bytes)
+        stored = StoredMedia(path=path, size_bytes=size, sha256=sha256, local_path=spool)
+        try:
+            await self._upload(stored, content_type)
+        except MediaStoreError as exc:
+            exc.local = stored  # the caller can still understand it, then release() it
+            raise
+        except BaseException:
+            spool.unlink(missing_ok=True)
+            raise
+        return stored
+
+    async def release(self, stored: StoredMedia) -> None:
+        stored.local_path.unlink(missing_ok=True)
+
+    async def _upload(self, stored: StoredMedia, content_type: str) -> None:
+        url = f"{self.base}/object/{self.bucket}/{stored.path}"
+        # Redelivered entries upload the same path again: upsert makes that harmless.
+        headers = {"apiKey": self.key, "Authorization": f"Bearer {self.key}", "x-upsert": "true"}
+        last = ""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                with open(stored.local_path, "rb") as body:
+                    form = aiohttp.FormData()
+                    form.add_field("cacheControl", "3600")
+                    form.add_field("file", body, filename=stored.path.rsplit("/", 1)[-1],
+                                   content_type=content_type)
+                    async with self.http.post(url, data=form, headers=headers,
+                                              timeout=self.timeout) as resp:
+                        text = await resp.text()
+                        if resp.status < 300:
+                            return
+                        last = f"HTTP {resp.status}: {text[:200]}"
+                        # Storage reports most errors as 400 with the real status in the body;
+                        # only gateway-level 5xx and 429 are worth another try.
+                        if resp.status != 429 and resp.status < 500:
+                            break
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            if attempt < self.attempts:
+                await asyncio.sleep(self.retry_base_s * 2 ** (attempt - 1))
+        raise MediaStoreError(f"Supabase Storage upload of {stored.path} failed: {last}")
