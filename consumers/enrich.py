@@ -13,7 +13,7 @@ from consumers.delivery_events import DeliveryEvents, consent_keyword
 from consumers.runtime import Delivery, Poison
 from consumers.understanding import Understanding, understand
 from ops.deps import Deps
-from storage import chats, consent, memory, turns
+from storage import chats, memory, turns
 from storage.events import InboundMessage, StatusEvent, StreamEvent, UserEvent
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,7 @@ class EnrichStage:
                 provider_id=event.provider_id, status=keyword)
         # A chat a person has taken over, an opted-out contact and a STOP/START message keep
         # their messages but start no turn.
-        joins_turn = (identity.bot_enabled and keyword is None
-                      and not await consent.is_opted_out(deps.pool, identity.contact_id))
+        joins_turn = identity.bot_enabled and keyword is None and not identity.opted_out
         await turns.hand_off(
             deps.redis, org=event.org, chat=event.phone, provider_id=event.provider_id,
             message_id=message_id if joins_turn else None, sent_at_ms=event.sent_at_ms,

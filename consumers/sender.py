@@ -15,7 +15,7 @@ from consumers import gupshup_api
 from consumers.runtime import Delivery, Poison, Retry
 from ops import metrics
 from ops.deps import Deps
-from storage import chats, consent, memory, outbound, ratelimit, streams
+from storage import chats, memory, outbound, ratelimit, streams
 from storage.events import OutboundMessage, StreamEvent
 from storage.orgs import Connection, connection_for_org
 
@@ -73,8 +73,7 @@ class SenderStage:
         """Why this message must not go out, if it must not."""
         if event.requires_bot_enabled and not identity.bot_enabled:
             return "bot turned off for this chat"
-        if event.purpose != "opt_out_confirmation" and await consent.is_opted_out(
-                self.deps.pool, identity.contact_id):
+        if event.purpose != "opt_out_confirmation" and identity.opted_out:
             return "contact opted out"
         return None
 

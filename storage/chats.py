@@ -16,15 +16,29 @@ class Identity:
     phone: str
     bot_enabled: bool
     last_inbound_at: datetime | None
+    opted_out: bool  # the contact said STOP (or WhatsApp told us so)
 
 
 def ms_to_dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
 
 
+_IDENTITY_COLUMNS = """
+    id::text, contact_id::text, phone, bot_enabled, last_inbound_at,
+    exists (select 1 from contact_authorizations a where a.contact_id = chat_identities.contact_id
+            and a.channel = 'whatsapp' and a.status = 'opted_out') as opted_out"""
+
+
 async def upsert_identity(conn: asyncpg.Connection | asyncpg.Pool, org: str, phone: str,
                           profile_name: str | None) -> Identity:
     """Find or create the contact and chat identity of a phone in an organization."""
+    # Fast path, the usual case: the chat exists (one statement).
+    row = await conn.fetchrow(
+        "update chat_identities set profile_name = coalesce($3, profile_name) "
+        f"where organization_id = $1::uuid and phone = $2 returning {_IDENTITY_COLUMNS}",
+        org, phone, profile_name)
+    if row:
+        return Identity(**dict(row))
     contact_id = await conn.fetchval(
         "insert into contacts (organization_id, phone, name) values ($1::uuid, $2, $3) "
         "on conflict (organization_id, phone) do update set phone = excluded.phone "
@@ -34,7 +48,7 @@ async def upsert_identity(conn: asyncpg.Connection | asyncpg.Pool, org: str, pho
         "values ($1::uuid, $2::uuid, $3, $4) "
         "on conflict (organization_id, phone) do update "
         "  set profile_name = coalesce(excluded.profile_name, chat_identities.profile_name) "
-        "returning id::text, contact_id::text, phone, bot_enabled, last_inbound_at",
+        f"returning {_IDENTITY_COLUMNS}",
         org, contact_id, phone, profile_name)
     return Identity(**dict(row))
 
@@ -42,8 +56,8 @@ async def upsert_identity(conn: asyncpg.Connection | asyncpg.Pool, org: str, pho
 async def find_identity(conn: asyncpg.Connection | asyncpg.Pool, org: str,
                         phone: str) -> Identity | None:
     row = await conn.fetchrow(
-        "select id::text, contact_id::text, phone, bot_enabled, last_inbound_at "
-        "from chat_identities where organization_id = $1::uuid and phone = $2", org, phone)
+        f"select {_IDENTITY_COLUMNS} from chat_identities "
+        "where organization_id = $1::uuid and phone = $2", org, phone)
     return Identity(**dict(row)) if row else None
 
 
@@ -54,19 +68,22 @@ async def insert_inbound(conn: asyncpg.Connection | asyncpg.Pool, *, org: str, i
                          media_size_bytes: int | None = None, media_sha256: str | None = None,
                          artifacts: dict[str, Any] | None = None) -> tuple[str, bool]:
     """Store an inbound message once; returns (message id, whether this call created it)."""
+    # The row and the chat's last_inbound_at (the 24-hour window) in one statement, one commit.
     row = await conn.fetchrow(
-        "insert into chat_messages (organization_id, chat_identity_id, direction, message,"
+        "with stored as ("
+        " insert into chat_messages (organization_id, chat_identity_id, direction, message,"
         " processed_text, media_type, media_url, media_mime_type, media_size_bytes, media_sha256,"
         " provider_message_id, message_status, artifacts, sent_at) "
-        "values ($1::uuid, $2::uuid, 'inbound', $3, $4, $5, $6, $7, $8, $9, $10, 'delivered', $11, $12) "
-        "on conflict (organization_id, provider_message_id) where provider_message_id is not null "
-        "do nothing returning id::text",
+        " values ($1::uuid, $2::uuid, 'inbound', $3, $4, $5, $6, $7, $8, $9, $10, 'delivered', $11, $12)"
+        " on conflict (organization_id, provider_message_id) where provider_message_id is not null"
+        " do nothing returning id, chat_identity_id, sent_at), "
+        "touched as ("
+        " update chat_identities i set last_inbound_at = greatest(i.last_inbound_at, stored.sent_at)"
+        " from stored where i.id = stored.chat_identity_id) "
+        "select id::text from stored",
         org, identity.id, message, processed_text, media_type, media_url, media_mime_type,
         media_size_bytes, media_sha256, provider_id, artifacts or {}, ms_to_dt(sent_at_ms))
     if row:
-        await conn.execute(
-            "update chat_identities set last_inbound_at = greatest(last_inbound_at, $2) "
-            "where id = $1::uuid", identity.id, ms_to_dt(sent_at_ms))
         return row["id"], True
     return await inbound_message_id(conn, org, provider_id), False
 

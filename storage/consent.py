@@ -26,9 +26,3 @@ async def record(conn: asyncpg.Pool | asyncpg.Connection, *, org: str, contact_i
         " source = excluded.source, detail = excluded.detail, updated_at = now()",
         org, contact_id, channel, status, source, detail)
     return previous != status
-
-
-async def is_opted_out(conn: asyncpg.Pool | asyncpg.Connection, contact_id: str) -> bool:
-    return await conn.fetchval(
-        "select exists (select 1 from contact_authorizations where contact_id = $1::uuid"
-        " and channel = $2 and status = 'opted_out')", contact_id, WHATSAPP)

@@ -37,12 +37,12 @@ async def pending_for(deps, stream: str, group: str) -> list[dict]:
 async def test_killed_worker_leaves_its_entry_to_another_and_one_reply_goes_out(
         system, make_org, gupshup, deps, settings):
     org = await make_org("clinic")
-    # Hold the contact's row locked, so the first worker's enrich blocks mid-entry.
+    # Hold the chat's row locked, so the first worker's enrich blocks mid-entry.
     await chats.upsert_identity(deps.pool, org, PHONE, "Ana")
     blocker = await deps.pool.acquire()
     transaction = blocker.transaction()
     await transaction.start()
-    await blocker.execute("select 1 from contacts where phone = $1 for update", PHONE)
+    await blocker.execute("select 1 from chat_identities where phone = $1 for update", PHONE)
     worker = start_worker(settings, "enrich")
     try:
         async with system(roles=("ingress",)) as s:
