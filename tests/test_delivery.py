@@ -256,3 +256,18 @@ async def test_escalation_rejected_keeps_the_bot_on_and_says_so(system, make_org
         sent = await gupshup.wait_for_sent(1, timeout_s=10)
     assert sent[0].destination == PHONE and "No pude avisar" in sent[0].message["text"]
     assert (await chats.find_identity(deps.pool, org, PHONE)).bot_enabled is True
+
+
+async def test_marketing_stop_131050_is_recorded_but_service_replies_go_on(system, make_org,
+                                                                         gupshup, deps):
+    org = await make_org(gupshup.app_name, app_id=gupshup.app_id)
+    gupshup.callback_token = "secret-token"
+    await outgoing(deps, org, "gs-m")
+    async with system(roles=("ingress", "enrich")) as s:
+        gupshup.callback_url = s.url + "/webhooks/gupshup"
+        await gupshup.post_status("gs-m", "failed", layout="v3", code=131050,
+                                  reason="User stopped marketing messages")
+        await eventually(lambda: settled(deps, org))
+    rows = await deps.pool.fetch("select channel, status, source from contact_authorizations")
+    assert [tuple(r) for r in rows] == [("whatsapp_marketing", "opted_out", "provider_error_131050")]
+    assert (await chats.find_identity(deps.pool, org, PHONE)).opted_out is False

@@ -4,32 +4,24 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ingress.gupshup import AppRef, MalformedPayload, Parsed, identify_app, parse_webhook
 from storage.events import InboundMessage, StatusEvent, UserEvent, decode, encode
+from tests.helpers import FIXTURES as FIXTURES_ROOT
+from tests.helpers import strip_notes
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "gupshup"
+FIXTURES = FIXTURES_ROOT / "gupshup"
 ORG = "acme"
 RECEIVED = 1_800_000_000_000
 # Outbound API shapes live beside the webhooks; they are not webhooks.
 NOT_WEBHOOKS = ("send", "error", "filemanager")
 
 
-def _strip(value: Any) -> Any:
-    """Drop the `_note`-style annotations the fixtures carry (protocols.md §7)."""
-    if isinstance(value, dict):
-        return {k: _strip(v) for k, v in value.items() if not k.startswith("_")}
-    if isinstance(value, list):
-        return [_strip(v) for v in value]
-    return value
-
-
 def _load(name: str) -> dict[str, Any]:
-    return _strip(json.loads((FIXTURES / name).read_text()))
+    return strip_notes(json.loads((FIXTURES / name).read_text()))
 
 
 def _webhook_fixtures() -> list[str]:

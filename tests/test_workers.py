@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import asynccontextmanager
 
 from storage import chats, keys
 from storage.events import StatusEvent, encode
@@ -18,10 +19,10 @@ from tests.helpers import post_webhook, text_webhook
 PHONE = "919876543210"
 
 
-def start_worker(settings, roles: str) -> subprocess.Popen:
+def start_worker(settings, roles: str, claim_idle_ms: int = 1500) -> subprocess.Popen:
     env = {**os.environ, "REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url,
-           "CLAIM_IDLE_MS": "1500", "CLAIM_EVERY_S": "0.3", "BLOCK_MS": "100",
-           "ORG_REFRESH_S": "0.2", "DRAIN_TIMEOUT_S": "5", "LOG_LEVEL": "INFO",
+           "CLAIM_IDLE_MS": str(claim_idle_ms), "CLAIM_EVERY_S": "0.3", "BLOCK_MS": "100",
+           "ORG_REFRESH_S": "0.2", "DRAIN_TIMEOUT_S": "1", "LOG_LEVEL": "INFO",
            "GUPSHUP_API_URL": "http://127.0.0.1:9"}
     return subprocess.Popen([sys.executable, "-m", "ops", "run", "--roles", roles], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -34,30 +35,43 @@ async def pending_for(deps, stream: str, group: str) -> list[dict]:
         return []
 
 
-async def test_killed_worker_leaves_its_entry_to_another_and_one_reply_goes_out(
-        system, make_org, gupshup, deps, settings):
-    org = await make_org("clinic")
-    # Hold the chat's row locked, so the first worker's enrich blocks mid-entry.
+async def _worker_stuck_on_a_message(settings, deps, org, signal_to_send, claim_idle_ms=1500):
+    """A worker process blocked mid-entry (the chat's row is locked), then sent a signal."""
     await chats.upsert_identity(deps.pool, org, PHONE, "Ana")
     blocker = await deps.pool.acquire()
     transaction = blocker.transaction()
     await transaction.start()
     await blocker.execute("select 1 from chat_identities where phone = $1 for update", PHONE)
-    worker = start_worker(settings, "enrich")
+    worker = start_worker(settings, "enrich", claim_idle_ms=claim_idle_ms)
     try:
-        async with system(roles=("ingress",)) as s:
-            await post_webhook(s.url, text_webhook("clinic", PHONE, "hola", "kill-1",
-                                                   int(time.time() * 1000)))
+        async with running_ingress(settings, deps) as url:
+            await post_webhook(url, text_webhook("clinic", PHONE, "hola", "stuck-1",
+                                                 int(time.time() * 1000)))
             stream = keys.stream(org, "inbound")
             pending = await eventually(lambda: pending_for(deps, stream, "enrich"), timeout_s=20)
             assert len(pending) == 1  # the worker holds the entry, unacknowledged
-        worker.send_signal(signal.SIGKILL)
-        worker.wait(timeout=10)
+        worker.send_signal(signal_to_send)
+        code = await asyncio.get_running_loop().run_in_executor(None, worker.wait, 30)
     finally:
         if worker.poll() is None:
             worker.kill()
         await transaction.rollback()
         await deps.pool.release(blocker)
+    return code
+
+
+@asynccontextmanager
+async def running_ingress(settings, deps):
+    from ops.cli import running_system
+
+    async with running_system(settings, ("ingress",), deps=deps) as s:
+        yield s.url
+
+
+async def test_killed_worker_leaves_its_entry_to_another_and_one_reply_goes_out(
+        system, make_org, gupshup, deps, settings):
+    org = await make_org("clinic")
+    await _worker_stuck_on_a_message(settings, deps, org, signal.SIGKILL)
     async with system() as s:  # another worker: claims the entry back after the idle timeout
         sent = await gupshup.wait_for_sent(1, timeout_s=20)
         await asyncio.sleep(1.0)
@@ -65,6 +79,20 @@ async def test_killed_worker_leaves_its_entry_to_another_and_one_reply_goes_out(
     assert await deps.pool.fetchval(
         "select count(*) from chat_messages where direction = 'inbound'") == 1
     assert (await deps.redis.xpending(keys.stream(org, "inbound"), "enrich"))["pending"] == 0
+
+
+async def test_sigterm_hands_unfinished_work_back_at_once(system, make_org, gupshup, deps, settings):
+    """A worker that cannot finish within its drain time hands the entry back: the next worker
+    takes it at once, without waiting out the (here very long) claim idle time."""
+    org = await make_org("clinic")
+    long_idle_ms = 600_000
+    code = await _worker_stuck_on_a_message(settings, deps, org, signal.SIGTERM,
+                                            claim_idle_ms=long_idle_ms)
+    assert code == 0
+    async with system(claim_idle_ms=long_idle_ms) as s:
+        sent = await gupshup.wait_for_sent(1, timeout_s=20)
+        await asyncio.sleep(0.5)
+    assert len(gupshup.sent) == 1 and "hola" in sent[0].message["text"]
 
 
 async def test_sigterm_stops_a_worker_cleanly(make_org, deps, settings):
