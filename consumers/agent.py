@@ -1,7 +1,9 @@
 """agent: one turn of a chat, under the chat's lease, and its replies onto the outbound stream.
 
 The turn's replies and the end of the turn are written by one script (storage/turns.finish) and
-marked done by turn id, so a redelivered turn never replies twice.
+marked done by turn id, so a redelivered turn never replies twice. An escalation becomes a
+template notification to the organization's advisor; the sender turns the bot off for the chat
+only once Gupshup has accepted it (see consumers/sender.py).
 """
 
 from __future__ import annotations
@@ -11,19 +13,22 @@ import logging
 
 from consumers.enrich import debounce_of
 from consumers.runtime import Delivery, Poison
-from graph import receptionist
+from graph.contract import EscalationRequest, TurnInput
+from graph.receptionist import Receptionist
 from ops import metrics
 from ops.deps import Deps
 from storage import chats, keys, turns
-from storage.events import OutboundMessage, StreamEvent, TurnRequest
+from storage.events import EscalationNotice, OutboundMessage, StreamEvent, TurnRequest
+from storage.orgs import ConnectionsByOrg
 
 log = logging.getLogger(__name__)
 
 
 class AgentStage:
-    def __init__(self, deps: Deps, graph) -> None:
+    def __init__(self, deps: Deps, receptionist: Receptionist) -> None:
         self.deps = deps
-        self.graph = graph
+        self.receptionist = receptionist
+        self.connections = ConnectionsByOrg(deps.pool)
 
     async def handle(self, event: StreamEvent, delivery: Delivery) -> str | None:
         if not isinstance(event, TurnRequest):
@@ -38,20 +43,43 @@ class AgentStage:
             metrics.turns.labels("bot_off").inc()
             return "skipped_bot_off"
         texts = await chats.message_texts(deps.pool, event.org, event.message_ids)
+        turn = TurnInput(org=event.org, chat=event.chat, contact_id=identity.contact_id,
+                         identity_id=identity.id, turn_id=event.turn_id, texts=texts)
         keeper = asyncio.create_task(self._keep_lease(event))
         try:
-            replies = await receptionist.run_turn(
-                self.graph, keys.checkpoint_thread(event.org, event.chat), texts)
+            result = await self.receptionist.run_turn(turn)
         finally:
             keeper.cancel()
         outbound = [
             OutboundMessage(org=event.org, phone=event.chat, text=text, turn_id=event.turn_id,
                             idempotency_key=f"{event.turn_id}:{i}")
-            for i, text in enumerate(replies) if text.strip()
+            for i, text in enumerate(result.replies) if text.strip()
         ]
+        if result.escalation:
+            outbound.append(await self._escalation(event, result.escalation))
         await self._finish(event, outbound)
-        metrics.turns.labels("replied").inc()
+        metrics.turns.labels("escalated" if result.escalation else "replied").inc()
         return None
+
+    async def _escalation(self, event: TurnRequest, request: EscalationRequest) -> OutboundMessage:
+        """The advisor's template notification, or the honest answer when there is no advisor."""
+        connection = await self.connections.get(event.org)
+        settings = connection.settings if connection else {}
+        advisor, template = settings.get("advisor_phone"), settings.get("escalation_template_id")
+        if not (advisor and template):
+            log.warning("org %s has no advisor_phone or escalation_template_id: cannot escalate",
+                        event.org)
+            return OutboundMessage(org=event.org, phone=event.chat, text=request.failed_text,
+                                   turn_id=event.turn_id,
+                                   idempotency_key=f"{event.turn_id}:escalation-unavailable")
+        return OutboundMessage(
+            org=event.org, phone=str(advisor), template_id=str(template),
+            template_params=[event.chat, request.reason, request.summary],
+            turn_id=event.turn_id, idempotency_key=f"{event.turn_id}:escalation",
+            purpose="escalation", requires_bot_enabled=False,
+            escalation=EscalationNotice(customer_phone=event.chat,
+                                        accepted_text=request.accepted_text,
+                                        failed_text=request.failed_text))
 
     async def _finish(self, event: TurnRequest, replies: list[OutboundMessage]) -> None:
         await turns.finish(self.deps.redis, org=event.org, chat=event.chat, turn_id=event.turn_id,

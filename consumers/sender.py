@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from consumers import gupshup_api
 from consumers.runtime import Delivery, Poison, Retry
@@ -17,32 +16,22 @@ from ops import metrics
 from ops.deps import Deps
 from storage import chats, memory, outbound, ratelimit, streams
 from storage.events import OutboundMessage, StreamEvent
-from storage.orgs import Connection, connection_for_org
+from storage.orgs import Connection, ConnectionsByOrg
 
 log = logging.getLogger(__name__)
-
-CONNECTION_TTL_S = 30.0
 
 
 class SenderStage:
     def __init__(self, deps: Deps, api_url: str) -> None:
         self.deps = deps
         self.api_url = api_url
-        self._connections: dict[str, tuple[float, Connection | None]] = {}
-
-    async def _connection(self, org: str) -> Connection | None:
-        cached = self._connections.get(org)
-        if cached and cached[0] > time.monotonic():
-            return cached[1]
-        connection = await connection_for_org(self.deps.pool, org)
-        self._connections[org] = (time.monotonic() + CONNECTION_TTL_S, connection)
-        return connection
+        self.connections = ConnectionsByOrg(deps.pool)
 
     async def handle(self, event: StreamEvent, delivery: Delivery) -> str | None:
         if not isinstance(event, OutboundMessage):
             raise Poison(f"the outbound stream carries outbound messages, not {event.type}")
         deps = self.deps
-        connection = await self._connection(event.org)
+        connection = await self.connections.get(event.org)
         if connection is None:
             raise Poison(f"organization {event.org} has no active WhatsApp connection")
         identity = await chats.upsert_identity(deps.pool, event.org, event.phone, None)

@@ -1,48 +1,98 @@
-"""The conversation graph (placeholder until the router and expert nodes land).
+"""The receptionist: one turn of one chat through the conversation graph.
 
-A minimal LangGraph graph whose state persists per chat through the Redis checkpointer, answered
-by a deterministic offline model so the whole pipeline runs without keys.
+The agent stage builds one Receptionist per process (build_receptionist) and calls run_turn
+under the chat's lease. The graph's state is checkpointed per chat (thread_id
+storage.keys.checkpoint_thread) so the flow, the chosen service and the offered slots survive
+a worker restart. A model failure never raises: the customer gets a short apology and the
+failure is logged and counted.
 """
 
 from __future__ import annotations
 
-import operator
-from typing import Annotated, TypedDict
+import asyncio
+import logging
+from datetime import datetime
 
-from langgraph.graph import END, START, StateGraph
+from pydantic_ai.exceptions import AgentRunError
+
+from graph.contract import EscalationRequest, TurnInput, TurnResult
+from graph.experts import Experts
+from graph.models import build_model
+from graph import nodes
+from graph.state import TurnContext
+from ops import metrics
+from ops.deps import Deps
+from storage import crm, keys, memory
+
+log = logging.getLogger(__name__)
 
 RECURSION_LIMIT = 25
+APOLOGY = ("Perdona, tuve un problema técnico y no pude procesar tu mensaje. ¿Me lo puedes "
+           "repetir en un momento? 🙏")
 
 
-class ConversationState(TypedDict, total=False):
-    inbound: list[str]  # this turn's messages, in the order the user sent them
-    history: Annotated[list[str], operator.add]
-    turns: int
-    replies: list[str]
+class Receptionist:
+    def __init__(self, deps: Deps, checkpointer, model=None) -> None:
+        self.deps = deps
+        self.model = model if model is not None else build_model(deps.settings)
+        self.experts = Experts(self.model, deps.settings)
+        self.graph = nodes.build_graph(self.experts, checkpointer, deps.settings.summary_every_turns)
+        self._orgs: dict[str, crm.OrgProfile] = {}
+
+    async def run_turn(self, turn: TurnInput) -> TurnResult:
+        config = {"configurable": {"thread_id": keys.checkpoint_thread(turn.org, turn.chat)},
+                  "recursion_limit": RECURSION_LIMIT}
+        context = await self._context(turn)
+        turn_input = {"texts": list(turn.texts), "turn_id": turn.turn_id, "replies": [], "actions": [],
+                      "escalation": None, "hops": 0, "handoff": None, "bookings": 0}
+        try:
+            async with asyncio.timeout(self.deps.settings.llm_turn_timeout_s):
+                # durability="exit": one checkpoint write per turn instead of one per node. A
+                # crash mid-turn loses only that turn's progress; the turn is redelivered and
+                # its booking keys make the replay safe.
+                state = await self.graph.ainvoke(turn_input, config, context=context, durability="exit")
+        except (AgentRunError, TimeoutError) as exc:
+            reason = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+            metrics.model_failures.labels(reason).inc()
+            metrics.turns.labels("model_failed").inc()
+            log.error("turn %s of %s/%s: model failed (%s): %s", turn.turn_id, turn.org, turn.chat,
+                      reason, exc, exc_info=not isinstance(exc, TimeoutError))
+            return TurnResult(replies=[APOLOGY], actions=[{"action": "model_failed", "data": {"reason": reason}}])
+        if context.usage_tokens:
+            metrics.prompt_tokens.observe(sum(context.usage_tokens))
+        escalation = state.get("escalation")
+        result = TurnResult(replies=list(state.get("replies", [])),
+                            escalation=EscalationRequest(**escalation) if escalation else None,
+                            actions=list(state.get("actions", [])))
+        log.info("turn %s of %s: flow=%s actions=%s", turn.turn_id, turn.org, state.get("flow"),
+                 [a["action"] for a in result.actions])
+        return result
+
+    async def _context(self, turn: TurnInput) -> TurnContext:
+        deps = self.deps
+        org = self._orgs.get(turn.org)
+        if org is None:
+            org = await crm.org_profile(deps.pool, turn.org)
+            if org is None:
+                raise LookupError(f"organization {turn.org} does not exist")
+            self._orgs[turn.org] = org  # timezone and name change rarely; a restart picks them up
+        n = deps.settings.memory_messages
+        recent = await memory.recent_messages(deps.redis, deps.pool, turn.org, turn.chat, n + len(turn.texts))
+        recent = _without_this_turn(recent, turn.texts)[-n:]
+        name = await crm.contact_name(deps.pool, turn.org, turn.contact_id)
+        now = datetime.fromtimestamp(deps.clock(), org.tz)
+        return TurnContext(deps=deps, turn=turn, org=org, now=now, recent=recent, contact_name=name)
 
 
-def offline_reply(texts: list[str], turn_number: int) -> str:
-    """The deterministic offline model: acknowledges what was said, in Spanish."""
-    said = " / ".join(t.strip() for t in texts if t.strip()) or "(mensaje vacío)"
-    greeting = "¡Hola! Soy el asistente virtual. " if turn_number == 1 else ""
-    return f"{greeting}Recibí tu mensaje: «{said}». En un momento te ayudo."
+def _without_this_turn(recent: list[tuple[str, str]], texts: list[str]) -> list[tuple[str, str]]:
+    """The stored history already holds this turn's messages (enrich stored them): drop them."""
+    pending = [t for t in texts if t.strip()]
+    trimmed = list(recent)
+    while pending and trimmed and trimmed[-1] == ("user", pending[-1]):
+        trimmed.pop()
+        pending.pop()
+    return trimmed
 
 
-async def respond(state: ConversationState) -> ConversationState:
-    turn_number = state.get("turns", 0) + 1
-    texts = state.get("inbound", [])
-    return {"turns": turn_number, "history": texts, "replies": [offline_reply(texts, turn_number)]}
-
-
-def build_graph(checkpointer):
-    builder = StateGraph(ConversationState)
-    builder.add_node("respond", respond)
-    builder.add_edge(START, "respond")
-    builder.add_edge("respond", END)
-    return builder.compile(checkpointer=checkpointer)
-
-
-async def run_turn(graph, thread_id: str, texts: list[str]) -> list[str]:
-    config = {"configurable": {"thread_id": thread_id}, "recursion_limit": RECURSION_LIMIT}
-    state = await graph.ainvoke({"inbound": texts}, config=config)
-    return list(state.get("replies", []))
+def build_receptionist(deps: Deps, checkpointer) -> Receptionist:
+    return Receptionist(deps, checkpointer)

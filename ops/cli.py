@@ -77,21 +77,20 @@ def gupshup_api_url(settings: Settings) -> str:
 @asynccontextmanager
 async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
                          deps: Deps | None = None,
-                         graph_builder: Callable[[Any], Any] | None = None,
+                         receptionist_builder: Callable[[Deps, Any], Any] | None = None,
                          ) -> AsyncIterator[RunningSystem]:
     """Start the given roles in this process; on exit, stop reading and drain in-flight work.
 
-    graph_builder(checkpointer) replaces the conversation graph (tests use it to hold a turn).
+    receptionist_builder(deps, checkpointer) replaces the receptionist (tests hold a turn).
     """
-    from langgraph.checkpoint.redis.aio import AsyncRedisSaver
-
     from consumers.agent import AgentStage
     from consumers.batcher import Batcher
     from consumers.enrich import EnrichStage
     from consumers.runtime import StageWorker
     from consumers.sender import SenderStage
     from consumers.understanding import build_understander
-    from graph.receptionist import build_graph
+    from graph.checkpoints import open_checkpointer
+    from graph.receptionist import build_receptionist
     from ingress.app import create_app
 
     async with AsyncExitStack() as stack:
@@ -112,11 +111,9 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
             workers.append(StageWorker(deps.redis, stage_config(settings, "enrich", "inbound"),
                                        enrich.handle, consumer))
         if "agent" in roles:
-            saver = AsyncRedisSaver(redis_url=settings.redis_url,
-                                    ttl={"default_ttl": 60 * 24 * 30, "refresh_on_read": True})
-            await saver.asetup()
-            stack.push_async_callback(saver.aclose if hasattr(saver, "aclose") else _noop)
-            agent = AgentStage(deps, (graph_builder or build_graph)(saver))
+            saver = await stack.enter_async_context(
+                open_checkpointer(settings.redis_url, settings.checkpoint_ttl_min))
+            agent = AgentStage(deps, (receptionist_builder or build_receptionist)(deps, saver))
             workers.append(StageWorker(deps.redis, stage_config(settings, "agent", "turns"),
                                        agent.handle, consumer))
         if "sender" in roles:
@@ -136,10 +133,6 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
             for task, result in zip(system.tasks, results):
                 if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                     log.error("role %s ended with %r", task.get_name(), result)
-
-
-async def _noop() -> None:
-    return None
 
 
 def run_async(coroutine):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,3 +64,20 @@ async def add_org(pool: asyncpg.Pool, *, name: str, app_name: str, api_key: str,
             org_id, app_name, app_id, api_key, source_phone,
             webhook_token if webhook_token is not None else secrets.token_urlsafe(24))
     return org_id
+
+
+class ConnectionsByOrg:
+    """Each organization's active connection, cached briefly: every send and turn needs it."""
+
+    def __init__(self, pool: asyncpg.Pool, ttl_s: float = 30.0) -> None:
+        self.pool = pool
+        self.ttl_s = ttl_s
+        self._cached: dict[str, tuple[float, Connection | None]] = {}
+
+    async def get(self, org: str) -> Connection | None:
+        cached = self._cached.get(org)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        connection = await connection_for_org(self.pool, org)
+        self._cached[org] = (time.monotonic() + self.ttl_s, connection)
+        return connection

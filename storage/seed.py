@@ -54,6 +54,12 @@ async def seed_demo(pool: asyncpg.Pool, *, api_key: str = "demo-key",
                                   "advisor_phone": "573001234567",
                                   "escalation_template_id": "demo-escalation-template",
                                   "reengagement_template_id": "demo-reengagement-template"})
+    await seed_catalog(pool, org)
+    return org
+
+
+async def seed_catalog(pool: asyncpg.Pool, org: str) -> None:
+    """The demo clinic's services, staff, weekly hours and FAQ, for an existing organization."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.executemany(
             "insert into services (organization_id, name, description, duration_minutes, price)"
@@ -67,4 +73,3 @@ async def seed_demo(pool: asyncpg.Pool, *, api_key: str = "demo-key",
         await conn.executemany(
             "insert into knowledge_entries (organization_id, question, answer)"
             " values ($1::uuid, $2, $3)", [(org, *f) for f in FAQ])
-    return org

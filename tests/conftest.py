@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+import pydantic_ai.models
 import pytest
 
 from ops.cli import open_deps, running_system
@@ -19,11 +20,22 @@ from ops.settings import ALL_ROLES, Settings
 from storage.db import create_pool, migrate
 from storage.keys import ORG_REGISTRY
 from storage.orgs import add_org
+from storage.seed import seed_catalog
 from tests.fakes.gupshup import FakeGupshup
+
+# Never a real LLM in tests: only the offline and scripted models, or the fake OpenAI server
+# through the allow_model_requests fixture.
+pydantic_ai.models.ALLOW_MODEL_REQUESTS = False
 
 TABLES = ("appointments", "contact_authorizations", "thread_summaries", "chat_messages",
           "chat_identities", "contacts", "knowledge_entries", "staff_services", "staff",
           "services", "business_hours", "platform_connections", "organizations")
+
+
+@pytest.fixture
+def allow_model_requests(monkeypatch):
+    """For tests that talk to the fake OpenAI server (a real HTTP model client)."""
+    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", True)
 
 
 @pytest.fixture(scope="session")
@@ -75,10 +87,14 @@ def make_org(deps) -> Callable[..., Awaitable[str]]:
     """Factory: an organization with a Gupshup connection; returns its id."""
 
     async def make(app: str | None = None, *, token: str = "secret-token",
-                   settings: dict[str, Any] | None = None, **kwargs: Any) -> str:
+                   settings: dict[str, Any] | None = None, catalog: bool = False,
+                   **kwargs: Any) -> str:
+        """catalog=True gives it the demo clinic's services, staff, hours and FAQ."""
         org = await add_org(deps.pool, name=f"Org {app}", app_name=app or f"app-{uuid.uuid4().hex[:8]}",
                             api_key="test-api-key", source_phone="919999999999",
                             webhook_token=token, settings=settings, **kwargs)
+        if catalog:
+            await seed_catalog(deps.pool, org)
         await deps.redis.sadd(ORG_REGISTRY, org)
         return org
 
@@ -90,14 +106,26 @@ def system(settings, deps, gupshup):
     """Factory: the whole pipeline in this process, sending to the fake Gupshup."""
 
     @asynccontextmanager
-    async def start(graph_builder=None, roles=ALL_ROLES, **overrides: Any):
+    async def start(receptionist_builder=None, roles=ALL_ROLES, **overrides: Any):
         test_settings = settings.model_copy(update={"gupshup_api_url": gupshup.url, **overrides})
         test_deps = Deps(settings=test_settings, redis=deps.redis, pool=deps.pool, http=deps.http)
         async with running_system(test_settings, roles, deps=test_deps,
-                                  graph_builder=graph_builder) as s:
+                                  receptionist_builder=receptionist_builder) as s:
             yield s
 
     return start
+
+
+def recording_receptionist(seen: list[list[str]]):
+    """The real receptionist, noting the messages each turn sees (for tests of batching)."""
+    from graph.receptionist import Receptionist
+
+    class Recording(Receptionist):
+        async def run_turn(self, turn):
+            seen.append(list(turn.texts))
+            return await super().run_turn(turn)
+
+    return Recording
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout_s: float = 10.0,

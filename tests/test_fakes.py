@@ -408,7 +408,8 @@ class Reply(BaseModel):
     intent: Literal["greeting", "schedule", "other"]
 
 
-async def test_openai_pydantic_ai_tool_call_then_final_result(openai_fake, chat_model):
+async def test_openai_pydantic_ai_tool_call_then_final_result(openai_fake, chat_model,
+                                                             allow_model_requests):
     from pydantic_ai import Agent
 
     agent = Agent(chat_model, output_type=Reply, instructions="Eres recepcionista.")
@@ -437,7 +438,7 @@ async def test_openai_pydantic_ai_tool_call_then_final_result(openai_fake, chat_
     assert (await agent.run("cita")).output == Reply(reply="¡Hola!", intent="schedule")
 
 
-async def test_openai_text_shape_and_errors(openai_fake, chat_model):
+async def test_openai_text_shape_and_errors(openai_fake, chat_model, allow_model_requests):
     from pydantic_ai import Agent
     from pydantic_ai.exceptions import ModelHTTPError
 

@@ -1,0 +1,65 @@
+"""The Pydantic AI agents: the router and the expert nodes' agents, built for one model."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+from pydantic_ai import Agent, RunContext
+from pydantic_ai.usage import UsageLimits
+
+from graph import prompts, tools
+from graph.state import Flow, ToolDeps
+from ops.settings import Settings
+
+
+class Route(BaseModel):
+    """A dónde va el mensaje del cliente."""
+    flow: Flow = Field(description="knowledge (preguntas y saludos), appointment (citas) o "
+                                   "escalation (quiere una persona, está molesto o no podemos ayudar)")
+
+
+class ExpertReply(BaseModel):
+    """Tu respuesta a este turno del cliente."""
+    reply: str = Field("", description="El mensaje de WhatsApp para el cliente, en su idioma. "
+                                       "Vacío solo si usas handoff.")
+    done: bool = Field(False, description="true cuando terminaste la tarea (pregunta respondida, "
+                                          "cita agendada, cancelada o cambiada)")
+    handoff: Flow | None = Field(None, description="Otro experto que debe atender este mismo "
+                                                   "mensaje porque el cliente cambió de tema")
+
+
+class EscalationNote(BaseModel):
+    """La nota para el asesor humano."""
+    reason: str = Field(description="El motivo en pocas palabras (p. ej. 'pide hablar con una persona')")
+    summary: str = Field(description="Qué quiere el cliente, en una o dos líneas, sin datos internos")
+
+
+class Experts:
+    def __init__(self, model, settings: Settings) -> None:
+        self.limits = UsageLimits(request_limit=settings.llm_request_limit,
+                                  tool_calls_limit=settings.llm_tool_calls_limit)
+        self.router = Agent(model, deps_type=ToolDeps, output_type=Route, retries=1,
+                            instructions=[_base, prompts.ROUTER, _context], name="router")
+        self.knowledge = Agent(model, deps_type=ToolDeps, output_type=ExpertReply, retries=2,
+                               instructions=[_base, prompts.KNOWLEDGE, _context],
+                               tools=tools.KNOWLEDGE_TOOLS, name="knowledge")
+        self.appointment = Agent(model, deps_type=ToolDeps, output_type=ExpertReply, retries=2,
+                                 instructions=[_base, prompts.APPOINTMENT, _context],
+                                 tools=tools.APPOINTMENT_TOOLS, name="appointment")
+        self.escalation = Agent(model, deps_type=ToolDeps, output_type=EscalationNote, retries=1,
+                                instructions=[_base, prompts.ESCALATION, _context], name="escalation")
+        self.summarizer = Agent(model, output_type=str, instructions=prompts.SUMMARY, name="summary")
+
+    async def run(self, agent: Agent, prompt: str, deps: ToolDeps):
+        result = await agent.run(prompt, deps=deps, usage_limits=self.limits)
+        deps.ctx.usage_tokens.append(result.usage.input_tokens)
+        return result.output
+
+
+# Instructions are functions so they are rendered again before every model request: a tool that
+# proposes slots changes the ESTADO line the model reads on its next step.
+def _base(ctx: RunContext[ToolDeps]) -> str:
+    return prompts.base(ctx.deps.ctx)
+
+
+def _context(ctx: RunContext[ToolDeps]) -> str:
+    return prompts.context(ctx.deps.ctx, ctx.deps.state, ctx.deps.summary)

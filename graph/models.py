@@ -1,0 +1,37 @@
+"""The language model from settings: OpenAI or any OpenAI-compatible server, else offline."""
+
+from __future__ import annotations
+
+import logging
+
+from pydantic_ai.models import Model
+
+from graph.offline import OFFLINE_NAME, offline_model
+from ops.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_model(settings: Settings) -> Model:
+    """`LLM_MODEL=openai:gpt-4o-mini` (with OPENAI_BASE_URL for vLLM, Ollama, llama.cpp);
+    `offline`, or no key and no base URL, gives the deterministic offline model."""
+    name = settings.llm_model.strip()
+    provider, _, model_name = name.partition(":")
+    if name == "offline" or not model_name:
+        log.info("LLM: %s (deterministic, no API key needed)", OFFLINE_NAME)
+        return offline_model()
+    if provider != "openai":
+        raise ValueError(f"LLM_MODEL {name!r}: only 'openai:<model>' (or an OpenAI-compatible "
+                         "server through OPENAI_BASE_URL) and 'offline' are supported")
+    if not settings.openai_api_key and not settings.openai_base_url:
+        log.warning("LLM: %s requested but OPENAI_API_KEY is unset; using %s", name, OFFLINE_NAME)
+        return offline_model()
+    from openai import AsyncOpenAI
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    # Local servers (Ollama, llama.cpp) ignore the key, but the client requires one.
+    client = AsyncOpenAI(base_url=settings.openai_base_url, api_key=settings.openai_api_key or "none",
+                         max_retries=1, timeout=settings.llm_turn_timeout_s)
+    log.info("LLM: %s at %s", model_name, settings.openai_base_url or "api.openai.com")
+    return OpenAIChatModel(model_name, provider=OpenAIProvider(openai_client=client))

@@ -1,0 +1,159 @@
+"""The LangGraph graph: the router runs only when no expert owns the conversation; an expert
+keeps it across turns until its task is done, and may hand this same message to another
+expert when the customer really changed the subject (at most MAX_HOPS times per turn).
+
+START -> start -> (replay: finish) | router | <flow expert>
+router -> <expert>;  expert -> <other expert> | finish;  finish -> END
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from pydantic_ai.exceptions import UnexpectedModelBehavior
+
+from graph import replies
+from graph.experts import Experts
+from graph.state import TOOL_KEYS, ConversationState, ToolDeps, TurnContext
+
+log = logging.getLogger(__name__)
+
+MAX_HOPS = 2
+ACCEPTED_TEXT = ("Listo, le avisé a un asesor de nuestro equipo y te escribirá en breve por este "
+                 "mismo chat. 🙌")
+FAILED_TEXT = ("No pude contactar a un asesor en este momento 😔. Sigo aquí para ayudarte; si "
+               "quieres, cuéntame qué necesitas y lo intento de nuevo en un rato.")
+Next = Literal["router", "knowledge", "appointment", "escalation", "finish"]
+
+
+class Nodes:
+    def __init__(self, experts: Experts, summary_every_turns: int) -> None:
+        self.experts = experts
+        self.summary_every_turns = summary_every_turns
+
+    async def start(self, state: ConversationState, runtime: Runtime[TurnContext]) -> dict:
+        last = state.get("last_turn")
+        if last and last.get("turn_id") == state.get("turn_id"):
+            # A redelivered turn whose effects are already in this state: answer the same again.
+            return {"replies": last["replies"], "actions": last["actions"],
+                    "escalation": last["escalation"], "handoff": None}
+        if not state.get("contact_name") and runtime.context.contact_name:
+            return {"contact_name": runtime.context.contact_name}
+        return {}
+
+    @staticmethod
+    def after_start(state: ConversationState) -> Next:
+        last = state.get("last_turn")
+        if last and last.get("turn_id") == state.get("turn_id"):
+            return "finish"
+        return state.get("flow") or "router"
+
+    async def router(self, state: ConversationState, runtime: Runtime[TurnContext]) -> dict:
+        deps = self._deps(state, runtime)
+        try:
+            route = await self.experts.run(self.experts.router, _prompt(state), deps)
+            flow = route.flow
+        except UnexpectedModelBehavior as exc:
+            # The model's output failed validation twice: a question is the safe default.
+            log.warning("router output invalid, defaulting to knowledge: %s", exc)
+            flow = "knowledge"
+        return {"flow": flow, "actions": state.get("actions", []) + [{"action": "routed", "data": {"flow": flow}}]}
+
+    @staticmethod
+    def after_router(state: ConversationState) -> Next:
+        return state.get("flow") or "knowledge"
+
+    async def knowledge(self, state: ConversationState, runtime: Runtime[TurnContext]) -> dict:
+        return await self._expert("knowledge", self.experts.knowledge, state, runtime)
+
+    async def appointment(self, state: ConversationState, runtime: Runtime[TurnContext]) -> dict:
+        return await self._expert("appointment", self.experts.appointment, state, runtime)
+
+    async def _expert(self, name, agent, state: ConversationState, runtime: Runtime[TurnContext]) -> dict:
+        deps = self._deps(state, runtime)
+        out = await self.experts.run(agent, _prompt(state), deps)
+        update = {**deps.state, "bookings": deps.bookings,
+                  "actions": state.get("actions", []) + deps.actions}
+        hops = state.get("hops", 0)
+        if out.handoff and out.handoff != name and hops < MAX_HOPS:
+            update.update(flow=out.handoff, handoff=out.handoff, hops=hops + 1)
+            update["actions"] = update["actions"] + [{"action": "handoff", "data": {"from": name, "to": out.handoff}}]
+            return update
+        update.update(flow=None if out.done else name, handoff=None,
+                      replies=state.get("replies", []) + ([out.reply] if out.reply.strip() else []))
+        return update
+
+    async def escalation(self, state: ConversationState, runtime: Runtime[TurnContext]) -> dict:
+        deps = self._deps(state, runtime)
+        note = await self.experts.run(self.experts.escalation, _prompt(state), deps)
+        request = {"reason": note.reason[:200], "summary": note.summary[:500],
+                   "accepted_text": ACCEPTED_TEXT, "failed_text": FAILED_TEXT}
+        action = {"action": "escalate", "data": {"reason": request["reason"], "summary": request["summary"]}}
+        return {"escalation": request, "flow": None, "handoff": None, "replies": [],
+                "actions": state.get("actions", []) + [action]}
+
+    @staticmethod
+    def after_expert(state: ConversationState) -> Next:
+        return state.get("handoff") or "finish"
+
+    async def finish(self, state: ConversationState, runtime: Runtime[TurnContext]) -> dict:
+        parts = [p for r in state.get("replies", []) for p in replies.split(r)]
+        turns = state.get("turns", 0)
+        last = state.get("last_turn")
+        if last and last.get("turn_id") == state.get("turn_id"):
+            return {"replies": parts}
+        turns += 1
+        update = {"replies": parts, "turns": turns,
+                  "last_turn": {"turn_id": state.get("turn_id"), "replies": parts,
+                                "actions": state.get("actions", []), "escalation": state.get("escalation")}}
+        if self.summary_every_turns and turns % self.summary_every_turns == 0:
+            summary = await self._summarize(state, parts, runtime.context)
+            if summary:
+                update["summary"] = summary
+        return update
+
+    async def _summarize(self, state: ConversationState, parts: list[str], ctx: TurnContext) -> str | None:
+        from storage.memory import save_summary
+
+        lines = [f"Resumen anterior: {state.get('summary') or '(ninguno)'}"]
+        lines += [f"{'Cliente' if r == 'user' else 'Nosotros'}: {t[:300]}" for r, t in ctx.recent]
+        lines += [f"Cliente: {t[:300]}" for t in state.get("texts", [])]
+        lines += [f"Nosotros: {t[:300]}" for t in parts]
+        try:
+            summary = (await self.experts.summarizer.run("\n".join(lines), usage_limits=self.experts.limits)).output
+        except UnexpectedModelBehavior as exc:
+            log.warning("summary not refreshed: %s", exc)
+            return None
+        summary = summary.strip()[:1500]
+        await save_summary(ctx.deps.pool, ctx.turn.org, ctx.turn.identity_id, summary, state.get("turns", 0) + 1)
+        return summary
+
+    @staticmethod
+    def _deps(state: ConversationState, runtime: Runtime[TurnContext]) -> ToolDeps:
+        return ToolDeps(ctx=runtime.context, state={k: state.get(k) for k in TOOL_KEYS},
+                        summary=state.get("summary", ""), bookings=state.get("bookings", 0))
+
+
+def _prompt(state: ConversationState) -> str:
+    return "\n".join(t for t in state.get("texts", []) if t.strip()) or "(mensaje vacío)"
+
+
+def build_graph(experts: Experts, checkpointer, summary_every_turns: int = 8):
+    nodes = Nodes(experts, summary_every_turns)
+    builder = StateGraph(ConversationState, context_schema=TurnContext)
+    builder.add_node("start", nodes.start)
+    builder.add_node("router", nodes.router)
+    builder.add_node("knowledge", nodes.knowledge)
+    builder.add_node("appointment", nodes.appointment)
+    builder.add_node("escalation", nodes.escalation)
+    builder.add_node("finish", nodes.finish)
+    builder.add_edge(START, "start")
+    builder.add_conditional_edges("start", nodes.after_start)
+    builder.add_conditional_edges("router", nodes.after_router)
+    for expert in ("knowledge", "appointment", "escalation"):
+        builder.add_conditional_edges(expert, nodes.after_expert)
+    builder.add_edge("finish", END)
+    return builder.compile(checkpointer=checkpointer)

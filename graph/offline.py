@@ -1,0 +1,199 @@
+"""The deterministic offline model: a Pydantic AI FunctionModel that reads plain Spanish.
+
+It is not an LLM. It plays each agent's part with keyword rules over the customer's message
+and the ESTADO line of the instructions, and calls the same tools a real model would, so
+`make run` without an OPENAI_API_KEY shows the real system (router, experts, CRM tools,
+checkpoints) booking, cancelling, rescheduling, answering and escalating.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from pydantic_ai.messages import (ModelMessage, ModelRequest, ModelResponse, RetryPromptPart, TextPart,
+                                  ToolCallPart, ToolReturnPart, UserPromptPart)
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+from graph import prompts
+from graph.offline_rules import (ask_which, compose, escalation_reason, extract_name, greeting_only,
+                                 intent, is_info_question, mentions_when, pick_slot, pick_number)
+from graph.timeparse import normalize
+
+OFFLINE_NAME = "offline-es (deterministic offline model, not an LLM)"
+
+
+def offline_model() -> FunctionModel:
+    return FunctionModel(respond, model_name="offline-es")
+
+
+async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    # Async on purpose: FunctionModel runs a plain function in a thread, a needless hop per request.
+    instructions = info.instructions or ""
+    agent = m.group(1) if (m := re.search(r"\[agente:(\w+)\]", instructions)) else "summary"
+    user, results = _this_run(messages)
+    if agent == "summary" or not info.output_tools:
+        return ModelResponse(parts=[TextPart(_summary(user))])
+    state = _state(instructions)
+    turn = Turn(user=user, t=normalize(user), state=state, results=results)
+    action = {"router": _router, "knowledge": _knowledge, "appointment": _appointment,
+              "escalation": _escalation}[agent](turn)
+    if action[0] == "tool":
+        return ModelResponse(parts=[ToolCallPart(action[1], action[2])])
+    return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, action[1])])
+
+
+class Turn:
+    def __init__(self, user: str, t: str, state: dict, results: list[tuple[str, Any]]) -> None:
+        self.user, self.t, self.state, self.results = user, t, state, results
+        self.called = [name for name, _ in results]
+
+
+def _this_run(messages: list[ModelMessage]) -> tuple[str, list[tuple[str, Any]]]:
+    user, results = "", []
+    for message in messages:
+        if not isinstance(message, ModelRequest):
+            continue
+        for part in message.parts:
+            if isinstance(part, UserPromptPart) and isinstance(part.content, str):
+                user, results = part.content, []
+            elif isinstance(part, ToolReturnPart):
+                results.append((part.tool_name, part.content))
+            elif isinstance(part, RetryPromptPart) and part.tool_name:
+                results.append((part.tool_name, {"action": "retry", "data": {"reason": str(part.content)}}))
+    return user, results
+
+
+def _state(instructions: str) -> dict:
+    for line in instructions.splitlines():
+        if line.startswith(prompts.STATE_MARK):
+            return json.loads(line[len(prompts.STATE_MARK):])
+    return {}
+
+
+def tool(name: str, **args: Any) -> tuple:
+    return ("tool", name, args)
+
+
+def final(**args: Any) -> tuple:
+    return ("final", args)
+
+
+def _router(turn: Turn) -> tuple:
+    kind = intent(turn.t)
+    flow = {"escalate": "escalation", "chat": "knowledge", "info": "knowledge"}.get(kind, "appointment")
+    return final(flow=flow)
+
+
+def _knowledge(turn: Turn) -> tuple:
+    kind = intent(turn.t)
+    if kind == "escalate":
+        return final(handoff="escalation")
+    if kind not in ("chat", "info"):
+        return final(handoff="appointment")
+    if greeting_only(turn.t):
+        return final(reply=compose(turn, greet=True), done=True)
+    if re.search(r"ultima vez|me recomendaron|me dijeron|la vez pasada", turn.t):
+        if "search_my_messages" not in turn.called:
+            return tool("search_my_messages", query=turn.user)
+    elif "search_knowledge" not in turn.called:
+        return tool("search_knowledge", query=turn.user)
+    return final(reply=compose(turn), done=True)
+
+
+def _escalation(turn: Turn) -> tuple:
+    return final(reason=escalation_reason(turn.t), summary=turn.user.strip()[:200] or "Sin detalle")
+
+
+def _appointment(turn: Turn) -> tuple:
+    t, s, called = turn.t, turn.state, turn.called
+    kind = intent(t)
+    finished = {"booked", "cancelled", "rescheduled"} & {r.get("action") for _, r in turn.results
+                                                         if isinstance(r, dict)}
+    if finished:
+        return final(reply=compose(turn), done=True)
+    if kind == "escalate":
+        return final(handoff="escalation")
+    if is_info_question(t) and "search_knowledge" not in called:
+        return tool("search_knowledge", query=turn.user)
+    if kind == "cancel" or (s.get("citas_para") == "cancelar" and s.get("citas_listadas")):
+        return _cancel(turn)
+    if kind == "reschedule" or s.get("citas_para") == "reprogramar":
+        return _reschedule(turn)
+    if kind == "list" and "list_my_appointments" not in called:
+        return tool("list_my_appointments", purpose="ver")
+    if "book_appointment" not in called and "check_availability" not in called:
+        if s.get("esperando") == "nombre" and (name := extract_name(turn.user)):
+            return tool("book_appointment", slot=s["horario_elegido"], customer_name=name)
+        if s.get("horarios_propuestos") and (n := pick_slot(t, s["horarios_propuestos"])):
+            return tool("book_appointment", slot=n)
+        info_only = is_info_question(t) and kind == "info" and not mentions_when(t)
+        if not info_only and kind != "list":
+            return tool("check_availability", service=turn.user, when=_when(turn))
+    done = any(isinstance(r, dict) and r.get("action") == "booked" for _, r in turn.results)
+    return final(reply=compose(turn), done=done)
+
+
+def _when(turn: Turn) -> str | None:
+    if not mentions_when(turn.t):
+        return None
+    days_given = re.search(r"manana|hoy|lunes|martes|miercoles|jueves|viernes|sabado|domingo|\d+ de|/|semana", turn.t)
+    previous = turn.state.get("cuando")
+    # "a las 4" after "mañana en la tarde" still means tomorrow.
+    return turn.user if days_given or not previous else f"{previous} {turn.user}"
+
+
+def _listed(turn: Turn, purpose: str) -> list[dict] | None:
+    for name, result in reversed(turn.results):
+        if name == "list_my_appointments" and isinstance(result, dict):
+            return result["data"]["appointments"]
+    if turn.state.get("citas_para") == purpose:
+        return turn.state.get("citas_listadas") or []
+    return None
+
+
+def _cancel(turn: Turn) -> tuple:
+    listed = _listed(turn, "cancelar")
+    if listed is None:
+        return tool("list_my_appointments", purpose="cancelar")
+    n = pick_number(turn.t) or (1 if len(listed) == 1 else None)
+    if listed and n and "cancel_appointment" not in turn.called:
+        return tool("cancel_appointment", appointment=n)
+    if listed and not n:
+        return final(reply=ask_which(listed, "cancelar"))
+    done = any(isinstance(r, dict) and r.get("action") == "cancelled" for _, r in turn.results)
+    return final(reply=compose(turn), done=done or not listed)
+
+
+def _reschedule(turn: Turn) -> tuple:
+    s, called = turn.state, turn.called
+    listed = _listed(turn, "reprogramar")
+    if listed is None:
+        return tool("list_my_appointments", purpose="reprogramar")
+    if not listed:
+        return final(reply=compose(turn), done=True)
+    target = s.get("reprogramando_cita")
+    if "check_availability" not in called and "reschedule_appointment" not in called:
+        if target is None:
+            n = pick_number(turn.t) or (1 if len(listed) == 1 else None)
+            if not n:
+                return final(reply=ask_which(listed, "cambiar"))
+            return tool("check_availability", appointment=n, when=_when(turn))
+        if s.get("horarios_propuestos") and (k := pick_slot(turn.t, s["horarios_propuestos"])):
+            return tool("reschedule_appointment", appointment=target, slot=k)
+        if mentions_when(turn.t):
+            return tool("check_availability", when=_when(turn))
+    done = any(isinstance(r, dict) and r.get("action") == "rescheduled" for _, r in turn.results)
+    return final(reply=compose(turn), done=done)
+
+
+def _summary(prompt: str) -> str:
+    said = [line.split(":", 1)[1].strip() for line in prompt.splitlines() if line.startswith("Cliente:")]
+    previous = next((line.split(":", 1)[1].strip() for line in prompt.splitlines()
+                     if line.startswith("Resumen anterior:")), "")
+    recent = "; ".join(said[-4:])
+    text = f"El cliente ha escrito: {recent}." if recent else "Sin mensajes del cliente."
+    if previous and previous != "(ninguno)":
+        text = f"{previous[:600]}\n{text}"
+    return text[:1200]

@@ -1,0 +1,191 @@
+"""Keyword rules and reply templates of the offline model (graph/offline.py).
+
+Texts arrive normalized (lower case, no accents: "mañana" -> "manana").
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from graph import timeparse
+
+_ESCALATE = re.compile(r"\b(una persona|un humano|humano|asesor|asesora|agente|alguien real|hablar con alguien"
+                       r"|queja|reclamo|molest\w*|pesim\w*|terrible|indignad\w*|estafa|no sirve|furios\w*)\b")
+_CANCEL = re.compile(r"\b(cancelar|cancela|cancelen|cancelo|anular|anula)\b")
+_RESCHEDULE = re.compile(r"\b(cambiar|cambia|cambio|reprogramar|reprograma|mover|muevan|correr|aplazar|pasar)\b"
+                         r".{0,20}\bcita\b|\breprogram\w*")
+_LIST = re.compile(r"\b(mis citas|que citas tengo|tengo (alguna )?cita|cuando es mi cita|mi proxima cita)\b")
+_BOOK = re.compile(r"\b(cita|agendar|agenda|agendame|reservar|reserva|separar|turno|disponib\w*|tienen algo"
+                   r"|hay algo|espacio|cupo|quiero (un|una)|me gustaria (un|una)|mejor (un|una|el|la))\b")
+_INFO = re.compile(r"cuanto (cuesta|vale|sale|cobran|es|son)|\bprecio|\bvalor\b|\bcosto|\bdonde\b|direccion"
+                   r"|ubicad|\bpago|\bpagar|tarjeta|nequi|politica|parqueadero|preparaci|que incluye"
+                   r"|festivo|horario de atencion|a que hora (abren|cierran)|atienden|que servicios")
+_GREETING = re.compile(r"^\W*(hola|holi|buenas|buenos dias|buenas tardes|buenas noches|hey|que tal|gracias"
+                       r"|muchas gracias|ok|listo|perfecto)\b")
+_ORDINALS = {"primera": 1, "primero": 1, "segunda": 2, "segundo": 2, "tercera": 3, "tercero": 3,
+             "cuarta": 4, "quinta": 5}
+
+
+def intent(t: str) -> str:
+    """escalate, cancel, reschedule, list, book, info or chat."""
+    if _ESCALATE.search(t):
+        return "escalate"
+    if _CANCEL.search(t):
+        return "cancel"
+    if _RESCHEDULE.search(t):
+        return "reschedule"
+    if _LIST.search(t):
+        return "list"
+    if _BOOK.search(t) or (mentions_when(t) and not _INFO.search(t)):
+        return "book"
+    if _INFO.search(t):
+        return "info"
+    return "chat" if greeting_only(t) or not t.strip() else "info"
+
+
+def is_info_question(t: str) -> bool:
+    return bool(_INFO.search(t))
+
+
+def greeting_only(t: str) -> bool:
+    rest = _GREETING.sub("", t, count=1)
+    return bool(_GREETING.search(t)) and len(re.findall(r"\w+", rest)) <= 3 and "?" not in t
+
+
+def mentions_when(t: str) -> bool:
+    return timeparse.parse(t, _ANY_NOW).understood
+
+
+def pick_number(t: str) -> int | None:
+    if m := re.search(r"\b(" + "|".join(_ORDINALS) + r")\b", t):
+        return _ORDINALS[m.group(1)]
+    if m := re.fullmatch(r"\W*(?:la |el |opcion |numero |horario |cita )?([1-9])\W*", t):
+        return int(m.group(1))
+    if m := re.search(r"\b(?:opcion|numero|la|el) ([1-9])\b(?!\s*(?:de|:|am|pm))", t):
+        return int(m.group(1))
+    return None
+
+
+def pick_slot(t: str, slots: list[dict]) -> int | None:
+    """The proposed slot the customer chose: "la primera", "2", "a las 3", "sí" (one offered)."""
+    if n := pick_number(t):
+        return n if n <= len(slots) else None
+    if re.search(r"\b(ultima|ultimo)\b", t):
+        return len(slots)
+    asked = timeparse.parse(t, _ANY_NOW)
+    if asked.prefer and not re.search(r"manana|hoy|lunes|martes|miercoles|jueves|viernes|sabado|\d+ de", t):
+        for i, slot in enumerate(slots):
+            if _label_time(slot["label"]) == (asked.prefer.hour, asked.prefer.minute):
+                return i + 1
+    if len(slots) == 1 and re.search(r"^\W*(si|dale|esa|ese|perfecto|listo|de una)\b", t):
+        return 1
+    return None
+
+
+def _label_time(label: str) -> tuple[int, int] | None:
+    m = re.search(r"(\d{1,2}):(\d{2}) (a|p)\. m\.", label)
+    if not m:
+        return None
+    hour = int(m.group(1)) % 12 + (12 if m.group(3) == "p" else 0)
+    return hour, int(m.group(2))
+
+
+def extract_name(text: str) -> str | None:
+    m = re.search(r"(?:me llamo|mi nombre es|soy|a nombre de)\s+([^\W\d_][^\d,.!?\n]{1,60})", text, re.I)
+    candidate = m.group(1) if m else text
+    words = re.findall(r"[^\W\d_]+", candidate)
+    if not 1 <= len(words) <= 4 or any(w.lower() in _NOT_NAMES for w in words):
+        return None
+    return " ".join(w.capitalize() for w in words)
+
+
+_NOT_NAMES = {"si", "no", "ok", "hola", "gracias", "cita", "la", "el", "primera", "segunda", "manana",
+              "mañana", "tarde", "quiero", "que", "cuanto", "listo", "dale"}
+
+
+def escalation_reason(t: str) -> str:
+    if re.search(r"persona|humano|asesor|agente|alguien", t):
+        return "Pide hablar con una persona"
+    if re.search(r"queja|reclamo|molest|pesim|terrible|indignad|estafa|furios", t):
+        return "Cliente molesto"
+    return "El asistente no pudo resolver la solicitud"
+
+
+def ask_which(listed: list[dict], verb: str) -> str:
+    lines = [f"{a['n']}. {a['label']}" for a in listed]
+    return f"Tienes estas citas:\n" + "\n".join(lines) + f"\n\n¿Cuál quieres {verb}? Respóndeme con el número."
+
+
+def compose(turn: Any, greet: bool = False) -> str:
+    """The reply from this run's tool results, in the order they happened."""
+    out: list[str] = []
+    if greet or re.match(r"^\W*(hola|buenas|buenos dias)", turn.t):
+        if re.match(r"^\W*(gracias|muchas gracias|perfecto|listo|ok)\b", turn.t):
+            out.append("¡Con gusto! Aquí estoy si necesitas algo más. 😊")
+        else:
+            out.append("¡Hola! Soy la asistente virtual. Te puedo contar de nuestros servicios y precios, "
+                       "o agendar, cambiar o cancelar tu cita. ¿En qué te ayudo?" if greet else "¡Hola!")
+    pending_booking = False
+    for name, result in turn.results:
+        action = result.get("action") if isinstance(result, dict) else None
+        data = result.get("data", {}) if isinstance(result, dict) else {}
+        if name == "search_knowledge" and action is None:
+            out.append(_answer(result.get("resultados", [])))
+            pending_booking = bool(turn.state.get("horarios_propuestos"))
+        elif name == "search_my_messages" and action is None:
+            found = [m for m in result.get("mensajes", []) if m["de"] == "nosotros"]
+            out.append(f"Esto fue lo que te escribimos el {found[0]['fecha']}: «{found[0]['texto']}»"
+                       if found else "No encontré eso en nuestros mensajes anteriores.")
+        elif action:
+            out.append(_ACTION_TEXT.get(action, lambda d: "")(data))
+            pending_booking = False
+    if pending_booking:
+        out.append("¿Te reservo alguno de los horarios que te propuse?")
+    text = "\n\n".join(p for p in out if p)
+    return text or "¿En qué te puedo ayudar con tu cita?"
+
+
+def _answer(results: list[dict]) -> str:
+    if not results:
+        return "No encontré información sobre eso. Si quieres, te comunico con una persona del equipo."
+    top = results[0]
+    if top["tipo"] == "servicio":
+        return f"La {top['nombre']} cuesta {top['precio']} y dura {top['duracion_min']} minutos. {top['descripcion']}"
+    return top["respuesta"]
+
+
+def _slots(data: dict, key: str = "slots") -> str:
+    return "\n".join(f"{s['n']}. {s['label']}" for s in data.get(key, []))
+
+
+def _proposed(d: dict) -> str:
+    if not d["slots"]:
+        return f"No tengo horarios libres para {d['service']} en los próximos días. ¿Quieres que te comunique con una persona?"
+    head = f"Perfecto, cambiamos a {d['service']}. " if d.get("changed_from") else ""
+    if d.get("note"):
+        head += "No me quedan horarios en lo que pediste. "
+    return (f"{head}Para {d['service']} ({d['price']}, {d['duration_minutes']} min) tengo estos horarios:\n"
+            f"{_slots(d)}\n\n¿Cuál prefieres?")
+
+
+_ACTION_TEXT = {
+    "slots_proposed": _proposed,
+    "service_needed": lambda d: "¿Para qué servicio quieres la cita? Tenemos: " + ", ".join(d["options"]) + ".",
+    "name_needed": lambda d: f"¡Perfecto! Te reservo el {d['slot']}. ¿A nombre de quién agendo la cita?",
+    "slot_taken": lambda d: (f"Uy, el {d['slot']} se acaba de ocupar. 😕 Te puedo ofrecer:\n"
+                             f"{_slots(d, 'alternatives')}\n\n¿Cuál prefieres?" if d["alternatives"]
+                             else f"Uy, el {d['slot']} se acaba de ocupar y no veo otros horarios cercanos."),
+    "booked": lambda d: (f"¡Listo, {d['name']}! Tu cita de {d['service']} quedó agendada para el {d['when']} "
+                         f"con {d['staff']}. Valor: {d['price']}. Te esperamos. 💆"),
+    "appointments_listed": lambda d: ("Tus próximas citas:\n" + "\n".join(f"{a['n']}. {a['label']}" for a in d["appointments"])
+                                      if d["appointments"] else "No tienes citas próximas con nosotros."),
+    "cancelled": lambda d: f"Listo, tu cita de {d['service']} del {d['when']} quedó cancelada. ¿Te ayudo con algo más?",
+    "rescheduled": lambda d: f"¡Hecho! Tu cita de {d['service']} quedó para el {d['when']}. ¡Te esperamos!",
+    "name_saved": lambda d: "",
+    "retry": lambda d: "",
+}
+
+# mentions_when/pick_slot only ask *whether* a phrase names a time, not which date it is.
+_ANY_NOW = datetime(2030, 1, 7, 9, 0)

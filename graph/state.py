@@ -1,0 +1,77 @@
+"""The conversation state kept per chat by the checkpointer, and what each turn gets at run time.
+
+Only what a receptionist must remember between messages lives in the state (the current flow,
+the chosen service, the slots on offer, the customer's name); the chat history itself stays in
+the CRM and reaches the model through storage.memory, so the checkpoint stays small.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, TypedDict
+
+from graph.contract import TurnInput
+from ops.deps import Deps
+from storage.crm import OrgProfile
+
+Flow = Literal["knowledge", "appointment", "escalation"]
+FLOWS: tuple[Flow, ...] = ("knowledge", "appointment", "escalation")
+
+
+class ConversationState(TypedDict, total=False):
+    # This turn (reset by every input).
+    texts: list[str]
+    turn_id: str
+    replies: list[str]
+    actions: list[dict]
+    escalation: dict | None
+    hops: int  # expert-to-expert hand-offs in this turn (bounded)
+    handoff: Flow | None  # the expert that must take this same message next
+    bookings: int  # booking attempts so far this turn (numbers the idempotency keys)
+    # Across turns.
+    flow: Flow | None  # the expert that owns the conversation; None: the router decides
+    service: dict | None  # {"id", "name", "duration_minutes", "price"}
+    window: str | None  # the customer's words for when ("mañana en la tarde")
+    proposed_slots: list[dict]  # [{"starts_at" (ISO), "staff_id", "label"}], offered by number
+    chosen_slot: int | None  # 1-based; set while we wait for the customer's name
+    appointments: list[dict]  # the contact's appointments as last listed: [{"id", "label"}]
+    purpose: str | None  # why they were listed: "ver", "cancelar" or "reprogramar"
+    reschedule_of: int | None  # 1-based number in `appointments` being moved
+    contact_name: str | None
+    summary: str
+    turns: int
+    last_turn: dict | None  # the previous turn's result, replayed if that turn is redelivered
+
+
+# Keys that tools may change (everything else is owned by the graph nodes).
+TOOL_KEYS = ("service", "window", "proposed_slots", "chosen_slot", "appointments", "purpose",
+             "reschedule_of", "contact_name")
+
+
+@dataclass
+class TurnContext:
+    """Run-time dependencies of one turn (never checkpointed): LangGraph's `context`."""
+    deps: Deps
+    turn: TurnInput
+    org: OrgProfile
+    now: datetime  # local time in the organization's timezone
+    recent: list[tuple[str, str]]  # earlier messages, oldest first, this turn's excluded
+    contact_name: str | None  # as stored in the CRM when the turn started
+    usage_tokens: list[int] = field(default_factory=list)
+
+
+@dataclass
+class ToolDeps:
+    """What an expert's tools see through RunContext.deps: the tenant comes from here only."""
+    ctx: TurnContext
+    state: dict  # working copy of TOOL_KEYS, merged into the graph state after the run
+    summary: str = ""
+    actions: list[dict] = field(default_factory=list)
+    bookings: int = 0  # numbers this turn's booking attempts: idempotency key f"{turn_id}:{n}"
+
+    def act(self, action: str, **data) -> dict:
+        """The uniform record of a state-changing tool, returned to the model and logged."""
+        record = {"action": action, "data": data}
+        self.actions.append(record)
+        return record

@@ -1,0 +1,276 @@
+"""The experts' tools. The organization, contact, clock and timezone come from RunContext.deps,
+never from the model's arguments: the model refers to things by the numbers it was shown
+("horario 1", "cita 2"), so no prompt can name another tenant's rows.
+
+Tools that change the conversation return `{"action": name, "data": {...}}` (ToolDeps.act).
+A bad argument is a ModelRetry with the reason, which the model reads and corrects.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from datetime import datetime, timedelta
+
+from pydantic_ai import ModelRetry, RunContext
+
+from graph import replies, timeparse
+from graph.state import ToolDeps
+from ops import metrics
+from storage import crm
+
+log = logging.getLogger(__name__)
+Ctx = RunContext[ToolDeps]
+
+
+def counted(fn):
+    """Count every tool call by outcome (ok, retry, error) for the metrics."""
+    @functools.wraps(fn)
+    async def wrapper(ctx: Ctx, *args, **kwargs):
+        try:
+            result = await fn(ctx, *args, **kwargs)
+        except ModelRetry:
+            metrics.tool_calls.labels(fn.__name__, "retry").inc()
+            raise
+        except Exception:
+            metrics.tool_calls.labels(fn.__name__, "error").inc()
+            raise
+        metrics.tool_calls.labels(fn.__name__, "ok").inc()
+        return result
+    return wrapper
+
+
+def _service_view(service: crm.Service) -> dict:
+    return {"id": service.id, "name": service.name, "duration_minutes": service.duration_minutes,
+            "price": replies.price(service.price, service.currency)}
+
+
+@counted
+async def search_knowledge(ctx: Ctx, query: str) -> dict:
+    """Busca en los servicios (precio, duración) y en las preguntas frecuentes del negocio
+    (dirección, pagos, políticas). Úsala para cualquier pregunta sobre el negocio."""
+    t = ctx.deps.ctx
+    hits = await crm.search_knowledge(t.deps.pool, t.org.id, query)
+    results = []
+    for hit in hits:
+        if hit.service:
+            s = hit.service
+            results.append({"tipo": "servicio", "nombre": s.name, "descripcion": s.description,
+                            "precio": replies.price(s.price, s.currency),
+                            "duracion_min": s.duration_minutes})
+        else:
+            results.append({"tipo": "pregunta_frecuente", "pregunta": hit.title, "respuesta": hit.text})
+    return {"resultados": results}
+
+
+@counted
+async def business_info(ctx: Ctx) -> dict:
+    """Nombre, horario de atención, servicios con precios y preguntas frecuentes del negocio."""
+    t = ctx.deps.ctx
+    hours = await crm.business_hours(t.deps.pool, t.org.id)
+    services = await crm.list_services(t.deps.pool, t.org.id)
+    faq = await crm.faq_answers(t.deps.pool, t.org.id)
+    return {"nombre": t.org.name,
+            "horario": [f"{replies.WEEKDAYS[d]}: {o.strftime('%H:%M')} a {c.strftime('%H:%M')}"
+                        for d, o, c in hours],
+            "servicios": [f"{s.name}: {replies.price(s.price, s.currency)} ({s.duration_minutes} min)"
+                          for s in services],
+            "preguntas_frecuentes": [{"pregunta": q, "respuesta": a} for q, a in faq]}
+
+
+@counted
+async def check_availability(ctx: Ctx, service: str | None = None, when: str | None = None,
+                             appointment: int | None = None) -> dict:
+    """Busca horarios libres y los propone numerados. `service`: el servicio con las palabras del
+    cliente (vacío para seguir con el ya elegido; otro servicio reinicia la elección).
+    `when`: las palabras del cliente ("mañana en la tarde", "el viernes", "15 de diciembre a
+    las 3"). `appointment`: número de la cita listada que se quiere reprogramar."""
+    d, t = ctx.deps, ctx.deps.ctx
+    pool, org = t.deps.pool, t.org.id
+    changed_from = None
+    if appointment is not None:
+        listed = _listed(d, appointment)
+        appt = await crm.list_appointments(pool, org, t.turn.contact_id, since=None, limit=50)
+        mine = next((a for a in appt if a.id == listed["id"]), None)
+        if mine is None:
+            raise ModelRetry("esa cita ya no existe; vuelve a listar las citas")
+        found = await crm.get_service(pool, org, mine.service_id)
+        d.state["reschedule_of"] = appointment
+        d.state["service"] = _service_view(found)
+    elif service and service.strip():
+        found = await crm.find_service(pool, org, service)
+        current = d.state.get("service")
+        if found is None and current is None:
+            options = [s.name for s, _ in await crm.search_services(pool, org, service, 4)]
+            options = options or [s.name for s in await crm.list_services(pool, org)]
+            return d.act("service_needed", options=options)
+        if found is not None and (current is None or current["id"] != found.id):
+            changed_from = current["name"] if current else None
+            d.state.update(service=_service_view(found), proposed_slots=[], chosen_slot=None)
+            if d.state.get("reschedule_of") is None:
+                d.state["purpose"] = None
+    if d.state.get("service") is None:
+        options = [s.name for s in await crm.list_services(pool, org)]
+        return d.act("service_needed", options=options)
+    understood = timeparse.parse(when or "", t.now).understood if when else False
+    if understood:
+        d.state["window"] = when
+    window_text = d.state.get("window") or ""
+    window = timeparse.parse(window_text, t.now)
+    chosen = await crm.get_service(pool, org, d.state["service"]["id"])
+    settings = t.deps.settings
+    not_before = t.now + timedelta(minutes=settings.booking_lead_min)
+    slots = await crm.availability(pool, org=org, service=chosen, tz=t.org.tz, days=window.days,
+                                   time_from=window.time_from, time_to=window.time_to,
+                                   not_before=not_before, prefer=window.prefer,
+                                   step_min=settings.slot_step_min)
+    note = None
+    if not slots:
+        # Nothing in the asked window: offer the next week rather than a dead end.
+        days = [max(window.days) + timedelta(days=i + 1) for i in range(7)]
+        slots = await crm.availability(pool, org=org, service=chosen, tz=t.org.tz, days=days,
+                                       time_from=window.time_from, time_to=window.time_to,
+                                       not_before=not_before, step_min=settings.slot_step_min)
+        note = "sin_cupo_en_lo_pedido"
+    d.state["proposed_slots"] = [_slot_view(s, t.org.tz) for s in slots]
+    d.state["chosen_slot"] = None
+    return d.act("slots_proposed", service=chosen.name, price=d.state["service"]["price"],
+                 duration_minutes=chosen.duration_minutes, window=window_text or None,
+                 changed_from=changed_from, note=note,
+                 slots=[{"n": i + 1, "label": s["label"]} for i, s in enumerate(d.state["proposed_slots"])])
+
+
+def _slot_view(slot: crm.Slot, tz) -> dict:
+    return {"starts_at": slot.starts_at.isoformat(), "staff_id": slot.staff_id,
+            "label": replies.when(slot.starts_at, tz)}
+
+
+def _proposed(d: ToolDeps, slot: int) -> dict:
+    slots = d.state.get("proposed_slots") or []
+    if not slots:
+        raise ModelRetry("no hay horarios propuestos: usa check_availability primero")
+    if not 1 <= slot <= len(slots):
+        raise ModelRetry(f"el horario debe ser un número entre 1 y {len(slots)}")
+    return slots[slot - 1]
+
+
+def _listed(d: ToolDeps, appointment: int) -> dict:
+    listed = d.state.get("appointments") or []
+    if not listed:
+        raise ModelRetry("primero lista las citas del cliente con list_my_appointments")
+    if not 1 <= appointment <= len(listed):
+        raise ModelRetry(f"la cita debe ser un número entre 1 y {len(listed)}")
+    return listed[appointment - 1]
+
+
+@counted
+async def book_appointment(ctx: Ctx, slot: int, customer_name: str | None = None) -> dict:
+    """Agenda el horario propuesto número `slot` para el servicio elegido. Si no conocemos el
+    nombre del cliente, pásalo en `customer_name` (si falta, la respuesta pide preguntarlo)."""
+    d, t = ctx.deps, ctx.deps.ctx
+    chosen = _proposed(d, slot)
+    name = (customer_name or "").strip() or d.state.get("contact_name")
+    if not name:
+        d.state["chosen_slot"] = slot
+        return d.act("name_needed", slot=chosen["label"])
+    service = await crm.get_service(t.deps.pool, t.org.id, d.state["service"]["id"])
+    d.bookings += 1
+    key = f"{t.turn.turn_id}:{d.bookings}"
+    booked = await crm.book(t.deps.pool, org=t.org.id, contact_id=t.turn.contact_id, service=service,
+                            starts_at=datetime.fromisoformat(chosen["starts_at"]), idempotency_key=key,
+                            preferred_staff=chosen["staff_id"],
+                            contact_name=name if customer_name else None)
+    if booked is None:
+        taken = chosen["label"]
+        await check_availability.__wrapped__(ctx)  # fresh alternatives for the same service and window
+        return d.act("slot_taken", slot=taken,
+                     alternatives=[{"n": i + 1, "label": s["label"]}
+                                   for i, s in enumerate(d.state["proposed_slots"])])
+    d.state.update(contact_name=name, proposed_slots=[], chosen_slot=None, window=None)
+    return d.act("booked", service=booked.service_name, when=replies.when(booked.starts_at, t.org.tz),
+                 staff=booked.staff_name, price=d.state["service"]["price"], name=name)
+
+
+@counted
+async def save_contact_name(ctx: Ctx, name: str) -> dict:
+    """Guarda el nombre con el que el cliente quiere que agendemos sus citas."""
+    d, t = ctx.deps, ctx.deps.ctx
+    if not name.strip() or len(name) > 120:
+        raise ModelRetry("el nombre está vacío o es demasiado largo")
+    await crm.save_contact_name(t.deps.pool, t.org.id, t.turn.contact_id, name)
+    d.state["contact_name"] = name.strip()
+    return d.act("name_saved", name=name.strip())
+
+
+@counted
+async def list_my_appointments(ctx: Ctx, purpose: str = "ver") -> dict:
+    """Las próximas citas del cliente, numeradas. `purpose`: "ver", "cancelar" o "reprogramar"."""
+    d, t = ctx.deps, ctx.deps.ctx
+    upcoming = await crm.list_appointments(t.deps.pool, t.org.id, t.turn.contact_id,
+                                           since=t.now - timedelta(hours=1))
+    d.state["appointments"] = [{"id": a.id, "label": f"{a.service_name}, {replies.when(a.starts_at, t.org.tz)}"}
+                               for a in upcoming]
+    d.state["purpose"] = purpose if purpose in ("ver", "cancelar", "reprogramar") else "ver"
+    d.state["reschedule_of"] = None
+    return d.act("appointments_listed", purpose=d.state["purpose"],
+                 appointments=[{"n": i + 1, "label": a["label"]} for i, a in enumerate(d.state["appointments"])])
+
+
+@counted
+async def my_past_appointments(ctx: Ctx) -> dict:
+    """Historial de citas del cliente (pasadas y canceladas incluidas), la más reciente primero."""
+    t = ctx.deps.ctx
+    history = await crm.list_appointments(t.deps.pool, t.org.id, t.turn.contact_id, limit=10)
+    return {"citas": [{"servicio": a.service_name, "fecha": replies.when(a.starts_at, t.org.tz),
+                       "estado": a.status} for a in history]}
+
+
+@counted
+async def cancel_appointment(ctx: Ctx, appointment: int) -> dict:
+    """Cancela la cita listada número `appointment` (de list_my_appointments)."""
+    d, t = ctx.deps, ctx.deps.ctx
+    listed = _listed(d, appointment)
+    cancelled = await crm.cancel(t.deps.pool, t.org.id, t.turn.contact_id, listed["id"])
+    if cancelled is None:
+        raise ModelRetry("esa cita no se puede cancelar (no existe o ya pasó); vuelve a listar")
+    d.state.update(appointments=[], purpose=None)
+    return d.act("cancelled", service=cancelled.service_name,
+                 when=replies.when(cancelled.starts_at, t.org.tz))
+
+
+@counted
+async def reschedule_appointment(ctx: Ctx, appointment: int, slot: int) -> dict:
+    """Mueve la cita listada número `appointment` al horario propuesto número `slot`."""
+    d, t = ctx.deps, ctx.deps.ctx
+    listed = _listed(d, appointment)
+    chosen = _proposed(d, slot)
+    try:
+        moved = await crm.reschedule(t.deps.pool, org=t.org.id, contact_id=t.turn.contact_id,
+                                     appointment_id=listed["id"],
+                                     starts_at=datetime.fromisoformat(chosen["starts_at"]),
+                                     preferred_staff=chosen["staff_id"])
+    except crm.NotYours as exc:
+        raise ModelRetry(str(exc)) from None
+    if moved is None:
+        taken = chosen["label"]
+        await check_availability.__wrapped__(ctx)
+        return d.act("slot_taken", slot=taken,
+                     alternatives=[{"n": i + 1, "label": s["label"]}
+                                   for i, s in enumerate(d.state["proposed_slots"])])
+    d.state.update(appointments=[], purpose=None, reschedule_of=None, proposed_slots=[], window=None)
+    return d.act("rescheduled", service=moved.service_name, when=replies.when(moved.starts_at, t.org.tz))
+
+
+@counted
+async def search_my_messages(ctx: Ctx, query: str) -> dict:
+    """Busca en los mensajes anteriores de este chat ("¿qué me recomendaron la última vez?")."""
+    t = ctx.deps.ctx
+    found = await crm.search_messages(t.deps.pool, t.org.id, t.turn.identity_id, query)
+    return {"mensajes": [{"de": "cliente" if who == "inbound" else "nosotros", "texto": text[:500],
+                          "fecha": replies.day(at.astimezone(t.org.tz))} for who, text, at in found]}
+
+
+KNOWLEDGE_TOOLS = [search_knowledge, business_info, search_my_messages, my_past_appointments]
+APPOINTMENT_TOOLS = [search_knowledge, business_info, check_availability, book_appointment,
+                     save_contact_name, list_my_appointments, my_past_appointments,
+                     cancel_appointment, reschedule_appointment]

@@ -1,0 +1,215 @@
+"""Agent-turn benchmarks: graph overhead without model time, prompt size over a long chat, and
+turn concurrency against a fake OpenAI server that answers after 1 s.
+
+python -m ops.bench.agent
+
+Starts its own embedded Redis and PostgreSQL, migrates and seeds the demo clinic. Prints figures
+and ratios against a bare LangGraph graph with an in-memory saver measured in the same run;
+asserts nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+
+import redis.asyncio as aioredis
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import TypedDict
+
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.redis.aio import AsyncRedisSaver
+from langgraph.graph import END, START, StateGraph
+from openai import AsyncOpenAI
+from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.providers.openai import OpenAIProvider
+
+from graph import offline
+from graph.contract import TurnInput
+from graph.receptionist import Receptionist
+from ops.cli import open_deps
+from ops.settings import Settings
+from ops.system import services
+from storage import chats, memory
+from storage.db import migrate
+from storage.seed import seed_demo
+from tests.fakes.openai import FakeOpenAI, tool_call
+
+OVERHEAD_TURNS = 200
+CONVERSATION_TURNS = 20
+CONCURRENT_TURNS = 300
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Bare(TypedDict, total=False):
+    texts: list[str]
+    replies: list[str]
+
+
+async def bare_turns(n: int) -> list[float]:
+    """The floor: a one-node LangGraph graph with an in-memory checkpointer."""
+    async def respond(state: Bare) -> Bare:
+        return {"replies": ["ok"]}
+    builder = StateGraph(Bare)
+    builder.add_node("respond", respond)
+    builder.add_edge(START, "respond")
+    builder.add_edge("respond", END)
+    graph = builder.compile(checkpointer=InMemorySaver())
+    times = []
+    for i in range(n):
+        started = time.perf_counter()
+        await graph.ainvoke({"texts": ["hola"]}, {"configurable": {"thread_id": f"t{i % 20}"}})
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def instant_model() -> FunctionModel:
+    """Answers at once: what remains of a turn is graph, checkpoint, tools and database."""
+    async def respond(messages, info: AgentInfo) -> ModelResponse:
+        if not info.output_tools:
+            return ModelResponse(parts=[TextPart("Resumen.")])
+        if "[agente:router]" in (info.instructions or ""):
+            return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, {"flow": "knowledge"})])
+        return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, {"reply": "Claro.", "done": True})])
+    return FunctionModel(respond)
+
+
+async def identity(deps, org: str, phone: str):
+    return await chats.upsert_identity(deps.pool, org, phone, None)
+
+
+async def turn(receptionist, org, ident, texts, turn_id=None):
+    return await receptionist.run_turn(TurnInput(org=org, chat=ident.phone, contact_id=ident.contact_id,
+                                                 identity_id=ident.id, turn_id=turn_id or uuid.uuid4().hex,
+                                                 texts=texts))
+
+
+async def overhead(deps, saver, org) -> None:
+    bare = await bare_turns(OVERHEAD_TURNS)
+    receptionist = Receptionist(deps, saver, model=instant_model())
+    people = [await identity(deps, org, f"5730010{i:05d}") for i in range(20)]
+    times = []
+    for i in range(OVERHEAD_TURNS):
+        ident = people[i % len(people)]
+        await memory.remember(deps.redis, org, ident.phone, "user", "hola")
+        started = time.perf_counter()
+        await turn(receptionist, org, ident, ["hola"])
+        times.append((time.perf_counter() - started) * 1000)
+    # A booking turn through the offline model: two tools, availability SQL, the booking insert.
+    booking = Receptionist(deps, saver)
+    tool_times = []
+    for i in range(40):
+        ident = await identity(deps, org, f"5731000{i:05d}")
+        await turn(booking, org, ident, ["quiero una cita de manicure spa la próxima semana"])
+        await turn(booking, org, ident, ["la primera"])
+        started = time.perf_counter()
+        await turn(booking, org, ident, [f"Cliente {i}"])
+        tool_times.append((time.perf_counter() - started) * 1000)
+    b50, b99 = pct(bare, 0.5), pct(bare, 0.99)
+    r50, r99 = pct(times, 0.5), pct(times, 0.99)
+    print("agent-turn overhead without model time (ms)")
+    print(f"  bare LangGraph + InMemorySaver     p50 {b50:6.2f}  p99 {b99:6.2f}")
+    print(f"  receptionist (router + expert)     p50 {r50:6.2f}  p99 {r99:6.2f}")
+    print(f"  overhead                           p50 {r50 - b50:6.2f}  p99 {r99 - b99:6.2f}"
+          f"   (target p50 <= 15 ms; ratio {r50 / b50:.1f}x)")
+    print(f"  booking turn (offline model, tools, insert) p50 {pct(tool_times, 0.5):6.2f}"
+          f"  p99 {pct(tool_times, 0.99):6.2f}")
+
+
+async def prompt_growth(deps, saver, org) -> None:
+    sizes: list[int] = []
+
+    async def measuring(messages, info: AgentInfo) -> ModelResponse:
+        chars = len(info.instructions or "") + sum(len(str(p.content)) for m in messages
+                                                   for p in getattr(m, "parts", []) if hasattr(p, "content"))
+        sizes.append(chars // 4)  # ~4 characters per token
+        return await offline.respond(messages, info)
+
+    receptionist = Receptionist(deps, saver, model=FunctionModel(measuring))
+    ident = await identity(deps, org, "573002220000")
+    script = ["hola", "¿cuánto cuesta la limpieza facial?", "¿dónde están ubicados?",
+              "quiero una cita para limpieza facial la próxima semana en la tarde", "la primera", "Ana",
+              "¿qué medios de pago aceptan?", "gracias"]
+    per_turn = []
+    for i in range(CONVERSATION_TURNS):
+        text = script[i % len(script)]
+        await memory.remember(deps.redis, org, ident.phone, "user", text)
+        mark = len(sizes)
+        result = await turn(receptionist, org, ident, [text])
+        for reply in result.replies:
+            await memory.remember(deps.redis, org, ident.phone, "assistant", reply)
+        per_turn.append(max(sizes[mark:]) if sizes[mark:] else 0)
+    print("prompt tokens per model request, largest per turn, over a 20-turn chat (target: flat)")
+    print("  " + " ".join(str(x) for x in per_turn))
+    print(f"  turns 1-5 max {max(per_turn[:5])}, turns 16-20 max {max(per_turn[15:])}")
+
+
+def _fake_answer(body):
+    system = " ".join(str(m.get("content")) for m in body["messages"] if m["role"] == "system")
+    if "[agente:router]" in system:
+        return tool_call("final_result", flow="knowledge")
+    return tool_call("final_result", reply="Claro, con gusto.", done=True, handoff=None)
+
+
+async def serve_fake_openai() -> None:
+    """The fake OpenAI server in its own process, so its JSON work is not billed to the worker."""
+    async with FakeOpenAI() as fake:
+        fake.delay_s = 1.0
+        fake.responder = _fake_answer
+        print(fake.url, flush=True)
+        await asyncio.Event().wait()
+
+
+async def concurrency(deps, saver, org) -> None:
+    child = await asyncio.create_subprocess_exec(sys.executable, "-m", "ops.bench.agent", "--fake-openai",
+                                                 stdout=asyncio.subprocess.PIPE)
+    try:
+        url = (await child.stdout.readline()).decode().strip()
+        client = AsyncOpenAI(base_url=url + "/v1", api_key="sk-bench", max_retries=0)
+        model = OpenAIChatModel("gpt-4o-mini", provider=OpenAIProvider(openai_client=client))
+        receptionist = Receptionist(deps, saver, model=model)
+        people = [await identity(deps, org, f"5733{i:08d}") for i in range(CONCURRENT_TURNS)]
+        started = time.perf_counter()
+        results = await asyncio.gather(*(turn(receptionist, org, p, ["hola"]) for p in people))
+        elapsed = time.perf_counter() - started
+        ok = sum(1 for r in results if r.replies == ["Claro, con gusto."])
+        await client.close()
+    finally:
+        child.terminate()
+        await child.wait()
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("turn concurrency, fake OpenAI (own process) answering after 1 s, 2 model requests per turn")
+    print(f"  {CONCURRENT_TURNS} turns at once: {elapsed:.2f} s, {ok / elapsed:.0f} turns/s completed "
+          f"({ok} ok; target >= 150/s); worker peak RSS {rss_mb:.0f} MB")
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Settings(data_dir=Path(tmp), log_level="WARNING", llm_turn_timeout_s=30)
+        async with services(base) as settings, open_deps(settings) as deps:
+            await migrate(deps.pool)
+            org = await seed_demo(deps.pool)
+            # A blocking pool: hundreds of concurrent turns wait for a connection instead of
+            # failing with "Too many connections" (the saver's own client would).
+            checkpoint_redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
+                settings.redis_url, max_connections=256, timeout=30))
+            saver = AsyncRedisSaver(redis_client=checkpoint_redis,
+                                    ttl={"default_ttl": settings.checkpoint_ttl_min, "refresh_on_read": True})
+            await saver.asetup()
+            await overhead(deps, saver, org)
+            await prompt_growth(deps, saver, org)
+            await concurrency(deps, saver, org)
+
+
+if __name__ == "__main__":
+    asyncio.run(serve_fake_openai() if "--fake-openai" in sys.argv else main())

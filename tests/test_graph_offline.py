@@ -1,0 +1,138 @@
+"""The receptionist with the offline model: Spanish flows through the real graph, tools,
+PostgreSQL and the Redis checkpointer."""
+
+from __future__ import annotations
+
+import pytest
+
+from graph.receptionist import Receptionist
+from storage.seed import seed_demo
+from tests.graph_helpers import NOW, Chat, redis_saver
+
+
+
+@pytest.fixture
+async def clinic(deps):
+    deps.clock = NOW.timestamp
+    return await seed_demo(deps.pool)
+
+
+@pytest.fixture
+async def chat(deps, settings, clinic):
+    receptionist = Receptionist(deps, await redis_saver(settings))
+    return Chat(deps, receptionist, clinic)
+
+
+async def confirmed(deps) -> list:
+    return await deps.pool.fetch("select a.starts_at, s.name from appointments a join services s "
+                                 "on s.id = a.service_id where a.status = 'confirmed' order by a.starts_at")
+
+
+async def test_booking_from_greeting_to_confirmation(chat, deps):
+    await chat.say("hola")
+    assert chat.actions == ["routed"] and "Hola" in chat.text
+    await chat.say("quiero una cita para limpieza facial mañana en la tarde")
+    assert "slots_proposed" in chat.actions
+    assert "jueves 4 de marzo" in chat.text and "$120.000" in chat.text and "1." in chat.text
+    await chat.say("la primera")
+    assert chat.actions == ["name_needed"] and "nombre" in chat.text
+    await chat.say("Ana Pérez")
+    assert chat.actions == ["booked"], chat.text
+    assert "Ana Pérez" in chat.text and "jueves 4 de marzo" in chat.text
+    rows = await confirmed(deps)
+    assert [r["name"] for r in rows] == ["Limpieza facial"]
+    assert rows[0]["starts_at"].astimezone(NOW.tzinfo).hour >= 12
+    assert await deps.pool.fetchval("select name from contacts") == "Ana Pérez"
+    assert await deps.pool.fetchval("select source from contact_authorizations") == "booking"
+    for reply in chat.results[-1].replies:
+        assert len(reply) <= 4096 and "-" * 4 not in reply
+
+
+async def test_first_message_with_price_and_availability(chat):
+    await chat.say("hola, ¿cuánto cuesta la limpieza facial? ¿tienen algo mañana en la tarde?")
+    assert chat.actions == ["routed", "slots_proposed"]
+    assert "$120.000" in chat.text and "jueves 4 de marzo" in chat.text
+
+
+async def test_price_question_mid_booking_then_back(chat, deps):
+    await chat.say("quiero agendar un masaje relajante el viernes")
+    assert "slots_proposed" in chat.actions and "viernes 5 de marzo" in chat.text
+    await chat.say("¿y cuánto cuesta la pedicure?")
+    assert "$55.000" in chat.text and "horarios que te propuse" in chat.text
+    assert chat.actions == []  # still in the booking, nothing re-routed or re-offered
+    await chat.say("la segunda", )
+    await chat.say("me llamo Carlos")
+    assert chat.actions == ["booked"]
+    assert [r["name"] for r in await confirmed(deps)] == ["Masaje relajante"]
+
+
+async def test_switching_service_mid_booking_restarts_the_choice(chat, deps):
+    await chat.say("quiero un masaje relajante mañana")
+    await chat.say("mejor una limpieza facial")
+    last = chat.results[-1].actions[-1]
+    assert last["action"] == "slots_proposed"
+    assert last["data"]["service"] == "Limpieza facial" and last["data"]["changed_from"] == "Masaje relajante"
+    assert "jueves 4 de marzo" in chat.text  # the day asked for before still holds
+    await chat.say("la primera")
+    await chat.say("Ana")
+    assert [r["name"] for r in await confirmed(deps)] == ["Limpieza facial"]
+
+
+async def test_cancel(chat, deps):
+    await chat.say("quiero una cita de manicure spa el viernes a las 3")
+    await chat.say("a las 3")
+    await chat.say("Lucía")
+    assert chat.actions == ["booked"] and "3:00 p. m." in chat.text
+    await chat.say("necesito cancelar mi cita")
+    assert chat.actions == ["routed", "appointments_listed", "cancelled"], chat.text
+    assert "cancelada" in chat.text and await confirmed(deps) == []
+
+
+async def test_reschedule(chat, deps):
+    await chat.say("quiero una cita de limpieza facial mañana a las 9")
+    await chat.say("la primera")
+    await chat.say("Sofía Ruiz")
+    await chat.say("quiero cambiar mi cita para el viernes en la tarde")
+    assert chat.actions == ["routed", "appointments_listed", "slots_proposed"], chat.text
+    assert "viernes 5 de marzo" in chat.text
+    await chat.say("la primera")
+    assert chat.actions == ["rescheduled"], chat.text
+    rows = await confirmed(deps)
+    assert len(rows) == 1 and rows[0]["starts_at"].astimezone(NOW.tzinfo).day == 5
+
+
+async def test_escalation_returns_a_request(chat):
+    await chat.say("quiero hablar con una persona por favor")
+    result = chat.results[-1]
+    assert result.replies == [] and result.escalation is not None
+    assert result.escalation.reason == "Pide hablar con una persona"
+    assert "asesor" in result.escalation.accepted_text and result.escalation.failed_text
+    await chat.say("hola")  # the bot is on again if the notification failed: a fresh route
+    assert chat.actions == ["routed"]
+
+
+async def test_state_survives_a_worker_restart(chat, deps, settings, clinic):
+    await chat.say("quiero una cita para limpieza facial mañana en la tarde")
+    restarted = Chat(deps, Receptionist(deps, await redis_saver(settings)), clinic, chat.phone)
+    await restarted.say("la primera")
+    assert restarted.actions == ["name_needed"]
+    await restarted.say("Ana")
+    assert restarted.actions == ["booked"]
+
+
+async def test_redelivered_turn_books_once_and_replies_the_same(chat, deps):
+    await chat.say("quiero una cita para limpieza facial mañana en la tarde")
+    await chat.say("la primera")
+    first = await chat.say("Ana", turn_id="turn-ana")
+    again = await chat.say("Ana", turn_id="turn-ana")
+    assert again.replies == first.replies and [a["action"] for a in again.actions] == ["booked"]
+    assert len(await confirmed(deps)) == 1
+
+
+async def test_questions_and_greetings_without_a_booking(chat):
+    await chat.say("¿dónde están ubicados?")
+    assert "Calle 93" in chat.text and chat.actions == ["routed"]
+    await chat.say("¿cuánto vale la limpiesa facial?")
+    assert "$120.000" in chat.text
+    await chat.say("gracias")
+    assert "gusto" in chat.text

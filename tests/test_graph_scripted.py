@@ -1,0 +1,138 @@
+"""The receptionist driven by scripted models: Pydantic AI FunctionModel for the logic, and the
+fake OpenAI server for the wire format (tool_calls), through the real graph, tools and DB."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from openai import AsyncOpenAI
+from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart, ToolReturnPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.providers.openai import OpenAIProvider
+
+from graph.receptionist import APOLOGY, Receptionist
+from ops import metrics
+from storage.seed import seed_demo
+from tests.fakes.openai import FakeOpenAI, tool_call
+from tests.graph_helpers import NOW, Chat, redis_saver
+
+
+
+@pytest.fixture
+async def clinic(deps):
+    deps.clock = NOW.timestamp
+    return await seed_demo(deps.pool)
+
+
+def scripted(**per_agent):
+    """A FunctionModel answering each agent (found by its [agente:x] mark) with its own script."""
+    def respond(messages, info: AgentInfo) -> ModelResponse:
+        agent = re.search(r"\[agente:(\w+)\]", info.instructions or "").group(1)
+        returns = [p for m in messages for p in getattr(m, "parts", []) if isinstance(p, ToolReturnPart)]
+        step = per_agent[agent](returns, info)
+        if isinstance(step, str):
+            return ModelResponse(parts=[TextPart(step)])
+        name, args = step
+        return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name if name == "final" else name, args)])
+    return FunctionModel(respond)
+
+
+async def test_function_model_books_through_the_tools(deps, settings, clinic):
+    def appointment(returns, info):
+        if not returns:
+            return ("check_availability", {"service": "Limpieza facial", "when": "mañana en la tarde"})
+        if len(returns) == 1:
+            return ("book_appointment", {"slot": 2, "customer_name": "Marta Gil"})
+        return ("final", {"reply": "Listo, agendada.", "done": True})
+
+    model = scripted(router=lambda r, i: ("final", {"flow": "appointment"}), appointment=appointment)
+    chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=model), clinic)
+    await chat.say("agéndame limpieza facial mañana en la tarde a nombre de Marta Gil")
+    assert chat.actions == ["routed", "slots_proposed", "booked"]
+    booked = chat.results[-1].actions[-1]["data"]
+    assert booked["name"] == "Marta Gil" and booked["service"] == "Limpieza facial"
+    assert "jueves 4 de marzo" in booked["when"]
+    assert chat.results[-1].replies == ["Listo, agendada."]
+
+
+async def test_a_tool_given_another_organizations_id_cannot_reach_its_data(deps, settings, clinic, make_org):
+    other = await make_org()
+    await deps.pool.execute("insert into services (organization_id, name, duration_minutes, price) "
+                            "values ($1::uuid, 'Tratamiento secreto', 30, 1)", other)
+    seen = []
+
+    def knowledge(returns, info):
+        if not returns:
+            return ("search_knowledge", {"query": "Tratamiento secreto", "organization_id": other,
+                                         "org": other})
+        seen.extend(r.content for r in returns)
+        return ("final", {"reply": "No lo tenemos.", "done": True})
+
+    model = scripted(router=lambda r, i: ("final", {"flow": "knowledge"}), knowledge=knowledge)
+    chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=model), clinic)
+    await chat.say("¿tienen el tratamiento secreto?")
+    assert seen and "Tratamiento secreto" not in str(seen)
+
+
+async def test_router_output_that_fails_validation_defaults_to_knowledge(deps, settings, clinic):
+    model = scripted(router=lambda r, i: ("final", {"flow": "banana"}),
+                     knowledge=lambda r, i: ("final", {"reply": "¿En qué te ayudo?", "done": True}))
+    chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=model), clinic)
+    await chat.say("hmm")
+    assert chat.results[-1].actions[0] == {"action": "routed", "data": {"flow": "knowledge"}}
+    assert chat.results[-1].replies == ["¿En qué te ayudo?"]
+
+
+async def test_long_replies_are_split_for_whatsapp_and_hide_ids(deps, settings, clinic):
+    long = ("Párrafo con detalle. " * 150 + "\n\n") * 3 + "id 123e4567-e89b-12d3-a456-426614174000"
+    model = scripted(router=lambda r, i: ("final", {"flow": "knowledge"}),
+                     knowledge=lambda r, i: ("final", {"reply": long, "done": True}))
+    chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=model), clinic)
+    await chat.say("cuéntame todo")
+    replies = chat.results[-1].replies
+    assert len(replies) > 1 and all(len(r) <= 4096 for r in replies)
+    assert "123e4567" not in "".join(replies)
+
+
+@pytest.fixture
+async def fake_openai(allow_model_requests):
+    async with FakeOpenAI() as fake:
+        yield fake
+
+
+def openai_model(fake: FakeOpenAI) -> OpenAIChatModel:
+    client = AsyncOpenAI(base_url=fake.url + "/v1", api_key="sk-test", max_retries=0)
+    return OpenAIChatModel("gpt-4o-mini", provider=OpenAIProvider(openai_client=client))
+
+
+async def test_openai_wire_format_with_tool_calls(deps, settings, clinic, fake_openai):
+    fake_openai.script(
+        tool_call("final_result", flow="appointment"),
+        tool_call("check_availability", service="limpiesa facial", when="el viernes a las 3"),
+        tool_call("final_result", reply="Tengo el viernes a las 3:00 p. m. ¿Te sirve?", done=False, handoff=None),
+    )
+    chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=openai_model(fake_openai)), clinic)
+    await chat.say("¿tienen limpiesa facial el viernes a las 3?")
+    assert chat.actions == ["routed", "slots_proposed"]
+    slots = chat.results[-1].actions[-1]["data"]["slots"]
+    assert any("viernes 5 de marzo, 3:00 p. m." == s["label"] for s in slots)
+    expert_request = fake_openai.calls[1]
+    offered = {t["function"]["name"] for t in expert_request["tools"]}
+    assert {"check_availability", "book_appointment", "final_result"} <= offered
+    tool_result = fake_openai.calls[2]["messages"][-1]
+    assert tool_result["role"] == "tool" and "slots_proposed" in tool_result["content"]
+    system = " ".join(m["content"] for m in fake_openai.calls[2]["messages"] if m["role"] == "system")
+    assert "ESTADO:" in system and '"servicio": {"name": "Limpieza facial"' in system
+    assert chat.results[-1].replies == ["Tengo el viernes a las 3:00 p. m. ¿Te sirve?"]
+
+
+async def test_model_failure_gives_an_apology_and_is_counted(deps, settings, clinic, fake_openai):
+    fake_openai.fail_next(500)
+    before = metrics.model_failures.labels("ModelHTTPError")._value.get()
+    chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=openai_model(fake_openai)), clinic)
+    await chat.say("hola")
+    assert chat.results[-1].replies == [APOLOGY]
+    after = sum(metrics.model_failures.labels(r)._value.get() for r in ("ModelHTTPError", "ModelServerError"))
+    assert after > before
