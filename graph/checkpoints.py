@@ -6,24 +6,31 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 import redis.asyncio as aioredis
-from langgraph.checkpoint.redis.aio import AsyncRedisSaver
+from langgraph.checkpoint.redis.ashallow import AsyncShallowRedisSaver
+
+
+async def checkpointer_on(client: aioredis.Redis, ttl_min: int) -> AsyncShallowRedisSaver:
+    """A set-up saver whose checkpoints expire ttl_min minutes after their chat's last turn.
+
+    Shallow: only a chat's latest state is ever read, so older checkpoints are not kept (less
+    Redis memory, and about 3 ms less per turn in make bench).
+    """
+    saver = AsyncShallowRedisSaver(redis_client=client,
+                                   ttl={"default_ttl": ttl_min, "refresh_on_read": True})
+    await saver.asetup()
+    return saver
 
 
 @asynccontextmanager
 async def open_checkpointer(redis_url: str, ttl_min: int,
-                            max_connections: int = 256) -> AsyncIterator[AsyncRedisSaver]:
-    """A set-up saver whose checkpoints expire ttl_min minutes after their chat's last turn.
-
-    Its own client, on a blocking pool: hundreds of concurrent turns wait for a connection
-    instead of failing with "Too many connections". Entered once per process (the saver's
-    connection must outlive every graph that uses it).
+                            max_connections: int = 256) -> AsyncIterator[AsyncShallowRedisSaver]:
+    """The process's checkpointer, on its own client with a blocking pool: hundreds of
+    concurrent turns wait for a connection instead of failing with "Too many connections".
+    Entered once per process (the connection must outlive every graph that uses it).
     """
     client = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
         redis_url, max_connections=max_connections, timeout=30))
     try:
-        saver = AsyncRedisSaver(redis_client=client,
-                                ttl={"default_ttl": ttl_min, "refresh_on_read": True})
-        await saver.asetup()
-        yield saver
+        yield await checkpointer_on(client, ttl_min)
     finally:
         await client.aclose()

@@ -6,8 +6,9 @@ import uuid
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from langgraph.checkpoint.redis.aio import AsyncRedisSaver
+import redis.asyncio as aioredis
 
+from graph.checkpoints import checkpointer_on
 from graph.contract import TurnInput, TurnResult
 from graph.receptionist import Receptionist
 from storage import chats, memory
@@ -16,11 +17,10 @@ BOGOTA = ZoneInfo("America/Bogota")
 NOW = datetime(2027, 3, 3, 10, 0, tzinfo=BOGOTA)  # a Wednesday morning
 
 
-async def redis_saver(settings) -> AsyncRedisSaver:
-    saver = AsyncRedisSaver(redis_url=settings.redis_url,
-                            ttl={"default_ttl": settings.checkpoint_ttl_min, "refresh_on_read": True})
-    await saver.asetup()
-    return saver
+async def redis_saver(settings):
+    """The production checkpointer on a client of its own (a new one acts as a restarted worker)."""
+    return await checkpointer_on(aioredis.Redis.from_url(settings.redis_url),
+                                 settings.checkpoint_ttl_min)
 
 
 class Chat:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import resource
+from contextlib import AsyncExitStack
 
-import redis.asyncio as aioredis
 import sys
 import tempfile
 import time
@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import TypedDict
 
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.checkpoint.redis.aio import AsyncRedisSaver
 from langgraph.graph import END, START, StateGraph
 from openai import AsyncOpenAI
 from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart
@@ -31,9 +30,10 @@ from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
 from graph import offline
+from graph.checkpoints import open_checkpointer
 from graph.contract import TurnInput
 from graph.receptionist import Receptionist
-from ops.cli import open_deps
+from ops.cli import open_deps, run_async
 from ops.settings import Settings
 from ops.system import services
 from storage import chats, memory
@@ -196,20 +196,15 @@ async def concurrency(deps, saver, org) -> None:
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = Settings(data_dir=Path(tmp), log_level="WARNING", llm_turn_timeout_s=30)
-        async with services(base) as settings, open_deps(settings) as deps:
+        async with services(base) as settings, open_deps(settings) as deps, AsyncExitStack() as stack:
             await migrate(deps.pool)
             org = await seed_demo(deps.pool)
-            # A blocking pool: hundreds of concurrent turns wait for a connection instead of
-            # failing with "Too many connections" (the saver's own client would).
-            checkpoint_redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
-                settings.redis_url, max_connections=256, timeout=30))
-            saver = AsyncRedisSaver(redis_client=checkpoint_redis,
-                                    ttl={"default_ttl": settings.checkpoint_ttl_min, "refresh_on_read": True})
-            await saver.asetup()
+            saver = await stack.enter_async_context(
+                open_checkpointer(settings.redis_url, settings.checkpoint_ttl_min))
             await overhead(deps, saver, org)
             await prompt_growth(deps, saver, org)
             await concurrency(deps, saver, org)
 
 
 if __name__ == "__main__":
-    asyncio.run(serve_fake_openai() if "--fake-openai" in sys.argv else main())
+    run_async(serve_fake_openai() if "--fake-openai" in sys.argv else main())
