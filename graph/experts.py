@@ -56,10 +56,12 @@ class Experts:
 
 
 # Instructions are functions so they are rendered again before every model request: a tool that
-# proposes slots changes the ESTADO line the model reads on its next step.
-def _base(ctx: RunContext[ToolDeps]) -> str:
+# proposes slots changes the ESTADO line the model reads on its next step. They are async on
+# purpose: Pydantic AI runs sync ones in a worker thread, which under hundreds of concurrent
+# turns made the thread pool, not the model, the limit.
+async def _base(ctx: RunContext[ToolDeps]) -> str:
     return prompts.base(ctx.deps.ctx)
 
 
-def _context(ctx: RunContext[ToolDeps]) -> str:
+async def _context(ctx: RunContext[ToolDeps]) -> str:
     return prompts.context(ctx.deps.ctx, ctx.deps.state, ctx.deps.summary)

@@ -23,7 +23,7 @@ from typing import TypedDict
 
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, DefaultAioHttpClient
 from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.models.openai import OpenAIChatModel
@@ -175,7 +175,8 @@ async def concurrency(deps, saver, org) -> None:
                                                  stdout=asyncio.subprocess.PIPE)
     try:
         url = (await child.stdout.readline()).decode().strip()
-        client = AsyncOpenAI(base_url=url + "/v1", api_key="sk-bench", max_retries=0)
+        client = AsyncOpenAI(base_url=url + "/v1", api_key="sk-bench", max_retries=0,
+                             http_client=DefaultAioHttpClient())
         model = OpenAIChatModel("gpt-4o-mini", provider=OpenAIProvider(openai_client=client))
         receptionist = Receptionist(deps, saver, model=model)
         people = [await identity(deps, org, f"5733{i:08d}") for i in range(CONCURRENT_TURNS)]
