@@ -136,3 +136,27 @@ async def test_questions_and_greetings_without_a_booking(chat):
     assert "$120.000" in chat.text
     await chat.say("gracias")
     assert "gusto" in chat.text
+
+
+async def test_two_chats_racing_for_the_last_slot_one_wins_the_other_gets_alternatives(
+        deps, settings, clinic):
+    import asyncio
+
+    from storage import chats as chat_store
+
+    # One staff member left: the first offered slot is the last one at that hour.
+    await deps.pool.execute("update staff set active = false where name <> 'Laura Gómez'")
+    receptionist = Receptionist(deps, await redis_saver(settings))
+    racers = []
+    for phone, name in (("573001110001", "Ana"), ("573001110002", "Beto")):
+        await chat_store.upsert_identity(deps.pool, clinic, phone, name)
+        racer = Chat(deps, receptionist, clinic, phone)
+        await racer.say("quiero una cita para limpieza facial mañana en la tarde")
+        racers.append(racer)
+    assert racers[0].text.split("\n")[1] == racers[1].text.split("\n")[1]  # the same first slot
+    await asyncio.gather(*(racer.say("la primera") for racer in racers))
+    outcomes = sorted(racer.actions[-1] for racer in racers)
+    assert outcomes[0] == "booked" and outcomes[1] != "booked", outcomes
+    loser = next(r for r in racers if r.actions[-1] != "booked")
+    assert "1." in loser.text and "agendada" not in loser.text  # other times, no false confirmation
+    assert len(await confirmed(deps)) == 1
