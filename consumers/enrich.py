@@ -41,6 +41,14 @@ class EnrichStage:
             return await self.delivery_events.on_user_event(event, delivery)
         raise Poison(f"the inbound stream does not carry {event.type} events")
 
+    async def dead_lettered(self, event: StreamEvent) -> None:
+        """An inbound message given up on no longer holds its chat's next turn back."""
+        if isinstance(event, InboundMessage):
+            await turns.hand_off(
+                self.deps.redis, org=event.org, chat=event.phone, provider_id=event.provider_id,
+                message_id=None, sent_at_ms=event.sent_at_ms, now_ms=self.deps.now_ms(),
+                debounce=debounce_of(self.deps))
+
     async def message(self, event: InboundMessage) -> str | None:
         deps = self.deps
         identity = await chats.upsert_identity(deps.pool, event.org, event.phone, event.name)

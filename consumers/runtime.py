@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ops import metrics
 from storage import keys
@@ -91,11 +93,13 @@ async def register_org(redis: aioredis.Redis, org: str) -> None:
 
 class StageWorker:
     def __init__(self, redis: aioredis.Redis, config: StageConfig, handler: Handler,
-                 consumer: str) -> None:
+                 consumer: str,
+                 on_dead_letter: Callable[[StreamEvent], Awaitable[None]] | None = None) -> None:
         self.redis = redis
         self.config = config
         self.handler = handler
         self.consumer = consumer
+        self.on_dead_letter = on_dead_letter  # the stage's own clean-up for an entry given up on
         self._orgs: set[str] = set()
         self._queues: dict[str, deque[_Entry]] = {}
         self._runners: dict[str, asyncio.Task[None]] = {}
@@ -135,6 +139,7 @@ class StageWorker:
             await self._drain()
 
     async def _read_loop(self, stop: asyncio.Event) -> None:
+        outage_s = 0.0
         while not stop.is_set():
             if len(self._in_flight) >= self.config.concurrency:
                 self._capacity.clear()
@@ -151,12 +156,21 @@ class StageWorker:
                 replies = await self.redis.xreadgroup(
                     self.group, self.consumer, {s: ">" for s in streams},
                     count=count, block=self.config.block_ms)
+                outage_s = 0.0
             except ResponseError as exc:
                 if "NOGROUP" in str(exc):  # a stream was deleted; recreate the groups
                     self._orgs = set()
                     await self._refresh_orgs()
                     continue
                 raise
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                # Redis restarting or failing over: keep trying; never let the stage die.
+                outage_s = min(self.config.retry_max_s, max(0.1, outage_s * 2))
+                metrics.dependency_errors.labels("redis", type(exc).__name__).inc()
+                log.warning("%s: cannot read from Redis (%s); again in %.1fs", self.group, exc,
+                            outage_s)
+                await _wait_any(stop.wait(), asyncio.sleep(outage_s))
+                continue
             for stream, entries in replies or []:
                 for entry_id, fields in entries:
                     self._dispatch(_Entry(stream, entry_id, fields, deliveries=1))
@@ -248,13 +262,27 @@ class StageWorker:
             self._runners[key] = asyncio.create_task(self._run_key(key))
 
     async def _run_key(self, key: str) -> None:
-        """Handle one chat's entries in order; the task ends when its queue is empty."""
+        """Handle one chat's entries in order; the task ends when its queue is empty.
+
+        An entry left pending (shutdown, or an ack that failed) stops its chat's queue: the
+        entries behind it stay in flight and are handed back together, so their order holds.
+        """
         queue = self._queues[key]
         try:
             while queue:
                 entry = queue[0]
-                async with self._slots:
-                    await self._handle(entry)
+                try:
+                    async with self._slots:
+                        finished = await self._handle(entry)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 - an ack or dead-letter write failed
+                    log.exception("%s: could not settle %s %s; it stays pending", self.group,
+                                  entry.stream, entry.entry_id)
+                    finished = False
+                if not finished:
+                    self._abandon(queue)
+                    return
                 queue.popleft()
                 self._release(entry)
         finally:
@@ -262,17 +290,26 @@ class StageWorker:
                 self._queues.pop(key, None)
             self._runners.pop(key, None)
 
+    def _abandon(self, queue: deque[_Entry]) -> None:
+        """Leave these entries pending for another worker, in order, without waiting for them."""
+        if not self._stopping:
+            # Not shutting down: let the normal claim path retry them after claim_idle_ms.
+            for entry in queue:
+                self._release(entry)
+            queue.clear()
+
     def _release(self, entry: _Entry) -> None:
         self._in_flight.pop(entry.entry_id, None)
         metrics.stage_in_flight.labels(self.group).set(len(self._in_flight))
         self._capacity.set()
 
-    async def _handle(self, entry: _Entry) -> None:
+    async def _handle(self, entry: _Entry) -> bool:
+        """Handle one entry; True once it is settled (acknowledged or dead-lettered)."""
         started = time.monotonic()
         event = entry.event
         if event is None:
             await self._dead_letter(entry, None, entry.decode_error or "undecodable entry")
-            return
+            return True
         attempts = self.config.retry_attempts
         for attempt in range(1, attempts + 1):
             delivery = Delivery(entry.stream, entry.entry_id, entry.deliveries, attempt)
@@ -282,24 +319,25 @@ class StageWorker:
                 raise
             except Poison as exc:
                 await self._dead_letter(entry, event, f"poison: {exc}")
-                return
+                return True
             except Exception as exc:  # noqa: BLE001 - the loop boundary: every failure is retried
                 reason = f"{type(exc).__name__}: {exc}"
                 if attempt == attempts:
                     log.error("%s: %s %s failed on its last attempt", self.group, entry.stream,
                               entry.entry_id, exc_info=not isinstance(exc, Retry))
                     await self._dead_letter(entry, event, reason)
-                    return
+                    return True
                 self._outcome("retried", entry, reason, attempt=attempt,
                               exc_info=not isinstance(exc, Retry))
                 if self._stopping:
-                    return  # leave it pending: another worker picks it up
+                    return False  # left pending: handed back with the rest of its chat
                 await asyncio.sleep(self._backoff_s(attempt))
                 continue
             await _shielded(self.redis.xack(entry.stream, self.group, entry.entry_id))
             metrics.stage_seconds.labels(self.group).observe(time.monotonic() - started)
             self._outcome(outcome or "acked", entry)
-            return
+            return True
+        return False
 
     def _backoff_s(self, attempt: int) -> float:
         base = min(self.config.retry_max_s, self.config.retry_base_s * 2 ** (attempt - 1))
@@ -322,6 +360,12 @@ class StageWorker:
 
         await _shielded(move())
         self._outcome("dead_lettered", entry, error)
+        if self.on_dead_letter and event is not None:
+            try:
+                await self.on_dead_letter(event)
+            except Exception:  # noqa: BLE001 - the dead letter itself is safe already
+                log.exception("%s: clean-up after dead-lettering %s failed", self.group,
+                              entry.entry_id)
 
     def _outcome(self, outcome: str, entry: _Entry, error: str | None = None, *,
                  attempt: int | None = None, exc_info: bool = False) -> None:

@@ -109,7 +109,7 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
         if "enrich" in roles:
             enrich = EnrichStage(deps, understander=build_understander(deps))
             workers.append(StageWorker(deps.redis, stage_config(settings, "enrich", "inbound"),
-                                       enrich.handle, consumer))
+                                       enrich.handle, consumer, on_dead_letter=enrich.dead_lettered))
         if "agent" in roles:
             saver = await stack.enter_async_context(
                 open_checkpointer(settings.redis_url, settings.checkpoint_ttl_min))
