@@ -42,6 +42,14 @@ class AgentStage:
             await self._finish(event, [])
             metrics.turns.labels("bot_off").inc()
             return "skipped_bot_off"
+        lease_ms = int(deps.settings.turn_lease_s * 1000)
+        if not await turns.take_lease(deps.redis, org=event.org, chat=event.chat,
+                                      turn_id=event.turn_id, message_ids=event.message_ids,
+                                      now_ms=deps.now_ms(), lease_ms=lease_ms):
+            # A later turn of this chat is running (this one waited past its lease): its
+            # messages now join the chat's next turn instead of racing it.
+            metrics.turns.labels("merged_into_next").inc()
+            return "merged_into_next_turn"
         texts = await chats.message_texts(deps.pool, event.org, event.message_ids)
         turn = TurnInput(org=event.org, chat=event.chat, contact_id=identity.contact_id,
                          identity_id=identity.id, turn_id=event.turn_id, texts=texts)
@@ -91,5 +99,11 @@ class AgentStage:
         lease_s = self.deps.settings.turn_lease_s
         while True:
             await asyncio.sleep(lease_s / 3)
-            await turns.extend_lease(self.deps.redis, org=event.org, chat=event.chat,
-                                     turn_id=event.turn_id, lease_ms=int(lease_s * 1000))
+            try:
+                kept = await turns.extend_lease(self.deps.redis, org=event.org, chat=event.chat,
+                                                turn_id=event.turn_id, lease_ms=int(lease_s * 1000))
+            except Exception:  # noqa: BLE001 - try again at the next beat
+                log.exception("could not extend the lease of turn %s", event.turn_id)
+                continue
+            if not kept:
+                log.warning("turn %s of %s lost its chat's lease", event.turn_id, event.chat)

@@ -98,10 +98,17 @@ class DeliveryEvents:
 
     async def on_keyword(self, *, org: str, phone: str, contact_id: str, provider_id: str,
                          status: str) -> None:
-        """A STOP or START message: record it and confirm once (not again if nothing changed)."""
-        changed = await consent.record(self.deps.pool, org=org, contact_id=contact_id,
-                                       status=status, source="keyword")  # type: ignore[arg-type]
-        if not changed:
+        """A STOP or START message: record it and confirm once (not again if nothing changed).
+
+        The keyword message's id is kept as the consent's detail: a redelivery of that same
+        message (its worker died before the confirmation was queued) confirms again, and the
+        sender's idempotency key makes that one message.
+        """
+        previous = await consent.record(self.deps.pool, org=org, contact_id=contact_id,
+                                        status=status, source="keyword",  # type: ignore[arg-type]
+                                        detail=provider_id)
+        changed = previous is None or previous[0] != status
+        if not changed and previous[1] != provider_id:
             return
         text = OPT_OUT_CONFIRMATION if status == "opted_out" else OPT_IN_CONFIRMATION
         await streams.publish(self.deps.redis, OutboundMessage(

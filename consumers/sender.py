@@ -92,7 +92,8 @@ class SenderStage:
                     row: outbound.OutgoingRow, delivery: Delivery) -> str | None:
         deps = self.deps
         timeout_s = deps.settings.gupshup_timeout_s
-        await outbound.mark_sending(deps.pool, row.id)
+        if not await outbound.mark_sending(deps.pool, row.id):
+            return self._count(event, "duplicate")  # the same message, handled elsewhere
         try:
             if event.template_id:
                 accepted = await gupshup_api.send_template(

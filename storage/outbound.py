@@ -39,8 +39,13 @@ async def claim(pool: asyncpg.Pool, *, org: str, identity: Identity, idempotency
     return OutgoingRow(**dict(row))
 
 
-async def mark_sending(pool: asyncpg.Pool, row_id: str) -> None:
-    await pool.execute("update chat_messages set send_started_at = now() where id = $1::uuid", row_id)
+async def mark_sending(pool: asyncpg.Pool, row_id: str) -> bool:
+    """Claim the right to send this row; False if another handler already has it (or sent it)."""
+    claimed = await pool.fetchval(
+        "update chat_messages set send_started_at = now() where id = $1::uuid"
+        " and send_started_at is null and provider_message_id is null"
+        " and not (artifacts ? 'dropped') returning true", row_id)
+    return bool(claimed)
 
 
 async def clear_sending(pool: asyncpg.Pool, row_id: str) -> None:

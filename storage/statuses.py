@@ -93,29 +93,42 @@ class StatusWriter:
         self.max_flushers = max_flushers  # batches in flight at once, each on its own connection
         self._waiting: list[tuple[tuple, asyncio.Future]] = []
         self._flushers: set[asyncio.Task] = set()
+        self._active = 0  # flushers still taking work; counted down before they stop looking
 
     async def apply(self, *, org: str, provider_id: str, gs_id: str | None, status: str,
                     at_ms: int, code: int | None = None, reason: str | None = None) -> Applied | None:
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._waiting.append((_args(org, provider_id, gs_id, status, at_ms, code, reason), future))
-        if len(self._flushers) < self.max_flushers:
-            flusher = asyncio.create_task(self._flush())
-            self._flushers.add(flusher)
-            flusher.add_done_callback(self._flushers.discard)
+        if self._active < self.max_flushers:
+            self._start_flusher()
         return _applied(org, await future)
 
+    def _start_flusher(self) -> None:
+        self._active += 1
+        flusher = asyncio.create_task(self._flush())
+        self._flushers.add(flusher)  # keeps a reference until it ends
+        flusher.add_done_callback(self._flushers.discard)
+
     async def _flush(self) -> None:
-        while self._waiting:
-            batch, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]
-            try:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    rows = [await conn.fetchrow(_APPLY, *args) for args, _ in batch]
-            except Exception:  # noqa: BLE001 - one bad event must not fail its neighbours
-                await self._one_by_one(batch)
-                continue
-            for (_, future), row in zip(batch, rows):
-                if not future.done():
-                    future.set_result(row)
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]
+                await self._write(batch)
+        finally:
+            # Counted down in the same step as the last look at `_waiting`: a caller arriving
+            # now sees the free place and starts a flusher, so no event is left waiting.
+            self._active -= 1
+
+    async def _write(self, batch: list[tuple[tuple, asyncio.Future]]) -> None:
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                rows = [await conn.fetchrow(_APPLY, *args) for args, _ in batch]
+        except Exception:  # noqa: BLE001 - one bad event must not fail its neighbours
+            await self._one_by_one(batch)
+            return
+        for (_, future), row in zip(batch, rows):
+            if not future.done():
+                future.set_result(row)
 
     async def _one_by_one(self, batch: list[tuple[tuple, asyncio.Future]]) -> None:
         for args, future in batch:

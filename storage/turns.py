@@ -11,7 +11,6 @@ All keys of one call carry the same `{org}` hash tag: legal in Redis Cluster.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -47,8 +46,11 @@ return 1
 # ARGV: chat, now_ms, turn_id, lease_ms, max_wait_ms, retry_ms, org
 _FLUSH = """
 local chat = ARGV[1]
-if redis.call('EXISTS', KEYS[5]) == 1 then
-  redis.call('ZREM', KEYS[3], chat)   -- `finish` schedules it again when the turn ends
+local lease_ms = redis.call('PTTL', KEYS[5])
+if lease_ms > 0 then
+  -- `finish` brings it forward when the turn ends; if the turn never ends (its worker gave up),
+  -- the chat comes due again when the lease runs out, so no message is stranded.
+  redis.call('ZADD', KEYS[3], tonumber(ARGV[2]) + lease_ms, chat)
   return 'busy'
 end
 local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
@@ -92,6 +94,21 @@ if redis.call('ZCARD', KEYS[4]) > 0 then
   redis.call('ZADD', KEYS[6], due, ARGV[2])
 end
 return sent
+"""
+
+# KEYS: turn_lease, pending, due. ARGV: turn_id, lease_ms, now_ms, chat, message ids...
+# The agent takes its turn's lease when it starts (it was set at flush; the turn may have waited
+# on the stream longer than the lease). If another turn of the chat holds it, this turn's
+# messages go back to the front of the pending burst instead of running alongside it.
+_TAKE = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+for i = 5, #ARGV do redis.call('ZADD', KEYS[2], 0, ARGV[i]) end
+redis.call('ZADD', KEYS[3], tonumber(ARGV[3]) + redis.call('PTTL', KEYS[1]), ARGV[4])
+return 0
 """
 
 # KEYS: turn_lease. ARGV: turn_id, lease_ms
@@ -151,6 +168,14 @@ async def finish(redis: aioredis.Redis, *, org: str, chat: str, turn_id: str,
         TURN_DONE_TTL_S, *args))
 
 
+async def take_lease(redis: aioredis.Redis, *, org: str, chat: str, turn_id: str,
+                     message_ids: list[str], now_ms: int, lease_ms: int) -> bool:
+    """Hold the chat for this turn; False (messages put back for the next turn) if another has it."""
+    return bool(await redis.eval(
+        _TAKE, 3, keys.turn_lease(org, chat), keys.pending(org, chat), keys.due(org),
+        turn_id, lease_ms, now_ms, chat, *message_ids))
+
+
 async def extend_lease(redis: aioredis.Redis, *, org: str, chat: str, turn_id: str,
                        lease_ms: int) -> bool:
     return bool(await redis.eval(_EXTEND, 1, keys.turn_lease(org, chat), turn_id, lease_ms))
@@ -158,8 +183,3 @@ async def extend_lease(redis: aioredis.Redis, *, org: str, chat: str, turn_id: s
 
 async def turn_in_flight(redis: aioredis.Redis, org: str, chat: str) -> str | None:
     return await redis.get(keys.turn_lease(org, chat))
-
-
-def turn_payload_ids(data: str) -> list[str]:
-    """The message ids of a turn entry written by the flush script (for tests and tools)."""
-    return list(json.loads(data)["message_ids"])
