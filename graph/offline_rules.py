@@ -182,7 +182,7 @@ _ACTION_TEXT = {
     "appointments_listed": lambda d: ("Tus próximas citas:\n" + "\n".join(f"{a['n']}. {a['label']}" for a in d["appointments"])
                                       if d["appointments"] else "No tienes citas próximas con nosotros."),
     "cancelled": lambda d: f"Listo, tu cita de {d['service']} del {d['when']} quedó cancelada. ¿Te ayudo con algo más?",
-    "rescheduled": lambda d: f"¡Hecho! Tu cita de {d['service']} quedó para el {d['when']}. ¡Te esperamos!",
+    "rescheduled": lambda d: f"¡Hecho! Tu cita de {d['service']} quedó para el {d['when']}: ¡te esperamos!",
     "name_saved": lambda d: "",
     "retry": lambda d: "",
 }
