@@ -58,11 +58,12 @@ class AgentStage:
             result = await self.receptionist.run_turn(turn)
         finally:
             keeper.cancel()
+        reply = [text for text in result.replies if text.strip()]
         outbound = [
-            OutboundMessage(org=event.org, phone=event.chat, text=text, turn_id=event.turn_id,
-                            idempotency_key=f"{event.turn_id}:{i}")
-            for i, text in enumerate(result.replies) if text.strip()
-        ]
+            # One entry for the whole reply: its parts go out in order from one sender.
+            OutboundMessage(org=event.org, phone=event.chat, text=reply[0], more_texts=reply[1:],
+                            turn_id=event.turn_id, idempotency_key=f"{event.turn_id}:reply")
+        ] if reply else []
         if result.escalation:
             outbound.append(await self._escalation(event, result.escalation))
         await self._finish(event, outbound)

@@ -21,6 +21,16 @@ from storage.orgs import Connection, ConnectionsByOrg
 log = logging.getLogger(__name__)
 
 
+def parts_of(event: OutboundMessage) -> list[OutboundMessage]:
+    """The message, then each further part as its own message with its own idempotency key."""
+    first = event.model_copy(update={"more_texts": []})
+    rest = [event.model_copy(update={
+        "text": text, "more_texts": [], "idempotency_key": f"{event.idempotency_key}:{i}",
+        "purpose": "continuation", "escalation": None})
+        for i, text in enumerate(event.more_texts, start=1)]
+    return [first, *rest]
+
+
 class SenderStage:
     def __init__(self, deps: Deps, api_url: str) -> None:
         self.deps = deps
@@ -30,10 +40,19 @@ class SenderStage:
     async def handle(self, event: StreamEvent, delivery: Delivery) -> str | None:
         if not isinstance(event, OutboundMessage):
             raise Poison(f"the outbound stream carries outbound messages, not {event.type}")
-        deps = self.deps
         connection = await self.connections.get(event.org)
         if connection is None:
             raise Poison(f"organization {event.org} has no active WhatsApp connection")
+        outcome = None
+        for part in parts_of(event):
+            # A part that must be retried raises: on the next delivery the parts already sent
+            # are recognised as duplicates, so the order holds and nothing repeats.
+            outcome = await self._deliver(part, connection, delivery)
+        return outcome
+
+    async def _deliver(self, event: OutboundMessage, connection: Connection,
+                       delivery: Delivery) -> str | None:
+        deps = self.deps
         identity = await chats.upsert_identity(deps.pool, event.org, event.phone, None)
         row = await outbound.claim(deps.pool, org=event.org, identity=identity,
                                    idempotency_key=event.idempotency_key, text=event.text,
@@ -51,6 +70,10 @@ class SenderStage:
             log.info("not sending %s to %s: %s", event.idempotency_key, event.phone, refusal)
             return self._count(event, "dropped")
         event = self._within_window(event, identity, connection)
+        if event.template_id and event.purpose == "continuation":
+            await outbound.mark_dropped(
+                deps.pool, row.id, "outside the 24-hour window: only the first part goes, as a template")
+            return self._count(event, "dropped_window")
         if event.text is None and event.template_id is None:
             await outbound.mark_dropped(
                 deps.pool, row.id, "outside the 24-hour window and no template is configured")

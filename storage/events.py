@@ -91,6 +91,9 @@ class OutboundMessage(BaseModel):
     phone: str
     idempotency_key: str
     text: str | None = None
+    # Further parts of the same reply (a long answer split for WhatsApp): one entry, so one
+    # sender sends them in order, whichever process it is.
+    more_texts: list[str] = Field(default_factory=list)
     template_id: str | None = None
     template_params: list[str] = Field(default_factory=list)
     turn_id: str | None = None

@@ -85,3 +85,22 @@ async def test_a_send_interrupted_by_a_crash_is_not_repeated(system, make_org, g
         row = await eventually(lambda: _failed(deps, "crashed"))
     assert "outcome unknown" in row["error_reason"]
     assert gupshup.sent == []
+
+
+async def test_a_long_reply_goes_out_in_order_once_even_when_a_part_is_retried(
+        system, make_org, gupshup, deps):
+    org = await make_org("DemoApp")
+    await _open_window(deps, org)
+    async with system(roles=("sender",), recipient_interval_ms=300):
+        await streams.publish(deps.redis, OutboundMessage(
+            org=org, phone=PHONE, text="parte 1", more_texts=["parte 2", "parte 3"],
+            idempotency_key="long-1"), "outbound")
+        await gupshup.wait_for_sent(1, timeout_s=10)
+        gupshup.fail_next(500, times=1)  # the second part's first try: the entry is retried
+        await gupshup.wait_for_sent(3, timeout_s=10)
+        await asyncio.sleep(0.5)
+    assert [m.message["text"] for m in gupshup.sent] == ["parte 1", "parte 2", "parte 3"]
+    assert len(gupshup.requests_to("/wa/api/v1/msg")) == 4  # part 2 was refused once
+    keys = await deps.pool.fetch("select idempotency_key from chat_messages"
+                                 " where direction = 'outbound' order by created_at")
+    assert [k["idempotency_key"] for k in keys] == ["long-1", "long-1:1", "long-1:2"]
