@@ -91,6 +91,44 @@ async def register_org(redis: aioredis.Redis, org: str) -> None:
     await redis.sadd(keys.ORG_REGISTRY, org)
 
 
+class Acker:
+    """Acknowledges entries in batches: one XACK per stream for all entries settled meanwhile.
+
+    An acknowledgement only ever follows a durable effect; batching merely delays it by a loop
+    turn or two. If the process dies first, the entry is delivered again, and every stage is
+    idempotent, so nothing shows twice.
+    """
+
+    def __init__(self, redis: aioredis.Redis, group: str) -> None:
+        self.redis = redis
+        self.group = group
+        self._pending: dict[str, list[str]] = {}
+        self._flusher: asyncio.Task[None] | None = None
+
+    def ack(self, stream: str, entry_id: str) -> None:
+        self._pending.setdefault(stream, []).append(entry_id)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        while self._pending:
+            await asyncio.sleep(0)  # let this loop turn's other acks join the batch
+            batch, self._pending = self._pending, {}
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for stream, ids in batch.items():
+                        pipe.xack(stream, self.group, *ids)
+                    await pipe.execute()
+            except Exception:  # noqa: BLE001 - unacknowledged entries are claimed back later
+                log.exception("%s: acknowledging %d entries failed; they will be redelivered",
+                              self.group, sum(len(ids) for ids in batch.values()))
+
+    async def close(self) -> None:
+        """Wait for the acks in flight (shutdown)."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
+
+
 class StageWorker:
     def __init__(self, redis: aioredis.Redis, config: StageConfig, handler: Handler,
                  consumer: str,
@@ -100,6 +138,7 @@ class StageWorker:
         self.handler = handler
         self.consumer = consumer
         self.on_dead_letter = on_dead_letter  # the stage's own clean-up for an entry given up on
+        self.acker = Acker(redis, config.stage)
         self._orgs: set[str] = set()
         self._queues: dict[str, deque[_Entry]] = {}
         self._runners: dict[str, asyncio.Task[None]] = {}
@@ -333,7 +372,7 @@ class StageWorker:
                     return False  # left pending: handed back with the rest of its chat
                 await asyncio.sleep(self._backoff_s(attempt))
                 continue
-            await _shielded(self.redis.xack(entry.stream, self.group, entry.entry_id))
+            self.acker.ack(entry.stream, entry.entry_id)
             metrics.stage_seconds.labels(self.group).observe(time.monotonic() - started)
             self._outcome(outcome or "acked", entry)
             return True
@@ -390,6 +429,7 @@ class StageWorker:
             for task in still:
                 task.cancel()
             await asyncio.gather(*still, return_exceptions=True)
+        await self.acker.close()
         left = list(self._in_flight.values())
         if left:
             # Mark them idle for longer than claim_idle_ms: the next claim by any worker takes them.
