@@ -115,7 +115,7 @@ def escalation_reason(t: str) -> str:
 
 def ask_which(listed: list[dict], verb: str) -> str:
     lines = [f"{a['n']}. {a['label']}" for a in listed]
-    return f"Tienes estas citas:\n" + "\n".join(lines) + f"\n\n¿Cuál quieres {verb}? Respóndeme con el número."
+    return "Tienes estas citas:\n" + "\n".join(lines) + f"\n\n¿Cuál quieres {verb}? Respóndeme con el número."
 
 
 def compose(turn: Any, greet: bool = False) -> str:

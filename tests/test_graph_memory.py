@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import pydantic_ai.models
 import pytest
 from pydantic_ai.messages import ModelResponse, ToolCallPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel

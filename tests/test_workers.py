@@ -72,7 +72,7 @@ async def test_killed_worker_leaves_its_entry_to_another_and_one_reply_goes_out(
         system, make_org, gupshup, deps, settings):
     org = await make_org("clinic")
     await _worker_stuck_on_a_message(settings, deps, org, signal.SIGKILL)
-    async with system() as s:  # another worker: claims the entry back after the idle timeout
+    async with system():  # another worker: claims the entry back after the idle timeout
         sent = await gupshup.wait_for_sent(1, timeout_s=20)
         await asyncio.sleep(1.0)
     assert len(gupshup.sent) == 1 and sent[0].message["text"].startswith("¡Hola")
@@ -89,7 +89,7 @@ async def test_sigterm_hands_unfinished_work_back_at_once(system, make_org, gups
     code = await _worker_stuck_on_a_message(settings, deps, org, signal.SIGTERM,
                                             claim_idle_ms=long_idle_ms)
     assert code == 0
-    async with system(claim_idle_ms=long_idle_ms) as s:
+    async with system(claim_idle_ms=long_idle_ms):
         sent = await gupshup.wait_for_sent(1, timeout_s=20)
         await asyncio.sleep(0.5)
     assert len(gupshup.sent) == 1 and sent[0].message["text"].startswith("¡Hola")
@@ -108,7 +108,7 @@ async def test_sigterm_stops_a_worker_cleanly(make_org, deps, settings):
 
 async def test_a_flooding_tenant_does_not_hold_up_another(system, make_org, gupshup, deps):
     flooding = await make_org("flood")
-    quiet = await make_org("quiet")
+    await make_org("quiet")
     backlog = 10_000
     async with deps.redis.pipeline(transaction=False) as pipe:
         for i in range(backlog):
