@@ -22,7 +22,7 @@ from graph import nodes
 from graph.state import TurnContext
 from ops import metrics
 from ops.deps import Deps
-from storage import crm, keys, memory
+from storage import catalog, chats, keys, memory
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class Receptionist:
         self.model = model if model is not None else build_model(deps.settings)
         self.experts = Experts(self.model, deps.settings)
         self.graph = nodes.build_graph(self.experts, checkpointer, deps.settings.summary_every_turns)
-        self._orgs: dict[str, crm.OrgProfile] = {}
+        self._orgs: dict[str, catalog.OrgProfile] = {}
 
     async def run_turn(self, turn: TurnInput) -> TurnResult:
         config = {"configurable": {"thread_id": keys.checkpoint_thread(turn.org, turn.chat)},
@@ -72,14 +72,14 @@ class Receptionist:
         deps = self.deps
         org = self._orgs.get(turn.org)
         if org is None:
-            org = await crm.org_profile(deps.pool, turn.org)
+            org = await catalog.org_profile(deps.pool, turn.org)
             if org is None:
                 raise LookupError(f"organization {turn.org} does not exist")
             self._orgs[turn.org] = org  # timezone and name change rarely; a restart picks them up
         n = deps.settings.memory_messages
         recent = await memory.recent_messages(deps.redis, deps.pool, turn.org, turn.chat, n + len(turn.texts))
         recent = _without_this_turn(recent, turn.texts)[-n:]
-        name = await crm.contact_name(deps.pool, turn.org, turn.contact_id)
+        name = await chats.contact_name(deps.pool, turn.org, turn.contact_id)
         now = datetime.fromtimestamp(deps.clock(), org.tz)
         return TurnContext(deps=deps, turn=turn, org=org, now=now, recent=recent, contact_name=name)
 

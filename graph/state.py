@@ -13,7 +13,7 @@ from typing import Literal, TypedDict
 
 from graph.contract import TurnInput
 from ops.deps import Deps
-from storage.crm import OrgProfile
+from storage.catalog import OrgProfile
 
 Flow = Literal["knowledge", "appointment", "escalation"]
 FLOWS: tuple[Flow, ...] = ("knowledge", "appointment", "escalation")

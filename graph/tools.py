@@ -17,7 +17,7 @@ from pydantic_ai import ModelRetry, RunContext
 from graph import replies, timeparse
 from graph.state import ToolDeps
 from ops import metrics
-from storage import crm
+from storage import appointments, catalog, chats
 
 log = logging.getLogger(__name__)
 Ctx = RunContext[ToolDeps]
@@ -40,7 +40,7 @@ def counted(fn):
     return wrapper
 
 
-def _service_view(service: crm.Service) -> dict:
+def _service_view(service: catalog.Service) -> dict:
     return {"id": service.id, "name": service.name, "duration_minutes": service.duration_minutes,
             "price": replies.price(service.price, service.currency)}
 
@@ -50,7 +50,7 @@ async def search_knowledge(ctx: Ctx, query: str) -> dict:
     """Busca en los servicios (precio, duración) y en las preguntas frecuentes del negocio
     (dirección, pagos, políticas). Úsala para cualquier pregunta sobre el negocio."""
     t = ctx.deps.ctx
-    hits = await crm.search_knowledge(t.deps.pool, t.org.id, query)
+    hits = await catalog.search_knowledge(t.deps.pool, t.org.id, query)
     results = []
     for hit in hits:
         if hit.service:
@@ -67,9 +67,9 @@ async def search_knowledge(ctx: Ctx, query: str) -> dict:
 async def business_info(ctx: Ctx) -> dict:
     """Nombre, horario de atención, servicios con precios y preguntas frecuentes del negocio."""
     t = ctx.deps.ctx
-    hours = await crm.business_hours(t.deps.pool, t.org.id)
-    services = await crm.list_services(t.deps.pool, t.org.id)
-    faq = await crm.faq_answers(t.deps.pool, t.org.id)
+    hours = await catalog.business_hours(t.deps.pool, t.org.id)
+    services = await catalog.list_services(t.deps.pool, t.org.id)
+    faq = await catalog.faq_answers(t.deps.pool, t.org.id)
     return {"nombre": t.org.name,
             "horario": [f"{replies.WEEKDAYS[d]}: {o.strftime('%H:%M')} a {c.strftime('%H:%M')}"
                         for d, o, c in hours],
@@ -90,19 +90,19 @@ async def check_availability(ctx: Ctx, service: str | None = None, when: str | N
     changed_from = None
     if appointment is not None:
         listed = _listed(d, appointment)
-        appt = await crm.list_appointments(pool, org, t.turn.contact_id, since=None, limit=50)
+        appt = await appointments.list_appointments(pool, org, t.turn.contact_id, since=None, limit=50)
         mine = next((a for a in appt if a.id == listed["id"]), None)
         if mine is None:
             raise ModelRetry("esa cita ya no existe; vuelve a listar las citas")
-        found = await crm.get_service(pool, org, mine.service_id)
+        found = await catalog.get_service(pool, org, mine.service_id)
         d.state["reschedule_of"] = appointment
         d.state["service"] = _service_view(found)
     elif service and service.strip():
-        found = await crm.find_service(pool, org, service)
+        found = await catalog.find_service(pool, org, service)
         current = d.state.get("service")
         if found is None and current is None:
-            options = [s.name for s, _ in await crm.search_services(pool, org, service, 4)]
-            options = options or [s.name for s in await crm.list_services(pool, org)]
+            options = [s.name for s, _ in await catalog.search_services(pool, org, service, 4)]
+            options = options or [s.name for s in await catalog.list_services(pool, org)]
             return d.act("service_needed", options=options)
         if found is not None and (current is None or current["id"] != found.id):
             changed_from = current["name"] if current else None
@@ -110,17 +110,17 @@ async def check_availability(ctx: Ctx, service: str | None = None, when: str | N
             if d.state.get("reschedule_of") is None:
                 d.state["purpose"] = None
     if d.state.get("service") is None:
-        options = [s.name for s in await crm.list_services(pool, org)]
+        options = [s.name for s in await catalog.list_services(pool, org)]
         return d.act("service_needed", options=options)
     understood = timeparse.parse(when or "", t.now).understood if when else False
     if understood:
         d.state["window"] = when
     window_text = d.state.get("window") or ""
     window = timeparse.parse(window_text, t.now)
-    chosen = await crm.get_service(pool, org, d.state["service"]["id"])
+    chosen = await catalog.get_service(pool, org, d.state["service"]["id"])
     settings = t.deps.settings
     not_before = t.now + timedelta(minutes=settings.booking_lead_min)
-    slots = await crm.availability(pool, org=org, service=chosen, tz=t.org.tz, days=window.days,
+    slots = await appointments.availability(pool, org=org, service=chosen, tz=t.org.tz, days=window.days,
                                    time_from=window.time_from, time_to=window.time_to,
                                    not_before=not_before, prefer=window.prefer,
                                    step_min=settings.slot_step_min)
@@ -128,7 +128,7 @@ async def check_availability(ctx: Ctx, service: str | None = None, when: str | N
     if not slots:
         # Nothing in the asked window: offer the next week rather than a dead end.
         days = [max(window.days) + timedelta(days=i + 1) for i in range(7)]
-        slots = await crm.availability(pool, org=org, service=chosen, tz=t.org.tz, days=days,
+        slots = await appointments.availability(pool, org=org, service=chosen, tz=t.org.tz, days=days,
                                        time_from=window.time_from, time_to=window.time_to,
                                        not_before=not_before, step_min=settings.slot_step_min)
         note = "sin_cupo_en_lo_pedido"
@@ -140,7 +140,7 @@ async def check_availability(ctx: Ctx, service: str | None = None, when: str | N
                  slots=[{"n": i + 1, "label": s["label"]} for i, s in enumerate(d.state["proposed_slots"])])
 
 
-def _slot_view(slot: crm.Slot, tz) -> dict:
+def _slot_view(slot: appointments.Slot, tz) -> dict:
     return {"starts_at": slot.starts_at.isoformat(), "staff_id": slot.staff_id,
             "label": replies.when(slot.starts_at, tz)}
 
@@ -173,10 +173,10 @@ async def book_appointment(ctx: Ctx, slot: int, customer_name: str | None = None
     if not name:
         d.state["chosen_slot"] = slot
         return d.act("name_needed", slot=chosen["label"])
-    service = await crm.get_service(t.deps.pool, t.org.id, d.state["service"]["id"])
+    service = await catalog.get_service(t.deps.pool, t.org.id, d.state["service"]["id"])
     d.bookings += 1
     key = f"{t.turn.turn_id}:{d.bookings}"
-    booked = await crm.book(t.deps.pool, org=t.org.id, contact_id=t.turn.contact_id, service=service,
+    booked = await appointments.book(t.deps.pool, org=t.org.id, contact_id=t.turn.contact_id, service=service,
                             starts_at=datetime.fromisoformat(chosen["starts_at"]), idempotency_key=key,
                             preferred_staff=chosen["staff_id"],
                             contact_name=name if customer_name else None)
@@ -197,7 +197,7 @@ async def save_contact_name(ctx: Ctx, name: str) -> dict:
     d, t = ctx.deps, ctx.deps.ctx
     if not name.strip() or len(name) > 120:
         raise ModelRetry("el nombre está vacío o es demasiado largo")
-    await crm.save_contact_name(t.deps.pool, t.org.id, t.turn.contact_id, name)
+    await chats.save_contact_name(t.deps.pool, t.org.id, t.turn.contact_id, name)
     d.state["contact_name"] = name.strip()
     return d.act("name_saved", name=name.strip())
 
@@ -206,7 +206,7 @@ async def save_contact_name(ctx: Ctx, name: str) -> dict:
 async def list_my_appointments(ctx: Ctx, purpose: str = "ver") -> dict:
     """Las próximas citas del cliente, numeradas. `purpose`: "ver", "cancelar" o "reprogramar"."""
     d, t = ctx.deps, ctx.deps.ctx
-    upcoming = await crm.list_appointments(t.deps.pool, t.org.id, t.turn.contact_id,
+    upcoming = await appointments.list_appointments(t.deps.pool, t.org.id, t.turn.contact_id,
                                            since=t.now - timedelta(hours=1))
     d.state["appointments"] = [{"id": a.id, "label": f"{a.service_name}, {replies.when(a.starts_at, t.org.tz)}"}
                                for a in upcoming]
@@ -220,7 +220,7 @@ async def list_my_appointments(ctx: Ctx, purpose: str = "ver") -> dict:
 async def my_past_appointments(ctx: Ctx) -> dict:
     """Historial de citas del cliente (pasadas y canceladas incluidas), la más reciente primero."""
     t = ctx.deps.ctx
-    history = await crm.list_appointments(t.deps.pool, t.org.id, t.turn.contact_id, limit=10)
+    history = await appointments.list_appointments(t.deps.pool, t.org.id, t.turn.contact_id, limit=10)
     return {"citas": [{"servicio": a.service_name, "fecha": replies.when(a.starts_at, t.org.tz),
                        "estado": a.status} for a in history]}
 
@@ -230,7 +230,7 @@ async def cancel_appointment(ctx: Ctx, appointment: int) -> dict:
     """Cancela la cita listada número `appointment` (de list_my_appointments)."""
     d, t = ctx.deps, ctx.deps.ctx
     listed = _listed(d, appointment)
-    cancelled = await crm.cancel(t.deps.pool, t.org.id, t.turn.contact_id, listed["id"])
+    cancelled = await appointments.cancel(t.deps.pool, t.org.id, t.turn.contact_id, listed["id"])
     if cancelled is None:
         raise ModelRetry("esa cita no se puede cancelar (no existe o ya pasó); vuelve a listar")
     d.state.update(appointments=[], purpose=None)
@@ -245,11 +245,11 @@ async def reschedule_appointment(ctx: Ctx, appointment: int, slot: int) -> dict:
     listed = _listed(d, appointment)
     chosen = _proposed(d, slot)
     try:
-        moved = await crm.reschedule(t.deps.pool, org=t.org.id, contact_id=t.turn.contact_id,
+        moved = await appointments.reschedule(t.deps.pool, org=t.org.id, contact_id=t.turn.contact_id,
                                      appointment_id=listed["id"],
                                      starts_at=datetime.fromisoformat(chosen["starts_at"]),
                                      preferred_staff=chosen["staff_id"])
-    except crm.NotYours as exc:
+    except appointments.NotYours as exc:
         raise ModelRetry(str(exc)) from None
     if moved is None:
         taken = chosen["label"]
@@ -265,7 +265,7 @@ async def reschedule_appointment(ctx: Ctx, appointment: int, slot: int) -> dict:
 async def search_my_messages(ctx: Ctx, query: str) -> dict:
     """Busca en los mensajes anteriores de este chat ("¿qué me recomendaron la última vez?")."""
     t = ctx.deps.ctx
-    found = await crm.search_messages(t.deps.pool, t.org.id, t.turn.identity_id, query)
+    found = await chats.search_messages(t.deps.pool, t.org.id, t.turn.identity_id, query)
     return {"mensajes": [{"de": "cliente" if who == "inbound" else "nosotros", "texto": text[:500],
                           "fecha": replies.day(at.astimezone(t.org.tz))} for who, text, at in found]}
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import asyncpg
 
+from storage.catalog import TSQUERY_ANY_WORD
+
 
 @dataclass(frozen=True)
 class Identity:
@@ -114,3 +116,26 @@ async def set_bot_enabled(conn: asyncpg.Connection | asyncpg.Pool, org: str, pho
         "where organization_id = $1::uuid and phone = $2", org, phone, enabled,
         None if enabled else reason)
     return result.endswith(" 1")
+
+
+async def contact_name(db: asyncpg.Connection | asyncpg.Pool, org: str, contact_id: str) -> str | None:
+    return await db.fetchval("select name from contacts where id = $2::uuid "
+                             "and organization_id = $1::uuid", org, contact_id)
+
+
+async def save_contact_name(db: asyncpg.Connection | asyncpg.Pool, org: str, contact_id: str, name: str) -> None:
+    await db.execute("update contacts set name = $3 where id = $2::uuid and organization_id = $1::uuid",
+                     org, contact_id, name.strip()[:120])
+
+
+async def search_messages(db: asyncpg.Connection | asyncpg.Pool, org: str, identity_id: str, query: str,
+                          limit: int = 5) -> list[tuple[str, str, datetime]]:
+    """The chat's earlier messages that match a query: (direction, text, when), newest first."""
+    rows = await db.fetch(f"""
+        select direction, coalesce(processed_text, message, '') as text, created_at
+        from chat_messages
+        where organization_id = $1::uuid and chat_identity_id = $3::uuid
+          and to_tsvector('spanish', immutable_unaccent(coalesce(processed_text, message, '')))
+              @@ {TSQUERY_ANY_WORD}
+        order by created_at desc limit $4""", org, query, identity_id, limit)
+    return [(r["direction"], r["text"], r["created_at"]) for r in rows]

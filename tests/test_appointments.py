@@ -1,4 +1,5 @@
-"""storage/crm.py against the real PostgreSQL: search, availability, bookings, isolation."""
+"""storage/catalog.py and storage/appointments.py against the real PostgreSQL: search,
+availability, bookings, tenant isolation."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from storage import chats, crm
+from storage import appointments, catalog, chats
 from storage.seed import seed_demo
 
 BOGOTA = ZoneInfo("America/Bogota")
@@ -25,34 +26,34 @@ async def contact(deps, org: str, phone: str = "573001112233") -> str:
     return (await chats.upsert_identity(deps.pool, org, phone, None)).contact_id
 
 
-async def service(deps, org: str, name: str) -> crm.Service:
-    return await crm.find_service(deps.pool, org, name)
+async def service(deps, org: str, name: str) -> catalog.Service:
+    return await catalog.find_service(deps.pool, org, name)
 
 
 async def test_search_finds_services_despite_typos_and_accents(deps, clinic):
-    hits = await crm.search_knowledge(deps.pool, clinic, "limpiesa facial")
+    hits = await catalog.search_knowledge(deps.pool, clinic, "limpiesa facial")
     assert hits[0].title == "Limpieza facial"
-    hits = await crm.search_knowledge(deps.pool, clinic, "hola, ¿cuánto cuesta la limpieza facial?")
+    hits = await catalog.search_knowledge(deps.pool, clinic, "hola, ¿cuánto cuesta la limpieza facial?")
     assert hits[0].title == "Limpieza facial" and hits[0].service.price == 120000
-    hits = await crm.search_knowledge(deps.pool, clinic, "que medios de pago aceptan")
+    hits = await catalog.search_knowledge(deps.pool, clinic, "que medios de pago aceptan")
     assert hits[0].kind == "faq" and "Nequi" in hits[0].text
-    assert (await crm.find_service(deps.pool, clinic, "microdermoabrasion")).name == "Microdermoabrasión"
-    assert await crm.find_service(deps.pool, clinic, "mañana en la tarde") is None
+    assert (await catalog.find_service(deps.pool, clinic, "microdermoabrasion")).name == "Microdermoabrasión"
+    assert await catalog.find_service(deps.pool, clinic, "mañana en la tarde") is None
 
 
 async def test_availability_follows_hours_duration_and_timezone(deps, clinic):
     facial = await service(deps, clinic, "limpieza facial")
-    slots = await crm.availability(deps.pool, org=clinic, service=facial, tz=BOGOTA, days=[TOMORROW],
+    slots = await appointments.availability(deps.pool, org=clinic, service=facial, tz=BOGOTA, days=[TOMORROW],
                                    time_from=time(12), time_to=time(18), not_before=NOW, limit=50)
     assert slots, "the clinic is open on Thursday afternoon"
     for slot in slots:
         assert slot.starts_at.utcoffset() == timedelta(hours=-5)
         assert time(12) <= slot.starts_at.timetz().replace(tzinfo=None) and slot.ends_at.hour <= 18
     saturday = date(2027, 3, 6)
-    late = await crm.availability(deps.pool, org=clinic, service=facial, tz=BOGOTA, days=[saturday],
+    late = await appointments.availability(deps.pool, org=clinic, service=facial, tz=BOGOTA, days=[saturday],
                                   time_from=time(12), time_to=time(23), not_before=NOW, limit=50)
     assert [s.starts_at.strftime("%H:%M") for s in late] == ["12:00", "12:30", "13:00"]  # closes at 14
-    sunday = await crm.availability(deps.pool, org=clinic, service=facial, tz=BOGOTA, days=[date(2027, 3, 7)],
+    sunday = await appointments.availability(deps.pool, org=clinic, service=facial, tz=BOGOTA, days=[date(2027, 3, 7)],
                                     time_from=time.min, time_to=time.max, not_before=NOW)
     assert sunday == []
 
@@ -61,17 +62,17 @@ async def test_booking_is_idempotent_and_records_name_and_opt_in(deps, clinic):
     who = await contact(deps, clinic)
     facial = await service(deps, clinic, "limpieza facial")
     start = datetime(2027, 3, 4, 15, 0, tzinfo=BOGOTA)
-    first = await crm.book(deps.pool, org=clinic, contact_id=who, service=facial, starts_at=start,
+    first = await appointments.book(deps.pool, org=clinic, contact_id=who, service=facial, starts_at=start,
                            idempotency_key="turn-1:1", contact_name="Ana Pérez")
-    again = await crm.book(deps.pool, org=clinic, contact_id=who, service=facial, starts_at=start,
+    again = await appointments.book(deps.pool, org=clinic, contact_id=who, service=facial, starts_at=start,
                            idempotency_key="turn-1:1", contact_name="Ana Pérez")
     assert first.id == again.id and first.ends_at - first.starts_at == timedelta(minutes=60)
     assert await deps.pool.fetchval("select count(*) from appointments") == 1
-    assert await crm.contact_name(deps.pool, clinic, who) == "Ana Pérez"
+    assert await chats.contact_name(deps.pool, clinic, who) == "Ana Pérez"
     assert await deps.pool.fetchval("select status from contact_authorizations where contact_id = $1::uuid",
                                     who) == "opted_in"
     # The same time with another key goes to the next free staff member, not a double booking.
-    other = await crm.book(deps.pool, org=clinic, contact_id=who, service=facial, starts_at=start,
+    other = await appointments.book(deps.pool, org=clinic, contact_id=who, service=facial, starts_at=start,
                            idempotency_key="turn-2:1")
     assert other.staff_id != first.staff_id
 
@@ -85,7 +86,7 @@ async def test_two_chats_racing_for_the_last_slot_one_wins(deps, make_org):
     start = datetime(2027, 3, 4, 9, 0, tzinfo=BOGOTA)
     a, b = await contact(deps, org, "571"), await contact(deps, org, "572")
     results = await asyncio.gather(*[
-        crm.book(deps.pool, org=org, contact_id=who, service=massage, starts_at=start, idempotency_key=key)
+        appointments.book(deps.pool, org=org, contact_id=who, service=massage, starts_at=start, idempotency_key=key)
         for who, key in ((a, "ta:1"), (b, "tb:1"))])
     assert sorted(r is None for r in results) == [False, True]
     assert await deps.pool.fetchval("select count(*) from appointments where status = 'confirmed'") == 1
@@ -95,18 +96,18 @@ async def test_cancel_and_reschedule_own_appointments(deps, clinic):
     who = await contact(deps, clinic)
     facial = await service(deps, clinic, "limpieza facial")
     start = datetime(2027, 3, 4, 15, 0, tzinfo=BOGOTA)
-    booked = await crm.book(deps.pool, org=clinic, contact_id=who, service=facial, starts_at=start,
+    booked = await appointments.book(deps.pool, org=clinic, contact_id=who, service=facial, starts_at=start,
                             idempotency_key="k:1")
     later = start + timedelta(days=1)
-    moved = await crm.reschedule(deps.pool, org=clinic, contact_id=who, appointment_id=booked.id, starts_at=later)
+    moved = await appointments.reschedule(deps.pool, org=clinic, contact_id=who, appointment_id=booked.id, starts_at=later)
     assert moved.starts_at == later and moved.ends_at == later + timedelta(minutes=60)
-    assert (await crm.reschedule(deps.pool, org=clinic, contact_id=who, appointment_id=booked.id,
+    assert (await appointments.reschedule(deps.pool, org=clinic, contact_id=who, appointment_id=booked.id,
                                  starts_at=later)).id == booked.id  # a retried turn is harmless
-    upcoming = await crm.list_appointments(deps.pool, clinic, who, since=NOW)
+    upcoming = await appointments.list_appointments(deps.pool, clinic, who, since=NOW)
     assert [a.id for a in upcoming] == [booked.id]
-    assert (await crm.cancel(deps.pool, clinic, who, booked.id)).status == "cancelled"
-    assert (await crm.cancel(deps.pool, clinic, who, booked.id)).status == "cancelled"  # idempotent
-    assert await crm.list_appointments(deps.pool, clinic, who, since=NOW) == []
+    assert (await appointments.cancel(deps.pool, clinic, who, booked.id)).status == "cancelled"
+    assert (await appointments.cancel(deps.pool, clinic, who, booked.id)).status == "cancelled"  # idempotent
+    assert await appointments.list_appointments(deps.pool, clinic, who, since=NOW) == []
 
 
 async def test_another_organizations_ids_reach_nothing(deps, clinic, make_org):
@@ -116,21 +117,21 @@ async def test_another_organizations_ids_reach_nothing(deps, clinic, make_org):
     await deps.pool.execute("insert into staff (organization_id, name) values ($1::uuid, 'X')", other)
     secret = await service(deps, other, "tratamiento secreto")
     victim = await contact(deps, other, "579")
-    theirs = await crm.book(deps.pool, org=other, contact_id=victim, service=secret,
+    theirs = await appointments.book(deps.pool, org=other, contact_id=victim, service=secret,
                             starts_at=datetime(2027, 3, 4, 9, tzinfo=BOGOTA), idempotency_key="o:1")
     me = await contact(deps, clinic)
-    found = await crm.search_knowledge(deps.pool, clinic, "tratamiento secreto")
+    found = await catalog.search_knowledge(deps.pool, clinic, "tratamiento secreto")
     assert "Tratamiento secreto" not in [h.title for h in found]
-    assert await crm.get_service(deps.pool, clinic, secret.id) is None
-    assert await crm.cancel(deps.pool, clinic, me, theirs.id) is None
-    assert await crm.cancel(deps.pool, clinic, victim, theirs.id) is None  # right contact, wrong org
-    with pytest.raises(crm.NotYours):
-        await crm.reschedule(deps.pool, org=clinic, contact_id=me, appointment_id=theirs.id,
+    assert await catalog.get_service(deps.pool, clinic, secret.id) is None
+    assert await appointments.cancel(deps.pool, clinic, me, theirs.id) is None
+    assert await appointments.cancel(deps.pool, clinic, victim, theirs.id) is None  # right contact, wrong org
+    with pytest.raises(appointments.NotYours):
+        await appointments.reschedule(deps.pool, org=clinic, contact_id=me, appointment_id=theirs.id,
                              starts_at=datetime(2027, 3, 5, 9, tzinfo=BOGOTA))
-    assert await crm.list_appointments(deps.pool, clinic, victim) == []
+    assert await appointments.list_appointments(deps.pool, clinic, victim) == []
     # Booking another org's service for my contact inserts nothing.
     facial = await service(deps, clinic, "limpieza facial")
-    assert await crm.book(deps.pool, org=clinic, contact_id=victim, service=facial,
+    assert await appointments.book(deps.pool, org=clinic, contact_id=victim, service=facial,
                           starts_at=datetime(2027, 3, 4, 9, tzinfo=BOGOTA), idempotency_key="x:1") is None
-    assert (await crm.get_service(deps.pool, other, secret.id)).name == "Tratamiento secreto"
-    assert (await crm.cancel(deps.pool, other, victim, theirs.id)).status == "cancelled"
+    assert (await catalog.get_service(deps.pool, other, secret.id)).name == "Tratamiento secreto"
+    assert (await appointments.cancel(deps.pool, other, victim, theirs.id)).status == "cancelled"

@@ -1,8 +1,7 @@
-"""The CRM as the receptionist sees it: catalogue search, availability, bookings, contacts.
+"""Appointments: availability, and booking, listing, cancelling and rescheduling them.
 
-Every function takes the organization (and, where it matters, the contact) as its first
-arguments and filters every query by them, so a caller cannot reach another tenant's rows by
-passing a foreign id. Double booking is prevented by the database (the exclusion constraint
+Every function takes the organization (and, where it matters, the contact) first and filters
+every query by them. Double booking is prevented by the database (the exclusion constraint
 `appointments_no_double_booking`), not by a check-then-insert, so racing workers stay correct.
 """
 
@@ -10,48 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
-from decimal import Decimal
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
 
-Db = asyncpg.Pool | asyncpg.Connection
-
-# word_similarity of a service name inside the query: "limpiesa facial" vs "Limpieza facial" is
-# about 0.7, an unrelated word about 0.2.
-SERVICE_MATCH_MIN = 0.45
-
-
-@dataclass(frozen=True)
-class OrgProfile:
-    id: str
-    name: str
-    timezone: str
-    settings: dict[str, Any]
-
-    @property
-    def tz(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
-
-
-@dataclass(frozen=True)
-class Service:
-    id: str
-    name: str
-    description: str
-    duration_minutes: int
-    price: Decimal
-    currency: str
-
-
-@dataclass(frozen=True)
-class Hit:
-    kind: str  # "service" or "faq"
-    title: str
-    text: str
-    score: float
-    service: Service | None = None
+from storage import consent
+from storage.catalog import Db, Service, business_hours, get_service
+from storage.chats import save_contact_name
 
 
 @dataclass(frozen=True)
@@ -71,89 +35,6 @@ class Appointment:
     starts_at: datetime
     ends_at: datetime
     status: str
-
-
-async def org_profile(db: Db, org: str) -> OrgProfile | None:
-    row = await db.fetchrow("select id::text, name, timezone, settings from organizations "
-                            "where id = $1::uuid", org)
-    return OrgProfile(**dict(row)) if row else None
-
-
-# ---- catalogue ----------------------------------------------------------------------------
-
-_SERVICE_COLS = "s.id::text, s.name, s.description, s.duration_minutes, s.price, s.currency"
-
-# An OR of the query's Spanish lexemes: a question mentions a service among other words, so an
-# AND of every word (plainto_tsquery) would almost never match.
-_TSQUERY = "nullif(replace(plainto_tsquery('spanish', immutable_unaccent($2))::text, '&', '|'), '')::tsquery"
-
-
-async def search_services(db: Db, org: str, query: str, limit: int = 5) -> list[tuple[Service, float]]:
-    rows = await db.fetch(f"""
-        with q as (select immutable_unaccent(lower($2)) as text, {_TSQUERY} as ts)
-        select {_SERVICE_COLS},
-               word_similarity(immutable_unaccent(lower(s.name)), q.text)
-               + coalesce(ts_rank(to_tsvector('spanish', immutable_unaccent(s.name || ' ' || s.description)), q.ts), 0)
-               as score
-        from services s, q
-        where s.organization_id = $1::uuid and s.active
-          and (to_tsvector('spanish', immutable_unaccent(s.name || ' ' || s.description)) @@ q.ts
-               or word_similarity(immutable_unaccent(lower(s.name)), q.text) > 0.3)
-        order by score desc, s.name limit $3""", org, query, limit)
-    return [(Service(*list(r.values())[:6]), float(r["score"])) for r in rows]
-
-
-async def search_knowledge(db: Db, org: str, query: str, limit: int = 5) -> list[Hit]:
-    """Services and FAQ entries that match a question, best first (typos tolerated)."""
-    hits = [Hit("service", s.name, s.description, score, s)
-            for s, score in await search_services(db, org, query, limit)]
-    rows = await db.fetch(f"""
-        with q as (select immutable_unaccent(lower($2)) as text, {_TSQUERY} as ts)
-        select k.question, k.answer,
-               word_similarity(immutable_unaccent(lower(k.question)), q.text)
-               + coalesce(ts_rank(to_tsvector('spanish', immutable_unaccent(k.question || ' ' || k.answer)), q.ts), 0)
-               as score
-        from knowledge_entries k, q
-        where k.organization_id = $1::uuid
-          and (to_tsvector('spanish', immutable_unaccent(k.question || ' ' || k.answer)) @@ q.ts
-               or similarity(immutable_unaccent(lower(k.question)), q.text) > 0.3)
-        order by score desc limit $3""", org, query, limit)
-    hits += [Hit("faq", r["question"], r["answer"], float(r["score"])) for r in rows]
-    hits.sort(key=lambda h: -h.score)
-    return hits[:limit]
-
-
-async def find_service(db: Db, org: str, query: str) -> Service | None:
-    """The one service a phrase names ("limpiesa facial", "quiero un masaje relajante"), if any."""
-    found = await search_services(db, org, query, 1)
-    if not found:
-        return None
-    service, score = found[0]
-    return service if score >= SERVICE_MATCH_MIN else None
-
-
-async def get_service(db: Db, org: str, service_id: str) -> Service | None:
-    row = await db.fetchrow(f"select {_SERVICE_COLS} from services s "
-                            "where s.organization_id = $1::uuid and s.id = $2::uuid", org, service_id)
-    return Service(*row.values()) if row else None
-
-
-async def list_services(db: Db, org: str) -> list[Service]:
-    rows = await db.fetch(f"select {_SERVICE_COLS} from services s "
-                          "where s.organization_id = $1::uuid and s.active order by s.name", org)
-    return [Service(*r.values()) for r in rows]
-
-
-async def business_hours(db: Db, org: str) -> list[tuple[int, time, time]]:
-    rows = await db.fetch("select weekday, opens, closes from business_hours "
-                          "where organization_id = $1::uuid order by weekday, opens", org)
-    return [(r["weekday"], r["opens"], r["closes"]) for r in rows]
-
-
-async def faq_answers(db: Db, org: str) -> list[tuple[str, str]]:
-    rows = await db.fetch("select question, answer from knowledge_entries "
-                          "where organization_id = $1::uuid order by created_at", org)
-    return [(r["question"], r["answer"]) for r in rows]
 
 
 # ---- availability -------------------------------------------------------------------------
@@ -276,7 +157,8 @@ async def book(pool: asyncpg.Pool, *, org: str, contact_id: str, service: Servic
                         return await appointment_by_key(conn, org, idempotency_key)
                     if contact_name:
                         await save_contact_name(conn, org, contact_id, contact_name)
-                    await record_opt_in(conn, org, contact_id, source="booking")
+                    await consent.record(conn, org=org, contact_id=contact_id, status="opted_in",
+                                         source="booking")
             except asyncpg.ExclusionViolationError:
                 continue  # this staff member was taken meanwhile; try the next one
             return await appointment_by_key(conn, org, idempotency_key)
@@ -346,42 +228,6 @@ async def _appointment(db: Db, org: str, appointment_id: str) -> Appointment:
     row = await db.fetchrow(_APPT + " where a.id = $2::uuid and a.organization_id = $1::uuid",
                             org, appointment_id)
     return Appointment(**dict(row))
-
-
-# ---- contacts -----------------------------------------------------------------------------
-
-async def contact_name(db: Db, org: str, contact_id: str) -> str | None:
-    return await db.fetchval("select name from contacts where id = $2::uuid "
-                             "and organization_id = $1::uuid", org, contact_id)
-
-
-async def save_contact_name(db: Db, org: str, contact_id: str, name: str) -> None:
-    await db.execute("update contacts set name = $3 where id = $2::uuid and organization_id = $1::uuid",
-                     org, contact_id, name.strip()[:120])
-
-
-async def record_opt_in(db: Db, org: str, contact_id: str, *, source: str,
-                        detail: str | None = None) -> None:
-    """WhatsApp opt-in: the customer asked us to book, so reminders about it are welcome."""
-    await db.execute(
-        "insert into contact_authorizations (organization_id, contact_id, channel, status, source, detail) "
-        "select $1::uuid, c.id, 'whatsapp', 'opted_in', $3, $4 from contacts c "
-        "where c.id = $2::uuid and c.organization_id = $1::uuid "
-        "on conflict (contact_id, channel) do update set status = 'opted_in', source = excluded.source,"
-        " detail = excluded.detail, updated_at = now()", org, contact_id, source, detail)
-
-
-async def search_messages(db: Db, org: str, identity_id: str, query: str,
-                          limit: int = 5) -> list[tuple[str, str, datetime]]:
-    """The chat's earlier messages that match a query: (direction, text, when), newest first."""
-    rows = await db.fetch(f"""
-        select direction, coalesce(processed_text, message, '') as text, created_at
-        from chat_messages
-        where organization_id = $1::uuid and chat_identity_id = $3::uuid
-          and to_tsvector('spanish', immutable_unaccent(coalesce(processed_text, message, '')))
-              @@ {_TSQUERY}
-        order by created_at desc limit $4""", org, query, identity_id, limit)
-    return [(r["direction"], r["text"], r["created_at"]) for r in rows]
 
 
 def utc(moment: datetime) -> datetime:
