@@ -24,6 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from consumers.acks import Acker
 from ops import metrics
 from storage import keys
 from storage.events import BadEvent, StreamEvent, chat_key, decode
@@ -89,44 +90,6 @@ async def ensure_group(redis: aioredis.Redis, stream: str, group: str) -> None:
 
 async def register_org(redis: aioredis.Redis, org: str) -> None:
     await redis.sadd(keys.ORG_REGISTRY, org)
-
-
-class Acker:
-    """Acknowledges entries in batches: one XACK per stream for all entries settled meanwhile.
-
-    An acknowledgement only ever follows a durable effect; batching merely delays it by a loop
-    turn or two. If the process dies first, the entry is delivered again, and every stage is
-    idempotent, so nothing shows twice.
-    """
-
-    def __init__(self, redis: aioredis.Redis, group: str) -> None:
-        self.redis = redis
-        self.group = group
-        self._pending: dict[str, list[str]] = {}
-        self._flusher: asyncio.Task[None] | None = None
-
-    def ack(self, stream: str, entry_id: str) -> None:
-        self._pending.setdefault(stream, []).append(entry_id)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-
-    async def _flush(self) -> None:
-        while self._pending:
-            await asyncio.sleep(0)  # let this loop turn's other acks join the batch
-            batch, self._pending = self._pending, {}
-            try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for stream, ids in batch.items():
-                        pipe.xack(stream, self.group, *ids)
-                    await pipe.execute()
-            except Exception:  # noqa: BLE001 - unacknowledged entries are claimed back later
-                log.exception("%s: acknowledging %d entries failed; they will be redelivered",
-                              self.group, sum(len(ids) for ids in batch.values()))
-
-    async def close(self) -> None:
-        """Wait for the acks in flight (shutdown)."""
-        while self._flusher is not None and not self._flusher.done():
-            await asyncio.shield(self._flusher)
 
 
 class StageWorker:
