@@ -88,10 +88,6 @@ async def ensure_group(redis: aioredis.Redis, stream: str, group: str) -> None:
             raise
 
 
-async def register_org(redis: aioredis.Redis, org: str) -> None:
-    await redis.sadd(keys.ORG_REGISTRY, org)
-
-
 class StageWorker:
     def __init__(self, redis: aioredis.Redis, config: StageConfig, handler: Handler,
                  consumer: str,
