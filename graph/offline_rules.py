@@ -152,7 +152,7 @@ def _answer(results: list[dict]) -> str:
         return "No encontré información sobre eso. Si quieres, te comunico con una persona del equipo."
     top = results[0]
     if top["tipo"] == "servicio":
-        return f"La {top['nombre']} cuesta {top['precio']} y dura {top['duracion_min']} minutos. {top['descripcion']}"
+        return f"{top['nombre']}: cuesta {top['precio']} y dura {top['duracion_min']} minutos. {top['descripcion']}"
     return top["respuesta"]
 
 
