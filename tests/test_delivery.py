@@ -217,6 +217,9 @@ async def test_replay_of_a_dead_letter_delivers_once(system, make_org, gupshup, 
         listed = subprocess.run([sys.executable, "-m", "ops", "dlq", "list"], env=env,
                                 capture_output=True, text=True, timeout=60)
         assert letters[0].ref in listed.stdout and "1 dead letter(s)" in listed.stdout
+        shown = subprocess.run([sys.executable, "-m", "ops", "dlq", "show", letters[0].ref],
+                               env=env, capture_output=True, text=True, timeout=60)
+        assert "Authentication Failed" in shown.stdout and "Confirmada tu cita" in shown.stdout
         replayed = subprocess.run([sys.executable, "-m", "ops", "dlq", "replay", "--stage", "sender"],
                                   env=env, capture_output=True, text=True, timeout=60)
         assert "replayed 1 of 1" in replayed.stdout, replayed.stderr
