@@ -15,6 +15,7 @@ from datetime import datetime
 
 from pydantic_ai.exceptions import AgentRunError
 
+from graph.embeddings import Embedder, build_embedder
 from graph.contract import EscalationRequest, TurnInput, TurnResult
 from graph.experts import Experts
 from graph.models import build_model
@@ -32,9 +33,10 @@ APOLOGY = ("Perdona, tuve un problema técnico y no pude procesar tu mensaje. ¿
 
 
 class Receptionist:
-    def __init__(self, deps: Deps, checkpointer, model=None) -> None:
+    def __init__(self, deps: Deps, checkpointer, model=None, embedder: Embedder | None = None) -> None:
         self.deps = deps
         self.model = model if model is not None else build_model(deps.settings)
+        self.embedder = embedder if embedder is not None else build_embedder(deps.settings)
         self.experts = Experts(self.model, deps.settings)
         self.graph = nodes.build_graph(self.experts, checkpointer, deps.settings.summary_every_turns)
         self._orgs: dict[str, catalog.OrgProfile] = {}
@@ -81,7 +83,8 @@ class Receptionist:
         recent = _without_this_turn(recent, turn.texts)[-n:]
         name = await chats.contact_name(deps.pool, turn.org, turn.contact_id)
         now = datetime.fromtimestamp(deps.clock(), org.tz)
-        return TurnContext(deps=deps, turn=turn, org=org, now=now, recent=recent, contact_name=name)
+        return TurnContext(deps=deps, turn=turn, org=org, now=now, recent=recent, contact_name=name,
+                           embedder=self.embedder)
 
 
 def _without_this_turn(recent: list[tuple[str, str]], texts: list[str]) -> list[tuple[str, str]]:

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Literal, TypedDict
 
 from graph.contract import TurnInput
+from graph.embeddings import Embedder
 from ops.deps import Deps
 from storage.catalog import OrgProfile
 
@@ -59,6 +60,7 @@ class TurnContext:
     recent: list[tuple[str, str]]  # earlier messages, oldest first, this turn's excluded
     contact_name: str | None  # as stored in the CRM when the turn started
     usage_tokens: list[int] = field(default_factory=list)
+    embedder: Embedder | None = None  # hybrid knowledge search when configured
 
 
 @dataclass

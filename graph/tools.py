@@ -45,12 +45,25 @@ def _service_view(service: catalog.Service) -> dict:
             "price": replies.price(service.price, service.currency)}
 
 
+async def _query_vector(t, query: str) -> list[float] | None:
+    """The question's embedding for the hybrid search; None (lexical only) if unavailable."""
+    if t.embedder is None:
+        return None
+    try:
+        return (await t.embedder.embed([query]))[0]
+    except Exception as exc:  # noqa: BLE001 - the lexical search still answers
+        metrics.dependency_errors.labels("embeddings", type(exc).__name__).inc()
+        log.warning("embedding the question failed, searching by words only: %s", exc)
+        return None
+
+
 @counted
 async def search_knowledge(ctx: Ctx, query: str) -> dict:
     """Busca en los servicios (precio, duración) y en las preguntas frecuentes del negocio
     (dirección, pagos, políticas). Úsala para cualquier pregunta sobre el negocio."""
     t = ctx.deps.ctx
-    hits = await catalog.search_knowledge(t.deps.pool, t.org.id, query)
+    hits = await catalog.search_knowledge(t.deps.pool, t.org.id, query,
+                                          query_vector=await _query_vector(t, query))
     results = []
     for hit in hits:
         if hit.service:

@@ -199,6 +199,21 @@ async def cmd_org_add(settings: Settings, args: argparse.Namespace) -> None:
         print(org)
 
 
+async def cmd_embed(settings: Settings, org: str | None) -> int:
+    from graph.embeddings import backfill, build_embedder
+    from storage.keys import ORG_REGISTRY
+
+    embedder = build_embedder(settings)
+    if embedder is None:
+        print("EMBEDDING_MODEL is not set: the knowledge search is lexical only", file=sys.stderr)
+        return 1
+    async with services(settings) as settings, open_deps(settings) as deps:
+        orgs = [org] if org else sorted(await deps.redis.smembers(ORG_REGISTRY))
+        for each in orgs:
+            print(f"{each}: embedded {await backfill(deps.pool, embedder, each)} entries")
+    return 0
+
+
 async def cmd_bot(settings: Settings, args: argparse.Namespace) -> int:
     from storage.chats import set_bot_enabled
 
@@ -267,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--org", default=None)
         command.add_argument("--stage", default=None, choices=["enrich", "agent", "sender"])
     dlq.add_parser("show", help="show one dead letter").add_argument("ref", help="ORG/ENTRY_ID")
+    embed = sub.add_parser("embed", help="embed catalogue entries for the hybrid search")
+    embed.add_argument("--org", default=None, help="one organization (default: all)")
     sub.add_parser("bench", help="run the benchmarks (same as make bench)")
     return parser
 
@@ -290,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         run_async(cmd_org_add(settings, args))
     elif args.command == "bot":
         return run_async(cmd_bot(settings, args))
+    elif args.command == "embed":
+        return run_async(cmd_embed(settings, args.org))
     elif args.command == "dlq":
         return run_async(cmd_dlq(settings, args))
     elif args.command == "bench":

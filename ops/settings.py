@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     llm_model: str = "offline"
     openai_api_key: str | None = None
     openai_base_url: str | None = None
+    # Hybrid knowledge search (pgvector) when set, e.g. openai:text-embedding-3-small.
+    embedding_model: str | None = None
     gemini_api_key: str | None = None
     google_gemini_base_url: str | None = None
     gemini_model: str = "gemini-3.5-flash"

@@ -7,7 +7,7 @@ unaccent, OR'ed words, plus trigram similarity, so "limpiesa facial" finds "Limp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import time
 from decimal import Decimal
 from typing import Any
@@ -83,8 +83,21 @@ async def search_services(db: Db, org: str, query: str, limit: int = 5) -> list[
     return [(Service(*list(r.values())[:6]), float(r["score"])) for r in rows]
 
 
-async def search_knowledge(db: Db, org: str, query: str, limit: int = 5) -> list[Hit]:
-    """Services and FAQ entries that match a question, best first (typos tolerated)."""
+async def search_knowledge(db: Db, org: str, query: str, limit: int = 5,
+                           query_vector: list[float] | None = None) -> list[Hit]:
+    """Services and FAQ entries that match a question, best first (typos tolerated).
+
+    With the question's embedding, entries close in meaning join in (hybrid search): "¿dónde
+    queda el local?" finds "¿Dónde están ubicados?" though they share no word but "dónde".
+    """
+    hits = await _lexical_hits(db, org, query, limit)
+    if query_vector is not None:
+        hits = _fuse(hits, await _semantic_hits(db, org, query_vector, limit))
+    hits.sort(key=lambda h: -h.score)
+    return hits[:limit]
+
+
+async def _lexical_hits(db: Db, org: str, query: str, limit: int) -> list[Hit]:
     hits = [Hit("service", s.name, s.description, score, s)
             for s, score in await search_services(db, org, query, limit)]
     rows = await db.fetch(f"""
@@ -99,8 +112,62 @@ async def search_knowledge(db: Db, org: str, query: str, limit: int = 5) -> list
                or similarity(immutable_unaccent(lower(k.question)), q.text) > 0.3)
         order by score desc limit $3""", org, query, limit)
     hits += [Hit("faq", r["question"], r["answer"], float(r["score"])) for r in rows]
-    hits.sort(key=lambda h: -h.score)
-    return hits[:limit]
+    return hits
+
+
+# pgvector takes its input as text ('[0.1,0.2,...]'): asyncpg has no codec for the vector type.
+def vector_literal(vector: list[float]) -> str:
+    return "[" + ",".join(f"{v:.6f}" for v in vector) + "]"
+
+
+SEMANTIC_MIN = 0.35  # cosine similarity below which a neighbour is noise
+
+
+async def _semantic_hits(db: Db, org: str, vector: list[float], limit: int) -> list[Hit]:
+    literal = vector_literal(vector)
+    services = await db.fetch(f"""
+        select {_SERVICE_COLS}, 1 - (s.embedding <=> $2::text::vector) as score
+        from services s where s.organization_id = $1::uuid and s.active and s.embedding is not null
+        order by s.embedding <=> $2::text::vector limit $3""", org, literal, limit)
+    faqs = await db.fetch("""
+        select question, answer, 1 - (embedding <=> $2::text::vector) as score
+        from knowledge_entries where organization_id = $1::uuid and embedding is not null
+        order by embedding <=> $2::text::vector limit $3""", org, literal, limit)
+    hits = [Hit("service", r["name"], r["description"], float(r["score"]),
+                Service(*list(r.values())[:6])) for r in services]
+    hits += [Hit("faq", r["question"], r["answer"], float(r["score"])) for r in faqs]
+    return [h for h in hits if h.score >= SEMANTIC_MIN]
+
+
+def _fuse(lexical: list[Hit], semantic: list[Hit]) -> list[Hit]:
+    """One list: an entry found both ways scores the sum, so agreement ranks first."""
+    by_key = {(h.kind, h.title): h for h in lexical}
+    for hit in semantic:
+        key = (hit.kind, hit.title)
+        found = by_key.get(key)
+        by_key[key] = replace(found, score=found.score + hit.score) if found else hit
+    return list(by_key.values())
+
+
+# ---- embeddings backfill -------------------------------------------------------------------
+
+async def without_embedding(db: Db, org: str) -> list[tuple[str, str, str]]:
+    """(table, id, text) of the catalogue entries that have no embedding yet."""
+    rows = await db.fetch("""
+        select 'services' as tbl, id::text, name || '. ' || description as text from services
+        where organization_id = $1::uuid and embedding is null
+        union all
+        select 'knowledge_entries', id::text, question || ' ' || answer from knowledge_entries
+        where organization_id = $1::uuid and embedding is null""", org)
+    return [(r["tbl"], r["id"], r["text"]) for r in rows]
+
+
+async def set_embedding(db: Db, org: str, table: str, row_id: str, vector: list[float]) -> None:
+    if table not in ("services", "knowledge_entries"):
+        raise ValueError(f"no embeddings in {table}")
+    await db.execute(f"update {table} set embedding = $3::text::vector "
+                     "where id = $2::uuid and organization_id = $1::uuid",
+                     org, row_id, vector_literal(vector))
 
 
 async def find_service(db: Db, org: str, query: str) -> Service | None:

@@ -55,6 +55,14 @@ def openai_error(status: int, message: str | None = None) -> dict[str, Any]:
     return {"error": err}
 
 
+def _b64_floats(vector: list[float]) -> str:
+    """The wire form of `encoding_format: base64`: little-endian float32, base64-encoded."""
+    import base64
+    import struct
+
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
 class FakeOpenAI(FakeServer):
     def __init__(self) -> None:
         super().__init__()
@@ -66,6 +74,45 @@ class FakeOpenAI(FakeServer):
     def setup_routes(self, router: web.UrlDispatcher) -> None:
         router.add_post("/v1/chat/completions", self._handle)
         router.add_post("/chat/completions", self._handle)
+        router.add_post("/v1/embeddings", self._embeddings)
+        router.add_post("/embeddings", self._embeddings)
+
+    # -- embeddings --------------------------------------------------------------------
+    # A bag of concepts: each word maps to a concept (itself, or what `synonyms` says), each
+    # concept to a dimension. Texts sharing a concept are similar; the vector is unit length.
+    synonyms: dict[str, str] = {}
+
+    def embed(self, text: str, dimensions: int) -> list[float]:
+        import hashlib
+        import math
+        import re
+        import unicodedata
+
+        plain = unicodedata.normalize("NFKD", text.lower()).encode("ascii", "ignore").decode()
+        vector = [0.0] * dimensions
+        for word in re.findall(r"[a-z]{3,}", plain):
+            concept = self.synonyms.get(word, word)
+            vector[int(hashlib.sha1(concept.encode()).hexdigest(), 16) % dimensions] += 1.0
+        norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+        return [v / norm for v in vector]
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        if not request.headers.get("Authorization", "").startswith("Bearer "):
+            return web.json_response(openai_error(401), status=401)
+        failure = self.take_failure()
+        if failure is not None:
+            return web.json_response(failure[1], status=failure[0])
+        body = await request.json()
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        dimensions = int(body.get("dimensions") or 1536)
+        self.calls.append(body)
+        as_base64 = body.get("encoding_format") == "base64"  # the SDK's default
+        data = [{"object": "embedding", "index": i,
+                 "embedding": _b64_floats(vector) if as_base64 else vector}
+                for i, vector in enumerate(self.embed(str(t), dimensions) for t in inputs)]
+        tokens = sum(len(str(t).split()) for t in inputs)
+        return web.json_response({"object": "list", "data": data, "model": body.get("model"),
+                                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
     # -- scripting ---------------------------------------------------------------------
     def script(self, *replies: dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]) -> None:
