@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 from ops.embedded import EmbeddedPostgres, EmbeddedRedis, check_redis_modules
 from ops.settings import Settings
-
-log = logging.getLogger(__name__)
 
 
 @asynccontextmanager

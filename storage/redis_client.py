@@ -1,4 +1,4 @@
-"""Redis client construction and the small Lua helpers shared by the stages."""
+"""The Redis client the stages share (the Lua scripts live beside their callers in storage/)."""
 
 from __future__ import annotations
 
