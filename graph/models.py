@@ -26,15 +26,16 @@ def build_model(settings: Settings) -> Model:
     if not settings.openai_api_key and not settings.openai_base_url:
         log.warning("LLM: %s requested but OPENAI_API_KEY is unset; using %s", name, OFFLINE_NAME)
         return offline_model()
-    from openai import AsyncOpenAI, DefaultAioHttpClient
-    from pydantic_ai.models.openai import OpenAIChatModel
+    from openai import DefaultAioHttpClient
     from pydantic_ai.providers.openai import OpenAIProvider
+
+    from graph.openai_chat import LeanAsyncOpenAI, SchemaCachingChatModel
 
     # Local servers (Ollama, llama.cpp) ignore the key, but the client requires one. The aiohttp
     # transport: httpx's pool checks every idle connection on each request, which costs CPU
     # once hundreds of turns wait on the model at the same time (make bench).
-    client = AsyncOpenAI(base_url=settings.openai_base_url, api_key=settings.openai_api_key or "none",
+    client = LeanAsyncOpenAI(base_url=settings.openai_base_url, api_key=settings.openai_api_key or "none",
                          max_retries=1, timeout=settings.llm_turn_timeout_s,
                          http_client=DefaultAioHttpClient())
     log.info("LLM: %s at %s", model_name, settings.openai_base_url or "api.openai.com")
-    return OpenAIChatModel(model_name, provider=OpenAIProvider(openai_client=client))
+    return SchemaCachingChatModel(model_name, provider=OpenAIProvider(openai_client=client))

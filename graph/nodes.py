@@ -15,7 +15,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from pydantic_ai.exceptions import UnexpectedModelBehavior
 
-from graph import replies
+from graph import intents, replies
 from graph.experts import Experts
 from graph.state import TOOL_KEYS, ConversationState, ToolDeps, TurnContext
 
@@ -30,9 +30,10 @@ Next = Literal["router", "knowledge", "appointment", "escalation", "finish"]
 
 
 class Nodes:
-    def __init__(self, experts: Experts, summary_every_turns: int) -> None:
+    def __init__(self, experts: Experts, summary_every_turns: int, router_keywords: bool) -> None:
         self.experts = experts
         self.summary_every_turns = summary_every_turns
+        self.router_keywords = router_keywords
 
     async def start(self, state: ConversationState, runtime: Runtime[TurnContext]) -> dict:
         last = state.get("last_turn")
@@ -52,15 +53,19 @@ class Nodes:
         return state.get("flow") or "router"
 
     async def router(self, state: ConversationState, runtime: Runtime[TurnContext]) -> dict:
-        deps = self._deps(state, runtime)
-        try:
-            route = await self.experts.run(self.experts.router, _prompt(state), deps)
-            flow = route.flow
-        except UnexpectedModelBehavior as exc:
-            # The model's output failed validation twice: a question is the safe default.
-            log.warning("router output invalid, defaulting to knowledge: %s", exc)
-            flow = "knowledge"
-        return {"flow": flow, "actions": state.get("actions", []) + [{"action": "routed", "data": {"flow": flow}}]}
+        prompt = _prompt(state)
+        flow = intents.clear_flow(prompt) if self.router_keywords else None
+        by = "keywords"
+        if flow is None:
+            by = "model"
+            try:
+                flow = (await self.experts.run(self.experts.router, prompt, self._deps(state, runtime))).flow
+            except UnexpectedModelBehavior as exc:
+                # The model's output failed validation twice: a question is the safe default.
+                log.warning("router output invalid, defaulting to knowledge: %s", exc)
+                flow = "knowledge"
+        routed = {"action": "routed", "data": {"flow": flow, "by": by}}
+        return {"flow": flow, "actions": state.get("actions", []) + [routed]}
 
     @staticmethod
     def after_router(state: ConversationState) -> Next:
@@ -141,8 +146,8 @@ def _prompt(state: ConversationState) -> str:
     return "\n".join(t for t in state.get("texts", []) if t.strip()) or "(mensaje vacío)"
 
 
-def build_graph(experts: Experts, checkpointer, summary_every_turns: int = 8):
-    nodes = Nodes(experts, summary_every_turns)
+def build_graph(experts: Experts, checkpointer, summary_every_turns: int = 8, router_keywords: bool = True):
+    nodes = Nodes(experts, summary_every_turns, router_keywords)
     builder = StateGraph(ConversationState, context_schema=TurnContext)
     builder.add_node("start", nodes.start)
     builder.add_node("router", nodes.router)

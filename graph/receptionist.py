@@ -38,8 +38,15 @@ class Receptionist:
         self.model = model if model is not None else build_model(deps.settings)
         self.embedder = embedder if embedder is not None else build_embedder(deps.settings)
         self.experts = Experts(self.model, deps.settings)
-        self.graph = nodes.build_graph(self.experts, checkpointer, deps.settings.summary_every_turns)
+        self.graph = nodes.build_graph(self.experts, checkpointer, deps.settings.summary_every_turns,
+                                       deps.settings.router_keywords)
         self._orgs: dict[str, catalog.OrgProfile] = {}
+
+    async def aclose(self) -> None:
+        """Close the model's and the embedder's HTTP connections (the offline model has none)."""
+        for client in (getattr(self.model, "client", None), getattr(self.embedder, "client", None)):
+            if client is not None:
+                await client.close()
 
     async def run_turn(self, turn: TurnInput) -> TurnResult:
         config = {"configurable": {"thread_id": keys.checkpoint_thread(turn.org, turn.chat)},

@@ -113,7 +113,10 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
         if "agent" in roles:
             saver = await stack.enter_async_context(
                 open_checkpointer(settings.redis_url, settings.checkpoint_ttl_min))
-            agent = AgentStage(deps, (receptionist_builder or build_receptionist)(deps, saver))
+            receptionist = (receptionist_builder or build_receptionist)(deps, saver)
+            if hasattr(receptionist, "aclose"):
+                stack.push_async_callback(receptionist.aclose)  # runs after the workers stopped
+            agent = AgentStage(deps, receptionist)
             workers.append(StageWorker(deps.redis, stage_config(settings, "agent", "turns"),
                                        agent.handle, consumer))
         if "sender" in roles:

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     llm_turn_timeout_s: float = 45.0  # one whole turn: router, expert, tools
     llm_request_limit: int = 8  # model requests per agent run
     llm_tool_calls_limit: int = 8  # tool calls per agent run
+    # A message that plainly asks for one thing is routed by keywords, without a model request
+    # (graph/intents.py); false sends every new conversation through the model router.
+    router_keywords: bool = True
     memory_messages: int = 12  # last N chat messages the model sees
     summary_every_turns: int = 8  # refresh the thread summary every K turns
     checkpoint_ttl_min: int = 60 * 24 * 30  # conversation state kept 30 days after the last turn

@@ -6,12 +6,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from openai import AsyncOpenAI
 from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
-from pydantic_ai.models.openai import OpenAIChatModel
-from pydantic_ai.providers.openai import OpenAIProvider
 
+from graph.models import build_model
 from graph.receptionist import APOLOGY, Receptionist
 from ops import metrics
 from storage.seed import seed_demo
@@ -81,8 +79,63 @@ async def test_router_output_that_fails_validation_defaults_to_knowledge(deps, s
                      knowledge=lambda r, i: ("final", {"reply": "¿En qué te ayudo?", "done": True}))
     chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=model), clinic)
     await chat.say("hmm")
-    assert chat.results[-1].actions[0] == {"action": "routed", "data": {"flow": "knowledge"}}
+    assert chat.results[-1].actions[0] == {"action": "routed", "data": {"flow": "knowledge", "by": "model"}}
     assert chat.results[-1].replies == ["¿En qué te ayudo?"]
+
+
+def no_router(returns, info):
+    raise AssertionError("the model router was asked about a message that says plainly what it wants")
+
+
+@pytest.mark.parametrize("text, flow", [
+    ("hola", "knowledge"),
+    ("¿Cuánto cuesta la limpieza facial?", "knowledge"),
+    ("quiero agendar una cita", "appointment"),
+    ("necesito cancelar mi cita", "appointment"),
+    ("quiero hablar con una persona", "escalation"),
+])
+async def test_a_plain_message_is_routed_by_keywords_without_a_model_request(deps, settings, clinic, text, flow):
+    requests = []
+
+    def expert(returns, info):
+        requests.append(info)
+        return ("final", {"reply": "ok", "done": True} if flow != "escalation"
+                else {"reason": "pide una persona", "summary": "quiere hablar con alguien"})
+
+    model = scripted(router=no_router, knowledge=expert, appointment=expert, escalation=expert)
+    chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=model), clinic)
+    await chat.say(text)
+    assert chat.results[-1].actions[0] == {"action": "routed", "data": {"flow": flow, "by": "keywords"}}
+    assert len(requests) == 1  # one model request for the whole turn
+
+
+@pytest.mark.parametrize("text", [
+    "hola, ¿cuánto cuesta la limpieza facial? ¿tienen algo mañana en la tarde?",  # a question and a booking
+    "esto es terrible, nadie me contesta",  # upset: the model judges
+    "mmm no sé",
+])
+async def test_a_mixed_or_unclear_message_goes_to_the_model_router(deps, settings, clinic, text):
+    asked = []
+
+    def router(returns, info):
+        asked.append(text)
+        return ("final", {"flow": "knowledge"})
+
+    model = scripted(router=router, knowledge=lambda r, i: ("final", {"reply": "ok", "done": True}))
+    chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=model), clinic)
+    await chat.say(text)
+    assert asked == [text]
+    assert chat.results[-1].actions[0]["data"] == {"flow": "knowledge", "by": "model"}
+
+
+async def test_the_keyword_route_can_be_turned_off(deps, settings, clinic):
+    deps.settings = deps.settings.model_copy(update={"router_keywords": False})
+    asked = []
+    model = scripted(router=lambda r, i: asked.append(1) or ("final", {"flow": "knowledge"}),
+                     knowledge=lambda r, i: ("final", {"reply": "¡Hola!", "done": True}))
+    chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=model), clinic)
+    await chat.say("hola")
+    assert asked == [1] and chat.results[-1].actions[0]["data"]["by"] == "model"
 
 
 async def test_long_replies_are_split_for_whatsapp_and_hide_ids(deps, settings, clinic):
@@ -102,23 +155,30 @@ async def fake_openai(allow_model_requests):
         yield fake
 
 
-def openai_model(fake: FakeOpenAI) -> OpenAIChatModel:
-    client = AsyncOpenAI(base_url=fake.url + "/v1", api_key="sk-test", max_retries=0)
-    return OpenAIChatModel("gpt-4o-mini", provider=OpenAIProvider(openai_client=client))
+@pytest.fixture
+async def openai_model(settings, fake_openai: FakeOpenAI):
+    """The production model (graph.models.build_model) pointed at the fake server."""
+    model = build_model(settings.model_copy(update={"llm_model": "openai:gpt-4o-mini", "openai_api_key": "sk-test",
+                                                    "openai_base_url": fake_openai.url + "/v1"}))
+    yield model
+    await model.client.close()
 
 
-async def test_openai_wire_format_with_tool_calls(deps, settings, clinic, fake_openai):
+async def test_openai_wire_format_with_tool_calls(deps, settings, clinic, fake_openai, openai_model):
+    deps.settings = deps.settings.model_copy(update={"router_keywords": False})  # the router's wire too
     fake_openai.script(
         tool_call("final_result", flow="appointment"),
         tool_call("check_availability", service="limpiesa facial", when="el viernes a las 3"),
         tool_call("final_result", reply="Tengo el viernes a las 3:00 p. m. ¿Te sirve?", done=False, handoff=None),
     )
-    chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=openai_model(fake_openai)), clinic)
+    chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=openai_model), clinic)
     await chat.say("¿tienen limpiesa facial el viernes a las 3?")
     assert chat.actions == ["routed", "slots_proposed"]
     slots = chat.results[-1].actions[-1]["data"]["slots"]
     assert any("viernes 5 de marzo, 3:00 p. m." == s["label"] for s in slots)
     expert_request = fake_openai.calls[1]
+    # The lean client posts the body as built: omitted arguments are left out, not sent as null.
+    assert expert_request["model"] == "gpt-4o-mini" and None not in expert_request.values()
     offered = {t["function"]["name"] for t in expert_request["tools"]}
     assert {"check_availability", "book_appointment", "final_result"} <= offered
     tool_result = fake_openai.calls[2]["messages"][-1]
@@ -128,10 +188,10 @@ async def test_openai_wire_format_with_tool_calls(deps, settings, clinic, fake_o
     assert chat.results[-1].replies == ["Tengo el viernes a las 3:00 p. m. ¿Te sirve?"]
 
 
-async def test_model_failure_gives_an_apology_and_is_counted(deps, settings, clinic, fake_openai):
-    fake_openai.fail_next(500)
+async def test_model_failure_gives_an_apology_and_is_counted(deps, settings, clinic, fake_openai, openai_model):
+    fake_openai.fail_next(500, times=2)  # the client retries once
     before = metrics.model_failures.labels("ModelHTTPError")._value.get()
-    chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=openai_model(fake_openai)), clinic)
+    chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=openai_model), clinic)
     await chat.say("hola")
     assert chat.results[-1].replies == [APOLOGY]
     after = sum(metrics.model_failures.labels(r)._value.get() for r in ("ModelHTTPError", "ModelServerError"))
