@@ -17,6 +17,11 @@ from storage import consent
 from storage.catalog import Db, Service, business_hours, get_service
 from storage.chats import save_contact_name
 
+# Two overlapping inserts can each wait on the other's index entry; PostgreSQL then aborts one
+# with a deadlock instead of an exclusion violation. Either way that staff member is taken (each
+# attempt is its own savepoint, so the transaction goes on).
+_TAKEN = (asyncpg.ExclusionViolationError, asyncpg.DeadlockDetectedError)
+
 
 @dataclass(frozen=True)
 class Slot:
@@ -159,7 +164,7 @@ async def book(pool: asyncpg.Pool, *, org: str, contact_id: str, service: Servic
                         await save_contact_name(conn, org, contact_id, contact_name)
                     await consent.record(conn, org=org, contact_id=contact_id, status="opted_in",
                                          source="booking")
-            except asyncpg.ExclusionViolationError:
+            except _TAKEN:
                 continue  # this staff member was taken meanwhile; try the next one
             return await appointment_by_key(conn, org, idempotency_key)
     return None
@@ -218,7 +223,7 @@ async def reschedule(pool: asyncpg.Pool, *, org: str, contact_id: str, appointme
                         "update appointments set starts_at = $2, ends_at = $3, staff_id = $4::uuid,"
                         " updated_at = now() where id = $1::uuid", appointment_id, starts_at,
                         starts_at + timedelta(minutes=service.duration_minutes), staff_id)
-            except asyncpg.ExclusionViolationError:
+            except _TAKEN:
                 continue
             return await _appointment(conn, org, appointment_id)
     return None
