@@ -33,7 +33,8 @@ INFO = re.compile(r"cuanto (cuesta|vale|sale|cobran|es|son)|\bprecio|\bvalor\b|\
 GREETING = re.compile(r"^\W*(hola|holi|buenas|buenos dias|buenas tardes|buenas noches|hey|que tal|gracias"
                       r"|muchas gracias|ok|listo|perfecto)\b")
 
-_ANY_NOW = datetime(2000, 1, 3, 9, 0)  # "is there a when in this text" does not depend on today
+# Whether a phrase names a time does not depend on today: any fixed Monday morning will do.
+ANY_NOW = datetime(2030, 1, 7, 9, 0)
 
 
 def normalize(text: str) -> str:
@@ -46,7 +47,7 @@ def greeting_only(t: str) -> bool:
 
 
 def mentions_when(t: str) -> bool:
-    return timeparse.parse(t, _ANY_NOW).understood
+    return timeparse.parse(t, ANY_NOW).understood
 
 
 def wants_appointment(t: str) -> bool:

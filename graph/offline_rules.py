@@ -6,56 +6,51 @@ Texts arrive normalized (lower case, no accents: "mañana" -> "manana").
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Any
 
-from graph import timeparse
+from graph import intents, replies, timeparse
 
-_ESCALATE = re.compile(r"\b(una persona|un humano|humano|asesor|asesora|agente|alguien real|hablar con alguien"
-                       r"|queja|reclamo|molest\w*|pesim\w*|terrible|indignad\w*|estafa|no sirve|furios\w*)\b")
-_CANCEL = re.compile(r"\b(cancelar|cancela|cancelen|cancelo|anular|anula)\b")
-_RESCHEDULE = re.compile(r"\b(cambiar|cambia|cambio|reprogramar|reprograma|mover|muevan|correr|aplazar|pasar)\b"
-                         r".{0,20}\bcita\b|\breprogram\w*")
-_LIST = re.compile(r"\b(mis citas|que citas tengo|tengo (alguna )?cita|cuando es mi cita|mi proxima cita)\b")
-_BOOK = re.compile(r"\b(cita|agendar|agenda|agendame|reservar|reserva|separar|turno|disponib\w*|tienen algo"
-                   r"|hay algo|espacio|cupo|quiero (un|una)|me gustaria (un|una)|mejor (un|una|el|la))\b")
-_INFO = re.compile(r"cuanto (cuesta|vale|sale|cobran|es|son)|\bprecio|\bvalor\b|\bcosto|\bdonde\b|direccion"
-                   r"|ubicad|\bpago|\bpagar|tarjeta|nequi|politica|parqueadero|preparaci|que incluye"
-                   r"|festivo|horario de atencion|a que hora (abren|cierran)|atienden|que servicios")
-_GREETING = re.compile(r"^\W*(hola|holi|buenas|buenos dias|buenas tardes|buenas noches|hey|que tal|gracias"
-                       r"|muchas gracias|ok|listo|perfecto)\b")
+# A yes or a no to "¿Confirmas que cancelo...?": only the start of the answer counts ("sí, cancélala").
+_YES = re.compile(r"^\W*(si|sip|claro|confirmo|confirmado|dale|ok|okay|listo|de una|correcto|exacto"
+                  r"|hazlo|adelante|por favor|cancelala|cancelalo|yes)\b")
+_NO = re.compile(r"^\W*(no|nop|nel|mejor no|mejor dejala|mejor dejalo|dejala|dejalo|olvidalo|todavia no"
+                 r"|aun no|ya no|para nada|negativo)\b")
 _ORDINALS = {"primera": 1, "primero": 1, "segunda": 2, "segundo": 2, "tercera": 3, "tercero": 3,
              "cuarta": 4, "quinta": 5}
 
 
 def intent(t: str) -> str:
     """escalate, cancel, reschedule, list, book, info or chat."""
-    if _ESCALATE.search(t):
+    if intents.ASK_PERSON.search(t) or intents.UPSET.search(t):
         return "escalate"
-    if _CANCEL.search(t):
+    if intents.CANCEL.search(t):
         return "cancel"
-    if _RESCHEDULE.search(t):
+    if intents.RESCHEDULE.search(t):
         return "reschedule"
-    if _LIST.search(t):
+    if intents.LIST.search(t):
         return "list"
-    if _BOOK.search(t) or (mentions_when(t) and not _INFO.search(t)):
+    if intents.BOOK.search(t) or (mentions_when(t) and not intents.INFO.search(t)):
         return "book"
-    if _INFO.search(t):
+    if intents.INFO.search(t):
         return "info"
     return "chat" if greeting_only(t) or not t.strip() else "info"
 
 
 def is_info_question(t: str) -> bool:
-    return bool(_INFO.search(t))
+    return bool(intents.INFO.search(t))
 
 
-def greeting_only(t: str) -> bool:
-    rest = _GREETING.sub("", t, count=1)
-    return bool(_GREETING.search(t)) and len(re.findall(r"\w+", rest)) <= 3 and "?" not in t
+greeting_only = intents.greeting_only
+mentions_when = intents.mentions_when
 
 
-def mentions_when(t: str) -> bool:
-    return timeparse.parse(t, _ANY_NOW).understood
+def says_no(t: str) -> bool:
+    return bool(_NO.search(t))
+
+
+def says_yes(t: str) -> bool:
+    # "claro que no" or "sí, no sé" is not a yes: when in doubt we ask again, never cancel.
+    return bool(_YES.search(t)) and not re.search(r"\bno\b", t)
 
 
 def pick_number(t: str) -> int | None:
@@ -74,7 +69,7 @@ def pick_slot(t: str, slots: list[dict]) -> int | None:
         return n if n <= len(slots) else None
     if re.search(r"\b(ultima|ultimo)\b", t):
         return len(slots)
-    asked = timeparse.parse(t, _ANY_NOW)
+    asked = timeparse.parse(t, intents.ANY_NOW)
     if asked.prefer and not re.search(r"manana|hoy|lunes|martes|miercoles|jueves|viernes|sabado|\d+ de", t):
         for i, slot in enumerate(slots):
             if _label_time(slot["label"]) == (asked.prefer.hour, asked.prefer.minute):
@@ -116,6 +111,31 @@ def escalation_reason(t: str) -> str:
 def ask_which(listed: list[dict], verb: str) -> str:
     lines = [f"{a['n']}. {a['label']}" for a in listed]
     return "Tienes estas citas:\n" + "\n".join(lines) + f"\n\n¿Cuál quieres {verb}? Respóndeme con el número."
+
+
+def _appointment_phrase(label: str) -> str:
+    """"Manicure spa, viernes 5 de marzo, 3:00 p. m." -> "de Manicure spa del viernes 5 de marzo, 3:00 p. m."."""
+    m = re.match(r"(.+?), ((?:" + "|".join(replies.WEEKDAYS) + r") .+)$", label)
+    return f"de {m.group(1)} del {m.group(2)}" if m else f"«{label}»"
+
+
+def confirm_cancel(label: str, again: bool = False) -> str:
+    """The question asked before cancelling; the next turn finds the appointment by it (asked_to_cancel)."""
+    question = f"¿Confirmas que cancelo tu cita {_appointment_phrase(label)}?"
+    return f"{question} Respóndeme «sí» o «no»." if again else question
+
+
+def asked_to_cancel(said: str | None, listed: list[dict]) -> int | None:
+    """The listed appointment our message `said` asked to confirm cancelling, by its number."""
+    if not said:
+        return None
+    return next((a["n"] for a in listed if confirm_cancel(a["label"]) in said), None)
+
+
+def kept(label: str | None) -> str:
+    if label is None:
+        return "Perfecto, no cancelo nada. ¿Te ayudo con algo más?"
+    return f"Perfecto, no la cancelo: tu cita {_appointment_phrase(label)} sigue en pie. ¿Te ayudo con algo más?"
 
 
 def compose(turn: Any, greet: bool = False) -> str:
@@ -186,6 +206,3 @@ _ACTION_TEXT = {
     "name_saved": lambda d: "",
     "retry": lambda d: "",
 }
-
-# mentions_when/pick_slot only ask *whether* a phrase names a time, not which date it is.
-_ANY_NOW = datetime(2030, 1, 7, 9, 0)
