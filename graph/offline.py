@@ -17,8 +17,9 @@ from pydantic_ai.messages import (ModelMessage, ModelRequest, ModelResponse, Ret
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from graph import prompts
-from graph.offline_rules import (ask_which, compose, escalation_reason, extract_name, greeting_only,
-                                 intent, is_info_question, mentions_when, pick_slot, pick_number)
+from graph.offline_rules import (ask_which, asked_to_cancel, compose, confirm_cancel, escalation_reason,
+                                 extract_name, greeting_only, intent, is_info_question, kept, mentions_when,
+                                 pick_number, pick_slot, says_no, says_yes)
 from graph.timeparse import normalize
 
 OFFLINE_NAME = "offline-es (deterministic offline model, not an LLM)"
@@ -36,7 +37,7 @@ async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelRespons
     if agent == "summary" or not info.output_tools:
         return ModelResponse(parts=[TextPart(_summary(user))])
     state = _state(instructions)
-    turn = Turn(user=user, t=normalize(user), state=state, results=results)
+    turn = Turn(user=user, t=normalize(user), state=state, results=results, said=_last_said(instructions))
     action = {"router": _router, "knowledge": _knowledge, "appointment": _appointment,
               "escalation": _escalation}[agent](turn)
     if action[0] == "tool":
@@ -45,8 +46,10 @@ async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelRespons
 
 
 class Turn:
-    def __init__(self, user: str, t: str, state: dict, results: list[tuple[str, Any]]) -> None:
+    def __init__(self, user: str, t: str, state: dict, results: list[tuple[str, Any]],
+                 said: str | None = None) -> None:
         self.user, self.t, self.state, self.results = user, t, state, results
+        self.said = said  # our own last message, if it is the latest one in the chat
         self.called = [name for name, _ in results]
 
 
@@ -70,6 +73,29 @@ def _state(instructions: str) -> dict:
         if line.startswith(prompts.STATE_MARK):
             return json.loads(line[len(prompts.STATE_MARK):])
     return {}
+
+
+def _last_said(instructions: str) -> str | None:
+    """Our last message from the "Mensajes recientes" block, None if the customer spoke after it.
+
+    It is what a real model would read to know which question the customer is answering
+    ("sí" to "¿Confirmas que cancelo...?"); the state keeps no pending question of its own.
+    """
+    said, in_recent = None, False
+    for line in instructions.splitlines():
+        if line.startswith("Mensajes recientes"):
+            in_recent = True
+        elif not in_recent:
+            continue
+        elif line.startswith(prompts.STATE_MARK):
+            break
+        elif line.startswith("Tú: "):
+            said = line[len("Tú: "):]
+        elif line.startswith("Cliente: "):
+            said = None
+        elif said is not None:
+            said += "\n" + line
+    return said
 
 
 def tool(name: str, **args: Any) -> tuple:
@@ -113,6 +139,8 @@ def _appointment(turn: Turn) -> tuple:
                                                          if isinstance(r, dict)}
     if finished:
         return final(reply=compose(turn), done=True)
+    if (declined := _declined(turn)) is not None:
+        return final(reply=declined, done=True)
     if kind == "escalate":
         return final(handoff="escalation")
     if is_info_question(t) and "search_knowledge" not in called:
@@ -154,16 +182,51 @@ def _listed(turn: Turn, purpose: str) -> list[dict] | None:
 
 
 def _cancel(turn: Turn) -> tuple:
+    """Cancelling is destructive, so it takes two turns: we name the appointment and ask
+    "¿Confirmas...?", and only a yes to that question, the next turn, calls cancel_appointment."""
+    t, called = turn.t, turn.called
+    asked = _awaiting_confirmation(turn)
+    if asked and says_no(t):
+        # Listing them again "to see" is the tool call that takes "cancelar" out of the state,
+        # so a later "sí" or "la primera" is not read as this cancellation; _declined replies.
+        return tool("list_my_appointments", purpose="ver")
+    if asked and says_yes(t) and "cancel_appointment" not in called:
+        return tool("cancel_appointment", appointment=asked)
+    if "cancel_appointment" in called and "list_my_appointments" not in called:
+        return tool("list_my_appointments", purpose="cancelar")  # it could not be cancelled: look again
     listed = _listed(turn, "cancelar")
     if listed is None:
         return tool("list_my_appointments", purpose="cancelar")
-    n = pick_number(turn.t) or (1 if len(listed) == 1 else None)
-    if listed and n and "cancel_appointment" not in turn.called:
-        return tool("cancel_appointment", appointment=n)
-    if listed and not n:
-        return final(reply=ask_which(listed, "cancelar"))
-    done = any(isinstance(r, dict) and r.get("action") == "cancelled" for _, r in turn.results)
-    return final(reply=compose(turn), done=done or not listed)
+    if not listed:
+        return final(reply=compose(turn), done=True)
+    n = pick_number(t) or asked or (1 if len(listed) == 1 else None)
+    if n and n <= len(listed):
+        # Asked again (neither yes nor no to it) it carries a hint; it never cancels by itself.
+        return final(reply=confirm_cancel(listed[n - 1]["label"], again=n == asked))
+    return final(reply=ask_which(listed, "cancelar"))
+
+
+def _awaiting_confirmation(turn: Turn) -> int | None:
+    """The appointment we asked "¿Confirmas que cancelo...?" about, if the customer is answering it.
+
+    Derived, not stored: the state still lists the appointments "para cancelar" and our last
+    message is that question. A listing made in this same run means the question is not asked yet.
+    """
+    s = turn.state
+    if s.get("citas_para") != "cancelar" or "list_my_appointments" in turn.called:
+        return None
+    return asked_to_cancel(turn.said, s.get("citas_listadas") or [])
+
+
+def _declined(turn: Turn) -> str | None:
+    """The reply to a "no" to our question, once _cancel has re-listed the appointments to see."""
+    listing = next((r["data"] for name, r in turn.results if name == "list_my_appointments"
+                    and isinstance(r, dict) and r.get("action") == "appointments_listed"), None)
+    # Only _cancel lists "to see" on a "no"; a "no, ¿qué citas tengo?" lists them on its own.
+    if listing is None or listing["purpose"] != "ver" or not says_no(turn.t) or intent(turn.t) == "list":
+        return None
+    n = asked_to_cancel(turn.said, listing["appointments"])
+    return kept(listing["appointments"][n - 1]["label"] if n else None)
 
 
 def _reschedule(turn: Turn) -> tuple:

@@ -54,7 +54,10 @@ async def test_book_ask_mid_booking_reschedule_and_cancel(system, make_org, gups
         rows = await appointments(deps, org)
         confirmed = [r for r in rows if r["status"] == "confirmed"]
         assert len(confirmed) == 1 and confirmed[0]["starts_at"] != first_start
-        await chat.say("quiero cancelar mi cita")
+        asked = " ".join(await chat.say("quiero cancelar mi cita"))
+        assert "¿Confirmas que cancelo tu cita de Limpieza facial" in asked, asked
+        assert (await appointments(deps, org))[0]["status"] == "confirmed"  # only asked so far
+        await chat.say("sí")
         rows = await eventually(lambda: _all_cancelled(deps, org))
     assert rows
 

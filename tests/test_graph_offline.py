@@ -78,14 +78,59 @@ async def test_switching_service_mid_booking_restarts_the_choice(chat, deps):
     assert [r["name"] for r in await confirmed(deps)] == ["Limpieza facial"]
 
 
-async def test_cancel(chat, deps):
+async def statuses(deps) -> list[tuple[str, str]]:
+    return [(r["name"], r["status"]) for r in await deps.pool.fetch(
+        "select s.name, a.status from appointments a join services s on s.id = a.service_id"
+        " order by a.starts_at")]
+
+
+async def book_manicure(chat) -> None:
     await chat.say("quiero una cita de manicure spa el viernes a las 3")
     await chat.say("a las 3")
     await chat.say("Lucía")
     assert chat.actions == ["booked"] and "3:00 p. m." in chat.text
+
+
+async def test_cancel_asks_first_and_cancels_on_yes(chat, deps):
+    await book_manicure(chat)
     await chat.say("necesito cancelar mi cita")
-    assert chat.actions == ["routed", "appointments_listed", "cancelled"], chat.text
-    assert "cancelada" in chat.text and await confirmed(deps) == []
+    assert chat.actions == ["routed", "appointments_listed"], chat.text
+    assert chat.text == "¿Confirmas que cancelo tu cita de Manicure spa del viernes 5 de marzo, 3:00 p. m.?"
+    assert await statuses(deps) == [("Manicure spa", "confirmed")]  # asking changes nothing
+    await chat.say("Sí, cancélala")
+    assert chat.actions == ["cancelled"], chat.text
+    assert "viernes 5 de marzo, 3:00 p. m. quedó cancelada" in chat.text
+    assert await statuses(deps) == [("Manicure spa", "cancelled")]
+
+
+async def test_cancel_answered_no_keeps_the_appointment(chat, deps):
+    await book_manicure(chat)
+    await chat.say("quiero cancelar mi cita")
+    assert "¿Confirmas" in chat.text
+    await chat.say("mejor no")
+    assert chat.actions == ["appointments_listed"], chat.text
+    assert "no la cancelo" in chat.text and "sigue en pie" in chat.text
+    await chat.say("sí")  # a later yes is not taken as the cancellation
+    assert "cancelled" not in chat.actions
+    assert await statuses(deps) == [("Manicure spa", "confirmed")]
+
+
+async def test_cancel_one_of_several_confirms_the_chosen_one(chat, deps):
+    await book_manicure(chat)
+    await chat.say("quiero una cita de limpieza facial mañana a las 9")
+    await chat.say("la primera")
+    assert chat.actions == ["booked"]
+    await chat.say("quiero cancelar una cita")
+    assert "¿Cuál quieres cancelar?" in chat.text and "2. Manicure spa" in chat.text
+    await chat.say("ok")  # not a number and no question asked yet: nothing is cancelled
+    assert "cancelled" not in chat.actions and "¿Cuál quieres cancelar?" in chat.text
+    await chat.say("la 2")
+    assert chat.text == "¿Confirmas que cancelo tu cita de Manicure spa del viernes 5 de marzo, 3:00 p. m.?"
+    await chat.say("mmm")  # neither yes nor no: the same question again
+    assert "Manicure spa del viernes" in chat.text and "«sí» o «no»" in chat.text
+    await chat.say("dale")
+    assert chat.actions == ["cancelled"], chat.text
+    assert await statuses(deps) == [("Limpieza facial", "confirmed"), ("Manicure spa", "cancelled")]
 
 
 async def test_reschedule(chat, deps):
