@@ -13,10 +13,12 @@ async def checkpointer_on(client: aioredis.Redis, ttl_min: int) -> AsyncShallowR
     """A set-up saver whose checkpoints expire ttl_min minutes after their chat's last turn.
 
     Shallow: only a chat's latest state is ever read, so older checkpoints are not kept (less
-    Redis memory, and about 3 ms less per turn in make bench).
+    Redis memory, and about 3 ms less per turn in make bench). No refresh on read: every turn
+    that reads the checkpoint writes it again at its end, and the write sets the TTL (one
+    Redis round trip less per turn).
     """
     saver = AsyncShallowRedisSaver(redis_client=client,
-                                   ttl={"default_ttl": ttl_min, "refresh_on_read": True})
+                                   ttl={"default_ttl": ttl_min, "refresh_on_read": False})
     await saver.asetup()
     return saver
 

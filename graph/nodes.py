@@ -2,8 +2,11 @@
 keeps it across turns until its task is done, and may hand this same message to another
 expert when the customer really changed the subject (at most MAX_HOPS times per turn).
 
-START -> start -> (replay: finish) | router | <flow expert>
-router -> <expert>;  expert -> <other expert> | finish;  finish -> END
+START -> replay (a redelivered turn) | router | <the expert that owns the chat>
+router -> <expert>;  expert -> <other expert> (hand-off) | END
+
+Each node step costs LangGraph time on every turn, so the turn's bookkeeping (reply parts,
+turn count, the summary) is done by the expert that ends the turn, not by a node of its own.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ ACCEPTED_TEXT = ("Listo, le avisé a un asesor de nuestro equipo y te escribirá
                  "mismo chat. 🙌")
 FAILED_TEXT = ("No pude contactar a un asesor en este momento 😔. Sigo aquí para ayudarte; si "
                "quieres, cuéntame qué necesitas y lo intento de nuevo en un rato.")
-Next = Literal["router", "knowledge", "appointment", "escalation", "finish"]
+Next = Literal["router", "knowledge", "appointment", "escalation", "replay"]
 
 
 class Nodes:
@@ -35,22 +38,18 @@ class Nodes:
         self.summary_every_turns = summary_every_turns
         self.router_keywords = router_keywords
 
-    async def start(self, state: ConversationState, runtime: Runtime[TurnContext]) -> dict:
-        last = state.get("last_turn")
-        if last and last.get("turn_id") == state.get("turn_id"):
-            # A redelivered turn whose effects are already in this state: answer the same again.
-            return {"replies": last["replies"], "actions": last["actions"],
-                    "escalation": last["escalation"], "handoff": None}
-        if not state.get("contact_name") and runtime.context.contact_name:
-            return {"contact_name": runtime.context.contact_name}
-        return {}
-
     @staticmethod
-    def after_start(state: ConversationState) -> Next:
+    def entry(state: ConversationState) -> Next:
         last = state.get("last_turn")
         if last and last.get("turn_id") == state.get("turn_id"):
-            return "finish"
+            return "replay"
         return state.get("flow") or "router"
+
+    async def replay(self, state: ConversationState) -> dict:
+        # A redelivered turn whose effects are already in this state: answer the same again.
+        last = state["last_turn"]
+        return {"replies": last["replies"], "actions": last["actions"], "escalation": last["escalation"],
+                "handoff": None}
 
     async def router(self, state: ConversationState, runtime: Runtime[TurnContext]) -> dict:
         prompt = _prompt(state)
@@ -89,7 +88,7 @@ class Nodes:
             return update
         update.update(flow=None if out.done else name, handoff=None,
                       replies=state.get("replies", []) + ([out.reply] if out.reply.strip() else []))
-        return update
+        return await self._end_turn(state, update, runtime.context)
 
     async def escalation(self, state: ConversationState, runtime: Runtime[TurnContext]) -> dict:
         deps = self._deps(state, runtime)
@@ -97,25 +96,24 @@ class Nodes:
         request = {"reason": note.reason[:200], "summary": note.summary[:500],
                    "accepted_text": ACCEPTED_TEXT, "failed_text": FAILED_TEXT}
         action = {"action": "escalate", "data": {"reason": request["reason"], "summary": request["summary"]}}
-        return {"escalation": request, "flow": None, "handoff": None, "replies": [],
-                "actions": state.get("actions", []) + [action]}
+        update = {"escalation": request, "flow": None, "handoff": None, "replies": [],
+                  "actions": state.get("actions", []) + [action]}
+        return await self._end_turn(state, update, runtime.context)
 
     @staticmethod
-    def after_expert(state: ConversationState) -> Next:
-        return state.get("handoff") or "finish"
+    def after_expert(state: ConversationState) -> Next | str:
+        return state.get("handoff") or END
 
-    async def finish(self, state: ConversationState, runtime: Runtime[TurnContext]) -> dict:
-        parts = [p for r in state.get("replies", []) for p in replies.split(r)]
-        turns = state.get("turns", 0)
-        last = state.get("last_turn")
-        if last and last.get("turn_id") == state.get("turn_id"):
-            return {"replies": parts}
-        turns += 1
-        update = {"replies": parts, "turns": turns,
-                  "last_turn": {"turn_id": state.get("turn_id"), "replies": parts,
-                                "actions": state.get("actions", []), "escalation": state.get("escalation")}}
+    async def _end_turn(self, state: ConversationState, update: dict, ctx: TurnContext) -> dict:
+        """The last expert's update plus the turn's bookkeeping: the replies cut to WhatsApp's
+        size, the turn counted and remembered (for a redelivery), the summary every K turns."""
+        parts = [p for r in update["replies"] for p in replies.split(r)]
+        turns = state.get("turns", 0) + 1
+        update.update(replies=parts, turns=turns,
+                      last_turn={"turn_id": state.get("turn_id"), "replies": parts, "actions": update["actions"],
+                                 "escalation": update.get("escalation", state.get("escalation"))})
         if self.summary_every_turns and turns % self.summary_every_turns == 0:
-            summary = await self._summarize(state, parts, runtime.context)
+            summary = await self._summarize(state, parts, ctx)
             if summary:
                 update["summary"] = summary
         return update
@@ -149,16 +147,14 @@ def _prompt(state: ConversationState) -> str:
 def build_graph(experts: Experts, checkpointer, summary_every_turns: int = 8, router_keywords: bool = True):
     nodes = Nodes(experts, summary_every_turns, router_keywords)
     builder = StateGraph(ConversationState, context_schema=TurnContext)
-    builder.add_node("start", nodes.start)
+    builder.add_node("replay", nodes.replay)
     builder.add_node("router", nodes.router)
     builder.add_node("knowledge", nodes.knowledge)
     builder.add_node("appointment", nodes.appointment)
     builder.add_node("escalation", nodes.escalation)
-    builder.add_node("finish", nodes.finish)
-    builder.add_edge(START, "start")
-    builder.add_conditional_edges("start", nodes.after_start)
+    builder.add_conditional_edges(START, nodes.entry)
+    builder.add_edge("replay", END)
     builder.add_conditional_edges("router", nodes.after_router)
     for expert in ("knowledge", "appointment", "escalation"):
         builder.add_conditional_edges(expert, nodes.after_expert)
-    builder.add_edge("finish", END)
     return builder.compile(checkpointer=checkpointer)

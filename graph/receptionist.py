@@ -54,6 +54,8 @@ class Receptionist:
         context = await self._context(turn)
         turn_input = {"texts": list(turn.texts), "turn_id": turn.turn_id, "replies": [], "actions": [],
                       "escalation": None, "hops": 0, "handoff": None, "bookings": 0}
+        if context.contact_name:  # the CRM's name wins over what an earlier turn remembered
+            turn_input["contact_name"] = context.contact_name
         try:
             async with asyncio.timeout(self.deps.settings.llm_turn_timeout_s):
                 # durability="exit": one checkpoint write per turn instead of one per node. A
