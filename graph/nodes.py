@@ -83,11 +83,14 @@ class Nodes:
                   "actions": state.get("actions", []) + deps.actions}
         hops = state.get("hops", 0)
         if out.handoff and out.handoff != name and hops < MAX_HOPS:
-            update.update(flow=out.handoff, handoff=out.handoff, hops=hops + 1)
+            # A cancellation asked about here was never seen by the customer: it cannot be confirmed.
+            update.update(flow=out.handoff, handoff=out.handoff, hops=hops + 1, cancel_pending=None)
             update["actions"] = update["actions"] + [{"action": "handoff", "data": {"from": name, "to": out.handoff}}]
             return update
         update.update(flow=None if out.done else name, handoff=None,
                       replies=state.get("replies", []) + ([out.reply] if out.reply.strip() else []))
+        if out.done:  # the task is over: a later "sí" must not confirm a cancellation from it
+            update["cancel_pending"] = None
         return await self._end_turn(state, update, runtime.context)
 
     async def escalation(self, state: ConversationState, runtime: Runtime[TurnContext]) -> dict:

@@ -17,9 +17,9 @@ from pydantic_ai.messages import (ModelMessage, ModelRequest, ModelResponse, Ret
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from graph import prompts
-from graph.offline_rules import (ask_which, asked_to_cancel, compose, confirm_cancel, escalation_reason,
-                                 extract_name, greeting_only, intent, is_info_question, kept, mentions_when,
-                                 pick_number, pick_slot, says_no, says_yes)
+from graph.offline_rules import (ask_which, compose, confirm_cancel, escalation_reason, extract_name,
+                                 greeting_only, intent, is_info_question, kept, mentions_when, pick_number,
+                                 pick_slot, says_no, says_yes)
 from graph.timeparse import normalize
 
 OFFLINE_NAME = "offline-es (deterministic offline model, not an LLM)"
@@ -33,11 +33,12 @@ async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelRespons
     # Async on purpose: FunctionModel runs a plain function in a thread, a needless hop per request.
     instructions = info.instructions or ""
     agent = m.group(1) if (m := re.search(r"\[agente:(\w+)\]", instructions)) else "summary"
-    user, results = _this_run(messages)
+    user, results, first = _this_run(messages)
     if agent == "summary" or not info.output_tools:
         return ModelResponse(parts=[TextPart(_summary(user))])
     state = _state(instructions)
-    turn = Turn(user=user, t=normalize(user), state=state, results=results, said=_last_said(instructions))
+    turn = Turn(user=user, t=normalize(user), state=state, results=results,
+                before=_state(first) if first is not None else state)
     action = {"router": _router, "knowledge": _knowledge, "appointment": _appointment,
               "escalation": _escalation}[agent](turn)
     if action[0] == "tool":
@@ -47,25 +48,31 @@ async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelRespons
 
 class Turn:
     def __init__(self, user: str, t: str, state: dict, results: list[tuple[str, Any]],
-                 said: str | None = None) -> None:
+                 before: dict | None = None) -> None:
         self.user, self.t, self.state, self.results = user, t, state, results
-        self.said = said  # our own last message, if it is the latest one in the chat
+        # `state` is the ESTADO as the tools left it for this step; `before`, as the customer's
+        # message found it (a tool may since have cleared what the customer was answering).
+        self.before = state if before is None else before
         self.called = [name for name, _ in results]
 
 
-def _this_run(messages: list[ModelMessage]) -> tuple[str, list[tuple[str, Any]]]:
-    user, results = "", []
+def _this_run(messages: list[ModelMessage]) -> tuple[str, list[tuple[str, Any]], str | None]:
+    """The customer's message, this run's tool results, and the instructions of its first request."""
+    user, results, first = "", [], None
     for message in messages:
         if not isinstance(message, ModelRequest):
             continue
         for part in message.parts:
             if isinstance(part, UserPromptPart) and isinstance(part.content, str):
-                user, results = part.content, []
+                user, results, first = part.content, [], message.instructions
+            elif isinstance(part, ToolReturnPart) and getattr(part, "outcome", None) == "retried":
+                # A tool's ModelRetry: this Pydantic AI returns it as a ToolReturnPart, not a RetryPromptPart.
+                results.append((part.tool_name, {"action": "retry", "data": {"reason": str(part.content)}}))
             elif isinstance(part, ToolReturnPart):
                 results.append((part.tool_name, part.content))
             elif isinstance(part, RetryPromptPart) and part.tool_name:
                 results.append((part.tool_name, {"action": "retry", "data": {"reason": str(part.content)}}))
-    return user, results
+    return user, results, first
 
 
 def _state(instructions: str) -> dict:
@@ -73,29 +80,6 @@ def _state(instructions: str) -> dict:
         if line.startswith(prompts.STATE_MARK):
             return json.loads(line[len(prompts.STATE_MARK):])
     return {}
-
-
-def _last_said(instructions: str) -> str | None:
-    """Our last message from the "Mensajes recientes" block, None if the customer spoke after it.
-
-    It is what a real model would read to know which question the customer is answering
-    ("sí" to "¿Confirmas que cancelo...?"); the state keeps no pending question of its own.
-    """
-    said, in_recent = None, False
-    for line in instructions.splitlines():
-        if line.startswith("Mensajes recientes"):
-            in_recent = True
-        elif not in_recent:
-            continue
-        elif line.startswith(prompts.STATE_MARK):
-            break
-        elif line.startswith("Tú: "):
-            said = line[len("Tú: "):]
-        elif line.startswith("Cliente: "):
-            said = None
-        elif said is not None:
-            said += "\n" + line
-    return said
 
 
 def tool(name: str, **args: Any) -> tuple:
@@ -145,7 +129,8 @@ def _appointment(turn: Turn) -> tuple:
         return final(handoff="escalation")
     if is_info_question(t) and "search_knowledge" not in called:
         return tool("search_knowledge", query=turn.user)
-    if kind == "cancel" or (s.get("citas_para") == "cancelar" and s.get("citas_listadas")):
+    if (kind == "cancel" or s.get("cancelacion_por_confirmar") or "cancel_appointment" in called
+            or (s.get("citas_para") == "cancelar" and s.get("citas_listadas"))):
         return _cancel(turn)
     if kind == "reschedule" or s.get("citas_para") == "reprogramar":
         return _reschedule(turn)
@@ -182,51 +167,53 @@ def _listed(turn: Turn, purpose: str) -> list[dict] | None:
 
 
 def _cancel(turn: Turn) -> tuple:
-    """Cancelling is destructive, so it takes two turns: we name the appointment and ask
-    "¿Confirmas...?", and only a yes to that question, the next turn, calls cancel_appointment."""
-    t, called = turn.t, turn.called
-    asked = _awaiting_confirmation(turn)
-    if asked and says_no(t):
-        # Listing them again "to see" is the tool call that takes "cancelar" out of the state,
-        # so a later "sí" or "la primera" is not read as this cancellation; _declined replies.
-        return tool("list_my_appointments", purpose="ver")
-    if asked and says_yes(t) and "cancel_appointment" not in called:
-        return tool("cancel_appointment", appointment=asked)
+    """Cancelling takes two turns, and the tool enforces it: cancel_appointment(n) only marks the
+    appointment "por confirmar" (ESTADO cancelacion_por_confirmar) and we ask "¿Confirmas...?";
+    the customer's yes, the next turn, is cancel_appointment(n, confirmed=True)."""
+    t, s, called = turn.t, turn.state, turn.called
+    if asked := _result(turn, "cancel_confirmation_needed"):
+        again = asked["appointment"] == turn.before.get("cancelacion_por_confirmar")
+        return final(reply=confirm_cancel(asked["label"], again=again))
     if "cancel_appointment" in called and "list_my_appointments" not in called:
         return tool("list_my_appointments", purpose="cancelar")  # it could not be cancelled: look again
-    listed = _listed(turn, "cancelar")
+    pending = s.get("cancelacion_por_confirmar")
+    listed = s.get("citas_listadas") if pending else _listed(turn, "cancelar")
     if listed is None:
         return tool("list_my_appointments", purpose="cancelar")
     if not listed:
         return final(reply=compose(turn), done=True)
-    n = pick_number(t) or asked or (1 if len(listed) == 1 else None)
+    n = pick_number(t)
+    if pending and not (n and n != pending and n <= len(listed)):  # another number: ask about that one
+        if says_no(t):
+            # Listing them again "to see" clears the pending cancellation (and "cancelar" from the
+            # state), so a later "sí" or "la primera" is not read as this one; _declined replies.
+            return tool("list_my_appointments", purpose="ver")
+        if says_yes(t) and "cancel_appointment" not in called:
+            return tool("cancel_appointment", appointment=pending, confirmed=True)
+        # Neither yes nor no: the same question, with a hint; it never cancels by itself.
+        return final(reply=confirm_cancel(listed[pending - 1]["label"], again=True))
+    if "cancel_appointment" in called:  # it could not be cancelled and was listed again
+        return final(reply=ask_which(listed, "cancelar"))
+    n = n or (1 if len(listed) == 1 else None)
     if n and n <= len(listed):
-        # Asked again (neither yes nor no to it) it carries a hint; it never cancels by itself.
-        return final(reply=confirm_cancel(listed[n - 1]["label"], again=n == asked))
+        return tool("cancel_appointment", appointment=n)
     return final(reply=ask_which(listed, "cancelar"))
 
 
-def _awaiting_confirmation(turn: Turn) -> int | None:
-    """The appointment we asked "¿Confirmas que cancelo...?" about, if the customer is answering it.
-
-    Derived, not stored: the state still lists the appointments "para cancelar" and our last
-    message is that question. A listing made in this same run means the question is not asked yet.
-    """
-    s = turn.state
-    if s.get("citas_para") != "cancelar" or "list_my_appointments" in turn.called:
-        return None
-    return asked_to_cancel(turn.said, s.get("citas_listadas") or [])
+def _result(turn: Turn, action: str) -> dict | None:
+    """The data of this run's latest tool result with that action."""
+    return next((r["data"] for _, r in reversed(turn.results)
+                 if isinstance(r, dict) and r.get("action") == action), None)
 
 
 def _declined(turn: Turn) -> str | None:
     """The reply to a "no" to our question, once _cancel has re-listed the appointments to see."""
-    listing = next((r["data"] for name, r in turn.results if name == "list_my_appointments"
-                    and isinstance(r, dict) and r.get("action") == "appointments_listed"), None)
+    listing = _result(turn, "appointments_listed")
     # Only _cancel lists "to see" on a "no"; a "no, ¿qué citas tengo?" lists them on its own.
     if listing is None or listing["purpose"] != "ver" or not says_no(turn.t) or intent(turn.t) == "list":
         return None
-    n = asked_to_cancel(turn.said, listing["appointments"])
-    return kept(listing["appointments"][n - 1]["label"] if n else None)
+    n, asked = turn.before.get("cancelacion_por_confirmar"), turn.before.get("citas_listadas") or []
+    return kept(asked[n - 1]["label"] if n and n <= len(asked) else None)
 
 
 def _reschedule(turn: Turn) -> tuple:

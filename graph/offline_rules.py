@@ -120,16 +120,9 @@ def _appointment_phrase(label: str) -> str:
 
 
 def confirm_cancel(label: str, again: bool = False) -> str:
-    """The question asked before cancelling; the next turn finds the appointment by it (asked_to_cancel)."""
+    """The question asked once cancel_appointment has marked the appointment "por confirmar"."""
     question = f"¿Confirmas que cancelo tu cita {_appointment_phrase(label)}?"
     return f"{question} Respóndeme «sí» o «no»." if again else question
-
-
-def asked_to_cancel(said: str | None, listed: list[dict]) -> int | None:
-    """The listed appointment our message `said` asked to confirm cancelling, by its number."""
-    if not said:
-        return None
-    return next((a["n"] for a in listed if confirm_cancel(a["label"]) in said), None)
 
 
 def kept(label: str | None) -> str:
@@ -201,6 +194,7 @@ _ACTION_TEXT = {
                          f"con {d['staff']}. Valor: {d['price']}. Te esperamos. 💆"),
     "appointments_listed": lambda d: ("Tus próximas citas:\n" + "\n".join(f"{a['n']}. {a['label']}" for a in d["appointments"])
                                       if d["appointments"] else "No tienes citas próximas con nosotros."),
+    "cancel_confirmation_needed": lambda d: confirm_cancel(d["label"]),
     "cancelled": lambda d: f"Listo, tu cita de {d['service']} del {d['when']} quedó cancelada. ¿Te ayudo con algo más?",
     "rescheduled": lambda d: f"¡Hecho! Tu cita de {d['service']} quedó para el {d['when']}: ¡te esperamos!",
     "name_saved": lambda d: "",

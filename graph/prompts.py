@@ -33,8 +33,12 @@ APPOINTMENT = """[agente:appointment]
 Gestionas citas. Para agendar: check_availability (servicio y cuándo, con las palabras del
 cliente) propone horarios numerados; el cliente elige uno y llamas book_appointment con ese
 número (si no sabemos su nombre, pregúntalo y pásalo en customer_name). Si cambia de servicio,
-llama check_availability con el nuevo servicio. Para cancelar o cambiar: list_my_appointments
-y luego cancel_appointment o check_availability(appointment=n) y reschedule_appointment.
+llama check_availability con el nuevo servicio. Para cambiar una cita: list_my_appointments,
+check_availability(appointment=n) y reschedule_appointment. Para cancelar: list_my_appointments,
+luego cancel_appointment(n), que no cancela sino que pide confirmación: pregúntale al cliente si
+confirma cancelar esa cita y espera su respuesta (el ESTADO la muestra en cancelacion_por_confirmar).
+Solo cuando el cliente confirme, en su siguiente mensaje, llama cancel_appointment(n,
+confirmed=true); si dice que no, no la canceles: dile que sigue en pie y marca done=true.
 Si pregunta un precio o algo del negocio en medio, respóndelo con search_knowledge y retoma la
 cita. No repitas preguntas ya respondidas (mira el ESTADO). Marca done=true cuando la cita quedó
 agendada, cancelada o cambiada. Si pide una persona o está molesto, handoff="escalation"."""
@@ -80,6 +84,7 @@ def model_view(state: dict | ConversationState) -> dict:
                            for i, a in enumerate(state.get("appointments") or [])],
         "citas_para": state.get("purpose"),
         "reprogramando_cita": state.get("reschedule_of"),
+        "cancelacion_por_confirmar": (state.get("cancel_pending") or {}).get("n"),
         "nombre_cliente": state.get("contact_name"),
         "esperando": "nombre" if state.get("chosen_slot") and not state.get("contact_name") else None,
     }

@@ -39,6 +39,10 @@ class ConversationState(TypedDict, total=False):
     appointments: list[dict]  # the contact's appointments as last listed: [{"id", "label"}]
     purpose: str | None  # why they were listed: "ver", "cancelar" or "reprogramar"
     reschedule_of: int | None  # 1-based number in `appointments` being moved
+    # The cancellation awaiting the customer's yes: {"n": 1-based number in `appointments`,
+    # "turn_id": the turn that asked}. cancel_appointment confirms it only in a later turn, so no
+    # model can ask and cancel in one go; any other appointment task clears it.
+    cancel_pending: dict | None
     contact_name: str | None
     summary: str
     turns: int
@@ -47,7 +51,7 @@ class ConversationState(TypedDict, total=False):
 
 # Keys that tools may change (everything else is owned by the graph nodes).
 TOOL_KEYS = ("service", "window", "proposed_slots", "chosen_slot", "appointments", "purpose",
-             "reschedule_of", "contact_name")
+             "reschedule_of", "cancel_pending", "contact_name")
 
 
 @dataclass

@@ -100,6 +100,7 @@ async def check_availability(ctx: Ctx, service: str | None = None, when: str | N
     las 3"). `appointment`: número de la cita listada que se quiere reprogramar."""
     d, t = ctx.deps, ctx.deps.ctx
     pool, org = t.deps.pool, t.org.id
+    d.state["cancel_pending"] = None  # another task: a cancellation asked about is dropped
     changed_from = None
     if appointment is not None:
         listed = _listed(d, appointment)
@@ -181,6 +182,7 @@ async def book_appointment(ctx: Ctx, slot: int, customer_name: str | None = None
     """Agenda el horario propuesto número `slot` para el servicio elegido. Si no conocemos el
     nombre del cliente, pásalo en `customer_name` (si falta, la respuesta pide preguntarlo)."""
     d, t = ctx.deps, ctx.deps.ctx
+    d.state["cancel_pending"] = None
     chosen = _proposed(d, slot)
     name = (customer_name or "").strip() or d.state.get("contact_name")
     if not name:
@@ -224,7 +226,7 @@ async def list_my_appointments(ctx: Ctx, purpose: str = "ver") -> dict:
     d.state["appointments"] = [{"id": a.id, "label": f"{a.service_name}, {replies.when(a.starts_at, t.org.tz)}"}
                                for a in upcoming]
     d.state["purpose"] = purpose if purpose in ("ver", "cancelar", "reprogramar") else "ver"
-    d.state["reschedule_of"] = None
+    d.state.update(reschedule_of=None, cancel_pending=None)  # the numbers may have changed
     return d.act("appointments_listed", purpose=d.state["purpose"],
                  appointments=[{"n": i + 1, "label": a["label"]} for i, a in enumerate(d.state["appointments"])])
 
@@ -239,10 +241,21 @@ async def my_past_appointments(ctx: Ctx) -> dict:
 
 
 @counted
-async def cancel_appointment(ctx: Ctx, appointment: int) -> dict:
-    """Cancela la cita listada número `appointment` (de list_my_appointments)."""
+async def cancel_appointment(ctx: Ctx, appointment: int, confirmed: bool = False) -> dict:
+    """Cancela la cita listada número `appointment` (de list_my_appointments), en dos pasos.
+    Sin `confirmed` no cancela nada: deja la cita por confirmar (cancel_confirmation_needed) y
+    tú le preguntas al cliente si confirma cancelarla. Solo cuando el cliente responda que sí,
+    en su siguiente mensaje, llama de nuevo con la misma cita y confirmed=true. Con
+    confirmed=true sobre una cita que el cliente aún no confirmó, tampoco cancela: pide confirmar."""
     d, t = ctx.deps, ctx.deps.ctx
     listed = _listed(d, appointment)
+    pending = d.state.get("cancel_pending")
+    # The yes must come in a later turn than the question, so the customer has seen it: a model
+    # that asks and confirms in the same run (or across a hand-off) only asks again.
+    if not (confirmed and pending and pending["n"] == appointment and pending["turn_id"] != t.turn.turn_id):
+        d.state["cancel_pending"] = {"n": appointment, "turn_id": t.turn.turn_id}
+        return d.act("cancel_confirmation_needed", appointment=appointment, label=listed["label"])
+    d.state["cancel_pending"] = None
     cancelled = await appointments.cancel(t.deps.pool, t.org.id, t.turn.contact_id, listed["id"])
     if cancelled is None:
         raise ModelRetry("esa cita no se puede cancelar (no existe o ya pasó); vuelve a listar")
@@ -255,6 +268,7 @@ async def cancel_appointment(ctx: Ctx, appointment: int) -> dict:
 async def reschedule_appointment(ctx: Ctx, appointment: int, slot: int) -> dict:
     """Mueve la cita listada número `appointment` al horario propuesto número `slot`."""
     d, t = ctx.deps, ctx.deps.ctx
+    d.state["cancel_pending"] = None
     listed = _listed(d, appointment)
     chosen = _proposed(d, slot)
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from graph.receptionist import Receptionist
+from storage import keys
 from storage.seed import seed_demo
 from tests.graph_helpers import NOW, Chat, redis_saver
 
@@ -84,6 +85,12 @@ async def statuses(deps) -> list[tuple[str, str]]:
         " order by a.starts_at")]
 
 
+async def saved_state(chat) -> dict:
+    """The conversation state the checkpointer holds for this chat."""
+    config = {"configurable": {"thread_id": keys.checkpoint_thread(chat.org, chat.phone)}}
+    return (await chat.receptionist.graph.aget_state(config)).values
+
+
 async def book_manicure(chat) -> None:
     await chat.say("quiero una cita de manicure spa el viernes a las 3")
     await chat.say("a las 3")
@@ -94,7 +101,7 @@ async def book_manicure(chat) -> None:
 async def test_cancel_asks_first_and_cancels_on_yes(chat, deps):
     await book_manicure(chat)
     await chat.say("necesito cancelar mi cita")
-    assert chat.actions == ["routed", "appointments_listed"], chat.text
+    assert chat.actions == ["routed", "appointments_listed", "cancel_confirmation_needed"], chat.text
     assert chat.text == "¿Confirmas que cancelo tu cita de Manicure spa del viernes 5 de marzo, 3:00 p. m.?"
     assert await statuses(deps) == [("Manicure spa", "confirmed")]  # asking changes nothing
     await chat.say("Sí, cancélala")
@@ -109,7 +116,9 @@ async def test_cancel_answered_no_keeps_the_appointment(chat, deps):
     assert "¿Confirmas" in chat.text
     await chat.say("mejor no")
     assert chat.actions == ["appointments_listed"], chat.text
-    assert "no la cancelo" in chat.text and "sigue en pie" in chat.text
+    assert chat.text == ("Perfecto, no la cancelo: tu cita de Manicure spa del viernes 5 de marzo, "
+                         "3:00 p. m. sigue en pie. ¿Te ayudo con algo más?")
+    assert (await saved_state(chat)).get("cancel_pending") is None
     await chat.say("sí")  # a later yes is not taken as the cancellation
     assert "cancelled" not in chat.actions
     assert await statuses(deps) == [("Manicure spa", "confirmed")]
@@ -126,11 +135,25 @@ async def test_cancel_one_of_several_confirms_the_chosen_one(chat, deps):
     assert "cancelled" not in chat.actions and "¿Cuál quieres cancelar?" in chat.text
     await chat.say("la 2")
     assert chat.text == "¿Confirmas que cancelo tu cita de Manicure spa del viernes 5 de marzo, 3:00 p. m.?"
+    assert (await saved_state(chat))["cancel_pending"]["n"] == 2
     await chat.say("mmm")  # neither yes nor no: the same question again
     assert "Manicure spa del viernes" in chat.text and "«sí» o «no»" in chat.text
+    assert chat.actions == []
     await chat.say("dale")
     assert chat.actions == ["cancelled"], chat.text
     assert await statuses(deps) == [("Limpieza facial", "confirmed"), ("Manicure spa", "cancelled")]
+
+
+async def test_cancel_confirmed_after_the_appointment_changed_lists_again(chat, deps):
+    await book_manicure(chat)
+    await chat.say("quiero cancelar mi cita")
+    assert "¿Confirmas" in chat.text
+    await deps.pool.execute("update appointments set status = 'completed'")  # meanwhile, at the desk
+    await chat.say("sí")
+    assert chat.actions == ["appointments_listed"], chat.text  # the tool refused; we looked again
+    assert chat.text == "No tienes citas próximas con nosotros."
+    assert await statuses(deps) == [("Manicure spa", "completed")]
+    assert (await saved_state(chat)).get("cancel_pending") is None
 
 
 async def test_reschedule(chat, deps):

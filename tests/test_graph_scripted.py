@@ -3,12 +3,14 @@ fake OpenAI server for the wire format (tool_calls), through the real graph, too
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
+from graph import prompts
 from graph.models import build_model
 from graph.receptionist import APOLOGY, Receptionist
 from ops import metrics
@@ -136,6 +138,88 @@ async def test_the_keyword_route_can_be_turned_off(deps, settings, clinic):
     chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=model), clinic)
     await chat.say("hola")
     assert asked == [1] and chat.results[-1].actions[0]["data"]["by"] == "model"
+
+
+def estado(info: AgentInfo) -> dict:
+    """The ESTADO line of the instructions: the state as the model sees it."""
+    line = next(line for line in (info.instructions or "").splitlines() if line.startswith(prompts.STATE_MARK))
+    return json.loads(line[len(prompts.STATE_MARK):])
+
+
+async def statuses(deps) -> list[str]:
+    return [r["status"] for r in await deps.pool.fetch("select status from appointments order by starts_at")]
+
+
+async def booked_chat(deps, settings, clinic):
+    """A chat whose customer has one appointment, booked through the tools, and the plan (one step
+    per tool result so far) the appointment agent follows on the next turn."""
+    plan = [("check_availability", {"service": "Limpieza facial", "when": "mañana en la tarde"}),
+            ("book_appointment", {"slot": 1, "customer_name": "Marta Gil"}),
+            ("final", {"reply": "Listo, agendada.", "done": True})]
+    seen = []
+
+    def appointment(returns, info):
+        seen.append(estado(info))
+        return plan[len(returns)]
+
+    model = scripted(router=no_router, appointment=appointment)
+    chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=model), clinic)
+    await chat.say("agéndame limpieza facial mañana en la tarde a nombre de Marta Gil")
+    assert chat.actions == ["routed", "slots_proposed", "booked"] and await statuses(deps) == ["confirmed"]
+    return chat, plan, seen
+
+
+async def test_a_cancellation_is_confirmed_by_the_customer_in_a_later_turn(deps, settings, clinic):
+    chat, plan, seen = await booked_chat(deps, settings, clinic)
+    # A model that skips the question: confirmed=true, but the customer was never asked.
+    plan[:] = [("list_my_appointments", {"purpose": "cancelar"}),
+               ("cancel_appointment", {"appointment": 1, "confirmed": True}),
+               ("final", {"reply": "¿Confirmas que cancelo tu cita de Limpieza facial?"})]
+    await chat.say("quiero cancelar mi cita")
+    assert chat.actions == ["routed", "appointments_listed", "cancel_confirmation_needed"]
+    asked = chat.results[-1].actions[-1]["data"]
+    assert asked["appointment"] == 1 and asked["label"].startswith("Limpieza facial, jueves 4 de marzo")
+    assert await statuses(deps) == ["confirmed"]  # nothing cancelled yet
+    assert seen[-1]["cancelacion_por_confirmar"] == 1  # the model sees what awaits the yes
+
+    seen.clear()
+    plan[:] = [("cancel_appointment", {"appointment": 1, "confirmed": True}),
+               ("final", {"reply": "Listo, cancelada.", "done": True})]
+    await chat.say("sí")
+    assert seen[0]["cancelacion_por_confirmar"] == 1
+    assert chat.actions == ["cancelled"] and chat.results[-1].replies == ["Listo, cancelada."]
+    assert await statuses(deps) == ["cancelled"]
+    assert seen[-1]["cancelacion_por_confirmar"] is None
+
+
+@pytest.mark.parametrize("second_turn", [
+    [],  # asking and confirming in the same run: the customer has not answered
+    [("list_my_appointments", {"purpose": "cancelar"})],  # a new listing drops what was asked
+    [("check_availability", {"service": "Masaje relajante", "when": "el viernes"})],  # another task
+])
+async def test_a_cancellation_not_confirmed_in_a_later_turn_cancels_nothing(deps, settings, clinic, second_turn):
+    chat, plan, seen = await booked_chat(deps, settings, clinic)
+    plan[:] = [("list_my_appointments", {"purpose": "cancelar"}),
+               ("cancel_appointment", {"appointment": 1})]
+    if second_turn:
+        plan.append(("final", {"reply": "¿Confirmas?"}))
+        await chat.say("quiero cancelar mi cita")
+        plan[:] = second_turn
+    plan += [("cancel_appointment", {"appointment": 1, "confirmed": True}), ("final", {"reply": "¿Confirmas?"})]
+    await chat.say("sí" if second_turn else "quiero cancelar mi cita")
+    assert chat.actions[-1] == "cancel_confirmation_needed", chat.actions
+    assert "cancelled" not in chat.actions and await statuses(deps) == ["confirmed"]
+    assert seen[-1]["cancelacion_por_confirmar"] == 1
+
+
+async def test_a_cancellation_question_left_by_a_finished_task_cannot_be_confirmed_later(deps, settings, clinic):
+    chat, plan, seen = await booked_chat(deps, settings, clinic)
+    plan[:] = [("list_my_appointments", {"purpose": "cancelar"}), ("cancel_appointment", {"appointment": 1}),
+               ("final", {"reply": "Entendido, la dejamos.", "done": True})]  # the model closed the task
+    await chat.say("quiero cancelar mi cita")
+    plan[:] = [("cancel_appointment", {"appointment": 1, "confirmed": True}), ("final", {"reply": "¿Confirmas?"})]
+    await chat.say("quiero cancelar mi cita")  # a new request: it must be asked again
+    assert chat.actions[-1] == "cancel_confirmation_needed" and await statuses(deps) == ["confirmed"]
 
 
 async def test_long_replies_are_split_for_whatsapp_and_hide_ids(deps, settings, clinic):
