@@ -79,7 +79,9 @@ class Nodes:
     async def _expert(self, name, agent, state: ConversationState, runtime: Runtime[TurnContext]) -> dict:
         deps = self._deps(state, runtime)
         out = await self.experts.run(agent, _prompt(state), deps)
-        update = {**deps.state, "bookings": deps.bookings,
+        # Only the keys a tool changed: every written channel costs LangGraph work and checkpoint space.
+        changed = {k: v for k, v in deps.state.items() if v != state.get(k)}
+        update = {**changed, "bookings": deps.bookings,
                   "actions": state.get("actions", []) + deps.actions}
         hops = state.get("hops", 0)
         if out.handoff and out.handoff != name and hops < MAX_HOPS:

@@ -88,9 +88,10 @@ class Receptionist:
                 raise LookupError(f"organization {turn.org} does not exist")
             self._orgs[turn.org] = org  # timezone and name change rarely; a restart picks them up
         n = deps.settings.memory_messages
-        recent = await memory.recent_messages(deps.redis, deps.pool, turn.org, turn.chat, n + len(turn.texts))
+        recent, name = await asyncio.gather(  # Redis and PostgreSQL at the same time
+            memory.recent_messages(deps.redis, deps.pool, turn.org, turn.chat, n + len(turn.texts)),
+            chats.contact_name(deps.pool, turn.org, turn.contact_id))
         recent = _without_this_turn(recent, turn.texts)[-n:]
-        name = await chats.contact_name(deps.pool, turn.org, turn.contact_id)
         now = datetime.fromtimestamp(deps.clock(), org.tz)
         return TurnContext(deps=deps, turn=turn, org=org, now=now, recent=recent, contact_name=name,
                            embedder=self.embedder)

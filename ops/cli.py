@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -28,6 +29,14 @@ from ops.settings import ALL_ROLES, Settings
 from ops.system import services
 
 log = logging.getLogger("skytide")
+
+
+def settle_heap() -> None:
+    """Move everything alive after start-up (the libraries' modules, schemas, compiled graphs:
+    about 240,000 objects) out of the garbage collector's reach. A full collection otherwise
+    walks them all, a pause of about 140 ms that every turn in flight waits through (make bench)."""
+    gc.collect()
+    gc.freeze()
 
 
 @asynccontextmanager
@@ -128,6 +137,7 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
         if "batcher" in roles:
             system.tasks.append(asyncio.create_task(Batcher(deps).run(stop), name="batcher"))
         log.info("running roles %s (consumer %s) on %s", ",".join(roles), consumer, system.url)
+        settle_heap()
         try:
             yield system
         finally:
