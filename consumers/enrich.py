@@ -7,11 +7,13 @@ and user events update what they refer to and never start a turn.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from consumers.delivery_events import DeliveryEvents, consent_keyword
 from consumers.runtime import Delivery, Poison
 from consumers.understanding import Understanding, understand
+from ops import metrics
 from ops.deps import Deps
 from storage import chats, memory, turns
 from storage.events import InboundMessage, StatusEvent, StreamEvent, UserEvent
@@ -52,6 +54,11 @@ class EnrichStage:
     async def message(self, event: InboundMessage) -> str | None:
         deps = self.deps
         identity = await chats.upsert_identity(deps.pool, event.org, event.phone, event.name)
+        if not identity.bot_enabled and await chats.resume_if_due(deps.pool, event.org, event.phone,
+                                                                  chats.ms_to_dt(deps.now_ms())):
+            log.info("bot resumed for %s/%s: paused longer than bot_resume_after_hours", event.org, event.phone)
+            metrics.bot_resumed.inc()
+            identity = dataclasses.replace(identity, bot_enabled=True)
         message_id = await chats.inbound_message_id(deps.pool, event.org, event.provider_id)
         created = message_id is None
         if created:  # a redelivered entry does not download and understand its media again

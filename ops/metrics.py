@@ -27,6 +27,9 @@ dependency_errors = Counter(
     "skytide_dependency_errors_total", "Failed calls to a dependency, by dependency and reason",
     ["dependency", "reason"], registry=REGISTRY)
 turns = Counter("skytide_turns_total", "Agent turns, by outcome", ["outcome"], registry=REGISTRY)
+bot_resumed = Counter("skytide_bot_resumed_total",
+                      "Chats whose bot came back on by itself (organization setting bot_resume_after_hours)",
+                      registry=REGISTRY)
 messages_sent = Counter(
     "skytide_messages_sent_total", "Outbound messages, by organization and outcome",
     ["org", "outcome"], registry=REGISTRY)

@@ -118,6 +118,19 @@ async def set_bot_enabled(conn: asyncpg.Connection | asyncpg.Pool, org: str, pho
     return result.endswith(" 1")
 
 
+async def resume_if_due(conn: asyncpg.Connection | asyncpg.Pool, org: str, phone: str, now: datetime) -> bool:
+    """Turn the bot back on for a chat paused longer ago than the organization's
+    `bot_resume_after_hours` setting (no setting: a paused chat stays paused until
+    `skytide bot resume`). True when it was resumed."""
+    result = await conn.execute(
+        "update chat_identities ci set bot_enabled = true, bot_paused_at = null, bot_paused_reason = null "
+        "from organizations o where o.id = ci.organization_id and ci.organization_id = $1::uuid "
+        "  and ci.phone = $2 and not ci.bot_enabled and o.settings ? 'bot_resume_after_hours' "
+        "  and ci.bot_paused_at <= $3::timestamptz - make_interval(secs => (o.settings->>'bot_resume_after_hours')::float8 * 3600)",
+        org, phone, now)
+    return result.endswith(" 1")
+
+
 async def contact_name(db: asyncpg.Connection | asyncpg.Pool, org: str, contact_id: str) -> str | None:
     return await db.fetchval("select name from contacts where id = $2::uuid "
                              "and organization_id = $1::uuid", org, contact_id)

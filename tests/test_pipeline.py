@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from graph import receptionist
 from storage import chats, keys
 from tests.conftest import eventually, recording_receptionist
@@ -133,6 +135,29 @@ async def test_chat_with_bot_off_keeps_messages_and_starts_no_turn(system, make_
         await asyncio.sleep(1.0)
     assert len(gupshup.sent) == 1
     assert await deps.redis.xlen(keys.stream(org, "turns")) == 1
+
+
+@pytest.mark.parametrize("paused_hours_ago, answered", [(5, True), (3, False)])
+async def test_a_paused_chat_comes_back_on_after_the_organizations_hours(system, make_org, gupshup, deps,
+                                                                         paused_hours_ago, answered):
+    org = await make_org("clinic")
+    await deps.pool.execute("update organizations set settings = settings || '{\"bot_resume_after_hours\": 4}' "
+                            "where id = $1::uuid", org)
+    async with system() as s:
+        await post_webhook(s.url, text_webhook("clinic", PHONE, "hola", "r-1", now_ms()))
+        await gupshup.wait_for_sent(1, timeout_s=10)
+        assert await chats.set_bot_enabled(deps.pool, org, PHONE, False, reason="taken over")
+        await deps.pool.execute("update chat_identities set bot_paused_at = now() - make_interval(hours => $2) "
+                                "where organization_id = $1::uuid", org, paused_hours_ago)
+        await post_webhook(s.url, text_webhook("clinic", PHONE, "¿siguen ahí?", "r-2", now_ms()))
+        await eventually(lambda: _count_inbound(deps, org, 2))
+        if answered:
+            await gupshup.wait_for_sent(2, timeout_s=10)
+        else:
+            await asyncio.sleep(1.0)
+    assert len(gupshup.sent) == (2 if answered else 1)
+    assert await deps.pool.fetchval("select bot_enabled from chat_identities where organization_id = $1::uuid",
+                                    org) is answered
 
 
 async def _count_inbound(deps, org, n):
