@@ -185,6 +185,10 @@ class Understander:
         self.gemini = GeminiReader(s) if s.gemini_api_key else None
         self.max_document_bytes = s.gemini_max_document_bytes
 
+    async def aclose(self) -> None:
+        if self.gemini is not None:
+            await self.gemini.client.aio.aclose()
+
     async def __call__(self, deps: Deps, event: InboundMessage) -> Understanding:
         if event.kind not in MEDIA_KINDS:
             if event.kind == "unknown":

@@ -116,7 +116,10 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
             await web.TCPSite(runner, settings.http_host, settings.http_port).start()
         workers = []
         if "enrich" in roles:
-            enrich = EnrichStage(deps, understander=build_understander(deps))
+            understander = build_understander(deps)
+            if hasattr(understander, "aclose"):
+                stack.push_async_callback(understander.aclose)  # runs after the workers stopped
+            enrich = EnrichStage(deps, understander=understander)
             workers.append(StageWorker(deps.redis, stage_config(settings, "enrich", "inbound"),
                                        enrich.handle, consumer, on_dead_letter=enrich.dead_lettered))
         if "agent" in roles:
