@@ -18,7 +18,7 @@ def build_model(settings: Settings) -> Model:
     name = settings.llm_model.strip()
     provider, _, model_name = name.partition(":")
     if name == "offline" or not model_name:
-        log.info("LLM: %s (deterministic, no API key needed)", OFFLINE_NAME)
+        log.info("LLM: %s; no API key needed", OFFLINE_NAME)
         return offline_model()
     if provider != "openai":
         raise ValueError(f"LLM_MODEL {name!r}: only 'openai:<model>' (or an OpenAI-compatible "

@@ -112,6 +112,17 @@ def _knowledge(turn: Turn) -> tuple:
     return final(reply=compose(turn), done=True)
 
 
+_ABOUT_A_SERVICE = re.compile(r"cuanto (cuesta|vale|sale|cobran|dura)|\bprecio|\bvalor\b|\bcosto|que incluye")
+
+
+def _about_chosen_service(user: str, t: str, s: dict) -> str:
+    """"¿Cuánto cuesta?" in the middle of a booking asks about the service being booked."""
+    service = (s.get("servicio") or {}).get("name")
+    if service and _ABOUT_A_SERVICE.search(t) and not re.search(r"\b(la|el|los|las|un|una) \w{4,}", t):
+        return f"{user} {service}"
+    return user
+
+
 def _escalation(turn: Turn) -> tuple:
     return final(reason=escalation_reason(turn.t), summary=turn.user.strip()[:200] or "Sin detalle")
 
@@ -128,7 +139,7 @@ def _appointment(turn: Turn) -> tuple:
     if kind == "escalate":
         return final(handoff="escalation")
     if is_info_question(t) and "search_knowledge" not in called:
-        return tool("search_knowledge", query=turn.user)
+        return tool("search_knowledge", query=_about_chosen_service(turn.user, t, s))
     if (kind == "cancel" or s.get("cancelacion_por_confirmar") or "cancel_appointment" in called
             or (s.get("citas_para") == "cancelar" and s.get("citas_listadas"))):
         return _cancel(turn)

@@ -67,6 +67,12 @@ async def test_price_question_mid_booking_then_back(chat, deps):
     assert [r["name"] for r in await confirmed(deps)] == ["Masaje relajante"]
 
 
+async def test_a_bare_price_question_mid_booking_is_about_the_service_being_booked(chat):
+    await chat.say("quiero agendar un masaje relajante el viernes")
+    await chat.say("¿cuánto cuesta?")
+    assert "$150.000" in chat.text and "horarios que te propuse" in chat.text
+
+
 async def test_switching_service_mid_booking_restarts_the_choice(chat, deps):
     await chat.say("quiero un masaje relajante mañana")
     await chat.say("mejor una limpieza facial")
