@@ -18,9 +18,21 @@ from datetime import datetime
 from graph import timeparse
 from graph.state import Flow
 
-ASK_PERSON = re.compile(r"\b(una persona|un humano|humano|asesor|asesora|agente|alguien real"
-                        r"|hablar con alguien)\b")
-UPSET = re.compile(r"\b(queja|reclamo|molest\w*|pesim\w*|terrible|indignad\w*|estafa|no sirve|furios\w*)\b")
+# An explicit request for a person: "¿Las extensiones son de cabello humano?" is not one.
+ASK_PERSON = re.compile(r"\b(habl|comunic|pas|atiend|atend|chate|escrib)\w*\b.{0,25}\b(una persona|un humano|un asesor|una asesora|un agente"
+                        r"|alguien( real)?|una persona real)\b|\b(persona real|humano real)\b")
+UPSET = re.compile(r"\b(queja|reclamo|molest\w*|pesim\w*|terrible|horrible|indignad\w*|estafa|no sirve"
+                   r"|furios\w*|falta de respeto|me cobraron|reembolso|devolucion|nadie (me )?(responde|contesta)"
+                   r"|mal servicio|me dejaron|decepcion\w*)\b")
+# A goodbye or thanks that may name a day ("gracias, nos vemos mañana") is not a booking request.
+FAREWELL = re.compile(r"\b(nos vemos|hasta (manana|luego|pronto|el|la)|gracias|chao|adios)\b")
+OPENING_HOURS = re.compile(r"\b(abren|abierto|abiertos|abiertas|cierran|atienden)\b")
+# A yes or a no to "¿Confirmas que cancelo...?": the whole message must be one, short.
+YES = re.compile(r"^\W*(si|sip|claro|claro que si|confirmo|confirmado|correcto|exacto|de una|hazlo|adelante|yes"
+                 r"|dale|ok|okay|vale|listo|de acuerdo"
+                 r"|si,? (por favor|cancelala|cancelalo|confirmo|gracias|dale))\W*$")
+NO = re.compile(r"^\W*(no|nop|nel|mejor no|mejor dejala|mejor dejalo|dejala|dejalo|olvidalo|todavia no"
+                r"|aun no|ya no|para nada|negativo)\b")
 CANCEL = re.compile(r"\b(cancelar|cancela|cancelen|cancelo|anular|anula)\b")
 RESCHEDULE = re.compile(r"\b(cambiar|cambia|cambio|reprogramar|reprograma|mover|muevan|correr|aplazar|pasar)\b"
                         r".{0,20}\bcita\b|\breprogram\w*")
@@ -50,6 +62,15 @@ def mentions_when(t: str) -> bool:
     return timeparse.parse(t, ANY_NOW).understood
 
 
+def says_no(t: str) -> bool:
+    return bool(NO.search(t))
+
+
+def says_yes(t: str) -> bool:
+    """Only a short, plain yes: "ok pero ¿cuánto me cobran por cancelar?" is a question, not a yes."""
+    return bool(YES.search(t))
+
+
 def wants_appointment(t: str) -> bool:
     return bool(CANCEL.search(t) or RESCHEDULE.search(t) or LIST.search(t) or BOOK.search(t))
 
@@ -65,7 +86,13 @@ def clear_flow(text: str) -> Flow | None:
     info = bool(INFO.search(t))
     if info:
         kinds.add("knowledge")
-    if wants_appointment(t) or (not info and mentions_when(t)):
+    if wants_appointment(t):
+        kinds.add("appointment")
+    elif mentions_when(t):
+        # "el viernes a las 3" alone asks for a slot; with a question, a goodbye or opening
+        # hours ("¿abren el sábado?", "nos vemos mañana") the model reads it in context.
+        if info or FAREWELL.search(t) or OPENING_HOURS.search(t) or GREETING.search(t):
+            return None
         kinds.add("appointment")
     if not kinds and greeting_only(t):
         kinds.add("knowledge")
