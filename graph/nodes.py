@@ -114,6 +114,11 @@ class Nodes:
         size, the turn counted and remembered (for a redelivery), the summary every K turns."""
         parts = [p for r in update["replies"] for p in replies.split(r)]
         turns = state.get("turns", 0) + 1
+        pending = update.get("cancel_pending", state.get("cancel_pending"))
+        if pending and pending.get("turn_id") != state.get("turn_id"):
+            # A cancellation question is answered by the customer's next message or not at all:
+            # "¿dónde quedan?" then "ok gracias" must not confirm it two messages later.
+            update["cancel_pending"] = None
         update.update(replies=parts, turns=turns,
                       last_turn={"turn_id": state.get("turn_id"), "replies": parts, "actions": update["actions"],
                                  "escalation": update.get("escalation", state.get("escalation"))})

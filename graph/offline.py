@@ -140,8 +140,11 @@ def _appointment(turn: Turn) -> tuple:
         return final(handoff="escalation")
     if is_info_question(t) and "search_knowledge" not in called:
         return tool("search_knowledge", query=_about_chosen_service(turn.user, t, s))
-    if (kind == "cancel" or s.get("cancelacion_por_confirmar") or "cancel_appointment" in called
-            or (s.get("citas_para") == "cancelar" and s.get("citas_listadas"))):
+    # A new booking, reschedule or list request leaves a cancellation question behind.
+    moved_on = kind in ("book", "reschedule", "list")
+    if (kind == "cancel" or "cancel_appointment" in called
+            or (not moved_on and (s.get("cancelacion_por_confirmar")
+                                  or (s.get("citas_para") == "cancelar" and s.get("citas_listadas"))))):
         return _cancel(turn)
     if kind == "reschedule" or s.get("citas_para") == "reprogramar":
         return _reschedule(turn)
@@ -201,7 +204,10 @@ def _cancel(turn: Turn) -> tuple:
             return tool("list_my_appointments", purpose="ver")
         if says_yes(t) and "cancel_appointment" not in called:
             return tool("cancel_appointment", appointment=pending, confirmed=True)
-        # Neither yes nor no: the same question, with a hint; it never cancels by itself.
+        # Neither yes nor no: the same question, with a hint; it never cancels by itself. Asked
+        # through the tool, so the question stays open for the customer's next message.
+        if "cancel_appointment" not in called:
+            return tool("cancel_appointment", appointment=pending)
         return final(reply=confirm_cancel(listed[pending - 1]["label"], again=True))
     if "cancel_appointment" in called:  # it could not be cancelled and was listed again
         return final(reply=ask_which(listed, "cancelar"))

@@ -10,11 +10,6 @@ from typing import Any
 
 from graph import intents, replies, timeparse
 
-# A yes or a no to "¿Confirmas que cancelo...?": only the start of the answer counts ("sí, cancélala").
-_YES = re.compile(r"^\W*(si|sip|claro|confirmo|confirmado|dale|ok|okay|listo|de una|correcto|exacto"
-                  r"|hazlo|adelante|por favor|cancelala|cancelalo|yes)\b")
-_NO = re.compile(r"^\W*(no|nop|nel|mejor no|mejor dejala|mejor dejalo|dejala|dejalo|olvidalo|todavia no"
-                 r"|aun no|ya no|para nada|negativo)\b")
 _ORDINALS = {"primera": 1, "primero": 1, "segunda": 2, "segundo": 2, "tercera": 3, "tercero": 3,
              "cuarta": 4, "quinta": 5}
 
@@ -44,13 +39,8 @@ greeting_only = intents.greeting_only
 mentions_when = intents.mentions_when
 
 
-def says_no(t: str) -> bool:
-    return bool(_NO.search(t))
-
-
-def says_yes(t: str) -> bool:
-    # "claro que no" or "sí, no sé" is not a yes: when in doubt we ask again, never cancel.
-    return bool(_YES.search(t)) and not re.search(r"\bno\b", t)
+says_no = intents.says_no
+says_yes = intents.says_yes
 
 
 def pick_number(t: str) -> int | None:

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from pydantic_ai import ModelRetry, RunContext
 
-from graph import replies, timeparse
+from graph import intents, replies, timeparse
 from graph.state import ToolDeps
 from ops import metrics
 from storage import appointments, catalog, chats
@@ -255,6 +255,9 @@ async def cancel_appointment(ctx: Ctx, appointment: int, confirmed: bool = False
     if not (confirmed and pending and pending["n"] == appointment and pending["turn_id"] != t.turn.turn_id):
         d.state["cancel_pending"] = {"n": appointment, "turn_id": t.turn.turn_id}
         return d.act("cancel_confirmation_needed", appointment=appointment, label=listed["label"])
+    if any(intents.says_no(intents.normalize(text)) for text in t.turn.texts):
+        d.state["cancel_pending"] = None
+        raise ModelRetry("el cliente dijo que no: no canceles; dile que su cita sigue en pie")
     d.state["cancel_pending"] = None
     cancelled = await appointments.cancel(t.deps.pool, t.org.id, t.turn.contact_id, listed["id"])
     if cancelled is None:

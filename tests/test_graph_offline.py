@@ -144,10 +144,21 @@ async def test_cancel_one_of_several_confirms_the_chosen_one(chat, deps):
     assert (await saved_state(chat))["cancel_pending"]["n"] == 2
     await chat.say("mmm")  # neither yes nor no: the same question again
     assert "Manicure spa del viernes" in chat.text and "«sí» o «no»" in chat.text
-    assert chat.actions == []
+    assert chat.actions == ["cancel_confirmation_needed"]  # asked again: open for the next message
     await chat.say("dale")
     assert chat.actions == ["cancelled"], chat.text
     assert await statuses(deps) == [("Limpieza facial", "confirmed"), ("Manicure spa", "cancelled")]
+
+
+async def test_a_new_booking_request_leaves_the_cancellation_question_behind(chat, deps):
+    await book_manicure(chat)
+    await chat.say("quiero cancelar mi cita")
+    assert "¿Confirmas" in chat.text
+    await chat.say("mejor quiero agendar un masaje relajante el viernes")
+    assert "slots_proposed" in chat.actions and "viernes 5 de marzo" in chat.text
+    await chat.say("sí")  # not an answer to the old question any more
+    assert "cancelled" not in chat.actions
+    assert ("Manicure spa", "confirmed") in await statuses(deps)
 
 
 async def test_cancel_confirmed_after_the_appointment_changed_lists_again(chat, deps):

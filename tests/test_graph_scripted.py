@@ -222,6 +222,29 @@ async def test_a_cancellation_question_left_by_a_finished_task_cannot_be_confirm
     assert chat.actions[-1] == "cancel_confirmation_needed" and await statuses(deps) == ["confirmed"]
 
 
+async def test_a_model_that_confirms_after_the_customer_said_no_cancels_nothing(deps, settings, clinic):
+    chat, plan, seen = await booked_chat(deps, settings, clinic)
+    plan[:] = [("list_my_appointments", {"purpose": "cancelar"}), ("cancel_appointment", {"appointment": 1}),
+               ("final", {"reply": "¿Confirmas?"})]
+    await chat.say("quiero cancelar mi cita")
+    plan[:] = [("cancel_appointment", {"appointment": 1, "confirmed": True}),
+               ("final", {"reply": "Tu cita sigue en pie.", "done": True})]
+    await chat.say("no, mejor no")
+    assert "cancelled" not in chat.actions and await statuses(deps) == ["confirmed"]
+
+
+async def test_a_cancellation_question_is_answered_by_the_next_message_or_not_at_all(deps, settings, clinic):
+    chat, plan, seen = await booked_chat(deps, settings, clinic)
+    plan[:] = [("list_my_appointments", {"purpose": "cancelar"}), ("cancel_appointment", {"appointment": 1}),
+               ("final", {"reply": "¿Confirmas?"})]
+    await chat.say("quiero cancelar mi cita")
+    plan[:] = [("final", {"reply": "Estamos en la Calle 93."})]  # another question in between
+    await chat.say("¿dónde quedan?")
+    plan[:] = [("cancel_appointment", {"appointment": 1, "confirmed": True}), ("final", {"reply": "¿Confirmas?"})]
+    await chat.say("ok gracias")
+    assert chat.actions == ["cancel_confirmation_needed"] and await statuses(deps) == ["confirmed"]
+
+
 async def test_long_replies_are_split_for_whatsapp_and_hide_ids(deps, settings, clinic):
     long = ("Párrafo con detalle. " * 150 + "\n\n") * 3 + "id 123e4567-e89b-12d3-a456-426614174000"
     model = scripted(router=lambda r, i: ("final", {"flow": "knowledge"}),
