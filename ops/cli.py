@@ -35,8 +35,14 @@ def settle_heap() -> None:
     """Move everything alive after start-up (the libraries' modules, schemas, compiled graphs:
     about 240,000 objects) out of the garbage collector's reach. A full collection otherwise
     walks them all, a pause of about 140 ms that every turn in flight waits through (make bench)."""
-    gc.collect()
-    gc.freeze()
+    global _heap_settled
+    if not _heap_settled:  # once per process: a second freeze would keep the garbage made since
+        _heap_settled = True
+        gc.collect()
+        gc.freeze()
+
+
+_heap_settled = False
 
 
 @asynccontextmanager

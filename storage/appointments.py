@@ -19,7 +19,7 @@ from storage.chats import save_contact_name
 
 # Two overlapping inserts can each wait on the other's index entry; PostgreSQL then aborts one
 # with a deadlock instead of an exclusion violation. Either way that staff member is taken (each
-# attempt is its own savepoint, so the transaction goes on).
+# attempt runs in its own transaction or savepoint, so the next one can go on).
 _TAKEN = (asyncpg.ExclusionViolationError, asyncpg.DeadlockDetectedError)
 
 
