@@ -17,9 +17,9 @@ from pydantic_ai.messages import (ModelMessage, ModelRequest, ModelResponse, Ret
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from graph import prompts
-from graph.offline_rules import (ask_which, compose, confirm_cancel, escalation_reason, extract_name,
-                                 greeting_only, intent, is_info_question, kept, mentions_when, pick_number,
-                                 pick_slot, says_no, says_yes)
+from graph.intents import greeting_only, mentions_when, says_no, says_yes
+from graph.offline_rules import (ask_which, compose, confirm_cancel, escalation_reason, extract_name, intent,
+                                 is_info_question, kept, pick_number, pick_slot)
 from graph.timeparse import normalize
 
 OFFLINE_NAME = "offline-es (deterministic offline model, not an LLM)"

@@ -24,23 +24,15 @@ def intent(t: str) -> str:
         return "reschedule"
     if intents.LIST.search(t):
         return "list"
-    if intents.BOOK.search(t) or (mentions_when(t) and not intents.INFO.search(t)):
+    if intents.BOOK.search(t) or (intents.mentions_when(t) and not intents.INFO.search(t)):
         return "book"
     if intents.INFO.search(t):
         return "info"
-    return "chat" if greeting_only(t) or not t.strip() else "info"
+    return "chat" if intents.greeting_only(t) or not t.strip() else "info"
 
 
 def is_info_question(t: str) -> bool:
     return bool(intents.INFO.search(t))
-
-
-greeting_only = intents.greeting_only
-mentions_when = intents.mentions_when
-
-
-says_no = intents.says_no
-says_yes = intents.says_yes
 
 
 def pick_number(t: str) -> int | None:
