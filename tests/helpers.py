@@ -9,7 +9,8 @@ from typing import Any
 
 import aiohttp
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+# Provider payloads captured in their exact wire shapes (see docs/gupshup.md).
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def strip_notes(value: Any) -> Any:

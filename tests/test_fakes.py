@@ -1,7 +1,7 @@
 """The fakes in tests/fakes speak the real wire formats: checked with the real clients.
 
 Gupshup has no Python SDK, so its fake is driven with plain aiohttp and its callback
-bodies are compared key-by-key (and type-by-type) with shared/fixtures/gupshup/.
+bodies are compared key-by-key (and type-by-type) with tests/fixtures/gupshup/.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
@@ -18,22 +17,13 @@ import pytest_asyncio
 from aiohttp import web
 from pydantic import BaseModel
 
+from tests.helpers import FIXTURES, strip_notes
 from tests.fakes import FakeGemini, FakeGupshup, FakeOpenAI, FakeServer, FakeSupabaseStorage, text, tool_call
 
 pytestmark = pytest.mark.asyncio
 
-FIXTURES = Path("/work/shared/fixtures")
-
-
 def load_fixture(name: str) -> Any:
-    def strip(obj: Any) -> Any:  # keys starting with "_" are annotations
-        if isinstance(obj, dict):
-            return {k: strip(v) for k, v in obj.items() if not k.startswith("_")}
-        if isinstance(obj, list):
-            return [strip(v) for v in obj]
-        return obj
-
-    return strip(json.loads((FIXTURES / name).read_text()))
+    return strip_notes(json.loads((FIXTURES / name).read_text()))
 
 
 def shape(obj: Any) -> Any:
