@@ -2,7 +2,7 @@
 
 Each call has a time budget (GEMINI_BUDGET_S, retries included): 429 and 5xx are retried with
 jittered backoff while the budget lasts, then the caller falls back to a placeholder. The SDK's
-own retries stay off so the budget is the only clock. Facts this relies on (protocols.md 4):
+own retries stay off so the budget is the only clock. Facts this relies on (docs/gemini.md):
 google-genai 3.x defaults to API v1 and talks through httpx2; inline parts count toward a 20 MB
 request limit, larger files go through the Files API; `; codecs=opus` must not reach Gemini.
 """

@@ -1,9 +1,9 @@
 """Download an inbound media file at once and stream it into the media store.
 
-Gupshup links can die minutes after the webhook (protocols.md 1.8), so enrich fetches the file
+Gupshup links can die minutes after the webhook (docs/gupshup.md §1.8), so enrich fetches the file
 before anything else. Downloads are bounded per process (a semaphore, not a lock: a slow file
 holds one slot, other chats keep going), limited in time and in size per kind (WhatsApp's limits,
-protocols.md 3), and retried on 5xx and connection errors. Failures are typed, never raised to
+docs/gupshup.md §3), and retried on 5xx and connection errors. Failures are typed, never raised to
 the stage: the message still flows with a placeholder.
 """
 
@@ -23,7 +23,7 @@ from storage.media_store import MediaStore, MediaTooLarge, StoredMedia
 log = logging.getLogger(__name__)
 
 MB = 1024 * 1024
-# WhatsApp Cloud API limits per kind (protocols.md 3). Files above them cannot be legitimate.
+# WhatsApp Cloud API limits per kind (docs/gupshup.md §3). Files above them cannot be legitimate.
 SIZE_LIMITS_BYTES: dict[str, int] = {
     "image": 5 * MB,
     "sticker": 500 * 1024,  # animated; static ones are 100 KB
@@ -86,7 +86,7 @@ class MediaDownloader:
         raise MediaUnavailable("server_error", last)
 
     async def _once(self, media: Media, store: MediaStore, path: str, limit: int) -> StoredMedia:
-        # Pre-signed link: no auth header (protocols.md 1.8).
+        # Pre-signed link: no auth header (docs/gupshup.md §1.8).
         async with self.http.get(media.url) as resp:
             if resp.status == 200:
                 if resp.content_length is not None and resp.content_length > limit:

@@ -2,7 +2,7 @@
 
 Pure parsing: no I/O. The HTTP handler decides what to do with `MalformedPayload`
 and with the `ignored` kinds; this module only says what the body means.
-Shapes follow shared/reference/protocols.md §1.3–1.7; each format has its module.
+Shapes follow docs/gupshup.md §1.3–1.7; each format has its module.
 """
 
 from __future__ import annotations

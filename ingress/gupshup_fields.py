@@ -155,7 +155,7 @@ def contacts_text(contacts: list[Any]) -> str:
 
 
 def is_voice_note(content_type: str | None) -> bool:
-    # v2 has no voice flag (protocols.md §1.4). WhatsApp records voice notes as OGG/Opus,
+    # v2 has no voice flag (docs/gupshup.md §1.4). WhatsApp records voice notes as OGG/Opus,
     # while audio *files* users forward are mostly mp3/m4a/aac, so OGG/Opus is the best signal.
     ct = (content_type or "").lower()
     return ct.startswith("audio/ogg") and "opus" in ct

@@ -1,5 +1,5 @@
 """Gupshup format v2 (the default for self-serve apps): one event per body, `payload.payload`
-nesting, timestamps in milliseconds (protocols.md §1.3–1.6)."""
+nesting, timestamps in milliseconds (docs/gupshup.md §1.3–1.6)."""
 
 from __future__ import annotations
 

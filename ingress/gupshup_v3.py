@@ -1,5 +1,5 @@
 """Gupshup format v3 (Meta's WhatsApp Business Account shape plus `gs_app_id`): several
-messages and statuses per body, timestamps in seconds (protocols.md §1.7)."""
+messages and statuses per body, timestamps in seconds (docs/gupshup.md §1.7)."""
 
 from __future__ import annotations
 

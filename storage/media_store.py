@@ -4,7 +4,7 @@ Files arrive as a stream of chunks and are written as they come, hashing on the 
 16 MB video never sits whole in memory. Both stores keep a local copy for the understanding step
 (Gemini reads it from disk) until `release` is called; the object path `{org}/{chat}/{message}.{ext}`
 is what chat_messages.media_url records, never a public URL (the bucket is private).
-Wire format of Supabase Storage: shared/reference/protocols.md section 6c.
+Wire format of Supabase Storage: docs/supabase-storage.md.
 """
 
 from __future__ import annotations

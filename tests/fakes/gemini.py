@@ -1,6 +1,6 @@
 """Fake Gemini Developer API (generativelanguage.googleapis.com) for google-genai.
 
-Wire format: shared/reference/protocols.md section 4.4 and shared/fixtures/gemini/.
+Wire format: docs/gemini.md and tests/fixtures/gemini/.
 Served under both /v1/ and /v1beta/ because google-genai >= 3.0 defaults to v1 while
 older code and many examples use v1beta. Part keys are accepted in both casings
 (`mime_type`/`mimeType`, `file_uri`/`fileUri`, `inline_data`/`inlineData`) because the

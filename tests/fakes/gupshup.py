@@ -1,7 +1,7 @@
 """Fake Gupshup: outbound send API, status callbacks to our webhook, media file manager.
 
-Wire format follows shared/reference/protocols.md sections 1 and 2 and the payloads in
-shared/fixtures/gupshup/. Things the real service does that clients trip over, and that
+Wire format follows docs/gupshup.md sections 1 and 2 and the payloads in
+tests/fixtures/gupshup/. Things the real service does that clients trip over, and that
 this fake reproduces on purpose:
 - the send API takes application/x-www-form-urlencoded, with `message`/`template` being
   JSON documents serialised into a single form field;
@@ -33,7 +33,7 @@ INVALID_DESTINATION = {"message": "Invalid Destination", "status": "error"}
 INVALID_APP = {"message": "Invalid App Details", "status": "error"}
 INVALID_MEDIA = {"status": "error", "message": "Invalid Media Id"}
 
-# Default bodies for fail_next(status) when no body is given (protocols.md 2.1).
+# Default bodies for fail_next(status) when no body is given (docs/gupshup.md §2.1).
 DEFAULT_ERROR_BODIES: dict[int, dict[str, str]] = {
     400: INVALID_DESTINATION,
     401: AUTH_FAILED,
@@ -107,7 +107,7 @@ class FakeGupshup(FakeServer):
         self.sent: list[SentMessage] = []
         self._sent_cond = asyncio.Condition()
 
-        # Status callbacks (protocols.md 1.5). The real delay is ~5 s; tests keep it short.
+        # Status callbacks (docs/gupshup.md §1.5). The real delay is ~5 s; tests keep it short.
         self.callback_url = callback_url
         self.callback_token = callback_token
         self.callback_delay_s = 0.05
@@ -453,6 +453,6 @@ class FakeGupshup(FakeServer):
 
 
 def _gupshup_json(body: Any, status: int) -> web.Response:
-    # Gupshup serves its JSON as text/html (protocols.md 2.1): clients must not rely on
+    # Gupshup serves its JSON as text/html (docs/gupshup.md §2.1): clients must not rely on
     # the content type (aiohttp's resp.json() raises ContentTypeError on it by default).
     return web.Response(text=json.dumps(body), status=status, content_type="text/html")

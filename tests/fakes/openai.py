@@ -1,6 +1,6 @@
 """Fake OpenAI chat completions endpoint, as used by pydantic-ai's OpenAIChatModel.
 
-Wire format: shared/reference/protocols.md section 5.1 and shared/fixtures/openai/.
+Wire format: docs/openai.md and tests/fixtures/openai/.
 pydantic-ai asks for structured output through a `final_result` function tool with
 `tool_choice: "required"`, so the default answer calls that tool with arguments built
 from its JSON schema; a plain text agent (no tools) gets `content: "ok"`.

@@ -1,6 +1,6 @@
 """Fake Supabase Storage API (the /storage/v1 part of a Supabase project URL).
 
-Wire format: shared/reference/protocols.md section 6c (captured from supabase 2.34.1 /
+Wire format: docs/supabase-storage.md (captured from supabase 2.34.1 /
 storage3 2.34.1). Errors use Storage's legacy shape: HTTP 400 with the "real" status as a
 *string* in the body, e.g. `{"statusCode": "404", "error": "not_found", ...}`; storage3
 builds StorageApiError(message, error, statusCode) from those three keys.
