@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from consumers.enrich import debounce_of
 from consumers.runtime import Delivery, Poison
 from graph.contract import EscalationRequest, TurnInput
 from graph.receptionist import Receptionist
-from ops import metrics
+from ops import metrics, tracing
 from ops.deps import Deps
-from storage import chats, keys, turns
+from storage import chats, keys, origins, turns
 from storage.events import EscalationNotice, OutboundMessage, StreamEvent, TurnRequest
 from storage.orgs import ConnectionsByOrg
 
@@ -54,15 +55,23 @@ class AgentStage:
         turn = TurnInput(org=event.org, chat=event.chat, contact_id=identity.contact_id,
                          identity_id=identity.id, turn_id=event.turn_id, texts=texts)
         keeper = asyncio.create_task(self._keep_lease(event))
+        origin = await origins.earliest(deps.redis, event.org, event.message_ids)
+        started = time.monotonic()
         try:
-            result = await self.receptionist.run_turn(turn)
+            with tracing.span("agent.turn", origin.traceparent if origin else None, new_trace=True,
+                              org_id=event.org, chat_id=event.chat, turn_id=event.turn_id,
+                              thread_id=keys.checkpoint_thread(event.org, event.chat)):
+                result = await self.receptionist.run_turn(turn)
         finally:
             keeper.cancel()
+        metrics.turn_seconds.observe(time.monotonic() - started)
+        metrics.turn_messages.observe(len(event.message_ids))
         reply = [text for text in result.replies if text.strip()]
         outbound = [
             # One entry for the whole reply: its parts go out in order from one sender.
             OutboundMessage(org=event.org, phone=event.chat, text=reply[0], more_texts=reply[1:],
-                            turn_id=event.turn_id, idempotency_key=f"{event.turn_id}:reply")
+                            turn_id=event.turn_id, idempotency_key=f"{event.turn_id}:reply",
+                            origin=origin)
         ] if reply else []
         if result.escalation:
             outbound.append(await self._escalation(event, result.escalation))

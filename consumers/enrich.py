@@ -13,10 +13,10 @@ import logging
 from consumers.delivery_events import DeliveryEvents, consent_keyword
 from consumers.runtime import Delivery, Poison
 from consumers.understanding import Understanding, understand
-from ops import metrics
+from ops import metrics, tracing
 from ops.deps import Deps
-from storage import chats, memory, turns
-from storage.events import InboundMessage, StatusEvent, StreamEvent, UserEvent
+from storage import chats, memory, origins, turns
+from storage.events import InboundMessage, Origin, StatusEvent, StreamEvent, UserEvent
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,9 @@ class EnrichStage:
 
     async def handle(self, event: StreamEvent, delivery: Delivery) -> str | None:
         if isinstance(event, InboundMessage):
-            return await self.message(event)
+            with tracing.span("enrich", event.traceparent, new_trace=True, org_id=event.org,
+                              chat_id=event.phone, message_id=event.provider_id):
+                return await self.message(event)
         if isinstance(event, StatusEvent):
             return await self.delivery_events.on_status(event, delivery)
         if isinstance(event, UserEvent):
@@ -71,6 +73,9 @@ class EnrichStage:
         # A chat a person has taken over, an opted-out contact and a STOP/START message keep
         # their messages but start no turn.
         joins_turn = identity.bot_enabled and keyword is None and not identity.opted_out
+        if joins_turn:  # the turn's replies will be timed and traced from this message's arrival
+            await origins.remember(deps.redis, event.org, message_id, Origin(
+                received_at_ms=event.received_at_ms, traceparent=event.traceparent))
         await turns.hand_off(
             deps.redis, org=event.org, chat=event.phone, provider_id=event.provider_id,
             message_id=message_id if joins_turn else None, sent_at_ms=event.sent_at_ms,
@@ -81,6 +86,7 @@ class EnrichStage:
 
     async def _store(self, event: InboundMessage, identity: chats.Identity) -> tuple[str, bool]:
         understood: Understanding = await self.understand(self.deps, event)
+        metrics.processed_text_chars.observe(len(understood.processed_text or ""))
         stored = await chats.insert_inbound(
             self.deps.pool, org=event.org, identity=identity, provider_id=event.provider_id,
             message=event.text or event.caption, processed_text=understood.processed_text,

@@ -73,6 +73,7 @@ class GeminiReader:
         self._api_error = errors.APIError
         self._network = _network_errors()
         self.model = settings.gemini_model
+        self.prices = settings.llm_prices
         self.budget_s = settings.gemini_budget_s
         self.retry_base_s = settings.gemini_retry_base_s
         self.retry_max_s = settings.gemini_retry_max_s
@@ -132,8 +133,8 @@ class GeminiReader:
         usage = response.usage_metadata
         prompt_tokens = (usage.prompt_token_count or 0) if usage else 0
         output_tokens = (usage.candidates_token_count or 0) if usage else 0
-        metrics.gemini_tokens.labels(org, "prompt").inc(prompt_tokens)
-        metrics.gemini_tokens.labels(org, "output").inc(output_tokens)
+        metrics.record_gemini(self.prices, org=org, model=self.model, prompt_tokens=prompt_tokens,
+                              output_tokens=output_tokens)
         return GeminiAnswer(text=text, model=self.model, prompt_tokens=prompt_tokens,
                             output_tokens=output_tokens)
 

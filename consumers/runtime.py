@@ -333,6 +333,7 @@ class StageWorker:
                 continue
             self.acker.ack(entry.stream, entry.entry_id)
             metrics.stage_seconds.labels(self.group).observe(time.monotonic() - started)
+            metrics.stage_latency.labels(self.group).observe(_age_s(entry.entry_id))
             self._outcome(outcome or "acked", entry)
             return True
         return False
@@ -398,6 +399,11 @@ class StageWorker:
                     idle=self.config.claim_idle_ms + 1, justid=True))
                 self._outcome("handed_back", entry)
             self._in_flight.clear()
+
+
+def _age_s(entry_id: str) -> float:
+    """Seconds since the entry was added: its id starts with Redis's clock in milliseconds."""
+    return max(0.0, time.time() - int(entry_id.split("-", 1)[0]) / 1000)
 
 
 async def _shielded(awaitable: Awaitable[object]) -> object:

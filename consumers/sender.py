@@ -12,7 +12,7 @@ import logging
 
 from consumers import gupshup_api
 from consumers.runtime import Delivery, Poison, Retry
-from ops import metrics
+from ops import metrics, tracing
 from ops.deps import Deps
 from storage import chats, memory, outbound, ratelimit, streams
 from storage.events import OutboundMessage, StreamEvent
@@ -44,10 +44,13 @@ class SenderStage:
         if connection is None:
             raise Poison(f"organization {event.org} has no active WhatsApp connection")
         outcome = None
-        for part in parts_of(event):
-            # A part that must be retried raises: on the next delivery the parts already sent
-            # are recognised as duplicates, so the order holds and nothing repeats.
-            outcome = await self._deliver(part, connection, delivery)
+        with tracing.span("sender", event.origin.traceparent if event.origin else None,
+                          new_trace=True, org_id=event.org, chat_id=event.phone,
+                          turn_id=event.turn_id, purpose=event.purpose):
+            for part in parts_of(event):
+                # A part that must be retried raises: on the next delivery the parts already sent
+                # are recognised as duplicates, so the order holds and nothing repeats.
+                outcome = await self._deliver(part, connection, delivery)
         return outcome
 
     async def _deliver(self, event: OutboundMessage, connection: Connection,
@@ -148,6 +151,8 @@ class SenderStage:
             return self._count(event, "unknown_outcome")
         await outbound.mark_accepted(deps.pool, row.id, accepted.message_id)
         self._count(event, "accepted")
+        if event.origin and event.purpose == "reply":  # the first part of the answer
+            metrics.end_to_end.observe(max(0.0, deps.clock() - event.origin.received_at_ms / 1000))
         if event.text:  # the agent's short-term memory of the chat
             await memory.remember(deps.redis, event.org, event.phone, "assistant", event.text)
         if event.escalation:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 from pydantic import BaseModel, Field
 from pydantic_ai import Agent, RunContext
 from pydantic_ai.usage import UsageLimits
 
 from graph import prompts, tools
 from graph.state import Flow, ToolDeps
+from ops import metrics
 from ops.settings import Settings
 
 
@@ -50,8 +53,15 @@ class Experts:
         self.summarizer = Agent(model, output_type=str, instructions=prompts.SUMMARY, name="summary")
 
     async def run(self, agent: Agent, prompt: str, deps: ToolDeps):
+        started = time.monotonic()
         result = await agent.run(prompt, deps=deps, usage_limits=self.limits)
-        deps.ctx.usage_tokens.append(result.usage.input_tokens)
+        usage = result.usage
+        deps.ctx.usage_tokens.append(usage.input_tokens)
+        settings = deps.ctx.deps.settings
+        metrics.record_llm_run(settings.llm_prices, org=deps.ctx.turn.org, model=settings.llm_model,
+                               agent=agent.name or "agent", seconds=time.monotonic() - started,
+                               requests=usage.requests, input_tokens=usage.input_tokens,
+                               output_tokens=usage.output_tokens)
         return result.output
 
 

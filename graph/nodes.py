@@ -20,6 +20,7 @@ from pydantic_ai.exceptions import UnexpectedModelBehavior
 
 from graph import intents, replies
 from graph.experts import Experts
+from graph.spans import traced
 from graph.state import TOOL_KEYS, ConversationState, ToolDeps, TurnContext
 
 log = logging.getLogger(__name__)
@@ -157,11 +158,8 @@ def _prompt(state: ConversationState) -> str:
 def build_graph(experts: Experts, checkpointer, summary_every_turns: int = 8, router_keywords: bool = True):
     nodes = Nodes(experts, summary_every_turns, router_keywords)
     builder = StateGraph(ConversationState, context_schema=TurnContext)
-    builder.add_node("replay", nodes.replay)
-    builder.add_node("router", nodes.router)
-    builder.add_node("knowledge", nodes.knowledge)
-    builder.add_node("appointment", nodes.appointment)
-    builder.add_node("escalation", nodes.escalation)
+    for name in ("replay", "router", "knowledge", "appointment", "escalation"):
+        builder.add_node(name, traced(name, getattr(nodes, name)))
     builder.add_conditional_edges(START, nodes.entry)
     builder.add_edge("replay", END)
     builder.add_conditional_edges("router", nodes.after_router)

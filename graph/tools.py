@@ -17,6 +17,7 @@ from pydantic_ai import ModelRetry, RunContext
 from graph import intents, replies, timeparse
 from graph.state import ToolDeps
 from ops import metrics
+from ops.logs import bound
 from storage import appointments, catalog, chats
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,8 @@ def counted(fn):
     @functools.wraps(fn)
     async def wrapper(ctx: Ctx, *args, **kwargs):
         try:
-            result = await fn(ctx, *args, **kwargs)
+            with bound(tool=fn.__name__, tool_call_id=ctx.tool_call_id):
+                result = await fn(ctx, *args, **kwargs)
         except ModelRetry:
             metrics.tool_calls.labels(fn.__name__, "retry").inc()
             raise

@@ -17,7 +17,7 @@ from ingress import dev_chat
 from ingress.common import CONNECTIONS, DEPS, reject
 from ingress.gupshup import MalformedPayload, identify_app, parse_webhook
 from ingress.orgs import ConnectionCache
-from ops import metrics
+from ops import health, metrics, tracing
 from ops.deps import Deps
 from storage import streams
 from storage.events import InboundMessage, StatusEvent, UserEvent
@@ -74,12 +74,15 @@ async def accept_webhook(app: web.Application, body: dict,
             # The type comes from the caller: log it, but keep the metric's labels bounded.
             log.info("acknowledged an unknown Gupshup event type %r", kind[len("unknown:"):])
             kind = "unknown"
-        metrics.webhook_events.labels(kind, "ignored").inc()
+        metrics.webhook_events.labels(connection.org_id, kind, "ignored").inc()
     await app[CONNECTIONS].register(connection.org_id)
     for event in parsed.events:
-        added = await streams.ingest(deps.redis, event, deps.settings.inbound_dedupe_ttl_s)
         kind = event.kind if isinstance(event, InboundMessage) else event.type
-        metrics.webhook_events.labels(kind, "queued" if added else "duplicate").inc()
+        with tracing.span("ingress.webhook", new_trace=True, org_id=connection.org_id, kind=kind):
+            if isinstance(event, InboundMessage):  # the trace this message keeps to the reply
+                event.traceparent = tracing.traceparent()
+            added = await streams.ingest(deps.redis, event, deps.settings.inbound_dedupe_ttl_s)
+        metrics.webhook_events.labels(connection.org_id, kind, "queued" if added else "duplicate").inc()
     return parsed.events
 
 
@@ -98,24 +101,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    deps = request.app[DEPS]
-    checks: dict[str, str] = {}
-    try:
-        await deps.redis.ping()
-        checks["redis"] = "ok"
-    except Exception as exc:  # noqa: BLE001 - any failure means not ready
-        checks["redis"] = f"error: {exc}"
-    try:
-        await deps.pool.fetchval("select 1")
-        checks["postgres"] = "ok"
-    except Exception as exc:  # noqa: BLE001
-        checks["postgres"] = f"error: {exc}"
+    checks = await health.check(request.app[DEPS])
     ready = all(v == "ok" for v in checks.values())
     return web.json_response({"ready": ready, **checks}, status=200 if ready else 503)
 
 
 async def metrics_view(request: web.Request) -> web.Response:
-    return web.Response(body=metrics.render(), content_type="text/plain")
+    return web.Response(body=await metrics.render_sampled(), content_type="text/plain")
 
 
 def create_app(deps: Deps) -> web.Application:

@@ -24,6 +24,7 @@ import aiohttp
 from aiohttp import web
 
 from ops.deps import Deps
+from ops import tracing
 from ops.logs import setup_logging
 from ops.settings import ALL_ROLES, Settings
 from ops.system import services
@@ -115,6 +116,7 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
         system = RunningSystem(deps=deps, url=f"http://{settings.http_host}:{settings.http_port}",
                                stop=stop)
         consumer = f"{socket.gethostname()}-{os.getpid()}-{id(system):x}"
+        await stack.enter_async_context(observed(settings, deps, roles))
         if "ingress" in roles:
             runner = web.AppRunner(create_app(deps), access_log=None)
             await runner.setup()
@@ -155,6 +157,32 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
             for task, result in zip(system.tasks, results):
                 if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                     log.error("role %s ended with %r", task.get_name(), result)
+
+
+@asynccontextmanager
+async def observed(settings: Settings, deps: Deps, roles: tuple[str, ...]) -> AsyncIterator[None]:
+    """Every process can be scraped: its roles, its dependencies' health and its stages'
+    streams sampled at scrape time, and /metrics on METRICS_PORT when no ingress serves it."""
+    from consumers.stream_stats import StreamStats
+    from ops import health, metrics, metrics_server
+
+    for role in roles:
+        metrics.roles.labels(role).set(1)
+    removers = [metrics.add_sampler(lambda: health.check(deps)),
+                metrics.add_sampler(StreamStats(deps.redis, list(roles)))]
+    runner = None
+    if "ingress" not in roles and settings.metrics_port:
+        runner = await metrics_server.start(deps, settings.http_host, settings.metrics_port)
+        log.info("metrics on http://%s:%d/metrics", settings.http_host, settings.metrics_port)
+    try:
+        yield
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        for remove in removers:
+            remove()
+        for role in roles:
+            metrics.roles.labels(role).set(0)
 
 
 def run_async(coroutine):
@@ -314,6 +342,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
     setup_logging(settings.log_level, settings.log_format)
+    tracing.setup(settings)
+    try:
+        return _command(args, settings)
+    finally:
+        tracing.shutdown()  # the spans still buffered go out
+
+
+def _command(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "run":
         roles = tuple(r.strip() for r in args.roles.split(",") if r.strip())
         unknown = set(roles) - set(ALL_ROLES)

@@ -16,6 +16,7 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 ALL_ROLES = ("ingress", "enrich", "batcher", "agent", "sender")
 
 
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True)
 
@@ -116,6 +117,17 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
+
+    # Observability. A process without the ingress role serves /metrics, /healthz and /readyz
+    # on METRICS_PORT (the ingress role serves them on HTTP_PORT). 0 or unset: no server.
+    metrics_port: int | None = None
+    # Estimated cost comes from the genai-prices tables; LLM_PRICES overrides them or prices a
+    # model they lack (a self-hosted one): JSON {"model": [input, output]} in US dollars per
+    # million tokens, the model named as in LLM_MODEL (without "openai:") or GEMINI_MODEL.
+    llm_prices: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    # Traces go over OTLP/HTTP when set (Langfuse, Grafana Tempo, an OpenTelemetry collector).
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str = "skytide"
 
     @property
     def gupshup_simulated(self) -> bool:

@@ -39,6 +39,7 @@ class InboundMessage(BaseModel):
     sent_at_ms: int  # when the user sent it: orders a burst
     received_at_ms: int
     raw: dict[str, Any] = Field(default_factory=dict)
+    traceparent: str | None = None  # W3C trace context: one trace per message across stages
 
 
 class StatusEvent(BaseModel):
@@ -83,6 +84,13 @@ class EscalationNotice(BaseModel):
     failed_text: str  # sent, with the bot left on, when it was not accepted
 
 
+class Origin(BaseModel):
+    """The customer message a reply answers: for end-to-end latency and the trace it joins."""
+
+    received_at_ms: int
+    traceparent: str | None = None
+
+
 class OutboundMessage(BaseModel):
     """Something to send to a WhatsApp user; idempotency_key makes a resend impossible."""
 
@@ -101,6 +109,7 @@ class OutboundMessage(BaseModel):
     # Checked again just before sending: a reply produced after a person took the chat is dropped.
     requires_bot_enabled: bool = True
     escalation: EscalationNotice | None = None
+    origin: Origin | None = None
 
 
 StreamEvent = Annotated[

@@ -57,6 +57,11 @@ def enriching(org: str, chat: str) -> str:
     return f"{{{org}}}:enriching:{chat}"
 
 
+def origin(org: str, message_id: str) -> str:
+    """When a stored inbound message reached ingress, and its trace (storage/origins.py)."""
+    return f"{{{org}}}:origin:{message_id}"
+
+
 def turn_lease(org: str, chat: str) -> str:
     """The id of the turn in flight for a chat; while it exists no other turn starts."""
     return f"{{{org}}}:turn:{chat}"

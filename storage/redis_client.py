@@ -2,7 +2,28 @@
 
 from __future__ import annotations
 
+import time
+
 import redis.asyncio as aioredis
+
+from ops import metrics
+
+# These wait for data by design: their time says nothing about Redis.
+BLOCKING = frozenset({"XREADGROUP", "XREAD", "BLPOP", "BRPOP", "BLMOVE", "BZPOPMIN", "BZPOPMAX"})
+
+
+class TimedRedis(aioredis.Redis):
+    """Each command's round trip in skytide_redis_command_seconds (pipelines are not timed)."""
+
+    async def execute_command(self, *args, **options):
+        command = str(args[0]).upper()
+        if command in BLOCKING:
+            return await super().execute_command(*args, **options)
+        started = time.perf_counter()
+        try:
+            return await super().execute_command(*args, **options)
+        finally:
+            metrics.redis_seconds.labels(command).observe(time.perf_counter() - started)
 
 
 def create_redis(url: str, *, max_connections: int = 200, wait_s: float = 30.0) -> aioredis.Redis:
@@ -11,4 +32,4 @@ def create_redis(url: str, *, max_connections: int = 200, wait_s: float = 30.0) 
     # decode_responses keeps stream fields and keys as str everywhere.
     pool = aioredis.BlockingConnectionPool.from_url(url, decode_responses=True, max_connections=max_connections,
                                                     timeout=wait_s, health_check_interval=30)
-    return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
+    return TimedRedis.from_pool(pool)  # the client owns the pool: aclose() closes it

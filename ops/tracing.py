@@ -1,0 +1,103 @@
+"""OpenTelemetry traces: one trace per customer message, from the webhook to Gupshup.
+
+Ingress starts the trace and puts its W3C `traceparent` in the stream entry; each stage
+continues it (enrich from the inbound entry, the agent from its turn's first message through
+storage/origins.py, the sender from the reply's origin). Graph nodes, model requests and tool
+calls are spans inside the agent's turn; the model and tool spans come from Pydantic AI's own
+instrumentation. Spans are exported over OTLP/HTTP only when OTEL_EXPORTER_OTLP_ENDPOINT is
+set; otherwise every function here is a no-op and costs next to nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager, nullcontext
+from typing import Any, ContextManager, Iterator
+
+from ops.logs import bound
+from ops.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_tracer: Any = None  # opentelemetry Tracer, once setup() found an endpoint
+_provider: Any = None
+
+
+def setup(settings: Settings) -> bool:
+    """Export spans to settings.otel_exporter_otlp_endpoint; False (tracing off) when unset."""
+    global _tracer, _provider
+    endpoint = settings.otel_exporter_otlp_endpoint
+    if not endpoint:
+        return False
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from pydantic_ai import Agent, InstrumentationSettings
+
+    shutdown()
+    provider = TracerProvider(resource=Resource.create({"service.name": settings.otel_service_name}))
+    # The endpoint is the collector's base URL, as the variable's standard meaning says.
+    provider.add_span_processor(BatchSpanProcessor(
+        OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces")))
+    # Model requests and tool calls: Pydantic AI's spans. Prompts and answers stay out of the
+    # spans (customers' messages are personal data; the trace shows the shape and the timing).
+    Agent.instrument_all(InstrumentationSettings(tracer_provider=provider, include_content=False,
+                                                 include_binary_content=False))
+    _provider, _tracer = provider, provider.get_tracer("skytide")
+    log.info("tracing: OTLP/HTTP to %s", endpoint)
+    return True
+
+
+def shutdown() -> None:
+    """Send the spans still buffered and stop exporting."""
+    global _tracer, _provider
+    if _provider is not None:
+        from pydantic_ai import Agent
+
+        Agent.instrument_all(False)
+        _provider.shutdown()
+    _tracer = _provider = None
+
+
+def enabled() -> bool:
+    return _tracer is not None
+
+
+def _parent_context(traceparent: str | None, new_trace: bool):
+    from opentelemetry.context import Context
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    if traceparent:
+        return TraceContextTextMapPropagator().extract({"traceparent": traceparent})
+    return Context() if new_trace else None  # an empty context starts a new trace
+
+
+@contextmanager
+def _span(name: str, traceparent: str | None, new_trace: bool, fields: dict[str, Any]) -> Iterator[None]:
+    attributes = {f"skytide.{k}": str(v) for k, v in fields.items() if v is not None}
+    with _tracer.start_as_current_span(name, context=_parent_context(traceparent, new_trace),
+                                       attributes=attributes):
+        yield
+
+
+@contextmanager
+def span(name: str, traceparent: str | None = None, *, new_trace: bool = False,
+         **fields: Any) -> Iterator[None]:
+    """A span (child of `traceparent` when given, else of the current span, else a new trace
+    when new_trace) whose fields are also bound to the log lines written inside it."""
+    traced: ContextManager[None] = (_span(name, traceparent, new_trace, fields) if _tracer
+                                    else nullcontext())
+    with traced, bound(**fields):
+        yield
+
+
+def traceparent() -> str | None:
+    """The current span as a W3C traceparent, to put in a stream entry; None when not tracing."""
+    if _tracer is None:
+        return None
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier)
+    return carrier.get("traceparent")
