@@ -18,7 +18,8 @@ ALL_ROLES = ("ingress", "enrich", "batcher", "agent", "sender")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True,
+                                      env_ignore_empty=True)  # `KEY=` in an env file means unset
 
     # Services. Unset means "start the embedded one" (development and tests).
     redis_url: str | None = None

@@ -1,0 +1,20 @@
+# The Skytide app image: one image, every role; compose.yaml picks the role by command.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY ops ./ops
+COPY storage ./storage
+COPY consumers ./consumers
+COPY ingress ./ingress
+COPY graph ./graph
+# With Supabase Storage for media: pip install '.[supabase]'.
+RUN pip install . && useradd --create-home --uid 10001 skytide \
+    && mkdir -p /data/media && chown skytide /data/media
+
+USER skytide
+# ingress on HTTP_PORT (8080); every other role serves /metrics and /readyz on METRICS_PORT.
+EXPOSE 8080 9100
+CMD ["skytide", "run"]

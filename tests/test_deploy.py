@@ -1,0 +1,169 @@
+"""The deployment files: compose.yaml, .env.example, Prometheus' config and alert rules, and the
+Grafana dashboard. No Docker engine runs here, so they are checked by parsing them; the
+commands of compose.yaml's services are run for real by tests/test_processes.py."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ops import metrics
+from ops.cli import build_parser
+from ops.settings import ALL_ROLES, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
+SERVICES = COMPOSE["services"]
+APP = {"migrate", "ingress", "enrich", "batcher", "agent", "sender"}
+WORKERS = APP - {"migrate", "ingress"}
+# Variables compose.yaml itself reads (${...}); every other one is an app setting.
+COMPOSE_ONLY = {"POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "HTTP_PUBLISH", "PROMETHEUS_PUBLISH",
+                "GRAFANA_PUBLISH"}
+
+
+def setting_names() -> set[str]:
+    return {(field.alias or name).upper() for name, field in Settings.model_fields.items()}
+
+
+def env_example() -> dict[str, str]:
+    pairs = [line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    return {key: value for key, value in pairs}
+
+
+def metric_names() -> set[str]:
+    """Every series name the app can export, histogram and counter suffixes included."""
+    names = set()
+    for family in metrics.REGISTRY.collect():
+        names.add(family.name)
+        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
+        names.update(family.name + s for s in suffixes.get(family.type, []))
+    return names
+
+
+def series_in(expr: str) -> set[str]:
+    return set(re.findall(r"\b(skytide_[a-z_]+)", expr))
+
+
+def test_compose_names_every_service_and_runs_every_role():
+    assert set(SERVICES) == APP | {"redis", "postgres", "prometheus", "grafana"}
+    roles: set[str] = set()
+    for name in APP:
+        command = SERVICES[name]["command"]
+        assert command[0] == "skytide", name
+        args = build_parser().parse_args(command[1:])  # the CLI accepts it as written
+        if name == "migrate":
+            assert args.command == "migrate"
+        else:
+            assert args.command == "run"
+            service_roles = set(args.roles.split(","))
+            assert service_roles <= set(ALL_ROLES), name
+            roles |= service_roles
+    assert roles == set(ALL_ROLES)  # each role has a service, so each scales on its own
+
+
+def test_compose_services_are_durable_healthy_and_scalable():
+    redis = SERVICES["redis"]
+    assert redis["image"].startswith("redis:8")
+    assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
+    assert "pgvector" in SERVICES["postgres"]["image"]
+    for name, service in SERVICES.items():
+        if name == "migrate":  # one-shot: never restarted, and the app waits for it to finish
+            assert service["restart"] == "no"
+            continue
+        assert service["restart"] == "unless-stopped", name
+        assert service["healthcheck"]["test"][0] == "CMD", name
+    for name in APP - {"migrate"}:
+        depends = SERVICES[name]["depends_on"]
+        assert depends["migrate"]["condition"] == "service_completed_successfully"
+        assert depends["redis"]["condition"] == depends["postgres"]["condition"] == "service_healthy"
+        assert SERVICES[name]["env_file"] == ".env"
+    for name in WORKERS:
+        # --scale needs services without a fixed host port or container name; each replica
+        # answers its health check and Prometheus on METRICS_PORT.
+        service = SERVICES[name]
+        assert "ports" not in service and "container_name" not in service, name
+        port = service["environment"]["METRICS_PORT"]
+        assert f"127.0.0.1:{port}/readyz" in " ".join(service["healthcheck"]["test"])
+    assert "127.0.0.1:8080/readyz" in " ".join(SERVICES["ingress"]["healthcheck"]["test"])
+    for name in APP:
+        assert set(SERVICES[name]["environment"]) <= setting_names(), name
+
+
+def test_env_example_documents_every_variable_compose_reads(monkeypatch):
+    example = env_example()
+    assert set(example) <= setting_names() | COMPOSE_ONLY, set(example) - setting_names() - COMPOSE_ONLY
+    compose_vars = set(re.findall(r"\$\{([A-Z_]+)", (ROOT / "compose.yaml").read_text()))
+    assert compose_vars <= set(example), compose_vars - set(example)
+    assert COMPOSE_ONLY <= set(example)
+    for key, value in example.items():  # the values as written are valid settings
+        monkeypatch.setenv(key, value)
+    assert Settings().llm_model == example["LLM_MODEL"]
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_prometheus_scrapes_every_role_on_its_port():
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job["dns_sd_configs"][0] for job in config["scrape_configs"]}
+    assert set(jobs) == APP - {"migrate"}
+    for name, sd in jobs.items():
+        assert sd["names"] == [name]
+        expected = 8080 if name == "ingress" else int(SERVICES[name]["environment"]["METRICS_PORT"])
+        assert sd["port"] == expected
+
+
+def test_alert_rules_and_dashboard_only_use_series_the_app_exports():
+    known = metric_names()
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    alerts = {r["alert"]: r for g in rules["groups"] for r in g["rules"]}
+    assert {"StageLagGrowing", "DeadLettersAppearing", "HighErrorRate", "NoMessagesSent",
+            "DependencyDown"} <= set(alerts)
+    for name, rule in alerts.items():
+        assert series_in(rule["expr"]) <= known, (name, series_in(rule["expr"]) - known)
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "skytide.json").read_text())
+    titles = " | ".join(p["title"] for p in dashboard["panels"])
+    for wanted in ("Throughput", "Time in each stage p50 / p95", "End to end p50 / p95", "lag",
+                   "Errors by organization", "Message states", "cost per day"):
+        assert wanted in titles, wanted
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == "prometheus"
+        for target in panel["targets"]:
+            assert series_in(target["expr"]) <= known, (
+                panel["title"], series_in(target["expr"]) - known)
+    datasource = yaml.safe_load(
+        (DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    assert datasource["datasources"][0]["uid"] == "prometheus"
+    provider = yaml.safe_load(
+        (DEPLOY / "grafana" / "provisioning" / "dashboards" / "skytide.yml").read_text())
+    mounts = SERVICES["grafana"]["volumes"]
+    assert f"./deploy/grafana/dashboards:{provider['providers'][0]['options']['path']}:ro" in mounts
+
+
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None, reason="promtool not installed (Debian package prometheus; .ci/run installs it)")
+
+
+@needs_promtool
+def test_promtool_checks_the_rules_and_proves_alerts_fire():
+    checked = subprocess.run([PROMTOOL, "check", "rules", "alerts.yml"], cwd=DEPLOY / "prometheus",
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    # alerts_test.yml: DeadLettersAppearing, StageLagGrowing and DependencyDown fire (and stay
+    # quiet before they should).
+    tested = subprocess.run([PROMTOOL, "test", "rules", "alerts_test.yml"], cwd=DEPLOY / "prometheus",
+                            capture_output=True, text=True, timeout=60)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    fired = yaml.safe_load((DEPLOY / "prometheus" / "alerts_test.yml").read_text())
+    firing = {case["alertname"] for test in fired["tests"] for case in test["alert_rule_test"]
+              if case["exp_alerts"]}
+    assert len(firing) >= 2
