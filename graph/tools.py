@@ -31,6 +31,7 @@ def counted(fn):
         try:
             with bound(tool=fn.__name__, tool_call_id=ctx.tool_call_id):
                 result = await fn(ctx, *args, **kwargs)
+                log.debug("tool %s answered", fn.__name__)
         except ModelRetry:
             metrics.tool_calls.labels(fn.__name__, "retry").inc()
             raise
