@@ -9,6 +9,7 @@ only once Gupshup has accepted it (see consumers/sender.py).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 
@@ -75,6 +76,9 @@ class AgentStage:
         ] if reply else []
         if result.escalation:
             outbound.append(await self._escalation(event, result.escalation))
+        if deps.settings.dev_chat_enabled:  # the chat page shows who handled the turn
+            await deps.redis.set(keys.dev_turn_info(event.org, event.chat), json.dumps(
+                {"turn_id": event.turn_id, "experts": result.experts, "tools": result.tools}), ex=600)
         await self._finish(event, outbound)
         metrics.turns.labels("escalated" if result.escalation else "replied").inc()
         return None

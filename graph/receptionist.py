@@ -28,6 +28,7 @@ from storage import catalog, chats, keys, memory
 log = logging.getLogger(__name__)
 
 RECURSION_LIMIT = 25
+EXPERT_NODES = ("knowledge", "appointment", "escalation")
 APOLOGY = ("Perdona, tuve un problema técnico y no pude procesar tu mensaje. ¿Me lo puedes "
            "repetir en un momento? 🙏")
 
@@ -74,7 +75,9 @@ class Receptionist:
         escalation = state.get("escalation")
         result = TurnResult(replies=list(state.get("replies", [])),
                             escalation=EscalationRequest(**escalation) if escalation else None,
-                            actions=list(state.get("actions", [])))
+                            actions=list(state.get("actions", [])),
+                            experts=[n for n in context.nodes_run if n in EXPERT_NODES],
+                            tools=list(context.tools_used))
         log.info("turn %s of %s: flow=%s actions=%s", turn.turn_id, turn.org, state.get("flow"),
                  [a["action"] for a in result.actions])
         return result

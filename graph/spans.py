@@ -1,5 +1,6 @@
-"""A trace span around each graph node, so a turn's trace shows which nodes ran and for how
-long (the model and tool spans of Pydantic AI nest inside them). No-op when tracing is off."""
+"""Each graph node runs inside a trace span, so a turn's trace shows which nodes ran and for how
+long (Pydantic AI's model and tool spans nest inside them), and is noted in the turn's context
+(TurnContext.nodes_run: which expert handled the turn, shown on the chat page)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ def traced(name: str, node):
     LangGraph reads to decide which arguments (state, runtime) to pass."""
     @functools.wraps(node)
     async def run(*args, **kwargs):
+        runtime = kwargs.get("runtime")
+        if runtime is not None:
+            runtime.context.nodes_run.append(name)
         with tracing.span(f"node {name}", node=name):
             return await node(*args, **kwargs)
     return run

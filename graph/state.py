@@ -65,6 +65,8 @@ class TurnContext:
     contact_name: str | None  # as stored in the CRM when the turn started
     usage_tokens: list[int] = field(default_factory=list)
     embedder: Embedder | None = None  # hybrid knowledge search when configured
+    nodes_run: list[str] = field(default_factory=list)  # graph nodes of this turn, in order
+    tools_used: list[str] = field(default_factory=list)  # tool calls of this turn, in order
 
 
 @dataclass

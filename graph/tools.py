@@ -29,6 +29,7 @@ def counted(fn):
     @functools.wraps(fn)
     async def wrapper(ctx: Ctx, *args, **kwargs):
         try:
+            ctx.deps.ctx.tools_used.append(fn.__name__)
             with bound(tool=fn.__name__, tool_call_id=ctx.tool_call_id):
                 result = await fn(ctx, *args, **kwargs)
                 log.debug("tool %s answered", fn.__name__)

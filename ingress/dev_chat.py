@@ -52,7 +52,8 @@ def add_routes(app: web.Application, accept_webhook: Callable[..., Awaitable[obj
             return outcome
         deps = request.app[DEPS]
         replies = await _collect(deps.redis, outbox, deps.settings.chat_wait_s)
-        return web.json_response({"replies": replies})
+        handled = await deps.redis.get(keys.dev_turn_info(connection.org_id, phone)) if replies else None
+        return web.json_response({"replies": replies, "handled_by": json.loads(handled) if handled else None})
 
     async def page(request: web.Request) -> web.Response:
         return web.Response(text=CHAT_PAGE.read_text(), content_type="text/html")

@@ -86,6 +86,11 @@ def simulator_outbox(app: str, phone: str) -> str:
     return f"skytide:sim:{app}:{phone}"
 
 
+def dev_turn_info(org: str, chat: str) -> str:
+    """Development (DEV_CHAT): which expert and tools handled the chat's last turn."""
+    return f"{{{org}}}:dev:turn-info:{chat}"
+
+
 def checkpoint_thread(org: str, chat: str) -> str:
     return f"{org}:{chat}"
 
