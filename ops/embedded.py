@@ -93,7 +93,7 @@ class EmbeddedRedis:
                 break
             except redis.ConnectionError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise ServiceError(f"embedded redis-server did not start; see {self.data_dir}")
+                    raise ServiceError(f"embedded redis-server did not start; see {self.data_dir}") from None
                 time.sleep(0.02)
         client.close()
         self.port_file.write_text(str(self.port))

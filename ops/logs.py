@@ -16,13 +16,13 @@ from contextlib import contextmanager
 from typing import Iterator
 
 # The fields of the work in progress in this task; asyncio copies them into tasks it starts.
-_context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("log_context", default={})
+_context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("log_context", default=None)
 
 
 @contextmanager
 def bound(**fields: object) -> Iterator[None]:
     """Add fields (None values skipped) to every log line written inside the block."""
-    token = _context.set({**_context.get(), **{k: str(v) for k, v in fields.items() if v is not None}})
+    token = _context.set({**(_context.get() or {}), **{k: str(v) for k, v in fields.items() if v is not None}})
     try:
         yield
     finally:
@@ -31,7 +31,7 @@ def bound(**fields: object) -> Iterator[None]:
 
 def context_fields() -> dict[str, str]:
     """The bound fields, and the current trace and span ids when a trace is being recorded."""
-    fields = dict(_context.get())
+    fields = dict(_context.get() or {})
     try:
         from opentelemetry import trace
     except ImportError:  # pragma: no cover - opentelemetry-api comes with pydantic-ai

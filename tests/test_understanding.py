@@ -158,7 +158,7 @@ async def test_every_inbound_fixture_gets_its_row_and_processed_text(
             sent[name] = (provider_id, data)
         rows = {name: await wait_row(deps, org, pid) for name, (pid, _) in sent.items()}
 
-    for name, (provider_id, data) in sent.items():
+    for name, (_provider_id, data) in sent.items():
         r = rows[name]
         assert r["processed_text"] == EXPECTED[name][0 if with_gemini else 1], (name, r["artifacts"])
         if data is None:
