@@ -21,6 +21,10 @@ stage_entries = Counter(
 stage_seconds = Histogram(
     "skytide_stage_seconds", "Time to handle one stream entry", ["stage"], registry=REGISTRY,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+stage_claimed = Counter(
+    "skytide_stage_claimed_total",
+    "Entries claimed back after claim_idle_ms (a worker died, hung or lost track of them)",
+    ["stage"], registry=REGISTRY)
 stage_in_flight = Gauge(
     "skytide_stage_in_flight", "Entries being handled now", ["stage"], registry=REGISTRY)
 dependency_errors = Counter(
