@@ -101,7 +101,10 @@ class StageWorker:
         self._orgs: set[str] = set()
         self._queues: dict[str, deque[_Entry]] = {}
         self._runners: dict[str, asyncio.Task[None]] = {}
-        self._in_flight: dict[str, _Entry] = {}  # entry id -> entry, queued or running
+        # (stream, entry id) -> entry, queued or running. Never the id alone: two organizations'
+        # streams hand out the same id when they are written in the same millisecond, and an
+        # entry taken for a duplicate was ignored until the claim path rescued it (the 30 s stall).
+        self._in_flight: dict[tuple[str, str], _Entry] = {}
         self._slots = asyncio.Semaphore(config.concurrency)
         self._capacity = asyncio.Event()
         self._capacity.set()
@@ -198,7 +201,7 @@ class StageWorker:
             stream, self.group, min="-", max="+", count=100, idle=self.config.claim_idle_ms)
         for item in pending:
             entry_id = item["message_id"]
-            if entry_id in self._in_flight:
+            if (stream, entry_id) in self._in_flight:
                 continue
             claimed = await self.redis.xclaim(stream, self.group, self.consumer,
                                               self.config.claim_idle_ms, [entry_id])
@@ -208,6 +211,7 @@ class StageWorker:
                 if not fields:  # deleted from the stream while pending: nothing left to do
                     await self.redis.xack(stream, self.group, claimed_id)
                     continue
+                metrics.stage_claimed.labels(self.group).inc()
                 log.warning("%s: claimed %s %s from %s (delivery %d)", self.group, stream,
                             claimed_id, item["consumer"], deliveries)
                 if deliveries > self.config.max_deliveries:
@@ -245,7 +249,7 @@ class StageWorker:
     # ---- dispatch and handling ------------------------------------------------------------
 
     def _dispatch(self, entry: _Entry) -> None:
-        if entry.entry_id in self._in_flight:
+        if (entry.stream, entry.entry_id) in self._in_flight:
             return
         try:
             entry.event = decode(entry.fields)
@@ -253,7 +257,7 @@ class StageWorker:
         except BadEvent as exc:
             entry.decode_error = str(exc)
             key = f"bad:{entry.entry_id}"
-        self._in_flight[entry.entry_id] = entry
+        self._in_flight[(entry.stream, entry.entry_id)] = entry
         metrics.stage_in_flight.labels(self.group).set(len(self._in_flight))
         self._queues.setdefault(key, deque()).append(entry)
         if key not in self._runners:
@@ -297,7 +301,7 @@ class StageWorker:
             queue.clear()
 
     def _release(self, entry: _Entry) -> None:
-        self._in_flight.pop(entry.entry_id, None)
+        self._in_flight.pop((entry.stream, entry.entry_id), None)
         metrics.stage_in_flight.labels(self.group).set(len(self._in_flight))
         self._capacity.set()
 

@@ -52,6 +52,10 @@ stage_latency = Histogram(
     "skytide_stage_latency_seconds",
     "Time from an entry's arrival on its stream to its acknowledgement (waiting plus handling)",
     ["stage"], registry=REGISTRY, buckets=SLOW)
+stage_claimed = Counter(
+    "skytide_stage_claimed_total",
+    "Entries claimed back after claim_idle_ms (a worker died, hung or lost track of them)",
+    ["stage"], registry=REGISTRY)
 stage_in_flight = Gauge(
     "skytide_stage_in_flight", "Entries being handled now", ["stage"], registry=REGISTRY)
 end_to_end = Histogram(

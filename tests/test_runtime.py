@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from consumers.runtime import StageConfig, StageWorker
+from consumers.runtime import StageConfig, StageWorker, ensure_group
+from ops import metrics
 from ops.embedded import EmbeddedRedis
 from storage import keys
 from storage.events import StatusEvent, encode
@@ -51,3 +52,48 @@ async def test_a_stage_survives_a_redis_restart(tmp_path):
 
 async def _has(items: list[str], item: str) -> bool:
     return item in items
+
+
+async def test_same_entry_id_on_two_streams_is_handled_without_a_claim(servers):
+    """Two organizations' streams can hold the same entry id (XADD in the same millisecond).
+
+    The runtime once tracked in-flight entries by id alone, so the second one was read and then
+    ignored: it sat pending until the claim path took it back 30 s later (issue 10, the stall).
+    """
+    redis = create_redis(servers["redis_url"])
+    orgs = [f"same-id-{i}" for i in range(3)]
+    handled: list[tuple[str, str]] = []
+
+    async def handler(event, delivery):
+        handled.append((delivery.stream, delivery.entry_id))
+
+    config = StageConfig(stage="enrich", stream="inbound", block_ms=100, claim_idle_ms=200,
+                         claim_every_s=0.1, org_refresh_s=0.1)
+    worker = StageWorker(redis, config, handler, "c1")
+    claimed_before = _claimed("enrich")
+    stop = asyncio.Event()
+    try:
+        await redis.sadd(keys.ORG_REGISTRY, *orgs)
+        for org in orgs:  # created before the worker starts, so one read returns all three
+            await ensure_group(redis, keys.stream(org, "inbound"), "enrich")
+            event = StatusEvent(org=org, provider_id=f"p-{org}", status="read", at_ms=1)
+            await redis.xadd(keys.stream(org, "inbound"), encode(event), id="5-1")
+        task = asyncio.create_task(worker.run(stop))
+        await eventually(lambda: _count_at_least(handled, 3))
+        assert sorted(handled) == sorted((keys.stream(o, "inbound"), "5-1") for o in orgs)
+        assert _claimed("enrich") == claimed_before
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        for org in orgs:
+            await redis.srem(keys.ORG_REGISTRY, org)
+            await redis.delete(keys.stream(org, "inbound"))
+        await redis.aclose()
+
+
+def _claimed(stage: str) -> float:
+    return metrics.REGISTRY.get_sample_value("skytide_stage_claimed_total", {"stage": stage}) or 0.0
+
+
+async def _count_at_least(items: list, n: int) -> bool:
+    return len(items) >= n

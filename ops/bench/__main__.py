@@ -9,7 +9,7 @@ import importlib.util
 import subprocess
 import sys
 
-BENCHES = ("delivery", "media", "agent")
+BENCHES = ("pipeline", "delivery", "media", "agent")
 
 
 def main(argv: list[str] | None = None) -> int:
