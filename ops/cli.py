@@ -1,7 +1,8 @@
 """The `skytide` command and the composition root: the only place that wires every layer.
 
 skytide run [--roles ingress,enrich,batcher,agent,sender]
-skytide migrate | seed-demo | org add ... | bot pause|resume ... | dlq list|show|replay ...
+skytide migrate | seed-demo | org add|set ... | bot pause|resume ... | dlq list|show|replay ...
+skytide catalog import FILE --org ID | catalog export --org ID
 skytide bench
 """
 
@@ -249,6 +250,43 @@ async def cmd_org_add(settings: Settings, args: argparse.Namespace) -> None:
         print(org)
 
 
+async def cmd_org_set(settings: Settings, args: argparse.Namespace) -> int:
+    from storage.org_settings import BadSetting, update
+
+    pairs = dict(p.partition("=")[::2] for p in args.values)
+    async with services(settings) as settings, open_deps(settings) as deps:
+        try:
+            merged = await update(deps.pool, args.org, pairs, name=args.name, timezone=args.timezone)
+        except BadSetting as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        print(json.dumps(merged, indent=2, ensure_ascii=False))
+        return 0
+
+
+async def cmd_catalog(settings: Settings, args: argparse.Namespace) -> int:
+    from graph.embeddings import backfill, build_embedder
+    from storage import catalog_export, catalog_file
+    from storage.db import migrate
+
+    async with services(settings) as settings, open_deps(settings) as deps:
+        await migrate(deps.pool)
+        if args.catalog_command == "export":
+            print(catalog_export.dump(await catalog_export.export_catalog(deps.pool, args.org)), end="")
+            return 0
+        try:
+            with open(args.file, encoding="utf-8") as f:
+                report = await catalog_file.import_catalog(deps.pool, args.org, catalog_file.load(f.read()))
+        except (OSError, catalog_file.BadCatalog) as exc:
+            print(f"{args.file}: {exc}", file=sys.stderr)
+            return 2
+        print(report)
+        embedder = build_embedder(settings)
+        if embedder is not None:  # edited entries lost their embedding on import
+            print(f"embedded {await backfill(deps.pool, embedder, args.org)} entries")
+        return 0
+
+
 async def cmd_embed(settings: Settings, org: str | None) -> int:
     from graph.embeddings import backfill, build_embedder
     from storage.keys import ORG_REGISTRY
@@ -321,6 +359,17 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--webhook-token", default=None)
     add.add_argument("--gupshup-app-id", default=None, help="needed for v3 (Meta format) callbacks")
     add.add_argument("--timezone", default="America/Bogota")
+    oset = org.add_parser("set", help="change settings: KEY=VALUE ... (see storage/org_settings.py)")
+    oset.add_argument("--org", required=True)
+    oset.add_argument("--name", default=None)
+    oset.add_argument("--timezone", default=None)
+    oset.add_argument("values", nargs="*", metavar="KEY=VALUE")
+    cat = sub.add_parser("catalog", help="the catalogue as a YAML file").add_subparsers(
+        dest="catalog_command", required=True)
+    cat_import = cat.add_parser("import", help="create or update services, staff, hours, FAQ (idempotent)")
+    cat_import.add_argument("file")
+    cat_import.add_argument("--org", required=True)
+    cat.add_parser("export", help="print the catalogue as YAML").add_argument("--org", required=True)
     bot = sub.add_parser("bot", help="turn the bot on or off for one chat")
     bot.add_argument("action", choices=["pause", "resume"])
     bot.add_argument("--org", required=True)
@@ -361,8 +410,12 @@ def _command(args: argparse.Namespace, settings: Settings) -> int:
         run_async(cmd_migrate(settings))
     elif args.command == "seed-demo":
         run_async(cmd_seed_demo(settings))
+    elif args.command == "org" and args.org_command == "set":
+        return run_async(cmd_org_set(settings, args))
     elif args.command == "org":
         run_async(cmd_org_add(settings, args))
+    elif args.command == "catalog":
+        return run_async(cmd_catalog(settings, args))
     elif args.command == "bot":
         return run_async(cmd_bot(settings, args))
     elif args.command == "embed":

@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from storage import consent
-from storage.catalog import Db, Service, business_hours, get_service
+from storage import consent, schedules
+from storage.catalog import Db, Service, get_service
 from storage.chats import save_contact_name
 
 # Two overlapping inserts can each wait on the other's index entry; PostgreSQL then aborts one
@@ -45,30 +45,34 @@ class Appointment:
 # ---- availability -------------------------------------------------------------------------
 
 async def eligible_staff(db: Db, org: str, service_id: str) -> list[str]:
-    """Active staff who perform a service (a staff member with no service rows does them all)."""
+    """Active staff who perform a service: those listed for it; for a service that lists
+    nobody, the staff who are listed for no service at all (generalists)."""
     rows = await db.fetch("""
         select s.id::text from staff s
         where s.organization_id = $1::uuid and s.active
           and (exists (select 1 from staff_services x where x.staff_id = s.id and x.service_id = $2::uuid)
-               or not exists (select 1 from staff_services x where x.staff_id = s.id))
+               or (not exists (select 1 from staff_services x where x.service_id = $2::uuid)
+                   and not exists (select 1 from staff_services x where x.staff_id = s.id)))
         order by s.created_at, s.name""", org, service_id)
     return [r["id"] for r in rows]
 
 
 async def availability(db: Db, *, org: str, service: Service, tz: ZoneInfo, days: list[date],
                        time_from: time, time_to: time, not_before: datetime,
-                       prefer: time | None = None, step_min: int = 30, limit: int = 3) -> list[Slot]:
+                       prefer: time | None = None, step_min: int = 30, limit: int = 3,
+                       held: list[tuple[str, datetime, datetime]] = ()) -> list[Slot]:
     """Free start times for a service on the given local days, between time_from and time_to.
 
+    A start is free when an eligible staff member works then (their hours inside opening
+    hours; not on a closure, a public holiday or their time off), has no appointment and no
+    other chat holds it (`held`: (staff, start, end) of other chats' held slots).
     With `prefer` ("a las 3") the slots closest to that time come first; otherwise they are
     spread over the window so the customer gets a real choice, not three adjacent half hours.
     """
     staff = await eligible_staff(db, org, service.id)
     if not staff or not days:
         return []
-    hours: dict[int, list[tuple[time, time]]] = {}
-    for weekday, opens, closes in await business_hours(db, org):
-        hours.setdefault(weekday, []).append((opens, closes))
+    cal = await schedules.load_calendar(db, org, tz, days)
     span_from = datetime.combine(min(days), time.min, tz)
     span_to = datetime.combine(max(days) + timedelta(days=1), time.min, tz)
     busy: dict[str, list[tuple[datetime, datetime]]] = {s: [] for s in staff}
@@ -77,18 +81,25 @@ async def availability(db: Db, *, org: str, service: Service, tz: ZoneInfo, days
             where organization_id = $1::uuid and status <> 'cancelled' and staff_id = any($2::uuid[])
               and starts_at < $4 and ends_at > $3""", org, staff, span_from, span_to):
         busy[r["staff_id"]].append((r["starts_at"], r["ends_at"]))
+    for staff_id, start, end in held:
+        if staff_id in busy:
+            busy[staff_id].append((start, end))
     duration = timedelta(minutes=service.duration_minutes)
     free: list[Slot] = []
     for day in sorted(days):
-        for opens, closes in hours.get(day.weekday(), []):
+        if cal.is_closed(day):
+            continue
+        for opens, closes in cal.opening.get(day.weekday(), []):
             start = _round_up(datetime.combine(day, max(opens, time_from), tz), step_min)
             day_close = datetime.combine(day, closes, tz)
             last_start = datetime.combine(day, min(time_to, closes), tz)
             while start < last_start and start + duration <= day_close:
+                end = start + duration
                 if start >= not_before:
-                    who = next((s for s in staff if not _overlaps(busy[s], start, start + duration)), None)
+                    who = next((s for s in staff if cal.can_work(s, start, end)
+                                and not _overlaps(busy[s], start, end)), None)
                     if who:
-                        free.append(Slot(start, start + duration, who))
+                        free.append(Slot(start, end, who))
                 start += timedelta(minutes=step_min)
     return _choose(free, prefer, limit)
 

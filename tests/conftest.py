@@ -27,7 +27,7 @@ from tests.fakes.gupshup import FakeGupshup
 # through the allow_model_requests fixture.
 pydantic_ai.models.ALLOW_MODEL_REQUESTS = False
 
-TABLES = ("appointments", "contact_authorizations", "thread_summaries", "chat_messages",
+TABLES = ("staff_hours", "staff_time_off", "closures", "appointments", "contact_authorizations", "thread_summaries", "chat_messages",
           "chat_identities", "contacts", "knowledge_entries", "staff_services", "staff",
           "services", "business_hours", "platform_connections", "organizations")
 

@@ -1,0 +1,165 @@
+"""An organization's settings (organizations.settings, jsonb), checked before they are saved.
+
+`skytide org set` and `skytide catalog import` both go through `parse`, so a typo is a clear
+error naming the key, never a setting that silently does nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import time
+from typing import Any, Callable
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import holidays
+
+from storage.catalog import Db
+
+DEFAULT_REMINDER_OFFSETS_H = [24.0, 2.0]
+
+
+class BadSetting(ValueError):
+    """A setting name or value that cannot be used."""
+
+
+def _text(value: Any) -> str:
+    text = str(value).strip()
+    if not text:
+        raise BadSetting("must not be empty")
+    return text
+
+
+def _phone(value: Any) -> str:
+    digits = re.sub(r"[\s+()-]", "", str(value))
+    if not digits.isdigit() or not 8 <= len(digits) <= 15:
+        raise BadSetting(f"{value!r} is not a phone number in international form (573001234567)")
+    return digits
+
+
+def _offsets(value: Any) -> list[float]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    try:
+        hours = sorted({float(str(h).strip().rstrip("h")) for h in items if str(h).strip()}, reverse=True)
+    except ValueError:
+        raise BadSetting(f"{value!r}: expected hours before the appointment, e.g. 24,2") from None
+    if not hours or any(h <= 0 or h > 24 * 14 for h in hours):
+        raise BadSetting(f"{value!r}: each offset must be between 0 and 336 hours")
+    return hours
+
+
+def _clock(text: str) -> str:
+    try:
+        return time.fromisoformat(text.strip()).strftime("%H:%M")
+    except ValueError:
+        raise BadSetting(f"{text!r} is not a time of day (HH:MM)") from None
+
+
+def _quiet(value: Any) -> dict[str, str] | None:
+    if value in (None, "", "off", "none"):
+        return None
+    if isinstance(value, dict):
+        start, end = value.get("start", ""), value.get("end", "")
+    else:
+        start, _, end = str(value).partition("-")
+    return {"start": _clock(str(start)), "end": _clock(str(end))}
+
+
+def _country(value: Any) -> str:
+    code = str(value).strip().upper()
+    if code not in holidays.list_supported_countries():
+        raise BadSetting(f"{value!r} is not a country the holidays package knows (ISO code, e.g. CO)")
+    return code
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1", "on", "si", "sí"):
+        return True
+    if text in ("false", "no", "0", "off"):
+        return False
+    raise BadSetting(f"{value!r} is not true or false")
+
+
+def _locale(value: Any) -> str:
+    text = _text(value)
+    if not re.fullmatch(r"[a-z]{2}(-[A-Z]{2})?", text):
+        raise BadSetting(f"{value!r} is not a locale like es-CO")
+    return text
+
+
+def _currency(value: Any) -> str:
+    code = _text(value).upper()
+    if not re.fullmatch(r"[A-Z]{3}", code):
+        raise BadSetting(f"{value!r} is not an ISO currency code like COP")
+    return code
+
+
+KEYS: dict[str, Callable[[Any], Any]] = {
+    "advisor_phone": _phone,
+    "escalation_template_id": _text,
+    "reengagement_template_id": _text,
+    "reminder_template_id": _text,  # the approved template for reminders outside the 24 h window
+    "reminder_offsets_h": _offsets,
+    "quiet_hours": _quiet,  # "21:00-08:00": nothing scheduled is sent in between
+    "locale": _locale,
+    "currency": _currency,
+    "country": _country,
+    "open_on_holidays": _bool,
+    "address": _text,
+}
+
+
+def parse(values: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in values.items():
+        check = KEYS.get(key)
+        if check is None:
+            raise BadSetting(f"unknown setting {key!r}; known: {', '.join(sorted(KEYS))}")
+        try:
+            out[key] = check(value)
+        except BadSetting as exc:
+            raise BadSetting(f"{key}: {exc}") from None
+    return out
+
+
+def check_timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise BadSetting(f"timezone: {name!r} is not an IANA timezone like America/Bogota") from None
+    return name
+
+
+async def update(db: Db, org: str, settings: dict[str, Any], *, name: str | None = None,
+                 timezone: str | None = None) -> dict[str, Any]:
+    """Merge checked settings into the organization's; returns the settings now in force."""
+    merged = await db.fetchval(
+        "update organizations set settings = settings || $2::jsonb, name = coalesce($3, name),"
+        " timezone = coalesce($4, timezone) where id = $1::uuid returning settings",
+        org, parse(settings), name, check_timezone(timezone) if timezone else None)
+    if merged is None:
+        raise BadSetting(f"no organization {org}")
+    return merged
+
+
+@dataclass(frozen=True)
+class Quiet:
+    start: time
+    end: time
+
+    def contains(self, moment: time) -> bool:
+        if self.start <= self.end:
+            return self.start <= moment < self.end
+        return moment >= self.start or moment < self.end  # across midnight
+
+
+def quiet_hours(settings: dict[str, Any]) -> Quiet | None:
+    q = settings.get("quiet_hours")
+    return Quiet(time.fromisoformat(q["start"]), time.fromisoformat(q["end"])) if q else None
+
+
+def reminder_offsets_h(settings: dict[str, Any]) -> list[float]:
+    return settings.get("reminder_offsets_h") or DEFAULT_REMINDER_OFFSETS_H

@@ -1,0 +1,131 @@
+"""When each staff member can take an appointment: opening hours, staff hours, time off,
+organization closures and public holidays, all read in the organization's timezone.
+
+A staff member with no hours of their own works whenever the organization is open. Public
+holidays come from the `holidays` package for the organization's country (settings.country,
+Colombia by default) unless settings.open_on_holidays is true.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import holidays
+
+from storage.catalog import Db
+
+DEFAULT_COUNTRY = "CO"
+Interval = tuple[datetime, datetime]
+
+
+@functools.lru_cache(maxsize=64)
+def _holidays(country: str, year: int) -> frozenset[date]:
+    try:
+        return frozenset(holidays.country_holidays(country, years=year).keys())
+    except NotImplementedError:
+        raise ValueError(f"the holidays package does not know the country {country!r}") from None
+
+
+def public_holidays(country: str, days: list[date]) -> set[date]:
+    years = {d.year for d in days}
+    found: set[date] = set()
+    for year in years:
+        found |= _holidays(country.upper(), year)
+    return {d for d in days if d in found}
+
+
+@dataclass
+class Calendar:
+    """Everything availability needs to know for a span of local days."""
+    tz: ZoneInfo
+    opening: dict[int, list[tuple[time, time]]] = field(default_factory=dict)
+    staff_hours: dict[str, dict[int, list[tuple[time, time]]]] = field(default_factory=dict)
+    away: dict[str, list[Interval]] = field(default_factory=dict)  # time off, per staff member
+    closed: dict[date, str] = field(default_factory=dict)  # closures and holidays: why
+
+    def is_closed(self, day: date) -> bool:
+        return day in self.closed
+
+    def working(self, staff_id: str, day: date) -> list[Interval]:
+        """The staff member's working intervals on a local day (opening hours ∩ own hours)."""
+        if day in self.closed:
+            return []
+        opening = self.opening.get(day.weekday(), [])
+        own = self.staff_hours.get(staff_id)
+        spans = opening if own is None else _intersect(opening, own.get(day.weekday(), []))
+        return [(datetime.combine(day, a, self.tz), datetime.combine(day, b, self.tz)) for a, b in spans]
+
+    def can_work(self, staff_id: str, start: datetime, end: datetime) -> bool:
+        day = start.astimezone(self.tz).date()
+        inside = any(a <= start and end <= b for a, b in self.working(staff_id, day))
+        return inside and not any(a < end and start < b for a, b in self.away.get(staff_id, []))
+
+
+def _intersect(xs: list[tuple[time, time]], ys: list[tuple[time, time]]) -> list[tuple[time, time]]:
+    out = []
+    for a1, b1 in xs:
+        for a2, b2 in ys:
+            a, b = max(a1, a2), min(b1, b2)
+            if a < b:
+                out.append((a, b))
+    return sorted(out)
+
+
+async def load_calendar(db: Db, org: str, tz: ZoneInfo, days: list[date]) -> Calendar:
+    cal = Calendar(tz=tz)
+    if not days:
+        return cal
+    for r in await db.fetch("select weekday, opens, closes from business_hours "
+                            "where organization_id = $1::uuid order by weekday, opens", org):
+        cal.opening.setdefault(r["weekday"], []).append((r["opens"], r["closes"]))
+    for r in await db.fetch("select staff_id::text, weekday, starts, ends from staff_hours "
+                            "where organization_id = $1::uuid order by weekday, starts", org):
+        cal.staff_hours.setdefault(r["staff_id"], {}).setdefault(r["weekday"], []).append(
+            (r["starts"], r["ends"]))
+    span_from = datetime.combine(min(days), time.min, tz)
+    span_to = datetime.combine(max(days) + timedelta(days=1), time.min, tz)
+    for r in await db.fetch("select staff_id::text, starts_at, ends_at from staff_time_off "
+                            "where organization_id = $1::uuid and starts_at < $3 and ends_at > $2",
+                            org, span_from, span_to):
+        cal.away.setdefault(r["staff_id"], []).append((r["starts_at"], r["ends_at"]))
+    for r in await db.fetch("select day, reason from closures where organization_id = $1::uuid "
+                            "and day between $2 and $3", org, min(days), max(days)):
+        cal.closed[r["day"]] = r["reason"] or "cerrado"
+    settings = await db.fetchval("select settings from organizations where id = $1::uuid", org) or {}
+    if not settings.get("open_on_holidays"):
+        for day in public_holidays(settings.get("country") or DEFAULT_COUNTRY, days):
+            cal.closed.setdefault(day, "festivo")
+    return cal
+
+
+# ---- writing (catalog import, tests) ------------------------------------------------------------
+
+async def set_staff_hours(db: Db, org: str, staff_id: str,
+                          hours: list[tuple[int, time, time]]) -> None:
+    """Replace a staff member's weekly hours (an empty list: works whenever the org is open)."""
+    await db.execute("delete from staff_hours where organization_id = $1::uuid and staff_id = $2::uuid",
+                     org, staff_id)
+    await db.executemany("insert into staff_hours (organization_id, staff_id, weekday, starts, ends)"
+                         " values ($1::uuid, $2::uuid, $3, $4, $5)",
+                         [(org, staff_id, d, a, b) for d, a, b in hours])
+
+
+async def add_time_off(db: Db, org: str, staff_id: str, starts_at: datetime, ends_at: datetime,
+                       reason: str = "") -> bool:
+    """Time off, once: the same span for the same person is not added twice (False then)."""
+    return bool(await db.fetchval("""
+        insert into staff_time_off (organization_id, staff_id, starts_at, ends_at, reason)
+        select $1::uuid, $2::uuid, $3, $4, $5 where not exists (
+            select 1 from staff_time_off where organization_id = $1::uuid and staff_id = $2::uuid
+              and starts_at = $3 and ends_at = $4)
+        returning true""", org, staff_id, starts_at, ends_at, reason))
+
+
+def day_span(first: date, last: date, tz: ZoneInfo, start: time | None = None,
+             end: time | None = None) -> Interval:
+    """Local days first..last as one interval; with start/end, part of a single day."""
+    return (datetime.combine(first, start or time.min, tz),
+            datetime.combine(last, end, tz) if end else datetime.combine(last + timedelta(days=1), time.min, tz))
