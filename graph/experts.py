@@ -57,8 +57,10 @@ class Experts:
         result = await agent.run(prompt, deps=deps, usage_limits=self.limits)
         usage = result.usage
         deps.ctx.usage_tokens.append(usage.input_tokens)
-        settings = deps.ctx.deps.settings
-        metrics.record_llm_run(settings.llm_prices, org=deps.ctx.turn.org, model=settings.llm_model,
+        model = agent.model
+        metrics.record_llm_run(deps.ctx.deps.settings.llm_prices, org=deps.ctx.turn.org,
+                               provider=getattr(model, "system", ""),
+                               model=getattr(model, "model_name", "unknown"),
                                agent=agent.name or "agent", seconds=time.monotonic() - started,
                                requests=usage.requests, input_tokens=usage.input_tokens,
                                output_tokens=usage.output_tokens)

@@ -180,16 +180,15 @@ def cost_usd(prices: dict[str, tuple[float, float]], provider: str, model: str,
     return float(price.total_price)
 
 
-def record_llm_run(prices: dict[str, tuple[float, float]], *, org: str, model: str, agent: str,
-                   seconds: float, requests: int, input_tokens: int, output_tokens: int) -> None:
+def record_llm_run(prices: dict[str, tuple[float, float]], *, org: str, provider: str, model: str,
+                   agent: str, seconds: float, requests: int, input_tokens: int,
+                   output_tokens: int) -> None:
     """One Pydantic AI agent run: its requests, tokens, estimated cost and duration.
-    `model` is as in LLM_MODEL: "openai:gpt-4o-mini", or "offline"."""
-    provider, _, name = model.rpartition(":")
-    llm_requests.labels(org, name, agent).inc(requests)
-    llm_tokens.labels(org, name, "input").inc(input_tokens)
-    llm_tokens.labels(org, name, "output").inc(output_tokens)
-    llm_cost.labels(org, name).inc(
-        cost_usd(prices, provider or "openai", name, input_tokens, output_tokens) if provider else 0.0)
+    provider and model as Pydantic AI names them ("openai", "gpt-4o-mini")."""
+    llm_requests.labels(org, model, agent).inc(requests)
+    llm_tokens.labels(org, model, "input").inc(input_tokens)
+    llm_tokens.labels(org, model, "output").inc(output_tokens)
+    llm_cost.labels(org, model).inc(cost_usd(prices, provider, model, input_tokens, output_tokens))
     llm_seconds.labels(agent).observe(seconds)
 
 
