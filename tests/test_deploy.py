@@ -52,6 +52,14 @@ def series_in(expr: str) -> set[str]:
     return set(re.findall(r"\b(skytide_[a-z_]+)", expr))
 
 
+def test_the_metrics_catalogue_names_every_metric():
+    catalogue = (ROOT / "docs" / "metrics.md").read_text()
+    missing = [family.name + ("_total" if family.type == "counter" else "")
+               for family in metrics.REGISTRY.collect() if family.name.startswith("skytide_")]
+    missing = [name for name in missing if f"`{name}`" not in catalogue]
+    assert not missing, f"add to docs/metrics.md: {missing}"
+
+
 def test_compose_names_every_service_and_runs_every_role():
     assert set(SERVICES) == APP | {"redis", "postgres", "prometheus", "grafana"}
     roles: set[str] = set()
