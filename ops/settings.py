@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     llm_prices: dict[str, tuple[float, float]] = Field(default_factory=dict)
     # Traces go over OTLP/HTTP when set (Langfuse, Grafana Tempo, an OpenTelemetry collector).
     otel_exporter_otlp_endpoint: str | None = None
+    # "key=value,key2=value2", as the OpenTelemetry variable of the same name; Langfuse wants
+    # Authorization=Basic <base64 of public_key:secret_key>.
+    otel_exporter_otlp_headers: str | None = None
     otel_service_name: str = "skytide"
 
     @property

@@ -38,8 +38,9 @@ def setup(settings: Settings) -> bool:
     shutdown()
     provider = TracerProvider(resource=Resource.create({"service.name": settings.otel_service_name}))
     # The endpoint is the collector's base URL, as the variable's standard meaning says.
-    provider.add_span_processor(BatchSpanProcessor(
-        OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces")))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(
+        endpoint=endpoint.rstrip("/") + "/v1/traces",
+        headers=parse_headers(settings.otel_exporter_otlp_headers))))
     # Model requests and tool calls: Pydantic AI's spans. Prompts and answers stay out of the
     # spans (customers' messages are personal data; the trace shows the shape and the timing).
     Agent.instrument_all(InstrumentationSettings(tracer_provider=provider, include_content=False,
@@ -47,6 +48,21 @@ def setup(settings: Settings) -> bool:
     _provider, _tracer = provider, provider.get_tracer("skytide")
     log.info("tracing: OTLP/HTTP to %s", endpoint)
     return True
+
+
+def parse_headers(value: str | None) -> dict[str, str]:
+    """`k=v,k2=v2` (values URL-encoded, as the OpenTelemetry specification says) as a dict."""
+    from urllib.parse import unquote
+
+    headers = {}
+    for pair in (value or "").split(","):
+        key, sep, val = pair.partition("=")
+        if not sep or not key.strip():
+            if pair.strip():
+                raise ValueError(f"OTEL_EXPORTER_OTLP_HEADERS: {pair!r} is not key=value")
+            continue
+        headers[key.strip()] = unquote(val.strip())
+    return headers
 
 
 def shutdown() -> None:

@@ -166,7 +166,7 @@ def test_promtool_checks_the_rules_and_proves_alerts_fire():
     checked = subprocess.run([PROMTOOL, "check", "rules", "alerts.yml"], cwd=DEPLOY / "prometheus",
                              capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    # alerts_test.yml: DeadLettersAppearing, StageLagGrowing and DependencyDown fire (and stay
+    # alerts_test.yml: DeadLettersAppearing, StageLagGrowing, DependencyDown and NoMessagesSent fire (and stay
     # quiet before they should).
     tested = subprocess.run([PROMTOOL, "test", "rules", "alerts_test.yml"], cwd=DEPLOY / "prometheus",
                             capture_output=True, text=True, timeout=60)

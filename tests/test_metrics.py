@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 
+import pytest
+
 from consumers.runtime import ensure_group
 from consumers.stream_stats import StreamStats
 from graph.receptionist import Receptionist
@@ -94,3 +96,13 @@ def test_json_log_lines_carry_the_bound_context_and_drop_it_after():
     assert inner["org_id"] == "o1" and inner["tool_call_id"] == "call_1" and "thread_id" not in inner
     assert outer["turn_id"] == "t1" and "tool_call_id" not in outer
     assert "org_id" not in line("outside")
+
+
+def test_otlp_headers_parse_as_the_opentelemetry_variable_says():
+    from ops.tracing import parse_headers
+
+    assert parse_headers("Authorization=Basic%20cGs6c2s=,x-tenant = clinic") == {
+        "Authorization": "Basic cGs6c2s=", "x-tenant": "clinic"}
+    assert parse_headers(None) == {} and parse_headers("") == {}
+    with pytest.raises(ValueError, match="not key=value"):
+        parse_headers("Authorization")
