@@ -56,10 +56,12 @@ class AgentStage:
         turn = TurnInput(org=event.org, chat=event.chat, contact_id=identity.contact_id,
                          identity_id=identity.id, turn_id=event.turn_id, texts=texts)
         keeper = asyncio.create_task(self._keep_lease(event))
-        origin = await origins.earliest(deps.redis, event.org, event.message_ids)
+        first, *others = await origins.of_turn(deps.redis, event.org, event.message_ids) or [None]
         started = time.monotonic()
         try:
-            with tracing.span("agent.turn", origin.traceparent if origin else None, new_trace=True,
+            # The turn continues its first message's trace; the others' traces are linked to it.
+            with tracing.span("agent.turn", first.traceparent if first else None, new_trace=True,
+                              links=[o.traceparent for o in others],
                               org_id=event.org, chat_id=event.chat, turn_id=event.turn_id,
                               thread_id=keys.checkpoint_thread(event.org, event.chat)):
                 result = await self.receptionist.run_turn(turn)
@@ -72,7 +74,7 @@ class AgentStage:
             # One entry for the whole reply: its parts go out in order from one sender.
             OutboundMessage(org=event.org, phone=event.chat, text=reply[0], more_texts=reply[1:],
                             turn_id=event.turn_id, idempotency_key=f"{event.turn_id}:reply",
-                            origin=origin)
+                            origin=first)
         ] if reply else []
         if result.escalation:
             outbound.append(await self._escalation(event, result.escalation))

@@ -89,21 +89,29 @@ def _parent_context(traceparent: str | None, new_trace: bool):
     return Context() if new_trace else None  # an empty context starts a new trace
 
 
+def _link(traceparent: str):
+    from opentelemetry import trace
+
+    return trace.Link(trace.get_current_span(_parent_context(traceparent, False)).get_span_context())
+
+
 @contextmanager
-def _span(name: str, traceparent: str | None, new_trace: bool, fields: dict[str, Any]) -> Iterator[None]:
+def _span(name: str, traceparent: str | None, new_trace: bool, links: list[str | None],
+          fields: dict[str, Any]) -> Iterator[None]:
     attributes = {f"skytide.{k}": str(v) for k, v in fields.items() if v is not None}
     with _tracer.start_as_current_span(name, context=_parent_context(traceparent, new_trace),
-                                       attributes=attributes):
+                                       links=[_link(t) for t in links if t], attributes=attributes):
         yield
 
 
 @contextmanager
 def span(name: str, traceparent: str | None = None, *, new_trace: bool = False,
-         **fields: Any) -> Iterator[None]:
+         links: list[str | None] | None = None, **fields: Any) -> Iterator[None]:
     """A span (child of `traceparent` when given, else of the current span, else a new trace
-    when new_trace) whose fields are also bound to the log lines written inside it."""
-    traced: ContextManager[None] = (_span(name, traceparent, new_trace, fields) if _tracer
-                                    else nullcontext())
+    when new_trace), linked to the spans in `links`, whose fields are also bound to the log
+    lines written inside it."""
+    traced: ContextManager[None] = (_span(name, traceparent, new_trace, links or [], fields)
+                                    if _tracer else nullcontext())
     with traced, bound(**fields):
         yield
 

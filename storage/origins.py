@@ -19,10 +19,10 @@ async def remember(redis: aioredis.Redis, org: str, message_id: str, origin: Ori
     await redis.set(keys.origin(org, message_id), origin.model_dump_json(), ex=ORIGIN_TTL_S)
 
 
-async def earliest(redis: aioredis.Redis, org: str, message_ids: list[str]) -> Origin | None:
-    """The first-arrived message of a turn (its trace is the turn's), or None if none is known."""
+async def of_turn(redis: aioredis.Redis, org: str, message_ids: list[str]) -> list[Origin]:
+    """The known origins of a turn's messages, first arrived first: its trace is the turn's."""
     if not message_ids:
-        return None
+        return []
     found = [Origin.model_validate_json(raw)
              for raw in await redis.mget([keys.origin(org, m) for m in message_ids]) if raw]
-    return min(found, key=lambda o: o.received_at_ms, default=None)
+    return sorted(found, key=lambda o: o.received_at_ms)

@@ -19,6 +19,7 @@ class ReceivedSpan:
     parent_id: str
     service: str
     attributes: dict[str, str]
+    links: list[str]  # trace ids of the linked spans
 
 
 class OtlpReceiver:
@@ -37,7 +38,8 @@ class OtlpReceiver:
                     self.spans.append(ReceivedSpan(
                         name=span.name, trace_id=span.trace_id.hex(), span_id=span.span_id.hex(),
                         parent_id=span.parent_span_id.hex(), service=service,
-                        attributes={a.key: a.value.string_value for a in span.attributes}))
+                        attributes={a.key: a.value.string_value for a in span.attributes},
+                        links=[link.trace_id.hex() for link in span.links]))
         return web.Response(body=ExportTraceServiceResponse().SerializeToString(),
                             content_type="application/x-protobuf")
 

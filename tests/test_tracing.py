@@ -1,0 +1,44 @@
+"""Traces in one process: a burst of two messages becomes one turn, which continues the first
+message's trace and links the second's."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from ops import tracing
+from tests.helpers import post_webhook, text_webhook
+from tests.otlp_receiver import OtlpReceiver
+
+PHONE = "573001112299"
+
+
+async def test_a_turn_of_two_messages_continues_the_first_trace_and_links_the_second(
+        settings, make_org, system, gupshup):
+    await make_org("TraceClinic", catalog=True)
+    async with OtlpReceiver() as otlp:
+        tracing.setup(settings.model_copy(update={"otel_exporter_otlp_endpoint": otlp.url}))
+        try:
+            # The burst is closed by its size, not by a quiet window: one turn, whatever the timing.
+            async with system(debounce_seconds=30, debounce_max_messages=2) as s:
+                now_ms = int(time.time() * 1000)
+                for n, text in enumerate(("hola", "¿cuánto cuesta la limpieza facial?")):
+                    status, _ = await post_webhook(s.url, text_webhook(
+                        "TraceClinic", PHONE, text, f"wamid.trace{n}", now_ms + n))
+                    assert status == 200
+                await gupshup.wait_for_sent(1, timeout_s=20)
+        finally:
+            # The exporter posts from its own thread to the receiver on this loop: flush from
+            # a thread so the loop keeps serving.
+            await asyncio.to_thread(tracing.shutdown)
+    spans = otlp.spans
+    webhooks = [s for s in spans if s.name == "ingress.webhook"]
+    turns = [s for s in spans if s.name == "agent.turn"]
+    assert len(webhooks) == 2 and len(turns) == 1
+    first, second = sorted(webhooks, key=lambda s: s.trace_id != turns[0].trace_id)
+    assert turns[0].trace_id == first.trace_id  # the turn joins the first message's trace
+    assert turns[0].links == [second.trace_id]
+    sender = [s for s in spans if s.name == "sender"]
+    assert [s.trace_id for s in sender] == [first.trace_id]
+    enrich = {s.trace_id for s in spans if s.name == "enrich"}
+    assert enrich == {first.trace_id, second.trace_id}  # each message's own trace up to the turn
