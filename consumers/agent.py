@@ -55,8 +55,8 @@ class AgentStage:
         texts = await chats.message_texts(deps.pool, event.org, event.message_ids)
         turn = TurnInput(org=event.org, chat=event.chat, contact_id=identity.contact_id,
                          identity_id=identity.id, turn_id=event.turn_id, texts=texts)
-        keeper = asyncio.create_task(self._keep_lease(event))
         first, *others = await origins.of_turn(deps.redis, event.org, event.message_ids) or [None]
+        keeper = asyncio.create_task(self._keep_lease(event))
         started = time.monotonic()
         try:
             # The turn continues its first message's trace; the others' traces are linked to it.
