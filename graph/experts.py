@@ -6,7 +6,7 @@ import time
 
 from pydantic import BaseModel, Field
 from pydantic_ai import Agent, RunContext
-from pydantic_ai.usage import UsageLimits
+from pydantic_ai.usage import RunUsage, UsageLimits
 
 from graph import prompts, tools
 from graph.state import Flow, ToolDeps
@@ -54,16 +54,18 @@ class Experts:
 
     async def run(self, agent: Agent, prompt: str, deps: ToolDeps):
         started = time.monotonic()
-        result = await agent.run(prompt, deps=deps, usage_limits=self.limits)
-        usage = result.usage
-        deps.ctx.usage_tokens.append(usage.input_tokens)
-        model = agent.model
-        metrics.record_llm_run(deps.ctx.deps.settings.llm_prices, org=deps.ctx.turn.org,
-                               provider=getattr(model, "system", ""),
-                               model=getattr(model, "model_name", "unknown"),
-                               agent=agent.name or "agent", seconds=time.monotonic() - started,
-                               requests=usage.requests, input_tokens=usage.input_tokens,
-                               output_tokens=usage.output_tokens)
+        usage = RunUsage()  # filled in as the run goes: a failed run's tokens are counted too
+        try:
+            result = await agent.run(prompt, deps=deps, usage_limits=self.limits, usage=usage)
+        finally:
+            model = agent.model
+            metrics.record_llm_run(deps.ctx.deps.settings.llm_prices, org=deps.ctx.turn.org,
+                                   provider=getattr(model, "system", ""),
+                                   model=getattr(model, "model_name", "unknown"),
+                                   agent=agent.name or "agent", seconds=time.monotonic() - started,
+                                   requests=usage.requests, input_tokens=usage.input_tokens,
+                                   output_tokens=usage.output_tokens)
+        deps.ctx.usage_tokens.append(result.usage.input_tokens)
         return result.output
 
 

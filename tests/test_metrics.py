@@ -18,7 +18,7 @@ from ops.logs import JsonFormatter, bound
 from storage import keys
 from storage.events import StatusEvent, encode
 from storage.redis_client import create_redis
-from tests.fakes.openai import tool_call
+from tests.fakes.openai import text, tool_call
 from tests.graph_helpers import Chat, redis_saver
 from tests.test_graph_scripted import clinic, fake_openai, openai_model  # noqa: F401
 
@@ -106,3 +106,14 @@ def test_otlp_headers_parse_as_the_opentelemetry_variable_says():
     assert parse_headers(None) == {} and parse_headers("") == {}
     with pytest.raises(ValueError, match="not key=value"):
         parse_headers("Authorization")
+
+
+async def test_a_failed_model_run_still_counts_its_requests_and_tokens(
+        deps, settings, clinic, fake_openai, openai_model):  # noqa: F811
+    deps.settings = deps.settings.model_copy(update={"router_keywords": False})
+    fake_openai.script(text("no sé"), text("tampoco"))  # the router's output is invalid twice
+    chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=openai_model), clinic)
+    await chat.say("mmm")
+    labels = {"org": clinic, "model": "gpt-4o-mini"}
+    assert value("skytide_llm_requests_total", {**labels, "agent": "router"}) == 2
+    assert value("skytide_llm_cost_usd_total", labels) > 0
