@@ -58,7 +58,7 @@ def chat_in_browser(url: str, app: str, user_data_dir: str) -> list[tuple[str, s
         def say(text: str) -> None:
             before = len(driver.find_elements(By.CSS_SELECTOR, "#log .bot"))
             driver.find_element(By.ID, "text").send_keys(text, Keys.ENTER)
-            WebDriverWait(driver, 30).until(
+            WebDriverWait(driver, 45).until(
                 lambda d: len(d.find_elements(By.CSS_SELECTOR, "#log .bot")) > before)
 
         # The page sends the name "Visitante" with each message (WhatsApp's profile name), so
@@ -79,7 +79,8 @@ async def test_a_booking_typed_into_the_chat_page_lands_in_the_appointments_tabl
         settings, deps, make_org, tmp_path):
     org = await make_org("PageClinic", catalog=True)
     started = time.time()
-    page_settings = settings.model_copy(update={"gupshup_api_url": None})  # the local simulator
+    # The local Gupshup simulator; a generous wait for the reply on a busy machine.
+    page_settings = settings.model_copy(update={"gupshup_api_url": None, "chat_wait_s": 30})
     page_deps = Deps(settings=page_settings, redis=deps.redis, pool=deps.pool, http=deps.http,
                      clock=lambda: START.timestamp() + time.time() - started)
     async with running_system(page_settings, ALL_ROLES, deps=page_deps) as system:
