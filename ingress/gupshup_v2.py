@@ -40,7 +40,12 @@ def parse_v2(body: dict[str, Any], org: str, received_at_ms: int, out: Parsed) -
     if kind == "message":
         out.events.append(_v2_message(body, org, received_at_ms))
     elif kind == "message-event":
-        out.events.append(_v2_status(body, org, received_at_ms))
+        if opt_str(opt_obj(body.get("payload")).get("type")) == "mismatch":
+            # The WhatsApp id differs from the number sent to (Brazil's 9th digit): no message
+            # id, nothing to update; counted so an operator can see it happen.
+            out.ignored.append("message-event:mismatch")
+        else:
+            out.events.append(_v2_status(body, org, received_at_ms))
     elif kind == "user-event":
         _v2_user_event(body, org, received_at_ms, out)
     elif kind == "platform-event":

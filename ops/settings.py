@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     max_body_bytes: int = 1_000_000
+    # An idle keep-alive connection (or one whose headers never end) is closed after this;
+    # a request body must arrive within http_read_timeout_s (slow senders hold no slot).
+    http_keepalive_timeout_s: float = 15.0
+    http_read_timeout_s: float = 10.0
     dev_chat_enabled: bool = Field(False, alias="DEV_CHAT")
     chat_wait_s: float = 60.0
 
