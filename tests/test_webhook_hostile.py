@@ -170,3 +170,31 @@ async def test_labels_from_payloads_stay_a_fixed_set(system, make_org):
                                               "value": {"statuses": [{"type": sub}]}}]}]}
             assert (await post_webhook(s.url, status))[0] == 200
     assert len(webhook_kinds() - before) <= 3
+
+
+async def test_made_up_statuses_and_error_codes_are_counted_under_fixed_labels(
+        system, make_org, deps):
+    from tests.conftest import eventually
+
+    await make_org("docdeck", app_id="docdeck-id")
+
+    def status_labels() -> set[str]:
+        return {s.labels["status"] for m in metrics.REGISTRY.collect()
+                if m.name == "skytide_status_events" for s in m.samples}
+
+    before = status_labels()
+    async with system(roles=("ingress", "enrich")) as s:
+        for i in range(5):
+            body = {"gs_app_id": "docdeck-id", "object": "whatsapp_business_account",
+                    "entry": [{"changes": [{"field": "messages", "value": {"statuses": [
+                        {"id": f"wamid.{uuid.uuid4().hex}", "status": f"made-up-{i}",
+                         "timestamp": "1700000000", "recipient_id": "573001112233"}]}}]}]}
+            assert (await post_webhook(s.url, body))[0] == 200
+
+        async def counted_other():
+            return metrics.REGISTRY.get_sample_value(
+                "skytide_status_events_total", {"status": "other", "result": "unmatched"}) or 0
+        await eventually(counted_other)
+    assert not {label for label in status_labels() - before if label.startswith("made-up")}
+    assert metrics.failure_code_label(987654) == "other"
+    assert metrics.failure_code_label(1002) == "1002"
