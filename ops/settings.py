@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     media_attempts: int = 3  # on 5xx, 429 and connection errors
     media_retry_base_s: float = 0.5
     media_chunk_bytes: int = 64 * 1024
+    # Hosts media links may point at (comma-separated names, *.suffix patterns, IPs or networks):
+    # Gupshup's file manager and WhatsApp's media hosts. A private or loopback address is
+    # refused unless it is listed itself (tests list their fake's 127.0.0.1).
+    media_allowed_hosts: str = "*.gupshup.io,lookaside.fbsbx.com,*.whatsapp.net"
 
     # Understanding (Gemini). The model name and API version are configuration, not code.
     gemini_api_version: str = "v1beta"  # the Files API is documented on v1beta; v1 also works
