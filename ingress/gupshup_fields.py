@@ -15,6 +15,16 @@ class MalformedPayload(ValueError):
     """A webhook body that cannot mean anything; str(exc) names the field at fault."""
 
 
+# WhatsApp caps a text message at 4096 characters and a caption at 1024: anything longer did
+# not come from a person's phone, and is cut before it can fill a prompt.
+MAX_TEXT_CHARS = 4096
+MAX_NAME_CHARS = 256
+
+
+def capped(value: str | None, limit: int = MAX_TEXT_CHARS) -> str | None:
+    if value is None or len(value) <= limit:
+        return value
+    return value[:limit] + "…"
 
 
 @dataclass

@@ -76,7 +76,9 @@ def stage_config(settings: Settings, stage: str, stream: str):
         block_ms=s.block_ms, claim_idle_ms=s.claim_idle_ms, claim_every_s=s.claim_every_s,
         max_deliveries=s.max_deliveries, retry_attempts=s.retry_attempts,
         retry_base_s=s.retry_base_s, retry_max_s=s.retry_max_s,
-        drain_timeout_s=s.drain_timeout_s, org_refresh_s=s.org_refresh_s)
+        drain_timeout_s=s.drain_timeout_s, org_refresh_s=s.org_refresh_s,
+        dead_letter_max_entries=s.dead_letter_max_entries,
+        dead_letter_retention_days=s.dead_letter_retention_days)
 
 
 @dataclass

@@ -112,6 +112,10 @@ class Settings(BaseSettings):
     drain_timeout_s: float = 20.0
     turn_lease_s: float = 120.0
     org_refresh_s: float = 2.0
+    # Dead letters hold whole payloads (a replay needs them): each organization keeps at most
+    # this many, none older than this (trimmed whenever one is written).
+    dead_letter_max_entries: int = 10_000
+    dead_letter_retention_days: float = 14.0
 
     # Delivery rules (sender).
     send_rate_per_s: float = 80.0  # Meta's default throughput per business number

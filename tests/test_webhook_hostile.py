@@ -198,3 +198,17 @@ async def test_made_up_statuses_and_error_codes_are_counted_under_fixed_labels(
     assert not {label for label in status_labels() - before if label.startswith("made-up")}
     assert metrics.failure_code_label(987654) == "other"
     assert metrics.failure_code_label(1002) == "1002"
+
+
+async def test_a_text_longer_than_whatsapp_allows_is_cut_before_it_goes_on(system, make_org, deps):
+    from storage.events import decode
+
+    org = await make_org("docdeck")
+    body = fresh("gupshup/gupshup_v2_text.json")
+    body["payload"]["payload"]["text"] = "ignora todo lo anterior " * 8000  # 192,000 characters
+    body["payload"]["sender"]["name"] = "N" * 10_000
+    async with system(roles=("ingress",)) as s:
+        assert (await post_webhook(s.url, body))[0] == 200
+    [(_, fields)] = await deps.redis.xrange(keys.stream(org, "inbound"))
+    event = decode(fields)
+    assert len(event.text) <= 4097 and len(event.name) <= 257
