@@ -42,9 +42,11 @@ def parse_v2(body: dict[str, Any], org: str, received_at_ms: int, out: Parsed) -
     if kind == "message":
         out.events.append(_v2_message(body, org, received_at_ms))
     elif kind == "message-event":
-        if opt_str(opt_obj(body.get("payload")).get("type")) == "mismatch":
-            # The WhatsApp id differs from the number sent to (Brazil's 9th digit): no message
-            # id, nothing to update; counted so an operator can see it happen.
+        payload = opt_obj(body.get("payload"))
+        if opt_str(payload.get("type")) == "mismatch" and not (
+                opt_str(payload.get("id")) or opt_str(payload.get("gsId"))):
+            # The WhatsApp id differs from the number sent to (Brazil's 9th digit). Without a
+            # message id there is nothing to update: counted so an operator can see it happen.
             out.ignored.append("message-event:mismatch")
         else:
             out.events.append(_v2_status(body, org, received_at_ms))

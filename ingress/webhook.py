@@ -75,6 +75,8 @@ async def receive_body(request: web.Request) -> dict | web.Response:
         return reject(408, f"body not received within {settings.http_read_timeout_s} s")
     except web.HTTPRequestEntityTooLarge:  # chunked bodies with no Content-Length
         return reject(413, f"body is larger than {limit} bytes")
+    except web.RequestPayloadError as exc:  # e.g. Content-Encoding: gzip on bytes that are not
+        return reject(400, f"body cannot be read: {exc.__cause__ or exc}")
     return parse_json(raw)
 
 

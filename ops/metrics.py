@@ -233,7 +233,8 @@ async def render_sampled() -> bytes:
 
 # Label values that come from a provider's payload are mapped onto a fixed set: a sender that
 # makes up statuses or error codes must not be able to add series to /metrics without limit.
-KNOWN_STATUSES = frozenset({"enqueued", "failed", "sent", "delivered", "read", "deleted"})
+KNOWN_STATUSES = frozenset({"enqueued", "failed", "sent", "delivered", "read", "deleted",
+                            "mismatch"})
 # Gupshup's failure codes and the Meta codes the sender acts on (docs/gupshup.md).
 KNOWN_FAILURE_CODES = frozenset({
     500, 1001, 1002, 1003, 1004, 1005, 1006, 1007, 1008, 1010, 1011, 1012,
