@@ -314,6 +314,12 @@ class StageWorker:
         if event is None:
             await self._dead_letter(entry, None, entry.decode_error or "undecodable entry")
             return True
+        if event.org != keys.org_of_key(entry.stream):
+            # Put there by hand or by an edited replay: handling it would act on another
+            # tenant's data (and its clean-up too, so the event is not passed on).
+            await self._dead_letter(entry, None, f"the entry names organization {event.org!r}, "
+                                    f"not the one of its stream {entry.stream}")
+            return True
         attempts = self.config.retry_attempts
         for attempt in range(1, attempts + 1):
             delivery = Delivery(entry.stream, entry.entry_id, entry.deliveries, attempt)
