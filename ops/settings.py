@@ -22,8 +22,10 @@ class Settings(BaseSettings):
                                       env_ignore_empty=True)  # `KEY=` in an env file means unset
 
     # Services. Unset means "start the embedded one" (development and tests).
-    redis_url: str | None = None
-    database_url: str | None = None
+    # Secrets (and URLs that may carry a password) stay out of repr(): Settings and Deps get
+    # printed in tracebacks and test reports.
+    redis_url: str | None = Field(None, repr=False)
+    database_url: str | None = Field(None, repr=False)
     data_dir: Path = PROJECT_DIR / ".data"
     # Prepared-statement cache per connection; 0 behind Supabase's transaction pooler.
     database_statement_cache_size: int = 100
@@ -44,11 +46,11 @@ class Settings(BaseSettings):
 
     # Models.
     llm_model: str = "offline"
-    openai_api_key: str | None = None
+    openai_api_key: str | None = Field(None, repr=False)
     openai_base_url: str | None = None
     # Hybrid knowledge search (pgvector) when set, e.g. openai:text-embedding-3-small.
     embedding_model: str | None = None
-    gemini_api_key: str | None = None
+    gemini_api_key: str | None = Field(None, repr=False)
     google_gemini_base_url: str | None = None
     gemini_model: str = "gemini-3.5-flash"
     llm_turn_timeout_s: float = 45.0  # one whole turn: router, expert, tools
@@ -66,7 +68,7 @@ class Settings(BaseSettings):
     # Media.
     media_dir: Path = PROJECT_DIR / ".data" / "media"
     supabase_url: str | None = None
-    supabase_service_role_key: str | None = None
+    supabase_service_role_key: str | None = Field(None, repr=False)
     supabase_bucket: str = "chat-media"
     media_concurrency: int = 16  # downloads at once per process; a slow file holds one slot only
     media_timeout_s: float = 60.0  # one file, retries included

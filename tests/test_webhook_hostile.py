@@ -212,3 +212,37 @@ async def test_a_text_longer_than_whatsapp_allows_is_cut_before_it_goes_on(syste
     [(_, fields)] = await deps.redis.xrange(keys.stream(org, "inbound"))
     event = decode(fields)
     assert len(event.text) <= 4097 and len(event.name) <= 257
+
+
+async def test_the_token_migration_gives_every_connection_without_one_a_token(deps):
+    """Rows written before it (by the CRM or by hand) with NULL or blank tokens get a random
+    one, and none can be written without one afterwards. Run on a temporary copy of the table."""
+    from storage.db import MIGRATIONS_DIR
+
+    sql = (MIGRATIONS_DIR / "004_webhook_tokens.sql").read_text()
+    async with deps.pool.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            # A temporary table is found before the real one: the migration runs on the copy.
+            await conn.execute("create temp table platform_connections (name text, webhook_token text)")
+            await conn.execute("insert into platform_connections values ('a', null), ('b', ''),"
+                               " ('c', '   '), ('d', 'kept-token-123')")
+            await conn.execute(sql)
+            rows = dict(await conn.fetch("select name, webhook_token from platform_connections"))
+            with pytest.raises(asyncpg.NotNullViolationError):
+                await conn.execute("insert into platform_connections values ('e', null)")
+        finally:
+            await transaction.rollback()
+    assert rows["d"] == "kept-token-123"
+    assert len({rows["a"], rows["b"], rows["c"]}) == 3 and all(len(rows[k]) == 64 for k in "abc")
+
+
+def test_no_secret_in_the_settings_repr():
+    from ops.settings import Settings
+
+    shown = repr(Settings(openai_api_key="sk-live-1", gemini_api_key="gem-key-2",
+                          supabase_service_role_key="srk-3", database_url="postgresql://u:pw4@h/db",
+                          redis_url="redis://:pw5@h:6379"))
+    for secret in ("sk-live-1", "gem-key-2", "srk-3", "pw4", "pw5"):
+        assert secret not in shown
