@@ -56,7 +56,10 @@ class ConnectionCache:
         if found is _MISSING:
             found = await connections_by_token(self.pool, token)
             self._store(key, found, hit=bool(found))
-        return [c for c in found if hmac.compare_digest(c.webhook_token.encode(), token.encode())]
+        # The database matched on equality; the constant-time comparison is what decides.
+        if not found or not hmac.compare_digest(found[0].webhook_token.encode(), token.encode()):
+            return []
+        return found
 
     def _cached(self, key: tuple[str, str]) -> Any:
         entry = self._entries.get(key)

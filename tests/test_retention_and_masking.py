@@ -85,3 +85,20 @@ def test_log_lines_mask_phones_and_secrets():
             assert secret not in out, (fmt, out)
         assert "2233" in out
     setup_logging("INFO", "text")
+
+
+async def test_readiness_names_a_failing_dependency_without_its_address_or_password(deps):
+    from ops import health
+    from ops.deps import Deps
+    from ops.embedded import free_port
+    from storage.redis_client import create_redis
+
+    port = free_port()  # nothing listens there
+    redis = create_redis(f"redis://:hunter2-secret@127.0.0.1:{port}/0")
+    try:
+        checks = await health.check(Deps(settings=deps.settings, redis=redis, pool=deps.pool,
+                                         http=deps.http))
+    finally:
+        await redis.aclose()
+    assert checks["postgres"] == "ok" and checks["redis"].startswith("error: ")
+    assert "hunter2" not in checks["redis"] and str(port) not in checks["redis"]

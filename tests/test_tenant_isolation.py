@@ -151,6 +151,7 @@ SQL_START = re.compile(r"^\s*(select|insert|update|delete|with)\b", re.I)
 NOT_TENANT_DATA = {
     "select pg_advisory_lock": "the migration lock",
     "select pg_advisory_unlock": "the migration lock",
+    "select pg_advisory_xact_lock(hashtext('catalog:' || $1))": "a lock keyed by the org id itself",
     "select name from schema_migrations": "the migration ledger",
     "insert into schema_migrations": "the migration ledger",
     "insert into organizations": "creates the organization",
