@@ -63,16 +63,16 @@ class DeliveryEvents:
             young = deps.now_ms() - event.at_ms < UNMATCHED_GRACE_MS
             if young and delivery.attempt < deps.settings.retry_attempts:
                 raise Retry(f"no outgoing message matches {event.gs_id or event.provider_id} yet")
-            metrics.status_events.labels(event.status, "unmatched").inc()
+            metrics.status_events.labels(metrics.status_label(event.status), "unmatched").inc()
             return "unmatched"
-        metrics.status_events.labels(event.status, "applied").inc()
+        metrics.status_events.labels(metrics.status_label(event.status), "applied").inc()
         if event.status == "failed":
             await self._on_failure(event, applied)
         return None
 
     async def _on_failure(self, event: StatusEvent, applied: statuses.Applied) -> None:
         deps = self.deps
-        metrics.send_failures.labels(event.org, str(event.code or "unknown")).inc()
+        metrics.send_failures.labels(event.org, metrics.failure_code_label(event.code)).inc()
         log.warning("message %s to %s failed: code=%s reason=%r", applied.message_id,
                     applied.phone, event.code, event.reason)
         if event.code == API_RATE_LIMITED:

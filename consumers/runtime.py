@@ -26,7 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from consumers.acks import Acker
 from ops import metrics
-from storage import keys
+from storage import dead_letters, keys
 from storage.events import BadEvent, StreamEvent, chat_key, decode
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,8 @@ class StageConfig:
     retry_max_s: float = 10.0
     drain_timeout_s: float = 20.0
     org_refresh_s: float = 2.0
+    dead_letter_max_entries: int = 10_000
+    dead_letter_retention_days: float = 14.0
 
 
 @dataclass
@@ -312,6 +314,12 @@ class StageWorker:
         if event is None:
             await self._dead_letter(entry, None, entry.decode_error or "undecodable entry")
             return True
+        if event.org != keys.org_of_key(entry.stream):
+            # Put there by hand or by an edited replay: handling it would act on another
+            # tenant's data (and its clean-up too, so the event is not passed on).
+            await self._dead_letter(entry, None, f"the entry names organization {event.org!r}, "
+                                    f"not the one of its stream {entry.stream}")
+            return True
         attempts = self.config.retry_attempts
         for attempt in range(1, attempts + 1):
             delivery = Delivery(entry.stream, entry.entry_id, entry.deliveries, attempt)
@@ -348,16 +356,20 @@ class StageWorker:
 
     async def _dead_letter(self, entry: _Entry, event: StreamEvent | None, error: str) -> None:
         org = keys.org_of_key(entry.stream)
+        now_ms = int(time.time() * 1000)
         record = {
             "stage": self.group, "stream": entry.stream, "entry_id": entry.entry_id,
-            "error": error[:2000], "deliveries": str(entry.deliveries),
-            "failed_at_ms": str(int(time.time() * 1000)),
+            "error": dead_letters.redact_error(error), "deliveries": str(entry.deliveries),
+            "failed_at_ms": str(now_ms),
             **{f"payload.{k}": v for k, v in entry.fields.items()},
         }
 
         async def move() -> None:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.xadd(keys.dead_letters(org), record)
+                dead_letters.queue_trim(pipe, org, now_ms=now_ms,
+                                        max_entries=self.config.dead_letter_max_entries,
+                                        retention_days=self.config.dead_letter_retention_days)
                 pipe.xack(entry.stream, self.group, entry.entry_id)
                 await pipe.execute()
 

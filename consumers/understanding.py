@@ -181,11 +181,12 @@ class Understander:
     def __init__(self, deps: Deps) -> None:
         s = deps.settings
         self.store = build_store(deps)
-        self.downloader = MediaDownloader(deps.http, s)
+        self.downloader = MediaDownloader(s)
         self.gemini = GeminiReader(s) if s.gemini_api_key else None
         self.max_document_bytes = s.gemini_max_document_bytes
 
     async def aclose(self) -> None:
+        await self.downloader.aclose()
         if self.gemini is not None:
             await self.gemini.client.aio.aclose()
 

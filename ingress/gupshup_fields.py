@@ -3,6 +3,7 @@ fault, and the readable lines for replies, locations and contact cards. Pure: no
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,16 @@ class MalformedPayload(ValueError):
     """A webhook body that cannot mean anything; str(exc) names the field at fault."""
 
 
+# WhatsApp caps a text message at 4096 characters and a caption at 1024: anything longer did
+# not come from a person's phone, and is cut before it can fill a prompt.
+MAX_TEXT_CHARS = 4096
+MAX_NAME_CHARS = 256
+
+
+def capped(value: str | None, limit: int = MAX_TEXT_CHARS) -> str | None:
+    if value is None or len(value) <= limit:
+        return value
+    return value[:limit] + "…"
 
 
 @dataclass
@@ -75,16 +86,25 @@ def req_str(obj: dict[str, Any], key: str, path: str) -> str:
     return value
 
 
+INT64_MAX = 2**63 - 1  # what PostgreSQL's bigint holds
+YEAR_3000_MS = 32_503_680_000_000
+
+
 def as_int(value: Any) -> int | None:
+    """A number, or None for anything else: infinities, NaN and numbers no column can hold."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return int(value)
     if isinstance(value, str):
         try:
-            return int(float(value.strip()))
+            value = float(value.strip())
         except ValueError:
             return None
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        value = int(value)
+    if isinstance(value, int) and -INT64_MAX <= value <= INT64_MAX:
+        return value
     return None
 
 
@@ -97,7 +117,8 @@ def epoch_ms(value: Any) -> int | None:
     number = as_int(value)
     if number is None or number <= 0:
         return None
-    return number * 1000 if number < 100_000_000_000 else number
+    ms = number * 1000 if number < 100_000_000_000 else number
+    return ms if ms < YEAR_3000_MS else None  # nothing a database timestamp chokes on
 
 
 def first_ms(*candidates: Any, default: int) -> int:

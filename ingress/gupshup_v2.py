@@ -10,6 +10,8 @@ from ingress.gupshup_fields import (
     MalformedPayload,
     Parsed,
     as_int,
+    MAX_NAME_CHARS,
+    capped,
     as_list,
     contacts_text,
     epoch_ms,
@@ -40,7 +42,14 @@ def parse_v2(body: dict[str, Any], org: str, received_at_ms: int, out: Parsed) -
     if kind == "message":
         out.events.append(_v2_message(body, org, received_at_ms))
     elif kind == "message-event":
-        out.events.append(_v2_status(body, org, received_at_ms))
+        payload = opt_obj(body.get("payload"))
+        if opt_str(payload.get("type")) == "mismatch" and not (
+                opt_str(payload.get("id")) or opt_str(payload.get("gsId"))):
+            # The WhatsApp id differs from the number sent to (Brazil's 9th digit). Without a
+            # message id there is nothing to update: counted so an operator can see it happen.
+            out.ignored.append("message-event:mismatch")
+        else:
+            out.events.append(_v2_status(body, org, received_at_ms))
     elif kind == "user-event":
         _v2_user_event(body, org, received_at_ms, out)
     elif kind == "platform-event":
@@ -63,10 +72,10 @@ def _v2_message(body: dict[str, Any], org: str, received_at_ms: int) -> InboundM
         org=org,
         provider_id=provider_id,
         phone=phone,
-        name=opt_str(opt_obj(payload.get("sender")).get("name")),
+        name=capped(opt_str(opt_obj(payload.get("sender")).get("name")), MAX_NAME_CHARS),
         kind=content.kind,
-        text=content.text,
-        caption=content.caption,
+        text=capped(content.text),
+        caption=capped(content.caption),
         media=content.media,
         context_id=opt_str(context.get("id")) or opt_str(context.get("gsId")) or content.context_id,
         # v2 messages carry no send time of their own; Gupshup's receive time (ms) is the closest.

@@ -1,38 +1,87 @@
-"""Finding the organization of a webhook, cached: every callback needs it, it rarely changes."""
+"""Finding the organization of a webhook, cached: every callback needs it, it rarely changes.
+
+Misses are cached too (briefly), so a sender that tries made-up tokens or app names costs one
+query per name per `miss_ttl_s`, and the cache never holds more than `max_entries`: the least
+recently used entry goes first.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
+from collections import OrderedDict
+from typing import Any, Callable
 
 import asyncpg
 import redis.asyncio as aioredis
 
 from storage import keys
-from storage.orgs import Connection, find_connection
+from storage.orgs import Connection, connections_by_token, find_connection
 
 
 class ConnectionCache:
     def __init__(self, pool: asyncpg.Pool, redis: aioredis.Redis, ttl_s: float = 30.0,
-                 miss_ttl_s: float = 5.0) -> None:
+                 miss_ttl_s: float = 5.0, max_entries: int = 4096,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.pool = pool
         self.redis = redis
         self.ttl_s = ttl_s
         self.miss_ttl_s = miss_ttl_s  # short, so a newly provisioned app works within seconds
-        self._entries: dict[tuple[str | None, str | None], tuple[float, Connection | None]] = {}
+        self.max_entries = max_entries
+        self.clock = clock
+        self._entries: OrderedDict[tuple[str, str], tuple[float, Any]] = OrderedDict()
         self._registered: set[str] = set()
 
+    @property
+    def size(self) -> int:
+        return len(self._entries)
+
     async def get(self, app_name: str | None, app_id: str | None) -> Connection | None:
-        key = (app_name, None) if app_name else (None, app_id)
-        cached = self._entries.get(key)
-        if cached and cached[0] > time.monotonic():
-            return cached[1]
-        connection = await find_connection(self.pool, app_name=app_name, app_id=app_id)
-        ttl = self.ttl_s if connection else self.miss_ttl_s
-        self._entries[key] = (time.monotonic() + ttl, connection)
-        return connection
+        """The connection of an app, by name (v2) or by Gupshup app id (v3)."""
+        if not app_name and not app_id:
+            return None
+        key = ("name", app_name) if app_name else ("id", app_id or "")
+        found = self._cached(key)
+        if found is _MISSING:
+            found = await find_connection(self.pool, app_name=app_name, app_id=app_id)
+            self._store(key, found, hit=found is not None)
+        return found
+
+    async def by_token(self, token: str) -> list[Connection]:
+        """The connections this webhook token opens, compared in constant time."""
+        # Keyed by a digest: the cache holds no token a caller sent, valid or not.
+        key = ("token", hashlib.sha256(token.encode()).hexdigest())
+        found = self._cached(key)
+        if found is _MISSING:
+            found = await connections_by_token(self.pool, token)
+            self._store(key, found, hit=bool(found))
+        # The database matched on equality; the constant-time comparison is what decides.
+        if not found or not hmac.compare_digest(found[0].webhook_token.encode(), token.encode()):
+            return []
+        return found
+
+    def _cached(self, key: tuple[str, str]) -> Any:
+        entry = self._entries.get(key)
+        if entry is None:
+            return _MISSING
+        if entry[0] <= self.clock():
+            del self._entries[key]
+            return _MISSING
+        self._entries.move_to_end(key)
+        return entry[1]
+
+    def _store(self, key: tuple[str, str], value: Any, *, hit: bool) -> None:
+        self._entries[key] = (self.clock() + (self.ttl_s if hit else self.miss_ttl_s), value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
 
     async def register(self, org: str) -> None:
         """Make the organization's streams known to the workers (once per process)."""
         if org not in self._registered:
             await self.redis.sadd(keys.ORG_REGISTRY, org)
             self._registered.add(org)
+
+
+_MISSING = object()

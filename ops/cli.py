@@ -76,7 +76,9 @@ def stage_config(settings: Settings, stage: str, stream: str):
         block_ms=s.block_ms, claim_idle_ms=s.claim_idle_ms, claim_every_s=s.claim_every_s,
         max_deliveries=s.max_deliveries, retry_attempts=s.retry_attempts,
         retry_base_s=s.retry_base_s, retry_max_s=s.retry_max_s,
-        drain_timeout_s=s.drain_timeout_s, org_refresh_s=s.org_refresh_s)
+        drain_timeout_s=s.drain_timeout_s, org_refresh_s=s.org_refresh_s,
+        dead_letter_max_entries=s.dead_letter_max_entries,
+        dead_letter_retention_days=s.dead_letter_retention_days)
 
 
 @dataclass
@@ -108,7 +110,7 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
     from consumers.understanding import build_understander
     from graph.checkpoints import open_checkpointer
     from graph.receptionist import build_receptionist
-    from ingress.app import create_app
+    from ingress.app import create_app, runner_options
 
     async with AsyncExitStack() as stack:
         if deps is None:
@@ -119,7 +121,7 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
         consumer = f"{socket.gethostname()}-{os.getpid()}-{id(system):x}"
         await stack.enter_async_context(observed(settings, deps, roles))
         if "ingress" in roles:
-            runner = web.AppRunner(create_app(deps), access_log=None)
+            runner = web.AppRunner(create_app(deps), **runner_options(deps))
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
             await web.TCPSite(runner, settings.http_host, settings.http_port).start()
@@ -235,10 +237,18 @@ async def cmd_seed_demo(settings: Settings) -> None:
         print(await seed_demo(deps.pool))
 
 
+def demo_refused(settings: Settings) -> str | None:
+    """Why the demo clinic may not be seeded here, or None: it is for development only."""
+    if not settings.dev_chat_enabled:
+        return ("the demo clinic is for development only: set DEV_CHAT=true (as `make run` does) "
+                "to seed it")
+    return None
+
+
 async def cmd_org_add(settings: Settings, args: argparse.Namespace) -> None:
     from storage.db import migrate
     from storage.keys import ORG_REGISTRY
-    from storage.orgs import add_org
+    from storage.orgs import add_org, webhook_token_of
 
     async with services(settings) as settings, open_deps(settings) as deps:
         await migrate(deps.pool)
@@ -248,6 +258,19 @@ async def cmd_org_add(settings: Settings, args: argparse.Namespace) -> None:
                             timezone=args.timezone)
         await deps.redis.sadd(ORG_REGISTRY, org)
         print(org)
+        print(f"webhook token: {await webhook_token_of(deps.pool, args.gupshup_app)}")
+
+
+async def cmd_org_token(settings: Settings, app_name: str) -> int:
+    from storage.orgs import webhook_token_of
+
+    async with services(settings) as settings, open_deps(settings) as deps:
+        token = await webhook_token_of(deps.pool, app_name)
+    if token is None:
+        print(f"no Gupshup app {app_name!r}", file=sys.stderr)
+        return 1
+    print(token)
+    return 0
 
 
 async def cmd_org_set(settings: Settings, args: argparse.Namespace) -> int:
@@ -356,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--gupshup-app", required=True)
     add.add_argument("--gupshup-api-key", required=True)
     add.add_argument("--source-phone", required=True)
-    add.add_argument("--webhook-token", default=None)
+    add.add_argument("--webhook-token", default=None,
+                     help="at least 12 characters; a random one is generated and printed if absent")
     add.add_argument("--gupshup-app-id", default=None, help="needed for v3 (Meta format) callbacks")
     add.add_argument("--timezone", default="America/Bogota")
     oset = org.add_parser("set", help="change settings: KEY=VALUE ... (see storage/org_settings.py)")
@@ -370,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     cat_import.add_argument("file")
     cat_import.add_argument("--org", required=True)
     cat.add_parser("export", help="print the catalogue as YAML").add_argument("--org", required=True)
+    org.add_parser("token", help="print an app's webhook token (the callback URL's ?token=)"
+                   ).add_argument("--gupshup-app", required=True)
     bot = sub.add_parser("bot", help="turn the bot on or off for one chat")
     bot.add_argument("action", choices=["pause", "resume"])
     bot.add_argument("--org", required=True)
@@ -405,14 +431,28 @@ def _command(args: argparse.Namespace, settings: Settings) -> int:
         if unknown:
             print(f"unknown role(s): {', '.join(sorted(unknown))}", file=sys.stderr)
             return 2
+        if args.seed_demo and (why := demo_refused(settings)):
+            print(why, file=sys.stderr)
+            return 2
         run_async(cmd_run(settings, roles, args.seed_demo))
     elif args.command == "migrate":
         run_async(cmd_migrate(settings))
     elif args.command == "seed-demo":
+        if why := demo_refused(settings):
+            print(why, file=sys.stderr)
+            return 2
         run_async(cmd_seed_demo(settings))
     elif args.command == "org" and args.org_command == "set":
         return run_async(cmd_org_set(settings, args))
+    elif args.command == "org" and args.org_command == "token":
+        return run_async(cmd_org_token(settings, args.gupshup_app))
     elif args.command == "org":
+        from storage.orgs import MIN_TOKEN_CHARS
+
+        if args.webhook_token is not None and len(args.webhook_token.strip()) < MIN_TOKEN_CHARS:
+            print(f"--webhook-token must have at least {MIN_TOKEN_CHARS} characters "
+                  "(leave it out to get a random one)", file=sys.stderr)
+            return 2
         run_async(cmd_org_add(settings, args))
     elif args.command == "catalog":
         return run_async(cmd_catalog(settings, args))

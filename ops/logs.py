@@ -3,6 +3,10 @@
 JSON lines carry the context of the work being done (org_id, chat_id, turn_id, thread_id,
 tool_call_id, trace_id), bound with `bound(...)` around a stage's handling of an entry, so Loki
 can filter one chat's or one turn's lines and jump to its trace.
+
+Every line, traceback included, goes through `mask`: phone numbers keep their first two and
+last four digits, and credentials (tokens, API keys, passwords in URLs) are replaced, so a log
+shipped elsewhere holds neither a customer's number nor a key.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
 import time
 from contextlib import contextmanager
@@ -42,6 +47,29 @@ def context_fields() -> dict[str, str]:
         fields["span_id"] = f"{span.span_id:016x}"
     return fields
 
+# 8 to 15 digits, maybe after a '+', not part of a longer word or of a stream id ("…-0").
+# Timestamps are left alone: 10 and 13 digits starting with 1 are never an E.164 number
+# (country code 1 makes 11 digits).
+_PHONE = re.compile(r"(?<![\w.-])\+?(?!1\d{9}(?!\d))(?!1\d{12}(?!\d))(\d{2})\d{2,9}(\d{4})(?![\w-])")
+_SECRETS = [
+    # key=value and key: value pairs whose name says secret.
+    (re.compile(r"(?i)\b((?:api[_-]?key|apikey|token|secret|password|passwd|authorization)"
+                r"[\"']?\s*[=:]\s*[\"']?)(?:bearer\s+)?[^\s&\"',;]+"), r"\1***"),
+    (re.compile(r"(?i)\b(bearer\s+)[^\s\"',;]+"), r"\1***"),
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]+:)[^/\s@]+@"), r"\1***@"),  # user:pass@
+]
+
+
+def mask(text: str) -> str:
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return _PHONE.sub(lambda m: f"{m.group(1)}…{m.group(2)}", text)
+
+
+class MaskingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return mask(super().format(record))
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -49,11 +77,12 @@ class JsonFormatter(logging.Formatter):
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
-            **context_fields(),
+            "msg": mask(record.getMessage()),
+            # chat_id is the customer's number: masked like the rest, it still tells chats apart.
+            **{k: mask(v) for k, v in context_fields().items()},
         }
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = mask(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False)
 
 
@@ -62,7 +91,7 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

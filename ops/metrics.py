@@ -228,3 +228,24 @@ def render() -> bytes:
 async def render_sampled() -> bytes:
     await sample()
     return render()
+
+
+# Label values that come from a provider's payload are mapped onto a fixed set: a sender that
+# makes up statuses or error codes must not be able to add series to /metrics without limit.
+KNOWN_STATUSES = frozenset({"enqueued", "failed", "sent", "delivered", "read", "deleted",
+                            "mismatch"})
+# Gupshup's failure codes and the Meta codes the sender acts on (docs/gupshup.md).
+KNOWN_FAILURE_CODES = frozenset({
+    500, 1001, 1002, 1003, 1004, 1005, 1006, 1007, 1008, 1010, 1011, 1012,
+    4001, 4002, 4003, 4004, 4005, 130429, 131026, 131047, 131056,
+})
+
+
+def status_label(status: str) -> str:
+    return status if status in KNOWN_STATUSES else "other"
+
+
+def failure_code_label(code: int | None) -> str:
+    if code is None:
+        return "unknown"
+    return str(code) if code in KNOWN_FAILURE_CODES else "other"

@@ -22,8 +22,10 @@ class Settings(BaseSettings):
                                       env_ignore_empty=True)  # `KEY=` in an env file means unset
 
     # Services. Unset means "start the embedded one" (development and tests).
-    redis_url: str | None = None
-    database_url: str | None = None
+    # Secrets (and URLs that may carry a password) stay out of repr(): Settings and Deps get
+    # printed in tracebacks and test reports.
+    redis_url: str | None = Field(None, repr=False)
+    database_url: str | None = Field(None, repr=False)
     data_dir: Path = PROJECT_DIR / ".data"
     # Prepared-statement cache per connection; 0 behind Supabase's transaction pooler.
     database_statement_cache_size: int = 100
@@ -31,6 +33,10 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     max_body_bytes: int = 1_000_000
+    # An idle keep-alive connection (or one whose headers never end) is closed after this;
+    # a request body must arrive within http_read_timeout_s (slow senders hold no slot).
+    http_keepalive_timeout_s: float = 15.0
+    http_read_timeout_s: float = 10.0
     dev_chat_enabled: bool = Field(False, alias="DEV_CHAT")
     chat_wait_s: float = 60.0
 
@@ -40,11 +46,11 @@ class Settings(BaseSettings):
 
     # Models.
     llm_model: str = "offline"
-    openai_api_key: str | None = None
+    openai_api_key: str | None = Field(None, repr=False)
     openai_base_url: str | None = None
     # Hybrid knowledge search (pgvector) when set, e.g. openai:text-embedding-3-small.
     embedding_model: str | None = None
-    gemini_api_key: str | None = None
+    gemini_api_key: str | None = Field(None, repr=False)
     google_gemini_base_url: str | None = None
     gemini_model: str = "gemini-3.5-flash"
     llm_turn_timeout_s: float = 45.0  # one whole turn: router, expert, tools
@@ -62,13 +68,17 @@ class Settings(BaseSettings):
     # Media.
     media_dir: Path = PROJECT_DIR / ".data" / "media"
     supabase_url: str | None = None
-    supabase_service_role_key: str | None = None
+    supabase_service_role_key: str | None = Field(None, repr=False)
     supabase_bucket: str = "chat-media"
     media_concurrency: int = 16  # downloads at once per process; a slow file holds one slot only
     media_timeout_s: float = 60.0  # one file, retries included
     media_attempts: int = 3  # on 5xx, 429 and connection errors
     media_retry_base_s: float = 0.5
     media_chunk_bytes: int = 64 * 1024
+    # Hosts media links may point at (comma-separated names, *.suffix patterns, IPs or networks):
+    # Gupshup's file manager and WhatsApp's media hosts. A private or loopback address is
+    # refused unless it is listed itself (tests list their fake's 127.0.0.1).
+    media_allowed_hosts: str = "*.gupshup.io,lookaside.fbsbx.com,*.whatsapp.net"
 
     # Understanding (Gemini). The model name and API version are configuration, not code.
     gemini_api_version: str = "v1beta"  # the Files API is documented on v1beta; v1 also works
@@ -104,6 +114,10 @@ class Settings(BaseSettings):
     drain_timeout_s: float = 20.0
     turn_lease_s: float = 120.0
     org_refresh_s: float = 2.0
+    # Dead letters hold whole payloads (a replay needs them): each organization keeps at most
+    # this many, none older than this (trimmed whenever one is written).
+    dead_letter_max_entries: int = 10_000
+    dead_letter_retention_days: float = 14.0
 
     # Delivery rules (sender).
     send_rate_per_s: float = 80.0  # Meta's default throughput per business number

@@ -232,8 +232,9 @@ async def reschedule(pool: asyncpg.Pool, *, org: str, contact_id: str, appointme
                 async with conn.transaction():
                     await conn.execute(
                         "update appointments set starts_at = $2, ends_at = $3, staff_id = $4::uuid,"
-                        " updated_at = now() where id = $1::uuid", appointment_id, starts_at,
-                        starts_at + timedelta(minutes=service.duration_minutes), staff_id)
+                        " updated_at = now() where id = $1::uuid and organization_id = $5::uuid",
+                        appointment_id, starts_at,
+                        starts_at + timedelta(minutes=service.duration_minutes), staff_id, org)
             except _TAKEN:
                 continue
             return await _appointment(conn, org, appointment_id)

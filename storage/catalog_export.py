@@ -45,11 +45,11 @@ async def export_catalog(db: Db, org: str) -> dict[str, Any]:
         if not s["active"]:
             entry["active"] = False
         own = await db.fetch("select weekday, starts, ends from staff_hours where staff_id = $1 "
-                             "order by weekday, starts", s["id"])
+                             "and organization_id = $2::uuid order by weekday, starts", s["id"], org)
         if own:
             entry["hours"] = _week([tuple(r.values()) for r in own])
         off = await db.fetch("select starts_at, ends_at, reason from staff_time_off where staff_id = $1 "
-                             "order by starts_at", s["id"])
+                             "and organization_id = $2::uuid order by starts_at", s["id"], org)
         if off:
             entry["time_off"] = [_time_off(r["starts_at"], r["ends_at"], tz, r["reason"]) for r in off]
         staff.append(entry)

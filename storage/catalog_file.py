@@ -151,7 +151,7 @@ async def import_catalog(pool: asyncpg.Pool, org: str, data: dict[str, Any]) -> 
                 report.count("faq", "created")
             elif old["answer"] != a:
                 await conn.execute("update knowledge_entries set answer = $2, embedding = null "
-                                   "where id = $1", old["id"], a)
+                                   "where id = $1 and organization_id = $3::uuid", old["id"], a, org)
                 report.count("faq", "updated")
     return report
 
@@ -181,13 +181,14 @@ async def _staff(conn, org: str, tz: ZoneInfo, s: dict, where: str, report: Repo
     else:
         staff_id = old["id"]
         if (old["role"], old["active"]) != (role, active):
-            await conn.execute("update staff set role = $2, active = $3 where id = $1::uuid", staff_id, role, active)
+            await conn.execute("update staff set role = $2, active = $3 where id = $1::uuid"
+                               " and organization_id = $4::uuid", staff_id, role, active, org)
             report.count("staff", "updated")
     if "hours" in s:
         week = _week(s["hours"], f"{where}.hours")
         now = [(r["weekday"], r["starts"], r["ends"]) for r in await conn.fetch(
-            "select weekday, starts, ends from staff_hours where staff_id = $1::uuid order by weekday, starts",
-            staff_id)]
+            "select weekday, starts, ends from staff_hours where staff_id = $1::uuid"
+            " and organization_id = $2::uuid order by weekday, starts", staff_id, org)]
         if now != week:
             await schedules.set_staff_hours(conn, org, staff_id, week)
             report.count("staff hours", "updated")
@@ -233,7 +234,7 @@ async def _service(conn, org: str, s: dict, where: str, staff_ids: dict[str, str
             await conn.execute(
                 "update services set description = $2, duration_minutes = $3, price = $4, currency = $5,"
                 " active = $6, embedding = case when description = $2 then embedding end"
-                " where id = $1::uuid", service_id, *values)
+                " where id = $1::uuid and organization_id = $7::uuid", service_id, *values, org)
             report.count("services", "updated")
     if "staff" in s:
         wanted = set()
@@ -242,9 +243,11 @@ async def _service(conn, org: str, s: dict, where: str, staff_ids: dict[str, str
                 raise BadCatalog(f"{where} ({name}): no staff member named {who!r}")
             wanted.add(staff_ids[who])
         now = {r["staff_id"] for r in await conn.fetch(
-            "select staff_id::text from staff_services where service_id = $1::uuid", service_id)}
+            "select staff_id::text from staff_services where service_id = $1::uuid"
+            " and organization_id = $2::uuid", service_id, org)}
         if now != wanted:
-            await conn.execute("delete from staff_services where service_id = $1::uuid", service_id)
+            await conn.execute("delete from staff_services where service_id = $1::uuid"
+                               " and organization_id = $2::uuid", service_id, org)
             await conn.executemany("insert into staff_services (staff_id, service_id, organization_id) "
                                    "values ($1::uuid, $2::uuid, $3::uuid)",
                                    [(w, service_id, org) for w in sorted(wanted)])

@@ -18,7 +18,7 @@ async def record(conn: asyncpg.Pool | asyncpg.Connection, *, org: str, contact_i
     """Store the contact's latest consent; returns what it was before (status, detail), if any."""
     previous = await conn.fetchrow(
         "select status, detail from contact_authorizations where contact_id = $1::uuid"
-        " and channel = $2", contact_id, channel)
+        " and channel = $2 and organization_id = $3::uuid", contact_id, channel, org)
     await conn.execute(
         "insert into contact_authorizations (organization_id, contact_id, channel, status, source,"
         " detail) values ($1::uuid, $2::uuid, $3, $4, $5, $6) "

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from ops.logs import mask
 from storage import keys
 
 PAYLOAD_PREFIX = "payload."
@@ -80,3 +81,27 @@ async def replay(redis: aioredis.Redis, letter: DeadLetter) -> bool:
     for name, value in letter.payload.items():
         args += [name, value]
     return bool(await redis.eval(_REPLAY, 2, keys.dead_letters(letter.org), letter.stream, *args))
+
+
+# ---- retention: what a dead letter may hold, and for how long --------------------------------
+
+DAY_MS = 24 * 3600 * 1000
+MAX_ERROR_CHARS = 2000
+
+
+def redact_error(error: str) -> str:
+    """The error as a dead letter keeps it: phone numbers and credentials masked, bounded.
+
+    The payload itself is kept whole (a replay needs it); the retention below bounds how long.
+    """
+    return mask(error[: MAX_ERROR_CHARS * 2])[:MAX_ERROR_CHARS]
+
+
+def queue_trim(pipe: aioredis.client.Pipeline, org: str, *, now_ms: int, max_entries: int,
+               retention_days: float) -> None:
+    """Queue on `pipe` the trims that keep an organization's dead letters to the newest
+    `max_entries` and to the last `retention_days` (exact trims: dead letters are few)."""
+    key = keys.dead_letters(org)
+    pipe.xtrim(key, maxlen=max_entries, approximate=False)
+    oldest_ms = max(0, now_ms - int(retention_days * DAY_MS))
+    pipe.xtrim(key, minid=f"{oldest_ms}-0", approximate=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -18,11 +18,14 @@ class Connection:
     settings: dict[str, Any]
     app_name: str
     app_id: str | None
-    api_key: str
+    # Secrets stay out of repr(): a connection printed in a log line or a traceback shows neither.
+    api_key: str = field(repr=False)
     source_phone: str
-    webhook_token: str | None
+    webhook_token: str = field(repr=False)
     is_active: bool
 
+
+MIN_TOKEN_CHARS = 12
 
 _SELECT = """
 select o.id::text as org_id, o.name as org_name, o.timezone, o.settings,
@@ -44,6 +47,12 @@ async def find_connection(pool: asyncpg.Pool, *, app_name: str | None = None,
     return Connection(**dict(row)) if row else None
 
 
+async def connections_by_token(pool: asyncpg.Pool, token: str) -> list[Connection]:
+    """The connections a webhook token opens (an operator may share one token between apps)."""
+    rows = await pool.fetch(_SELECT + " where c.webhook_token = $1", token)
+    return [Connection(**dict(row)) for row in rows]
+
+
 async def connection_for_org(pool: asyncpg.Pool, org_id: str) -> Connection | None:
     row = await pool.fetchrow(_SELECT + " where o.id = $1::uuid and c.is_active "
                               "order by c.created_at limit 1", org_id)
@@ -53,7 +62,15 @@ async def connection_for_org(pool: asyncpg.Pool, org_id: str) -> Connection | No
 async def add_org(pool: asyncpg.Pool, *, name: str, app_name: str, api_key: str,
                   source_phone: str, webhook_token: str | None = None, app_id: str | None = None,
                   timezone: str = "America/Bogota", settings: dict[str, Any] | None = None) -> str:
-    """Provision an organization and its WhatsApp connection; returns the organization id."""
+    """Provision an organization and its WhatsApp connection; returns the organization id.
+
+    Without `webhook_token` a random one is generated (read it back with `webhook_token_of`); a
+    given one must be at least MIN_TOKEN_CHARS long: the token is the webhook's only credential.
+    """
+    if webhook_token is None:
+        webhook_token = secrets.token_urlsafe(24)
+    elif len(webhook_token.strip()) < MIN_TOKEN_CHARS:
+        raise ValueError(f"the webhook token must have at least {MIN_TOKEN_CHARS} characters")
     async with pool.acquire() as conn, conn.transaction():
         org_id = await conn.fetchval(
             "insert into organizations (name, timezone, settings) values ($1, $2, $3) "
@@ -61,9 +78,14 @@ async def add_org(pool: asyncpg.Pool, *, name: str, app_name: str, api_key: str,
         await conn.execute(
             "insert into platform_connections (organization_id, gupshup_app_name, gupshup_app_id,"
             " api_key, source_phone, webhook_token) values ($1::uuid, $2, $3, $4, $5, $6)",
-            org_id, app_name, app_id, api_key, source_phone,
-            webhook_token if webhook_token is not None else secrets.token_urlsafe(24))
+            org_id, app_name, app_id, api_key, source_phone, webhook_token)
     return org_id
+
+
+async def webhook_token_of(pool: asyncpg.Pool, app_name: str) -> str | None:
+    """The token Gupshup must send for this app (for the operator who sets the callback URL)."""
+    return await pool.fetchval(
+        "select webhook_token from platform_connections where gupshup_app_name = $1", app_name)
 
 
 class ConnectionsByOrg:

@@ -21,9 +21,13 @@ DAY_OFF_STAFF = "Camila Torres"
 
 
 async def seed_demo(pool: asyncpg.Pool, *, api_key: str = "demo-key",
-                    source_phone: str = "573009990000", webhook_token: str | None = "demo-token",
+                    source_phone: str = "573009990000", webhook_token: str | None = None,
                     app_name: str = DEMO_APP, today: date | None = None) -> str:
-    """Create the demo clinic once; returns its organization id (the existing one if seeded)."""
+    """Create the demo clinic once; returns its organization id (the existing one if seeded).
+
+    Its webhook token is random like any other (a published one would open its webhook to
+    anyone); the command line seeds it only in development (DEV_CHAT).
+    """
     existing = await find_connection(pool, app_name=app_name)
     if existing:
         return existing.org_id

@@ -46,7 +46,8 @@ async def test_wrong_or_missing_token_gets_401(system, make_org):
     assert by_query == (200, "")
 
 
-async def test_unknown_and_inactive_apps_get_404(system, make_org, deps):
+async def test_an_app_the_token_does_not_open_gets_403_and_an_inactive_one_404(
+        system, make_org, deps):
     org = await make_org("docdeck")
     async with system(roles=("ingress",)) as s:
         unknown = await post_webhook(s.url, fixture("gupshup/gupshup_v2_text.json", app="nobody"))
@@ -54,7 +55,7 @@ async def test_unknown_and_inactive_apps_get_404(system, make_org, deps):
                                 "where organization_id = $1::uuid", org)
     async with system(roles=("ingress",)) as s:  # a fresh cache sees the change at once
         inactive = await post_webhook(s.url, fresh("gupshup/gupshup_v2_text.json"))
-    assert unknown[0] == 404 and "nobody" in unknown[1]
+    assert unknown[0] == 403 and "nobody" in unknown[1]
     assert inactive[0] == 404
 
 

@@ -39,8 +39,24 @@ async def storage():
         yield fake
 
 
+@pytest.fixture
+async def downloaders():
+    """Factory: media downloaders, each closed (with its HTTP session) after the test."""
+    made: list[MediaDownloader] = []
+
+    def make(**kw) -> MediaDownloader:
+        made.append(MediaDownloader(fast_settings(**kw)))
+        return made[-1]
+
+    yield make
+    for downloader in made:
+        await downloader.aclose()
+
+
 def fast_settings(**kw) -> Settings:
-    return Settings(media_retry_base_s=0.01, gemini_retry_base_s=0.01, gemini_retry_max_s=0.05, **kw)
+    # The fakes serve media from 127.0.0.1, which only a listed address may be.
+    return Settings(media_retry_base_s=0.01, gemini_retry_base_s=0.01, gemini_retry_max_s=0.05,
+                    media_allowed_hosts="127.0.0.1", **kw)
 
 
 def test_object_path_is_safe_for_base64_ids():
@@ -59,18 +75,19 @@ async def test_local_store_streams_hashes_and_refuses_oversize(tmp_path):
     assert sorted(p.name for p in (tmp_path / "o/c").iterdir()) == ["m.bin"]
 
 
-async def test_download_retries_5xx_then_stores(gupshup, http, tmp_path):
+async def test_download_retries_5xx_then_stores(gupshup, downloaders, tmp_path):
     url = gupshup.add_media(DATA, "audio/ogg")
     gupshup.fail_media_next(503, times=2)
-    downloader = MediaDownloader(http, fast_settings())
+    downloader = downloaders()
     stored = await downloader.fetch(Media(url=url, content_type="audio/ogg; codecs=opus"), "voice",
                                     LocalMediaStore(tmp_path), "o/c/m.ogg", now_ms=0)
     assert stored.local_path.read_bytes() == DATA
     assert len(gupshup.requests_to("/wa/" + gupshup.app_id)) == 3
 
 
-async def test_download_gives_up_on_rate_limit_and_oversize_without_retrying(gupshup, http, tmp_path):
-    downloader = MediaDownloader(http, fast_settings())
+async def test_download_gives_up_on_rate_limit_and_oversize_without_retrying(gupshup, downloaders,
+                                                                             tmp_path):
+    downloader = downloaders()
     store = LocalMediaStore(tmp_path)
     url = gupshup.add_media(DATA, "image/webp")
     gupshup.fail_media_next(429)
@@ -83,9 +100,9 @@ async def test_download_gives_up_on_rate_limit_and_oversize_without_retrying(gup
     assert len(gupshup.requests_to("/wa/" + gupshup.app_id)) == 2
 
 
-async def test_download_timeout_is_a_reason_not_a_crash(gupshup, http, tmp_path):
+async def test_download_timeout_is_a_reason_not_a_crash(gupshup, downloaders, tmp_path):
     url = gupshup.add_media(DATA, "audio/ogg", delay_s=2)
-    downloader = MediaDownloader(http, fast_settings(media_timeout_s=0.2))
+    downloader = downloaders(media_timeout_s=0.2)
     with pytest.raises(MediaUnavailable) as exc:
         await downloader.fetch(Media(url=url), "audio", LocalMediaStore(tmp_path), "o/c/m.ogg", now_ms=0)
     assert exc.value.reason == "timeout"

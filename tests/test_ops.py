@@ -10,11 +10,13 @@ import pytest
 
 from ops.embedded import ServiceError, check_redis_modules, free_port
 from storage.db import migrate
+from storage.orgs import connection_for_org
 from storage.seed import seed_demo
 
 
-def cli(settings, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url}
+def cli(settings, *args: str, **env_vars: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url,
+           **env_vars}
     return subprocess.run([sys.executable, "-m", "ops", *args], env=env, capture_output=True,
                           text=True, timeout=60)
 
@@ -53,14 +55,39 @@ async def test_migrate_twice_applies_nothing_the_second_time(deps):
 async def test_org_add_provisions_an_organization_and_its_connection(deps):
     result = cli(deps.settings, "org", "add", "--name", "Spa Sol", "--gupshup-app", "SpaSol",
                  "--gupshup-api-key", "key-1", "--source-phone", "573001110000",
-                 "--webhook-token", "tok", "--timezone", "America/Lima")
+                 "--webhook-token", "tok-123456789", "--timezone", "America/Lima")
     assert result.returncode == 0, result.stderr
-    org = result.stdout.strip()
+    org, token_line = result.stdout.strip().splitlines()
+    assert token_line == "webhook token: tok-123456789"
     row = await deps.pool.fetchrow(
         "select o.name, o.timezone, c.gupshup_app_name, c.webhook_token, c.is_active "
         "from organizations o join platform_connections c on c.organization_id = o.id "
         "where o.id = $1::uuid", org)
-    assert tuple(row) == ("Spa Sol", "America/Lima", "SpaSol", "tok", True)
+    assert tuple(row) == ("Spa Sol", "America/Lima", "SpaSol", "tok-123456789", True)
+
+
+async def test_org_add_refuses_a_short_token_and_generates_one_when_none_is_given(deps):
+    base = ("org", "add", "--name", "Spa Luna", "--gupshup-app", "SpaLuna", "--gupshup-api-key",
+            "key-2", "--source-phone", "573001110001")
+    empty = cli(deps.settings, *base, "--webhook-token", "")
+    assert empty.returncode == 2 and "12 characters" in empty.stderr
+    made = cli(deps.settings, *base)
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip().splitlines()[1].removeprefix("webhook token: ")
+    assert len(token) >= 24
+    shown = cli(deps.settings, "org", "token", "--gupshup-app", "SpaLuna")
+    assert shown.stdout.strip() == token
+
+
+async def test_the_demo_clinic_is_seeded_only_in_development(deps):
+    refused = cli(deps.settings, "seed-demo", DEV_CHAT="false")
+    assert refused.returncode == 2 and "development only" in refused.stderr
+    assert await deps.pool.fetchval("select count(*) from organizations") == 0
+    org = await seed_demo(deps.pool)
+    connection = await connection_for_org(deps.pool, org)
+    # The demo's webhook token is random, never a published one.
+    assert connection.webhook_token not in ("demo-token", "") and len(connection.webhook_token) >= 24
+    assert "demo-key" not in repr(connection) and connection.webhook_token not in repr(connection)
 
 
 async def test_seed_demo_is_a_spanish_clinic_and_seeding_twice_changes_nothing(deps):
