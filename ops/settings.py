@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     checkpoint_ttl_min: int = 60 * 24 * 30  # conversation state kept 30 days after the last turn
     slot_step_min: int = 30  # granularity of the start times offered
     booking_lead_min: int = 60  # no slot starts sooner than this from now
+    slot_hold_min: int = 10  # a proposed or picked slot is not offered to another chat meanwhile
 
     # Media.
     media_dir: Path = PROJECT_DIR / ".data" / "media"

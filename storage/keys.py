@@ -113,3 +113,9 @@ def send_cooldown(org: str) -> str:
 # Marks the oldest end of a `recent` list rebuilt from PostgreSQL: the list then holds the whole
 # chat, so a short list is complete rather than a cache that lost its older entries.
 RECENT_START = "__start__"
+
+
+# Held slots (storage/holds.py).
+def holds(org: str) -> str:
+    """ZSET of held slots, member "staff|start_ms|end_ms|chat", scored by when the hold expires."""
+    return f"{{{org}}}:holds"
