@@ -18,7 +18,7 @@ from graph import intents, replies, timeparse
 from graph.state import ToolDeps
 from ops import metrics
 from ops.logs import bound
-from storage import appointments, catalog, chats, holds
+from storage import appointments, catalog, chats, holds, reminders
 
 log = logging.getLogger(__name__)
 Ctx = RunContext[ToolDeps]
@@ -180,6 +180,11 @@ async def _hold_chosen(t, chosen: dict, duration_min: int) -> bool:
     return (await _hold(t, [(chosen["staff_id"], start, start + timedelta(minutes=duration_min))]))[0]
 
 
+async def _plan_reminders(t, appointment_id: str, change: reminders.Change) -> None:
+    """The confirmation now, the reminders later (a move re-plans them, a cancel drops them)."""
+    await reminders.plan(t.deps.redis, t.deps.pool, t.org.id, appointment_id, change, t.deps.now_ms())
+
+
 def _slot_view(slot: appointments.Slot, tz) -> dict:
     return {"starts_at": slot.starts_at.isoformat(), "staff_id": slot.staff_id,
             "label": replies.when(slot.starts_at, tz)}
@@ -229,6 +234,7 @@ async def book_appointment(ctx: Ctx, slot: int, customer_name: str | None = None
                      alternatives=[{"n": i + 1, "label": s["label"]}
                                    for i, s in enumerate(d.state["proposed_slots"])])
     await holds.release(t.deps.redis, t.org.id, t.turn.chat)
+    await _plan_reminders(t, booked.id, "booked")
     d.state.update(contact_name=name, proposed_slots=[], chosen_slot=None, window=None)
     return d.act("booked", service=booked.service_name, when=replies.when(booked.starts_at, t.org.tz),
                  staff=booked.staff_name, price=d.state["service"]["price"], name=name)
@@ -290,6 +296,7 @@ async def cancel_appointment(ctx: Ctx, appointment: int, confirmed: bool = False
     cancelled = await appointments.cancel(t.deps.pool, t.org.id, t.turn.contact_id, listed["id"])
     if cancelled is None:
         raise ModelRetry("esa cita no se puede cancelar (no existe o ya pasó); vuelve a listar")
+    await _plan_reminders(t, cancelled.id, "cancelled")
     d.state.update(appointments=[], purpose=None)
     return d.act("cancelled", service=cancelled.service_name,
                  when=replies.when(cancelled.starts_at, t.org.tz))
@@ -318,6 +325,7 @@ async def reschedule_appointment(ctx: Ctx, appointment: int, slot: int) -> dict:
                      alternatives=[{"n": i + 1, "label": s["label"]}
                                    for i, s in enumerate(d.state["proposed_slots"])])
     await holds.release(t.deps.redis, t.org.id, t.turn.chat)
+    await _plan_reminders(t, moved.id, "rescheduled")
     d.state.update(appointments=[], purpose=None, reschedule_of=None, proposed_slots=[], window=None)
     return d.act("rescheduled", service=moved.service_name, when=replies.when(moved.starts_at, t.org.tz))
 
