@@ -17,7 +17,7 @@ install: $(STAMP)
 # Everything in one process on embedded Redis 8 and PostgreSQL, the demo clinic seeded,
 # the chat page on http://127.0.0.1:8080/ and replies going to the local Gupshup simulator.
 run: $(STAMP)
-	DEV_CHAT=true DEBOUNCE_SECONDS=$${DEBOUNCE_SECONDS:-3} $(VENV)/bin/skytide run --seed-demo
+	DEV_CHAT=true DEV_CLOCK=true DEBOUNCE_SECONDS=$${DEBOUNCE_SECONDS:-3} $(VENV)/bin/skytide run --seed-demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -87,6 +87,17 @@ async def send_text(http: aiohttp.ClientSession, api_url: str, connection: Conne
     return await _post(http, f"{api_url.rstrip('/')}/wa/api/v1/msg", connection, form, timeout_s)
 
 
+async def send_quick_reply(http: aiohttp.ClientSession, api_url: str, connection: Connection,
+                           destination: str, text: str, buttons: list[str], msgid: str,
+                           timeout_s: float) -> Accepted:
+    """An interactive quick-reply message: the text and up to three buttons."""
+    form = _base_form(connection, destination)
+    form["message"] = json.dumps({
+        "type": "quick_reply", "msgid": msgid, "content": {"type": "text", "text": text},
+        "options": [{"type": "text", "title": title} for title in buttons[:3]]}, ensure_ascii=False)
+    return await _post(http, f"{api_url.rstrip('/')}/wa/api/v1/msg", connection, form, timeout_s)
+
+
 async def send_template(http: aiohttp.ClientSession, api_url: str, connection: Connection,
                         destination: str, template_id: str, params: list[str],
                         timeout_s: float) -> Accepted:

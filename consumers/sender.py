@@ -125,6 +125,10 @@ class SenderStage:
                 accepted = await gupshup_api.send_template(
                     deps.http, self.api_url, connection, event.phone, event.template_id,
                     event.template_params, timeout_s)
+            elif event.buttons:
+                accepted = await gupshup_api.send_quick_reply(
+                    deps.http, self.api_url, connection, event.phone, event.text or "",
+                    event.buttons, event.idempotency_key, timeout_s)
             else:
                 accepted = await gupshup_api.send_text(
                     deps.http, self.api_url, connection, event.phone, event.text or "", timeout_s)

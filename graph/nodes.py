@@ -12,6 +12,7 @@ turn count, the summary) is done by the expert that ends the turn, not by a node
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 from typing import Literal
 
 from langgraph.graph import END, START, StateGraph
@@ -22,6 +23,7 @@ from graph import intents, replies
 from graph.experts import Experts
 from graph.spans import traced
 from graph.state import TOOL_KEYS, ConversationState, ToolDeps, TurnContext
+from storage import holds
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,8 @@ class Nodes:
     async def _expert(self, name, agent, state: ConversationState, runtime: Runtime[TurnContext]) -> dict:
         deps = self._deps(state, runtime)
         out = await self.experts.run(agent, _prompt(state), deps)
+        if name == "appointment":
+            await _release_declined_holds(state, deps, out.done, runtime.context)
         # Only the keys a tool changed: every written channel costs LangGraph work and checkpoint space.
         changed = {k: v for k, v in deps.state.items() if v != state.get(k)}
         update = {**changed, "bookings": deps.bookings,
@@ -149,6 +153,23 @@ class Nodes:
     def _deps(state: ConversationState, runtime: Runtime[TurnContext]) -> ToolDeps:
         return ToolDeps(ctx=runtime.context, state={k: state.get(k) for k in TOOL_KEYS},
                         summary=state.get("summary", ""), bookings=state.get("bookings", 0))
+
+
+async def _release_declined_holds(state: ConversationState, deps: ToolDeps, done: bool,
+                                  ctx: TurnContext) -> None:
+    """Held slots end when the task does, and at a "no" the slots declined are let go (a new
+    offer in the same turn keeps only the slots it did not offer before)."""
+    declined = (any(intents.says_no(intents.normalize(t)) for t in state.get("texts", []))
+                and all(a["action"] == "slots_proposed" for a in deps.actions))  # "no sé, la 1" picks
+    if not (done or (declined and state.get("proposed_slots"))):
+        return
+    before = {(s["staff_id"], s["starts_at"]) for s in state.get("proposed_slots") or []}
+    duration = timedelta(minutes=(deps.state.get("service") or {}).get("duration_minutes") or 0)
+    keep = [] if done else [(s["staff_id"], datetime.fromisoformat(s["starts_at"]))
+                            for s in deps.state.get("proposed_slots") or []
+                            if (s["staff_id"], s["starts_at"]) not in before]
+    await holds.hold(ctx.deps.redis, ctx.turn.org, ctx.turn.chat, [(st, a, a + duration) for st, a in keep],
+                     now_ms=ctx.deps.now_ms(), ttl_ms=ctx.deps.settings.slot_hold_min * 60_000)
 
 
 def _prompt(state: ConversationState) -> str:

@@ -18,7 +18,7 @@ from graph import intents, replies, timeparse
 from graph.state import ToolDeps
 from ops import metrics
 from ops.logs import bound
-from storage import appointments, catalog, chats
+from storage import appointments, catalog, chats, holds, reminders
 
 log = logging.getLogger(__name__)
 Ctx = RunContext[ToolDeps]
@@ -138,17 +138,14 @@ async def check_availability(ctx: Ctx, service: str | None = None, when: str | N
     chosen = await catalog.get_service(pool, org, d.state["service"]["id"])
     settings = t.deps.settings
     not_before = t.now + timedelta(minutes=settings.booking_lead_min)
-    slots = await appointments.availability(pool, org=org, service=chosen, tz=t.org.tz, days=window.days,
-                                   time_from=window.time_from, time_to=window.time_to,
-                                   not_before=not_before, prefer=window.prefer,
-                                   step_min=settings.slot_step_min)
+    slots = await _free_held(t, chosen, days=window.days, time_from=window.time_from,
+                             time_to=window.time_to, not_before=not_before, prefer=window.prefer)
     note = None
     if not slots:
         # Nothing in the asked window: offer the next week rather than a dead end.
         days = [max(window.days) + timedelta(days=i + 1) for i in range(7)]
-        slots = await appointments.availability(pool, org=org, service=chosen, tz=t.org.tz, days=days,
-                                       time_from=window.time_from, time_to=window.time_to,
-                                       not_before=not_before, step_min=settings.slot_step_min)
+        slots = await _free_held(t, chosen, days=days, time_from=window.time_from,
+                                 time_to=window.time_to, not_before=not_before)
         note = "sin_cupo_en_lo_pedido"
     d.state["proposed_slots"] = [_slot_view(s, t.org.tz) for s in slots]
     d.state["chosen_slot"] = None
@@ -156,6 +153,36 @@ async def check_availability(ctx: Ctx, service: str | None = None, when: str | N
                  duration_minutes=chosen.duration_minutes, window=window_text or None,
                  changed_from=changed_from, note=note,
                  slots=[{"n": i + 1, "label": s["label"]} for i, s in enumerate(d.state["proposed_slots"])])
+
+
+async def _free_held(t, service: catalog.Service, **window) -> list[appointments.Slot]:
+    """Free slots that no other chat holds, now held for this chat (SLOT_HOLD_MIN). Two chats
+    racing for one slot: the hold script gives it to one; the other's offer drops it."""
+    pool, org, redis, chat = t.deps.pool, t.org.id, t.deps.redis, t.turn.chat
+    for _ in range(2):
+        held = await holds.held_by_others(redis, org, chat, now_ms=t.deps.now_ms())
+        slots = await appointments.availability(pool, org=org, service=service, tz=t.org.tz, held=held,
+                                                step_min=t.deps.settings.slot_step_min, **window)
+        got = await _hold(t, [(s.staff_id, s.starts_at, s.ends_at) for s in slots])
+        if all(got):
+            return slots
+    return [s for s, ok in zip(slots, got) if ok]
+
+
+async def _hold(t, slots: list[holds.Held]) -> list[bool]:
+    return await holds.hold(t.deps.redis, t.org.id, t.turn.chat, slots, now_ms=t.deps.now_ms(),
+                            ttl_ms=t.deps.settings.slot_hold_min * 60_000)
+
+
+async def _hold_chosen(t, chosen: dict, duration_min: int) -> bool:
+    """Hold the picked slot alone (the other offers are let go); False if another chat has it."""
+    start = datetime.fromisoformat(chosen["starts_at"])
+    return (await _hold(t, [(chosen["staff_id"], start, start + timedelta(minutes=duration_min))]))[0]
+
+
+async def _plan_reminders(t, appointment_id: str, change: reminders.Change) -> None:
+    """The confirmation now, the reminders later (a move re-plans them, a cancel drops them)."""
+    await reminders.plan(t.deps.redis, t.deps.pool, t.org.id, appointment_id, change, t.deps.now_ms())
 
 
 def _slot_view(slot: appointments.Slot, tz) -> dict:
@@ -189,22 +216,25 @@ async def book_appointment(ctx: Ctx, slot: int, customer_name: str | None = None
     d.state["cancel_pending"] = None
     chosen = _proposed(d, slot)
     name = (customer_name or "").strip() or d.state.get("contact_name")
-    if not name:
+    service = await catalog.get_service(t.deps.pool, t.org.id, d.state["service"]["id"])
+    held = await _hold_chosen(t, chosen, service.duration_minutes)
+    if held and not name:
         d.state["chosen_slot"] = slot
         return d.act("name_needed", slot=chosen["label"])
-    service = await catalog.get_service(t.deps.pool, t.org.id, d.state["service"]["id"])
     d.bookings += 1
     key = f"{t.turn.turn_id}:{d.bookings}"
-    booked = await appointments.book(t.deps.pool, org=t.org.id, contact_id=t.turn.contact_id, service=service,
+    booked = held and await appointments.book(t.deps.pool, org=t.org.id, contact_id=t.turn.contact_id, service=service,
                             starts_at=datetime.fromisoformat(chosen["starts_at"]), idempotency_key=key,
                             preferred_staff=chosen["staff_id"],
                             contact_name=name if customer_name else None)
-    if booked is None:
+    if not booked:
         taken = chosen["label"]
         await check_availability.__wrapped__(ctx)  # fresh alternatives for the same service and window
         return d.act("slot_taken", slot=taken,
                      alternatives=[{"n": i + 1, "label": s["label"]}
                                    for i, s in enumerate(d.state["proposed_slots"])])
+    await holds.release(t.deps.redis, t.org.id, t.turn.chat)
+    await _plan_reminders(t, booked.id, "booked")
     d.state.update(contact_name=name, proposed_slots=[], chosen_slot=None, window=None)
     return d.act("booked", service=booked.service_name, when=replies.when(booked.starts_at, t.org.tz),
                  staff=booked.staff_name, price=d.state["service"]["price"], name=name)
@@ -266,6 +296,7 @@ async def cancel_appointment(ctx: Ctx, appointment: int, confirmed: bool = False
     cancelled = await appointments.cancel(t.deps.pool, t.org.id, t.turn.contact_id, listed["id"])
     if cancelled is None:
         raise ModelRetry("esa cita no se puede cancelar (no existe o ya pasó); vuelve a listar")
+    await _plan_reminders(t, cancelled.id, "cancelled")
     d.state.update(appointments=[], purpose=None)
     return d.act("cancelled", service=cancelled.service_name,
                  when=replies.when(cancelled.starts_at, t.org.tz))
@@ -278,19 +309,23 @@ async def reschedule_appointment(ctx: Ctx, appointment: int, slot: int) -> dict:
     d.state["cancel_pending"] = None
     listed = _listed(d, appointment)
     chosen = _proposed(d, slot)
-    try:
-        moved = await appointments.reschedule(t.deps.pool, org=t.org.id, contact_id=t.turn.contact_id,
-                                     appointment_id=listed["id"],
-                                     starts_at=datetime.fromisoformat(chosen["starts_at"]),
-                                     preferred_staff=chosen["staff_id"])
-    except appointments.NotYours as exc:
-        raise ModelRetry(str(exc)) from None
+    moved = None
+    if await _hold_chosen(t, chosen, d.state["service"]["duration_minutes"]):
+        try:
+            moved = await appointments.reschedule(t.deps.pool, org=t.org.id, contact_id=t.turn.contact_id,
+                                                  appointment_id=listed["id"],
+                                                  starts_at=datetime.fromisoformat(chosen["starts_at"]),
+                                                  preferred_staff=chosen["staff_id"])
+        except appointments.NotYours as exc:
+            raise ModelRetry(str(exc)) from None
     if moved is None:
         taken = chosen["label"]
         await check_availability.__wrapped__(ctx)
         return d.act("slot_taken", slot=taken,
                      alternatives=[{"n": i + 1, "label": s["label"]}
                                    for i, s in enumerate(d.state["proposed_slots"])])
+    await holds.release(t.deps.redis, t.org.id, t.turn.chat)
+    await _plan_reminders(t, moved.id, "rescheduled")
     d.state.update(appointments=[], purpose=None, reschedule_of=None, proposed_slots=[], window=None)
     return d.act("rescheduled", service=moved.service_name, when=replies.when(moved.starts_at, t.org.tz))
 

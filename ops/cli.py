@@ -1,6 +1,6 @@
 """The `skytide` command and the composition root: the only place that wires every layer.
 
-skytide run [--roles ingress,enrich,batcher,agent,sender]
+skytide run [--roles ingress,enrich,batcher,agent,sender,scheduler]
 skytide migrate | seed-demo | org add|set ... | bot pause|resume ... | dlq list|show|replay ...
 skytide catalog import FILE --org ID | catalog export --org ID
 skytide bench
@@ -104,6 +104,7 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
     """
     from consumers.agent import AgentStage
     from consumers.batcher import Batcher
+    from consumers.scheduler import Scheduler
     from consumers.enrich import EnrichStage
     from consumers.runtime import StageWorker
     from consumers.sender import SenderStage
@@ -150,6 +151,8 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
             system.tasks.append(asyncio.create_task(worker.run(stop), name=worker.group))
         if "batcher" in roles:
             system.tasks.append(asyncio.create_task(Batcher(deps).run(stop), name="batcher"))
+        if "scheduler" in roles:
+            system.tasks.append(asyncio.create_task(Scheduler(deps).run(stop), name="scheduler"))
         log.info("running roles %s (consumer %s) on %s", ",".join(roles), consumer, system.url)
         settle_heap()
         try:
@@ -310,6 +313,24 @@ async def cmd_catalog(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
 
+async def cmd_clock(settings: Settings, args: argparse.Namespace) -> int:
+    from storage.keys import DEV_CLOCK_OFFSET
+
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = (args.duration or "0s").strip()
+    if args.action == "advance" and (text[-1:] not in units or not text[:-1].replace(".", "", 1).isdigit()):
+        print(f"{text!r}: expected a duration like 90m, 23h or 2d", file=sys.stderr)
+        return 2
+    async with services(settings) as settings, open_deps(settings) as deps:
+        if args.action == "reset":
+            await deps.redis.delete(DEV_CLOCK_OFFSET)
+        elif args.action == "advance":
+            await deps.redis.incrby(DEV_CLOCK_OFFSET, int(float(text[:-1]) * units[text[-1]] * 1000))
+        offset_s = int(await deps.redis.get(DEV_CLOCK_OFFSET) or 0) / 1000
+        print(f"development clock: {offset_s / 3600:+.2f} h (processes with DEV_CLOCK=true follow it)")
+        return 0
+
+
 async def cmd_embed(settings: Settings, org: str | None) -> int:
     from graph.embeddings import backfill, build_embedder
     from storage.keys import ORG_REGISTRY
@@ -407,6 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--org", default=None)
         command.add_argument("--stage", default=None, choices=["enrich", "agent", "sender"])
     dlq.add_parser("show", help="show one dead letter").add_argument("ref", help="ORG/ENTRY_ID")
+    clock = sub.add_parser("clock", help="development: move the clock of DEV_CLOCK processes")
+    clock.add_argument("action", choices=["show", "advance", "reset"])
+    clock.add_argument("duration", nargs="?", help="for advance: 90m, 23h, 2d")
     embed = sub.add_parser("embed", help="embed catalogue entries for the hybrid search")
     embed.add_argument("--org", default=None, help="one organization (default: all)")
     sub.add_parser("bench", help="run the benchmarks (same as make bench)")
@@ -458,6 +482,8 @@ def _command(args: argparse.Namespace, settings: Settings) -> int:
         return run_async(cmd_catalog(settings, args))
     elif args.command == "bot":
         return run_async(cmd_bot(settings, args))
+    elif args.command == "clock":
+        return run_async(cmd_clock(settings, args))
     elif args.command == "embed":
         return run_async(cmd_embed(settings, args.org))
     elif args.command == "dlq":

@@ -249,3 +249,16 @@ def failure_code_label(code: int | None) -> str:
     if code is None:
         return "unknown"
     return str(code) if code in KNOWN_FAILURE_CODES else "other"
+# Confirmations and reminders (consumers/scheduler.py) and the answers to them.
+scheduled_jobs = Counter(
+    "skytide_scheduled_jobs_total",
+    "Scheduled jobs run, by organization, kind (confirmation, reminder) and outcome "
+    "(sent, skipped_cancelled, skipped_moved, skipped_opted_out, postponed_quiet, failed)",
+    ["org", "kind", "outcome"], registry=REGISTRY)
+reminders_sent = Counter(
+    "skytide_reminders_sent_total", "Reminders handed to the sender, by organization and form "
+    "(interactive inside the 24-hour window, template outside it)", ["org", "form"], registry=REGISTRY)
+reminder_answers = Counter(
+    "skytide_reminder_answers_total", "Answers to a reminder's buttons, by organization and "
+    "answer (confirmed, cancel_asked, cancelled, reschedule_asked, rescheduled)",
+    ["org", "answer"], registry=REGISTRY)

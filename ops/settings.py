@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
-ALL_ROLES = ("ingress", "enrich", "batcher", "agent", "sender")
+ALL_ROLES = ("ingress", "enrich", "batcher", "agent", "sender", "scheduler")
 
 
 
@@ -64,6 +64,13 @@ class Settings(BaseSettings):
     checkpoint_ttl_min: int = 60 * 24 * 30  # conversation state kept 30 days after the last turn
     slot_step_min: int = 30  # granularity of the start times offered
     booking_lead_min: int = 60  # no slot starts sooner than this from now
+    # Confirmations and reminders (consumers/scheduler.py).
+    scheduler_tick_s: float = 1.0
+    job_lease_s: float = 60.0  # a claimed job not acknowledged by then goes to another worker
+    job_batch: int = 50  # jobs claimed at once per organization
+    # Development: the process clock follows `skytide clock advance` (see consumers/scheduler).
+    dev_clock: bool = False
+    slot_hold_min: int = 10  # a proposed or picked slot is not offered to another chat meanwhile
 
     # Media.
     media_dir: Path = PROJECT_DIR / ".data" / "media"

@@ -104,6 +104,9 @@ class OutboundMessage(BaseModel):
     more_texts: list[str] = Field(default_factory=list)
     template_id: str | None = None
     template_params: list[str] = Field(default_factory=list)
+    # Quick-reply buttons (at most 3, 20 characters each) under the text: a Gupshup interactive
+    # message inside the window. A template carries its own buttons.
+    buttons: list[str] = Field(default_factory=list)
     turn_id: str | None = None
     purpose: str = "reply"  # reply, escalation, opt_out_confirmation, ...
     # Checked again just before sending: a reply produced after a person took the chat is dropped.

@@ -113,3 +113,41 @@ def send_cooldown(org: str) -> str:
 # Marks the oldest end of a `recent` list rebuilt from PostgreSQL: the list then holds the whole
 # chat, so a short list is complete rather than a cache that lost its older entries.
 RECENT_START = "__start__"
+
+
+# Held slots (storage/holds.py).
+def holds(org: str) -> str:
+    """ZSET of held slots, member "staff|start_ms|end_ms|chat", scored by when the hold expires."""
+    return f"{{{org}}}:holds"
+
+
+# Scheduled jobs (storage/jobs.py): confirmations and reminders.
+JOB_ORGS = "skytide:jobs:orgs"  # ZSET of organizations scored by their next due job (ms)
+
+
+def jobs_due(org: str) -> str:
+    """ZSET of job ids scored by when they are due (ms)."""
+    return f"{{{org}}}:jobs:due"
+
+
+def jobs_running(org: str) -> str:
+    """ZSET of claimed job ids scored by when their lease ends (ms): then another worker takes them."""
+    return f"{{{org}}}:jobs:running"
+
+
+def jobs_data(org: str) -> str:
+    """HASH job id -> the job's JSON."""
+    return f"{{{org}}}:jobs:data"
+
+
+def appointment_jobs(org: str, appointment_id: str) -> str:
+    """SET of the job ids planned for one appointment (a cancel or a move drops them)."""
+    return f"{{{org}}}:jobs:appt:{appointment_id}"
+
+
+def reminded(org: str, phone: str) -> str:
+    """The appointment a contact was last reminded of: a button answer refers to it."""
+    return f"{{{org}}}:reminded:{phone}"
+
+
+DEV_CLOCK_OFFSET = "skytide:dev:clock-offset-ms"  # development only: `skytide clock advance`

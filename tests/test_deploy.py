@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
 SERVICES = COMPOSE["services"]
-APP = {"migrate", "ingress", "enrich", "batcher", "agent", "sender"}
+APP = {"migrate", "ingress", "enrich", "batcher", "agent", "sender", "scheduler"}
 WORKERS = APP - {"migrate", "ingress"}
 # Variables compose.yaml itself reads (${...}); every other one is an app setting.
 COMPOSE_ONLY = {"POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "HTTP_PUBLISH", "PROMETHEUS_PUBLISH",

@@ -1,0 +1,161 @@
+"""scheduler: runs due confirmations and reminders (storage/jobs.py) by putting a message on the
+organization's outbound stream, so the sender's rules apply (pacing, window, opt-out, dedupe).
+
+Any number of schedulers can run: a claim is atomic and leased, an unacknowledged job goes to
+another worker when its lease ends, and the message's idempotency key is the job's, so a job run
+twice still sends once. The clock is Deps.clock; in development `skytide clock advance` moves it
+(DEV_CLOCK), so a reminder due tomorrow can be seen today.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+from graph import replies
+from ops import metrics
+from ops.deps import Deps
+from storage import jobs, keys, org_settings, reminders, streams
+from storage.catalog import org_profile
+from storage.events import OutboundMessage
+
+log = logging.getLogger(__name__)
+
+
+class OffsetClock:
+    """time.time plus a development offset read from Redis (`skytide clock advance`)."""
+
+    def __init__(self) -> None:
+        self.offset_ms = 0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset_ms / 1000
+
+
+class Scheduler:
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+        self.dev_clock: OffsetClock | None = None
+        if deps.settings.dev_clock:
+            self.dev_clock = OffsetClock()
+            deps.clock = self.dev_clock  # the whole process (agent, sender) sees the same time
+
+    async def tick(self) -> int:
+        deps, s = self.deps, self.deps.settings
+        if self.dev_clock is not None:
+            self.dev_clock.offset_ms = int(await deps.redis.get(keys.DEV_CLOCK_OFFSET) or 0)
+        ran = 0
+        for org in await jobs.due_orgs(deps.redis, deps.now_ms()):
+            claimed = await jobs.claim(deps.redis, org, now_ms=deps.now_ms(),
+                                       lease_ms=int(s.job_lease_s * 1000), limit=s.job_batch)
+            for job in claimed:
+                try:
+                    await self.run_job(org, job)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # the lease ends and a worker tries again
+                    metrics.scheduled_jobs.labels(org, job.data.get("kind", "?"), "failed").inc()
+                    log.exception("job %s of %s failed; retried after its lease", job.id, org)
+                ran += 1
+            await jobs.refresh_org(deps.redis, org)
+        return ran
+
+    async def run_job(self, org: str, job: jobs.Job) -> None:
+        kind = job.data.get("kind", "?")
+        outcome = await self._effect(org, job)
+        if outcome.startswith("postponed:"):
+            await jobs.postpone(self.deps.redis, org, job, int(outcome.split(":")[1]))
+            outcome = "postponed_quiet"
+        else:
+            await jobs.ack(self.deps.redis, org, job)
+        metrics.scheduled_jobs.labels(org, kind, outcome).inc()
+        log.info("job %s of %s: %s", job.id, org, outcome)
+
+    async def _effect(self, org: str, job: jobs.Job) -> str:
+        deps, data = self.deps, job.data
+        appt = await reminders.due_appointment(deps.pool, org, data["appointment_id"])
+        profile = await org_profile(deps.pool, org)
+        if appt is None or profile is None:
+            return "skipped_cancelled"
+        if data["kind"] == "reminder":
+            if appt.status != "confirmed":
+                return "skipped_cancelled"
+            if int(appt.starts_at.timestamp() * 1000) != data["starts_ms"]:
+                return "skipped_moved"
+            if deps.now_ms() >= data.get("stale_ms", data["starts_ms"]):
+                return "skipped_stale"
+        if appt.opted_out:
+            return "skipped_opted_out"
+        tz = ZoneInfo(profile.timezone)
+        now = datetime.fromtimestamp(deps.clock(), tz)
+        if data["kind"] == "reminder":
+            quiet = org_settings.quiet_hours(profile.settings)
+            if quiet and quiet.contains(now.time().replace(tzinfo=None)):
+                later = _end_of_quiet(now, quiet.end)
+                if later >= appt.starts_at:
+                    return "skipped_quiet"
+                return f"postponed:{int(later.timestamp() * 1000)}"
+        message = self._message(org, job, appt, profile.settings, tz, now)
+        await streams.publish(deps.redis, message, "outbound")
+        if data["kind"] == "reminder":
+            await reminders.remember_reminded(deps.redis, org, appt.phone, appt.id,
+                                              int((appt.starts_at - now).total_seconds()) + 86400)
+            metrics.reminders_sent.labels(org, "template" if message.template_id else "interactive").inc()
+        return "sent"
+
+    def _message(self, org: str, job: jobs.Job, appt: reminders.Due, settings: dict, tz: ZoneInfo,
+                 now: datetime) -> OutboundMessage:
+        local = appt.starts_at.astimezone(tz)
+        date, clock = replies.day(local), replies.clock(local)
+        address = settings.get("address") or ""
+        base = {"org": org, "phone": appt.phone, "idempotency_key": f"job:{job.id}",
+                "purpose": job.data["kind"], "requires_bot_enabled": False}
+        if job.data["kind"] == "confirmation":
+            return OutboundMessage(text=confirmation_text(job.data["change"], appt.service_name, date,
+                                                          clock, address), **base)
+        window_open = (appt.last_inbound_at is not None and
+                       now - appt.last_inbound_at < timedelta(hours=self.deps.settings.window_hours)
+                       - timedelta(seconds=self.deps.settings.window_margin_s))
+        template_id = settings.get("reminder_template_id")
+        if not window_open and template_id:
+            return OutboundMessage(template_id=template_id,
+                                   template_params=[appt.service_name, date, clock, address], **base)
+        text = (f"⏰ Te recordamos tu cita de {appt.service_name} el {date} a las {clock}"
+                + (f" en {address}" if address else "") + ". ¿Nos confirmas tu asistencia?")
+        return OutboundMessage(text=text, buttons=list(reminders.BUTTONS), **base)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        tick_s = self.deps.settings.scheduler_tick_s
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("scheduler tick failed; trying again")
+                await asyncio.sleep(1)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=tick_s)
+            except asyncio.TimeoutError:
+                pass
+
+
+def confirmation_text(change: str, service: str, date: str, clock: str, address: str) -> str:
+    where = f"\n📍 {address}" if address else ""
+    if change == "cancelled":
+        return f"❌ Cita cancelada: {service}, {date}, {clock}. Si quieres, agendamos otra cuando gustes."
+    title = "Cita reprogramada" if change == "rescheduled" else "Cita confirmada"
+    return (f"✅ {title}: {service}\n📅 {date}\n🕒 {clock}{where}\n"
+            "Te enviaremos un recordatorio antes de tu cita.")
+
+
+def _end_of_quiet(now: datetime, end) -> datetime:
+    candidate = now.replace(hour=end.hour, minute=end.minute, second=0, microsecond=0)
+    return candidate if candidate > now else candidate + timedelta(days=1)
+
+
+def utc_ms(moment: datetime) -> int:
+    return int(moment.astimezone(timezone.utc).timestamp() * 1000)

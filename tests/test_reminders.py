@@ -1,0 +1,187 @@
+"""Confirmations and reminders on a controllable clock: planned at booking, moved by a
+reschedule, dropped by a cancel, sent once however many schedulers run, never to an opted-out
+contact, held back in quiet hours; through the outbound stream, so the sender's rules apply."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date, datetime, timedelta
+
+import pytest
+
+from consumers.scheduler import Scheduler
+from storage import appointments, catalog, chats, consent, events, jobs, keys, org_settings, reminders
+from storage.seed import seed_demo
+from tests.graph_helpers import BOGOTA, NOW
+
+
+class Clock:
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> float:
+        return self.at.timestamp()
+
+    def ms(self) -> int:
+        return int(self.at.timestamp() * 1000)
+
+
+@pytest.fixture
+async def clock(deps):
+    deps.clock = Clock(NOW)
+    return deps.clock
+
+
+@pytest.fixture
+async def clinic(deps, clock):
+    return await seed_demo(deps.pool, today=date(2027, 3, 1))
+
+
+async def outbound(deps, org) -> list[events.OutboundMessage]:
+    entries = await deps.redis.xrange(keys.stream(org, "outbound"))
+    return [events.decode(fields) for _, fields in entries]
+
+
+async def book(deps, org, clock, start: datetime, phone="573001112233", key="t:1", inbound=True):
+    identity = await chats.upsert_identity(deps.pool, org, phone, "Ana")
+    if inbound:  # the customer wrote just now: the 24-hour window is open
+        await deps.pool.execute("update chat_identities set last_inbound_at = $2 where id = $1::uuid",
+                                identity.id, clock.at)
+    facial = await catalog.find_service(deps.pool, org, "limpieza facial")
+    appt = await appointments.book(deps.pool, org=org, contact_id=identity.contact_id, service=facial,
+                                   starts_at=start, idempotency_key=key)
+    await reminders.plan(deps.redis, deps.pool, org, appt.id, "booked", clock.ms())
+    return identity, appt
+
+
+THURSDAY_3PM = datetime(2027, 3, 4, 15, 0, tzinfo=BOGOTA)
+
+
+async def test_confirmation_then_the_reminders_at_their_offsets(deps, clinic, clock):
+    scheduler = Scheduler(deps)
+    await book(deps, clinic, clock, THURSDAY_3PM)
+    await scheduler.tick()
+    [confirmation] = await outbound(deps, clinic)
+    assert confirmation.purpose == "confirmation" and "Cita confirmada: Limpieza facial" in confirmation.text
+    assert "jueves 4 de marzo" in confirmation.text and "3:00 p. m." in confirmation.text
+    assert "Calle 93 # 12-45" in confirmation.text
+    await scheduler.tick()
+    assert len(await outbound(deps, clinic)) == 1  # nothing else is due yet
+    clock.at = THURSDAY_3PM - timedelta(hours=24, seconds=1)
+    await scheduler.tick()
+    assert len(await outbound(deps, clinic)) == 1  # one second early
+    clock.at = THURSDAY_3PM - timedelta(hours=24)
+    await scheduler.tick()
+    reminder = (await outbound(deps, clinic))[-1]
+    assert reminder.purpose == "reminder" and reminder.buttons == ["Confirmar", "Reprogramar", "Cancelar"]
+    assert "Limpieza facial el jueves 4 de marzo a las 3:00 p. m. en Calle 93" in reminder.text
+    # Two hours before, the window (opened 29 hours earlier) is closed: the approved template.
+    clock.at = THURSDAY_3PM - timedelta(hours=2)
+    await scheduler.tick()
+    late = (await outbound(deps, clinic))[-1]
+    assert late.template_id == "demo-reminder-template" and late.text is None
+    assert late.template_params == ["Limpieza facial", "jueves 4 de marzo", "3:00 p. m.",
+                                    "Calle 93 # 12-45, Chicó, Bogotá"]
+    assert await jobs.pending(deps.redis, clinic) == []
+    assert await deps.redis.zcard(keys.JOB_ORGS) == 0  # an idle tenant costs the scheduler nothing
+
+
+async def test_a_reschedule_moves_the_reminders_and_a_cancel_removes_them(deps, clinic, clock):
+    identity, appt = await book(deps, clinic, clock, THURSDAY_3PM)
+    due = sorted(j.due_ms for j in await jobs.pending(deps.redis, clinic))
+    assert due == [clock.ms(), int((THURSDAY_3PM - timedelta(hours=24)).timestamp() * 1000),
+                   int((THURSDAY_3PM - timedelta(hours=2)).timestamp() * 1000)]
+    friday = THURSDAY_3PM + timedelta(days=1)
+    await appointments.reschedule(deps.pool, org=clinic, contact_id=identity.contact_id,
+                                  appointment_id=appt.id, starts_at=friday)
+    await reminders.plan(deps.redis, deps.pool, clinic, appt.id, "rescheduled", clock.ms())
+    kinds = sorted((j.data["kind"], j.due_ms) for j in await jobs.pending(deps.redis, clinic))
+    assert kinds == [("confirmation", clock.ms()),
+                     ("reminder", int((friday - timedelta(hours=24)).timestamp() * 1000)),
+                     ("reminder", int((friday - timedelta(hours=2)).timestamp() * 1000))]
+    await appointments.cancel(deps.pool, clinic, identity.contact_id, appt.id)
+    await reminders.plan(deps.redis, deps.pool, clinic, appt.id, "cancelled", clock.ms())
+    [job] = await jobs.pending(deps.redis, clinic)
+    assert job.data["change"] == "cancelled"
+    clock.at = friday
+    await Scheduler(deps).tick()
+    [message] = await outbound(deps, clinic)
+    assert message.text.startswith("❌ Cita cancelada: Limpieza facial")
+
+
+async def test_a_job_left_over_from_before_a_move_sends_nothing(deps, clinic, clock):
+    identity, appt = await book(deps, clinic, clock, THURSDAY_3PM)
+    [old] = [j for j in await jobs.pending(deps.redis, clinic) if j.data.get("offset_h") == 24]
+    await appointments.reschedule(deps.pool, org=clinic, contact_id=identity.contact_id,
+                                  appointment_id=appt.id, starts_at=THURSDAY_3PM + timedelta(days=1))
+    # A worker claimed the old reminder before the move re-planned it: it must not go out.
+    await Scheduler(deps).run_job(clinic, old)
+    assert [m.purpose for m in await outbound(deps, clinic)] == []
+
+
+async def test_two_workers_never_send_one_reminder_twice(deps, clinic, clock):
+    friday = datetime(2027, 3, 5, 8, 0, tzinfo=BOGOTA)
+    for i in range(10):  # Friday 8:00 to 17:00
+        await book(deps, clinic, clock, friday + timedelta(hours=i), phone=f"57300000{i:04d}", key=f"t:{i}")
+    workers = [Scheduler(deps) for _ in range(3)]
+    await asyncio.gather(*(w.tick() for w in workers * 2))
+    assert [m.purpose for m in await outbound(deps, clinic)] == ["confirmation"] * 10
+    clock.at = friday + timedelta(hours=9) - timedelta(hours=24)  # every 24 h reminder is due
+    await asyncio.gather(*(w.tick() for w in workers * 2))
+    sent = await outbound(deps, clinic)
+    assert [m.purpose for m in sent] == ["confirmation"] * 10 + ["reminder"] * 10
+    assert len({m.idempotency_key for m in sent}) == 20 and len({m.phone for m in sent[10:]}) == 10
+
+
+async def test_a_late_scheduler_sends_only_the_latest_reminder(deps, clinic, clock):
+    await book(deps, clinic, clock, THURSDAY_3PM)
+    clock.at = THURSDAY_3PM - timedelta(hours=1)  # the scheduler was down since yesterday
+    await Scheduler(deps).tick()
+    assert [m.purpose for m in await outbound(deps, clinic)] == ["confirmation", "reminder"]
+    clock.at = THURSDAY_3PM + timedelta(hours=2)
+    await book(deps, clinic, clock, THURSDAY_3PM + timedelta(days=7), key="t:2")
+    await reminders.plan(deps.redis, deps.pool, clinic,
+                         await deps.pool.fetchval("select id::text from appointments where idempotency_key = 't:2'"),
+                         "booked", clock.ms())
+    clock.at = THURSDAY_3PM + timedelta(days=8)  # down for longer than the appointment: nothing late
+    await Scheduler(deps).tick()
+    assert [m.purpose for m in await outbound(deps, clinic)] == ["confirmation", "reminder", "confirmation"]
+
+
+async def test_a_worker_killed_mid_job_leaves_it_to_another(deps, clinic, clock):
+    await book(deps, clinic, clock, THURSDAY_3PM)
+    lease_ms = int(deps.settings.job_lease_s * 1000)
+    # A worker claims the confirmation and dies before running it.
+    [claimed] = await jobs.claim(deps.redis, clinic, now_ms=clock.ms(), lease_ms=lease_ms, limit=10)
+    await Scheduler(deps).tick()
+    assert await outbound(deps, clinic) == []  # still leased to the dead worker
+    clock.at = NOW + timedelta(milliseconds=lease_ms + 1)
+    await Scheduler(deps).tick()
+    [message] = await outbound(deps, clinic)
+    assert message.idempotency_key == f"job:{claimed.id}"
+
+
+async def test_an_opted_out_contact_gets_no_reminder(deps, clinic, clock):
+    identity, _ = await book(deps, clinic, clock, THURSDAY_3PM)
+    await consent.record(deps.pool, org=clinic, contact_id=identity.contact_id, status="opted_out",
+                         source="keyword")
+    clock.at = THURSDAY_3PM - timedelta(hours=1)
+    await Scheduler(deps).tick()
+    assert await outbound(deps, clinic) == []
+    assert await jobs.pending(deps.redis, clinic) == []  # acknowledged, not retried
+
+
+async def test_quiet_hours_hold_a_reminder_until_morning(deps, clinic, clock):
+    monday_8am = datetime(2027, 3, 8, 8, 0, tzinfo=BOGOTA)
+    await org_settings.update(deps.pool, clinic, {"reminder_offsets_h": [12]})
+    await book(deps, clinic, clock, monday_8am)  # the reminder is due Sunday 20:00
+    await org_settings.update(deps.pool, clinic, {"quiet_hours": "19:00-07:00"})
+    clock.at = monday_8am - timedelta(hours=12)
+    scheduler = Scheduler(deps)
+    await scheduler.tick()
+    assert [m.purpose for m in await outbound(deps, clinic)] == ["confirmation"]
+    [held] = await jobs.pending(deps.redis, clinic)
+    assert held.due_ms == int(datetime(2027, 3, 8, 7, 0, tzinfo=BOGOTA).timestamp() * 1000)
+    clock.at = datetime(2027, 3, 8, 7, 0, tzinfo=BOGOTA)
+    await scheduler.tick()
+    assert [m.purpose for m in await outbound(deps, clinic)] == ["confirmation", "reminder"]
