@@ -26,6 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from consumers.acks import Acker
 from ops import metrics
+from ops.outages import Outages, dependency_of
 from storage import dead_letters, keys
 from storage.events import BadEvent, StreamEvent, chat_key, decode
 
@@ -38,6 +39,10 @@ class Retry(Exception):
 
 class Poison(Exception):
     """The entry can never succeed: it goes to the dead-letter stream at once."""
+
+
+class HandlerTimeout(Exception):
+    """The handler ran past the stage's time limit (HANDLER_TIMEOUT_S): tried again."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,8 @@ class StageConfig:
     org_refresh_s: float = 2.0
     dead_letter_max_entries: int = 10_000
     dead_letter_retention_days: float = 14.0
+    handler_timeout_s: float = 180.0
+    dependency_outage_max_s: float = 900.0
 
 
 @dataclass
@@ -93,8 +100,12 @@ async def ensure_group(redis: aioredis.Redis, stream: str, group: str) -> None:
 class StageWorker:
     def __init__(self, redis: aioredis.Redis, config: StageConfig, handler: Handler,
                  consumer: str,
-                 on_dead_letter: Callable[[StreamEvent], Awaitable[None]] | None = None) -> None:
+                 on_dead_letter: Callable[[StreamEvent], Awaitable[None]] | None = None,
+                 outages: Outages | None = None) -> None:
         self.redis = redis
+        self.outages = outages  # shared by the process's stages: which dependencies are down
+        self._waiting_on: set[str] = set()  # dependencies this stage met down (slows its reads)
+        self._outage_pause_s = 0.0
         self.config = config
         self.handler = handler
         self.consumer = consumer
@@ -148,6 +159,8 @@ class StageWorker:
                 self._capacity.clear()
                 await _wait_any(self._capacity.wait(), stop.wait())
                 continue
+            if self._waiting_on:
+                await self._slow_down(stop)
             streams = self._streams()
             if not streams:
                 await _wait_any(stop.wait(), asyncio.sleep(self.config.org_refresh_s))
@@ -177,6 +190,16 @@ class StageWorker:
             for stream, entries in replies or []:
                 for entry_id, fields in entries:
                     self._dispatch(_Entry(stream, entry_id, fields, deliveries=1))
+
+    async def _slow_down(self, stop: asyncio.Event) -> None:
+        """While a dependency this stage met is down, pause between reads: entries read now
+        would only wait too. The entries in flight keep retrying on their own."""
+        self._waiting_on &= set(await self.outages.recheck()) if self.outages else set()
+        if not self._waiting_on:
+            self._outage_pause_s = 0.0
+            return
+        self._outage_pause_s = min(self.config.retry_max_s, max(0.25, self._outage_pause_s * 2))
+        await _wait_any(stop.wait(), asyncio.sleep(self._outage_pause_s))
 
     async def _housekeeping(self, stop: asyncio.Event) -> None:
         last_claim = 0.0
@@ -308,7 +331,12 @@ class StageWorker:
         self._capacity.set()
 
     async def _handle(self, entry: _Entry) -> bool:
-        """Handle one entry; True once it is settled (acknowledged or dead-lettered)."""
+        """Handle one entry; True once it is settled (acknowledged or dead-lettered).
+
+        A failure while a dependency is down is waited out (up to dependency_outage_max_s)
+        without using up the entry's attempts: only an entry that fails on its own, with its
+        dependencies answering, goes to the dead-letter stream after retry_attempts.
+        """
         started = time.monotonic()
         event = entry.event
         if event is None:
@@ -320,11 +348,11 @@ class StageWorker:
             await self._dead_letter(entry, None, f"the entry names organization {event.org!r}, "
                                     f"not the one of its stream {entry.stream}")
             return True
-        attempts = self.config.retry_attempts
-        for attempt in range(1, attempts + 1):
+        attempt, outage_tries, outage_since, waited_on = 1, 0, 0.0, None
+        while True:
             delivery = Delivery(entry.stream, entry.entry_id, entry.deliveries, attempt)
             try:
-                outcome = await self.handler(event, delivery)
+                outcome = await self._call(event, delivery)
             except asyncio.CancelledError:
                 raise
             except Poison as exc:
@@ -332,7 +360,24 @@ class StageWorker:
                 return True
             except Exception as exc:  # noqa: BLE001 - the loop boundary: every failure is retried
                 reason = f"{type(exc).__name__}: {exc}"
-                if attempt == attempts:
+                dependency = await self._dependency_down(exc, reason)
+                if dependency is not None:
+                    waited_on = dependency
+                    outage_since = outage_since or time.monotonic()
+                    waited_s = time.monotonic() - outage_since
+                    if waited_s >= self.config.dependency_outage_max_s:
+                        await self._dead_letter(entry, event, (
+                            f"{dependency} was down for {waited_s:.0f}s "
+                            f"(DEPENDENCY_OUTAGE_MAX_S): {reason}"))
+                        return True
+                    outage_tries += 1
+                    metrics.outage_retries.labels(self.group, dependency).inc()
+                    self._outcome("waiting_for_dependency", entry, reason, attempt=attempt)
+                    if self._stopping:
+                        return False
+                    await asyncio.sleep(self._backoff_s(outage_tries))
+                    continue
+                if attempt >= self.config.retry_attempts:
                     log.error("%s: %s %s failed on its last attempt", self.group, entry.stream,
                               entry.entry_id, exc_info=not isinstance(exc, Retry))
                     await self._dead_letter(entry, event, reason)
@@ -342,13 +387,45 @@ class StageWorker:
                 if self._stopping:
                     return False  # left pending: handed back with the rest of its chat
                 await asyncio.sleep(self._backoff_s(attempt))
+                attempt += 1
                 continue
+            if waited_on and self.outages is not None:
+                self.outages.mark_up(waited_on)  # it answered this entry: it is back
             self.acker.ack(entry.stream, entry.entry_id)
             metrics.stage_seconds.labels(self.group).observe(time.monotonic() - started)
             metrics.stage_latency.labels(self.group).observe(_age_s(entry.entry_id))
             self._outcome(outcome or "acked", entry)
             return True
-        return False
+
+    async def _call(self, event: StreamEvent, delivery: Delivery) -> str | None:
+        """The handler, within the stage's time limit: a hung call is retried, not waited on."""
+        limit = asyncio.timeout(self.config.handler_timeout_s)
+        try:
+            async with limit:
+                return await self.handler(event, delivery)
+        except TimeoutError:
+            if not limit.expired():
+                raise  # a timeout inside the handler (a statement, a request): its own error
+            metrics.handler_timeouts.labels(self.group).inc()
+            raise HandlerTimeout(f"the handler ran longer than {self.config.handler_timeout_s}s "
+                                 "(HANDLER_TIMEOUT_S)") from None
+
+    async def _dependency_down(self, exc: Exception, reason: str) -> str | None:
+        """The dependency whose outage caused this failure, or None: the entry's own failure.
+
+        An exception that names no dependency (a timeout, a bug) is checked against the live
+        dependencies: if one of them does not answer now, the entry is not to blame.
+        """
+        dependency = dependency_of(exc)
+        if self.outages is None:
+            return dependency
+        if dependency is not None:
+            self.outages.mark_down(dependency, reason)
+        else:
+            dependency = await self.outages.failing()
+        if dependency is not None:
+            self._waiting_on.add(dependency)
+        return dependency
 
     def _backoff_s(self, attempt: int) -> float:
         base = min(self.config.retry_max_s, self.config.retry_base_s * 2 ** (attempt - 1))

@@ -11,8 +11,9 @@ import asyncio
 import logging
 
 from consumers import gupshup_api
-from consumers.runtime import Delivery, Poison, Retry
+from consumers.runtime import Delivery, Poison
 from ops import metrics, tracing
+from ops.outages import DependencyDown
 from ops.deps import Deps
 from storage import chats, memory, outbound, ratelimit, streams
 from storage.events import OutboundMessage, StreamEvent
@@ -136,11 +137,13 @@ class SenderStage:
             await outbound.clear_sending(deps.pool, row.id)
             metrics.dependency_errors.labels("gupshup", "retryable").inc()
             if exc.throttled:  # every sender of this number slows down, not just this one
+                # A Retry-After of an hour would silence the number: it is capped.
+                retry_after_s = min(exc.retry_after_s or 0, deps.settings.retry_after_max_s)
                 await ratelimit.cool_down(deps.redis, event.org,
-                                          int((exc.retry_after_s or 0) * 1000) or deps.settings.cooldown_ms)
-            if event.escalation and delivery.attempt >= deps.settings.retry_attempts:
-                await self._escalation_outcome(event, accepted=False)
-            raise Retry(str(exc)) from exc
+                                          int(retry_after_s * 1000) or deps.settings.cooldown_ms)
+            # Gupshup down or throttling is an outage, waited out by the runtime (in order: the
+            # chat's later replies wait behind this one), never a reason to dead-letter a reply.
+            raise DependencyDown("gupshup", str(exc)) from exc
         except gupshup_api.SendRejected as exc:
             await outbound.mark_failed(deps.pool, row.id, code=exc.status, reason=str(exc))
             metrics.dependency_errors.labels("gupshup", f"rejected_{exc.status}").inc()

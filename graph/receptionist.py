@@ -3,8 +3,9 @@
 The agent stage builds one Receptionist per process (build_receptionist) and calls run_turn
 under the chat's lease. The graph's state is checkpointed per chat (thread_id
 storage.keys.checkpoint_thread) so the flow, the chosen service and the offered slots survive
-a worker restart. A model failure never raises: the customer gets a short apology and the
-failure is logged and counted.
+a worker restart. A model that fails on the turn never raises: the customer gets a short apology, the
+failure is logged and counted; a model server that is down or throttling raises DependencyDown,
+so the turn waits for it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import asyncio
 import logging
 from datetime import datetime
 
-from pydantic_ai.exceptions import AgentRunError
+from pydantic_ai.exceptions import (AgentRunError, ModelConnectionError, ModelRateLimitError,
+                                    ModelServerError, ModelUnavailableError)
 
 from graph.embeddings import Embedder, build_embedder
 from graph.contract import EscalationRequest, TurnInput, TurnResult
@@ -23,12 +25,14 @@ from graph import nodes
 from graph.state import TurnContext
 from ops import metrics
 from ops.deps import Deps
+from ops.outages import DependencyDown
 from storage import catalog, chats, keys, memory
 
 log = logging.getLogger(__name__)
 
 RECURSION_LIMIT = 25
 EXPERT_NODES = ("knowledge", "appointment", "escalation")
+_MODEL_DOWN = (ModelConnectionError, ModelRateLimitError, ModelServerError, ModelUnavailableError)
 APOLOGY = ("Perdona, tuve un problema técnico y no pude procesar tu mensaje. ¿Me lo puedes "
            "repetir en un momento? 🙏")
 
@@ -63,6 +67,11 @@ class Receptionist:
                 # crash mid-turn loses only that turn's progress; the turn is redelivered and
                 # its booking keys make the replay safe.
                 state = await self.graph.ainvoke(turn_input, config, context=context, durability="exit")
+        except _MODEL_DOWN as exc:
+            # The model server is down or throttling: the turn waits for it (the runtime retries
+            # it without using up its attempts) instead of answering with an apology.
+            metrics.model_failures.labels(type(exc).__name__).inc()
+            raise DependencyDown("model", f"{type(exc).__name__}: {exc}") from exc
         except (AgentRunError, TimeoutError) as exc:
             reason = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
             metrics.model_failures.labels(reason).inc()

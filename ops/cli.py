@@ -60,7 +60,9 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
         stack.push_async_callback(redis.aclose)
         pool = await create_pool(settings.database_url,
                                  max_size=max(5, min(40, settings.stage_concurrency // 2)),
-                                 statement_cache_size=settings.database_statement_cache_size)
+                                 statement_cache_size=settings.database_statement_cache_size,
+                                 command_timeout_s=settings.database_command_timeout_s,
+                                 acquire_timeout_s=settings.database_acquire_timeout_s)
         stack.push_async_callback(pool.close)
         http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200))
         stack.push_async_callback(http.close)
@@ -78,7 +80,8 @@ def stage_config(settings: Settings, stage: str, stream: str):
         retry_base_s=s.retry_base_s, retry_max_s=s.retry_max_s,
         drain_timeout_s=s.drain_timeout_s, org_refresh_s=s.org_refresh_s,
         dead_letter_max_entries=s.dead_letter_max_entries,
-        dead_letter_retention_days=s.dead_letter_retention_days)
+        dead_letter_retention_days=s.dead_letter_retention_days,
+        handler_timeout_s=s.handler_timeout_s, dependency_outage_max_s=s.dependency_outage_max_s)
 
 
 @dataclass
@@ -133,7 +136,8 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
                 stack.push_async_callback(understander.aclose)  # runs after the workers stopped
             enrich = EnrichStage(deps, understander=understander)
             workers.append(StageWorker(deps.redis, stage_config(settings, "enrich", "inbound"),
-                                       enrich.handle, consumer, on_dead_letter=enrich.dead_lettered))
+                                       enrich.handle, consumer, on_dead_letter=enrich.dead_lettered,
+                                       outages=deps.outages))
         if "agent" in roles:
             saver = await stack.enter_async_context(
                 open_checkpointer(settings.redis_url, settings.checkpoint_ttl_min))
@@ -142,11 +146,11 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
                 stack.push_async_callback(receptionist.aclose)  # runs after the workers stopped
             agent = AgentStage(deps, receptionist)
             workers.append(StageWorker(deps.redis, stage_config(settings, "agent", "turns"),
-                                       agent.handle, consumer))
+                                       agent.handle, consumer, outages=deps.outages))
         if "sender" in roles:
             sender = SenderStage(deps, gupshup_api_url(settings))
             workers.append(StageWorker(deps.redis, stage_config(settings, "sender", "outbound"),
-                                       sender.handle, consumer))
+                                       sender.handle, consumer, outages=deps.outages))
         for worker in workers:
             system.tasks.append(asyncio.create_task(worker.run(stop), name=worker.group))
         if "batcher" in roles:

@@ -10,6 +10,7 @@ import aiohttp
 import asyncpg
 import redis.asyncio as aioredis
 
+from ops.outages import Outages
 from ops.settings import Settings
 
 
@@ -20,6 +21,12 @@ class Deps:
     pool: asyncpg.Pool
     http: aiohttp.ClientSession
     clock: Callable[[], float] = field(default=time.time)  # seconds since the epoch
+    outages: Outages = field(default_factory=Outages)  # which dependencies are down now
+
+    def __post_init__(self) -> None:
+        # How Outages tells "PostgreSQL is down" from "this entry fails" (ops/outages.py).
+        self.outages.add_probe("postgres", lambda: self.pool.fetchval("select 1"))
+        self.outages.add_probe("redis", self.redis.ping)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)

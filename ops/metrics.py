@@ -262,3 +262,16 @@ reminder_answers = Counter(
     "skytide_reminder_answers_total", "Answers to a reminder's buttons, by organization and "
     "answer (confirmed, cancel_asked, cancelled, reschedule_asked, rescheduled)",
     ["org", "answer"], registry=REGISTRY)
+
+# Outages (ops/outages.py): a dependency down is waited out, not blamed on the entry.
+dependency_outage = Gauge(
+    "skytide_dependency_outage", "1 while the stages wait out an outage of a dependency "
+    "(postgres, redis, gupshup, model), by dependency",
+    ["dependency"], registry=REGISTRY)
+outage_retries = Counter(
+    "skytide_outage_retries_total",
+    "Entries tried again because a dependency was down (their attempts are not used up)",
+    ["stage", "dependency"], registry=REGISTRY)
+handler_timeouts = Counter(
+    "skytide_handler_timeouts_total", "Entries whose handler ran past the stage's time limit",
+    ["stage"], registry=REGISTRY)

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     data_dir: Path = PROJECT_DIR / ".data"
     # Prepared-statement cache per connection; 0 behind Supabase's transaction pooler.
     database_statement_cache_size: int = 100
+    database_command_timeout_s: float = 30.0  # one statement; a lock held longer is retried
+    database_acquire_timeout_s: float = 10.0  # waiting for a free pooled connection
 
     http_host: str = "127.0.0.1"
     http_port: int = 8080
@@ -43,6 +45,7 @@ class Settings(BaseSettings):
     # Gupshup. Unset means the local simulator sink served by ingress (`make run`).
     gupshup_api_url: str | None = None
     gupshup_timeout_s: float = 15.0
+    retry_after_max_s: float = 60.0  # a Retry-After longer than this is not believed
 
     # Models.
     llm_model: str = "offline"
@@ -120,6 +123,10 @@ class Settings(BaseSettings):
     retry_max_s: float = 10.0
     drain_timeout_s: float = 20.0
     turn_lease_s: float = 120.0
+    # A dependency that is down is waited out this long (backoff up to retry_max_s) without
+    # using up an entry's attempts; after that the entry is dead-lettered with the reason.
+    dependency_outage_max_s: float = 900.0
+    handler_timeout_s: float = 180.0  # one entry's handler; then it is retried (not for ever)
     org_refresh_s: float = 2.0
     # Dead letters hold whole payloads (a replay needs them): each organization keeps at most
     # this many, none older than this (trimmed whenever one is written).

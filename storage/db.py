@@ -18,13 +18,32 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+class _Pool(asyncpg.Pool):
+    """A pool whose every acquire gives up after acquire_timeout_s (Pool.fetch and friends
+    acquire without a timeout of their own): a pool exhausted by hung connections raises
+    instead of holding up every caller for ever."""
+
+    acquire_timeout_s: float | None = None
+
+    def acquire(self, *, timeout: float | None = None):
+        return super().acquire(timeout=timeout if timeout is not None else self.acquire_timeout_s)
+
+
 async def create_pool(database_url: str, *, min_size: int = 1, max_size: int = 10,
-                      statement_cache_size: int = 100) -> asyncpg.Pool:
-    """statement_cache_size=0 is needed behind Supabase's transaction pooler (port 6543)."""
-    return await asyncpg.create_pool(
+                      statement_cache_size: int = 100, command_timeout_s: float | None = 30.0,
+                      acquire_timeout_s: float | None = 10.0) -> asyncpg.Pool:
+    """statement_cache_size=0 is needed behind Supabase's transaction pooler (port 6543).
+
+    command_timeout_s bounds each statement (a row locked for longer fails with TimeoutError
+    and its entry is retried), acquire_timeout_s the wait for a free connection.
+    """
+    pool = _Pool(
         database_url, min_size=min_size, max_size=max_size, init=_init_connection,
-        statement_cache_size=statement_cache_size,
-    )
+        statement_cache_size=statement_cache_size, command_timeout=command_timeout_s,
+        max_queries=50000, max_inactive_connection_lifetime=300.0, loop=None,
+        connection_class=asyncpg.Connection, record_class=asyncpg.Record)
+    pool.acquire_timeout_s = acquire_timeout_s
+    return await pool
 
 
 async def migrate(pool: asyncpg.Pool) -> list[str]:

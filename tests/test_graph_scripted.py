@@ -14,6 +14,7 @@ from graph import prompts
 from graph.models import build_model
 from graph.receptionist import APOLOGY, Receptionist
 from ops import metrics
+from ops.outages import DependencyDown
 from storage.seed import seed_demo
 from tests.fakes.openai import FakeOpenAI, tool_call
 from tests.graph_helpers import NOW, Chat, redis_saver
@@ -295,11 +296,21 @@ async def test_openai_wire_format_with_tool_calls(deps, settings, clinic, fake_o
     assert chat.results[-1].replies == ["Tengo el viernes a las 3:00 p. m. ¿Te sirve?"]
 
 
-async def test_model_failure_gives_an_apology_and_is_counted(deps, settings, clinic, fake_openai, openai_model):
-    fake_openai.fail_next(500, times=2)  # the client retries once
-    before = metrics.model_failures.labels("ModelHTTPError")._value.get()
+async def test_a_model_that_refuses_the_turn_gives_an_apology_and_is_counted(
+        deps, settings, clinic, fake_openai, openai_model):
+    fake_openai.fail_next(400)  # the model server answers, but not this turn
+    labels = ("ModelHTTPError", "ModelRequestRejectedError")
+    before = sum(metrics.model_failures.labels(r)._value.get() for r in labels)
     chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=openai_model), clinic)
     await chat.say("hola")
     assert chat.results[-1].replies == [APOLOGY]
-    after = sum(metrics.model_failures.labels(r)._value.get() for r in ("ModelHTTPError", "ModelServerError"))
-    assert after > before
+    assert sum(metrics.model_failures.labels(r)._value.get() for r in labels) > before
+
+
+async def test_a_model_server_that_is_down_makes_the_turn_wait_not_apologise(
+        deps, settings, clinic, fake_openai, openai_model):
+    fake_openai.fail_next(500, times=2)  # the client retries once
+    chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=openai_model), clinic)
+    with pytest.raises(DependencyDown) as down:
+        await chat.say("hola")
+    assert down.value.dependency == "model"  # the runtime retries the turn; no apology was sent

@@ -1,0 +1,110 @@
+"""Which dependencies are down: an outage is waited out, never blamed on the entry that met it.
+
+A stage handler fails for one of two reasons: a dependency (PostgreSQL, Redis, Gupshup, the
+model server, Gemini) is unreachable, or the entry itself cannot be handled. Only the second may
+dead-letter an entry. `dependency_of` names the dependency an exception points at; for an
+exception that names none (a timeout, say), `Outages.failing` asks each dependency directly, so
+an entry that fails while everything answers is the entry's own fault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Awaitable, Callable
+
+import asyncpg
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ops import metrics
+
+log = logging.getLogger(__name__)
+
+Probe = Callable[[], Awaitable[object]]
+
+
+class DependencyDown(Exception):
+    """A dependency did not answer: the entry waits for it instead of using up its attempts."""
+
+    def __init__(self, dependency: str, reason: str) -> None:
+        super().__init__(f"{dependency} unavailable: {reason}")
+        self.dependency = dependency
+
+
+# PostgreSQL errors that say "the server is not there", not "this statement is wrong".
+_POSTGRES_DOWN = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                  asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up
+                  asyncpg.TooManyConnectionsError)
+
+
+def dependency_of(exc: BaseException) -> str | None:
+    """The dependency this exception (or its cause) says is down, if it says so."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, DependencyDown):
+            return exc.dependency
+        if isinstance(exc, _POSTGRES_DOWN):
+            return "postgres"
+        if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+            return "redis"
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+class Outages:
+    """The process's view of its dependencies, shared by every stage and by /readyz."""
+
+    def __init__(self, probe_timeout_s: float = 3.0) -> None:
+        self.probes: dict[str, Probe] = {}
+        self.probe_timeout_s = probe_timeout_s
+        self.down_since: dict[str, float] = {}  # dependency -> time.monotonic() it went down
+        self.reasons: dict[str, str] = {}
+
+    def add_probe(self, dependency: str, probe: Probe) -> None:
+        self.probes[dependency] = probe
+
+    def mark_down(self, dependency: str, reason: str) -> None:
+        if dependency not in self.down_since:
+            self.down_since[dependency] = time.monotonic()
+            log.warning("dependency %s is down: %s", dependency, reason)
+        self.reasons[dependency] = reason[:300]
+        metrics.dependency_outage.labels(dependency).set(1)
+
+    def mark_up(self, dependency: str) -> None:
+        since = self.down_since.pop(dependency, None)
+        self.reasons.pop(dependency, None)
+        if since is not None:
+            log.warning("dependency %s is back after %.1fs", dependency, time.monotonic() - since)
+            metrics.dependency_outage.labels(dependency).set(0)
+
+    def down(self) -> dict[str, str]:
+        return dict(self.reasons)
+
+    async def _answers(self, dependency: str) -> bool:
+        try:
+            await asyncio.wait_for(self.probes[dependency](), self.probe_timeout_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure of a probe means down
+            self.mark_down(dependency, f"{type(exc).__name__}: {exc}")
+            return False
+        self.mark_up(dependency)
+        return True
+
+    async def failing(self) -> str | None:
+        """Ask every probed dependency; the first that does not answer, or None."""
+        for dependency in list(self.probes):
+            if not await self._answers(dependency):
+                return dependency
+        return None
+
+    async def recheck(self) -> dict[str, str]:
+        """Probe the dependencies marked down (those without a probe stay down until a success
+        clears them); what is still down."""
+        for dependency in list(self.down_since):
+            if dependency in self.probes:
+                await self._answers(dependency)
+        return self.down()
