@@ -383,7 +383,11 @@ async def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
                       f"error={letter.error[:120]}")
             print(f"{len(letters)} dead letter(s)")
             return 0
-        replayed = sum([await dead_letters.replay(deps.redis, letter) for letter in letters])
+        replayed = 0
+        for letter in letters:
+            result = await dead_letters.replay_letter(deps.redis, letter)
+            replayed += result.outcome == "put back"
+            print(result.line())
         print(f"replayed {replayed} of {len(letters)} dead letter(s)")
         return 0
 

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 
 from ops.logs import mask
 from storage import keys
+from storage.events import BadEvent, InboundMessage, StreamEvent, decode
 
 PAYLOAD_PREFIX = "payload."
 
@@ -105,3 +106,61 @@ def queue_trim(pipe: aioredis.client.Pipeline, org: str, *, now_ms: int, max_ent
     pipe.xtrim(key, maxlen=max_entries, approximate=False)
     oldest_ms = max(0, now_ms - int(retention_days * DAY_MS))
     pipe.xtrim(key, minid=f"{oldest_ms}-0", approximate=False)
+
+
+# ---- replay that does what a first delivery would do ------------------------------------------
+
+# An inbound message given up on was marked "handed to the batcher" without joining a turn (so
+# it would not hold its chat back). Its replay forgets that mark and counts the message as being
+# enriched again, in the same step that puts it back: the replayed message joins a turn.
+# KEYS: dead letters, stream, handed, enriching. ARGV: letter id, provider id, enriching ttl,
+# then the entry's fields.
+_REPLAY_INBOUND = """
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('SREM', KEYS[3], ARGV[2])
+redis.call('INCR', KEYS[4])
+redis.call('EXPIRE', KEYS[4], ARGV[3])
+local fields = {}
+for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('XADD', KEYS[2], '*', unpack(fields))
+return 1
+"""
+
+_ENRICHING_TTL_S = 600
+
+
+@dataclass(frozen=True)
+class Replayed:
+    letter: DeadLetter
+    outcome: str  # "put back" or "already replayed"
+    detail: str  # what the entry is, for the operator
+
+    def line(self) -> str:
+        return f"{self.letter.ref}  stage={self.letter.stage}  {self.outcome}: {self.detail}"
+
+
+def _describe(letter: DeadLetter) -> tuple[str, StreamEvent | None]:
+    try:
+        event = decode(letter.payload)
+    except BadEvent as exc:
+        return f"undecodable entry ({exc})", None
+    about = (getattr(event, "phone", None) or getattr(event, "chat", None)
+             or getattr(event, "provider_id", ""))
+    return f"{event.type} ({about}) on {letter.stream}", event
+
+
+async def replay_letter(redis: aioredis.Redis, letter: DeadLetter) -> Replayed:
+    """Put the entry back so that it has a first delivery's effect, and say what was done."""
+    detail, event = _describe(letter)
+    if letter.stage == "enrich" and isinstance(event, InboundMessage):
+        if keys.org_of_key(letter.stream) != letter.org:
+            raise ValueError(f"dead letter {letter.ref} names no stream of its organization")
+        args: list[str] = [letter.id, event.provider_id, str(_ENRICHING_TTL_S)]
+        for name, value in letter.payload.items():
+            args += [name, value]
+        done = bool(await redis.eval(
+            _REPLAY_INBOUND, 4, keys.dead_letters(letter.org), letter.stream,
+            keys.handed(event.org, event.phone), keys.enriching(event.org, event.phone), *args))
+    else:
+        done = await replay(redis, letter)
+    return Replayed(letter, "put back" if done else "already replayed", detail)

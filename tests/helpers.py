@@ -51,3 +51,10 @@ async def post_webhook(url: str, body: Any, token: str | None = "secret-token",
         async with session.post(url + path, data=data, headers={
                 "Content-Type": "application/json", **headers}) as response:
             return response.status, await response.text()
+
+
+async def in_thread(fn, *args):
+    """A blocking call (a command, pg_ctl) without stopping the pipeline running in this loop."""
+    import asyncio
+
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)

@@ -14,7 +14,7 @@ from ops.health import Health
 from storage import chats, dead_letters, keys
 from storage.events import StatusEvent, encode
 from tests.conftest import eventually
-from tests.helpers import post_webhook, text_webhook
+from tests.helpers import in_thread, post_webhook, text_webhook
 
 
 def _counted(name, *labels) -> float:
@@ -39,7 +39,7 @@ async def test_postgres_stopped_mid_flow_every_message_is_answered_once_none_dea
         for i, phone in enumerate(phones[:4]):  # answered before the outage
             await post_webhook(s.url, text_webhook("clinic", phone, "hola", f"pre-{i}", now_ms))
         await gupshup.wait_for_sent(4, timeout_s=20)
-        embedded["postgres"].pause()
+        await in_thread(embedded["postgres"].pause)
         try:
             # Ingress answers from its cache of connections: the webhooks are taken, queued,
             # and the stages meet a PostgreSQL that is not there.
@@ -55,7 +55,7 @@ async def test_postgres_stopped_mid_flow_every_message_is_answered_once_none_dea
             assert "postgres" in readiness["dependencies_down"]
             await asyncio.sleep(2)  # far longer than the 4 attempts x 0.2 s that used to dead-letter
         finally:
-            embedded["postgres"].resume()
+            await in_thread(embedded["postgres"].resume)
         await gupshup.wait_for_sent(len(phones), timeout_s=60)
         await asyncio.sleep(1.0)  # a late duplicate would show up here
     assert await _answered(gupshup, phones) == {phone: 1 for phone in phones}

@@ -1,0 +1,104 @@
+"""`skytide dlq replay`, from the real command line, for every stage: the replayed entry has the
+effect its first delivery would have had (a replayed inbound message leads to a turn and a reply).
+
+The dead letters are made the way production makes them: a dependency stays down longer than
+DEPENDENCY_OUTAGE_MAX_S (here 0 s, so the first failure gives up)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+
+from ops.health import DependencyDown
+from storage import dead_letters
+from tests.conftest import eventually, recording_receptionist
+from tests.helpers import in_thread, post_webhook, text_webhook
+
+
+def replay_from_cli(settings, stage: str) -> str:
+    env = {**os.environ, "REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url}
+    done = subprocess.run([sys.executable, "-m", "ops", "dlq", "replay", "--stage", stage],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+async def _accepted(deps) -> bool:
+    return bool(await deps.pool.fetchval(
+        "select count(*) from chat_messages where provider_message_id is not null"))
+
+
+async def _letters(deps, org: str, stage: str) -> list:
+    return [x for x in await dead_letters.list_letters(deps.redis, org=org) if x.stage == stage]
+
+
+async def test_replayed_enrich_entry_leads_to_a_turn_and_a_reply(
+        system, make_org, gupshup, deps, settings, embedded):
+    org = await make_org("clinic")
+    now_ms = int(time.time() * 1000)
+    async with system(dependency_outage_max_s=0) as s:
+        await post_webhook(s.url, text_webhook("clinic", "573000000001", "hola", "r-1", now_ms))
+        await gupshup.wait_for_sent(1, timeout_s=20)  # ingress knows the app now
+        await eventually(lambda: _accepted(deps))  # and the first reply is settled
+        await in_thread(embedded["postgres"].pause)
+        try:
+            await post_webhook(s.url, text_webhook("clinic", "573000000002", "hola", "r-2", now_ms))
+            letters = await eventually(lambda: _letters(deps, org, "enrich"), timeout_s=20)
+        finally:
+            await in_thread(embedded["postgres"].resume)
+        assert "postgres was down" in letters[0].error
+        printed = await in_thread(replay_from_cli, settings, "enrich")
+        assert f"{letters[0].ref}  stage=enrich  put back: message (573000000002)" in printed
+        assert "replayed 1 of 1 dead letter(s)" in printed
+        sent = await gupshup.wait_for_sent(2, timeout_s=30)
+        await asyncio.sleep(0.5)
+    assert [m.destination for m in gupshup.sent] == ["573000000001", "573000000002"]
+    assert sent[1].message["text"].startswith("¡Hola")
+    assert await dead_letters.list_letters(deps.redis, org=org) == []
+
+
+async def test_replayed_agent_entry_runs_the_turn_and_replies(
+        system, make_org, gupshup, deps, settings):
+    org = await make_org("clinic")
+    seen: list[list[str]] = []
+    real = recording_receptionist(seen)
+    failures = ["model"]
+
+    class DownOnce(real):
+        async def run_turn(self, turn):
+            if failures:
+                raise DependencyDown(failures.pop(), "connection refused")
+            return await super().run_turn(turn)
+
+    async with system(receptionist_builder=DownOnce, dependency_outage_max_s=0) as s:
+        await post_webhook(s.url, text_webhook("clinic", "573000000003", "hola", "a-1",
+                                               int(time.time() * 1000)))
+        letters = await eventually(lambda: _letters(deps, org, "agent"), timeout_s=20)
+        assert "model was down" in letters[0].error and gupshup.sent == []
+        printed = await in_thread(replay_from_cli, settings, "agent")
+        assert "stage=agent  put back: turn (573000000003)" in printed
+        sent = await gupshup.wait_for_sent(1, timeout_s=30)
+        await asyncio.sleep(0.5)
+    assert len(gupshup.sent) == 1 and sent[0].message["text"].startswith("¡Hola")
+    assert seen == [["hola"]]
+
+
+async def test_replayed_sender_entry_sends_the_reply_once(
+        system, make_org, gupshup, deps, settings):
+    org = await make_org("clinic")
+    gupshup.fail_next(500)
+    async with system(dependency_outage_max_s=0) as s:
+        await post_webhook(s.url, text_webhook("clinic", "573000000004", "hola", "s-1",
+                                               int(time.time() * 1000)))
+        letters = await eventually(lambda: _letters(deps, org, "sender"), timeout_s=20)
+        assert "gupshup was down" in letters[0].error
+        printed = replay_from_cli(settings, "sender")
+        assert "stage=sender  put back: outbound (573000000004)" in printed
+        assert "already replayed" not in replay_from_cli(settings, "sender")  # nothing left
+        sent = await gupshup.wait_for_sent(1, timeout_s=30)
+        await asyncio.sleep(0.5)
+    assert len(gupshup.sent) == 1 and sent[0].message["text"].startswith("¡Hola")
+    assert await dead_letters.list_letters(deps.redis, org=org) == []
