@@ -16,6 +16,7 @@ from ingress.common import CONNECTIONS, DEPS
 from ingress.orgs import ConnectionCache
 from ingress.webhook import accept_webhook, gupshup_webhook
 from ops import health, metrics
+from ops.outages import readiness_details
 from ops.deps import Deps
 
 log = logging.getLogger(__name__)
@@ -36,25 +37,9 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     checks = await health.check(request.app[DEPS])
     ready = all(v == "ok" for v in checks.values())
-    body: dict = {"ready": ready, **checks}
-    # What the stages are waiting out now (a dependency without a probe, such as Gupshup or the
-    # model server, shows here until a call to it succeeds again).
-    body["dependencies_down"] = deps.health.down()
-    if checks["redis"] == "ok":
-        body["redis_persistence"] = await redis_persistence(deps.redis)
+    deps = request.app[DEPS]
+    body = {"ready": ready, **checks, **await readiness_details(deps.redis, deps.outages)}
     return web.json_response(body, status=200 if ready else 503)
-
-
-async def redis_persistence(redis) -> str:
-    """'appendonly yes', or a warning: without AOF a Redis restart loses queued messages."""
-    try:
-        value = (await redis.config_get("appendonly")).get("appendonly", "?")
-    except Exception as exc:  # noqa: BLE001 - managed Redis often forbids CONFIG
-        return f"unknown ({type(exc).__name__}: CONFIG GET is not allowed)"
-    if value == "yes":
-        return "appendonly yes"
-    return ("appendonly no: a Redis restart loses queued messages, conversation state and "
-            "dedupe keys; run Redis with appendonly yes and appendfsync everysec")
 
 
 async def metrics_view(request: web.Request) -> web.Response:

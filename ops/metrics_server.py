@@ -9,6 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ops import health, metrics
+from ops.outages import readiness_details
 from ops.deps import Deps
 
 DEPS = web.AppKey("deps", Deps)
@@ -23,9 +24,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    checks = await health.check(request.app[DEPS])
+    deps = request.app[DEPS]
+    checks = await health.check(deps)
     ready = all(v == "ok" for v in checks.values())
-    return web.json_response({"ready": ready, **checks}, status=200 if ready else 503)
+    body = {"ready": ready, **checks, **await readiness_details(deps.redis, deps.outages)}
+    return web.json_response(body, status=200 if ready else 503)
 
 
 def create_app(deps: Deps) -> web.Application:

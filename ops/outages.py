@@ -108,3 +108,19 @@ class Outages:
             if dependency in self.probes:
                 await self._answers(dependency)
         return self.down()
+
+
+async def readiness_details(redis, outages: Outages) -> dict[str, object]:
+    """What /readyz adds to its checks: the outages the stages are waiting out now (a dependency
+    without a probe, Gupshup or the model server, shows until a call to it succeeds again), and
+    whether Redis keeps its data across a restart."""
+    details: dict[str, object] = {"dependencies_down": sorted(outages.down())}
+    try:
+        value = (await redis.config_get("appendonly")).get("appendonly", "?")
+    except Exception as exc:  # noqa: BLE001 - managed Redis often forbids CONFIG; Redis may be down
+        details["redis_persistence"] = f"unknown ({type(exc).__name__})"
+        return details
+    details["redis_persistence"] = "appendonly yes" if value == "yes" else (
+        "appendonly no: a Redis restart loses queued messages, conversation state and dedupe "
+        "keys; run Redis with appendonly yes and appendfsync everysec")
+    return details

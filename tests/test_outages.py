@@ -10,7 +10,7 @@ import aiohttp
 
 from consumers.runtime import StageConfig, StageWorker
 from ops import metrics
-from ops.health import Health
+from ops.outages import Outages
 from storage import chats, dead_letters, keys
 from storage.events import StatusEvent, encode
 from tests.conftest import eventually
@@ -129,7 +129,7 @@ async def test_a_hung_handler_is_cut_off_and_its_entry_retried(deps):
     config = StageConfig(stage="enrich", stream="inbound", block_ms=100, claim_every_s=0.2,
                          org_refresh_s=0.1, retry_base_s=0.01, retry_max_s=0.05,
                          handler_timeout_s=0.3)
-    worker = StageWorker(deps.redis, config, handler, "c1", health=deps.health)
+    worker = StageWorker(deps.redis, config, handler, "c1", outages=deps.outages)
     await deps.redis.sadd(keys.ORG_REGISTRY, "org-1")
     await deps.redis.xadd(keys.stream("org-1", "inbound"),
                           encode(StatusEvent(org="org-1", provider_id="p", status="read", at_ms=1)))
@@ -159,7 +159,7 @@ async def test_an_entry_that_fails_on_its_own_is_dead_lettered_while_dependencie
 
     config = StageConfig(stage="enrich", stream="inbound", block_ms=100, claim_every_s=0.2,
                          org_refresh_s=0.1, retry_base_s=0.01, retry_max_s=0.05)
-    worker = StageWorker(deps.redis, config, handler, "c1", health=Health())
+    worker = StageWorker(deps.redis, config, handler, "c1", outages=Outages())
     await deps.redis.sadd(keys.ORG_REGISTRY, "org-2")
     await deps.redis.xadd(keys.stream("org-2", "inbound"),
                           encode(StatusEvent(org="org-2", provider_id="p", status="read", at_ms=1)))

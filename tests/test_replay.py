@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from ops.health import DependencyDown
+from ops.outages import DependencyDown
 from storage import dead_letters
 from tests.conftest import eventually, recording_receptionist
 from tests.helpers import in_thread, post_webhook, text_webhook
