@@ -20,6 +20,9 @@ from storage import keys
 from storage.orgs import Connection, connections_by_token, find_connection
 
 
+REGISTER_EVERY_S = 5.0
+
+
 class ConnectionCache:
     def __init__(self, pool: asyncpg.Pool, redis: aioredis.Redis, ttl_s: float = 30.0,
                  miss_ttl_s: float = 5.0, max_entries: int = 4096,
@@ -31,7 +34,7 @@ class ConnectionCache:
         self.max_entries = max_entries
         self.clock = clock
         self._entries: OrderedDict[tuple[str, str], tuple[float, Any]] = OrderedDict()
-        self._registered: set[str] = set()
+        self._registered: dict[str, float] = {}  # org -> when to register it again
 
     @property
     def size(self) -> int:
@@ -78,10 +81,14 @@ class ConnectionCache:
             self._entries.popitem(last=False)
 
     async def register(self, org: str) -> None:
-        """Make the organization's streams known to the workers (once per process)."""
-        if org not in self._registered:
+        """Make the organization's streams known to the workers.
+
+        Again every REGISTER_EVERY_S, not once per process: a Redis that restarted empty has
+        the organization back within seconds of its next webhook.
+        """
+        if self._registered.get(org, 0.0) <= self.clock():
             await self.redis.sadd(keys.ORG_REGISTRY, org)
-            self._registered.add(org)
+            self._registered[org] = self.clock() + REGISTER_EVERY_S
 
 
 _MISSING = object()

@@ -107,6 +107,7 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
     """
     from consumers.agent import AgentStage
     from consumers.batcher import Batcher
+    from consumers.registry import keep_registry
     from consumers.scheduler import Scheduler
     from consumers.enrich import EnrichStage
     from consumers.runtime import StageWorker
@@ -153,6 +154,9 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
                                        sender.handle, consumer, outages=deps.outages))
         for worker in workers:
             system.tasks.append(asyncio.create_task(worker.run(stop), name=worker.group))
+        if set(roles) - {"ingress"}:
+            system.tasks.append(asyncio.create_task(
+                keep_registry(deps, stop, settings.org_refresh_s), name="registry"))
         if "batcher" in roles:
             system.tasks.append(asyncio.create_task(Batcher(deps).run(stop), name="batcher"))
         if "scheduler" in roles:

@@ -40,15 +40,17 @@ def _redis_binaries() -> tuple[str, list[str]]:
 
 
 class EmbeddedRedis:
-    """A local redis-server 8 with JSON and Search, on a free port, without persistence.
+    """A local redis-server 8 with JSON and Search, on a free port; with AOF if asked.
 
     A second process started on the same data_dir (`skytide run --roles agent` beside
     `make run`) finds the running server through its port file and shares it.
     """
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, appendonly: bool = False) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
+        # AOF, fsynced every second: a restart keeps the queued messages (see the README).
+        self.appendonly = appendonly
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -80,7 +82,8 @@ class EmbeddedRedis:
         server, modules = _redis_binaries()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", str(self.data_dir),
+                "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec",
+                "--dir", str(self.data_dir),
                 "--logfile", str(self.data_dir / f"redis-{self.port}.log")]
         for module in modules:
             args += ["--loadmodule", module]

@@ -16,7 +16,7 @@ async def services(settings: Settings) -> AsyncIterator[Settings]:
     try:
         updates: dict[str, str] = {}
         if not settings.redis_url:
-            redis_server = EmbeddedRedis(settings.data_dir / "redis")
+            redis_server = EmbeddedRedis(settings.data_dir / "redis", appendonly=True)
             started.append(redis_server)
             updates["redis_url"] = redis_server.start()
         else:

@@ -103,3 +103,10 @@ class ConnectionsByOrg:
         connection = await connection_for_org(self.pool, org)
         self._cached[org] = (time.monotonic() + self.ttl_s, connection)
         return connection
+
+
+async def active_org_ids(pool: asyncpg.Pool) -> list[str]:
+    """Organizations with an active WhatsApp connection (the registry's source of truth)."""
+    rows = await pool.fetch("select distinct organization_id::text as id from platform_connections"
+                            " where is_active")
+    return [row["id"] for row in rows]

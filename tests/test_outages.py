@@ -171,3 +171,37 @@ async def test_an_entry_that_fails_on_its_own_is_dead_lettered_while_dependencie
         stop.set()
         await asyncio.wait_for(task, 10)
     assert len(letters) == 1 and "this entry is broken" in letters[0].error
+
+
+async def test_redis_restarted_empty_heals_and_new_messages_are_answered(
+        system, make_org, gupshup, deps, embedded):
+    """Redis without persistence restarts: the registry, the consumer groups and the
+    conversation state's indexes come back by themselves; new customers are answered."""
+    org = await make_org("clinic")
+    now_ms = int(time.time() * 1000)
+    async with system() as s:
+        await post_webhook(s.url, text_webhook("clinic", "573000000010", "hola", "e-0", now_ms))
+        await gupshup.wait_for_sent(1, timeout_s=20)
+        server = embedded["redis"]
+        await in_thread(server.stop)
+        await in_thread(server.start)  # same port, nothing in it
+        phones = [f"57300000002{i}" for i in range(3)]
+        for i, phone in enumerate(phones):
+            await eventually(lambda: _accepted_webhook(
+                s.url, text_webhook("clinic", phone, "hola", f"e-{i + 1}", now_ms)), timeout_s=20)
+        await gupshup.wait_for_sent(1 + len(phones), timeout_s=40)
+        await asyncio.sleep(0.5)
+        assert await deps.redis.sismember(keys.ORG_REGISTRY, org)
+        async with aiohttp.ClientSession() as http, http.get(s.url + "/readyz") as r:
+            readiness = await r.json()
+    assert await _answered(gupshup, phones) == {phone: 1 for phone in phones}
+    assert readiness["redis_persistence"].startswith("appendonly no")
+
+
+async def _accepted_webhook(url: str, body) -> bool:
+    """Gupshup retries a webhook that did not get a 2xx; so does this."""
+    try:
+        status, _ = await post_webhook(url, body)
+    except aiohttp.ClientError:
+        return False
+    return status == 200
