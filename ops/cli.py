@@ -380,6 +380,8 @@ async def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
                 return 1
             print(json.dumps(asdict(letter), indent=2, ensure_ascii=False))
             return 0
+        if args.dlq_command == "unknown":
+            return await _print_unknown_outcomes(deps, args.org)
         letters = await dead_letters.list_letters(deps.redis, org=args.org, stage=args.stage)
         if args.dlq_command == "list":
             for letter in letters:
@@ -394,6 +396,20 @@ async def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
             print(result.line())
         print(f"replayed {replayed} of {len(letters)} dead letter(s)")
         return 0
+
+
+async def _print_unknown_outcomes(deps: Deps, org: str | None) -> int:
+    """Replies that may or may not have reached the customer: never resent, a person decides."""
+    from ops.logs import mask
+    from storage.outbound import unknown_outcomes
+
+    found = await unknown_outcomes(deps.pool, org=org)
+    for each in found:
+        print(f"{each.org}  {mask(each.phone)}  key={each.idempotency_key}  "
+              f"started={each.send_started_at:%Y-%m-%d %H:%M:%S}  reason={each.reason[:120]}")
+    print(f"{len(found)} message(s) with an unknown outcome (not resent: check with the "
+          "customer or Gupshup's delivery report before sending again)")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -440,6 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--org", default=None)
         command.add_argument("--stage", default=None, choices=["enrich", "agent", "sender"])
     dlq.add_parser("show", help="show one dead letter").add_argument("ref", help="ORG/ENTRY_ID")
+    dlq.add_parser("unknown", help="replies whose send timed out mid-request (never resent)"
+                   ).add_argument("--org", default=None)
     clock = sub.add_parser("clock", help="development: move the clock of DEV_CLOCK processes")
     clock.add_argument("action", choices=["show", "advance", "reset"])
     clock.add_argument("duration", nargs="?", help="for advance: 90m, 23h, 2d")

@@ -76,3 +76,28 @@ async def mark_dropped(pool: asyncpg.Pool, row_id: str, reason: str) -> None:
         "update chat_messages set message_status = 'failed', error_reason = $2,"
         " artifacts = artifacts || jsonb_build_object('dropped', $2::text) where id = $1::uuid",
         row_id, reason)
+
+
+@dataclass(frozen=True)
+class UnknownOutcome:
+    org: str
+    phone: str
+    idempotency_key: str
+    text: str | None
+    send_started_at: datetime
+    reason: str
+
+
+async def unknown_outcomes(pool: asyncpg.Pool, *, org: str | None = None,
+                           limit: int = 1000) -> list[UnknownOutcome]:
+    """Outgoing messages that may or may not have reached the customer (a timeout mid-request,
+    a worker killed mid-send): never resent by the sender, so a person decides."""
+    rows = await pool.fetch(
+        "select m.organization_id::text as org, i.phone, m.idempotency_key, m.message as text,"
+        " m.send_started_at, coalesce(m.error_reason, '') as reason"
+        " from chat_messages m join chat_identities i on i.id = m.chat_identity_id"
+        " where m.direction = 'outbound' and m.message_status = 'failed'"
+        " and m.send_started_at is not null and m.provider_message_id is null"
+        " and ($1::uuid is null or m.organization_id = $1::uuid)"
+        " order by m.send_started_at limit $2", org, limit)
+    return [UnknownOutcome(**dict(row)) for row in rows]

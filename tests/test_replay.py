@@ -102,3 +102,28 @@ async def test_replayed_sender_entry_sends_the_reply_once(
         await asyncio.sleep(0.5)
     assert len(gupshup.sent) == 1 and sent[0].message["text"].startswith("¡Hola")
     assert await dead_letters.list_letters(deps.redis, org=org) == []
+
+
+async def test_a_send_that_timed_out_is_listed_for_a_person_and_never_resent(
+        system, make_org, gupshup, deps, settings):
+    await make_org("clinic")
+    gupshup.delay_s = 1.0  # longer than the sender waits: the outcome is unknown
+    async with system(gupshup_timeout_s=0.2) as s:
+        await post_webhook(s.url, text_webhook("clinic", "573000000005", "hola", "u-1",
+                                               int(time.time() * 1000)))
+        await eventually(lambda: _unknown(deps), timeout_s=20)
+        await asyncio.sleep(1.5)
+    env = {**os.environ, "REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url}
+    listed = await in_thread(lambda: subprocess.run(
+        [sys.executable, "-m", "ops", "dlq", "unknown"], env=env, capture_output=True, text=True,
+        timeout=60))
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert "1 message(s) with an unknown outcome" in listed.stdout
+    assert "TimeoutError" in listed.stdout and "5730000000" not in listed.stdout  # masked
+    assert len(gupshup.requests_to("/wa/api/v1/msg")) == 1  # never sent again
+
+
+async def _unknown(deps) -> bool:
+    from storage.outbound import unknown_outcomes
+
+    return bool(await unknown_outcomes(deps.pool))
