@@ -56,7 +56,10 @@ async def test_v3_connectivity_check_is_found_by_its_token_without_a_registered_
         ok = await post_webhook(s.url, v3_platform_event(str(uuid.uuid4())),
                                 token="docdeck-token-123")
         wrong = await post_webhook(s.url, v3_platform_event(str(uuid.uuid4())), token="not-it")
-    assert ok == (200, "")
+        no_app_id = v3_platform_event("x")
+        del no_app_id["gs_app_id"]
+        anonymous = await post_webhook(s.url, no_app_id, token="docdeck-token-123")
+    assert ok == (200, "") and anonymous == (200, "")
     assert wrong[0] == 401
 
 
