@@ -23,11 +23,16 @@ log = logging.getLogger(__name__)
 
 __all__ = ["accept_webhook", "create_app", "runner_options"]
 
+LINGER_S = 1.0
+
 
 def runner_options(deps: Deps) -> dict:
     """The HTTP server's limits: an idle keep-alive connection, or one whose headers never
-    finish, is closed after `http_keepalive_timeout_s` (aiohttp's default is an hour)."""
-    return {"access_log": None, "keepalive_timeout": deps.settings.http_keepalive_timeout_s}
+    finish, is closed after `http_keepalive_timeout_s` (aiohttp's default is an hour); the
+    unread body of a refused request is drained for at most LINGER_S before the connection
+    closes (aiohttp's default, 10 s, lets a refused sender hold a connection that long)."""
+    return {"access_log": None, "keepalive_timeout": deps.settings.http_keepalive_timeout_s,
+            "lingering_time": LINGER_S}
 
 
 async def healthz(request: web.Request) -> web.Response:

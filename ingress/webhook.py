@@ -113,13 +113,18 @@ async def choose_connection(app: web.Application, candidates: list[Connection],
         chosen = next((c for c in candidates if c.app_name == ref.name), None)
         if chosen is None:
             return reject(403, f"the token is not the one of app {ref.name!r}")
+    elif ref.gs_app_id is None:
+        # The body names no app at all: the token says which, if it opens only one.
+        chosen = candidates[0] if len(candidates) == 1 else None
+        if chosen is None:
+            return reject(403, "the body names no app and the token opens several")
     else:
-        chosen = next((c for c in candidates if ref.gs_app_id and c.app_id == ref.gs_app_id), None)
+        chosen = next((c for c in candidates if c.app_id == ref.gs_app_id), None)
         unregistered = [c for c in candidates if c.app_id is None]
         if chosen is None and len(unregistered) == 1:
             # A connection without a registered app id (v3 needs `org add --gupshup-app-id`)
             # is known by its token alone, unless the id belongs to someone else.
-            owner = await app[CONNECTIONS].get(None, ref.gs_app_id) if ref.gs_app_id else None
+            owner = await app[CONNECTIONS].get(None, ref.gs_app_id)
             chosen = unregistered[0] if owner is None else None
         if chosen is None:
             return reject(403, f"the token is not the one of app id {ref.gs_app_id!r}")

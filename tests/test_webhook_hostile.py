@@ -56,7 +56,10 @@ async def test_v3_connectivity_check_is_found_by_its_token_without_a_registered_
         ok = await post_webhook(s.url, v3_platform_event(str(uuid.uuid4())),
                                 token="docdeck-token-123")
         wrong = await post_webhook(s.url, v3_platform_event(str(uuid.uuid4())), token="not-it")
-    assert ok == (200, "")
+        no_app_id = v3_platform_event("x")
+        del no_app_id["gs_app_id"]
+        anonymous = await post_webhook(s.url, no_app_id, token="docdeck-token-123")
+    assert ok == (200, "") and anonymous == (200, "")
     assert wrong[0] == 401
 
 
@@ -246,3 +249,43 @@ def test_no_secret_in_the_settings_repr():
                           redis_url="redis://:pw5@h:6379"))
     for secret in ("sk-live-1", "gem-key-2", "srk-3", "pw4", "pw5"):
         assert secret not in shown
+
+
+def _v2(kind: str, payload: dict) -> dict:
+    return {"app": "DemoAPI", "timestamp": 1760000000000, "version": 2, "type": kind,
+            "payload": payload}
+
+
+def _v3(field: str, value: dict) -> dict:
+    return {"gs_app_id": "demo-app-id", "object": "whatsapp_business_account",
+            "entry": [{"id": "1", "changes": [{"field": field, "value": value}]}]}
+
+
+DOCUMENTED = [
+    *[_v2("message-event", {"id": f"wamid.{s}", "gsId": "g", "type": s, "destination": "573001112233",
+                            "payload": {}}) for s in
+      ("enqueued", "failed", "sent", "delivered", "read", "deleted", "mismatch")],
+    _v2("message-event", {"type": "mismatch", "payload": {"wa_id": "1", "phone": "2"}}),
+    *[_v2("user-event", {"phone": "573001112233", "type": t})
+      for t in ("opted-in", "opted-out", "sandbox-start")],
+    _v2("user-event", {"phone": "callbackSetPhone", "type": "sandbox-start"}),
+    _v2("template-event", {"id": "t", "type": "approved"}),
+    _v2("account-event", {"type": "status-update"}),
+    _v2("billing-event", {"deductions": {"type": "marketing"}}),
+    _v2("platform-event", {"type": "connectivity-check", "initiator": "gupshup"}),
+    _v3("messages", {"statuses": [{"type": "set-callback"}]}),
+    _v3("messages", {"statuses": [{"id": "wamid.x", "status": "enqueued", "timestamp": 1760000000000}]}),
+    _v3("platform-event", {"type": "connectivity-check", "initiator": "gupshup"}),
+    *[_v3(f, {}) for f in ("message_template_status_update", "message_template_quality_update",
+                           "template_category_update", "account_update", "account_review_update",
+                           "account_alerts", "phone_number_quality_update",
+                           "phone_number_name_update", "business_capability_update",
+                           "user_preferences", "message_echoes", "history", "flows")],
+]
+
+
+async def test_every_documented_event_type_gets_200(system, make_org):
+    await make_org("DemoAPI", app_id="demo-app-id")
+    async with system(roles=("ingress",)) as s:
+        answers = [await post_webhook(s.url, body) for body in DOCUMENTED]
+    assert [a for a in answers if a != (200, "")] == []
