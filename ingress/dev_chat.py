@@ -84,6 +84,8 @@ def add_simulator(app: web.Application) -> None:
         form = await request.post()
         message = json.loads(form.get("message") or form.get("template") or "{}")
         text = message.get("text") or json.dumps(message, ensure_ascii=False)
+        if message.get("type") == "quick_reply":  # a reminder: its text and its buttons
+            text = message["content"]["text"] + "\n" + " ".join(f"[{o['title']}]" for o in message["options"])
         outbox = keys.simulator_outbox(str(form.get("src.name")), str(form.get("destination")))
         redis = request.app[DEPS].redis
         await redis.rpush(outbox, text)
