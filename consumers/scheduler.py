@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from graph import replies
@@ -155,7 +155,3 @@ def confirmation_text(change: str, service: str, date: str, clock: str, address:
 def _end_of_quiet(now: datetime, end) -> datetime:
     candidate = now.replace(hour=end.hour, minute=end.minute, second=0, microsecond=0)
     return candidate if candidate > now else candidate + timedelta(days=1)
-
-
-def utc_ms(moment: datetime) -> int:
-    return int(moment.astimezone(timezone.utc).timestamp() * 1000)
