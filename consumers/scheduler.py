@@ -143,6 +143,20 @@ class Scheduler:
                 pass
 
 
+class AttendanceStats:
+    """The scrape-time sampler of skytide_appointment_attendance (one query per scrape)."""
+
+    def __init__(self, deps: Deps, days: int = 30) -> None:
+        self.deps = deps
+        self.days = days
+
+    async def __call__(self) -> None:
+        since = datetime.fromtimestamp(self.deps.clock()).astimezone() - timedelta(days=self.days)
+        metrics.attendance.clear()
+        for org, outcome, n in await reminders.attendance(self.deps.pool, since):
+            metrics.attendance.labels(org, outcome).set(n)
+
+
 def confirmation_text(change: str, service: str, date: str, clock: str, address: str) -> str:
     where = f"\n📍 {address}" if address else ""
     if change == "cancelled":
