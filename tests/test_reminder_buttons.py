@@ -122,3 +122,27 @@ async def test_through_chat_booking_confirmation_reminder_and_button(system, dep
 async def _no_jobs_due_before(deps, org, starts) -> bool:
     pending = await jobs.pending(deps.redis, org)
     return bool(pending) and all(j.data["kind"] == "reminder" for j in pending)
+
+
+async def test_a_gupshup_button_reply_confirms_the_reminded_appointment(system, make_org, deps, gupshup):
+    """The provider's button event (v2 button_reply) through ingress, enrich, batcher and agent."""
+    from storage import appointments as appts, catalog, chats, reminders
+    from tests.helpers import fixture, post_webhook
+
+    org = await make_org("ButtonClinic", catalog=True)
+    phone = "573004440000"
+    identity = await chats.upsert_identity(deps.pool, org, phone, "Ana")
+    facial = await catalog.find_service(deps.pool, org, "limpieza facial")
+    booked = await appts.book(deps.pool, org=org, contact_id=identity.contact_id, service=facial,
+                              starts_at=NOW + timedelta(days=30), idempotency_key="b:1")
+    await reminders.remember_reminded(deps.redis, org, phone, booked.id, 3600)  # the reminder went out
+    body = fixture("gupshup/gupshup_v2_button_reply.json", app="ButtonClinic")
+    body["timestamp"] = int(deps.clock() * 1000)
+    body["payload"].update(source=phone, id="button-answer-1")
+    body["payload"]["sender"]["phone"] = phone
+    body["payload"]["payload"] = {"title": "Confirmar", "id": "qr1", "reply": "Confirmar 1"}
+    async with system(debounce_seconds=0.1) as s:
+        assert (await post_webhook(s.url, body))[0] == 200
+        sent = await gupshup.wait_for_sent(1, timeout_s=15)
+    assert "Gracias por confirmar" in sent[0].message["text"]
+    assert await deps.pool.fetchval("select confirmed_by_contact_at is not null from appointments")
