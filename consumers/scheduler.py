@@ -160,7 +160,7 @@ class AttendanceStats:
 def confirmation_text(change: str, service: str, date: str, clock: str, address: str) -> str:
     where = f"\n📍 {address}" if address else ""
     if change == "cancelled":
-        return f"❌ Cita cancelada: {service}, {date}, {clock}. Si quieres, agendamos otra cuando gustes."
+        return f"❌ Cita cancelada: {service}\n📅 {date}\n🕒 {clock}\nSi quieres, agendamos otra cuando gustes."
     title = "Cita reprogramada" if change == "rescheduled" else "Cita confirmada"
     return (f"✅ {title}: {service}\n📅 {date}\n🕒 {clock}{where}\n"
             "Te enviaremos un recordatorio antes de tu cita.")
