@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from graph import replies
@@ -143,10 +143,24 @@ class Scheduler:
                 pass
 
 
+class AttendanceStats:
+    """The scrape-time sampler of skytide_appointment_attendance (one query per scrape)."""
+
+    def __init__(self, deps: Deps, days: int = 30) -> None:
+        self.deps = deps
+        self.days = days
+
+    async def __call__(self) -> None:
+        since = datetime.fromtimestamp(self.deps.clock()).astimezone() - timedelta(days=self.days)
+        metrics.attendance.clear()
+        for org, outcome, n in await reminders.attendance(self.deps.pool, since):
+            metrics.attendance.labels(org, outcome).set(n)
+
+
 def confirmation_text(change: str, service: str, date: str, clock: str, address: str) -> str:
     where = f"\n📍 {address}" if address else ""
     if change == "cancelled":
-        return f"❌ Cita cancelada: {service}, {date}, {clock}. Si quieres, agendamos otra cuando gustes."
+        return f"❌ Cita cancelada: {service}\n📅 {date}\n🕒 {clock}\nSi quieres, agendamos otra cuando gustes."
     title = "Cita reprogramada" if change == "rescheduled" else "Cita confirmada"
     return (f"✅ {title}: {service}\n📅 {date}\n🕒 {clock}{where}\n"
             "Te enviaremos un recordatorio antes de tu cita.")
@@ -155,7 +169,3 @@ def confirmation_text(change: str, service: str, date: str, clock: str, address:
 def _end_of_quiet(now: datetime, end) -> datetime:
     candidate = now.replace(hour=end.hour, minute=end.minute, second=0, microsecond=0)
     return candidate if candidate > now else candidate + timedelta(days=1)
-
-
-def utc_ms(moment: datetime) -> int:
-    return int(moment.astimezone(timezone.utc).timestamp() * 1000)

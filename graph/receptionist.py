@@ -21,7 +21,7 @@ from graph.embeddings import Embedder, build_embedder
 from graph.contract import EscalationRequest, TurnInput, TurnResult
 from graph.experts import Experts
 from graph.models import build_model
-from graph import nodes
+from graph import nodes, reminder_answers
 from graph.state import TurnContext
 from ops import metrics
 from ops.deps import Deps
@@ -59,6 +59,13 @@ class Receptionist:
         context = await self._context(turn)
         turn_input = {"texts": list(turn.texts), "turn_id": turn.turn_id, "replies": [], "actions": [],
                       "escalation": None, "hops": 0, "handoff": None, "bookings": 0}
+        # A reminder's button: Confirmar is done here; the others enter the appointment expert
+        # with that appointment in its state.
+        answered = await reminder_answers.reminder_answer(self.deps, turn, context.org)
+        if answered and answered["answer"] == "confirm":
+            return await reminder_answers.confirm(self.deps, turn, answered)
+        if answered:
+            turn_input.update(reminder_answers.state_for(answered, turn.org))
         if context.contact_name:  # the CRM's name wins over what an earlier turn remembered
             turn_input["contact_name"] = context.contact_name
         try:

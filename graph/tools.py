@@ -183,6 +183,9 @@ async def _hold_chosen(t, chosen: dict, duration_min: int) -> bool:
 async def _plan_reminders(t, appointment_id: str, change: reminders.Change) -> None:
     """The confirmation now, the reminders later (a move re-plans them, a cancel drops them)."""
     await reminders.plan(t.deps.redis, t.deps.pool, t.org.id, appointment_id, change, t.deps.now_ms())
+    if change != "booked" and await reminders.reminded_appointment(t.deps.redis, t.org.id,
+                                                                   t.turn.chat) == appointment_id:
+        metrics.reminder_answers.labels(t.org.id, change).inc()  # the reminder led to it
 
 
 def _slot_view(slot: appointments.Slot, tz) -> dict:

@@ -9,7 +9,6 @@ Gupshup and keeps each reply for the chat that is waiting on it.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from pathlib import Path
 from typing import Awaitable, Callable
@@ -23,8 +22,7 @@ CHAT_PAGE = Path(__file__).parent / "chat_page.html"
 MORE_REPLIES_S = 1.5  # after the first reply, how long to wait for the rest of the turn
 
 
-def _webhook_body(app_name: str, phone: str, name: str, text: str) -> dict:
-    now_ms = int(time.time() * 1000)
+def _webhook_body(app_name: str, phone: str, name: str, text: str, now_ms: int) -> dict:
     return {
         "app": app_name, "timestamp": now_ms, "version": 2, "type": "message",
         "payload": {
@@ -45,12 +43,13 @@ def add_routes(app: web.Application, accept_webhook: Callable[..., Awaitable[obj
         connection = await request.app[CONNECTIONS].get(app_name, None)
         if connection is None:
             return reject(404, f"unknown app {app_name!r}")
-        body = _webhook_body(app_name, phone, str(data.get("name") or "Dev"), text)
+        deps = request.app[DEPS]
+        # The process clock (DEV_CLOCK may have moved it), so the 24-hour window opens with it.
+        body = _webhook_body(app_name, phone, str(data.get("name") or "Dev"), text, deps.now_ms())
         outbox = keys.simulator_outbox(app_name, phone)
         outcome = await accept_webhook(request.app, body, connection.webhook_token)
         if isinstance(outcome, web.Response):
             return outcome
-        deps = request.app[DEPS]
         replies = await _collect(deps.redis, outbox, deps.settings.chat_wait_s)
         handled = await deps.redis.get(keys.dev_turn_info(connection.org_id, phone)) if replies else None
         return web.json_response({"replies": replies, "handled_by": json.loads(handled) if handled else None})
@@ -84,6 +83,8 @@ def add_simulator(app: web.Application) -> None:
         form = await request.post()
         message = json.loads(form.get("message") or form.get("template") or "{}")
         text = message.get("text") or json.dumps(message, ensure_ascii=False)
+        if message.get("type") == "quick_reply":  # a reminder: its text and its buttons
+            text = message["content"]["text"] + "\n" + " ".join(f"[{o['title']}]" for o in message["options"])
         outbox = keys.simulator_outbox(str(form.get("src.name")), str(form.get("destination")))
         redis = request.app[DEPS].redis
         await redis.rpush(outbox, text)

@@ -184,6 +184,10 @@ async def observed(settings: Settings, deps: Deps, roles: tuple[str, ...]) -> As
         metrics.roles.labels(role).set(1)
     removers = [metrics.add_sampler(lambda: health.check(deps)),
                 metrics.add_sampler(StreamStats(deps.redis, list(roles)))]
+    if "scheduler" in roles:
+        from consumers.scheduler import AttendanceStats
+
+        removers.append(metrics.add_sampler(AttendanceStats(deps)))
     runner = None
     if "ingress" not in roles and settings.metrics_port:
         runner = await metrics_server.start(deps, settings.http_host, settings.metrics_port)

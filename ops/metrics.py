@@ -258,6 +258,10 @@ scheduled_jobs = Counter(
 reminders_sent = Counter(
     "skytide_reminders_sent_total", "Reminders handed to the sender, by organization and form "
     "(interactive inside the 24-hour window, template outside it)", ["org", "form"], registry=REGISTRY)
+attendance = Gauge(
+    "skytide_appointment_attendance", "Appointments of the last 30 days by organization and outcome: "
+    "completed and no_show as the CRM marked them, confirmed_by_contact from a reminder's button "
+    "(sampled at scrape time by a scheduler process)", ["org", "outcome"], registry=REGISTRY)
 reminder_answers = Counter(
     "skytide_reminder_answers_total", "Answers to a reminder's buttons, by organization and "
     "answer (confirmed, cancel_asked, cancelled, reschedule_asked, rescheduled)",

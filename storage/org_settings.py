@@ -72,6 +72,16 @@ def _country(value: Any) -> str:
     return code
 
 
+def _hours(value: Any) -> float:
+    try:
+        hours = float(str(value).strip().rstrip("h"))
+    except ValueError:
+        raise BadSetting(f"{value!r} is not a number of hours") from None
+    if hours <= 0:
+        raise BadSetting(f"{value!r}: must be more than 0 hours")
+    return hours
+
+
 def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -108,7 +118,8 @@ KEYS: dict[str, Callable[[Any], Any]] = {
     "currency": _currency,
     "country": _country,
     "open_on_holidays": _bool,
-    "address": _text,
+    "address": _text,  # in reminders and confirmations
+    "bot_resume_after_hours": _hours,  # storage/chats.py: a paused bot comes back after this long
 }
 
 

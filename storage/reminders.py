@@ -100,3 +100,15 @@ async def remember_reminded(redis: aioredis.Redis, org: str, phone: str, appoint
 
 async def reminded_appointment(redis: aioredis.Redis, org: str, phone: str) -> str | None:
     return await redis.get(keys.reminded(org, phone))
+
+
+async def attendance(db: Db, since: datetime) -> list[tuple[str, str, int]]:
+    """(org, outcome, count) of appointments since then whose attendance the CRM marked
+    (completed, no_show), and of those the customer confirmed from a reminder."""
+    rows = await db.fetch("""
+        select organization_id::text as org, status as outcome, count(*) as n from appointments
+        where starts_at >= $1 and status in ('completed', 'no_show') group by 1, 2
+        union all
+        select organization_id::text, 'confirmed_by_contact', count(*) from appointments
+        where starts_at >= $1 and confirmed_by_contact_at is not null group by 1""", since)
+    return [(r["org"], r["outcome"], r["n"]) for r in rows]

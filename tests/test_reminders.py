@@ -185,3 +185,19 @@ async def test_quiet_hours_hold_a_reminder_until_morning(deps, clinic, clock):
     clock.at = datetime(2027, 3, 8, 7, 0, tzinfo=BOGOTA)
     await scheduler.tick()
     assert [m.purpose for m in await outbound(deps, clinic)] == ["confirmation", "reminder"]
+
+
+async def test_attendance_counts_no_shows_by_organization(deps, clinic, clock):
+    from consumers.scheduler import AttendanceStats
+    from ops import metrics
+
+    identity, appt = await book(deps, clinic, clock, THURSDAY_3PM)
+    await book(deps, clinic, clock, THURSDAY_3PM + timedelta(days=1), key="t:2")
+    await deps.pool.execute("update appointments set status = 'no_show' where id = $1::uuid", appt.id)
+    await reminders.confirm_attendance(deps.pool, clinic, identity.contact_id, appt.id)  # not active: no
+    second = await deps.pool.fetchval("select id::text from appointments where idempotency_key = 't:2'")
+    assert await reminders.confirm_attendance(deps.pool, clinic, identity.contact_id, second)
+    await AttendanceStats(deps)()
+    value = metrics.REGISTRY.get_sample_value
+    assert value("skytide_appointment_attendance", {"org": clinic, "outcome": "no_show"}) == 1
+    assert value("skytide_appointment_attendance", {"org": clinic, "outcome": "confirmed_by_contact"}) == 1

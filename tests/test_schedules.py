@@ -140,3 +140,28 @@ async def _counts(deps, org):
     return [await deps.pool.fetchval(f"select count(*) from {t} where organization_id = $1::uuid", org)
             for t in ("services", "staff", "staff_hours", "staff_services", "business_hours",
                       "knowledge_entries", "closures", "staff_time_off")]
+
+
+async def test_the_catalog_and_org_commands(deps, make_org, tmp_path):
+    from tests.test_ops import cli
+
+    org = await make_org()
+    first = cli(deps.settings, "catalog", "import", str(DEMO_FILE), "--org", org)
+    assert first.returncode == 0 and "12 services" in first.stdout, first.stderr
+    again = cli(deps.settings, "catalog", "import", str(DEMO_FILE), "--org", org)
+    assert again.returncode == 0 and again.stdout.strip() == "created nothing; updated nothing"
+    exported = cli(deps.settings, "catalog", "export", "--org", org)
+    (tmp_path / "clinic.yaml").write_text(exported.stdout.replace("price: 120000", "price: 125000"))
+    edited = cli(deps.settings, "catalog", "import", str(tmp_path / "clinic.yaml"), "--org", org)
+    assert edited.stdout.strip() == "created nothing; updated 1 services", edited.stdout
+    (tmp_path / "bad.yaml").write_text("services: [{name: X, duration_min: soon}]")
+    bad = cli(deps.settings, "catalog", "import", str(tmp_path / "bad.yaml"), "--org", org)
+    assert bad.returncode == 2 and "services[0] (X): duration_min" in bad.stderr
+    done = cli(deps.settings, "org", "set", "--org", org, "advisor_phone=+57 300 123 4567",
+               "reminder_offsets_h=48,3", "quiet_hours=22:00-06:30", "open_on_holidays=yes")
+    assert done.returncode == 0, done.stderr
+    settings = await deps.pool.fetchval("select settings from organizations where id = $1::uuid", org)
+    assert (settings["advisor_phone"], settings["reminder_offsets_h"], settings["open_on_holidays"]) == (
+        "573001234567", [48.0, 3.0], True)
+    refused = cli(deps.settings, "org", "set", "--org", org, "country=Colombia")
+    assert refused.returncode == 2 and "country" in refused.stderr

@@ -1,0 +1,58 @@
+"""A reminder's buttons answered: Confirmar, Reprogramar, Cancelar.
+
+The answer arrives as a button or quick-reply event ("[botón] Confirmar"), or typed. It refers
+to the appointment the contact was last reminded of (storage/reminders.remember_reminded).
+Confirmar marks the appointment confirmed by the customer at once; Cancelar and Reprogramar
+enter the appointment expert with that appointment already listed, so cancelling still asks
+the usual yes and rescheduling offers times for that appointment.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from graph import intents, replies
+from graph.contract import TurnInput, TurnResult
+from ops import metrics
+from ops.deps import Deps
+from storage import reminders
+from storage.catalog import OrgProfile
+
+Answer = Literal["confirm", "reschedule", "cancel"]
+_BUTTON = re.compile(r"^\s*(\[boton\]\s*)?(confirmar|reprogramar|cancelar)\s*[.!]*\s*$")
+_ANSWERS: dict[str, Answer] = {"confirmar": "confirm", "reprogramar": "reschedule", "cancelar": "cancel"}
+
+
+async def reminder_answer(deps: Deps, turn: TurnInput, org: OrgProfile) -> dict | None:
+    """{"answer", "appointment": {"id", "label"}} when this turn answers a reminder's button."""
+    if len(turn.texts) != 1:
+        return None
+    match = _BUTTON.match(intents.normalize(turn.texts[0]))
+    if match is None:
+        return None
+    appointment_id = await reminders.reminded_appointment(deps.redis, turn.org, turn.chat)
+    if appointment_id is None:
+        return None
+    due = await reminders.due_appointment(deps.pool, turn.org, appointment_id)
+    if due is None or due.contact_id != turn.contact_id or due.status != "confirmed":
+        return None
+    label = f"{due.service_name}, {replies.when(due.starts_at, org.tz)}"
+    return {"answer": _ANSWERS[match.group(2)], "appointment": {"id": due.id, "label": label}}
+
+
+async def confirm(deps: Deps, turn: TurnInput, found: dict) -> TurnResult:
+    appointment = found["appointment"]
+    await reminders.confirm_attendance(deps.pool, turn.org, turn.contact_id, appointment["id"])
+    metrics.reminder_answers.labels(turn.org, "confirmed").inc()
+    return TurnResult(replies=[f"¡Gracias por confirmar! Te esperamos: {appointment['label']}. 😊"],
+                      actions=[{"action": "attendance_confirmed", "data": {"label": appointment["label"]}}],
+                      experts=["appointment"])
+
+
+def state_for(found: dict, org: str) -> dict:
+    """The appointment expert's state for Cancelar or Reprogramar on that appointment."""
+    purpose = "cancelar" if found["answer"] == "cancel" else "reprogramar"
+    metrics.reminder_answers.labels(org, f"{found['answer']}_asked").inc()
+    return {"flow": "appointment", "appointments": [found["appointment"]], "purpose": purpose,
+            "reschedule_of": None, "cancel_pending": None, "proposed_slots": [], "chosen_slot": None}
