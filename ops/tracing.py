@@ -19,6 +19,10 @@ from ops.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Fields bound to log lines (masked there) but kept out of spans, which leave for a third party
+# (Langfuse): the chat id is the customer's phone number, and the thread id contains it.
+PERSONAL = frozenset({"chat_id", "thread_id"})
+
 _tracer: Any = None  # opentelemetry Tracer, once setup() found an endpoint
 _provider: Any = None
 
@@ -98,7 +102,8 @@ def _link(traceparent: str):
 @contextmanager
 def _span(name: str, traceparent: str | None, new_trace: bool, links: list[str | None],
           fields: dict[str, Any]) -> Iterator[None]:
-    attributes = {f"skytide.{k}": str(v) for k, v in fields.items() if v is not None}
+    attributes = {f"skytide.{k}": str(v) for k, v in fields.items()
+                  if v is not None and k not in PERSONAL}
     with _tracer.start_as_current_span(name, context=_parent_context(traceparent, new_trace),
                                        links=[_link(t) for t in links if t], attributes=attributes):
         yield
