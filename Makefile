@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test bench install clean
+.PHONY: run test test-soak bench install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Worker processes SIGKILLed at random, PostgreSQL stopped 15 s, Redis restarted, 2,000 messages:
+# prints `lost 0, duplicated 0, pending 0, dead letters N` (tests/soak/__main__.py).
+test-soak: $(STAMP)
+	$(PY) -m tests.soak
 
 bench: $(STAMP)
 	$(PY) -m ops.bench
