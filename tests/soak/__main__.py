@@ -3,8 +3,9 @@
 Real processes on a real Redis 8 (AOF, appendfsync everysec) and a real PostgreSQL: one ingress
 and SOAK_WORKERS worker processes (`skytide run`), replies going to the fake Gupshup, which this
 script also drives as the customers' side: text bursts, images, and the status callbacks of
-every reply. Meanwhile a random worker is SIGKILLed every few seconds and started again,
-PostgreSQL is stopped for 15 s once, and Redis is restarted (from its AOF) once.
+every reply. While the messages come in, a random worker is SIGKILLed every few seconds and
+started again, PostgreSQL is stopped for 15 s once, and Redis is restarted (from its AOF)
+once; then the pipeline is left to drain (up to --settle-s) before anything is counted.
 
 At the end, measured from outside:
   lost        a webhook answered 200 whose message has no stored row, or a chat whose last
@@ -341,16 +342,16 @@ async def _soak(args: argparse.Namespace, root: Path, redis_server: EmbeddedRedi
                      asyncio.create_task(faults(run, stop_faults)),
                      asyncio.create_task(status_callbacks(run, http, stop_callbacks))]
             fed = await customers(run, chats, http)
-            run.note(f"fed {fed} messages; waiting for every chat to be answered")
-            deadline = time.monotonic() + args.settle_s
-            while unanswered(run, chats) and time.monotonic() < deadline:
-                await asyncio.sleep(1)
-            stop_faults.set()  # the last faults' effects settle with every worker alive
+            await _sleep(stop_faults, args.kill_after_feed_s)
+            stop_faults.set()  # a process manager keeps the workers up from now on
             await asyncio.gather(*tasks[:3])
-            settle = time.monotonic() + 60
+            run.note(f"fed {fed} messages; faults over; waiting for the pipeline to drain")
+            settle = time.monotonic() + args.settle_s
             while time.monotonic() < settle and (
                     unanswered(run, chats) or await pending_work(redis, orgs)):
-                await asyncio.sleep(1)
+                await asyncio.sleep(2)
+            run.note("drained" if time.monotonic() < settle else
+                     f"not drained after {args.settle_s:.0f}s")
             await asyncio.sleep(2)  # a late duplicate would arrive now
             stop_callbacks.set()
             await asyncio.wait_for(tasks[3], 120)
@@ -397,12 +398,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chats-per-org", type=int, default=int(env("SOAK_CHATS_PER_ORG", 5)))
     parser.add_argument("--workers", type=int, default=int(env("SOAK_WORKERS", 3)))
     parser.add_argument("--feed-s", type=float, default=float(env("SOAK_FEED_S", 120)))
-    parser.add_argument("--kill-every-s", type=float, default=float(env("SOAK_KILL_EVERY_S", 5)))
+    parser.add_argument("--kill-every-s", type=float, default=float(env("SOAK_KILL_EVERY_S", 8)))
+    parser.add_argument("--kill-after-feed-s", type=float, default=20.0,
+                        help="workers are still killed this long after the last message")
     parser.add_argument("--postgres-at-s", type=float, default=30.0)
     parser.add_argument("--postgres-down-s", type=float, default=15.0)
     parser.add_argument("--redis-after-s", type=float, default=20.0)
     parser.add_argument("--media-share", type=float, default=0.05)
-    parser.add_argument("--settle-s", type=float, default=float(env("SOAK_SETTLE_S", 240)))
+    parser.add_argument("--settle-s", type=float, default=float(env("SOAK_SETTLE_S", 600)))
     parser.add_argument("--keep", action="store_true", help="keep the data and logs folder")
     args = parser.parse_args(argv)
     random.seed(int(env("SOAK_SEED", 7)))
