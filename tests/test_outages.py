@@ -205,3 +205,36 @@ async def _accepted_webhook(url: str, body) -> bool:
     except aiohttp.ClientError:
         return False
     return status == 200
+
+
+async def test_a_retry_after_of_an_hour_is_capped(system, make_org, deps):
+    """A 429 asking for an hour's pause does not silence the number for an hour."""
+    from aiohttp import web
+
+    from storage import streams
+    from storage.events import OutboundMessage
+    from tests.fakes.gupshup import FakeGupshup
+
+    throttled: list[int] = []
+
+    @web.middleware
+    async def throttle_once(request, handler):
+        if request.path.endswith("/msg") and not throttled:
+            throttled.append(1)
+            return web.json_response({"status": "error", "message": "Too Many Requests"},
+                                     status=429, headers={"Retry-After": "3600"})
+        return await handler(request)
+
+    fake = FakeGupshup()
+    fake.app.middlewares.append(throttle_once)
+    org = await make_org("clinic")
+    identity = await chats.upsert_identity(deps.pool, org, "573001112222", "Ana")
+    await deps.pool.execute("update chat_identities set last_inbound_at = now() where id = $1::uuid",
+                            identity.id)
+    async with fake, system(roles=("sender",), gupshup_api_url=fake.url, retry_after_max_s=0.3):
+        await streams.publish(deps.redis, OutboundMessage(
+            org=org, phone="573001112222", text="Tu cita quedó confirmada",
+            idempotency_key="ra-1"), "outbound")
+        sent = await fake.wait_for_sent(1, timeout_s=20)
+    assert throttled == [1] and sent[0].message["text"] == "Tu cita quedó confirmada"
+    assert await dead_letters.list_letters(deps.redis, org=org) == []
