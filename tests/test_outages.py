@@ -238,3 +238,24 @@ async def test_a_retry_after_of_an_hour_is_capped(system, make_org, deps):
         sent = await fake.wait_for_sent(1, timeout_s=20)
     assert throttled == [1] and sent[0].message["text"] == "Tu cita quedó confirmada"
     assert await dead_letters.list_letters(deps.redis, org=org) == []
+
+
+async def test_replies_waiting_for_gupshup_go_out_in_their_order(system, make_org, gupshup, deps):
+    from storage import streams
+    from storage.events import OutboundMessage
+
+    org = await make_org("clinic")
+    phone = "573001113333"
+    identity = await chats.upsert_identity(deps.pool, org, phone, "Ana")
+    await deps.pool.execute("update chat_identities set last_inbound_at = now() where id = $1::uuid",
+                            identity.id)
+    gupshup.fail_next(503, times=8)
+    texts = [f"mensaje {i}" for i in range(4)]
+    for i, text in enumerate(texts):
+        await streams.publish(deps.redis, OutboundMessage(
+            org=org, phone=phone, text=text, idempotency_key=f"order-{i}"), "outbound")
+    async with system(roles=("sender",), recipient_interval_ms=0):
+        await gupshup.wait_for_sent(len(texts), timeout_s=30)
+        await asyncio.sleep(0.5)
+    assert [m.message["text"] for m in gupshup.sent] == texts
+    assert await dead_letters.list_letters(deps.redis, org=org) == []
