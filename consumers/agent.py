@@ -32,6 +32,12 @@ class AgentStage:
         self.receptionist = receptionist
         self.connections = ConnectionsByOrg(deps.pool)
 
+    async def dead_lettered(self, event: StreamEvent) -> None:
+        """A turn given up on no longer holds its chat: the next messages get their own turn."""
+        if isinstance(event, TurnRequest):
+            await turns.release_lease(self.deps.redis, org=event.org, chat=event.chat,
+                                      turn_id=event.turn_id, now_ms=self.deps.now_ms())
+
     async def handle(self, event: StreamEvent, delivery: Delivery) -> str | None:
         if not isinstance(event, TurnRequest):
             raise Poison(f"the turns stream carries turns, not {event.type}")

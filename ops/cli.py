@@ -147,7 +147,8 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
                 stack.push_async_callback(receptionist.aclose)  # runs after the workers stopped
             agent = AgentStage(deps, receptionist)
             workers.append(StageWorker(deps.redis, stage_config(settings, "agent", "turns"),
-                                       agent.handle, consumer, outages=deps.outages))
+                                       agent.handle, consumer, on_dead_letter=agent.dead_lettered,
+                                       outages=deps.outages))
         if "sender" in roles:
             sender = SenderStage(deps, gupshup_api_url(settings))
             workers.append(StageWorker(deps.redis, stage_config(settings, "sender", "outbound"),

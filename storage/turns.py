@@ -183,3 +183,20 @@ async def extend_lease(redis: aioredis.Redis, *, org: str, chat: str, turn_id: s
 
 async def turn_in_flight(redis: aioredis.Redis, org: str, chat: str) -> str | None:
     return await redis.get(keys.turn_lease(org, chat))
+
+
+# KEYS: turn_lease, pending, due. ARGV: turn_id, chat, now_ms
+# A turn given up on (dead-lettered) lets its chat go: the lease is dropped and messages that
+# arrived meanwhile come due at once. The turn is not marked done, so its replay still runs it.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('ZCARD', KEYS[2]) > 0 then redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2]) end
+return 1
+"""
+
+
+async def release_lease(redis: aioredis.Redis, *, org: str, chat: str, turn_id: str,
+                        now_ms: int) -> None:
+    """Let the chat's next messages start a turn now instead of after the lease runs out."""
+    await redis.eval(_RELEASE, 3, keys.turn_lease(org, chat), keys.pending(org, chat),
+                     keys.due(org), turn_id, chat, now_ms)

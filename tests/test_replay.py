@@ -127,3 +127,27 @@ async def _unknown(deps) -> bool:
     from storage.outbound import unknown_outcomes
 
     return bool(await unknown_outcomes(deps.pool))
+
+
+async def test_a_dead_lettered_turn_does_not_hold_its_chat(system, make_org, gupshup, deps):
+    """The chat's next message is answered at once, not after the dead turn's lease runs out."""
+    org = await make_org("clinic")
+    real = recording_receptionist([])
+    failures = ["model"]
+
+    class DownOnce(real):
+        async def run_turn(self, turn):
+            if failures:
+                raise DependencyDown(failures.pop(), "connection refused")
+            return await super().run_turn(turn)
+
+    phone = "573000000006"
+    async with system(receptionist_builder=DownOnce, dependency_outage_max_s=0,
+                      turn_lease_s=600) as s:
+        await post_webhook(s.url, text_webhook("clinic", phone, "hola", "h-1",
+                                               int(time.time() * 1000)))
+        await eventually(lambda: _letters(deps, org, "agent"), timeout_s=20)
+        await post_webhook(s.url, text_webhook("clinic", phone, "hola otra vez", "h-2",
+                                               int(time.time() * 1000)))
+        sent = await gupshup.wait_for_sent(1, timeout_s=20)
+    assert sent[0].destination == phone
