@@ -289,3 +289,24 @@ async def test_every_documented_event_type_gets_200(system, make_org):
     async with system(roles=("ingress",)) as s:
         answers = [await post_webhook(s.url, body) for body in DOCUMENTED]
     assert [a for a in answers if a != (200, "")] == []
+
+
+async def test_characters_no_database_or_stream_can_hold_are_dropped_not_fatal(
+        system, make_org, deps):
+    """A NUL (PostgreSQL text refuses it) or a lone surrogate (not encodable as UTF-8) in a
+    text, a name or a caption: the message is stored without them, not retried to death."""
+    from tests.conftest import eventually
+
+    org = await make_org("docdeck")
+    body = fresh("gupshup/gupshup_v2_text.json")
+    body["payload"]["payload"]["text"] = "hola\u0000 mundo \ud800!"
+    body["payload"]["sender"]["name"] = "Ana\u0000\udfff"
+    raw = json.dumps(body)  # json escapes both: the wire carries \u0000 and \ud800
+    async with system(roles=("ingress", "enrich")) as s:
+        assert await post_webhook(s.url, raw) == (200, "")
+
+        async def stored():
+            return await deps.pool.fetchval(
+                "select message from chat_messages where organization_id = $1::uuid", org)
+        assert await eventually(stored) == "hola mundo !"
+    assert await deps.redis.xlen(keys.dead_letters(org)) == 0
