@@ -246,8 +246,9 @@ def test_no_secret_in_the_settings_repr():
 
     shown = repr(Settings(openai_api_key="sk-live-1", gemini_api_key="gem-key-2",
                           supabase_service_role_key="srk-3", database_url="postgresql://u:pw4@h/db",
-                          redis_url="redis://:pw5@h:6379"))
-    for secret in ("sk-live-1", "gem-key-2", "srk-3", "pw4", "pw5"):
+                          redis_url="redis://:pw5@h:6379",
+                          otel_exporter_otlp_headers="Authorization=Basic%20c2VjcmV0Ng"))
+    for secret in ("sk-live-1", "gem-key-2", "srk-3", "pw4", "pw5", "c2VjcmV0Ng"):
         assert secret not in shown
 
 
