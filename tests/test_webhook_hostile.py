@@ -311,3 +311,21 @@ async def test_characters_no_database_or_stream_can_hold_are_dropped_not_fatal(
                 "select message from chat_messages where organization_id = $1::uuid", org)
         assert await eventually(stored) == "hola mundo !"
     assert await deps.redis.xlen(keys.dead_letters(org)) == 0
+
+
+async def test_a_sender_that_is_not_a_phone_number_gets_400(system, make_org, deps):
+    """A phone or WhatsApp user id is at most 32 letters, digits and '._-' (E.164 has 15
+    digits; a BSUID reads like IN.1648738043044942); a leading + is dropped, as Gupshup does."""
+    org = await make_org("docdeck")
+    bodies = []
+    for i, phone in enumerate(["57 300 111 2233", "5" * 200, "57300\n1112233", "+573001112233"]):
+        body = fresh("gupshup/gupshup_v2_text.json")
+        body["payload"].update(id=f"odd-phone-{i}", source=phone)
+        bodies.append(body)
+    async with system(roles=("ingress",)) as s:
+        answers = [await post_webhook(s.url, body) for body in bodies]
+    assert [a[0] for a in answers] == [400, 400, 400, 200]
+    assert all("payload.source" in a[1] for a in answers[:3])
+    [(_, fields)] = await deps.redis.xrange(keys.stream(org, "inbound"))
+    from storage.events import decode
+    assert decode(fields).phone == "573001112233"
