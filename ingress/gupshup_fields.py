@@ -4,6 +4,7 @@ fault, and the readable lines for replies, locations and contact cards. Pure: no
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +89,18 @@ def req_str(obj: dict[str, Any], key: str, path: str) -> str:
 
 INT64_MAX = 2**63 - 1  # what PostgreSQL's bigint holds
 YEAR_3000_MS = 32_503_680_000_000
+
+
+# A phone number (E.164 has at most 15 digits) or a WhatsApp business-scoped user id
+# (IN.1648738043044942); anything else would become a contact no message can reach.
+_PHONE = re.compile(r"[0-9A-Za-z._-]{3,32}")
+
+
+def req_phone(obj: dict[str, Any], key: str, path: str) -> str:
+    value = req_str(obj, key, path).removeprefix("+")
+    if not _PHONE.fullmatch(value):
+        raise MalformedPayload(f"{path}.{key} is not a phone number or a WhatsApp user id")
+    return value
 
 
 def as_int(value: Any) -> int | None:

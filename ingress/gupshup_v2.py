@@ -22,6 +22,7 @@ from ingress.gupshup_fields import (
     opt_obj,
     opt_str,
     reply_text,
+    req_phone,
     req_str,
 )
 from storage.events import InboundMessage, Media, MessageKind, StatusEvent, UserEvent
@@ -65,7 +66,7 @@ def parse_v2(body: dict[str, Any], org: str, received_at_ms: int, out: Parsed) -
 def _v2_message(body: dict[str, Any], org: str, received_at_ms: int) -> InboundMessage:
     payload = obj(body.get("payload"), "payload")
     provider_id = req_str(payload, "id", "payload")
-    phone = req_str(payload, "source", "payload")
+    phone = req_phone(payload, "source", "payload")
     content = _v2_content(payload)
     context = opt_obj(payload.get("context"))
     return InboundMessage(
@@ -146,7 +147,7 @@ def _v2_status(body: dict[str, Any], org: str, received_at_ms: int) -> StatusEve
 
 def _v2_user_event(body: dict[str, Any], org: str, received_at_ms: int, out: Parsed) -> None:
     payload = obj(body.get("payload"), "payload")
-    phone = req_str(payload, "phone", "payload")
+    phone = req_phone(payload, "phone", "payload")
     event = req_str(payload, "type", "payload")
     if event == "sandbox-start" and phone == "callbackSetPhone":
         # Sent when the callback URL is set: a handshake, not a user.

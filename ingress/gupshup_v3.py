@@ -20,6 +20,7 @@ from ingress.gupshup_fields import (
     opt_obj,
     opt_str,
     reply_text,
+    req_phone,
     req_str,
 )
 from storage.events import InboundMessage, Media, MessageKind, StatusEvent
@@ -87,7 +88,7 @@ def _v3_names(contacts: list[Any]) -> dict[str, str]:
 def _v3_message(
     msg: dict[str, Any], names: dict[str, str], path: str, org: str, received_at_ms: int
 ) -> InboundMessage:
-    phone = req_str(msg, "from", path)
+    phone = req_phone(msg, "from", path)
     content = _v3_content(msg, path)
     return InboundMessage(
         org=org,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from typing import Any
 
 from aiohttp import web
@@ -106,6 +107,22 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
+# JSON may carry what nothing downstream can hold: NUL (PostgreSQL text and jsonb refuse it)
+# and lone UTF-16 surrogates (no UTF-8 encoding; Redis and JSON writers fail on them).
+_UNHOLDABLE = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def clean(value: Any) -> Any:
+    """`value` without those characters, in keys and strings at any depth (already bounded)."""
+    if isinstance(value, str):
+        return _UNHOLDABLE.sub("", value) if _UNHOLDABLE.search(value) else value
+    if isinstance(value, dict):
+        return {clean(k): clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean(v) for v in value]
+    return value
+
+
 async def choose_connection(app: web.Application, candidates: list[Connection],
                             ref: AppRef) -> Connection | web.Response:
     """The token's connection that the body is about; 403 when the body names another app."""
@@ -137,6 +154,7 @@ async def accept_body(app: web.Application, candidates: list[Connection],
                       body: dict) -> web.Response | list[InboundMessage | StatusEvent | UserEvent]:
     """Parse and enqueue one authenticated Gupshup callback; the events it held, or the rejection."""
     deps = app[DEPS]
+    body = clean(body)
     try:
         ref = identify_app(body)
     except MalformedPayload as exc:

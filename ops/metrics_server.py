@@ -42,7 +42,9 @@ def create_app(deps: Deps) -> web.Application:
 
 async def start(deps: Deps, host: str, port: int) -> web.AppRunner:
     """Serving until the returned runner's cleanup()."""
-    runner = web.AppRunner(create_app(deps), access_log=None)
+    # Idle connections closed like the ingress's (aiohttp keeps them an hour by default).
+    runner = web.AppRunner(create_app(deps), access_log=None,
+                           keepalive_timeout=deps.settings.http_keepalive_timeout_s)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner

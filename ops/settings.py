@@ -158,7 +158,7 @@ class Settings(BaseSettings):
     otel_exporter_otlp_endpoint: str | None = None
     # "key=value,key2=value2", as the OpenTelemetry variable of the same name; Langfuse wants
     # Authorization=Basic <base64 of public_key:secret_key>.
-    otel_exporter_otlp_headers: str | None = None
+    otel_exporter_otlp_headers: str | None = Field(None, repr=False)  # may carry credentials
     otel_service_name: str = "skytide"
 
     @property

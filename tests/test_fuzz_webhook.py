@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingress.gupshup import MalformedPayload, identify_app, parse_webhook
-from ingress.webhook import parse_json
+from ingress.webhook import clean, parse_json
 from storage.events import decode, encode
 from tests.helpers import FIXTURES, fixture
 
@@ -31,13 +31,15 @@ BODIES = [fixture(f"gupshup/{p.name}") for p in sorted((FIXTURES / "gupshup").gl
 APPS = {"docdeck": None, "DemoAPI": None, "DemoApp": None, "MyBusinessApp": None}
 TOKEN = "fuzz-token-0123456789"
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True),
-                    st.text(max_size=40))
+# Text as JSON can carry it, including what nothing downstream can hold (NUL, lone surrogates).
+UNHOLDABLE = "\x00\ud800\udfff"
+texts = st.one_of(st.text(max_size=40), st.text(st.sampled_from("a " + UNHOLDABLE), max_size=8))
+scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), texts)
 json_values = st.recursive(scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=6), st.dictionaries(st.text(max_size=12), inner, max_size=6)),
+    st.lists(inner, max_size=6), st.dictionaries(st.text(max_size=12) | texts, inner, max_size=6)),
     max_leaves=40)
 # Phone numbers in the shapes senders get wrong: with +, spaces, letters, huge, empty, numbers.
-phones = st.one_of(st.from_regex(r"\+?[0-9 ()-]{0,20}", fullmatch=True), st.text(max_size=80),
+phones = st.one_of(st.from_regex(r"\+?[0-9 ()-]{0,20}", fullmatch=True), texts,
                    st.integers(), st.floats(), st.just(""), st.just("callbackSetPhone"))
 
 
@@ -64,7 +66,11 @@ def mutated_fixture(draw) -> dict:
             parent = parent[step]
         last = where[-1]
         is_phone = isinstance(last, str) and last in ("source", "phone", "from", "wa_id")
-        parent[last] = draw(phones if is_phone else json_values)
+        if isinstance(parent[last], str) and draw(st.booleans()):
+            # Same field, same type, one character JSON can carry and nothing downstream can.
+            parent[last] += draw(st.sampled_from(UNHOLDABLE))
+        else:
+            parent[last] = draw(phones if is_phone else json_values)
         if draw(st.booleans()):
             break
     return body
@@ -89,6 +95,7 @@ raw_bodies = st.one_of(
 @FUZZ
 @given(body=st.one_of(mutated_fixture(), json_values.filter(lambda v: isinstance(v, dict))))
 def test_parsers_understand_a_body_or_name_the_field_at_fault(body):
+    body = clean(body)  # as the endpoint does before parsing
     try:
         identify_app(body)
         parsed = parse_webhook(body, "org", 1_700_000_000_000)

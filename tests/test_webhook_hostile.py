@@ -246,8 +246,9 @@ def test_no_secret_in_the_settings_repr():
 
     shown = repr(Settings(openai_api_key="sk-live-1", gemini_api_key="gem-key-2",
                           supabase_service_role_key="srk-3", database_url="postgresql://u:pw4@h/db",
-                          redis_url="redis://:pw5@h:6379"))
-    for secret in ("sk-live-1", "gem-key-2", "srk-3", "pw4", "pw5"):
+                          redis_url="redis://:pw5@h:6379",
+                          otel_exporter_otlp_headers="Authorization=Basic%20c2VjcmV0Ng"))
+    for secret in ("sk-live-1", "gem-key-2", "srk-3", "pw4", "pw5", "c2VjcmV0Ng"):
         assert secret not in shown
 
 
@@ -289,3 +290,42 @@ async def test_every_documented_event_type_gets_200(system, make_org):
     async with system(roles=("ingress",)) as s:
         answers = [await post_webhook(s.url, body) for body in DOCUMENTED]
     assert [a for a in answers if a != (200, "")] == []
+
+
+async def test_characters_no_database_or_stream_can_hold_are_dropped_not_fatal(
+        system, make_org, deps):
+    """A NUL (PostgreSQL text refuses it) or a lone surrogate (not encodable as UTF-8) in a
+    text, a name or a caption: the message is stored without them, not retried to death."""
+    from tests.conftest import eventually
+
+    org = await make_org("docdeck")
+    body = fresh("gupshup/gupshup_v2_text.json")
+    body["payload"]["payload"]["text"] = "hola\u0000 mundo \ud800!"
+    body["payload"]["sender"]["name"] = "Ana\u0000\udfff"
+    raw = json.dumps(body)  # json escapes both: the wire carries \u0000 and \ud800
+    async with system(roles=("ingress", "enrich")) as s:
+        assert await post_webhook(s.url, raw) == (200, "")
+
+        async def stored():
+            return await deps.pool.fetchval(
+                "select message from chat_messages where organization_id = $1::uuid", org)
+        assert await eventually(stored) == "hola mundo !"
+    assert await deps.redis.xlen(keys.dead_letters(org)) == 0
+
+
+async def test_a_sender_that_is_not_a_phone_number_gets_400(system, make_org, deps):
+    """A phone or WhatsApp user id is at most 32 letters, digits and '._-' (E.164 has 15
+    digits; a BSUID reads like IN.1648738043044942); a leading + is dropped, as Gupshup does."""
+    org = await make_org("docdeck")
+    bodies = []
+    for i, phone in enumerate(["57 300 111 2233", "5" * 200, "57300\n1112233", "+573001112233"]):
+        body = fresh("gupshup/gupshup_v2_text.json")
+        body["payload"].update(id=f"odd-phone-{i}", source=phone)
+        bodies.append(body)
+    async with system(roles=("ingress",)) as s:
+        answers = [await post_webhook(s.url, body) for body in bodies]
+    assert [a[0] for a in answers] == [400, 400, 400, 200]
+    assert all("payload.source" in a[1] for a in answers[:3])
+    [(_, fields)] = await deps.redis.xrange(keys.stream(org, "inbound"))
+    from storage.events import decode
+    assert decode(fields).phone == "573001112233"
