@@ -44,6 +44,12 @@ class ConversationState(TypedDict, total=False):
     # model can ask and cancel in one go; any other appointment task clears it.
     cancel_pending: dict | None
     contact_name: str | None
+    # The service the customer last asked about ("¿cuánto cuesta el masaje?"): a booking
+    # request with no service named is for that one.
+    discussed_service: dict | None
+    # The last numbered list shown: {"kind": "slots" | "appointments" | "services" | "menu",
+    # "items": [{"label", "say"?, "person"?}]}; "la 2" refers to it, whatever it was.
+    last_list: dict | None
     summary: str
     turns: int
     last_turn: dict | None  # the previous turn's result, replayed if that turn is redelivered
@@ -51,7 +57,7 @@ class ConversationState(TypedDict, total=False):
 
 # Keys that tools may change (everything else is owned by the graph nodes).
 TOOL_KEYS = ("service", "window", "proposed_slots", "chosen_slot", "appointments", "purpose",
-             "reschedule_of", "cancel_pending", "contact_name")
+             "reschedule_of", "cancel_pending", "contact_name", "discussed_service", "last_list")
 
 
 @dataclass

@@ -279,3 +279,6 @@ outage_retries = Counter(
 handler_timeouts = Counter(
     "skytide_handler_timeouts_total", "Entries whose handler ran past the stage's time limit",
     ["stage"], registry=REGISTRY)
+loop_guard = Counter(
+    "skytide_loop_guard_total", "Replies replaced because they repeated the previous question or list, "
+    "by the flow that repeated itself", ["flow"], registry=REGISTRY)
