@@ -51,7 +51,7 @@ VOCAB: dict[str, str] = {
             r"|cuando (es|era|tengo) (mi|la) (cita|turno)|a que hora (es|era|tengo) (mi|la) (cita|turno)"
             r"|que dia (es|era|tengo) (mi|la) (cita|turno)|mi proxima cita|tengo algo (agendado|reservado)"
             r"|para cuando (quede|quedo|quedé) (agendad|citad)\w*|ver (mi|mis) (cita|citas|turno|turnos))\b",
-    "name": r"\b(me llamo|mi nombre es|a nombre de|soy [^\W\d_]+ [^\W\d_]+$)",
+    "name": r"\b(me llamo|me yamo|mi nombre es|a nombre de|soy [^\W\d_]+ [^\W\d_]+$)",
     "book": r"\b(cita|agendar|agenda|agendame|agendeme|agendarme|agendo|reservar|reserva|reservame|separar|separame"
             r"|turno|disponib\w*|tienen algo|hay algo|tenes algo|tienes algo|espacio|cupo|quiero (un|una)"
             r"|me gustaria (un|una)|quisiera (un|una)|mejor (un|una|el|la)|sacar|apartar|apartame|anotame"
@@ -203,14 +203,34 @@ def pick_number(t: str) -> int | None:
     return None
 
 
-def extract_name(text: str) -> str | None:
-    """The name in "me llamo Laura Gómez", "a nombre de Ana", or a message that is only a name."""
-    m = re.search(r"(?:me llamo|mi nombre es|soy|a nombre de)\s+([^\W\d_][^\d,.!?\n]{1,60})", text, re.I)
-    candidate = m.group(1) if m else text
-    words = re.findall(r"[^\W\d_]+", candidate)
-    if not 1 <= len(words) <= 4 or any(normalize(w) in NOT_NAMES for w in words):
+_NAME_MARK = re.compile(r"(?:me llamo|me yamo|mi nombre es|\bsoy|a nombre de)\s+([^\W\d_][^\d,.!?\n]{1,60})", re.I)
+# Where a name stated in a longer message ends: "soy Ana Díaz y quiero una cita".
+_NAME_ENDS = {"y", "e", "quiero", "quisiera", "necesito", "para", "de", "del", "me", "te", "con", "por", "busco",
+              "tengo", "queria", "a", "el", "la", "una", "un", "desde", "les", "escribo", "vengo"}
+
+
+# A word that can be a name: a vowel, no letter three times in a row ("mmm", "zzz", "jajaja" are not).
+_NAME_LIKE = re.compile(r"^(?!.*(\w)\1\1)(?!(?:ja)+$|(?:je)+$)(?=.*[aeiouy])\w{2,}$")
+
+
+def extract_name(text: str, explicit: bool = False) -> str | None:
+    """The name in "me llamo Laura Gómez", "soy Ana y quiero...", or a message that is only a
+    name; with `explicit`, only a name the customer introduced ("me llamo", "soy")."""
+    m = _NAME_MARK.search(text)
+    if m:
+        words = []
+        for word in re.findall(r"[^\W\d_]+", m.group(1)):
+            if normalize(word) in _NAME_ENDS:
+                break
+            words.append(word)
+    elif explicit:
         return None
-    if not m and (classify(text) not in ("unknown", "name") or mentions_when(normalize(text))):
+    else:
+        words = re.findall(r"[^\W\d_]+", text)
+        if classify(text) not in ("unknown", "name") or mentions_when(normalize(text)):
+            return None
+    if not 1 <= len(words) <= 4 or any(normalize(w) in NOT_NAMES or not _NAME_LIKE.match(normalize(w))
+                                       for w in words):
         return None
     return " ".join(w[:1].upper() + w[1:] for w in words)
 

@@ -76,14 +76,29 @@ def options(state: dict) -> tuple[str, list[dict]]:
     return "Puedo ayudarte con", MENU + [PERSON]
 
 
-def guard_reply(state: dict) -> tuple[str, dict]:
-    """The reply that replaces a repeated one, and the numbered list it shows."""
+def missed_again(state: dict, replies: list[str]) -> bool:
+    """The expert repeats the question our options replaced: the options did not help either."""
+    last = state.get("last_list") or {}
+    return last.get("kind") == "menu" and bool(last.get("repeated")) and last["repeated"] == signature(replies)
+
+
+def offer_person(state: dict) -> tuple[str, dict]:
+    text = ("Perdona, sigo sin entenderte 🙏. ¿Quieres que te comunique con una persona del equipo? "
+            "Respóndeme «sí», o cuéntame con otras palabras qué necesitas.")
+    return text, {"kind": "menu", "items": [PERSON], "yes_is": 1}
+
+
+def guard_reply(state: dict, repeated: list[str], after_menu: bool = False) -> tuple[str, dict]:
+    """The reply that replaces a repeated one, and the numbered list it shows; after our own
+    options did not help, a person."""
+    if after_menu:
+        return offer_person(state)
     head, items = options(state)
     lines = "\n".join(f"{i + 1}. {item['label']}" for i, item in enumerate(items))
     kind = (state.get("last_list") or {}).get("kind") if head != "Puedo ayudarte con" else None
     text = (f"{understood(state)} {head}:\n{lines}\n\n"
             "Respóndeme solo con el número de la opción.")
-    return text, {"kind": "menu", "of": kind, "items": items}
+    return text, {"kind": "menu", "of": kind, "items": items, "repeated": signature(repeated)}
 
 
 def resolve(state: dict, texts: list[str]) -> dict | None:
@@ -95,6 +110,8 @@ def resolve(state: dict, texts: list[str]) -> dict | None:
     if not items or last.get("kind") not in ("menu", "services"):
         return None
     t = intents.normalize(" ".join(texts).strip())
+    if last.get("yes_is") and intents.says_yes(t):
+        return items[last["yes_is"] - 1]
     n = intents.pick_number(t)
     if intents.classify(t) != "pick" or not n or n > len(items):
         return None

@@ -129,12 +129,14 @@ class Nodes:
         size, the turn counted and remembered (for a redelivery), the summary every K turns."""
         parts = [p for r in update["replies"] for p in replies.split(r)]
         previous = (state.get("last_turn") or {}).get("replies")
-        if parts and loopguard.repeats(previous, parts) and not loopguard.progressed(state, update):
+        if parts and not loopguard.progressed(state, update) and (
+                loopguard.repeats(previous, parts) or loopguard.missed_again(state, parts)):
             # The same question or list again: the customer's message was not understood.
             flow = update.get("flow") or state.get("flow") or "none"
             metrics.loop_guard.labels(flow).inc()
             log.info("loop guard: %s repeated its question; offering options", flow)
-            text, menu = loopguard.guard_reply({**state, **update})
+            text, menu = loopguard.guard_reply({**state, **update}, parts,
+                                               after_menu=(state.get("last_list") or {}).get("kind") == "menu")
             parts = replies.split(text)
             update["last_list"] = menu
             update["actions"] = update["actions"] + [{"action": "loop_guarded", "data": {"flow": flow}}]
