@@ -41,15 +41,15 @@ VOCAB: dict[str, str] = {
              r"|mal servicio|me dejaron|decepcion\w*)\b",
     # A question about the cancellation policy is not a cancellation: "cancel(?!acion)".
     "cancel": r"\b(cancel(?!acion)|anul|desagend|desapart)\w*|\b(borr|elimin|quit)\w*\b.{0,15}\b" + _SLOT_WORD
-              + r"\b|\b(ya no|no) (voy a|vamos a|podre|puedo) (ir|asistir|llegar)\b.{0,20}\b" + _SLOT_WORD + r"?"
+              + r"\b|\b(ya no|no) (voy a poder|vamos a poder|voy a|vamos a|podre|puedo|alcanzo a) (ir|asistir|llegar)\b.{0,20}\b" + _SLOT_WORD + r"?"
               + r"|\bya no (voy|puedo ir|necesito la " + _SLOT_WORD + r")\b",
     "reschedule": r"\b(me la|me lo|la|lo) " + _MODAL + _MOVE + r"\w*"
                   r"|\b" + _MOVE + r"\w*(la|lo|mela|melo|sela)\b(?! (bien|mal))"
                   r"|\b" + _MOVE + r"\w*\b.{0,25}\b(mi|la|el|una|esa|esta) " + _SLOT_WORD + r"\b"
                   r"|\b" + _MOVE + r"\w* (de|la) (fecha|hora|dia)\b|\breprogram\w*|\botro (dia|horario) (para|a) mi\b",
     "list": r"\b(mis citas|mis turnos|mis reservas|que citas tengo|tengo (alguna |una )?(cita|reserva|turno)"
-            r"|cuando (es|era|tengo) (mi|la) (cita|turno)|a que hora (es|era|tengo) (mi|la) (cita|turno)"
-            r"|que dia (es|era|tengo) (mi|la) (cita|turno)|mi proxima cita|tengo algo (agendado|reservado)"
+            r"|cuando (es|era|tengo) (mi|la|el) (cita|turno)|a que hora (es|era|tengo) (mi|la|el) (cita|turno)"
+            r"|que dia (es|era|tengo) (mi|la|el) (cita|turno)|mi proxima cita|tengo algo (agendado|reservado)"
             r"|para cuando (quede|quedo|quedé) (agendad|citad)\w*|ver (mi|mis) (cita|citas|turno|turnos))\b",
     "name": r"\b(me llamo|me yamo|mi nombre es|a nombre de|soy [^\W\d_]+ [^\W\d_]+$)",
     "book": r"\b(cita|agendar|agenda|agendame|agendeme|agendarme|agendo|reservar|reserva|reservame|separar|separame"
@@ -61,8 +61,8 @@ VOCAB: dict[str, str] = {
     "address": r"\bdonde\b|direccion|ubicad|ubicacion|como llego|en que (parte|barrio|zona)|\bsede\b",
     "info": r"\bpago|\bpagar|tarjeta|nequi|daviplata|efectivo|politica|parqueadero|preparaci|que incluye"
             r"|festivo|que servicios|que tratamientos|que hacen|cuanto dura",
-    "pick": r"^\W*(la |el |opcion |numero |horario )?([1-9]|primera|primero|segunda|segundo|tercera|tercero"
-            r"|cuarta|quinta|ultima|ultimo)\W*$|^\W*(la|el) de (las|la) \d|^\W*(esa|ese|esa misma|ese mismo)( porfa| por favor)?\W*$",
+    "pick": r"^\W*(dame |quiero |prefiero )?(la |el )?(opcion |numero |horario )?([1-9]|primera|primero|segunda|segundo"
+            r"|tercera|tercero|cuarta|quinta|ultima|ultimo)( porfa| por favor| please)?\W*$|^\W*(la|el) de (las|la) \d|^\W*(esa|ese|esa misma|ese mismo)( porfa| por favor)?\W*$",
     "confirm": r"^\W*(si|sii+|sip|sep|claro|claro que si|confirmo|confirmado|correcto|exacto|de una|hazlo|adelante|yes"
                r"|dale|ok|okay|okey|vale|listo|de acuerdo|perfecto|obvio|por supuesto|va|sale|bueno|esta bien"
                r"|si,? (por favor|porfa|cancelala|cancelalo|confirmo|gracias|dale|claro|esa|ese|agendala|reservala|perfecto))\W*$",
@@ -72,7 +72,7 @@ VOCAB: dict[str, str] = {
               r"|^\W*(ok|listo|perfecto|genial|super|excelente|dale|bueno|vale),? (muchas |mil )?(gracias|grax)",
     "goodbye": r"\b(nos vemos|hasta (manana|luego|pronto|el|la)|chao|chau|adios|bye|que (estes|este) bien"
                r"|feliz (dia|tarde|noche))\b",
-    "greeting": r"^\W*(hola|holi|holis|ola|buenas|buen dia|buenos dias|buenas tardes|buenas noches|hey|que tal"
+    "greeting": r"^\W*(hola+|holi+s?|ola+|buenas|buen dia|buenos dias|buenas tardes|buenas noches|hey|que tal"
                 r"|saludos|alo)\b",
 }
 RX = {name: re.compile(pattern) for name, pattern in VOCAB.items()}
@@ -95,8 +95,16 @@ NOT_NAMES = {"si", "no", "ok", "hola", "gracias", "cita", "la", "el", "primera",
 ANY_NOW = datetime(2030, 1, 7, 9, 0)
 
 
+# Spellings people type for words the table knows ("kiero una sita"): fixed before matching.
+TYPOS = {"kiero": "quiero", "kero": "quiero", "qiero": "quiero", "kisiera": "quisiera", "sita": "cita",
+         "sitas": "citas", "zita": "cita", "q": "que", "k": "que", "xq": "porque", "pq": "porque",
+         "ajendar": "agendar", "reserbar": "reservar"}
+_WORD = re.compile(r"[a-z]+")
+
+
 def normalize(text: str) -> str:
-    return timeparse.normalize(text)
+    """Lower case, no accents, common misspellings fixed: "Kiero una síta" -> "quiero una cita"."""
+    return _WORD.sub(lambda m: TYPOS.get(m.group(0), m.group(0)), timeparse.normalize(text))
 
 
 def matches(t: str) -> list[Intent]:

@@ -17,11 +17,10 @@ from pydantic_ai.messages import (ModelMessage, ModelRequest, ModelResponse, Ret
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from graph import prompts
-from graph.intents import (extract_name, greeting_only, is_info_question, mentions_day, mentions_when, pick_number,
-                           says_no, says_thanks_or_bye, says_yes)
+from graph.intents import (extract_name, greeting_only, is_info_question, mentions_day, mentions_when, normalize,
+                           pick_number, says_no, says_thanks_or_bye, says_yes)
 from graph.offline_rules import (ask_which, compose, confirm_cancel, goodbye, intent, kept, pick_slot, slots_again,
                                  which_slot)
-from graph.timeparse import normalize
 
 OFFLINE_NAME = "offline-es (deterministic offline model, not an LLM)"
 
