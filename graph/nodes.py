@@ -158,7 +158,7 @@ class Nodes:
     async def _summarize(self, state: ConversationState, parts: list[str], ctx: TurnContext) -> str | None:
         from storage.memory import save_summary
 
-        lines = [f"Resumen anterior: {state.get('summary') or '(ninguno)'}"]
+        lines = [f"Resumen anterior: {ctx.summary or state.get('summary') or '(ninguno)'}"]
         lines += [f"{'Cliente' if r == 'user' else 'Nosotros'}: {t[:300]}" for r, t in ctx.recent]
         lines += [f"Cliente: {t[:300]}" for t in state.get("texts", [])]
         lines += [f"Nosotros: {t[:300]}" for t in parts]
@@ -174,7 +174,8 @@ class Nodes:
     @staticmethod
     def _deps(state: ConversationState, runtime: Runtime[TurnContext]) -> ToolDeps:
         return ToolDeps(ctx=runtime.context, state={k: state.get(k) for k in TOOL_KEYS},
-                        summary=state.get("summary", ""), bookings=state.get("bookings", 0))
+                        summary=runtime.context.summary or state.get("summary", ""),
+                        bookings=state.get("bookings", 0))
 
 
 async def _release_declined_holds(state: ConversationState, deps: ToolDeps, done: bool,

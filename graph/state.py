@@ -69,6 +69,7 @@ class TurnContext:
     now: datetime  # local time in the organization's timezone
     recent: list[tuple[str, str]]  # earlier messages, oldest first, this turn's excluded
     contact_name: str | None  # as stored in the CRM when the turn started
+    summary: str = ""  # thread_summaries.summary_text as stored when the turn started
     usage_tokens: list[int] = field(default_factory=list)
     embedder: Embedder | None = None  # hybrid knowledge search when configured
     nodes_run: list[str] = field(default_factory=list)  # graph nodes of this turn, in order
