@@ -56,6 +56,7 @@ class Outcome:
     scenario: str
     failures: list[str] = field(default_factory=list)
     transcript: list[tuple[str, str]] = field(default_factory=list)
+    guarded: int = 0  # replies the loop guard replaced
 
     @property
     def passed(self) -> bool:
@@ -121,6 +122,7 @@ async def run_scenario(deps, receptionist, scenario: Scenario) -> Outcome:
         text = "\n".join(result.replies) or (result.escalation.accepted_text if result.escalation else "")
         out.transcript.append((line.say, text))
         known |= set(_CLOCK.findall(str(result.actions)))
+        out.guarded += any(a["action"] == "loop_guarded" for a in result.actions)
         out.failures += _judge_line(n, line, result, text, previous, known)
         previous = result.replies
     if scenario.appointments is not None:
