@@ -113,8 +113,10 @@ class Nodes:
         reason = intents.escalation_reason(intents.normalize(said))
         if (state.get("last_list") or {}).get("kind") == "menu" and loopguard.resolve(state, state.get("texts", [])):
             reason = "Eligió hablar con una persona"
+        full_name = (state.get("contact_name") or runtime.context.contact_name or "").split()
         request = {"reason": reason[:200], "summary": _advisor_summary(state, said)[:500],
-                   "accepted_text": ACCEPTED_TEXT, "failed_text": FAILED_TEXT}
+                   "accepted_text": ACCEPTED_TEXT, "failed_text": FAILED_TEXT,
+                   "customer_name": full_name[0] if full_name else "Cliente"}
         action = {"action": "escalate", "data": {"reason": request["reason"], "summary": request["summary"]}}
         update = {"escalation": request, "flow": None, "handoff": None, "replies": [], "last_list": None,
                   "actions": state.get("actions", []) + [action]}

@@ -88,3 +88,20 @@ async def save_summary(pool: asyncpg.Pool, org: str, identity_id: str, summary: 
         "on conflict (chat_identity_id) do update set summary_text = excluded.summary_text,"
         " turns_covered = excluded.turns_covered, updated_at = now()",
         org, identity_id, summary, turns_covered)
+
+
+async def quoted_text(pool: asyncpg.Pool, org: str, message_id: str) -> str | None:
+    """The text of the message a reply quotes (ours or the customer's), by either of its ids."""
+    return await pool.fetchval(
+        "select coalesce(processed_text, message) from chat_messages where organization_id = $1::uuid"
+        " and (provider_message_id = $2 or whatsapp_message_id = $2) limit 1", org, message_id)
+
+
+def with_quote(text: str, quoted: str | None, max_chars: int = 300) -> str:
+    """A reply that quotes a message reaches the model with what it quotes: "sí" alone means
+    nothing; "sí (en respuesta a: «¿Te agendo el jueves a las 10?»)" does."""
+    if not quoted or not quoted.strip():
+        return text
+    quoted = quoted.strip()
+    quoted = quoted if len(quoted) <= max_chars else quoted[:max_chars - 1] + "…"
+    return f"{text}\n(en respuesta a: «{quoted}»)"

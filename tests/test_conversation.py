@@ -77,6 +77,7 @@ async def test_asking_for_a_person_notifies_the_advisor_and_the_bot_steps_back(
         advisor = [m for m in gupshup.sent if m.destination == ADVISOR]
         assert advisor and advisor[0].kind == "template"
         assert advisor[0].template["id"] == "tmpl-advisor" and PHONE in advisor[0].template["params"]
+        assert advisor[0].template["params"][0] == "Laura"  # the first name, from the WhatsApp profile
         identity = await chats.find_identity(deps.pool, org, PHONE)
         assert identity.bot_enabled is False
         sent_before = len(gupshup.sent)

@@ -194,6 +194,7 @@ async def test_escalation_returns_a_request(chat):
     result = chat.results[-1]
     assert result.replies == [] and result.escalation is not None
     assert result.escalation.reason == "Pide hablar con una persona"
+    assert result.escalation.customer_name == "Cliente"  # no name known yet
     assert "asesor" in result.escalation.accepted_text and result.escalation.failed_text
     await chat.say("hola")  # the bot is on again if the notification failed: a fresh route
     assert chat.actions == ["routed"]
