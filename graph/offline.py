@@ -157,13 +157,16 @@ def _book(turn: Turn, kind: str) -> tuple:
     slots = s.get("horarios_propuestos") or []
     if s.get("esperando") == "nombre" and (name := extract_name(turn.user)):
         return tool("book_appointment", slot=s["horario_elegido"], customer_name=name)
-    if ((name := extract_name(turn.user, explicit=True)) and not s.get("nombre_cliente")
+    if ((name := extract_name(turn.user, explicit=True)) and name != s.get("nombre_cliente")
             and "save_contact_name" not in turn.called):
         return tool("save_contact_name", name=name)  # "hola, soy Ana y quiero una cita..."
     if slots and (n := pick_slot(t, slots)):
         return tool("book_appointment", slot=n)
     if "save_contact_name" in turn.called and not slots and kind == "other":
-        return final(reply=f"¡Gracias, {s.get('nombre_cliente')}! ¿Qué servicio quieres agendar?")
+        name = s.get("nombre_cliente")
+        if s.get("servicio"):  # a task already done: nothing to offer again
+            return final(reply=f"¡Gracias, {name}! Ya quedó tu nombre. ¿Te ayudo con algo más?", done=True)
+        return final(reply=f"¡Gracias, {name}! ¿Qué servicio quieres agendar?")
     if says_thanks_or_bye(t):
         return final(reply=goodbye(pending=bool(slots)), done=True)
     if slots and kind == "other":
