@@ -101,6 +101,8 @@ def _knowledge(turn: Turn) -> tuple:
         return final(handoff="escalation")
     if kind not in ("chat", "info"):
         return final(handoff="appointment")
+    if says_thanks_or_bye(turn.t) and not re.match(r"^\W*(hola|buenas|buenos dias)", turn.t):
+        return final(reply=goodbye(pending=False), done=True)
     if greeting_only(turn.t):
         return final(reply=compose(turn, greet=True), done=True)
     if re.search(r"ultima vez|me recomendaron|me dijeron|la vez pasada", turn.t):
