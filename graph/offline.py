@@ -16,7 +16,7 @@ from pydantic_ai.messages import (ModelMessage, ModelRequest, ModelResponse, Ret
                                   ToolCallPart, ToolReturnPart, UserPromptPart)
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from graph import prompts
+from graph import intents, prompts
 from graph.intents import (extract_name, greeting_only, is_info_question, mentions_day, mentions_when, normalize,
                            pick_number, says_no, says_thanks_or_bye, says_yes)
 from graph.offline_rules import (ask_which, compose, confirm_cancel, goodbye, intent, kept, pick_slot, slots_again,
@@ -137,6 +137,11 @@ def _appointment(turn: Turn) -> tuple:
         return final(handoff="escalation")
     if is_info_question(t) and "search_knowledge" not in called:
         return tool("search_knowledge", query=_about_chosen_service(turn.user, t, s))
+    pending = s.get("cancelacion_por_confirmar")
+    if pending and kind == "book" and mentions_when(t) and not intents.RX["book"].search(t) \
+            and "check_availability" not in called:
+        # "¿Confirmas que cancelo...?" answered "para el lunes": they want it moved, not cancelled.
+        return tool("check_availability", appointment=pending, when=turn.user)
     # A new booking, reschedule or list request leaves a cancellation question behind.
     moved_on = kind in ("book", "reschedule", "list")
     if (kind == "cancel" or "cancel_appointment" in called
@@ -180,6 +185,8 @@ def _book(turn: Turn, kind: str) -> tuple:
             return final(reply=slots_again(s.get("nombre_cliente") or "", slots))
         if says_no(t):
             return final(reply="Sin problema. ¿Qué otro día u hora te queda bien?")
+    if not slots and kind == "other" and says_yes(t) and not s.get("horario_elegido"):
+        return final(reply="¡Claro! Cuéntame qué necesitas: agendar, cambiar o cancelar una cita, o saber de un servicio.")
     if re.search(r"\b(otros? (horarios?|dias?|horas?)|otro dia|otra hora|otra fecha)\b", t) and not mentions_when(t):
         return tool("check_availability", when="la próxima semana")
     info_only = is_info_question(t) and kind == "info" and not mentions_when(t)
@@ -275,6 +282,8 @@ def _reschedule(turn: Turn) -> tuple:
             return tool("check_availability", appointment=n, when=_when(turn))
         if s.get("horarios_propuestos") and (k := pick_slot(turn.t, s["horarios_propuestos"])):
             return tool("reschedule_appointment", appointment=target, slot=k)
+        if s.get("horarios_propuestos") and says_yes(turn.t):
+            return final(reply=which_slot(s["horarios_propuestos"]))
         if mentions_when(turn.t):
             return tool("check_availability", when=_when(turn))
     done = any(isinstance(r, dict) and r.get("action") == "rescheduled" for _, r in turn.results)

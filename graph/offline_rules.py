@@ -29,7 +29,8 @@ def pick_slot(t: str, slots: list[dict]) -> int | None:
     if re.search(r"\b(ultima|ultimo)\b", t):
         return len(slots)
     asked = timeparse.parse(t, intents.ANY_NOW)
-    if asked.prefer and not intents.mentions_day(t):
+    # "a las 3", "la de las 3" pick from the list; "para las 5" asks for that time (a new search).
+    if asked.prefer and not intents.mentions_day(t) and re.match(r"^\W*((la|el) de )?(a )?(la|las) \d", t):
         for i, slot in enumerate(slots):
             if _label_time(slot["label"]) == (asked.prefer.hour, asked.prefer.minute):
                 return i + 1

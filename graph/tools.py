@@ -115,8 +115,7 @@ async def check_availability(ctx: Ctx, service: str | None = None, when: str | N
         if mine is None:
             raise ModelRetry("esa cita ya no existe; vuelve a listar las citas")
         found = await catalog.get_service(pool, org, mine.service_id)
-        d.state["reschedule_of"] = appointment
-        d.state["service"] = _service_view(found)
+        d.state.update(reschedule_of=appointment, purpose="reprogramar", service=_service_view(found))
     understood = timeparse.parse(when or "", t.now).understood if when else False
     if understood:  # kept even while we still ask for the service
         d.state["window"] = when
