@@ -104,7 +104,8 @@ class AgentStage:
                                    idempotency_key=f"{event.turn_id}:escalation-unavailable")
         return OutboundMessage(
             org=event.org, phone=str(advisor), template_id=str(template),
-            template_params=[event.chat, request.reason, request.summary],
+            # {{1}} the customer's first name (or "Cliente"), {{2}} phone, {{3}} reason, {{4}} summary.
+            template_params=[request.customer_name, event.chat, request.reason, request.summary],
             turn_id=event.turn_id, idempotency_key=f"{event.turn_id}:escalation",
             purpose="escalation", requires_bot_enabled=False,
             escalation=EscalationNotice(customer_phone=event.chat,

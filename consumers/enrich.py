@@ -72,7 +72,9 @@ class EnrichStage:
                 provider_id=event.provider_id, status=keyword)
         # A chat a person has taken over, an opted-out contact and a STOP/START message keep
         # their messages but start no turn.
-        joins_turn = identity.bot_enabled and keyword is None and not identity.opted_out
+        # A reaction (👍 on our message) is stored but answers nothing: it starts no turn.
+        joins_turn = (identity.bot_enabled and keyword is None and not identity.opted_out
+                      and event.kind != "reaction")
         if joins_turn:  # the turn's replies will be timed and traced from this message's arrival
             await origins.remember(deps.redis, event.org, message_id, Origin(
                 received_at_ms=event.received_at_ms, traceparent=event.traceparent))
@@ -86,6 +88,10 @@ class EnrichStage:
 
     async def _store(self, event: InboundMessage, identity: chats.Identity) -> tuple[str, bool]:
         understood: Understanding = await self.understand(self.deps, event)
+        if event.context_id and event.kind != "reaction" and understood.processed_text:
+            quoted = await memory.quoted_text(self.deps.pool, event.org, event.context_id)
+            understood = dataclasses.replace(
+                understood, processed_text=memory.with_quote(understood.processed_text, quoted))
         metrics.processed_text_chars.observe(len(understood.processed_text or ""))
         stored = await chats.insert_inbound(
             self.deps.pool, org=event.org, identity=identity, provider_id=event.provider_id,

@@ -21,6 +21,7 @@ class EscalationRequest:
     summary: str  # what the customer wants, one or two lines
     accepted_text: str  # for the customer once the advisor notification is accepted
     failed_text: str  # for the customer if it was not accepted (the bot stays on)
+    customer_name: str = "Cliente"  # the first name for the advisor's template, or "Cliente"
 
 
 @dataclass(frozen=True)

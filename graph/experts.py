@@ -1,4 +1,5 @@
-"""The Pydantic AI agents: the router and the expert nodes' agents, built for one model."""
+"""The Pydantic AI agents: the router and the expert nodes' agents, built for one model.
+Escalation has no agent: it is a deterministic node (graph/nodes.py)."""
 
 from __future__ import annotations
 
@@ -30,12 +31,6 @@ class ExpertReply(BaseModel):
                                                    "mensaje porque el cliente cambió de tema")
 
 
-class EscalationNote(BaseModel):
-    """La nota para el asesor humano."""
-    reason: str = Field(description="El motivo en pocas palabras (p. ej. 'pide hablar con una persona')")
-    summary: str = Field(description="Qué quiere el cliente, en una o dos líneas, sin datos internos")
-
-
 class Experts:
     def __init__(self, model, settings: Settings) -> None:
         self.limits = UsageLimits(request_limit=settings.llm_request_limit,
@@ -48,8 +43,6 @@ class Experts:
         self.appointment = Agent(model, deps_type=ToolDeps, output_type=ExpertReply, retries=2,
                                  instructions=[_base, prompts.APPOINTMENT, _context],
                                  tools=tools.APPOINTMENT_TOOLS, name="appointment")
-        self.escalation = Agent(model, deps_type=ToolDeps, output_type=EscalationNote, retries=1,
-                                instructions=[_base, prompts.ESCALATION, _context], name="escalation")
         self.summarizer = Agent(model, output_type=str, instructions=prompts.SUMMARY, name="summary")
 
     async def run(self, agent: Agent, prompt: str, deps: ToolDeps):

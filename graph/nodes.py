@@ -19,10 +19,11 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from pydantic_ai.exceptions import UnexpectedModelBehavior
 
-from graph import intents, replies
+from graph import intents, loopguard, replies
 from graph.experts import Experts
 from graph.spans import traced
 from graph.state import TOOL_KEYS, ConversationState, ToolDeps, TurnContext
+from ops import metrics
 from storage import holds
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,11 @@ class Nodes:
         last = state.get("last_turn")
         if last and last.get("turn_id") == state.get("turn_id"):
             return "replay"
+        picked = loopguard.resolve(state, state.get("texts", []))
+        if picked and picked.get("person"):
+            return "escalation"  # "hablar con una persona" picked from a menu we showed
+        if picked and (state.get("last_list") or {}).get("kind") == "menu":
+            return "router"  # a fresh task, in our own words ("quiero cancelar mi cita")
         return state.get("flow") or "router"
 
     async def replay(self, state: ConversationState) -> dict:
@@ -101,12 +107,18 @@ class Nodes:
         return await self._end_turn(state, update, runtime.context)
 
     async def escalation(self, state: ConversationState, runtime: Runtime[TurnContext]) -> dict:
-        deps = self._deps(state, runtime)
-        note = await self.experts.run(self.experts.escalation, _prompt(state), deps)
-        request = {"reason": note.reason[:200], "summary": note.summary[:500],
-                   "accepted_text": ACCEPTED_TEXT, "failed_text": FAILED_TEXT}
+        """Deterministic on purpose: a customer who asks for a person gets one even when the
+        model is down, and the advisor's note cannot be made up."""
+        said = _prompt(state, resolved=False)
+        reason = intents.escalation_reason(intents.normalize(said))
+        if (state.get("last_list") or {}).get("kind") == "menu" and loopguard.resolve(state, state.get("texts", [])):
+            reason = "Eligió hablar con una persona"
+        full_name = (state.get("contact_name") or runtime.context.contact_name or "").split()
+        request = {"reason": reason[:200], "summary": _advisor_summary(state, said)[:500],
+                   "accepted_text": ACCEPTED_TEXT, "failed_text": FAILED_TEXT,
+                   "customer_name": full_name[0] if full_name else "Cliente"}
         action = {"action": "escalate", "data": {"reason": request["reason"], "summary": request["summary"]}}
-        update = {"escalation": request, "flow": None, "handoff": None, "replies": [],
+        update = {"escalation": request, "flow": None, "handoff": None, "replies": [], "last_list": None,
                   "actions": state.get("actions", []) + [action]}
         return await self._end_turn(state, update, runtime.context)
 
@@ -118,6 +130,18 @@ class Nodes:
         """The last expert's update plus the turn's bookkeeping: the replies cut to WhatsApp's
         size, the turn counted and remembered (for a redelivery), the summary every K turns."""
         parts = [p for r in update["replies"] for p in replies.split(r)]
+        previous = (state.get("last_turn") or {}).get("replies")
+        if parts and not loopguard.progressed(state, update) and (
+                loopguard.repeats(previous, parts) or loopguard.missed_again(state, parts)):
+            # The same question or list again: the customer's message was not understood.
+            flow = update.get("flow") or state.get("flow") or "none"
+            metrics.loop_guard.labels(flow).inc()
+            log.info("loop guard: %s repeated its question; offering options", flow)
+            text, menu = loopguard.guard_reply({**state, **update}, parts,
+                                               after_menu=(state.get("last_list") or {}).get("kind") == "menu")
+            parts = replies.split(text)
+            update["last_list"] = menu
+            update["actions"] = update["actions"] + [{"action": "loop_guarded", "data": {"flow": flow}}]
         turns = state.get("turns", 0) + 1
         pending = update.get("cancel_pending", state.get("cancel_pending"))
         if pending and pending.get("turn_id") != state.get("turn_id"):
@@ -136,7 +160,7 @@ class Nodes:
     async def _summarize(self, state: ConversationState, parts: list[str], ctx: TurnContext) -> str | None:
         from storage.memory import save_summary
 
-        lines = [f"Resumen anterior: {state.get('summary') or '(ninguno)'}"]
+        lines = [f"Resumen anterior: {ctx.summary or state.get('summary') or '(ninguno)'}"]
         lines += [f"{'Cliente' if r == 'user' else 'Nosotros'}: {t[:300]}" for r, t in ctx.recent]
         lines += [f"Cliente: {t[:300]}" for t in state.get("texts", [])]
         lines += [f"Nosotros: {t[:300]}" for t in parts]
@@ -152,7 +176,8 @@ class Nodes:
     @staticmethod
     def _deps(state: ConversationState, runtime: Runtime[TurnContext]) -> ToolDeps:
         return ToolDeps(ctx=runtime.context, state={k: state.get(k) for k in TOOL_KEYS},
-                        summary=state.get("summary", ""), bookings=state.get("bookings", 0))
+                        summary=runtime.context.summary or state.get("summary", ""),
+                        bookings=state.get("bookings", 0))
 
 
 async def _release_declined_holds(state: ConversationState, deps: ToolDeps, done: bool,
@@ -172,8 +197,27 @@ async def _release_declined_holds(state: ConversationState, deps: ToolDeps, done
                      now_ms=ctx.deps.now_ms(), ttl_ms=ctx.deps.settings.slot_hold_min * 60_000)
 
 
-def _prompt(state: ConversationState) -> str:
-    return "\n".join(t for t in state.get("texts", []) if t.strip()) or "(mensaje vacío)"
+def _prompt(state: ConversationState, resolved: bool = True) -> str:
+    """The customer's messages of this turn; a number picked from our menu or service list
+    becomes what it stands for ("2" -> "Masaje relajante"), so any model reads it right."""
+    texts = state.get("texts", [])
+    picked = loopguard.resolve(state, texts) if resolved else None
+    if picked and picked.get("say"):
+        return picked["say"]
+    return "\n".join(t for t in texts if t.strip()) or "(mensaje vacío)"
+
+
+def _advisor_summary(state: ConversationState, said: str) -> str:
+    """What the advisor needs in two lines, from the state (never from a model)."""
+    known = []
+    if service := state.get("service"):
+        known.append(f"servicio: {service['name']}")
+    if window := state.get("window"):
+        known.append(f"cuándo: {window}")
+    if state.get("purpose") in ("cancelar", "reprogramar"):
+        known.append(f"quería {state['purpose']} una cita")
+    tail = f" ({'; '.join(known)})" if known else ""
+    return f"Último mensaje: «{said.strip()[:300] or 'sin texto'}»{tail}"
 
 
 def build_graph(experts: Experts, checkpointer, summary_every_turns: int = 8, router_keywords: bool = True):

@@ -16,11 +16,11 @@ from pydantic_ai.messages import (ModelMessage, ModelRequest, ModelResponse, Ret
                                   ToolCallPart, ToolReturnPart, UserPromptPart)
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from graph import prompts
-from graph.intents import greeting_only, mentions_when, says_no, says_yes
-from graph.offline_rules import (ask_which, compose, confirm_cancel, escalation_reason, extract_name, intent,
-                                 is_info_question, kept, pick_number, pick_slot)
-from graph.timeparse import normalize
+from graph import intents, prompts
+from graph.intents import (extract_name, greeting_only, is_info_question, mentions_day, mentions_when, normalize,
+                           pick_number, says_no, says_thanks_or_bye, says_yes)
+from graph.offline_rules import (ask_which, compose, confirm_cancel, goodbye, intent, kept, pick_slot, slots_again,
+                                 which_slot)
 
 OFFLINE_NAME = "offline-es (deterministic offline model, not an LLM)"
 
@@ -39,8 +39,7 @@ async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelRespons
     state = _state(instructions)
     turn = Turn(user=user, t=normalize(user), state=state, results=results,
                 before=_state(first) if first is not None else state)
-    action = {"router": _router, "knowledge": _knowledge, "appointment": _appointment,
-              "escalation": _escalation}[agent](turn)
+    action = {"router": _router, "knowledge": _knowledge, "appointment": _appointment}[agent](turn)
     if action[0] == "tool":
         return ModelResponse(parts=[ToolCallPart(action[1], action[2])])
     return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, action[1])])
@@ -82,7 +81,7 @@ def _state(instructions: str) -> dict:
     return {}
 
 
-def tool(name: str, **args: Any) -> tuple:
+def tool(name: str, /, **args: Any) -> tuple:
     return ("tool", name, args)
 
 
@@ -102,6 +101,8 @@ def _knowledge(turn: Turn) -> tuple:
         return final(handoff="escalation")
     if kind not in ("chat", "info"):
         return final(handoff="appointment")
+    if says_thanks_or_bye(turn.t) and not re.match(r"^\W*(hola|buenas|buenos dias)", turn.t):
+        return final(reply=goodbye(pending=False), done=True)
     if greeting_only(turn.t):
         return final(reply=compose(turn, greet=True), done=True)
     if re.search(r"ultima vez|me recomendaron|me dijeron|la vez pasada", turn.t):
@@ -123,10 +124,6 @@ def _about_chosen_service(user: str, t: str, s: dict) -> str:
     return user
 
 
-def _escalation(turn: Turn) -> tuple:
-    return final(reason=escalation_reason(turn.t), summary=turn.user.strip()[:200] or "Sin detalle")
-
-
 def _appointment(turn: Turn) -> tuple:
     t, s, called = turn.t, turn.state, turn.called
     kind = intent(t)
@@ -140,6 +137,11 @@ def _appointment(turn: Turn) -> tuple:
         return final(handoff="escalation")
     if is_info_question(t) and "search_knowledge" not in called:
         return tool("search_knowledge", query=_about_chosen_service(turn.user, t, s))
+    pending = s.get("cancelacion_por_confirmar")
+    if pending and kind == "book" and mentions_when(t) and not intents.RX["book"].search(t) \
+            and "check_availability" not in called:
+        # "¿Confirmas que cancelo...?" answered "para el lunes": they want it moved, not cancelled.
+        return tool("check_availability", appointment=pending, when=turn.user)
     # A new booking, reschedule or list request leaves a cancellation question behind.
     moved_on = kind in ("book", "reschedule", "list")
     if (kind == "cancel" or "cancel_appointment" in called
@@ -151,21 +153,52 @@ def _appointment(turn: Turn) -> tuple:
     if kind == "list" and "list_my_appointments" not in called:
         return tool("list_my_appointments", purpose="ver")
     if "book_appointment" not in called and "check_availability" not in called:
-        if s.get("esperando") == "nombre" and (name := extract_name(turn.user)):
-            return tool("book_appointment", slot=s["horario_elegido"], customer_name=name)
-        if s.get("horarios_propuestos") and (n := pick_slot(t, s["horarios_propuestos"])):
-            return tool("book_appointment", slot=n)
-        info_only = is_info_question(t) and kind == "info" and not mentions_when(t)
-        if not info_only and kind != "list":
-            return tool("check_availability", service=turn.user, when=_when(turn))
+        return _book(turn, kind)
     done = any(isinstance(r, dict) and r.get("action") == "booked" for _, r in turn.results)
     return final(reply=compose(turn), done=done)
+
+
+def _book(turn: Turn, kind: str) -> tuple:
+    """The booking step for this message, with the slots and the name the state holds."""
+    t, s = turn.t, turn.state
+    slots = s.get("horarios_propuestos") or []
+    if s.get("esperando") == "nombre" and (name := extract_name(turn.user)):
+        return tool("book_appointment", slot=s["horario_elegido"], customer_name=name)
+    if ((name := extract_name(turn.user, explicit=True)) and name != s.get("nombre_cliente")
+            and "save_contact_name" not in turn.called):
+        return tool("save_contact_name", name=name)  # "hola, soy Ana y quiero una cita..."
+    if slots and (n := pick_slot(t, slots)):
+        return tool("book_appointment", slot=n)
+    if "save_contact_name" in turn.called and not slots and kind == "other":
+        name = s.get("nombre_cliente")
+        if s.get("servicio"):  # a task already done: nothing to offer again
+            return final(reply=f"¡Gracias, {name}! Ya quedó tu nombre. ¿Te ayudo con algo más?", done=True)
+        return final(reply=f"¡Gracias, {name}! ¿Qué servicio quieres agendar?")
+    if says_thanks_or_bye(t):
+        return final(reply=goodbye(pending=bool(slots)), done=True)
+    if slots and kind == "other":
+        if says_yes(t):
+            return final(reply=which_slot(slots))
+        if (name := extract_name(turn.user)) and "save_contact_name" not in turn.called:
+            return tool("save_contact_name", name=name)
+        if "save_contact_name" in turn.called and not kind == "book":
+            return final(reply=slots_again(s.get("nombre_cliente") or "", slots))
+        if says_no(t):
+            return final(reply="Sin problema. ¿Qué otro día u hora te queda bien?")
+    if not slots and kind == "other" and says_yes(t) and not s.get("horario_elegido"):
+        return final(reply="¡Claro! Cuéntame qué necesitas: agendar, cambiar o cancelar una cita, o saber de un servicio.")
+    if re.search(r"\b(otros? (horarios?|dias?|horas?)|otro dia|otra hora|otra fecha)\b", t) and not mentions_when(t):
+        return tool("check_availability", when="la próxima semana")
+    info_only = is_info_question(t) and kind == "info" and not mentions_when(t)
+    if info_only or kind == "list":
+        return final(reply=compose(turn))
+    return tool("check_availability", service=turn.user, when=_when(turn))
 
 
 def _when(turn: Turn) -> str | None:
     if not mentions_when(turn.t):
         return None
-    days_given = re.search(r"manana|hoy|lunes|martes|miercoles|jueves|viernes|sabado|domingo|\d+ de|/|semana", turn.t)
+    days_given = mentions_day(turn.t)
     previous = turn.state.get("cuando")
     # "a las 4" after "mañana en la tarde" still means tomorrow.
     return turn.user if days_given or not previous else f"{previous} {turn.user}"
@@ -249,6 +282,8 @@ def _reschedule(turn: Turn) -> tuple:
             return tool("check_availability", appointment=n, when=_when(turn))
         if s.get("horarios_propuestos") and (k := pick_slot(turn.t, s["horarios_propuestos"])):
             return tool("reschedule_appointment", appointment=target, slot=k)
+        if s.get("horarios_propuestos") and says_yes(turn.t):
+            return final(reply=which_slot(s["horarios_propuestos"]))
         if mentions_when(turn.t):
             return tool("check_availability", when=_when(turn))
     done = any(isinstance(r, dict) and r.get("action") == "rescheduled" for _, r in turn.results)

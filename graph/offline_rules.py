@@ -10,53 +10,31 @@ from typing import Any
 
 from graph import intents, replies, timeparse
 
-_ORDINALS = {"primera": 1, "primero": 1, "segunda": 2, "segundo": 2, "tercera": 3, "tercero": 3,
-             "cuarta": 4, "quinta": 5}
+# The offline model's kinds of message, from the shared intent table (graph/intents.py).
+_KIND = {"person": "escalate", "upset": "escalate", "cancel": "cancel", "reschedule": "reschedule",
+         "list": "list", "book": "book", "price": "info", "hours": "info", "address": "info", "info": "info",
+         "greeting": "chat", "thanks": "chat", "goodbye": "chat"}
 
 
 def intent(t: str) -> str:
-    """escalate, cancel, reschedule, list, book, info or chat."""
-    if intents.ASK_PERSON.search(t) or intents.UPSET.search(t):
-        return "escalate"
-    if intents.CANCEL.search(t):
-        return "cancel"
-    if intents.RESCHEDULE.search(t):
-        return "reschedule"
-    if intents.LIST.search(t):
-        return "list"
-    if intents.BOOK.search(t) or (intents.mentions_when(t) and not intents.INFO.search(t)):
-        return "book"
-    if intents.INFO.search(t):
-        return "info"
-    return "chat" if intents.greeting_only(t) or not t.strip() else "info"
-
-
-def is_info_question(t: str) -> bool:
-    return bool(intents.INFO.search(t))
-
-
-def pick_number(t: str) -> int | None:
-    if m := re.search(r"\b(" + "|".join(_ORDINALS) + r")\b", t):
-        return _ORDINALS[m.group(1)]
-    if m := re.fullmatch(r"\W*(?:la |el |opcion |numero |horario |cita )?([1-9])\W*", t):
-        return int(m.group(1))
-    if m := re.search(r"\b(?:opcion|numero|la|el) ([1-9])\b(?!\s*(?:de|:|am|pm))", t):
-        return int(m.group(1))
-    return None
+    """escalate, cancel, reschedule, list, book, info, chat, or "other" (a pick, a yes or no,
+    a name, or nothing we know): read in the context of the conversation."""
+    return _KIND.get(intents.classify(t), "other") if t.strip() else "chat"
 
 
 def pick_slot(t: str, slots: list[dict]) -> int | None:
-    """The proposed slot the customer chose: "la primera", "2", "a las 3", "sí" (one offered)."""
-    if n := pick_number(t):
+    """The proposed slot the customer chose: "la primera", "2", "la de las 3", "a las 3", "sí" (one offered)."""
+    if n := intents.pick_number(t):
         return n if n <= len(slots) else None
     if re.search(r"\b(ultima|ultimo)\b", t):
         return len(slots)
     asked = timeparse.parse(t, intents.ANY_NOW)
-    if asked.prefer and not re.search(r"manana|hoy|lunes|martes|miercoles|jueves|viernes|sabado|\d+ de", t):
+    # "a las 3", "la de las 3" pick from the list; "para las 5" asks for that time (a new search).
+    if asked.prefer and not intents.mentions_day(t) and re.match(r"^\W*((la|el) de )?(a )?(la|las) \d", t):
         for i, slot in enumerate(slots):
             if _label_time(slot["label"]) == (asked.prefer.hour, asked.prefer.minute):
                 return i + 1
-    if len(slots) == 1 and re.search(r"^\W*(si|dale|esa|ese|perfecto|listo|de una)\b", t):
+    if len(slots) == 1 and (intents.says_yes(t) or re.search(r"^\W*(si|dale|esa|ese|perfecto|listo|de una)\b", t)):
         return 1
     return None
 
@@ -67,27 +45,6 @@ def _label_time(label: str) -> tuple[int, int] | None:
         return None
     hour = int(m.group(1)) % 12 + (12 if m.group(3) == "p" else 0)
     return hour, int(m.group(2))
-
-
-def extract_name(text: str) -> str | None:
-    m = re.search(r"(?:me llamo|mi nombre es|soy|a nombre de)\s+([^\W\d_][^\d,.!?\n]{1,60})", text, re.I)
-    candidate = m.group(1) if m else text
-    words = re.findall(r"[^\W\d_]+", candidate)
-    if not 1 <= len(words) <= 4 or any(w.lower() in _NOT_NAMES for w in words):
-        return None
-    return " ".join(w.capitalize() for w in words)
-
-
-_NOT_NAMES = {"si", "no", "ok", "hola", "gracias", "cita", "la", "el", "primera", "segunda", "manana",
-              "mañana", "tarde", "quiero", "que", "cuanto", "listo", "dale"}
-
-
-def escalation_reason(t: str) -> str:
-    if re.search(r"persona|humano|asesor|agente|alguien", t):
-        return "Pide hablar con una persona"
-    if re.search(r"queja|reclamo|molest|pesim|terrible|indignad|estafa|furios", t):
-        return "Cliente molesto"
-    return "El asistente no pudo resolver la solicitud"
 
 
 def ask_which(listed: list[dict], verb: str) -> str:
@@ -159,15 +116,39 @@ def _proposed(d: dict) -> str:
     if not d["slots"]:
         return f"No tengo horarios libres para {d['service']} en los próximos días. ¿Quieres que te comunique con una persona?"
     head = f"Perfecto, cambiamos a {d['service']}. " if d.get("changed_from") else ""
+    if d.get("exact"):
+        day, _, clock = d["slots"][0]["label"].partition(", ")
+        return f"{head}¿Te agendo {d['service']} ({d['price']}) el {day} a las {clock}?"
+    if d.get("note") == "hora_pedida_ocupada" and d.get("asked"):
+        head += f"A las {d['asked']} ya no tengo espacio. Lo más cercano que tengo para {d['service']}:\n"
+        return f"{head}{_slots(d)}\n\n¿Cuál prefieres?"
     if d.get("note"):
         head += "No me quedan horarios en lo que pediste. "
     return (f"{head}Para {d['service']} ({d['price']}, {d['duration_minutes']} min) tengo estos horarios:\n"
             f"{_slots(d)}\n\n¿Cuál prefieres?")
 
 
+def which_slot(slots: list[dict]) -> str:
+    """A yes to a list of several slots: which one?"""
+    numbers = ", ".join(str(i + 1) for i in range(len(slots) - 1)) + f" o {len(slots)}"
+    return f"¡Claro! ¿Cuál de los horarios te agendo? Respóndeme con el número ({numbers})."
+
+
+def slots_again(name: str, slots: list[dict]) -> str:
+    lines = "\n".join(f"{i + 1}. {s['label']}" for i, s in enumerate(slots))
+    return f"¡Gracias, {name}! ¿Cuál de estos horarios prefieres?\n{lines}"
+
+
+def goodbye(pending: bool) -> str:
+    if pending:
+        return "¡Con gusto! Si más tarde quieres alguno de esos horarios, escríbeme. 😊"
+    return "¡Con gusto! Aquí estoy si necesitas algo más. 😊"
+
+
 _ACTION_TEXT = {
     "slots_proposed": _proposed,
-    "service_needed": lambda d: "¿Para qué servicio quieres la cita? Tenemos: " + ", ".join(d["options"]) + ".",
+    "service_needed": lambda d: ("¿Para qué servicio quieres la cita? Tenemos:\n"
+                                 + "\n".join(f"{i + 1}. {o}" for i, o in enumerate(d["options"]))),
     "name_needed": lambda d: f"¡Perfecto! Te reservo el {d['slot']}. ¿A nombre de quién agendo la cita?",
     "slot_taken": lambda d: (f"Uy, el {d['slot']} se acaba de ocupar. 😕 Te puedo ofrecer:\n"
                              f"{_slots(d, 'alternatives')}\n\n¿Cuál prefieres?" if d["alternatives"]

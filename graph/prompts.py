@@ -43,9 +43,6 @@ Si pregunta un precio o algo del negocio en medio, respóndelo con search_knowle
 cita. No repitas preguntas ya respondidas (mira el ESTADO). Marca done=true cuando la cita quedó
 agendada, cancelada o cambiada. Si pide una persona o está molesto, handoff="escalation"."""
 
-ESCALATION = """[agente:escalation]
-El cliente necesita a una persona. Resume para el asesor el motivo y lo que quiere el cliente."""
-
 SUMMARY = """[agente:summary]
 Resume la conversación en 3 a 5 líneas para retomarla después: quién es el cliente, qué quiere,
 qué se le ofreció y qué quedó pendiente. Sin identificadores internos."""
@@ -87,4 +84,9 @@ def model_view(state: dict | ConversationState) -> dict:
         "cancelacion_por_confirmar": (state.get("cancel_pending") or {}).get("n"),
         "nombre_cliente": state.get("contact_name"),
         "esperando": "nombre" if state.get("chosen_slot") and not state.get("contact_name") else None,
+        "servicio_consultado": (state.get("discussed_service") or {}).get("name"),
+        # What "la 2" refers to: the last numbered list the customer saw, whatever it was.
+        "ultima_lista": {"tipo": last["kind"], "opciones": [f"{i + 1}. {item['label']}"
+                                                            for i, item in enumerate(last.get("items") or [])]}
+        if (last := state.get("last_list")) else None,
     }

@@ -23,7 +23,7 @@ from graph.experts import Experts
 from graph.models import build_model
 from graph import nodes, reminder_answers
 from graph.state import TurnContext
-from ops import metrics
+from ops import logs, metrics
 from ops.deps import Deps
 from ops.outages import DependencyDown
 from storage import catalog, chats, keys, memory
@@ -54,9 +54,15 @@ class Receptionist:
                 await client.close()
 
     async def run_turn(self, turn: TurnInput) -> TurnResult:
-        config = {"configurable": {"thread_id": keys.checkpoint_thread(turn.org, turn.chat)},
-                  "recursion_limit": RECURSION_LIMIT}
+        thread = keys.checkpoint_thread(turn.org, turn.chat)
+        with logs.bound(thread_id=thread):
+            return await self._run_turn(turn, thread)
+
+    async def _run_turn(self, turn: TurnInput, thread: str) -> TurnResult:
+        config = {"configurable": {"thread_id": thread}, "recursion_limit": RECURSION_LIMIT}
         context = await self._context(turn)
+        log.info("turn %s context: thread=%s messages=%d approx_tokens=%d summary_used=%s", turn.turn_id,
+                 thread, len(context.recent), approx_tokens(context), bool(context.summary))
         turn_input = {"texts": list(turn.texts), "turn_id": turn.turn_id, "replies": [], "actions": [],
                       "escalation": None, "hops": 0, "handoff": None, "bookings": 0}
         # A reminder's button: Confirmar is done here; the others enter the appointment expert
@@ -107,13 +113,20 @@ class Receptionist:
                 raise LookupError(f"organization {turn.org} does not exist")
             self._orgs[turn.org] = org  # timezone and name change rarely; a restart picks them up
         n = deps.settings.memory_messages
-        recent, name = await asyncio.gather(  # Redis and PostgreSQL at the same time
+        recent, name, (summary, _) = await asyncio.gather(  # Redis and PostgreSQL at the same time
             memory.recent_messages(deps.redis, deps.pool, turn.org, turn.chat, n + len(turn.texts)),
-            chats.contact_name(deps.pool, turn.org, turn.contact_id))
+            chats.contact_name(deps.pool, turn.org, turn.contact_id),
+            memory.load_summary(deps.pool, turn.org, turn.identity_id))
         recent = _without_this_turn(recent, turn.texts)[-n:]
         now = datetime.fromtimestamp(deps.clock(), org.tz)
         return TurnContext(deps=deps, turn=turn, org=org, now=now, recent=recent, contact_name=name,
-                           embedder=self.embedder)
+                           summary=summary, embedder=self.embedder)
+
+
+def approx_tokens(ctx: TurnContext) -> int:
+    """The memory's size in the prompt, roughly (4 characters a token), for the logs."""
+    chars = len(ctx.summary) + sum(len(text) for _, text in ctx.recent) + sum(len(t) for t in ctx.turn.texts)
+    return chars // 4
 
 
 def _without_this_turn(recent: list[tuple[str, str]], texts: list[str]) -> list[tuple[str, str]]:

@@ -44,6 +44,12 @@ class ConversationState(TypedDict, total=False):
     # model can ask and cancel in one go; any other appointment task clears it.
     cancel_pending: dict | None
     contact_name: str | None
+    # The service the customer last asked about ("¿cuánto cuesta el masaje?"): a booking
+    # request with no service named is for that one.
+    discussed_service: dict | None
+    # The last numbered list shown: {"kind": "slots" | "appointments" | "services" | "menu",
+    # "items": [{"label", "say"?, "person"?}]}; "la 2" refers to it, whatever it was.
+    last_list: dict | None
     summary: str
     turns: int
     last_turn: dict | None  # the previous turn's result, replayed if that turn is redelivered
@@ -51,7 +57,7 @@ class ConversationState(TypedDict, total=False):
 
 # Keys that tools may change (everything else is owned by the graph nodes).
 TOOL_KEYS = ("service", "window", "proposed_slots", "chosen_slot", "appointments", "purpose",
-             "reschedule_of", "cancel_pending", "contact_name")
+             "reschedule_of", "cancel_pending", "contact_name", "discussed_service", "last_list")
 
 
 @dataclass
@@ -63,6 +69,7 @@ class TurnContext:
     now: datetime  # local time in the organization's timezone
     recent: list[tuple[str, str]]  # earlier messages, oldest first, this turn's excluded
     contact_name: str | None  # as stored in the CRM when the turn started
+    summary: str = ""  # thread_summaries.summary_text as stored when the turn started
     usage_tokens: list[int] = field(default_factory=list)
     embedder: Embedder | None = None  # hybrid knowledge search when configured
     nodes_run: list[str] = field(default_factory=list)  # graph nodes of this turn, in order

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 
 from pydantic_ai import ModelRetry, RunContext
 
@@ -69,6 +69,8 @@ async def search_knowledge(ctx: Ctx, query: str) -> dict:
     hits = await catalog.search_knowledge(t.deps.pool, t.org.id, query,
                                           query_vector=await _query_vector(t, query))
     results = []
+    if hits and hits[0].service:  # "¿cuánto cuesta el masaje?" then "¿tienen algo mañana?"
+        ctx.deps.state["discussed_service"] = _service_view(hits[0].service)
     for hit in hits:
         if hit.service:
             s = hit.service
@@ -113,46 +115,69 @@ async def check_availability(ctx: Ctx, service: str | None = None, when: str | N
         if mine is None:
             raise ModelRetry("esa cita ya no existe; vuelve a listar las citas")
         found = await catalog.get_service(pool, org, mine.service_id)
-        d.state["reschedule_of"] = appointment
-        d.state["service"] = _service_view(found)
-    elif service and service.strip():
+        d.state.update(reschedule_of=appointment, purpose="reprogramar", service=_service_view(found))
+    understood = timeparse.parse(when or "", t.now).understood if when else False
+    if understood:  # kept even while we still ask for the service
+        d.state["window"] = when
+    if appointment is None and service and service.strip():
         found = await catalog.find_service(pool, org, service)
-        current = d.state.get("service")
+        current = d.state.get("service") or d.state.get("discussed_service")
         if found is None and current is None:
             options = [s.name for s, _ in await catalog.search_services(pool, org, service, 4)]
             options = options or [s.name for s in await catalog.list_services(pool, org)]
-            return d.act("service_needed", options=options)
-        if found is not None and (current is None or current["id"] != found.id):
-            changed_from = current["name"] if current else None
-            d.state.update(service=_service_view(found), proposed_slots=[], chosen_slot=None)
+            return _service_needed(d, options)
+        found_view = _service_view(found) if found is not None else current
+        if d.state.get("service") is None or d.state["service"]["id"] != found_view["id"]:
+            changed_from = d.state["service"]["name"] if d.state.get("service") else None
+            d.state.update(service=found_view, proposed_slots=[], chosen_slot=None)
             if d.state.get("reschedule_of") is None:
                 d.state["purpose"] = None
+    if d.state.get("service") is None and d.state.get("discussed_service"):
+        d.state["service"] = d.state["discussed_service"]
     if d.state.get("service") is None:
-        options = [s.name for s in await catalog.list_services(pool, org)]
-        return d.act("service_needed", options=options)
-    understood = timeparse.parse(when or "", t.now).understood if when else False
-    if understood:
-        d.state["window"] = when
+        return _service_needed(d, [s.name for s in await catalog.list_services(pool, org)])
     window_text = d.state.get("window") or ""
     window = timeparse.parse(window_text, t.now)
     chosen = await catalog.get_service(pool, org, d.state["service"]["id"])
     settings = t.deps.settings
     not_before = t.now + timedelta(minutes=settings.booking_lead_min)
-    slots = await _free_held(t, chosen, days=window.days, time_from=window.time_from,
-                             time_to=window.time_to, not_before=not_before, prefer=window.prefer)
-    note = None
+    asked = None
+    if window.prefer is not None and len(window.days) == 1:
+        # "mañana a las 10": that exact time if it is free, else the nearest free times around it.
+        asked = datetime.combine(window.days[0], window.prefer, t.org.tz)
+        exact = await _free_held(t, chosen, days=window.days, time_from=window.prefer,
+                                 time_to=(asked + timedelta(minutes=1)).time(), not_before=not_before, limit=1)
+        if exact and exact[0].starts_at == asked:
+            return _propose(d, t, chosen, window_text, changed_from, exact[:1], note=None, exact=True)
+    slots = await _free_held(t, chosen, days=window.days,
+                             time_from=window.time_from if asked is None else time.min,
+                             time_to=window.time_to if asked is None else time.max,
+                             not_before=not_before, prefer=window.prefer)
+    note = "hora_pedida_ocupada" if asked is not None else None
     if not slots:
         # Nothing in the asked window: offer the next week rather than a dead end.
         days = [max(window.days) + timedelta(days=i + 1) for i in range(7)]
         slots = await _free_held(t, chosen, days=days, time_from=window.time_from,
-                                 time_to=window.time_to, not_before=not_before)
+                                 time_to=window.time_to, not_before=not_before, prefer=window.prefer)
         note = "sin_cupo_en_lo_pedido"
+    return _propose(d, t, chosen, window_text, changed_from, slots, note=note,
+                    asked=replies.clock(asked) if asked is not None else None)
+
+
+def _propose(d: ToolDeps, t, chosen, window_text: str, changed_from, slots, note, exact: bool = False,
+             asked: str | None = None) -> dict:
     d.state["proposed_slots"] = [_slot_view(s, t.org.tz) for s in slots]
     d.state["chosen_slot"] = None
+    d.state["last_list"] = {"kind": "slots", "items": [{"label": s["label"]} for s in d.state["proposed_slots"]]}
     return d.act("slots_proposed", service=chosen.name, price=d.state["service"]["price"],
                  duration_minutes=chosen.duration_minutes, window=window_text or None,
-                 changed_from=changed_from, note=note,
+                 changed_from=changed_from, note=note, exact=exact, asked=asked,
                  slots=[{"n": i + 1, "label": s["label"]} for i, s in enumerate(d.state["proposed_slots"])])
+
+
+def _service_needed(d: ToolDeps, options: list[str]) -> dict:
+    d.state["last_list"] = {"kind": "services", "items": [{"label": o, "say": o} for o in options]}
+    return d.act("service_needed", options=options)
 
 
 async def _free_held(t, service: catalog.Service, **window) -> list[appointments.Slot]:
@@ -264,6 +289,7 @@ async def list_my_appointments(ctx: Ctx, purpose: str = "ver") -> dict:
                                for a in upcoming]
     d.state["purpose"] = purpose if purpose in ("ver", "cancelar", "reprogramar") else "ver"
     d.state.update(reschedule_of=None, cancel_pending=None)  # the numbers may have changed
+    d.state["last_list"] = {"kind": "appointments", "items": [{"label": a["label"]} for a in d.state["appointments"]]}
     return d.act("appointments_listed", purpose=d.state["purpose"],
                  appointments=[{"n": i + 1, "label": a["label"]} for i, a in enumerate(d.state["appointments"])])
 

@@ -417,6 +417,37 @@ async def _print_unknown_outcomes(deps: Deps, org: str | None) -> int:
     return 0
 
 
+async def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
+    """The conversation scenarios against the configured model (LLM_MODEL, OPENAI_BASE_URL)."""
+    from pathlib import Path
+
+    from graph import scenarios
+    from graph.checkpoints import open_checkpointer
+    from graph.receptionist import Receptionist
+    from storage.db import migrate
+
+    folder = Path(args.dir) if args.dir else Path(__file__).resolve().parents[1] / "tests" / "conversations"
+    chosen = [s for s in scenarios.load(folder) if not args.only or args.only in s.name]
+    if not chosen:
+        print(f"no scenario in {folder} matches {args.only!r}", file=sys.stderr)
+        return 2
+    async with services(settings) as settings, open_deps(settings) as deps, \
+            open_checkpointer(settings.redis_url, settings.checkpoint_ttl_min) as saver:
+        await migrate(deps.pool)
+        deps.clock = scenarios.NOW.timestamp  # the scenarios' dates are relative to a fixed Wednesday
+        receptionist = Receptionist(deps, saver)
+        print(f"{len(chosen)} scenarios x {args.k} runs against {settings.llm_model or 'offline'}", file=sys.stderr)
+        try:
+            results = await scenarios.evaluate(deps, receptionist, chosen, args.k, args.concurrency,
+                                               progress=lambda o: print("." if o.passed else "F", end="",
+                                                                        file=sys.stderr, flush=True))
+        finally:
+            await receptionist.aclose()
+        print(file=sys.stderr)
+        print(scenarios.table(results, args.k))
+        return 0 if all(o.passed for outs in results.values() for o in outs) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="skytide", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -469,6 +500,13 @@ def build_parser() -> argparse.ArgumentParser:
     embed = sub.add_parser("embed", help="embed catalogue entries for the hybrid search")
     embed.add_argument("--org", default=None, help="one organization (default: all)")
     sub.add_parser("bench", help="run the benchmarks (same as make bench)")
+    evaluate = sub.add_parser("eval", help="play the conversation scenarios k times against the configured "
+                                           "model and print pass^k (creates throwaway organizations: "
+                                           "use the embedded database or a test one)")
+    evaluate.add_argument("--k", type=int, default=5, help="runs per scenario (default 5)")
+    evaluate.add_argument("--only", default=None, help="only scenarios whose name contains this")
+    evaluate.add_argument("--dir", default=None, help="scenario folder (default tests/conversations)")
+    evaluate.add_argument("--concurrency", type=int, default=4, help="scenario runs at a time (default 4)")
     return parser
 
 
@@ -523,6 +561,8 @@ def _command(args: argparse.Namespace, settings: Settings) -> int:
         return run_async(cmd_embed(settings, args.org))
     elif args.command == "dlq":
         return run_async(cmd_dlq(settings, args))
+    elif args.command == "eval":
+        return run_async(cmd_eval(settings, args))
     elif args.command == "bench":
         from ops.bench.__main__ import main as bench_main
 

@@ -161,6 +161,9 @@ prompt_tokens = Histogram(
 tool_calls = Counter(
     "skytide_tool_calls_total", "Agent tool calls, by tool and outcome",
     ["tool", "outcome"], registry=REGISTRY)
+loop_guard = Counter(
+    "skytide_loop_guard_total", "Replies replaced because they repeated the previous question or list, "
+    "by the flow that repeated itself", ["flow"], registry=REGISTRY)
 
 
 def cost_usd(prices: dict[str, tuple[float, float]], provider: str, model: str,

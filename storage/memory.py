@@ -71,18 +71,37 @@ async def _rebuild(redis: aioredis.Redis, org: str, chat: str, newest_first: lis
 
 
 async def load_summary(pool: asyncpg.Pool, org: str, identity_id: str) -> tuple[str, int]:
-    row = await pool.fetchrow("select summary, turns_covered from thread_summaries "
+    """The chat's summary and how many turns it covers; ("", 0) before the first one. Read on
+    every turn: the checkpoint that also holds it expires, the table does not."""
+    row = await pool.fetchrow("select summary_text, turns_covered from thread_summaries "
                               "where organization_id = $1::uuid and chat_identity_id = $2::uuid",
                               org, identity_id)
-    return (row["summary"], row["turns_covered"]) if row else ("", 0)
+    return (row["summary_text"], row["turns_covered"]) if row else ("", 0)
 
 
 async def save_summary(pool: asyncpg.Pool, org: str, identity_id: str, summary: str,
                        turns_covered: int) -> None:
     await pool.execute(
-        "insert into thread_summaries (organization_id, chat_identity_id, summary, turns_covered) "
+        "insert into thread_summaries (organization_id, chat_identity_id, summary_text, turns_covered) "
         "select $1::uuid, i.id, $3, $4 from chat_identities i "
         "where i.id = $2::uuid and i.organization_id = $1::uuid "
-        "on conflict (chat_identity_id) do update set summary = excluded.summary,"
+        "on conflict (chat_identity_id) do update set summary_text = excluded.summary_text,"
         " turns_covered = excluded.turns_covered, updated_at = now()",
         org, identity_id, summary, turns_covered)
+
+
+async def quoted_text(pool: asyncpg.Pool, org: str, message_id: str) -> str | None:
+    """The text of the message a reply quotes (ours or the customer's), by either of its ids."""
+    return await pool.fetchval(
+        "select coalesce(processed_text, message) from chat_messages where organization_id = $1::uuid"
+        " and (provider_message_id = $2 or whatsapp_message_id = $2) limit 1", org, message_id)
+
+
+def with_quote(text: str, quoted: str | None, max_chars: int = 300) -> str:
+    """A reply that quotes a message reaches the model with what it quotes: "sí" alone means
+    nothing; "sí (en respuesta a: «¿Te agendo el jueves a las 10?»)" does."""
+    if not quoted or not quoted.strip():
+        return text
+    quoted = quoted.strip()
+    quoted = quoted if len(quoted) <= max_chars else quoted[:max_chars - 1] + "…"
+    return f"{text}\n(en respuesta a: «{quoted}»)"

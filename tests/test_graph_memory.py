@@ -76,6 +76,42 @@ async def test_summary_refreshed_every_k_turns_and_prompt_stays_bounded(deps, se
     for i in range(20):
         await chat.say(f"pregunta número {i}: " + "¿qué me recomiendan para la piel? " * 10)
     assert await deps.pool.fetchval("select turns_covered from thread_summaries") == 20
-    assert "faciales" in await deps.pool.fetchval("select summary from thread_summaries")
+    assert "faciales" in await deps.pool.fetchval("select summary_text from thread_summaries")
     # After the memory window fills (6 messages = 3 turns), the prompt no longer grows.
     assert max(sizes[8:]) <= max(sizes[4:8]) + 100
+
+
+async def test_the_stored_summary_reaches_the_model_every_turn_even_without_a_checkpoint(
+        deps, settings, clinic, caplog):
+    seen: list[str] = []
+
+    def respond(messages, info: AgentInfo) -> ModelResponse:
+        if "[agente:router]" in (info.instructions or ""):
+            return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, {"flow": "knowledge"})])
+        seen.append(info.instructions or "")
+        return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, {"reply": "Claro.", "done": True})])
+
+    chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=FunctionModel(respond)), clinic)
+    await chat.say("hmm")
+    assert "Resumen de la conversación anterior" not in seen[-1]
+    await memory.save_summary(deps.pool, clinic, chat.identity.id, "Laura quiere un peeling en abril.", 9)
+    await deps.redis.delete(*[k async for k in deps.redis.scan_iter("checkpoint*")])  # the state expired
+    caplog.set_level("INFO", logger="graph.receptionist")
+    await chat.say("hmm")
+    assert "Laura quiere un peeling en abril." in seen[-1]
+    context_line = next(r.getMessage() for r in caplog.records if "context: thread=" in r.getMessage())
+    assert f"thread={keys.checkpoint_thread(clinic, chat.phone)}" in context_line
+    assert "summary_used=True" in context_line and "messages=" in context_line and "approx_tokens=" in context_line
+
+
+async def test_first_name_follows_the_contact_name(deps, clinic):
+    identity = await chats.upsert_identity(deps.pool, clinic, "573005550001", None)
+    await chats.save_contact_name(deps.pool, clinic, identity.contact_id, "  Ana María Pérez ")
+    assert await deps.pool.fetchval("select first_name from contacts where id = $1::uuid",
+                                    identity.contact_id) == "Ana"
+    await deps.pool.execute("update contacts set name = 'Lucía Gómez' where id = $1::uuid", identity.contact_id)
+    assert await deps.pool.fetchval("select first_name from contacts where id = $1::uuid",
+                                    identity.contact_id) == "Lucía"
+    await deps.pool.execute("update contacts set first_name = 'Lu' where id = $1::uuid", identity.contact_id)
+    assert await deps.pool.fetchval("select first_name from contacts where id = $1::uuid",
+                                    identity.contact_id) == "Lu"  # set on purpose: kept

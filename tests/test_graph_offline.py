@@ -138,7 +138,10 @@ async def test_cancel_one_of_several_confirms_the_chosen_one(chat, deps):
     await chat.say("quiero cancelar una cita")
     assert "¿Cuál quieres cancelar?" in chat.text and "2. Manicure spa" in chat.text
     await chat.say("ok")  # not a number and no question asked yet: nothing is cancelled
-    assert "cancelled" not in chat.actions and "¿Cuál quieres cancelar?" in chat.text
+    # The same list twice in a row is not sent: what we understood, and numbered options.
+    assert "cancelled" not in chat.actions and chat.actions[-1] == "loop_guarded"
+    assert "quieres cancelar una cita" in chat.text and "2. Manicure spa" in chat.text
+    assert "3. Hablar con una persona" in chat.text
     await chat.say("la 2")
     assert chat.text == "¿Confirmas que cancelo tu cita de Manicure spa del viernes 5 de marzo, 3:00 p. m.?"
     assert (await saved_state(chat))["cancel_pending"]["n"] == 2
@@ -191,6 +194,7 @@ async def test_escalation_returns_a_request(chat):
     result = chat.results[-1]
     assert result.replies == [] and result.escalation is not None
     assert result.escalation.reason == "Pide hablar con una persona"
+    assert result.escalation.customer_name == "Cliente"  # no name known yet
     assert "asesor" in result.escalation.accepted_text and result.escalation.failed_text
     await chat.say("hola")  # the bot is on again if the notification failed: a fresh route
     assert chat.actions == ["routed"]

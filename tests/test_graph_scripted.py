@@ -15,6 +15,7 @@ from graph.models import build_model
 from graph.receptionist import APOLOGY, Receptionist
 from ops import metrics
 from ops.outages import DependencyDown
+from storage import chats
 from storage.seed import seed_demo
 from tests.fakes.openai import FakeOpenAI, tool_call
 from tests.graph_helpers import NOW, Chat, redis_saver
@@ -109,7 +110,8 @@ async def test_a_plain_message_is_routed_by_keywords_without_a_model_request(dep
     chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=model), clinic)
     await chat.say(text)
     assert chat.results[-1].actions[0] == {"action": "routed", "data": {"flow": flow, "by": "keywords"}}
-    assert len(requests) == 1  # one model request for the whole turn
+    # One model request for the whole turn; none for a person (escalation is deterministic).
+    assert len(requests) == (0 if flow == "escalation" else 1)
 
 
 @pytest.mark.parametrize("text", [
@@ -314,3 +316,16 @@ async def test_a_model_server_that_is_down_makes_the_turn_wait_not_apologise(
     with pytest.raises(DependencyDown) as down:
         await chat.say("hola")
     assert down.value.dependency == "model"  # the runtime retries the turn; no apology was sent
+
+
+async def test_a_person_is_reached_even_when_the_model_is_down(deps, settings, clinic):
+    def down(messages, info):
+        raise ConnectionError("model server unreachable")
+
+    chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=FunctionModel(down)), clinic)
+    await chats.upsert_identity(deps.pool, clinic, chat.phone, "Marta Gil")
+    await chat.say("necesito hablar con un asesor ya")
+    escalation = chat.results[-1].escalation
+    assert escalation is not None and escalation.reason == "Pide hablar con una persona"
+    assert escalation.customer_name == "Marta"
+    assert "necesito hablar con un asesor ya" in escalation.summary

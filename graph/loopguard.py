@@ -1,0 +1,119 @@
+"""The loop guard: the bot never sends the same question or list twice in a row.
+
+A reply that repeats the previous turn's question or list means the customer's message was not
+understood, whatever the model. The second time we say what we understood and offer a way
+forward as a short numbered list (always ending with a person), which the next message can
+pick by number (`resolve`). Counted in skytide_loop_guard_total.
+
+The last list shown (ConversationState.last_list) is what "la primera" or "la 2" refers to:
+the slots, the customer's appointments, the services, or this guard's menu.
+"""
+
+from __future__ import annotations
+
+import re
+
+from graph import intents
+
+PERSON = {"label": "Hablar con una persona del equipo", "person": True}
+MENU = [{"label": "Agendar una cita", "say": "quiero agendar una cita"},
+        {"label": "Ver mis citas", "say": "qué citas tengo"},
+        {"label": "Cambiar una cita", "say": "quiero cambiar mi cita"},
+        {"label": "Cancelar una cita", "say": "quiero cancelar mi cita"},
+        {"label": "Servicios y precios", "say": "qué servicios tienen y cuánto cuestan"}]
+MAX_SERVICES = 6
+
+
+def signature(replies: list[str]) -> str:
+    """What a reply asks: its questions and list lines, normalized (a greeting in front of the
+    same question is still the same question). Empty when it neither asks nor lists."""
+    text = intents.normalize("\n".join(replies))
+    asked = re.findall(r"¿[^?]*\?", text)
+    listed = re.findall(r"^\s*\d+\.\s.*$", text, re.M)
+    return "\n".join(asked + listed)
+
+
+def repeats(previous: list[str] | None, replies: list[str]) -> bool:
+    now = signature(replies)
+    return bool(now) and previous is not None and signature(previous) == now
+
+
+# What moving forward changes: a new service or day with the same free times is not a loop.
+PROGRESS_KEYS = ("service", "window", "chosen_slot", "purpose", "reschedule_of", "cancel_pending", "contact_name")
+
+
+def progressed(state: dict, update: dict) -> bool:
+    return any(k in update and update[k] != state.get(k) for k in PROGRESS_KEYS)
+
+
+def understood(state: dict) -> str:
+    """What we understood so far, in one sentence, from the state (never from the model)."""
+    parts = []
+    if service := state.get("service"):
+        parts.append(f"una cita de {service['name']}")
+    if window := state.get("window"):
+        parts.append(f"para «{window}»")
+    purpose = state.get("purpose")
+    if purpose == "cancelar":
+        return "Entendí que quieres cancelar una cita."
+    if purpose == "reprogramar":
+        return "Entendí que quieres cambiar una cita."
+    if parts:
+        return f"Entendí que buscas {' '.join(parts)}."
+    return "Perdona, no logré entender tu mensaje."
+
+
+def options(state: dict) -> tuple[str, list[dict]]:
+    """The way forward: the items on the table plus a person, and how to ask for them."""
+    last = state.get("last_list") or {}
+    kind, items = last.get("kind"), list(last.get("items") or [])
+    if kind == "slots" and items:
+        return "Elige un horario", items + [{"label": "Ver otros días u horas", "say": "otros horarios"}, PERSON]
+    if kind == "appointments" and items:
+        return "Elige la cita", items + [PERSON]
+    if kind == "services" and items:
+        return "Elige el servicio", items[:MAX_SERVICES] + [PERSON]
+    return "Puedo ayudarte con", MENU + [PERSON]
+
+
+def missed_again(state: dict, replies: list[str]) -> bool:
+    """The expert repeats the question our options replaced: the options did not help either."""
+    last = state.get("last_list") or {}
+    return last.get("kind") == "menu" and bool(last.get("repeated")) and last["repeated"] == signature(replies)
+
+
+def offer_person(state: dict) -> tuple[str, dict]:
+    text = ("Perdona, sigo sin entenderte 🙏. ¿Quieres que te comunique con una persona del equipo? "
+            "Respóndeme «sí», o cuéntame con otras palabras qué necesitas.")
+    return text, {"kind": "menu", "items": [PERSON], "yes_is": 1}
+
+
+def guard_reply(state: dict, repeated: list[str], after_menu: bool = False) -> tuple[str, dict]:
+    """The reply that replaces a repeated one, and the numbered list it shows; after our own
+    options did not help, a person."""
+    if after_menu:
+        return offer_person(state)
+    head, items = options(state)
+    lines = "\n".join(f"{i + 1}. {item['label']}" for i, item in enumerate(items))
+    kind = (state.get("last_list") or {}).get("kind") if head != "Puedo ayudarte con" else None
+    text = (f"{understood(state)} {head}:\n{lines}\n\n"
+            "Respóndeme solo con el número de la opción.")
+    return text, {"kind": "menu", "of": kind, "items": items, "repeated": signature(repeated)}
+
+
+def resolve(state: dict, texts: list[str]) -> dict | None:
+    """The item of the last list the customer's message picks by number, if that item carries
+    its own meaning (a menu entry, a service, a person); slots and appointments keep their
+    numbers and are read by the expert with the proposed slots or listed appointments."""
+    last = state.get("last_list") or {}
+    items = last.get("items") or []
+    if not items or last.get("kind") not in ("menu", "services"):
+        return None
+    t = intents.normalize(" ".join(texts).strip())
+    if last.get("yes_is") and intents.says_yes(t):
+        return items[last["yes_is"] - 1]
+    n = intents.pick_number(t)
+    if intents.classify(t) != "pick" or not n or n > len(items):
+        return None
+    item = items[n - 1]
+    return item if (item.get("say") or item.get("person")) else None

@@ -1,0 +1,219 @@
+"""Multi-turn conversation scenarios, judged by the database and the replies.
+
+A scenario file (TOML, tests/conversations/*.toml) holds scripts of customer lines with what
+must come of them. `run_scenario` plays one against a Receptionist in an organization of its
+own (the demo clinic's catalogue, a fixed clock), so runs never see each other's bookings, and
+judges it: per line, text the reply must or must not contain, an action, an escalation; at the
+end, the customer's appointments (service, local date and time, status); throughout, no
+question or list sent twice in a row and no time of day in a reply that no tool produced.
+
+`make test` plays every scenario with the offline model and a scripted model; `skytide eval`
+plays them against whatever model is configured, k times each, and prints pass^k.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from graph import loopguard, replies
+from graph.contract import TurnInput, TurnResult
+from storage import appointments, catalog, chats, memory
+from storage.orgs import add_org
+from storage.seed import seed_catalog
+
+TZ = ZoneInfo("America/Bogota")
+NOW = datetime(2027, 3, 3, 10, 0, tzinfo=TZ)  # a Wednesday morning: "mañana" is Thursday 4 March
+PHONE = "573001112233"
+_CLOCK = re.compile(r"\b\d{1,2}:\d{2} [ap]\. m\.")
+
+
+@dataclass(frozen=True)
+class Line:
+    say: str
+    has: tuple[str, ...] = ()  # each must be in the reply (case-insensitive)
+    lacks: tuple[str, ...] = ()  # none may be
+    action: str | None = None  # an action this turn must record ("booked", "loop_guarded")
+    escalated: bool | None = None
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    lines: tuple[Line, ...]
+    appointments: tuple[dict, ...] | None  # the customer's appointments at the end; None: not judged
+    before: tuple[dict, ...] = ()  # appointments booked before the chat: {service, at, name?}
+    source: str = ""
+
+
+@dataclass
+class Outcome:
+    scenario: str
+    failures: list[str] = field(default_factory=list)
+    transcript: list[tuple[str, str]] = field(default_factory=list)
+    guarded: int = 0  # replies the loop guard replaced
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def load(folder: Path) -> list[Scenario]:
+    """Every scenario of every *.toml file in the folder, in file and then script order."""
+    found: list[Scenario] = []
+    for path in sorted(folder.glob("*.toml")):
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        for raw in data.get("scenario", []):
+            lines = tuple(Line(say=item["say"], has=_tuple(item.get("has")), lacks=_tuple(item.get("lacks")),
+                               action=item.get("action"), escalated=item.get("escalated"))
+                          for item in raw["lines"])
+            found.append(Scenario(name=raw["name"], lines=lines, source=path.name,
+                                  appointments=tuple(raw["appointments"]) if "appointments" in raw else None,
+                                  before=tuple(raw.get("before", ()))))
+    names = [s.name for s in found]
+    if len(set(names)) != len(names):
+        raise ValueError(f"scenario names must be unique in {folder}")
+    return found
+
+
+def _tuple(value) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+async def new_clinic(pool) -> str:
+    """A fresh organization with the demo clinic's catalogue: one per run, nothing shared."""
+    tag = uuid.uuid4().hex[:12]
+    org = await add_org(pool, name=f"Clínica de prueba {tag}", app_name=f"eval-{tag}", api_key=f"eval-{tag}",
+                        source_phone=f"57{int(tag, 16) % 10**10:010d}", timezone=str(TZ))
+    await seed_catalog(pool, org)
+    return org
+
+
+async def run_scenario(deps, receptionist, scenario: Scenario) -> Outcome:
+    """Play one scenario in a fresh clinic and judge it. `deps.clock` must read NOW."""
+    out = Outcome(scenario.name)
+    org = await new_clinic(deps.pool)
+    identity = await chats.upsert_identity(deps.pool, org, PHONE, None)
+    for i, before in enumerate(scenario.before):
+        # Booked by this customer, or (`others` = n) by n other customers, to fill a time.
+        service = await catalog.find_service(deps.pool, org, before["service"])
+        starts = datetime.fromisoformat(before["at"]).replace(tzinfo=TZ)
+        for j in range(before.get("others", 0) or 1):
+            who = identity if not before.get("others") else \
+                await chats.upsert_identity(deps.pool, org, f"5730000000{i}{j}", None)
+            await appointments.book(deps.pool, org=org, contact_id=who.contact_id, service=service, starts_at=starts,
+                                    idempotency_key=f"before-{i}-{j}", contact_name=before.get("name"))
+    known = _known_times(scenario)
+    previous: list[str] | None = None
+    for n, line in enumerate(scenario.lines, 1):
+        await memory.remember(deps.redis, org, PHONE, "user", line.say)
+        turn = TurnInput(org=org, chat=PHONE, contact_id=identity.contact_id, identity_id=identity.id,
+                         turn_id=uuid.uuid4().hex, texts=[line.say])
+        result: TurnResult = await receptionist.run_turn(turn)
+        for reply in result.replies:
+            await memory.remember(deps.redis, org, PHONE, "assistant", reply)
+        text = "\n".join(result.replies) or (result.escalation.accepted_text if result.escalation else "")
+        out.transcript.append((line.say, text))
+        known |= set(_CLOCK.findall(str(result.actions)))
+        out.guarded += any(a["action"] == "loop_guarded" for a in result.actions)
+        out.failures += _judge_line(n, line, result, text, previous, known)
+        previous = result.replies
+    if scenario.appointments is not None:
+        out.failures += await _judge_appointments(deps.pool, org, identity.contact_id, scenario.appointments)
+    return out
+
+
+def _known_times(scenario: Scenario) -> set[str]:
+    times = set()
+    for before in scenario.before:
+        times.add(replies.clock(datetime.fromisoformat(before["at"])))
+    return times
+
+
+def _same(previous: list[str], now: list[str]) -> bool:
+    """The customer sees the same message again: the same question or list, the same words."""
+    return loopguard.repeats(previous, now) and \
+        re.sub(r"\W+", " ", "\n".join(previous).lower()) == re.sub(r"\W+", " ", "\n".join(now).lower())
+
+
+def _judge_line(n: int, line: Line, result: TurnResult, text: str, previous, known: set[str]) -> list[str]:
+    failures = []
+    low = text.lower()
+    for must in line.has:
+        if must.lower() not in low:
+            failures.append(f"line {n} «{line.say}»: reply lacks «{must}»")
+    for must_not in line.lacks:
+        if must_not.lower() in low:
+            failures.append(f"line {n} «{line.say}»: reply contains «{must_not}»")
+    actions = [a["action"] for a in result.actions]
+    if line.action and line.action not in actions:
+        failures.append(f"line {n} «{line.say}»: no «{line.action}» among {actions}")
+    if line.escalated is not None and (result.escalation is not None) != line.escalated:
+        failures.append(f"line {n} «{line.say}»: escalated={result.escalation is not None}")
+    if result.replies and previous and _same(previous, result.replies):
+        failures.append(f"line {n} «{line.say}»: the same question or list as the previous reply")
+    invented = [c for c in _CLOCK.findall(text) if c not in known]
+    if invented:
+        failures.append(f"line {n} «{line.say}»: times no tool gave: {invented}")
+    return failures
+
+
+async def _judge_appointments(pool, org: str, contact_id: str, expected: tuple[dict, ...]) -> list[str]:
+    rows = await pool.fetch(
+        "select s.name, a.starts_at, a.status from appointments a join services s on s.id = a.service_id "
+        "where a.organization_id = $1::uuid and a.contact_id = $2::uuid order by a.starts_at", org, contact_id)
+    got = [{"service": r["name"], "date": r["starts_at"].astimezone(TZ).date().isoformat(),
+            "time": r["starts_at"].astimezone(TZ).strftime("%H:%M"), "status": r["status"]} for r in rows]
+    remaining = list(got)
+    failures = []
+    for want in expected:
+        match = next((g for g in remaining if all(g[k] == v for k, v in want.items())), None)
+        if match is None:
+            failures.append(f"no appointment like {want}")
+        else:
+            remaining.remove(match)
+    if remaining:
+        failures.append(f"appointments nobody expected: {remaining}")
+    return failures
+
+
+async def evaluate(deps, receptionist, scenarios: list[Scenario], k: int, concurrency: int = 4,
+                   progress=None) -> dict[str, list[Outcome]]:
+    """Each scenario k times (a few at a time: a local model server is the bottleneck)."""
+    import asyncio
+
+    gate = asyncio.Semaphore(concurrency)
+    results: dict[str, list[Outcome]] = {s.name: [] for s in scenarios}
+
+    async def one(scenario: Scenario) -> None:
+        async with gate:
+            outcome = await run_scenario(deps, receptionist, scenario)
+        results[scenario.name].append(outcome)
+        if progress:
+            progress(outcome)
+
+    await asyncio.gather(*(one(s) for s in scenarios for _ in range(k)))
+    return results
+
+
+def table(results: dict[str, list[Outcome]], k: int) -> str:
+    """pass^k per scenario: 1 when all k runs passed (a model that passes only sometimes is not
+    one a clinic can leave alone with its customers), with the passes and the first failure."""
+    width = max([len(n) for n in results] + [8])
+    lines = [f"{'scenario':<{width}}  passes  pass^{k}  first failure"]
+    for name, outcomes in results.items():
+        passes = sum(o.passed for o in outcomes)
+        failure = next((o.failures[0] for o in outcomes if o.failures), "")
+        lines.append(f"{name:<{width}}  {passes:>3}/{k:<2}  {int(passes == k):>6}  {failure[:100]}")
+    total = sum(all(o.passed for o in outs) for outs in results.values())
+    lines.append(f"pass^{k}: {total}/{len(results)} scenarios ({total / max(1, len(results)):.0%}); "
+                 f"pass^1: {sum(o.passed for outs in results.values() for o in outs)}/"
+                 f"{sum(len(outs) for outs in results.values())} runs")
+    return "\n".join(lines)
