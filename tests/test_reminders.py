@@ -201,3 +201,20 @@ async def test_attendance_counts_no_shows_by_organization(deps, clinic, clock):
     value = metrics.REGISTRY.get_sample_value
     assert value("skytide_appointment_attendance", {"org": clinic, "outcome": "no_show"}) == 1
     assert value("skytide_appointment_attendance", {"org": clinic, "outcome": "confirmed_by_contact"}) == 1
+
+
+async def test_the_sender_sends_a_reminder_as_an_interactive_quick_reply(system, make_org, gupshup, deps):
+    from storage import streams
+
+    org = await make_org("RemindApp")
+    identity = await chats.upsert_identity(deps.pool, org, "573001230000", "Ana")
+    await deps.pool.execute("update chat_identities set last_inbound_at = now() where id = $1::uuid",
+                            identity.id)
+    async with system(roles=("sender",)):
+        await streams.publish(deps.redis, events.OutboundMessage(
+            org=org, phone="573001230000", text="⏰ Te recordamos tu cita", idempotency_key="job:r1",
+            buttons=list(reminders.BUTTONS), purpose="reminder", requires_bot_enabled=False), "outbound")
+        [sent] = await gupshup.wait_for_sent(1, timeout_s=10)
+    assert sent.kind == "session" and sent.message["type"] == "quick_reply"
+    assert sent.message["content"] == {"type": "text", "text": "⏰ Te recordamos tu cita"}
+    assert [o["title"] for o in sent.message["options"]] == ["Confirmar", "Reprogramar", "Cancelar"]
