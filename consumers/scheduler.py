@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 from graph import replies
 from ops import metrics
+from consumers import ticker
 from ops.deps import Deps
 from storage import jobs, keys, org_settings, reminders, streams
 from storage.catalog import org_profile
@@ -128,19 +129,7 @@ class Scheduler:
         return OutboundMessage(text=text, buttons=list(reminders.BUTTONS), **base)
 
     async def run(self, stop: asyncio.Event) -> None:
-        tick_s = self.deps.settings.scheduler_tick_s
-        while not stop.is_set():
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("scheduler tick failed; trying again")
-                await asyncio.sleep(1)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=tick_s)
-            except asyncio.TimeoutError:
-                pass
+        await ticker.every(self.deps.settings.scheduler_tick_s, self.tick, stop, "scheduler")
 
 
 class AttendanceStats:
