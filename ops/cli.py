@@ -2,7 +2,7 @@
 
 skytide run [--roles ingress,enrich,batcher,agent,sender,scheduler]
 skytide migrate | seed-demo | org add|set ... | bot pause|resume ... | dlq list|show|replay ...
-skytide catalog import FILE --org ID | catalog export --org ID
+skytide catalog import FILE --org ID | catalog export --org ID | reminders plan --org ID
 skytide bench
 """
 
@@ -343,6 +343,15 @@ async def cmd_clock(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
 
+async def cmd_reminders(settings: Settings, args: argparse.Namespace) -> int:
+    from storage.reminders import plan_upcoming
+
+    async with services(settings) as settings, open_deps(settings) as deps:
+        planned = await plan_upcoming(deps.redis, deps.pool, args.org, deps.now_ms())
+        print(f"planned reminders for {planned} upcoming appointment(s) that had none")
+        return 0
+
+
 async def cmd_embed(settings: Settings, org: str | None) -> int:
     from graph.embeddings import backfill, build_embedder
     from storage.keys import ORG_REGISTRY
@@ -462,6 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_parser("show", help="show one dead letter").add_argument("ref", help="ORG/ENTRY_ID")
     dlq.add_parser("unknown", help="replies whose send timed out mid-request (never resent)"
                    ).add_argument("--org", default=None)
+    rem = sub.add_parser("reminders", help="reminders for appointments not booked through the bot")
+    rem.add_argument("action", choices=["plan"])
+    rem.add_argument("--org", required=True)
     clock = sub.add_parser("clock", help="development: move the clock of DEV_CLOCK processes")
     clock.add_argument("action", choices=["show", "advance", "reset"])
     clock.add_argument("duration", nargs="?", help="for advance: 90m, 23h, 2d")
@@ -516,6 +528,8 @@ def _command(args: argparse.Namespace, settings: Settings) -> int:
         return run_async(cmd_catalog(settings, args))
     elif args.command == "bot":
         return run_async(cmd_bot(settings, args))
+    elif args.command == "reminders":
+        return run_async(cmd_reminders(settings, args))
     elif args.command == "clock":
         return run_async(cmd_clock(settings, args))
     elif args.command == "embed":

@@ -218,3 +218,15 @@ async def test_the_sender_sends_a_reminder_as_an_interactive_quick_reply(system,
     assert sent.kind == "session" and sent.message["type"] == "quick_reply"
     assert sent.message["content"] == {"type": "text", "text": "⏰ Te recordamos tu cita"}
     assert [o["title"] for o in sent.message["options"]] == ["Confirmar", "Reprogramar", "Cancelar"]
+
+
+async def test_appointments_entered_in_the_crm_get_reminders_once_planned(deps, clinic, clock):
+    identity = await chats.upsert_identity(deps.pool, clinic, "573001239999", "Eva")
+    facial = await catalog.find_service(deps.pool, clinic, "limpieza facial")
+    crm = await appointments.book(deps.pool, org=clinic, contact_id=identity.contact_id, service=facial,
+                                  starts_at=THURSDAY_3PM, idempotency_key="crm:1")  # no jobs planned
+    await book(deps, clinic, clock, THURSDAY_3PM + timedelta(days=1))  # booked by the bot: planned
+    assert await reminders.plan_upcoming(deps.redis, deps.pool, clinic, clock.ms()) == 1
+    assert await reminders.plan_upcoming(deps.redis, deps.pool, clinic, clock.ms()) == 0  # once
+    mine = [j for j in await jobs.pending(deps.redis, clinic) if j.data["appointment_id"] == crm.id]
+    assert sorted(j.data["kind"] for j in mine) == ["reminder", "reminder"]  # no confirmation
