@@ -125,8 +125,11 @@ class Scheduler:
             return OutboundMessage(template_id=template_id,
                                    template_params=[appt.service_name, date, clock, address], **base)
         text = (f"⏰ Te recordamos tu cita de {appt.service_name} el {date} a las {clock}"
-                + (f" en {address}" if address else "") + ". ¿Nos confirmas tu asistencia?")
-        return OutboundMessage(text=text, buttons=list(reminders.BUTTONS), **base)
+                + (f" en {address}" if address else ""))
+        if appt.confirmed_by_contact_at:  # already confirmed: no question, only the way to change it
+            return OutboundMessage(text=text + ". ¡Te esperamos!", buttons=list(reminders.BUTTONS[1:]), **base)
+        return OutboundMessage(text=text + ". ¿Nos confirmas tu asistencia?", buttons=list(reminders.BUTTONS),
+                               **base)
 
     async def run(self, stop: asyncio.Event) -> None:
         await ticker.every(self.deps.settings.scheduler_tick_s, self.tick, stop, "scheduler")

@@ -59,7 +59,7 @@ THURSDAY_3PM = datetime(2027, 3, 4, 15, 0, tzinfo=BOGOTA)
 
 async def test_confirmation_then_the_reminders_at_their_offsets(deps, clinic, clock):
     scheduler = Scheduler(deps)
-    await book(deps, clinic, clock, THURSDAY_3PM)
+    identity, appt = await book(deps, clinic, clock, THURSDAY_3PM)
     await scheduler.tick()
     [confirmation] = await outbound(deps, clinic)
     assert confirmation.purpose == "confirmation" and "Cita confirmada: Limpieza facial" in confirmation.text
@@ -75,6 +75,19 @@ async def test_confirmation_then_the_reminders_at_their_offsets(deps, clinic, cl
     reminder = (await outbound(deps, clinic))[-1]
     assert reminder.purpose == "reminder" and reminder.buttons == ["Confirmar", "Reprogramar", "Cancelar"]
     assert "Limpieza facial el jueves 4 de marzo a las 3:00 p. m. en Calle 93" in reminder.text
+    # Confirmed from the reminder's button: a later reminder inside the window asks no more.
+    await reminders.confirm_attendance(deps.pool, clinic, identity.contact_id, appt.id)
+    clock.at = THURSDAY_3PM - timedelta(hours=2)
+    await deps.pool.execute("update chat_identities set last_inbound_at = $1", clock.at)
+    await scheduler.tick()
+    confirmed = (await outbound(deps, clinic))[-1]
+    assert confirmed.text.endswith("¡Te esperamos!") and confirmed.buttons == ["Reprogramar", "Cancelar"]
+
+
+async def test_outside_the_window_the_reminder_is_the_template(deps, clinic, clock):
+    scheduler = Scheduler(deps)
+    await book(deps, clinic, clock, THURSDAY_3PM)
+    await scheduler.tick()
     # Two hours before, the window (opened 29 hours earlier) is closed: the approved template.
     clock.at = THURSDAY_3PM - timedelta(hours=2)
     await scheduler.tick()
