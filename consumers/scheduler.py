@@ -19,6 +19,7 @@ from graph import replies
 from ops import metrics
 from consumers import ticker
 from ops.deps import Deps
+from ops.outages import dependency_of
 from storage import jobs, keys, org_settings, reminders, streams
 from storage.catalog import org_profile
 from storage.events import OutboundMessage
@@ -57,12 +58,30 @@ class Scheduler:
                     await self.run_job(org, job)
                 except asyncio.CancelledError:
                     raise
-                except Exception:  # the lease ends and a worker tries again
-                    metrics.scheduled_jobs.labels(org, job.data.get("kind", "?"), "failed").inc()
-                    log.exception("job %s of %s failed; retried after its lease", job.id, org)
+                except Exception as exc:  # the lease ends and a worker tries again
+                    await self._failed(org, job, exc)
                 ran += 1
             await jobs.refresh_org(deps.redis, org)
         return ran
+
+    async def _failed(self, org: str, job: jobs.Job, exc: Exception) -> None:
+        """A dependency that is down is waited out (the job comes back after its lease, however
+        long that takes); a job that fails on its own is dropped after MAX_DELIVERIES tries."""
+        kind = job.data.get("kind", "?")
+        down = dependency_of(exc)
+        if down:
+            metrics.scheduled_jobs.labels(org, kind, "waiting_dependency").inc()
+            log.warning("job %s of %s waits for %s: %s", job.id, org, down, exc)
+            return
+        failures = await jobs.failed(self.deps.redis, org, job)
+        if failures >= self.deps.settings.max_deliveries:
+            await jobs.ack(self.deps.redis, org, job)
+            metrics.scheduled_jobs.labels(org, kind, "dropped_failing").inc()
+            log.error("job %s of %s dropped after %d failures", job.id, org, failures, exc_info=exc)
+            return
+        metrics.scheduled_jobs.labels(org, kind, "failed").inc()
+        log.error("job %s of %s failed (%d); retried after its lease", job.id, org, failures,
+                      exc_info=exc)
 
     async def run_job(self, org: str, job: jobs.Job) -> None:
         kind = job.data.get("kind", "?")

@@ -243,3 +243,16 @@ async def test_appointments_entered_in_the_crm_get_reminders_once_planned(deps, 
     assert await reminders.plan_upcoming(deps.redis, deps.pool, clinic, clock.ms()) == 0  # once
     mine = [j for j in await jobs.pending(deps.redis, clinic) if j.data["appointment_id"] == crm.id]
     assert sorted(j.data["kind"] for j in mine) == ["reminder", "reminder"]  # no confirmation
+
+
+async def test_a_job_that_fails_on_its_own_is_dropped_after_max_deliveries(deps, clinic, clock):
+    await jobs.plan(deps.redis, clinic, "bad", clock.ms(),
+                    {"kind": "reminder", "appointment_id": "not-a-uuid", "starts_ms": 0})
+    scheduler = Scheduler(deps)
+    for attempt in range(1, deps.settings.max_deliveries + 1):
+        assert [j.id for j in await jobs.pending(deps.redis, clinic)] == ["bad"], attempt
+        await scheduler.tick()
+        clock.at += timedelta(seconds=deps.settings.job_lease_s + 1)  # its lease ends: tried again
+    assert await jobs.pending(deps.redis, clinic) == []
+    assert await deps.redis.hlen(keys.jobs_failures(clinic)) == 0
+    assert await outbound(deps, clinic) == []
