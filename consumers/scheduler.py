@@ -43,7 +43,9 @@ class Scheduler:
         self.dev_clock: OffsetClock | None = None
         if deps.settings.dev_clock:
             self.dev_clock = OffsetClock()
-            deps.clock = self.dev_clock  # the whole process (agent, sender) sees the same time
+            # The whole process (ingress, agent, sender) sees the same time: `make run`, where
+            # every role shares one process. Processes without the scheduler role keep real time.
+            deps.clock = self.dev_clock
 
     async def tick(self) -> int:
         deps, s = self.deps, self.deps.settings
@@ -81,7 +83,7 @@ class Scheduler:
             return
         metrics.scheduled_jobs.labels(org, kind, "failed").inc()
         log.error("job %s of %s failed (%d); retried after its lease", job.id, org, failures,
-                      exc_info=exc)
+                  exc_info=exc)
 
     async def run_job(self, org: str, job: jobs.Job) -> None:
         kind = job.data.get("kind", "?")

@@ -339,7 +339,7 @@ async def cmd_clock(settings: Settings, args: argparse.Namespace) -> int:
         elif args.action == "advance":
             await deps.redis.incrby(DEV_CLOCK_OFFSET, int(float(text[:-1]) * units[text[-1]] * 1000))
         offset_s = int(await deps.redis.get(DEV_CLOCK_OFFSET) or 0) / 1000
-        print(f"development clock: {offset_s / 3600:+.2f} h (processes with DEV_CLOCK=true follow it)")
+        print(f"development clock: {offset_s / 3600:+.2f} h (followed by processes running the scheduler role with DEV_CLOCK=true)")
         return 0
 
 
