@@ -11,6 +11,7 @@ import asyncio
 import logging
 import uuid
 
+from consumers import ticker
 from ops.deps import Deps
 from storage import keys, turns
 
@@ -39,16 +40,4 @@ class Batcher:
         return started
 
     async def run(self, stop: asyncio.Event) -> None:
-        tick_s = self.deps.settings.batcher_tick_s
-        while not stop.is_set():
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("batcher tick failed; trying again")
-                await asyncio.sleep(1)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=tick_s)
-            except asyncio.TimeoutError:
-                pass
+        await ticker.every(self.deps.settings.batcher_tick_s, self.tick, stop, "batcher")

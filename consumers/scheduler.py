@@ -17,7 +17,9 @@ from zoneinfo import ZoneInfo
 
 from graph import replies
 from ops import metrics
+from consumers import ticker
 from ops.deps import Deps
+from ops.outages import dependency_of
 from storage import jobs, keys, org_settings, reminders, streams
 from storage.catalog import org_profile
 from storage.events import OutboundMessage
@@ -41,7 +43,9 @@ class Scheduler:
         self.dev_clock: OffsetClock | None = None
         if deps.settings.dev_clock:
             self.dev_clock = OffsetClock()
-            deps.clock = self.dev_clock  # the whole process (agent, sender) sees the same time
+            # The whole process (ingress, agent, sender) sees the same time: `make run`, where
+            # every role shares one process. Processes without the scheduler role keep real time.
+            deps.clock = self.dev_clock
 
     async def tick(self) -> int:
         deps, s = self.deps, self.deps.settings
@@ -56,12 +60,30 @@ class Scheduler:
                     await self.run_job(org, job)
                 except asyncio.CancelledError:
                     raise
-                except Exception:  # the lease ends and a worker tries again
-                    metrics.scheduled_jobs.labels(org, job.data.get("kind", "?"), "failed").inc()
-                    log.exception("job %s of %s failed; retried after its lease", job.id, org)
+                except Exception as exc:  # the lease ends and a worker tries again
+                    await self._failed(org, job, exc)
                 ran += 1
             await jobs.refresh_org(deps.redis, org)
         return ran
+
+    async def _failed(self, org: str, job: jobs.Job, exc: Exception) -> None:
+        """A dependency that is down is waited out (the job comes back after its lease, however
+        long that takes); a job that fails on its own is dropped after MAX_DELIVERIES tries."""
+        kind = job.data.get("kind", "?")
+        down = dependency_of(exc)
+        if down:
+            metrics.scheduled_jobs.labels(org, kind, "waiting_dependency").inc()
+            log.warning("job %s of %s waits for %s: %s", job.id, org, down, exc)
+            return
+        failures = await jobs.failed(self.deps.redis, org, job)
+        if failures >= self.deps.settings.max_deliveries:
+            await jobs.ack(self.deps.redis, org, job)
+            metrics.scheduled_jobs.labels(org, kind, "dropped_failing").inc()
+            log.error("job %s of %s dropped after %d failures", job.id, org, failures, exc_info=exc)
+            return
+        metrics.scheduled_jobs.labels(org, kind, "failed").inc()
+        log.error("job %s of %s failed (%d); retried after its lease", job.id, org, failures,
+                  exc_info=exc)
 
     async def run_job(self, org: str, job: jobs.Job) -> None:
         kind = job.data.get("kind", "?")
@@ -124,23 +146,14 @@ class Scheduler:
             return OutboundMessage(template_id=template_id,
                                    template_params=[appt.service_name, date, clock, address], **base)
         text = (f"⏰ Te recordamos tu cita de {appt.service_name} el {date} a las {clock}"
-                + (f" en {address}" if address else "") + ". ¿Nos confirmas tu asistencia?")
-        return OutboundMessage(text=text, buttons=list(reminders.BUTTONS), **base)
+                + (f" en {address}" if address else ""))
+        if appt.confirmed_by_contact_at:  # already confirmed: no question, only the way to change it
+            return OutboundMessage(text=text + ". ¡Te esperamos!", buttons=list(reminders.BUTTONS[1:]), **base)
+        return OutboundMessage(text=text + ". ¿Nos confirmas tu asistencia?", buttons=list(reminders.BUTTONS),
+                               **base)
 
     async def run(self, stop: asyncio.Event) -> None:
-        tick_s = self.deps.settings.scheduler_tick_s
-        while not stop.is_set():
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("scheduler tick failed; trying again")
-                await asyncio.sleep(1)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=tick_s)
-            except asyncio.TimeoutError:
-                pass
+        await ticker.every(self.deps.settings.scheduler_tick_s, self.tick, stop, "scheduler")
 
 
 class AttendanceStats:

@@ -2,7 +2,7 @@
 
 skytide run [--roles ingress,enrich,batcher,agent,sender,scheduler]
 skytide migrate | seed-demo | org add|set ... | bot pause|resume ... | dlq list|show|replay ...
-skytide catalog import FILE --org ID | catalog export --org ID
+skytide catalog import FILE --org ID | catalog export --org ID | reminders plan --org ID
 skytide bench
 """
 
@@ -340,7 +340,16 @@ async def cmd_clock(settings: Settings, args: argparse.Namespace) -> int:
         elif args.action == "advance":
             await deps.redis.incrby(DEV_CLOCK_OFFSET, int(float(text[:-1]) * units[text[-1]] * 1000))
         offset_s = int(await deps.redis.get(DEV_CLOCK_OFFSET) or 0) / 1000
-        print(f"development clock: {offset_s / 3600:+.2f} h (processes with DEV_CLOCK=true follow it)")
+        print(f"development clock: {offset_s / 3600:+.2f} h (followed by processes running the scheduler role with DEV_CLOCK=true)")
+        return 0
+
+
+async def cmd_reminders(settings: Settings, args: argparse.Namespace) -> int:
+    from storage.reminders import plan_upcoming
+
+    async with services(settings) as settings, open_deps(settings) as deps:
+        planned = await plan_upcoming(deps.redis, deps.pool, args.org, deps.now_ms())
+        print(f"planned reminders for {planned} upcoming appointment(s) that had none")
         return 0
 
 
@@ -494,6 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_parser("show", help="show one dead letter").add_argument("ref", help="ORG/ENTRY_ID")
     dlq.add_parser("unknown", help="replies whose send timed out mid-request (never resent)"
                    ).add_argument("--org", default=None)
+    rem = sub.add_parser("reminders", help="reminders for appointments not booked through the bot")
+    rem.add_argument("action", choices=["plan"])
+    rem.add_argument("--org", required=True)
     clock = sub.add_parser("clock", help="development: move the clock of DEV_CLOCK processes")
     clock.add_argument("action", choices=["show", "advance", "reset"])
     clock.add_argument("duration", nargs="?", help="for advance: 90m, 23h, 2d")
@@ -555,6 +567,8 @@ def _command(args: argparse.Namespace, settings: Settings) -> int:
         return run_async(cmd_catalog(settings, args))
     elif args.command == "bot":
         return run_async(cmd_bot(settings, args))
+    elif args.command == "reminders":
+        return run_async(cmd_reminders(settings, args))
     elif args.command == "clock":
         return run_async(cmd_clock(settings, args))
     elif args.command == "embed":

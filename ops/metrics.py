@@ -256,7 +256,7 @@ def failure_code_label(code: int | None) -> str:
 scheduled_jobs = Counter(
     "skytide_scheduled_jobs_total",
     "Scheduled jobs run, by organization, kind (confirmation, reminder) and outcome "
-    "(sent, skipped_cancelled, skipped_moved, skipped_opted_out, postponed_quiet, failed)",
+    "(sent, skipped_*, postponed_quiet, failed, waiting_dependency, dropped_failing)",
     ["org", "kind", "outcome"], registry=REGISTRY)
 reminders_sent = Counter(
     "skytide_reminders_sent_total", "Reminders handed to the sender, by organization and form "

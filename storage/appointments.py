@@ -69,6 +69,11 @@ async def availability(db: Db, *, org: str, service: Service, tz: ZoneInfo, days
     With `prefer` ("a las 3") the slots closest to that time come first; otherwise they are
     spread over the window so the customer gets a real choice, not three adjacent half hours.
     """
+    if isinstance(db, asyncpg.Pool):  # one connection for its seven queries, not seven checkouts
+        async with db.acquire() as conn:
+            return await availability(conn, org=org, service=service, tz=tz, days=days, time_from=time_from,
+                                      time_to=time_to, not_before=not_before, prefer=prefer,
+                                      step_min=step_min, limit=limit, held=held)
     staff = await eligible_staff(db, org, service.id)
     if not staff or not days:
         return []

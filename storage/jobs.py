@@ -96,9 +96,15 @@ async def ack(redis: aioredis.Redis, org: str, job: Job) -> None:
     async with redis.pipeline(transaction=True) as p:
         p.zrem(keys.jobs_running(org), job.id)
         p.hdel(keys.jobs_data(org), job.id)
+        p.hdel(keys.jobs_failures(org), job.id)
         if job.data.get("appointment_id"):
             p.srem(keys.appointment_jobs(org, job.data["appointment_id"]), job.id)
         await p.execute()
+
+
+async def failed(redis: aioredis.Redis, org: str, job: Job) -> int:
+    """Count a failure of the job itself; returns how many so far (the lease brings it back)."""
+    return int(await redis.hincrby(keys.jobs_failures(org), job.id, 1))
 
 
 async def postpone(redis: aioredis.Redis, org: str, job: Job, due_ms: int) -> None:

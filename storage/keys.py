@@ -140,6 +140,11 @@ def jobs_data(org: str) -> str:
     return f"{{{org}}}:jobs:data"
 
 
+def jobs_failures(org: str) -> str:
+    """HASH job id -> how many times it failed on its own (not for a dependency that was down)."""
+    return f"{{{org}}}:jobs:failures"
+
+
 def appointment_jobs(org: str, appointment_id: str) -> str:
     """SET of the job ids planned for one appointment (a cancel or a move drops them)."""
     return f"{{{org}}}:jobs:appt:{appointment_id}"

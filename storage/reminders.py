@@ -41,8 +41,9 @@ def _ms(moment: datetime) -> int:
 
 
 async def plan(redis: aioredis.Redis, db: Db, org: str, appointment_id: str, change: Change,
-               now_ms: int) -> list[str]:
-    """Plan the appointment's confirmation and reminders anew; returns the job ids."""
+               now_ms: int, confirm: bool = True) -> list[str]:
+    """Plan the appointment's confirmation (unless not `confirm`) and reminders anew; returns
+    the job ids."""
     row = await db.fetchrow("select starts_at from appointments where id = $1::uuid "
                             "and organization_id = $2::uuid", appointment_id, org)
     if row is None:
@@ -51,9 +52,10 @@ async def plan(redis: aioredis.Redis, db: Db, org: str, appointment_id: str, cha
     starts_ms = _ms(row["starts_at"])
     await jobs.unplan_appointment(redis, org, appointment_id)
     base = {"appointment_id": appointment_id, "starts_ms": starts_ms}
-    planned = [f"confirm:{appointment_id}:{change}:{starts_ms}"]
-    await jobs.plan(redis, org, planned[0], now_ms, {**base, "kind": "confirmation", "change": change},
-                    appointment_id)
+    planned = [f"confirm:{appointment_id}:{change}:{starts_ms}"] if confirm else []
+    if confirm:
+        await jobs.plan(redis, org, planned[0], now_ms, {**base, "kind": "confirmation", "change": change},
+                        appointment_id)
     if change != "cancelled":
         offsets = org_settings.reminder_offsets_h(settings)  # largest first
         for i, hours in enumerate(offsets):
@@ -66,6 +68,18 @@ async def plan(redis: aioredis.Redis, db: Db, org: str, appointment_id: str, cha
                 await jobs.plan(redis, org, job_id, due, {**base, "kind": "reminder", "offset_h": hours,
                                                           "stale_ms": stale_ms}, appointment_id)
                 planned.append(job_id)
+    return planned
+
+
+async def plan_upcoming(redis: aioredis.Redis, db: Db, org: str, now_ms: int) -> int:
+    """Reminders for the upcoming appointments that have none planned: those entered in the CRM
+    or imported, not booked through the bot (`skytide reminders plan`). No confirmation."""
+    rows = await db.fetch("select id::text from appointments where organization_id = $1::uuid "
+                          "and status = 'confirmed' and starts_at > to_timestamp($2 / 1000.0)", org, now_ms)
+    planned = 0
+    for r in rows:
+        if not await redis.exists(keys.appointment_jobs(org, r["id"])):
+            planned += bool(await plan(redis, db, org, r["id"], "booked", now_ms, confirm=False))
     return planned
 
 

@@ -45,12 +45,19 @@ class Calendar:
     staff_hours: dict[str, dict[int, list[tuple[time, time]]]] = field(default_factory=dict)
     away: dict[str, list[Interval]] = field(default_factory=dict)  # time off, per staff member
     closed: dict[date, str] = field(default_factory=dict)  # closures and holidays: why
+    _working: dict[tuple[str, date], list[Interval]] = field(default_factory=dict, repr=False)
 
     def is_closed(self, day: date) -> bool:
         return day in self.closed
 
     def working(self, staff_id: str, day: date) -> list[Interval]:
         """The staff member's working intervals on a local day (opening hours ∩ own hours)."""
+        key = (staff_id, day)
+        if key not in self._working:  # asked once per candidate start: computed once per day
+            self._working[key] = self._compute_working(staff_id, day)
+        return self._working[key]
+
+    def _compute_working(self, staff_id: str, day: date) -> list[Interval]:
         if day in self.closed:
             return []
         opening = self.opening.get(day.weekday(), [])
@@ -59,7 +66,7 @@ class Calendar:
         return [(datetime.combine(day, a, self.tz), datetime.combine(day, b, self.tz)) for a, b in spans]
 
     def can_work(self, staff_id: str, start: datetime, end: datetime) -> bool:
-        day = start.astimezone(self.tz).date()
+        day = start.date() if start.tzinfo is self.tz else start.astimezone(self.tz).date()
         inside = any(a <= start and end <= b for a, b in self.working(staff_id, day))
         return inside and not any(a < end and start < b for a, b in self.away.get(staff_id, []))
 

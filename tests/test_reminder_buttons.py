@@ -116,7 +116,17 @@ async def test_through_chat_booking_confirmation_reminder_and_button(system, dep
         assert "[Confirmar] [Reprogramar] [Cancelar]" in reminder
         await deps.redis.delete(outbox)
         assert "Gracias por confirmar" in " ".join(await say("Confirmar"))
+        # Days later by the development clock, a message opens the window on that clock too: the
+        # answer is free text, not the re-engagement template.
+        await deps.redis.incrby(keys.DEV_CLOCK_OFFSET, 3 * 86_400_000)
+        await eventually(lambda: _clock_moved(s.deps, now_ms + 2 * 86_400_000))
+        answer = await say("hola")
+        assert answer and not answer[0].startswith("{"), answer
     assert await deps.pool.fetchval("select confirmed_by_contact_at is not null from appointments")
+
+
+async def _clock_moved(deps, past_ms: int) -> bool:
+    return deps.clock() * 1000 > past_ms
 
 
 async def _no_jobs_due_before(deps, org, starts) -> bool:

@@ -59,7 +59,7 @@ THURSDAY_3PM = datetime(2027, 3, 4, 15, 0, tzinfo=BOGOTA)
 
 async def test_confirmation_then_the_reminders_at_their_offsets(deps, clinic, clock):
     scheduler = Scheduler(deps)
-    await book(deps, clinic, clock, THURSDAY_3PM)
+    identity, appt = await book(deps, clinic, clock, THURSDAY_3PM)
     await scheduler.tick()
     [confirmation] = await outbound(deps, clinic)
     assert confirmation.purpose == "confirmation" and "Cita confirmada: Limpieza facial" in confirmation.text
@@ -75,6 +75,19 @@ async def test_confirmation_then_the_reminders_at_their_offsets(deps, clinic, cl
     reminder = (await outbound(deps, clinic))[-1]
     assert reminder.purpose == "reminder" and reminder.buttons == ["Confirmar", "Reprogramar", "Cancelar"]
     assert "Limpieza facial el jueves 4 de marzo a las 3:00 p. m. en Calle 93" in reminder.text
+    # Confirmed from the reminder's button: a later reminder inside the window asks no more.
+    await reminders.confirm_attendance(deps.pool, clinic, identity.contact_id, appt.id)
+    clock.at = THURSDAY_3PM - timedelta(hours=2)
+    await deps.pool.execute("update chat_identities set last_inbound_at = $1", clock.at)
+    await scheduler.tick()
+    confirmed = (await outbound(deps, clinic))[-1]
+    assert confirmed.text.endswith("¡Te esperamos!") and confirmed.buttons == ["Reprogramar", "Cancelar"]
+
+
+async def test_outside_the_window_the_reminder_is_the_template(deps, clinic, clock):
+    scheduler = Scheduler(deps)
+    await book(deps, clinic, clock, THURSDAY_3PM)
+    await scheduler.tick()
     # Two hours before, the window (opened 29 hours earlier) is closed: the approved template.
     clock.at = THURSDAY_3PM - timedelta(hours=2)
     await scheduler.tick()
@@ -201,3 +214,45 @@ async def test_attendance_counts_no_shows_by_organization(deps, clinic, clock):
     value = metrics.REGISTRY.get_sample_value
     assert value("skytide_appointment_attendance", {"org": clinic, "outcome": "no_show"}) == 1
     assert value("skytide_appointment_attendance", {"org": clinic, "outcome": "confirmed_by_contact"}) == 1
+
+
+async def test_the_sender_sends_a_reminder_as_an_interactive_quick_reply(system, make_org, gupshup, deps):
+    from storage import streams
+
+    org = await make_org("RemindApp")
+    identity = await chats.upsert_identity(deps.pool, org, "573001230000", "Ana")
+    await deps.pool.execute("update chat_identities set last_inbound_at = now() where id = $1::uuid",
+                            identity.id)
+    async with system(roles=("sender",)):
+        await streams.publish(deps.redis, events.OutboundMessage(
+            org=org, phone="573001230000", text="⏰ Te recordamos tu cita", idempotency_key="job:r1",
+            buttons=list(reminders.BUTTONS), purpose="reminder", requires_bot_enabled=False), "outbound")
+        [sent] = await gupshup.wait_for_sent(1, timeout_s=10)
+    assert sent.kind == "session" and sent.message["type"] == "quick_reply"
+    assert sent.message["content"] == {"type": "text", "text": "⏰ Te recordamos tu cita"}
+    assert [o["title"] for o in sent.message["options"]] == ["Confirmar", "Reprogramar", "Cancelar"]
+
+
+async def test_appointments_entered_in_the_crm_get_reminders_once_planned(deps, clinic, clock):
+    identity = await chats.upsert_identity(deps.pool, clinic, "573001239999", "Eva")
+    facial = await catalog.find_service(deps.pool, clinic, "limpieza facial")
+    crm = await appointments.book(deps.pool, org=clinic, contact_id=identity.contact_id, service=facial,
+                                  starts_at=THURSDAY_3PM, idempotency_key="crm:1")  # no jobs planned
+    await book(deps, clinic, clock, THURSDAY_3PM + timedelta(days=1))  # booked by the bot: planned
+    assert await reminders.plan_upcoming(deps.redis, deps.pool, clinic, clock.ms()) == 1
+    assert await reminders.plan_upcoming(deps.redis, deps.pool, clinic, clock.ms()) == 0  # once
+    mine = [j for j in await jobs.pending(deps.redis, clinic) if j.data["appointment_id"] == crm.id]
+    assert sorted(j.data["kind"] for j in mine) == ["reminder", "reminder"]  # no confirmation
+
+
+async def test_a_job_that_fails_on_its_own_is_dropped_after_max_deliveries(deps, clinic, clock):
+    await jobs.plan(deps.redis, clinic, "bad", clock.ms(),
+                    {"kind": "reminder", "appointment_id": "not-a-uuid", "starts_ms": 0})
+    scheduler = Scheduler(deps)
+    for attempt in range(1, deps.settings.max_deliveries + 1):
+        assert [j.id for j in await jobs.pending(deps.redis, clinic)] == ["bad"], attempt
+        await scheduler.tick()
+        clock.at += timedelta(seconds=deps.settings.job_lease_s + 1)  # its lease ends: tried again
+    assert await jobs.pending(deps.redis, clinic) == []
+    assert await deps.redis.hlen(keys.jobs_failures(clinic)) == 0
+    assert await outbound(deps, clinic) == []

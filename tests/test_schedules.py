@@ -165,3 +165,26 @@ async def test_the_catalog_and_org_commands(deps, make_org, tmp_path):
         "573001234567", [48.0, 3.0], True)
     refused = cli(deps.settings, "org", "set", "--org", org, "country=Colombia")
     assert refused.returncode == 2 and "country" in refused.stderr
+
+
+async def test_catalog_import_refreshes_the_embeddings_of_edited_entries(deps, make_org, tmp_path):
+    import asyncio
+
+    from tests.fakes.openai import FakeOpenAI
+    from tests.test_ops import cli
+
+    org = await make_org()
+    async with FakeOpenAI() as fake:
+        # The fake answers on this event loop: the command runs in a thread so the loop stays free.
+        env = {"EMBEDDING_MODEL": "openai:text-embedding-3-small", "OPENAI_BASE_URL": fake.url + "/v1",
+               "OPENAI_API_KEY": "k"}
+        first = await asyncio.to_thread(cli, deps.settings, "catalog", "import", str(DEMO_FILE), "--org", org, **env)
+        assert "embedded 17 entries" in first.stdout, first.stderr  # 12 services and 5 FAQ entries
+        again = await asyncio.to_thread(cli, deps.settings, "catalog", "import", str(DEMO_FILE), "--org", org, **env)
+        assert "embedded 0 entries" in again.stdout
+        edited = DEMO_FILE.read_text().replace("Nequi y Daviplata", "Nequi, Daviplata y PSE")
+        (tmp_path / "clinic.yaml").write_text(edited)
+        changed = await asyncio.to_thread(cli, deps.settings, "catalog", "import", str(tmp_path / "clinic.yaml"), "--org", org, **env)
+        assert "updated 1 faq" in changed.stdout and "embedded 1 entries" in changed.stdout
+    assert await deps.pool.fetchval("select count(*) from knowledge_entries where organization_id = $1::uuid "
+                                    "and embedding is null", org) == 0
