@@ -109,7 +109,10 @@ class Settings(BaseSettings):
     debounce_seconds: float = 10.0
     debounce_max_messages: int = 10
     debounce_max_wait_seconds: float = 30.0
-    batcher_tick_s: float = 0.05
+    # The batcher is woken as soon as a chat is due; it looks at its index at least this often
+    # anyway, and rebuilds the index from every organization every batcher_sweep_s.
+    batcher_tick_s: float = 1.0
+    batcher_sweep_s: float = 30.0
 
     # Consumer-group runtime.
     stage_concurrency: int = 64

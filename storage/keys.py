@@ -11,6 +11,11 @@ STAGES = ("inbound", "turns", "outbound")
 # Registry of organizations that have streams; workers discover tenants from it.
 ORG_REGISTRY = "skytide:orgs"
 
+# The batcher's index of organizations with a chat due (storage/due.py): ZSET of organization ids
+# scored no later than their earliest due chat, and the list that wakes an idle batcher.
+DUE_ORGS = "skytide:due-orgs"
+DUE_WAKE = "skytide:due-wake"
+
 
 def stream(org: str, stage: str) -> str:
     """`{org}:inbound`, `{org}:turns` or `{org}:outbound`."""
