@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     # this many, none older than this (trimmed whenever one is written).
     dead_letter_max_entries: int = 10_000
     dead_letter_retention_days: float = 14.0
+    # Stages read the streams signalled as having entries (consumers/reads.py), and every
+    # stream once per read_sweep_s in case a signal was lost with a worker.
+    read_sweep_s: float = 10.0
 
     # Delivery rules (sender).
     send_rate_per_s: float = 80.0  # Meta's default throughput per business number

@@ -22,6 +22,11 @@ def stream(org: str, stage: str) -> str:
     return f"{{{org}}}:{stage}"
 
 
+def ready(stage: str) -> str:
+    """ZSET of organizations whose `stage` stream got entries since a worker last looked."""
+    return f"skytide:ready:{stage}"
+
+
 def dead_letters(org: str) -> str:
     return f"{{{org}}}:dead"
 
@@ -29,6 +34,11 @@ def dead_letters(org: str) -> str:
 def org_of_key(key: str) -> str:
     """The organization inside a tenant key's hash tag."""
     return key[key.index("{") + 1 : key.index("}")]
+
+
+def stage_of_key(key: str) -> str:
+    """The stage of a stream key: `inbound` for `{org}:inbound`."""
+    return key[key.index("}:") + 2:]
 
 
 # Ingress dedupe: one key per provider event id (and kind, so a status id never hides a message).

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from storage import due, keys
+from storage import due, keys, streams
 from storage.events import OutboundMessage, encode
 
 HANDED_TTL_S = 7 * 24 * 3600
@@ -154,10 +154,14 @@ async def due_chats(redis: aioredis.Redis, org: str, now_ms: int, limit: int = 1
 async def flush(redis: aioredis.Redis, *, org: str, chat: str, turn_id: str, now_ms: int,
                 lease_ms: int, max_wait_ms: int, retry_ms: int = 250) -> str:
     """Start a turn for a due chat; returns started, busy, waiting or empty."""
-    return await redis.eval(
-        _FLUSH, 6, keys.pending(org, chat), keys.batch(org, chat), keys.due(org),
-        keys.enriching(org, chat), keys.turn_lease(org, chat), keys.stream(org, "turns"),
-        chat, now_ms, turn_id, lease_ms, max_wait_ms, retry_ms, org)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.eval(
+            _FLUSH, 6, keys.pending(org, chat), keys.batch(org, chat), keys.due(org),
+            keys.enriching(org, chat), keys.turn_lease(org, chat), keys.stream(org, "turns"),
+            chat, now_ms, turn_id, lease_ms, max_wait_ms, retry_ms, org)
+        streams.signal(pipe, org, "turns")  # in the same round trip, whatever the outcome
+        outcome, _ = await pipe.execute()
+    return outcome
 
 
 async def finish(redis: aioredis.Redis, *, org: str, chat: str, turn_id: str,
@@ -167,11 +171,15 @@ async def finish(redis: aioredis.Redis, *, org: str, chat: str, turn_id: str,
     for reply in replies:
         fields = encode(reply)
         args += [fields["type"], fields["data"]]
-    sent, due_ms = await redis.eval(
-        _FINISH, 6, keys.turn_done(org, turn_id), keys.turn_lease(org, chat),
-        keys.stream(org, "outbound"), keys.pending(org, chat), keys.batch(org, chat),
-        keys.due(org), turn_id, chat, now_ms, debounce.quiet_ms, debounce.max_wait_ms,
-        TURN_DONE_TTL_S, *args)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.eval(
+            _FINISH, 6, keys.turn_done(org, turn_id), keys.turn_lease(org, chat),
+            keys.stream(org, "outbound"), keys.pending(org, chat), keys.batch(org, chat),
+            keys.due(org), turn_id, chat, now_ms, debounce.quiet_ms, debounce.max_wait_ms,
+            TURN_DONE_TTL_S, *args)
+        if replies:
+            streams.signal(pipe, org, "outbound")
+        (sent, due_ms), *_ = await pipe.execute()
     if due_ms:  # messages came in during the turn: the chat is due again
         await due.signal_now(redis, org, int(due_ms))
     return int(sent)
