@@ -96,7 +96,8 @@ def recent(org: str, chat: str) -> str:
     return f"{{{org}}}:recent:{chat}"
 
 
-# Development simulator sink: what the bot "sent" to a phone, for POST /chat and the chat page.
+# Development simulator sink: what the bot "sent" to a phone (reminders included), for the tests
+# and for a look at what went out; POST /chat reads the turn's replies off the outbound stream.
 def simulator_outbox(app: str, phone: str) -> str:
     return f"skytide:sim:{app}:{phone}"
 
