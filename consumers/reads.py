@@ -4,9 +4,9 @@ Reading every organization's stream in each XREADGROUP made every read cost as m
 number of tenants (with 2,000 organizations, most of a core went to building, sending and
 parsing reads of empty streams). Instead, whoever adds an entry to `{org}:<stage>` also signals
 the organization on `skytide:ready:<stage>` (storage/streams.signal). A worker keeps a small set
-of hot streams: it reads them while they return entries and drops each as soon as a read finds
-it empty; with nothing hot it blocks on the signals (BZPOPMIN), so an idle worker costs nothing
-per tenant.
+of hot streams: it reads them while they return as many entries as it asked for and drops each
+as soon as a read returns fewer; with nothing hot it blocks on the signals (BZPOPMIN), so an idle
+worker costs nothing per tenant.
 
 Why nothing is missed: a worker pops a signal before it reads the stream, and a producer signals
 after it adds. An entry added after the read comes with a signal after the pop. A worker that
@@ -82,7 +82,9 @@ class ReadSet:
         if isinstance(replies, Exception):
             raise replies
         replies = replies or []
-        # A stream that gave nothing is drained; one that gave entries may hold more.
-        drained = set(streams) - {stream for stream, entries in replies if entries}
-        self.hot -= drained - {self._stream(org) for org, _ in popped}
+        # A stream that gave fewer entries than asked for is drained: drop it now rather than
+        # confirm with an empty read (a round trip per message). Anything added after this read
+        # comes with a signal given after the pop above, so it is not missed.
+        full = {stream for stream, entries in replies if len(entries) >= count}
+        self.hot = full | {self._stream(org) for org, _ in popped}
         return replies

@@ -23,9 +23,20 @@ async def test_an_entry_is_read_from_its_signalled_stream_alone(deps):
     await streams.publish(redis, status("org-7", 1), "inbound")
     replies = await reads.read(64)
     assert [stream for stream, _ in replies] == [keys.stream("org-7", "inbound")]
-    assert reads.hot == {keys.stream("org-7", "inbound")}  # may hold more: read it again
-    assert await reads.read(64) == []
-    assert reads.hot == set()  # drained: an idle worker waits on the signals only
+    assert reads.hot == set()  # fewer entries than asked for: drained, wait on the signals
+
+
+async def test_a_stream_that_fills_a_read_is_read_again(deps):
+    redis = deps.redis
+    await ensure_groups(redis, [keys.stream("org-b", "inbound")], "enrich")
+    reads = ReadSet(redis, "inbound", "enrich", "c1", read_count=4, block_ms=100,
+                    sweep_every_s=3600)
+    await reads.read(64)  # the first read's sweep
+    for n in range(6):
+        await streams.publish(redis, status("org-b", n), "inbound")
+    got = [len(entries) for _ in range(3) for _, entries in await reads.read(64)]
+    assert got == [4, 2]  # the second read needed no new signal
+    assert reads.hot == set()
 
 
 async def test_an_unsignalled_entry_is_found_by_the_sweep(deps):
