@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -165,6 +166,8 @@ async def main(plan: Plan) -> None:
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the start: figures are noisy,"
           " compare them with the same-run baselines", flush=True)
     bench_cpu = time.process_time()
+    # SIGTERM (timeout, Ctrl-C in make) unwinds like an error: the workers and servers stop.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
     with tempfile.TemporaryDirectory() as tmp:
         base = Settings(data_dir=Path(tmp), log_level="WARNING")
         async with services(base) as settings, open_deps(settings) as deps:
