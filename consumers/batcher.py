@@ -1,19 +1,22 @@
 """batcher: a chat's burst of messages becomes one turn once the user pauses.
 
 The state lives in Redis (storage/turns.py), so any number of batchers can run and one that dies
-loses nothing: each tick, every batcher looks for due chats and tries to flush them; the flush
-script is atomic, so two batchers never start the same turn.
+loses nothing; the flush script is atomic, so two batchers never start the same turn. A batcher
+visits only organizations with a chat due (the index in storage/due.py), is woken as soon as one
+is signalled, and otherwise sleeps until the next due time: its work follows the traffic, not the
+number of organizations. Every batcher_sweep_s it rebuilds the index from every organization, in
+case a batcher died between taking an organization out of it and putting it back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 
-from consumers import ticker
 from ops.deps import Deps
-from storage import keys, turns
+from storage import due, turns
 
 log = logging.getLogger(__name__)
 
@@ -22,14 +25,15 @@ class Batcher:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
 
-    async def tick(self) -> int:
-        """Flush every due chat of every organization; returns how many turns started."""
+    async def tick(self) -> tuple[int, int]:
+        """Flush the due chats of every organization signalled as due; (visited, turns started)."""
         deps = self.deps
         s = deps.settings
-        started = 0
-        for org in await deps.redis.smembers(keys.ORG_REGISTRY):
+        visited = started = 0
+        for org, score in await due.due_orgs(deps.redis, deps.now_ms()):
+            visited += 1
             now_ms = deps.now_ms()
-            for chat in await turns.due_chats(deps.redis, org, now_ms):
+            for chat in await due.take_and_read(deps.redis, org, score, now_ms):
                 outcome = await turns.flush(
                     deps.redis, org=org, chat=chat, turn_id=uuid.uuid4().hex, now_ms=now_ms,
                     lease_ms=int(s.turn_lease_s * 1000),
@@ -37,7 +41,45 @@ class Batcher:
                 if outcome == "started":
                     started += 1
                     log.debug("turn started org=%s chat=%s", org, chat)
-        return started
+            await due.put_back(deps.redis, org)
+        return visited, started
 
     async def run(self, stop: asyncio.Event) -> None:
-        await ticker.every(self.deps.settings.batcher_tick_s, self.tick, stop, "batcher")
+        s = self.deps.settings
+        next_sweep = 0.0
+        while not stop.is_set():
+            try:
+                if time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + s.batcher_sweep_s
+                    await due.sweep(self.deps.redis)
+                visited, _ = await self.tick()
+                if not visited:
+                    await self._idle(stop)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("batcher tick failed; trying again")
+                await _first(stop.wait(), asyncio.sleep(1))
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        """Nothing due now: wait for a signal, the next due time or batcher_tick_s."""
+        s = self.deps.settings
+        timeout_s = s.batcher_tick_s
+        next_ms = await due.next_due_ms(self.deps.redis)
+        if next_ms is not None:
+            timeout_s = min(timeout_s, max(0.0, (next_ms - self.deps.now_ms()) / 1000))
+        if timeout_s > 0:
+            await _first(stop.wait(), due.wait(self.deps.redis, timeout_s))
+
+
+async def _first(*awaitables) -> None:
+    """Wait for the first to finish; cancel the rest (a cancelled BLPOP drops its connection)."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -25,6 +25,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from consumers.acks import Acker
+from consumers.reads import ReadSet, ensure_groups
 from ops import metrics
 from ops.outages import Outages, dependency_of
 from storage import dead_letters, keys
@@ -76,6 +77,7 @@ class StageConfig:
     dead_letter_retention_days: float = 14.0
     handler_timeout_s: float = 180.0
     dependency_outage_max_s: float = 900.0
+    sweep_every_s: float = 10.0  # read every stream once, whether signalled or not
 
 
 @dataclass
@@ -122,6 +124,10 @@ class StageWorker:
         self._capacity = asyncio.Event()
         self._capacity.set()
         self._stopping = False
+        self._reads = ReadSet(redis, config.stream, config.stage, consumer,
+                              read_count=config.read_count, block_ms=config.block_ms,
+                              sweep_every_s=config.sweep_every_s)
+        self._read_from: set[str] = set()  # streams read since the last trim
 
     @property
     def group(self) -> str:
@@ -131,9 +137,10 @@ class StageWorker:
 
     async def _refresh_orgs(self) -> None:
         orgs = set(await self.redis.smembers(keys.ORG_REGISTRY))
-        for org in orgs - self._orgs:
-            await ensure_group(self.redis, keys.stream(org, self.config.stream), self.group)
+        new = [keys.stream(org, self.config.stream) for org in orgs - self._orgs]
+        await ensure_groups(self.redis, new, self.group)
         self._orgs = orgs
+        self._reads.orgs = orgs
 
     def _streams(self) -> list[str]:
         return [keys.stream(org, self.config.stream) for org in sorted(self._orgs)]
@@ -161,24 +168,9 @@ class StageWorker:
                 continue
             if self._waiting_on:
                 await self._slow_down(stop)
-            streams = self._streams()
-            if not streams:
-                await _wait_any(stop.wait(), asyncio.sleep(self.config.org_refresh_s))
-                await self._refresh_orgs()
-                continue
-            free = self.config.concurrency - len(self._in_flight)
-            count = max(1, min(self.config.read_count, free // len(streams) or 1))
             try:
-                replies = await self.redis.xreadgroup(
-                    self.group, self.consumer, {s: ">" for s in streams},
-                    count=count, block=self.config.block_ms)
+                replies = await self._reads.read(self.config.concurrency - len(self._in_flight))
                 outage_s = 0.0
-            except ResponseError as exc:
-                if "NOGROUP" in str(exc):  # a stream was deleted; recreate the groups
-                    self._orgs = set()
-                    await self._refresh_orgs()
-                    continue
-                raise
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 # Redis restarting or failing over: keep trying; never let the stage die.
                 outage_s = min(self.config.retry_max_s, max(0.1, outage_s * 2))
@@ -187,7 +179,8 @@ class StageWorker:
                             outage_s)
                 await _wait_any(stop.wait(), asyncio.sleep(outage_s))
                 continue
-            for stream, entries in replies or []:
+            for stream, entries in replies:
+                self._read_from.add(stream)
                 for entry_id, fields in entries:
                     self._dispatch(_Entry(stream, entry_id, fields, deliveries=1))
 
@@ -209,8 +202,10 @@ class StageWorker:
                 if time.monotonic() - last_claim >= self.config.claim_every_s:
                     last_claim = time.monotonic()
                     await self._keep_own_entries()
-                    for stream in self._streams():
-                        await self._claim_stale(stream)
+                    await self._claim_stale(self._streams())
+                    # Only streams this worker read from have anything new to trim.
+                    read_from, self._read_from = self._read_from, set()
+                    for stream in sorted(read_from):
                         await self._trim(stream)
             except asyncio.CancelledError:
                 raise
@@ -220,10 +215,28 @@ class StageWorker:
 
     # ---- claiming back, keeping, trimming ---------------------------------------------------
 
-    async def _claim_stale(self, stream: str) -> None:
-        """Take over entries another consumer left pending longer than claim_idle_ms."""
-        pending = await self.redis.xpending_range(
-            stream, self.group, min="-", max="+", count=100, idle=self.config.claim_idle_ms)
+    async def _claim_stale(self, streams: list[str]) -> None:
+        """Take over entries another consumer left pending longer than claim_idle_ms.
+
+        One round trip per 500 streams looks at them all; only a stream with stale entries
+        costs more.
+        """
+        for i in range(0, len(streams), 500):
+            chunk = streams[i:i + 500]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for stream in chunk:
+                    pipe.xpending_range(stream, self.group, min="-", max="+", count=100,
+                                        idle=self.config.claim_idle_ms)
+                found = await pipe.execute(raise_on_error=False)
+            for stream, pending in zip(chunk, found):
+                if isinstance(pending, ResponseError) and "NOGROUP" in str(pending):
+                    continue  # created at the next refresh
+                if isinstance(pending, Exception):
+                    raise pending
+                if pending:
+                    await self._claim_items(stream, pending)
+
+    async def _claim_items(self, stream: str, pending: list[dict]) -> None:
         for item in pending:
             entry_id = item["message_id"]
             if (stream, entry_id) in self._in_flight:

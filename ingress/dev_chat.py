@@ -1,14 +1,17 @@
 """Development only: POST /chat, the chat page, and the Gupshup simulator sink.
 
 POST /chat turns `{"app", "phone", "name", "text"}` into a real Gupshup v2 text webhook and
-sends it through the same path as Gupshup's own callbacks, then waits (bounded) for the bot's
-replies. With no GUPSHUP_API_URL the sender posts to the simulator sink below, which answers like
-Gupshup and keeps each reply for the chat that is waiting on it.
+sends it through the same path as Gupshup's own callbacks, then answers with the turn's replies
+as soon as the agent has put them on the organization's outbound stream: it reads that stream
+(never consuming from it), so it works whatever GUPSHUP_API_URL points at. With no
+GUPSHUP_API_URL the sender posts to the simulator sink below, which answers like Gupshup and
+keeps what was sent to each phone (reminders and other messages no /chat call waits for).
 """
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 from typing import Awaitable, Callable
@@ -17,9 +20,10 @@ from aiohttp import web
 
 from ingress.common import CONNECTIONS, DEPS, reject
 from storage import keys
+from storage.events import BadEvent, OutboundMessage, decode
 
 CHAT_PAGE = Path(__file__).parent / "chat_page.html"
-MORE_REPLIES_S = 1.5  # after the first reply, how long to wait for the rest of the turn
+READ_BLOCK_MS = 1000  # each wait stays far below any Redis client socket timeout
 
 
 def _webhook_body(app_name: str, phone: str, name: str, text: str, now_ms: int) -> dict:
@@ -44,15 +48,23 @@ def add_routes(app: web.Application, accept_webhook: Callable[..., Awaitable[obj
         if connection is None:
             return reject(404, f"unknown app {app_name!r}")
         deps = request.app[DEPS]
+        outbound = keys.stream(connection.org_id, "outbound")
+        last = await deps.redis.xrevrange(outbound, count=1)  # replies come after this entry
+        after = last[0][0] if last else "0-0"
         # The process clock (DEV_CLOCK may have moved it), so the 24-hour window opens with it.
         body = _webhook_body(app_name, phone, str(data.get("name") or "Dev"), text, deps.now_ms())
-        outbox = keys.simulator_outbox(app_name, phone)
         outcome = await accept_webhook(request.app, body, connection.webhook_token)
         if isinstance(outcome, web.Response):
             return outcome
-        replies = await _collect(deps.redis, outbox, deps.settings.chat_wait_s)
-        handled = await deps.redis.get(keys.dev_turn_info(connection.org_id, phone)) if replies else None
-        return web.json_response({"replies": replies, "handled_by": json.loads(handled) if handled else None})
+        wait_s = deps.settings.chat_wait_s
+        replies = await turn_replies(deps.redis, outbound, phone, after, wait_s)
+        if replies is None:
+            return web.json_response(
+                {"error": f"no reply within {wait_s:.0f} s (CHAT_WAIT_S): are the enrich, batcher "
+                          "and agent roles running, and is the bot on for this chat?"}, status=504)
+        handled = await deps.redis.get(keys.dev_turn_info(connection.org_id, phone))
+        return web.json_response({"replies": replies,
+                                  "handled_by": json.loads(handled) if handled else None})
 
     async def page(request: web.Request) -> web.Response:
         return web.Response(text=CHAT_PAGE.read_text(), content_type="text/html")
@@ -61,17 +73,36 @@ def add_routes(app: web.Application, accept_webhook: Callable[..., Awaitable[obj
     app.router.add_get("/", page)
 
 
-async def _collect(redis, outbox: str, wait_s: float) -> list[str]:
-    replies: list[str] = []
-    first = await redis.blpop([outbox], timeout=wait_s)
-    if first is None:
-        return replies
-    replies.append(first[1])
-    while True:
-        more = await redis.blpop([outbox], timeout=MORE_REPLIES_S)
-        if more is None:
-            return replies
-        replies.append(more[1])
+async def turn_replies(redis, outbound: str, phone: str, after: str,
+                       wait_s: float) -> list[str] | None:
+    """The texts of the first reply to `phone` queued after entry `after`, None on timeout.
+
+    A turn's replies are written to the stream together (one script), so the entries for this
+    chat in the batch that holds the first one are the whole turn.
+    """
+    deadline = time.monotonic() + wait_s
+    while (left_ms := int((deadline - time.monotonic()) * 1000)) > 0:
+        found = await redis.xread({outbound: after}, count=100, block=min(READ_BLOCK_MS, left_ms))
+        for _, entries in found or []:
+            mine = [event for event in map(_outbound, entries)
+                    if event is not None and event.phone == phone]
+            if mine:
+                turn = mine[0].turn_id
+                texts: list[str] = []
+                for event in mine:
+                    if event.turn_id == turn and event.text:
+                        texts += [event.text, *event.more_texts]
+                return texts
+            after = entries[-1][0]
+    return None
+
+
+def _outbound(entry: tuple[str, dict[str, str]]) -> OutboundMessage | None:
+    try:
+        event = decode(entry[1])
+    except BadEvent:
+        return None
+    return event if isinstance(event, OutboundMessage) else None
 
 
 def add_simulator(app: web.Application) -> None:

@@ -81,7 +81,8 @@ def stage_config(settings: Settings, stage: str, stream: str):
         drain_timeout_s=s.drain_timeout_s, org_refresh_s=s.org_refresh_s,
         dead_letter_max_entries=s.dead_letter_max_entries,
         dead_letter_retention_days=s.dead_letter_retention_days,
-        handler_timeout_s=s.handler_timeout_s, dependency_outage_max_s=s.dependency_outage_max_s)
+        handler_timeout_s=s.handler_timeout_s, dependency_outage_max_s=s.dependency_outage_max_s,
+        sweep_every_s=s.read_sweep_s)
 
 
 @dataclass

@@ -109,7 +109,10 @@ class Settings(BaseSettings):
     debounce_seconds: float = 10.0
     debounce_max_messages: int = 10
     debounce_max_wait_seconds: float = 30.0
-    batcher_tick_s: float = 0.05
+    # The batcher is woken as soon as a chat is due; it looks at its index at least this often
+    # anyway, and rebuilds the index from every organization every batcher_sweep_s.
+    batcher_tick_s: float = 1.0
+    batcher_sweep_s: float = 30.0
 
     # Consumer-group runtime.
     stage_concurrency: int = 64
@@ -132,6 +135,9 @@ class Settings(BaseSettings):
     # this many, none older than this (trimmed whenever one is written).
     dead_letter_max_entries: int = 10_000
     dead_letter_retention_days: float = 14.0
+    # Stages read the streams signalled as having entries (consumers/reads.py), and every
+    # stream once per read_sweep_s in case a signal was lost with a worker.
+    read_sweep_s: float = 10.0
 
     # Delivery rules (sender).
     send_rate_per_s: float = 80.0  # Meta's default throughput per business number

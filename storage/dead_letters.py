@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from ops.logs import mask
-from storage import keys
+from storage import keys, streams
 from storage.events import BadEvent, InboundMessage, StreamEvent, decode
 
 PAYLOAD_PREFIX = "payload."
@@ -81,7 +81,11 @@ async def replay(redis: aioredis.Redis, letter: DeadLetter) -> bool:
     args: list[str] = [letter.id]
     for name, value in letter.payload.items():
         args += [name, value]
-    return bool(await redis.eval(_REPLAY, 2, keys.dead_letters(letter.org), letter.stream, *args))
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.eval(_REPLAY, 2, keys.dead_letters(letter.org), letter.stream, *args)
+        streams.signal(pipe, letter.org, keys.stage_of_key(letter.stream))
+        replayed, _ = await pipe.execute()
+    return bool(replayed)
 
 
 # ---- retention: what a dead letter may hold, and for how long --------------------------------
@@ -161,6 +165,10 @@ async def replay_letter(redis: aioredis.Redis, letter: DeadLetter) -> Replayed:
         done = bool(await redis.eval(
             _REPLAY_INBOUND, 4, keys.dead_letters(letter.org), letter.stream,
             keys.handed(event.org, event.phone), keys.enriching(event.org, event.phone), *args))
+        if done:  # the stage's workers read signalled streams (consumers/reads.py)
+            async with redis.pipeline(transaction=False) as pipe:
+                streams.signal(pipe, letter.org, "inbound")
+                await pipe.execute()
     else:
         done = await replay(redis, letter)
     return Replayed(letter, "put back" if done else "already replayed", detail)

@@ -11,10 +11,20 @@ STAGES = ("inbound", "turns", "outbound")
 # Registry of organizations that have streams; workers discover tenants from it.
 ORG_REGISTRY = "skytide:orgs"
 
+# The batcher's index of organizations with a chat due (storage/due.py): ZSET of organization ids
+# scored no later than their earliest due chat, and the list that wakes an idle batcher.
+DUE_ORGS = "skytide:due-orgs"
+DUE_WAKE = "skytide:due-wake"
+
 
 def stream(org: str, stage: str) -> str:
     """`{org}:inbound`, `{org}:turns` or `{org}:outbound`."""
     return f"{{{org}}}:{stage}"
+
+
+def ready(stage: str) -> str:
+    """ZSET of organizations whose `stage` stream got entries since a worker last looked."""
+    return f"skytide:ready:{stage}"
 
 
 def dead_letters(org: str) -> str:
@@ -24,6 +34,11 @@ def dead_letters(org: str) -> str:
 def org_of_key(key: str) -> str:
     """The organization inside a tenant key's hash tag."""
     return key[key.index("{") + 1 : key.index("}")]
+
+
+def stage_of_key(key: str) -> str:
+    """The stage of a stream key: `inbound` for `{org}:inbound`."""
+    return key[key.index("}:") + 2:]
 
 
 # Ingress dedupe: one key per provider event id (and kind, so a status id never hides a message).
@@ -81,7 +96,8 @@ def recent(org: str, chat: str) -> str:
     return f"{{{org}}}:recent:{chat}"
 
 
-# Development simulator sink: what the bot "sent" to a phone, for POST /chat and the chat page.
+# Development simulator sink: what the bot "sent" to a phone (reminders included), for the tests
+# and for a look at what went out; POST /chat reads the turn's replies off the outbound stream.
 def simulator_outbox(app: str, phone: str) -> str:
     return f"skytide:sim:{app}:{phone}"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import redis.asyncio as aioredis
 
 from storage import keys
@@ -20,6 +22,14 @@ return 1
 """
 
 ENRICHING_TTL_S = 600
+
+
+def signal(pipe: aioredis.client.Pipeline, org: str, stage: str) -> None:
+    """Queue, after an XADD to `{org}:<stage>`, the signal that its workers read (consumers/reads.py).
+
+    NX keeps the first signal's time, so the organization waiting longest is served first.
+    """
+    pipe.zadd(keys.ready(stage), {org: int(time.time() * 1000)}, nx=True)
 
 
 def dedupe_id(event: StreamEvent) -> tuple[str, str]:
@@ -41,11 +51,18 @@ async def ingest(redis: aioredis.Redis, event: InboundMessage | StatusEvent | Us
     if isinstance(event, InboundMessage):
         stream_keys.append(keys.enriching(event.org, event.phone))
     fields = encode(event)
-    added = await redis.eval(_INGEST, len(stream_keys), *stream_keys, dedupe_ttl_s,
-                             fields["type"], fields["data"], ENRICHING_TTL_S)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.eval(_INGEST, len(stream_keys), *stream_keys, dedupe_ttl_s,
+                  fields["type"], fields["data"], ENRICHING_TTL_S)
+        signal(pipe, event.org, "inbound")  # a duplicate's signal only costs one empty read
+        added, _ = await pipe.execute()
     return bool(added)
 
 
 async def publish(redis: aioredis.Redis, event: StreamEvent, stage: str) -> str:
     fields = encode(event)
-    return await redis.xadd(keys.stream(event.org, stage), fields)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.xadd(keys.stream(event.org, stage), fields)
+        signal(pipe, event.org, stage)
+        entry_id, _ = await pipe.execute()
+    return entry_id

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from storage import keys
+from storage import due, keys, streams
 from storage.events import OutboundMessage, encode
 
 HANDED_TTL_S = 7 * 24 * 3600
@@ -92,8 +92,9 @@ if redis.call('ZCARD', KEYS[4]) > 0 then
   local last = tonumber(redis.call('HGET', KEYS[5], 'last_ms') or now)
   local due = math.max(now, math.min(last + tonumber(ARGV[4]), first + tonumber(ARGV[5])))
   redis.call('ZADD', KEYS[6], due, ARGV[2])
+  return {sent, due}
 end
-return sent
+return {sent, 0}
 """
 
 # KEYS: turn_lease, pending, due. ARGV: turn_id, lease_ms, now_ms, chat, message ids...
@@ -134,11 +135,16 @@ async def hand_off(redis: aioredis.Redis, *, org: str, chat: str, provider_id: s
 
     Idempotent on provider_id: a redelivered entry is neither counted nor added twice.
     """
-    return bool(await redis.eval(
-        _HAND_OFF, 5, keys.handed(org, chat), keys.pending(org, chat), keys.batch(org, chat),
-        keys.due(org), keys.enriching(org, chat),
-        provider_id, message_id or "", sent_at_ms, now_ms, debounce.quiet_ms,
-        debounce.max_wait_ms, debounce.max_messages, chat, HANDED_TTL_S))
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.eval(
+            _HAND_OFF, 5, keys.handed(org, chat), keys.pending(org, chat), keys.batch(org, chat),
+            keys.due(org), keys.enriching(org, chat),
+            provider_id, message_id or "", sent_at_ms, now_ms, debounce.quiet_ms,
+            debounce.max_wait_ms, debounce.max_messages, chat, HANDED_TTL_S)
+        if message_id:  # the chat is due at now_ms or later: tell the batcher, same round trip
+            due.signal(pipe, org, now_ms)
+        handed, *_ = await pipe.execute()
+    return bool(handed)
 
 
 async def due_chats(redis: aioredis.Redis, org: str, now_ms: int, limit: int = 100) -> list[str]:
@@ -148,10 +154,14 @@ async def due_chats(redis: aioredis.Redis, org: str, now_ms: int, limit: int = 1
 async def flush(redis: aioredis.Redis, *, org: str, chat: str, turn_id: str, now_ms: int,
                 lease_ms: int, max_wait_ms: int, retry_ms: int = 250) -> str:
     """Start a turn for a due chat; returns started, busy, waiting or empty."""
-    return await redis.eval(
-        _FLUSH, 6, keys.pending(org, chat), keys.batch(org, chat), keys.due(org),
-        keys.enriching(org, chat), keys.turn_lease(org, chat), keys.stream(org, "turns"),
-        chat, now_ms, turn_id, lease_ms, max_wait_ms, retry_ms, org)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.eval(
+            _FLUSH, 6, keys.pending(org, chat), keys.batch(org, chat), keys.due(org),
+            keys.enriching(org, chat), keys.turn_lease(org, chat), keys.stream(org, "turns"),
+            chat, now_ms, turn_id, lease_ms, max_wait_ms, retry_ms, org)
+        streams.signal(pipe, org, "turns")  # in the same round trip, whatever the outcome
+        outcome, _ = await pipe.execute()
+    return outcome
 
 
 async def finish(redis: aioredis.Redis, *, org: str, chat: str, turn_id: str,
@@ -161,19 +171,29 @@ async def finish(redis: aioredis.Redis, *, org: str, chat: str, turn_id: str,
     for reply in replies:
         fields = encode(reply)
         args += [fields["type"], fields["data"]]
-    return int(await redis.eval(
-        _FINISH, 6, keys.turn_done(org, turn_id), keys.turn_lease(org, chat),
-        keys.stream(org, "outbound"), keys.pending(org, chat), keys.batch(org, chat),
-        keys.due(org), turn_id, chat, now_ms, debounce.quiet_ms, debounce.max_wait_ms,
-        TURN_DONE_TTL_S, *args))
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.eval(
+            _FINISH, 6, keys.turn_done(org, turn_id), keys.turn_lease(org, chat),
+            keys.stream(org, "outbound"), keys.pending(org, chat), keys.batch(org, chat),
+            keys.due(org), turn_id, chat, now_ms, debounce.quiet_ms, debounce.max_wait_ms,
+            TURN_DONE_TTL_S, *args)
+        if replies:
+            streams.signal(pipe, org, "outbound")
+        (sent, due_ms), *_ = await pipe.execute()
+    if due_ms:  # messages came in during the turn: the chat is due again
+        await due.signal_now(redis, org, int(due_ms))
+    return int(sent)
 
 
 async def take_lease(redis: aioredis.Redis, *, org: str, chat: str, turn_id: str,
                      message_ids: list[str], now_ms: int, lease_ms: int) -> bool:
     """Hold the chat for this turn; False (messages put back for the next turn) if another has it."""
-    return bool(await redis.eval(
+    taken = bool(await redis.eval(
         _TAKE, 3, keys.turn_lease(org, chat), keys.pending(org, chat), keys.due(org),
         turn_id, lease_ms, now_ms, chat, *message_ids))
+    if not taken:  # the messages wait for the turn in flight; due when its lease ends, or sooner
+        await due.signal_now(redis, org, now_ms)
+    return taken
 
 
 async def extend_lease(redis: aioredis.Redis, *, org: str, chat: str, turn_id: str,

@@ -70,7 +70,7 @@ async def settings(migrated) -> Settings:
     return Settings(
         redis_url=migrated["redis_url"], database_url=migrated["database_url"],
         http_port=free_port(), debounce_seconds=0.3, debounce_max_wait_seconds=3,
-        batcher_tick_s=0.02, block_ms=100, claim_idle_ms=1500, claim_every_s=0.3,
+        block_ms=100, claim_idle_ms=1500, claim_every_s=0.3,
         org_refresh_s=0.2, retry_base_s=0.05, retry_max_s=0.2, drain_timeout_s=5,
         dev_chat_enabled=True, gupshup_api_url="http://127.0.0.1:9/unset", chat_wait_s=10,
         media_allowed_hosts="127.0.0.1")  # the fake Gupshup's media host

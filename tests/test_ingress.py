@@ -125,6 +125,45 @@ async def test_dev_chat_answers_with_the_bots_reply(system, make_org, deps):
     assert len(replies) == 1 and replies[0].startswith("¡Hola")
 
 
+class _TwoReplies:
+    """A receptionist whose every turn answers in two parts."""
+
+    def __init__(self, deps, saver) -> None:
+        pass
+
+    async def run_turn(self, turn):
+        from graph.contract import TurnResult
+
+        return TurnResult(replies=[f"uno: {turn.texts[-1]}", "dos"])
+
+
+async def _post_chat(url: str, text: str, phone: str = "573001112244") -> tuple[int, dict]:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url + "/chat", json={"app": "DevApp", "phone": phone, "name": "Ana",
+                                                  "text": text}) as r:
+            body = await r.json()
+            body.pop("handled_by", None)  # who handled the turn: tested with the chat page
+            return r.status, body
+
+
+async def test_dev_chat_reads_the_turns_replies_whatever_gupshup_url_is(system, make_org, gupshup):
+    """With GUPSHUP_API_URL set, replies go to that server, and /chat still answers with them."""
+    await make_org("DevApp")
+    async with system(receptionist_builder=_TwoReplies, debounce_seconds=0) as s:
+        assert await _post_chat(s.url, "hola") == (200, {"replies": ["uno: hola", "dos"]})
+        assert await _post_chat(s.url, "otra") == (200, {"replies": ["uno: otra", "dos"]})
+        await gupshup.wait_for_sent(4, timeout_s=10)
+    assert [m.message["text"] for m in gupshup.sent] == ["uno: hola", "dos", "uno: otra", "dos"]
+
+
+async def test_dev_chat_answers_504_with_a_reason_when_no_reply_comes(system, make_org):
+    await make_org("DevApp")
+    async with system(roles=("ingress",), chat_wait_s=1.5) as s:  # nobody makes a turn
+        status, body = await _post_chat(s.url, "hola")
+    assert status == 504
+    assert "no reply within 2 s" in body["error"]
+
+
 async def test_a_body_that_arrives_in_pieces_is_read_whole(system, make_org, deps):
     """A webhook split over several packets (or chunked by a proxy) is one message, not a 400."""
     import asyncio

@@ -179,6 +179,7 @@ async def test_poison_entry_lands_in_dead_letters_with_its_error(system, make_or
     org = await make_org("clinic")
     async with system() as s:
         await deps.redis.xadd(keys.stream(org, "inbound"), {"type": "message", "data": "{not json"})
+        await deps.redis.zadd(keys.ready("inbound"), {org: 0})  # as every producer signals
         dead = await eventually(lambda: deps.redis.xrange(keys.dead_letters(org)))
         # The pipeline goes on after the poison entry.
         await post_webhook(s.url, text_webhook("clinic", PHONE, "hola", "after-poison", now_ms()))

@@ -7,7 +7,7 @@ import asyncio
 from consumers.runtime import StageConfig, StageWorker, ensure_group
 from ops import metrics
 from ops.embedded import EmbeddedRedis
-from storage import keys
+from storage import keys, streams
 from storage.events import StatusEvent, encode
 from storage.redis_client import create_redis
 from tests.conftest import eventually
@@ -30,7 +30,7 @@ async def test_a_stage_survives_a_redis_restart(tmp_path):
     async def send(provider_id: str) -> None:
         await redis.sadd(keys.ORG_REGISTRY, "org-1")
         event = StatusEvent(org="org-1", provider_id=provider_id, status="read", at_ms=1)
-        await redis.xadd(keys.stream("org-1", "inbound"), encode(event))
+        await streams.publish(redis, event, "inbound")
 
     try:
         await send("before")

@@ -172,6 +172,8 @@ async def prompt_growth(deps, saver, org) -> None:
 
 def _fake_answer(body):
     system = " ".join(str(m.get("content")) for m in body["messages"] if m["role"] == "system")
+    if "[bare:tool]" in system and not any(m["role"] == "tool" for m in body["messages"]):
+        return tool_call("price_of", service="limpieza facial")  # the bare run's second request
     if "[agente:router]" in system:
         return tool_call("final_result", flow="knowledge")
     return tool_call("final_result", reply="Claro, con gusto.", done=True, handoff=None)
@@ -197,25 +199,36 @@ async def concurrency(deps, saver, org) -> None:
         model = build_model(settings)
         receptionist = Receptionist(deps, saver, model=model)
         print(f"turn concurrency: {CONCURRENT_TURNS} turns at once, fake OpenAI (own process) answering after 1 s")
-        # The framework's floor: a bare Pydantic AI agent (no tools, no graph, no storage) on the
-        # same model and client, one request per run, as many at once.
-        bare = Agent(model, output_type=ExpertReply, instructions="[agente:knowledge]")
-        cpu, started = time.process_time(), time.perf_counter()
-        await asyncio.gather(*(bare.run("hola") for _ in range(CONCURRENT_TURNS)))
-        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-        print(f"  {'bare Agent.run, 1 model request':<32} {elapsed:5.2f} s, {CONCURRENT_TURNS / elapsed:4.0f} runs/s;"
-              f" CPU {cpu / CONCURRENT_TURNS * 1000:.1f} ms per run (one process tops out near "
-              f"{CONCURRENT_TURNS / cpu:.0f} runs/s)")
-        for n, (label, text) in enumerate(((f"{PLAIN!r}, 1 model request", PLAIN),
-                                           (f"{UNCLEAR!r}, 2 model requests", UNCLEAR))):
+        # The framework's floor: a bare Pydantic AI agent (no graph, no storage) on the same model
+        # and client, as many runs at once, with as many model requests as the turn it frames:
+        # one request (the answer), or two (a tool call, then the answer).
+        bare_ms = {}
+        for requests in (1, 2):
+            bare = Agent(model, output_type=ExpertReply,
+                         instructions="[agente:knowledge]" + (" [bare:tool]" if requests == 2 else ""))
+
+            @bare.tool_plain
+            def price_of(service: str) -> str:
+                """The price of a service."""
+                return f"{service}: 80.000"
+
+            cpu, started = time.process_time(), time.perf_counter()
+            await asyncio.gather(*(bare.run("hola") for _ in range(CONCURRENT_TURNS)))
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+            bare_ms[requests] = cpu / CONCURRENT_TURNS * 1000
+            print(f"  {f'bare Agent.run, {requests} model request' + 's' * (requests > 1):<32} {elapsed:5.2f} s,"
+                  f" {CONCURRENT_TURNS / elapsed:4.0f} runs/s; CPU {bare_ms[requests]:.1f} ms per run")
+        for n, (label, text, requests) in enumerate(((f"{PLAIN!r}, 1 model request", PLAIN, 1),
+                                                     (f"{UNCLEAR!r}, 2 model requests", UNCLEAR, 2))):
             people = [await identity(deps, org, f"5733{n}{i:07d}") for i in range(CONCURRENT_TURNS)]
             cpu, started = time.process_time(), time.perf_counter()
             results = await asyncio.gather(*(turn(receptionist, org, p, [text]) for p in people))
             elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
             ok = sum(1 for r in results if r.replies == ["Claro, con gusto."])
+            per_turn = cpu / CONCURRENT_TURNS * 1000
             print(f"  {label:<32} {elapsed:5.2f} s, {ok / elapsed:4.0f} turns/s completed ({ok} ok; target >= 150/s);"
-                  f" worker CPU {cpu / CONCURRENT_TURNS * 1000:.1f} ms per turn (tops out near"
-                  f" {CONCURRENT_TURNS / cpu:.0f} turns/s)")
+                  f" worker CPU {per_turn:.1f} ms per turn, {per_turn / bare_ms[requests]:.2f}x the bare run"
+                  f" with {requests} model request{'s' * (requests > 1)} (target 1.3)")
         await receptionist.aclose()
     finally:
         child.terminate()

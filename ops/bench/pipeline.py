@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -44,14 +45,13 @@ class Plan:
 
 
 FULL = Plan(step_s=12, capacity_rates=(60, 80, 100, 120, 150, 200), many_orgs=2000, settle_s=40)
-QUICK = Plan(step_s=4, capacity_rates=(80, 120), many_orgs=2000, settle_s=40)
+QUICK = Plan(step_s=4, capacity_rates=(80,), many_orgs=500, settle_s=20)
 
 
 class Bench:
     def __init__(self, plan: Plan, env: dict[str, str], gupshup_url: str) -> None:
         self.plan, self.env, self.gupshup_url = plan, env, gupshup_url
-        self.late = 0
-        self.replies = 0
+        self.runs: list[Run] = []
 
     @asynccontextmanager
     async def fleet(self, roles_per_process: list[str]) -> AsyncIterator[dict[str, tuple[Child, str]]]:
@@ -75,8 +75,8 @@ class Bench:
         run = await offer(urls, apps, rate, duration_s, tag)
         await collect(run, self.gupshup_url, self.plan.settle_s)
         run.cpu_s = {label: cpu_s(child.pid) - before[label] for label, (child, _) in procs.items()}
-        self.late += run.late
-        self.replies += len(run.latencies_s)
+        if tag != "warm":
+            self.runs.append(run)
         return run
 
     async def warm(self, procs, apps: list[str]) -> None:
@@ -87,8 +87,9 @@ class Bench:
         """The highest offered rate whose p99 stays under 1 s (every reply in)."""
         best, best_run = 0.0, None
         for run in known:
-            if run.p(0.99) < P99_LIMIT_MS:
-                best, best_run = run.rate_per_s, run
+            if run.p(0.99) >= P99_LIMIT_MS:
+                return best, best_run
+            best, best_run = run.rate_per_s, run
         for rate in self.plan.capacity_rates:
             if rate <= best:
                 continue
@@ -106,7 +107,7 @@ def _serves_http(label: str, procs) -> bool:
 
 def _line(label: str, run: Run, bare_ms: float | None = None) -> None:
     extra = f"; bare aiohttp+XADD round trip p50 {bare_ms:.1f} ms" if bare_ms is not None else ""
-    print(f"{label}: p50 {run.p(0.5):7.1f} ms  p99 {run.p(0.99):7.1f} ms  "
+    print(f"{label} (load {os.getloadavg()[0]:4.1f}): p50 {run.p(0.5):7.1f} ms  p99 {run.p(0.99):7.1f} ms  "
           f"({len(run.latencies_s)}/{run.messages} replied, {run.late} later than {LATE_S:.0f} s, "
           f"{run.failed_posts} webhooks refused); CPU {run.cpu_ms_per_message():.1f} ms/message{extra}",
           flush=True)
@@ -165,6 +166,8 @@ async def main(plan: Plan) -> None:
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the start: figures are noisy,"
           " compare them with the same-run baselines", flush=True)
     bench_cpu = time.process_time()
+    # SIGTERM (timeout, Ctrl-C in make) unwinds like an error: the workers and servers stop.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
     with tempfile.TemporaryDirectory() as tmp:
         base = Settings(data_dir=Path(tmp), log_level="WARNING")
         async with services(base) as settings, open_deps(settings) as deps:
@@ -179,9 +182,12 @@ async def main(plan: Plan) -> None:
                 await _all(bench, deps, plan)
             finally:
                 await gupshup.stop()
-    print(f"replies later than {LATE_S:.0f} s (or never) over the whole run: {bench.late}"
-          f" of {bench.replies + bench.late} (target 0 below capacity); bench driver CPU "
-          f"{time.process_time() - bench_cpu:.0f} s", flush=True)
+    under = [run for run in bench.runs if run.p(0.99) < P99_LIMIT_MS]
+    over = [run for run in bench.runs if run.p(0.99) >= P99_LIMIT_MS]
+    print(f"replies later than {LATE_S:.0f} s (or never): {sum(r.late for r in under)} of"
+          f" {sum(r.messages for r in under)} in the steps under capacity (target 0),"
+          f" {sum(r.late for r in over)} of {sum(r.messages for r in over)} in the overloaded"
+          f" steps; bench driver CPU {time.process_time() - bench_cpu:.0f} s", flush=True)
 
 
 async def _all(bench: Bench, deps, plan: Plan) -> None:
