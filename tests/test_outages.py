@@ -187,7 +187,7 @@ async def test_redis_restarted_empty_heals_and_new_messages_are_answered(
         await in_thread(server.start)  # same port, nothing in it
         phones = [f"57300000002{i}" for i in range(3)]
         for i, phone in enumerate(phones):
-            await eventually(lambda: _accepted_webhook(
+            await eventually(lambda phone=phone, i=i: _accepted_webhook(
                 s.url, text_webhook("clinic", phone, "hola", f"e-{i + 1}", now_ms)), timeout_s=20)
         await gupshup.wait_for_sent(1 + len(phones), timeout_s=40)
         await asyncio.sleep(0.5)
