@@ -19,7 +19,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 import aiohttp
 
-from ops import metrics
+from ops import metrics, tracing
 from ops.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,8 @@ class GeminiReader:
         try:
             async with asyncio.timeout(self.budget_s):
                 async with self.concurrency:
-                    return await self._read(org, path, size_bytes, mime, prompt, deadline)
+                    with tracing.span(f"gemini {self.model}", model=self.model, mime=mime):
+                        return await self._read(org, path, size_bytes, mime, prompt, deadline)
         except TimeoutError:
             metrics.gemini_errors.labels(org, "budget").inc()
             raise GeminiUnavailable("budget", f"no answer within {self.budget_s} s") from None

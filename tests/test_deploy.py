@@ -162,6 +162,17 @@ needs_promtool = pytest.mark.skipif(
 
 
 @needs_promtool
+def test_promtool_accepts_the_prometheus_configuration(tmp_path):
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]  # where compose mounts deploy/prometheus
+    config["rule_files"] = [str(DEPLOY / "prometheus" / "alerts.yml")]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    checked = subprocess.run([PROMTOOL, "check", "config", str(tmp_path / "prometheus.yml")],
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+@needs_promtool
 def test_promtool_checks_the_rules_and_proves_alerts_fire():
     checked = subprocess.run([PROMTOOL, "check", "rules", "alerts.yml"], cwd=DEPLOY / "prometheus",
                              capture_output=True, text=True, timeout=60)
