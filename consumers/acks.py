@@ -22,9 +22,12 @@ class Acker:
         self.redis = redis
         self.group = group
         self._pending: dict[str, list[str]] = {}
+        # Entries whose XACK is queued or on the wire: settled, but still in Redis's pending list.
+        self._settling: set[tuple[str, str]] = set()
         self._flusher: asyncio.Task[None] | None = None
 
     def ack(self, stream: str, entry_id: str) -> None:
+        self._settling.add((stream, entry_id))
         self._pending.setdefault(stream, []).append(entry_id)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
@@ -41,6 +44,14 @@ class Acker:
             except Exception:  # noqa: BLE001 - unacknowledged entries are claimed back later
                 log.exception("%s: acknowledging %d entries failed; they will be redelivered",
                               self.group, sum(len(ids) for ids in batch.values()))
+            finally:
+                for stream, ids in batch.items():
+                    self._settling.difference_update((stream, entry_id) for entry_id in ids)
+
+    def settling(self, stream: str, entry_id: str) -> bool:
+        """True while the entry's acknowledgement is queued or being sent: the claim path must
+        leave it alone, or a finished entry would be handled a second time."""
+        return (stream, entry_id) in self._settling
 
     async def close(self) -> None:
         """Wait for the acks in flight (shutdown)."""

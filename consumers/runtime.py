@@ -239,8 +239,8 @@ class StageWorker:
     async def _claim_items(self, stream: str, pending: list[dict]) -> None:
         for item in pending:
             entry_id = item["message_id"]
-            if (stream, entry_id) in self._in_flight:
-                continue
+            if (stream, entry_id) in self._in_flight or self.acker.settling(stream, entry_id):
+                continue  # ours: being handled, or handled and its XACK on the way
             claimed = await self.redis.xclaim(stream, self.group, self.consumer,
                                               self.config.claim_idle_ms, [entry_id])
             for claimed_id, fields in claimed:
