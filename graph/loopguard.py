@@ -51,7 +51,8 @@ def understood(state: dict) -> str:
     parts = []
     if service := state.get("service"):
         parts.append(f"una cita de {service['name']}")
-    if window := state.get("window"):
+    window = state.get("window") or ""
+    if window and len(window) <= 30:  # "el viernes en la tarde", not the whole message it came in
         parts.append(f"para «{window}»")
     purpose = state.get("purpose")
     if purpose == "cancelar":

@@ -152,6 +152,11 @@ def _appointment(turn: Turn) -> tuple:
         return _reschedule(turn)
     if kind == "list" and "list_my_appointments" not in called:
         return tool("list_my_appointments", purpose="ver")
+    listed = s.get("citas_listadas") or []
+    if kind == "other" and s.get("citas_para") == "ver" and (n := pick_number(t)) and n <= len(listed) and not called:
+        # "la 2" after the list of their appointments: that one, and what can be done with it.
+        return final(reply=f"Tu cita {n} es {listed[n - 1]['label']}. ¿Qué quieres hacer con ella? "
+                           f"Escríbeme «cambiar la {n}» o «cancelar la {n}».")
     if "book_appointment" not in called and "check_availability" not in called:
         return _book(turn, kind)
     done = any(isinstance(r, dict) and r.get("action") == "booked" for _, r in turn.results)
