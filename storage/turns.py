@@ -218,5 +218,8 @@ return 1
 async def release_lease(redis: aioredis.Redis, *, org: str, chat: str, turn_id: str,
                         now_ms: int) -> None:
     """Let the chat's next messages start a turn now instead of after the lease runs out."""
-    await redis.eval(_RELEASE, 3, keys.turn_lease(org, chat), keys.pending(org, chat),
-                     keys.due(org), turn_id, chat, now_ms)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.eval(_RELEASE, 3, keys.turn_lease(org, chat), keys.pending(org, chat),
+                  keys.due(org), turn_id, chat, now_ms)
+        due.signal(pipe, org, now_ms)  # the batcher's index (storage/due.py), same round trip
+        await pipe.execute()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from consumers.batcher import Batcher
 from consumers.enrich import debounce_of
 from storage import due, keys, turns
@@ -43,4 +45,18 @@ async def test_the_sweep_finds_an_organization_a_dead_batcher_took_out_of_the_in
     await deps.redis.delete(keys.DUE_ORGS)  # a batcher died after taking it, before putting it back
     assert await batcher.tick() == (0, 0)
     assert await due.sweep(deps.redis) == 1
+    assert await batcher.tick() == (1, 1)
+
+
+async def test_a_released_lease_brings_the_waiting_messages_to_the_batcher_at_once(deps):
+    deps.settings = deps.settings.model_copy(update={"debounce_seconds": 0})
+    batcher = Batcher(deps)
+    await hand(deps, "org-c", "573004", 1)
+    assert await batcher.tick() == (1, 1)  # turn t1 holds the chat
+    [(_, [(_, fields)])] = await deps.redis.xread({keys.stream("org-c", "turns"): "0"})
+    turn_id = json.loads(fields["data"])["turn_id"]
+    await hand(deps, "org-c", "573004", 2)
+    assert await batcher.tick() == (1, 0)  # busy: due again when the lease runs out
+    await turns.release_lease(deps.redis, org="org-c", chat="573004", turn_id=turn_id,
+                              now_ms=deps.now_ms())  # the turn was dead-lettered
     assert await batcher.tick() == (1, 1)
