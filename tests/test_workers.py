@@ -11,6 +11,9 @@ import sys
 import time
 from contextlib import asynccontextmanager
 
+import aiohttp
+
+from ops.embedded import free_port
 from storage import chats, keys
 from storage.events import StatusEvent, encode
 from tests.conftest import eventually
@@ -19,13 +22,22 @@ from tests.helpers import post_webhook, text_webhook
 PHONE = "919876543210"
 
 
-def start_worker(settings, roles: str, claim_idle_ms: int = 1500) -> subprocess.Popen:
-    env = {**os.environ, "REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url,
+def start_worker(settings, roles: str, claim_idle_ms: int = 1500,
+                 metrics_port: int | None = None) -> subprocess.Popen:
+    env = {**os.environ, **({"METRICS_PORT": str(metrics_port)} if metrics_port else {}), "REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url,
            "CLAIM_IDLE_MS": str(claim_idle_ms), "CLAIM_EVERY_S": "0.3", "BLOCK_MS": "100",
            "ORG_REFRESH_S": "0.2", "DRAIN_TIMEOUT_S": "1", "LOG_LEVEL": "INFO",
            "GUPSHUP_API_URL": "http://127.0.0.1:9"}
     return subprocess.Popen([sys.executable, "-m", "ops", "run", "--roles", roles], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+async def _answers(url: str) -> bool:
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            return response.status == 200
+    except aiohttp.ClientError:
+        return False
 
 
 async def pending_for(deps, stream: str, group: str) -> list[dict]:
@@ -97,8 +109,11 @@ async def test_sigterm_hands_unfinished_work_back_at_once(system, make_org, gups
 
 async def test_sigterm_stops_a_worker_cleanly(make_org, deps, settings):
     await make_org("clinic")
-    worker = start_worker(settings, "enrich,batcher,agent,sender")
-    await asyncio.sleep(3)
+    port = free_port()
+    worker = start_worker(settings, "enrich,batcher,agent,sender", metrics_port=port)
+    # Serving /healthz means the roles run (and the signal handlers are in place): a fixed sleep
+    # sent SIGTERM before that on a busy machine.
+    await eventually(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), timeout_s=60)
     worker.send_signal(signal.SIGTERM)
     code = await asyncio.get_running_loop().run_in_executor(None, worker.wait, 30)
     stderr = worker.stderr.read().decode()
