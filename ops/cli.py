@@ -312,7 +312,11 @@ async def cmd_catalog(settings: Settings, args: argparse.Namespace) -> int:
     async with services(settings) as settings, open_deps(settings) as deps:
         await migrate(deps.pool)
         if args.catalog_command == "export":
-            print(catalog_export.dump(await catalog_export.export_catalog(deps.pool, args.org)), end="")
+            try:
+                print(catalog_export.dump(await catalog_export.export_catalog(deps.pool, args.org)), end="")
+            except LookupError as exc:
+                print(exc, file=sys.stderr)
+                return 1
             return 0
         try:
             with open(args.file, encoding="utf-8") as f:
@@ -458,6 +462,17 @@ async def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
         return 0 if all(o.passed for outs in results.values() for o in outs) else 1
 
 
+def org_id(text: str) -> str:
+    """An organization id as `org add` printed it (a UUID)."""
+    import uuid
+
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an organization id (a UUID, as `org add` "
+                                         "and `seed-demo` print it)") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="skytide", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -479,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--gupshup-app-id", default=None, help="needed for v3 (Meta format) callbacks")
     add.add_argument("--timezone", default="America/Bogota")
     oset = org.add_parser("set", help="change settings: KEY=VALUE ... (see storage/org_settings.py)")
-    oset.add_argument("--org", required=True)
+    oset.add_argument("--org", required=True, type=org_id)
     oset.add_argument("--name", default=None)
     oset.add_argument("--timezone", default=None)
     oset.add_argument("values", nargs="*", metavar="KEY=VALUE")
@@ -487,8 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="catalog_command", required=True)
     cat_import = cat.add_parser("import", help="create or update services, staff, hours, FAQ (idempotent)")
     cat_import.add_argument("file")
-    cat_import.add_argument("--org", required=True)
-    cat.add_parser("export", help="print the catalogue as YAML").add_argument("--org", required=True)
+    cat_import.add_argument("--org", required=True, type=org_id)
+    cat.add_parser("export", help="print the catalogue as YAML").add_argument("--org", required=True,
+                                                                              type=org_id)
     org.add_parser("token", help="print an app's webhook token (the callback URL's ?token=)"
                    ).add_argument("--gupshup-app", required=True)
     bot = sub.add_parser("bot", help="turn the bot on or off for one chat")
@@ -506,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
                    ).add_argument("--org", default=None)
     rem = sub.add_parser("reminders", help="reminders for appointments not booked through the bot")
     rem.add_argument("action", choices=["plan"])
-    rem.add_argument("--org", required=True)
+    rem.add_argument("--org", required=True, type=org_id)
     clock = sub.add_parser("clock", help="development: move the clock of DEV_CLOCK processes")
     clock.add_argument("action", choices=["show", "advance", "reset"])
     clock.add_argument("duration", nargs="?", help="for advance: 90m, 23h, 2d")

@@ -165,6 +165,10 @@ async def test_the_catalog_and_org_commands(deps, make_org, tmp_path):
         "573001234567", [48.0, 3.0], True)
     refused = cli(deps.settings, "org", "set", "--org", org, "country=Colombia")
     assert refused.returncode == 2 and "country" in refused.stderr
+    nobody = cli(deps.settings, "catalog", "export", "--org", "00000000-0000-0000-0000-000000000000")
+    assert nobody.returncode == 1 and "no organization" in nobody.stderr
+    typo = cli(deps.settings, "catalog", "import", str(DEMO_FILE), "--org", "demo")
+    assert typo.returncode == 2 and "not an organization id" in typo.stderr
 
 
 async def test_catalog_import_refreshes_the_embeddings_of_edited_entries(deps, make_org, tmp_path):
