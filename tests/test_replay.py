@@ -43,8 +43,8 @@ async def test_replayed_enrich_entry_leads_to_a_turn_and_a_reply(
         await post_webhook(s.url, text_webhook("clinic", "573000000001", "hola", "r-1", now_ms))
         await gupshup.wait_for_sent(1, timeout_s=20)  # ingress knows the app now
         await eventually(lambda: _accepted(deps))  # and the first reply is settled
-        await in_thread(embedded["postgres"].pause)
-        try:
+        try:  # resumed whatever happens, even a stop that failed half way: later tests need it
+            await in_thread(embedded["postgres"].pause)
             await post_webhook(s.url, text_webhook("clinic", "573000000002", "hola", "r-2", now_ms))
             letters = await eventually(lambda: _letters(deps, org, "enrich"), timeout_s=20)
         finally:
