@@ -84,8 +84,10 @@ async def turn_replies(redis, outbound: str, phone: str, after: str,
     while (left_ms := int((deadline - time.monotonic()) * 1000)) > 0:
         found = await redis.xread({outbound: after}, count=100, block=min(READ_BLOCK_MS, left_ms))
         for _, entries in found or []:
+            # Only a turn's replies: a scheduled confirmation or reminder (no turn id) can be
+            # queued for this chat while the turn runs, and is not the answer to this message.
             mine = [event for event in map(_outbound, entries)
-                    if event is not None and event.phone == phone]
+                    if event is not None and event.phone == phone and event.turn_id]
             if mine:
                 turn = mine[0].turn_id
                 texts: list[str] = []

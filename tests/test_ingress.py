@@ -156,6 +156,30 @@ async def test_dev_chat_reads_the_turns_replies_whatever_gupshup_url_is(system, 
     assert [m.message["text"] for m in gupshup.sent] == ["uno: hola", "dos", "uno: otra", "dos"]
 
 
+class _ConfirmationFirst:
+    """A turn during which the scheduler queues a booking confirmation for the same chat (no
+    turn id), ahead of the turn's own reply."""
+
+    def __init__(self, deps, saver) -> None:
+        self.redis = deps.redis
+
+    async def run_turn(self, turn):
+        from graph.contract import TurnResult
+        from storage import streams
+        from storage.events import OutboundMessage
+
+        await streams.publish(self.redis, OutboundMessage(
+            org=turn.org, phone=turn.chat, idempotency_key=f"job-{turn.turn_id}",
+            text="✅ Cita confirmada", purpose="confirmation"), "outbound")
+        return TurnResult(replies=[f"respuesta: {turn.texts[-1]}"])
+
+
+async def test_dev_chat_answers_with_the_turn_not_a_scheduled_message(system, make_org, gupshup):
+    await make_org("DevApp")
+    async with system(receptionist_builder=_ConfirmationFirst, debounce_seconds=0) as s:
+        assert await _post_chat(s.url, "hola") == (200, {"replies": ["respuesta: hola"]})
+
+
 async def test_dev_chat_answers_504_with_a_reason_when_no_reply_comes(system, make_org):
     await make_org("DevApp")
     async with system(roles=("ingress",), chat_wait_s=1.5) as s:  # nobody makes a turn
