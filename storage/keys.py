@@ -87,10 +87,6 @@ def turn_done(org: str, turn_id: str) -> str:
     return f"{{{org}}}:turn-done:{turn_id}"
 
 
-def sent(org: str, idempotency_key: str) -> str:
-    return f"{{{org}}}:sent:{idempotency_key}"
-
-
 # Recent messages of a chat, for the agent's prompt (newest first).
 def recent(org: str, chat: str) -> str:
     return f"{{{org}}}:recent:{chat}"

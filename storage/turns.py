@@ -147,10 +147,6 @@ async def hand_off(redis: aioredis.Redis, *, org: str, chat: str, provider_id: s
     return bool(handed)
 
 
-async def due_chats(redis: aioredis.Redis, org: str, now_ms: int, limit: int = 100) -> list[str]:
-    return await redis.zrangebyscore(keys.due(org), "-inf", now_ms, start=0, num=limit)
-
-
 async def flush(redis: aioredis.Redis, *, org: str, chat: str, turn_id: str, now_ms: int,
                 lease_ms: int, max_wait_ms: int, retry_ms: int = 250) -> str:
     """Start a turn for a due chat; returns started, busy, waiting or empty."""
