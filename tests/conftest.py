@@ -4,6 +4,8 @@ session from the project's own embedded builds, wiped between tests; fake SaaS s
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -39,9 +41,13 @@ def allow_model_requests(monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def embedded(tmp_path_factory) -> dict[str, Any]:
-    """The session's servers themselves (the outage tests stop and start PostgreSQL)."""
-    root: Path = tmp_path_factory.mktemp("servers")
+def embedded() -> dict[str, Any]:
+    """The session's servers themselves (the outage tests stop and start PostgreSQL).
+
+    Their folder is not under pytest's own temporary root: another pytest session starting on
+    the same machine resets that root's permissions, and PostgreSQL runs as another user.
+    """
+    root = Path(tempfile.mkdtemp(prefix="skytide-test-servers-"))
     redis_server = EmbeddedRedis(root / "redis")
     postgres = EmbeddedPostgres(root / "pg")
     found = {"redis": redis_server, "postgres": postgres, "redis_url": redis_server.start(),
@@ -49,6 +55,7 @@ def embedded(tmp_path_factory) -> dict[str, Any]:
     yield found
     redis_server.stop()
     postgres.stop()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
