@@ -157,14 +157,15 @@ async def replay_letter(redis: aioredis.Redis, letter: DeadLetter) -> Replayed:
     """Put the entry back so that it has a first delivery's effect, and say what was done."""
     detail, event = _describe(letter)
     if letter.stage == "enrich" and isinstance(event, InboundMessage):
-        if keys.org_of_key(letter.stream) != letter.org:
+        if keys.org_of_key(letter.stream) != letter.org or event.org != letter.org:
+            # An edited or foreign payload must not reach another tenant's keys.
             raise ValueError(f"dead letter {letter.ref} names no stream of its organization")
         args: list[str] = [letter.id, event.provider_id, str(_ENRICHING_TTL_S)]
         for name, value in letter.payload.items():
             args += [name, value]
         done = bool(await redis.eval(
             _REPLAY_INBOUND, 4, keys.dead_letters(letter.org), letter.stream,
-            keys.handed(event.org, event.phone), keys.enriching(event.org, event.phone), *args))
+            keys.handed(letter.org, event.phone), keys.enriching(letter.org, event.phone), *args))
         if done:  # the stage's workers read signalled streams (consumers/reads.py)
             async with redis.pipeline(transaction=False) as pipe:
                 streams.signal(pipe, letter.org, "inbound")

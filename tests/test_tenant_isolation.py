@@ -19,7 +19,7 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from consumers.runtime import StageConfig, StageWorker
 from graph.receptionist import Receptionist
 from storage import appointments, catalog, chats, dead_letters, keys
-from storage.events import StatusEvent, encode
+from storage.events import InboundMessage, StatusEvent, encode
 from storage.seed import seed_demo
 from tests.conftest import eventually
 from tests.graph_helpers import BOGOTA, NOW, Chat, redis_saver
@@ -103,6 +103,22 @@ async def test_a_dead_letter_cannot_be_replayed_onto_another_organizations_strea
         await dead_letters.replay(deps.redis, letter)
     assert await deps.redis.xlen(keys.stream(b, "inbound")) == 0
     assert await deps.redis.xlen(keys.dead_letters(a)) == 1  # kept, to be looked at
+
+
+async def test_a_replayed_message_naming_another_organization_touches_none_of_its_keys(deps):
+    a, b = "org-a", "org-b"
+    await deps.redis.sadd(keys.ORG_REGISTRY, a, b)
+    event = InboundMessage(org=b, provider_id="m1", phone="573001112233", kind="text", text="hola",
+                           sent_at_ms=1, received_at_ms=1)
+    fields = {"stage": "enrich", "stream": keys.stream(a, "inbound"), "error": "x",
+              "deliveries": "5", "failed_at_ms": "1",
+              **{f"payload.{k}": v for k, v in encode(event).items()}}
+    entry_id = await deps.redis.xadd(keys.dead_letters(a), fields)
+    letter = await dead_letters.get_letter(deps.redis, f"{a}/{entry_id}")
+    with pytest.raises(ValueError, match="organization"):
+        await dead_letters.replay_letter(deps.redis, letter)
+    assert not await deps.redis.exists(keys.enriching(b, "573001112233"))
+    assert await deps.redis.xlen(keys.stream(a, "inbound")) == 0
 
 
 async def test_an_entry_naming_another_organization_is_not_processed_on_this_ones_stream(deps):
