@@ -402,13 +402,23 @@ class StageWorker:
                 await asyncio.sleep(self._backoff_s(attempt))
                 attempt += 1
                 continue
-            if waited_on and self.outages is not None:
-                self.outages.mark_up(waited_on)  # it answered this entry: it is back
+            if self.outages is not None:
+                self._outage_over(self.outages, waited_on)
             self.acker.ack(entry.stream, entry.entry_id)
             metrics.stage_seconds.labels(self.group).observe(time.monotonic() - started)
             metrics.stage_latency.labels(self.group).observe(_age_s(entry.entry_id))
             self._outcome(outcome or "acked", entry)
             return True
+
+    def _outage_over(self, outages: Outages, waited_on: str | None) -> None:
+        """An entry succeeded: the dependency it waited for is back, and so are those without a
+        probe (Gupshup, the model) that this stage met down. Without this, an outage whose
+        entries ended otherwise (dead-lettered, rejected) would slow the stage's reads and show
+        in /readyz for good; one that is still down is marked again by its next failure."""
+        if waited_on:
+            outages.mark_up(waited_on)
+        for dependency in self._waiting_on - set(outages.probes):
+            outages.mark_up(dependency)
 
     async def _call(self, event: StreamEvent, delivery: Delivery) -> str | None:
         """The handler, within the stage's time limit: a hung call is retried, not waited on."""

@@ -8,10 +8,10 @@ import time
 
 import aiohttp
 
-from consumers.runtime import StageConfig, StageWorker
+from consumers.runtime import Poison, StageConfig, StageWorker
 from ops import metrics
-from ops.outages import Outages
-from storage import chats, dead_letters, keys
+from ops.outages import DependencyDown, Outages
+from storage import chats, dead_letters, keys, streams
 from storage.events import StatusEvent, encode
 from tests.conftest import eventually
 from tests.helpers import in_thread, post_webhook, text_webhook
@@ -259,3 +259,43 @@ async def test_replies_waiting_for_gupshup_go_out_in_their_order(system, make_or
         await asyncio.sleep(0.5)
     assert [m.message["text"] for m in gupshup.sent] == texts
     assert await dead_letters.list_letters(deps.redis, org=org) == []
+
+
+async def test_an_outage_whose_entry_was_given_up_on_ends_with_the_next_success(deps):
+    """Gupshup has no probe: the outage ends when a call succeeds. Its only waiting entry was
+    rejected instead (a poison), so the next entry's success must end it, or the stage's reads
+    would stay slowed and /readyz would name gupshup for good."""
+    outages = Outages()
+    calls = 0
+
+    async def handler(event, delivery):
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise DependencyDown("gupshup", "HTTP 503")
+        if calls == 2:
+            raise Poison("rejected: Invalid Destination")
+
+    config = StageConfig(stage="sender", stream="outbound", block_ms=100, claim_every_s=0.2,
+                         org_refresh_s=0.1, retry_base_s=0.01, retry_max_s=0.05)
+    worker = StageWorker(deps.redis, config, handler, "c1", outages=outages)
+    await deps.redis.sadd(keys.ORG_REGISTRY, "org-3")
+    stream = keys.stream("org-3", "outbound")
+    await deps.redis.xadd(stream, encode(StatusEvent(org="org-3", provider_id="p1", status="read",
+                                                     at_ms=1)))
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        await eventually(lambda: dead_letters.list_letters(deps.redis, org="org-3"))
+        assert "gupshup" in outages.down()  # nothing has answered yet
+        await streams.publish(deps.redis, StatusEvent(org="org-3", provider_id="p2",
+                                                      status="read", at_ms=2), "outbound")
+        await eventually(lambda: _no_outage(outages), timeout_s=10)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert calls == 3
+
+
+async def _no_outage(outages: Outages) -> bool:
+    return not outages.down()
