@@ -166,6 +166,13 @@ class SenderStage:
             await self._escalation_outcome(event, accepted=True)
         return None
 
+    async def dead_lettered(self, event: StreamEvent) -> None:
+        """An escalation given up on (Gupshup down past DEPENDENCY_OUTAGE_MAX_S): the customer
+        is told that no advisor could be reached, and the bot stays on, as when Gupshup refuses
+        it. (Its idempotency key makes this a no-op when the refusal already said so.)"""
+        if isinstance(event, OutboundMessage) and event.escalation:
+            await self._escalation_outcome(event, accepted=False)
+
     async def _escalation_outcome(self, event: OutboundMessage, *, accepted: bool) -> None:
         """The advisor was (or was not) told: turn the bot off only if so, and tell the customer."""
         notice = event.escalation

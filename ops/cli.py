@@ -153,7 +153,8 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
         if "sender" in roles:
             sender = SenderStage(deps, gupshup_api_url(settings))
             workers.append(StageWorker(deps.redis, stage_config(settings, "sender", "outbound"),
-                                       sender.handle, consumer, outages=deps.outages))
+                                       sender.handle, consumer, on_dead_letter=sender.dead_lettered,
+                                       outages=deps.outages))
         for worker in workers:
             system.tasks.append(asyncio.create_task(worker.run(stop), name=worker.group))
         if set(roles) - {"ingress"}:

@@ -99,3 +99,16 @@ async def test_when_the_advisor_cannot_be_notified_the_bot_stays_and_says_so(
         replies = await chat.say("quiero hablar con un asesor")
     assert replies and "asesor" in replies[0].lower()
     assert (await chats.find_identity(deps.pool, org, PHONE)).bot_enabled is True
+
+
+async def test_an_escalation_given_up_on_during_a_gupshup_outage_tells_the_customer(
+        system, make_org, gupshup, deps):
+    org = await make_org("DemoClinic", catalog=True, settings={
+        "advisor_phone": ADVISOR, "escalation_template_id": "tmpl-advisor"})
+    gupshup.fail_next(503)  # the advisor's template meets Gupshup down; no outage is waited out
+    async with system(debounce_seconds=0.1, dependency_outage_max_s=0) as s:
+        chat = Chat(s.url, gupshup, "DemoClinic")
+        replies = await chat.say("quiero hablar con un asesor")
+    assert replies and "asesor" in replies[0].lower()
+    assert not [m for m in gupshup.sent if m.destination == ADVISOR]
+    assert (await chats.find_identity(deps.pool, org, PHONE)).bot_enabled is True
