@@ -230,7 +230,7 @@ class StageWorker:
                 found = await pipe.execute(raise_on_error=False)
             for stream, pending in zip(chunk, found):
                 if isinstance(pending, ResponseError) and "NOGROUP" in str(pending):
-                    continue  # created at the next refresh
+                    continue  # no group yet: a read answering NOGROUP creates it (consumers/reads.py)
                 if isinstance(pending, Exception):
                     raise pending
                 if pending:
