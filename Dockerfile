@@ -10,6 +10,8 @@ COPY storage ./storage
 COPY consumers ./consumers
 COPY ingress ./ingress
 COPY graph ./graph
+# `skytide eval` measures the configured model on the conversation scenarios.
+COPY tests/conversations/*.toml ./tests/conversations/
 # With Supabase Storage for media: pip install '.[supabase]'.
 RUN pip install . && useradd --create-home --uid 10001 skytide \
     && mkdir -p /data/media && chown skytide /data/media
