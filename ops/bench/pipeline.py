@@ -1,12 +1,13 @@
 """Pipeline benchmark: webhook in to send request out, through real `skytide run` processes.
 
-python -m ops.bench.pipeline [--quick]
+python -m ops.bench.pipeline [--quick] [--ingress]
 
 Real worker processes on embedded Redis and PostgreSQL, webhooks over HTTP, a fake Gupshup in its
 own process that timestamps each send request, the offline model, DEBOUNCE_SECONDS=0, one message
 per chat. Prints latency, capacity, CPU per message (in total and per stage) and late replies,
 beside bare baselines measured in the same run: the machine is shared, so only same-run ratios
-mean much. --quick runs shorter steps and fewer rates, for iterating.
+mean much. --quick runs shorter steps and fewer rates, for iterating; --ingress runs only the
+ingress step (skytide ingress beside the bare handler).
 Asserts nothing.
 """
 
@@ -161,7 +162,7 @@ async def ingress_vs_bare(bench: Bench, deps, apps: list[str], plan: Plan) -> No
     return figures["bare aiohttp + XADD"][0]
 
 
-async def main(plan: Plan) -> None:
+async def main(plan: Plan, ingress_only: bool = False) -> None:
     print(f"pipeline bench ({'quick' if plan is QUICK else 'full'}); load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the start: figures are noisy,"
           " compare them with the same-run baselines", flush=True)
@@ -179,7 +180,11 @@ async def main(plan: Plan) -> None:
                    "LOG_LEVEL": "WARNING", "DATA_DIR": tmp, "MEDIA_DIR": f"{tmp}/media"}
             bench = Bench(plan, env, gupshup_url)
             try:
-                await _all(bench, deps, plan)
+                if ingress_only:  # the ingress step alone, for iterating on ingress
+                    await ingress_vs_bare(bench, deps, await make_orgs(
+                        deps.pool, deps.redis, "bench-ingress", 4), plan)
+                else:
+                    await _all(bench, deps, plan)
             finally:
                 await gupshup.stop()
     under = [run for run in bench.runs if run.p(0.99) < P99_LIMIT_MS]
@@ -264,4 +269,4 @@ async def _forget_orgs(deps, apps: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    run_async(main(QUICK if "--quick" in sys.argv else FULL))
+    run_async(main(QUICK if "--quick" in sys.argv else FULL, ingress_only="--ingress" in sys.argv))
