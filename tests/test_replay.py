@@ -60,18 +60,25 @@ async def test_replayed_enrich_entry_leads_to_a_turn_and_a_reply(
     assert await dead_letters.list_letters(deps.redis, org=org) == []
 
 
+def model_down_once(receptionist: type) -> type:
+    """The receptionist class, whose first turn meets the model server down."""
+    failures = ["model"]
+
+    class DownOnce(receptionist):
+        async def run_turn(self, turn):
+            if failures:
+                raise DependencyDown(failures.pop(), "connection refused")
+            return await super().run_turn(turn)
+
+    return DownOnce
+
+
 async def test_replayed_agent_entry_runs_the_turn_and_replies(
         system, make_org, gupshup, deps, settings):
     org = await make_org("clinic")
     seen: list[list[str]] = []
     real = recording_receptionist(seen)
-    failures = ["model"]
-
-    class DownOnce(real):
-        async def run_turn(self, turn):
-            if failures:
-                raise DependencyDown(failures.pop(), "connection refused")
-            return await super().run_turn(turn)
+    DownOnce = model_down_once(real)
 
     async with system(receptionist_builder=DownOnce, dependency_outage_max_s=0) as s:
         await post_webhook(s.url, text_webhook("clinic", "573000000003", "hola", "a-1",
@@ -133,13 +140,7 @@ async def test_a_dead_lettered_turn_does_not_hold_its_chat(system, make_org, gup
     """The chat's next message is answered at once, not after the dead turn's lease runs out."""
     org = await make_org("clinic")
     real = recording_receptionist([])
-    failures = ["model"]
-
-    class DownOnce(real):
-        async def run_turn(self, turn):
-            if failures:
-                raise DependencyDown(failures.pop(), "connection refused")
-            return await super().run_turn(turn)
+    DownOnce = model_down_once(real)
 
     phone = "573000000006"
     async with system(receptionist_builder=DownOnce, dependency_outage_max_s=0,

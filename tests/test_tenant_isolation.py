@@ -90,15 +90,19 @@ def _tool_calls() -> dict[tuple[str, str], float]:
             if m.name == "skytide_tool_calls" for s in m.samples if s.name.endswith("_total")}
 
 
+async def _dead_letter_of(deps, org: str, stream: str, event) -> dead_letters.DeadLetter:
+    """A dead letter in `org`'s dead-letter stream, as the runtime writes one, naming `stream`."""
+    fields = {"stage": "enrich", "stream": stream, "error": "x", "deliveries": "5",
+              "failed_at_ms": "1", **{f"payload.{k}": v for k, v in encode(event).items()}}
+    entry_id = await deps.redis.xadd(keys.dead_letters(org), fields)
+    return await dead_letters.get_letter(deps.redis, f"{org}/{entry_id}")
+
+
 async def test_a_dead_letter_cannot_be_replayed_onto_another_organizations_stream(deps):
     a, b = "org-a", "org-b"
     await deps.redis.sadd(keys.ORG_REGISTRY, a, b)
     event = StatusEvent(org=a, provider_id="p1", status="read", at_ms=1)
-    fields = {"stage": "enrich", "stream": keys.stream(b, "inbound"), "error": "x",
-              "deliveries": "5", "failed_at_ms": "1",
-              **{f"payload.{k}": v for k, v in encode(event).items()}}
-    entry_id = await deps.redis.xadd(keys.dead_letters(a), fields)
-    letter = await dead_letters.get_letter(deps.redis, f"{a}/{entry_id}")
+    letter = await _dead_letter_of(deps, a, keys.stream(b, "inbound"), event)
     with pytest.raises(ValueError, match="organization"):
         await dead_letters.replay(deps.redis, letter)
     assert await deps.redis.xlen(keys.stream(b, "inbound")) == 0
@@ -110,11 +114,7 @@ async def test_a_replayed_message_naming_another_organization_touches_none_of_it
     await deps.redis.sadd(keys.ORG_REGISTRY, a, b)
     event = InboundMessage(org=b, provider_id="m1", phone="573001112233", kind="text", text="hola",
                            sent_at_ms=1, received_at_ms=1)
-    fields = {"stage": "enrich", "stream": keys.stream(a, "inbound"), "error": "x",
-              "deliveries": "5", "failed_at_ms": "1",
-              **{f"payload.{k}": v for k, v in encode(event).items()}}
-    entry_id = await deps.redis.xadd(keys.dead_letters(a), fields)
-    letter = await dead_letters.get_letter(deps.redis, f"{a}/{entry_id}")
+    letter = await _dead_letter_of(deps, a, keys.stream(a, "inbound"), event)
     with pytest.raises(ValueError, match="organization"):
         await dead_letters.replay_letter(deps.redis, letter)
     assert not await deps.redis.exists(keys.enriching(b, "573001112233"))
