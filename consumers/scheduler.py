@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from datetime import datetime, timedelta
+from typing import Callable
 from zoneinfo import ZoneInfo
 
 from graph import replies
@@ -28,13 +28,14 @@ log = logging.getLogger(__name__)
 
 
 class OffsetClock:
-    """time.time plus a development offset read from Redis (`skytide clock advance`)."""
+    """The process clock plus a development offset read from Redis (`skytide clock advance`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, base: Callable[[], float]) -> None:
+        self.base = base
         self.offset_ms = 0
 
     def __call__(self) -> float:
-        return time.time() + self.offset_ms / 1000
+        return self.base() + self.offset_ms / 1000
 
 
 class Scheduler:
@@ -42,7 +43,7 @@ class Scheduler:
         self.deps = deps
         self.dev_clock: OffsetClock | None = None
         if deps.settings.dev_clock:
-            self.dev_clock = OffsetClock()
+            self.dev_clock = OffsetClock(deps.clock)
             # The whole process (ingress, agent, sender) sees the same time: `make run`, where
             # every role shares one process. Processes without the scheduler role keep real time.
             deps.clock = self.dev_clock

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime, timezone
 
 from consumers import gupshup_api
 from consumers.runtime import Delivery, Poison
@@ -179,7 +180,8 @@ class SenderStage:
         deps = self.deps
         if accepted:
             await chats.set_bot_enabled(deps.pool, event.org, notice.customer_phone, False,
-                                        reason="escalated to an advisor")
+                                        reason="escalated to an advisor",
+                                        at=datetime.fromtimestamp(deps.clock(), timezone.utc))
         await streams.publish(deps.redis, OutboundMessage(
             org=event.org, phone=notice.customer_phone,
             text=notice.accepted_text if accepted else notice.failed_text,

@@ -19,6 +19,7 @@ import socket
 import sys
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Callable
 
 import aiohttp
@@ -220,12 +221,12 @@ def run_async(coroutine):
 async def cmd_run(settings: Settings, roles: tuple[str, ...], seed: bool) -> None:
     from storage.db import migrate
     from storage.keys import ORG_REGISTRY
-    from storage.seed import seed_demo
+    from storage.seed import demo_today, seed_demo
 
     async with services(settings) as settings, open_deps(settings) as deps:
         await migrate(deps.pool)
         if seed:
-            org = await seed_demo(deps.pool)
+            org = await seed_demo(deps.pool, today=demo_today(deps))
             await deps.redis.sadd(ORG_REGISTRY, org)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -248,11 +249,11 @@ async def cmd_migrate(settings: Settings) -> None:
 
 async def cmd_seed_demo(settings: Settings) -> None:
     from storage.db import migrate
-    from storage.seed import seed_demo
+    from storage.seed import demo_today, seed_demo
 
     async with services(settings) as settings, open_deps(settings) as deps:
         await migrate(deps.pool)
-        print(await seed_demo(deps.pool))
+        print(await seed_demo(deps.pool, today=demo_today(deps)))
 
 
 def demo_refused(settings: Settings) -> str | None:
@@ -380,7 +381,8 @@ async def cmd_bot(settings: Settings, args: argparse.Namespace) -> int:
     async with services(settings) as settings, open_deps(settings) as deps:
         enabled = args.action == "resume"
         changed = await set_bot_enabled(deps.pool, args.org, args.phone, enabled,
-                                        reason="paused from the command line")
+                                        reason="paused from the command line",
+                                        at=datetime.fromtimestamp(deps.clock(), timezone.utc))
         if not changed:
             print(f"no chat with {args.phone} in organization {args.org}", file=sys.stderr)
             return 1

@@ -20,13 +20,24 @@ class Deps:
     redis: aioredis.Redis
     pool: asyncpg.Pool
     http: aiohttp.ClientSession
-    clock: Callable[[], float] = field(default=time.time)  # seconds since the epoch
+    # Seconds since the epoch; by default real time shifted by settings.clock_offset_s.
+    clock: Callable[[], float] | None = None
     outages: Outages = field(default_factory=Outages)  # which dependencies are down now
 
     def __post_init__(self) -> None:
+        if self.clock is None:
+            self.clock = shifted_clock(self.settings.clock_offset_s)
         # How Outages tells "PostgreSQL is down" from "this entry fails" (ops/outages.py).
         self.outages.add_probe("postgres", lambda: self.pool.fetchval("select 1"))
         self.outages.add_probe("redis", self.redis.ping)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
+
+
+def shifted_clock(offset_s: float) -> Callable[[], float]:
+    """Real time, or real time moved by a fixed offset (a test or a demo placed on a chosen date
+    and hour: every process given the same offset reads the same instant)."""
+    if not offset_s:
+        return time.time
+    return lambda: time.time() + offset_s

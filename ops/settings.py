@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     job_batch: int = 50  # jobs claimed at once per organization
     # Development: the process clock follows `skytide clock advance` (see consumers/scheduler).
     dev_clock: bool = False
+    # Development and tests: the process clock reads real time plus this many seconds, so a run
+    # is placed on a chosen date and hour (tests/clock.py). Never set in production.
+    clock_offset_s: float = 0.0
     slot_hold_min: int = 10  # a proposed or picked slot is not offered to another chat meanwhile
 
     # Media.

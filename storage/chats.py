@@ -108,13 +108,16 @@ async def message_texts(conn: asyncpg.Connection | asyncpg.Pool, org: str,
 
 
 async def set_bot_enabled(conn: asyncpg.Connection | asyncpg.Pool, org: str, phone: str,
-                          enabled: bool, reason: str | None = None) -> bool:
-    """Turn the bot on or off for one chat; returns False when the chat does not exist."""
+                          enabled: bool, reason: str | None = None, at: datetime | None = None) -> bool:
+    """Turn the bot on or off for one chat; returns False when the chat does not exist.
+
+    `at` is the caller's clock (Deps.clock), the one `resume_if_due` compares against; without
+    it the database's."""
     result = await conn.execute(
         "update chat_identities set bot_enabled = $3, "
-        "  bot_paused_at = case when $3 then null else now() end, bot_paused_reason = $4 "
+        "  bot_paused_at = case when $3 then null else coalesce($5, now()) end, bot_paused_reason = $4 "
         "where organization_id = $1::uuid and phone = $2", org, phone, enabled,
-        None if enabled else reason)
+        None if enabled else reason, at)
     return result.endswith(" 1")
 
 

@@ -6,7 +6,7 @@ Its catalogue is the file storage/demo_clinic.yaml, imported like any clinic's
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -22,11 +22,12 @@ DAY_OFF_STAFF = "Camila Torres"
 
 async def seed_demo(pool: asyncpg.Pool, *, api_key: str = "demo-key",
                     source_phone: str = "573009990000", webhook_token: str | None = None,
-                    app_name: str = DEMO_APP, today: date | None = None) -> str:
+                    app_name: str = DEMO_APP, today: date) -> str:
     """Create the demo clinic once; returns its organization id (the existing one if seeded).
 
     Its webhook token is random like any other (a published one would open its webhook to
-    anyone); the command line seeds it only in development (DEV_CHAT).
+    anyone); the command line seeds it only in development (DEV_CHAT). `today` is the clinic's
+    date on the caller's clock (the seeded day off falls next week).
     """
     existing = await find_connection(pool, app_name=app_name)
     if existing:
@@ -35,8 +36,13 @@ async def seed_demo(pool: asyncpg.Pool, *, api_key: str = "demo-key",
                         source_phone=source_phone, webhook_token=webhook_token,
                         timezone="America/Bogota")
     await catalog_file.import_catalog(pool, org, catalog_file.load(DEMO_FILE.read_text()))
-    await _day_off_next_week(pool, org, today or date.today())
+    await _day_off_next_week(pool, org, today)
     return org
+
+
+def demo_today(deps) -> date:
+    """The demo clinic's date on a process clock (anything with a `clock()` in epoch seconds)."""
+    return datetime.fromtimestamp(deps.clock(), ZoneInfo("America/Bogota")).date()
 
 
 async def seed_catalog(pool: asyncpg.Pool, org: str) -> catalog_file.Report:

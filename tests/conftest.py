@@ -23,6 +23,7 @@ from storage.db import create_pool, migrate
 from storage.keys import ORG_REGISTRY
 from storage.orgs import add_org
 from storage.seed import seed_catalog
+from tests import clock
 from tests.fakes.gupshup import FakeGupshup
 
 # Never a real LLM in tests: only the offline and scripted models, or the fake OpenAI server
@@ -80,7 +81,8 @@ async def settings(migrated) -> Settings:
         block_ms=100, claim_idle_ms=1500, claim_every_s=0.3,
         org_refresh_s=0.2, retry_base_s=0.05, retry_max_s=0.2, drain_timeout_s=5,
         dev_chat_enabled=True, gupshup_api_url="http://127.0.0.1:9/unset", chat_wait_s=10,
-        media_allowed_hosts="127.0.0.1")  # the fake Gupshup's media host
+        media_allowed_hosts="127.0.0.1",  # the fake Gupshup's media host
+        clock_offset_s=clock.OFFSET_S)  # every test runs on the session's fixed date and hour
 
 
 @pytest.fixture

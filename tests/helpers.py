@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from tests import clock
 
 # Provider payloads captured in their exact wire shapes (see docs/gupshup.md).
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -30,7 +30,7 @@ def fixture(name: str, **top: Any) -> dict[str, Any]:
 
 def fresh(name: str, **top: Any) -> dict[str, Any]:
     """A v2 fixture sent just now (fixtures are from 2024: their 24-hour window closed long ago)."""
-    return fixture(name, timestamp=int(time.time() * 1000), **top)
+    return fixture(name, timestamp=clock.now_ms(), **top)
 
 
 def text_webhook(app: str, phone: str, text: str, message_id: str, ts_ms: int,

@@ -11,6 +11,7 @@ import pytest
 
 from storage import appointments, catalog, chats
 from storage.seed import seed_demo
+from tests import clock
 
 BOGOTA = ZoneInfo("America/Bogota")
 NOW = datetime(2027, 3, 3, 10, 0, tzinfo=BOGOTA)  # a Wednesday
@@ -19,7 +20,7 @@ TOMORROW = date(2027, 3, 4)
 
 @pytest.fixture
 async def clinic(deps):
-    return await seed_demo(deps.pool)
+    return await seed_demo(deps.pool, today=clock.today())
 
 
 async def contact(deps, org: str, phone: str = "573001112233") -> str:

@@ -9,6 +9,7 @@ from ops.settings import ALL_ROLES
 from storage import chats
 from tests.conftest import eventually
 from tests.helpers import post_webhook, text_webhook
+from tests import clock
 
 PHONE = "573001112233"
 ADVISOR = "573009998877"
@@ -25,7 +26,7 @@ class Chat:
         before = len(self.gupshup.sent)
         self.n += 1
         await post_webhook(self.url, text_webhook(self.app, PHONE, text, f"c-{time.time_ns()}",
-                                                  int(time.time() * 1000), name="Laura"))
+                                                  clock.now_ms(), name="Laura"))
         sent = await self.gupshup.wait_for_sent(before + expect_replies, timeout_s=15)
         return [m.message.get("text", "") for m in sent[before:] if m.destination == PHONE]
 
@@ -84,7 +85,7 @@ async def test_asking_for_a_person_notifies_the_advisor_and_the_bot_steps_back(
         assert identity.bot_enabled is False
         sent_before = len(gupshup.sent)
         await post_webhook(s.url, text_webhook("DemoClinic", PHONE, "¿hola?", "after-esc",
-                                               int(time.time() * 1000)))
+                                               clock.now_ms()))
         await asyncio.sleep(1.0)
     assert len(gupshup.sent) == sent_before  # a person has the chat now: the bot stays quiet
 

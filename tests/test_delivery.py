@@ -6,14 +6,14 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from ops import metrics
 from storage import chats, dead_letters, keys, ratelimit, streams
 from storage.events import EscalationNotice, OutboundMessage
 from tests.conftest import eventually
 from tests.helpers import fixture, post_webhook, text_webhook
+from tests import clock
 
 PHONE = "919876543210"
 V3_APP_ID = "82ed52f4-30c0-4f12-81b4-e7ad07bd41de"  # gs_app_id of the v3 status fixtures
@@ -114,7 +114,7 @@ async def test_failure_1012_opts_the_contact_out_and_is_counted(system, make_org
 async def test_opted_out_contact_gets_nothing(system, make_org, gupshup, deps):
     org = await make_org("DemoApp")
     async with system() as s:
-        await post_webhook(s.url, text_webhook("DemoApp", PHONE, "hola", "w-1", int(time.time() * 1000)))
+        await post_webhook(s.url, text_webhook("DemoApp", PHONE, "hola", "w-1", clock.now_ms()))
         await gupshup.wait_for_sent(1, timeout_s=10)
         opted_out = fixture("gupshup/gupshup_user_event_opted_out.json", app="DemoApp")
         opted_out["payload"]["phone"] = PHONE
@@ -132,7 +132,7 @@ async def test_opted_out_contact_gets_nothing(system, make_org, gupshup, deps):
 
 async def test_stop_keyword_opts_out_with_one_confirmation(system, make_org, gupshup, deps):
     org = await make_org("DemoApp")
-    t = int(time.time() * 1000)
+    t = clock.now_ms()
     async with system() as s:
         await post_webhook(s.url, text_webhook("DemoApp", PHONE, "No más mensajes!", "s-1", t))
         sent = await gupshup.wait_for_sent(1, timeout_s=10)
@@ -150,7 +150,7 @@ async def _last_inbound(deps, org: str, hours_ago: float) -> None:
     identity = await chats.upsert_identity(deps.pool, org, PHONE, "Ana")
     await deps.pool.execute(
         "update chat_identities set last_inbound_at = $2 where id = $1::uuid", identity.id,
-        datetime.now(timezone.utc) - timedelta(hours=hours_ago))
+        clock.now_dt() - timedelta(hours=hours_ago))
 
 
 async def test_outside_the_window_the_template_goes_out(system, make_org, gupshup, deps):

@@ -14,13 +14,14 @@ from ops import metrics
 from storage import chats, keys, memory
 from storage.seed import seed_demo
 from tests.graph_helpers import NOW, Chat, redis_saver
+from tests import clock
 
 
 
 @pytest.fixture
 async def clinic(deps):
     deps.clock = NOW.timestamp
-    return await seed_demo(deps.pool)
+    return await seed_demo(deps.pool, today=clock.today())
 
 
 def cache(result: str) -> float:

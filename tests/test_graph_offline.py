@@ -9,13 +9,14 @@ from graph.receptionist import Receptionist
 from storage import keys
 from storage.seed import seed_demo
 from tests.graph_helpers import NOW, Chat, redis_saver
+from tests import clock
 
 
 
 @pytest.fixture
 async def clinic(deps):
     deps.clock = NOW.timestamp
-    return await seed_demo(deps.pool)
+    return await seed_demo(deps.pool, today=clock.today())
 
 
 @pytest.fixture

@@ -19,13 +19,14 @@ from storage import chats
 from storage.seed import seed_demo
 from tests.fakes.openai import FakeOpenAI, tool_call
 from tests.graph_helpers import NOW, Chat, redis_saver
+from tests import clock
 
 
 
 @pytest.fixture
 async def clinic(deps):
     deps.clock = NOW.timestamp
-    return await seed_demo(deps.pool)
+    return await seed_demo(deps.pool, today=clock.today())
 
 
 def scripted(**per_agent):

@@ -11,6 +11,7 @@ from storage import catalog
 from storage.seed import seed_demo
 from tests.fakes.openai import FakeOpenAI
 from tests.graph_helpers import Chat, redis_saver
+from tests import clock
 
 QUESTION = "¿dónde queda el local?"
 
@@ -31,7 +32,7 @@ def embedder(fake) -> Embedder:
 
 
 async def test_a_question_finds_an_entry_close_in_meaning(deps, fake, embedder):
-    org = await seed_demo(deps.pool)
+    org = await seed_demo(deps.pool, today=clock.today())
     assert await backfill(deps.pool, embedder, org) > 12
     assert await backfill(deps.pool, embedder, org) == 0  # nothing left to embed
     lexical = await catalog.search_knowledge(deps.pool, org, QUESTION)
@@ -44,7 +45,7 @@ async def test_a_question_finds_an_entry_close_in_meaning(deps, fake, embedder):
 
 async def test_the_receptionist_answers_through_the_hybrid_search(deps, settings, embedder):
     """Without the embeddings this question gets "No encontré información sobre eso"."""
-    org = await seed_demo(deps.pool)
+    org = await seed_demo(deps.pool, today=clock.today())
     await backfill(deps.pool, embedder, org)
     chat = Chat(deps, Receptionist(deps, await redis_saver(settings), embedder=embedder), org)
     await chat.say(QUESTION)

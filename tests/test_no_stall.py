@@ -10,11 +10,11 @@ entries claimed back must stay zero.
 from __future__ import annotations
 
 import asyncio
-import time
 
 from ops import metrics
 from tests.conftest import eventually
 from tests.helpers import post_webhook, text_webhook
+from tests import clock
 
 CHATS = 300
 ORGS = 4
@@ -39,7 +39,7 @@ async def test_hundreds_of_single_message_chats_are_answered_without_a_claim(
 
         async def send(i: int) -> None:
             body = text_webhook(apps[i % ORGS], f"5215500{i:06d}", "hola", f"stall-msg-{i}",
-                                int(time.time() * 1000))
+                                clock.now_ms())
             async with gate:
                 assert (await post_webhook(s.url, body))[0] == 200
 

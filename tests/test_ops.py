@@ -12,6 +12,7 @@ from ops.embedded import ServiceError, check_redis_modules, free_port
 from storage.db import migrate
 from storage.orgs import connection_for_org
 from storage.seed import seed_demo
+from tests import clock
 
 
 def cli(settings, *args: str, **env_vars: str) -> subprocess.CompletedProcess:
@@ -83,7 +84,7 @@ async def test_the_demo_clinic_is_seeded_only_in_development(deps):
     refused = cli(deps.settings, "seed-demo", DEV_CHAT="false")
     assert refused.returncode == 2 and "development only" in refused.stderr
     assert await deps.pool.fetchval("select count(*) from organizations") == 0
-    org = await seed_demo(deps.pool)
+    org = await seed_demo(deps.pool, today=clock.today())
     connection = await connection_for_org(deps.pool, org)
     # The demo's webhook token is random, never a published one.
     assert connection.webhook_token not in ("demo-token", "") and len(connection.webhook_token) >= 24
@@ -91,8 +92,8 @@ async def test_the_demo_clinic_is_seeded_only_in_development(deps):
 
 
 async def test_seed_demo_is_a_spanish_clinic_and_seeding_twice_changes_nothing(deps):
-    org = await seed_demo(deps.pool)
-    assert await seed_demo(deps.pool) == org
+    org = await seed_demo(deps.pool, today=clock.today())
+    assert await seed_demo(deps.pool, today=clock.today()) == org
     services = await deps.pool.fetch("select name, duration_minutes, price from services "
                                      "where organization_id = $1::uuid", org)
     names = {s["name"] for s in services}

@@ -4,7 +4,7 @@ stopped mid-flow, Gupshup answering 500 for a while, a chat row locked, a handle
 from __future__ import annotations
 
 import asyncio
-import time
+from datetime import datetime, timezone
 
 import aiohttp
 
@@ -15,6 +15,7 @@ from storage import chats, dead_letters, keys, streams
 from storage.events import StatusEvent, encode
 from tests.conftest import eventually
 from tests.helpers import in_thread, post_webhook, text_webhook
+from tests import clock
 
 
 def _counted(name, *labels) -> float:
@@ -34,7 +35,7 @@ async def test_postgres_stopped_mid_flow_every_message_is_answered_once_none_dea
     org = await make_org("clinic")
     before = _counted("outage_retries", "enrich", "postgres")
     phones = [f"5730000{i:05d}" for i in range(12)]
-    now_ms = int(time.time() * 1000)
+    now_ms = clock.now_ms()
     async with system() as s:
         for i, phone in enumerate(phones[:4]):  # answered before the outage
             await post_webhook(s.url, text_webhook("clinic", phone, "hola", f"pre-{i}", now_ms))
@@ -74,7 +75,7 @@ async def test_gupshup_down_for_a_while_replies_go_out_in_order_none_dead_letter
     gupshup.fail_next(500, times=12)  # three times the retry attempts (4)
     before = _counted("outage_retries", "sender", "gupshup")
     phone = "573001234567"
-    now_ms = int(time.time() * 1000)
+    now_ms = clock.now_ms()
     async with system(debounce_seconds=0.05, recipient_interval_ms=0) as s:
         await post_webhook(s.url, text_webhook("clinic", phone, "hola", "g-1", now_ms))
         sent = await gupshup.wait_for_sent(1, timeout_s=60)
@@ -95,7 +96,7 @@ async def test_a_locked_chat_waits_for_its_row_and_other_chats_go_on(
     transaction = blocker.transaction()
     await transaction.start()
     await blocker.execute("select 1 from chat_identities where phone = $1 for update", locked)
-    now_ms = int(time.time() * 1000)
+    now_ms = clock.now_ms()
     locked_for_now = True
     try:
         # Statements give up after 0.5 s: the locked entry is retried, the others go through.
@@ -178,7 +179,7 @@ async def test_redis_restarted_empty_heals_and_new_messages_are_answered(
     """Redis without persistence restarts: the registry, the consumer groups and the
     conversation state's indexes come back by themselves; new customers are answered."""
     org = await make_org("clinic")
-    now_ms = int(time.time() * 1000)
+    now_ms = clock.now_ms()
     async with system() as s:
         await post_webhook(s.url, text_webhook("clinic", "573000000010", "hola", "e-0", now_ms))
         await gupshup.wait_for_sent(1, timeout_s=20)
@@ -229,8 +230,8 @@ async def test_a_retry_after_of_an_hour_is_capped(system, make_org, deps):
     fake.app.middlewares.append(throttle_once)
     org = await make_org("clinic")
     identity = await chats.upsert_identity(deps.pool, org, "573001112222", "Ana")
-    await deps.pool.execute("update chat_identities set last_inbound_at = now() where id = $1::uuid",
-                            identity.id)
+    await deps.pool.execute("update chat_identities set last_inbound_at = $2 where id = $1::uuid",
+                            identity.id, datetime.fromtimestamp(deps.clock(), timezone.utc))
     async with fake, system(roles=("sender",), gupshup_api_url=fake.url, retry_after_max_s=0.3):
         await streams.publish(deps.redis, OutboundMessage(
             org=org, phone="573001112222", text="Tu cita quedó confirmada",
@@ -247,8 +248,8 @@ async def test_replies_waiting_for_gupshup_go_out_in_their_order(system, make_or
     org = await make_org("clinic")
     phone = "573001113333"
     identity = await chats.upsert_identity(deps.pool, org, phone, "Ana")
-    await deps.pool.execute("update chat_identities set last_inbound_at = now() where id = $1::uuid",
-                            identity.id)
+    await deps.pool.execute("update chat_identities set last_inbound_at = $2 where id = $1::uuid",
+                            identity.id, datetime.fromtimestamp(deps.clock(), timezone.utc))
     gupshup.fail_next(503, times=8)
     texts = [f"mensaje {i}" for i in range(4)]
     for i, text in enumerate(texts):

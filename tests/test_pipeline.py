@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -11,12 +10,13 @@ from graph import receptionist
 from storage import chats, keys
 from tests.conftest import eventually, recording_receptionist
 from tests.helpers import fixture, fresh, post_webhook, text_webhook
+from tests import clock
 
 PHONE = "919876543210"
 
 
 def now_ms() -> int:
-    return int(time.time() * 1000)
+    return clock.now_ms()
 
 
 async def inbound_rows(deps, org):
@@ -146,9 +146,10 @@ async def test_a_paused_chat_comes_back_on_after_the_organizations_hours(system,
     async with system() as s:
         await post_webhook(s.url, text_webhook("clinic", PHONE, "hola", "r-1", now_ms()))
         await gupshup.wait_for_sent(1, timeout_s=10)
-        assert await chats.set_bot_enabled(deps.pool, org, PHONE, False, reason="taken over")
-        await deps.pool.execute("update chat_identities set bot_paused_at = now() - make_interval(hours => $2) "
-                                "where organization_id = $1::uuid", org, paused_hours_ago)
+        assert await chats.set_bot_enabled(deps.pool, org, PHONE, False, reason="taken over",
+                                             at=clock.now_dt())
+        await deps.pool.execute("update chat_identities set bot_paused_at = $3::timestamptz - make_interval(hours => $2) "
+                                "where organization_id = $1::uuid", org, paused_hours_ago, clock.now_dt())
         await post_webhook(s.url, text_webhook("clinic", PHONE, "¿siguen ahí?", "r-2", now_ms()))
         await eventually(lambda: _count_inbound(deps, org, 2))
         if answered:
@@ -199,7 +200,8 @@ async def test_reply_produced_after_a_person_took_over_is_dropped(system, make_o
         await post_webhook(s.url, text_webhook("clinic", PHONE, "hola", "t-1", now_ms()))
         await asyncio.wait_for(entered.wait(), 10)
         # A person takes the chat over from the CRM while the model is still thinking.
-        assert await chats.set_bot_enabled(deps.pool, org, PHONE, False, reason="taken over")
+        assert await chats.set_bot_enabled(deps.pool, org, PHONE, False, reason="taken over",
+                                             at=clock.now_dt())
         release.set()
         reason = await eventually(lambda: deps.pool.fetchval(
             "select error_reason from chat_messages where direction = 'outbound'"))

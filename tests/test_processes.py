@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from tests.fakes.gupshup import FakeGupshup
 from tests.helpers import post_webhook, text_webhook
 from tests.otlp_receiver import OtlpReceiver
 from tests.test_deploy import APP, DEPLOY, SERVICES
+from tests import clock
 
 PHONE = "573001234567"
 APP_NAME = f"procs-{uuid.uuid4().hex[:6]}"
@@ -107,7 +107,8 @@ async def deployment(migrated, tmp_path_factory):
     await seed_catalog(pool, org)
     await redis.sadd(ORG_REGISTRY, org)
     async with FakeGupshup() as gupshup, OtlpReceiver() as otlp:
-        env = {**os.environ, "REDIS_URL": migrated["redis_url"], "DATABASE_URL": migrated["database_url"],
+        env = {**os.environ, "CLOCK_OFFSET_S": str(clock.OFFSET_S),
+               "REDIS_URL": migrated["redis_url"], "DATABASE_URL": migrated["database_url"],
                "GUPSHUP_API_URL": gupshup.url, "HTTP_HOST": "127.0.0.1", "LOG_FORMAT": "json",
                "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url, "DEBOUNCE_SECONDS": "0.3", "BLOCK_MS": "100",
                "ORG_REFRESH_S": "0.2", "BATCHER_TICK_S": "0.02", "DRAIN_TIMEOUT_S": "5",
@@ -140,7 +141,7 @@ async def deployment(migrated, tmp_path_factory):
 
 async def test_a_booking_request_goes_through_every_process(deployment):
     body = text_webhook(APP_NAME, PHONE, "quiero una cita para limpieza facial mañana en la tarde",
-                        f"wamid.{uuid.uuid4().hex}", int(time.time() * 1000))
+                        f"wamid.{uuid.uuid4().hex}", clock.now_ms())
     status, _ = await post_webhook(deployment.ingress_url, body)
     assert status == 200
     sent = await deployment.gupshup.wait_for_sent(1, timeout_s=30)

@@ -4,11 +4,11 @@ message carries the quoted text to the model; an emoji reaction is kept but star
 from __future__ import annotations
 
 import asyncio
-import time
 
 from storage import chats, keys
 from tests.conftest import eventually
 from tests.helpers import post_webhook, text_webhook
+from tests import clock
 
 PHONE = "573001112233"
 
@@ -20,7 +20,7 @@ async def test_a_quoted_reply_reaches_the_model_with_the_text_it_quotes(system, 
         "insert into chat_messages (organization_id, chat_identity_id, direction, message, provider_message_id)"
         " values ($1::uuid, $2::uuid, 'outbound', '¿Te agendo el jueves a las 10:00 a. m.?', 'gBEG-quoted')",
         org, identity.id)
-    body = text_webhook("DemoClinic", PHONE, "sí", "in-1", int(time.time() * 1000))
+    body = text_webhook("DemoClinic", PHONE, "sí", "in-1", clock.now_ms())
     body["payload"]["context"] = {"id": "gBEG-quoted", "gsId": "9b71295f-f7af-4c1f-b2b4-31b4a4867bad"}
     async with system(roles=("ingress", "enrich")) as s:
         await post_webhook(s.url, body)
@@ -32,7 +32,7 @@ async def test_a_quoted_reply_reaches_the_model_with_the_text_it_quotes(system, 
 
 async def test_a_quote_of_an_unknown_message_is_the_text_alone(system, make_org, deps):
     await make_org("DemoClinic")
-    body = text_webhook("DemoClinic", PHONE, "sí", "in-2", int(time.time() * 1000))
+    body = text_webhook("DemoClinic", PHONE, "sí", "in-2", clock.now_ms())
     body["payload"]["context"] = {"id": "gBEG-never-seen"}
     async with system(roles=("ingress", "enrich")) as s:
         await post_webhook(s.url, body)
@@ -43,7 +43,7 @@ async def test_a_quote_of_an_unknown_message_is_the_text_alone(system, make_org,
 
 async def test_an_emoji_reaction_is_stored_but_starts_no_turn(system, make_org, gupshup, deps):
     org = await make_org("DemoClinic", catalog=True)
-    body = text_webhook("DemoClinic", PHONE, "", "react-1", int(time.time() * 1000))
+    body = text_webhook("DemoClinic", PHONE, "", "react-1", clock.now_ms())
     body["payload"]["type"] = "reaction"
     body["payload"]["payload"] = {"emoji": "👍", "id": "gBEG-ours"}
     async with system(debounce_seconds=0.1) as s:
@@ -53,6 +53,6 @@ async def test_an_emoji_reaction_is_stored_but_starts_no_turn(system, make_org, 
         await asyncio.sleep(1.0)  # room for a wrong turn and reply
         assert gupshup.sent == []
         assert await deps.redis.xlen(keys.stream(org, "turns")) == 0
-        await post_webhook(s.url, text_webhook("DemoClinic", PHONE, "hola", "text-1", int(time.time() * 1000)))
+        await post_webhook(s.url, text_webhook("DemoClinic", PHONE, "hola", "text-1", clock.now_ms()))
         sent = await gupshup.wait_for_sent(1, timeout_s=15)  # the next real message is answered
     assert "Hola" in sent[0].message["text"]

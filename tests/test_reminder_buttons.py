@@ -18,6 +18,7 @@ from storage.seed import seed_demo
 from tests.conftest import eventually
 from tests.graph_helpers import NOW, Chat, redis_saver
 from tests.test_reminders import Clock, outbound
+from tests import clock
 
 
 @pytest.fixture
@@ -86,7 +87,7 @@ async def test_the_reschedule_button_offers_times_for_that_appointment(deps, boo
 
 async def test_through_chat_booking_confirmation_reminder_and_button(system, deps):
     """The issue's "done when": POST /chat, the development clock, the simulator's outbox."""
-    clinic = await seed_demo(deps.pool)
+    clinic = await seed_demo(deps.pool, today=clock.today())
     await deps.redis.sadd(keys.ORG_REGISTRY, clinic)
     phone = "573005550000"
     async with system(roles=ALL_ROLES, gupshup_api_url=None, dev_clock=True, scheduler_tick_s=0.05,

@@ -5,7 +5,7 @@ contact, held back in quiet hours; through the outbound stream, so the sender's 
 from __future__ import annotations
 
 import asyncio
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
@@ -221,8 +221,8 @@ async def test_the_sender_sends_a_reminder_as_an_interactive_quick_reply(system,
 
     org = await make_org("RemindApp")
     identity = await chats.upsert_identity(deps.pool, org, "573001230000", "Ana")
-    await deps.pool.execute("update chat_identities set last_inbound_at = now() where id = $1::uuid",
-                            identity.id)
+    await deps.pool.execute("update chat_identities set last_inbound_at = $2 where id = $1::uuid",
+                            identity.id, datetime.fromtimestamp(deps.clock(), timezone.utc))
     async with system(roles=("sender",)):
         await streams.publish(deps.redis, events.OutboundMessage(
             org=org, phone="573001230000", text="⏰ Te recordamos tu cita", idempotency_key="job:r1",

@@ -10,12 +10,12 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 
 from ops.outages import DependencyDown
 from storage import dead_letters
 from tests.conftest import eventually, recording_receptionist
 from tests.helpers import in_thread, post_webhook, text_webhook
+from tests import clock
 
 
 def replay_from_cli(settings, stage: str) -> str:
@@ -38,7 +38,7 @@ async def _letters(deps, org: str, stage: str) -> list:
 async def test_replayed_enrich_entry_leads_to_a_turn_and_a_reply(
         system, make_org, gupshup, deps, settings, embedded):
     org = await make_org("clinic")
-    now_ms = int(time.time() * 1000)
+    now_ms = clock.now_ms()
     async with system(dependency_outage_max_s=0) as s:
         await post_webhook(s.url, text_webhook("clinic", "573000000001", "hola", "r-1", now_ms))
         await gupshup.wait_for_sent(1, timeout_s=20)  # ingress knows the app now
@@ -82,7 +82,7 @@ async def test_replayed_agent_entry_runs_the_turn_and_replies(
 
     async with system(receptionist_builder=DownOnce, dependency_outage_max_s=0) as s:
         await post_webhook(s.url, text_webhook("clinic", "573000000003", "hola", "a-1",
-                                               int(time.time() * 1000)))
+                                               clock.now_ms()))
         letters = await eventually(lambda: _letters(deps, org, "agent"), timeout_s=20)
         assert "model was down" in letters[0].error and gupshup.sent == []
         printed = await in_thread(replay_from_cli, settings, "agent")
@@ -99,7 +99,7 @@ async def test_replayed_sender_entry_sends_the_reply_once(
     gupshup.fail_next(500)
     async with system(dependency_outage_max_s=0) as s:
         await post_webhook(s.url, text_webhook("clinic", "573000000004", "hola", "s-1",
-                                               int(time.time() * 1000)))
+                                               clock.now_ms()))
         letters = await eventually(lambda: _letters(deps, org, "sender"), timeout_s=20)
         assert "gupshup was down" in letters[0].error
         printed = replay_from_cli(settings, "sender")
@@ -117,7 +117,7 @@ async def test_a_send_that_timed_out_is_listed_for_a_person_and_never_resent(
     gupshup.delay_s = 1.0  # longer than the sender waits: the outcome is unknown
     async with system(gupshup_timeout_s=0.2) as s:
         await post_webhook(s.url, text_webhook("clinic", "573000000005", "hola", "u-1",
-                                               int(time.time() * 1000)))
+                                               clock.now_ms()))
         await eventually(lambda: _unknown(deps), timeout_s=20)
         await asyncio.sleep(1.5)
     env = {**os.environ, "REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url}
@@ -146,9 +146,9 @@ async def test_a_dead_lettered_turn_does_not_hold_its_chat(system, make_org, gup
     async with system(receptionist_builder=DownOnce, dependency_outage_max_s=0,
                       turn_lease_s=600) as s:
         await post_webhook(s.url, text_webhook("clinic", phone, "hola", "h-1",
-                                               int(time.time() * 1000)))
+                                               clock.now_ms()))
         await eventually(lambda: _letters(deps, org, "agent"), timeout_s=20)
         await post_webhook(s.url, text_webhook("clinic", phone, "hola otra vez", "h-2",
-                                               int(time.time() * 1000)))
+                                               clock.now_ms()))
         sent = await gupshup.wait_for_sent(1, timeout_s=20)
     assert sent[0].destination == phone

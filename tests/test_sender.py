@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
 
 from storage import chats, streams
 from storage.events import OutboundMessage
 from tests.conftest import eventually
+from tests import clock
 
 PHONE = "919876543210"
 
@@ -15,7 +15,7 @@ PHONE = "919876543210"
 async def _open_window(deps, org: str) -> None:
     identity = await chats.upsert_identity(deps.pool, org, PHONE, "Ana")
     await deps.pool.execute("update chat_identities set last_inbound_at = $2 where id = $1::uuid",
-                            identity.id, datetime.now(timezone.utc))
+                            identity.id, clock.now_dt())
 
 
 async def _row(deps, key: str):
@@ -78,7 +78,7 @@ async def test_a_send_interrupted_by_a_crash_is_not_repeated(system, make_org, g
     await deps.pool.execute(
         "insert into chat_messages (organization_id, chat_identity_id, direction, message,"
         " idempotency_key, send_started_at) values ($1::uuid, $2::uuid, 'outbound', 'hola',"
-        " 'crashed', now())", org, identity.id)
+        " 'crashed', $3)", org, identity.id, clock.now_dt())
     async with system(roles=("sender",)):
         await streams.publish(deps.redis, OutboundMessage(
             org=org, phone=PHONE, text="hola", idempotency_key="crashed"), "outbound")

@@ -23,6 +23,7 @@ from storage.events import InboundMessage, StatusEvent, encode
 from storage.seed import seed_demo
 from tests.conftest import eventually
 from tests.graph_helpers import BOGOTA, NOW, Chat, redis_saver
+from tests import clock
 
 STORAGE = Path(__file__).resolve().parent.parent / "storage"
 
@@ -32,7 +33,7 @@ async def two_orgs(deps, make_org):
     """The demo clinic (the attacker's chat lives there) and another organization with a
     customer and a booked appointment (the victim)."""
     deps.clock = NOW.timestamp
-    clinic = await seed_demo(deps.pool)
+    clinic = await seed_demo(deps.pool, today=clock.today())
     other = await make_org(catalog=True)
     victim = (await chats.upsert_identity(deps.pool, other, "579000000001", None)).contact_id
     facial = await catalog.find_service(deps.pool, other, "limpieza facial")

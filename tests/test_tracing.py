@@ -4,13 +4,13 @@ message's trace and links the second's; a voice note's Gemini call is a span of 
 from __future__ import annotations
 
 import asyncio
-import time
 
 from ops import tracing
 from tests.helpers import post_webhook, text_webhook
 from tests.otlp_receiver import OtlpReceiver
 from tests.test_metrics import value
 from tests.test_understanding import APP, APP_ID, gemini, media_system, wait_row, webhook  # noqa: F401
+from tests import clock
 
 PHONE = "573001112299"
 
@@ -23,7 +23,7 @@ async def test_a_turn_of_two_messages_continues_the_first_trace_and_links_the_se
         try:
             # The burst is closed by its size, not by a quiet window: one turn, whatever the timing.
             async with system(debounce_seconds=30, debounce_max_messages=2) as s:
-                now_ms = int(time.time() * 1000)
+                now_ms = clock.now_ms()
                 for n, text in enumerate(("hola", "¿cuánto cuesta la limpieza facial?")):
                     status, _ = await post_webhook(s.url, text_webhook(
                         "TraceClinic", PHONE, text, f"wamid.trace{n}", now_ms + n))

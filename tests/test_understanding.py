@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 from typing import Any
 
 import pytest
@@ -16,6 +15,7 @@ from storage.events import InboundMessage
 from tests.conftest import eventually, recording_receptionist
 from tests.fakes.gemini import DEFAULT_TRANSCRIPT, FakeGemini
 from tests.helpers import FIXTURES, fixture, post_webhook, text_webhook
+from tests import clock
 
 APP = "clinic"
 APP_ID = "07c7c72d-20e3-4ff9-a5a1-14d1186eeec8"
@@ -102,7 +102,7 @@ def webhook(fixture_name: str, gupshup, *, data: bytes | None = None, delay_s: f
     data = sample_bytes(ctype) if data is None else data
     media["url"] = gupshup.add_media(data, ctype.split(";")[0], delay_s=delay_s)
     if ctype_key == "contentType":
-        media["urlExpiry"] = int(time.time() * 1000) + 7 * 86_400_000
+        media["urlExpiry"] = clock.now_ms() + 7 * 86_400_000
     media.update(inner)
     return body, msg["id"], data
 
@@ -230,7 +230,7 @@ async def test_dead_link_gives_a_placeholder_and_a_metric(media_system, make_org
 async def test_link_past_its_expiry_is_not_even_called(media_system, make_org, gupshup, deps):
     org = await make_org(APP, app_id=APP_ID)
     async with media_system() as s:
-        body, pid, _ = webhook("gupshup_v2_audio.json", gupshup, urlExpiry=int(time.time() * 1000) - 1)
+        body, pid, _ = webhook("gupshup_v2_audio.json", gupshup, urlExpiry=clock.now_ms() - 1)
         await post_webhook(s.url, body)
         r = await wait_row(deps, org, pid)
     assert r["processed_text"] == "[nota de voz: no se pudo descargar]"
@@ -281,7 +281,7 @@ async def test_a_voice_note_asking_for_an_appointment_gets_an_answer_to_what_was
     await make_org(APP, app_id=APP_ID, catalog=True)
     async with media_system(roles=("ingress", "enrich", "batcher", "agent", "sender")) as s:
         body, _, _ = webhook("gupshup_v2_audio.json", gupshup)
-        body["timestamp"] = int(time.time() * 1000)  # inside the 24-hour window
+        body["timestamp"] = clock.now_ms()  # inside the 24-hour window
         await post_webhook(s.url, body)
         sent = await gupshup.wait_for_sent(1, timeout_s=15)
     # The transcription asked for a facial cleansing tomorrow afternoon: slots for it are offered.
@@ -292,7 +292,7 @@ async def test_a_voice_note_asking_for_an_appointment_gets_an_answer_to_what_was
 async def test_slow_media_keeps_its_chat_in_order(media_system, make_org, gupshup, deps):
     """The voice note is sent first and downloads slowly; the text after it waits its turn."""
     await make_org(APP, app_id=APP_ID)
-    now = int(time.time() * 1000)
+    now = clock.now_ms()
     seen: list[list[str]] = []
     async with media_system(roles=("ingress", "enrich", "batcher", "agent", "sender"),
                             debounce_seconds=0.2,
@@ -312,7 +312,7 @@ async def test_slow_media_does_not_hold_up_other_chats(media_system, make_org, g
     async with media_system() as s:
         body, slow_id, _ = webhook("gupshup_v2_audio.json", gupshup, delay_s=3.0)
         await post_webhook(s.url, body)
-        now = int(time.time() * 1000)
+        now = clock.now_ms()
         await post_webhook(s.url, text_webhook(APP, "5215550001111", "hola", "other-chat-1", now))
         await wait_row(deps, org, "other-chat-1")
         # The other chat's message is stored while the voice note is still downloading.

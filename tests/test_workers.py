@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from contextlib import asynccontextmanager
 
 import aiohttp
@@ -18,13 +17,14 @@ from storage import chats, keys
 from storage.events import StatusEvent, encode
 from tests.conftest import eventually
 from tests.helpers import post_webhook, text_webhook
+from tests import clock
 
 PHONE = "919876543210"
 
 
 def start_worker(settings, roles: str, claim_idle_ms: int = 1500,
                  metrics_port: int | None = None) -> subprocess.Popen:
-    env = {**os.environ, **({"METRICS_PORT": str(metrics_port)} if metrics_port else {}), "REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url,
+    env = {**os.environ, "CLOCK_OFFSET_S": str(clock.OFFSET_S), **({"METRICS_PORT": str(metrics_port)} if metrics_port else {}), "REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url,
            "CLAIM_IDLE_MS": str(claim_idle_ms), "CLAIM_EVERY_S": "0.3", "BLOCK_MS": "100",
            "ORG_REFRESH_S": "0.2", "DRAIN_TIMEOUT_S": "1", "LOG_LEVEL": "INFO",
            "GUPSHUP_API_URL": "http://127.0.0.1:9"}
@@ -58,7 +58,7 @@ async def _worker_stuck_on_a_message(settings, deps, org, signal_to_send, claim_
     try:
         async with running_ingress(settings, deps) as url:
             await post_webhook(url, text_webhook("clinic", PHONE, "hola", "stuck-1",
-                                                 int(time.time() * 1000)))
+                                                 clock.now_ms()))
             stream = keys.stream(org, "inbound")
             pending = await eventually(lambda: pending_for(deps, stream, "enrich"), timeout_s=20)
             assert len(pending) == 1  # the worker holds the entry, unacknowledged
@@ -132,7 +132,7 @@ async def test_a_flooding_tenant_does_not_hold_up_another(system, make_org, gups
         await pipe.execute()
     async with system() as s:
         await post_webhook(s.url, text_webhook("quiet", PHONE, "hola", "q-1",
-                                               int(time.time() * 1000)))
+                                               clock.now_ms()))
         await gupshup.wait_for_sent(1, timeout_s=30)
         groups = await deps.redis.xinfo_groups(keys.stream(flooding, "inbound"))
         lag = next(g for g in groups if g["name"] == "enrich")["lag"]

@@ -38,7 +38,7 @@ from ops.settings import Settings
 from ops.system import services
 from storage import chats, memory
 from storage.db import migrate
-from storage.seed import seed_demo
+from storage.seed import demo_today, seed_demo
 from tests.fakes.openai import FakeOpenAI, tool_call
 
 OVERHEAD_TURNS = 200
@@ -242,7 +242,7 @@ async def main() -> None:
         base = Settings(data_dir=Path(tmp), log_level="WARNING", llm_turn_timeout_s=30)
         async with services(base) as settings, open_deps(settings) as deps, AsyncExitStack() as stack:
             await migrate(deps.pool)
-            org = await seed_demo(deps.pool)
+            org = await seed_demo(deps.pool, today=demo_today(deps))
             saver = await stack.enter_async_context(
                 open_checkpointer(settings.redis_url, settings.checkpoint_ttl_min))
             settle_heap()  # as a running worker does
