@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test test-soak bench install clean
+.PHONY: run test test-clock test-soak bench install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The date-sensitive tests at every hour of one day and on both sides of midnight in Bogotá
+# (tests/clock_sweep.py; DAY=YYYY-MM-DD picks the day). `make test` runs them at one fixed hour.
+test-clock: $(STAMP)
+	$(PY) -m tests.clock_sweep
 
 # Worker processes SIGKILLed at random, PostgreSQL stopped 15 s, Redis restarted, 2,000 messages:
 # prints `lost 0, duplicated 0, pending 0, dead letters N` (tests/soak/__main__.py).
