@@ -135,6 +135,24 @@ def _choose(free: list[Slot], prefer: time | None, limit: int) -> list[Slot]:
 
 # ---- bookings -----------------------------------------------------------------------------
 
+# The contact already holds an active appointment overlapping the time (migration 005): no staff
+# member can change that, so booking stops instead of trying the next one.
+_CONTACT_BUSY = "appointments_contact_no_overlap"
+
+
+async def staff_working(db: Db, org: str, staff: list[str], starts_at: datetime,
+                        ends_at: datetime) -> list[str]:
+    """Those of `staff` (in order) who work the whole span by the same calendar availability
+    uses: opening and own hours, closures, public holidays, time off. A booking's fallback to a
+    colleague goes through here, so a slot offered for one person never lands on another who
+    is off then."""
+    tz = ZoneInfo(await db.fetchval("select timezone from organizations where id = $1::uuid", org)
+                  or "UTC")
+    local_start, local_end = starts_at.astimezone(tz), ends_at.astimezone(tz)
+    days = sorted({local_start.date(), local_end.date()})
+    cal = await schedules.load_calendar(db, org, tz, days)
+    return [s for s in staff if cal.can_work(s, local_start, local_end)]
+
 _APPT = """select a.id::text, a.service_id::text, sv.name as service_name, a.staff_id::text,
                   st.name as staff_name, a.starts_at, a.ends_at, a.status
            from appointments a join services sv on sv.id = a.service_id join staff st on st.id = a.staff_id"""
@@ -162,6 +180,7 @@ async def book(pool: asyncpg.Pool, *, org: str, contact_id: str, service: Servic
         staff.remove(preferred_staff)
         staff.insert(0, preferred_staff)
     ends_at = starts_at + timedelta(minutes=service.duration_minutes)
+    staff = await staff_working(pool, org, staff, starts_at, ends_at)
     async with pool.acquire() as conn:
         for staff_id in staff:
             try:
@@ -180,7 +199,9 @@ async def book(pool: asyncpg.Pool, *, org: str, contact_id: str, service: Servic
                         await save_contact_name(conn, org, contact_id, contact_name)
                     await consent.record(conn, org=org, contact_id=contact_id, status="opted_in",
                                          source="booking")
-            except _TAKEN:
+            except _TAKEN as exc:
+                if getattr(exc, "constraint_name", None) == _CONTACT_BUSY:
+                    return None  # the contact has another appointment then
                 continue  # this staff member was taken meanwhile; try the next one
             return await appointment_by_key(conn, org, idempotency_key)
     return None
@@ -232,15 +253,17 @@ async def reschedule(pool: asyncpg.Pool, *, org: str, contact_id: str, appointme
         staff = await eligible_staff(conn, org, service.id)
         order = [s for s in (preferred_staff, row["staff_id"]) if s in staff]
         order += [s for s in staff if s not in order]
-        for staff_id in order:
+        ends_at = starts_at + timedelta(minutes=service.duration_minutes)
+        for staff_id in await staff_working(conn, org, order, starts_at, ends_at):
             try:
                 async with conn.transaction():
                     await conn.execute(
                         "update appointments set starts_at = $2, ends_at = $3, staff_id = $4::uuid,"
                         " updated_at = now() where id = $1::uuid and organization_id = $5::uuid",
-                        appointment_id, starts_at,
-                        starts_at + timedelta(minutes=service.duration_minutes), staff_id, org)
-            except _TAKEN:
+                        appointment_id, starts_at, ends_at, staff_id, org)
+            except _TAKEN as exc:
+                if getattr(exc, "constraint_name", None) == _CONTACT_BUSY:
+                    return None  # the contact has another appointment then
                 continue
             return await _appointment(conn, org, appointment_id)
     return None

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from storage import appointments, catalog, chats
+from storage import appointments, catalog, chats, schedules
 from storage.seed import seed_demo
 from tests import clock
 
@@ -59,6 +59,11 @@ async def test_availability_follows_hours_duration_and_timezone(deps, clinic):
     assert sunday == []
 
 
+async def open_every_day(deps, org) -> None:
+    await deps.pool.executemany("insert into business_hours (organization_id, weekday, opens, closes) "
+                                "values ($1::uuid, $2, '08:00', '18:00')", [(org, d) for d in range(7)])
+
+
 async def test_booking_is_idempotent_and_records_name_and_opt_in(deps, clinic):
     who = await contact(deps, clinic)
     facial = await service(deps, clinic, "limpieza facial")
@@ -72,15 +77,55 @@ async def test_booking_is_idempotent_and_records_name_and_opt_in(deps, clinic):
     assert await chats.contact_name(deps.pool, clinic, who) == "Ana Pérez"
     assert await deps.pool.fetchval("select status from contact_authorizations where contact_id = $1::uuid",
                                     who) == "opted_in"
-    # The same time with another key goes to the next free staff member, not a double booking.
-    other = await appointments.book(deps.pool, org=clinic, contact_id=who, service=facial, starts_at=start,
-                           idempotency_key="turn-2:1")
+    # The same contact at the same time under another key (a turn formed anew after Redis lost
+    # writes, say) gets no second appointment with another staff member.
+    assert await appointments.book(deps.pool, org=clinic, contact_id=who, service=facial, starts_at=start,
+                                   idempotency_key="turn-2:1") is None
+    # Another contact at that time goes to the next free staff member, not a double booking.
+    someone = await contact(deps, clinic, "573009998888")
+    other = await appointments.book(deps.pool, org=clinic, contact_id=someone, service=facial,
+                                    starts_at=start, idempotency_key="turn-3:1")
     assert other.staff_id != first.staff_id
+    assert await deps.pool.fetchval("select count(*) from appointments") == 2
+
+
+async def test_the_fallback_to_a_colleague_respects_every_schedule(deps, clinic):
+    """The offered staff member was taken after the hold expired: the booking goes only to a
+    colleague who works then (hours, time off, closures, holidays), or nowhere."""
+    facial = await service(deps, clinic, "limpieza facial")
+    staff = await appointments.eligible_staff(deps.pool, clinic, facial.id)
+    assert len(staff) >= 2
+    start = datetime(2027, 3, 4, 15, 0, tzinfo=BOGOTA)  # Thursday afternoon, open
+    rivals = [await contact(deps, clinic, f"57300111{i:04d}") for i in range(len(staff))]
+    # Everyone but the last eligible staff member is away that afternoon.
+    for staff_id in staff[:-1]:
+        await schedules.add_time_off(deps.pool, clinic, staff_id, start - timedelta(hours=1),
+                                     start + timedelta(hours=3), reason="cita médica")
+    # The last one is booked by someone else at that time.
+    taken = await appointments.book(deps.pool, org=clinic, contact_id=rivals[0], service=facial,
+                                    starts_at=start, idempotency_key="rival:1", preferred_staff=staff[-1])
+    assert taken.staff_id == staff[-1]
+    who = await contact(deps, clinic)
+    # The customer picked that slot with staff[0] (offered before the time off was entered).
+    assert await appointments.book(deps.pool, org=clinic, contact_id=who, service=facial, starts_at=start,
+                                   idempotency_key="late:1", preferred_staff=staff[0]) is None
+    # A public holiday (1 November 2027, All Saints' Day, Monday) gets nobody either.
+    holiday = datetime(2027, 11, 1, 10, 0, tzinfo=BOGOTA)
+    assert await appointments.book(deps.pool, org=clinic, contact_id=who, service=facial,
+                                   starts_at=holiday, idempotency_key="late:2") is None
+    # A closure too, and outside opening hours.
+    await deps.pool.execute("insert into closures (organization_id, day, reason) values ($1::uuid, $2, 'inventario')",
+                            clinic, date(2027, 3, 5))
+    for when in (datetime(2027, 3, 5, 10, 0, tzinfo=BOGOTA), datetime(2027, 3, 4, 22, 0, tzinfo=BOGOTA)):
+        assert await appointments.book(deps.pool, org=clinic, contact_id=who, service=facial,
+                                       starts_at=when, idempotency_key=f"late:{when.isoformat()}") is None
+    assert await deps.pool.fetchval("select count(*) from appointments") == 1
 
 
 async def test_two_chats_racing_for_the_last_slot_one_wins(deps, make_org):
     org = await make_org()
     await deps.pool.execute("insert into staff (organization_id, name) values ($1::uuid, 'Sola')", org)
+    await open_every_day(deps, org)
     await deps.pool.execute("insert into services (organization_id, name, duration_minutes, price) "
                             "values ($1::uuid, 'Masaje', 60, 100)", org)
     massage = await service(deps, org, "masaje")
@@ -116,6 +161,7 @@ async def test_another_organizations_ids_reach_nothing(deps, clinic, make_org):
     await deps.pool.execute("insert into services (organization_id, name, duration_minutes, price) "
                             "values ($1::uuid, 'Tratamiento secreto', 30, 1)", other)
     await deps.pool.execute("insert into staff (organization_id, name) values ($1::uuid, 'X')", other)
+    await open_every_day(deps, other)
     secret = await service(deps, other, "tratamiento secreto")
     victim = await contact(deps, other, "579")
     theirs = await appointments.book(deps.pool, org=other, contact_id=victim, service=secret,
