@@ -81,7 +81,7 @@ class EnrichStage:
         await turns.hand_off(
             deps.redis, org=event.org, chat=event.phone, provider_id=event.provider_id,
             message_id=message_id if joins_turn else None, sent_at_ms=event.sent_at_ms,
-            now_ms=deps.now_ms(), debounce=debounce_of(deps))
+            now_ms=deps.now_ms(), debounce=debounce_of(deps), chars=len(event.text or ""))
         if not created:
             return "duplicate"
         return None if joins_turn else "stored_without_turn"

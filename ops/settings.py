@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     # Debounce (batcher).
     debounce_seconds: float = 10.0
     debounce_max_messages: int = 10
+    # One turn's size: at most this many messages and characters (at least one message); the
+    # rest of a flood goes to the next turn instead of one enormous prompt.
+    turn_max_messages: int = 20
+    turn_max_chars: int = 4000
     debounce_max_wait_seconds: float = 30.0
     # The batcher is woken as soon as a chat is due; it looks at its index at least this often
     # anyway, and rebuilds the index from every organization every batcher_sweep_s.

@@ -67,6 +67,11 @@ def handed(org: str, chat: str) -> str:
     return f"{{{org}}}:handed:{chat}"
 
 
+def pending_chars(org: str, chat: str) -> str:
+    """HASH of each pending message id's length in characters (a turn's size cap)."""
+    return f"{{{org}}}:pending-chars:{chat}"
+
+
 def enriching(org: str, chat: str) -> str:
     """Counter of this chat's inbound entries accepted by ingress and not yet enriched."""
     return f"{{{org}}}:enriching:{chat}"

@@ -21,15 +21,16 @@ from storage.events import OutboundMessage, encode
 HANDED_TTL_S = 7 * 24 * 3600
 TURN_DONE_TTL_S = 7 * 24 * 3600
 
-# KEYS: handed, pending, batch, due, enriching
+# KEYS: handed, pending, batch, due, enriching, pending_chars
 # ARGV: provider_id, message_id (or ''), score_ms, now_ms, debounce_ms, max_wait_ms,
-#       max_messages, chat, handed_ttl_s
+#       max_messages, chat, handed_ttl_s, chars
 _HAND_OFF = """
 if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('EXPIRE', KEYS[1], ARGV[9])
 local left = redis.call('DECR', KEYS[5])
 if left <= 0 then redis.call('DEL', KEYS[5]) end
 if ARGV[2] == '' then return 1 end
+redis.call('HSET', KEYS[6], ARGV[2], ARGV[10])
 local now = tonumber(ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 redis.call('HSETNX', KEYS[3], 'first_ms', now)
@@ -42,8 +43,13 @@ redis.call('ZADD', KEYS[4], due, ARGV[8])
 return 1
 """
 
-# KEYS: pending, batch, due, enriching, turn_lease, turns_stream
-# ARGV: chat, now_ms, turn_id, lease_ms, max_wait_ms, retry_ms, org
+# KEYS: pending, batch, due, enriching, turn_lease, turns_stream, pending_chars
+# ARGV: chat, now_ms, lease_ms, max_wait_ms, retry_ms, org, max_messages, max_chars
+#
+# The turn's id is derived from what it covers (organization, chat, message ids), so a turn
+# formed again after Redis lost its last writes is the same turn: the same idempotency keys for
+# its bookings and replies. A turn takes at most max_messages messages and max_chars characters
+# (at least one message); the rest stays pending for the next turn, which `finish` schedules.
 _FLUSH = """
 local chat = ARGV[1]
 local lease_ms = redis.call('PTTL', KEYS[5])
@@ -53,24 +59,34 @@ if lease_ms > 0 then
   redis.call('ZADD', KEYS[3], tonumber(ARGV[2]) + lease_ms, chat)
   return 'busy'
 end
-local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
-if #ids == 0 then
+local candidates = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[7]) - 1)
+if #candidates == 0 then
   redis.call('ZREM', KEYS[3], chat)
-  redis.call('DEL', KEYS[2])
+  redis.call('DEL', KEYS[2], KEYS[7])
   return 'empty'
 end
 local now = tonumber(ARGV[2])
 local first = tonumber(redis.call('HGET', KEYS[2], 'first_ms') or now)
 local enriching = tonumber(redis.call('GET', KEYS[4]) or '0')
-if enriching > 0 and now < first + tonumber(ARGV[5]) then
+if enriching > 0 and now < first + tonumber(ARGV[4]) then
   -- an earlier message of this chat is still being understood (a voice note, say): wait for it
-  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[6]), chat)
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[5]), chat)
   return 'waiting'
 end
-redis.call('DEL', KEYS[1], KEYS[2])
+local ids, chars, max_chars = {}, 0, tonumber(ARGV[8])
+for _, id in ipairs(candidates) do
+  local n = tonumber(redis.call('HGET', KEYS[7], id) or '0')
+  if #ids > 0 and chars + n > max_chars then break end
+  chars = chars + n
+  ids[#ids + 1] = id
+end
+redis.call('ZREM', KEYS[1], unpack(ids))
+redis.call('HDEL', KEYS[7], unpack(ids))
+if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('DEL', KEYS[1], KEYS[2], KEYS[7]) end
 redis.call('ZREM', KEYS[3], chat)
-redis.call('SET', KEYS[5], ARGV[3], 'PX', ARGV[4])
-local turn = cjson.encode({type='turn', org=ARGV[7], chat=chat, turn_id=ARGV[3], message_ids=ids})
+local turn_id = redis.sha1hex(ARGV[6] .. '|' .. chat .. '|' .. table.concat(ids, ','))
+redis.call('SET', KEYS[5], turn_id, 'PX', ARGV[3])
+local turn = cjson.encode({type='turn', org=ARGV[6], chat=chat, turn_id=turn_id, message_ids=ids})
 redis.call('XADD', KEYS[6], '*', 'type', 'turn', 'data', turn)
 return 'started'
 """
@@ -130,31 +146,32 @@ class Debounce:
 
 async def hand_off(redis: aioredis.Redis, *, org: str, chat: str, provider_id: str,
                    message_id: str | None, sent_at_ms: int, now_ms: int,
-                   debounce: Debounce) -> bool:
+                   debounce: Debounce, chars: int = 0) -> bool:
     """Mark an inbound entry enriched; with a message id, add it to the chat's burst.
 
     Idempotent on provider_id: a redelivered entry is neither counted nor added twice.
     """
     async with redis.pipeline(transaction=False) as pipe:
         pipe.eval(
-            _HAND_OFF, 5, keys.handed(org, chat), keys.pending(org, chat), keys.batch(org, chat),
-            keys.due(org), keys.enriching(org, chat),
+            _HAND_OFF, 6, keys.handed(org, chat), keys.pending(org, chat), keys.batch(org, chat),
+            keys.due(org), keys.enriching(org, chat), keys.pending_chars(org, chat),
             provider_id, message_id or "", sent_at_ms, now_ms, debounce.quiet_ms,
-            debounce.max_wait_ms, debounce.max_messages, chat, HANDED_TTL_S)
+            debounce.max_wait_ms, debounce.max_messages, chat, HANDED_TTL_S, chars)
         if message_id:  # the chat is due at now_ms or later: tell the batcher, same round trip
             due.signal(pipe, org, now_ms)
         handed, *_ = await pipe.execute()
     return bool(handed)
 
 
-async def flush(redis: aioredis.Redis, *, org: str, chat: str, turn_id: str, now_ms: int,
-                lease_ms: int, max_wait_ms: int, retry_ms: int = 250) -> str:
+async def flush(redis: aioredis.Redis, *, org: str, chat: str, now_ms: int, lease_ms: int,
+                max_wait_ms: int, max_messages: int, max_chars: int, retry_ms: int = 250) -> str:
     """Start a turn for a due chat; returns started, busy, waiting or empty."""
     async with redis.pipeline(transaction=False) as pipe:
         pipe.eval(
-            _FLUSH, 6, keys.pending(org, chat), keys.batch(org, chat), keys.due(org),
+            _FLUSH, 7, keys.pending(org, chat), keys.batch(org, chat), keys.due(org),
             keys.enriching(org, chat), keys.turn_lease(org, chat), keys.stream(org, "turns"),
-            chat, now_ms, turn_id, lease_ms, max_wait_ms, retry_ms, org)
+            keys.pending_chars(org, chat),
+            chat, now_ms, lease_ms, max_wait_ms, retry_ms, org, max_messages, max_chars)
         streams.signal(pipe, org, "turns")  # in the same round trip, whatever the outcome
         outcome, _ = await pipe.execute()
     return outcome

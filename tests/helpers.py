@@ -58,3 +58,23 @@ async def in_thread(fn, *args):
     import asyncio
 
     return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+async def settled(redis, org: str) -> bool:
+    """True when the organization's pipeline has nothing left to do: every stream read and
+    acknowledged by its group, no burst pending, no turn in flight (what a test waits for
+    before it counts what was sent, instead of sleeping)."""
+    from storage import keys
+
+    for stage in keys.STAGES:
+        stream = keys.stream(org, stage)
+        if not await redis.exists(stream):
+            continue
+        for group in await redis.xinfo_groups(stream):
+            if group["pending"] or group.get("lag"):
+                return False
+    if await redis.zcard(keys.due(org)):
+        return False
+    async for _ in redis.scan_iter(match=f"{{{org}}}:turn:*", count=1000):
+        return False  # a turn lease: a turn is running
+    return True
