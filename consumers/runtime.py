@@ -269,12 +269,19 @@ class StageWorker:
             await self.redis.xclaim(stream, self.group, self.consumer, 0, ids, justid=True)
 
     async def _trim(self, stream: str) -> None:
-        """Drop acknowledged entries: everything older than the oldest pending or unread one."""
-        summary = await self.redis.xpending(stream, self.group)
+        """Drop acknowledged entries: everything older than the oldest pending or unread one.
+
+        The pending summary and the group's last-delivered id are read in one MULTI: read one
+        after the other, a worker could read new entries in between, and a floor taken from
+        the later last-delivered id would cut those entries while they are still pending.
+        """
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xpending(stream, self.group)
+            pipe.xinfo_groups(stream)
+            summary, groups = await pipe.execute()
         if summary["pending"]:
             floor = summary["min"]
         else:
-            groups = await self.redis.xinfo_groups(stream)
             group = next((g for g in groups if g["name"] == self.group), None)
             if group is None:
                 return

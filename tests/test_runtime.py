@@ -97,3 +97,52 @@ def _claimed(stage: str) -> float:
 
 async def _count_at_least(items: list, n: int) -> bool:
     return len(items) >= n
+
+
+async def test_trimming_keeps_the_entries_a_killed_worker_left_pending(servers):
+    """A worker read an entry and died before acknowledging it, between hundreds of entries a
+    live worker handles and trims. The stream is trimmed up to the dead worker's entry, never
+    past it: the entry is claimed back and handled (the claim path acknowledges an entry that
+    was trimmed away without handling it, so a trimmed pending entry would never be handled)."""
+    redis = create_redis(servers["redis_url"])
+    org = "trim-killed"
+    stream = keys.stream(org, "inbound")
+    handled: list[str] = []
+
+    async def handler(event, delivery):
+        handled.append(event.provider_id)
+
+    async def add(*provider_ids: str) -> None:
+        async with redis.pipeline(transaction=False) as pipe:
+            for provider_id in provider_ids:
+                pipe.xadd(stream, encode(StatusEvent(org=org, provider_id=provider_id, status="read", at_ms=1)))
+            await pipe.execute()
+
+    async def run_live(until) -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(StageWorker(redis, config, handler, "live").run(stop))
+        try:
+            await eventually(until, timeout_s=30)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+
+    # Whole stream nodes (100 entries by default) are trimmed: a few hundred entries show it.
+    config = StageConfig(stage="enrich", stream="inbound", block_ms=100, claim_idle_ms=1000,
+                         claim_every_s=0.1, org_refresh_s=0.1)
+    try:
+        await redis.sadd(keys.ORG_REGISTRY, org)
+        await ensure_group(redis, stream, "enrich")
+        await add(*(f"before-{i}" for i in range(250)))
+        await run_live(lambda: _count_at_least(handled, 250))
+        await add("orphan")
+        [[_, [(orphan_id, _)]]] = await redis.xreadgroup("enrich", "killed", {stream: ">"}, count=1)
+        await add(*(f"after-{i}" for i in range(250)))
+        await run_live(lambda: _has(handled, "orphan"))
+        assert await redis.xlen(stream) < 501  # trimming ran meanwhile
+        assert sorted(handled) == sorted(["orphan", *(f"{w}-{i}" for w in ("before", "after")
+                                                      for i in range(250))])
+    finally:
+        await redis.srem(keys.ORG_REGISTRY, org)
+        await redis.delete(stream)
+        await redis.aclose()
