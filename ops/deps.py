@@ -28,11 +28,18 @@ class Deps:
         if self.clock is None:
             self.clock = shifted_clock(self.settings.clock_offset_s)
         # How Outages tells "PostgreSQL is down" from "this entry fails" (ops/outages.py).
-        self.outages.add_probe("postgres", lambda: self.pool.fetchval("select 1"))
+        self.outages.add_probe("postgres", lambda: _accepts_writes(self.pool))
         self.outages.add_probe("redis", self.redis.ping)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
+
+
+async def _accepts_writes(pool: asyncpg.Pool) -> None:
+    """PostgreSQL's probe: it answers, and would accept a write (a server turned read-only
+    answers `select 1` but fails every message)."""
+    if await pool.fetchval("select current_setting('transaction_read_only')") == "on":
+        raise asyncpg.exceptions.ReadOnlySQLTransactionError("the server is read-only")
 
 
 def shifted_clock(offset_s: float) -> Callable[[], float]:

@@ -30,8 +30,10 @@ async def _check(name: str, call) -> tuple[str, str]:
 
 async def check(deps: Deps) -> dict[str, str]:
     """{"redis": "ok" | "error: ...", "postgres": ...}; also sets skytide_dependency_up."""
-    results = dict(await asyncio.gather(_check("redis", deps.redis.ping),
-                                        _check("postgres", lambda: deps.pool.fetchval("select 1"))))
+    # The same probes the stages use to tell an outage from a bad entry (ops/deps.py): a
+    # read-only PostgreSQL is not ready, though it answers `select 1`.
+    results = dict(await asyncio.gather(_check("redis", deps.outages.probes["redis"]),
+                                        _check("postgres", deps.outages.probes["postgres"])))
     for name, result in results.items():
         metrics.dependency_up.labels(name).set(1 if result == "ok" else 0)
     return results

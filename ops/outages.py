@@ -33,10 +33,18 @@ class DependencyDown(Exception):
         self.dependency = dependency
 
 
-# PostgreSQL errors that say "the server is not there", not "this statement is wrong".
+# PostgreSQL errors that say "the server cannot do any work now", not "this statement is
+# wrong": waited out like an outage, never a reason to dead-letter a customer's message.
 _POSTGRES_DOWN = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                  asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up
-                  asyncpg.TooManyConnectionsError)
+                  # shutting down, starting up, a statement timeout or a cancelled query
+                  asyncpg.exceptions.OperatorInterventionError,
+                  asyncpg.TooManyConnectionsError,
+                  # disk full, out of memory, too many connections (class 53)
+                  asyncpg.exceptions.InsufficientResourcesError,
+                  # a read-only server: a standby, or default_transaction_read_only set by the
+                  # provider when the disk quota is reached (Supabase does this)
+                  asyncpg.exceptions.ReadOnlySQLTransactionError,
+                  asyncpg.exceptions.LockNotAvailableError)  # lock_timeout: a long migration
 
 
 def dependency_of(exc: BaseException) -> str | None:

@@ -7,6 +7,7 @@ import asyncio
 from datetime import datetime, timezone
 
 import aiohttp
+import pytest
 
 from consumers.runtime import Poison, StageConfig, StageWorker
 from ops import metrics
@@ -14,7 +15,7 @@ from ops.outages import DependencyDown, Outages
 from storage import chats, dead_letters, keys, streams
 from storage.events import StatusEvent, encode
 from tests.conftest import eventually
-from tests.helpers import in_thread, post_webhook, text_webhook
+from tests.helpers import in_thread, post_webhook, settled, text_webhook
 from tests import clock
 
 
@@ -63,6 +64,54 @@ async def test_postgres_stopped_mid_flow_every_message_is_answered_once_none_dea
     assert await dead_letters.list_letters(deps.redis, org=org) == []
     assert await deps.pool.fetchval(
         "select count(*) from chat_messages where direction = 'inbound'") == len(phones)
+
+
+@pytest.mark.parametrize("fault", ["read_only", "lock_timeout"])
+async def test_postgres_that_refuses_writes_is_waited_out_and_shows_in_readyz(
+        system, make_org, gupshup, deps, fault):
+    """A server turned read-only (a standby, a provider's disk quota) or one whose locks time
+    out (a long migration) fails every message's writes while answering `select 1`: waited
+    out as an outage, shown in /readyz, nothing dead-lettered, everyone answered once."""
+    org = await make_org("clinic")
+    phones = [f"5730001{i:05d}" for i in range(6)]
+    setting = {"read_only": ("default_transaction_read_only", "on"),
+               "lock_timeout": ("lock_timeout", "1")}[fault]
+    locker = await deps.pool.acquire()
+    locked = locker.transaction()
+    async with system() as s:
+        try:
+            if fault == "read_only":
+                await deps.pool.execute(f"alter system set {setting[0]} = '{setting[1]}'")
+                await deps.pool.execute("select pg_reload_conf()")
+            else:  # every write to chat_messages waits on a lock held elsewhere, then times out
+                await deps.pool.execute(f"alter system set {setting[0]} = '{setting[1]}'")
+                await deps.pool.execute("select pg_reload_conf()")
+                await locked.start()
+                await locker.execute("lock table chat_messages in exclusive mode")
+            for i, phone in enumerate(phones):
+                status, _ = await post_webhook(s.url, text_webhook("clinic", phone, "hola", f"ro-{i}",
+                                                                   clock.now_ms()))
+                assert status == 200
+            # Shown in /readyz: the outage the stages are waiting out (and, read-only, a 503).
+            readiness = await eventually(lambda: _postgres_reported_down(s.url), timeout_s=20)
+            assert readiness["ready"] is (fault != "read_only"), readiness
+            assert await dead_letters.list_letters(deps.redis, org=org) == []
+        finally:
+            if fault == "lock_timeout":
+                await locked.rollback()
+            await deps.pool.execute(f"alter system reset {setting[0]}")
+            await deps.pool.execute("select pg_reload_conf()")
+            await deps.pool.release(locker)
+        await gupshup.wait_for_sent(len(phones), timeout_s=60)
+        await eventually(lambda: settled(deps.redis, org), timeout_s=20)
+    assert await _answered(gupshup, phones) == {phone: 1 for phone in phones}
+    assert await dead_letters.list_letters(deps.redis, org=org) == []
+
+
+async def _postgres_reported_down(url: str):
+    async with aiohttp.ClientSession() as http, http.get(url + "/readyz") as r:
+        body = await r.json()
+    return body if "postgres" in body["dependencies_down"] else None
 
 
 async def _more_than(before: float, name: str, *labels: str) -> bool:
