@@ -12,7 +12,8 @@ import logging
 from aiohttp import web
 
 from ingress import dev_chat
-from ingress.common import CONNECTIONS, DEPS
+from ingress.common import CONNECTIONS, DEPS, HEADROOM
+from ingress.headroom import RedisHeadroom
 from ingress.orgs import ConnectionCache
 from ingress.webhook import accept_webhook, gupshup_webhook
 from ops import health, metrics
@@ -56,6 +57,7 @@ def create_app(deps: Deps) -> web.Application:
     app = web.Application(client_max_size=deps.settings.max_body_bytes)
     app[DEPS] = deps
     app[CONNECTIONS] = ConnectionCache(deps.pool, deps.redis)
+    app[HEADROOM] = RedisHeadroom(deps.redis, deps.settings.redis_memory_reserve)
     app.router.add_post("/webhooks/gupshup", gupshup_webhook)
     app.router.add_post("/webhooks/gupshup/status", gupshup_webhook)
     app.router.add_get("/healthz", healthz)

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ingress.common import CONNECTIONS, DEPS, reject
+from ingress.common import CONNECTIONS, DEPS, HEADROOM, reject
 from ingress.gupshup import AppRef, MalformedPayload, identify_app, parse_webhook
 from ops import metrics, tracing
 from storage import streams
@@ -225,6 +225,8 @@ async def accept_webhook(app: web.Application, body: dict, token: str | None
 
 
 async def gupshup_webhook(request: web.Request) -> web.Response:
+    if await request.app[HEADROOM].full():
+        return reject(503, "the queue is full for now; retry later", retry_after_s=5)
     candidates = await authenticate(request.app, token_of(request))
     if isinstance(candidates, web.Response):
         return candidates

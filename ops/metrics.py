@@ -271,6 +271,10 @@ reminder_answers = Counter(
     ["org", "answer"], registry=REGISTRY)
 
 # Outages (ops/outages.py): a dependency down is waited out, not blamed on the entry.
+redis_memory_full = Gauge(
+    "skytide_redis_memory_full", "1 while the ingress refuses webhooks because Redis's used "
+    "memory is within REDIS_MEMORY_RESERVE of maxmemory", registry=REGISTRY)
+
 dependency_outage = Gauge(
     "skytide_dependency_outage", "1 while the stages wait out an outage of a dependency "
     "(postgres, redis, gupshup, model), by dependency",

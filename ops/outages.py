@@ -16,6 +16,7 @@ from typing import Awaitable, Callable
 
 import asyncpg
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ops import metrics
@@ -55,7 +56,8 @@ def dependency_of(exc: BaseException) -> str | None:
             return exc.dependency
         if isinstance(exc, _POSTGRES_DOWN):
             return "postgres"
-        if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+        # A Redis at maxmemory refuses writes until the pipeline frees memory: an outage too.
+        if isinstance(exc, (RedisConnectionError, RedisTimeoutError, RedisOutOfMemoryError)):
             return "redis"
         exc = exc.__cause__ or exc.__context__
         seen += 1

@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     debounce_max_messages: int = 10
     # One turn's size: at most this many messages and characters (at least one message); the
     # rest of a flood goes to the next turn instead of one enormous prompt.
+    # The ingress answers 503 (Gupshup retries) while Redis's used memory is within this share
+    # of maxmemory, before Redis itself refuses writes (ingress/headroom.py).
+    redis_memory_reserve: float = 0.1
     turn_max_messages: int = 20
     turn_max_chars: int = 4000
     debounce_max_wait_seconds: float = 30.0
