@@ -17,8 +17,13 @@ from storage import keys
 
 Held = tuple[str, datetime, datetime]  # staff, start, end
 
-# KEYS: holds. ARGV: now_ms, expires_ms, chat, then staff, start_ms, end_ms per slot.
-# Returns 1/0 per slot: held by this chat, or held by another.
+# A chat holds at most this many slots at once (a list offered to it): whatever a model asks
+# for, one WhatsApp user cannot take a day's schedule off the market. Each hold also ends the
+# chat's earlier ones, so this is the chat's total.
+MAX_HELD_PER_CHAT = 5
+
+# KEYS: holds. ARGV: now_ms, expires_ms, chat, max_held, then staff, start_ms, end_ms per slot.
+# Returns 1/0 per slot: held by this chat, or not (held by another, or over the chat's cap).
 _HOLD = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 local chat = ARGV[3]
@@ -29,13 +34,16 @@ for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   else table.insert(others, {staff, tonumber(s), tonumber(e)}) end
 end
 local out = {}
-for i = 4, #ARGV, 3 do
+local held, max_held = 0, tonumber(ARGV[4])
+for i = 5, #ARGV, 3 do
   local staff, s, e = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   local free = 1
+  if held >= max_held then free = 0 end
   for _, o in ipairs(others) do
-    if o[1] == staff and o[2] < e and s < o[3] then free = 0 break end
+    if free == 1 and o[1] == staff and o[2] < e and s < o[3] then free = 0 break end
   end
   if free == 1 then
+    held = held + 1
     redis.call('ZADD', KEYS[1], ARGV[2], staff .. '|' .. ARGV[i + 1] .. '|' .. ARGV[i + 2] .. '|' .. chat)
   end
   table.insert(out, free)
@@ -57,7 +65,7 @@ def _at(ms: str) -> datetime:
 async def hold(redis: aioredis.Redis, org: str, chat: str, slots: list[Held], *, now_ms: int,
                ttl_ms: int) -> list[bool]:
     """Hold these slots for this chat (its earlier holds end); False where another chat holds one."""
-    args = [now_ms, now_ms + ttl_ms, chat]
+    args = [now_ms, now_ms + ttl_ms, chat, MAX_HELD_PER_CHAT]
     for staff, start, end in slots:
         args += [staff, _ms(start), _ms(end)]
     result = await redis.eval(_HOLD, 1, keys.holds(org), *args)
@@ -77,4 +85,4 @@ async def held_by_others(redis: aioredis.Redis, org: str, chat: str, *, now_ms: 
 
 async def release(redis: aioredis.Redis, org: str, chat: str) -> None:
     """The chat's holds end (booked, declined, or the task is over)."""
-    await redis.eval(_HOLD, 1, keys.holds(org), 0, 0, chat)
+    await redis.eval(_HOLD, 1, keys.holds(org), 0, 0, chat, 0)

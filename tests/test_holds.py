@@ -48,6 +48,18 @@ async def test_two_chats_racing_for_one_slot_one_holds_it(deps):
     assert await holds.held_by_others(deps.redis, "org", winner, now_ms=expired) == []
 
 
+async def test_one_chat_holds_at_most_a_few_slots_whatever_it_asks_for(deps):
+    now = int(NOW.timestamp() * 1000)
+    day = [("staff-1", NINE + timedelta(hours=h), NINE + timedelta(hours=h + 1)) for h in range(10)]
+    held = await holds.hold(deps.redis, "org", "greedy", day, now_ms=now, ttl_ms=600_000)
+    assert held == [True] * holds.MAX_HELD_PER_CHAT + [False] * (10 - holds.MAX_HELD_PER_CHAT)
+    others = await holds.held_by_others(deps.redis, "org", "someone-else", now_ms=now)
+    assert len(others) == holds.MAX_HELD_PER_CHAT
+    # Asking again replaces the chat's holds; it never adds to them.
+    await holds.hold(deps.redis, "org", "greedy", day[5:], now_ms=now, ttl_ms=600_000)
+    assert len(await holds.held_by_others(deps.redis, "org", "someone-else", now_ms=now)) == 5
+
+
 async def test_the_held_slot_is_not_offered_to_a_second_chat(deps, settings, one_slot_a_day):
     org = one_slot_a_day
     receptionist = Receptionist(deps, await redis_saver(settings))
