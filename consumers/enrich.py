@@ -13,6 +13,7 @@ import logging
 from consumers.delivery_events import DeliveryEvents, consent_keyword
 from consumers.runtime import Delivery, Poison
 from consumers.understanding import Understanding, understand
+from graph import bursts
 from ops import metrics, tracing
 from ops.deps import Deps
 from storage import chats, memory, origins, turns
@@ -21,9 +22,17 @@ from storage.events import InboundMessage, Origin, StatusEvent, StreamEvent, Use
 log = logging.getLogger(__name__)
 
 
-def debounce_of(deps: Deps) -> turns.Debounce:
+def debounce_of(deps: Deps, event: InboundMessage | None = None) -> turns.Debounce:
+    """The burst's limits; with a message, the quiet window that message calls for
+    (graph/bursts.py: short after a complete question, the full window after a fragment)."""
     s = deps.settings
-    return turns.Debounce(quiet_ms=int(s.debounce_seconds * 1000),
+    quiet_s = s.debounce_seconds
+    if event is not None and s.debounce_adaptive:
+        kind = bursts.completeness(event.kind, event.text, event.caption)
+        quiet_s = bursts.quiet_seconds(kind, s.debounce_seconds, s.debounce_complete_share,
+                                       s.debounce_neutral_share)
+        metrics.debounce_window.labels(kind).observe(quiet_s)
+    return turns.Debounce(quiet_ms=int(quiet_s * 1000),
                           max_wait_ms=int(s.debounce_max_wait_seconds * 1000),
                           max_messages=s.debounce_max_messages)
 
@@ -81,7 +90,8 @@ class EnrichStage:
         await turns.hand_off(
             deps.redis, org=event.org, chat=event.phone, provider_id=event.provider_id,
             message_id=message_id if joins_turn else None, sent_at_ms=event.sent_at_ms,
-            now_ms=deps.now_ms(), debounce=debounce_of(deps), chars=len(event.text or ""))
+            now_ms=deps.now_ms(), debounce=debounce_of(deps, event if joins_turn else None),
+            chars=len(event.text or ""))
         if not created:
             return "duplicate"
         return None if joins_turn else "stored_without_turn"

@@ -271,6 +271,11 @@ reminder_answers = Counter(
     ["org", "answer"], registry=REGISTRY)
 
 # Outages (ops/outages.py): a dependency down is waited out, not blamed on the entry.
+debounce_window = Histogram(
+    "skytide_debounce_window_seconds", "The quiet window chosen after an inbound message, by what "
+    "the message read as (complete, neutral, fragment)", ["completeness"],
+    buckets=(0.1, 0.5, 1, 1.5, 2, 3, 5, 8, 10, 15, 30), registry=REGISTRY)
+
 redis_memory_full = Gauge(
     "skytide_redis_memory_full", "1 while the ingress refuses webhooks because Redis's used "
     "memory is within REDIS_MEMORY_RESERVE of maxmemory", registry=REGISTRY)

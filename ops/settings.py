@@ -109,7 +109,14 @@ class Settings(BaseSettings):
     gemini_max_output_tokens: int = 1024
 
     # Debounce (batcher).
+    # The quiet window after a fragment ("hola", "una pregunta"): the longest a burst waits for
+    # its next message. With DEBOUNCE_ADAPTIVE, a complete message (a question, a clear request,
+    # a voice note) waits this times DEBOUNCE_COMPLETE_SHARE, any other this times
+    # DEBOUNCE_NEUTRAL_SHARE (graph/bursts.py).
     debounce_seconds: float = 10.0
+    debounce_adaptive: bool = True
+    debounce_complete_share: float = 0.15
+    debounce_neutral_share: float = 0.5
     debounce_max_messages: int = 10
     # One turn's size: at most this many messages and characters (at least one message); the
     # rest of a flood goes to the next turn instead of one enormous prompt.

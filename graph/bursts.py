@@ -1,0 +1,73 @@
+"""How long to wait for the rest of a burst, read from the message that just came in.
+
+People write on WhatsApp in bursts ("hola" · "una pregunta" · "¿cuánto cuesta el masaje?").
+One fixed quiet window makes every customer wait for the slowest typist; this reads each
+message with the intent table (graph/intents.py) and chooses:
+
+- complete: a question, a request with a service, a day or a clear intent, a long message,
+  a voice note, a picture with a caption: the burst likely ends here; a short window.
+- fragment: a greeting alone, "una pregunta", "oye", a picture without its words: more is
+  coming; the full window (DEBOUNCE_SECONDS).
+- neither: half the full window.
+
+The burst's due time is reset by each message with that message's window, and the cap
+(DEBOUNCE_MAX_WAIT_SECONDS from the burst's first message) still holds, so a customer who keeps
+writing is answered by then at the latest. The shares are settings, and an organization may
+set its own `debounce_seconds` (storage/org_settings.py).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from graph import intents
+
+Completeness = Literal["complete", "fragment", "neutral"]
+
+# Openers that announce what follows rather than say it.
+_FRAGMENT = re.compile(
+    r"^\W*(hola+|holi|buenas?|buen(os|as)? (dias|tardes|noches)|hey|ey|oye|oiga|mira|disculpa|disculpe"
+    r"|perdon|una (pregunta|consulta|duda)|tengo una (pregunta|consulta|duda)|consulta|pregunta"
+    r"|te (cuento|pregunto|consulto)|le (pregunto|consulto)|quisiera (saber|preguntar)|necesito (saber|preguntar)"
+    r"|hi|hello|hey there|quick question|a question|oi|ola|bom dia|boa (tarde|noite)|uma (pergunta|duvida))"
+    r"(\W+(hola|buenas|buen(os|as)? (dias|tardes|noches)|una (pregunta|consulta)|por ?fa(vor)?|porfis|hi|hello))*\W*$")
+
+# Intents that say what the customer wants, whole: the burst can end on them.
+_CLEAR = {"person", "upset", "cancel", "reschedule", "list", "name", "book", "price", "hours",
+          "address", "info", "pick", "confirm", "decline", "thanks", "goodbye"}
+
+def _without_greeting(t: str) -> str:
+    rest = intents.RX["greeting"].sub(" ", t)
+    return re.sub(r"\b(tardes|dias|noches|que tal)\b", " ", rest)
+
+
+LONG_WORDS = 12  # a message this long carries its own context
+
+
+def completeness(kind: str, text: str | None, caption: str | None = None) -> Completeness:
+    """What this one message says about the burst it belongs to."""
+    if kind in ("audio", "voice"):
+        return "complete"  # a voice note is said in one go
+    if kind in ("image", "video", "file", "sticker"):
+        return "complete" if (caption or "").strip() else "fragment"
+    if kind in ("button_reply", "list_reply", "quick_reply", "location", "contact"):
+        return "complete"  # a tap or a shared item answers what was asked
+    t = intents.normalize(text or "")
+    if not t.strip():
+        return "fragment"
+    rest = _without_greeting(t)
+    if _FRAGMENT.match(t) or _FRAGMENT.match(rest) or (rest != t and not re.search(r"\w", rest)):
+        return "fragment"
+    if "?" in (text or "") or len(t.split()) >= LONG_WORDS:
+        return "complete"
+    if intents.classify(t) in _CLEAR or intents.mentions_when(t):
+        return "complete"
+    return "neutral"
+
+
+def quiet_seconds(completeness_: Completeness, full_s: float, complete_share: float,
+                  neutral_share: float) -> float:
+    """The quiet window after a message of this kind, from the full (fragment) window."""
+    share = {"complete": complete_share, "neutral": neutral_share, "fragment": 1.0}[completeness_]
+    return full_s * share
