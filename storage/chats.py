@@ -34,13 +34,20 @@ _IDENTITY_COLUMNS = """
 async def upsert_identity(conn: asyncpg.Connection | asyncpg.Pool, org: str, phone: str,
                           profile_name: str | None) -> Identity:
     """Find or create the contact and chat identity of a phone in an organization."""
-    # Fast path, the usual case: the chat exists (one statement).
+    # Fast path, the usual case: the chat exists and its profile name has not changed: one
+    # read, no write (a write per message would cost a row version and a WAL record each).
     row = await conn.fetchrow(
-        "update chat_identities set profile_name = coalesce($3, profile_name) "
-        f"where organization_id = $1::uuid and phone = $2 returning {_IDENTITY_COLUMNS}",
-        org, phone, profile_name)
+        f"select {_IDENTITY_COLUMNS}, profile_name from chat_identities "
+        "where organization_id = $1::uuid and phone = $2", org, phone)
+    if row and (profile_name is None or row["profile_name"] == profile_name):
+        return Identity(**{k: v for k, v in dict(row).items() if k != "profile_name"})
     if row:
-        return Identity(**dict(row))
+        row = await conn.fetchrow(
+            "update chat_identities set profile_name = $3 "
+            f"where organization_id = $1::uuid and phone = $2 returning {_IDENTITY_COLUMNS}",
+            org, phone, profile_name)
+        if row:
+            return Identity(**dict(row))
     contact_id = await conn.fetchval(
         "insert into contacts (organization_id, phone, name) values ($1::uuid, $2, $3) "
         "on conflict (organization_id, phone) do update set phone = excluded.phone "
