@@ -279,19 +279,20 @@ async def test_the_webhook_answers_any_request_with_a_2xx_or_a_4xx(ingress, requ
         assert json.loads(text)["error"]
 
 
-@pytest.mark.parametrize("name", BODY_NAMES)
-async def test_the_webhook_answers_every_field_of_a_fixture_in_every_json_type(ingress, name):
+async def test_the_webhook_answers_every_field_of_every_fixture_in_every_json_type(ingress):
     """Through HTTP, every node of every fixture as each JSON type: 2xx or a 4xx with its
-    reason, never a 5xx; afterwards the untouched fixture is still accepted and health answers."""
+    reason, never a 5xx; after each fixture's walk the untouched fixture is still accepted and
+    health answers. One ingress for all of them: starting one per fixture cost more than the walk."""
     url, http, _ = ingress
-    body = fixture(f"gupshup/{name}")
-    for where, value, mutated in retyped(body, ONE_OF_EACH_TYPE):
-        async with http.post(f"{url}/webhooks/gupshup?token={TOKEN}", json=mutated) as response:
-            text = await response.text()
-        assert response.status < 500, (dotted(where), value, response.status, text)
-        if response.status >= 400:
-            assert json.loads(text)["error"], (dotted(where), value, text)
-    async with http.post(f"{url}/webhooks/gupshup?token={TOKEN}", json=body) as response:
-        assert response.status == 200, await response.text()
-    async with http.get(f"{url}/healthz") as response:
-        assert response.status == 200
+    for name, body in zip(BODY_NAMES, BODIES):
+        for where, value, mutated in retyped(body, ONE_OF_EACH_TYPE):
+            async with http.post(f"{url}/webhooks/gupshup?token={TOKEN}", json=mutated) as response:
+                text = await response.text()
+            case = (name, dotted(where), value, response.status, text)
+            assert response.status < 500, case
+            if response.status >= 400:
+                assert json.loads(text)["error"], case
+        async with http.post(f"{url}/webhooks/gupshup?token={TOKEN}", json=body) as response:
+            assert response.status == 200, (name, await response.text())
+        async with http.get(f"{url}/healthz") as response:
+            assert response.status == 200, name
