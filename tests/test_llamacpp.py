@@ -17,8 +17,13 @@ import time
 
 import aiohttp
 import pytest
+from pydantic_ai import Agent
+from pydantic_ai.exceptions import AgentRunError, ModelAPIError
+from pydantic_ai.usage import UsageLimits
 
 from consumers.stream_stats import STREAM_OF
+from graph.experts import ExpertReply
+from graph.models import build_model
 from graph.receptionist import APOLOGY
 from ops.embedded import free_port
 from storage import keys
@@ -41,7 +46,7 @@ START_GUARD_S = 120.0
 REPLY_GUARD_S = TURN_TIMEOUT_S + 60.0
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 async def llama_server():
     """The server in a process of its own; its OpenAI base URL and the model name it reports."""
     port = free_port()
@@ -129,3 +134,39 @@ async def test_a_real_small_model_answers_every_turn_once(
     assert len(sent_ids) == len(set(sent_ids)) == len(rows)
     assert sorted(sent_ids) == sorted(r["provider_message_id"] for r in rows)
     assert await deps.redis.xlen(keys.dead_letters(org)) == 0  # no turn failed on its own
+
+
+async def test_the_servers_tool_calls_fail_only_in_ways_a_turn_answers(
+        settings, allow_model_requests, llama_server):
+    """The production client against the real server, on a prompt small enough to be read fast
+    on a busy machine: a reply, or an AgentRunError that the receptionist turns into the apology
+    (a missing call, a call cut off by max_tokens, arguments that fail validation). Never
+    another exception, and never a ModelAPIError, which would make the turn wait for a server
+    that is up."""
+    base_url, model_name = llama_server
+    # The client's request timeout is the turn timeout: this test is about what the server
+    # answers, not how fast, so it waits as long as the hang guard.
+    model = build_model(settings.model_copy(update={
+        "llm_model": f"openai:{model_name}", "openai_base_url": base_url, "openai_api_key": "none",
+        "llm_max_tokens": MAX_TOKENS, "llm_turn_timeout_s": REPLY_GUARD_S * 2}))
+
+    def price(service: str) -> str:
+        """El precio de un servicio de la clínica."""
+        return f"{service}: 120.000 COP"
+
+    agent = Agent(model, output_type=ExpertReply, tools=[price], retries=1,
+                  instructions="Eres la recepcionista de una clínica. Usa price y responde con final_result.")
+    outcomes = []
+    try:
+        for prompt in ("¿cuánto cuesta la limpieza facial?", "hola"):
+            try:
+                result = await agent.run(prompt, usage_limits=UsageLimits(request_limit=2))
+            except AgentRunError as exc:
+                assert not isinstance(exc, ModelAPIError), exc
+                outcomes.append((prompt, type(exc).__name__))
+            else:
+                assert isinstance(result.output, ExpertReply)
+                outcomes.append((prompt, "reply", result.output.reply))
+    finally:
+        await model.client.close()
+    log.warning("llama.cpp agent runs: %s", json.dumps(outcomes, ensure_ascii=False))
