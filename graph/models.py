@@ -28,6 +28,7 @@ def build_model(settings: Settings) -> Model:
         return offline_model()
     from openai import DefaultAioHttpClient
     from pydantic_ai.providers.openai import OpenAIProvider
+    from pydantic_ai.settings import ModelSettings
 
     from graph.openai_chat import LeanAsyncOpenAI, SchemaCachingChatModel
 
@@ -38,4 +39,7 @@ def build_model(settings: Settings) -> Model:
                          max_retries=1, timeout=settings.llm_turn_timeout_s,
                          http_client=DefaultAioHttpClient())
     log.info("LLM: %s at %s", model_name, settings.openai_base_url or "api.openai.com")
-    return SchemaCachingChatModel(model_name, provider=OpenAIProvider(openai_client=client))
+    # The model's own default, so every request it makes is bounded, whichever agent makes it
+    # (pydantic-ai sends it as `max_completion_tokens`; llama.cpp and vLLM honour that field).
+    return SchemaCachingChatModel(model_name, provider=OpenAIProvider(openai_client=client),
+                                  settings=ModelSettings(max_tokens=settings.llm_max_tokens))

@@ -49,13 +49,34 @@ class Content:
 
 
 # ---------------------------------------------------------------- field helpers
+#
+# Every field of a webhook may arrive with the wrong JSON type (a provider change, a proxy, a
+# hand-made request). Two rules, so no body ever reaches a TypeError: a field the event cannot
+# mean anything without is read with a `req_`/`obj`/`as_list` reader, whose MalformedPayload
+# (a 400) names the field and the type it had; an optional field is read with an `opt_` reader,
+# which gives nothing for a wrong type, so one odd field never costs the customer's message.
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a value's type, for reasons a person reads."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
 
 
 def obj(value: Any, path: str) -> dict[str, Any]:
     if value is None:
         raise MalformedPayload(f"{path} is missing")
     if not isinstance(value, dict):
-        raise MalformedPayload(f"{path} is not an object")
+        raise MalformedPayload(f"{path} is not an object (it is {json_type(value)})")
     return value
 
 
@@ -67,8 +88,15 @@ def as_list(value: Any, path: str) -> list[Any]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise MalformedPayload(f"{path} is not a list")
+        raise MalformedPayload(f"{path} is not a list (it is {json_type(value)})")
     return value
+
+
+def opt_list(value: Any) -> list[Any]:
+    """An optional list; one item sent bare where a list of them belongs counts as that item."""
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
 
 
 def opt_str(value: Any) -> str | None:
@@ -81,10 +109,25 @@ def opt_str(value: Any) -> str | None:
 
 
 def req_str(obj: dict[str, Any], key: str, path: str) -> str:
-    value = opt_str(obj.get(key))
+    raw = obj.get(key)
+    value = opt_str(raw)
     if value is None:
-        raise MalformedPayload(f"{path}.{key} is missing")
+        wrong = raw is not None and raw != ""
+        raise MalformedPayload(f"{path}.{key} is not a string (it is {json_type(raw)})" if wrong
+                               else f"{path}.{key} is missing")
     return value
+
+
+def req_text(obj: dict[str, Any], key: str, path: str) -> str:
+    """What a person typed: a string, possibly empty; a bare number is its digits."""
+    raw = obj.get(key)
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return str(raw)
+    if raw is None:
+        raise MalformedPayload(f"{path}.{key} is missing")
+    raise MalformedPayload(f"{path}.{key} is not a string (it is {json_type(raw)})")
 
 
 INT64_MAX = 2**63 - 1  # what PostgreSQL's bigint holds
@@ -158,33 +201,57 @@ def reply_text(obj: dict[str, Any]) -> str | None:
 
 def location_text(loc: dict[str, Any], path: str) -> str:
     lat, lon = loc.get("latitude"), loc.get("longitude")
-    if lat is None or lon is None:
-        raise MalformedPayload(f"{path}.latitude/longitude is missing")
+    for key, value in (("latitude", lat), ("longitude", lon)):
+        if value is None:
+            raise MalformedPayload(f"{path}.{key} is missing")
+        if not _is_coordinate(value):
+            raise MalformedPayload(f"{path}.{key} is not a number (it is {json_type(value)})")
     # Keep v2's strings as sent: float() would change the digits the user shared.
     line = f"[ubicación] lat {lat}, lon {lon}"
     place = ", ".join(p for p in (opt_str(loc.get("name")), opt_str(loc.get("address"))) if p)
     return f"{line} — {place}" if place else line
 
 
+def _is_coordinate(value: Any) -> bool:
+    """A finite number, or a string of one (v2 sends coordinates as strings)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return False
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _card_values(value: Any, key: str) -> list[str]:
+    """A card's phones or emails: a list of {key: ...} objects, or the bare values themselves."""
+    found = (opt_str(item.get(key)) if isinstance(item, dict) else opt_str(item)
+             for item in opt_list(value))
+    return [v for v in found if v]
+
+
 def one_contact_text(contact: dict[str, Any]) -> str:
+    # Every part of a card is optional: a part of the wrong type is left out, not the message.
     name_obj = opt_obj(contact.get("name"))
-    name = opt_str(name_obj.get("formatted_name")) or " ".join(
+    name = opt_str(contact.get("name")) or opt_str(name_obj.get("formatted_name")) or " ".join(
         p for p in (opt_str(name_obj.get("first_name")), opt_str(name_obj.get("last_name"))) if p
     )
-    phones = [opt_str(opt_obj(p).get("phone")) for p in contact.get("phones") or []]
-    emails = [opt_str(opt_obj(e).get("email")) for e in contact.get("emails") or []]
+    phones = _card_values(contact.get("phones"), "phone")
+    emails = _card_values(contact.get("emails"), "email")
     company = opt_str(opt_obj(contact.get("org")).get("company"))
     parts = [
         name or None,
-        "tel " + ", ".join(p for p in phones if p) if any(phones) else None,
-        ", ".join(e for e in emails if e) if any(emails) else None,
+        "tel " + ", ".join(phones) if phones else None,
+        ", ".join(emails) if emails else None,
         company,
     ]
     return " ".join(["[contacto]", " — ".join(p for p in parts if p)]).rstrip()
 
 
-def contacts_text(contacts: list[Any]) -> str:
-    lines = [one_contact_text(opt_obj(c)) for c in contacts]
+def contacts_text(contacts: Any) -> str:
+    """The readable lines of the cards in `contacts` (a list, one bare card, or unreadable)."""
+    lines = [one_contact_text(opt_obj(c)) for c in opt_list(contacts)]
     return "\n".join(lines) if lines else "[contacto]"
 
 

@@ -12,11 +12,11 @@ from ingress.gupshup_fields import (
     as_int,
     MAX_NAME_CHARS,
     capped,
-    as_list,
     contacts_text,
     epoch_ms,
     first_ms,
     is_voice_note,
+    json_type,
     location_text,
     obj,
     opt_obj,
@@ -24,6 +24,7 @@ from ingress.gupshup_fields import (
     reply_text,
     req_phone,
     req_str,
+    req_text,
 )
 from storage.events import InboundMessage, Media, MessageKind, StatusEvent, UserEvent
 
@@ -39,7 +40,9 @@ _REPLY_KINDS: set[str] = {"button_reply", "list_reply", "quick_reply"}
 def parse_v2(body: dict[str, Any], org: str, received_at_ms: int, out: Parsed) -> None:
     kind = body.get("type")
     if not isinstance(kind, str) or not kind:
-        raise MalformedPayload("type is missing")
+        # Without its type a body cannot be told apart from the events that must be ignored.
+        raise MalformedPayload("type is missing" if kind in (None, "")
+                               else f"type is not a string (it is {json_type(kind)})")
     if kind == "message":
         out.events.append(_v2_message(body, org, received_at_ms))
     elif kind == "message-event":
@@ -87,22 +90,22 @@ def _v2_message(body: dict[str, Any], org: str, received_at_ms: int) -> InboundM
 
 
 def _v2_content(payload: dict[str, Any]) -> Content:
-    wire = req_str(payload, "type", "payload")
-    inner = opt_obj(payload.get("payload"))
+    # A message whose type cannot be read still has a sender and an id: it is kept as
+    # "unknown" (as v3 does), so the customer is answered instead of silently dropped.
+    wire = opt_str(payload.get("type")) or "unknown"
     path = "payload.payload"
     if wire == "text":
-        text = inner.get("text")
-        if not isinstance(text, str):
-            raise MalformedPayload(f"{path}.text is missing")
-        return Content("text", text=text)
+        return Content("text", text=req_text(obj(payload.get("payload"), path), "text", path))
     if wire in _V2_MEDIA_KINDS:
+        inner = obj(payload.get("payload"), path)
         media = _v2_media(inner, path)
         kind = "voice" if wire == "audio" and is_voice_note(media.content_type) else _V2_MEDIA_KINDS[wire]
         return Content(kind, caption=opt_str(inner.get("caption")), media=media)
     if wire == "location":
-        return Content("location", text=location_text(inner, path))
+        return Content("location", text=location_text(obj(payload.get("payload"), path), path))
+    inner = opt_obj(payload.get("payload"))
     if wire == "contact":
-        return Content("contact", text=contacts_text(as_list(inner.get("contacts"), f"{path}.contacts")))
+        return Content("contact", text=contacts_text(inner.get("contacts")))
     if wire in _REPLY_KINDS:
         # Both quick_reply shapes ({title,id,reply} and {text,type,postbackText}) keep
         # the wire kind; the ids stay in raw for whoever matches the button.

@@ -14,14 +14,17 @@ from ingress.gupshup_fields import (
     capped,
     as_list,
     contacts_text,
+    json_type,
     first_ms,
     location_text,
     obj,
+    opt_list,
     opt_obj,
     opt_str,
     reply_text,
     req_phone,
     req_str,
+    req_text,
 )
 from storage.events import InboundMessage, Media, MessageKind, StatusEvent
 
@@ -55,16 +58,22 @@ def parse_v3(body: dict[str, Any], org: str, received_at_ms: int, out: Parsed) -
 
 
 def _v3_change(change: dict[str, Any], path: str, org: str, received_at_ms: int, out: Parsed) -> None:
-    kind = opt_str(change.get("field")) or "unknown"
-    value = opt_obj(change.get("value"))
+    # An unknown field is acknowledged (§1.1), so a field that cannot be read is refused: read
+    # leniently, a `messages` change whose field came as a number would be dropped unseen.
+    kind = change.get("field")
+    if not isinstance(kind, str) or not kind:
+        raise MalformedPayload(f"{path}.field is missing" if kind in (None, "")
+                               else f"{path}.field is not a string (it is {json_type(kind)})")
     if kind == "platform-event":
+        value = opt_obj(change.get("value"))
         out.ignored.append(f"platform-event:{opt_str(value.get('type')) or 'unknown'}")
         return
     if kind != "messages":
         out.ignored.append(_V3_IGNORED_FIELDS.get(kind, f"unknown:{kind}"))
         return
     path = f"{path}.value"
-    names = _v3_names(as_list(value.get("contacts"), f"{path}.contacts"))
+    value = obj(change.get("value"), path)
+    names = _v3_names(value.get("contacts"))  # profile names only: optional
     for k, msg in enumerate(as_list(value.get("messages"), f"{path}.messages")):
         msg_path = f"{path}.messages[{k}]"
         out.events.append(_v3_message(obj(msg, msg_path), names, msg_path, org, received_at_ms))
@@ -72,10 +81,10 @@ def _v3_change(change: dict[str, Any], path: str, org: str, received_at_ms: int,
         _v3_status(obj(status, f"{path}.statuses[{k}]"), f"{path}.statuses[{k}]", org, received_at_ms, out)
 
 
-def _v3_names(contacts: list[Any]) -> dict[str, str]:
+def _v3_names(contacts: Any) -> dict[str, str]:
     """Profile names by wa_id (and by BSUID user_id, for senders that only have one)."""
     names: dict[str, str] = {}
-    for contact in contacts:
+    for contact in opt_list(contacts):
         contact = opt_obj(contact)
         name = opt_str(opt_obj(contact.get("profile")).get("name"))
         for key in ("wa_id", "user_id"):
@@ -109,19 +118,16 @@ def _v3_message(
 
 def _v3_content(msg: dict[str, Any], path: str) -> Content:
     wire = opt_str(msg.get("type")) or "unknown"
-    inner = opt_obj(msg.get(wire))
     inner_path = f"{path}.{wire}"
     if wire == "text":
-        body = inner.get("body")
-        if not isinstance(body, str):
-            raise MalformedPayload(f"{inner_path}.body is missing")
-        return Content("text", text=body)
+        return Content("text", text=req_text(obj(msg.get(wire), inner_path), "body", inner_path))
     if wire in _V3_MEDIA_KINDS:
-        return _v3_media(wire, inner, inner_path)
+        return _v3_media(wire, obj(msg.get(wire), inner_path), inner_path)
     if wire == "location":
-        return Content("location", text=location_text(inner, inner_path))
+        return Content("location", text=location_text(obj(msg.get(wire), inner_path), inner_path))
+    inner = opt_obj(msg.get(wire))
     if wire == "contacts":
-        return Content("contact", text=contacts_text(as_list(msg.get("contacts"), inner_path)))
+        return Content("contact", text=contacts_text(msg.get("contacts")))
     if wire == "interactive":
         sub = opt_str(inner.get("type"))
         if sub in ("button_reply", "list_reply"):
@@ -155,8 +161,8 @@ def _v3_status(status: dict[str, Any], path: str, org: str, received_at_ms: int,
     provider_id = opt_str(status.get("id")) or gs_id
     if provider_id is None:
         raise MalformedPayload(f"{path}.id is missing (and there is no gs_id)")
-    errors = status.get("errors")
-    error = opt_obj(errors[0]) if isinstance(errors, list) and errors else {}
+    errors = opt_list(status.get("errors"))
+    error = opt_obj(errors[0]) if errors else {}
     out.events.append(
         StatusEvent(
             org=org,
@@ -167,7 +173,8 @@ def _v3_status(status: dict[str, Any], path: str, org: str, received_at_ms: int,
             at_ms=first_ms(status.get("timestamp"), default=received_at_ms),
             # Meta puts failures in errors[]; Gupshup's passthrough doc shows code/reason instead.
             code=as_int(error.get("code", status.get("code"))),
-            reason=opt_str(error.get("title") or error.get("message") or status.get("reason")),
+            reason=opt_str(error.get("title")) or opt_str(error.get("message"))
+            or opt_str(status.get("reason")),
             raw=status,
         )
     )

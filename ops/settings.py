@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     llm_turn_timeout_s: float = 45.0  # one whole turn: router, expert, tools
     llm_request_limit: int = 8  # model requests per agent run
     llm_tool_calls_limit: int = 8  # tool calls per agent run
+    # Tokens one model response may generate: a WhatsApp reply is short, and a server that is
+    # not told a limit lets a small model ramble until the turn timeout. Reasoning models count
+    # their reasoning in it too: raise it for them.
+    llm_max_tokens: int = Field(512, ge=1)
     # A message that plainly asks for one thing is routed by keywords, without a model request
     # (graph/intents.py); false sends every new conversation through the model router.
     router_keywords: bool = True

@@ -299,6 +299,48 @@ async def test_openai_wire_format_with_tool_calls(deps, settings, clinic, fake_o
     assert chat.results[-1].replies == ["Tengo el viernes a las 3:00 p. m. ¿Te sirve?"]
 
 
+async def test_every_model_request_carries_the_token_limit(deps, settings, clinic, fake_openai):
+    # A server not told a limit lets a small model ramble until the turn timeout (issue 18).
+    bounded = settings.model_copy(update={"llm_max_tokens": 77, "router_keywords": False})
+    deps.settings = bounded
+    model = build_model(bounded.model_copy(update={
+        "llm_model": "openai:gpt-4o-mini", "openai_api_key": "sk-test", "openai_base_url": fake_openai.url + "/v1"}))
+    fake_openai.script(tool_call("final_result", flow="knowledge"))
+    chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=model), clinic)
+    try:
+        await chat.say("hola")
+    finally:
+        await model.client.close()
+    assert len(fake_openai.calls) == 2  # the router, then the knowledge expert
+    assert [call.get("max_completion_tokens") for call in fake_openai.calls] == [77, 77]
+
+
+async def test_a_model_handed_in_is_bounded_as_well(deps, settings, clinic):
+    seen = []
+
+    def respond(messages, info: AgentInfo) -> ModelResponse:
+        seen.append((info.model_settings or {}).get("max_tokens"))
+        name = info.output_tools[0].name
+        if "[agente:router]" in (info.instructions or ""):
+            return ModelResponse(parts=[ToolCallPart(name, {"flow": "knowledge"})])
+        return ModelResponse(parts=[ToolCallPart(name, {"reply": "Hola", "done": True})])
+
+    deps.settings = settings.model_copy(update={"llm_max_tokens": 33, "router_keywords": False})
+    chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=FunctionModel(respond)), clinic)
+    await chat.say("hola")
+    assert seen == [33, 33]
+
+
+async def test_a_reply_cut_off_at_the_token_limit_gets_the_apology(
+        deps, settings, clinic, fake_openai, openai_model):
+    cut = {"tool_calls": [{"name": "final_result", "arguments": '{"reply": "Hola, te cuento que nuestros'}],
+           "finish_reason": "length"}
+    fake_openai.responder = lambda body: cut
+    chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=openai_model), clinic)
+    await chat.say("¿qué servicios tienen?")
+    assert chat.results[-1].replies == [APOLOGY]
+
+
 async def test_a_model_that_refuses_the_turn_gives_an_apology_and_is_counted(
         deps, settings, clinic, fake_openai, openai_model):
     fake_openai.fail_next(400)  # the model server answers, but not this turn

@@ -299,6 +299,48 @@ def test_v2_contact_with_only_a_name_and_phone() -> None:
     assert event.text == "[contacto] Eva Ruiz — tel +52 55 1"
 
 
+@pytest.mark.parametrize(("card", "text"), [
+    # The shape that gave a 500 (issue 18): numbers where lists of objects belong.
+    ({"name": {"formatted_name": "Eva"}, "phones": 573001234567, "emails": 5}, "[contacto] Eva — tel 573001234567 — 5"),
+    ({"name": "Eva", "phones": {"phone": "+52 1"}, "emails": ["eva@example.com"]},
+     "[contacto] Eva — tel +52 1 — eva@example.com"),
+    ({"name": 7.5, "phones": True, "emails": None, "org": "Acme"}, "[contacto]"),
+    ({"name": {"formatted_name": {}}, "phones": [None, 3.5, {"phone": []}, "+57 1"]}, "[contacto] tel +57 1"),
+])
+def test_v2_contact_card_fields_of_the_wrong_type_are_left_out(card: dict[str, Any], text: str) -> None:
+    assert _only(_v2_message("contact", {"contacts": [card]})).text == text
+
+
+@pytest.mark.parametrize("contacts", [5, "x", {"name": {"formatted_name": "Eva"}}, None])
+def test_v2_contact_cards_that_are_not_a_list_keep_the_message(contacts: Any) -> None:
+    event = _only(_v2_message("contact", {"contacts": contacts}))
+    assert event.kind == "contact"
+    assert event.text == ("[contacto] Eva" if isinstance(contacts, dict) else "[contacto]")
+
+
+@pytest.mark.parametrize("wire_type", [None, 5, {"x": 1}, ["text"]])
+def test_v2_message_whose_type_cannot_be_read_is_kept_as_unknown(wire_type: Any) -> None:
+    # It has a sender and an id: the customer is answered rather than dropped (v3 does the same).
+    body = _v2_message("text", {"text": "hola"})
+    body["payload"]["type"] = wire_type
+    event = _only(body)
+    assert (event.kind, event.provider_id) == ("unknown", "ABEG1")
+
+
+@pytest.mark.parametrize(("inner", "reason"), [
+    ({"text": {"a": 1}}, "payload.payload.text is not a string (it is an object)"),
+    ({"text": None}, "payload.payload.text is missing"),
+])
+def test_v2_text_of_the_wrong_type_is_refused_naming_it(inner: dict[str, Any], reason: str) -> None:
+    with pytest.raises(MalformedPayload) as exc:
+        _parse(_v2_message("text", inner))
+    assert str(exc.value) == reason
+
+
+def test_v2_text_that_came_as_a_number_is_its_digits() -> None:
+    assert _only(_v2_message("text", {"text": 12345})).text == "12345"
+
+
 def test_v2_unknown_message_type_is_kind_unknown() -> None:
     body = _v2_message("order", {"catalog_id": "c1", "items": []})
     event = _only(body)
@@ -371,7 +413,6 @@ def test_body_in_no_known_format() -> None:
 @pytest.mark.parametrize(("field", "reason"), [
     ("source", "payload.source is missing"),
     ("id", "payload.id is missing"),
-    ("type", "payload.type is missing"),
 ])
 def test_v2_message_missing_required_field(field: str, reason: str) -> None:
     body = _load("gupshup_v2_text.json")
@@ -387,7 +428,9 @@ def test_v2_message_missing_required_field(field: str, reason: str) -> None:
     ({"app": "A", "payload": {}}, "type is missing"),
     (_v2_message("text", {}), "payload.payload.text is missing"),
     (_v2_message("image", {"contentType": "image/png"}), "payload.payload.url is missing"),
-    (_v2_message("location", {"latitude": "1"}), "payload.payload.latitude/longitude is missing"),
+    (_v2_message("location", {"latitude": "1"}), "payload.payload.longitude is missing"),
+    (_v2_message("location", {"latitude": {}, "longitude": "2"}),
+     "payload.payload.latitude is not a number (it is an object)"),
     ({"app": "A", "type": "message-event", "payload": {"type": "read"}}, "payload.id is missing"),
     ({"app": "A", "type": "message-event", "payload": {"id": "x"}}, "payload.type is missing"),
     ({"app": "A", "type": "user-event", "payload": {"type": "opted-in"}}, "payload.phone is missing"),
@@ -495,8 +538,13 @@ def test_v3_reaction_points_at_the_reacted_message() -> None:
 
 @pytest.mark.parametrize(("body", "reason"), [
     ({"object": "whatsapp_business_account"}, "entry is missing"),
-    ({"object": "whatsapp_business_account", "entry": {}}, "entry is not a list"),
-    ({"object": "whatsapp_business_account", "entry": [{"changes": ["x"]}]}, "entry[0].changes[0] is not an object"),
+    ({"object": "whatsapp_business_account", "entry": {}}, "entry is not a list (it is an object)"),
+    ({"object": "whatsapp_business_account", "entry": [{"changes": ["x"]}]},
+     "entry[0].changes[0] is not an object (it is a string)"),
+    ({"object": "whatsapp_business_account", "entry": [{"changes": [{"field": 3}]}]},
+     "entry[0].changes[0].field is not a string (it is a number)"),
+    ({"object": "whatsapp_business_account", "entry": [{"changes": [{"field": "messages", "value": []}]}]},
+     "entry[0].changes[0].value is not an object (it is a list)"),
 ])
 def test_v3_malformed_envelope(body: dict[str, Any], reason: str) -> None:
     with pytest.raises(MalformedPayload) as exc:

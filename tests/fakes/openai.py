@@ -187,6 +187,8 @@ class FakeOpenAI(FakeServer):
                 )
             message["tool_calls"] = calls
             finish_reason = "tool_calls"
+        # "length": what a server says when the reply hit max_tokens (the reply is cut off).
+        finish_reason = reply.get("finish_reason", finish_reason)
         prompt_tokens = max(1, len(json.dumps(body.get("messages"), ensure_ascii=False)) // 4)
         completion_tokens = max(1, len(json.dumps(message, ensure_ascii=False)) // 4)
         return {
