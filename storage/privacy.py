@@ -1,0 +1,441 @@
+"""A patient's data: everything kept about one phone in one organization, exported or erased
+(Colombia's Ley 1581 and the GDPR give a person both rights; clinics hold health data).
+
+`find` reads who the person is in PostgreSQL (contacts, chat identities, the ids of their
+messages, turns and appointments); `redis_state` finds what Redis holds about them from those
+ids and the phone; `export` puts both in one JSON-ready document; `erase` deletes it all:
+
+- PostgreSQL: the contact, its chat identities, messages, summaries and consents are deleted.
+  Appointments stay as anonymous remains (service, staff member, time, status, for the clinic's
+  accounting and attendance figures) with no contact, no notes and no idempotency key; future
+  confirmed ones are cancelled, so the slot is free again and no reminder goes out. Other rows
+  that quote the phone (an advisor's notification about this customer) have it, and the
+  person's name, replaced by ERASED.
+- Media: every object the messages name, and (local store) whatever is left in the chat's folder.
+- Redis: the chat's keys (burst, lease, recent messages, pacing, dedupe, origins, done-markers,
+  the development outbox), its members of shared sets (due chats, held slots, scheduled jobs),
+  the checkpointer's keys of the thread, and every stream entry and dead letter that names the
+  phone or one of the person's message or turn ids.
+
+Erasing twice is harmless; what the chat writes after an erasure is new data (erase again).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from storage import jobs, keys
+from storage.media_store import MediaStore, object_path
+
+ERASED = "[borrado]"
+FORMAT = "skytide-contact-export/1"
+SCAN_COUNT = 1000
+STREAM_PAGE = 1000
+
+Db = asyncpg.Pool | asyncpg.Connection
+
+
+def normalize_phone(text: str) -> str:
+    """The phone as the system stores it: digits only, international form (573001234567)."""
+    digits = re.sub(r"[\s+()./-]", "", text or "")
+    if not digits.isdigit() or not 8 <= len(digits) <= 15:
+        raise ValueError(f"{text!r} is not a phone number in international form (573001234567)")
+    return digits
+
+
+@dataclass
+class Person:
+    """Who one phone is in one organization, and the ids that point at them elsewhere."""
+
+    org: str
+    phone: str
+    phones: list[str] = field(default_factory=list)  # the phone and the contact's other chats
+    names: list[str] = field(default_factory=list)
+    contact_ids: list[str] = field(default_factory=list)
+    identity_ids: list[str] = field(default_factory=list)
+    message_ids: list[str] = field(default_factory=list)
+    inbound_provider_ids: list[str] = field(default_factory=list)
+    outbound_provider_ids: list[str] = field(default_factory=list)  # Gupshup and WhatsApp ids
+    turn_ids: list[str] = field(default_factory=list)
+    appointment_ids: list[str] = field(default_factory=list)
+    media_paths: list[str] = field(default_factory=list)
+
+    @property
+    def found(self) -> bool:
+        return bool(self.contact_ids or self.identity_ids)
+
+    def threads(self) -> list[str]:
+        return [keys.checkpoint_thread(self.org, p) for p in self.phones]
+
+    def needles(self) -> set[str]:
+        """Strings whose presence in a stream entry makes it the person's."""
+        return {*self.phones, *self.message_ids, *self.inbound_provider_ids,
+                *self.outbound_provider_ids, *self.turn_ids}
+
+
+async def find(db: Db, org: str, phone: str) -> Person:
+    person = Person(org=org, phone=phone, phones=[phone])
+    rows = await db.fetch(
+        "select c.id::text as contact_id, c.phone as contact_phone, c.name, i.id::text as identity_id,"
+        " i.phone as identity_phone, i.profile_name "
+        "from contacts c left join chat_identities i on i.contact_id = c.id "
+        "where c.organization_id = $1::uuid and (c.phone = $2 or c.id in ("
+        "  select contact_id from chat_identities where organization_id = $1::uuid and phone = $2))",
+        org, phone)
+    for r in rows:
+        _add(person.contact_ids, r["contact_id"])
+        _add(person.identity_ids, r["identity_id"])
+        for p in (r["contact_phone"], r["identity_phone"]):
+            _add(person.phones, p)
+        for n in (r["name"], r["profile_name"]):
+            _add(person.names, (n or "").strip())
+    # A chat identity whose contact row is gone (or another contact's) still names this phone.
+    for r in await db.fetch("select id::text from chat_identities where organization_id = $1::uuid"
+                            " and phone = any($2::text[])", org, person.phones):
+        _add(person.identity_ids, r["id"])
+    for r in await db.fetch(
+            "select id::text, direction, provider_message_id, whatsapp_message_id, turn_id, media_url "
+            "from chat_messages where organization_id = $1::uuid and chat_identity_id = any($2::uuid[])",
+            org, person.identity_ids):
+        person.message_ids.append(r["id"])
+        ids = person.inbound_provider_ids if r["direction"] == "inbound" else person.outbound_provider_ids
+        _add(ids, r["provider_message_id"])
+        _add(person.outbound_provider_ids, r["whatsapp_message_id"])
+        _add(person.turn_ids, r["turn_id"])
+        _add(person.media_paths, r["media_url"])
+    for r in await db.fetch("select id::text from appointments where organization_id = $1::uuid"
+                            " and contact_id = any($2::uuid[])", org, person.contact_ids):
+        person.appointment_ids.append(r["id"])
+    return person
+
+
+def _add(items: list[str], value: str | None) -> None:
+    if value and value not in items:
+        items.append(value)
+
+
+# ---- Redis ------------------------------------------------------------------------------------
+
+@dataclass
+class RedisState:
+    """What Redis holds about a person: whole keys, members of shared keys, stream entries."""
+
+    keys: list[str] = field(default_factory=list)
+    due_members: list[str] = field(default_factory=list)  # in {org}:due
+    hold_members: list[str] = field(default_factory=list)  # in {org}:holds
+    job_ids: list[str] = field(default_factory=list)  # in {org}:jobs:*
+    entries: dict[str, list[str]] = field(default_factory=dict)  # stream -> entry ids
+
+    def counts(self) -> dict[str, int]:
+        return {"keys": len(self.keys), "due_members": len(self.due_members),
+                "held_slots": len(self.hold_members), "scheduled_jobs": len(self.job_ids),
+                "stream_entries": sum(len(v) for v in self.entries.values())}
+
+
+def _chat_keys(org: str, phone: str) -> list[str]:
+    return [keys.pending(org, phone), keys.batch(org, phone), keys.handed(org, phone),
+            keys.pending_chars(org, phone), keys.enriching(org, phone), keys.turn_lease(org, phone),
+            keys.recent(org, phone), keys.dev_turn_info(org, phone),
+            keys.recipient_pace(org, phone), keys.reminded(org, phone)]
+
+
+def _streams(org: str) -> list[str]:
+    return [*(keys.stream(org, stage) for stage in keys.STAGES), keys.dead_letters(org)]
+
+
+async def redis_state(redis: aioredis.Redis, person: Person) -> RedisState:
+    org = person.org
+    state = RedisState()
+    # Stream entries first: turn entries name turn ids that nothing in PostgreSQL remembers
+    # (a turn with no reply), and their done-markers are named by them.
+    needles = person.needles()
+    for stream in _streams(org):
+        found = await _entries_naming(redis, stream, needles)
+        if found:
+            state.entries[stream] = [entry_id for entry_id, _ in found]
+        for _, fields in found:
+            turn_id = _turn_id(fields)
+            if turn_id and turn_id not in person.turn_ids:
+                person.turn_ids.append(turn_id)
+
+    named: set[str] = set()
+    for phone in person.phones:
+        named.update(_chat_keys(org, phone))
+    named.update(keys.origin(org, m) for m in person.message_ids)
+    named.update(keys.seen(org, "msg", p) for p in person.inbound_provider_ids)
+    named.update(keys.turn_done(org, t) for t in person.turn_ids)
+    named.update(keys.appointment_jobs(org, a) for a in person.appointment_ids)
+    status_ids = set(person.outbound_provider_ids)
+    threads = person.threads()
+    seen_user = tuple(keys.seen(org, "user", f"{p}:") for p in person.phones)
+    seen_status = keys.seen(org, "status", "")
+    # One pass over the keyspace: dedupe keys are named by provider ids, checkpoint keys by the
+    # thread, the development outbox by app and phone; any other key naming the phone within
+    # this organization (or in no organization) is the person's too.
+    async for key in redis.scan_iter(count=SCAN_COUNT):
+        if key in named:
+            continue
+        if (key.startswith(seen_user)
+                or key.startswith(seen_status) and key[len(seen_status):].rsplit(":", 1)[0] in status_ids
+                or any(keys.is_checkpoint_key_of(key, t) for t in threads)
+                or any(p in key for p in person.phones) and (org in key or "{" not in key)):
+            named.add(key)
+    if named:
+        async with redis.pipeline(transaction=False) as pipe:
+            for key in sorted(named):
+                pipe.exists(key)
+            present = await pipe.execute()
+        state.keys = [k for k, n in zip(sorted(named), present) if n]
+
+    state.due_members = [p for p in person.phones
+                         if await redis.zscore(keys.due(org), p) is not None]
+    state.hold_members = [m for m in await redis.zrange(keys.holds(org), 0, -1)
+                          if m.rsplit("|", 1)[-1] in person.phones]
+    for appointment in person.appointment_ids:
+        for job_id in await redis.smembers(keys.appointment_jobs(org, appointment)):
+            _add(state.job_ids, job_id)
+    return state
+
+
+def _turn_id(fields: dict[str, str]) -> str | None:
+    if fields.get("type") != "turn":
+        return None
+    try:
+        return json.loads(fields.get("data") or "{}").get("turn_id")
+    except ValueError:
+        return None
+
+
+async def _entries_naming(redis: aioredis.Redis, stream: str,
+                          needles: set[str]) -> list[tuple[str, dict[str, str]]]:
+    """Entries of a stream with a field that contains one of the needles (read in pages)."""
+    found: list[tuple[str, dict[str, str]]] = []
+    if not needles:
+        return found
+    # One pattern for all of them: a long chat has thousands of message ids.
+    pattern = re.compile("|".join(re.escape(n) for n in sorted(needles, key=len, reverse=True)))
+    start = "-"
+    while True:
+        page = await redis.xrange(stream, min=start, count=STREAM_PAGE)
+        for entry_id, fields in page:
+            if any(pattern.search(value) for value in fields.values()):
+                found.append((entry_id, fields))
+        if len(page) < STREAM_PAGE:
+            return found
+        start = f"({page[-1][0]}"
+
+
+async def _dump(redis: aioredis.Redis, key: str) -> dict[str, Any]:
+    kind = await redis.type(key)
+    ttl_ms = await redis.pttl(key)
+    if kind == "string":
+        raw = await redis.get(key)
+        try:
+            value: Any = json.loads(raw) if raw is not None else None
+        except ValueError:
+            value = raw
+    elif kind == "list":
+        value = await redis.lrange(key, 0, -1)
+    elif kind == "hash":
+        value = await redis.hgetall(key)
+    elif kind == "set":
+        value = sorted(await redis.smembers(key))
+    elif kind == "zset":
+        value = await redis.zrange(key, 0, -1, withscores=True)
+    elif kind == "ReJSON-RL":
+        value = json.loads(await redis.execute_command("JSON.GET", key, "$"))
+    elif kind == "stream":
+        value = await redis.xrange(key)
+    else:
+        value = f"<{kind}>"
+    return {"type": kind, "ttl_ms": ttl_ms if ttl_ms >= 0 else None, "value": value}
+
+
+# ---- export -----------------------------------------------------------------------------------
+
+async def export(db: Db, redis: aioredis.Redis, person: Person, *, now: datetime) -> dict[str, Any]:
+    """Every row and Redis value about the person, as a JSON-ready document."""
+    org = person.org
+    q = {
+        "contacts": ("select * from contacts where organization_id = $1::uuid and id = any($2::uuid[])",
+                     person.contact_ids),
+        "chat_identities": ("select * from chat_identities where organization_id = $1::uuid"
+                            " and id = any($2::uuid[])", person.identity_ids),
+        "chat_messages": ("select * from chat_messages where organization_id = $1::uuid"
+                          " and chat_identity_id = any($2::uuid[]) order by coalesce(sent_at, created_at)",
+                          person.identity_ids),
+        "appointments": ("select a.*, s.name as service_name, st.name as staff_name from appointments a"
+                         " join services s on s.id = a.service_id join staff st on st.id = a.staff_id"
+                         " where a.organization_id = $1::uuid and a.contact_id = any($2::uuid[])"
+                         " order by a.starts_at", person.contact_ids),
+        "contact_authorizations": ("select * from contact_authorizations where organization_id = $1::uuid"
+                                   " and contact_id = any($2::uuid[])", person.contact_ids),
+        "thread_summaries": ("select * from thread_summaries where organization_id = $1::uuid"
+                             " and chat_identity_id = any($2::uuid[])", person.identity_ids),
+    }
+    postgres = {name: [_jsonable(dict(r)) for r in await db.fetch(sql, org, ids)]
+                for name, (sql, ids) in q.items()}
+    media = [{"message_id": m["id"], "path": m["media_url"], "type": m["media_type"],
+              "mime_type": m["media_mime_type"], "size_bytes": m["media_size_bytes"],
+              "sha256": m["media_sha256"]}
+             for m in postgres["chat_messages"] if m.get("media_url")]
+    state = await redis_state(redis, person)
+    entries = {}
+    for stream, ids in state.entries.items():
+        entries[stream] = [{"id": i, "fields": (await redis.xrange(stream, min=i, max=i) or [(i, {})])[0][1]}
+                           for i in ids]
+    job_data = await redis.hmget(keys.jobs_data(org), state.job_ids) if state.job_ids else []
+    return {
+        "format": FORMAT,
+        "organization": org,
+        "phone": person.phone,
+        "exported_at": now.isoformat(),
+        "found": person.found,
+        "postgres": postgres,
+        "media": media,
+        "redis": {
+            "keys": {key: _jsonable(await _dump(redis, key)) for key in state.keys},
+            "due": state.due_members,
+            "held_slots": state.hold_members,
+            "scheduled_jobs": [{"id": j, "data": json.loads(d) if d else None}
+                               for j, d in zip(state.job_ids, job_data)],
+            "stream_entries": {s: v for s, v in entries.items() if s != keys.dead_letters(org)},
+            "dead_letters": entries.get(keys.dead_letters(org), []),
+        },
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str, ensure_ascii=False))
+
+
+# ---- erase ------------------------------------------------------------------------------------
+
+@dataclass
+class Erased:
+    phone: str
+    found: bool
+    postgres: dict[str, int] = field(default_factory=dict)
+    media_files: int = 0
+    redis: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def erase(pool: asyncpg.Pool, redis: aioredis.Redis, store: MediaStore, person: Person, *,
+                now: datetime,
+                forget_thread: Callable[[str], Awaitable[None]] | None = None) -> Erased:
+    """Delete (or anonymise) everything about the person. Media and Redis go first: their names
+    come from the rows, so a failure part-way leaves the rows to find them again next time."""
+    result = Erased(phone=person.phone, found=person.found)
+    result.media_files = await erase_media(store, person)
+    state = await redis_state(redis, person)
+    if forget_thread is not None:  # the library's own way first (its search index knows them)
+        for thread in person.threads():
+            await forget_thread(thread)
+    result.redis = state.counts()
+    await _erase_redis(redis, person.org, state)
+    result.postgres = await _erase_rows(pool, person, now)
+    return result
+
+
+async def erase_media(store: MediaStore, person: Person) -> int:
+    paths = list(person.media_paths)
+    for phone in person.phones:  # files no row names (a download cut short, a row rolled back)
+        folder = object_path(person.org, phone, "x", "x").rsplit("/", 1)[0]
+        paths += [p for p in await store.paths_under(folder) if p not in paths]
+    return await store.delete(paths) if paths else 0
+
+
+async def _erase_redis(redis: aioredis.Redis, org: str, state: RedisState) -> None:
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in state.keys:
+            pipe.delete(key)
+        if state.due_members:
+            pipe.zrem(keys.due(org), *state.due_members)
+        if state.hold_members:
+            pipe.zrem(keys.holds(org), *state.hold_members)
+        if state.job_ids:
+            pipe.zrem(keys.jobs_due(org), *state.job_ids)
+            pipe.zrem(keys.jobs_running(org), *state.job_ids)
+            pipe.hdel(keys.jobs_data(org), *state.job_ids)
+            pipe.hdel(keys.jobs_failures(org), *state.job_ids)
+        # A deleted entry still pending in a group is dropped by the next claim (XAUTOCLAIM
+        # reports it deleted; consumers/runtime.py acknowledges it); one being handled now
+        # finishes, and what it writes is new data.
+        for stream, ids in state.entries.items():
+            for i in range(0, len(ids), 500):
+                pipe.xdel(stream, *ids[i:i + 500])
+        await pipe.execute()
+    if state.job_ids:
+        await jobs.refresh_org(redis, org)
+
+
+async def _erase_rows(pool: asyncpg.Pool, person: Person, now: datetime) -> dict[str, int]:
+    org = person.org
+    counts: dict[str, int] = {}
+    async with pool.acquire() as conn, conn.transaction():
+        async def run(name: str, sql: str, *args: Any) -> None:
+            status = await conn.execute(sql, org, *args)
+            counts[name] = counts.get(name, 0) + int(status.rsplit(" ", 1)[-1] or 0)
+
+        await run("appointments_cancelled",
+                  "update appointments set status = 'cancelled', updated_at = now()"
+                  " where organization_id = $1::uuid and contact_id = any($2::uuid[])"
+                  " and status = 'confirmed' and starts_at > $3", person.contact_ids, now)
+        await run("appointments_anonymised",
+                  "update appointments set contact_id = null, notes = null, idempotency_key = null,"
+                  " updated_at = now() where organization_id = $1::uuid and contact_id = any($2::uuid[])",
+                  person.contact_ids)
+        await run("thread_summaries", "delete from thread_summaries where organization_id = $1::uuid"
+                  " and chat_identity_id = any($2::uuid[])", person.identity_ids)
+        await run("chat_messages", "delete from chat_messages where organization_id = $1::uuid"
+                  " and chat_identity_id = any($2::uuid[])", person.identity_ids)
+        await run("contact_authorizations", "delete from contact_authorizations where"
+                  " organization_id = $1::uuid and contact_id = any($2::uuid[])", person.contact_ids)
+        await run("chat_identities", "delete from chat_identities where organization_id = $1::uuid"
+                  " and (id = any($2::uuid[]) or contact_id = any($3::uuid[]))",
+                  person.identity_ids, person.contact_ids)
+        await run("contacts", "delete from contacts where organization_id = $1::uuid"
+                  " and id = any($2::uuid[])", person.contact_ids)
+        counts["messages_redacted"] = await _redact_mentions(conn, person)
+    return counts
+
+
+async def _redact_mentions(conn: asyncpg.Connection, person: Person) -> int:
+    """Other chats' messages that quote the phone (an advisor told about this customer): the
+    phone, and there the person's name, become ERASED. A name alone proves nothing, so rows
+    that only share a name are left alone."""
+    rows = await conn.fetch(
+        "select id::text, message, processed_text, error_reason, artifacts::text as artifacts"
+        " from chat_messages where organization_id = $1::uuid and exists ("
+        "  select 1 from unnest($2::text[]) p where message like '%' || p || '%'"
+        "  or processed_text like '%' || p || '%' or error_reason like '%' || p || '%'"
+        "  or artifacts::text like '%' || p || '%')", person.org, person.phones)
+    # Longest first, so "Ana María" goes before "Ana"; names JSON would have to escape stay out
+    # of the jsonb column (replacing them there could break the document).
+    needles = sorted({*person.phones, *(n for n in person.names if len(n) >= 3)}, key=len, reverse=True)
+    json_safe = [n for n in needles if json.dumps(n)[1:-1] == n]
+    for r in rows:
+        await conn.execute(
+            "update chat_messages set message = $2, processed_text = $3, error_reason = $4,"
+            " artifacts = $5::text::jsonb where id = $1::uuid",
+            r["id"], _replace(r["message"], needles), _replace(r["processed_text"], needles),
+            _replace(r["error_reason"], needles), _replace(r["artifacts"], json_safe))
+    return len(rows)
+
+
+def _replace(text: str | None, needles: list[str]) -> str | None:
+    if text is None:
+        return None
+    for needle in needles:
+        text = text.replace(needle, ERASED)
+    return text
