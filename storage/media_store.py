@@ -114,7 +114,7 @@ class LocalMediaStore:
         return None  # the local file is the stored media
 
     async def delete(self, paths: list[str]) -> int:
-        """Delete these objects (missing ones are fine) and the folders they leave empty;
+        """Removes these objects (missing ones are fine) and the folders they leave empty;
         returns how many files were removed."""
         removed = 0
         for path in paths:
@@ -188,7 +188,7 @@ class SupabaseMediaStore:
         stored.local_path.unlink(missing_ok=True)
 
     async def delete(self, paths: list[str]) -> int:
-        """Delete these objects (`DELETE /object/{bucket}` with their paths; missing ones are
+        """Removes these objects (`DELETE /object/{bucket}` with their paths; missing ones are
         fine); returns how many Storage removed. Raises MediaStoreError when it refuses."""
         removed = 0
         headers = {"apiKey": self.key, "Authorization": f"Bearer {self.key}"}

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Awaitable, Callable
 
 import asyncpg
@@ -333,7 +333,7 @@ class Erased:
 async def erase(pool: asyncpg.Pool, redis: aioredis.Redis, store: MediaStore, person: Person, *,
                 now: datetime,
                 forget_thread: Callable[[str], Awaitable[None]] | None = None) -> Erased:
-    """Delete (or anonymise) everything about the person. Media and Redis go first: their names
+    """Removes (or anonymises) everything about the person. Media and Redis go first: their names
     come from the rows, so a failure part-way leaves the rows to find them again next time."""
     result = Erased(phone=person.phone, found=person.found)
     result.media_files = await erase_media(store, person)
@@ -426,9 +426,9 @@ async def _redact_mentions(conn: asyncpg.Connection, person: Person) -> int:
     json_safe = [n for n in needles if json.dumps(n)[1:-1] == n]
     for r in rows:
         await conn.execute(
-            "update chat_messages set message = $2, processed_text = $3, error_reason = $4,"
-            " artifacts = $5::text::jsonb where id = $1::uuid",
-            r["id"], _replace(r["message"], needles), _replace(r["processed_text"], needles),
+            "update chat_messages set message = $3, processed_text = $4, error_reason = $5,"
+            " artifacts = $6::text::jsonb where organization_id = $1::uuid and id = $2::uuid",
+            person.org, r["id"], _replace(r["message"], needles), _replace(r["processed_text"], needles),
             _replace(r["error_reason"], needles), _replace(r["artifacts"], json_safe))
     return len(rows)
 

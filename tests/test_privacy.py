@@ -238,7 +238,6 @@ async def test_retention_deletes_old_messages_media_and_dead_letters(system, mak
     org = await make_org(settings={"retention_messages_days": 30, "retention_media_days": 7,
                                    "retention_dead_letters_days": 2})
     keeper = await make_org()  # no retention: keeps everything
-    store = LocalMediaStore(tmp_path / "media")
     now = clock.now_dt()
 
     async def message(o: str, phone: str, age: timedelta, media: bool = False) -> tuple[str, Path | None]:
@@ -263,20 +262,16 @@ async def test_retention_deletes_old_messages_media_and_dead_letters(system, mak
     await deps.redis.xadd(keys.dead_letters(org), {"stage": "enrich", "error": "new"})
 
     async with system(roles=("scheduler",), media_dir=tmp_path / "media"):
-        async def swept():
-            rows = await deps.pool.fetch("select id::text, media_url from chat_messages")
-            return rows if old not in {r["id"] for r in rows} else None
-        rows = {r["id"]: r["media_url"] for r in await eventually(swept)}
-        await eventually(lambda: _xlen_is(deps.redis, keys.dead_letters(org), 1))
+        async def swept():  # a run deletes messages, then media, then dead letters
+            rows = {r["id"]: r["media_url"] for r in
+                    await deps.pool.fetch("select id::text, media_url from chat_messages")}
+            done = old not in rows and rows.get(mid, "") is None
+            return rows if done and await deps.redis.xlen(keys.dead_letters(org)) == 1 else None
+        rows = await eventually(swept)
     assert set(rows) == {mid, new, kept}
     assert rows[mid] is None and rows[new] is not None  # the file of a 10-day-old message went
     assert not old_file.exists() and not mid_file.exists() and new_file.exists()
     assert [f["error"] for _, f in await deps.redis.xrange(keys.dead_letters(org))] == ["new"]
-    assert store.root.exists()
-
-
-async def _xlen_is(redis, key: str, n: int) -> bool:
-    return await redis.xlen(key) == n
 
 
 async def test_erase_of_an_unknown_phone_is_harmless_and_a_bad_phone_is_refused(deps, make_org, tmp_path):
@@ -289,3 +284,27 @@ async def test_erase_of_an_unknown_phone_is_harmless_and_a_bad_phone_is_refused(
     with pytest.raises(ValueError, match="international form"):
         privacy.normalize_phone("call me")
     assert privacy.normalize_phone("+57 315 876-5432") == PHONE
+
+
+async def test_both_media_stores_delete_objects_and_local_folders_go_when_empty(tmp_path):
+    import aiohttp
+
+    from storage.media_store import SupabaseMediaStore
+    from tests.fakes.supabase_storage import FakeSupabaseStorage
+    from tests.test_media import chunks_of
+
+    local = LocalMediaStore(tmp_path / "media")
+    for name in ("o/573158765432/a.jpg", "o/573158765432/b.ogg", "o/573001112233/c.jpg"):
+        await local.save(name, chunks_of(b"data"), "image/jpeg", 100)
+    assert await local.paths_under("o/573158765432") == ["o/573158765432/a.jpg", "o/573158765432/b.ogg"]
+    assert await local.delete(["o/573158765432/a.jpg", "o/573158765432/b.ogg", "o/gone.jpg",
+                               "../outside.jpg"]) == 2
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
+        "media", "media/o", "media/o/573001112233", "media/o/573001112233/c.jpg"]
+
+    async with FakeSupabaseStorage(api_key="k") as storage, aiohttp.ClientSession() as http:
+        remote = SupabaseMediaStore(http, storage.url, "k", spool_dir=tmp_path / "spool")
+        for name in ("o/c/a.jpg", "o/c/b.jpg"):
+            await remote.release(await remote.save(name, chunks_of(b"data"), "image/jpeg", 100))
+        assert await remote.delete(["o/c/a.jpg", "o/c/missing.jpg"]) == 1
+        assert list(storage.objects) == ["chat-media/o/c/b.jpg"]
