@@ -308,3 +308,24 @@ async def test_both_media_stores_delete_objects_and_local_folders_go_when_empty(
             await remote.release(await remote.save(name, chunks_of(b"data"), "image/jpeg", 100))
         assert await remote.delete(["o/c/a.jpg", "o/c/missing.jpg"]) == 1
         assert list(storage.objects) == ["chat-media/o/c/b.jpg"]
+
+
+async def test_other_chats_quoting_the_phone_keep_their_message_without_it(deps, make_org, tmp_path):
+    """An advisor was told about this customer: the notification stays, her phone and name go."""
+    org = await make_org()
+    her = await chats.upsert_identity(deps.pool, org, PHONE, NAME)
+    await chats.insert_inbound(deps.pool, org=org, identity=her, provider_id="p-her", message="hola",
+                               processed_text="hola", sent_at_ms=clock.now_ms())
+    advisor = await chats.upsert_identity(deps.pool, org, OTHER, "Asesora")
+    note = f"Cliente {NAME} (+{PHONE}) pide hablar con una persona"
+    await chats.insert_inbound(deps.pool, org=org, identity=advisor, provider_id="p-adv", message=note,
+                               processed_text=note, sent_at_ms=clock.now_ms(),
+                               artifacts={"customer": PHONE, "who": NAME})
+    person = await privacy.find(deps.pool, org, PHONE)
+    result = await privacy.erase(deps.pool, deps.redis, LocalMediaStore(tmp_path), person,
+                                 now=clock.now_dt())
+    assert result.postgres["messages_redacted"] == 1 and result.postgres["chat_messages"] == 1
+    row = await deps.pool.fetchrow("select message, processed_text, artifacts from chat_messages"
+                                   " where organization_id = $1::uuid", org)
+    assert row["message"] == row["processed_text"] == "Cliente [borrado] (+[borrado]) pide hablar con una persona"
+    assert row["artifacts"] == {"customer": "[borrado]", "who": "[borrado]"}
