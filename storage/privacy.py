@@ -66,6 +66,7 @@ class Person:
     turn_ids: list[str] = field(default_factory=list)
     appointment_ids: list[str] = field(default_factory=list)
     media_paths: list[str] = field(default_factory=list)
+    apps: list[str] = field(default_factory=list)  # the organization's Gupshup apps
 
     @property
     def found(self) -> bool:
@@ -113,6 +114,8 @@ async def find(db: Db, org: str, phone: str) -> Person:
     for r in await db.fetch("select id::text from appointments where organization_id = $1::uuid"
                             " and contact_id = any($2::uuid[])", org, person.contact_ids):
         person.appointment_ids.append(r["id"])
+    person.apps = [r["gupshup_app_name"] for r in await db.fetch(
+        "select gupshup_app_name from platform_connections where organization_id = $1::uuid", org)]
     return person
 
 
@@ -176,16 +179,19 @@ async def redis_state(redis: aioredis.Redis, person: Person) -> RedisState:
     threads = person.threads()
     seen_user = tuple(keys.seen(org, "user", f"{p}:") for p in person.phones)
     seen_status = keys.seen(org, "status", "")
+    outboxes = {keys.simulator_outbox(app, p) for app in person.apps for p in person.phones}
+    tenant = f"{{{org}}}:"
     # One pass over the keyspace: dedupe keys are named by provider ids, checkpoint keys by the
-    # thread, the development outbox by app and phone; any other key naming the phone within
-    # this organization (or in no organization) is the person's too.
+    # thread (they carry no hash tag), the development outbox by app and phone; any other key
+    # of this organization naming the phone is the person's too. Another organization's keys
+    # about the same phone are that organization's (its own erasure request).
     async for key in redis.scan_iter(count=SCAN_COUNT):
         if key in named:
             continue
-        if (key.startswith(seen_user)
+        if (key in outboxes or key.startswith(seen_user)
                 or key.startswith(seen_status) and key[len(seen_status):].rsplit(":", 1)[0] in status_ids
                 or any(keys.is_checkpoint_key_of(key, t) for t in threads)
-                or any(p in key for p in person.phones) and (org in key or "{" not in key)):
+                or key.startswith(tenant) and any(p in key for p in person.phones)):
             named.add(key)
     if named:
         async with redis.pipeline(transaction=False) as pipe:

@@ -321,10 +321,19 @@ async def test_other_chats_quoting_the_phone_keep_their_message_without_it(deps,
     await chats.insert_inbound(deps.pool, org=org, identity=advisor, provider_id="p-adv", message=note,
                                processed_text=note, sent_at_ms=clock.now_ms(),
                                artifacts={"customer": PHONE, "who": NAME})
+    # The same person at another clinic: that clinic's data, untouched by this one's erasure.
+    elsewhere = await make_org()
+    await chats.upsert_identity(deps.pool, elsewhere, PHONE, NAME)
+    theirs = [keys.recent(elsewhere, PHONE), f"checkpoint:{keys.checkpoint_thread(elsewhere, PHONE)}:",
+              keys.simulator_outbox("another-app", PHONE)]
+    for key in theirs + [keys.recent(org, PHONE), f"checkpoint:{keys.checkpoint_thread(org, PHONE)}:"]:
+        await deps.redis.set(key, "x")
     person = await privacy.find(deps.pool, org, PHONE)
     result = await privacy.erase(deps.pool, deps.redis, LocalMediaStore(tmp_path), person,
                                  now=clock.now_dt())
     assert result.postgres["messages_redacted"] == 1 and result.postgres["chat_messages"] == 1
+    assert result.redis["keys"] == 2 and await deps.redis.exists(*theirs) == len(theirs)
+    assert await chats.find_identity(deps.pool, elsewhere, PHONE) is not None
     row = await deps.pool.fetchrow("select message, processed_text, artifacts from chat_messages"
                                    " where organization_id = $1::uuid", org)
     assert row["message"] == row["processed_text"] == "Cliente [borrado] (+[borrado]) pide hablar con una persona"
