@@ -32,6 +32,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from storage import jobs, keys
+from storage.events import BadEvent, decode
 from storage.media_store import MediaStore, object_path
 
 ERASED = "[borrado]"
@@ -135,11 +136,16 @@ class RedisState:
     hold_members: list[str] = field(default_factory=list)  # in {org}:holds
     job_ids: list[str] = field(default_factory=list)  # in {org}:jobs:*
     entries: dict[str, list[str]] = field(default_factory=dict)  # stream -> entry ids
+    # Entries about someone else that mention the phone (a message quoting it) and are not
+    # handled yet, or are another person's dead letters: deleting them would lose that person's
+    # message, so they stay (streams are trimmed; dead letters age out).
+    kept_entries: dict[str, list[str]] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         return {"keys": len(self.keys), "due_members": len(self.due_members),
                 "held_slots": len(self.hold_members), "scheduled_jobs": len(self.job_ids),
-                "stream_entries": sum(len(v) for v in self.entries.values())}
+                "stream_entries": sum(len(v) for v in self.entries.values()),
+                "kept_entries_of_others": sum(len(v) for v in self.kept_entries.values())}
 
 
 def _chat_keys(org: str, phone: str) -> list[str]:
@@ -161,9 +167,15 @@ async def redis_state(redis: aioredis.Redis, person: Person) -> RedisState:
     needles = person.needles()
     for stream in _streams(org):
         found = await _entries_naming(redis, stream, needles)
-        if found:
-            state.entries[stream] = [entry_id for entry_id, _ in found]
-        for _, fields in found:
+        dead = stream == keys.dead_letters(org)
+        for entry_id, fields in found:
+            if dead:
+                fields = {k[len("payload."):]: v for k, v in fields.items() if k.startswith("payload.")}
+            if _subject(fields) in (None, *person.phones) or (
+                    not dead and await _handled(redis, stream, entry_id)):
+                state.entries.setdefault(stream, []).append(entry_id)
+            else:
+                state.kept_entries.setdefault(stream, []).append(entry_id)
             turn_id = _turn_id(fields)
             if turn_id and turn_id not in person.turn_ids:
                 person.turn_ids.append(turn_id)
@@ -208,6 +220,33 @@ async def redis_state(redis: aioredis.Redis, person: Person) -> RedisState:
         for job_id in await redis.smembers(keys.appointment_jobs(org, appointment)):
             _add(state.job_ids, job_id)
     return state
+
+
+def _subject(fields: dict[str, str]) -> str | None:
+    """The phone an entry is about (its chat), or None when it names none (a status callback
+    without its destination, an entry that does not decode)."""
+    try:
+        event = decode(fields)
+    except BadEvent:
+        return None
+    return (getattr(event, "phone", None) or getattr(event, "chat", None)
+            or getattr(event, "destination", None))
+
+
+async def _handled(redis: aioredis.Redis, stream: str, entry_id: str) -> bool:
+    """Every group of the stream has read the entry and acknowledged it."""
+    groups = await redis.xinfo_groups(stream)
+    for group in groups:
+        if _id(entry_id) > _id(group["last-delivered-id"]):
+            return False
+        if await redis.xpending_range(stream, group["name"], min=entry_id, max=entry_id, count=1):
+            return False
+    return bool(groups)
+
+
+def _id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _turn_id(fields: dict[str, str]) -> str | None:

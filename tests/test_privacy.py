@@ -328,11 +328,27 @@ async def test_other_chats_quoting_the_phone_keep_their_message_without_it(deps,
               keys.simulator_outbox("another-app", PHONE)]
     for key in theirs + [keys.recent(org, PHONE), f"checkpoint:{keys.checkpoint_thread(org, PHONE)}:"]:
         await deps.redis.set(key, "x")
+    # On the inbound stream: another customer's message quoting her phone, handled; another not
+    # read yet (deleting it would lose his message); one of hers not read yet.
+    inbound = keys.stream(org, "inbound")
+
+    def entry(phone: str, text: str) -> dict[str, str]:
+        return encode(InboundMessage(org=org, provider_id=f"p{time.time_ns()}", phone=phone, kind="text",
+                                     text=text, sent_at_ms=clock.now_ms(), received_at_ms=clock.now_ms()))
+    await deps.redis.xgroup_create(inbound, "enrich", id="0", mkstream=True)
+    handled = await deps.redis.xadd(inbound, entry(OTHER, f"mi esposa es {PHONE}"))
+    [(_, [(read_id, _)])] = await deps.redis.xreadgroup("enrich", "c1", {inbound: ">"}, count=1)
+    await deps.redis.xack(inbound, "enrich", read_id)
+    waiting = await deps.redis.xadd(inbound, entry(OTHER, f"¿le escriben a {PHONE}?"))
+    hers = await deps.redis.xadd(inbound, entry(PHONE, "hola"))
     person = await privacy.find(deps.pool, org, PHONE)
     result = await privacy.erase(deps.pool, deps.redis, LocalMediaStore(tmp_path), person,
                                  now=clock.now_dt())
     assert result.postgres["messages_redacted"] == 1 and result.postgres["chat_messages"] == 1
     assert result.redis["keys"] == 2 and await deps.redis.exists(*theirs) == len(theirs)
+    assert read_id == handled
+    assert [i for i, _ in await deps.redis.xrange(inbound)] == [waiting] and hers != waiting
+    assert result.redis["stream_entries"] == 2 and result.redis["kept_entries_of_others"] == 1
     assert await chats.find_identity(deps.pool, elsewhere, PHONE) is not None
     row = await deps.pool.fetchrow("select message, processed_text, artifacts from chat_messages"
                                    " where organization_id = $1::uuid", org)
