@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from datetime import datetime, timezone
 
+from ops.logs import mask
 from ops.settings import Settings
+
+log = logging.getLogger("skytide.privacy")
 
 
 def add_parser(sub: argparse._SubParsersAction, org_id) -> None:
@@ -70,5 +74,9 @@ async def cmd_contact(settings: Settings, args: argparse.Namespace) -> int:
         saver = await checkpointer_on(deps.redis, settings.checkpoint_ttl_min)
         result = await privacy.erase(deps.pool, deps.redis, build_store(deps), person, now=now,
                                      forget_thread=saver.adelete_thread)
+        # The record that the request was carried out (Ley 1581 asks the clinic to show it),
+        # without the phone it was about.
+        log.info("erased contact %s of organization %s: %s", mask(phone), args.org,
+                 json.dumps({**result.as_dict(), "phone": mask(phone)}))
         print(json.dumps(result.as_dict(), indent=2))
         return 0
