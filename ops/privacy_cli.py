@@ -36,7 +36,7 @@ async def cmd_contact(settings: Settings, args: argparse.Namespace) -> int:
     from graph.checkpoints import checkpointer_on
     from ops.cli import open_deps
     from ops.system import services
-    from storage import privacy
+    from storage import erasure, privacy, privacy_export
     from storage.db import migrate
 
     try:
@@ -49,7 +49,7 @@ async def cmd_contact(settings: Settings, args: argparse.Namespace) -> int:
         now = datetime.fromtimestamp(deps.clock(), timezone.utc)
         person = await privacy.find(deps.pool, args.org, phone)
         if args.contact_command == "export":
-            document = await privacy.export(deps.pool, deps.redis, person, now=now)
+            document = await privacy_export.export(deps.pool, deps.redis, person, now=now)
             text = json.dumps(document, indent=2, ensure_ascii=False)
             if args.out:
                 # Health data: readable by its owner only, from the moment it exists.
@@ -72,7 +72,7 @@ async def cmd_contact(settings: Settings, args: argparse.Namespace) -> int:
             print("nothing erased: add --yes to erase", file=sys.stderr)
             return 2
         saver = await checkpointer_on(deps.redis, settings.checkpoint_ttl_min)
-        result = await privacy.erase(deps.pool, deps.redis, build_store(deps), person, now=now,
+        result = await erasure.erase(deps.pool, deps.redis, build_store(deps), person, now=now,
                                      forget_thread=saver.adelete_thread)
         # The record that the request was carried out (Ley 1581 asks the clinic to show it),
         # without the phone it was about.

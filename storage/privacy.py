@@ -1,42 +1,28 @@
-"""A patient's data: everything kept about one phone in one organization, exported or erased
-(Colombia's Ley 1581 and the GDPR give a person both rights; clinics hold health data).
+"""A patient's data: who one phone is in one organization, and everything the system keeps
+about them (Colombia's Ley 1581 and the GDPR give a person the right to see it and to have it
+deleted; clinics hold health data).
 
 `find` reads who the person is in PostgreSQL (contacts, chat identities, the ids of their
 messages, turns and appointments); `redis_state` finds what Redis holds about them from those
-ids and the phone; `export` puts both in one JSON-ready document; `erase` deletes it all:
-
-- PostgreSQL: the contact, its chat identities, messages, summaries and consents are deleted.
-  Appointments stay as anonymous remains (service, staff member, time, status, for the clinic's
-  accounting and attendance figures) with no contact, no notes and no idempotency key; future
-  confirmed ones are cancelled, so the slot is free again and no reminder goes out. Other rows
-  that quote the phone (an advisor's notification about this customer) have it, and the
-  person's name, replaced by ERASED.
-- Media: every object the messages name, and (local store) whatever is left in the chat's folder.
-- Redis: the chat's keys (burst, lease, recent messages, pacing, dedupe, origins, done-markers,
-  the development outbox), its members of shared sets (due chats, held slots, scheduled jobs),
-  the checkpointer's keys of the thread, and every stream entry and dead letter that names the
-  phone or one of the person's message or turn ids.
-
-Erasing twice is harmless; what the chat writes after an erasure is new data (erase again).
+ids and the phone: the chat's keys (burst, lease, recent messages, pacing, dedupe, origins,
+done-markers, the development outbox), its members of shared sets (due chats, held slots,
+scheduled jobs), the checkpointer's keys of the thread, and every stream entry and dead letter
+that names the phone or one of the person's message or turn ids.
+storage/privacy_export.py puts it in one document; storage/erasure.py deletes it.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
-from typing import Any, Awaitable, Callable
+from dataclasses import dataclass, field
 
 import asyncpg
 import redis.asyncio as aioredis
 
-from storage import jobs, keys
+from storage import keys
 from storage.events import BadEvent, decode
-from storage.media_store import MediaStore, object_path
 
-ERASED = "[borrado]"
-FORMAT = "skytide-contact-export/1"
 SCAN_COUNT = 1000
 STREAM_PAGE = 1000
 
@@ -275,212 +261,3 @@ async def _entries_naming(redis: aioredis.Redis, stream: str,
         if len(page) < STREAM_PAGE:
             return found
         start = f"({page[-1][0]}"
-
-
-async def _dump(redis: aioredis.Redis, key: str) -> dict[str, Any]:
-    kind = await redis.type(key)
-    ttl_ms = await redis.pttl(key)
-    if kind == "string":
-        raw = await redis.get(key)
-        try:
-            value: Any = json.loads(raw) if raw is not None else None
-        except ValueError:
-            value = raw
-    elif kind == "list":
-        value = await redis.lrange(key, 0, -1)
-    elif kind == "hash":
-        value = await redis.hgetall(key)
-    elif kind == "set":
-        value = sorted(await redis.smembers(key))
-    elif kind == "zset":
-        value = await redis.zrange(key, 0, -1, withscores=True)
-    elif kind == "ReJSON-RL":
-        value = json.loads(await redis.execute_command("JSON.GET", key, "$"))
-    elif kind == "stream":
-        value = await redis.xrange(key)
-    else:
-        value = f"<{kind}>"
-    return {"type": kind, "ttl_ms": ttl_ms if ttl_ms >= 0 else None, "value": value}
-
-
-# ---- export -----------------------------------------------------------------------------------
-
-async def export(db: Db, redis: aioredis.Redis, person: Person, *, now: datetime) -> dict[str, Any]:
-    """Every row and Redis value about the person, as a JSON-ready document."""
-    org = person.org
-    q = {
-        "contacts": ("select * from contacts where organization_id = $1::uuid and id = any($2::uuid[])",
-                     person.contact_ids),
-        "chat_identities": ("select * from chat_identities where organization_id = $1::uuid"
-                            " and id = any($2::uuid[])", person.identity_ids),
-        "chat_messages": ("select * from chat_messages where organization_id = $1::uuid"
-                          " and chat_identity_id = any($2::uuid[]) order by coalesce(sent_at, created_at)",
-                          person.identity_ids),
-        "appointments": ("select a.*, s.name as service_name, st.name as staff_name from appointments a"
-                         " join services s on s.id = a.service_id join staff st on st.id = a.staff_id"
-                         " where a.organization_id = $1::uuid and a.contact_id = any($2::uuid[])"
-                         " order by a.starts_at", person.contact_ids),
-        "contact_authorizations": ("select * from contact_authorizations where organization_id = $1::uuid"
-                                   " and contact_id = any($2::uuid[])", person.contact_ids),
-        "thread_summaries": ("select * from thread_summaries where organization_id = $1::uuid"
-                             " and chat_identity_id = any($2::uuid[])", person.identity_ids),
-    }
-    postgres = {name: [_jsonable(dict(r)) for r in await db.fetch(sql, org, ids)]
-                for name, (sql, ids) in q.items()}
-    media = [{"message_id": m["id"], "path": m["media_url"], "type": m["media_type"],
-              "mime_type": m["media_mime_type"], "size_bytes": m["media_size_bytes"],
-              "sha256": m["media_sha256"]}
-             for m in postgres["chat_messages"] if m.get("media_url")]
-    state = await redis_state(redis, person)
-    entries = {}
-    for stream, ids in state.entries.items():
-        entries[stream] = [{"id": i, "fields": (await redis.xrange(stream, min=i, max=i) or [(i, {})])[0][1]}
-                           for i in ids]
-    job_data = await redis.hmget(keys.jobs_data(org), state.job_ids) if state.job_ids else []
-    return {
-        "format": FORMAT,
-        "organization": org,
-        "phone": person.phone,
-        "exported_at": now.isoformat(),
-        "found": person.found,
-        "postgres": postgres,
-        "media": media,
-        "redis": {
-            "keys": {key: _jsonable(await _dump(redis, key)) for key in state.keys},
-            "due": state.due_members,
-            "held_slots": state.hold_members,
-            "scheduled_jobs": [{"id": j, "data": json.loads(d) if d else None}
-                               for j, d in zip(state.job_ids, job_data)],
-            "stream_entries": {s: v for s, v in entries.items() if s != keys.dead_letters(org)},
-            "dead_letters": entries.get(keys.dead_letters(org), []),
-        },
-    }
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str, ensure_ascii=False))
-
-
-# ---- erase ------------------------------------------------------------------------------------
-
-@dataclass
-class Erased:
-    phone: str
-    found: bool
-    postgres: dict[str, int] = field(default_factory=dict)
-    media_files: int = 0
-    redis: dict[str, int] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-async def erase(pool: asyncpg.Pool, redis: aioredis.Redis, store: MediaStore, person: Person, *,
-                now: datetime,
-                forget_thread: Callable[[str], Awaitable[None]] | None = None) -> Erased:
-    """Removes (or anonymises) everything about the person. Media and Redis go first: their names
-    come from the rows, so a failure part-way leaves the rows to find them again next time."""
-    result = Erased(phone=person.phone, found=person.found)
-    result.media_files = await erase_media(store, person)
-    state = await redis_state(redis, person)
-    if forget_thread is not None:  # the library's own way first (its search index knows them)
-        for thread in person.threads():
-            await forget_thread(thread)
-    result.redis = state.counts()
-    await _erase_redis(redis, person.org, state)
-    result.postgres = await _erase_rows(pool, person, now)
-    return result
-
-
-async def erase_media(store: MediaStore, person: Person) -> int:
-    paths = list(person.media_paths)
-    for phone in person.phones:  # files no row names (a download cut short, a row rolled back)
-        folder = object_path(person.org, phone, "x", "x").rsplit("/", 1)[0]
-        paths += [p for p in await store.paths_under(folder) if p not in paths]
-    return await store.delete(paths) if paths else 0
-
-
-async def _erase_redis(redis: aioredis.Redis, org: str, state: RedisState) -> None:
-    async with redis.pipeline(transaction=False) as pipe:
-        for key in state.keys:
-            pipe.delete(key)
-        if state.due_members:
-            pipe.zrem(keys.due(org), *state.due_members)
-        if state.hold_members:
-            pipe.zrem(keys.holds(org), *state.hold_members)
-        if state.job_ids:
-            pipe.zrem(keys.jobs_due(org), *state.job_ids)
-            pipe.zrem(keys.jobs_running(org), *state.job_ids)
-            pipe.hdel(keys.jobs_data(org), *state.job_ids)
-            pipe.hdel(keys.jobs_failures(org), *state.job_ids)
-        # A deleted entry still pending in a group is dropped by the next claim (XAUTOCLAIM
-        # reports it deleted; consumers/runtime.py acknowledges it); one being handled now
-        # finishes, and what it writes is new data.
-        for stream, ids in state.entries.items():
-            for i in range(0, len(ids), 500):
-                pipe.xdel(stream, *ids[i:i + 500])
-        await pipe.execute()
-    if state.job_ids:
-        await jobs.refresh_org(redis, org)
-
-
-async def _erase_rows(pool: asyncpg.Pool, person: Person, now: datetime) -> dict[str, int]:
-    org = person.org
-    counts: dict[str, int] = {}
-    async with pool.acquire() as conn, conn.transaction():
-        async def run(name: str, sql: str, *args: Any) -> None:
-            status = await conn.execute(sql, org, *args)
-            counts[name] = counts.get(name, 0) + int(status.rsplit(" ", 1)[-1] or 0)
-
-        await run("appointments_cancelled",
-                  "update appointments set status = 'cancelled', updated_at = now()"
-                  " where organization_id = $1::uuid and contact_id = any($2::uuid[])"
-                  " and status = 'confirmed' and starts_at > $3", person.contact_ids, now)
-        await run("appointments_anonymised",
-                  "update appointments set contact_id = null, notes = null, idempotency_key = null,"
-                  " updated_at = now() where organization_id = $1::uuid and contact_id = any($2::uuid[])",
-                  person.contact_ids)
-        await run("thread_summaries", "delete from thread_summaries where organization_id = $1::uuid"
-                  " and chat_identity_id = any($2::uuid[])", person.identity_ids)
-        await run("chat_messages", "delete from chat_messages where organization_id = $1::uuid"
-                  " and chat_identity_id = any($2::uuid[])", person.identity_ids)
-        await run("contact_authorizations", "delete from contact_authorizations where"
-                  " organization_id = $1::uuid and contact_id = any($2::uuid[])", person.contact_ids)
-        await run("chat_identities", "delete from chat_identities where organization_id = $1::uuid"
-                  " and (id = any($2::uuid[]) or contact_id = any($3::uuid[]))",
-                  person.identity_ids, person.contact_ids)
-        await run("contacts", "delete from contacts where organization_id = $1::uuid"
-                  " and id = any($2::uuid[])", person.contact_ids)
-        counts["messages_redacted"] = await _redact_mentions(conn, person)
-    return counts
-
-
-async def _redact_mentions(conn: asyncpg.Connection, person: Person) -> int:
-    """Other chats' messages that quote the phone (an advisor told about this customer): the
-    phone, and there the person's name, become ERASED. A name alone proves nothing, so rows
-    that only share a name are left alone."""
-    rows = await conn.fetch(
-        "select id::text, message, processed_text, error_reason, artifacts::text as artifacts"
-        " from chat_messages where organization_id = $1::uuid and exists ("
-        "  select 1 from unnest($2::text[]) p where message like '%' || p || '%'"
-        "  or processed_text like '%' || p || '%' or error_reason like '%' || p || '%'"
-        "  or artifacts::text like '%' || p || '%')", person.org, person.phones)
-    # Longest first, so "Ana María" goes before "Ana"; names JSON would have to escape stay out
-    # of the jsonb column (replacing them there could break the document).
-    needles = sorted({*person.phones, *(n for n in person.names if len(n) >= 3)}, key=len, reverse=True)
-    json_safe = [n for n in needles if json.dumps(n)[1:-1] == n]
-    for r in rows:
-        await conn.execute(
-            "update chat_messages set message = $3, processed_text = $4, error_reason = $5,"
-            " artifacts = $6::text::jsonb where organization_id = $1::uuid and id = $2::uuid",
-            person.org, r["id"], _replace(r["message"], needles), _replace(r["processed_text"], needles),
-            _replace(r["error_reason"], needles), _replace(r["artifacts"], json_safe))
-    return len(rows)
-
-
-def _replace(text: str | None, needles: list[str]) -> str | None:
-    if text is None:
-        return None
-    for needle in needles:
-        text = text.replace(needle, ERASED)
-    return text

@@ -14,7 +14,7 @@ import pytest
 
 from ops.cli import build_parser
 from ops.privacy_cli import cmd_contact
-from storage import chats, keys, org_settings, privacy
+from storage import chats, erasure, keys, org_settings, privacy
 from storage.events import InboundMessage, encode
 from storage.media_store import LocalMediaStore
 from tests import clock
@@ -278,7 +278,7 @@ async def test_erase_of_an_unknown_phone_is_harmless_and_a_bad_phone_is_refused(
     org = await make_org()
     store = LocalMediaStore(tmp_path)
     person = await privacy.find(deps.pool, org, PHONE)
-    result = await privacy.erase(deps.pool, deps.redis, store, person,
+    result = await erasure.erase(deps.pool, deps.redis, store, person,
                                  now=datetime.now(timezone.utc))
     assert result.found is False and result.media_files == 0
     with pytest.raises(ValueError, match="international form"):
@@ -342,7 +342,7 @@ async def test_other_chats_quoting_the_phone_keep_their_message_without_it(deps,
     waiting = await deps.redis.xadd(inbound, entry(OTHER, f"¿le escriben a {PHONE}?"))
     hers = await deps.redis.xadd(inbound, entry(PHONE, "hola"))
     person = await privacy.find(deps.pool, org, PHONE)
-    result = await privacy.erase(deps.pool, deps.redis, LocalMediaStore(tmp_path), person,
+    result = await erasure.erase(deps.pool, deps.redis, LocalMediaStore(tmp_path), person,
                                  now=clock.now_dt())
     assert result.postgres["messages_redacted"] == 1 and result.postgres["chat_messages"] == 1
     assert result.redis["keys"] == 2 and await deps.redis.exists(*theirs) == len(theirs)

@@ -1,4 +1,4 @@
--- A patient's erasure (storage/privacy.py) keeps their appointments as anonymous remains:
+-- A patient's erasure (storage/erasure.py) keeps their appointments as anonymous remains:
 -- service, staff member, time and status stay for the clinic's accounting and attendance; the
 -- link to the contact, the notes and the idempotency key go. So an appointment may have no contact.
 alter table appointments alter column contact_id drop not null;
