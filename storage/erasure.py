@@ -29,6 +29,7 @@ from storage.privacy import Person, RedisState, redis_state
 
 ERASED = "[borrado]"
 
+
 @dataclass
 class Erased:
     phone: str

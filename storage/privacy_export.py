@@ -14,6 +14,7 @@ from storage.privacy import Db, Person, redis_state
 
 FORMAT = "skytide-contact-export/1"
 
+
 async def export(db: Db, redis: aioredis.Redis, person: Person, *, now: datetime) -> dict[str, Any]:
     """Every row and Redis value about the person, as a JSON-ready document."""
     org = person.org
