@@ -154,7 +154,12 @@ class Scheduler:
                                **base)
 
     async def run(self, stop: asyncio.Event) -> None:
-        await ticker.every(self.deps.settings.scheduler_tick_s, self.tick, stop, "scheduler")
+        from consumers.retention import Retention
+
+        await asyncio.gather(
+            ticker.every(self.deps.settings.scheduler_tick_s, self.tick, stop, "scheduler"),
+            ticker.every(self.deps.settings.retention_every_s, Retention(self.deps).tick, stop,
+                         "retention"))
 
 
 class AttendanceStats:

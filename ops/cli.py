@@ -539,6 +539,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--only", default=None, help="only scenarios whose name contains this")
     evaluate.add_argument("--dir", default=None, help="scenario folder (default tests/conversations)")
     evaluate.add_argument("--concurrency", type=int, default=4, help="scenario runs at a time (default 4)")
+    from ops import privacy_cli
+
+    privacy_cli.add_parser(sub, org_id)  # skytide contact export|erase
     return parser
 
 
@@ -597,6 +600,10 @@ def _command(args: argparse.Namespace, settings: Settings) -> int:
         return run_async(cmd_dlq(settings, args))
     elif args.command == "eval":
         return run_async(cmd_eval(settings, args))
+    elif args.command == "contact":
+        from ops.privacy_cli import cmd_contact
+
+        return run_async(cmd_contact(settings, args))
     elif args.command == "bench":
         from ops.bench.__main__ import main as bench_main
 

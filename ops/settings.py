@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     scheduler_tick_s: float = 1.0
     job_lease_s: float = 60.0  # a claimed job not acknowledged by then goes to another worker
     job_batch: int = 50  # jobs claimed at once per organization
+    # Retention of messages, media and dead letters per organization (consumers/retention.py):
+    # one scheduler process enforces it once per this interval.
+    retention_every_s: float = 3600.0
     # Development: the process clock follows `skytide clock advance` (see consumers/scheduler).
     dev_clock: bool = False
     # Development and tests: the process clock reads real time plus this many seconds, so a run

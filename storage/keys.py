@@ -112,6 +112,19 @@ def checkpoint_thread(org: str, chat: str) -> str:
     return f"{org}:{chat}"
 
 
+# The checkpointer's own keys (langgraph-checkpoint-redis 0.5, shallow saver), named by thread:
+# `checkpoint:{thread}:{ns}`, `checkpoint_write:{thread}:{ns}:...`, `write_keys_zset:{thread}:...`
+# (and `write_registry:`, `current_checkpoint:` in other savers). Erasure deletes them through the
+# library's adelete_thread, then by these prefixes in case the library's search index missed one.
+CHECKPOINT_KEY_PREFIXES = ("checkpoint:", "checkpoint_write:", "write_keys_zset:",
+                           "write_registry:", "current_checkpoint:")
+
+
+def is_checkpoint_key_of(key: str, thread: str) -> bool:
+    """Whether `key` is one of the checkpointer's keys for `thread`."""
+    return any(key.startswith(f"{prefix}{thread}:") for prefix in CHECKPOINT_KEY_PREFIXES)
+
+
 # Send pacing, shared by every sender process.
 def send_rate(org: str) -> str:
     """GCRA state of the organization's business number (Meta: 80 messages/s by default)."""
@@ -171,5 +184,9 @@ def reminded(org: str, phone: str) -> str:
     """The appointment a contact was last reminded of: a button answer refers to it."""
     return f"{{{org}}}:reminded:{phone}"
 
+
+# Retention (consumers/retention.py): set for one interval by the scheduler that runs it, so one
+# process per interval does the deleting however many schedulers there are.
+RETENTION_RUN = "skytide:retention:run"
 
 DEV_CLOCK_OFFSET = "skytide:dev:clock-offset-ms"  # development only: `skytide clock advance`

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import re
@@ -66,6 +67,10 @@ class MediaStore(Protocol):
 
     async def release(self, stored: StoredMedia) -> None: ...
 
+    async def delete(self, paths: list[str]) -> int: ...
+
+    async def paths_under(self, folder: str) -> list[str]: ...
+
 
 async def write_chunks(target: Path, chunks: AsyncIterator[bytes], max_bytes: int) -> tuple[int, str]:
     """Write chunks to `target` through a temporary name; returns (size, sha256 hex).
@@ -108,6 +113,41 @@ class LocalMediaStore:
     async def release(self, stored: StoredMedia) -> None:
         return None  # the local file is the stored media
 
+    async def delete(self, paths: list[str]) -> int:
+        """Removes these objects (missing ones are fine) and the folders they leave empty;
+        returns how many files were removed."""
+        removed = 0
+        for path in paths:
+            target = self._inside(path)
+            if target is None:
+                continue
+            try:
+                target.unlink()
+                removed += 1
+            except FileNotFoundError:
+                pass
+            for folder in target.parents:  # {org}/{chat}/ names the phone: empty, it goes too
+                if folder == self.root or self.root not in folder.parents:
+                    break
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break  # not empty (or gone)
+        return removed
+
+    async def paths_under(self, folder: str) -> list[str]:
+        """Every object under `folder` (half-written `.part` files included)."""
+        base = self._inside(folder)
+        if base is None or not base.is_dir():
+            return []
+        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file())
+
+    def _inside(self, path: str) -> Path | None:
+        """The file for an object path, or None for a path that would leave the root."""
+        target = (self.root / path).resolve()
+        root = self.root.resolve()
+        return target if root in target.parents else None
+
 
 class SupabaseMediaStore:
     """Supabase Storage through its HTTP API (the same requests `storage3` makes).
@@ -146,6 +186,28 @@ class SupabaseMediaStore:
 
     async def release(self, stored: StoredMedia) -> None:
         stored.local_path.unlink(missing_ok=True)
+
+    async def delete(self, paths: list[str]) -> int:
+        """Removes these objects (`DELETE /object/{bucket}` with their paths; missing ones are
+        fine); returns how many Storage removed. Raises MediaStoreError when it refuses."""
+        removed = 0
+        headers = {"apiKey": self.key, "Authorization": f"Bearer {self.key}"}
+        for i in range(0, len(paths), 1000):  # Storage removes at most 1,000 per request
+            async with self.http.delete(f"{self.base}/object/{self.bucket}", headers=headers,
+                                        json={"prefixes": paths[i:i + 1000]},
+                                        timeout=self.timeout) as resp:
+                text = await resp.text()
+                if resp.status >= 300:
+                    raise MediaStoreError(f"Supabase Storage delete failed: HTTP {resp.status}: {text[:200]}")
+                try:
+                    removed += len(json.loads(text) or [])
+                except ValueError:
+                    pass
+        return removed
+
+    async def paths_under(self, folder: str) -> list[str]:
+        """Objects are found by the rows that name them: listing the bucket is not done here."""
+        return []
 
     async def _upload(self, stored: StoredMedia, content_type: str) -> None:
         url = f"{self.base}/object/{self.bucket}/{stored.path}"

@@ -82,6 +82,16 @@ def _hours(value: Any) -> float:
     return hours
 
 
+def _days(value: Any) -> float:
+    try:
+        days = float(str(value).strip().rstrip("d"))
+    except ValueError:
+        raise BadSetting(f"{value!r} is not a number of days") from None
+    if days < 1:
+        raise BadSetting(f"{value!r}: must be at least 1 day")
+    return days
+
+
 def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -120,7 +130,13 @@ KEYS: dict[str, Callable[[Any], Any]] = {
     "open_on_holidays": _bool,
     "address": _text,  # in reminders and confirmations
     "bot_resume_after_hours": _hours,  # storage/chats.py: a paused bot comes back after this long
+    # Retention (consumers/retention.py), enforced by the scheduler; unset keeps data until erased.
+    "retention_messages_days": _days,  # chat messages (and their media) older than this are deleted
+    "retention_media_days": _days,  # media files older than this are deleted; the message row stays
+    "retention_dead_letters_days": _days,  # only shortens DEAD_LETTER_RETENTION_DAYS, never lengthens
 }
+
+RETENTION_KEYS = ("retention_messages_days", "retention_media_days", "retention_dead_letters_days")
 
 
 def parse(values: dict[str, Any]) -> dict[str, Any]:

@@ -172,6 +172,8 @@ NOT_TENANT_DATA = {
     "select name from schema_migrations": "the migration ledger",
     "insert into schema_migrations": "the migration ledger",
     "insert into organizations": "creates the organization",
+    "select id::text, settings from organizations where settings ?|":
+        "retention finds the organizations that set one (each then by its own id)",
     "select webhook_token from platform_connections where gupshup_app_name":
         "the operator's own look-up of an app's token (skytide org token)",
     # Finding the tenant: these are how an organization is found in the first place.
