@@ -105,6 +105,6 @@ async def authenticate(pool: asyncpg.Pool, token: str) -> Operator | None:
     if row is None:
         return None
     if row["stale"]:
-        await pool.execute("update operator_tokens set last_used_at = now() where id = $1::uuid",
-                           row["id"])
+        await pool.execute("update operator_tokens set last_used_at = now() where id = $1::uuid"
+                           " and organization_id = $2::uuid", row["id"], row["org"])
     return Operator(id=row["id"], org=row["org"], name=row["name"])
