@@ -17,18 +17,21 @@ import re
 import uuid
 from datetime import datetime, timezone
 
+import aiohttp
 from aiohttp import web
 
 from ingress.common import DEPS
 from ops.deps import Deps
 from storage import chats, inbox, operators, streams
 from storage.events import OutboundMessage
+from storage.media_store import LocalMediaStore, MediaStoreError, SupabaseMediaStore
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/operator/v1"
 MAX_TEXT_CHARS = 4096  # WhatsApp's limit for a text message
 MAX_REASON_CHARS = 200
+MEDIA_LINK_S = 300  # a signed media link lives this long: enough to open it, not to share it
 # A client's Idempotency-Key: what a retried POST repeats so the message goes out once.
 IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 
@@ -179,6 +182,34 @@ async def _set_bot(request: web.Request, operator: operators.Operator, *, enable
                               "paused": None if enabled else {"by": operator.name, "reason": reason}})
 
 
+async def media(request: web.Request) -> web.StreamResponse:
+    """A message's stored file: from the local media folder, or a redirect to a short-lived
+    signed link of the private Supabase bucket."""
+    operator = await _operator(request)
+    if isinstance(operator, web.Response):
+        return operator
+    deps = request.app[DEPS]
+    found = await inbox.media_of(deps.pool, operator.org, request.match_info["phone"],
+                                 request.match_info["message_id"])
+    if found is None:
+        return _error(404, "no stored media for this message in your organization")
+    path, mime_type = found
+    s = deps.settings
+    if s.supabase_url and s.supabase_service_role_key:
+        store = SupabaseMediaStore(deps.http, s.supabase_url, s.supabase_service_role_key,
+                                   bucket=s.supabase_bucket, spool_dir=s.media_dir / ".spool")
+        try:
+            link = await store.signed_url(path, MEDIA_LINK_S)
+        except (MediaStoreError, aiohttp.ClientError, TimeoutError) as exc:
+            return _error(502, f"Supabase Storage did not sign the link: {exc}")
+        raise web.HTTPTemporaryRedirect(link)
+    file = LocalMediaStore(s.media_dir).file_of(path)
+    if file is None:
+        return _error(404, "the media file is no longer in MEDIA_DIR")
+    return web.FileResponse(file, headers={"Content-Type": mime_type or "application/octet-stream",
+                                           "Cache-Control": "private, no-store"})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get(f"{PREFIX}/me", me)
     app.router.add_get(f"{PREFIX}/chats", list_chats)
@@ -186,3 +217,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post(PREFIX + "/chats/{phone}/messages", send_message)
     app.router.add_post(PREFIX + "/chats/{phone}/takeover", take_over)
     app.router.add_post(PREFIX + "/chats/{phone}/handback", hand_back)
+    app.router.add_get(PREFIX + "/chats/{phone}/media/{message_id}", media)

@@ -141,7 +141,7 @@ async def chat_detail(pool: asyncpg.Pool, org: str, phone: str, *, window_open_u
         # sender replaces a message with the organization's re-engagement template.
         "window_open_until": (datetime.fromtimestamp(window_open_until_s, chat["last_inbound_at"].tzinfo)
                               .isoformat() if window_open_until_s and chat["last_inbound_at"] else None),
-        "messages": [_message(m) for m in messages],
+        "messages": [_message(m, chat["phone"]) for m in messages],
         "appointments": [{
             "id": a["id"], "service": a["service"], "staff": a["staff"],
             "starts_at": _iso(a["starts_at"]), "ends_at": _iso(a["ends_at"]), "status": a["status"],
@@ -151,11 +151,13 @@ async def chat_detail(pool: asyncpg.Pool, org: str, phone: str, *, window_open_u
     }
 
 
-def _message(m: asyncpg.Record) -> dict[str, Any]:
+def _message(m: asyncpg.Record, phone: str) -> dict[str, Any]:
     media = None
     if m["media_type"]:
         media = {"type": m["media_type"], "mime_type": m["media_mime_type"],
-                 "path": m["media_url"],
+                 # The file, through the operator API (same bearer token); None when it was
+                 # never stored (too large, refused, or the download failed).
+                 "link": f"/operator/v1/chats/{phone}/media/{m['id']}" if m["media_url"] else None,
                  # What the customer's audio said or their photo showed (Gemini), as the bot read it.
                  "transcript": m["processed_text"]}
     return {
@@ -164,3 +166,16 @@ def _message(m: asyncpg.Record) -> dict[str, Any]:
         "error": m["error_reason"], "dropped": m["dropped"], "purpose": m["purpose"],
         "turn_id": m["turn_id"], "handled_by": m["handled_by"], "at": _iso(m["at"]),
     }
+
+
+async def media_of(pool: asyncpg.Pool, org: str, phone: str, message_id: str) -> tuple[str, str | None] | None:
+    """The stored path and MIME type of a message's media, in this organization's chat only."""
+    try:
+        row = await pool.fetchrow(
+            "select m.media_url, m.media_mime_type from chat_messages m"
+            " join chat_identities i on i.id = m.chat_identity_id and i.organization_id = $1::uuid"
+            " where m.organization_id = $1::uuid and i.phone = $2 and m.id = $3::uuid"
+            " and m.media_url is not null", org, phone, message_id)
+    except asyncpg.DataError:  # not a UUID
+        return None
+    return (row["media_url"], row["media_mime_type"]) if row else None

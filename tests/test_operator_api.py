@@ -12,6 +12,8 @@ import aiohttp
 from graph import prompts
 from storage import chats, memory, operators
 from tests.conftest import eventually
+from tests.fakes.gemini import DEFAULT_TRANSCRIPT
+from tests.test_understanding import APP, APP_ID, gemini, media_system, row, webhook  # noqa: F401
 from tests.helpers import in_thread, post_webhook, text_webhook
 
 PHONE = "573001112233"
@@ -223,3 +225,41 @@ def _rendered(recent: list[tuple[str, str]]) -> str:
     ctx = Ctx()
     ctx.recent = recent
     return prompts.context(ctx, {}, "")
+
+
+async def test_a_voice_note_is_read_with_its_transcript_and_its_file(
+        media_system, make_org, gupshup, deps):
+    org = await make_org(APP, app_id=APP_ID)
+    other = await make_org("OtherClinic", token="other-clinic-token")
+    _, token = await operators.add(deps.pool, org, "Ana")
+    _, stranger = await operators.add(deps.pool, other, "Eve")
+    async with media_system() as s:
+        body, pid, data = webhook("gupshup_v3_audio.json", gupshup)
+        await post_webhook(s.url, body)
+        await eventually(lambda: row(deps, org, pid), timeout_s=15)
+        chat = await OperatorClient(s.url, token).chat("917506080480")
+        [note] = [m for m in chat["messages"] if m["media"]]
+        assert note["media"]["transcript"] == f"[nota de voz] {DEFAULT_TRANSCRIPT}"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(s.url + note["media"]["link"],
+                                headers={"Authorization": f"Bearer {token}"}) as response:
+                assert response.status == 200 and await response.read() == data
+                assert response.headers["Content-Type"].startswith("audio/ogg")
+            async with http.get(s.url + note["media"]["link"],
+                                headers={"Authorization": f"Bearer {stranger}"}) as response:
+                assert response.status == 404
+
+
+async def test_a_media_link_in_supabase_storage_is_a_short_lived_signed_url(tmp_path):
+    from storage.media_store import SupabaseMediaStore
+    from tests.fakes.supabase_storage import FakeSupabaseStorage
+
+    async def one_chunk():
+        yield b"OggS voice"
+
+    async with FakeSupabaseStorage(api_key="service-role-key") as fake, aiohttp.ClientSession() as http:
+        store = SupabaseMediaStore(http, fake.url, "service-role-key", spool_dir=tmp_path)
+        await store.save("org/chat/m.ogg", one_chunk(), "audio/ogg", 100)
+        link = await store.signed_url("org/chat/m.ogg", 300)
+        async with http.get(link) as response:  # no key: the signature is the permission
+            assert response.status == 200 and await response.read() == b"OggS voice"
