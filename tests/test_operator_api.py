@@ -13,8 +13,9 @@ from graph import prompts
 from storage import chats, memory, operators
 from tests.conftest import eventually
 from tests.fakes.gemini import DEFAULT_TRANSCRIPT
+from tests.test_delivery import settled
 from tests.test_understanding import APP, APP_ID, gemini, media_system, row, webhook  # noqa: F401
-from tests.helpers import in_thread, post_webhook, text_webhook
+from tests.helpers import fixture, in_thread, post_webhook, text_webhook
 
 PHONE = "573001112233"
 ADVISOR = "573009998877"
@@ -165,6 +166,11 @@ async def test_the_advisor_and_staff_phones_are_never_answered_nor_contacts(
         before = len(gupshup.sent)
         for phone in (ADVISOR, STAFF):
             await say(s.url, gupshup, "hola, ¿qué horarios tienen mañana?", expect=0, phone=phone)
+        # Gupshup's opt-in event for the advisor's number makes no contact either.
+        opted_in = fixture("gupshup/gupshup_user_event_opted_in.json", app="DemoClinic")
+        opted_in["payload"]["phone"] = ADVISOR
+        assert (await post_webhook(s.url, opted_in))[0] == 200
+        await eventually(lambda: settled(deps, org))
         api = OperatorClient(s.url, token)
         staff_chats = await eventually(lambda: _staff_chats(api, 2))
         for phone in (ADVISOR, STAFF):
