@@ -269,3 +269,30 @@ async def test_a_media_link_in_supabase_storage_is_a_short_lived_signed_url(tmp_
         link = await store.signed_url("org/chat/m.ogg", 300)
         async with http.get(link) as response:  # no key: the signature is the permission
             assert response.status == 200 and await response.read() == b"OggS voice"
+
+
+async def test_the_model_reads_a_staff_answer_as_the_clinics_words_not_its_own(deps, settings):
+    from pydantic_ai.messages import ModelResponse, ToolCallPart
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+    from graph.receptionist import Receptionist
+    from storage.seed import seed_demo
+    from tests.graph_helpers import NOW, Chat, redis_saver
+
+    deps.clock = NOW.timestamp
+    clinic = await seed_demo(deps.pool)
+    seen: list[str] = []
+
+    def respond(messages, info: AgentInfo) -> ModelResponse:
+        if "[agente:router]" in (info.instructions or ""):
+            return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, {"flow": "knowledge"})])
+        seen.append(info.instructions or "")
+        return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, {"reply": "Claro.", "done": True})])
+
+    chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=FunctionModel(respond)), clinic)
+    await chat.say("hola")
+    # What the sender records once a person's message is accepted (author staff:<name>).
+    await memory.remember(deps.redis, clinic, chat.phone, "staff", "Te guardé el jueves a las 3 pm.")
+    await chat.say("perfecto, ¿y cuánto cuesta?")
+    assert "Equipo de la clínica (una persona): Te guardé el jueves a las 3 pm." in seen[-1]
+    assert "Tú: Te guardé" not in seen[-1]
