@@ -80,7 +80,8 @@ class AgentStage:
             # One entry for the whole reply: its parts go out in order from one sender.
             OutboundMessage(org=event.org, phone=event.chat, text=reply[0], more_texts=reply[1:],
                             turn_id=event.turn_id, idempotency_key=f"{event.turn_id}:reply",
-                            origin=first)
+                            origin=first, handled_by={"experts": result.experts, "tools": result.tools,
+                                                      "actions": result.actions[:20]})
         ] if reply else []
         if result.escalation:
             outbound.append(await self._escalation(event, result.escalation))

@@ -14,6 +14,8 @@ from ops import metrics
 from ops.deps import Deps
 from storage import chats, consent, ratelimit, statuses, streams
 from storage.events import OutboundMessage, StatusEvent, UserEvent
+from storage.org_settings import staff_phones
+from storage.orgs import ConnectionsByOrg
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ class DeliveryEvents:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
         self.status_writer = statuses.StatusWriter(deps.pool)
+        self.connections = ConnectionsByOrg(deps.pool)  # its settings name the staff phones
 
     async def on_status(self, event: StatusEvent, delivery: Delivery) -> str | None:
         deps = self.deps
@@ -90,6 +93,9 @@ class DeliveryEvents:
     async def on_user_event(self, event: UserEvent, delivery: Delivery) -> str | None:
         if event.event not in ("opted-in", "opted-out"):
             return "ignored"
+        connection = await self.connections.get(event.org)
+        if connection is not None and event.phone in staff_phones(connection.settings):
+            return "ignored_staff"  # the clinic's own people are not contacts with a consent
         identity = await chats.upsert_identity(self.deps.pool, event.org, event.phone, None)
         await consent.record(self.deps.pool, org=event.org, contact_id=identity.contact_id,
                              status="opted_in" if event.event == "opted-in" else "opted_out",

@@ -18,6 +18,8 @@ from ops import metrics, tracing
 from ops.deps import Deps
 from storage import chats, memory, origins, turns
 from storage.events import InboundMessage, Origin, StatusEvent, StreamEvent, UserEvent
+from storage.org_settings import staff_phones
+from storage.orgs import ConnectionsByOrg
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ class EnrichStage:
         self.deps = deps
         self.understand = understander
         self.delivery_events = DeliveryEvents(deps)
+        self.connections = ConnectionsByOrg(deps.pool)  # its settings name the staff phones
 
     async def handle(self, event: StreamEvent, delivery: Delivery) -> str | None:
         if isinstance(event, InboundMessage):
@@ -64,6 +67,9 @@ class EnrichStage:
 
     async def message(self, event: InboundMessage) -> str | None:
         deps = self.deps
+        connection = await self.connections.get(event.org)
+        if connection is not None and event.phone in staff_phones(connection.settings):
+            return await self._staff_message(event)
         identity = await chats.upsert_identity(deps.pool, event.org, event.phone, event.name)
         if not identity.bot_enabled and await chats.resume_if_due(deps.pool, event.org, event.phone,
                                                                   chats.ms_to_dt(deps.now_ms())):
@@ -96,7 +102,24 @@ class EnrichStage:
             return "duplicate"
         return None if joins_turn else "stored_without_turn"
 
-    async def _store(self, event: InboundMessage, identity: chats.Identity) -> tuple[str, bool]:
+    async def _staff_message(self, event: InboundMessage) -> str:
+        """The advisor or a staff member wrote to the business number: kept and shown in the
+        inbox, never a contact, never a turn (the bot answering the clinic's own people as
+        customers was the bug this prevents)."""
+        deps = self.deps
+        identity = await chats.upsert_staff_identity(deps.pool, event.org, event.phone, event.name)
+        created = await chats.inbound_message_id(deps.pool, event.org, event.provider_id) is None
+        if created:
+            _, created = await self._store(event, identity, author=f"staff:{event.phone}")
+        # No message id: the batcher's count of messages on their way for this chat drops.
+        await turns.hand_off(
+            deps.redis, org=event.org, chat=event.phone, provider_id=event.provider_id,
+            message_id=None, sent_at_ms=event.sent_at_ms, now_ms=deps.now_ms(),
+            debounce=debounce_of(deps))
+        return "staff_message" if created else "duplicate"
+
+    async def _store(self, event: InboundMessage, identity: chats.Identity,
+                     author: str = "customer") -> tuple[str, bool]:
         understood: Understanding = await self.understand(self.deps, event)
         if event.context_id and event.kind != "reaction" and understood.processed_text:
             quoted = await memory.quoted_text(self.deps.pool, event.org, event.context_id)
@@ -109,7 +132,7 @@ class EnrichStage:
             sent_at_ms=event.sent_at_ms, media_type=understood.media_type,
             media_url=understood.media_url, media_mime_type=understood.media_mime_type,
             media_size_bytes=understood.media_size_bytes, media_sha256=understood.media_sha256,
-            artifacts=understood.artifacts)
+            artifacts=understood.artifacts, author=author)
         if stored[1]:  # the agent's short-term memory of the chat
             await memory.remember(self.deps.redis, event.org, event.phone, "user",
                                   understood.processed_text)

@@ -18,6 +18,7 @@ from ops.outages import DependencyDown
 from ops.deps import Deps
 from storage import chats, memory, outbound, ratelimit, streams
 from storage.events import OutboundMessage, StreamEvent
+from storage.org_settings import staff_phones
 from storage.orgs import Connection, ConnectionsByOrg
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ def parts_of(event: OutboundMessage) -> list[OutboundMessage]:
     first = event.model_copy(update={"more_texts": []})
     rest = [event.model_copy(update={
         "text": text, "more_texts": [], "idempotency_key": f"{event.idempotency_key}:{i}",
-        "purpose": "continuation", "escalation": None})
+        "purpose": "continuation", "escalation": None, "handled_by": None})
         for i, text in enumerate(event.more_texts, start=1)]
     return [first, *rest]
 
@@ -58,10 +59,17 @@ class SenderStage:
     async def _deliver(self, event: OutboundMessage, connection: Connection,
                        delivery: Delivery) -> str | None:
         deps = self.deps
-        identity = await chats.upsert_identity(deps.pool, event.org, event.phone, None)
+        # The advisor's notice goes to a staff phone: its chat is stored, but staff never
+        # become contacts (or a later message of theirs would be answered like a customer's).
+        if event.phone in staff_phones(connection.settings):
+            identity = await chats.upsert_staff_identity(deps.pool, event.org, event.phone, None)
+        else:
+            identity = await chats.upsert_identity(deps.pool, event.org, event.phone, None)
         row = await outbound.claim(deps.pool, org=event.org, identity=identity,
                                    idempotency_key=event.idempotency_key, text=event.text,
-                                   turn_id=event.turn_id, purpose=event.purpose)
+                                   turn_id=event.turn_id, purpose=event.purpose,
+                                   author=event.author_name,
+                                   artifacts={"handled_by": event.handled_by} if event.handled_by else None)
         if not row.may_send:
             if row.send_started_at and not row.provider_message_id and row.message_status != "failed":
                 # A worker died while this request may have been on the wire: never risk a repeat.
@@ -161,8 +169,9 @@ class SenderStage:
         self._count(event, "accepted")
         if event.origin and event.purpose == "reply":  # the first part of the answer
             metrics.end_to_end.observe(max(0.0, deps.clock() - event.origin.received_at_ms / 1000))
-        if event.text:  # the agent's short-term memory of the chat
-            await memory.remember(deps.redis, event.org, event.phone, "assistant", event.text)
+        if event.text:  # the agent's short-term memory of the chat (staff words marked as such)
+            role = "staff" if event.author_name.startswith("staff:") else "assistant"
+            await memory.remember(deps.redis, event.org, event.phone, role, event.text)
         if event.escalation:
             await self._escalation_outcome(event, accepted=True)
         return None

@@ -161,7 +161,8 @@ class Nodes:
         from storage.memory import save_summary
 
         lines = [f"Resumen anterior: {ctx.summary or state.get('summary') or '(ninguno)'}"]
-        lines += [f"{'Cliente' if r == 'user' else 'Nosotros'}: {t[:300]}" for r, t in ctx.recent]
+        speaker = {"user": "Cliente", "staff": "Equipo de la clínica"}
+        lines += [f"{speaker.get(r, 'Nosotros')}: {t[:300]}" for r, t in ctx.recent]
         lines += [f"Cliente: {t[:300]}" for t in state.get("texts", [])]
         lines += [f"Nosotros: {t[:300]}" for t in parts]
         try:

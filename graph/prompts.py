@@ -54,6 +54,12 @@ def base(ctx: TurnContext) -> str:
                        tz=ctx.org.timezone)
 
 
+# Who said each recent message, as the model reads it. A person of the clinic answered while
+# the bot was paused: the model must know those words were the clinic's, not its own, and keep to
+# what that person said or promised.
+SPEAKERS = {"user": "Cliente", "assistant": "Tú", "staff": "Equipo de la clínica (una persona)"}
+
+
 def context(ctx: TurnContext, state: dict, summary: str) -> str:
     """Memory and state for an expert: summary, last messages, and the state as one JSON line."""
     lines = []
@@ -62,7 +68,7 @@ def context(ctx: TurnContext, state: dict, summary: str) -> str:
     if ctx.recent:
         lines.append("Mensajes recientes (del más antiguo al más nuevo):")
         for role, text in ctx.recent:
-            who = "Cliente" if role == "user" else "Tú"
+            who = SPEAKERS.get(role, "Tú")
             lines.append(f"{who}: {text[:MAX_RECENT_CHARS]}")
     lines.append(f"{STATE_MARK} {json.dumps(model_view(state), ensure_ascii=False)}")
     return "\n".join(lines)

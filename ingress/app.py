@@ -1,4 +1,4 @@
-"""The HTTP edge: Gupshup webhooks, health, readiness and metrics.
+"""The HTTP edge: Gupshup webhooks, health, readiness, metrics, and the operator API and inbox.
 
 Nothing is processed inline: a webhook is verified, parsed, deduplicated and put on its
 organization's inbound stream, and answered at once (Gupshup wants a 2xx within 10 s and
@@ -11,7 +11,7 @@ import logging
 
 from aiohttp import web
 
-from ingress import dev_chat
+from ingress import dev_chat, inbox_page, operator_api
 from ingress.common import CONNECTIONS, DEPS, HEADROOM
 from ingress.headroom import RedisHeadroom
 from ingress.orgs import ConnectionCache
@@ -63,6 +63,9 @@ def create_app(deps: Deps) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
+    # The clinic's team: the operator API and its inbox page (not the webhook token's business).
+    operator_api.add_routes(app)
+    inbox_page.add_routes(app)
     if deps.settings.dev_chat_enabled:
         dev_chat.add_routes(app, accept_webhook)
     if deps.settings.gupshup_simulated:

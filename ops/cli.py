@@ -2,6 +2,7 @@
 
 skytide run [--roles ingress,enrich,batcher,agent,sender,scheduler]
 skytide migrate | seed-demo | org add|set ... | bot pause|resume ... | dlq list|show|replay ...
+skytide operator add --org ID --name NAME | operator revoke --org ID --id ID | operator list --org ID
 skytide catalog import FILE --org ID | catalog export --org ID | reminders plan --org ID
 skytide bench
 """
@@ -390,6 +391,39 @@ async def cmd_bot(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
 
+async def cmd_operator(settings: Settings, args: argparse.Namespace) -> int:
+    """Credentials of the clinic's team for the operator API and the inbox page."""
+    from storage import operators
+    from storage.db import migrate
+
+    async with services(settings) as settings, open_deps(settings) as deps:
+        await migrate(deps.pool)
+        if args.operator_command == "add":
+            try:
+                operator_id, token = await operators.add(deps.pool, args.org, args.name)
+            except operators.BadOperator as exc:
+                print(exc, file=sys.stderr)
+                return 2
+            print(f"operator {operator_id} ({args.name.strip()})")
+            print(f"token: {token}")
+            print("the token is shown only now (only its SHA-256 is kept): give it to the person,"
+                  " who pastes it into /inbox or sends it as Authorization: Bearer")
+            return 0
+        if args.operator_command == "revoke":
+            if not await operators.revoke(deps.pool, args.org, args.id):
+                print(f"no active operator {args.id} in organization {args.org}", file=sys.stderr)
+                return 1
+            print(f"operator {args.id} revoked")
+            return 0
+        found = await operators.list_operators(deps.pool, args.org)
+        for op in found:
+            state = f"revoked {op.revoked_at:%Y-%m-%d %H:%M}" if op.revoked_at else "active"
+            used = f"{op.last_used_at:%Y-%m-%d %H:%M}" if op.last_used_at else "never"
+            print(f"{op.id}  {op.name}  {state}  last used {used}")
+        print(f"{len(found)} operator(s)")
+        return 0
+
+
 async def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
     from storage import dead_letters
 
@@ -514,6 +548,17 @@ def build_parser() -> argparse.ArgumentParser:
     bot.add_argument("action", choices=["pause", "resume"])
     bot.add_argument("--org", required=True)
     bot.add_argument("--phone", required=True)
+    operator = sub.add_parser("operator", help="the clinic's team: tokens for the operator API and "
+                                                "/inbox").add_subparsers(dest="operator_command",
+                                                                         required=True)
+    op_add = operator.add_parser("add", help="create an operator and print their token (once)")
+    op_add.add_argument("--org", required=True, type=org_id)
+    op_add.add_argument("--name", required=True, help="shown with their messages: staff:<name>")
+    op_revoke = operator.add_parser("revoke", help="revoke an operator's token at once")
+    op_revoke.add_argument("--org", required=True, type=org_id)
+    op_revoke.add_argument("--id", required=True, help="as `operator list` prints it")
+    operator.add_parser("list", help="the organization's operators").add_argument(
+        "--org", required=True, type=org_id)
     dlq = sub.add_parser("dlq", help="dead letters: why entries failed, and replay").add_subparsers(
         dest="dlq_command", required=True)
     for name, help_text in (("list", "list dead letters"), ("replay", "put dead letters back")):
@@ -596,6 +641,8 @@ def _command(args: argparse.Namespace, settings: Settings) -> int:
         return run_async(cmd_clock(settings, args))
     elif args.command == "embed":
         return run_async(cmd_embed(settings, args.org))
+    elif args.command == "operator":
+        return run_async(cmd_operator(settings, args))
     elif args.command == "dlq":
         return run_async(cmd_dlq(settings, args))
     elif args.command == "eval":

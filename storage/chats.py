@@ -14,11 +14,12 @@ from storage.catalog import TSQUERY_ANY_WORD
 @dataclass(frozen=True)
 class Identity:
     id: str
-    contact_id: str
+    contact_id: str | None  # None only for a staff chat (kind "staff"): staff are not contacts
     phone: str
     bot_enabled: bool
     last_inbound_at: datetime | None
     opted_out: bool  # the contact said STOP (or WhatsApp told us so)
+    kind: str = "customer"  # or "staff": the advisor's or a staff phone, never answered by the bot
 
 
 def ms_to_dt(ms: int) -> datetime:
@@ -28,23 +29,28 @@ def ms_to_dt(ms: int) -> datetime:
 _IDENTITY_COLUMNS = """
     id::text, contact_id::text, phone, bot_enabled, last_inbound_at,
     exists (select 1 from contact_authorizations a where a.contact_id = chat_identities.contact_id
-            and a.channel = 'whatsapp' and a.status = 'opted_out') as opted_out"""
+            and a.channel = 'whatsapp' and a.status = 'opted_out') as opted_out, kind"""
 
 
 async def upsert_identity(conn: asyncpg.Connection | asyncpg.Pool, org: str, phone: str,
                           profile_name: str | None) -> Identity:
-    """Find or create the contact and chat identity of a phone in an organization."""
-    # Fast path, the usual case: the chat exists and its profile name has not changed: one
-    # read, no write (a write per message would cost a row version and a WAL record each).
+    """Find or create the contact and chat identity of a customer's phone in an organization.
+
+    A phone that was a staff chat (no contact) and writes as a customer now gets its contact and
+    its bot back: the caller decided it is a customer (see `upsert_staff_identity`)."""
+    # Fast path, the usual case: the customer's chat exists and its profile name has not
+    # changed: one read, no write (a write per message would cost a row version and a WAL
+    # record each).
     row = await conn.fetchrow(
         f"select {_IDENTITY_COLUMNS}, profile_name from chat_identities "
-        "where organization_id = $1::uuid and phone = $2", org, phone)
+        "where organization_id = $1::uuid and phone = $2 and kind = 'customer'", org, phone)
     if row and (profile_name is None or row["profile_name"] == profile_name):
         return Identity(**{k: v for k, v in dict(row).items() if k != "profile_name"})
     if row:
         row = await conn.fetchrow(
             "update chat_identities set profile_name = $3 "
-            f"where organization_id = $1::uuid and phone = $2 returning {_IDENTITY_COLUMNS}",
+            "where organization_id = $1::uuid and phone = $2 and kind = 'customer' "
+            f"returning {_IDENTITY_COLUMNS}",
             org, phone, profile_name)
         if row:
             return Identity(**dict(row))
@@ -56,9 +62,30 @@ async def upsert_identity(conn: asyncpg.Connection | asyncpg.Pool, org: str, pho
         "insert into chat_identities (organization_id, contact_id, phone, profile_name) "
         "values ($1::uuid, $2::uuid, $3, $4) "
         "on conflict (organization_id, phone) do update "
-        "  set profile_name = coalesce(excluded.profile_name, chat_identities.profile_name) "
+        "  set profile_name = coalesce(excluded.profile_name, chat_identities.profile_name),"
+        "      contact_id = coalesce(chat_identities.contact_id, excluded.contact_id),"
+        "      bot_enabled = chat_identities.bot_enabled or chat_identities.kind = 'staff',"
+        "      kind = 'customer' "
         f"returning {_IDENTITY_COLUMNS}",
         org, contact_id, phone, profile_name)
+    return Identity(**dict(row))
+
+
+async def upsert_staff_identity(conn: asyncpg.Connection | asyncpg.Pool, org: str, phone: str,
+                                profile_name: str | None) -> Identity:
+    """The chat of the organization's advisor or a staff phone: no contact is created (staff are
+    not customers of the clinic), and its bot is off, so nothing it writes starts a turn."""
+    row = await conn.fetchrow(
+        "insert into chat_identities (organization_id, phone, profile_name, kind, bot_enabled,"
+        " bot_paused_at, bot_paused_reason) "
+        "values ($1::uuid, $2, $3, 'staff', false, now(), 'staff phone') "
+        "on conflict (organization_id, phone) do update "
+        "  set profile_name = coalesce(excluded.profile_name, chat_identities.profile_name),"
+        "      kind = 'staff', bot_enabled = false,"
+        "      bot_paused_at = coalesce(chat_identities.bot_paused_at, now()),"
+        "      bot_paused_reason = coalesce(chat_identities.bot_paused_reason, 'staff phone') "
+        f"returning {_IDENTITY_COLUMNS}",
+        org, phone, profile_name)
     return Identity(**dict(row))
 
 
@@ -75,15 +102,17 @@ async def insert_inbound(conn: asyncpg.Connection | asyncpg.Pool, *, org: str, i
                          sent_at_ms: int, media_type: str | None = None,
                          media_url: str | None = None, media_mime_type: str | None = None,
                          media_size_bytes: int | None = None, media_sha256: str | None = None,
-                         artifacts: dict[str, Any] | None = None) -> tuple[str, bool]:
-    """Store an inbound message once; returns (message id, whether this call created it)."""
+                         artifacts: dict[str, Any] | None = None,
+                         author: str = "customer") -> tuple[str, bool]:
+    """Store an inbound message once; returns (message id, whether this call created it).
+    `author` is "customer", or "staff:<phone>" for a message from a staff phone."""
     # The row and the chat's last_inbound_at (the 24-hour window) in one statement, one commit.
     row = await conn.fetchrow(
         "with stored as ("
         " insert into chat_messages (organization_id, chat_identity_id, direction, message,"
         " processed_text, media_type, media_url, media_mime_type, media_size_bytes, media_sha256,"
-        " provider_message_id, message_status, artifacts, sent_at) "
-        " values ($1::uuid, $2::uuid, 'inbound', $3, $4, $5, $6, $7, $8, $9, $10, 'delivered', $11, $12)"
+        " provider_message_id, message_status, artifacts, sent_at, author) "
+        " values ($1::uuid, $2::uuid, 'inbound', $3, $4, $5, $6, $7, $8, $9, $10, 'delivered', $11, $12, $13)"
         " on conflict (organization_id, provider_message_id) where provider_message_id is not null"
         " do nothing returning id, chat_identity_id, sent_at), "
         "touched as ("
@@ -91,7 +120,7 @@ async def insert_inbound(conn: asyncpg.Connection | asyncpg.Pool, *, org: str, i
         " from stored where i.id = stored.chat_identity_id) "
         "select id::text from stored",
         org, identity.id, message, processed_text, media_type, media_url, media_mime_type,
-        media_size_bytes, media_sha256, provider_id, artifacts or {}, ms_to_dt(sent_at_ms))
+        media_size_bytes, media_sha256, provider_id, artifacts or {}, ms_to_dt(sent_at_ms), author)
     if row:
         return row["id"], True
     return await inbound_message_id(conn, org, provider_id), False
@@ -115,16 +144,17 @@ async def message_texts(conn: asyncpg.Connection | asyncpg.Pool, org: str,
 
 
 async def set_bot_enabled(conn: asyncpg.Connection | asyncpg.Pool, org: str, phone: str,
-                          enabled: bool, reason: str | None = None, at: datetime | None = None) -> bool:
-    """Turn the bot on or off for one chat; returns False when the chat does not exist.
-
-    `at` is the caller's clock (Deps.clock), the one `resume_if_due` compares against; without
-    it the database's."""
+                          enabled: bool, reason: str | None = None, by: str | None = None,
+                          at: datetime | None = None) -> bool:
+    """Turn the bot on or off for one chat (`by`: who took it over, when a person did); returns
+    False when the chat does not exist. A staff chat's bot never comes on. `at` is the caller's
+    clock (Deps.clock), the one `resume_if_due` compares against; without it the database's."""
     result = await conn.execute(
         "update chat_identities set bot_enabled = $3, "
-        "  bot_paused_at = case when $3 then null else coalesce($5, now()) end, bot_paused_reason = $4 "
-        "where organization_id = $1::uuid and phone = $2", org, phone, enabled,
-        None if enabled else reason, at)
+        "  bot_paused_at = case when $3 then null else coalesce($6, now()) end, bot_paused_reason = $4,"
+        "  bot_paused_by = $5 "
+        "where organization_id = $1::uuid and phone = $2 and (kind = 'customer' or not $3)",
+        org, phone, enabled, None if enabled else reason, None if enabled else by, at)
     return result.endswith(" 1")
 
 
@@ -133,8 +163,10 @@ async def resume_if_due(conn: asyncpg.Connection | asyncpg.Pool, org: str, phone
     `bot_resume_after_hours` setting (no setting: a paused chat stays paused until
     `skytide bot resume`). True when it was resumed."""
     result = await conn.execute(
-        "update chat_identities ci set bot_enabled = true, bot_paused_at = null, bot_paused_reason = null "
+        "update chat_identities ci set bot_enabled = true, bot_paused_at = null, bot_paused_reason = null,"
+        " bot_paused_by = null "
         "from organizations o where o.id = ci.organization_id and ci.organization_id = $1::uuid "
+        "  and ci.kind = 'customer' "
         "  and ci.phone = $2 and not ci.bot_enabled and o.settings ? 'bot_resume_after_hours' "
         "  and ci.bot_paused_at <= $3::timestamptz - make_interval(secs => (o.settings->>'bot_resume_after_hours')::float8 * 3600)",
         org, phone, now)

@@ -113,6 +113,18 @@ class OutboundMessage(BaseModel):
     requires_bot_enabled: bool = True
     escalation: EscalationNotice | None = None
     origin: Origin | None = None
+    # Who wrote it, stored with the row: "staff:<name>" for a person of the clinic (the operator
+    # API); None means the bot's reply ("bot") or, for any other purpose, "system".
+    author: str | None = None
+    # What the bot did in the turn this reply ends (experts, tools, actions), stored with the
+    # row so the inbox can show it without the checkpoint (which expires).
+    handled_by: dict[str, Any] | None = None
+
+    @property
+    def author_name(self) -> str:
+        if self.author:
+            return self.author
+        return "bot" if self.purpose in ("reply", "continuation") else "system"
 
 
 StreamEvent = Annotated[

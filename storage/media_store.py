@@ -148,6 +148,13 @@ class LocalMediaStore:
         root = self.root.resolve()
         return target if root in target.parents else None
 
+    def file_of(self, path: str) -> Path | None:
+        """The stored file of `path`, None when absent or when the path would leave the root (a
+        stored path is ours, but a row edited by hand must not open the rest of the disk)."""
+        root = self.root.resolve()
+        target = (root / path).resolve()
+        return target if target.is_relative_to(root) and target.is_file() else None
+
 
 class SupabaseMediaStore:
     """Supabase Storage through its HTTP API (the same requests `storage3` makes).
@@ -208,6 +215,19 @@ class SupabaseMediaStore:
     async def paths_under(self, folder: str) -> list[str]:
         """Objects are found by the rows that name them: listing the bucket is not done here."""
         return []
+
+    async def signed_url(self, path: str, expires_s: int) -> str:
+        """A link that reads the object for `expires_s` without the service key (the bucket is
+        private): what a person's browser is sent to."""
+        headers = {"apiKey": self.key, "Authorization": f"Bearer {self.key}"}
+        async with self.http.post(f"{self.base}/object/sign/{self.bucket}/{path}",
+                                  json={"expiresIn": expires_s}, headers=headers,
+                                  timeout=self.timeout) as response:
+            if response.status != 200:
+                raise MediaStoreError(f"signing {path} failed: HTTP {response.status} "
+                                      f"{(await response.text())[:200]}")
+            signed = (await response.json())["signedURL"]
+        return self.base + signed
 
     async def _upload(self, stored: StoredMedia, content_type: str) -> None:
         url = f"{self.base}/object/{self.bucket}/{stored.path}"

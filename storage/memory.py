@@ -17,7 +17,9 @@ import redis.asyncio as aioredis
 from ops import metrics
 from storage import keys
 
-Role = Literal["user", "assistant"]
+# "staff": a person of the clinic wrote it (the operator API), so after a hand-back the bot
+# knows what was promised in the clinic's name, and does not take it for its own words.
+Role = Literal["user", "assistant", "staff"]
 RECENT_TTL_S = 14 * 24 * 3600
 MAX_ITEMS = 50
 
@@ -47,12 +49,15 @@ async def recent_messages(redis: aioredis.Redis, pool: asyncpg.Pool, org: str, c
         return [(role, text) for role, text in reversed(items[:n])]
     metrics.recent_cache.labels("miss").inc()
     rows = await pool.fetch("""
-        select m.direction, coalesce(m.processed_text, m.message) as text
+        select m.direction, coalesce(m.processed_text, m.message) as text,
+               coalesce(m.author like 'staff:%', false) as by_staff
         from chat_messages m join chat_identities i on i.id = m.chat_identity_id
         where m.organization_id = $1::uuid and i.organization_id = $1::uuid and i.phone = $2
           and coalesce(m.processed_text, m.message, '') <> ''
+          and not (m.direction = 'outbound' and m.artifacts ? 'dropped')
         order by m.created_at desc limit $3""", org, chat, MAX_ITEMS)
-    history = [("user" if r["direction"] == "inbound" else "assistant", r["text"]) for r in rows]
+    history = [("user" if r["direction"] == "inbound" else "staff" if r["by_staff"] else "assistant",
+                r["text"]) for r in rows]
     await _rebuild(redis, org, chat, history, complete=len(rows) < MAX_ITEMS)
     return list(reversed(history[:n]))
 

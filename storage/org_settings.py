@@ -37,6 +37,21 @@ def _phone(value: Any) -> str:
     return digits
 
 
+def _phones(value: Any) -> list[str]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    return sorted({_phone(item) for item in items if str(item).strip()})
+
+
+def staff_phones(settings: dict[str, Any]) -> frozenset[str]:
+    """The phones of the clinic's own people (the advisor and `staff_phones`): what they write
+    to the business number is stored and shown, never answered by the bot, and they never
+    become contacts."""
+    phones = set(settings.get("staff_phones") or [])
+    if settings.get("advisor_phone"):
+        phones.add(str(settings["advisor_phone"]))
+    return frozenset(phones)
+
+
 def _offsets(value: Any) -> list[float]:
     items = value if isinstance(value, list) else str(value).split(",")
     try:
@@ -119,6 +134,7 @@ def _currency(value: Any) -> str:
 
 KEYS: dict[str, Callable[[Any], Any]] = {
     "advisor_phone": _phone,
+    "staff_phones": _phones,  # comma-separated: staff who may write to the business number
     "escalation_template_id": _text,
     "reengagement_template_id": _text,
     "reminder_template_id": _text,  # the approved template for reminders outside the 24 h window

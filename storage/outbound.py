@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -25,17 +26,19 @@ class OutgoingRow:
 
 
 async def claim(pool: asyncpg.Pool, *, org: str, identity: Identity, idempotency_key: str,
-                text: str | None, turn_id: str | None, purpose: str) -> OutgoingRow:
-    """The row of this outgoing message, created on first sight (status pending)."""
+                text: str | None, turn_id: str | None, purpose: str, author: str | None = None,
+                artifacts: dict[str, Any] | None = None) -> OutgoingRow:
+    """The row of this outgoing message, created on first sight (status pending), with who
+    wrote it ("bot", "system", "staff:<name>") and what the inbox shows beside it."""
     row = await pool.fetchrow(
         "insert into chat_messages (organization_id, chat_identity_id, direction, message,"
-        " processed_text, idempotency_key, turn_id, purpose, message_status) "
-        "values ($1::uuid, $2::uuid, 'outbound', $3, $3, $4, $5, $6, 'pending') "
+        " processed_text, idempotency_key, turn_id, purpose, message_status, author, artifacts) "
+        "values ($1::uuid, $2::uuid, 'outbound', $3, $3, $4, $5, $6, 'pending', $7, $8) "
         "on conflict (organization_id, idempotency_key) where idempotency_key is not null "
         "do update set idempotency_key = excluded.idempotency_key "
         "returning id::text, provider_message_id, send_started_at, message_status,"
         " artifacts ? 'dropped' as dropped",
-        org, identity.id, text, idempotency_key, turn_id, purpose)
+        org, identity.id, text, idempotency_key, turn_id, purpose, author, artifacts or {})
     return OutgoingRow(**dict(row))
 
 

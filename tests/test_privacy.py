@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -279,7 +279,7 @@ async def test_erase_of_an_unknown_phone_is_harmless_and_a_bad_phone_is_refused(
     store = LocalMediaStore(tmp_path)
     person = await privacy.find(deps.pool, org, PHONE)
     result = await erasure.erase(deps.pool, deps.redis, store, person,
-                                 now=datetime.now(timezone.utc))
+                                 now=clock.now_dt())
     assert result.found is False and result.media_files == 0
     with pytest.raises(ValueError, match="international form"):
         privacy.normalize_phone("call me")
