@@ -24,7 +24,6 @@ from graph.state import Flow
 Intent = Literal["person", "upset", "cancel", "reschedule", "list", "name", "book", "price", "hours",
                  "address", "info", "pick", "confirm", "decline", "thanks", "goodbye", "greeting", "unknown"]
 
-DAYS = "|".join(timeparse.WEEKDAYS)  # lunes ... domingo: one list, in timeparse
 _MOVE = r"(?:cambi|mov|muev|corr|pas|aplaz|pospon|postergu|posterg|traslad|adelant|atras|reprogram)"
 _MODAL = r"(?:(?:puedes|podes|podrias|pueden|podrian|podras|quiero|queria|quisiera|necesito|tengo que|hay que|me) )?"
 _SLOT_WORD = r"(?:cita|turno|reserva|hora|sesion|cupo)"
@@ -145,9 +144,9 @@ def mentions_when(t: str) -> bool:
 
 
 def mentions_day(t: str) -> bool:
-    """A day, not only a time: "mañana", "el domingo", "15 de marzo", "15/3", "la otra semana"."""
-    t = re.sub(r"\b(de|en|por|a) la manana\b", "", t)
-    return bool(re.search(rf"\b(manana|hoy|{DAYS})\b|\b\d+ de [a-z]|\d/\d|semana", t))
+    """A day, not only a time: "mañana", "el domingo", "15 de marzo", "15/3", "la otra semana"
+    (read by the one date parser, so the offline model and the tools agree on what is a day)."""
+    return timeparse.parse(t, ANY_NOW).day_given
 
 
 def says_no(t: str) -> bool:
