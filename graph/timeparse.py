@@ -208,6 +208,22 @@ def nearest_weekday(day: date, weekday: int, today: date) -> date:
     return near
 
 
+def pick_reading(conflict: Conflict, answer: str, now: datetime) -> date | None:
+    """Which reading an answer to "¿el martes 15 o el lunes 14?" names: a day that is one of
+    them ("el 15", "el lunes 14"), or a weekday or day number of one ("el martes", "el 14")."""
+    readings = (conflict.dated, conflict.other)
+    asked = parse(answer, now)
+    if asked.day_given and not asked.conflict and (hit := [d for d in readings if d in asked.days]):
+        return hit[0]
+    t = normalize(answer)
+    if m := _WD_ALONE.search(t):
+        hit = [d for d in readings if d.weekday() == _weekday(m["wd"])]
+        return hit[0] if len(hit) == 1 else None
+    numbers = {int(n) for n in re.findall(r"\b\d{1,2}\b", t)}
+    hit = [d for d in readings if d.day in numbers]
+    return hit[0] if len(hit) == 1 else None
+
+
 def _days(t: str, today: date) -> tuple[list[date], Conflict | None]:
     numbered = any(c.isdigit() for c in t)  # most messages name no date: skip the costly patterns
     for rx in (_DATE_DM, _DATE_MD, _DATE_SLASH) if numbered else ():
@@ -295,9 +311,11 @@ def day_number(today: date, day: int) -> date | None:
 # ---- times ---------------------------------------------------------------------------------
 
 def _period(t: str) -> Period | None:
-    if m := _PERIOD.search(t):
-        return "evening" if m["tonight"] else _PERIOD_WORDS[m["p"] or m["q"] or m["r"]]
-    return None
+    found = _last(t, (_PERIOD,))
+    if found is None:
+        return None
+    m = found[1]
+    return "evening" if m["tonight"] else _PERIOD_WORDS[m["p"] or m["q"] or m["r"]]
 
 
 def _num(word: str) -> int:
@@ -350,19 +368,32 @@ _MINUTE_WORDS = {"media": 30, "meia": 30, "cuarto": 15, "quinze": 15, "cinco": 5
                  "veinticinco": 25}
 
 
+def _last(t: str, patterns) -> tuple[re.Pattern, re.Match] | None:
+    """The latest mention among the patterns: in "mañana a las 3, mejor a las 4" the 4 wins (the
+    offline model also appends a correction to the earlier words). Of two matches ending at the
+    same place, the longer one ("cuarto para las 5", not "las 5")."""
+    best = None
+    for rx in patterns:
+        for m in rx.finditer(t):
+            if best is None or (m.end(), -m.start()) > (best[1].end(), -best[1].start()):
+                best = (rx, m)
+    return best
+
+
 def _time(t: str, period: Period | None) -> time | None:
-    if m := _TIME_TO.search(t):  # "un cuarto para las 5": 4:45, the hour read as written
+    found = _last(t, (_TIME_TO, _TIME_PAST, _TIME_AT, _TIME_HALF, _TIME_BARE))
+    if found is None:
+        return None
+    rx, m = found
+    if rx is _TIME_TO:  # "un cuarto para las 5": 4:45, the hour read as written
         before = 15 if m["before"] in ("cuarto", "quarter", "quarto") else _num(m["before"])
-        if 1 <= before <= 30:
-            return _minus(clock(_num(m["h"]), 0, _suffix_period(m["suffix"], period)), before)
-    if m := _TIME_PAST.search(t):
+        return _minus(clock(_num(m["h"]), 0, _suffix_period(m["suffix"], period)), before) \
+            if 1 <= before <= 30 else None
+    if rx is _TIME_PAST:
         return clock(_num(m["h"]), 30 if m["what"] == "half" else 15, _suffix_period(m["suffix"], period))
-    for rx in (_TIME_AT, _TIME_HALF):
-        if m := rx.search(t):
-            return _at(m, period)
-    if m := _TIME_BARE.search(t):
+    if rx is _TIME_BARE:
         return clock(int(m["h"]), int(m["mm"] or 0), _suffix_period(m["suffix"] or m["suffix2"], period))
-    return None
+    return _at(m, period)
 
 
 def _at(m: re.Match, period: Period | None) -> time | None:
