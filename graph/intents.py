@@ -200,7 +200,8 @@ def clear_flow(text: str) -> Flow | None:
 
 def pick_number(t: str) -> int | None:
     """"la primera", "la 2", "opción 3": the number of an item of the last list shown."""
-    if m := re.search(r"\b(" + "|".join(ORDINALS) + r")\b", t):
+    # "a primera hora" is a time of day, not the first item.
+    if m := re.search(r"\b(" + "|".join(ORDINALS) + r")\b(?! hora)", t):
         if not re.search(r"\b(cuarto|quinto)\b", t) or RX["pick"].search(t):  # "y cuarto" is a time
             return ORDINALS[m.group(1)]
     if m := re.fullmatch(r"\W*(?:la |el |opcion |numero |horario |cita )?([1-9])\W*", t):

@@ -69,8 +69,10 @@ async def _search(t, service: catalog.Service, window: When) -> Offer:
     if window.prefer is not None and len(window.days) == 1:
         # "mañana a las 10": that exact time if it is free, else the nearest free times around it.
         asked = datetime.combine(window.days[0], window.prefer, t.org.tz)
+        # A one-minute grid: "a las 4 y cuarto" is checked at 4:15 itself, not at the next half hour.
         exact = await free(t, service, days=window.days, time_from=window.prefer,
-                                time_to=(asked + timedelta(minutes=1)).time(), not_before=not_before, limit=1)
+                           time_to=(asked + timedelta(minutes=1)).time(), not_before=not_before, limit=1,
+                           step_min=1)
         if exact and exact[0].starts_at == asked:
             return Offer(exact[:1], exact=True)
         end = asked + timedelta(minutes=service.duration_minutes)
@@ -134,11 +136,11 @@ async def _next_open(t, service: catalog.Service, after: date, target: time | No
     return [], days[-1]
 
 
-async def free(t, service: catalog.Service, **window) -> list[appointments.Slot]:
-    """Free slots of the window that no other chat holds."""
+async def free(t, service: catalog.Service, step_min: int | None = None, **window) -> list[appointments.Slot]:
+    """Free slots of the window that no other chat holds, on the organization's grid of start times."""
     held = await holds.held_by_others(t.deps.redis, t.org.id, t.turn.chat, now_ms=t.deps.now_ms())
     return await appointments.availability(t.deps.pool, org=t.org.id, service=service, tz=t.org.tz, held=held,
-                                           step_min=t.deps.settings.slot_step_min, **window)
+                                           step_min=step_min or t.deps.settings.slot_step_min, **window)
 
 
 async def hold(t, slots: list[holds.Held]) -> list[bool]:

@@ -102,7 +102,7 @@ _MONTH = r"(?P<month>" + _alt(MONTHS) + r")"
 _ORD = r"(?:st|nd|rd|th|o|ro|º)?"
 # What may follow a day number without making it an hour: "el 14 a las 3" yes, "el 3:30" or "el 3 pm" no.
 _NOT_CLOCK = (r"(?!\s*(?::|h\b|hs\b|horas\b|am\b|pm\b|a\.? ?m\b|p\.? ?m\b|y (?:media|cuarto)|e meia"
-              r"|de la (?:manana|tarde|noche)|menos\b|para\b))")
+              r"|de la (?:manana|tarde|noche)|menos\b|para las?\b))")
 _DATE_DM = re.compile(r"(?:\b" + _WD + r",?\s+)?(?:(?:el|the|dia)\s+)?\b(?P<day>\d{1,2})" + _ORD
                       + r"\s+(?:de\s+|of\s+)?" + _MONTH + r"\b(?:,?\s+(?:de\s+|del\s+)?(?P<year>\d{4}))?")
 _DATE_MD = re.compile(r"(?:\b" + _WD + r",?\s+)?\b" + _MONTH + r"\s+(?:the\s+)?(?P<day>\d{1,2})" + _ORD
