@@ -35,6 +35,10 @@ EXPERT_NODES = ("knowledge", "appointment", "escalation")
 _MODEL_DOWN = (ModelConnectionError, ModelRateLimitError, ModelServerError, ModelUnavailableError)
 APOLOGY = ("Perdona, tuve un problema técnico y no pude procesar tu mensaje. ¿Me lo puedes "
            "repetir en un momento? 🙏")
+# The model failed again right after the apology: not the same words twice (graph/loopguard.py),
+# and a way to a person that needs no model (the keyword router sends "asesor" to escalation).
+APOLOGY_AGAIN = ("Sigo con un problema técnico 😔. Escríbeme de nuevo en unos minutos, o escribe "
+                 "«asesor» y te comunico con una persona del equipo.")
 
 
 class Receptionist:
@@ -91,7 +95,9 @@ class Receptionist:
             metrics.turns.labels("model_failed").inc()
             log.error("turn %s of %s/%s: model failed (%s): %s", turn.turn_id, turn.org, turn.chat,
                       reason, exc, exc_info=not isinstance(exc, TimeoutError))
-            return TurnResult(replies=[APOLOGY], actions=[{"action": "model_failed", "data": {"reason": reason}}])
+            again = bool(context.recent) and context.recent[-1] == ("assistant", APOLOGY)
+            return TurnResult(replies=[APOLOGY_AGAIN if again else APOLOGY],
+                              actions=[{"action": "model_failed", "data": {"reason": reason}}])
         if context.usage_tokens:
             metrics.prompt_tokens.observe(sum(context.usage_tokens))
         escalation = state.get("escalation")
