@@ -141,10 +141,11 @@ _TIME_PAST = re.compile(r"\b(?P<what>half|quarter) past " + _H + r"\b" + _SUFFIX
 _RANGE = re.compile(r"\b(?:entre|between|de|desde|from)\s+(?:las?\s+|as\s+)?(?P<a>\d{1,2}(?::\d{2})?|" + _alt(NUMBERS)
                     + r")\s*(?P<asuf>am|pm)?\s+(?:y|a|and|to|e|hasta|until|-)\s+(?:las?\s+|as\s+)?(?P<b>\d{1,2}(?::\d{2})?|"
                     + _alt(NUMBERS) + r")(?!\d)\s*(?P<bsuf>am|pm)?")
-_AFTER = re.compile(r"\b(?:despues de|a partir de|desde|after|depois d|from)\s*(?:las?\s+|as\s+|e\s+|as\s+)?"
-                    r"(?P<h>\d{1,2}(?::\d{2})?|" + _alt(NUMBERS) + r")\b\s*(?P<suf>am|pm)?")
-_BEFORE = re.compile(r"\b(?:antes de|before|antes d|hasta)\s*(?:las?\s+|as\s+|e\s+)?"
-                     r"(?P<h>\d{1,2}(?::\d{2})?|" + _alt(NUMBERS) + r")\b\s*(?P<suf>am|pm)?")
+# "hasta" and "desde" need the article to be about hours: "hasta 3 sesiones" is not a time.
+_AFTER = re.compile(r"\b(?:(?:despues de|a partir de|after|depois d|from)\s*(?:las?\s+|as\s+|e\s+)?|desde\s+las?\s+)"
+                    r"(?P<h>\d{1,2}(?::\d{2})?|" + _alt(NUMBERS) + r")(?![\d:])\s*(?P<suf>am|pm)?")
+_BEFORE = re.compile(r"\b(?:(?:antes de|before|antes d)\s*(?:las?\s+|as\s+|e\s+)?|hasta\s+las?\s+)"
+                     r"(?P<h>\d{1,2}(?::\d{2})?|" + _alt(NUMBERS) + r")(?![\d:])\s*(?P<suf>am|pm)?")
 # Spanish "mañana" is a period only with its article ("en la mañana"): "para mañana" is tomorrow.
 _PERIOD = re.compile(r"\b(?:(?:en|por|de|a|para|hoy en) (?:la|las)|esta) (?P<p>mananas?|tardes?|noches?)\b"
                      r"|\b(?:de|a|pela|por|en|para|da|hoje a) (?P<q>tardes?|noches?|manha|noite)\b"

@@ -123,7 +123,8 @@ def _render(lang: str, weekday: int | None, day: int | None, month: int | None) 
 def time_parts(draw):
     """(text, expected preferred time or None, period the window must be)."""
     form = draw(st.sampled_from(["none", "at", "at:mm", "y media", "y cuarto", "cuarto para", "menos cuarto",
-                                 "ampm", "word", "period only", "range"]))
+                                 "ampm", "word", "period only", "range", "after", "before", "half past",
+                                 "quarter to"]))
     how = draw(st.sampled_from([None, None, "morning", "afternoon", "evening"]))
     hours = {None: range(1, 13), "morning": range(6, 12), "afternoon": [12, 1, 2, 3, 4, 5, 6],
              "evening": range(6, 12)}[how]
@@ -138,6 +139,15 @@ def time_parts(draw):
         first, last = draw(st.sampled_from([(8, 10), (9, 11), (10, 12), (2, 4), (1, 5), (3, 6), (10, 2), (11, 3)]))
         start, end = time(hour24(first, None)), time(hour24(last, None))
         return f"entre las {first} y las {last}", (start, end), None
+    if form == "after":  # "después de las 4": from then on
+        return f"después de las {hour}{suffix}", (at(0), time.max), None
+    if form == "before":
+        return f"antes de las {hour}{suffix}", (time.min, at(0)), None
+    if form == "half past":
+        return f"half past {hour}", time(hour24(hour, None), 30), None
+    if form == "quarter to":
+        named = datetime.combine(date(2000, 1, 2), time(hour24(hour, None)))
+        return f"quarter to {hour}", (named - timedelta(minutes=15)).time(), None
     if form == "at":
         return f"a las {hour}{suffix}", at(0), how
     if form == "at:mm":
