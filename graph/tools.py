@@ -169,7 +169,7 @@ def _propose(d: ToolDeps, t, chosen, window_text: str, changed_from, slots, note
 
 def _date_conflict(d: ToolDeps, conflict: timeparse.Conflict) -> dict:
     """"el lunes 15" when the 15th is a Tuesday: ask which day, search neither."""
-    d.state.update(proposed_slots=[], chosen_slot=None)
+    d.state.update(proposed_slots=[], chosen_slot=None, last_list=None)  # "la 1" now names no slot
     noon = time(12)
     return d.act("date_conflict", weekday=replies.WEEKDAYS[conflict.weekday],
                  dated=replies.day(datetime.combine(conflict.dated, noon)),

@@ -7,7 +7,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from graph import replies
-from graph.timeparse import parse
+from graph.timeparse import parse, pick_reading
 
 NOW = datetime(2027, 3, 3, 10, 0, tzinfo=ZoneInfo("America/Bogota"))  # Wednesday
 
@@ -99,3 +99,13 @@ def test_english_and_portuguese_forms():
     assert parse("na segunda às 3", NOW).days == [date(2027, 3, 8)]
     assert parse("sexta-feira dia 5 de março", NOW).days == [date(2027, 3, 5)]
     assert not parse("la segunda", NOW).understood  # a Spanish pick, not Portuguese Monday
+
+
+def test_an_answer_to_which_day_picks_one_reading():
+    conflict = parse("el martes 15", NOW).conflict  # the 15th is a Monday; the Tuesday near it is the 16th
+    assert (conflict.dated, conflict.other) == (date(2027, 3, 15), date(2027, 3, 16))
+    assert pick_reading(conflict, "el martes", NOW) == date(2027, 3, 16)
+    assert pick_reading(conflict, "el lunes por favor", NOW) == date(2027, 3, 15)
+    assert pick_reading(conflict, "el 16", NOW) == date(2027, 3, 16)
+    assert pick_reading(conflict, "lunes 15", NOW) == date(2027, 3, 15)
+    assert pick_reading(conflict, "el jueves", NOW) is None  # neither: a new request
