@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Literal
 
@@ -83,7 +83,7 @@ class When:
     day_given: bool = False  # a day was named (not only a time or a period)
     conflict: Conflict | None = None  # set: ask which day, do not search
     order: Order = "spread"  # "a primera hora": the earliest free times first
-    period: Period | None = field(default=None, compare=False)
+    period: Period | None = None  # morning, afternoon or evening, when one was named
 
 
 def normalize(text: str) -> str:
@@ -126,7 +126,7 @@ _MORNING_PERIOD = re.compile(r"\b(?:la|las|de|por|en) mananas?\b")
 _WEEKEND = re.compile(r"\b(?:fin de semana|fim de semana|weekend)\b")
 
 _H = r"(?P<h>\d{1,2}|" + _alt(NUMBERS) + r")"
-_AT = r"(?:a las|a la|las|sobre las|tipo|como a las|por ahi de las|at|around|as|a partir de las)"
+_AT = r"(?:a las|a la|las|sobre las|tipo|como a las|por ahi de las|at|around|as)"
 _SUFFIX = (r"(?:\s*(?P<suffix>a\.? ?m\.?|p\.? ?m\.?|de la manana|de la tarde|de la noche|del dia|da manha|da tarde"
            r"|da noite|in the morning|in the afternoon|in the evening|en punto|hrs|h\b|horas\b))?")
 _MIN = (r"(?::(?P<mm>\d{2})|\s+y\s+(?P<yword>media|cuarto|\d{2}|cinco|diez|veinte|veinticinco)\b"
@@ -326,10 +326,8 @@ def _num(word: str) -> int:
 def _suffix_period(suffix: str | None, period: Period | None) -> str:
     """am, pm, morning/afternoon/evening or "" from a time's own suffix, else the phrase's period."""
     s = (suffix or "").replace(".", "").replace(" ", "")
-    if s in ("am",):
-        return "am"
-    if s in ("pm",):
-        return "pm"
+    if s in ("am", "pm"):
+        return s
     for word, name in (("manana", "morning"), ("manha", "morning"), ("morning", "morning"), ("tarde", "afternoon"),
                        ("afternoon", "afternoon"), ("noche", "evening"), ("noite", "evening"), ("evening", "evening"),
                        ("deldia", "afternoon")):
@@ -409,30 +407,26 @@ def _at(m: re.Match, period: Period | None) -> time | None:
     return clock(hour, minute, how)
 
 
-def _bound(word: str, suffix: str | None, how: str) -> tuple[int, int]:
+def _written(word: str, suffix: str | None, how: str) -> time | None:
+    """One end of a range as written: "2", "2:30", "4" with "pm"."""
     hour, _, minute = word.partition(":")
-    return (_num(hour), int(minute or 0)) if suffix is None else (_num(hour) % 12 + (12 if suffix == "pm" else 0),
-                                                                  int(minute or 0))
+    return clock(_num(hour), int(minute or 0), suffix or how)
 
 
 def _range(t: str, period: Period | None) -> tuple[time, time] | None:
     """"entre las 2 y las 4" (2 to 4 p.m.), "después de las 3", "antes de las 11"."""
     how = period or ""
     if m := _RANGE.search(t):
-        asuf = m["asuf"] or m["bsuf"]  # "between 2 and 4pm": both afternoon
-        a, b = _bound(m["a"], asuf, how), _bound(m["b"], m["bsuf"], how)
-        start = clock(*a, how) if not asuf else time(*a)
-        end = clock(*b, how) if not m["bsuf"] else time(*b)
+        first, last = _num(m["a"].partition(":")[0]), _num(m["b"].partition(":")[0])
+        # "between 2 and 4pm": the second end's am/pm is the first's too, when it comes earlier.
+        start = _written(m["a"], m["asuf"] or (m["bsuf"] if first <= last else None), how)
+        end = _written(m["b"], m["bsuf"], how)
         if start and end and end <= start and end.hour < 12:
             end = time(end.hour + 12, end.minute)  # "entre las 10 y las 2": 10 a.m. to 2 p.m.
         if start and end and start < end:
             return start, end
-    if m := _AFTER.search(t):
-        start = clock(*_bound(m["h"], m["suf"], how), how) if not m["suf"] else time(*_bound(m["h"], m["suf"], how))
-        if start:
-            return start, time.max
-    if m := _BEFORE.search(t):
-        end = clock(*_bound(m["h"], m["suf"], how), how) if not m["suf"] else time(*_bound(m["h"], m["suf"], how))
-        if end and end > time(0):
-            return time.min, end
+    if (m := _AFTER.search(t)) and (start := _written(m["h"], m["suf"], how)):
+        return start, time.max
+    if (m := _BEFORE.search(t)) and (end := _written(m["h"], m["suf"], how)) and end > time(0):
+        return time.min, end
     return None
