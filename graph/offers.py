@@ -84,7 +84,7 @@ async def _search(t, service: catalog.Service, window: When) -> Offer:
         if slots:
             return Offer(slots)
         span = (window.time_from, window.time_to)
-    why = await _why(t, service, window.days, *span)
+    why = await _why(t, service, window.days, *span, whole=asked is not None)
     if asked is not None and asked < not_before:
         why = schedules.Unavailable("too_soon", asked.date())
     whole_days = asked is None and span == (time.min, time.max)
@@ -113,11 +113,12 @@ def _target(window: When) -> time | None:
     return time(min(middle // 60, 23), middle % 60)
 
 
-async def _why(t, service: catalog.Service, days: list[date], time_from: time, time_to: time) -> schedules.Unavailable:
+async def _why(t, service: catalog.Service, days: list[date], time_from: time, time_to: time,
+               whole: bool) -> schedules.Unavailable:
     pool, org = t.deps.pool, t.org.id
     cal = await schedules.load_calendar(pool, org, t.org.tz, days)
     staff = await appointments.eligible_staff(pool, org, service.id)
-    return schedules.unavailable(cal, staff, days, time_from, time_to)
+    return schedules.unavailable(cal, staff, days, time_from, time_to, whole=whole)
 
 
 async def _next_open(t, service: catalog.Service, after: date, target: time | None, limit: int,

@@ -146,6 +146,9 @@ def _why(d: dict) -> str:
         text = f"A las {asked} no atendemos: el {day} abrimos de {hours}."
     elif kind == "outside_hours":
         text = f"En ese horario no atendemos (abrimos de {hours})."
+    elif kind == "ends_after_closing":
+        text = (f"{d['service']} dura {d['duration_minutes']} minutos: a las {asked} terminaría después del "
+                f"cierre (el {day} abrimos de {hours}).")
     elif kind == "staff_away":
         text = f"El {day} no hay nadie del equipo disponible para {d['service']}."
     elif kind == "too_soon":

@@ -113,7 +113,8 @@ async def load_calendar(db: Db, org: str, tz: ZoneInfo, days: list[date]) -> Cal
 
 # The days that are closed as a whole, whatever the time asked.
 CLOSED_DAY_KINDS = ("holiday", "closure", "closed_weekday")
-ClosedKind = Literal["holiday", "closure", "closed_weekday", "outside_hours", "staff_away", "full", "closed_days"]
+ClosedKind = Literal["holiday", "closure", "closed_weekday", "outside_hours", "ends_after_closing", "staff_away",
+                     "full", "closed_days", "too_soon"]
 
 
 @dataclass(frozen=True)
@@ -128,10 +129,12 @@ class Unavailable:
 
 
 def unavailable(cal: Calendar, staff: list[str], days: list[date], time_from: time,
-                time_to: time) -> Unavailable:
+                time_to: time, whole: bool = False) -> Unavailable:
     """Why `days` × [time_from, time_to) offer nothing. Several days: a closed day does not
-    contradict "we do not open at night", so the open days decide (outside hours if all are)."""
-    found = [_unavailable_on(cal, staff, day, time_from, time_to) for day in sorted(days)]
+    contradict "we do not open at night", so the open days decide (outside hours if all are).
+    `whole`: the span is one appointment (an exact time asked), which must fit in the opening
+    hours: one that starts while open but would end after closing is `ends_after_closing`."""
+    found = [_unavailable_on(cal, staff, day, time_from, time_to, whole) for day in sorted(days)]
     if len(found) == 1:
         return found[0]
     open_days = [u for u in found if u.kind not in CLOSED_DAY_KINDS]
@@ -145,7 +148,8 @@ def unavailable(cal: Calendar, staff: list[str], days: list[date], time_from: ti
     return Unavailable("full", found[0].day)
 
 
-def _unavailable_on(cal: Calendar, staff: list[str], day: date, time_from: time, time_to: time) -> Unavailable:
+def _unavailable_on(cal: Calendar, staff: list[str], day: date, time_from: time, time_to: time,
+                    whole: bool) -> Unavailable:
     if day in cal.closed:
         reason = cal.closed[day]
         return Unavailable("holiday" if reason == "festivo" else "closure", day, reason=reason)
@@ -155,6 +159,9 @@ def _unavailable_on(cal: Calendar, staff: list[str], day: date, time_from: time,
     opens, closes = min(a for a, _ in spans), max(b for _, b in spans)
     if not any(max(a, time_from) < min(b, time_to) for a, b in spans):
         return Unavailable("outside_hours", day, opens=opens, closes=closes)
+    if whole and not any(a <= time_from and time_to <= b for a, b in spans):
+        kind = "ends_after_closing" if any(a <= time_from < b for a, b in spans) else "outside_hours"
+        return Unavailable(kind, day, opens=opens, closes=closes)
     lo = datetime.combine(day, time_from, cal.tz)
     hi = datetime.combine(day, time_to, cal.tz) if time_to != time.max else \
         datetime.combine(day + timedelta(days=1), time.min, cal.tz)

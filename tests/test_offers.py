@@ -64,6 +64,10 @@ async def test_the_kind_of_closed_of_each_day(deps, clinic):
     evening = kind([friday], time(18), time(22))
     assert (evening.kind, evening.opens, evening.closes) == ("outside_hours", time(8), time(18))
     assert kind([friday], time(9), time(10)).kind == "full"  # open and staffed: only bookings can fill it
+    # One appointment asked at 17:30 for an hour: it starts while open but would end after 18:00.
+    assert schedules.unavailable(cal, staff, [friday], time(17, 30), time(18, 30), whole=True).kind == \
+        "ends_after_closing"
+    assert schedules.unavailable(cal, staff, [friday], time(19), time(20), whole=True).kind == "outside_hours"
     # Several days: the closed ones do not hide that the open ones close before the evening.
     assert kind([sunday, friday], time(18), time(22)).kind == "outside_hours"
     assert kind([sunday, holiday]).kind == "closed_days"
