@@ -218,3 +218,16 @@ def test_every_date_with_its_month_for_every_day_of_the_year():
             for day in (1, 14, 28, 29, 30, 31):
                 target = next_date(today, day, month)
                 check(f"el {day} de {ES_MONTHS[month - 1]}", today, [target] if target else [], False, None, None)
+
+
+def test_every_weekday_and_relative_day_for_every_day_of_the_year():
+    """Exhaustive: 365 todays × (hoy, mañana, pasado mañana, each weekday, each weekday of next week)."""
+    for today in YEAR:
+        for ahead, text in ((0, "hoy"), (1, "mañana"), (2, "pasado mañana"), (3, "dentro de 3 días")):
+            check(text, today, [today + timedelta(days=ahead)], False, None, None)
+        next_monday = today + timedelta(days=7 - today.weekday())
+        for weekday, name in enumerate(ES_WEEKDAYS):
+            check(f"el {name}", today, [today + timedelta(days=(weekday - today.weekday()) % 7 or 7)], False, None, None)
+            check(f"el {name} de la próxima semana", today, [next_monday + timedelta(days=weekday)], False, None, None)
+            check(f"el {name} en la tarde", today, [today + timedelta(days=(weekday - today.weekday()) % 7 or 7)],
+                  False, None, "afternoon")
