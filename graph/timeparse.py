@@ -109,6 +109,8 @@ _DATE_MD = re.compile(r"(?:\b" + _WD + r",?\s+)?\b" + _MONTH + r"\s+(?:the\s+)?(
                       + r"\b(?:,?\s+(?P<year>\d{4}))?")
 _DATE_SLASH = re.compile(r"(?:\b" + _WD + r",?\s+)?(?:(?:el|the|dia)\s+)?\b(?P<day>\d{1,2})/(?P<month>\d{1,2})"
                          r"(?:/(?P<year>\d{2}|\d{4}))?\b")
+# A real model may pass the date it worked out as ISO ("2027-03-15"), with or without the weekday.
+_DATE_ISO = re.compile(r"(?:\b" + _WD + r",?\s+)?\b(?P<year>\d{4})-(?P<month>\d{1,2})-(?P<day>\d{1,2})\b")
 _WD_DAY = re.compile(r"\b" + _WD + r",?\s+(?:(?:el|the|dia)\s+)?(?P<day>\d{1,2})" + _ORD + r"\b" + _NOT_CLOCK)
 _DAY_ONLY = re.compile(r"(?:\bel|\bdia|\bthe|\bon the)\s+(?:dia\s+)?(?P<day>\d{1,2})" + _ORD + r"\b" + _NOT_CLOCK)
 _NEXT_WEEK = (r"(?:(?:la|a) )?(?:proxima semana|semana que viene|semana que vem|otra semana|siguiente semana"
@@ -227,7 +229,7 @@ def pick_reading(conflict: Conflict, answer: str, now: datetime) -> date | None:
 
 def _days(t: str, today: date) -> tuple[list[date], Conflict | None]:
     numbered = any(c.isdigit() for c in t)  # most messages name no date: skip the costly patterns
-    for rx in (_DATE_DM, _DATE_MD, _DATE_SLASH) if numbered else ():
+    for rx in (_DATE_ISO, _DATE_DM, _DATE_MD, _DATE_SLASH) if numbered else ():
         if m := rx.search(t):
             month = MONTHS[m["month"]] if not m["month"].isdigit() else int(m["month"])
             year = int(m["year"]) + (2000 if len(m["year"]) == 2 else 0) if m["year"] else None

@@ -109,3 +109,9 @@ def test_an_answer_to_which_day_picks_one_reading():
     assert pick_reading(conflict, "el 16", NOW) == date(2027, 3, 16)
     assert pick_reading(conflict, "lunes 15", NOW) == date(2027, 3, 15)
     assert pick_reading(conflict, "el jueves", NOW) is None  # neither: a new request
+
+
+def test_an_iso_date_as_a_model_may_pass_it():
+    assert parse("2027-03-15 15:00", NOW).days == [date(2027, 3, 15)]
+    assert parse("2027-03-15 15:00", NOW).prefer == time(15)
+    assert parse("martes 2027-03-15", NOW).conflict is not None  # the 15th is a Monday
