@@ -120,6 +120,10 @@ _RELATIVE = re.compile(r"\b(?P<word>pasado manana|depois de amanha|day after tom
                        r"|hoy|hoje|today|tonight|esta (?:manana|tarde|noche|noite)|this (?:morning|afternoon|evening))\b")
 _IN_DAYS = re.compile(r"\b(?:dentro de|en|in|daqui a|em|within)\s+(?P<n>\d{1,2}|" + _alt(NUMBERS)
                       + r"|un|a|uma)\s+(?P<unit>dias|dia|days|day|semanas|semana|weeks|week)\b")
+# "al día siguiente" counts from a day already on the table (the appointment being moved), else today.
+_NEXT_DAY = re.compile(r"\b(?:(?:al|el|para el) dia siguiente|al otro dia|(?:un|1) dia (?:despues|mas tarde)"
+                       r"|the next day|the day after|no dia seguinte|(?P<before>(?:al|el|para el) dia anterior"
+                       r"|(?:un|1) dia antes|the day before|no dia anterior))\b")
 _THIS_WEEK = re.compile(r"\b(?:esta semana|this week)\b")
 _WD_ALONE = re.compile(r"\b" + _WD + r"\b")
 _WD_AFTER = re.compile(r",?\s+(?:el\s+)?" + _WD + r"\b")
@@ -157,11 +161,16 @@ _FIRST = re.compile(r"\b(?:a primera hora|primera hora|lo mas temprano|first thi
 _LAST = re.compile(r"\b(?:a ultima hora|ultima hora|lo mas tarde posible|latest|last thing)\b")
 
 
-def parse(text: str, now: datetime) -> When:
-    """The window a phrase asks for; `now` is local time in the organization's timezone."""
+def parse(text: str, now: datetime, anchor: date | None = None) -> When:
+    """The window a phrase asks for; `now` is local time in the organization's timezone.
+    `anchor`: the day "al día siguiente" / "el día anterior" count from (the appointment being
+    moved); without one, today."""
     t = normalize(text)
     today = now.date()
     days, conflict = _days(t, today)
+    if not days and not conflict and (m := _NEXT_DAY.search(t)):
+        day = (anchor or today) + timedelta(days=-1 if m["before"] else 1)
+        days = [max(day, today)]  # never a day already past
     period = _period(t)
     time_from, time_to = PERIODS[period] if period else (time.min, time.max)
     prefer: time | None = None
@@ -209,6 +218,11 @@ def nearest_weekday(day: date, weekday: int, today: date) -> date:
     while near < today:
         near += timedelta(days=7)
     return near
+
+
+def counts_from_a_day(text: str) -> bool:
+    """The phrase counts from a day on the table ("al día siguiente"): the caller passes `anchor`."""
+    return bool(_NEXT_DAY.search(normalize(text)))
 
 
 def pick_reading(conflict: Conflict, answer: str, now: datetime) -> date | None:

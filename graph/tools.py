@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 
 from pydantic_ai import ModelRetry, RunContext
 
@@ -141,7 +141,8 @@ async def check_availability(ctx: Ctx, service: str | None = None, when: str | N
     if d.state.get("service") is None:
         return _service_needed(d, [s.name for s in await catalog.list_services(pool, org)])
     window_text = d.state.get("window") or ""
-    window = timeparse.parse(window_text, t.now)
+    anchor = await _moving_day(d, t) if timeparse.counts_from_a_day(window_text) else None
+    window = timeparse.parse(window_text, t.now, anchor=anchor)
     chosen = await catalog.get_service(pool, org, d.state["service"]["id"])
     if window.conflict is not None:
         return _date_conflict(d, window.conflict)
@@ -174,6 +175,16 @@ def _date_conflict(d: ToolDeps, conflict: timeparse.Conflict) -> dict:
     return d.act("date_conflict", weekday=replies.WEEKDAYS[conflict.weekday],
                  dated=replies.day(datetime.combine(conflict.dated, noon)),
                  other=replies.day(datetime.combine(conflict.other, noon)))
+
+
+async def _moving_day(d: ToolDeps, t) -> date | None:
+    """The local day of the appointment being moved: what "al día siguiente" counts from."""
+    n, listed = d.state.get("reschedule_of"), d.state.get("appointments") or []
+    if not n or n > len(listed):
+        return None
+    found = await appointments.list_appointments(t.deps.pool, t.org.id, t.turn.contact_id, since=None, limit=50)
+    mine = next((a for a in found if a.id == listed[n - 1]["id"]), None)
+    return mine.starts_at.astimezone(t.org.tz).date() if mine else None
 
 
 def _window(previous: str | None, when: str, now: datetime) -> str:

@@ -115,3 +115,10 @@ def test_an_iso_date_as_a_model_may_pass_it():
     assert parse("2027-03-15 15:00", NOW).days == [date(2027, 3, 15)]
     assert parse("2027-03-15 15:00", NOW).prefer == time(15)
     assert parse("martes 2027-03-15", NOW).conflict is not None  # the 15th is a Monday
+
+
+def test_the_next_day_counts_from_the_day_on_the_table():
+    moved = date(2027, 3, 5)  # the appointment being moved
+    assert parse("muévela al día siguiente", NOW, anchor=moved).days == [date(2027, 3, 6)]
+    assert parse("mejor un día antes", NOW, anchor=moved).days == [date(2027, 3, 4)]
+    assert parse("al día siguiente", NOW).days == [date(2027, 3, 4)]  # no day on the table: today's
