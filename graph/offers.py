@@ -32,20 +32,19 @@ class Offer:
     why: schedules.Unavailable | None = None  # why the asked window had nothing free
     searched: tuple[date, date] | None = None  # the days searched, when nothing at all was found
 
-    def data(self, tz) -> dict:
+    def data(self) -> dict:
         """What the tool tells the model (and the offline model's reply): why, in plain fields."""
         out: dict = {}
         if self.why is not None:
-            why = {"kind": self.why.kind, "day": replies.day(datetime.combine(self.why.day, time(12), tz))}
+            # replies.day and replies.clock read only weekday, day, month and hour, minute.
+            why = {"kind": self.why.kind, "day": replies.day(self.why.day)}
             if self.why.reason and self.why.kind == "closure":
                 why["reason"] = self.why.reason
             if self.why.opens is not None and self.why.closes is not None:
-                why["hours"] = (f"{replies.clock(datetime.combine(self.why.day, self.why.opens))} a "
-                                f"{replies.clock(datetime.combine(self.why.day, self.why.closes))}")
+                why["hours"] = f"{replies.clock(self.why.opens)} a {replies.clock(self.why.closes)}"
             out["why"] = why
         if self.searched is not None:
-            out["searched"] = {"from": replies.day(datetime.combine(self.searched[0], time(12))),
-                               "to": replies.day(datetime.combine(self.searched[1], time(12)))}
+            out["searched"] = {"from": replies.day(self.searched[0]), "to": replies.day(self.searched[1])}
         return out
 
 
@@ -78,19 +77,19 @@ async def _search(t, service: catalog.Service, window: When) -> Offer:
         end = asked + timedelta(minutes=service.duration_minutes)
         span = (window.prefer, end.time() if end.date() == asked.date() else time.max)
     else:
-        slots = await free(t, service, days=window.days, time_from=window.time_from,
-                                time_to=window.time_to, not_before=not_before,
-                                prefer=window.prefer if window.prefer else (target if window.order != "spread" else None))
+        # Within a period or range the slots spread over it, unless a time or an edge was asked.
+        slots = await free(t, service, days=window.days, time_from=window.time_from, time_to=window.time_to,
+                           not_before=not_before, prefer=target if window.prefer or window.order != "spread" else None)
         if slots:
             return Offer(slots)
         span = (window.time_from, window.time_to)
-    why = await _why(t, service, window.days, *span, whole=asked is not None)
     if asked is not None and asked < not_before:
         why = schedules.Unavailable("too_soon", asked.date())
-    whole_days = asked is None and span == (time.min, time.max)
-    same = [] if whole_days else await free(t, service, days=window.days, time_from=time.min,
-                                                 time_to=time.max, not_before=not_before, prefer=target,
-                                                 limit=SAME_DAY)
+    else:
+        why = await _why(t, service, window.days, *span, whole=asked is not None)
+    whole_days = asked is None and span == (time.min, time.max)  # the day itself had nothing: no same-day search
+    same = [] if whole_days else await free(t, service, days=window.days, time_from=time.min, time_to=time.max,
+                                            not_before=not_before, prefer=target, limit=SAME_DAY)
     later, last = await _next_open(t, service, max(window.days), target, LIMIT - len(same), not_before)
     slots = same + later
     return Offer(slots, asked=asked, why=why, searched=None if slots else (min(window.days), last))

@@ -154,7 +154,7 @@ async def check_availability(ctx: Ctx, service: str | None = None, when: str | N
         note = "sin_cupo_en_lo_pedido"
     return _propose(d, t, chosen, window_text, changed_from, offer.slots, note=note, exact=offer.exact,
                     asked=replies.clock(offer.asked) if offer.asked is not None else None,
-                    default_window=not window.understood, **offer.data(t.org.tz))
+                    default_window=not window.understood, **offer.data())
 
 
 def _propose(d: ToolDeps, t, chosen, window_text: str, changed_from, slots, note, exact: bool = False,
