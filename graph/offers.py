@@ -22,6 +22,7 @@ from storage import appointments, catalog, holds, schedules
 LIMIT = 3  # slots in one offer
 SAME_DAY = 2  # of them at most on the asked day(s) when the asked time is not free: the rest later
 NEXT_DAYS = 14  # how far after the asked days the next open day is looked for
+PER_DAY = 2  # of the later slots at most on one day: two days to choose from when the asked one is closed
 
 
 @dataclass(frozen=True)
@@ -122,18 +123,20 @@ async def _why(t, service: catalog.Service, days: list[date], time_from: time, t
 
 async def _next_open(t, service: catalog.Service, after: date, target: time | None, limit: int,
                      not_before: datetime) -> tuple[list[appointments.Slot], date]:
-    """The free times of the first day after `after` that has any (closed days are skipped
-    without a search), and the last day looked at."""
+    """Free times of the next open days after `after`, at most PER_DAY a day so the customer
+    gets more than one day to choose from (closed days are skipped without a search), and the
+    last day looked at."""
     days = [after + timedelta(days=i + 1) for i in range(NEXT_DAYS)]
     cal = await schedules.load_calendar(t.deps.pool, t.org.id, t.org.tz, days)
+    found: list[appointments.Slot] = []
     for day in days:
+        if len(found) >= limit:
+            return found, day - timedelta(days=1)
         if cal.is_closed(day) or not cal.opening.get(day.weekday()):
             continue
-        slots = await free(t, service, days=[day], time_from=time.min, time_to=time.max,
-                                not_before=not_before, prefer=target, limit=limit)
-        if slots:
-            return slots, day
-    return [], days[-1]
+        found += await free(t, service, days=[day], time_from=time.min, time_to=time.max,
+                            not_before=not_before, prefer=target, limit=min(PER_DAY, limit - len(found)))
+    return found, days[-1]
 
 
 async def free(t, service: catalog.Service, step_min: int | None = None, **window) -> list[appointments.Slot]:
