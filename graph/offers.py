@@ -21,7 +21,7 @@ from storage import appointments, catalog, holds, schedules
 
 LIMIT = 3  # slots in one offer
 SAME_DAY = 2  # of them at most on the asked day(s) when the asked time is not free: the rest later
-NEXT_DAYS = 14  # how far after the asked days the next open day is looked for
+NEXT_DAYS = 14  # how far after the asked days the next open days are looked for
 PER_DAY = 2  # of the later slots at most on one day: two days to choose from when the asked one is closed
 
 
