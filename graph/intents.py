@@ -24,7 +24,6 @@ from graph.state import Flow
 Intent = Literal["person", "upset", "cancel", "reschedule", "list", "name", "book", "price", "hours",
                  "address", "info", "pick", "confirm", "decline", "thanks", "goodbye", "greeting", "unknown"]
 
-DAYS = "|".join(timeparse.WEEKDAYS)  # lunes ... domingo: one list, in timeparse
 _MOVE = r"(?:cambi|mov|muev|corr|pas|aplaz|pospon|postergu|posterg|traslad|adelant|atras|reprogram)"
 _MODAL = r"(?:(?:puedes|podes|podrias|pueden|podrian|podras|quiero|queria|quisiera|necesito|tengo que|hay que|me) )?"
 _SLOT_WORD = r"(?:cita|turno|reserva|hora|sesion|cupo)"
@@ -145,9 +144,9 @@ def mentions_when(t: str) -> bool:
 
 
 def mentions_day(t: str) -> bool:
-    """A day, not only a time: "mañana", "el domingo", "15 de marzo", "15/3", "la otra semana"."""
-    t = re.sub(r"\b(de|en|por|a) la manana\b", "", t)
-    return bool(re.search(rf"\b(manana|hoy|{DAYS})\b|\b\d+ de [a-z]|\d/\d|semana", t))
+    """A day, not only a time: "mañana", "el domingo", "15 de marzo", "15/3", "la otra semana"
+    (read by the one date parser, so the offline model and the tools agree on what is a day)."""
+    return timeparse.parse(t, ANY_NOW).day_given
 
 
 def says_no(t: str) -> bool:
@@ -201,7 +200,8 @@ def clear_flow(text: str) -> Flow | None:
 
 def pick_number(t: str) -> int | None:
     """"la primera", "la 2", "opción 3": the number of an item of the last list shown."""
-    if m := re.search(r"\b(" + "|".join(ORDINALS) + r")\b", t):
+    # "a primera hora" is a time of day, not the first item.
+    if m := re.search(r"\b(" + "|".join(ORDINALS) + r")\b(?! hora)", t):
         if not re.search(r"\b(cuarto|quinto)\b", t) or RX["pick"].search(t):  # "y cuarto" is a time
             return ORDINALS[m.group(1)]
     if m := re.fullmatch(r"\W*(?:la |el |opcion |numero |horario |cita )?([1-9])\W*", t):

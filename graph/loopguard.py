@@ -1,9 +1,12 @@
-"""The loop guard: the bot never sends the same question or list twice in a row.
+"""The loop guard: the bot never sends the same reply twice in a row to a chat.
 
 A reply that repeats the previous turn's question or list means the customer's message was not
-understood, whatever the model. The second time we say what we understood and offer a way
-forward as a short numbered list (always ending with a person), which the next message can
-pick by number (`resolve`). Counted in skytide_loop_guard_total.
+understood, whatever the model; so does a reply in the very same words while the task goes on
+(even when the state moved: the customer cannot see that). Then we say what we understood and
+offer a way forward as a short numbered list (always ending with a person), which the next
+message can pick by number (`resolve`); counted in skytide_loop_guard_total. A finished task's
+same words (a second goodbye) are said again differently (`said_again`). Whatever produced the
+reply (an expert, a tool's fallback, the greeting, this guard), nodes._end_turn checks it here.
 
 The last list shown (ConversationState.last_list) is what "la primera" or "la 2" refers to:
 the slots, the customer's appointments, the services, or this guard's menu.
@@ -36,6 +39,23 @@ def signature(replies: list[str]) -> str:
 def repeats(previous: list[str] | None, replies: list[str]) -> bool:
     now = signature(replies)
     return bool(now) and previous is not None and signature(previous) == now
+
+
+def _words(replies: list[str]) -> str:
+    return re.sub(r"\W+", " ", intents.normalize("\n".join(replies))).strip()
+
+
+def same_words(previous: list[str] | None, replies: list[str]) -> bool:
+    """The customer would read the very same message again (case, accents, punctuation aside),
+    whether or not it asks anything: "¡Claro! Cuéntame qué necesitas…" has no question mark."""
+    return bool(previous) and bool(replies) and _words(previous) == _words(replies)
+
+
+def said_again(replies: list[str]) -> list[str]:
+    """A statement that stays true (a goodbye, an answer to a second question with the same
+    answer) is said again in other words, never in the same ones."""
+    first, *rest = replies
+    return [f"Como te decía: {first}", *rest]
 
 
 # What moving forward changes: a new service or day with the same free times is not a loop.

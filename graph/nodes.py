@@ -131,8 +131,12 @@ class Nodes:
         size, the turn counted and remembered (for a redelivery), the summary every K turns."""
         parts = [p for r in update["replies"] for p in replies.split(r)]
         previous = (state.get("last_turn") or {}).get("replies")
-        if parts and not loopguard.progressed(state, update) and (
-                loopguard.repeats(previous, parts) or loopguard.missed_again(state, parts)):
+        stuck = not loopguard.progressed(state, update) and (
+            loopguard.repeats(previous, parts) or loopguard.missed_again(state, parts))
+        # The very same words while the task goes on: whatever moved in the state, the customer
+        # reads the same message and cannot tell; a finished task's are only said differently.
+        going_on = update.get("flow") is not None
+        if parts and (stuck or (going_on and loopguard.same_words(previous, parts))):
             # The same question or list again: the customer's message was not understood.
             flow = update.get("flow") or state.get("flow") or "none"
             metrics.loop_guard.labels(flow).inc()
@@ -142,6 +146,9 @@ class Nodes:
             parts = replies.split(text)
             update["last_list"] = menu
             update["actions"] = update["actions"] + [{"action": "loop_guarded", "data": {"flow": flow}}]
+        if loopguard.same_words(previous, parts):  # a second goodbye, or the guard's own words again
+            parts = loopguard.said_again(parts)
+            update["actions"] = update["actions"] + [{"action": "said_again", "data": {}}]
         turns = state.get("turns", 0) + 1
         pending = update.get("cancel_pending", state.get("cancel_pending"))
         if pending and pending.get("turn_id") != state.get("turn_id"):

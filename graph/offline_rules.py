@@ -113,19 +113,60 @@ def _slots(data: dict, key: str = "slots") -> str:
 
 
 def _proposed(d: dict) -> str:
-    if not d["slots"]:
-        return f"No tengo horarios libres para {d['service']} en los próximos días. ¿Quieres que te comunique con una persona?"
     head = f"Perfecto, cambiamos a {d['service']}. " if d.get("changed_from") else ""
-    if d.get("exact"):
+    if d.get("exact") and d["slots"]:
         day, _, clock = d["slots"][0]["label"].partition(", ")
         return f"{head}¿Te agendo {d['service']} ({d['price']}) el {day} a las {clock}?"
-    if d.get("note") == "hora_pedida_ocupada" and d.get("asked"):
-        head += f"A las {d['asked']} ya no tengo espacio. Lo más cercano que tengo para {d['service']}:\n"
-        return f"{head}{_slots(d)}\n\n¿Cuál prefieres?"
-    if d.get("note"):
-        head += "No me quedan horarios en lo que pediste. "
+    why = _why(d) if d.get("why") else ""
+    if not d["slots"]:
+        searched = d.get("searched")
+        span = f"entre el {searched['from']} y el {searched['to']}" if searched else "en los días que busqué"
+        return (f"{head}{why}No tengo horarios libres para {d['service']} {span}. "
+                "¿Quieres que te comunique con una persona?")
+    if d.get("why"):
+        return f"{head}{why}Lo más cercano que tengo para {d['service']}:\n{_slots(d)}\n\n¿Cuál prefieres?"
     return (f"{head}Para {d['service']} ({d['price']}, {d['duration_minutes']} min) tengo estos horarios:\n"
             f"{_slots(d)}\n\n¿Cuál prefieres?")
+
+
+def _why(d: dict) -> str:
+    """Why the asked window had nothing, in a few words (the tool's `why`), ending in a space."""
+    w, asked = d["why"], d.get("asked")
+    kind, day, hours = w["kind"], w["day"], w.get("hours")
+    if kind == "holiday":
+        text = f"El {day} es festivo y no atendemos."
+    elif kind == "closure":
+        text = f"El {day} no atendemos ({w.get('reason') or 'cerrado'})."
+    elif kind == "closed_weekday":  # "Los domingos no atendemos": the weekday is the reason, not the date
+        weekday = day.split()[0]
+        text = f"Los {weekday if weekday.endswith('s') else weekday + 's'} no atendemos."
+    elif kind == "closed_days":
+        text = "Esos días no atendemos."
+    elif kind == "outside_hours" and asked:
+        text = f"A las {asked} no atendemos: el {day} abrimos de {hours}."
+    elif kind == "outside_hours":
+        text = f"En ese horario no atendemos (abrimos de {hours})."
+    elif kind == "ends_after_closing":
+        text = (f"{d['service']} dura {d['duration_minutes']} minutos: a las {asked} terminaría después del "
+                f"cierre (el {day} abrimos de {hours}).")
+    elif kind == "staff_away":
+        text = f"El {day} no hay nadie del equipo disponible para {d['service']}."
+    elif kind == "too_soon":
+        text = f"Para las {asked} ya no alcanzo a agendarte." if asked else "Para ese momento ya no alcanzo a agendarte."
+    elif asked:
+        text = f"A las {asked} ya no tengo espacio."
+    elif d.get("default_window"):
+        text = "Esta semana ya no me quedan horarios."
+    else:
+        text = "No me quedan horarios en lo que pediste."
+    return text + " "
+
+
+def date_conflict(d: dict) -> str:
+    """"el lunes 15" when the 15th is a Tuesday: which of the two days."""
+    dated_weekday = d["dated"].split()[0]
+    return (f"El {d['dated'].split(' ', 1)[1]} es {dated_weekday}, no {d['weekday']}. "
+            f"¿Lo quieres el {d['dated']} o el {d['other']}?")
 
 
 def which_slot(slots: list[dict]) -> str:
@@ -147,6 +188,7 @@ def goodbye(pending: bool) -> str:
 
 _ACTION_TEXT = {
     "slots_proposed": _proposed,
+    "date_conflict": date_conflict,
     "service_needed": lambda d: ("¿Para qué servicio quieres la cita? Tenemos:\n"
                                  + "\n".join(f"{i + 1}. {o}" for i, o in enumerate(d["options"]))),
     "name_needed": lambda d: f"¡Perfecto! Te reservo el {d['slot']}. ¿A nombre de quién agendo la cita?",

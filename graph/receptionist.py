@@ -11,6 +11,7 @@ so the turn waits for it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from datetime import datetime
 
@@ -21,7 +22,7 @@ from graph.embeddings import Embedder, build_embedder
 from graph.contract import EscalationRequest, TurnInput, TurnResult
 from graph.experts import Experts
 from graph.models import build_model
-from graph import nodes, reminder_answers
+from graph import loopguard, nodes, reminder_answers
 from graph.state import TurnContext
 from ops import logs, metrics
 from ops.deps import Deps
@@ -35,6 +36,10 @@ EXPERT_NODES = ("knowledge", "appointment", "escalation")
 _MODEL_DOWN = (ModelConnectionError, ModelRateLimitError, ModelServerError, ModelUnavailableError)
 APOLOGY = ("Perdona, tuve un problema técnico y no pude procesar tu mensaje. ¿Me lo puedes "
            "repetir en un momento? 🙏")
+# The model failed again right after the apology: not the same words twice (graph/loopguard.py),
+# and a way to a person that needs no model (the keyword router sends "asesor" to escalation).
+APOLOGY_AGAIN = ("Sigo con un problema técnico 😔. Escríbeme de nuevo en unos minutos, o escribe "
+                 "«asesor» y te comunico con una persona del equipo.")
 
 
 class Receptionist:
@@ -69,7 +74,11 @@ class Receptionist:
         # with that appointment in its state.
         answered = await reminder_answers.reminder_answer(self.deps, turn, context.org)
         if answered and answered["answer"] == "confirm":
-            return await reminder_answers.confirm(self.deps, turn, answered)
+            confirmed = await reminder_answers.confirm(self.deps, turn, answered)
+            # Outside the graph, so the loop guard is applied here: a second tap on Confirmar.
+            if _last_sent(context) is not None and loopguard.same_words([_last_sent(context)], confirmed.replies):
+                return dataclasses.replace(confirmed, replies=loopguard.said_again(confirmed.replies))
+            return confirmed
         if answered:
             turn_input.update(reminder_answers.state_for(answered, turn.org))
         if context.contact_name:  # the CRM's name wins over what an earlier turn remembered
@@ -91,7 +100,9 @@ class Receptionist:
             metrics.turns.labels("model_failed").inc()
             log.error("turn %s of %s/%s: model failed (%s): %s", turn.turn_id, turn.org, turn.chat,
                       reason, exc, exc_info=not isinstance(exc, TimeoutError))
-            return TurnResult(replies=[APOLOGY], actions=[{"action": "model_failed", "data": {"reason": reason}}])
+            again = _last_sent(context) == APOLOGY
+            return TurnResult(replies=[APOLOGY_AGAIN if again else APOLOGY],
+                              actions=[{"action": "model_failed", "data": {"reason": reason}}])
         if context.usage_tokens:
             metrics.prompt_tokens.observe(sum(context.usage_tokens))
         escalation = state.get("escalation")
@@ -121,6 +132,11 @@ class Receptionist:
         now = datetime.fromtimestamp(deps.clock(), org.tz)
         return TurnContext(deps=deps, turn=turn, org=org, now=now, recent=recent, contact_name=name,
                            summary=summary, embedder=self.embedder)
+
+
+def _last_sent(ctx: TurnContext) -> str | None:
+    """What the chat last got from us, if it is the latest message (this turn's excluded)."""
+    return ctx.recent[-1][1] if ctx.recent and ctx.recent[-1][0] == "assistant" else None
 
 
 def approx_tokens(ctx: TurnContext) -> int:

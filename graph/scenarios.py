@@ -5,7 +5,7 @@ must come of them. `run_scenario` plays one against a Receptionist in an organiz
 own (the demo clinic's catalogue, a fixed clock), so runs never see each other's bookings, and
 judges it: per line, text the reply must or must not contain, an action, an escalation; at the
 end, the customer's appointments (service, local date and time, status); throughout, no
-question or list sent twice in a row and no time of day in a reply that no tool produced.
+reply sent twice in a row and no time of day in a reply that no tool produced.
 
 `make test` plays every scenario with the offline model and a scripted model; `skytide eval`
 plays them against whatever model is configured, k times each, and prints pass^k.
@@ -138,9 +138,8 @@ def _known_times(scenario: Scenario) -> set[str]:
 
 
 def _same(previous: list[str], now: list[str]) -> bool:
-    """The customer sees the same message again: the same question or list, the same words."""
-    return loopguard.repeats(previous, now) and \
-        re.sub(r"\W+", " ", "\n".join(previous).lower()) == re.sub(r"\W+", " ", "\n".join(now).lower())
+    """The customer sees the same message again, whatever it says (a question, a list, or not)."""
+    return loopguard.same_words(previous, now)
 
 
 def _judge_line(n: int, line: Line, result: TurnResult, text: str, previous, known: set[str]) -> list[str]:
@@ -158,7 +157,7 @@ def _judge_line(n: int, line: Line, result: TurnResult, text: str, previous, kno
     if line.escalated is not None and (result.escalation is not None) != line.escalated:
         failures.append(f"line {n} «{line.say}»: escalated={result.escalation is not None}")
     if result.replies and previous and _same(previous, result.replies):
-        failures.append(f"line {n} «{line.say}»: the same question or list as the previous reply")
+        failures.append(f"line {n} «{line.say}»: the same reply as the previous one")
     invented = [c for c in _CLOCK.findall(text) if c not in known]
     if invented:
         failures.append(f"line {n} «{line.say}»: times no tool gave: {invented}")

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import functools
 import logging
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 
 from pydantic_ai import ModelRetry, RunContext
 
-from graph import intents, replies, timeparse
+from graph import intents, offers, replies, timeparse
 from graph.state import ToolDeps
 from ops import metrics
 from ops.logs import bound
@@ -103,7 +103,11 @@ async def check_availability(ctx: Ctx, service: str | None = None, when: str | N
     """Busca horarios libres y los propone numerados. `service`: el servicio con las palabras del
     cliente (vacío para seguir con el ya elegido; otro servicio reinicia la elección).
     `when`: las palabras del cliente ("mañana en la tarde", "el viernes", "15 de diciembre a
-    las 3"). `appointment`: número de la cita listada que se quiere reprogramar."""
+    las 3"). `appointment`: número de la cita listada que se quiere reprogramar.
+    Si el día y la fecha no coinciden ("el lunes 15" y el 15 es martes) responde date_conflict:
+    pregunta cuál de los dos días, sin adivinar. Si en lo pedido no hay nada, `why` dice por qué
+    (festivo, cerrado, fuera del horario, sin personal, ocupado): díselo en pocas palabras y
+    ofrece los horarios propuestos; `searched` son los días buscados cuando no hubo ninguno."""
     d, t = ctx.deps, ctx.deps.ctx
     pool, org = t.deps.pool, t.org.id
     d.state["cancel_pending"] = None  # another task: a cancellation asked about is dropped
@@ -118,7 +122,7 @@ async def check_availability(ctx: Ctx, service: str | None = None, when: str | N
         d.state.update(reschedule_of=appointment, purpose="reprogramar", service=_service_view(found))
     understood = timeparse.parse(when or "", t.now).understood if when else False
     if understood:  # kept even while we still ask for the service
-        d.state["window"] = when
+        d.state["window"] = _window(d.state.get("window"), when, t.now)
     if appointment is None and service and service.strip():
         found = await catalog.find_service(pool, org, service)
         current = d.state.get("service") or d.state.get("discussed_service")
@@ -137,42 +141,61 @@ async def check_availability(ctx: Ctx, service: str | None = None, when: str | N
     if d.state.get("service") is None:
         return _service_needed(d, [s.name for s in await catalog.list_services(pool, org)])
     window_text = d.state.get("window") or ""
-    window = timeparse.parse(window_text, t.now)
+    anchor = await _moving_day(d, t) if timeparse.counts_from_a_day(window_text) else None
+    window = timeparse.parse(window_text, t.now, anchor=anchor)
     chosen = await catalog.get_service(pool, org, d.state["service"]["id"])
-    settings = t.deps.settings
-    not_before = t.now + timedelta(minutes=settings.booking_lead_min)
-    asked = None
-    if window.prefer is not None and len(window.days) == 1:
-        # "mañana a las 10": that exact time if it is free, else the nearest free times around it.
-        asked = datetime.combine(window.days[0], window.prefer, t.org.tz)
-        exact = await _free_held(t, chosen, days=window.days, time_from=window.prefer,
-                                 time_to=(asked + timedelta(minutes=1)).time(), not_before=not_before, limit=1)
-        if exact and exact[0].starts_at == asked:
-            return _propose(d, t, chosen, window_text, changed_from, exact[:1], note=None, exact=True)
-    slots = await _free_held(t, chosen, days=window.days,
-                             time_from=window.time_from if asked is None else time.min,
-                             time_to=window.time_to if asked is None else time.max,
-                             not_before=not_before, prefer=window.prefer)
-    note = "hora_pedida_ocupada" if asked is not None else None
-    if not slots:
-        # Nothing in the asked window: offer the next week rather than a dead end.
-        days = [max(window.days) + timedelta(days=i + 1) for i in range(7)]
-        slots = await _free_held(t, chosen, days=days, time_from=window.time_from,
-                                 time_to=window.time_to, not_before=not_before, prefer=window.prefer)
+    if window.conflict is not None:
+        return _date_conflict(d, window.conflict)
+    offer = await offers.find(t, chosen, window)
+    note = None
+    if offer.asked is not None:
+        note = "hora_pedida_ocupada"
+    elif offer.why is not None:
         note = "sin_cupo_en_lo_pedido"
-    return _propose(d, t, chosen, window_text, changed_from, slots, note=note,
-                    asked=replies.clock(asked) if asked is not None else None)
+    return _propose(d, t, chosen, window_text, changed_from, offer.slots, note=note, exact=offer.exact,
+                    asked=replies.clock(offer.asked) if offer.asked is not None else None,
+                    default_window=not window.understood, **offer.data())
 
 
 def _propose(d: ToolDeps, t, chosen, window_text: str, changed_from, slots, note, exact: bool = False,
-             asked: str | None = None) -> dict:
+             asked: str | None = None, **why) -> dict:
     d.state["proposed_slots"] = [_slot_view(s, t.org.tz) for s in slots]
     d.state["chosen_slot"] = None
     d.state["last_list"] = {"kind": "slots", "items": [{"label": s["label"]} for s in d.state["proposed_slots"]]}
     return d.act("slots_proposed", service=chosen.name, price=d.state["service"]["price"],
                  duration_minutes=chosen.duration_minutes, window=window_text or None,
-                 changed_from=changed_from, note=note, exact=exact, asked=asked,
+                 changed_from=changed_from, note=note, exact=exact, asked=asked, **why,
                  slots=[{"n": i + 1, "label": s["label"]} for i, s in enumerate(d.state["proposed_slots"])])
+
+
+def _date_conflict(d: ToolDeps, conflict: timeparse.Conflict) -> dict:
+    """"el lunes 15" when the 15th is a Tuesday: ask which day, search neither."""
+    d.state.update(proposed_slots=[], chosen_slot=None, last_list=None)  # "la 1" now names no slot
+    noon = time(12)
+    return d.act("date_conflict", weekday=replies.WEEKDAYS[conflict.weekday],
+                 dated=replies.day(datetime.combine(conflict.dated, noon)),
+                 other=replies.day(datetime.combine(conflict.other, noon)))
+
+
+async def _moving_day(d: ToolDeps, t) -> date | None:
+    """The local day of the appointment being moved: what "al día siguiente" counts from."""
+    n, listed = d.state.get("reschedule_of"), d.state.get("appointments") or []
+    if not n or n > len(listed):
+        return None
+    found = await appointments.list_appointments(t.deps.pool, t.org.id, t.turn.contact_id, since=None, limit=50)
+    mine = next((a for a in found if a.id == listed[n - 1]["id"]), None)
+    return mine.starts_at.astimezone(t.org.tz).date() if mine else None
+
+
+def _window(previous: str | None, when: str, now: datetime) -> str:
+    """The window after the customer's `when`. An answer to our "¿el martes 15 o el lunes 14?"
+    ("el martes", "el 14") names one reading: that date, written out, leads the earlier words
+    (the time they asked stays; a time in the answer comes later, and the latest time wins)."""
+    conflict = timeparse.parse(previous or "", now).conflict
+    day = timeparse.pick_reading(conflict, when, now) if conflict is not None else None
+    if day is None:
+        return when
+    return f"{replies.day(datetime.combine(day, time(12)))} de {day.year} {previous} {when}"
 
 
 def _service_needed(d: ToolDeps, options: list[str]) -> dict:
@@ -180,29 +203,10 @@ def _service_needed(d: ToolDeps, options: list[str]) -> dict:
     return d.act("service_needed", options=options)
 
 
-async def _free_held(t, service: catalog.Service, **window) -> list[appointments.Slot]:
-    """Free slots that no other chat holds, now held for this chat (SLOT_HOLD_MIN). Two chats
-    racing for one slot: the hold script gives it to one; the other's offer drops it."""
-    pool, org, redis, chat = t.deps.pool, t.org.id, t.deps.redis, t.turn.chat
-    for _ in range(2):
-        held = await holds.held_by_others(redis, org, chat, now_ms=t.deps.now_ms())
-        slots = await appointments.availability(pool, org=org, service=service, tz=t.org.tz, held=held,
-                                                step_min=t.deps.settings.slot_step_min, **window)
-        got = await _hold(t, [(s.staff_id, s.starts_at, s.ends_at) for s in slots])
-        if all(got):
-            return slots
-    return [s for s, ok in zip(slots, got) if ok]
-
-
-async def _hold(t, slots: list[holds.Held]) -> list[bool]:
-    return await holds.hold(t.deps.redis, t.org.id, t.turn.chat, slots, now_ms=t.deps.now_ms(),
-                            ttl_ms=t.deps.settings.slot_hold_min * 60_000)
-
-
 async def _hold_chosen(t, chosen: dict, duration_min: int) -> bool:
     """Hold the picked slot alone (the other offers are let go); False if another chat has it."""
     start = datetime.fromisoformat(chosen["starts_at"])
-    return (await _hold(t, [(chosen["staff_id"], start, start + timedelta(minutes=duration_min))]))[0]
+    return (await offers.hold(t, [(chosen["staff_id"], start, start + timedelta(minutes=duration_min))]))[0]
 
 
 async def _plan_reminders(t, appointment_id: str, change: reminders.Change) -> None:

@@ -162,7 +162,7 @@ tool_calls = Counter(
     "skytide_tool_calls_total", "Agent tool calls, by tool and outcome",
     ["tool", "outcome"], registry=REGISTRY)
 loop_guard = Counter(
-    "skytide_loop_guard_total", "Replies replaced because they repeated the previous question or list, "
+    "skytide_loop_guard_total", "Replies replaced because they repeated the previous question, list or words, "
     "by the flow that repeated itself", ["flow"], registry=REGISTRY)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 import holidays
@@ -106,6 +107,72 @@ async def load_calendar(db: Db, org: str, tz: ZoneInfo, days: list[date]) -> Cal
         for day in public_holidays(settings.get("country") or DEFAULT_COUNTRY, days):
             cal.closed.setdefault(day, "festivo")
     return cal
+
+
+# ---- why a window has no free time --------------------------------------------------------
+
+# The days that are closed as a whole, whatever the time asked.
+CLOSED_DAY_KINDS = ("holiday", "closure", "closed_weekday")
+ClosedKind = Literal["holiday", "closure", "closed_weekday", "outside_hours", "ends_after_closing", "staff_away",
+                     "full", "closed_days", "too_soon"]
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """Why nothing is free in a window: what the customer is told, in a few words, before the
+    alternatives. `full` means open and staffed, but booked."""
+    kind: ClosedKind
+    day: date  # the (first) day asked
+    reason: str = ""  # a closure's own reason ("Nochebuena")
+    opens: time | None = None  # the opening hours of the asked day(s), for "outside_hours"
+    closes: time | None = None
+
+
+def unavailable(cal: Calendar, staff: list[str], days: list[date], time_from: time,
+                time_to: time, whole: bool = False) -> Unavailable:
+    """Why `days` × [time_from, time_to) offer nothing. Several days: a closed day does not
+    contradict "we do not open at night", so the open days decide (outside hours if all are).
+    `whole`: the span is one appointment (an exact time asked), which must fit in the opening
+    hours: one that starts while open but would end after closing is `ends_after_closing`."""
+    found = [_unavailable_on(cal, staff, day, time_from, time_to, whole) for day in sorted(days)]
+    if len(found) == 1:
+        return found[0]
+    open_days = [u for u in found if u.kind not in CLOSED_DAY_KINDS]
+    if not open_days:
+        return Unavailable("closed_days", found[0].day)
+    if all(u.kind == "outside_hours" for u in open_days):
+        return Unavailable("outside_hours", open_days[0].day, opens=min(u.opens for u in open_days),
+                           closes=max(u.closes for u in open_days))
+    if all(u.kind == "staff_away" for u in open_days):
+        return open_days[0]
+    return Unavailable("full", found[0].day)
+
+
+def _unavailable_on(cal: Calendar, staff: list[str], day: date, time_from: time, time_to: time,
+                    whole: bool) -> Unavailable:
+    if day in cal.closed:
+        reason = cal.closed[day]
+        return Unavailable("holiday" if reason == "festivo" else "closure", day, reason=reason)
+    spans = cal.opening.get(day.weekday(), [])
+    if not spans:
+        return Unavailable("closed_weekday", day)
+    opens, closes = min(a for a, _ in spans), max(b for _, b in spans)
+    if not any(max(a, time_from) < min(b, time_to) for a, b in spans):
+        return Unavailable("outside_hours", day, opens=opens, closes=closes)
+    if whole and not any(a <= time_from and time_to <= b for a, b in spans):
+        kind = "ends_after_closing" if any(a <= time_from < b for a, b in spans) else "outside_hours"
+        return Unavailable(kind, day, opens=opens, closes=closes)
+    lo = datetime.combine(day, time_from, cal.tz)
+    hi = datetime.combine(day, time_to, cal.tz) if time_to != time.max else \
+        datetime.combine(day + timedelta(days=1), time.min, cal.tz)
+    if not any(_works_some_of(cal, s, max(a, lo), min(b, hi)) for s in staff for a, b in cal.working(s, day)):
+        return Unavailable("staff_away", day, opens=opens, closes=closes)
+    return Unavailable("full", day, opens=opens, closes=closes)
+
+
+def _works_some_of(cal: Calendar, staff_id: str, start: datetime, end: datetime) -> bool:
+    """Some of [start, end) is working time not covered by the staff member's time off."""
+    return start < end and not any(a <= start and end <= b for a, b in cal.away.get(staff_id, []))
 
 
 # ---- writing (catalog import, tests) ------------------------------------------------------------

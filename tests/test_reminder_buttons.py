@@ -57,6 +57,13 @@ async def test_the_confirm_button_marks_the_appointment_confirmed(deps, booked):
     assert answers(clinic, "confirmed") == 1
 
 
+async def test_a_second_tap_on_confirm_is_not_answered_in_the_same_words(deps, booked):
+    chat, *_ = booked  # the answer is made outside the graph: the loop guard holds there too
+    first = (await chat.say("[botón] Confirmar")).replies
+    second = (await chat.say("[botón] Confirmar")).replies
+    assert first != second and "Gracias por confirmar" in second[0]
+
+
 async def test_the_cancel_button_asks_the_usual_yes_then_cancels_and_drops_the_reminders(deps, booked):
     chat, clinic, appt, scheduler = booked
     await chat.say("[botón] Cancelar")
