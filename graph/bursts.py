@@ -4,8 +4,9 @@ People write on WhatsApp in bursts ("hola" · "una pregunta" · "¿cuánto cuest
 One fixed quiet window makes every customer wait for the slowest typist; this reads each
 message with the intent table (graph/intents.py) and chooses:
 
-- complete: a question, a request with a service, a day or a clear intent, a long message,
-  a voice note, a picture with a caption: the burst likely ends here; a short window.
+- complete: a question, a clear request of five words or more, a long message, a one-word
+  answer ("sí", "gracias", "la primera"), a voice note, a picture with a caption: the burst
+  likely ends here; a short window.
 - fragment: a greeting alone, "una pregunta", "oye", a picture without its words: more is
   coming; the full window (DEBOUNCE_SECONDS).
 - neither: half the full window.
@@ -43,6 +44,7 @@ def _without_greeting(t: str) -> str:
 
 
 LONG_WORDS = 12  # a message this long carries its own context
+ENOUGH_WORDS = 5  # a clear request this long usually says what, and often when
 
 
 def completeness(kind: str, text: str | None, caption: str | None = None) -> Completeness:
@@ -59,10 +61,15 @@ def completeness(kind: str, text: str | None, caption: str | None = None) -> Com
     rest = _without_greeting(t)
     if _FRAGMENT.match(t) or _FRAGMENT.match(rest) or (rest != t and not re.search(r"\w", rest)):
         return "fragment"
-    if "?" in (text or "") or len(t.split()) >= LONG_WORDS:
+    words = len(t.split())
+    if "?" in (text or "") or words >= LONG_WORDS:
         return "complete"
-    if intents.classify(t) in _CLEAR or intents.mentions_when(t):
+    # A clear request is complete once it says enough ("quiero una cita" is often followed by
+    # "para mañana"; "quiero una cita de limpieza facial para mañana" is not).
+    if words >= ENOUGH_WORDS and (intents.classify(t) in _CLEAR or intents.mentions_when(t)):
         return "complete"
+    if words <= 2 and intents.classify(t) in ("thanks", "goodbye", "confirm", "decline", "pick"):
+        return "complete"  # "gracias", "sí", "la primera": a whole answer in a word or two
     return "neutral"
 
 

@@ -47,6 +47,9 @@ def test_openers_wait_for_what_follows(text):
     ("image", None, None, "fragment"),
     ("image", None, "así me quedó la uña, ¿la pueden arreglar?", "complete"),
     ("text", "quiero cita para el viernes", None, "complete"),
+    ("text", "quiero una cita", None, "neutral"),
+    ("text", "gracias", None, "complete"),
+    ("text", "la primera", None, "complete"),
     ("text", "y también", None, "neutral"),
     ("button_reply", "Confirmar", None, "complete"),
 ])
