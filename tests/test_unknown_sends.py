@@ -9,10 +9,15 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime, timezone
 
+import pytest
+
+from consumers import gupshup_api
 from consumers.runtime import ensure_group
 from ops import metrics
+from ops.embedded import free_port
 from storage import chats, keys, streams
 from storage.events import OutboundMessage, encode
+from storage.orgs import Connection
 from storage.outbound import unknown_outcomes
 from tests.conftest import eventually
 
@@ -130,3 +135,26 @@ async def test_a_worker_killed_after_marking_the_send_gets_the_reply_resent(
                                    " where idempotency_key = 'killed-1'")
     assert row["provider_message_id"] == sent[0].message_id and row["send_resends"] == 1
     assert await unknown_outcomes(deps.pool) == []
+
+
+async def test_never_left_and_may_have_arrived_are_told_apart(deps, gupshup):
+    """Refused before a byte was written: never left (retried freely), and the row was never
+    marked. Written, then no answer: may have arrived (in doubt), marked before the write."""
+    marks: list[str] = []
+
+    async def before_write() -> None:
+        marks.append("on the wire")
+
+    connection = Connection(org_id="o", org_name="O", timezone="UTC", settings={},
+                            app_name="DemoApp", app_id=None, api_key="k",
+                            source_phone="919999999999", webhook_token="t", is_active=True)
+    timeouts = gupshup_api.Timeouts(total_s=0.5, connect_s=0.5)
+    with pytest.raises(gupshup_api.SendRetryable, match="cannot reach Gupshup"):
+        await gupshup_api.send_text(deps.http, f"http://127.0.0.1:{free_port()}", connection,
+                                    CUSTOMERS[0], "hola", timeouts, before_write)
+    assert marks == []
+    gupshup.hang_for(3600)
+    with pytest.raises(gupshup_api.SendOutcomeUnknown, match="after the request was written"):
+        await gupshup_api.send_text(deps.http, gupshup.url, connection, CUSTOMERS[0], "hola",
+                                    timeouts, before_write)
+    assert marks == ["on the wire"] and gupshup.sent == []
