@@ -105,7 +105,7 @@ class SenderStage:
         """The request may have reached Gupshup: wait for evidence, without holding up the
         chat. The doubt checker brings the message back once the grace ends."""
         deps = self.deps
-        if await send_doubts.mark_in_doubt(deps.pool, row.id, reason):
+        if await send_doubts.mark_in_doubt(deps.pool, event.org, row.id, reason):
             metrics.unknown_sends.labels(event.org, "in_doubt").inc()
             log.warning("send %s to %s in doubt: %s", event.idempotency_key, event.phone, reason)
             # Status events that came while the request waited for its answer may name it.
@@ -116,8 +116,8 @@ class SenderStage:
         """A send in doubt, seen again: "resend" if it must be sent once more now (no evidence
         came within the grace). Decided in the database, so only one handler resends it."""
         s = self.deps.settings
-        decision = await send_doubts.decide(self.deps.pool, row.id, grace_s=s.send_doubt_grace_s,
-                                            max_s=s.send_doubt_max_s)
+        decision = await send_doubts.decide(self.deps.pool, event.org, row.id,
+                                            grace_s=s.send_doubt_grace_s, max_s=s.send_doubt_max_s)
         if decision == "resend":
             metrics.unknown_sends.labels(event.org, "resent").inc()
             log.warning("send %s to %s: no evidence within %.0fs that it arrived; sending it "

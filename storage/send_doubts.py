@@ -42,29 +42,32 @@ def gupshup_id(status: str, provider_id: str, gs_id: str | None) -> str | None:
     return provider_id if status in ("enqueued", "failed") else None
 
 
-async def mark_in_doubt(pool: asyncpg.Pool, row_id: str, reason: str) -> bool:
+async def mark_in_doubt(pool: asyncpg.Pool, org: str, row_id: str, reason: str) -> bool:
     """The request may have reached Gupshup: wait for evidence. False if it left doubt already
     (accepted or adopted meanwhile)."""
     marked = await pool.fetchval(
         "update chat_messages set send_doubt_at = now(), send_checked_at = null,"
-        " error_reason = $2 where id = $1::uuid and provider_message_id is null"
-        " and send_started_at is not null returning true", row_id, reason[:500])
+        " error_reason = $3 where id = $2::uuid and organization_id = $1::uuid"
+        " and provider_message_id is null and send_started_at is not null returning true",
+        org, row_id, reason[:500])
     return bool(marked)
 
 
 Decision = Literal["resend", "wait", "given_up", "resolved"]
 
 
-async def decide(pool: asyncpg.Pool, row_id: str, *, grace_s: float, max_s: float) -> Decision:
+async def decide(pool: asyncpg.Pool, org: str, row_id: str, *, grace_s: float,
+                 max_s: float) -> Decision:
     """What to do now with a send in doubt, decided and recorded atomically: "resend" makes the
     row sendable again (one more resend counted on it), so only one handler ever resends it."""
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             "select send_doubt_at <= now() - make_interval(secs => $2) as due,"
             " created_at <= now() - make_interval(secs => $3) as too_old"
-            " from chat_messages where id = $1::uuid and provider_message_id is null"
-            " and send_doubt_at is not null and message_status <> 'failed' for update",
-            row_id, grace_s, max_s)
+            " from chat_messages where id = $1::uuid and organization_id = $4::uuid"
+            " and provider_message_id is null and send_doubt_at is not null"
+            " and message_status <> 'failed' for update",
+            row_id, grace_s, max_s, org)
         if row is None:
             return "resolved"
         if not row["due"]:
