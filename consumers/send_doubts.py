@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from consumers import ticker
+from consumers import send_outcomes, ticker
 from ops import metrics
 from ops.deps import Deps
 from storage import send_doubts, statuses, streams
@@ -40,7 +40,7 @@ class SendEvidence:
                                           gupshup_message_id=gupshup_id, at_ms=event.at_ms)
         if adopted is None:
             return False
-        self._confirmed(event.org, event.destination, adopted)
+        await self._confirmed(event.org, event.destination, adopted)
         return True
 
     async def keep(self, event: StatusEvent) -> None:
@@ -69,7 +69,7 @@ class SendEvidence:
                                               gupshup_message_id=gupshup_id, at_ms=event["at_ms"])
             if adopted is None:
                 continue
-            self._confirmed(org, phone, adopted)
+            await self._confirmed(org, phone, adopted)
             same = [e for e in kept if gupshup_id in (e.get("gs_id"), e["provider_id"])]
             for each in same:  # the message's own statuses, now that it has its id
                 await statuses.apply_status(
@@ -80,11 +80,12 @@ class SendEvidence:
             return True
         return False
 
-    @staticmethod
-    def _confirmed(org: str, phone: str, adopted: send_doubts.Adopted) -> None:
+    async def _confirmed(self, org: str, phone: str, adopted: send_doubts.Adopted) -> None:
         metrics.unknown_sends.labels(org, "confirmed").inc()
         log.info("send %s to %s was in doubt; a status event names it (%s): it arrived",
                  adopted.row_id, phone, adopted.gupshup_id)
+        if adopted.request:  # what the sender would have done on Gupshup's answer
+            await send_outcomes.accepted(self.deps, OutboundMessage.model_validate(adopted.request))
 
 
 class DoubtChecker:

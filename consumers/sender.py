@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from consumers import gupshup_api
+from consumers import gupshup_api, send_outcomes
 from consumers.runtime import Delivery, Poison
 from consumers.send_doubts import SendEvidence
 from ops import metrics, tracing
 from ops.outages import DependencyDown
 from ops.deps import Deps
-from storage import chats, memory, outbound, ratelimit, send_doubts, streams
+from storage import chats, outbound, ratelimit, send_doubts
 from storage.events import OutboundMessage, StreamEvent
 from storage.orgs import Connection, ConnectionsByOrg
 
@@ -205,7 +205,7 @@ class SenderStage:
             metrics.dependency_errors.labels("gupshup", f"rejected_{exc.status}").inc()
             self._count(event, "rejected")
             if event.escalation:
-                await self._escalation_outcome(event, accepted=False)
+                await send_outcomes.escalation_outcome(deps, event, accepted=False)
             raise Poison(f"Gupshup rejected the message: {exc}") from exc
         except gupshup_api.SendOutcomeUnknown as exc:
             metrics.dependency_errors.labels("gupshup", "outcome_unknown").inc()
@@ -214,10 +214,7 @@ class SenderStage:
         self._count(event, "accepted")
         if event.origin and event.purpose == "reply":  # the first part of the answer
             metrics.end_to_end.observe(max(0.0, deps.clock() - event.origin.received_at_ms / 1000))
-        if event.text:  # the agent's short-term memory of the chat
-            await memory.remember(deps.redis, event.org, event.phone, "assistant", event.text)
-        if event.escalation:
-            await self._escalation_outcome(event, accepted=True)
+        await send_outcomes.accepted(deps, event)
         return None
 
     async def dead_lettered(self, event: StreamEvent) -> None:
@@ -225,20 +222,7 @@ class SenderStage:
         is told that no advisor could be reached, and the bot stays on, as when Gupshup refuses
         it. (Its idempotency key makes this a no-op when the refusal already said so.)"""
         if isinstance(event, OutboundMessage) and event.escalation:
-            await self._escalation_outcome(event, accepted=False)
-
-    async def _escalation_outcome(self, event: OutboundMessage, *, accepted: bool) -> None:
-        """The advisor was (or was not) told: turn the bot off only if so, and tell the customer."""
-        notice = event.escalation
-        deps = self.deps
-        if accepted:
-            await chats.set_bot_enabled(deps.pool, event.org, notice.customer_phone, False,
-                                        reason="escalated to an advisor")
-        await streams.publish(deps.redis, OutboundMessage(
-            org=event.org, phone=notice.customer_phone,
-            text=notice.accepted_text if accepted else notice.failed_text,
-            idempotency_key=f"{event.idempotency_key}:customer", turn_id=event.turn_id,
-            purpose="escalation_notice", requires_bot_enabled=not accepted), "outbound")
+            await send_outcomes.escalation_outcome(self.deps, event, accepted=False)
 
     def _count(self, event: OutboundMessage, outcome: str) -> str:
         metrics.messages_sent.labels(event.org, outcome).inc()

@@ -109,6 +109,7 @@ async def due_for_check(pool: asyncpg.Pool, *, grace_s: float, stuck_s: float,
 class Adopted:
     row_id: str
     gupshup_id: str
+    request: dict | None  # the outbound message as queued (consumers/send_outcomes.py)
 
 
 async def adopt(pool: asyncpg.Pool, *, org: str, phone: str, gupshup_message_id: str,
@@ -117,7 +118,7 @@ async def adopt(pool: asyncpg.Pool, *, org: str, phone: str, gupshup_message_id:
     event names: the evidence that it arrived. None if there is no such send (or the id is
     already another message's)."""
     try:
-        row_id = await pool.fetchval(
+        row = await pool.fetchrow(
             "update chat_messages m set provider_message_id = $3, send_doubt_at = null,"
             " sent_at = coalesce(m.sent_at, now()), error_reason = null,"
             " artifacts = m.artifacts || jsonb_build_object('send_evidence', $3::text)"
@@ -129,10 +130,11 @@ async def adopt(pool: asyncpg.Pool, *, org: str, phone: str, gupshup_message_id:
             " and d.created_at <= to_timestamp($4::double precision / 1000)"
             "   + make_interval(secs => $5)"
             " order by d.created_at limit 1 for update skip locked)"
-            " returning m.id::text", org, phone, gupshup_message_id, at_ms, CLOCK_SKEW_S)
+            " returning m.id::text, m.send_request", org, phone, gupshup_message_id, at_ms,
+            CLOCK_SKEW_S)
     except asyncpg.UniqueViolationError:
         return None  # the id is another message's (its own answer came in meanwhile)
-    return Adopted(row_id, gupshup_message_id) if row_id else None
+    return Adopted(row["id"], gupshup_message_id, row["send_request"]) if row else None
 
 
 # ---- status events that matched nothing, kept for a send that goes in doubt later -----------

@@ -16,7 +16,7 @@ from consumers.runtime import ensure_group
 from ops import metrics
 from ops.embedded import free_port
 from storage import chats, keys, streams
-from storage.events import OutboundMessage, encode
+from storage.events import EscalationNotice, OutboundMessage, encode
 from storage.orgs import Connection
 from storage.outbound import unknown_outcomes
 from tests.conftest import eventually
@@ -158,3 +158,30 @@ async def test_never_left_and_may_have_arrived_are_told_apart(deps, gupshup):
         await gupshup_api.send_text(deps.http, gupshup.url, connection, CUSTOMERS[0], "hola",
                                     timeouts, before_write)
     assert marks == ["on the wire"] and gupshup.sent == []
+
+
+async def test_an_escalation_confirmed_by_a_status_turns_the_bot_off_and_tells_the_customer(
+        system, make_org, gupshup, deps):
+    """The advisor's template is delivered and answered 502: its status event settles it, and
+    what Gupshup's answer would have done follows (the bot off, the customer told once)."""
+    org = await make_org(gupshup.app_name)
+    customer, advisor = CUSTOMERS[0], CUSTOMERS[1]
+    await _open_windows(deps, org, [customer])
+    gupshup.callback_token = "secret-token"
+    async with system(roles=("ingress", "enrich", "sender"), gupshup_timeout_s=1.0,
+                      send_doubt_grace_s=3600) as s:
+        gupshup.callback_url = s.url + "/webhooks/gupshup"
+        gupshup.deliver_then_fail_for(3600, 502)
+        await streams.publish(deps.redis, OutboundMessage(
+            org=org, phone=advisor, template_id="tmpl-advisor", template_params=["Ana"],
+            idempotency_key="esc-1", purpose="escalation", requires_bot_enabled=False,
+            escalation=EscalationNotice(customer_phone=customer,
+                                        accepted_text="Un asesor te escribirá.",
+                                        failed_text="No pude avisar a un asesor; sigo aquí.")),
+            "outbound")
+        await eventually(lambda: _all_settled(deps, 2))
+    assert sorted((m.destination, m.kind) for m in gupshup.sent) == [
+        (customer, "session"), (advisor, "template")]
+    told = next(m for m in gupshup.sent if m.destination == customer)
+    assert told.message["text"] == "Un asesor te escribirá."
+    assert (await chats.find_identity(deps.pool, org, customer)).bot_enabled is False
