@@ -10,6 +10,7 @@ import re
 import unicodedata
 
 from consumers.runtime import Delivery, Retry
+from consumers.send_doubts import SendEvidence
 from ops import metrics
 from ops.deps import Deps
 from storage import chats, consent, ratelimit, statuses, streams
@@ -56,6 +57,7 @@ class DeliveryEvents:
         self.deps = deps
         self.status_writer = statuses.StatusWriter(deps.pool)
         self.connections = ConnectionsByOrg(deps.pool)  # its settings name the staff phones
+        self.evidence = SendEvidence(deps)
 
     async def on_status(self, event: StatusEvent, delivery: Delivery) -> str | None:
         deps = self.deps
@@ -64,8 +66,20 @@ class DeliveryEvents:
             status=event.status, at_ms=event.at_ms, code=event.code, reason=event.reason)
         if applied is None:
             young = deps.now_ms() - event.at_ms < UNMATCHED_GRACE_MS
-            if young and delivery.attempt < deps.settings.retry_attempts:
+            last_try = not (young and delivery.attempt < deps.settings.retry_attempts)
+            if last_try:
+                # Perhaps a send still waiting for its answer, which may go in doubt later and
+                # then look here. Kept before looking for a doubt below: a send that goes in
+                # doubt meanwhile sees one or the other.
+                await self.evidence.keep(event)
+            if await self.evidence.from_status(event):
+                # It named a send in doubt, which now has its Gupshup id.
+                applied = await self.status_writer.apply(
+                    org=event.org, provider_id=event.provider_id, gs_id=event.gs_id,
+                    status=event.status, at_ms=event.at_ms, code=event.code, reason=event.reason)
+            elif not last_try:
                 raise Retry(f"no outgoing message matches {event.gs_id or event.provider_id} yet")
+        if applied is None:
             metrics.status_events.labels(metrics.status_label(event.status), "unmatched").inc()
             return "unmatched"
         metrics.status_events.labels(metrics.status_label(event.status), "applied").inc()

@@ -1,10 +1,15 @@
 """Gupshup's send API: form-encoded POSTs with an `apikey` header; `message` is a JSON string.
 
 Failures are sorted by what they mean for a resend:
-- SendRetryable: Gupshup surely did not take the message (refused connection, 429, 5xx).
+- SendRetryable: Gupshup surely did not take the message: the request never left (refused
+  connection, DNS, a connect timeout: nothing was written, see ops/http_phases.py) or Gupshup
+  refused it (429, 503).
 - SendRejected: it never will (bad destination, bad app, auth): retrying is pointless.
-- SendOutcomeUnknown: the request may have been taken (timeout, dropped connection); sending
-  again could make the user read it twice.
+- SendOutcomeUnknown: the request was written and may have been taken (a read timeout, a dropped
+  connection, a 500, 502, 504 or other 5xx, an unreadable answer): sending again at once could make the user read it
+  twice. The sender puts it in doubt and looks for evidence (storage/send_doubts.py).
+- SendAbandoned: the caller's hook refused to let the request be written (another handler is
+  sending the same message); nothing was sent.
 """
 
 from __future__ import annotations
@@ -13,9 +18,14 @@ import asyncio
 import json
 from dataclasses import dataclass
 
+from typing import Awaitable, Callable
+
 import aiohttp
 
+from ops import http_phases
 from storage.orgs import Connection
+
+BeforeWrite = Callable[[], Awaitable[None]]
 
 
 class SendRetryable(Exception):
@@ -36,6 +46,10 @@ class SendOutcomeUnknown(Exception):
     pass
 
 
+class SendAbandoned(Exception):
+    """Raised by a before-write hook: the request must not be written."""
+
+
 @dataclass(frozen=True)
 class Accepted:
     message_id: str
@@ -48,22 +62,42 @@ def _reason(body: str) -> str:
         return body[:300]
 
 
+@dataclass(frozen=True)
+class Timeouts:
+    total_s: float
+    connect_s: float  # DNS, TCP and TLS: a send that times out here never left
+
+
 async def _post(http: aiohttp.ClientSession, url: str, connection: Connection,
-                form: dict[str, str], timeout_s: float) -> Accepted:
+                form: dict[str, str], timeouts: Timeouts, before_write: BeforeWrite) -> Accepted:
+    if not http_phases.installed(http):
+        # Without the hook every failure would look like "never left" and be sent again.
+        raise RuntimeError("the HTTP session has no ops.http_phases trace config")
+    phase = http_phases.BeforeWrite(before_write)
     try:
         async with http.post(url, data=form, headers={"apikey": connection.api_key},
-                             timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+                             timeout=aiohttp.ClientTimeout(total=timeouts.total_s,
+                                                           connect=timeouts.connect_s),
+                             trace_request_ctx=phase) as response:
             body = await response.text()
             status = response.status
             retry_after = response.headers.get("Retry-After")
-    except aiohttp.ClientConnectorError as exc:
-        raise SendRetryable(f"cannot connect to Gupshup: {exc}") from exc
     except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
-        raise SendOutcomeUnknown(f"{type(exc).__name__} while sending: {exc}") from exc
-    if status == 429 or status >= 500:
+        what = f"{type(exc).__name__}: {exc}"
+        if not phase.ran:  # failed before a byte was written: Gupshup saw nothing
+            raise SendRetryable(f"cannot reach Gupshup ({what})") from exc
+        raise SendOutcomeUnknown(f"outcome unknown: {what} after the request was written") from exc
+    if status in (429, 503):
+        # Refusals: too many requests, or "unavailable" (overloaded, down for maintenance), both
+        # answered before the message is handled. Gupshup did not take it: retried as an outage.
         raise SendRetryable(f"HTTP {status}: {_reason(body)}",
                             float(retry_after) if retry_after and retry_after.isdigit() else None,
                             throttled=status == 429)
+    if status >= 500:
+        # A server error (500) or a gateway's (502, 504) can come after the message was taken
+        # and queued: sending again at once is what duplicated every reply when Gupshup answered
+        # 502 after accepting.
+        raise SendOutcomeUnknown(f"outcome unknown: HTTP {status}: {_reason(body)}")
     if status >= 400:
         raise SendRejected(status, _reason(body))
     try:
@@ -71,7 +105,8 @@ async def _post(http: aiohttp.ClientSession, url: str, connection: Connection,
         data = json.loads(body)
         return Accepted(message_id=str(data["messageId"]))
     except (ValueError, KeyError, TypeError) as exc:
-        raise SendOutcomeUnknown(f"unreadable answer from Gupshup: {body[:200]!r}") from exc
+        raise SendOutcomeUnknown(f"outcome unknown: unreadable answer from Gupshup: "
+                                 f"{body[:200]!r}") from exc
 
 
 def _base_form(connection: Connection, destination: str) -> dict[str, str]:
@@ -80,28 +115,31 @@ def _base_form(connection: Connection, destination: str) -> dict[str, str]:
 
 
 async def send_text(http: aiohttp.ClientSession, api_url: str, connection: Connection,
-                    destination: str, text: str, timeout_s: float) -> Accepted:
+                    destination: str, text: str, timeouts: Timeouts,
+                    before_write: BeforeWrite) -> Accepted:
     form = _base_form(connection, destination)
     form["message"] = json.dumps({"type": "text", "text": text}, ensure_ascii=False)
     form["disablePreview"] = "true"
-    return await _post(http, f"{api_url.rstrip('/')}/wa/api/v1/msg", connection, form, timeout_s)
+    return await _post(http, f"{api_url.rstrip('/')}/wa/api/v1/msg", connection, form, timeouts,
+                       before_write)
 
 
 async def send_quick_reply(http: aiohttp.ClientSession, api_url: str, connection: Connection,
                            destination: str, text: str, buttons: list[str], msgid: str,
-                           timeout_s: float) -> Accepted:
+                           timeouts: Timeouts, before_write: BeforeWrite) -> Accepted:
     """An interactive quick-reply message: the text and up to three buttons."""
     form = _base_form(connection, destination)
     form["message"] = json.dumps({
         "type": "quick_reply", "msgid": msgid, "content": {"type": "text", "text": text},
         "options": [{"type": "text", "title": title} for title in buttons[:3]]}, ensure_ascii=False)
-    return await _post(http, f"{api_url.rstrip('/')}/wa/api/v1/msg", connection, form, timeout_s)
+    return await _post(http, f"{api_url.rstrip('/')}/wa/api/v1/msg", connection, form, timeouts,
+                       before_write)
 
 
 async def send_template(http: aiohttp.ClientSession, api_url: str, connection: Connection,
                         destination: str, template_id: str, params: list[str],
-                        timeout_s: float) -> Accepted:
+                        timeouts: Timeouts, before_write: BeforeWrite) -> Accepted:
     form = _base_form(connection, destination)
     form["template"] = json.dumps({"id": template_id, "params": params}, ensure_ascii=False)
     return await _post(http, f"{api_url.rstrip('/')}/wa/api/v1/template/msg", connection, form,
-                       timeout_s)
+                       timeouts, before_write)

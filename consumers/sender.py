@@ -1,22 +1,28 @@
-"""sender: outbound messages to Gupshup, each sent at most once.
+"""sender: outbound messages to Gupshup, each sent once: neither dropped nor repeated.
 
-Before the request the outgoing row is written with its idempotency key and marked "sending".
-A redelivered entry whose row was accepted, dropped, or possibly on the wire is not sent again;
-a request that surely did not reach Gupshup (refused, 429, 5xx) is retried with backoff.
+The outgoing row is written first with the message's idempotency key. Right before the request
+is written (the connection is open), the row is marked as possibly on the wire; then:
+- a request that never left (refused, DNS, connect timeout) or that Gupshup refused (429, 503) is
+  retried with backoff, as an outage of Gupshup;
+- one that may have arrived (a read timeout, a dropped connection, a 500, 502 or 504, a worker
+  killed mid-request) goes in doubt: a status event naming it settles it
+  (consumers/send_doubts.py), and with none after SEND_DOUBT_GRACE_S it is sent once more. The
+  sender does not wait for that: the doubt checker re-queues the message and this stage decides.
+A redelivered entry whose row was accepted or dropped is not sent again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
 
-from consumers import gupshup_api
+from consumers import gupshup_api, send_outcomes
 from consumers.runtime import Delivery, Poison
+from consumers.send_doubts import SendEvidence
 from ops import metrics, tracing
 from ops.outages import DependencyDown
 from ops.deps import Deps
-from storage import chats, memory, outbound, ratelimit, streams
+from storage import chats, outbound, ratelimit, send_doubts
 from storage.events import OutboundMessage, StreamEvent
 from storage.org_settings import staff_phones
 from storage.orgs import Connection, ConnectionsByOrg
@@ -39,6 +45,7 @@ class SenderStage:
         self.deps = deps
         self.api_url = api_url
         self.connections = ConnectionsByOrg(deps.pool)
+        self.evidence = SendEvidence(deps)
 
     async def handle(self, event: StreamEvent, delivery: Delivery) -> str | None:
         if not isinstance(event, OutboundMessage):
@@ -59,6 +66,7 @@ class SenderStage:
     async def _deliver(self, event: OutboundMessage, connection: Connection,
                        delivery: Delivery) -> str | None:
         deps = self.deps
+        queued = event  # as queued: what a resend re-queues (its window is checked again then)
         # The advisor's notice goes to a staff phone: its chat is stored, but staff never
         # become contacts (or a later message of theirs would be answered like a customer's).
         if event.phone in staff_phones(connection.settings):
@@ -71,12 +79,18 @@ class SenderStage:
                                    author=event.author_name,
                                    artifacts={"handled_by": event.handled_by} if event.handled_by else None)
         if not row.may_send:
-            if row.send_started_at and not row.provider_message_id and row.message_status != "failed":
-                # A worker died while this request may have been on the wire: never risk a repeat.
-                await outbound.mark_failed(deps.pool, row.id, code=None, outcome_unknown=True,
-                                           reason="outcome unknown: the worker stopped mid-send")
-                return self._count(event, "unknown_outcome")
-            return self._count(event, "duplicate")
+            if row.provider_message_id or row.dropped:
+                return self._count(event, "duplicate")
+            if row.message_status == "failed":
+                return self._count(event, "unknown_outcome")  # given up on: a person decides
+            if row.send_doubt_at is None:
+                # Its worker died (or is still waiting) after the request may have been written.
+                return await self._in_doubt(event, row, "outcome unknown: the worker stopped "
+                                            "after the request may have been written")
+            decision = await self._decide(event, row)
+            if decision != "resend":
+                return self._count(event, {"wait": "in_doubt", "resolved": "duplicate"}.get(
+                    decision, "unknown_outcome"))
         refusal = await self._refusal(event, identity)
         if refusal:
             await outbound.mark_dropped(deps.pool, row.id, refusal)
@@ -92,7 +106,35 @@ class SenderStage:
                 deps.pool, row.id, "outside the 24-hour window and no template is configured")
             return self._count(event, "dropped_window")
         await self._wait_for_slot(event)
-        return await self._send(event, connection, row, delivery)
+        return await self._send(event, queued, connection, row, delivery)
+
+    async def _in_doubt(self, event: OutboundMessage, row: outbound.OutgoingRow,
+                        reason: str) -> str:
+        """The request may have reached Gupshup: wait for evidence, without holding up the
+        chat. The doubt checker brings the message back once the grace ends."""
+        deps = self.deps
+        if await send_doubts.mark_in_doubt(deps.pool, event.org, row.id, reason):
+            metrics.unknown_sends.labels(event.org, "in_doubt").inc()
+            log.warning("send %s to %s in doubt: %s", event.idempotency_key, event.phone, reason)
+            # Status events that came while the request waited for its answer may name it.
+            await self.evidence.from_orphans(event.org, event.phone)
+        return self._count(event, "in_doubt")
+
+    async def _decide(self, event: OutboundMessage, row: outbound.OutgoingRow) -> str:
+        """A send in doubt, seen again: "resend" if it must be sent once more now (no evidence
+        came within the grace). Decided in the database, so only one handler resends it."""
+        s = self.deps.settings
+        decision = await send_doubts.decide(self.deps.pool, event.org, row.id,
+                                            grace_s=s.send_doubt_grace_s, max_s=s.send_doubt_max_s)
+        if decision == "resend":
+            metrics.unknown_sends.labels(event.org, "resent").inc()
+            log.warning("send %s to %s: no evidence within %.0fs that it arrived; sending it "
+                        "once more", event.idempotency_key, event.phone, s.send_doubt_grace_s)
+        elif decision == "given_up":
+            metrics.unknown_sends.labels(event.org, "given_up").inc()
+            log.error("send %s to %s given up: still in doubt after SEND_DOUBT_MAX_S; listed by "
+                      "`skytide dlq unknown`", event.idempotency_key, event.phone)
+        return decision
 
     async def _refusal(self, event: OutboundMessage, identity: chats.Identity) -> str | None:
         """Why this message must not go out, if it must not."""
@@ -124,26 +166,39 @@ class SenderStage:
         while (wait_ms := await ratelimit.acquire(self.deps.redis, event.org, event.phone, pace)):
             await asyncio.sleep(wait_ms / 1000)
 
-    async def _send(self, event: OutboundMessage, connection: Connection,
+    async def _send(self, event: OutboundMessage, queued: OutboundMessage, connection: Connection,
                     row: outbound.OutgoingRow, delivery: Delivery) -> str | None:
         deps = self.deps
-        timeout_s = deps.settings.gupshup_timeout_s
-        if not await outbound.mark_sending(deps.pool, row.id):
-            return self._count(event, "duplicate")  # the same message, handled elsewhere
+        timeouts = gupshup_api.Timeouts(total_s=deps.settings.gupshup_timeout_s,
+                                        connect_s=deps.settings.gupshup_connect_timeout_s)
+        marked = False
+
+        async def before_write() -> None:
+            # Durable before a byte is written: a worker killed from here on leaves a send that
+            # may have arrived (in doubt), one killed before it a send that surely did not.
+            nonlocal marked
+            if not await outbound.mark_sending(deps.pool, row.id, queued.model_dump(mode="json")):
+                raise gupshup_api.SendAbandoned("the same message is being sent elsewhere")
+            marked = True
+
         try:
             if event.template_id:
                 accepted = await gupshup_api.send_template(
                     deps.http, self.api_url, connection, event.phone, event.template_id,
-                    event.template_params, timeout_s)
+                    event.template_params, timeouts, before_write)
             elif event.buttons:
                 accepted = await gupshup_api.send_quick_reply(
                     deps.http, self.api_url, connection, event.phone, event.text or "",
-                    event.buttons, event.idempotency_key, timeout_s)
+                    event.buttons, event.idempotency_key, timeouts, before_write)
             else:
                 accepted = await gupshup_api.send_text(
-                    deps.http, self.api_url, connection, event.phone, event.text or "", timeout_s)
+                    deps.http, self.api_url, connection, event.phone, event.text or "", timeouts,
+                    before_write)
+        except gupshup_api.SendAbandoned:
+            return self._count(event, "duplicate")  # the same message, handled elsewhere
         except gupshup_api.SendRetryable as exc:
-            await outbound.clear_sending(deps.pool, row.id)
+            if marked:  # a 429 or 503: written, and refused
+                await outbound.clear_sending(deps.pool, row.id)
             metrics.dependency_errors.labels("gupshup", "retryable").inc()
             if exc.throttled:  # every sender of this number slows down, not just this one
                 # A Retry-After of an hour would silence the number: it is capped.
@@ -158,22 +213,16 @@ class SenderStage:
             metrics.dependency_errors.labels("gupshup", f"rejected_{exc.status}").inc()
             self._count(event, "rejected")
             if event.escalation:
-                await self._escalation_outcome(event, accepted=False)
+                await send_outcomes.escalation_outcome(deps, event, accepted=False)
             raise Poison(f"Gupshup rejected the message: {exc}") from exc
         except gupshup_api.SendOutcomeUnknown as exc:
-            await outbound.mark_failed(deps.pool, row.id, code=None, reason=str(exc),
-                                       outcome_unknown=True)
             metrics.dependency_errors.labels("gupshup", "outcome_unknown").inc()
-            return self._count(event, "unknown_outcome")
+            return await self._in_doubt(event, row, str(exc))
         await outbound.mark_accepted(deps.pool, row.id, accepted.message_id)
         self._count(event, "accepted")
         if event.origin and event.purpose == "reply":  # the first part of the answer
             metrics.end_to_end.observe(max(0.0, deps.clock() - event.origin.received_at_ms / 1000))
-        if event.text:  # the agent's short-term memory of the chat (staff words marked as such)
-            role = "staff" if event.author_name.startswith("staff:") else "assistant"
-            await memory.remember(deps.redis, event.org, event.phone, role, event.text)
-        if event.escalation:
-            await self._escalation_outcome(event, accepted=True)
+        await send_outcomes.accepted(deps, event)
         return None
 
     async def dead_lettered(self, event: StreamEvent) -> None:
@@ -181,21 +230,7 @@ class SenderStage:
         is told that no advisor could be reached, and the bot stays on, as when Gupshup refuses
         it. (Its idempotency key makes this a no-op when the refusal already said so.)"""
         if isinstance(event, OutboundMessage) and event.escalation:
-            await self._escalation_outcome(event, accepted=False)
-
-    async def _escalation_outcome(self, event: OutboundMessage, *, accepted: bool) -> None:
-        """The advisor was (or was not) told: turn the bot off only if so, and tell the customer."""
-        notice = event.escalation
-        deps = self.deps
-        if accepted:
-            await chats.set_bot_enabled(deps.pool, event.org, notice.customer_phone, False,
-                                        reason="escalated to an advisor",
-                                        at=datetime.fromtimestamp(deps.clock(), timezone.utc))
-        await streams.publish(deps.redis, OutboundMessage(
-            org=event.org, phone=notice.customer_phone,
-            text=notice.accepted_text if accepted else notice.failed_text,
-            idempotency_key=f"{event.idempotency_key}:customer", turn_id=event.turn_id,
-            purpose="escalation_notice", requires_bot_enabled=not accepted), "outbound")
+            await send_outcomes.escalation_outcome(self.deps, event, accepted=False)
 
     def _count(self, event: OutboundMessage, outcome: str) -> str:
         metrics.messages_sent.labels(event.org, outcome).inc()

@@ -27,7 +27,7 @@ import aiohttp
 from aiohttp import web
 
 from ops.deps import Deps
-from ops import tracing
+from ops import http_phases, tracing
 from ops.logs import setup_logging
 from ops.settings import ALL_ROLES, Settings
 from ops.system import services
@@ -66,7 +66,9 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
                                  command_timeout_s=settings.database_command_timeout_s,
                                  acquire_timeout_s=settings.database_acquire_timeout_s)
         stack.push_async_callback(pool.close)
-        http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200))
+        # http_phases: a send to Gupshup knows whether it failed before or after it was written.
+        http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200),
+                                     trace_configs=[http_phases.trace_config()])
         stack.push_async_callback(http.close)
         yield Deps(settings=settings, redis=redis, pool=pool, http=http)
 
@@ -114,6 +116,7 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
     from consumers.scheduler import Scheduler
     from consumers.enrich import EnrichStage
     from consumers.runtime import StageWorker
+    from consumers.send_doubts import DoubtChecker
     from consumers.sender import SenderStage
     from consumers.understanding import build_understander
     from graph.checkpoints import open_checkpointer
@@ -166,6 +169,10 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
             system.tasks.append(asyncio.create_task(Batcher(deps).run(stop), name="batcher"))
         if "scheduler" in roles:
             system.tasks.append(asyncio.create_task(Scheduler(deps).run(stop), name="scheduler"))
+        if "sender" in roles:
+            # Sends in doubt whose grace ended go back to the sender for a decision.
+            system.tasks.append(asyncio.create_task(DoubtChecker(deps).run(stop),
+                                                    name="send-doubts"))
         log.info("running roles %s (consumer %s) on %s", ",".join(roles), consumer, system.url)
         settle_heap()
         try:
@@ -455,7 +462,8 @@ async def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _print_unknown_outcomes(deps: Deps, org: str | None) -> int:
-    """Replies that may or may not have reached the customer: never resent, a person decides."""
+    """Replies still in doubt after SEND_DOUBT_MAX_S (no status event named them and resending
+    did not settle it): given up on by the sender, so a person decides."""
     from ops.logs import mask
     from storage.outbound import unknown_outcomes
 
@@ -566,7 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--org", default=None)
         command.add_argument("--stage", default=None, choices=["enrich", "agent", "sender"])
     dlq.add_parser("show", help="show one dead letter").add_argument("ref", help="ORG/ENTRY_ID")
-    dlq.add_parser("unknown", help="replies whose send timed out mid-request (never resent)"
+    dlq.add_parser("unknown", help="replies given up on, still in doubt after SEND_DOUBT_MAX_S"
                    ).add_argument("--org", default=None)
     rem = sub.add_parser("reminders", help="reminders for appointments not booked through the bot")
     rem.add_argument("action", choices=["plan"])

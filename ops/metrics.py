@@ -103,6 +103,12 @@ bot_resumed = Counter("skytide_bot_resumed_total",
 messages_sent = Counter(
     "skytide_messages_sent_total", "Outbound messages, by organization and outcome",
     ["org", "outcome"], registry=REGISTRY)
+# in_doubt: the request may have reached Gupshup without an answer saying so; confirmed: a status
+# event named it (it did arrive); resent: no evidence within SEND_DOUBT_GRACE_S, sent once more;
+# given_up: still in doubt after SEND_DOUBT_MAX_S, listed by `skytide dlq unknown`.
+unknown_sends = Counter(
+    "skytide_unknown_sends_total", "Sends in doubt and how each was settled, by organization",
+    ["org", "outcome"], registry=REGISTRY)
 status_events = Counter(
     "skytide_status_events_total", "Message status events, by status and result",
     ["status", "result"], registry=REGISTRY)

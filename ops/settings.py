@@ -45,7 +45,19 @@ class Settings(BaseSettings):
     # Gupshup. Unset means the local simulator sink served by ingress (`make run`).
     gupshup_api_url: str | None = None
     gupshup_timeout_s: float = 15.0
+    # Connecting (DNS, TCP, TLS) is bounded on its own: a send that never connected never left,
+    # and is retried as an outage of Gupshup.
+    gupshup_connect_timeout_s: float = 5.0
     retry_after_max_s: float = 60.0  # a Retry-After longer than this is not believed
+    # A send that may have reached Gupshup without an answer saying so (a read timeout, a dropped
+    # connection, a 5xx, a worker killed mid-request) waits this long for a status callback that
+    # names it; with none, it is sent once more (docs/gupshup.md, "Sends in doubt"). Gupshup
+    # posts status events about 5 s after a send: the grace leaves room for webhook retries.
+    send_doubt_grace_s: float = 60.0
+    send_doubt_check_s: float = 5.0  # how often the sender looks for doubts whose grace ended
+    # Past this age (since the message was first queued) a send still in doubt is given up on:
+    # recorded as failed and listed by `skytide dlq unknown` for a person to decide.
+    send_doubt_max_s: float = 3600.0
 
     # Models.
     llm_model: str = "offline"

@@ -135,7 +135,7 @@ def _choose(free: list[Slot], prefer: time | None, limit: int) -> list[Slot]:
 
 # ---- bookings -----------------------------------------------------------------------------
 
-# The contact already holds an active appointment overlapping the time (migration 005): no staff
+# The contact already holds an active appointment overlapping the time (migration 008): no staff
 # member can change that, so booking stops instead of trying the next one.
 _CONTACT_BUSY = "appointments_contact_no_overlap"
 

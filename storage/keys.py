@@ -140,6 +140,13 @@ def send_cooldown(org: str) -> str:
     return f"{{{org}}}:rate:cooldown"
 
 
+# Status events that matched no outgoing message, kept briefly for a send that goes in doubt
+# after they came (storage/send_doubts.py).
+def orphan_statuses(org: str, phone: str) -> str:
+    """LIST of JSON status events for the chat, oldest first, trimmed and expiring."""
+    return f"{{{org}}}:orphan-statuses:{phone}"
+
+
 # Marks the oldest end of a `recent` list rebuilt from PostgreSQL: the list then holds the whole
 # chat, so a short list is complete rather than a cache that lost its older entries.
 RECENT_START = "__start__"

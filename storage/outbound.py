@@ -15,9 +15,10 @@ from storage.chats import Identity
 class OutgoingRow:
     id: str
     provider_message_id: str | None
-    send_started_at: datetime | None
+    send_started_at: datetime | None  # set while the request may be on the wire (or in doubt)
     message_status: str
     dropped: bool
+    send_doubt_at: datetime | None = None  # the request may have arrived; evidence is awaited
 
     @property
     def may_send(self) -> bool:
@@ -37,30 +38,50 @@ async def claim(pool: asyncpg.Pool, *, org: str, identity: Identity, idempotency
         "on conflict (organization_id, idempotency_key) where idempotency_key is not null "
         "do update set idempotency_key = excluded.idempotency_key "
         "returning id::text, provider_message_id, send_started_at, message_status,"
-        " artifacts ? 'dropped' as dropped",
+        " artifacts ? 'dropped' as dropped, send_doubt_at",
         org, identity.id, text, idempotency_key, turn_id, purpose, author, artifacts or {})
     return OutgoingRow(**dict(row))
 
 
-async def mark_sending(pool: asyncpg.Pool, row_id: str) -> bool:
-    """Claim the right to send this row; False if another handler already has it (or sent it)."""
+async def mark_sending(pool: asyncpg.Pool, row_id: str, request: dict) -> bool:
+    """Claim the right to send this row, right before the request is written (the connection is
+    open): from now on the request may be on the wire. `request` is the outbound message, kept
+    so the send can be re-queued while it is in doubt. False if another handler has it."""
     claimed = await pool.fetchval(
-        "update chat_messages set send_started_at = now() where id = $1::uuid"
-        " and send_started_at is null and provider_message_id is null"
-        " and not (artifacts ? 'dropped') returning true", row_id)
+        "update chat_messages set send_started_at = now(), send_request = $2, send_doubt_at = null"
+        " where id = $1::uuid and send_started_at is null and provider_message_id is null"
+        " and not (artifacts ? 'dropped') returning true", row_id, request)
     return bool(claimed)
 
 
 async def clear_sending(pool: asyncpg.Pool, row_id: str) -> None:
-    """The request surely did not reach Gupshup (refused, 429, 5xx): sending again is safe."""
-    await pool.execute("update chat_messages set send_started_at = null where id = $1::uuid", row_id)
+    """The request surely did not reach Gupshup (a 429): sending again is safe."""
+    await pool.execute("update chat_messages set send_started_at = null, send_request = null"
+                       " where id = $1::uuid", row_id)
+
+
+_ACCEPTED = (
+    "update chat_messages set provider_message_id = $2, sent_at = now(), send_started_at = null,"
+    " send_doubt_at = null, send_checked_at = null, send_request = null,"
+    " message_status = 'pending', error_code = null, error_reason = null where id = $1::uuid")
 
 
 async def mark_accepted(pool: asyncpg.Pool, row_id: str, provider_message_id: str) -> None:
-    await pool.execute(
-        "update chat_messages set provider_message_id = $2, sent_at = now(), send_started_at = null,"
-        " message_status = 'pending', error_code = null, error_reason = null where id = $1::uuid",
-        row_id, provider_message_id)
+    try:
+        await pool.execute(_ACCEPTED, row_id, provider_message_id)
+    except asyncpg.UniqueViolationError:
+        # Another send of this chat that was in doubt took this id from a status event (storage/
+        # send_doubts.adopt) while this request was still waiting for its answer: the answer is
+        # the better evidence. That send goes back to doubt, and this one keeps its id.
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "update chat_messages set provider_message_id = null, whatsapp_message_id = null,"
+                " message_status = 'pending', send_started_at = coalesce(send_started_at, now()),"
+                " send_doubt_at = now(), artifacts = artifacts - 'send_evidence'"
+                " where organization_id = (select organization_id from chat_messages"
+                "   where id = $1::uuid) and provider_message_id = $2 and id <> $1::uuid"
+                " and artifacts ? 'send_evidence'", row_id, provider_message_id)
+            await conn.execute(_ACCEPTED, row_id, provider_message_id)
 
 
 async def mark_failed(pool: asyncpg.Pool, row_id: str, *, code: int | None, reason: str,
@@ -93,8 +114,9 @@ class UnknownOutcome:
 
 async def unknown_outcomes(pool: asyncpg.Pool, *, org: str | None = None,
                            limit: int = 1000) -> list[UnknownOutcome]:
-    """Outgoing messages that may or may not have reached the customer (a timeout mid-request,
-    a worker killed mid-send): never resent by the sender, so a person decides."""
+    """Outgoing messages whose send stayed in doubt past SEND_DOUBT_MAX_S (no status event named
+    them and resending did not settle it): given up on by the sender, so a person decides. Sends
+    still in doubt are resolved on their own (storage/send_doubts.py) and are not listed."""
     rows = await pool.fetch(
         "select m.organization_id::text as org, i.phone, m.idempotency_key, m.message as text,"
         " m.send_started_at, coalesce(m.error_reason, '') as reason"

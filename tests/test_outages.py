@@ -121,7 +121,7 @@ async def _more_than(before: float, name: str, *labels: str) -> bool:
 async def test_gupshup_down_for_a_while_replies_go_out_in_order_none_dead_lettered(
         system, make_org, gupshup, deps):
     org = await make_org("clinic")
-    gupshup.fail_next(500, times=12)  # three times the retry attempts (4)
+    gupshup.fail_next(503, times=12)  # three times the retry attempts (4)
     before = _counted("outage_retries", "sender", "gupshup")
     phone = "573001234567"
     now_ms = clock.now_ms()

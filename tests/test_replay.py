@@ -96,7 +96,7 @@ async def test_replayed_agent_entry_runs_the_turn_and_replies(
 async def test_replayed_sender_entry_sends_the_reply_once(
         system, make_org, gupshup, deps, settings):
     org = await make_org("clinic")
-    gupshup.fail_next(500)
+    gupshup.fail_next(503)
     async with system(dependency_outage_max_s=0) as s:
         await post_webhook(s.url, text_webhook("clinic", "573000000004", "hola", "s-1",
                                                clock.now_ms()))
@@ -111,22 +111,24 @@ async def test_replayed_sender_entry_sends_the_reply_once(
     assert await dead_letters.list_letters(deps.redis, org=org) == []
 
 
-async def test_a_send_that_timed_out_is_listed_for_a_person_and_never_resent(
+async def test_a_send_in_doubt_past_its_limit_is_listed_for_a_person_and_not_resent(
         system, make_org, gupshup, deps, settings):
+    """A send that timed out, no status event naming it, and past SEND_DOUBT_MAX_S (here at
+    once): given up on, listed by `skytide dlq unknown`, and not sent again."""
     await make_org("clinic")
     gupshup.delay_s = 1.0  # longer than the sender waits: the outcome is unknown
-    async with system(gupshup_timeout_s=0.2) as s:
+    async with system(gupshup_timeout_s=0.2, send_doubt_grace_s=0.2, send_doubt_check_s=0.1,
+                      send_doubt_max_s=0) as s:
         await post_webhook(s.url, text_webhook("clinic", "573000000005", "hola", "u-1",
                                                clock.now_ms()))
         await eventually(lambda: _unknown(deps), timeout_s=20)
-        await asyncio.sleep(1.5)
     env = {**os.environ, "REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url}
     listed = await in_thread(lambda: subprocess.run(
         [sys.executable, "-m", "ops", "dlq", "unknown"], env=env, capture_output=True, text=True,
         timeout=60))
     assert listed.returncode == 0, listed.stderr[-2000:]
     assert "1 message(s) with an unknown outcome" in listed.stdout
-    assert "TimeoutError" in listed.stdout and "5730000000" not in listed.stdout  # masked
+    assert "SEND_DOUBT_MAX_S" in listed.stdout and "5730000000" not in listed.stdout  # masked
     assert len(gupshup.requests_to("/wa/api/v1/msg")) == 1  # never sent again
 
 

@@ -24,33 +24,44 @@ async def _row(deps, key: str):
         " where idempotency_key = $1", key)
 
 
-async def test_a_5xx_is_retried_and_the_message_goes_out_once(system, make_org, gupshup, deps):
+async def test_a_503_is_retried_and_the_message_goes_out_once(system, make_org, gupshup, deps):
+    """A 503 (unavailable) is a refusal: Gupshup did not take the message, so it is retried."""
     org = await make_org("DemoApp")
     await _open_window(deps, org)
-    gupshup.fail_next(500, times=2, body={"status": "error", "message": "Internal server error"})
+    gupshup.fail_next(503, times=2)
     async with system(roles=("sender",)):
         await streams.publish(deps.redis, OutboundMessage(
             org=org, phone=PHONE, text="Tu cita quedó confirmada", idempotency_key="r-1"),
             "outbound")
         sent = await gupshup.wait_for_sent(1, timeout_s=10)
-        await asyncio.sleep(0.5)
+        await eventually(lambda: _row(deps, "r-1"))
     assert len(gupshup.sent) == 1
     assert (await _row(deps, "r-1"))["provider_message_id"] == sent[0].message_id
     assert len(gupshup.requests_to("/wa/api/v1/msg")) == 3  # two refusals, one acceptance
 
 
-async def test_a_timeout_is_never_resent(system, make_org, gupshup, deps):
-    """Gupshup may have taken a request that timed out: sending again could show it twice."""
-    org = await make_org("DemoApp")
+async def test_a_timeout_is_not_resent_when_a_status_names_the_message(
+        system, make_org, gupshup, deps):
+    """Gupshup took a request that timed out (it answers after the sender stopped waiting): the
+    status events it then posts name the message, which is not sent again."""
+    org = await make_org(gupshup.app_name)
     await _open_window(deps, org)
-    gupshup.delay_s = 1.0
-    async with system(roles=("sender",), gupshup_timeout_s=0.2):
+    gupshup.callback_token = "secret-token"
+    gupshup.delay_s = 1.0  # handled (and delivered) after the sender gave up at 0.2 s
+    async with system(roles=("ingress", "enrich", "sender"), gupshup_timeout_s=0.2,
+                      send_doubt_grace_s=3600) as s:
+        gupshup.callback_url = s.url + "/webhooks/gupshup"
         await streams.publish(deps.redis, OutboundMessage(
             org=org, phone=PHONE, text="hola", idempotency_key="t-1"), "outbound")
-        row = await eventually(lambda: _failed(deps, "t-1"))
-        await asyncio.sleep(1.5)
+        sent = await gupshup.wait_for_sent(1, timeout_s=10)
+        row = await eventually(lambda: _with_id(deps, "t-1"))
+    assert row["provider_message_id"] == sent[0].message_id
     assert len(gupshup.requests_to("/wa/api/v1/msg")) == 1
-    assert "Timeout" in row["error_reason"]
+
+
+async def _with_id(deps, key: str):
+    row = await _row(deps, key)
+    return row if row and row["provider_message_id"] else None
 
 
 async def _failed(deps, key: str):
@@ -70,20 +81,25 @@ async def test_the_same_entry_published_twice_is_sent_once(system, make_org, gup
     assert len(gupshup.sent) == 1
 
 
-async def test_a_send_interrupted_by_a_crash_is_not_repeated(system, make_org, gupshup, deps):
-    """A row marked 'sending' with no Gupshup id means the request may have gone out."""
-    org = await make_org("DemoApp")
+async def test_a_send_interrupted_by_a_crash_is_not_repeated_when_it_arrived(
+        system, make_org, gupshup, deps):
+    """A row marked as on the wire, with no Gupshup id, after a crash: the request may have gone
+    out. A status event for the chat that no stored message claims says it did."""
+    org = await make_org(gupshup.app_name)
     await _open_window(deps, org)
     identity = await chats.find_identity(deps.pool, org, PHONE)
     await deps.pool.execute(
         "insert into chat_messages (organization_id, chat_identity_id, direction, message,"
         " idempotency_key, send_started_at) values ($1::uuid, $2::uuid, 'outbound', 'hola',"
         " 'crashed', $3)", org, identity.id, clock.now_dt())
-    async with system(roles=("sender",)):
+    gupshup.callback_token = "secret-token"
+    async with system(roles=("ingress", "enrich", "sender"), send_doubt_grace_s=3600) as s:
+        gupshup.callback_url = s.url + "/webhooks/gupshup"
         await streams.publish(deps.redis, OutboundMessage(
             org=org, phone=PHONE, text="hola", idempotency_key="crashed"), "outbound")
-        row = await eventually(lambda: _failed(deps, "crashed"))
-    assert "outcome unknown" in row["error_reason"]
+        assert await gupshup.post_status("gs-crashed", "sent", destination=PHONE) == 200
+        row = await eventually(lambda: _with_id(deps, "crashed"))
+    assert row["provider_message_id"] == "gs-crashed"
     assert gupshup.sent == []
 
 
@@ -96,7 +112,7 @@ async def test_a_long_reply_goes_out_in_order_once_even_when_a_part_is_retried(
             org=org, phone=PHONE, text="parte 1", more_texts=["parte 2", "parte 3"],
             idempotency_key="long-1"), "outbound")
         await gupshup.wait_for_sent(1, timeout_s=10)
-        gupshup.fail_next(500, times=1)  # the second part's first try: the entry is retried
+        gupshup.fail_next(503, times=1)  # the second part's first try: the entry is retried
         await gupshup.wait_for_sent(3, timeout_s=10)
         await asyncio.sleep(0.5)
     assert [m.message["text"] for m in gupshup.sent] == ["parte 1", "parte 2", "parte 3"]

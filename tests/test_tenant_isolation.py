@@ -182,6 +182,9 @@ NOT_TENANT_DATA = {
     "update chat_messages set send_started_at": "row id from outbound.outgoing_row (org-filtered)",
     "update chat_messages set provider_message_id": "row id from outbound.outgoing_row",
     "update chat_messages set message_status = 'failed'": "row id from outbound.outgoing_row",
+    # The doubt checker looks across every organization at once (one query per tick, not one
+    # per tenant); each row it takes goes back to its own organization's stream.
+    "update chat_messages set send_checked_at = now() where id in (": "send_doubts.due_for_check",
 }
 
 

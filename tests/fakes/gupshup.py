@@ -121,6 +121,12 @@ class FakeGupshup(FakeServer):
         self._tasks: set[asyncio.Task] = set()
         self._session: aiohttp.ClientSession | None = None
 
+        # Faults of a Gupshup that does not say what it did with a send (see the methods below).
+        self._hang_until = 0.0
+        self._fail_after_delivery: tuple[float, int] = (0.0, 502)  # (until, status)
+        self._late_answer: tuple[float, float] = (0.0, 20.0)  # (until, answer after s)
+        self.hung: int = 0  # send requests held and never answered (nothing delivered)
+
         # Media file manager.
         self.media: dict[str, _Media] = {}
         self._media_failures: deque[tuple[int, Any]] = deque()
@@ -156,6 +162,21 @@ class FakeGupshup(FakeServer):
                 (status, body or DEFAULT_ERROR_BODIES.get(status, {"status": "error", "message": "Error"}))
             )
 
+    def hang_for(self, seconds: float) -> None:
+        """For `seconds`, send requests are read and never answered, and nothing is delivered:
+        a Gupshup that accepts connections and hangs."""
+        self._hang_until = time.monotonic() + seconds
+
+    def deliver_then_fail_for(self, seconds: float, status: int = 502) -> None:
+        """For `seconds`, every send is delivered (recorded in `sent`, its status callbacks
+        posted) and then answered `status`: a gateway that fails after Gupshup took the message."""
+        self._fail_after_delivery = (time.monotonic() + seconds, status)
+
+    def deliver_then_answer_late_for(self, seconds: float, answer_after_s: float = 20.0) -> None:
+        """For `seconds`, every send is delivered (and its callbacks posted) at once, and answered
+        only after `answer_after_s`: slower than a client's read timeout."""
+        self._late_answer = (time.monotonic() + seconds, answer_after_s)
+
     async def wait_for_sent(self, n: int, timeout_s: float = 2.0) -> list[SentMessage]:
         async with self._sent_cond:
             await asyncio.wait_for(self._sent_cond.wait_for(lambda: len(self.sent) >= n), timeout_s)
@@ -177,6 +198,12 @@ class FakeGupshup(FakeServer):
         apikey = request.headers.get("apikey", "")
         if not apikey or (self.api_key is not None and apikey != self.api_key):
             return _gupshup_json(AUTH_FAILED, 401)
+        if (hang_s := self._hang_until - time.monotonic()) > 0:
+            self.hung += 1
+            await asyncio.sleep(hang_s)  # the client gave up long ago; it gets no answer
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=503)
         await self.sleep_delay()
         failure = self.take_failure()
         if failure is not None:
@@ -219,6 +246,14 @@ class FakeGupshup(FakeServer):
             self._sent_cond.notify_all()
         if self.callback_url:
             self._spawn(self._run_callbacks(msg))
+        now = time.monotonic()
+        fail_until, fail_status = self._fail_after_delivery
+        if now < fail_until:
+            return _gupshup_json(DEFAULT_ERROR_BODIES.get(fail_status, {"status": "error"}),
+                                 fail_status)
+        late_until, answer_after_s = self._late_answer
+        if now < late_until:
+            await asyncio.sleep(answer_after_s)
         return _gupshup_json({"status": "submitted", "messageId": msg.message_id}, 200)
 
     # -- status callbacks ------------------------------------------------------------------

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -254,6 +255,20 @@ async def _pending_work(redis, orgs: list[str]) -> int:
     return total
 
 
+async def open_sends(pool) -> int:
+    """Replies on the wire or in doubt (storage/send_doubts.py): not settled yet, so the
+    pipeline has not drained (a send in doubt is resent only once its grace ends)."""
+    for _ in range(30):  # PostgreSQL may be the one stopped just now
+        try:
+            return await pool.fetchval(
+                "select count(*) from chat_messages where direction = 'outbound'"
+                " and send_started_at is not null and provider_message_id is null"
+                " and message_status <> 'failed'")
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await asyncio.sleep(1)
+    return -1
+
+
 async def measure(run: Run, chats: list[Chat], orgs: list[str], pool, redis) -> int:
     accepted = [pid for c in chats for pid in c.accepted]
     stored = {r["provider_message_id"] for r in await pool.fetch(
@@ -265,16 +280,20 @@ async def measure(run: Run, chats: list[Chat], orgs: list[str], pool, redis) -> 
         " and message_status = 'failed') as unknown from chat_messages where direction = 'outbound'")
     recorded = {r["provider_message_id"] for r in rows if r["provider_message_id"]}
     unknown = sum(1 for r in rows if r["unknown"])
+    resent, confirmed = await pool.fetchrow(
+        "select coalesce(sum(send_resends), 0), count(*) filter (where artifacts ? 'send_evidence')"
+        " from chat_messages where direction = 'outbound'")
     unrecorded_sends = sum(1 for m in run.gupshup.sent if m.message_id not in recorded)
-    # A send whose worker died before recording Gupshup's answer is "outcome unknown": it may
-    # have gone out once. Sends beyond that are duplicates.
+    # A send given up on in doubt (past SEND_DOUBT_MAX_S) is "outcome unknown": it may have gone
+    # out once. Sends beyond that are duplicates.
     duplicated = max(0, unrecorded_sends - unknown)
-    pending = await pending_work(redis, orgs)
+    pending = await pending_work(redis, orgs) + await open_sends(pool)
     letters = await dead_letters.list_letters(redis)
     lost = len(missing_rows) + len(silent)
     run.note(f"messages accepted {len(accepted)} from {len({c.app for c in chats})} organizations; "
              f"replies sent {len(run.gupshup.sent)}; status callbacks {run.statuses_posted}; "
-             f"outcome unknown {unknown}; workers killed {run.kills}, started again "
+             f"in doubt and confirmed by a status {confirmed}, resent {resent}, "
+             f"given up in doubt {unknown}; workers killed {run.kills}, started again "
              f"{run.restarts - run.args.workers}; webhook retries {run.webhook_retries}")
     for pid in missing_rows[:10]:
         run.note(f"LOST: message {pid} was answered 200 but never stored")
@@ -352,7 +371,8 @@ async def _soak(args: argparse.Namespace, root: Path, redis_server: EmbeddedRedi
             run.note(f"fed {fed} messages; faults over; waiting for the pipeline to drain")
             settle = time.monotonic() + args.settle_s
             while time.monotonic() < settle and (
-                    unanswered(run, chats) or await pending_work(redis, orgs)):
+                    unanswered(run, chats) or await pending_work(redis, orgs)
+                    or await open_sends(pool)):
                 await asyncio.sleep(2)
             run.note("drained" if time.monotonic() < settle else
                      f"not drained after {args.settle_s:.0f}s")
