@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from ops.settings import ALL_ROLES
@@ -10,6 +9,7 @@ from storage import chats
 from tests.conftest import eventually
 from tests.helpers import post_webhook, text_webhook
 from tests import clock
+from tests.helpers import settled as pipeline_settled
 
 PHONE = "573001112233"
 ADVISOR = "573009998877"
@@ -86,7 +86,9 @@ async def test_asking_for_a_person_notifies_the_advisor_and_the_bot_steps_back(
         sent_before = len(gupshup.sent)
         await post_webhook(s.url, text_webhook("DemoClinic", PHONE, "¿hola?", "after-esc",
                                                clock.now_ms()))
-        await asyncio.sleep(1.0)
+        await eventually(lambda: deps.pool.fetchval(
+            "select count(*) from chat_messages where provider_message_id = 'after-esc'"))
+        await eventually(lambda: pipeline_settled(deps.redis, org))
     assert len(gupshup.sent) == sent_before  # a person has the chat now: the bot stays quiet
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from storage.events import EscalationNotice, OutboundMessage
 from tests.conftest import eventually
 from tests.helpers import fixture, post_webhook, text_webhook
 from tests import clock
+from tests.helpers import settled as pipeline_settled
 
 PHONE = "919876543210"
 V3_APP_ID = "82ed52f4-30c0-4f12-81b4-e7ad07bd41de"  # gs_app_id of the v3 status fixtures
@@ -139,7 +139,7 @@ async def test_stop_keyword_opts_out_with_one_confirmation(system, make_org, gup
         await post_webhook(s.url, text_webhook("DemoApp", PHONE, "STOP", "s-2", t + 1))
         await post_webhook(s.url, text_webhook("DemoApp", PHONE, "hola?", "s-3", t + 2))
         await eventually(lambda: settled(deps, org))
-        await asyncio.sleep(1.0)  # room for a wrong reply or second confirmation
+        await eventually(lambda: pipeline_settled(deps.redis, org))  # a wrong reply would be out by now
     assert len(gupshup.sent) == 1
     assert "no te enviaremos más mensajes" in sent[0].message["text"]
     assert await deps.redis.xlen(keys.stream(org, "turns")) == 0
@@ -186,7 +186,7 @@ async def test_429_slows_down_and_nothing_is_lost(system, make_org, gupshup, dep
             await streams.publish(deps.redis, OutboundMessage(
                 org=org, phone=PHONE, text=f"parte {i}", idempotency_key=f"burst-{i}"), "outbound")
         sent = await gupshup.wait_for_sent(3, timeout_s=20)
-        await asyncio.sleep(0.5)
+        await eventually(lambda: pipeline_settled(deps.redis, org))
     assert [m.message["text"] for m in gupshup.sent] == ["parte 0", "parte 1", "parte 2"]
     assert metrics.REGISTRY.get_sample_value(*retryable) == before + 2
     assert len(sent) == 3
@@ -225,7 +225,7 @@ async def test_replay_of_a_dead_letter_delivers_once(system, make_org, gupshup, 
         assert "replayed 1 of 1" in replayed.stdout, replayed.stderr
         sent = await gupshup.wait_for_sent(1, timeout_s=10)
         assert await dead_letters.replay(deps.redis, letters[0]) is False  # already put back
-        await asyncio.sleep(0.5)
+        await eventually(lambda: pipeline_settled(deps.redis, org))
     assert len(gupshup.sent) == 1 and sent[0].message["text"] == "Confirmada tu cita"
     assert await dead_letters.list_letters(deps.redis, org=org) == []
 

@@ -9,7 +9,7 @@ import pytest
 from graph import receptionist
 from storage import chats, keys
 from tests.conftest import eventually, recording_receptionist
-from tests.helpers import fixture, fresh, post_webhook, text_webhook
+from tests.helpers import fixture, fresh, post_webhook, settled, text_webhook
 from tests import clock
 
 PHONE = "919876543210"
@@ -31,7 +31,7 @@ async def test_fixture_text_webhook_gets_exactly_one_reply(system, make_org, gup
         status, body = await post_webhook(s.url, fresh("gupshup/gupshup_v2_text.json"))
         assert (status, body) == (200, "")
         sent = await gupshup.wait_for_sent(1, timeout_s=10)
-        await asyncio.sleep(0.5)  # room for a wrong second reply to show up
+        await eventually(lambda: settled(deps.redis, org))  # a wrong second reply would be out by now
     assert len(gupshup.sent) == 1
     assert sent[0].destination == PHONE and sent[0].app == "docdeck"
     assert sent[0].message["type"] == "text" and sent[0].message["text"].strip()
@@ -49,7 +49,7 @@ async def test_same_webhook_twice_gets_one_reply(system, make_org, gupshup, deps
         assert (await post_webhook(s.url, body))[0] == 200
         assert (await post_webhook(s.url, body))[0] == 200
         await gupshup.wait_for_sent(1, timeout_s=10)
-        await asyncio.sleep(0.8)
+        await eventually(lambda: settled(deps.redis, org))
     assert len(gupshup.sent) == 1
     assert len(await inbound_rows(deps, org)) == 1
 
@@ -65,8 +65,8 @@ async def test_two_different_messages_with_same_text_are_both_kept(system, make_
     assert [r["message"] for r in await inbound_rows(deps, org)] == ["ok", "ok"]
 
 
-async def test_burst_inside_the_window_makes_one_turn_that_sees_all(system, make_org, gupshup):
-    await make_org("clinic", catalog=True)
+async def test_burst_inside_the_window_makes_one_turn_that_sees_all(system, make_org, gupshup, deps):
+    org = await make_org("clinic", catalog=True)
     seen: list[list[str]] = []
     # The fixed window: this is about what one window holds (tests/test_bursts.py has the
     # adaptive one's choices).
@@ -77,7 +77,7 @@ async def test_burst_inside_the_window_makes_one_turn_that_sees_all(system, make
             await post_webhook(s.url, text_webhook("clinic", PHONE, text, f"burst-{i}", t + i))
             await asyncio.sleep(0.1)
         sent = await gupshup.wait_for_sent(1, timeout_s=10)
-        await asyncio.sleep(1.0)
+        await eventually(lambda: settled(deps.redis, org))
     assert seen == [["hola", "quiero una cita", "para mañana"]]
     assert len(gupshup.sent) == 1 and "servicio" in sent[0].message["text"]
 
@@ -121,7 +121,7 @@ async def test_message_during_a_turn_goes_into_the_next_turn(system, make_org, g
         assert await deps.redis.xlen(keys.stream(org, "turns")) == 1
         release.set()
         sent = await gupshup.wait_for_sent(2, timeout_s=10)
-        await asyncio.sleep(0.5)
+        await eventually(lambda: settled(deps.redis, org))
     assert seen == [["primero"], ["segundo"]]
     assert len(gupshup.sent) == 2 and all(m.message["text"] for m in sent)
 
@@ -135,7 +135,7 @@ async def test_chat_with_bot_off_keeps_messages_and_starts_no_turn(system, make_
                                 "where organization_id = $1::uuid", org)
         await post_webhook(s.url, text_webhook("clinic", PHONE, "¿hay alguien?", "b-2", now_ms()))
         await eventually(lambda: _count_inbound(deps, org, 2))
-        await asyncio.sleep(1.0)
+        await eventually(lambda: settled(deps.redis, org))
     assert len(gupshup.sent) == 1
     assert await deps.redis.xlen(keys.stream(org, "turns")) == 1
 
@@ -157,8 +157,7 @@ async def test_a_paused_chat_comes_back_on_after_the_organizations_hours(system,
         await eventually(lambda: _count_inbound(deps, org, 2))
         if answered:
             await gupshup.wait_for_sent(2, timeout_s=10)
-        else:
-            await asyncio.sleep(1.0)
+        await eventually(lambda: settled(deps.redis, org))
     assert len(gupshup.sent) == (2 if answered else 1)
     assert await deps.pool.fetchval("select bot_enabled from chat_identities where organization_id = $1::uuid",
                                     org) is answered
@@ -174,7 +173,7 @@ async def test_status_event_starts_no_turn(system, make_org, gupshup, deps):
         for name in ("gupshup_message_event_sent.json", "gupshup_message_event_delivered.json"):
             status, _ = await post_webhook(s.url, fixture(f"gupshup/{name}"))
             assert status == 200
-        await asyncio.sleep(1.0)
+        await eventually(lambda: settled(deps.redis, org))
         assert await deps.redis.xlen(keys.stream(org, "turns")) == 0
     assert gupshup.sent == []
 
@@ -208,6 +207,6 @@ async def test_reply_produced_after_a_person_took_over_is_dropped(system, make_o
         release.set()
         reason = await eventually(lambda: deps.pool.fetchval(
             "select error_reason from chat_messages where direction = 'outbound'"))
-        await asyncio.sleep(0.5)
+        await eventually(lambda: settled(deps.redis, org))
     assert reason == "bot turned off for this chat"
     assert gupshup.sent == []

@@ -3,12 +3,12 @@ message carries the quoted text to the model; an emoji reaction is kept but star
 
 from __future__ import annotations
 
-import asyncio
 
 from storage import chats, keys
 from tests.conftest import eventually
 from tests.helpers import post_webhook, text_webhook
 from tests import clock
+from tests.helpers import settled as pipeline_settled
 
 PHONE = "573001112233"
 
@@ -50,7 +50,7 @@ async def test_an_emoji_reaction_is_stored_but_starts_no_turn(system, make_org, 
         await post_webhook(s.url, body)
         await eventually(lambda: deps.pool.fetchval(
             "select count(*) from chat_messages where provider_message_id = 'react-1'"))
-        await asyncio.sleep(1.0)  # room for a wrong turn and reply
+        await eventually(lambda: pipeline_settled(deps.redis, org))  # a wrong turn would have replied by now
         assert gupshup.sent == []
         assert await deps.redis.xlen(keys.stream(org, "turns")) == 0
         await post_webhook(s.url, text_webhook("DemoClinic", PHONE, "hola", "text-1", clock.now_ms()))

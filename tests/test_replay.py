@@ -6,7 +6,6 @@ DEPENDENCY_OUTAGE_MAX_S (here 0 s, so the first failure gives up)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from storage import dead_letters
 from tests.conftest import eventually, recording_receptionist
 from tests.helpers import in_thread, post_webhook, text_webhook
 from tests import clock
+from tests.helpers import settled as pipeline_settled
 
 
 def replay_from_cli(settings, stage: str) -> str:
@@ -54,7 +54,7 @@ async def test_replayed_enrich_entry_leads_to_a_turn_and_a_reply(
         assert f"{letters[0].ref}  stage=enrich  put back: message (573000000002)" in printed
         assert "replayed 1 of 1 dead letter(s)" in printed
         sent = await gupshup.wait_for_sent(2, timeout_s=30)
-        await asyncio.sleep(0.5)
+        await eventually(lambda: pipeline_settled(deps.redis, org))
     assert [m.destination for m in gupshup.sent] == ["573000000001", "573000000002"]
     assert sent[1].message["text"].startswith("¡Hola")
     assert await dead_letters.list_letters(deps.redis, org=org) == []
@@ -88,7 +88,7 @@ async def test_replayed_agent_entry_runs_the_turn_and_replies(
         printed = await in_thread(replay_from_cli, settings, "agent")
         assert "stage=agent  put back: turn (573000000003)" in printed
         sent = await gupshup.wait_for_sent(1, timeout_s=30)
-        await asyncio.sleep(0.5)
+        await eventually(lambda: pipeline_settled(deps.redis, org))
     assert len(gupshup.sent) == 1 and sent[0].message["text"].startswith("¡Hola")
     assert seen == [["hola"]]
 
@@ -106,7 +106,7 @@ async def test_replayed_sender_entry_sends_the_reply_once(
         assert "stage=sender  put back: outbound (573000000004)" in printed
         assert "already replayed" not in replay_from_cli(settings, "sender")  # nothing left
         sent = await gupshup.wait_for_sent(1, timeout_s=30)
-        await asyncio.sleep(0.5)
+        await eventually(lambda: pipeline_settled(deps.redis, org))
     assert len(gupshup.sent) == 1 and sent[0].message["text"].startswith("¡Hola")
     assert await dead_letters.list_letters(deps.redis, org=org) == []
 

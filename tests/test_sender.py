@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 
 from storage import chats, streams
 from storage.events import OutboundMessage
 from tests.conftest import eventually
 from tests import clock
+from tests.helpers import settled as pipeline_settled
 
 PHONE = "919876543210"
 
@@ -77,7 +77,7 @@ async def test_the_same_entry_published_twice_is_sent_once(system, make_org, gup
         await streams.publish(deps.redis, message, "outbound")
         await streams.publish(deps.redis, message, "outbound")
         await gupshup.wait_for_sent(1, timeout_s=10)
-        await asyncio.sleep(0.8)
+        await eventually(lambda: pipeline_settled(deps.redis, org))
     assert len(gupshup.sent) == 1
 
 
@@ -114,7 +114,7 @@ async def test_a_long_reply_goes_out_in_order_once_even_when_a_part_is_retried(
         await gupshup.wait_for_sent(1, timeout_s=10)
         gupshup.fail_next(503, times=1)  # the second part's first try: the entry is retried
         await gupshup.wait_for_sent(3, timeout_s=10)
-        await asyncio.sleep(0.5)
+        await eventually(lambda: pipeline_settled(deps.redis, org))
     assert [m.message["text"] for m in gupshup.sent] == ["parte 1", "parte 2", "parte 3"]
     assert len(gupshup.requests_to("/wa/api/v1/msg")) == 4  # part 2 was refused once
     keys = await deps.pool.fetch("select idempotency_key from chat_messages"
