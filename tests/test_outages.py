@@ -59,7 +59,7 @@ async def test_postgres_stopped_mid_flow_every_message_is_answered_once_none_dea
         finally:
             await in_thread(embedded["postgres"].resume)
         await gupshup.wait_for_sent(len(phones), timeout_s=60)
-        await asyncio.sleep(1.0)  # a late duplicate would show up here
+        await eventually(lambda: settled(deps.redis, org))
     assert await _answered(gupshup, phones) == {phone: 1 for phone in phones}
     assert await dead_letters.list_letters(deps.redis, org=org) == []
     assert await deps.pool.fetchval(
@@ -128,7 +128,7 @@ async def test_gupshup_down_for_a_while_replies_go_out_in_order_none_dead_letter
     async with system(debounce_seconds=0.05, recipient_interval_ms=0) as s:
         await post_webhook(s.url, text_webhook("clinic", phone, "hola", "g-1", now_ms))
         sent = await gupshup.wait_for_sent(1, timeout_s=60)
-        await asyncio.sleep(0.5)
+        await eventually(lambda: settled(deps.redis, org))
     assert len(gupshup.sent) == 1 and sent[0].message["text"].startswith("¡Hola")
     assert await dead_letters.list_letters(deps.redis, org=org) == []
     assert _counted("outage_retries", "sender", "gupshup") == before + 12
@@ -240,7 +240,7 @@ async def test_redis_restarted_empty_heals_and_new_messages_are_answered(
             body = text_webhook("clinic", phone, "hola", f"e-{i + 1}", now_ms)
             await eventually(lambda body=body: _accepted_webhook(s.url, body), timeout_s=20)
         await gupshup.wait_for_sent(1 + len(phones), timeout_s=40)
-        await asyncio.sleep(0.5)
+        await eventually(lambda: settled(deps.redis, org))
         assert await deps.redis.sismember(keys.ORG_REGISTRY, org)
         async with aiohttp.ClientSession() as http, http.get(s.url + "/readyz") as r:
             readiness = await r.json()
@@ -306,7 +306,7 @@ async def test_replies_waiting_for_gupshup_go_out_in_their_order(system, make_or
             org=org, phone=phone, text=text, idempotency_key=f"order-{i}"), "outbound")
     async with system(roles=("sender",), recipient_interval_ms=0):
         await gupshup.wait_for_sent(len(texts), timeout_s=30)
-        await asyncio.sleep(0.5)
+        await eventually(lambda: settled(deps.redis, org))
     assert [m.message["text"] for m in gupshup.sent] == texts
     assert await dead_letters.list_letters(deps.redis, org=org) == []
 

@@ -16,7 +16,7 @@ from ops.embedded import free_port
 from storage import chats, keys
 from storage.events import StatusEvent, encode
 from tests.conftest import eventually
-from tests.helpers import post_webhook, text_webhook
+from tests.helpers import post_webhook, settled, text_webhook
 from tests import clock
 
 PHONE = "919876543210"
@@ -86,7 +86,7 @@ async def test_killed_worker_leaves_its_entry_to_another_and_one_reply_goes_out(
     await _worker_stuck_on_a_message(settings, deps, org, signal.SIGKILL)
     async with system():  # another worker: claims the entry back after the idle timeout
         sent = await gupshup.wait_for_sent(1, timeout_s=20)
-        await asyncio.sleep(1.0)
+        await eventually(lambda: settled(deps.redis, org))
     assert len(gupshup.sent) == 1 and sent[0].message["text"].startswith("¡Hola")
     assert await deps.pool.fetchval(
         "select count(*) from chat_messages where direction = 'inbound'") == 1
@@ -103,7 +103,7 @@ async def test_sigterm_hands_unfinished_work_back_at_once(system, make_org, gups
     assert code == 0
     async with system(claim_idle_ms=long_idle_ms):
         sent = await gupshup.wait_for_sent(1, timeout_s=20)
-        await asyncio.sleep(0.5)
+        await eventually(lambda: settled(deps.redis, org))
     assert len(gupshup.sent) == 1 and sent[0].message["text"].startswith("¡Hola")
 
 
