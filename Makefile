@@ -1,4 +1,6 @@
 # Two commands on a fresh machine: `make run` and `make test`. Each sets itself up.
+# Every target here is development (SKYTIDE_ENV=development: embedded servers, the simulator,
+# the offline model); `skytide` itself defaults to production, which refuses all three.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -9,7 +11,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[dev,test]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -17,18 +19,18 @@ install: $(STAMP)
 # Everything in one process on embedded Redis 8 and PostgreSQL, the demo clinic seeded,
 # the chat page on http://127.0.0.1:8080/ and replies going to the local Gupshup simulator.
 run: $(STAMP)
-	DEV_CHAT=true DEV_CLOCK=true DEBOUNCE_SECONDS=$${DEBOUNCE_SECONDS:-3} $(VENV)/bin/skytide run --seed-demo
+	SKYTIDE_ENV=development DEV_CHAT=true DEV_CLOCK=true DEBOUNCE_SECONDS=$${DEBOUNCE_SECONDS:-3} $(VENV)/bin/skytide run --seed-demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	SKYTIDE_ENV=development $(PY) -m pytest -q
 
 # Worker processes SIGKILLed at random, PostgreSQL stopped 15 s, Redis restarted, 2,000 messages:
 # prints `lost 0, duplicated 0, pending 0, dead letters N` (tests/soak/__main__.py).
 test-soak: $(STAMP)
-	$(PY) -m tests.soak
+	SKYTIDE_ENV=development $(PY) -m tests.soak
 
 bench: $(STAMP)
-	$(PY) -m ops.bench
+	SKYTIDE_ENV=development $(PY) -m ops.bench
 
 clean:
 	rm -rf .data

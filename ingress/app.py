@@ -61,8 +61,10 @@ def create_app(deps: Deps) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
-    if deps.settings.dev_chat_enabled:
+    # Development only, whatever else is set: production start-up refuses DEV_CHAT and an unset
+    # GUPSHUP_API_URL already, and an unauthenticated route must not depend on that alone.
+    if deps.settings.development and deps.settings.dev_chat_enabled:
         dev_chat.add_routes(app, accept_webhook)
-    if deps.settings.gupshup_simulated:
+    if deps.settings.development and deps.settings.gupshup_simulated:
         dev_chat.add_simulator(app)
     return app

@@ -27,7 +27,7 @@ from aiohttp import web
 from ops.deps import Deps
 from ops import tracing
 from ops.logs import setup_logging
-from ops.settings import ALL_ROLES, Settings
+from ops.settings import ALL_ROLES, ConfigError, Settings, invalid_lines, startup_problems
 from ops.system import services
 
 log = logging.getLogger("skytide")
@@ -58,7 +58,9 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
     async with AsyncExitStack() as stack:
         redis = create_redis(settings.redis_url)
         stack.push_async_callback(redis.aclose)
-        pool = await create_pool(settings.database_url,
+        # min_size=0: no connection is opened here, so a process started while PostgreSQL is
+        # down (an ingress restarted mid-outage) comes up and serves what needs no database.
+        pool = await create_pool(settings.database_url, min_size=0,
                                  max_size=max(5, min(40, settings.stage_concurrency // 2)),
                                  statement_cache_size=settings.database_statement_cache_size,
                                  command_timeout_s=settings.database_command_timeout_s,
@@ -94,7 +96,11 @@ class RunningSystem:
 
 
 def gupshup_api_url(settings: Settings) -> str:
-    return settings.gupshup_api_url or f"http://{settings.http_host}:{settings.http_port}/simulator"
+    if settings.gupshup_api_url:
+        return settings.gupshup_api_url
+    if not settings.development:  # startup_problems refused this already; never the simulator
+        raise ConfigError("GUPSHUP_API_URL is not set (SKYTIDE_ENV=production)")
+    return f"http://{settings.http_host}:{settings.http_port}/simulator"
 
 
 @asynccontextmanager
@@ -223,7 +229,10 @@ async def cmd_run(settings: Settings, roles: tuple[str, ...], seed: bool) -> Non
     from storage.seed import seed_demo
 
     async with services(settings) as settings, open_deps(settings) as deps:
-        await migrate(deps.pool)
+        # The ingress alone does not migrate: it must start, and answer webhooks from Redis,
+        # while PostgreSQL is down (`skytide migrate`, or any worker, applies the migrations).
+        if seed or set(roles) - {"ingress"}:
+            await migrate(deps.pool)
         if seed:
             org = await seed_demo(deps.pool)
             await deps.redis.sadd(ORG_REGISTRY, org)
@@ -541,19 +550,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pydantic import ValidationError
+
+    from ops.embedded import ServiceError
+
     args = build_parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        return refuse(invalid_lines(exc))
+    # A configuration that cannot work stops here, one line per variable and no traceback:
+    # the operator reads the fix, not our call stack.
+    if args.command != "bench" and (problems := startup_problems(settings, roles_of(args))):
+        return refuse(problems)
     setup_logging(settings.log_level, settings.log_format)
     tracing.setup(settings)
     try:
         return _command(args, settings)
+    except (ConfigError, ServiceError) as exc:
+        return refuse([str(exc)])
     finally:
         tracing.shutdown()  # the spans still buffered go out
 
 
+def refuse(lines: list[str]) -> int:
+    for line in lines:
+        print(f"skytide: {line}", file=sys.stderr)
+    return 2
+
+
+def roles_of(args: argparse.Namespace) -> tuple[str, ...]:
+    """The roles a command runs (what it needs configured); none but `run` runs any."""
+    if args.command != "run":
+        return ()
+    return tuple(r.strip() for r in args.roles.split(",") if r.strip())
+
+
 def _command(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "run":
-        roles = tuple(r.strip() for r in args.roles.split(",") if r.strip())
+        roles = roles_of(args)
         unknown = set(roles) - set(ALL_ROLES)
         if unknown:
             print(f"unknown role(s): {', '.join(sorted(unknown))}", file=sys.stderr)
