@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     scheduler_tick_s: float = 1.0
     job_lease_s: float = 60.0  # a claimed job not acknowledged by then goes to another worker
     job_batch: int = 50  # jobs claimed at once per organization
+    # Reminders are rebuilt from the appointments table this often (and on start, and when
+    # Redis came back empty): what Redis lost, or the CRM entered, is planned again.
+    reminder_reconcile_s: float = 600.0
     # Development: the process clock follows `skytide clock advance` (see consumers/scheduler).
     dev_clock: bool = False
     slot_hold_min: int = 10  # a proposed or picked slot is not offered to another chat meanwhile

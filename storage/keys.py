@@ -135,6 +135,10 @@ def holds(org: str) -> str:
 
 # Scheduled jobs (storage/jobs.py): confirmations and reminders.
 JOB_ORGS = "skytide:jobs:orgs"  # ZSET of organizations scored by their next due job (ms)
+# Set (with a TTL of REMINDER_RECONCILE_S) after the scheduler rebuilt the jobs from the
+# appointments table; missing means "due again", including when Redis came back empty.
+JOBS_RECONCILED = "skytide:jobs:reconciled"
+JOBS_RECONCILING = "skytide:jobs:reconciling"  # one scheduler of the fleet reconciles at a time
 
 
 def jobs_due(org: str) -> str:
