@@ -1,5 +1,11 @@
 """Finding the organization of a webhook, cached: every callback needs it, it rarely changes.
 
+A token is looked up in this process's cache, then in the connections published in Redis
+(storage/orgs.py publish_connections), then in PostgreSQL: a webhook needs no database while its
+token is published, so Gupshup's callbacks are taken (and queued) through a PostgreSQL outage,
+by an ingress that was restarted during it too. When PostgreSQL cannot be asked, an expired
+entry is still served: the last good answer beats refusing a customer's message.
+
 Misses are cached too (briefly), so a sender that tries made-up tokens or app names costs one
 query per name per `miss_ttl_s`, and the cache never holds more than `max_entries`: the least
 recently used entry goes first.
@@ -7,8 +13,10 @@ recently used entry goes first.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import logging
 import time
 from collections import OrderedDict
 from typing import Any, Callable
@@ -17,10 +25,23 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from storage import keys
-from storage.orgs import Connection, connections_by_token, find_connection
+from storage.orgs import (Connection, connections_by_token, find_connection, published_by_app_id,
+                          published_by_token)
 
+log = logging.getLogger(__name__)
 
 REGISTER_EVERY_S = 5.0
+# A database lookup gives up after this, so a PostgreSQL that hangs (rather than refusing) still
+# lets the webhook be answered well within Gupshup's 10 s.
+LOOKUP_TIMEOUT_S = 3.0
+# What "PostgreSQL cannot be asked" looks like: refused or cut connections, timeouts, a server
+# shutting down or starting up.
+_DATABASE_DOWN = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+class Unavailable(Exception):
+    """Neither the cache, Redis nor PostgreSQL can say whom this webhook is for right now: the
+    caller answers 503, and Gupshup sends it again."""
 
 
 class ConnectionCache:
@@ -47,7 +68,11 @@ class ConnectionCache:
         key = ("name", app_name) if app_name else ("id", app_id or "")
         found = self._cached(key)
         if found is _MISSING:
-            found = await find_connection(self.pool, app_name=app_name, app_id=app_id)
+            try:
+                async with asyncio.timeout(LOOKUP_TIMEOUT_S):
+                    found = await find_connection(self.pool, app_name=app_name, app_id=app_id)
+            except _DATABASE_DOWN as exc:
+                return await self._without_database(key, exc, app_id)
             self._store(key, found, hit=found is not None)
         return found
 
@@ -57,19 +82,38 @@ class ConnectionCache:
         key = ("token", hashlib.sha256(token.encode()).hexdigest())
         found = self._cached(key)
         if found is _MISSING:
-            found = await connections_by_token(self.pool, token)
+            found = await published_by_token(self.redis, token)
+            if found is None:  # not published (yet): the database decides
+                try:
+                    async with asyncio.timeout(LOOKUP_TIMEOUT_S):
+                        found = await connections_by_token(self.pool, token)
+                except _DATABASE_DOWN as exc:
+                    found = await self._without_database(key, exc)
             self._store(key, found, hit=bool(found))
-        # The database matched on equality; the constant-time comparison is what decides.
+        # The lookup matched on equality; the constant-time comparison is what decides.
         if not found or not hmac.compare_digest(found[0].webhook_token.encode(), token.encode()):
             return []
         return found
 
-    def _cached(self, key: tuple[str, str]) -> Any:
+    async def _without_database(self, key: tuple[str, str], exc: BaseException,
+                                app_id: str | None = None) -> Any:
+        """The last good answer for `key`, or the published connection of `app_id`, while
+        PostgreSQL cannot be asked; else Unavailable."""
         entry = self._entries.get(key)
-        if entry is None:
-            return _MISSING
-        if entry[0] <= self.clock():
-            del self._entries[key]
+        if entry is not None and entry[1]:  # a miss is not trusted: it may be new since
+            log.warning("PostgreSQL unavailable (%s): serving the last known connection",
+                        type(exc).__name__)
+            return entry[1]
+        if app_id and (published := await published_by_app_id(self.redis, app_id)) is not None:
+            return published
+        raise Unavailable(f"PostgreSQL unavailable ({type(exc).__name__}) and the connection "
+                          "is not published in Redis") from exc
+
+    def _cached(self, key: tuple[str, str]) -> Any:
+        """The entry's value while fresh. An expired one stays (until pushed out by newer ones)
+        as the last good answer for when PostgreSQL is down."""
+        entry = self._entries.get(key)
+        if entry is None or entry[0] <= self.clock():
             return _MISSING
         self._entries.move_to_end(key)
         return entry[1]

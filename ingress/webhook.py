@@ -20,6 +20,7 @@ from aiohttp import web
 
 from ingress.common import CONNECTIONS, DEPS, reject
 from ingress.gupshup import AppRef, MalformedPayload, identify_app, parse_webhook
+from ingress.orgs import Unavailable
 from ops import metrics, tracing
 from storage import streams
 from storage.events import InboundMessage, StatusEvent, UserEvent
@@ -225,6 +226,18 @@ async def accept_webhook(app: web.Application, body: dict, token: str | None
 
 
 async def gupshup_webhook(request: web.Request) -> web.Response:
+    try:
+        return await _gupshup_webhook(request)
+    except Unavailable as exc:
+        # Not a 4xx: the token may be good. Gupshup retries a failed callback, by when
+        # PostgreSQL may be back (a published token never gets here).
+        log.warning("webhook not authenticated for now: %s", exc)
+        response = reject(503, "cannot check the webhook token right now; try again")
+        response.headers["Retry-After"] = "10"
+        return response
+
+
+async def _gupshup_webhook(request: web.Request) -> web.Response:
     candidates = await authenticate(request.app, token_of(request))
     if isinstance(candidates, web.Response):
         return candidates

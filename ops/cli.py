@@ -165,7 +165,8 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
             system.tasks.append(asyncio.create_task(worker.run(stop), name=worker.group))
         if set(roles) - {"ingress"}:
             system.tasks.append(asyncio.create_task(
-                keep_registry(deps, stop, settings.org_refresh_s), name="registry"))
+                keep_registry(deps, stop, settings.org_refresh_s, settings.connections_refresh_s),
+                name="registry"))
         if "batcher" in roles:
             system.tasks.append(asyncio.create_task(Batcher(deps).run(stop), name="batcher"))
         if "scheduler" in roles:
@@ -275,7 +276,7 @@ def demo_refused(settings: Settings) -> str | None:
 async def cmd_org_add(settings: Settings, args: argparse.Namespace) -> None:
     from storage.db import migrate
     from storage.keys import ORG_REGISTRY
-    from storage.orgs import add_org, webhook_token_of
+    from storage.orgs import add_org, publish_connections, webhook_token_of
 
     async with services(settings) as settings, open_deps(settings) as deps:
         await migrate(deps.pool)
@@ -284,6 +285,8 @@ async def cmd_org_add(settings: Settings, args: argparse.Namespace) -> None:
                             webhook_token=args.webhook_token, app_id=args.gupshup_app_id,
                             timezone=args.timezone)
         await deps.redis.sadd(ORG_REGISTRY, org)
+        # The ingress answers the new app's webhooks from Redis, PostgreSQL up or not.
+        await publish_connections(deps.redis, deps.pool, deps.now_ms())
         print(org)
         print(f"webhook token: {await webhook_token_of(deps.pool, args.gupshup_app)}")
 
@@ -302,6 +305,7 @@ async def cmd_org_token(settings: Settings, app_name: str) -> int:
 
 async def cmd_org_set(settings: Settings, args: argparse.Namespace) -> int:
     from storage.org_settings import BadSetting, update
+    from storage.orgs import publish_connections
 
     pairs = dict(p.partition("=")[::2] for p in args.values)
     async with services(settings) as settings, open_deps(settings) as deps:
@@ -310,6 +314,7 @@ async def cmd_org_set(settings: Settings, args: argparse.Namespace) -> int:
         except BadSetting as exc:
             print(exc, file=sys.stderr)
             return 2
+        await publish_connections(deps.redis, deps.pool, deps.now_ms())  # name, timezone
         print(json.dumps(merged, indent=2, ensure_ascii=False))
         return 0
 

@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     dependency_outage_max_s: float = 900.0
     handler_timeout_s: float = 180.0  # one entry's handler; then it is retried (not for ever)
     org_refresh_s: float = 2.0
+    # The webhook connections published in Redis for the ingress are rewritten from PostgreSQL
+    # this often (and at once by `skytide org add|set`, or when Redis lost them).
+    connections_refresh_s: float = 60.0
     # Dead letters hold whole payloads (a replay needs them): each organization keeps at most
     # this many, none older than this (trimmed whenever one is written).
     dead_letter_max_entries: int = 10_000
