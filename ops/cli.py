@@ -112,16 +112,14 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
 
     receptionist_builder(deps, checkpointer) replaces the receptionist (tests hold a turn).
     """
-    from consumers.agent import AgentStage
+    # The agent's and enrich's modules (LangGraph, Pydantic AI, google-genai) are imported only
+    # by a process that runs them: they take most of the start-up time (about 5 s of 7 here),
+    # and an ingress restarted mid-outage should be back before the provider's retries run out.
     from consumers.batcher import Batcher
     from consumers.registry import keep_registry
     from consumers.scheduler import Scheduler
-    from consumers.enrich import EnrichStage
     from consumers.runtime import StageWorker
     from consumers.sender import SenderStage
-    from consumers.understanding import build_understander
-    from graph.checkpoints import open_checkpointer
-    from graph.receptionist import build_receptionist
     from ingress.app import create_app, runner_options
 
     async with AsyncExitStack() as stack:
@@ -133,12 +131,18 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
         consumer = f"{socket.gethostname()}-{os.getpid()}-{id(system):x}"
         await stack.enter_async_context(observed(settings, deps, roles))
         if "ingress" in roles:
-            runner = web.AppRunner(create_app(deps), **runner_options(deps))
+            # The ingress alone needs only Redis to take webhooks; with other roles in the
+            # process, PostgreSQL too.
+            needs = ("redis",) if set(roles) == {"ingress"} else ("redis", "postgres")
+            runner = web.AppRunner(create_app(deps, needs), **runner_options(deps))
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
             await web.TCPSite(runner, settings.http_host, settings.http_port).start()
         workers = []
         if "enrich" in roles:
+            from consumers.enrich import EnrichStage
+            from consumers.understanding import build_understander
+
             understander = build_understander(deps)
             if hasattr(understander, "aclose"):
                 stack.push_async_callback(understander.aclose)  # runs after the workers stopped
@@ -147,6 +151,10 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
                                        enrich.handle, consumer, on_dead_letter=enrich.dead_lettered,
                                        outages=deps.outages))
         if "agent" in roles:
+            from consumers.agent import AgentStage
+            from graph.checkpoints import open_checkpointer
+            from graph.receptionist import build_receptionist
+
             saver = await stack.enter_async_context(
                 open_checkpointer(settings.redis_url, settings.checkpoint_ttl_min))
             receptionist = (receptionist_builder or build_receptionist)(deps, saver)
