@@ -233,8 +233,12 @@ def startup_problems(settings: Settings, roles: tuple[str, ...] = (),
                                 "(https://api.gupshup.io); the simulator is for SKYTIDE_ENV=development"))
     if "agent" in roles:
         problems += model_problems(settings)
-    named: set[str] = set()  # a variable both empty and needed is named once
-    return [p for p in problems if not (p.split()[0] in named or named.add(p.split()[0]))]
+    once, named = [], set()
+    for problem in problems:  # a variable both empty and needed is named once
+        if (variable := problem.split()[0]) not in named:
+            named.add(variable)
+            once.append(problem)
+    return once
 
 
 def model_problems(settings: Settings) -> list[str]:
@@ -244,8 +248,11 @@ def model_problems(settings: Settings) -> list[str]:
     if name == "offline" or not model_name:
         return [f"LLM_MODEL={name or '(empty)'} is the offline development model: set "
                 "LLM_MODEL=openai:<model> (offline needs SKYTIDE_ENV=development)"]
+    if provider != "openai":
+        return [f"LLM_MODEL={name}: only openai:<model> is supported (OpenAI, or an "
+                "OpenAI-compatible server at OPENAI_BASE_URL)"]
     problems = []
-    if provider == "openai" and not (settings.openai_api_key or settings.openai_base_url):
+    if not (settings.openai_api_key or settings.openai_base_url):
         problems.append(not_set("OPENAI_API_KEY", f"it for LLM_MODEL={name}, or OPENAI_BASE_URL "
                                 "for a self-hosted OpenAI-compatible server"))
     if (settings.embedding_model and not (settings.openai_api_key or settings.openai_base_url)
@@ -262,5 +269,6 @@ def invalid_lines(error: ValidationError) -> list[str]:
         name = str(each["loc"][0]) if each.get("loc") else "?"
         field = Settings.model_fields.get(name)
         variable = (field.alias if field and field.alias else name).upper()
-        lines.append(f"{variable}: {each['msg']} (got {str(each.get('input'))[:60]!r})")
+        shown = "" if field is not None and not field.repr else f" (got {str(each.get('input'))[:60]!r})"
+        lines.append(f"{variable}: {each['msg']}{shown}")  # a secret's value is never echoed
     return lines or [str(error).splitlines()[0]]

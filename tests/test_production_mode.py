@@ -44,6 +44,7 @@ def skytide(*args: str, **env: str | None) -> subprocess.CompletedProcess[str]:
     ({"LLM_MODEL": None}, "LLM_MODEL=offline is the offline development model"),
     ({"GEMINI_API_KEY": "  "}, "GEMINI_API_KEY is set but empty"),
     ({"DEV_CHAT": "true"}, "DEV_CHAT=true"),
+    ({"LLM_MODEL": "anthropic:claude"}, "LLM_MODEL=anthropic:claude: only openai:<model>"),
     ({"SKYTIDE_ENV": "staging"}, "SKYTIDE_ENV: Input should be 'production' or 'development'"),
 ])
 def test_a_production_start_without_what_it_needs_stops_naming_the_variable(change, named):
