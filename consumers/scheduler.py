@@ -3,7 +3,10 @@ organization's outbound stream, so the sender's rules apply (pacing, window, opt
 
 Any number of schedulers can run: a claim is atomic and leased, an unacknowledged job goes to
 another worker when its lease ends, and the message's idempotency key is the job's, so a job run
-twice still sends once. The clock is Deps.clock; in development `skytide clock advance` moves it
+twice still sends once. Redis holds the jobs, PostgreSQL the appointments: on start, whenever
+Redis lost its marker (restarted empty) and every REMINDER_RECONCILE_S, one scheduler of the
+fleet plans again what the appointments table says is missing (reminders.reconcile).
+The clock is Deps.clock; in development `skytide clock advance` moves it
 (DEV_CLOCK), so a reminder due tomorrow can be seen today.
 """
 
@@ -41,6 +44,8 @@ class OffsetClock:
 class Scheduler:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
+        self.reconcile_pending = True  # on start, whatever the marker says
+        self.name = f"{id(self):x}"
         self.dev_clock: OffsetClock | None = None
         if deps.settings.dev_clock:
             self.dev_clock = OffsetClock(deps.clock)
@@ -52,6 +57,8 @@ class Scheduler:
         deps, s = self.deps, self.deps.settings
         if self.dev_clock is not None:
             self.dev_clock.offset_ms = int(await deps.redis.get(keys.DEV_CLOCK_OFFSET) or 0)
+        if self.reconcile_pending or not await deps.redis.exists(keys.JOBS_RECONCILED):
+            await self.reconcile()
         ran = 0
         for org in await jobs.due_orgs(deps.redis, deps.now_ms()):
             claimed = await jobs.claim(deps.redis, org, now_ms=deps.now_ms(),
@@ -66,6 +73,34 @@ class Scheduler:
                 ran += 1
             await jobs.refresh_org(deps.redis, org)
         return ran
+
+    async def reconcile(self) -> int | None:
+        """Plan what Redis lacks from the appointments table; how many appointments got jobs,
+        or None when another scheduler is at it or PostgreSQL cannot be read (tried again in
+        a while: the due jobs meanwhile run as usual)."""
+        deps, s = self.deps, self.deps.settings
+        lock_s = max(1, int(s.job_lease_s))
+        if not await deps.redis.set(keys.JOBS_RECONCILING, self.name, nx=True, ex=lock_s):
+            self.reconcile_pending = False  # another scheduler does it
+            return None
+        self.reconcile_pending = False
+        try:
+            planned = await reminders.reconcile(deps.redis, deps.pool, deps.now_ms())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the lock runs out, then a tick tries again
+            log.warning("cannot rebuild the reminders from PostgreSQL now (%s: %s); trying again "
+                        "within %d s", type(exc).__name__, exc, lock_s)
+            return None
+        await deps.redis.set(keys.JOBS_RECONCILED, deps.now_ms(),
+                             ex=max(1, int(s.reminder_reconcile_s)))
+        if await deps.redis.get(keys.JOBS_RECONCILING) == self.name:
+            await deps.redis.delete(keys.JOBS_RECONCILING)
+        if planned:
+            log.warning("planned the reminders of %d upcoming appointment(s) that had none in "
+                        "Redis (restarted empty, or entered in the CRM)", planned)
+        metrics.reminders_reconciled.inc(planned)
+        return planned
 
     async def _failed(self, org: str, job: jobs.Job, exc: Exception) -> None:
         """A dependency that is down is waited out (the job comes back after its lease, however

@@ -7,14 +7,18 @@ import logging
 from pydantic_ai.models import Model
 
 from graph.offline import OFFLINE_NAME, offline_model
-from ops.settings import Settings
+from ops.settings import ConfigError, Settings, model_problems
 
 log = logging.getLogger(__name__)
 
 
 def build_model(settings: Settings) -> Model:
     """`LLM_MODEL=openai:gpt-4o-mini` (with OPENAI_BASE_URL for vLLM, Ollama, llama.cpp);
-    `offline`, or no key and no base URL, gives the deterministic offline model."""
+    `offline`, or no key and no base URL, gives the deterministic offline model, in development
+    only: in production those raise ConfigError (a receptionist answering by keywords to a
+    clinic's patients is worse than one that does not start)."""
+    if not settings.development and (problems := model_problems(settings)):
+        raise ConfigError(problems[0])
     name = settings.llm_model.strip()
     provider, _, model_name = name.partition(":")
     if name == "offline" or not model_name:

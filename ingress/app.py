@@ -42,7 +42,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     checks = await health.check(request.app[DEPS])
-    ready = all(v == "ok" for v in checks.values())
+    ready = all(checks[name] == "ok" for name in request.app[READY_NEEDS])
     deps = request.app[DEPS]
     body = {"ready": ready, **checks, **await readiness_details(deps.redis, deps.outages)}
     return web.json_response(body, status=200 if ready else 503)
@@ -52,10 +52,16 @@ async def metrics_view(request: web.Request) -> web.Response:
     return web.Response(body=await metrics.render_sampled(), content_type="text/plain")
 
 
-def create_app(deps: Deps) -> web.Application:
+# What /readyz requires. A process that is only the ingress takes webhooks while PostgreSQL is
+# down (ingress/orgs.py): not ready then would take it out of a load balancer for nothing.
+READY_NEEDS = web.AppKey("ready_needs", tuple)
+
+
+def create_app(deps: Deps, ready_needs: tuple[str, ...] = ("redis", "postgres")) -> web.Application:
     # client_max_size makes aiohttp answer 413 itself for bodies it buffers.
     app = web.Application(client_max_size=deps.settings.max_body_bytes)
     app[DEPS] = deps
+    app[READY_NEEDS] = ready_needs
     app[CONNECTIONS] = ConnectionCache(deps.pool, deps.redis)
     app[HEADROOM] = RedisHeadroom(deps.redis, deps.settings.redis_memory_reserve)
     app.router.add_post("/webhooks/gupshup", gupshup_webhook)
@@ -66,8 +72,10 @@ def create_app(deps: Deps) -> web.Application:
     # The clinic's team: the operator API and its inbox page (not the webhook token's business).
     operator_api.add_routes(app)
     inbox_page.add_routes(app)
-    if deps.settings.dev_chat_enabled:
+    # Development only, whatever else is set: production start-up refuses DEV_CHAT and an unset
+    # GUPSHUP_API_URL already, and an unauthenticated route must not depend on that alone.
+    if deps.settings.development and deps.settings.dev_chat_enabled:
         dev_chat.add_routes(app, accept_webhook)
-    if deps.settings.gupshup_simulated:
+    if deps.settings.development and deps.settings.gupshup_simulated:
         dev_chat.add_simulator(app)
     return app

@@ -1,5 +1,13 @@
 """Finding the organization of a webhook, cached: every callback needs it, it rarely changes.
 
+PostgreSQL is asked (the truth: a connection just inserted or deactivated there counts at once),
+behind this process's cache. While PostgreSQL cannot be asked, the webhook is still answered:
+from the cache's last good answer, however old, else from the connections published in Redis
+(storage/orgs.py publish_connections). So Gupshup's callbacks are taken, and queued, through a
+PostgreSQL outage, also by an ingress restarted during it, whose cache is empty. After a failed
+lookup PostgreSQL is left alone for DATABASE_RETRY_S, so an outage costs one wait, not one per
+webhook.
+
 Misses are cached too (briefly), so a sender that tries made-up tokens or app names costs one
 query per name per `miss_ttl_s`, and the cache never holds more than `max_entries`: the least
 recently used entry goes first.
@@ -7,20 +15,36 @@ recently used entry goes first.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import logging
 import time
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import asyncpg
 import redis.asyncio as aioredis
 
 from storage import keys
-from storage.orgs import Connection, connections_by_token, find_connection
+from storage.orgs import (Connection, connections_by_token, find_connection, published_by_app_id,
+                          published_by_token)
 
+log = logging.getLogger(__name__)
 
 REGISTER_EVERY_S = 5.0
+# A database lookup gives up after this, so a PostgreSQL that hangs (rather than refusing) still
+# lets the webhook be answered well within Gupshup's 10 s.
+LOOKUP_TIMEOUT_S = 3.0
+DATABASE_RETRY_S = 5.0
+# What "PostgreSQL cannot be asked" looks like: refused or cut connections, timeouts, a server
+# shutting down or starting up.
+_DATABASE_DOWN = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+class Unavailable(Exception):
+    """Neither the cache, Redis nor PostgreSQL can say whom this webhook is for right now: the
+    caller answers 503, and Gupshup sends it again."""
 
 
 class ConnectionCache:
@@ -35,6 +59,7 @@ class ConnectionCache:
         self.clock = clock
         self._entries: OrderedDict[tuple[str, str], tuple[float, Any]] = OrderedDict()
         self._registered: dict[str, float] = {}  # org -> when to register it again
+        self._database_down_until = 0.0
 
     @property
     def size(self) -> int:
@@ -47,8 +72,9 @@ class ConnectionCache:
         key = ("name", app_name) if app_name else ("id", app_id or "")
         found = self._cached(key)
         if found is _MISSING:
-            found = await find_connection(self.pool, app_name=app_name, app_id=app_id)
-            self._store(key, found, hit=found is not None)
+            found = await self._look_up(
+                key, lambda: find_connection(self.pool, app_name=app_name, app_id=app_id),
+                lambda: published_by_app_id(self.redis, app_id) if app_id else _none())
         return found
 
     async def by_token(self, token: str) -> list[Connection]:
@@ -57,19 +83,45 @@ class ConnectionCache:
         key = ("token", hashlib.sha256(token.encode()).hexdigest())
         found = self._cached(key)
         if found is _MISSING:
-            found = await connections_by_token(self.pool, token)
-            self._store(key, found, hit=bool(found))
-        # The database matched on equality; the constant-time comparison is what decides.
+            found = await self._look_up(key, lambda: connections_by_token(self.pool, token),
+                                        lambda: published_by_token(self.redis, token))
+        # The lookup matched on equality; the constant-time comparison is what decides.
         if not found or not hmac.compare_digest(found[0].webhook_token.encode(), token.encode()):
             return []
         return found
 
-    def _cached(self, key: tuple[str, str]) -> Any:
+    async def _look_up(self, key: tuple[str, str], from_database: Callable[[], Awaitable[Any]],
+                       from_redis: Callable[[], Awaitable[Any]]) -> Any:
+        """Ask PostgreSQL and cache its answer; while it cannot be asked, the last good answer
+        for `key`, else the published one; else Unavailable."""
+        why = "left alone after a failure"
+        if self.clock() >= self._database_down_until:
+            try:
+                async with asyncio.timeout(LOOKUP_TIMEOUT_S):
+                    found = await from_database()
+            except _DATABASE_DOWN as exc:
+                self._database_down_until = self.clock() + DATABASE_RETRY_S
+                why = f"{type(exc).__name__}: {exc}"
+                log.warning("PostgreSQL unavailable for webhook lookups (%s): answering from the "
+                            "cache and from the connections published in Redis", why)
+            else:
+                self._store(key, found, hit=bool(found))
+                return found
         entry = self._entries.get(key)
-        if entry is None:
-            return _MISSING
-        if entry[0] <= self.clock():
-            del self._entries[key]
+        if entry is not None and entry[1]:  # a miss is not trusted: the app may be new since
+            return entry[1]
+        published = await from_redis()
+        if published:
+            self._store(key, published, hit=True)
+            return published
+        raise Unavailable(f"PostgreSQL unavailable ({why}) and the connection is not "
+                          "published in Redis")
+
+    def _cached(self, key: tuple[str, str]) -> Any:
+        """The entry's value while fresh. An expired one stays (until pushed out by newer ones)
+        as the last good answer for when PostgreSQL is down."""
+        entry = self._entries.get(key)
+        if entry is None or entry[0] <= self.clock():
             return _MISSING
         self._entries.move_to_end(key)
         return entry[1]
@@ -92,3 +144,7 @@ class ConnectionCache:
 
 
 _MISSING = object()
+
+
+async def _none() -> None:
+    return None

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from ingress.common import CONNECTIONS, DEPS, HEADROOM, reject
 from ingress.gupshup import AppRef, MalformedPayload, identify_app, parse_webhook
+from ingress.orgs import Unavailable
 from ops import metrics, tracing
 from storage import streams
 from storage.events import InboundMessage, StatusEvent, UserEvent
@@ -225,6 +226,16 @@ async def accept_webhook(app: web.Application, body: dict, token: str | None
 
 
 async def gupshup_webhook(request: web.Request) -> web.Response:
+    try:
+        return await _gupshup_webhook(request)
+    except Unavailable as exc:
+        # Not a 4xx: the token may be good. Gupshup retries a failed callback, by when
+        # PostgreSQL may be back (a published token never gets here).
+        log.warning("webhook not authenticated for now: %s", exc)
+        return reject(503, "cannot check the webhook token right now; try again", retry_after_s=10)
+
+
+async def _gupshup_webhook(request: web.Request) -> web.Response:
     if await request.app[HEADROOM].full():
         return reject(503, "the queue is full for now; retry later", retry_after_s=5)
     candidates = await authenticate(request.app, token_of(request))

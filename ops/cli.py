@@ -29,7 +29,7 @@ from aiohttp import web
 from ops.deps import Deps
 from ops import http_phases, tracing
 from ops.logs import setup_logging
-from ops.settings import ALL_ROLES, Settings
+from ops.settings import ALL_ROLES, ConfigError, Settings, invalid_lines, startup_problems
 from ops.system import services
 
 log = logging.getLogger("skytide")
@@ -60,7 +60,9 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
     async with AsyncExitStack() as stack:
         redis = create_redis(settings.redis_url)
         stack.push_async_callback(redis.aclose)
-        pool = await create_pool(settings.database_url,
+        # min_size=0: no connection is opened here, so a process started while PostgreSQL is
+        # down (an ingress restarted mid-outage) comes up and serves what needs no database.
+        pool = await create_pool(settings.database_url, min_size=0,
                                  max_size=max(5, min(40, settings.stage_concurrency // 2)),
                                  statement_cache_size=settings.database_statement_cache_size,
                                  command_timeout_s=settings.database_command_timeout_s,
@@ -98,7 +100,11 @@ class RunningSystem:
 
 
 def gupshup_api_url(settings: Settings) -> str:
-    return settings.gupshup_api_url or f"http://{settings.http_host}:{settings.http_port}/simulator"
+    if settings.gupshup_api_url:
+        return settings.gupshup_api_url
+    if not settings.development:  # startup_problems refused this already; never the simulator
+        raise ConfigError("GUPSHUP_API_URL is not set (SKYTIDE_ENV=production)")
+    return f"http://{settings.http_host}:{settings.http_port}/simulator"
 
 
 @asynccontextmanager
@@ -110,17 +116,15 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
 
     receptionist_builder(deps, checkpointer) replaces the receptionist (tests hold a turn).
     """
-    from consumers.agent import AgentStage
+    # The agent's and enrich's modules (LangGraph, Pydantic AI, google-genai) are imported only
+    # by a process that runs them: they take most of the start-up time (about 5 s of 7 here),
+    # and an ingress restarted mid-outage should be back before the provider's retries run out.
     from consumers.batcher import Batcher
     from consumers.registry import keep_registry
     from consumers.scheduler import Scheduler
-    from consumers.enrich import EnrichStage
     from consumers.runtime import StageWorker
     from consumers.send_doubts import DoubtChecker
     from consumers.sender import SenderStage
-    from consumers.understanding import build_understander
-    from graph.checkpoints import open_checkpointer
-    from graph.receptionist import build_receptionist
     from ingress.app import create_app, runner_options
 
     async with AsyncExitStack() as stack:
@@ -132,12 +136,18 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
         consumer = f"{socket.gethostname()}-{os.getpid()}-{id(system):x}"
         await stack.enter_async_context(observed(settings, deps, roles))
         if "ingress" in roles:
-            runner = web.AppRunner(create_app(deps), **runner_options(deps))
+            # The ingress alone needs only Redis to take webhooks; with other roles in the
+            # process, PostgreSQL too.
+            needs = ("redis",) if set(roles) == {"ingress"} else ("redis", "postgres")
+            runner = web.AppRunner(create_app(deps, needs), **runner_options(deps))
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
             await web.TCPSite(runner, settings.http_host, settings.http_port).start()
         workers = []
         if "enrich" in roles:
+            from consumers.enrich import EnrichStage
+            from consumers.understanding import build_understander
+
             understander = build_understander(deps)
             if hasattr(understander, "aclose"):
                 stack.push_async_callback(understander.aclose)  # runs after the workers stopped
@@ -146,6 +156,10 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
                                        enrich.handle, consumer, on_dead_letter=enrich.dead_lettered,
                                        outages=deps.outages))
         if "agent" in roles:
+            from consumers.agent import AgentStage
+            from graph.checkpoints import open_checkpointer
+            from graph.receptionist import build_receptionist
+
             saver = await stack.enter_async_context(
                 open_checkpointer(settings.redis_url, settings.checkpoint_ttl_min))
             receptionist = (receptionist_builder or build_receptionist)(deps, saver)
@@ -164,7 +178,8 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
             system.tasks.append(asyncio.create_task(worker.run(stop), name=worker.group))
         if set(roles) - {"ingress"}:
             system.tasks.append(asyncio.create_task(
-                keep_registry(deps, stop, settings.org_refresh_s), name="registry"))
+                keep_registry(deps, stop, settings.org_refresh_s, settings.connections_refresh_s),
+                name="registry"))
         if "batcher" in roles:
             system.tasks.append(asyncio.create_task(Batcher(deps).run(stop), name="batcher"))
         if "scheduler" in roles:
@@ -232,7 +247,10 @@ async def cmd_run(settings: Settings, roles: tuple[str, ...], seed: bool) -> Non
     from storage.seed import demo_today, seed_demo
 
     async with services(settings) as settings, open_deps(settings) as deps:
-        await migrate(deps.pool)
+        # The ingress alone does not migrate: it must start, and answer webhooks from Redis,
+        # while PostgreSQL is down (`skytide migrate`, or any worker, applies the migrations).
+        if seed or set(roles) - {"ingress"}:
+            await migrate(deps.pool)
         if seed:
             org = await seed_demo(deps.pool, today=demo_today(deps))
             await deps.redis.sadd(ORG_REGISTRY, org)
@@ -275,7 +293,7 @@ def demo_refused(settings: Settings) -> str | None:
 async def cmd_org_add(settings: Settings, args: argparse.Namespace) -> None:
     from storage.db import migrate
     from storage.keys import ORG_REGISTRY
-    from storage.orgs import add_org, webhook_token_of
+    from storage.orgs import add_org, publish_connections, webhook_token_of
 
     async with services(settings) as settings, open_deps(settings) as deps:
         await migrate(deps.pool)
@@ -284,6 +302,8 @@ async def cmd_org_add(settings: Settings, args: argparse.Namespace) -> None:
                             webhook_token=args.webhook_token, app_id=args.gupshup_app_id,
                             timezone=args.timezone)
         await deps.redis.sadd(ORG_REGISTRY, org)
+        # The ingress answers the new app's webhooks from Redis, PostgreSQL up or not.
+        await publish_connections(deps.redis, deps.pool, deps.now_ms())
         print(org)
         print(f"webhook token: {await webhook_token_of(deps.pool, args.gupshup_app)}")
 
@@ -302,6 +322,7 @@ async def cmd_org_token(settings: Settings, app_name: str) -> int:
 
 async def cmd_org_set(settings: Settings, args: argparse.Namespace) -> int:
     from storage.org_settings import BadSetting, update
+    from storage.orgs import publish_connections
 
     pairs = dict(p.partition("=")[::2] for p in args.values)
     async with services(settings) as settings, open_deps(settings) as deps:
@@ -310,6 +331,7 @@ async def cmd_org_set(settings: Settings, args: argparse.Namespace) -> int:
         except BadSetting as exc:
             print(exc, file=sys.stderr)
             return 2
+        await publish_connections(deps.redis, deps.pool, deps.now_ms())  # name, timezone
         print(json.dumps(merged, indent=2, ensure_ascii=False))
         return 0
 
@@ -599,19 +621,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pydantic import ValidationError
+
+    from ops.embedded import ServiceError
+
     args = build_parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        return refuse(invalid_lines(exc))
+    # A configuration that cannot work stops here, one line per variable and no traceback:
+    # the operator reads the fix, not our call stack.
+    if args.command != "bench" and (problems := startup_problems(settings, roles_of(args))):
+        return refuse(problems)
     setup_logging(settings.log_level, settings.log_format)
     tracing.setup(settings)
     try:
         return _command(args, settings)
+    except (ConfigError, ServiceError) as exc:
+        return refuse([str(exc)])
     finally:
         tracing.shutdown()  # the spans still buffered go out
 
 
+def refuse(lines: list[str]) -> int:
+    for line in lines:
+        print(f"skytide: {line}", file=sys.stderr)
+    return 2
+
+
+def roles_of(args: argparse.Namespace) -> tuple[str, ...]:
+    """The roles a command runs (what it needs configured); none but `run` runs any."""
+    if args.command != "run":
+        return ()
+    return tuple(r.strip() for r in args.roles.split(",") if r.strip())
+
+
 def _command(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "run":
-        roles = tuple(r.strip() for r in args.roles.split(",") if r.strip())
+        roles = roles_of(args)
         unknown = set(roles) - set(ALL_ROLES)
         if unknown:
             print(f"unknown role(s): {', '.join(sorted(unknown))}", file=sys.stderr)

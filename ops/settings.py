@@ -5,10 +5,11 @@ Only this module reads the environment. Units are in the names (`_s`, `_ms`, `_b
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Mapping
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -21,7 +22,13 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True,
                                       env_ignore_empty=True)  # `KEY=` in an env file means unset
 
-    # Services. Unset means "start the embedded one" (development and tests).
+    # production (the default, and the image's): every service is configured and nothing falls
+    # back to a development stand-in; a missing one stops start-up (startup_problems below).
+    # development (`make run`, the tests, the benchmarks): embedded servers, the Gupshup
+    # simulator and the offline model fill in for whatever is unset.
+    skytide_env: Literal["production", "development"] = "production"
+
+    # Services. Unset means "start the embedded one" in development, a refusal in production.
     # Secrets (and URLs that may carry a password) stay out of repr(): Settings and Deps get
     # printed in tracebacks and test reports.
     redis_url: str | None = Field(None, repr=False)
@@ -90,6 +97,9 @@ class Settings(BaseSettings):
     # Retention of messages, media and dead letters per organization (consumers/retention.py):
     # one scheduler process enforces it once per this interval.
     retention_every_s: float = 3600.0
+    # Reminders are rebuilt from the appointments table this often (and on start, and when
+    # Redis came back empty): what Redis lost, or the CRM entered, is planned again.
+    reminder_reconcile_s: float = 600.0
     # Development: the process clock follows `skytide clock advance` (see consumers/scheduler).
     dev_clock: bool = False
     # Development and tests: the process clock reads real time plus this many seconds, so a run
@@ -167,6 +177,9 @@ class Settings(BaseSettings):
     dependency_outage_max_s: float = 900.0
     handler_timeout_s: float = 180.0  # one entry's handler; then it is retried (not for ever)
     org_refresh_s: float = 2.0
+    # The webhook connections published in Redis for the ingress are rewritten from PostgreSQL
+    # this often (and at once by `skytide org add|set`, or when Redis lost them).
+    connections_refresh_s: float = 60.0
     # Dead letters hold whole payloads (a replay needs them): each organization keeps at most
     # this many, none older than this (trimmed whenever one is written).
     dead_letter_max_entries: int = 10_000
@@ -206,3 +219,95 @@ class Settings(BaseSettings):
     @property
     def gupshup_simulated(self) -> bool:
         return not self.gupshup_api_url
+
+    @property
+    def development(self) -> bool:
+        return self.skytide_env == "development"
+
+
+class ConfigError(Exception):
+    """A setting that stops start-up; its str() is the one line the operator reads."""
+
+
+# Variables that hold a credential. In production one that is present but empty (`KEY=` in an
+# env file that was never filled in) is refused: otherwise it reads as unset and the feature it
+# guards quietly turns into its fallback.
+SECRET_VARIABLES = ("OPENAI_API_KEY", "GEMINI_API_KEY", "SUPABASE_SERVICE_ROLE_KEY",
+                    "OTEL_EXPORTER_OTLP_HEADERS")
+
+
+def not_set(variable: str, why: str) -> str:
+    return f"{variable} is not set: production needs {why}"
+
+
+def startup_problems(settings: Settings, roles: tuple[str, ...] = (),
+                     environ: Mapping[str, str] | None = None) -> list[str]:
+    """Why this process may not start with these settings and roles: one line per variable,
+    each naming it. None in development, where stand-ins fill the gaps."""
+    if settings.development:
+        return []
+    environ = os.environ if environ is None else environ
+    problems = []
+    if not settings.redis_url:
+        problems.append(not_set("REDIS_URL", "the Redis 8 (or Redis Stack) URL; an embedded "
+                                "Redis starts only with SKYTIDE_ENV=development"))
+    if not settings.database_url:
+        problems.append(not_set("DATABASE_URL", "the PostgreSQL connection string; an embedded "
+                                "PostgreSQL starts only with SKYTIDE_ENV=development"))
+    for variable in SECRET_VARIABLES:
+        if variable in environ and not environ[variable].strip():
+            problems.append(f"{variable} is set but empty: give it a value or remove the line "
+                            "(production refuses an empty secret)")
+    if settings.dev_chat_enabled:
+        problems.append("DEV_CHAT=true serves the unauthenticated chat page: only with "
+                        "SKYTIDE_ENV=development")
+    if settings.dev_clock:
+        problems.append("DEV_CLOCK=true lets a Redis key move the clock: only with "
+                        "SKYTIDE_ENV=development")
+    if settings.clock_offset_s:
+        problems.append("CLOCK_OFFSET_S moves the process clock off real time (tests place a run "
+                        "on a chosen date): only with SKYTIDE_ENV=development")
+    if "sender" in roles and not settings.gupshup_api_url:
+        problems.append(not_set("GUPSHUP_API_URL", "Gupshup's API URL for the sender "
+                                "(https://api.gupshup.io); the simulator is for SKYTIDE_ENV=development"))
+    if "agent" in roles:
+        problems += model_problems(settings)
+    once, named = [], set()
+    for problem in problems:  # a variable both empty and needed is named once
+        if (variable := problem.split()[0]) not in named:
+            named.add(variable)
+            once.append(problem)
+    return once
+
+
+def model_problems(settings: Settings) -> list[str]:
+    """The language model's settings, as production needs them (graph/models.py builds it)."""
+    name = settings.llm_model.strip()
+    provider, _, model_name = name.partition(":")
+    if name == "offline" or not model_name:
+        return [f"LLM_MODEL={name or '(empty)'} is the offline development model: set "
+                "LLM_MODEL=openai:<model> (offline needs SKYTIDE_ENV=development)"]
+    if provider != "openai":
+        return [f"LLM_MODEL={name}: only openai:<model> is supported (OpenAI, or an "
+                "OpenAI-compatible server at OPENAI_BASE_URL)"]
+    problems = []
+    if not (settings.openai_api_key or settings.openai_base_url):
+        problems.append(not_set("OPENAI_API_KEY", f"it for LLM_MODEL={name}, or OPENAI_BASE_URL "
+                                "for a self-hosted OpenAI-compatible server"))
+    if (settings.embedding_model and not (settings.openai_api_key or settings.openai_base_url)
+            and not problems):
+        problems.append(not_set("OPENAI_API_KEY", f"it for EMBEDDING_MODEL={settings.embedding_model}, "
+                                "or OPENAI_BASE_URL"))
+    return problems
+
+
+def invalid_lines(error: ValidationError) -> list[str]:
+    """One line per variable that Settings() refused, naming it."""
+    lines = []
+    for each in error.errors():
+        name = str(each["loc"][0]) if each.get("loc") else "?"
+        field = Settings.model_fields.get(name)
+        variable = (field.alias if field and field.alias else name).upper()
+        shown = "" if field is not None and not field.repr else f" (got {str(each.get('input'))[:60]!r})"
+        lines.append(f"{variable}: {each['msg']}{shown}")  # a secret's value is never echoed
+    return lines or [str(error).splitlines()[0]]

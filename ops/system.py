@@ -1,4 +1,5 @@
-"""The servers every entry point needs: the configured ones, or embedded ones when unset."""
+"""The servers every entry point needs: the configured ones, or (in development only) embedded
+ones when unset."""
 
 from __future__ import annotations
 
@@ -6,12 +7,18 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 from ops.embedded import EmbeddedPostgres, EmbeddedRedis, check_redis_modules
-from ops.settings import Settings
+from ops.settings import ConfigError, Settings, startup_problems
 
 
 @asynccontextmanager
 async def services(settings: Settings) -> AsyncIterator[Settings]:
-    """Settings whose REDIS_URL and DATABASE_URL point at running servers (embedded if unset)."""
+    """Settings whose REDIS_URL and DATABASE_URL point at running servers (embedded if unset).
+
+    In production an unset one raises ConfigError instead: patients' data in a throwaway
+    embedded server would be lost with the container.
+    """
+    if not settings.development and (problems := startup_problems(settings)):
+        raise ConfigError(problems[0])
     started: list[EmbeddedRedis | EmbeddedPostgres] = []
     try:
         updates: dict[str, str] = {}

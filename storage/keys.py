@@ -10,6 +10,26 @@ STAGES = ("inbound", "turns", "outbound")
 
 # Registry of organizations that have streams; workers discover tenants from it.
 ORG_REGISTRY = "skytide:orgs"
+# The webhook connections, published for the ingress so that it authenticates webhooks while
+# PostgreSQL is down (storage/orgs.py publish_connections): HASH of webhook_token_field and
+# webhook_app_id_field -> JSON, rewritten whole by `skytide org add|set` and the registry keeper.
+WEBHOOK_CONNECTIONS = "skytide:webhook-connections"
+# Set with a TTL of CONNECTIONS_REFRESH_S by the process that last published them: one
+# process of the fleet republishes per period, picking up what was changed in the database.
+WEBHOOK_CONNECTIONS_FRESH = "skytide:webhook-connections:fresh"
+
+
+def webhook_token_field(token_sha256: str) -> str:
+    """The connections a webhook token opens, under the token's SHA-256 (never the token)."""
+    return f"token:{token_sha256}"
+
+
+def webhook_app_id_field(app_id: str) -> str:
+    """The connection of a Gupshup app id (v3 payloads name the app by id)."""
+    return f"app-id:{app_id}"
+
+
+WEBHOOK_PUBLISHED_AT = "published-at"  # a field always present: an empty hash is a lost one
 
 # The batcher's index of organizations with a chat due (storage/due.py): ZSET of organization ids
 # scored no later than their earliest due chat, and the list that wakes an idle batcher.
@@ -160,6 +180,10 @@ def holds(org: str) -> str:
 
 # Scheduled jobs (storage/jobs.py): confirmations and reminders.
 JOB_ORGS = "skytide:jobs:orgs"  # ZSET of organizations scored by their next due job (ms)
+# Set (with a TTL of REMINDER_RECONCILE_S) after the scheduler rebuilt the jobs from the
+# appointments table; missing means "due again", including when Redis came back empty.
+JOBS_RECONCILED = "skytide:jobs:reconciled"
+JOBS_RECONCILING = "skytide:jobs:reconciling"  # one scheduler of the fleet reconciles at a time
 
 
 def jobs_due(org: str) -> str:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import redis.asyncio as aioredis
+
+from storage import keys
 
 
 @dataclass(frozen=True)
@@ -110,3 +115,52 @@ async def active_org_ids(pool: asyncpg.Pool) -> list[str]:
     rows = await pool.fetch("select distinct organization_id::text as id from platform_connections"
                             " where is_active")
     return [row["id"] for row in rows]
+
+
+# ---- the connections published in Redis for the ingress -----------------------------------
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _record(c: Connection) -> dict[str, Any]:
+    # What authenticating a webhook and naming its organization need: no API key, no token
+    # (it is the field's digest) and no settings, so Redis holds no Gupshup credential.
+    return {"org_id": c.org_id, "org_name": c.org_name, "timezone": c.timezone,
+            "app_name": c.app_name, "app_id": c.app_id, "source_phone": c.source_phone,
+            "is_active": c.is_active}
+
+
+def _connection(record: dict[str, Any], token: str = "") -> Connection:
+    # api_key is empty: the ingress never sends. webhook_token is the token the caller sent,
+    # whose digest matched (or empty when looked up by app id).
+    return Connection(settings={}, api_key="", webhook_token=token, **record)
+
+
+async def publish_connections(redis: aioredis.Redis, pool: asyncpg.Pool, now_ms: int) -> int:
+    """Write every connection, as the ingress needs it, to Redis in one transaction (readers
+    see the old set or the new one, never a half); how many there are."""
+    connections = [Connection(**dict(row)) for row in await pool.fetch(_SELECT)]
+    by_token: dict[str, list[dict[str, Any]]] = {}
+    fields = {keys.WEBHOOK_PUBLISHED_AT: str(now_ms)}
+    for c in connections:
+        by_token.setdefault(keys.webhook_token_field(token_digest(c.webhook_token)), []).append(_record(c))
+        if c.app_id:
+            fields[keys.webhook_app_id_field(c.app_id)] = json.dumps(_record(c))
+    fields.update({name: json.dumps(records) for name, records in by_token.items()})
+    async with redis.pipeline(transaction=True) as p:
+        p.delete(keys.WEBHOOK_CONNECTIONS)
+        p.hset(keys.WEBHOOK_CONNECTIONS, mapping=fields)
+        await p.execute()
+    return len(connections)
+
+
+async def published_by_token(redis: aioredis.Redis, token: str) -> list[Connection] | None:
+    """The published connections of a token, or None when none is published under it."""
+    raw = await redis.hget(keys.WEBHOOK_CONNECTIONS, keys.webhook_token_field(token_digest(token)))
+    return None if raw is None else [_connection(r, token) for r in json.loads(raw)]
+
+
+async def published_by_app_id(redis: aioredis.Redis, app_id: str) -> Connection | None:
+    raw = await redis.hget(keys.WEBHOOK_CONNECTIONS, keys.webhook_app_id_field(app_id))
+    return None if raw is None else _connection(json.loads(raw))

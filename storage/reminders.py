@@ -4,6 +4,12 @@ After a booking, a move or a cancellation the appointment's jobs are planned ane
 confirmation due at once, and (unless cancelled) one reminder per offset of the organization
 (settings.reminder_offsets_h, 24 h and 2 h by default) whose time has not passed. A job re-reads
 the appointment when it runs and does nothing for one that was cancelled or moved since.
+
+The jobs live in Redis, the appointments in PostgreSQL, which is the truth: `reconcile` plans
+the reminders of every upcoming appointment that has none planned (Redis restarted empty, or the
+appointment was entered in the CRM), and the scheduler runs it on start, when Redis lost its
+marker, and periodically. A reminder is never sent twice: one that was sent is past due, or
+named by its idempotency key in chat_messages, and the sender refuses a key it has seen.
 """
 
 from __future__ import annotations
@@ -57,30 +63,77 @@ async def plan(redis: aioredis.Redis, db: Db, org: str, appointment_id: str, cha
         await jobs.plan(redis, org, planned[0], now_ms, {**base, "kind": "confirmation", "change": change},
                         appointment_id)
     if change != "cancelled":
-        offsets = org_settings.reminder_offsets_h(settings)  # largest first
-        for i, hours in enumerate(offsets):
-            due = starts_ms - int(hours * 3_600_000)
-            # A reminder is stale once the next one is due (a scheduler that was down sends the
-            # latest only), and the last one once the appointment starts.
-            stale_ms = starts_ms - int(offsets[i + 1] * 3_600_000) if i + 1 < len(offsets) else starts_ms
+        for job_id, due, data in reminder_jobs(appointment_id, starts_ms, settings):
             if due > now_ms:
-                job_id = f"remind:{appointment_id}:{hours:g}h:{starts_ms}"
-                await jobs.plan(redis, org, job_id, due, {**base, "kind": "reminder", "offset_h": hours,
-                                                          "stale_ms": stale_ms}, appointment_id)
+                await jobs.plan(redis, org, job_id, due, data, appointment_id)
                 planned.append(job_id)
     return planned
 
 
+def reminder_jobs(appointment_id: str, starts_ms: int, settings: dict) -> list[tuple[str, int, dict]]:
+    """(job id, due ms, data) of each reminder of an appointment, whatever its time."""
+    offsets = org_settings.reminder_offsets_h(settings)  # largest first
+    out = []
+    for i, hours in enumerate(offsets):
+        # A reminder is stale once the next one is due (a scheduler that was down sends the
+        # latest only), and the last one once the appointment starts.
+        stale_ms = starts_ms - int(offsets[i + 1] * 3_600_000) if i + 1 < len(offsets) else starts_ms
+        out.append((f"remind:{appointment_id}:{hours:g}h:{starts_ms}", starts_ms - int(hours * 3_600_000),
+                    {"appointment_id": appointment_id, "starts_ms": starts_ms, "kind": "reminder",
+                     "offset_h": hours, "stale_ms": stale_ms}))
+    return out
+
+
+_UPCOMING = """
+select a.organization_id::text as org, a.id::text, a.starts_at,
+       greatest(a.created_at, a.updated_at) as touched_at, o.settings
+from appointments a join organizations o on o.id = a.organization_id
+where a.status = 'confirmed' and a.starts_at > to_timestamp($1 / 1000.0)
+  and ($2::uuid is null or a.organization_id = $2::uuid)
+order by a.organization_id, a.starts_at"""
+
+
+async def reconcile(redis: aioredis.Redis, db: Db, now_ms: int, org: str | None = None) -> int:
+    """Plan the reminders of every upcoming confirmed appointment (of one organization, or of
+    all) that has no job planned in Redis; returns how many appointments got some. Idempotent.
+
+    Beside the reminders still to come, one already due but not yet stale is planned (Redis was
+    empty when it came due) unless it was sent (its key is in chat_messages) or the appointment
+    was booked or changed after it came due: a booking never gets a reminder whose time had
+    passed (plan() above). No confirmations: they are due at once, so Redis loses one only in
+    the second after a booking, and the table cannot tell a bot's booking from the CRM's.
+    """
+    rows = await db.fetch(_UPCOMING, now_ms, org)
+    async with redis.pipeline(transaction=False) as p:
+        for row in rows:
+            p.exists(keys.appointment_jobs(row["org"], row["id"]))
+        planned_already = await p.execute() if rows else []
+    count = 0
+    for row, exists in zip(rows, planned_already):
+        if exists:
+            continue
+        planned = 0
+        for job_id, due, data in reminder_jobs(row["id"], _ms(row["starts_at"]), row["settings"] or {}):
+            if due <= now_ms and not (now_ms < data["stale_ms"] and _ms(row["touched_at"]) < due
+                                      and not await _sent(db, row["org"], job_id)):
+                continue
+            await jobs.plan(redis, row["org"], job_id, due, data, row["id"])
+            planned += 1
+        count += bool(planned)
+    return count
+
+
+async def _sent(db: Db, org: str, job_id: str) -> bool:
+    """The job's message reached the sender (scheduler.py keys it `job:<id>`)."""
+    return bool(await db.fetchval("select true from chat_messages where organization_id = $1::uuid"
+                                  " and idempotency_key = $2", org, f"job:{job_id}"))
+
+
 async def plan_upcoming(redis: aioredis.Redis, db: Db, org: str, now_ms: int) -> int:
-    """Reminders for the upcoming appointments that have none planned: those entered in the CRM
-    or imported, not booked through the bot (`skytide reminders plan`). No confirmation."""
-    rows = await db.fetch("select id::text from appointments where organization_id = $1::uuid "
-                          "and status = 'confirmed' and starts_at > to_timestamp($2 / 1000.0)", org, now_ms)
-    planned = 0
-    for r in rows:
-        if not await redis.exists(keys.appointment_jobs(org, r["id"])):
-            planned += bool(await plan(redis, db, org, r["id"], "booked", now_ms, confirm=False))
-    return planned
+    """Reminders for one organization's upcoming appointments that have none planned: those
+    entered in the CRM or imported (`skytide reminders plan`; the scheduler also does it on
+    its own, see reconcile)."""
+    return await reconcile(redis, db, now_ms, org)
 
 
 async def due_appointment(db: Db, org: str, appointment_id: str) -> Due | None:

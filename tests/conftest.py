@@ -41,6 +41,16 @@ def allow_model_requests(monkeypatch):
     monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def development_mode():
+    """The tests run in development (embedded servers, the offline model, the simulator), as
+    `make test` says too; so do the `skytide` processes they start, which inherit the
+    environment. Restored at the end: `skytide` itself defaults to production."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SKYTIDE_ENV", "development")
+        yield
+
+
 @pytest.fixture(scope="session")
 def embedded() -> dict[str, Any]:
     """The session's servers themselves (the outage tests stop and start PostgreSQL).

@@ -11,6 +11,7 @@ import pytest
 from ops.embedded import ServiceError, check_redis_modules, free_port
 from storage.db import migrate
 from storage.orgs import connection_for_org
+from storage.orgs import published_by_token
 from storage.seed import seed_demo
 from tests import clock
 
@@ -65,6 +66,9 @@ async def test_org_add_provisions_an_organization_and_its_connection(deps):
         "from organizations o join platform_connections c on c.organization_id = o.id "
         "where o.id = $1::uuid", org)
     assert tuple(row) == ("Spa Sol", "America/Lima", "SpaSol", "tok-123456789", True)
+    # Published for the ingress, which answers the app's webhooks without PostgreSQL.
+    [published] = await published_by_token(deps.redis, "tok-123456789")
+    assert (published.org_id, published.app_name) == (org, "SpaSol")
 
 
 async def test_org_add_refuses_a_short_token_and_generates_one_when_none_is_given(deps):

@@ -239,7 +239,7 @@ async def concurrency(deps, saver, org) -> None:
 
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        base = Settings(data_dir=Path(tmp), log_level="WARNING", llm_turn_timeout_s=30)
+        base = Settings(skytide_env="development", data_dir=Path(tmp), log_level="WARNING", llm_turn_timeout_s=30)
         async with services(base) as settings, open_deps(settings) as deps, AsyncExitStack() as stack:
             await migrate(deps.pool)
             org = await seed_demo(deps.pool, today=demo_today(deps))

@@ -110,7 +110,7 @@ async def send_rate(settings: Settings, deps, rate_per_s: float) -> float:
 
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        base = Settings(data_dir=Path(tmp), log_level="WARNING", http_port=0)
+        base = Settings(skytide_env="development", data_dir=Path(tmp), log_level="WARNING", http_port=0)
         async with services(base) as settings, open_deps(settings) as deps:
             await migrate(deps.pool)
             org = await add_org(deps.pool, name="Bench", app_name="bench-status", api_key="k",

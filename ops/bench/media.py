@@ -109,7 +109,7 @@ async def throughput(settings: Settings, deps, gupshup: FakeGupshup) -> None:
 async def memory(settings: Settings, deps, gupshup: FakeGupshup, gemini: FakeGemini,
                  media_dir: Path, *, with_gemini: bool) -> None:
     org = await _new_org(deps, f"memory-{with_gemini}")
-    env = dict(os.environ, REDIS_URL=settings.redis_url or "", DATABASE_URL=settings.database_url or "",
+    env = dict(os.environ, SKYTIDE_ENV="development", REDIS_URL=settings.redis_url or "", DATABASE_URL=settings.database_url or "",
                MEDIA_ALLOWED_HOSTS="127.0.0.1",
                GEMINI_API_KEY="bench" if with_gemini else "", GOOGLE_GEMINI_BASE_URL=gemini.url,
                MEDIA_DIR=str(media_dir), LOG_LEVEL="WARNING")
@@ -146,7 +146,7 @@ async def worker_main(org: str, expected: int) -> None:
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         # The fake Gupshup serves media from 127.0.0.1, which must be listed to be fetched.
-        base = Settings(data_dir=Path(tmp), media_dir=Path(tmp) / "media", log_level="WARNING",
+        base = Settings(skytide_env="development", data_dir=Path(tmp), media_dir=Path(tmp) / "media", log_level="WARNING",
                         media_allowed_hosts="127.0.0.1")
         async with services(base) as settings, FakeGupshup() as gupshup, FakeGemini() as gemini:
             gemini.delay_s = GEMINI_DELAY_S

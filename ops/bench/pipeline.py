@@ -181,12 +181,12 @@ async def main(plan: Plan, ingress_only: bool = False) -> None:
     # SIGTERM (timeout, Ctrl-C in make) unwinds like an error: the workers and servers stop.
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
     with tempfile.TemporaryDirectory() as tmp:
-        base = Settings(data_dir=Path(tmp), log_level="WARNING")
+        base = Settings(skytide_env="development", data_dir=Path(tmp), log_level="WARNING")
         async with services(base) as settings, open_deps(settings) as deps:
             await migrate(deps.pool)
             gupshup = Child([sys.executable, "-m", "ops.bench.load", "--fake-gupshup"])
             gupshup_url = await gupshup.start(ready="line")
-            env = {"REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url,
+            env = {"SKYTIDE_ENV": "development", "REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url,
                    "GUPSHUP_API_URL": gupshup_url, "DEBOUNCE_SECONDS": "0", "LLM_MODEL": "offline",
                    "LOG_LEVEL": "WARNING", "DATA_DIR": tmp, "MEDIA_DIR": f"{tmp}/media"}
             bench = Bench(plan, env, gupshup_url)

@@ -89,7 +89,7 @@ async def bare_publish_rate(deps, org: str, n: int) -> float:
 
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        base = Settings(data_dir=Path(tmp), log_level="WARNING", http_port=0, job_batch=50)
+        base = Settings(skytide_env="development", data_dir=Path(tmp), log_level="WARNING", http_port=0, job_batch=50)
         async with services(base) as settings, open_deps(settings) as deps:
             await migrate(deps.pool)
             org = await seed_demo(deps.pool, today=MONDAY - timedelta(days=7))

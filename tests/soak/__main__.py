@@ -341,7 +341,7 @@ async def _soak(args: argparse.Namespace, root: Path, redis_server: EmbeddedRedi
     stop_faults, stop_callbacks = asyncio.Event(), asyncio.Event()
     code = 1
     async with FakeGupshup() as gupshup, aiohttp.ClientSession() as http:
-        env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": database_url,
+        env = {**os.environ, "SKYTIDE_ENV": "development", "REDIS_URL": redis_url, "DATABASE_URL": database_url,
                "GUPSHUP_API_URL": gupshup.url, "MEDIA_DIR": str(root / "media"),
                "MEDIA_ALLOWED_HOSTS": "127.0.0.1", "LOG_LEVEL": "WARNING",
                "DEBOUNCE_SECONDS": "0.5", "DEBOUNCE_MAX_WAIT_SECONDS": "3",
