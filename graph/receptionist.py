@@ -22,7 +22,7 @@ from graph.embeddings import Embedder, build_embedder
 from graph.contract import EscalationRequest, TurnInput, TurnResult
 from graph.experts import Experts
 from graph.models import build_model
-from graph import loopguard, nodes, reminder_answers
+from graph import loopguard, nodes, reminder_answers, safety
 from graph.state import TurnContext
 from ops import logs, metrics
 from ops.deps import Deps
@@ -68,6 +68,8 @@ class Receptionist:
         context = await self._context(turn)
         log.info("turn %s context: thread=%s messages=%d approx_tokens=%d summary_used=%s", turn.turn_id,
                  thread, len(context.recent), approx_tokens(context), bool(context.summary))
+        if safety.is_emergency(turn.texts):
+            return _emergency(turn, context)
         turn_input = {"texts": list(turn.texts), "turn_id": turn.turn_id, "replies": [], "actions": [],
                       "escalation": None, "hops": 0, "handoff": None, "bookings": 0}
         # A reminder's button: Confirmar is done here; the others enter the appointment expert
@@ -132,6 +134,22 @@ class Receptionist:
         now = datetime.fromtimestamp(deps.clock(), org.tz)
         return TurnContext(deps=deps, turn=turn, org=org, now=now, recent=recent, contact_name=name,
                            summary=summary, embedder=self.embedder)
+
+
+def _emergency(turn: TurnInput, context: TurnContext) -> TurnResult:
+    """Before any model: the emergency line to the customer, the advisor told (graph/safety.py)."""
+    metrics.turns.labels("emergency").inc()
+    phone = safety.emergency_phone(context.org.settings)
+    summary = " / ".join(t for t in turn.texts if t)[:300]
+    return TurnResult(
+        replies=[safety.emergency_reply(phone)],
+        escalation=EscalationRequest(
+            reason="posible emergencia médica", summary=summary,
+            accepted_text="Una persona del equipo ya fue avisada y te contactará. Si empeora, "
+                          f"llama al {phone}.",
+            failed_text=f"No logré avisar al equipo ahora. Por favor llama al {phone} o a la clínica.",
+            customer_name=context.contact_name or "Cliente"),
+        actions=[{"action": "emergency", "data": {"line": phone}}])
 
 
 def _last_sent(ctx: TurnContext) -> str | None:

@@ -145,6 +145,7 @@ KEYS: dict[str, Callable[[Any], Any]] = {
     "country": _country,
     "open_on_holidays": _bool,
     "address": _text,  # in reminders and confirmations
+    "emergency_phone": _text,  # said at once to a customer who describes an emergency (graph/safety.py)
     "bot_resume_after_hours": _hours,  # storage/chats.py: a paused bot comes back after this long
     # Retention (consumers/retention.py), enforced by the scheduler; unset keeps data until erased.
     "retention_messages_days": _days,  # chat messages (and their media) older than this are deleted
