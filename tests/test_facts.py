@@ -8,12 +8,16 @@ from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from pydantic_ai.messages import ToolReturnPart
 
 from graph import facts as said
 from graph import replies
+from graph.receptionist import Receptionist
 from storage import appointments, catalog, catalog_file, facts, org_settings, schedules
 from storage.seed import seed_demo
 from tests import clock
+from tests.graph_helpers import NOW, Chat, redis_saver
+from tests.test_graph_scripted import scripted
 
 BOGOTA = ZoneInfo("America/Bogota")
 OPEN_WEEKDAYS = range(6)  # the demo clinic opens Monday to Saturday
@@ -138,3 +142,27 @@ async def test_the_price_list(deps, clinic):
         assert f"• {service.name}: {replies.price(service.price, service.currency)} " \
                f"({service.duration_minutes} min)" in text
     assert "Valoración estética: sin costo" in text
+
+
+async def test_a_real_model_gets_the_same_answer_through_business_info(deps, settings, clinic):
+    """A model that calls business_info(topic, date) reads what the offline model says: the
+    hours of that day from the calendar, and the bad topic comes back as a retry it can fix."""
+    deps.clock = NOW.timestamp
+    holiday = _next_holiday(NOW)
+    asked = f"el {holiday.day} de {replies.MONTHS[holiday.month - 1]}"
+    seen: list[str] = []
+
+    def knowledge(returns: list[ToolReturnPart], info):
+        if not returns:
+            return ("business_info", {"topic": "horas", "date": asked})
+        if len(returns) == 1:  # the retry: "horas" is not a topic
+            return ("business_info", {"topic": "horario", "date": asked})
+        seen.append(returns[-1].content["data"]["answer"])
+        return ("final", {"reply": returns[-1].content["data"]["answer"], "done": True})
+
+    model = scripted(router=lambda r, i: ("final", {"flow": "knowledge"}), knowledge=knowledge)
+    chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=model), clinic)
+    await chat.say(f"¿abren {asked}?")
+    expected = await said.hours(deps.pool, clinic, BOGOTA, NOW.astimezone(BOGOTA), asked)
+    assert seen == [expected] and "es festivo y no atendemos" in expected
+    assert chat.actions == ["routed", "facts_given"]
