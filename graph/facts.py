@@ -55,7 +55,7 @@ async def hours(pool, org: str, tz, now: datetime, asked: str | None) -> str:
             # always the next Monday.
             days = [await facts.next_holiday_on(pool, org, days[0].weekday(), today) or days[0]]
         found = await facts.hours_on(pool, org, tz, days)
-        lines = [_one_day(h, today) for h in found]
+        lines = [_one_day(h, now) for h in found]
         if len(found) == 1 and not found[0].is_open:
             lines.append(await _next_open(pool, org, tz, found[0].day, today))
         return "\n".join(line for line in lines if line)
@@ -67,8 +67,12 @@ async def hours(pool, org: str, tz, now: datetime, asked: str | None) -> str:
     return week
 
 
-def _one_day(h: facts.DayHours, today: date) -> str:
+def _one_day(h: facts.DayHours, now: datetime) -> str:
+    today = now.date()
     name = "Hoy" if h.day == today else f"El {_day(h.day)}"
+    if h.is_open and h.day == today and now.time() >= max(b for _, b in h.spans):
+        # "¿hasta qué hora están hoy?" at 7 p. m.: closed for today, not "we are open until 6".
+        return _sentence(f"Hoy ya cerramos: atendimos {_spans(h.spans)}")
     if h.is_open:
         prefix = f"Hoy, {_day(h.day)}," if h.day == today else name
         return _sentence(f"{prefix} atendemos {_spans(h.spans)}")

@@ -95,6 +95,16 @@ async def test_the_monday_holiday_is_the_next_monday_that_is_one(deps, clinic, n
     assert f"{_day_text(monday)} es festivo" in text
 
 
+async def test_today_after_closing_says_we_closed(deps, clinic):
+    day = _next_plain_open_day(clock.now_dt().astimezone(BOGOTA))
+    evening = datetime.combine(day, time(20), BOGOTA)
+    text = await said.hours(deps.pool, clinic, BOGOTA, evening, "¿hasta qué hora están hoy?")
+    assert text.startswith("Hoy ya cerramos: atendimos de ")
+    morning = datetime.combine(day, time(7), BOGOTA)
+    assert (await said.hours(deps.pool, clinic, BOGOTA, morning, "¿abren hoy?")).startswith(
+        f"Hoy, {_day_text(day)}, atendemos de ")
+
+
 async def test_the_week_without_a_day(deps, clinic, now):
     text = await said.hours(deps.pool, clinic, BOGOTA, now, "¿qué horario manejan?")
     assert text == ("Nuestro horario: lunes a viernes de 8:00 a. m. a 6:00 p. m.; "
