@@ -59,6 +59,13 @@ async def hours(pool, org: str, tz, now: datetime, asked: str | None) -> str:
         if len(found) == 1 and not found[0].is_open:
             lines.append(await _next_open(pool, org, tz, found[0].day, today))
         return "\n".join(line for line in lines if line)
+    if when is not None and when.conflict is not None:
+        # "¿abren el martes 15?" when the 15th is a Monday: both readings, each named in full,
+        # rather than a guess (the booking tool asks which; a question about hours can answer both).
+        c = when.conflict
+        found = await facts.hours_on(pool, org, tz, sorted({c.dated, c.other}))
+        head = f"Ojo: el {c.dated.day} es {replies.WEEKDAYS[c.dated.weekday()]}, no {replies.WEEKDAYS[c.weekday]}."
+        return "\n".join([head] + [_one_day(h, now) for h in found])
     week = await _week(pool, org)
     if holiday:
         if await facts.open_on_holidays(pool, org):

@@ -105,6 +105,12 @@ async def test_today_after_closing_says_we_closed(deps, clinic):
         f"Hoy, {_day_text(day)}, atendemos de ")
 
 
+async def test_a_weekday_and_date_that_disagree_get_both_days(deps, clinic):
+    text = await said.hours(deps.pool, clinic, BOGOTA, NOW, "¿abren el martes 15?")  # 15 March 2027: Monday
+    assert text.startswith("Ojo: el 15 es lunes, no martes.")
+    assert "lunes 15 de marzo atendemos" in text and "martes 16 de marzo atendemos" in text
+
+
 async def test_the_week_without_a_day(deps, clinic, now):
     text = await said.hours(deps.pool, clinic, BOGOTA, now, "¿qué horario manejan?")
     assert text == ("Nuestro horario: lunes a viernes de 8:00 a. m. a 6:00 p. m.; "
