@@ -28,6 +28,15 @@ _MOVE = r"(?:cambi|mov|muev|corr|pas|aplaz|pospon|postergu|posterg|traslad|adela
 _MODAL = r"(?:(?:puedes|podes|podrias|pueden|podrian|podras|quiero|queria|quisiera|necesito|tengo que|hay que|me) )?"
 _SLOT_WORD = r"(?:cita|turno|reserva|hora|sesion|cupo)"
 
+# Who performs a service, and the whole price list: questions about the business ("info").
+_STAFF = (r"\bquien(es)? (me )?(hace|hacen|realiza|realizan|atiende|atienden|aplica|aplican|haria|harian|lo hace"
+          r"|la hace|los hace|las hace|seria)\b|\bcon quien (seria|me toca|es|me atiendo)\b"
+          r"|\bque (especialista|profesional|doctora?|esteticista|cosmetologa)s? (hace|hacen|atiende|atienden|tienen)\b"
+          r"|\b(su|el|tu) (equipo|personal)\b")
+_PRICE_LIST = (r"\b(lista|carta|menu|tabla|catalogo) de (precios|servicios|tratamientos)\b"
+               r"|\b(cuales son|todos) (los|sus) (precios|servicios|tratamientos)\b"
+               r"|\b(servicios|tratamientos) (que )?(tienen|ofrecen|manejan|hay)\b|\btodos los precios\b")
+
 # intent -> regex over the normalized text. Order matters in `classify` (ORDER), not here.
 VOCAB: dict[str, str] = {
     # An explicit request for a person: "¿Las extensiones son de cabello humano?" is not one.
@@ -59,7 +68,7 @@ VOCAB: dict[str, str] = {
     "hours": r"\b(abren|abierto|abiertos|abiertas|cierran|atienden|horario|hasta que hora|a que hora (abren|cierran))\b",
     "address": r"\bdonde\b|direccion|ubicad|ubicacion|como llego|en que (parte|barrio|zona)|\bsede\b",
     "info": r"\bpago|\bpagar|tarjeta|nequi|daviplata|efectivo|politica|parqueadero|preparaci|que incluye"
-            r"|festivo|que servicios|que tratamientos|que hacen|cuanto dura",
+            r"|festivo|que servicios|que tratamientos|que hacen|cuanto dura|" + _STAFF + "|" + _PRICE_LIST,
     "pick": r"^\W*(dame |quiero |prefiero )?(la |el )?(opcion |numero |horario )?([1-9]|primera|primero|segunda|segundo"
             r"|tercera|tercero|cuarta|quinta|ultima|ultimo)( porfa| por favor| please)?\W*$|^\W*(la|el) de (las|la) \d|^\W*(esa|ese|esa misma|ese mismo)( porfa| por favor)?\W*$",
     "confirm": r"^\W*(si|sii+|sip|sep|claro|claro que si|confirmo|confirmado|correcto|exacto|de una|hazlo|adelante|yes"
@@ -171,6 +180,24 @@ def wants_appointment(t: str) -> bool:
 
 def is_info_question(t: str) -> bool:
     return any(i in ("price", "hours", "address", "info") for i in matches(t))
+
+
+FactTopic = Literal["horario", "direccion", "personal", "servicios"]
+# The business fact a question asks for (business_info's topics), first match wins: "¿con quién
+# me atienden el sábado?" asks who, "¿dónde atienden?" asks where.
+_FACTS: tuple[tuple[FactTopic, re.Pattern], ...] = (
+    ("personal", re.compile(_STAFF)),
+    ("servicios", re.compile(_PRICE_LIST + r"|\bque (servicios|tratamientos)\b")),
+    ("direccion", RX["address"]),
+    ("horario", re.compile(VOCAB["hours"] + r"|\bfestivos?\b|\bestan (abiertos|hoy)\b|\ba que hora (estan|trabajan)\b")),
+)
+
+
+def fact_topic(t: str) -> FactTopic | None:
+    """The business fact a normalized question asks for, or None (then the FAQ search answers)."""
+    if re.search(r"\b(pago|pagar|pagos|tarjeta|nequi|daviplata|efectivo)\b", t):
+        return None  # "¿dónde pago?" asks how to pay, not where we are
+    return next((topic for topic, rx in _FACTS if rx.search(t)), None)
 
 
 def clear_flow(text: str) -> Flow | None:

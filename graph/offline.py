@@ -108,9 +108,22 @@ def _knowledge(turn: Turn) -> tuple:
     if re.search(r"ultima vez|me recomendaron|me dijeron|la vez pasada", turn.t):
         if "search_my_messages" not in turn.called:
             return tool("search_my_messages", query=turn.user)
-    elif "search_knowledge" not in turn.called:
+    elif (ask := _fact(turn)) is not None:
+        return ask
+    elif "search_knowledge" not in turn.called and "business_info" not in turn.called:
         return tool("search_knowledge", query=turn.user)
     return final(reply=compose(turn), done=True)
+
+
+def _fact(turn: Turn) -> tuple | None:
+    """business_info for a question about hours, address, staff or the price list: the answer
+    comes from the business's rows (calendar, settings, staff), not from an FAQ entry that
+    happens to share a word ("¿abren el sábado?" must not get "los domingos cerramos")."""
+    topic = intents.fact_topic(turn.t)
+    if topic is None or "business_info" in turn.called:
+        return None
+    return tool("business_info", topic=topic, date=turn.user if topic == "horario" else None,
+                service=turn.user if topic == "personal" else None)
 
 
 _ABOUT_A_SERVICE = re.compile(r"cuanto (cuesta|vale|sale|cobran|dura)|\bprecio|\bvalor\b|\bcosto|que incluye")
@@ -135,7 +148,11 @@ def _appointment(turn: Turn) -> tuple:
         return final(reply=declined, done=True)
     if kind == "escalate":
         return final(handoff="escalation")
-    if is_info_question(t) and "search_knowledge" not in called:
+    if kind == "info" and (ask := _fact(turn)) is not None:
+        return ask  # "¿y abren el sábado?" in the middle of a booking
+    if "business_info" in called:  # answered; the day named was a question, not a booking
+        return final(reply=compose(turn))
+    if is_info_question(t) and "search_knowledge" not in called and "business_info" not in called:
         return tool("search_knowledge", query=_about_chosen_service(turn.user, t, s))
     pending = s.get("cancelacion_por_confirmar")
     if pending and kind == "book" and mentions_when(t) and not intents.RX["book"].search(t) \

@@ -90,6 +90,9 @@ def compose(turn: Any, greet: bool = False) -> str:
             found = [m for m in result.get("mensajes", []) if m["de"] == "nosotros"]
             out.append(f"Esto fue lo que te escribimos el {found[0]['fecha']}: «{found[0]['texto']}»"
                        if found else "No encontré eso en nuestros mensajes anteriores.")
+        elif action == "facts_given":
+            out.append(data["answer"])
+            pending_booking = bool(turn.state.get("horarios_propuestos"))
         elif action:
             out.append(_ACTION_TEXT.get(action, lambda d: "")(data))
             pending_booking = False

@@ -28,7 +28,10 @@ Clasifica lo que quiere el cliente ahora:
 - escalation: pide hablar con una persona, está molesto, o es algo que no podemos resolver."""
 
 KNOWLEDGE = """[agente:knowledge]
-Responde preguntas sobre el negocio con search_knowledge o business_info. A un saludo o a
+Responde preguntas sobre el negocio con search_knowledge o business_info. Horario de un día,
+festivos y cierres: business_info(topic="horario", date=las palabras del cliente); dirección o
+cómo llegar: topic="direccion"; quién hace un servicio: topic="personal"; lista de precios:
+topic="servicios". No respondas un horario con una pregunta frecuente de otro día. A un saludo o a
 un "gracias" contesta sin buscar. Si el cliente quiere agendar, ver, cancelar o cambiar
 una cita, usa handoff="appointment"; si pide una persona o está molesto, handoff="escalation".
 Marca done=true cuando la pregunta quedó respondida."""
@@ -43,8 +46,8 @@ luego cancel_appointment(n), que no cancela sino que pide confirmación: pregún
 confirma cancelar esa cita y espera su respuesta (el ESTADO la muestra en cancelacion_por_confirmar).
 Solo cuando el cliente confirme, en su siguiente mensaje, llama cancel_appointment(n,
 confirmed=true); si dice que no, no la canceles: dile que sigue en pie y marca done=true.
-Si pregunta un precio o algo del negocio en medio, respóndelo con search_knowledge y retoma la
-cita. No repitas preguntas ya respondidas (mira el ESTADO). Marca done=true cuando la cita quedó
+Si pregunta un precio o algo del negocio en medio, respóndelo con search_knowledge (o
+business_info para horario, dirección, personal o lista de precios) y retoma la cita. No repitas preguntas ya respondidas (mira el ESTADO). Marca done=true cuando la cita quedó
 agendada, cancelada o cambiada. Si pide una persona o está molesto, handoff="escalation"."""
 
 SUMMARY = """[agente:summary]

@@ -86,7 +86,8 @@ class ToolDeps:
     bookings: int = 0  # numbers this turn's booking attempts: idempotency key f"{turn_id}:{n}"
 
     def act(self, action: str, **data) -> dict:
-        """The uniform record of a state-changing tool, returned to the model and logged."""
+        """The uniform record of a state-changing tool, returned to the model and logged; also of
+        the business facts stated (business_info), so a turn's record shows the hours it gave."""
         record = {"action": action, "data": data}
         self.actions.append(record)
         return record

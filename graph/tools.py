@@ -14,7 +14,7 @@ from datetime import date, datetime, time, timedelta
 
 from pydantic_ai import ModelRetry, RunContext
 
-from graph import intents, offers, replies, timeparse
+from graph import facts, intents, offers, replies, timeparse
 from graph.state import ToolDeps
 from ops import metrics
 from ops.logs import bound
@@ -83,15 +83,27 @@ async def search_knowledge(ctx: Ctx, query: str) -> dict:
 
 
 @counted
-async def business_info(ctx: Ctx) -> dict:
-    """Nombre, horario de atención, servicios con precios y preguntas frecuentes del negocio."""
-    t = ctx.deps.ctx
+async def business_info(ctx: Ctx, topic: facts.Topic | None = None, date: str | None = None,
+                        service: str | None = None) -> dict:
+    """Datos del negocio tomados de su propia información. `topic`: "horario" (con `date`, las
+    palabras del cliente: "el 24", "el lunes festivo", "hoy"; da el horario de ese día con
+    festivos y cierres, el mismo que usa la agenda), "direccion" (dirección y cómo llegar),
+    "personal" (quién hace el servicio `service`, en palabras del cliente) o "servicios" (lista
+    de servicios con precio y duración). Sin `topic`: nombre, horario semanal, servicios y
+    preguntas frecuentes. Responde con `answer` tal cual o en tus palabras, sin cambiar datos."""
+    d, t = ctx.deps, ctx.deps.ctx
+    if topic is not None:
+        if topic not in ("horario", "direccion", "personal", "servicios"):
+            raise ModelRetry('topic debe ser "horario", "direccion", "personal" o "servicios"')
+        text = await facts.answer(t.deps.pool, t.org.id, t.org.tz, t.now, topic, when=date, service=service)
+        # Recorded like an action so the turn's log (and the scenario judge) sees the hours given.
+        return d.act("facts_given", topic=topic, answer=text)
     hours = await catalog.business_hours(t.deps.pool, t.org.id)
     services = await catalog.list_services(t.deps.pool, t.org.id)
     faq = await catalog.faq_answers(t.deps.pool, t.org.id)
     return {"nombre": t.org.name,
-            "horario": [f"{replies.WEEKDAYS[d]}: {o.strftime('%H:%M')} a {c.strftime('%H:%M')}"
-                        for d, o, c in hours],
+            "horario": [f"{replies.WEEKDAYS[wd]}: {o.strftime('%H:%M')} a {c.strftime('%H:%M')}"
+                        for wd, o, c in hours],
             "servicios": [f"{s.name}: {replies.price(s.price, s.currency)} ({s.duration_minutes} min)"
                           for s in services],
             "preguntas_frecuentes": [{"pregunta": q, "respuesta": a} for q, a in faq]}
