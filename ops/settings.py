@@ -108,7 +108,7 @@ class Settings(BaseSettings):
     slot_hold_min: int = 10  # a proposed or picked slot is not offered to another chat meanwhile
     # Outgoing webhooks for the CRM (consumers/webhooks.py, run by the scheduler role): a failed
     # delivery is tried again with exponential backoff from WEBHOOK_RETRY_BASE_S up to
-    # WEBHOOK_RETRY_MAX_S, WEBHOOK_RETRY_ATTEMPTS times in all (about 40 minutes by default),
+    # WEBHOOK_RETRY_MAX_S, WEBHOOK_RETRY_ATTEMPTS times in all (20 to 40 minutes by default),
     # then dead-lettered (`skytide dlq replay --stage webhooks`).
     webhook_retry_attempts: int = 14
     webhook_retry_base_s: float = 2.0

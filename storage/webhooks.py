@@ -160,7 +160,8 @@ async def appointment_changed(redis: aioredis.Redis, db: Db, org: str, appointme
     data = {"appointment_id": row["id"], "service": row["service"], "staff": row["staff"],
             "starts_at": _iso(row["starts_at"]), "ends_at": _iso(row["ends_at"]),
             "status": row["status"],
-            "contact": {"phone": row["phone"], "name": row["contact_name"]}}
+            # None for an erased patient's appointment (it stays, without its contact).
+            "contact": {"phone": row["phone"], "name": row["contact_name"]} if row["phone"] else None}
     return await emit(redis, org, _APPOINTMENT_EVENTS[change], key, data, now_ms)
 
 
