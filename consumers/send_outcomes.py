@@ -34,7 +34,7 @@ async def escalation_outcome(deps: Deps, event: OutboundMessage, *, accepted: bo
                                     at=datetime.fromtimestamp(deps.clock(), timezone.utc))
         # The CRM is told once per escalation: its id is the notice's idempotency key.
         reason = event.template_params[2] if len(event.template_params) > 2 else None
-        await webhooks.chat_event(deps.redis, event.org, "chat.escalated",
+        await webhooks.chat_event(deps.redis, deps.pool, event.org, "chat.escalated",
                                   phone=notice.customer_phone, version=event.idempotency_key,
                                   by="bot", reason=reason, now_ms=deps.now_ms())
     await streams.publish(deps.redis, OutboundMessage(

@@ -137,7 +137,7 @@ async def send_message(request: web.Request) -> web.Response:
         switch = await chats.switch_bot(deps.pool, operator.org, phone, False,
                                         reason="a person answered", by=operator.name, at=_now(deps))
         took_over = switch is not None
-        await webhooks.bot_switched(deps.redis, operator.org, phone, switch, enabled=False,
+        await webhooks.bot_switched(deps.redis, deps.pool, operator.org, phone, switch, enabled=False,
                                     by=operator.name, reason="a person answered",
                                     now_ms=deps.now_ms())
     # Scoped by the operator, so two people's keys never collide; the sender sends a key once.
@@ -180,7 +180,7 @@ async def _set_bot(request: web.Request, operator: operators.Operator, *, enable
         return _error(409, "this is a staff phone's chat: the bot never answers the clinic's own people")
     switch = await chats.switch_bot(deps.pool, operator.org, phone, enabled, reason=reason,
                                     by=operator.name, at=_now(deps))
-    await webhooks.bot_switched(deps.redis, operator.org, phone, switch, enabled=enabled,
+    await webhooks.bot_switched(deps.redis, deps.pool, operator.org, phone, switch, enabled=enabled,
                                 by=operator.name, reason=reason, now_ms=deps.now_ms())
     log.info("operator %s %s %s/%s", operator.id, "handed back" if enabled else "took over",
              operator.org, phone)

@@ -424,7 +424,7 @@ async def cmd_bot(settings: Settings, args: argparse.Namespace) -> int:
         reason = None if enabled else "paused from the command line"
         switch = await switch_bot(deps.pool, args.org, args.phone, enabled, reason=reason,
                                   at=datetime.fromtimestamp(deps.clock(), timezone.utc))
-        await webhooks.bot_switched(deps.redis, args.org, args.phone, switch, enabled=enabled,
+        await webhooks.bot_switched(deps.redis, deps.pool, args.org, args.phone, switch, enabled=enabled,
                                     by="command line", reason=reason, now_ms=deps.now_ms())
         if switch is None:
             print(f"no chat with {args.phone} in organization {args.org}", file=sys.stderr)

@@ -116,9 +116,13 @@ def event_id(org: str, event: str, key: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{org}|{event}|{key}"))
 
 
-async def emit(redis: aioredis.Redis, org: str, event: EventType, key: str, data: dict[str, Any],
-               now_ms: int) -> bool:
-    """Queue an event for the organization's endpoints; False when it was queued already."""
+async def emit(redis: aioredis.Redis, db: Db, org: str, event: EventType, key: str,
+               data: dict[str, Any], now_ms: int) -> bool:
+    """Queue an event for the organization's endpoints; False when it was queued already, or
+    when the organization has no endpoint (nothing is kept for an organization without a CRM)."""
+    if not await db.fetchval("select exists (select 1 from webhook_endpoints where "
+                             "organization_id = $1::uuid and removed_at is null)", org):
+        return False
     created = datetime.fromtimestamp(now_ms / 1000, timezone.utc)
     entry = WebhookEvent(org=org, id=event_id(org, event, key), event=event,
                          created_at=created.isoformat().replace("+00:00", "Z"), data=data)
@@ -162,10 +166,10 @@ async def appointment_changed(redis: aioredis.Redis, db: Db, org: str, appointme
             "status": row["status"],
             # None for an erased patient's appointment (it stays, without its contact).
             "contact": {"phone": row["phone"], "name": row["contact_name"]} if row["phone"] else None}
-    return await emit(redis, org, _APPOINTMENT_EVENTS[change], key, data, now_ms)
+    return await emit(redis, db, org, _APPOINTMENT_EVENTS[change], key, data, now_ms)
 
 
-async def chat_event(redis: aioredis.Redis, org: str, event: EventType, *, phone: str,
+async def chat_event(redis: aioredis.Redis, db: Db, org: str, event: EventType, *, phone: str,
                      version: str, by: str | None, reason: str | None = None,
                      now_ms: int) -> bool:
     """chat.escalated|taken_over|handed_back. `version` names the change: the escalation's
@@ -173,19 +177,19 @@ async def chat_event(redis: aioredis.Redis, org: str, event: EventType, *, phone
     data: dict[str, Any] = {"phone": phone, "by": by}
     if reason:
         data["reason"] = reason
-    return await emit(redis, org, event, f"{phone}:{version}", data, now_ms)
+    return await emit(redis, db, org, event, f"{phone}:{version}", data, now_ms)
 
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-async def bot_switched(redis: aioredis.Redis, org: str, phone: str, switch: Any, *,
+async def bot_switched(redis: aioredis.Redis, db: Db, org: str, phone: str, switch: Any, *,
                        enabled: bool, by: str | None, reason: str | None, now_ms: int) -> bool:
     """chat.taken_over or chat.handed_back after chats.switch_bot, when it changed something."""
     if switch is None or not switch.changed:
         return False
     started = switch.pause_started_at
     version = str(int(started.timestamp() * 1000)) if started else "unknown"
-    return await chat_event(redis, org, "chat.handed_back" if enabled else "chat.taken_over",
+    return await chat_event(redis, db, org, "chat.handed_back" if enabled else "chat.taken_over",
                             phone=phone, version=version, by=by, reason=reason, now_ms=now_ms)

@@ -98,11 +98,11 @@ async def emit_all_seven(deps, org: str) -> None:
         for change in ("booked", "rescheduled", "confirmed", "cancelled"):
             await webhooks.appointment_changed(deps.redis, deps.pool, org, booked, change,
                                                turn_id="turn-1", now_ms=clock.now_ms())
-        await webhooks.chat_event(deps.redis, org, "chat.escalated", phone=PHONE,
+        await webhooks.chat_event(deps.redis, deps.pool, org, "chat.escalated", phone=PHONE,
                                   version="turn-2:escalation", by="bot", reason="quiere una persona",
                                   now_ms=clock.now_ms())
         for enabled in (False, True):
-            await webhooks.chat_event(deps.redis, org,
+            await webhooks.chat_event(deps.redis, deps.pool, org,
                                       "chat.handed_back" if enabled else "chat.taken_over",
                                       phone=PHONE, version="1700000000000", by="Ana",
                                       now_ms=clock.now_ms())
@@ -150,7 +150,7 @@ async def test_a_delivery_given_up_on_is_a_dead_letter_that_a_replay_delivers(
             roles=("scheduler",), webhook_retry_base_s=0.05, webhook_retry_max_s=0.1,
             webhook_retry_attempts=2):
         receiver.failing_until = float("inf")
-        await webhooks.chat_event(deps.redis, org, "chat.escalated", phone=PHONE, version="t:e",
+        await webhooks.chat_event(deps.redis, deps.pool, org, "chat.escalated", phone=PHONE, version="t:e",
                                   by="bot", now_ms=clock.now_ms())
         letters = await eventually(lambda: dead_letters.list_letters(deps.redis, org=org))
         assert letters[0].stage == "webhooks" and "HTTP 500" in letters[0].error
@@ -224,7 +224,7 @@ async def test_taking_over_and_handing_back_are_told_once_per_real_change(
     assert len({first["id"], back["id"], again["id"]}) == 3
 
 
-async def test_an_accepted_escalation_is_told_once(make_org, deps):
+async def test_an_accepted_escalation_is_told_once_and_nothing_without_an_endpoint(make_org, deps):
     org = await make_org(catalog=True)
     await customer(deps, org)
     notice = OutboundMessage(org=org, phone="573009998877", template_id="tmpl",
@@ -232,6 +232,10 @@ async def test_an_accepted_escalation_is_told_once(make_org, deps):
                              idempotency_key="turn-9:escalation", purpose="escalation",
                              escalation=EscalationNotice(customer_phone=PHONE, accepted_text="ok",
                                                          failed_text="no"))
+    await send_outcomes.escalation_outcome(deps, notice, accepted=True)
+    assert not await deps.redis.exists(keys.stream(org, keys.WEBHOOKS))  # no CRM: nothing kept
+    await webhooks.add_endpoint(deps.pool, org, "https://crm.example/hooks")
+    notice = notice.model_copy(update={"idempotency_key": "turn-10:escalation"})
     for _ in range(2):  # the sender's answer and a status event both settle it
         await send_outcomes.escalation_outcome(deps, notice, accepted=True)
     entries = await deps.redis.xrange(keys.stream(org, keys.WEBHOOKS))
