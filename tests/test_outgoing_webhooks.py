@@ -293,3 +293,22 @@ async def _acknowledged(deps, org: str) -> bool:
 
 def _deliveries(outcome: str) -> float:
     return metrics.webhook_deliveries.labels(outcome)._value.get()
+
+
+async def test_erasing_a_patient_drops_their_webhook_events_not_delivered_yet(
+        make_org, deps, tmp_path):
+    from storage import erasure, privacy
+    from storage.media_store import LocalMediaStore
+
+    org = await make_org(catalog=True)
+    await webhooks.add_endpoint(deps.pool, org, "https://crm.example/hooks")
+    appointment = await book_directly(deps, org, await customer(deps, org))
+    await webhooks.appointment_changed(deps.redis, deps.pool, org, appointment, "booked",
+                                       turn_id="t", now_ms=clock.now_ms())
+    await webhooks.chat_event(deps.redis, deps.pool, org, "chat.taken_over", phone="573000000009",
+                              version="1", by="Ana", now_ms=clock.now_ms())
+    person = await privacy.find(deps.pool, org, PHONE)
+    await erasure.erase(deps.pool, deps.redis, LocalMediaStore(tmp_path), person,
+                        now=clock.now_dt())
+    left = [fields["data"] for _, fields in await deps.redis.xrange(keys.stream(org, keys.WEBHOOKS))]
+    assert len(left) == 1 and PHONE not in left[0] and "573000000009" in left[0]  # another's stays
