@@ -157,6 +157,7 @@ async def test_a_delivery_given_up_on_is_a_dead_letter_that_a_replay_delivers(
         receiver.failing_until = 0.0
         replayed = await dead_letters.replay_letter(deps.redis, letters[0])
         assert replayed.outcome == "put back"
+        assert replayed.detail.startswith("webhook (") and "()" not in replayed.detail
         await eventually(lambda: _received(receiver, 1))
         await eventually(lambda: _acknowledged(deps, org))
     assert [e["type"] for e in receiver.taken] == ["chat.escalated"]
