@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from datetime import datetime
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -75,7 +76,7 @@ class WebhookStage:
                 pipe.sadd(done_key, *delivered)
                 pipe.expire(done_key, webhooks.DELIVERED_TTL_S)
                 await pipe.execute()
-        failed = [f"{e.url}: {error}" for e, error in zip(todo, results) if error is not None]
+        failed = [f"{_where(e.url)}: {error}" for e, error in zip(todo, results) if error is not None]
         if failed:
             raise Retry(f"{event.event} {event.id} not taken by {len(failed)} endpoint(s): "
                         + "; ".join(failed))
@@ -105,6 +106,12 @@ class WebhookStage:
         metrics.webhook_deliveries.labels("delivered").inc()
         metrics.webhook_delivery_seconds.observe(max(0.0, self.deps.clock() - _seconds(event)))
         return None
+
+
+def _where(url: str) -> str:
+    """An endpoint as logs and dead letters name it: without its query, which may hold a key."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
 
 
 def _seconds(event: WebhookEvent) -> float:
