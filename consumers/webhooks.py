@@ -8,6 +8,11 @@ consumer-group runtime with exponential backoff (WEBHOOK_RETRY_BASE_S doubling u
 WEBHOOK_RETRY_MAX_S, WEBHOOK_RETRY_ATTEMPTS attempts), then dead-lettered to `{org}:dead` with
 stage `webhooks`, where `skytide dlq list|replay --stage webhooks` finds it. Each attempt is
 signed anew, with its own timestamp (docs/operator-api.md, "Webhooks for the CRM").
+
+Known limit: an event waiting for its next attempt keeps its place among the stage's
+WEBHOOK_CONCURRENCY entries in flight, so a CRM down for long with more events than that would
+hold back the other organizations' webhooks until their attempts run out. A delay queue (a
+sorted set of due retries) would lift it; at a clinic's rate of bookings it is far off.
 """
 
 from __future__ import annotations
