@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from ops.deps import Deps
-from storage import chats, memory, streams
+from storage import chats, memory, streams, webhooks
 from storage.events import OutboundMessage
 
 
@@ -32,6 +32,11 @@ async def escalation_outcome(deps: Deps, event: OutboundMessage, *, accepted: bo
         await chats.set_bot_enabled(deps.pool, event.org, notice.customer_phone, False,
                                     reason="escalated to an advisor",
                                     at=datetime.fromtimestamp(deps.clock(), timezone.utc))
+        # The CRM is told once per escalation: its id is the notice's idempotency key.
+        reason = event.template_params[2] if len(event.template_params) > 2 else None
+        await webhooks.chat_event(deps.redis, deps.pool, event.org, "chat.escalated",
+                                  phone=notice.customer_phone, version=event.idempotency_key,
+                                  by="bot", reason=reason, now_ms=deps.now_ms())
     await streams.publish(deps.redis, OutboundMessage(
         org=event.org, phone=notice.customer_phone,
         text=notice.accepted_text if accepted else notice.failed_text,

@@ -12,12 +12,14 @@ import redis.asyncio as aioredis
 from ops import metrics
 from storage import keys
 
-STREAM_OF = {"enrich": "inbound", "agent": "turns", "sender": "outbound"}
+STREAM_OF = {"enrich": "inbound", "agent": "turns", "sender": "outbound", "webhooks": "webhooks"}
 
 
 class StreamStats:
     def __init__(self, redis: aioredis.Redis, stages: list[str]) -> None:
         self.redis = redis
+        if "scheduler" in stages:  # the scheduler role runs the webhooks stage
+            stages = [*stages, "webhooks"]
         self.stages = [s for s in stages if s in STREAM_OF]
 
     async def __call__(self) -> None:

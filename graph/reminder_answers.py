@@ -16,7 +16,7 @@ from graph import intents, replies
 from graph.contract import TurnInput, TurnResult
 from ops import metrics
 from ops.deps import Deps
-from storage import reminders
+from storage import reminders, webhooks
 from storage.catalog import OrgProfile
 
 Answer = Literal["confirm", "reschedule", "cancel"]
@@ -43,7 +43,9 @@ async def reminder_answer(deps: Deps, turn: TurnInput, org: OrgProfile) -> dict 
 
 async def confirm(deps: Deps, turn: TurnInput, found: dict) -> TurnResult:
     appointment = found["appointment"]
-    await reminders.confirm_attendance(deps.pool, turn.org, turn.contact_id, appointment["id"])
+    if await reminders.confirm_attendance(deps.pool, turn.org, turn.contact_id, appointment["id"]):
+        await webhooks.appointment_changed(deps.redis, deps.pool, turn.org, appointment["id"],
+                                           "confirmed", turn_id=turn.turn_id, now_ms=deps.now_ms())
     metrics.reminder_answers.labels(turn.org, "confirmed").inc()
     return TurnResult(replies=[f"¡Gracias por confirmar! Te esperamos: {appointment['label']}. 😊"],
                       actions=[{"action": "attendance_confirmed", "data": {"label": appointment["label"]}}],

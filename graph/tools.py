@@ -18,7 +18,7 @@ from graph import facts, intents, offers, replies, timeparse
 from graph.state import ToolDeps
 from ops import metrics
 from ops.logs import bound
-from storage import appointments, catalog, chats, holds, reminders
+from storage import appointments, catalog, chats, holds, reminders, webhooks
 
 log = logging.getLogger(__name__)
 Ctx = RunContext[ToolDeps]
@@ -224,6 +224,7 @@ async def _hold_chosen(t, chosen: dict, duration_min: int) -> bool:
 async def _plan_reminders(t, appointment_id: str, change: reminders.Change) -> None:
     """The confirmation now, the reminders later (a move re-plans them, a cancel drops them)."""
     await reminders.plan(t.deps.redis, t.deps.pool, t.org.id, appointment_id, change, t.deps.now_ms())
+    await webhooks.appointment_changed(t.deps.redis, t.deps.pool, t.org.id, appointment_id, change, turn_id=t.turn.turn_id, now_ms=t.deps.now_ms())  # the CRM is told
     if change != "booked" and await reminders.reminded_appointment(t.deps.redis, t.org.id,
                                                                    t.turn.chat) == appointment_id:
         metrics.reminder_answers.labels(t.org.id, change).inc()  # the reminder led to it

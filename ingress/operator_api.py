@@ -22,7 +22,7 @@ from aiohttp import web
 
 from ingress.common import DEPS
 from ops.deps import Deps
-from storage import chats, inbox, operators, streams
+from storage import chats, inbox, operators, streams, webhooks
 from storage.events import OutboundMessage
 from storage.media_store import LocalMediaStore, MediaStoreError, SupabaseMediaStore
 
@@ -134,9 +134,12 @@ async def send_message(request: web.Request) -> web.Response:
         return _error(404, "no such chat in your organization")
     took_over = False
     if identity.bot_enabled:
-        took_over = await chats.set_bot_enabled(deps.pool, operator.org, phone, False,
-                                                reason="a person answered", by=operator.name,
-                                                at=_now(deps))
+        switch = await chats.switch_bot(deps.pool, operator.org, phone, False,
+                                        reason="a person answered", by=operator.name, at=_now(deps))
+        took_over = switch is not None
+        await webhooks.bot_switched(deps.redis, deps.pool, operator.org, phone, switch, enabled=False,
+                                    by=operator.name, reason="a person answered",
+                                    now_ms=deps.now_ms())
     # Scoped by the operator, so two people's keys never collide; the sender sends a key once.
     key = f"staff:{operator.id}:{client_key or uuid.uuid4().hex}"
     await streams.publish(deps.redis, OutboundMessage(
@@ -175,8 +178,10 @@ async def _set_bot(request: web.Request, operator: operators.Operator, *, enable
         return _error(404, "no such chat in your organization")
     if enabled and identity.kind == "staff":
         return _error(409, "this is a staff phone's chat: the bot never answers the clinic's own people")
-    await chats.set_bot_enabled(deps.pool, operator.org, phone, enabled, reason=reason,
-                                by=operator.name, at=_now(deps))
+    switch = await chats.switch_bot(deps.pool, operator.org, phone, enabled, reason=reason,
+                                    by=operator.name, at=_now(deps))
+    await webhooks.bot_switched(deps.redis, deps.pool, operator.org, phone, switch, enabled=enabled,
+                                by=operator.name, reason=reason, now_ms=deps.now_ms())
     log.info("operator %s %s %s/%s", operator.id, "handed back" if enabled else "took over",
              operator.org, phone)
     return web.json_response({"phone": phone, "bot_enabled": enabled,

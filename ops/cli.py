@@ -4,6 +4,7 @@ skytide run [--roles ingress,enrich,batcher,agent,sender,scheduler]
 skytide migrate | seed-demo | org add|set ... | bot pause|resume ... | dlq list|show|replay ...
 skytide operator add --org ID --name NAME | operator revoke --org ID --id ID | operator list --org ID
 skytide catalog import FILE --org ID | catalog export --org ID | reminders plan --org ID
+skytide webhook add|list|remove --org ID [--url URL]
 skytide bench
 """
 
@@ -173,6 +174,15 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
             sender = SenderStage(deps, gupshup_api_url(settings))
             workers.append(StageWorker(deps.redis, stage_config(settings, "sender", "outbound"),
                                        sender.handle, consumer, on_dead_letter=sender.dead_lettered,
+                                       outages=deps.outages))
+        if "scheduler" in roles:
+            # The CRM's webhooks are delivered by the scheduler role (no role of their own).
+            from consumers.webhooks import WebhookStage, stage_config as webhook_config
+
+            hooks = WebhookStage(deps)
+            workers.append(StageWorker(deps.redis,
+                                       webhook_config(stage_config(settings, "webhooks", "webhooks"), deps),
+                                       hooks.handle, consumer, on_dead_letter=hooks.dead_lettered,
                                        outages=deps.outages))
         for worker in workers:
             system.tasks.append(asyncio.create_task(worker.run(stop), name=worker.group))
@@ -406,14 +416,17 @@ async def cmd_embed(settings: Settings, org: str | None) -> int:
 
 
 async def cmd_bot(settings: Settings, args: argparse.Namespace) -> int:
-    from storage.chats import set_bot_enabled
+    from storage import webhooks
+    from storage.chats import switch_bot
 
     async with services(settings) as settings, open_deps(settings) as deps:
         enabled = args.action == "resume"
-        changed = await set_bot_enabled(deps.pool, args.org, args.phone, enabled,
-                                        reason="paused from the command line",
-                                        at=datetime.fromtimestamp(deps.clock(), timezone.utc))
-        if not changed:
+        reason = None if enabled else "paused from the command line"
+        switch = await switch_bot(deps.pool, args.org, args.phone, enabled, reason=reason,
+                                  at=datetime.fromtimestamp(deps.clock(), timezone.utc))
+        await webhooks.bot_switched(deps.redis, deps.pool, args.org, args.phone, switch, enabled=enabled,
+                                    by="command line", reason=reason, now_ms=deps.now_ms())
+        if switch is None:
             print(f"no chat with {args.phone} in organization {args.org}", file=sys.stderr)
             return 1
         print(f"bot {'resumed' if enabled else 'paused'} for {args.phone}")
@@ -450,6 +463,43 @@ async def cmd_operator(settings: Settings, args: argparse.Namespace) -> int:
             used = f"{op.last_used_at:%Y-%m-%d %H:%M}" if op.last_used_at else "never"
             print(f"{op.id}  {op.name}  {state}  last used {used}")
         print(f"{len(found)} operator(s)")
+        return 0
+
+
+async def cmd_webhook(settings: Settings, args: argparse.Namespace) -> int:
+    """The CRM's webhook endpoints of an organization (docs/operator-api.md)."""
+    from storage import webhooks
+    from storage.db import migrate
+
+    async with services(settings) as settings, open_deps(settings) as deps:
+        await migrate(deps.pool)
+        if args.webhook_command == "add":
+            try:
+                endpoint = await webhooks.add_endpoint(deps.pool, args.org, args.url)
+            except webhooks.BadEndpoint as exc:
+                print(exc, file=sys.stderr)
+                return 2
+            print(f"endpoint {endpoint.id} {endpoint.url}")
+            print(f"secret: {endpoint.secret}")
+            print("the secret is shown only now: the receiver checks X-Skytide-Signature with it "
+                  "(docs/operator-api.md, \"Webhooks for the CRM\")")
+            return 0
+        if args.webhook_command == "remove":
+            if not (args.url or args.id):
+                print("webhook remove needs --url or --id", file=sys.stderr)
+                return 2
+            removed = await webhooks.remove_endpoint(deps.pool, args.org, url=args.url,
+                                                     endpoint_id=args.id)
+            if not removed:
+                print(f"no active endpoint {args.url or args.id} in organization {args.org}",
+                      file=sys.stderr)
+                return 1
+            print(f"removed {removed} endpoint(s)")
+            return 0
+        found = await webhooks.list_endpoints(deps.pool, args.org)
+        for endpoint in found:
+            print(f"{endpoint.id}  {endpoint.url}  added {endpoint.created_at:%Y-%m-%d %H:%M}")
+        print(f"{len(found)} endpoint(s)")
         return 0
 
 
@@ -589,12 +639,24 @@ def build_parser() -> argparse.ArgumentParser:
     op_revoke.add_argument("--id", required=True, help="as `operator list` prints it")
     operator.add_parser("list", help="the organization's operators").add_argument(
         "--org", required=True, type=org_id)
+    hook = sub.add_parser("webhook", help="the CRM's webhook endpoints (signed events)"
+                          ).add_subparsers(dest="webhook_command", required=True)
+    hook_add = hook.add_parser("add", help="add an endpoint and print its secret (once)")
+    hook_add.add_argument("--org", required=True, type=org_id)
+    hook_add.add_argument("--url", required=True)
+    hook_remove = hook.add_parser("remove", help="stop delivering to an endpoint")
+    hook_remove.add_argument("--org", required=True, type=org_id)
+    hook_remove.add_argument("--url", default=None)
+    hook_remove.add_argument("--id", default=None, help="as `webhook list` prints it")
+    hook.add_parser("list", help="the organization's endpoints").add_argument(
+        "--org", required=True, type=org_id)
     dlq = sub.add_parser("dlq", help="dead letters: why entries failed, and replay").add_subparsers(
         dest="dlq_command", required=True)
     for name, help_text in (("list", "list dead letters"), ("replay", "put dead letters back")):
         command = dlq.add_parser(name, help=help_text)
         command.add_argument("--org", default=None)
-        command.add_argument("--stage", default=None, choices=["enrich", "agent", "sender"])
+        command.add_argument("--stage", default=None,
+                             choices=["enrich", "agent", "sender", "webhooks"])
     dlq.add_parser("show", help="show one dead letter").add_argument("ref", help="ORG/ENTRY_ID")
     dlq.add_parser("unknown", help="replies given up on, still in doubt after SEND_DOUBT_MAX_S"
                    ).add_argument("--org", default=None)
@@ -699,6 +761,8 @@ def _command(args: argparse.Namespace, settings: Settings) -> int:
         return run_async(cmd_embed(settings, args.org))
     elif args.command == "operator":
         return run_async(cmd_operator(settings, args))
+    elif args.command == "webhook":
+        return run_async(cmd_webhook(settings, args))
     elif args.command == "dlq":
         return run_async(cmd_dlq(settings, args))
     elif args.command == "eval":

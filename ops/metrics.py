@@ -301,3 +301,13 @@ outage_retries = Counter(
 handler_timeouts = Counter(
     "skytide_handler_timeouts_total", "Entries whose handler ran past the stage's time limit",
     ["stage"], registry=REGISTRY)
+
+# Outgoing webhooks for the CRM (consumers/webhooks.py).
+webhook_deliveries = Counter(
+    "skytide_webhook_deliveries_total",
+    "Webhook deliveries to the CRM's endpoints, by outcome: delivered (2xx), failed (an attempt "
+    "that will be tried again), dead_lettered (the retry budget ran out), no_endpoint (the "
+    "organization has none)", ["outcome"], registry=REGISTRY)
+webhook_delivery_seconds = Histogram(
+    "skytide_webhook_delivery_seconds", "Time from an event's emission to its delivery (2xx)",
+    registry=REGISTRY, buckets=SLOW)

@@ -106,6 +106,15 @@ class Settings(BaseSettings):
     # is placed on a chosen date and hour (tests/clock.py). Never set in production.
     clock_offset_s: float = 0.0
     slot_hold_min: int = 10  # a proposed or picked slot is not offered to another chat meanwhile
+    # Outgoing webhooks for the CRM (consumers/webhooks.py, run by the scheduler role): a failed
+    # delivery is tried again with exponential backoff from WEBHOOK_RETRY_BASE_S up to
+    # WEBHOOK_RETRY_MAX_S, WEBHOOK_RETRY_ATTEMPTS times in all (20 to 40 minutes by default),
+    # then dead-lettered (`skytide dlq replay --stage webhooks`).
+    webhook_retry_attempts: int = 14
+    webhook_retry_base_s: float = 2.0
+    webhook_retry_max_s: float = 300.0
+    webhook_timeout_s: float = 10.0  # one POST to a receiver
+    webhook_concurrency: int = 256  # events in delivery (or waiting to retry) per process
 
     # Media.
     media_dir: Path = PROJECT_DIR / ".data" / "media"

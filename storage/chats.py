@@ -158,6 +158,42 @@ async def set_bot_enabled(conn: asyncpg.Connection | asyncpg.Pool, org: str, pho
     return result.endswith(" 1")
 
 
+@dataclass(frozen=True)
+class BotSwitch:
+    """What `switch_bot` did: whether the chat's state changed, and the pause (when it started)
+    that the change began or ended (the version of a chat.taken_over or chat.handed_back)."""
+
+    changed: bool
+    pause_started_at: datetime | None
+
+
+async def switch_bot(conn: asyncpg.Connection | asyncpg.Pool, org: str, phone: str, enabled: bool,
+                     reason: str | None = None, by: str | None = None,
+                     at: datetime | None = None) -> BotSwitch | None:
+    """`set_bot_enabled`, saying whether it was a real change (None: no such chat). A take-over
+    changes something when the bot was on or the chat was not this person's; a hand-back, when
+    the bot was off. Read and written in one statement, so two racing requests see one change."""
+    row = await conn.fetchrow(
+        "with before as (select id, bot_enabled, bot_paused_by, bot_paused_at from chat_identities"
+        "  where organization_id = $1::uuid and phone = $2 for update) "
+        "update chat_identities c set bot_enabled = $3, "
+        "  bot_paused_at = case when $3 then null"
+        "    when not before.bot_enabled and before.bot_paused_by is not distinct from $5"
+        "    then before.bot_paused_at else coalesce($6, now()) end,"
+        "  bot_paused_reason = case when $3 then null else $4 end,"
+        "  bot_paused_by = case when $3 then null else $5 end "
+        "from before where c.id = before.id and (c.kind = 'customer' or not $3) "
+        "returning before.bot_enabled as was_enabled, before.bot_paused_by as was_by,"
+        "  before.bot_paused_at as was_paused_at, c.bot_paused_at",
+        org, phone, enabled, None if enabled else reason, None if enabled else by, at)
+    if row is None:
+        return None
+    if enabled:
+        return BotSwitch(not row["was_enabled"], row["was_paused_at"])
+    changed = row["was_enabled"] or row["was_by"] != by
+    return BotSwitch(changed, row["bot_paused_at"])
+
+
 async def resume_if_due(conn: asyncpg.Connection | asyncpg.Pool, org: str, phone: str, now: datetime) -> bool:
     """Turn the bot back on for a chat paused longer ago than the organization's
     `bot_resume_after_hours` setting (no setting: a paused chat stays paused until

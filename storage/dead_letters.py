@@ -149,7 +149,7 @@ def _describe(letter: DeadLetter) -> tuple[str, StreamEvent | None]:
     except BadEvent as exc:
         return f"undecodable entry ({exc})", None
     about = (getattr(event, "phone", None) or getattr(event, "chat", None)
-             or getattr(event, "provider_id", ""))
+             or getattr(event, "provider_id", None) or getattr(event, "id", ""))
     return f"{event.type} ({about}) on {letter.stream}", event
 
 

@@ -5,6 +5,7 @@ An entry on a stream has two fields: `type` (the event's name) and `data` (its J
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
@@ -127,8 +128,27 @@ class OutboundMessage(BaseModel):
         return "bot" if self.purpose in ("reply", "continuation") else "system"
 
 
+class WebhookEvent(BaseModel):
+    """Something the organization's CRM is told about (storage/webhooks.py): one entry per event,
+    delivered to each of its endpoints. `id` is derived from what changed, so the same change
+    emitted twice has the same id (the receiver deduplicates on it)."""
+
+    type: Literal["webhook"] = "webhook"
+    org: str
+    id: str
+    event: str  # appointment.booked, appointment.moved, ..., chat.handed_back
+    created_at: str  # ISO 8601, UTC
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    def body(self) -> bytes:
+        """What the endpoints receive (docs/operator-api.md, "Webhooks for the CRM")."""
+        return json.dumps({"id": self.id, "type": self.event, "created_at": self.created_at,
+                           "org": self.org, "data": self.data},
+                          ensure_ascii=False, separators=(",", ":")).encode()
+
+
 StreamEvent = Annotated[
-    Union[InboundMessage, StatusEvent, UserEvent, TurnRequest, OutboundMessage],
+    Union[InboundMessage, StatusEvent, UserEvent, TurnRequest, OutboundMessage, WebhookEvent],
     Field(discriminator="type"),
 ]
 _adapter: TypeAdapter[StreamEvent] = TypeAdapter(StreamEvent)
@@ -158,5 +178,7 @@ def chat_key(event: StreamEvent) -> str:
         return f"{event.org}:{event.phone}"
     if isinstance(event, TurnRequest):
         return f"{event.org}:{event.chat}"
+    if isinstance(event, WebhookEvent):
+        return f"{event.org}:webhook:{event.id}"  # events are independent: no order among them
     # Status events touch one message row each; they need no order with each other.
     return f"{event.org}:status:{event.gs_id or event.provider_id}"

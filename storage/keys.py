@@ -7,6 +7,7 @@ one tenant lives in one slot and the Lua scripts that touch several of them stay
 from __future__ import annotations
 
 STAGES = ("inbound", "turns", "outbound")
+WEBHOOKS = "webhooks"  # `{org}:webhooks`: events for the CRM's endpoints (storage/webhooks.py)
 
 # Registry of organizations that have streams; workers discover tenants from it.
 ORG_REGISTRY = "skytide:orgs"
@@ -221,3 +222,16 @@ def reminded(org: str, phone: str) -> str:
 RETENTION_RUN = "skytide:retention:run"
 
 DEV_CLOCK_OFFSET = "skytide:dev:clock-offset-ms"  # development only: `skytide clock advance`
+
+
+# Outgoing webhooks for the CRM (storage/webhooks.py): the stream is stream(org, WEBHOOKS).
+def webhook_emitted(org: str, event_id: str) -> str:
+    """Set (with a TTL) when an event went onto the webhooks stream: the same change emitted
+    again (a replayed turn, a retried request) is not queued twice."""
+    return f"{{{org}}}:webhook-emitted:{event_id}"
+
+
+def webhook_delivered(org: str, event_id: str) -> str:
+    """SET of the endpoint ids that answered 2xx for an event: a retry or a replay of the event
+    goes only to the endpoints that did not take it yet."""
+    return f"{{{org}}}:webhook-delivered:{event_id}"

@@ -142,7 +142,9 @@ def _chat_keys(org: str, phone: str) -> list[str]:
 
 
 def _streams(org: str) -> list[str]:
-    return [*(keys.stream(org, stage) for stage in keys.STAGES), keys.dead_letters(org)]
+    # The CRM's webhooks too: an event not delivered yet names the person (storage/webhooks.py).
+    return [*(keys.stream(org, stage) for stage in keys.STAGES), keys.stream(org, keys.WEBHOOKS),
+            keys.dead_letters(org)]
 
 
 async def redis_state(redis: aioredis.Redis, person: Person) -> RedisState:
