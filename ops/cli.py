@@ -57,13 +57,17 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
 
     if not (settings.redis_url and settings.database_url):
         raise ValueError("open_deps needs REDIS_URL and DATABASE_URL; use ops.system.services()")
+    if settings.database_pool_min > settings.database_pool_max:
+        raise ConfigError(f"DATABASE_POOL_MIN={settings.database_pool_min} is more than "
+                          f"DATABASE_POOL_MAX={settings.database_pool_max}")
     async with AsyncExitStack() as stack:
         redis = create_redis(settings.redis_url)
         stack.push_async_callback(redis.aclose)
-        # min_size=0: no connection is opened here, so a process started while PostgreSQL is
-        # down (an ingress restarted mid-outage) comes up and serves what needs no database.
-        pool = await create_pool(settings.database_url, min_size=0,
-                                 max_size=max(5, min(40, settings.stage_concurrency // 2)),
+        # DATABASE_POOL_MIN 0 (the default): no connection is opened here, so a process started
+        # while PostgreSQL is down (an ingress restarted mid-outage) comes up and serves what
+        # needs no database. DATABASE_POOL_MAX is this process's share of the connection budget.
+        pool = await create_pool(settings.database_url, min_size=settings.database_pool_min,
+                                 max_size=settings.database_pool_max,
                                  statement_cache_size=settings.database_statement_cache_size,
                                  command_timeout_s=settings.database_command_timeout_s,
                                  acquire_timeout_s=settings.database_acquire_timeout_s)

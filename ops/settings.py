@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     database_statement_cache_size: int = 100
     database_command_timeout_s: float = 30.0  # one statement; a lock held longer is retried
     database_acquire_timeout_s: float = 10.0  # waiting for a free pooled connection
+    # Connections each process may open (its pool). The budget: processes x DATABASE_POOL_MAX
+    # plus headroom stays within PostgreSQL's max_connections, or within PgBouncer's
+    # max_client_conn behind it (README "Deploy"). 0 kept open: a process started while
+    # PostgreSQL is down comes up and serves what needs no database.
+    database_pool_min: int = Field(0, ge=0)
+    database_pool_max: int = Field(20, ge=1)
 
     http_host: str = "127.0.0.1"
     http_port: int = 8080
