@@ -208,8 +208,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
 
-    # Observability. A process without the ingress role serves /metrics, /healthz and /readyz
-    # on METRICS_PORT (the ingress role serves them on HTTP_PORT). 0 or unset: no server.
+    # Observability. Every process, the ingress too, serves /metrics, /healthz and /readyz on
+    # METRICS_PORT. Unset: no such server; production then refuses the ingress role, and
+    # development serves them on HTTP_PORT beside the webhooks.
     metrics_port: int | None = None
     # Estimated cost comes from the genai-prices tables; LLM_PRICES overrides them or prices a
     # model they lack (a self-hosted one): JSON {"model": [input, output]} in US dollars per
