@@ -1,6 +1,7 @@
 """The app behind PgBouncer in transaction pooling, as compose.yaml runs it: a webhook answered
-once through the whole pipeline, and bookings (their transactions and the double-booking
-constraint), with DATABASE_STATEMENT_CACHE_SIZE=0 and a pool larger than PgBouncer's.
+once through the whole pipeline, bookings (their transactions and the double-booking
+constraint), and a PostgreSQL outage behind it waited out, with DATABASE_STATEMENT_CACHE_SIZE=0
+and a pool larger than PgBouncer's.
 
 Skipped where the `pgbouncer` binary is absent (Debian package pgbouncer; .ci/run installs it).
 """
@@ -22,13 +23,14 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
+from ops import metrics
 from ops.cli import open_deps, running_system
 from ops.embedded import free_port
-from storage import appointments, catalog, chats
+from storage import appointments, catalog, chats, dead_letters
 from storage.seed import seed_demo
 from tests import clock
 from tests.conftest import PIPELINE_ROLES, eventually
-from tests.helpers import fresh, post_webhook, settled
+from tests.helpers import fresh, in_thread, post_webhook, settled, text_webhook
 
 PGBOUNCER = shutil.which("pgbouncer") or next(
     (p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.access(p, os.X_OK)), None)
@@ -68,6 +70,8 @@ default_pool_size = {SERVER_POOL}
 max_client_conn = 200
 ignore_startup_parameters = extra_float_digits
 logfile = {folder / 'pgbouncer.log'}
+log_connections = 0
+log_disconnections = 0
 """)
     command = [PGBOUNCER, str(folder / "pgbouncer.ini")]
     if os.geteuid() == 0:  # PgBouncer refuses to run as root; the embedded server's user will do
@@ -76,7 +80,8 @@ logfile = {folder / 'pgbouncer.log'}
         user_name = "embedded_postgres" if _user_exists("embedded_postgres") else "nobody"
         os.chown(folder, pwd.getpwnam(user_name).pw_uid, -1)
         command[1:1] = ["-u", user_name]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # It logs to its logfile and to stderr: a pipe nobody reads would fill up and stop it.
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield f"postgresql://{user}@127.0.0.1:{listen_port}/{database}"
     finally:
@@ -172,3 +177,43 @@ async def test_bookings_through_pgbouncer_are_idempotent_and_never_double_book(b
     assert await deps.pool.fetchval(
         "select count(*) from appointments where organization_id = $1::uuid and status = 'confirmed'",
         clinic) == staff
+
+
+def _counted(name: str, *labels: str) -> float:
+    return getattr(metrics, name).labels(*labels)._value.get()
+
+
+async def _more_than(before: float, name: str, *labels: str) -> bool:
+    return _counted(name, *labels) > before
+
+
+async def test_postgres_stopped_behind_pgbouncer_is_waited_out_everyone_answered_once(
+        bouncer_settings, deps, make_org, gupshup, embedded):
+    """PgBouncer keeps accepting the app's connections while PostgreSQL is down, and fails
+    their statements: the stages wait the outage out as they do without it."""
+    org = await make_org("clinic")
+    before = _counted("outage_retries", "enrich", "postgres")
+    phones = [f"5730002{i:05d}" for i in range(6)]
+    now_ms = clock.now_ms()
+    async with open_deps(bouncer_settings) as bounced:
+        async with running_system(bouncer_settings, PIPELINE_ROLES, deps=bounced) as s:
+            await post_webhook(s.url, text_webhook("clinic", phones[0], "hola", "pre-0", now_ms))
+            await gupshup.wait_for_sent(1, timeout_s=20)
+            try:  # resumed whatever happens: later tests need it
+                await in_thread(embedded["postgres"].pause)
+                for i, phone in enumerate(phones[1:]):
+                    status, _ = await post_webhook(
+                        s.url, text_webhook("clinic", phone, "hola", f"during-{i}", now_ms))
+                    assert status == 200
+                await eventually(lambda: _more_than(before, "outage_retries", "enrich", "postgres"),
+                                 timeout_s=30)
+            finally:
+                await in_thread(embedded["postgres"].resume)
+            # PgBouncer retries a failed server login after server_login_retry (15 s by default)
+            await gupshup.wait_for_sent(len(phones), timeout_s=90)
+            await eventually(lambda: settled(deps.redis, org), timeout_s=30)
+    answered = {}
+    for sent in gupshup.sent:
+        answered[sent.destination] = answered.get(sent.destination, 0) + 1
+    assert answered == {phone: 1 for phone in phones}
+    assert await dead_letters.list_letters(deps.redis, org=org) == []
