@@ -178,6 +178,9 @@ def compose_default(value: str) -> int:
 def test_the_app_reaches_postgres_through_pgbouncer_within_the_connection_budget():
     bouncer = SERVICES["pgbouncer"]["environment"]
     assert bouncer["POOL_MODE"] == "transaction" and bouncer["DB_HOST"] == "postgres"
+    from tests.test_pgbouncer import SERVER_LOGIN_RETRY_S  # what the outage test ran with
+
+    assert int(bouncer["SERVER_LOGIN_RETRY"]) == SERVER_LOGIN_RETRY_S
     for name in APP - {"migrate"}:
         env = SERVICES[name]["environment"]
         assert "@pgbouncer:5432/" in env["DATABASE_URL"], name
