@@ -1,7 +1,7 @@
-"""The app behind PgBouncer in transaction pooling, as compose.yaml runs it: a webhook answered
-once through the whole pipeline, bookings (their transactions and the double-booking
-constraint), and a PostgreSQL outage behind it waited out, with DATABASE_STATEMENT_CACHE_SIZE=0
-and a pool larger than PgBouncer's.
+"""The app behind PgBouncer in transaction pooling, as compose.yaml runs it: migrations run by
+several processes at once, a webhook answered once through the whole pipeline, bookings (their
+transactions and the double-booking constraint), and a PostgreSQL outage behind it waited out,
+with DATABASE_STATEMENT_CACHE_SIZE=0 and a pool larger than PgBouncer's.
 
 Skipped where the `pgbouncer` binary is absent (Debian package pgbouncer; .ci/run installs it).
 """
@@ -27,6 +27,7 @@ from ops import metrics
 from ops.cli import open_deps, running_system
 from ops.embedded import free_port
 from storage import appointments, catalog, chats, dead_letters
+from storage.db import MIGRATIONS_DIR, create_pool, migrate
 from storage.seed import seed_demo
 from tests import clock
 from tests.conftest import PIPELINE_ROLES, eventually
@@ -58,7 +59,7 @@ def pgbouncer(database_url: str) -> Iterator[str]:
     (folder / "userlist.txt").write_text(f'"{user}" ""\n')
     (folder / "pgbouncer.ini").write_text(f"""\
 [databases]
-{database} = host={host} port={port} dbname={database} user={user}
+* = host={host} port={port} user={user}
 
 [pgbouncer]
 listen_addr = 127.0.0.1
@@ -219,3 +220,28 @@ async def test_postgres_stopped_behind_pgbouncer_is_waited_out_everyone_answered
         answered[sent.destination] = answered.get(sent.destination, 0) + 1
     assert answered == {phone: 1 for phone in phones}
     assert await dead_letters.list_letters(deps.redis, org=org) == []
+
+
+async def test_several_processes_migrate_a_fresh_database_through_pgbouncer_at_once(
+        bouncer_url, migrated):
+    """Every worker migrates at start (skytide run): behind transaction pooling the migration
+    lock must be a transaction's, or it is taken on one server session and released on
+    another."""
+    name = f"skytide_bouncer_{os.getpid()}"
+    admin = await asyncpg.connect(migrated["database_url"])
+    await admin.execute(f"drop database if exists {name} with (force)")
+    await admin.execute(f"create database {name}")
+    fresh_url = bouncer_url.rsplit("/", 1)[0] + f"/{name}"
+    pools = [await create_pool(fresh_url, min_size=0, max_size=2, statement_cache_size=0)
+             for _ in range(4)]
+    try:
+        applied = await asyncio.wait_for(asyncio.gather(*[migrate(pool) for pool in pools]), 120)
+        everything = sorted(path.name for path in MIGRATIONS_DIR.glob("*.sql"))
+        assert sorted(n for each in applied for n in each) == everything  # each once, by one
+        assert await pools[0].fetchval("select count(*) from schema_migrations") == len(everything)
+        assert await asyncio.gather(*[migrate(pool) for pool in pools]) == [[]] * len(pools)
+    finally:
+        for pool in pools:
+            await pool.close()
+        await admin.execute(f"drop database if exists {name} with (force)")
+        await admin.close()
