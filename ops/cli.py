@@ -654,14 +654,14 @@ def exposure_problems(settings: Settings, roles: tuple[str, ...]) -> list[str]:
     """Production never serves /metrics and /readyz on the public webhook port: they say which
     dependency is down and how much traffic each tenant has. The ingress serves them on
     METRICS_PORT, which compose.yaml does not publish."""
-    if settings.development or "ingress" not in roles:
+    if "ingress" not in roles:
         return []
-    if not settings.metrics_port:
-        return ["METRICS_PORT is not set: production serves the ingress's /metrics and /readyz "
-                "there (unpublished), never on the public HTTP_PORT"]
-    if settings.metrics_port == settings.http_port:
+    if settings.metrics_port and settings.metrics_port == settings.http_port:
         return [f"METRICS_PORT={settings.metrics_port} is HTTP_PORT: /metrics and /readyz need "
                 "a port of their own, not the public webhook port"]
+    if not settings.metrics_port and not settings.development:
+        return ["METRICS_PORT is not set: production serves the ingress's /metrics and /readyz "
+                "there (unpublished), never on the public HTTP_PORT"]
     return []
 
 

@@ -77,7 +77,10 @@ def test_workers_need_no_metrics_port_and_development_serves_metrics_beside_webh
     bare = Settings(skytide_env="production", redis_url="redis://r", database_url="postgresql://d")
     assert exposure_problems(bare, ("enrich", "agent")) == []  # a worker without it: no server
     assert exposure_problems(bare, ("ingress",))
-    assert exposure_problems(bare.model_copy(update={"skytide_env": "development"}), ALL_ROLES) == []
+    development = bare.model_copy(update={"skytide_env": "development"})
+    assert exposure_problems(development, ALL_ROLES) == []
+    # two servers cannot share a port, in any environment
+    assert exposure_problems(development.model_copy(update={"metrics_port": 8080}), ALL_ROLES)
 
 
 def test_a_pool_whose_minimum_exceeds_its_maximum_stops_start_up_naming_both():
