@@ -22,6 +22,9 @@ RUN pip install --no-cache-dir --require-hashes -r requirements.lock && pip inst
     && mkdir -p /data/media && chown skytide /data/media
 
 USER skytide
-# ingress on HTTP_PORT (8080); every other role serves /metrics and /readyz on METRICS_PORT.
+# The ingress's webhooks on HTTP_PORT (8080), the only port to publish; every process, the
+# ingress too, serves /metrics and /readyz on METRICS_PORT (production refuses an ingress
+# without one, so the image sets it).
+ENV METRICS_PORT=9100
 EXPOSE 8080 9100
 CMD ["skytide", "run"]

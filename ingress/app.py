@@ -1,4 +1,7 @@
-"""The HTTP edge: Gupshup webhooks, health, readiness, metrics, and the operator API and inbox.
+"""The HTTP edge: Gupshup webhooks, liveness, and the operator API and inbox.
+
+Readiness and metrics are on METRICS_PORT (ops/metrics_server.py), not on this public port;
+only in development, with METRICS_PORT unset, are they served here too.
 
 Nothing is processed inline: a webhook is verified, parsed, deduplicated and put on its
 organization's inbound stream, and answered at once (Gupshup wants a 2xx within 10 s and
@@ -16,8 +19,7 @@ from ingress.common import CONNECTIONS, DEPS, HEADROOM
 from ingress.headroom import RedisHeadroom
 from ingress.orgs import ConnectionCache
 from ingress.webhook import accept_webhook, gupshup_webhook
-from ops import health, metrics
-from ops.outages import readiness_details
+from ops import metrics_server
 from ops.deps import Deps
 
 log = logging.getLogger(__name__)
@@ -40,35 +42,20 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def readyz(request: web.Request) -> web.Response:
-    checks = await health.check(request.app[DEPS])
-    ready = all(checks[name] == "ok" for name in request.app[READY_NEEDS])
-    deps = request.app[DEPS]
-    body = {"ready": ready, **checks, **await readiness_details(deps.redis, deps.outages)}
-    return web.json_response(body, status=200 if ready else 503)
-
-
-async def metrics_view(request: web.Request) -> web.Response:
-    return web.Response(body=await metrics.render_sampled(), content_type="text/plain")
-
-
-# What /readyz requires. A process that is only the ingress takes webhooks while PostgreSQL is
-# down (ingress/orgs.py): not ready then would take it out of a load balancer for nothing.
-READY_NEEDS = web.AppKey("ready_needs", tuple)
-
-
-def create_app(deps: Deps, ready_needs: tuple[str, ...] = ("redis", "postgres")) -> web.Application:
+def create_app(deps: Deps, ready_needs: tuple[str, ...] | None = None) -> web.Application:
+    """ready_needs: also serve /readyz (needing those dependencies) and /metrics here, which
+    only development does (METRICS_PORT unset); None leaves them to METRICS_PORT."""
     # client_max_size makes aiohttp answer 413 itself for bodies it buffers.
     app = web.Application(client_max_size=deps.settings.max_body_bytes)
     app[DEPS] = deps
-    app[READY_NEEDS] = ready_needs
     app[CONNECTIONS] = ConnectionCache(deps.pool, deps.redis)
     app[HEADROOM] = RedisHeadroom(deps.redis, deps.settings.redis_memory_reserve)
     app.router.add_post("/webhooks/gupshup", gupshup_webhook)
     app.router.add_post("/webhooks/gupshup/status", gupshup_webhook)
+    # Liveness for a load balancer: says nothing about the dependencies.
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_view)
+    if ready_needs is not None:
+        metrics_server.add_routes(app, deps, ready_needs)
     # The clinic's team: the operator API and its inbox page (not the webhook token's business).
     operator_api.add_routes(app)
     inbox_page.add_routes(app)

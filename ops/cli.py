@@ -61,10 +61,11 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
     async with AsyncExitStack() as stack:
         redis = create_redis(settings.redis_url)
         stack.push_async_callback(redis.aclose)
-        # min_size=0: no connection is opened here, so a process started while PostgreSQL is
-        # down (an ingress restarted mid-outage) comes up and serves what needs no database.
-        pool = await create_pool(settings.database_url, min_size=0,
-                                 max_size=max(5, min(40, settings.stage_concurrency // 2)),
+        # DATABASE_POOL_MIN 0 (the default): no connection is opened here, so a process started
+        # while PostgreSQL is down (an ingress restarted mid-outage) comes up and serves what
+        # needs no database. DATABASE_POOL_MAX is this process's share of the connection budget.
+        pool = await create_pool(settings.database_url, min_size=settings.database_pool_min,
+                                 max_size=settings.database_pool_max,
                                  statement_cache_size=settings.database_statement_cache_size,
                                  command_timeout_s=settings.database_command_timeout_s,
                                  acquire_timeout_s=settings.database_acquire_timeout_s)
@@ -137,10 +138,12 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
         consumer = f"{socket.gethostname()}-{os.getpid()}-{id(system):x}"
         await stack.enter_async_context(observed(settings, deps, roles))
         if "ingress" in roles:
-            # The ingress alone needs only Redis to take webhooks; with other roles in the
-            # process, PostgreSQL too.
-            needs = ("redis",) if set(roles) == {"ingress"} else ("redis", "postgres")
-            runner = web.AppRunner(create_app(deps, needs), **runner_options(deps))
+            from ops.metrics_server import ready_needs
+
+            # /readyz and /metrics are on METRICS_PORT; on the public port only in development
+            # with METRICS_PORT unset (production refuses that: exposure_problems).
+            here = ready_needs(roles) if not settings.metrics_port else None
+            runner = web.AppRunner(create_app(deps, here), **runner_options(deps))
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
             await web.TCPSite(runner, settings.http_host, settings.http_port).start()
@@ -213,7 +216,7 @@ async def running_system(settings: Settings, roles: tuple[str, ...] = ALL_ROLES,
 @asynccontextmanager
 async def observed(settings: Settings, deps: Deps, roles: tuple[str, ...]) -> AsyncIterator[None]:
     """Every process can be scraped: its roles, its dependencies' health and its stages'
-    streams sampled at scrape time, and /metrics on METRICS_PORT when no ingress serves it."""
+    streams sampled at scrape time, and /metrics and /readyz on METRICS_PORT when it is set."""
     from consumers.stream_stats import StreamStats
     from ops import health, metrics, metrics_server
 
@@ -226,8 +229,9 @@ async def observed(settings: Settings, deps: Deps, roles: tuple[str, ...]) -> As
 
         removers.append(metrics.add_sampler(AttendanceStats(deps)))
     runner = None
-    if "ingress" not in roles and settings.metrics_port:
-        runner = await metrics_server.start(deps, settings.http_host, settings.metrics_port)
+    if settings.metrics_port:
+        runner = await metrics_server.start(deps, settings.http_host, settings.metrics_port,
+                                            metrics_server.ready_needs(roles))
         log.info("metrics on http://%s:%d/metrics", settings.http_host, settings.metrics_port)
     try:
         yield
@@ -694,7 +698,9 @@ def main(argv: list[str] | None = None) -> int:
         return refuse(invalid_lines(exc))
     # A configuration that cannot work stops here, one line per variable and no traceback:
     # the operator reads the fix, not our call stack.
-    if args.command != "bench" and (problems := startup_problems(settings, roles_of(args))):
+    if args.command != "bench" and (problems := startup_problems(settings, roles_of(args))
+                                    + exposure_problems(settings, roles_of(args))
+                                    + pool_problems(settings)):
         return refuse(problems)
     setup_logging(settings.log_level, settings.log_format)
     tracing.setup(settings)
@@ -704,6 +710,28 @@ def main(argv: list[str] | None = None) -> int:
         return refuse([str(exc)])
     finally:
         tracing.shutdown()  # the spans still buffered go out
+
+
+def exposure_problems(settings: Settings, roles: tuple[str, ...]) -> list[str]:
+    """Production never serves /metrics and /readyz on the public webhook port: they say which
+    dependency is down and how much traffic each tenant has. The ingress serves them on
+    METRICS_PORT, which compose.yaml does not publish."""
+    if "ingress" not in roles:
+        return []
+    if settings.metrics_port and settings.metrics_port == settings.http_port:
+        return [f"METRICS_PORT={settings.metrics_port} is HTTP_PORT: /metrics and /readyz need "
+                "a port of their own, not the public webhook port"]
+    if not settings.metrics_port and not settings.development:
+        return ["METRICS_PORT is not set: production serves the ingress's /metrics and /readyz "
+                "there (unpublished), never on the public HTTP_PORT"]
+    return []
+
+
+def pool_problems(settings: Settings) -> list[str]:
+    if settings.database_pool_min > settings.database_pool_max:
+        return [f"DATABASE_POOL_MIN={settings.database_pool_min} is more than "
+                f"DATABASE_POOL_MAX={settings.database_pool_max}"]
+    return []
 
 
 def refuse(lines: list[str]) -> int:

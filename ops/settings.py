@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     database_statement_cache_size: int = 100
     database_command_timeout_s: float = 30.0  # one statement; a lock held longer is retried
     database_acquire_timeout_s: float = 10.0  # waiting for a free pooled connection
+    # Connections each process may open (its pool). The budget: processes x DATABASE_POOL_MAX
+    # plus headroom stays within PostgreSQL's max_connections, or within PgBouncer's
+    # max_client_conn behind it (README "Deploy"). 0 kept open: a process started while
+    # PostgreSQL is down comes up and serves what needs no database.
+    database_pool_min: int = Field(0, ge=0)
+    database_pool_max: int = Field(20, ge=1)
 
     http_host: str = "127.0.0.1"
     http_port: int = 8080
@@ -211,8 +217,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
 
-    # Observability. A process without the ingress role serves /metrics, /healthz and /readyz
-    # on METRICS_PORT (the ingress role serves them on HTTP_PORT). 0 or unset: no server.
+    # Observability. Every process, the ingress too, serves /metrics, /healthz and /readyz on
+    # METRICS_PORT. Unset: no such server; production then refuses the ingress role, and
+    # development serves them on HTTP_PORT beside the webhooks.
     metrics_port: int | None = None
     # Estimated cost comes from the genai-prices tables; LLM_PRICES overrides them or prices a
     # model they lack (a self-hosted one): JSON {"model": [input, output]} in US dollars per

@@ -47,25 +47,34 @@ async def create_pool(database_url: str, *, min_size: int = 1, max_size: int = 1
 
 
 async def migrate(pool: asyncpg.Pool) -> list[str]:
-    """Apply the pending migrations in name order, each in its own transaction; safe to rerun."""
+    """Apply the pending migrations in name order, each in its own transaction; safe to rerun,
+    and to run from several processes at once.
+
+    The lock is a transaction's (pg_advisory_xact_lock), taken again by each migration's
+    transaction, never a session's: behind a transaction pooler (PgBouncer's
+    pool_mode=transaction, as compose.yaml runs it) consecutive transactions may reach
+    different server sessions, and a session lock taken on one would be released on another,
+    or never.
+    """
     applied: list[str] = []
     async with pool.acquire() as conn:
-        await conn.execute(
-            "create table if not exists schema_migrations "
-            "(name text primary key, applied_at timestamptz not null default now())"
-        )
-        # One migrator at a time, even when several processes start together.
-        await conn.execute("select pg_advisory_lock(726451)")
-        try:
+        async with conn.transaction():
+            await conn.execute("select pg_advisory_xact_lock(726451)")
+            await conn.execute(
+                "create table if not exists schema_migrations "
+                "(name text primary key, applied_at timestamptz not null default now())"
+            )
             done = {r["name"] for r in await conn.fetch("select name from schema_migrations")}
-            for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
-                if path.name in done:
+        for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+            if path.name in done:
+                continue
+            async with conn.transaction():
+                # One migrator at a time; another may have applied this one meanwhile.
+                await conn.execute("select pg_advisory_xact_lock(726451)")
+                if await conn.fetchval("select 1 from schema_migrations where name = $1", path.name):
                     continue
-                async with conn.transaction():
-                    await conn.execute(path.read_text())
-                    await conn.execute("insert into schema_migrations (name) values ($1)", path.name)
-                log.info("applied migration %s", path.name)
-                applied.append(path.name)
-        finally:
-            await conn.execute("select pg_advisory_unlock(726451)")
+                await conn.execute(path.read_text())
+                await conn.execute("insert into schema_migrations (name) values ($1)", path.name)
+            log.info("applied migration %s", path.name)
+            applied.append(path.name)
     return applied

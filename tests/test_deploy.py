@@ -5,6 +5,7 @@ commands of compose.yaml's services are run for real by tests/test_processes.py.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -24,8 +25,10 @@ SERVICES = COMPOSE["services"]
 APP = {"migrate", "ingress", "enrich", "batcher", "agent", "sender", "scheduler"}
 WORKERS = APP - {"migrate", "ingress"}
 # Variables compose.yaml itself reads (${...}); every other one is an app setting.
-COMPOSE_ONLY = {"POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "HTTP_PUBLISH", "PROMETHEUS_PUBLISH",
-                "GRAFANA_PUBLISH"}
+COMPOSE_ONLY = {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "HTTP_PUBLISH",
+                "PROMETHEUS_PUBLISH", "GRAFANA_PUBLISH", "PGBOUNCER_MAX_CLIENT_CONN",
+                "PGBOUNCER_POOL_SIZE", "POSTGRES_MAX_CONNECTIONS"}
+PASSWORDS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
 
 
 def setting_names() -> set[str]:
@@ -61,7 +64,7 @@ def test_the_metrics_catalogue_names_every_metric():
 
 
 def test_compose_names_every_service_and_runs_every_role():
-    assert set(SERVICES) == APP | {"redis", "postgres", "prometheus", "grafana"}
+    assert set(SERVICES) == APP | {"redis", "postgres", "pgbouncer", "prometheus", "grafana"}
     roles: set[str] = set()
     for name in APP:
         command = SERVICES[name]["command"]
@@ -92,15 +95,17 @@ def test_compose_services_are_durable_healthy_and_scalable():
         depends = SERVICES[name]["depends_on"]
         assert depends["migrate"]["condition"] == "service_completed_successfully"
         assert depends["redis"]["condition"] == depends["postgres"]["condition"] == "service_healthy"
+        assert depends["pgbouncer"]["condition"] == "service_healthy"
         assert SERVICES[name]["env_file"] == ".env"
     for name in WORKERS:
-        # --scale needs services without a fixed host port or container name; each replica
-        # answers its health check and Prometheus on METRICS_PORT.
+        # --scale needs services without a fixed host port or container name
         service = SERVICES[name]
         assert "ports" not in service and "container_name" not in service, name
+    for name in WORKERS | {"ingress"}:
+        # each replica, the ingress too, answers its health check and Prometheus on METRICS_PORT
+        service = SERVICES[name]
         port = service["environment"]["METRICS_PORT"]
         assert f"127.0.0.1:{port}/readyz" in " ".join(service["healthcheck"]["test"])
-    assert "127.0.0.1:8080/readyz" in " ".join(SERVICES["ingress"]["healthcheck"]["test"])
     for name in APP:
         assert set(SERVICES[name]["environment"]) <= setting_names(), name
 
@@ -123,8 +128,139 @@ def test_prometheus_scrapes_every_role_on_its_port():
     assert set(jobs) == APP - {"migrate"}
     for name, sd in jobs.items():
         assert sd["names"] == [name]
-        expected = 8080 if name == "ingress" else int(SERVICES[name]["environment"]["METRICS_PORT"])
-        assert sd["port"] == expected
+        # the ingress too: its public port serves no /metrics in production
+        assert sd["port"] == int(SERVICES[name]["environment"]["METRICS_PORT"])
+
+
+def published(service: dict) -> list[str]:
+    return [str(port) for port in service.get("ports", [])]
+
+
+def test_nothing_is_exposed_by_default():
+    """Only the webhook port is published on every interface; Prometheus and Grafana on the
+    host's loopback; metrics and readiness on METRICS_PORT, published nowhere."""
+    open_ports = {name: published(s) for name, s in SERVICES.items()
+                  if any(not p.startswith("127.0.0.1:") for p in published(s))}
+    assert open_ports == {"ingress": ["${HTTP_PUBLISH:-8080}:8080"]}
+    for name in ("prometheus", "grafana"):
+        assert published(SERVICES[name]) and all(
+            p.startswith("127.0.0.1:") for p in published(SERVICES[name])), name
+    metrics_port = SERVICES["ingress"]["environment"]["METRICS_PORT"]
+    assert not any(p.endswith(f":{metrics_port}") for s in SERVICES.values() for p in published(s))
+    assert SERVICES["ingress"]["environment"]["SKYTIDE_ENV"] == "production"  # refuses /metrics on 8080
+    assert not any("lifecycle" in arg for arg in SERVICES["prometheus"]["command"])
+    assert not any("admin-api" in arg for arg in SERVICES["prometheus"]["command"])
+    assert SERVICES["grafana"]["environment"]["GF_USERS_ALLOW_SIGN_UP"] == "false"
+
+
+def test_compose_refuses_an_unset_or_empty_password():
+    text = (ROOT / "compose.yaml").read_text()
+    for variable in PASSWORDS:
+        uses = re.findall(r"\$\{" + variable + r"([^}]*)\}", text)
+        assert uses, variable
+        # ${VAR:?message}: compose stops, printing the message, when VAR is unset or empty
+        assert all(use.startswith(":?") for use in uses), (variable, uses)
+        assert env_example()[variable] == "", f".env.example gives {variable} a default"
+    assert SERVICES["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"].startswith(
+        "${GRAFANA_ADMIN_PASSWORD:?")
+    assert "--requirepass" in SERVICES["redis"]["command"]
+    app_env = SERVICES["ingress"]["environment"]
+    assert app_env["REDIS_URL"].startswith("redis://:${REDIS_PASSWORD:?")
+    assert "${POSTGRES_PASSWORD:?" in app_env["DATABASE_URL"]
+
+
+def compose_default(value: str) -> int:
+    """The default of a `${VAR:-default}` value, or the value itself."""
+    found = re.fullmatch(r"\$\{[A-Z_]+:-(\d+)\}", str(value))
+    return int(found.group(1) if found else value)
+
+
+def test_the_app_reaches_postgres_through_pgbouncer_within_the_connection_budget():
+    bouncer = SERVICES["pgbouncer"]["environment"]
+    assert bouncer["POOL_MODE"] == "transaction" and bouncer["DB_HOST"] == "postgres"
+    from tests.test_pgbouncer import SERVER_LOGIN_RETRY_S  # what the outage test ran with
+
+    assert int(bouncer["SERVER_LOGIN_RETRY"]) == SERVER_LOGIN_RETRY_S
+    for name in APP:  # migrate too: its lock is a transaction's (tests/test_pgbouncer.py)
+        env = SERVICES[name]["environment"]
+        assert "@pgbouncer:5432/" in env["DATABASE_URL"], name
+        # transaction pooling: consecutive statements may reach different server connections,
+        # so no prepared statement may outlive its transaction (tests/test_pgbouncer.py)
+        assert env["DATABASE_STATEMENT_CACHE_SIZE"] == "0", name
+        assert SERVICES[name]["depends_on"]["pgbouncer"]["condition"] == "service_healthy"
+    # The README's scaling example: `--scale agent=4 --scale enrich=2`.
+    readme = (ROOT / "README.md").read_text()
+    scale = dict(re.findall(r"--scale (\w+)=(\d+)", readme))
+    assert scale == {"agent": "4", "enrich": "2"}, scale
+    # every long-running process, plus migrate or one `docker compose run --rm migrate ...`
+    processes = sum(int(scale.get(name, 1)) for name in APP - {"migrate"}) + 1
+    pool_max = compose_default(SERVICES["ingress"]["environment"]["DATABASE_POOL_MAX"])
+    assert processes * pool_max <= compose_default(bouncer["MAX_CLIENT_CONN"])
+    max_connections = compose_default(SERVICES["postgres"]["command"][-1].split("=", 1)[1])
+    headroom = 3 + 7  # PostgreSQL's superuser_reserved_connections; psql, a backup
+    assert compose_default(bouncer["DEFAULT_POOL_SIZE"]) + headroom <= max_connections
+    # Straight to PostgreSQL (no PgBouncer), the same processes would need this many:
+    assert processes * pool_max + headroom > max_connections  # hence PgBouncer
+
+
+def compose_yaml(path: Path) -> dict:
+    """A compose file as compose reads it: `!reset` and `!override` are compose's own tags."""
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def tagged(loader, node):
+        if isinstance(node, yaml.SequenceNode):
+            return loader.construct_sequence(node)
+        if isinstance(node, yaml.MappingNode):
+            return loader.construct_mapping(node)
+        return loader.construct_scalar(node)
+
+    Loader.add_constructor("!reset", tagged)
+    Loader.add_constructor("!override", tagged)
+    return yaml.load(path.read_text(), Loader=Loader)
+
+
+def test_the_tls_override_puts_caddy_in_front_of_the_ingress_only():
+    tls = compose_yaml(DEPLOY / "compose.tls.yaml")
+    assert set(tls["services"]) == {"ingress", "caddy"}
+    assert "!reset []" in (DEPLOY / "compose.tls.yaml").read_text()  # the ingress unpublished
+    assert tls["services"]["ingress"]["ports"] == []
+    caddy = tls["services"]["caddy"]
+    assert sorted(published(caddy)) == ["443:443", "443:443/udp", "80:80"]
+    assert caddy["depends_on"]["ingress"]["condition"] == "service_healthy"
+    assert caddy["environment"]["SKYTIDE_DOMAIN"].startswith("${SKYTIDE_DOMAIN:?")
+    assert caddy["restart"] == "unless-stopped" and caddy["healthcheck"]["test"][0] == "CMD"
+    # paths resolve from the project directory (compose.yaml's), as for any second -f file
+    mount = next(v for v in caddy["volumes"] if v.endswith(":/etc/caddy/Caddyfile:ro"))
+    caddyfile = ROOT / mount.split(":")[0]
+    assert caddyfile == DEPLOY / "caddy" / "Caddyfile" and caddyfile.exists()
+    for volume in ("caddy-data", "caddy-config"):
+        assert volume in tls["volumes"]
+    # The Caddyfile proxies the public routes to the ingress's HTTP_PORT, and nothing else.
+    text = caddyfile.read_text()
+    ingress_port = SERVICES["ingress"]["ports"][0].rsplit(":", 1)[1]
+    upstreams = re.findall(r"reverse_proxy\s+(\S+)", text)
+    assert upstreams == [f"ingress:{ingress_port}"]
+    public = re.search(r"@public path (.+)", text).group(1).split()
+    assert "/webhooks/*" in public and "/metrics" not in public and "/readyz" not in public
+
+
+CADDY = shutil.which("caddy")
+
+
+@pytest.mark.skipif(CADDY is None, reason="caddy not installed (Debian package caddy)")
+def test_caddy_accepts_the_caddyfile(monkeypatch):
+    # `caddy adapt` parses the Caddyfile into Caddy's JSON config without starting a server.
+    env = {**os.environ, "SKYTIDE_DOMAIN": "chat.example.com"}
+    adapted = subprocess.run([CADDY, "adapt", "--config", str(DEPLOY / "caddy" / "Caddyfile"),
+                              "--adapter", "caddyfile"], capture_output=True, text=True,
+                             timeout=60, env=env)
+    assert adapted.returncode == 0, adapted.stderr
+    config = json.loads(adapted.stdout)
+    server = next(iter(config["apps"]["http"]["servers"].values()))
+    assert ":443" in server["listen"]
+    text = json.dumps(config)
+    assert '"dial": "ingress:8080"' in text and "chat.example.com" in text
 
 
 def test_alert_rules_and_dashboard_only_use_series_the_app_exports():

@@ -1,8 +1,9 @@
 """The deployment's processes, for real: every app service of compose.yaml runs its command as
 written there, one process per role, against the suite's Redis and PostgreSQL, sending to the
 fake Gupshup. One customer message goes through all of them; each process serves its metrics
-(METRICS_PORT where it has no ingress), a real Prometheus scrapes them all, the logs are JSON
-lines with the turn's context, and the spans of the message form one trace."""
+on METRICS_PORT (the ingress's public port serves webhooks and /healthz, not metrics), a real
+Prometheus scrapes them all, the logs are JSON lines with the turn's context, and the spans of
+the message form one trace."""
 
 from __future__ import annotations
 
@@ -117,9 +118,10 @@ async def deployment(migrated, tmp_path_factory):
                                  timeout=120)
         assert migrate.returncode == 0, migrate.stderr
         procs: dict[str, Proc] = {}
+        public_port = free_port()  # the ingress's webhooks; every process's metrics apart
         for service in sorted(APP - {"migrate"}):  # every long-running app service of compose.yaml
             port = free_port()
-            proc_env = {**env, "HTTP_PORT" if service == "ingress" else "METRICS_PORT": str(port),
+            proc_env = {**env, "METRICS_PORT": str(port), "HTTP_PORT": str(public_port),
                         "OTEL_SERVICE_NAME": f"skytide-{service}"}
             if service == "agent":
                 proc_env["LOG_LEVEL"] = "DEBUG"  # the tool-call lines
@@ -127,7 +129,7 @@ async def deployment(migrated, tmp_path_factory):
             process = subprocess.Popen(command_of(service), env=proc_env, stdout=subprocess.DEVNULL,
                                        stderr=log.open("w"))
             procs[service] = Proc(service, process, f"http://127.0.0.1:{port}", log)
-        deployment = Deployment(procs, gupshup, otlp, procs["ingress"].url, org)
+        deployment = Deployment(procs, gupshup, otlp, f"http://127.0.0.1:{public_port}", org)
         try:
             for proc in procs.values():
                 await wait_ready(proc.url, proc.process, proc.log)
@@ -146,6 +148,17 @@ async def test_a_booking_request_goes_through_every_process(deployment):
     assert status == 200
     sent = await deployment.gupshup.wait_for_sent(1, timeout_s=30)
     assert sent[0].destination == PHONE and sent[0].message["text"]
+
+
+async def test_the_public_port_serves_webhooks_and_liveness_not_metrics_or_readiness(deployment):
+    async with aiohttp.ClientSession() as session:
+        async with session.get(deployment.ingress_url + "/healthz") as response:
+            assert response.status == 200  # for a load balancer
+        for path in ("/metrics", "/readyz"):
+            async with session.get(deployment.ingress_url + path) as response:
+                assert response.status == 404, path
+            async with session.get(deployment.procs["ingress"].url + path) as response:
+                assert response.status == 200, path  # on METRICS_PORT, unpublished
 
 
 async def scrape(url: str) -> str:

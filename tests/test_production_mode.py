@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPLETE = {
     "REDIS_URL": "redis://127.0.0.1:9/0", "DATABASE_URL": "postgresql://u:p@127.0.0.1:9/db",
     "GUPSHUP_API_URL": "http://127.0.0.1:9", "LLM_MODEL": "openai:gpt-4o-mini",
-    "OPENAI_API_KEY": "sk-test",
+    "OPENAI_API_KEY": "sk-test", "METRICS_PORT": "9100",
 }
 
 
@@ -47,6 +47,9 @@ def skytide(*args: str, **env: str | None) -> subprocess.CompletedProcess[str]:
     ({"CLOCK_OFFSET_S": "3600"}, "CLOCK_OFFSET_S moves the process clock"),
     ({"LLM_MODEL": "anthropic:claude"}, "LLM_MODEL=anthropic:claude: only openai:<model>"),
     ({"SKYTIDE_ENV": "staging"}, "SKYTIDE_ENV: Input should be 'production' or 'development'"),
+    # The ingress's /metrics and /readyz never on the public webhook port in production.
+    ({"METRICS_PORT": None}, "METRICS_PORT is not set: production serves the ingress's /metrics"),
+    ({"METRICS_PORT": "8080"}, "METRICS_PORT=8080 is HTTP_PORT"),
 ])
 def test_a_production_start_without_what_it_needs_stops_naming_the_variable(change, named):
     done = skytide("run", **change)
@@ -66,6 +69,24 @@ def test_every_command_that_opens_the_services_needs_them_in_production():
     done = skytide("migrate", DATABASE_URL=None)
     assert done.returncode == 2 and "DATABASE_URL is not set" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_workers_need_no_metrics_port_and_development_serves_metrics_beside_webhooks():
+    from ops.cli import exposure_problems
+
+    bare = Settings(skytide_env="production", redis_url="redis://r", database_url="postgresql://d")
+    assert exposure_problems(bare, ("enrich", "agent")) == []  # a worker without it: no server
+    assert exposure_problems(bare, ("ingress",))
+    development = bare.model_copy(update={"skytide_env": "development"})
+    assert exposure_problems(development, ALL_ROLES) == []
+    # two servers cannot share a port, in any environment
+    assert exposure_problems(development.model_copy(update={"metrics_port": 8080}), ALL_ROLES)
+
+
+def test_a_pool_whose_minimum_exceeds_its_maximum_stops_start_up_naming_both():
+    done = skytide("migrate", DATABASE_POOL_MIN="30", DATABASE_POOL_MAX="5")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == "skytide: DATABASE_POOL_MIN=30 is more than DATABASE_POOL_MAX=5"
 
 
 def test_each_role_needs_only_what_it_uses():

@@ -166,8 +166,8 @@ SQL_START = re.compile(r"^\s*(select|insert|update|delete|with)\b", re.I)
 # Statements that need no organization filter, and why. Anything else must name the
 # organization (organization_id, or organizations.id itself).
 NOT_TENANT_DATA = {
-    "select pg_advisory_lock": "the migration lock",
-    "select pg_advisory_unlock": "the migration lock",
+    "select pg_advisory_xact_lock(726451)": "the migration lock",
+    "select 1 from schema_migrations": "the migration ledger",
     "select pg_advisory_xact_lock(hashtext('catalog:' || $1))": "a lock keyed by the org id itself",
     "select name from schema_migrations": "the migration ledger",
     "insert into schema_migrations": "the migration ledger",
