@@ -66,7 +66,7 @@ async def settled(redis, org: str) -> bool:
     before it counts what was sent, instead of sleeping)."""
     from storage import keys
 
-    for stage in keys.STAGES:
+    for stage in (*keys.STAGES, keys.WEBHOOKS):
         stream = keys.stream(org, stage)
         if not await redis.exists(stream):
             continue

@@ -21,7 +21,6 @@ from pydantic_ai import Agent
 from pydantic_ai.exceptions import AgentRunError, ModelAPIError
 from pydantic_ai.usage import UsageLimits
 
-from consumers.stream_stats import STREAM_OF
 from graph.experts import ExpertReply
 from graph.models import build_model
 from graph.receptionist import APOLOGY
@@ -29,7 +28,7 @@ from ops.embedded import free_port
 from storage import keys
 from tests import clock, llamacpp
 from tests.conftest import eventually
-from tests.helpers import post_webhook, text_webhook
+from tests.helpers import post_webhook, settled, text_webhook
 
 pytestmark = pytest.mark.skipif(llamacpp.missing() is not None, reason=llamacpp.missing() or "")
 log = logging.getLogger(__name__)
@@ -88,19 +87,6 @@ async def llama_server():
             stdout_rest.cancel()
 
 
-async def settled(deps, org: str) -> bool:
-    """Nothing of the organization is waiting anywhere: every stage's group has read and
-    acknowledged everything, and the batcher holds no message for a turn."""
-    for group, stage in STREAM_OF.items():
-        groups = await deps.redis.xinfo_groups(keys.stream(org, stage))
-        found = next((g for g in groups if g["name"] == group), None)
-        if found is None or found["lag"] != 0 or found["pending"] != 0:
-            return False
-    async for _ in deps.redis.scan_iter(match=keys.pending(org, "*")):
-        return False
-    return True
-
-
 async def test_a_real_small_model_answers_every_turn_once(
         system, make_org, gupshup, deps, allow_model_requests, llama_server):
     base_url, model = llama_server
@@ -118,7 +104,7 @@ async def test_a_real_small_model_answers_every_turn_once(
                                                                clock.now_ms()))
             assert status == 200
             sent = await gupshup.wait_for_sent(before + 1, timeout_s=REPLY_GUARD_S)
-            await eventually(lambda: settled(deps, org), timeout_s=REPLY_GUARD_S)
+            await eventually(lambda: settled(deps.redis, org), timeout_s=REPLY_GUARD_S)
             replies = [(m.message or {}).get("text", "") for m in gupshup.sent[before:]
                        if m.destination == PHONE]
             assert replies and all(r.strip() for r in replies), (text, sent[before:])

@@ -35,6 +35,7 @@ from tests.helpers import post_webhook, text_webhook
 from tests.otlp_receiver import OtlpReceiver
 from tests.test_deploy import APP, DEPLOY, SERVICES
 from tests import clock
+from tests.conftest import TABLES
 
 PHONE = "573001234567"
 APP_NAME = f"procs-{uuid.uuid4().hex[:6]}"
@@ -103,6 +104,10 @@ async def deployment(migrated, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("deployment")
     pool = await create_pool(migrated["database_url"])
     redis = create_redis(migrated["redis_url"])
+    # What earlier tests left (their appointments, their queued work) would be picked up by
+    # these processes' scheduler and stages: they start from an empty database and Redis.
+    await redis.flushdb()
+    await pool.execute(f"truncate {', '.join(TABLES)} cascade")
     org = await add_org(pool, name="Procesos", app_name=APP_NAME, api_key="k", source_phone="57300",
                         webhook_token="secret-token")
     await seed_catalog(pool, org)
