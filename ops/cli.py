@@ -680,10 +680,72 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--only", default=None, help="only scenarios whose name contains this")
     evaluate.add_argument("--dir", default=None, help="scenario folder (default tests/conversations)")
     evaluate.add_argument("--concurrency", type=int, default=4, help="scenario runs at a time (default 4)")
-    from ops import privacy_cli
-
-    privacy_cli.add_parser(sub, org_id)  # skytide contact export|erase
+    add_contact_parser(sub, org_id)  # skytide contact export|erase
     return parser
+
+
+def add_contact_parser(sub: argparse._SubParsersAction, org_id) -> None:
+    """`skytide contact export|erase --org ORG --phone PHONE`: a patient's data (storage/privacy.py)."""
+    contact = sub.add_parser("contact", help="a patient's data: export it, or erase it").add_subparsers(
+        dest="contact_command", required=True)
+    export = contact.add_parser("export", help="print every row and Redis value about one phone as JSON")
+    erase = contact.add_parser("erase", help="delete (appointments: anonymise) everything about one phone")
+    for command in (export, erase):
+        command.add_argument("--org", required=True, type=org_id)
+        command.add_argument("--phone", required=True, help="international form, e.g. 573001234567")
+    export.add_argument("--out", default=None, help="write the document to this file (mode 600)")
+    erase.add_argument("--yes", action="store_true", help="really erase (without it: only show what)")
+
+
+async def cmd_contact(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.understanding import build_store
+    from graph.checkpoints import checkpointer_on
+    from ops.logs import mask
+    from ops.system import services
+    from storage import erasure, privacy, privacy_export
+    from storage.db import migrate
+
+    try:
+        phone = privacy.normalize_phone(args.phone)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    async with services(settings) as settings, open_deps(settings) as deps:
+        await migrate(deps.pool)
+        now = datetime.fromtimestamp(deps.clock(), timezone.utc)
+        person = await privacy.find(deps.pool, args.org, phone)
+        if args.contact_command == "export":
+            document = await privacy_export.export(deps.pool, deps.redis, person, now=now)
+            text = json.dumps(document, indent=2, ensure_ascii=False)
+            if args.out:
+                # Health data: readable by its owner only, from the moment it exists.
+                fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w", encoding="utf-8") as out:
+                    out.write(text + "\n")
+                print(f"wrote {args.out}", file=sys.stderr)
+            else:
+                print(text)
+            return 0
+        if not args.yes:
+            state = await privacy.redis_state(deps.redis, person)
+            print(json.dumps({"phone": phone, "found": person.found,
+                              "would_erase": {"contacts": len(person.contact_ids),
+                                              "chats": len(person.identity_ids),
+                                              "messages": len(person.message_ids),
+                                              "appointments_anonymised": len(person.appointment_ids),
+                                              "media_files": len(person.media_paths),
+                                              "redis": state.counts()}}, indent=2))
+            print("nothing erased: add --yes to erase", file=sys.stderr)
+            return 2
+        saver = await checkpointer_on(deps.redis, settings.checkpoint_ttl_min)
+        result = await erasure.erase(deps.pool, deps.redis, build_store(deps), person, now=now,
+                                     forget_thread=saver.adelete_thread)
+        # The record that the request was carried out (Ley 1581 asks the clinic to show it),
+        # without the phone it was about.
+        logging.getLogger("skytide.privacy").info("erased contact %s of organization %s: %s", mask(phone), args.org,
+                 json.dumps({**result.as_dict(), "phone": mask(phone)}))
+        print(json.dumps(result.as_dict(), indent=2))
+        return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -796,8 +858,6 @@ def _command(args: argparse.Namespace, settings: Settings) -> int:
     elif args.command == "eval":
         return run_async(cmd_eval(settings, args))
     elif args.command == "contact":
-        from ops.privacy_cli import cmd_contact
-
         return run_async(cmd_contact(settings, args))
     elif args.command == "bench":
         from ops.bench.__main__ import main as bench_main

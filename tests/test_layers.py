@@ -16,7 +16,7 @@ MAY_IMPORT = {
     "ingress": {"storage", "ops"},
     "consumers": {"graph", "storage", "ops"},
 }
-COMPOSITION_ROOT = ("ops/cli.py", "ops/privacy_cli.py", "ops/__main__.py", "ops/bench/")
+COMPOSITION_ROOT = ("ops/cli.py", "ops/__main__.py", "ops/bench/")
 
 
 def imported_packages(path: Path) -> set[tuple[str, int]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ops.cli import build_parser
-from ops.privacy_cli import cmd_contact
+from ops.cli import cmd_contact
 from storage import chats, erasure, keys, org_settings, privacy
 from storage.events import InboundMessage, encode
 from storage.media_store import LocalMediaStore
