@@ -3,7 +3,6 @@ host and the fake Gemini: the chat_messages row and the processed_text the agent
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from typing import Any
 
@@ -14,7 +13,7 @@ from ops.metrics import REGISTRY
 from storage.events import InboundMessage
 from tests.conftest import eventually, recording_receptionist
 from tests.fakes.gemini import DEFAULT_TRANSCRIPT, FakeGemini
-from tests.helpers import FIXTURES, fixture, post_webhook, text_webhook
+from tests.helpers import FIXTURES, fixture, post_webhook, settled, text_webhook
 from tests import clock
 
 APP = "clinic"
@@ -291,7 +290,7 @@ async def test_a_voice_note_asking_for_an_appointment_gets_an_answer_to_what_was
 
 async def test_slow_media_keeps_its_chat_in_order(media_system, make_org, gupshup, deps):
     """The voice note is sent first and downloads slowly; the text after it waits its turn."""
-    await make_org(APP, app_id=APP_ID)
+    org = await make_org(APP, app_id=APP_ID)
     now = clock.now_ms()
     seen: list[list[str]] = []
     async with media_system(roles=("ingress", "enrich", "batcher", "agent", "sender"),
@@ -302,7 +301,7 @@ async def test_slow_media_keeps_its_chat_in_order(media_system, make_org, gupshu
         await post_webhook(s.url, body)
         await post_webhook(s.url, text_webhook(APP, "919876543210", "¿tienen hueco?", "after-1", now + 1000))
         sent = await gupshup.wait_for_sent(1, timeout_s=15)
-        await asyncio.sleep(0.3)
+        await eventually(lambda: settled(deps.redis, org))  # a split second turn would be out
     assert seen == [[f"[nota de voz] {DEFAULT_TRANSCRIPT}", "¿tienen hueco?"]]
     assert len(gupshup.sent) == 1 and sent[0].message["text"]
 

@@ -29,7 +29,7 @@ from ops.embedded import free_port
 from storage import dead_letters, keys
 from storage.orgs import publish_connections
 from tests.conftest import eventually
-from tests.helpers import in_thread, text_webhook
+from tests.helpers import in_thread, settled, text_webhook
 from tests import clock
 
 ORGS = 3
@@ -145,7 +145,8 @@ async def test_a_postgres_outage_with_the_ingress_restarted_in_it_loses_no_messa
             total = len(feeder.acked)
             assert total >= ORGS * 15  # the feed lasted over 17 s, the whole outage
             await gupshup.wait_for_sent(total, timeout_s=120)
-            await asyncio.sleep(1.0)  # a late duplicate would show up here
+            for org in orgs:  # a late duplicate would be out once every stream is settled
+                await eventually(lambda org=org: settled(deps.redis, org), timeout_s=60)
         finally:
             stop.set()
             if ingress.poll() is None:
