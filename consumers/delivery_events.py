@@ -25,12 +25,23 @@ API_RATE_LIMITED = 4001  # Gupshup: slow down
 MARKETING_STOPPED = 131050  # Meta: the user stopped marketing messages
 UNMATCHED_GRACE_MS = 60_000  # a status may race the row update of its own send: retry meanwhile
 
-STOP_WORDS = {"stop", "baja", "darme de baja", "dar de baja", "no mas mensajes",
-              "no quiero mas mensajes", "unsubscribe", "cancelar suscripcion", "parar", "alto"}
+STOP_WORDS = {
+    "stop",
+    "baja",
+    "darme de baja",
+    "dar de baja",
+    "no mas mensajes",
+    "no quiero mas mensajes",
+    "unsubscribe",
+    "cancelar suscripcion",
+    "parar",
+    "alto",
+}
 START_WORDS = {"start", "alta", "suscribir", "volver a recibir mensajes"}
 
-OPT_OUT_CONFIRMATION = ("Listo, no te enviaremos más mensajes por WhatsApp. "
-                        "Si cambias de opinión, escribe ALTA.")
+OPT_OUT_CONFIRMATION = (
+    "Listo, no te enviaremos más mensajes por WhatsApp. Si cambias de opinión, escribe ALTA."
+)
 OPT_IN_CONFIRMATION = "¡Listo! Volverás a recibir nuestros mensajes por WhatsApp."
 
 
@@ -62,8 +73,14 @@ class DeliveryEvents:
     async def on_status(self, event: StatusEvent, delivery: Delivery) -> str | None:
         deps = self.deps
         applied = await self.status_writer.apply(
-            org=event.org, provider_id=event.provider_id, gs_id=event.gs_id,
-            status=event.status, at_ms=event.at_ms, code=event.code, reason=event.reason)
+            org=event.org,
+            provider_id=event.provider_id,
+            gs_id=event.gs_id,
+            status=event.status,
+            at_ms=event.at_ms,
+            code=event.code,
+            reason=event.reason,
+        )
         if applied is None:
             young = deps.now_ms() - event.at_ms < UNMATCHED_GRACE_MS
             last_try = not (young and delivery.attempt < deps.settings.retry_attempts)
@@ -75,8 +92,14 @@ class DeliveryEvents:
             if await self.evidence.from_status(event):
                 # It named a send in doubt, which now has its Gupshup id.
                 applied = await self.status_writer.apply(
-                    org=event.org, provider_id=event.provider_id, gs_id=event.gs_id,
-                    status=event.status, at_ms=event.at_ms, code=event.code, reason=event.reason)
+                    org=event.org,
+                    provider_id=event.provider_id,
+                    gs_id=event.gs_id,
+                    status=event.status,
+                    at_ms=event.at_ms,
+                    code=event.code,
+                    reason=event.reason,
+                )
             elif not last_try:
                 raise Retry(f"no outgoing message matches {event.gs_id or event.provider_id} yet")
         if applied is None:
@@ -90,8 +113,13 @@ class DeliveryEvents:
     async def _on_failure(self, event: StatusEvent, applied: statuses.Applied) -> None:
         deps = self.deps
         metrics.send_failures.labels(event.org, metrics.failure_code_label(event.code)).inc()
-        log.warning("message %s to %s failed: code=%s reason=%r", applied.message_id,
-                    applied.phone, event.code, event.reason)
+        log.warning(
+            "message %s to %s failed: code=%s reason=%r",
+            applied.message_id,
+            applied.phone,
+            event.code,
+            event.reason,
+        )
         if event.code == API_RATE_LIMITED:
             await ratelimit.cool_down(deps.redis, event.org, deps.settings.cooldown_ms)
             return
@@ -99,10 +127,18 @@ class DeliveryEvents:
             identity = await chats.find_identity(deps.pool, event.org, applied.phone)
             if identity is None:
                 return
-            channel = consent.WHATSAPP if event.code == NUMBER_OPTED_OUT else consent.WHATSAPP_MARKETING
-            await consent.record(deps.pool, org=event.org, contact_id=identity.contact_id,
-                                 status="opted_out", source=f"provider_error_{event.code}",
-                                 detail=event.reason, channel=channel)
+            channel = (
+                consent.WHATSAPP if event.code == NUMBER_OPTED_OUT else consent.WHATSAPP_MARKETING
+            )
+            await consent.record(
+                deps.pool,
+                org=event.org,
+                contact_id=identity.contact_id,
+                status="opted_out",
+                source=f"provider_error_{event.code}",
+                detail=event.reason,
+                channel=channel,
+            )
 
     async def on_user_event(self, event: UserEvent, delivery: Delivery) -> str | None:
         if event.event not in ("opted-in", "opted-out"):
@@ -111,27 +147,45 @@ class DeliveryEvents:
         if connection is not None and event.phone in staff_phones(connection.settings):
             return "ignored_staff"  # the clinic's own people are not contacts with a consent
         identity = await chats.upsert_identity(self.deps.pool, event.org, event.phone, None)
-        await consent.record(self.deps.pool, org=event.org, contact_id=identity.contact_id,
-                             status="opted_in" if event.event == "opted-in" else "opted_out",
-                             source="user_event")
+        await consent.record(
+            self.deps.pool,
+            org=event.org,
+            contact_id=identity.contact_id,
+            status="opted_in" if event.event == "opted-in" else "opted_out",
+            source="user_event",
+        )
         return None
 
-    async def on_keyword(self, *, org: str, phone: str, contact_id: str, provider_id: str,
-                         status: str) -> None:
+    async def on_keyword(
+        self, *, org: str, phone: str, contact_id: str, provider_id: str, status: str
+    ) -> None:
         """A STOP or START message: record it and confirm once (not again if nothing changed).
 
         The keyword message's id is kept as the consent's detail: a redelivery of that same
         message (its worker died before the confirmation was queued) confirms again, and the
         sender's idempotency key makes that one message.
         """
-        previous = await consent.record(self.deps.pool, org=org, contact_id=contact_id,
-                                        status=status, source="keyword",  # type: ignore[arg-type]
-                                        detail=provider_id)
+        previous = await consent.record(
+            self.deps.pool,
+            org=org,
+            contact_id=contact_id,
+            status=status,
+            source="keyword",  # type: ignore[arg-type]
+            detail=provider_id,
+        )
         changed = previous is None or previous[0] != status
         if not changed and previous[1] != provider_id:
             return
         text = OPT_OUT_CONFIRMATION if status == "opted_out" else OPT_IN_CONFIRMATION
-        await streams.publish(self.deps.redis, OutboundMessage(
-            org=org, phone=phone, text=text, idempotency_key=f"consent:{provider_id}",
-            purpose="opt_out_confirmation" if status == "opted_out" else "opt_in_confirmation",
-            requires_bot_enabled=False), "outbound")
+        await streams.publish(
+            self.deps.redis,
+            OutboundMessage(
+                org=org,
+                phone=phone,
+                text=text,
+                idempotency_key=f"consent:{provider_id}",
+                purpose="opt_out_confirmation" if status == "opted_out" else "opt_in_confirmation",
+                requires_bot_enabled=False,
+            ),
+            "outbound",
+        )

@@ -31,12 +31,15 @@ def debounce_of(deps: Deps, event: InboundMessage | None = None) -> turns.Deboun
     quiet_s = s.debounce_seconds
     if event is not None and s.debounce_adaptive:
         kind = bursts.completeness(event.kind, event.text, event.caption)
-        quiet_s = bursts.quiet_seconds(kind, s.debounce_seconds, s.debounce_complete_share,
-                                       s.debounce_neutral_share)
+        quiet_s = bursts.quiet_seconds(
+            kind, s.debounce_seconds, s.debounce_complete_share, s.debounce_neutral_share
+        )
         metrics.debounce_window.labels(kind).observe(quiet_s)
-    return turns.Debounce(quiet_ms=int(quiet_s * 1000),
-                          max_wait_ms=int(s.debounce_max_wait_seconds * 1000),
-                          max_messages=s.debounce_max_messages)
+    return turns.Debounce(
+        quiet_ms=int(quiet_s * 1000),
+        max_wait_ms=int(s.debounce_max_wait_seconds * 1000),
+        max_messages=s.debounce_max_messages,
+    )
 
 
 class EnrichStage:
@@ -48,8 +51,14 @@ class EnrichStage:
 
     async def handle(self, event: StreamEvent, delivery: Delivery) -> str | None:
         if isinstance(event, InboundMessage):
-            with tracing.span("enrich", event.traceparent, new_trace=True, org_id=event.org,
-                              chat_id=event.phone, message_id=event.provider_id):
+            with tracing.span(
+                "enrich",
+                event.traceparent,
+                new_trace=True,
+                org_id=event.org,
+                chat_id=event.phone,
+                message_id=event.provider_id,
+            ):
                 return await self.message(event)
         if isinstance(event, StatusEvent):
             return await self.delivery_events.on_status(event, delivery)
@@ -61,9 +70,15 @@ class EnrichStage:
         """An inbound message given up on no longer holds its chat's next turn back."""
         if isinstance(event, InboundMessage):
             await turns.hand_off(
-                self.deps.redis, org=event.org, chat=event.phone, provider_id=event.provider_id,
-                message_id=None, sent_at_ms=event.sent_at_ms, now_ms=self.deps.now_ms(),
-                debounce=debounce_of(self.deps))
+                self.deps.redis,
+                org=event.org,
+                chat=event.phone,
+                provider_id=event.provider_id,
+                message_id=None,
+                sent_at_ms=event.sent_at_ms,
+                now_ms=self.deps.now_ms(),
+                debounce=debounce_of(self.deps),
+            )
 
     async def message(self, event: InboundMessage) -> str | None:
         deps = self.deps
@@ -71,9 +86,14 @@ class EnrichStage:
         if connection is not None and event.phone in staff_phones(connection.settings):
             return await self._staff_message(event)
         identity = await chats.upsert_identity(deps.pool, event.org, event.phone, event.name)
-        if not identity.bot_enabled and await chats.resume_if_due(deps.pool, event.org, event.phone,
-                                                                  chats.ms_to_dt(deps.now_ms())):
-            log.info("bot resumed for %s/%s: paused longer than bot_resume_after_hours", event.org, event.phone)
+        if not identity.bot_enabled and await chats.resume_if_due(
+            deps.pool, event.org, event.phone, chats.ms_to_dt(deps.now_ms())
+        ):
+            log.info(
+                "bot resumed for %s/%s: paused longer than bot_resume_after_hours",
+                event.org,
+                event.phone,
+            )
             metrics.bot_resumed.inc()
             identity = dataclasses.replace(identity, bot_enabled=True)
         message_id = await chats.inbound_message_id(deps.pool, event.org, event.provider_id)
@@ -83,21 +103,39 @@ class EnrichStage:
         keyword = consent_keyword(event.text) if event.kind == "text" else None
         if keyword:
             await self.delivery_events.on_keyword(
-                org=event.org, phone=event.phone, contact_id=identity.contact_id,
-                provider_id=event.provider_id, status=keyword)
+                org=event.org,
+                phone=event.phone,
+                contact_id=identity.contact_id,
+                provider_id=event.provider_id,
+                status=keyword,
+            )
         # A chat a person has taken over, an opted-out contact and a STOP/START message keep
         # their messages but start no turn.
         # A reaction (👍 on our message) is stored but answers nothing: it starts no turn.
-        joins_turn = (identity.bot_enabled and keyword is None and not identity.opted_out
-                      and event.kind != "reaction")
+        joins_turn = (
+            identity.bot_enabled
+            and keyword is None
+            and not identity.opted_out
+            and event.kind != "reaction"
+        )
         if joins_turn:  # the turn's replies will be timed and traced from this message's arrival
-            await origins.remember(deps.redis, event.org, message_id, Origin(
-                received_at_ms=event.received_at_ms, traceparent=event.traceparent))
+            await origins.remember(
+                deps.redis,
+                event.org,
+                message_id,
+                Origin(received_at_ms=event.received_at_ms, traceparent=event.traceparent),
+            )
         await turns.hand_off(
-            deps.redis, org=event.org, chat=event.phone, provider_id=event.provider_id,
-            message_id=message_id if joins_turn else None, sent_at_ms=event.sent_at_ms,
-            now_ms=deps.now_ms(), debounce=debounce_of(deps, event if joins_turn else None),
-            chars=len(event.text or ""))
+            deps.redis,
+            org=event.org,
+            chat=event.phone,
+            provider_id=event.provider_id,
+            message_id=message_id if joins_turn else None,
+            sent_at_ms=event.sent_at_ms,
+            now_ms=deps.now_ms(),
+            debounce=debounce_of(deps, event if joins_turn else None),
+            chars=len(event.text or ""),
+        )
         if not created:
             return "duplicate"
         return None if joins_turn else "stored_without_turn"
@@ -113,27 +151,45 @@ class EnrichStage:
             _, created = await self._store(event, identity, author=f"staff:{event.phone}")
         # No message id: the batcher's count of messages on their way for this chat drops.
         await turns.hand_off(
-            deps.redis, org=event.org, chat=event.phone, provider_id=event.provider_id,
-            message_id=None, sent_at_ms=event.sent_at_ms, now_ms=deps.now_ms(),
-            debounce=debounce_of(deps))
+            deps.redis,
+            org=event.org,
+            chat=event.phone,
+            provider_id=event.provider_id,
+            message_id=None,
+            sent_at_ms=event.sent_at_ms,
+            now_ms=deps.now_ms(),
+            debounce=debounce_of(deps),
+        )
         return "staff_message" if created else "duplicate"
 
-    async def _store(self, event: InboundMessage, identity: chats.Identity,
-                     author: str = "customer") -> tuple[str, bool]:
+    async def _store(
+        self, event: InboundMessage, identity: chats.Identity, author: str = "customer"
+    ) -> tuple[str, bool]:
         understood: Understanding = await self.understand(self.deps, event)
         if event.context_id and event.kind != "reaction" and understood.processed_text:
             quoted = await memory.quoted_text(self.deps.pool, event.org, event.context_id)
             understood = dataclasses.replace(
-                understood, processed_text=memory.with_quote(understood.processed_text, quoted))
+                understood, processed_text=memory.with_quote(understood.processed_text, quoted)
+            )
         metrics.processed_text_chars.observe(len(understood.processed_text or ""))
         stored = await chats.insert_inbound(
-            self.deps.pool, org=event.org, identity=identity, provider_id=event.provider_id,
-            message=event.text or event.caption, processed_text=understood.processed_text,
-            sent_at_ms=event.sent_at_ms, media_type=understood.media_type,
-            media_url=understood.media_url, media_mime_type=understood.media_mime_type,
-            media_size_bytes=understood.media_size_bytes, media_sha256=understood.media_sha256,
-            artifacts=understood.artifacts, author=author)
+            self.deps.pool,
+            org=event.org,
+            identity=identity,
+            provider_id=event.provider_id,
+            message=event.text or event.caption,
+            processed_text=understood.processed_text,
+            sent_at_ms=event.sent_at_ms,
+            media_type=understood.media_type,
+            media_url=understood.media_url,
+            media_mime_type=understood.media_mime_type,
+            media_size_bytes=understood.media_size_bytes,
+            media_sha256=understood.media_sha256,
+            artifacts=understood.artifacts,
+            author=author,
+        )
         if stored[1]:  # the agent's short-term memory of the chat
-            await memory.remember(self.deps.redis, event.org, event.phone, "user",
-                                  understood.processed_text)
+            await memory.remember(
+                self.deps.redis, event.org, event.phone, "user", understood.processed_text
+            )
         return stored

@@ -90,8 +90,9 @@ class GeminiReader:
             ),
         )
 
-    async def read(self, *, org: str, path: Path, size_bytes: int, content_type: str,
-                   prompt: str) -> GeminiAnswer:
+    async def read(
+        self, *, org: str, path: Path, size_bytes: int, content_type: str, prompt: str
+    ) -> GeminiAnswer:
         """Ask Gemini about one local file; raises GeminiUnavailable."""
         mime = gemini_mime(content_type)
         started = time.monotonic()
@@ -110,8 +111,9 @@ class GeminiReader:
         finally:
             metrics.gemini_seconds.observe(time.monotonic() - started)
 
-    async def _read(self, org: str, path: Path, size_bytes: int, mime: str, prompt: str,
-                    deadline: float) -> GeminiAnswer:
+    async def _read(
+        self, org: str, path: Path, size_bytes: int, mime: str, prompt: str, deadline: float
+    ) -> GeminiAnswer:
         types = self._types
         uploaded = None
         if size_bytes <= self.inline_max_bytes:
@@ -121,10 +123,16 @@ class GeminiReader:
             uploaded = await self._retrying(org, deadline, lambda: self._upload(path, mime))
             part = types.Part.from_uri(file_uri=uploaded.uri, mime_type=mime)
         try:
-            config = types.GenerateContentConfig(temperature=0.0,
-                                                 max_output_tokens=self.max_output_tokens)
-            response = await self._retrying(org, deadline, lambda: self.client.aio.models.generate_content(
-                model=self.model, contents=[part, prompt], config=config))
+            config = types.GenerateContentConfig(
+                temperature=0.0, max_output_tokens=self.max_output_tokens
+            )
+            response = await self._retrying(
+                org,
+                deadline,
+                lambda: self.client.aio.models.generate_content(
+                    model=self.model, contents=[part, prompt], config=config
+                ),
+            )
         finally:
             if uploaded is not None:
                 await self._forget(uploaded)
@@ -134,16 +142,23 @@ class GeminiReader:
         usage = response.usage_metadata
         prompt_tokens = (usage.prompt_token_count or 0) if usage else 0
         output_tokens = (usage.candidates_token_count or 0) if usage else 0
-        metrics.record_gemini(self.prices, org=org, model=self.model, prompt_tokens=prompt_tokens,
-                              output_tokens=output_tokens)
-        return GeminiAnswer(text=text, model=self.model, prompt_tokens=prompt_tokens,
-                            output_tokens=output_tokens)
+        metrics.record_gemini(
+            self.prices,
+            org=org,
+            model=self.model,
+            prompt_tokens=prompt_tokens,
+            output_tokens=output_tokens,
+        )
+        return GeminiAnswer(
+            text=text, model=self.model, prompt_tokens=prompt_tokens, output_tokens=output_tokens
+        )
 
     async def _upload(self, path: Path, mime: str) -> Any:
         """Files API upload (the SDK sends it in 8 MB chunks), then wait until it is ACTIVE."""
         async with self.uploads:
             file = await self.client.aio.files.upload(
-                file=str(path), config=self._types.UploadFileConfig(mime_type=mime))
+                file=str(path), config=self._types.UploadFileConfig(mime_type=mime)
+            )
         while str(getattr(file.state, "name", file.state)) == "PROCESSING":
             await asyncio.sleep(FILE_POLL_S)  # the outer budget bounds this loop
             file = await self.client.aio.files.get(name=file.name)
@@ -178,5 +193,7 @@ class GeminiReader:
             metrics.gemini_errors.labels(org, f"retried_{reason}").inc()
             if time.monotonic() + pause_s >= deadline:
                 raise GeminiUnavailable(reason, detail)
-            log.info("gemini %s (attempt %d), retrying in %.2f s: %s", reason, attempt, pause_s, detail)
+            log.info(
+                "gemini %s (attempt %d), retrying in %.2f s: %s", reason, attempt, pause_s, detail
+            )
             await asyncio.sleep(pause_s)

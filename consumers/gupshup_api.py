@@ -29,8 +29,9 @@ BeforeWrite = Callable[[], Awaitable[None]]
 
 
 class SendRetryable(Exception):
-    def __init__(self, reason: str, retry_after_s: float | None = None,
-                 throttled: bool = False) -> None:
+    def __init__(
+        self, reason: str, retry_after_s: float | None = None, throttled: bool = False
+    ) -> None:
         super().__init__(reason)
         self.retry_after_s = retry_after_s
         self.throttled = throttled  # a 429: the whole number must slow down
@@ -68,17 +69,26 @@ class Timeouts:
     connect_s: float  # DNS, TCP and TLS: a send that times out here never left
 
 
-async def _post(http: aiohttp.ClientSession, url: str, connection: Connection,
-                form: dict[str, str], timeouts: Timeouts, before_write: BeforeWrite) -> Accepted:
+async def _post(
+    http: aiohttp.ClientSession,
+    url: str,
+    connection: Connection,
+    form: dict[str, str],
+    timeouts: Timeouts,
+    before_write: BeforeWrite,
+) -> Accepted:
     if not http_phases.installed(http):
         # Without the hook every failure would look like "never left" and be sent again.
         raise RuntimeError("the HTTP session has no ops.http_phases trace config")
     phase = http_phases.BeforeWrite(before_write)
     try:
-        async with http.post(url, data=form, headers={"apikey": connection.api_key},
-                             timeout=aiohttp.ClientTimeout(total=timeouts.total_s,
-                                                           connect=timeouts.connect_s),
-                             trace_request_ctx=phase) as response:
+        async with http.post(
+            url,
+            data=form,
+            headers={"apikey": connection.api_key},
+            timeout=aiohttp.ClientTimeout(total=timeouts.total_s, connect=timeouts.connect_s),
+            trace_request_ctx=phase,
+        ) as response:
             body = await response.text()
             status = response.status
             retry_after = response.headers.get("Retry-After")
@@ -90,9 +100,11 @@ async def _post(http: aiohttp.ClientSession, url: str, connection: Connection,
     if status in (429, 503):
         # Refusals: too many requests, or "unavailable" (overloaded, down for maintenance), both
         # answered before the message is handled. Gupshup did not take it: retried as an outage.
-        raise SendRetryable(f"HTTP {status}: {_reason(body)}",
-                            float(retry_after) if retry_after and retry_after.isdigit() else None,
-                            throttled=status == 429)
+        raise SendRetryable(
+            f"HTTP {status}: {_reason(body)}",
+            float(retry_after) if retry_after and retry_after.isdigit() else None,
+            throttled=status == 429,
+        )
     if status >= 500:
         # A server error (500) or a gateway's (502, 504) can come after the message was taken
         # and queued: sending again at once is what duplicated every reply when Gupshup answered
@@ -105,41 +117,81 @@ async def _post(http: aiohttp.ClientSession, url: str, connection: Connection,
         data = json.loads(body)
         return Accepted(message_id=str(data["messageId"]))
     except (ValueError, KeyError, TypeError) as exc:
-        raise SendOutcomeUnknown(f"outcome unknown: unreadable answer from Gupshup: "
-                                 f"{body[:200]!r}") from exc
+        raise SendOutcomeUnknown(
+            f"outcome unknown: unreadable answer from Gupshup: {body[:200]!r}"
+        ) from exc
 
 
 def _base_form(connection: Connection, destination: str) -> dict[str, str]:
-    return {"channel": "whatsapp", "source": connection.source_phone,
-            "destination": destination, "src.name": connection.app_name}
+    return {
+        "channel": "whatsapp",
+        "source": connection.source_phone,
+        "destination": destination,
+        "src.name": connection.app_name,
+    }
 
 
-async def send_text(http: aiohttp.ClientSession, api_url: str, connection: Connection,
-                    destination: str, text: str, timeouts: Timeouts,
-                    before_write: BeforeWrite) -> Accepted:
+async def send_text(
+    http: aiohttp.ClientSession,
+    api_url: str,
+    connection: Connection,
+    destination: str,
+    text: str,
+    timeouts: Timeouts,
+    before_write: BeforeWrite,
+) -> Accepted:
     form = _base_form(connection, destination)
     form["message"] = json.dumps({"type": "text", "text": text}, ensure_ascii=False)
     form["disablePreview"] = "true"
-    return await _post(http, f"{api_url.rstrip('/')}/wa/api/v1/msg", connection, form, timeouts,
-                       before_write)
+    return await _post(
+        http, f"{api_url.rstrip('/')}/wa/api/v1/msg", connection, form, timeouts, before_write
+    )
 
 
-async def send_quick_reply(http: aiohttp.ClientSession, api_url: str, connection: Connection,
-                           destination: str, text: str, buttons: list[str], msgid: str,
-                           timeouts: Timeouts, before_write: BeforeWrite) -> Accepted:
+async def send_quick_reply(
+    http: aiohttp.ClientSession,
+    api_url: str,
+    connection: Connection,
+    destination: str,
+    text: str,
+    buttons: list[str],
+    msgid: str,
+    timeouts: Timeouts,
+    before_write: BeforeWrite,
+) -> Accepted:
     """An interactive quick-reply message: the text and up to three buttons."""
     form = _base_form(connection, destination)
-    form["message"] = json.dumps({
-        "type": "quick_reply", "msgid": msgid, "content": {"type": "text", "text": text},
-        "options": [{"type": "text", "title": title} for title in buttons[:3]]}, ensure_ascii=False)
-    return await _post(http, f"{api_url.rstrip('/')}/wa/api/v1/msg", connection, form, timeouts,
-                       before_write)
+    form["message"] = json.dumps(
+        {
+            "type": "quick_reply",
+            "msgid": msgid,
+            "content": {"type": "text", "text": text},
+            "options": [{"type": "text", "title": title} for title in buttons[:3]],
+        },
+        ensure_ascii=False,
+    )
+    return await _post(
+        http, f"{api_url.rstrip('/')}/wa/api/v1/msg", connection, form, timeouts, before_write
+    )
 
 
-async def send_template(http: aiohttp.ClientSession, api_url: str, connection: Connection,
-                        destination: str, template_id: str, params: list[str],
-                        timeouts: Timeouts, before_write: BeforeWrite) -> Accepted:
+async def send_template(
+    http: aiohttp.ClientSession,
+    api_url: str,
+    connection: Connection,
+    destination: str,
+    template_id: str,
+    params: list[str],
+    timeouts: Timeouts,
+    before_write: BeforeWrite,
+) -> Accepted:
     form = _base_form(connection, destination)
     form["template"] = json.dumps({"id": template_id, "params": params}, ensure_ascii=False)
-    return await _post(http, f"{api_url.rstrip('/')}/wa/api/v1/template/msg", connection, form,
-                       timeouts, before_write)
+    return await _post(
+        http,
+        f"{api_url.rstrip('/')}/wa/api/v1/template/msg",
+        connection,
+        form,
+        timeouts,
+        before_write,
+    )

@@ -80,8 +80,9 @@ class MediaDownloader:
             await self._http.close()
             self._http = None
 
-    async def fetch(self, media: Media, kind: str, store: MediaStore, path: str,
-                    now_ms: int) -> StoredMedia:
+    async def fetch(
+        self, media: Media, kind: str, store: MediaStore, path: str, now_ms: int
+    ) -> StoredMedia:
         """Download `media` into `store` at `path`; raises MediaUnavailable."""
         if media.expires_at_ms is not None and media.expires_at_ms <= now_ms:
             # Calling a dead link is not free: 20 invalid calls an hour block the app for an hour.
@@ -93,11 +94,15 @@ class MediaDownloader:
                 async with asyncio.timeout(self.timeout_s):
                     return await self._attempts(media, store, path, limit)
             except TimeoutError:
-                raise MediaUnavailable("timeout", f"no complete download in {self.timeout_s} s") from None
+                raise MediaUnavailable(
+                    "timeout", f"no complete download in {self.timeout_s} s"
+                ) from None
             finally:
                 metrics.media_download_seconds.observe(time.monotonic() - started)
 
-    async def _attempts(self, media: Media, store: MediaStore, path: str, limit: int) -> StoredMedia:
+    async def _attempts(
+        self, media: Media, store: MediaStore, path: str, limit: int
+    ) -> StoredMedia:
         last = ""
         for attempt in range(1, self.attempts + 1):
             try:
@@ -129,8 +134,9 @@ class MediaDownloader:
                 url = str(URL(url).join(URL(location)))
         raise MediaUnavailable("not_found", f"more than {MAX_REDIRECTS} redirects")
 
-    async def _answer(self, resp: aiohttp.ClientResponse, media: Media, store: MediaStore,
-                      path: str, limit: int) -> StoredMedia:
+    async def _answer(
+        self, resp: aiohttp.ClientResponse, media: Media, store: MediaStore, path: str, limit: int
+    ) -> StoredMedia:
         if resp.status == 200:
             if resp.content_length is not None and resp.content_length > limit:
                 raise MediaUnavailable("too_large", f"{resp.content_length} > {limit} bytes")
@@ -138,8 +144,9 @@ class MediaDownloader:
             if content_type == "application/octet-stream" and resp.content_type:
                 content_type = resp.content_type
             try:
-                return await store.save(path, resp.content.iter_chunked(self.chunk_bytes),
-                                        content_type, limit)
+                return await store.save(
+                    path, resp.content.iter_chunked(self.chunk_bytes), content_type, limit
+                )
             except MediaTooLarge as exc:  # no Content-Length, or a lying one
                 raise MediaUnavailable("too_large", str(exc)) from None
         body = (await resp.content.read(ERROR_BODY_BYTES)).decode(errors="replace")

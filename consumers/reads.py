@@ -30,7 +30,7 @@ async def ensure_groups(redis: aioredis.Redis, streams: list[str], group: str) -
     """Create the consumer group on each stream that lacks one, in one round trip per 500."""
     for i in range(0, len(streams), 500):
         async with redis.pipeline(transaction=False) as pipe:
-            for stream in streams[i:i + 500]:
+            for stream in streams[i : i + 500]:
                 pipe.xgroup_create(stream, group, id="0", mkstream=True)
             results = await pipe.execute(raise_on_error=False)
         for result in results:
@@ -39,8 +39,17 @@ async def ensure_groups(redis: aioredis.Redis, streams: list[str], group: str) -
 
 
 class ReadSet:
-    def __init__(self, redis: aioredis.Redis, stage_stream: str, group: str, consumer: str, *,
-                 read_count: int, block_ms: int, sweep_every_s: float) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        stage_stream: str,
+        group: str,
+        consumer: str,
+        *,
+        read_count: int,
+        block_ms: int,
+        sweep_every_s: float,
+    ) -> None:
         self.redis = redis
         self.stage_stream = stage_stream
         self.group = group

@@ -28,8 +28,11 @@ async def heal_registry(deps: Deps) -> int:
     orgs = await active_org_ids(deps.pool)
     if orgs:
         await deps.redis.sadd(keys.ORG_REGISTRY, *orgs)
-        log.warning("the organization registry was missing from Redis (restarted empty?): "
-                    "%d organization(s) put back from PostgreSQL", len(orgs))
+        log.warning(
+            "the organization registry was missing from Redis (restarted empty?): "
+            "%d organization(s) put back from PostgreSQL",
+            len(orgs),
+        )
     return len(orgs)
 
 
@@ -39,23 +42,29 @@ async def refresh_connections(deps: Deps, every_s: float) -> int | None:
     lost = not await deps.redis.exists(keys.WEBHOOK_CONNECTIONS)
     # Claimed before the work: while PostgreSQL is down the fleet tries once per period, not
     # every process every loop (a lost set is tried every loop: the ingress needs it).
-    due = await deps.redis.set(keys.WEBHOOK_CONNECTIONS_FRESH, deps.now_ms(), nx=True,
-                               ex=max(1, int(every_s)))
+    due = await deps.redis.set(
+        keys.WEBHOOK_CONNECTIONS_FRESH, deps.now_ms(), nx=True, ex=max(1, int(every_s))
+    )
     if not (lost or due):
         return None
     published = await publish_connections(deps.redis, deps.pool, deps.now_ms())
     if lost:
-        log.warning("the webhook connections were missing from Redis (restarted empty?): "
-                    "%d published from PostgreSQL", published)
+        log.warning(
+            "the webhook connections were missing from Redis (restarted empty?): "
+            "%d published from PostgreSQL",
+            published,
+        )
     return published
 
 
-async def keep_registry(deps: Deps, stop: asyncio.Event, every_s: float = 2.0,
-                        connections_every_s: float = 60.0) -> None:
+async def keep_registry(
+    deps: Deps, stop: asyncio.Event, every_s: float = 2.0, connections_every_s: float = 60.0
+) -> None:
     while not stop.is_set():
-        for what, step in (("the organization registry", lambda: heal_registry(deps)),
-                           ("the webhook connections",
-                            lambda: refresh_connections(deps, connections_every_s))):
+        for what, step in (
+            ("the organization registry", lambda: heal_registry(deps)),
+            ("the webhook connections", lambda: refresh_connections(deps, connections_every_s)),
+        ):
             try:
                 await step()
             except asyncio.CancelledError:

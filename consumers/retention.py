@@ -46,17 +46,25 @@ class Retention:
         totals = {"messages": 0, "media_files": 0, "dead_letters": 0}
         for policy in await retention.policies(deps.pool):
             if policy.messages_days:
-                n, files = await self._messages(store, policy.org, now - timedelta(days=policy.messages_days))
+                n, files = await self._messages(
+                    store, policy.org, now - timedelta(days=policy.messages_days)
+                )
                 totals["messages"] += n
                 totals["media_files"] += files
             if policy.media_days:
-                totals["media_files"] += await self._media(store, policy.org, now,
-                                                           now - timedelta(days=policy.media_days))
+                totals["media_files"] += await self._media(
+                    store, policy.org, now, now - timedelta(days=policy.media_days)
+                )
             if policy.dead_letters_days:
-                totals["dead_letters"] += await self._dead_letters(policy.org, policy.dead_letters_days)
+                totals["dead_letters"] += await self._dead_letters(
+                    policy.org, policy.dead_letters_days
+                )
         if any(totals.values()):
-            log.info("retention deleted %(messages)d messages, %(media_files)d media files, "
-                     "%(dead_letters)d dead letters", totals)
+            log.info(
+                "retention deleted %(messages)d messages, %(media_files)d media files, "
+                "%(dead_letters)d dead letters",
+                totals,
+            )
         return totals
 
     async def _messages(self, store: MediaStore, org: str, before: datetime) -> tuple[int, int]:
@@ -81,5 +89,8 @@ class Retention:
         seconds, micros = await self.deps.redis.time()
         now_ms = seconds * 1000 + micros // 1000
         oldest_ms = max(0, now_ms - int(days * dead_letters.DAY_MS))
-        return int(await self.deps.redis.xtrim(keys.dead_letters(org), minid=f"{oldest_ms}-0",
-                                               approximate=False))
+        return int(
+            await self.deps.redis.xtrim(
+                keys.dead_letters(org), minid=f"{oldest_ms}-0", approximate=False
+            )
+        )

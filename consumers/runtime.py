@@ -100,10 +100,15 @@ async def ensure_group(redis: aioredis.Redis, stream: str, group: str) -> None:
 
 
 class StageWorker:
-    def __init__(self, redis: aioredis.Redis, config: StageConfig, handler: Handler,
-                 consumer: str,
-                 on_dead_letter: Callable[[StreamEvent], Awaitable[None]] | None = None,
-                 outages: Outages | None = None) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        config: StageConfig,
+        handler: Handler,
+        consumer: str,
+        on_dead_letter: Callable[[StreamEvent], Awaitable[None]] | None = None,
+        outages: Outages | None = None,
+    ) -> None:
         self.redis = redis
         self.outages = outages  # shared by the process's stages: which dependencies are down
         self._waiting_on: set[str] = set()  # dependencies this stage met down (slows its reads)
@@ -124,9 +129,15 @@ class StageWorker:
         self._capacity = asyncio.Event()
         self._capacity.set()
         self._stopping = False
-        self._reads = ReadSet(redis, config.stream, config.stage, consumer,
-                              read_count=config.read_count, block_ms=config.block_ms,
-                              sweep_every_s=config.sweep_every_s)
+        self._reads = ReadSet(
+            redis,
+            config.stream,
+            config.stage,
+            consumer,
+            read_count=config.read_count,
+            block_ms=config.block_ms,
+            sweep_every_s=config.sweep_every_s,
+        )
         self._read_from: set[str] = set()  # streams read since the last trim
 
     @property
@@ -175,8 +186,9 @@ class StageWorker:
                 # Redis restarting or failing over: keep trying; never let the stage die.
                 outage_s = min(self.config.retry_max_s, max(0.1, outage_s * 2))
                 metrics.dependency_errors.labels("redis", type(exc).__name__).inc()
-                log.warning("%s: cannot read from Redis (%s); again in %.1fs", self.group, exc,
-                            outage_s)
+                log.warning(
+                    "%s: cannot read from Redis (%s); again in %.1fs", self.group, exc, outage_s
+                )
                 await _wait_any(stop.wait(), asyncio.sleep(outage_s))
                 continue
             for stream, entries in replies:
@@ -222,11 +234,17 @@ class StageWorker:
         costs more.
         """
         for i in range(0, len(streams), 500):
-            chunk = streams[i:i + 500]
+            chunk = streams[i : i + 500]
             async with self.redis.pipeline(transaction=False) as pipe:
                 for stream in chunk:
-                    pipe.xpending_range(stream, self.group, min="-", max="+", count=100,
-                                        idle=self.config.claim_idle_ms)
+                    pipe.xpending_range(
+                        stream,
+                        self.group,
+                        min="-",
+                        max="+",
+                        count=100,
+                        idle=self.config.claim_idle_ms,
+                    )
                 found = await pipe.execute(raise_on_error=False)
             for stream, pending in zip(chunk, found):
                 if isinstance(pending, ResponseError) and "NOGROUP" in str(pending):
@@ -241,8 +259,9 @@ class StageWorker:
             entry_id = item["message_id"]
             if (stream, entry_id) in self._in_flight or self.acker.settling(stream, entry_id):
                 continue  # ours: being handled, or handled and its XACK on the way
-            claimed = await self.redis.xclaim(stream, self.group, self.consumer,
-                                              self.config.claim_idle_ms, [entry_id])
+            claimed = await self.redis.xclaim(
+                stream, self.group, self.consumer, self.config.claim_idle_ms, [entry_id]
+            )
             for claimed_id, fields in claimed:
                 deliveries = int(item["times_delivered"]) + 1
                 entry = _Entry(stream, claimed_id, fields or {}, deliveries)
@@ -250,11 +269,21 @@ class StageWorker:
                     await self.redis.xack(stream, self.group, claimed_id)
                     continue
                 metrics.stage_claimed.labels(self.group).inc()
-                log.warning("%s: claimed %s %s from %s (delivery %d)", self.group, stream,
-                            claimed_id, item["consumer"], deliveries)
+                log.warning(
+                    "%s: claimed %s %s from %s (delivery %d)",
+                    self.group,
+                    stream,
+                    claimed_id,
+                    item["consumer"],
+                    deliveries,
+                )
                 if deliveries > self.config.max_deliveries:
-                    await self._dead_letter(entry, None, f"delivered {deliveries - 1} times "
-                                            "without being acknowledged (worker crashed or hung)")
+                    await self._dead_letter(
+                        entry,
+                        None,
+                        f"delivered {deliveries - 1} times "
+                        "without being acknowledged (worker crashed or hung)",
+                    )
                 else:
                     self._dispatch(entry)
 
@@ -324,8 +353,12 @@ class StageWorker:
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # noqa: BLE001 - an ack or dead-letter write failed
-                    log.exception("%s: could not settle %s %s; it stays pending", self.group,
-                                  entry.stream, entry.entry_id)
+                    log.exception(
+                        "%s: could not settle %s %s; it stays pending",
+                        self.group,
+                        entry.stream,
+                        entry.entry_id,
+                    )
                     finished = False
                 if not finished:
                     self._abandon(queue)
@@ -365,8 +398,12 @@ class StageWorker:
         if event.org != keys.org_of_key(entry.stream):
             # Put there by hand or by an edited replay: handling it would act on another
             # tenant's data (and its clean-up too, so the event is not passed on).
-            await self._dead_letter(entry, None, f"the entry names organization {event.org!r}, "
-                                    f"not the one of its stream {entry.stream}")
+            await self._dead_letter(
+                entry,
+                None,
+                f"the entry names organization {event.org!r}, "
+                f"not the one of its stream {entry.stream}",
+            )
             return True
         attempt, outage_tries, outage_since, waited_on = 1, 0, 0.0, None
         while True:
@@ -386,9 +423,14 @@ class StageWorker:
                     outage_since = outage_since or time.monotonic()
                     waited_s = time.monotonic() - outage_since
                     if waited_s >= self.config.dependency_outage_max_s:
-                        await self._dead_letter(entry, event, (
-                            f"{dependency} was down for {waited_s:.0f}s "
-                            f"(DEPENDENCY_OUTAGE_MAX_S): {reason}"))
+                        await self._dead_letter(
+                            entry,
+                            event,
+                            (
+                                f"{dependency} was down for {waited_s:.0f}s "
+                                f"(DEPENDENCY_OUTAGE_MAX_S): {reason}"
+                            ),
+                        )
                         return True
                     outage_tries += 1
                     metrics.outage_retries.labels(self.group, dependency).inc()
@@ -398,12 +440,18 @@ class StageWorker:
                     await asyncio.sleep(self._backoff_s(outage_tries))
                     continue
                 if attempt >= self.config.retry_attempts:
-                    log.error("%s: %s %s failed on its last attempt", self.group, entry.stream,
-                              entry.entry_id, exc_info=not isinstance(exc, Retry))
+                    log.error(
+                        "%s: %s %s failed on its last attempt",
+                        self.group,
+                        entry.stream,
+                        entry.entry_id,
+                        exc_info=not isinstance(exc, Retry),
+                    )
                     await self._dead_letter(entry, event, reason)
                     return True
-                self._outcome("retried", entry, reason, attempt=attempt,
-                              exc_info=not isinstance(exc, Retry))
+                self._outcome(
+                    "retried", entry, reason, attempt=attempt, exc_info=not isinstance(exc, Retry)
+                )
                 if self._stopping:
                     return False  # left pending: handed back with the rest of its chat
                 await asyncio.sleep(self._backoff_s(attempt))
@@ -437,8 +485,9 @@ class StageWorker:
             if not limit.expired():
                 raise  # a timeout inside the handler (a statement, a request): its own error
             metrics.handler_timeouts.labels(self.group).inc()
-            raise HandlerTimeout(f"the handler ran longer than {self.config.handler_timeout_s}s "
-                                 "(HANDLER_TIMEOUT_S)") from None
+            raise HandlerTimeout(
+                f"the handler ran longer than {self.config.handler_timeout_s}s (HANDLER_TIMEOUT_S)"
+            ) from None
 
     async def _dependency_down(self, exc: Exception, reason: str) -> str | None:
         """The dependency whose outage caused this failure, or None: the entry's own failure.
@@ -465,8 +514,11 @@ class StageWorker:
         org = keys.org_of_key(entry.stream)
         now_ms = int(time.time() * 1000)
         record = {
-            "stage": self.group, "stream": entry.stream, "entry_id": entry.entry_id,
-            "error": dead_letters.redact_error(error), "deliveries": str(entry.deliveries),
+            "stage": self.group,
+            "stream": entry.stream,
+            "entry_id": entry.entry_id,
+            "error": dead_letters.redact_error(error),
+            "deliveries": str(entry.deliveries),
             "failed_at_ms": str(now_ms),
             **{f"payload.{k}": v for k, v in entry.fields.items()},
         }
@@ -474,9 +526,13 @@ class StageWorker:
         async def move() -> None:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.xadd(keys.dead_letters(org), record)
-                dead_letters.queue_trim(pipe, org, now_ms=now_ms,
-                                        max_entries=self.config.dead_letter_max_entries,
-                                        retention_days=self.config.dead_letter_retention_days)
+                dead_letters.queue_trim(
+                    pipe,
+                    org,
+                    now_ms=now_ms,
+                    max_entries=self.config.dead_letter_max_entries,
+                    retention_days=self.config.dead_letter_retention_days,
+                )
                 pipe.xack(entry.stream, self.group, entry.entry_id)
                 await pipe.execute()
 
@@ -486,20 +542,36 @@ class StageWorker:
             try:
                 await self.on_dead_letter(event)
             except Exception:  # noqa: BLE001 - the dead letter itself is safe already
-                log.exception("%s: clean-up after dead-lettering %s failed", self.group,
-                              entry.entry_id)
+                log.exception(
+                    "%s: clean-up after dead-lettering %s failed", self.group, entry.entry_id
+                )
 
-    def _outcome(self, outcome: str, entry: _Entry, error: str | None = None, *,
-                 attempt: int | None = None, exc_info: bool = False) -> None:
+    def _outcome(
+        self,
+        outcome: str,
+        entry: _Entry,
+        error: str | None = None,
+        *,
+        attempt: int | None = None,
+        exc_info: bool = False,
+    ) -> None:
         """Every entry's fate goes through here: one log format, one metric."""
         metrics.stage_entries.labels(self.group, outcome).inc()
         level = logging.INFO if outcome in ("acked", "skipped") else logging.WARNING
         if outcome == "acked":
             level = logging.DEBUG
-        log.log(level, "stage=%s outcome=%s stream=%s id=%s deliveries=%d%s%s", self.group,
-                outcome, entry.stream, entry.entry_id, entry.deliveries,
-                f" attempt={attempt}" if attempt else "", f" error={error!r}" if error else "",
-                exc_info=exc_info)
+        log.log(
+            level,
+            "stage=%s outcome=%s stream=%s id=%s deliveries=%d%s%s",
+            self.group,
+            outcome,
+            entry.stream,
+            entry.entry_id,
+            entry.deliveries,
+            f" attempt={attempt}" if attempt else "",
+            f" error={error!r}" if error else "",
+            exc_info=exc_info,
+        )
 
     # ---- shutdown --------------------------------------------------------------------------
 
@@ -517,9 +589,17 @@ class StageWorker:
         if left:
             # Mark them idle for longer than claim_idle_ms: the next claim by any worker takes them.
             for entry in left:
-                await _shielded(self.redis.xclaim(
-                    entry.stream, self.group, self.consumer, 0, [entry.entry_id],
-                    idle=self.config.claim_idle_ms + 1, justid=True))
+                await _shielded(
+                    self.redis.xclaim(
+                        entry.stream,
+                        self.group,
+                        self.consumer,
+                        0,
+                        [entry.entry_id],
+                        idle=self.config.claim_idle_ms + 1,
+                        justid=True,
+                    )
+                )
                 self._outcome("handed_back", entry)
             self._in_flight.clear()
 

@@ -61,8 +61,13 @@ class Scheduler:
             await self.reconcile()
         ran = 0
         for org in await jobs.due_orgs(deps.redis, deps.now_ms()):
-            claimed = await jobs.claim(deps.redis, org, now_ms=deps.now_ms(),
-                                       lease_ms=int(s.job_lease_s * 1000), limit=s.job_batch)
+            claimed = await jobs.claim(
+                deps.redis,
+                org,
+                now_ms=deps.now_ms(),
+                lease_ms=int(s.job_lease_s * 1000),
+                limit=s.job_batch,
+            )
             for job in claimed:
                 try:
                     await self.run_job(org, job)
@@ -89,16 +94,25 @@ class Scheduler:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the lock runs out, then a tick tries again
-            log.warning("cannot rebuild the reminders from PostgreSQL now (%s: %s); trying again "
-                        "within %d s", type(exc).__name__, exc, lock_s)
+            log.warning(
+                "cannot rebuild the reminders from PostgreSQL now (%s: %s); trying again "
+                "within %d s",
+                type(exc).__name__,
+                exc,
+                lock_s,
+            )
             return None
-        await deps.redis.set(keys.JOBS_RECONCILED, deps.now_ms(),
-                             ex=max(1, int(s.reminder_reconcile_s)))
+        await deps.redis.set(
+            keys.JOBS_RECONCILED, deps.now_ms(), ex=max(1, int(s.reminder_reconcile_s))
+        )
         if await deps.redis.get(keys.JOBS_RECONCILING) == self.name:
             await deps.redis.delete(keys.JOBS_RECONCILING)
         if planned:
-            log.warning("planned the reminders of %d upcoming appointment(s) that had none in "
-                        "Redis (restarted empty, or entered in the CRM)", planned)
+            log.warning(
+                "planned the reminders of %d upcoming appointment(s) that had none in "
+                "Redis (restarted empty, or entered in the CRM)",
+                planned,
+            )
         metrics.reminders_reconciled.inc(planned)
         return planned
 
@@ -118,8 +132,9 @@ class Scheduler:
             log.error("job %s of %s dropped after %d failures", job.id, org, failures, exc_info=exc)
             return
         metrics.scheduled_jobs.labels(org, kind, "failed").inc()
-        log.error("job %s of %s failed (%d); retried after its lease", job.id, org, failures,
-                  exc_info=exc)
+        log.error(
+            "job %s of %s failed (%d); retried after its lease", job.id, org, failures, exc_info=exc
+        )
 
     async def run_job(self, org: str, job: jobs.Job) -> None:
         kind = job.data.get("kind", "?")
@@ -159,42 +174,74 @@ class Scheduler:
         message = self._message(org, job, appt, profile.settings, tz, now)
         await streams.publish(deps.redis, message, "outbound")
         if data["kind"] == "reminder":
-            await reminders.remember_reminded(deps.redis, org, appt.phone, appt.id,
-                                              int((appt.starts_at - now).total_seconds()) + 86400)
-            metrics.reminders_sent.labels(org, "template" if message.template_id else "interactive").inc()
+            await reminders.remember_reminded(
+                deps.redis,
+                org,
+                appt.phone,
+                appt.id,
+                int((appt.starts_at - now).total_seconds()) + 86400,
+            )
+            metrics.reminders_sent.labels(
+                org, "template" if message.template_id else "interactive"
+            ).inc()
         return "sent"
 
-    def _message(self, org: str, job: jobs.Job, appt: reminders.Due, settings: dict, tz: ZoneInfo,
-                 now: datetime) -> OutboundMessage:
+    def _message(
+        self,
+        org: str,
+        job: jobs.Job,
+        appt: reminders.Due,
+        settings: dict,
+        tz: ZoneInfo,
+        now: datetime,
+    ) -> OutboundMessage:
         local = appt.starts_at.astimezone(tz)
         date, clock = replies.day(local), replies.clock(local)
         address = settings.get("address") or ""
-        base = {"org": org, "phone": appt.phone, "idempotency_key": f"job:{job.id}",
-                "purpose": job.data["kind"], "requires_bot_enabled": False}
+        base = {
+            "org": org,
+            "phone": appt.phone,
+            "idempotency_key": f"job:{job.id}",
+            "purpose": job.data["kind"],
+            "requires_bot_enabled": False,
+        }
         if job.data["kind"] == "confirmation":
-            return OutboundMessage(text=confirmation_text(job.data["change"], appt.service_name, date,
-                                                          clock, address), **base)
-        window_open = (appt.last_inbound_at is not None and
-                       now - appt.last_inbound_at < timedelta(hours=self.deps.settings.window_hours)
-                       - timedelta(seconds=self.deps.settings.window_margin_s))
+            return OutboundMessage(
+                text=confirmation_text(job.data["change"], appt.service_name, date, clock, address),
+                **base,
+            )
+        window_open = appt.last_inbound_at is not None and now - appt.last_inbound_at < timedelta(
+            hours=self.deps.settings.window_hours
+        ) - timedelta(seconds=self.deps.settings.window_margin_s)
         template_id = settings.get("reminder_template_id")
         if not window_open and template_id:
-            return OutboundMessage(template_id=template_id,
-                                   template_params=[appt.service_name, date, clock, address], **base)
-        text = (f"⏰ Te recordamos tu cita de {appt.service_name} el {date} a las {clock}"
-                + (f" en {address}" if address else ""))
-        if appt.confirmed_by_contact_at:  # already confirmed: no question, only the way to change it
-            return OutboundMessage(text=text + ". ¡Te esperamos!", buttons=list(reminders.BUTTONS[1:]), **base)
-        return OutboundMessage(text=text + ". ¿Nos confirmas tu asistencia?", buttons=list(reminders.BUTTONS),
-                               **base)
+            return OutboundMessage(
+                template_id=template_id,
+                template_params=[appt.service_name, date, clock, address],
+                **base,
+            )
+        text = f"⏰ Te recordamos tu cita de {appt.service_name} el {date} a las {clock}" + (
+            f" en {address}" if address else ""
+        )
+        if (
+            appt.confirmed_by_contact_at
+        ):  # already confirmed: no question, only the way to change it
+            return OutboundMessage(
+                text=text + ". ¡Te esperamos!", buttons=list(reminders.BUTTONS[1:]), **base
+            )
+        return OutboundMessage(
+            text=text + ". ¿Nos confirmas tu asistencia?", buttons=list(reminders.BUTTONS), **base
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         from consumers.retention import Retention
 
         await asyncio.gather(
             ticker.every(self.deps.settings.scheduler_tick_s, self.tick, stop, "scheduler"),
-            ticker.every(self.deps.settings.retention_every_s, Retention(self.deps).tick, stop,
-                         "retention"))
+            ticker.every(
+                self.deps.settings.retention_every_s, Retention(self.deps).tick, stop, "retention"
+            ),
+        )
 
 
 class AttendanceStats:
@@ -216,8 +263,10 @@ def confirmation_text(change: str, service: str, date: str, clock: str, address:
     if change == "cancelled":
         return f"❌ Cita cancelada: {service}\n📅 {date}\n🕒 {clock}\nSi quieres, agendamos otra cuando gustes."
     title = "Cita reprogramada" if change == "rescheduled" else "Cita confirmada"
-    return (f"✅ {title}: {service}\n📅 {date}\n🕒 {clock}{where}\n"
-            "Te enviaremos un recordatorio antes de tu cita.")
+    return (
+        f"✅ {title}: {service}\n📅 {date}\n🕒 {clock}{where}\n"
+        "Te enviaremos un recordatorio antes de tu cita."
+    )
 
 
 def _end_of_quiet(now: datetime, end) -> datetime:

@@ -36,8 +36,13 @@ class SendEvidence:
         gupshup_id = send_doubts.gupshup_id(event.status, event.provider_id, event.gs_id)
         if gupshup_id is None or not event.destination:
             return False
-        adopted = await send_doubts.adopt(self.deps.pool, org=event.org, phone=event.destination,
-                                          gupshup_message_id=gupshup_id, at_ms=event.at_ms)
+        adopted = await send_doubts.adopt(
+            self.deps.pool,
+            org=event.org,
+            phone=event.destination,
+            gupshup_message_id=gupshup_id,
+            at_ms=event.at_ms,
+        )
         if adopted is None:
             return False
         await self._confirmed(event.org, event.destination, adopted)
@@ -46,44 +51,62 @@ class SendEvidence:
     async def keep(self, event: StatusEvent) -> None:
         """An event that matched nothing for good: kept a while, for a send of this chat that is
         still waiting for its answer and may go in doubt later."""
-        if not event.destination or send_doubts.gupshup_id(
-                event.status, event.provider_id, event.gs_id) is None:
+        if (
+            not event.destination
+            or send_doubts.gupshup_id(event.status, event.provider_id, event.gs_id) is None
+        ):
             return
         s = self.deps.settings
         await send_doubts.remember_orphan(
-            self.deps.redis, org=event.org, phone=event.destination,
-            event=event.model_dump(include={"provider_id", "gs_id", "status", "at_ms", "code",
-                                            "reason"}),
-            ttl_s=s.gupshup_timeout_s + s.send_doubt_grace_s + 60)
+            self.deps.redis,
+            org=event.org,
+            phone=event.destination,
+            event=event.model_dump(
+                include={"provider_id", "gs_id", "status", "at_ms", "code", "reason"}
+            ),
+            ttl_s=s.gupshup_timeout_s + s.send_doubt_grace_s + 60,
+        )
 
     async def from_orphans(self, org: str, phone: str) -> bool:
         """A send of this chat just went in doubt: the events that came before may name it."""
         deps = self.deps
         kept = await send_doubts.orphans(deps.redis, org, phone)
         for event in kept:
-            gupshup_id = send_doubts.gupshup_id(event["status"], event["provider_id"],
-                                                event.get("gs_id"))
+            gupshup_id = send_doubts.gupshup_id(
+                event["status"], event["provider_id"], event.get("gs_id")
+            )
             if gupshup_id is None:
                 continue
-            adopted = await send_doubts.adopt(deps.pool, org=org, phone=phone,
-                                              gupshup_message_id=gupshup_id, at_ms=event["at_ms"])
+            adopted = await send_doubts.adopt(
+                deps.pool, org=org, phone=phone, gupshup_message_id=gupshup_id, at_ms=event["at_ms"]
+            )
             if adopted is None:
                 continue
             await self._confirmed(org, phone, adopted)
             same = [e for e in kept if gupshup_id in (e.get("gs_id"), e["provider_id"])]
             for each in same:  # the message's own statuses, now that it has its id
                 await statuses.apply_status(
-                    deps.pool, org=org, provider_id=each["provider_id"], gs_id=each.get("gs_id"),
-                    status=each["status"], at_ms=each["at_ms"], code=each.get("code"),
-                    reason=each.get("reason"))
+                    deps.pool,
+                    org=org,
+                    provider_id=each["provider_id"],
+                    gs_id=each.get("gs_id"),
+                    status=each["status"],
+                    at_ms=each["at_ms"],
+                    code=each.get("code"),
+                    reason=each.get("reason"),
+                )
             await send_doubts.forget_orphans(deps.redis, org, phone, same)
             return True
         return False
 
     async def _confirmed(self, org: str, phone: str, adopted: send_doubts.Adopted) -> None:
         metrics.unknown_sends.labels(org, "confirmed").inc()
-        log.info("send %s to %s was in doubt; a status event names it (%s): it arrived",
-                 adopted.row_id, phone, adopted.gupshup_id)
+        log.info(
+            "send %s to %s was in doubt; a status event names it (%s): it arrived",
+            adopted.row_id,
+            phone,
+            adopted.gupshup_id,
+        )
         if adopted.request:  # what the sender would have done on Gupshup's answer
             await send_outcomes.accepted(self.deps, OutboundMessage.model_validate(adopted.request))
 
@@ -99,12 +122,15 @@ class DoubtChecker:
         s = self.deps.settings
         # A request on the wire longer than its own timeout plus the grace has no worker left.
         requests = await send_doubts.due_for_check(
-            self.deps.pool, grace_s=s.send_doubt_grace_s,
-            stuck_s=s.gupshup_timeout_s + s.send_doubt_grace_s)
+            self.deps.pool,
+            grace_s=s.send_doubt_grace_s,
+            stuck_s=s.gupshup_timeout_s + s.send_doubt_grace_s,
+        )
         for request in requests:
             # The same idempotency key: the sender's row decides, so a second copy is harmless.
-            await streams.publish(self.deps.redis, OutboundMessage.model_validate(request),
-                                  "outbound")
+            await streams.publish(
+                self.deps.redis, OutboundMessage.model_validate(request), "outbound"
+            )
         return len(requests)
 
     async def run(self, stop: asyncio.Event) -> None:

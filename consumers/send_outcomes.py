@@ -29,16 +29,37 @@ async def escalation_outcome(deps: Deps, event: OutboundMessage, *, accepted: bo
     if notice is None:
         return
     if accepted:
-        await chats.set_bot_enabled(deps.pool, event.org, notice.customer_phone, False,
-                                    reason="escalated to an advisor",
-                                    at=datetime.fromtimestamp(deps.clock(), timezone.utc))
+        await chats.set_bot_enabled(
+            deps.pool,
+            event.org,
+            notice.customer_phone,
+            False,
+            reason="escalated to an advisor",
+            at=datetime.fromtimestamp(deps.clock(), timezone.utc),
+        )
         # The CRM is told once per escalation: its id is the notice's idempotency key.
         reason = event.template_params[2] if len(event.template_params) > 2 else None
-        await webhooks.chat_event(deps.redis, deps.pool, event.org, "chat.escalated",
-                                  phone=notice.customer_phone, version=event.idempotency_key,
-                                  by="bot", reason=reason, now_ms=deps.now_ms())
-    await streams.publish(deps.redis, OutboundMessage(
-        org=event.org, phone=notice.customer_phone,
-        text=notice.accepted_text if accepted else notice.failed_text,
-        idempotency_key=f"{event.idempotency_key}:customer", turn_id=event.turn_id,
-        purpose="escalation_notice", requires_bot_enabled=not accepted), "outbound")
+        await webhooks.chat_event(
+            deps.redis,
+            deps.pool,
+            event.org,
+            "chat.escalated",
+            phone=notice.customer_phone,
+            version=event.idempotency_key,
+            by="bot",
+            reason=reason,
+            now_ms=deps.now_ms(),
+        )
+    await streams.publish(
+        deps.redis,
+        OutboundMessage(
+            org=event.org,
+            phone=notice.customer_phone,
+            text=notice.accepted_text if accepted else notice.failed_text,
+            idempotency_key=f"{event.idempotency_key}:customer",
+            turn_id=event.turn_id,
+            purpose="escalation_notice",
+            requires_bot_enabled=not accepted,
+        ),
+        "outbound",
+    )

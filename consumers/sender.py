@@ -33,10 +33,19 @@ log = logging.getLogger(__name__)
 def parts_of(event: OutboundMessage) -> list[OutboundMessage]:
     """The message, then each further part as its own message with its own idempotency key."""
     first = event.model_copy(update={"more_texts": []})
-    rest = [event.model_copy(update={
-        "text": text, "more_texts": [], "idempotency_key": f"{event.idempotency_key}:{i}",
-        "purpose": "continuation", "escalation": None, "handled_by": None})
-        for i, text in enumerate(event.more_texts, start=1)]
+    rest = [
+        event.model_copy(
+            update={
+                "text": text,
+                "more_texts": [],
+                "idempotency_key": f"{event.idempotency_key}:{i}",
+                "purpose": "continuation",
+                "escalation": None,
+                "handled_by": None,
+            }
+        )
+        for i, text in enumerate(event.more_texts, start=1)
+    ]
     return [first, *rest]
 
 
@@ -54,17 +63,24 @@ class SenderStage:
         if connection is None:
             raise Poison(f"organization {event.org} has no active WhatsApp connection")
         outcome = None
-        with tracing.span("sender", event.origin.traceparent if event.origin else None,
-                          new_trace=True, org_id=event.org, chat_id=event.phone,
-                          turn_id=event.turn_id, purpose=event.purpose):
+        with tracing.span(
+            "sender",
+            event.origin.traceparent if event.origin else None,
+            new_trace=True,
+            org_id=event.org,
+            chat_id=event.phone,
+            turn_id=event.turn_id,
+            purpose=event.purpose,
+        ):
             for part in parts_of(event):
                 # A part that must be retried raises: on the next delivery the parts already sent
                 # are recognised as duplicates, so the order holds and nothing repeats.
                 outcome = await self._deliver(part, connection, delivery)
         return outcome
 
-    async def _deliver(self, event: OutboundMessage, connection: Connection,
-                       delivery: Delivery) -> str | None:
+    async def _deliver(
+        self, event: OutboundMessage, connection: Connection, delivery: Delivery
+    ) -> str | None:
         deps = self.deps
         queued = event  # as queued: what a resend re-queues (its window is checked again then)
         # The advisor's notice goes to a staff phone: its chat is stored, but staff never
@@ -73,11 +89,17 @@ class SenderStage:
             identity = await chats.upsert_staff_identity(deps.pool, event.org, event.phone, None)
         else:
             identity = await chats.upsert_identity(deps.pool, event.org, event.phone, None)
-        row = await outbound.claim(deps.pool, org=event.org, identity=identity,
-                                   idempotency_key=event.idempotency_key, text=event.text,
-                                   turn_id=event.turn_id, purpose=event.purpose,
-                                   author=event.author_name,
-                                   artifacts={"handled_by": event.handled_by} if event.handled_by else None)
+        row = await outbound.claim(
+            deps.pool,
+            org=event.org,
+            identity=identity,
+            idempotency_key=event.idempotency_key,
+            text=event.text,
+            turn_id=event.turn_id,
+            purpose=event.purpose,
+            author=event.author_name,
+            artifacts={"handled_by": event.handled_by} if event.handled_by else None,
+        )
         if not row.may_send:
             if row.provider_message_id or row.dropped:
                 return self._count(event, "duplicate")
@@ -85,12 +107,17 @@ class SenderStage:
                 return self._count(event, "unknown_outcome")  # given up on: a person decides
             if row.send_doubt_at is None:
                 # Its worker died (or is still waiting) after the request may have been written.
-                return await self._in_doubt(event, row, "outcome unknown: the worker stopped "
-                                            "after the request may have been written")
+                return await self._in_doubt(
+                    event,
+                    row,
+                    "outcome unknown: the worker stopped after the request may have been written",
+                )
             decision = await self._decide(event, row)
             if decision != "resend":
-                return self._count(event, {"wait": "in_doubt", "resolved": "duplicate"}.get(
-                    decision, "unknown_outcome"))
+                return self._count(
+                    event,
+                    {"wait": "in_doubt", "resolved": "duplicate"}.get(decision, "unknown_outcome"),
+                )
         refusal = await self._refusal(event, identity)
         if refusal:
             await outbound.mark_dropped(deps.pool, row.id, refusal)
@@ -99,17 +126,22 @@ class SenderStage:
         event = self._within_window(event, identity, connection)
         if event.template_id and event.purpose == "continuation":
             await outbound.mark_dropped(
-                deps.pool, row.id, "outside the 24-hour window: only the first part goes, as a template")
+                deps.pool,
+                row.id,
+                "outside the 24-hour window: only the first part goes, as a template",
+            )
             return self._count(event, "dropped_window")
         if event.text is None and event.template_id is None:
             await outbound.mark_dropped(
-                deps.pool, row.id, "outside the 24-hour window and no template is configured")
+                deps.pool, row.id, "outside the 24-hour window and no template is configured"
+            )
             return self._count(event, "dropped_window")
         await self._wait_for_slot(event)
         return await self._send(event, queued, connection, row, delivery)
 
-    async def _in_doubt(self, event: OutboundMessage, row: outbound.OutgoingRow,
-                        reason: str) -> str:
+    async def _in_doubt(
+        self, event: OutboundMessage, row: outbound.OutgoingRow, reason: str
+    ) -> str:
         """The request may have reached Gupshup: wait for evidence, without holding up the
         chat. The doubt checker brings the message back once the grace ends."""
         deps = self.deps
@@ -124,16 +156,29 @@ class SenderStage:
         """A send in doubt, seen again: "resend" if it must be sent once more now (no evidence
         came within the grace). Decided in the database, so only one handler resends it."""
         s = self.deps.settings
-        decision = await send_doubts.decide(self.deps.pool, event.org, row.id,
-                                            grace_s=s.send_doubt_grace_s, max_s=s.send_doubt_max_s)
+        decision = await send_doubts.decide(
+            self.deps.pool,
+            event.org,
+            row.id,
+            grace_s=s.send_doubt_grace_s,
+            max_s=s.send_doubt_max_s,
+        )
         if decision == "resend":
             metrics.unknown_sends.labels(event.org, "resent").inc()
-            log.warning("send %s to %s: no evidence within %.0fs that it arrived; sending it "
-                        "once more", event.idempotency_key, event.phone, s.send_doubt_grace_s)
+            log.warning(
+                "send %s to %s: no evidence within %.0fs that it arrived; sending it once more",
+                event.idempotency_key,
+                event.phone,
+                s.send_doubt_grace_s,
+            )
         elif decision == "given_up":
             metrics.unknown_sends.labels(event.org, "given_up").inc()
-            log.error("send %s to %s given up: still in doubt after SEND_DOUBT_MAX_S; listed by "
-                      "`skytide dlq unknown`", event.idempotency_key, event.phone)
+            log.error(
+                "send %s to %s given up: still in doubt after SEND_DOUBT_MAX_S; listed by "
+                "`skytide dlq unknown`",
+                event.idempotency_key,
+                event.phone,
+            )
         return decision
 
     async def _refusal(self, event: OutboundMessage, identity: chats.Identity) -> str | None:
@@ -144,33 +189,52 @@ class SenderStage:
             return "contact opted out"
         return None
 
-    def _within_window(self, event: OutboundMessage, identity: chats.Identity,
-                       connection: Connection) -> OutboundMessage:
+    def _within_window(
+        self, event: OutboundMessage, identity: chats.Identity, connection: Connection
+    ) -> OutboundMessage:
         """Free text only inside the customer-service window; else the re-engagement template."""
         if event.template_id:
             return event  # templates may go out at any time
         s = self.deps.settings
-        open_until = (identity.last_inbound_at.timestamp() + s.window_hours * 3600
-                      - s.window_margin_s) if identity.last_inbound_at else 0
+        open_until = (
+            (identity.last_inbound_at.timestamp() + s.window_hours * 3600 - s.window_margin_s)
+            if identity.last_inbound_at
+            else 0
+        )
         if self.deps.clock() < open_until:
             return event
         template_id = connection.settings.get("reengagement_template_id")
-        return event.model_copy(update={
-            "text": None, "template_id": template_id,
-            "template_params": [identity.phone] if template_id else []})
+        return event.model_copy(
+            update={
+                "text": None,
+                "template_id": template_id,
+                "template_params": [identity.phone] if template_id else [],
+            }
+        )
 
     async def _wait_for_slot(self, event: OutboundMessage) -> None:
         s = self.deps.settings
-        pace = ratelimit.Pace(per_second=s.send_rate_per_s, burst=s.send_burst,
-                              recipient_interval_ms=s.recipient_interval_ms)
-        while (wait_ms := await ratelimit.acquire(self.deps.redis, event.org, event.phone, pace)):
+        pace = ratelimit.Pace(
+            per_second=s.send_rate_per_s,
+            burst=s.send_burst,
+            recipient_interval_ms=s.recipient_interval_ms,
+        )
+        while wait_ms := await ratelimit.acquire(self.deps.redis, event.org, event.phone, pace):
             await asyncio.sleep(wait_ms / 1000)
 
-    async def _send(self, event: OutboundMessage, queued: OutboundMessage, connection: Connection,
-                    row: outbound.OutgoingRow, delivery: Delivery) -> str | None:
+    async def _send(
+        self,
+        event: OutboundMessage,
+        queued: OutboundMessage,
+        connection: Connection,
+        row: outbound.OutgoingRow,
+        delivery: Delivery,
+    ) -> str | None:
         deps = self.deps
-        timeouts = gupshup_api.Timeouts(total_s=deps.settings.gupshup_timeout_s,
-                                        connect_s=deps.settings.gupshup_connect_timeout_s)
+        timeouts = gupshup_api.Timeouts(
+            total_s=deps.settings.gupshup_timeout_s,
+            connect_s=deps.settings.gupshup_connect_timeout_s,
+        )
         marked = False
 
         async def before_write() -> None:
@@ -184,16 +248,37 @@ class SenderStage:
         try:
             if event.template_id:
                 accepted = await gupshup_api.send_template(
-                    deps.http, self.api_url, connection, event.phone, event.template_id,
-                    event.template_params, timeouts, before_write)
+                    deps.http,
+                    self.api_url,
+                    connection,
+                    event.phone,
+                    event.template_id,
+                    event.template_params,
+                    timeouts,
+                    before_write,
+                )
             elif event.buttons:
                 accepted = await gupshup_api.send_quick_reply(
-                    deps.http, self.api_url, connection, event.phone, event.text or "",
-                    event.buttons, event.idempotency_key, timeouts, before_write)
+                    deps.http,
+                    self.api_url,
+                    connection,
+                    event.phone,
+                    event.text or "",
+                    event.buttons,
+                    event.idempotency_key,
+                    timeouts,
+                    before_write,
+                )
             else:
                 accepted = await gupshup_api.send_text(
-                    deps.http, self.api_url, connection, event.phone, event.text or "", timeouts,
-                    before_write)
+                    deps.http,
+                    self.api_url,
+                    connection,
+                    event.phone,
+                    event.text or "",
+                    timeouts,
+                    before_write,
+                )
         except gupshup_api.SendAbandoned:
             return self._count(event, "duplicate")  # the same message, handled elsewhere
         except gupshup_api.SendRetryable as exc:
@@ -203,8 +288,9 @@ class SenderStage:
             if exc.throttled:  # every sender of this number slows down, not just this one
                 # A Retry-After of an hour would silence the number: it is capped.
                 retry_after_s = min(exc.retry_after_s or 0, deps.settings.retry_after_max_s)
-                await ratelimit.cool_down(deps.redis, event.org,
-                                          int(retry_after_s * 1000) or deps.settings.cooldown_ms)
+                await ratelimit.cool_down(
+                    deps.redis, event.org, int(retry_after_s * 1000) or deps.settings.cooldown_ms
+                )
             # Gupshup down or throttling is an outage, waited out by the runtime (in order: the
             # chat's later replies wait behind this one), never a reason to dead-letter a reply.
             raise DependencyDown("gupshup", str(exc)) from exc

@@ -40,9 +40,13 @@ class StreamStats:
             for stage in self.stages:
                 length, groups = next(replies), next(replies)
                 metrics.stream_length.labels(org, STREAM_OF[stage]).set(
-                    length if isinstance(length, int) else 0)
-                group = next((g for g in groups if g.get("name") == stage), None) \
-                    if isinstance(groups, list) else None
+                    length if isinstance(length, int) else 0
+                )
+                group = (
+                    next((g for g in groups if g.get("name") == stage), None)
+                    if isinstance(groups, list)
+                    else None
+                )
                 metrics.stream_pending.labels(org, stage).set(group["pending"] if group else 0)
                 # lag is None when Redis cannot tell (entries deleted mid-stream): then the length.
                 lag = group.get("lag") if group else length

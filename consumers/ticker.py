@@ -9,8 +9,9 @@ from typing import Awaitable, Callable
 log = logging.getLogger(__name__)
 
 
-async def every(tick_s: float, tick: Callable[[], Awaitable[object]], stop: asyncio.Event,
-                name: str) -> None:
+async def every(
+    tick_s: float, tick: Callable[[], Awaitable[object]], stop: asyncio.Event, name: str
+) -> None:
     while not stop.is_set():
         try:
             await tick()

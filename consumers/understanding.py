@@ -20,58 +20,112 @@ from consumers.media import MediaDownloader, MediaUnavailable
 from ops import metrics
 from ops.deps import Deps
 from storage.events import InboundMessage
-from storage.media_store import (LocalMediaStore, MediaStore, MediaStoreError, StoredMedia,
-                                 SupabaseMediaStore, object_path)
+from storage.media_store import (
+    LocalMediaStore,
+    MediaStore,
+    MediaStoreError,
+    StoredMedia,
+    SupabaseMediaStore,
+    object_path,
+)
 
 log = logging.getLogger(__name__)
 
 # The label each kind carries in processed_text, in the users' language (Spanish first).
 KIND_LABELS = {
-    "image": "imagen", "audio": "audio", "voice": "nota de voz", "video": "video",
-    "file": "documento", "sticker": "sticker", "location": "ubicación", "contact": "contacto",
-    "button_reply": "botón", "list_reply": "opción de lista", "quick_reply": "botón",
-    "reaction": "reacción", "unknown": "mensaje no soportado",
+    "image": "imagen",
+    "audio": "audio",
+    "voice": "nota de voz",
+    "video": "video",
+    "file": "documento",
+    "sticker": "sticker",
+    "location": "ubicación",
+    "contact": "contacto",
+    "button_reply": "botón",
+    "list_reply": "opción de lista",
+    "quick_reply": "botón",
+    "reaction": "reacción",
+    "unknown": "mensaje no soportado",
 }
 MEDIA_KINDS = {"image", "audio", "voice", "video", "file", "sticker"}
 MAX_UNDERSTOOD_CHARS = 2000  # a long PDF summary must not crowd the agent's prompt
 
 # What the placeholder says is missing when there is no reading of the file.
 _MISSING = {
-    "voice": "transcripción no disponible", "audio": "transcripción no disponible",
-    "image": "descripción no disponible", "sticker": "descripción no disponible",
-    "video": "descripción no disponible", "file": "resumen no disponible",
+    "voice": "transcripción no disponible",
+    "audio": "transcripción no disponible",
+    "image": "descripción no disponible",
+    "sticker": "descripción no disponible",
+    "video": "descripción no disponible",
+    "file": "resumen no disponible",
 }
-_DOWNLOAD_FAILED = {"too_large": "archivo demasiado grande"}  # other reasons: "no se pudo descargar"
+_DOWNLOAD_FAILED = {
+    "too_large": "archivo demasiado grande"
+}  # other reasons: "no se pudo descargar"
 
 _TRANSCRIBE = (
     "Transcribe literalmente este audio, en el idioma en que se habla (no lo traduzcas). "
-    "Devuelve solo la transcripción, sin comentarios. Marca con [inaudible] lo que no se entienda.")
+    "Devuelve solo la transcripción, sin comentarios. Marca con [inaudible] lo que no se entienda."
+)
 _DESCRIBE_IMAGE = (
     "Eres el asistente de recepción de un negocio que da citas (clínica, spa, salón). "
     "Describe en pocas frases, en español, lo que muestra esta imagen y lo que puede importar "
     "para atender al cliente (servicios, precios, fechas, horarios, productos, documentos). "
-    "Copia textualmente todo texto legible que contenga.")
+    "Copia textualmente todo texto legible que contenga."
+)
 _SUMMARISE_VIDEO = (
     "Eres el asistente de recepción de un negocio que da citas (clínica, spa, salón). "
     "Resume en pocas frases, en español, lo que muestra este video y transcribe lo que se dice "
-    "en él, en su idioma original.")
+    "en él, en su idioma original."
+)
 _SUMMARISE_DOCUMENT = (
     "Eres el asistente de recepción de un negocio que da citas (clínica, spa, salón). "
     "Resume en español, en no más de cinco frases, de qué trata este documento y sus datos "
-    "clave (nombres, fechas, precios, servicios, importes).")
+    "clave (nombres, fechas, precios, servicios, importes)."
+)
 
 # MIME types Gemini reads (ai.google.dev docs on audio, vision, video and documents).
 _GEMINI_IMAGE = {"image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"}
-_GEMINI_AUDIO = {"audio/ogg", "audio/mpeg", "audio/mp3", "audio/wav", "audio/x-wav", "audio/aac",
-                 "audio/flac", "audio/aiff", "audio/mp4", "audio/x-m4a", "audio/opus"}
-_GEMINI_VIDEO = {"video/mp4", "video/mpeg", "video/mov", "video/quicktime", "video/avi",
-                 "video/x-flv", "video/mpg", "video/webm", "video/wmv", "video/3gpp"}
+_GEMINI_AUDIO = {
+    "audio/ogg",
+    "audio/mpeg",
+    "audio/mp3",
+    "audio/wav",
+    "audio/x-wav",
+    "audio/aac",
+    "audio/flac",
+    "audio/aiff",
+    "audio/mp4",
+    "audio/x-m4a",
+    "audio/opus",
+}
+_GEMINI_VIDEO = {
+    "video/mp4",
+    "video/mpeg",
+    "video/mov",
+    "video/quicktime",
+    "video/avi",
+    "video/x-flv",
+    "video/mpg",
+    "video/webm",
+    "video/wmv",
+    "video/3gpp",
+}
 _GEMINI_DOCUMENT = {"application/pdf", "text/plain"}
 
 _EXTENSIONS = {
-    "audio/ogg": "ogg", "audio/opus": "opus", "audio/mpeg": "mp3", "audio/mp4": "m4a",
-    "audio/aac": "aac", "audio/amr": "amr", "image/jpeg": "jpg", "image/png": "png",
-    "image/webp": "webp", "video/mp4": "mp4", "video/3gpp": "3gp", "application/pdf": "pdf",
+    "audio/ogg": "ogg",
+    "audio/opus": "opus",
+    "audio/mpeg": "mp3",
+    "audio/mp4": "m4a",
+    "audio/aac": "aac",
+    "audio/amr": "amr",
+    "image/jpeg": "jpg",
+    "image/png": "png",
+    "image/webp": "webp",
+    "video/mp4": "mp4",
+    "video/3gpp": "3gp",
+    "application/pdf": "pdf",
     "text/plain": "txt",
 }
 _SPACES = re.compile(r"\s+")
@@ -127,8 +181,9 @@ def readable_line(event: InboundMessage) -> str:
     return placeholder(event)
 
 
-def prompt_for(event: InboundMessage, mime: str, size_bytes: int,
-               max_document_bytes: int) -> str | None:
+def prompt_for(
+    event: InboundMessage, mime: str, size_bytes: int, max_document_bytes: int
+) -> str | None:
     """What to ask Gemini about this file, or None when Gemini cannot read it."""
     if mime in _GEMINI_AUDIO:
         return _TRANSCRIBE
@@ -151,7 +206,7 @@ def extension(event: InboundMessage) -> str:
 
 def _clean(text: str) -> str:
     text = _SPACES.sub(" ", text).strip()
-    return text if len(text) <= MAX_UNDERSTOOD_CHARS else text[:MAX_UNDERSTOOD_CHARS - 1] + "…"
+    return text if len(text) <= MAX_UNDERSTOOD_CHARS else text[: MAX_UNDERSTOOD_CHARS - 1] + "…"
 
 
 # ---------------------------------------------------------------- the understander
@@ -160,18 +215,27 @@ def _clean(text: str) -> str:
 async def understand(deps: Deps, event: InboundMessage) -> Understanding:
     """Without clients: readable lines, and placeholders for media (nothing is downloaded)."""
     if event.kind in MEDIA_KINDS:
-        return Understanding(processed_text=placeholder(event), media_type=event.kind,
-                             media_mime_type=event.media.content_type if event.media else None)
+        return Understanding(
+            processed_text=placeholder(event),
+            media_type=event.kind,
+            media_mime_type=event.media.content_type if event.media else None,
+        )
     return Understanding(processed_text=readable_line(event))
 
 
 def build_store(deps: Deps) -> MediaStore:
     s = deps.settings
     if s.supabase_url and s.supabase_service_role_key:
-        return SupabaseMediaStore(deps.http, s.supabase_url, s.supabase_service_role_key,
-                                  bucket=s.supabase_bucket, spool_dir=s.media_dir / ".spool",
-                                  attempts=s.media_attempts, retry_base_s=s.media_retry_base_s,
-                                  timeout_s=max(s.media_timeout_s, 30.0))
+        return SupabaseMediaStore(
+            deps.http,
+            s.supabase_url,
+            s.supabase_service_role_key,
+            bucket=s.supabase_bucket,
+            spool_dir=s.media_dir / ".spool",
+            attempts=s.media_attempts,
+            retry_base_s=s.media_retry_base_s,
+            timeout_s=max(s.media_timeout_s, 30.0),
+        )
     return LocalMediaStore(s.media_dir)
 
 
@@ -195,8 +259,11 @@ class Understander:
             if event.kind == "unknown":
                 # Kept with its raw payload so a later version can read it; counted to notice new types.
                 metrics.media_messages.labels(event.org, "unknown", "unsupported").inc()
-                return Understanding(processed_text=readable_line(event), media_type="unknown",
-                                     artifacts={"raw": event.raw})
+                return Understanding(
+                    processed_text=readable_line(event),
+                    media_type="unknown",
+                    artifacts={"raw": event.raw},
+                )
             return Understanding(processed_text=readable_line(event))
         return await self.media(deps, event)
 
@@ -214,7 +281,9 @@ class Understander:
         except MediaUnavailable as exc:
             log.info("media of %s not downloaded: %s", event.provider_id, exc)
             metrics.media_messages.labels(org, kind, f"download_{exc.reason}").inc()
-            base.processed_text = placeholder(event, _DOWNLOAD_FAILED.get(exc.reason, "no se pudo descargar"))
+            base.processed_text = placeholder(
+                event, _DOWNLOAD_FAILED.get(exc.reason, "no se pudo descargar")
+            )
             base.artifacts = {"media_error": exc.reason}
             return base
         except MediaStoreError as exc:
@@ -237,8 +306,9 @@ class Understander:
         metrics.media_messages.labels(org, kind, result if stored_ok else "store_failed").inc()
         return base
 
-    async def read(self, event: InboundMessage, stored: StoredMedia,
-                   artifacts: dict[str, Any]) -> tuple[str, str]:
+    async def read(
+        self, event: InboundMessage, stored: StoredMedia, artifacts: dict[str, Any]
+    ) -> tuple[str, str]:
         """(processed_text, metric result) from Gemini, or the placeholder."""
         mime = gemini_mime(event.media.content_type if event.media else "")
         prompt = prompt_for(event, mime, stored.size_bytes, self.max_document_bytes)
@@ -248,15 +318,22 @@ class Understander:
             artifacts["understanding"] = "unsupported_type"
             return placeholder(event), "unsupported_type"
         try:
-            answer = await self.gemini.read(org=event.org, path=stored.local_path,
-                                            size_bytes=stored.size_bytes,
-                                            content_type=mime, prompt=prompt)
+            answer = await self.gemini.read(
+                org=event.org,
+                path=stored.local_path,
+                size_bytes=stored.size_bytes,
+                content_type=mime,
+                prompt=prompt,
+            )
         except GeminiUnavailable as exc:
             log.info("gemini could not read %s: %s", event.provider_id, exc)
             artifacts["understanding"] = f"gemini_{exc.reason}"
             return placeholder(event), f"gemini_{exc.reason}"
-        artifacts["understanding"] = {"by": answer.model, "prompt_tokens": answer.prompt_tokens,
-                                      "output_tokens": answer.output_tokens}
+        artifacts["understanding"] = {
+            "by": answer.model,
+            "prompt_tokens": answer.prompt_tokens,
+            "output_tokens": answer.output_tokens,
+        }
         return with_caption(f"[{media_label(event)}] {_clean(answer.text)}", event), "understood"
 
 

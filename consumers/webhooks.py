@@ -56,9 +56,13 @@ class WebhookStage:
     async def dead_lettered(self, event: StreamEvent) -> None:
         metrics.webhook_deliveries.labels("dead_lettered").inc()
         if isinstance(event, WebhookEvent):
-            log.error("webhook %s %s of %s given up after its retry budget: `skytide dlq list "
-                      "--stage webhooks`, then `skytide dlq replay --stage webhooks`",
-                      event.event, event.id, event.org)
+            log.error(
+                "webhook %s %s of %s given up after its retry budget: `skytide dlq list "
+                "--stage webhooks`, then `skytide dlq replay --stage webhooks`",
+                event.event,
+                event.id,
+                event.org,
+            )
 
     async def handle(self, event: StreamEvent, delivery: Delivery) -> str | None:
         if not isinstance(event, WebhookEvent):
@@ -81,25 +85,34 @@ class WebhookStage:
                 pipe.sadd(done_key, *delivered)
                 pipe.expire(done_key, webhooks.DELIVERED_TTL_S)
                 await pipe.execute()
-        failed = [f"{_where(e.url)}: {error}" for e, error in zip(todo, results) if error is not None]
+        failed = [
+            f"{_where(e.url)}: {error}" for e, error in zip(todo, results) if error is not None
+        ]
         if failed:
-            raise Retry(f"{event.event} {event.id} not taken by {len(failed)} endpoint(s): "
-                        + "; ".join(failed))
+            raise Retry(
+                f"{event.event} {event.id} not taken by {len(failed)} endpoint(s): "
+                + "; ".join(failed)
+            )
         return None
 
-    async def _post(self, endpoint: webhooks.Endpoint, event: WebhookEvent,
-                    body: bytes) -> str | None:
+    async def _post(
+        self, endpoint: webhooks.Endpoint, event: WebhookEvent, body: bytes
+    ) -> str | None:
         """One signed attempt; None when the endpoint answered 2xx, else why not."""
         timestamp = int(time.time())  # the receiver compares it with its own clock: real time
         headers = {
-            "Content-Type": "application/json", "User-Agent": USER_AGENT,
-            webhooks.EVENT_ID_HEADER: event.id, webhooks.EVENT_TYPE_HEADER: event.event,
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            webhooks.EVENT_ID_HEADER: event.id,
+            webhooks.EVENT_TYPE_HEADER: event.event,
             webhooks.TIMESTAMP_HEADER: str(timestamp),
-            webhooks.SIGNATURE_HEADER: webhooks.signature(endpoint.secret, timestamp, body)}
+            webhooks.SIGNATURE_HEADER: webhooks.signature(endpoint.secret, timestamp, body),
+        }
         timeout = aiohttp.ClientTimeout(total=self.deps.settings.webhook_timeout_s)
         try:
-            async with self.deps.http.post(endpoint.url, data=body, headers=headers,
-                                           timeout=timeout, allow_redirects=False) as response:
+            async with self.deps.http.post(
+                endpoint.url, data=body, headers=headers, timeout=timeout, allow_redirects=False
+            ) as response:
                 await response.read()
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as exc:

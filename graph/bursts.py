@@ -32,11 +32,29 @@ _FRAGMENT = re.compile(
     r"|perdon|una (pregunta|consulta|duda)|tengo una (pregunta|consulta|duda)|consulta|pregunta"
     r"|te (cuento|pregunto|consulto)|le (pregunto|consulto)|quisiera (saber|preguntar)|necesito (saber|preguntar)"
     r"|hi|hello|hey there|quick question|a question|oi|ola|bom dia|boa (tarde|noite)|uma (pergunta|duvida))"
-    r"(\W+(hola|buenas|buen(os|as)? (dias|tardes|noches)|una (pregunta|consulta)|por ?fa(vor)?|porfis|hi|hello))*\W*$")
+    r"(\W+(hola|buenas|buen(os|as)? (dias|tardes|noches)|una (pregunta|consulta)|por ?fa(vor)?|porfis|hi|hello))*\W*$"
+)
 
 # Intents that say what the customer wants, whole: the burst can end on them.
-_CLEAR = {"person", "upset", "cancel", "reschedule", "list", "name", "book", "price", "hours",
-          "address", "info", "pick", "confirm", "decline", "thanks", "goodbye"}
+_CLEAR = {
+    "person",
+    "upset",
+    "cancel",
+    "reschedule",
+    "list",
+    "name",
+    "book",
+    "price",
+    "hours",
+    "address",
+    "info",
+    "pick",
+    "confirm",
+    "decline",
+    "thanks",
+    "goodbye",
+}
+
 
 def _without_greeting(t: str) -> str:
     rest = intents.RX["greeting"].sub(" ", t)
@@ -73,8 +91,9 @@ def completeness(kind: str, text: str | None, caption: str | None = None) -> Com
     return "neutral"
 
 
-def quiet_seconds(completeness_: Completeness, full_s: float, complete_share: float,
-                  neutral_share: float) -> float:
+def quiet_seconds(
+    completeness_: Completeness, full_s: float, complete_share: float, neutral_share: float
+) -> float:
     """The quiet window after a message of this kind, from the full (fragment) window."""
     share = {"complete": complete_share, "neutral": neutral_share, "fragment": 1.0}[completeness_]
     return full_s * share

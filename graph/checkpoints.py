@@ -17,21 +17,26 @@ async def checkpointer_on(client: aioredis.Redis, ttl_min: int) -> AsyncShallowR
     that reads the checkpoint writes it again at its end, and the write sets the TTL (one
     Redis round trip less per turn).
     """
-    saver = AsyncShallowRedisSaver(redis_client=client,
-                                   ttl={"default_ttl": ttl_min, "refresh_on_read": False})
+    saver = AsyncShallowRedisSaver(
+        redis_client=client, ttl={"default_ttl": ttl_min, "refresh_on_read": False}
+    )
     await saver.asetup()
     return saver
 
 
 @asynccontextmanager
-async def open_checkpointer(redis_url: str, ttl_min: int,
-                            max_connections: int = 256) -> AsyncIterator[AsyncShallowRedisSaver]:
+async def open_checkpointer(
+    redis_url: str, ttl_min: int, max_connections: int = 256
+) -> AsyncIterator[AsyncShallowRedisSaver]:
     """The process's checkpointer, on its own client with a blocking pool: hundreds of
     concurrent turns wait for a connection instead of failing with "Too many connections".
     Entered once per process (the connection must outlive every graph that uses it).
     """
-    client = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
-        redis_url, max_connections=max_connections, timeout=30))
+    client = aioredis.Redis(
+        connection_pool=aioredis.BlockingConnectionPool.from_url(
+            redis_url, max_connections=max_connections, timeout=30
+        )
+    )
     try:
         yield await checkpointer_on(client, ttl_min)
     finally:

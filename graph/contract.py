@@ -28,6 +28,8 @@ class EscalationRequest:
 class TurnResult:
     replies: list[str]  # each at most 4096 characters; empty when the escalation carries the text
     escalation: EscalationRequest | None = None
-    actions: list[dict] = field(default_factory=list)  # {"action": name, "data": {...}} of this turn
+    actions: list[dict] = field(
+        default_factory=list
+    )  # {"action": name, "data": {...}} of this turn
     experts: list[str] = field(default_factory=list)  # the expert nodes that handled the turn
     tools: list[str] = field(default_factory=list)  # the tools they called, in order

@@ -24,8 +24,9 @@ class Embedder:
         self.model = model
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
-        response = await self.client.embeddings.create(model=self.model, input=texts,
-                                                       dimensions=DIMENSIONS)
+        response = await self.client.embeddings.create(
+            model=self.model, input=texts, dimensions=DIMENSIONS
+        )
         return [item.embedding for item in sorted(response.data, key=lambda d: d.index)]
 
 
@@ -35,8 +36,12 @@ def build_embedder(settings: Settings) -> Embedder | None:
     provider, _, model = settings.embedding_model.partition(":")
     if provider != "openai" or not model:
         raise ValueError(f"EMBEDDING_MODEL {settings.embedding_model!r}: expected 'openai:<model>'")
-    client = AsyncOpenAI(base_url=settings.openai_base_url, api_key=settings.openai_api_key or "none",
-                         max_retries=1, timeout=10)
+    client = AsyncOpenAI(
+        base_url=settings.openai_base_url,
+        api_key=settings.openai_api_key or "none",
+        max_retries=1,
+        timeout=10,
+    )
     log.info("embeddings: %s (hybrid knowledge search on)", model)
     return Embedder(client, model)
 
@@ -47,7 +52,7 @@ async def backfill(pool, embedder: Embedder, org: str, batch: int = 64) -> int:
 
     missing = await catalog.without_embedding(pool, org)
     for start in range(0, len(missing), batch):
-        chunk = missing[start:start + batch]
+        chunk = missing[start : start + batch]
         vectors = await embedder.embed([text for _, _, text in chunk])
         for (table, row_id, _), vector in zip(chunk, vectors):
             await catalog.set_embedding(pool, org, table, row_id, vector)

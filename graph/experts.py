@@ -18,40 +18,78 @@ from ops.settings import Settings
 
 class Route(BaseModel):
     """A dónde va el mensaje del cliente."""
-    flow: Flow = Field(description="knowledge (preguntas y saludos), appointment (citas) o "
-                                   "escalation (quiere una persona, está molesto o no podemos ayudar)")
+
+    flow: Flow = Field(
+        description="knowledge (preguntas y saludos), appointment (citas) o "
+        "escalation (quiere una persona, está molesto o no podemos ayudar)"
+    )
 
 
 class ExpertReply(BaseModel):
     """Tu respuesta a este turno del cliente."""
-    reply: str = Field("", description="El mensaje de WhatsApp para el cliente, en su idioma. "
-                                       "Vacío solo si usas handoff.")
-    done: bool = Field(False, description="true cuando terminaste la tarea (pregunta respondida, "
-                                          "cita agendada, cancelada o cambiada)")
-    handoff: Flow | None = Field(None, description="Otro experto que debe atender este mismo "
-                                                   "mensaje porque el cliente cambió de tema")
+
+    reply: str = Field(
+        "",
+        description="El mensaje de WhatsApp para el cliente, en su idioma. "
+        "Vacío solo si usas handoff.",
+    )
+    done: bool = Field(
+        False,
+        description="true cuando terminaste la tarea (pregunta respondida, "
+        "cita agendada, cancelada o cambiada)",
+    )
+    handoff: Flow | None = Field(
+        None,
+        description="Otro experto que debe atender este mismo "
+        "mensaje porque el cliente cambió de tema",
+    )
 
 
 class Experts:
     def __init__(self, model, settings: Settings) -> None:
-        self.limits = UsageLimits(request_limit=settings.llm_request_limit,
-                                  tool_calls_limit=settings.llm_tool_calls_limit)
+        self.limits = UsageLimits(
+            request_limit=settings.llm_request_limit, tool_calls_limit=settings.llm_tool_calls_limit
+        )
         # On every agent as well as on the model build_model makes: a model handed in (a test's,
         # a benchmark's) is bounded the same way. A structured reply cut off at the limit fails
         # the run (IncompleteToolCall), so the customer gets the apology, never half a JSON.
         bounded = ModelSettings(max_tokens=settings.llm_max_tokens)
-        self.router = Agent(model, deps_type=ToolDeps, output_type=Route, retries=1,
-                            instructions=[_base, prompts.ROUTER, _context], name="router",
-                            model_settings=bounded)
-        self.knowledge = Agent(model, deps_type=ToolDeps, output_type=ExpertReply, retries=2,
-                               instructions=[_base, prompts.KNOWLEDGE, _context],
-                               tools=tools.KNOWLEDGE_TOOLS, name="knowledge", model_settings=bounded)
-        self.appointment = Agent(model, deps_type=ToolDeps, output_type=ExpertReply, retries=2,
-                                 instructions=[_base, prompts.APPOINTMENT, _context],
-                                 tools=tools.APPOINTMENT_TOOLS, name="appointment",
-                                 model_settings=bounded)
-        self.summarizer = Agent(model, output_type=str, instructions=prompts.SUMMARY, name="summary",
-                                model_settings=bounded)
+        self.router = Agent(
+            model,
+            deps_type=ToolDeps,
+            output_type=Route,
+            retries=1,
+            instructions=[_base, prompts.ROUTER, _context],
+            name="router",
+            model_settings=bounded,
+        )
+        self.knowledge = Agent(
+            model,
+            deps_type=ToolDeps,
+            output_type=ExpertReply,
+            retries=2,
+            instructions=[_base, prompts.KNOWLEDGE, _context],
+            tools=tools.KNOWLEDGE_TOOLS,
+            name="knowledge",
+            model_settings=bounded,
+        )
+        self.appointment = Agent(
+            model,
+            deps_type=ToolDeps,
+            output_type=ExpertReply,
+            retries=2,
+            instructions=[_base, prompts.APPOINTMENT, _context],
+            tools=tools.APPOINTMENT_TOOLS,
+            name="appointment",
+            model_settings=bounded,
+        )
+        self.summarizer = Agent(
+            model,
+            output_type=str,
+            instructions=prompts.SUMMARY,
+            name="summary",
+            model_settings=bounded,
+        )
 
     async def run(self, agent: Agent, prompt: str, deps: ToolDeps):
         started = time.monotonic()
@@ -60,12 +98,17 @@ class Experts:
             result = await agent.run(prompt, deps=deps, usage_limits=self.limits, usage=usage)
         finally:
             model = agent.model
-            metrics.record_llm_run(deps.ctx.deps.settings.llm_prices, org=deps.ctx.turn.org,
-                                   provider=getattr(model, "system", ""),
-                                   model=getattr(model, "model_name", "unknown"),
-                                   agent=agent.name or "agent", seconds=time.monotonic() - started,
-                                   requests=usage.requests, input_tokens=usage.input_tokens,
-                                   output_tokens=usage.output_tokens)
+            metrics.record_llm_run(
+                deps.ctx.deps.settings.llm_prices,
+                org=deps.ctx.turn.org,
+                provider=getattr(model, "system", ""),
+                model=getattr(model, "model_name", "unknown"),
+                agent=agent.name or "agent",
+                seconds=time.monotonic() - started,
+                requests=usage.requests,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+            )
         deps.ctx.usage_tokens.append(result.usage.input_tokens)
         return result.output
 

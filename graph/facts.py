@@ -84,8 +84,11 @@ def _one_day(h: facts.DayHours, now: datetime) -> str:
         prefix = f"Hoy, {_day(h.day)}," if h.day == today else name
         return _sentence(f"{prefix} atendemos {_spans(h.spans)}")
     if h.closed_because == "festivo":
-        return f"{name} ({_day(h.day)}) es festivo y no atendemos." if h.day == today else \
-            f"{name} es festivo y no atendemos."
+        return (
+            f"{name} ({_day(h.day)}) es festivo y no atendemos."
+            if h.day == today
+            else f"{name} es festivo y no atendemos."
+        )
     if h.closed_because == "weekday":
         return f"Los {_plural(h.day.weekday())} no atendemos."
     return f"{name} no atendemos ({h.closed_because})."
@@ -100,7 +103,7 @@ async def _next_open(pool, org: str, tz, closed: date, today: date) -> str:
 
 
 async def _week(pool, org: str) -> str:
-    """"lunes a viernes de 8:00 a. m. a 6:00 p. m.; sábado de ...; domingo cerrado": consecutive
+    """ "lunes a viernes de 8:00 a. m. a 6:00 p. m.; sábado de ...; domingo cerrado": consecutive
     weekdays with the same hours are one range."""
     week = await facts.weekly_hours(pool, org)
     groups: list[tuple[int, int, tuple]] = []
@@ -112,8 +115,11 @@ async def _week(pool, org: str) -> str:
             groups.append((wd, wd, spans))
     parts = []
     for first, last, spans in groups:
-        days = replies.WEEKDAYS[first] if first == last else \
-            f"{replies.WEEKDAYS[first]} a {replies.WEEKDAYS[last]}"
+        days = (
+            replies.WEEKDAYS[first]
+            if first == last
+            else f"{replies.WEEKDAYS[first]} a {replies.WEEKDAYS[last]}"
+        )
         parts.append(f"{days} {_spans(spans)}" if spans else f"{days} cerrado")
     return _sentence("Nuestro horario: " + "; ".join(parts))
 
@@ -121,22 +127,38 @@ async def _week(pool, org: str) -> str:
 async def address(pool, org: str) -> str:
     found = await facts.address(pool, org)
     if found.address is None and not found.notes:
-        return "No tengo la dirección registrada. Si quieres, te comunico con una persona del equipo."
+        return (
+            "No tengo la dirección registrada. Si quieres, te comunico con una persona del equipo."
+        )
     parts = [f"Estamos en {found.address}."] if found.address else []
     # An FAQ answer that repeats the address adds only what it says besides (parking, a landmark).
-    parts += [n for n in found.notes if not found.address or found.address not in n] if found.address \
+    parts += (
+        [n for n in found.notes if not found.address or found.address not in n]
+        if found.address
         else list(found.notes)
+    )
     return " ".join(parts)
 
 
 async def staff(pool, org: str, asked: str | None) -> str:
-    services = [s for s, score in await catalog.search_services(pool, org, asked or "", 3)
-                if score >= catalog.SERVICE_MATCH_MIN] if asked else []
+    services = (
+        [
+            s
+            for s, score in await catalog.search_services(pool, org, asked or "", 3)
+            if score >= catalog.SERVICE_MATCH_MIN
+        ]
+        if asked
+        else []
+    )
     if not services:
         team = await facts.team(pool, org)
         if not team:
             return "No tengo registrado al equipo. Si quieres, te comunico con una persona."
-        return "Nuestro equipo: " + ", ".join(f"{name} ({role})" if role else name for name, role in team) + "."
+        return (
+            "Nuestro equipo: "
+            + ", ".join(f"{name} ({role})" if role else name for name, role in team)
+            + "."
+        )
     lines = []
     for service in services:
         who = [name for name, _ in await facts.staff_for(pool, org, service)]
@@ -152,12 +174,22 @@ async def price_list(pool, org: str) -> str:
     services = await catalog.list_services(pool, org)
     if not services:
         return "Por ahora no tengo servicios publicados."
-    lines = [f"• {s.name}: {replies.price(s.price, s.currency)} ({s.duration_minutes} min)" for s in services]
+    lines = [
+        f"• {s.name}: {replies.price(s.price, s.currency)} ({s.duration_minutes} min)"
+        for s in services
+    ]
     return "Estos son nuestros servicios:\n" + "\n".join(lines)
 
 
-async def answer(pool, org: str, tz, now: datetime, topic: Topic, when: str | None = None,
-                 service: str | None = None) -> str:
+async def answer(
+    pool,
+    org: str,
+    tz,
+    now: datetime,
+    topic: Topic,
+    when: str | None = None,
+    service: str | None = None,
+) -> str:
     if topic == "horario":
         return await hours(pool, org, tz, now, when)
     if topic == "direccion":

@@ -19,11 +19,13 @@ import re
 from graph import intents
 
 PERSON = {"label": "Hablar con una persona del equipo", "person": True}
-MENU = [{"label": "Agendar una cita", "say": "quiero agendar una cita"},
-        {"label": "Ver mis citas", "say": "qué citas tengo"},
-        {"label": "Cambiar una cita", "say": "quiero cambiar mi cita"},
-        {"label": "Cancelar una cita", "say": "quiero cancelar mi cita"},
-        {"label": "Servicios y precios", "say": "qué servicios tienen y cuánto cuestan"}]
+MENU = [
+    {"label": "Agendar una cita", "say": "quiero agendar una cita"},
+    {"label": "Ver mis citas", "say": "qué citas tengo"},
+    {"label": "Cambiar una cita", "say": "quiero cambiar mi cita"},
+    {"label": "Cancelar una cita", "say": "quiero cancelar mi cita"},
+    {"label": "Servicios y precios", "say": "qué servicios tienen y cuánto cuestan"},
+]
 MAX_SERVICES = 6
 
 
@@ -59,7 +61,15 @@ def said_again(replies: list[str]) -> list[str]:
 
 
 # What moving forward changes: a new service or day with the same free times is not a loop.
-PROGRESS_KEYS = ("service", "window", "chosen_slot", "purpose", "reschedule_of", "cancel_pending", "contact_name")
+PROGRESS_KEYS = (
+    "service",
+    "window",
+    "chosen_slot",
+    "purpose",
+    "reschedule_of",
+    "cancel_pending",
+    "contact_name",
+)
 
 
 def progressed(state: dict, update: dict) -> bool:
@@ -89,7 +99,10 @@ def options(state: dict) -> tuple[str, list[dict]]:
     last = state.get("last_list") or {}
     kind, items = last.get("kind"), list(last.get("items") or [])
     if kind == "slots" and items:
-        return "Elige un horario", items + [{"label": "Ver otros días u horas", "say": "otros horarios"}, PERSON]
+        return "Elige un horario", items + [
+            {"label": "Ver otros días u horas", "say": "otros horarios"},
+            PERSON,
+        ]
     if kind == "appointments" and items:
         return "Elige la cita", items + [PERSON]
     if kind == "services" and items:
@@ -100,12 +113,18 @@ def options(state: dict) -> tuple[str, list[dict]]:
 def missed_again(state: dict, replies: list[str]) -> bool:
     """The expert repeats the question our options replaced: the options did not help either."""
     last = state.get("last_list") or {}
-    return last.get("kind") == "menu" and bool(last.get("repeated")) and last["repeated"] == signature(replies)
+    return (
+        last.get("kind") == "menu"
+        and bool(last.get("repeated"))
+        and last["repeated"] == signature(replies)
+    )
 
 
 def offer_person(state: dict) -> tuple[str, dict]:
-    text = ("Perdona, sigo sin entenderte 🙏. ¿Quieres que te comunique con una persona del equipo? "
-            "Respóndeme «sí», o cuéntame con otras palabras qué necesitas.")
+    text = (
+        "Perdona, sigo sin entenderte 🙏. ¿Quieres que te comunique con una persona del equipo? "
+        "Respóndeme «sí», o cuéntame con otras palabras qué necesitas."
+    )
     return text, {"kind": "menu", "items": [PERSON], "yes_is": 1}
 
 
@@ -117,8 +136,7 @@ def guard_reply(state: dict, repeated: list[str], after_menu: bool = False) -> t
     head, items = options(state)
     lines = "\n".join(f"{i + 1}. {item['label']}" for i, item in enumerate(items))
     kind = (state.get("last_list") or {}).get("kind") if head != "Puedo ayudarte con" else None
-    text = (f"{understood(state)} {head}:\n{lines}\n\n"
-            "Respóndeme solo con el número de la opción.")
+    text = f"{understood(state)} {head}:\n{lines}\n\nRespóndeme solo con el número de la opción."
     return text, {"kind": "menu", "of": kind, "items": items, "repeated": signature(repeated)}
 
 

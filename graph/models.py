@@ -25,8 +25,10 @@ def build_model(settings: Settings) -> Model:
         log.info("LLM: %s; no API key needed", OFFLINE_NAME)
         return offline_model()
     if provider != "openai":
-        raise ValueError(f"LLM_MODEL {name!r}: only 'openai:<model>' (or an OpenAI-compatible "
-                         "server through OPENAI_BASE_URL) and 'offline' are supported")
+        raise ValueError(
+            f"LLM_MODEL {name!r}: only 'openai:<model>' (or an OpenAI-compatible "
+            "server through OPENAI_BASE_URL) and 'offline' are supported"
+        )
     if not settings.openai_api_key and not settings.openai_base_url:
         log.warning("LLM: %s requested but OPENAI_API_KEY is unset; using %s", name, OFFLINE_NAME)
         return offline_model()
@@ -39,11 +41,18 @@ def build_model(settings: Settings) -> Model:
     # Local servers (Ollama, llama.cpp) ignore the key, but the client requires one. The aiohttp
     # transport: httpx's pool checks every idle connection on each request, which costs CPU
     # once hundreds of turns wait on the model at the same time (make bench).
-    client = LeanAsyncOpenAI(base_url=settings.openai_base_url, api_key=settings.openai_api_key or "none",
-                         max_retries=1, timeout=settings.llm_turn_timeout_s,
-                         http_client=DefaultAioHttpClient())
+    client = LeanAsyncOpenAI(
+        base_url=settings.openai_base_url,
+        api_key=settings.openai_api_key or "none",
+        max_retries=1,
+        timeout=settings.llm_turn_timeout_s,
+        http_client=DefaultAioHttpClient(),
+    )
     log.info("LLM: %s at %s", model_name, settings.openai_base_url or "api.openai.com")
     # The model's own default, so every request it makes is bounded, whichever agent makes it
     # (pydantic-ai sends it as `max_completion_tokens`; llama.cpp and vLLM honour that field).
-    return SchemaCachingChatModel(model_name, provider=OpenAIProvider(openai_client=client),
-                                  settings=ModelSettings(max_tokens=settings.llm_max_tokens))
+    return SchemaCachingChatModel(
+        model_name,
+        provider=OpenAIProvider(openai_client=client),
+        settings=ModelSettings(max_tokens=settings.llm_max_tokens),
+    )

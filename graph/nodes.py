@@ -29,10 +29,13 @@ from storage import holds
 log = logging.getLogger(__name__)
 
 MAX_HOPS = 2
-ACCEPTED_TEXT = ("Listo, le avisé a un asesor de nuestro equipo y te escribirá en breve por este "
-                 "mismo chat. 🙌")
-FAILED_TEXT = ("No pude contactar a un asesor en este momento 😔. Sigo aquí para ayudarte; si "
-               "quieres, cuéntame qué necesitas y lo intento de nuevo en un rato.")
+ACCEPTED_TEXT = (
+    "Listo, le avisé a un asesor de nuestro equipo y te escribirá en breve por este mismo chat. 🙌"
+)
+FAILED_TEXT = (
+    "No pude contactar a un asesor en este momento 😔. Sigo aquí para ayudarte; si "
+    "quieres, cuéntame qué necesitas y lo intento de nuevo en un rato."
+)
 Next = Literal["router", "knowledge", "appointment", "escalation", "replay"]
 
 
@@ -57,8 +60,12 @@ class Nodes:
     async def replay(self, state: ConversationState) -> dict:
         # A redelivered turn whose effects are already in this state: answer the same again.
         last = state["last_turn"]
-        return {"replies": last["replies"], "actions": last["actions"], "escalation": last["escalation"],
-                "handoff": None}
+        return {
+            "replies": last["replies"],
+            "actions": last["actions"],
+            "escalation": last["escalation"],
+            "handoff": None,
+        }
 
     async def router(self, state: ConversationState, runtime: Runtime[TurnContext]) -> dict:
         prompt = _prompt(state)
@@ -67,7 +74,9 @@ class Nodes:
         if flow is None:
             by = "model"
             try:
-                flow = (await self.experts.run(self.experts.router, prompt, self._deps(state, runtime))).flow
+                flow = (
+                    await self.experts.run(self.experts.router, prompt, self._deps(state, runtime))
+                ).flow
             except UnexpectedModelBehavior as exc:
                 # The model's output failed validation twice: a question is the safe default.
                 log.warning("router output invalid, defaulting to knowledge: %s", exc)
@@ -85,23 +94,33 @@ class Nodes:
     async def appointment(self, state: ConversationState, runtime: Runtime[TurnContext]) -> dict:
         return await self._expert("appointment", self.experts.appointment, state, runtime)
 
-    async def _expert(self, name, agent, state: ConversationState, runtime: Runtime[TurnContext]) -> dict:
+    async def _expert(
+        self, name, agent, state: ConversationState, runtime: Runtime[TurnContext]
+    ) -> dict:
         deps = self._deps(state, runtime)
         out = await self.experts.run(agent, _prompt(state), deps)
         if name == "appointment":
             await _release_declined_holds(state, deps, out.done, runtime.context)
         # Only the keys a tool changed: every written channel costs LangGraph work and checkpoint space.
         changed = {k: v for k, v in deps.state.items() if v != state.get(k)}
-        update = {**changed, "bookings": deps.bookings,
-                  "actions": state.get("actions", []) + deps.actions}
+        update = {
+            **changed,
+            "bookings": deps.bookings,
+            "actions": state.get("actions", []) + deps.actions,
+        }
         hops = state.get("hops", 0)
         if out.handoff and out.handoff != name and hops < MAX_HOPS:
             # A cancellation asked about here was never seen by the customer: it cannot be confirmed.
             update.update(flow=out.handoff, handoff=out.handoff, hops=hops + 1, cancel_pending=None)
-            update["actions"] = update["actions"] + [{"action": "handoff", "data": {"from": name, "to": out.handoff}}]
+            update["actions"] = update["actions"] + [
+                {"action": "handoff", "data": {"from": name, "to": out.handoff}}
+            ]
             return update
-        update.update(flow=None if out.done else name, handoff=None,
-                      replies=state.get("replies", []) + ([out.reply] if out.reply.strip() else []))
+        update.update(
+            flow=None if out.done else name,
+            handoff=None,
+            replies=state.get("replies", []) + ([out.reply] if out.reply.strip() else []),
+        )
         if out.done:  # the task is over: a later "sí" must not confirm a cancellation from it
             update["cancel_pending"] = None
         return await self._end_turn(state, update, runtime.context)
@@ -111,15 +130,30 @@ class Nodes:
         model is down, and the advisor's note cannot be made up."""
         said = _prompt(state, resolved=False)
         reason = intents.escalation_reason(intents.normalize(said))
-        if (state.get("last_list") or {}).get("kind") == "menu" and loopguard.resolve(state, state.get("texts", [])):
+        if (state.get("last_list") or {}).get("kind") == "menu" and loopguard.resolve(
+            state, state.get("texts", [])
+        ):
             reason = "Eligió hablar con una persona"
         full_name = (state.get("contact_name") or runtime.context.contact_name or "").split()
-        request = {"reason": reason[:200], "summary": _advisor_summary(state, said)[:500],
-                   "accepted_text": ACCEPTED_TEXT, "failed_text": FAILED_TEXT,
-                   "customer_name": full_name[0] if full_name else "Cliente"}
-        action = {"action": "escalate", "data": {"reason": request["reason"], "summary": request["summary"]}}
-        update = {"escalation": request, "flow": None, "handoff": None, "replies": [], "last_list": None,
-                  "actions": state.get("actions", []) + [action]}
+        request = {
+            "reason": reason[:200],
+            "summary": _advisor_summary(state, said)[:500],
+            "accepted_text": ACCEPTED_TEXT,
+            "failed_text": FAILED_TEXT,
+            "customer_name": full_name[0] if full_name else "Cliente",
+        }
+        action = {
+            "action": "escalate",
+            "data": {"reason": request["reason"], "summary": request["summary"]},
+        }
+        update = {
+            "escalation": request,
+            "flow": None,
+            "handoff": None,
+            "replies": [],
+            "last_list": None,
+            "actions": state.get("actions", []) + [action],
+        }
         return await self._end_turn(state, update, runtime.context)
 
     @staticmethod
@@ -132,7 +166,8 @@ class Nodes:
         parts = [p for r in update["replies"] for p in replies.split(r)]
         previous = (state.get("last_turn") or {}).get("replies")
         stuck = not loopguard.progressed(state, update) and (
-            loopguard.repeats(previous, parts) or loopguard.missed_again(state, parts))
+            loopguard.repeats(previous, parts) or loopguard.missed_again(state, parts)
+        )
         # The very same words while the task goes on: whatever moved in the state, the customer
         # reads the same message and cannot tell; a finished task's are only said differently.
         going_on = update.get("flow") is not None
@@ -141,12 +176,19 @@ class Nodes:
             flow = update.get("flow") or state.get("flow") or "none"
             metrics.loop_guard.labels(flow).inc()
             log.info("loop guard: %s repeated its question; offering options", flow)
-            text, menu = loopguard.guard_reply({**state, **update}, parts,
-                                               after_menu=(state.get("last_list") or {}).get("kind") == "menu")
+            text, menu = loopguard.guard_reply(
+                {**state, **update},
+                parts,
+                after_menu=(state.get("last_list") or {}).get("kind") == "menu",
+            )
             parts = replies.split(text)
             update["last_list"] = menu
-            update["actions"] = update["actions"] + [{"action": "loop_guarded", "data": {"flow": flow}}]
-        if loopguard.same_words(previous, parts):  # a second goodbye, or the guard's own words again
+            update["actions"] = update["actions"] + [
+                {"action": "loop_guarded", "data": {"flow": flow}}
+            ]
+        if loopguard.same_words(
+            previous, parts
+        ):  # a second goodbye, or the guard's own words again
             parts = loopguard.said_again(parts)
             update["actions"] = update["actions"] + [{"action": "said_again", "data": {}}]
         turns = state.get("turns", 0) + 1
@@ -155,16 +197,25 @@ class Nodes:
             # A cancellation question is answered by the customer's next message or not at all:
             # "¿dónde quedan?" then "ok gracias" must not confirm it two messages later.
             update["cancel_pending"] = None
-        update.update(replies=parts, turns=turns,
-                      last_turn={"turn_id": state.get("turn_id"), "replies": parts, "actions": update["actions"],
-                                 "escalation": update.get("escalation", state.get("escalation"))})
+        update.update(
+            replies=parts,
+            turns=turns,
+            last_turn={
+                "turn_id": state.get("turn_id"),
+                "replies": parts,
+                "actions": update["actions"],
+                "escalation": update.get("escalation", state.get("escalation")),
+            },
+        )
         if self.summary_every_turns and turns % self.summary_every_turns == 0:
             summary = await self._summarize(state, parts, ctx)
             if summary:
                 update["summary"] = summary
         return update
 
-    async def _summarize(self, state: ConversationState, parts: list[str], ctx: TurnContext) -> str | None:
+    async def _summarize(
+        self, state: ConversationState, parts: list[str], ctx: TurnContext
+    ) -> str | None:
         from storage.memory import save_summary
 
         lines = [f"Resumen anterior: {ctx.summary or state.get('summary') or '(ninguno)'}"]
@@ -173,36 +224,59 @@ class Nodes:
         lines += [f"Cliente: {t[:300]}" for t in state.get("texts", [])]
         lines += [f"Nosotros: {t[:300]}" for t in parts]
         try:
-            summary = (await self.experts.summarizer.run("\n".join(lines), usage_limits=self.experts.limits)).output
+            summary = (
+                await self.experts.summarizer.run(
+                    "\n".join(lines), usage_limits=self.experts.limits
+                )
+            ).output
         except UnexpectedModelBehavior as exc:
             log.warning("summary not refreshed: %s", exc)
             return None
         summary = summary.strip()[:1500]
-        await save_summary(ctx.deps.pool, ctx.turn.org, ctx.turn.identity_id, summary, state.get("turns", 0) + 1)
+        await save_summary(
+            ctx.deps.pool, ctx.turn.org, ctx.turn.identity_id, summary, state.get("turns", 0) + 1
+        )
         return summary
 
     @staticmethod
     def _deps(state: ConversationState, runtime: Runtime[TurnContext]) -> ToolDeps:
-        return ToolDeps(ctx=runtime.context, state={k: state.get(k) for k in TOOL_KEYS},
-                        summary=runtime.context.summary or state.get("summary", ""),
-                        bookings=state.get("bookings", 0))
+        return ToolDeps(
+            ctx=runtime.context,
+            state={k: state.get(k) for k in TOOL_KEYS},
+            summary=runtime.context.summary or state.get("summary", ""),
+            bookings=state.get("bookings", 0),
+        )
 
 
-async def _release_declined_holds(state: ConversationState, deps: ToolDeps, done: bool,
-                                  ctx: TurnContext) -> None:
+async def _release_declined_holds(
+    state: ConversationState, deps: ToolDeps, done: bool, ctx: TurnContext
+) -> None:
     """Held slots end when the task does, and at a "no" the slots declined are let go (a new
     offer in the same turn keeps only the slots it did not offer before)."""
-    declined = (any(intents.says_no(intents.normalize(t)) for t in state.get("texts", []))
-                and all(a["action"] == "slots_proposed" for a in deps.actions))  # "no sé, la 1" picks
+    declined = any(intents.says_no(intents.normalize(t)) for t in state.get("texts", [])) and all(
+        a["action"] == "slots_proposed" for a in deps.actions
+    )  # "no sé, la 1" picks
     if not (done or (declined and state.get("proposed_slots"))):
         return
     before = {(s["staff_id"], s["starts_at"]) for s in state.get("proposed_slots") or []}
     duration = timedelta(minutes=(deps.state.get("service") or {}).get("duration_minutes") or 0)
-    keep = [] if done else [(s["staff_id"], datetime.fromisoformat(s["starts_at"]))
-                            for s in deps.state.get("proposed_slots") or []
-                            if (s["staff_id"], s["starts_at"]) not in before]
-    await holds.hold(ctx.deps.redis, ctx.turn.org, ctx.turn.chat, [(st, a, a + duration) for st, a in keep],
-                     now_ms=ctx.deps.now_ms(), ttl_ms=ctx.deps.settings.slot_hold_min * 60_000)
+    keep = (
+        []
+        if done
+        else [
+            (s["staff_id"], datetime.fromisoformat(s["starts_at"]))
+            for s in deps.state.get("proposed_slots") or []
+            if (s["staff_id"], s["starts_at"]) not in before
+        ]
+    )
+    await holds.hold(
+        ctx.deps.redis,
+        ctx.turn.org,
+        ctx.turn.chat,
+        [(st, a, a + duration) for st, a in keep],
+        now_ms=ctx.deps.now_ms(),
+        ttl_ms=ctx.deps.settings.slot_hold_min * 60_000,
+    )
 
 
 def _prompt(state: ConversationState, resolved: bool = True) -> str:
@@ -228,7 +302,9 @@ def _advisor_summary(state: ConversationState, said: str) -> str:
     return f"Último mensaje: «{said.strip()[:300] or 'sin texto'}»{tail}"
 
 
-def build_graph(experts: Experts, checkpointer, summary_every_turns: int = 8, router_keywords: bool = True):
+def build_graph(
+    experts: Experts, checkpointer, summary_every_turns: int = 8, router_keywords: bool = True
+):
     nodes = Nodes(experts, summary_every_turns, router_keywords)
     builder = StateGraph(ConversationState, context_schema=TurnContext)
     for name in ("replay", "router", "knowledge", "appointment", "escalation"):

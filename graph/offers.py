@@ -22,7 +22,9 @@ from storage import appointments, catalog, holds, schedules
 LIMIT = 3  # slots in one offer
 SAME_DAY = 2  # of them at most on the asked day(s) when the asked time is not free: the rest later
 NEXT_DAYS = 14  # how far after the asked days the next open days are looked for
-PER_DAY = 2  # of the later slots at most on one day: two days to choose from when the asked one is closed
+PER_DAY = (
+    2  # of the later slots at most on one day: two days to choose from when the asked one is closed
+)
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,10 @@ class Offer:
                 why["hours"] = f"{replies.clock(self.why.opens)} a {replies.clock(self.why.closes)}"
             out["why"] = why
         if self.searched is not None:
-            out["searched"] = {"from": replies.day(self.searched[0]), "to": replies.day(self.searched[1])}
+            out["searched"] = {
+                "from": replies.day(self.searched[0]),
+                "to": replies.day(self.searched[1]),
+            }
         return out
 
 
@@ -59,7 +64,13 @@ async def find(t, service: catalog.Service, window: When) -> Offer:
         if all(got):
             return offer
     kept = [s for s, ok in zip(offer.slots, got) if ok]
-    return Offer(kept, exact=offer.exact and bool(kept), asked=offer.asked, why=offer.why, searched=offer.searched)
+    return Offer(
+        kept,
+        exact=offer.exact and bool(kept),
+        asked=offer.asked,
+        why=offer.why,
+        searched=offer.searched,
+    )
 
 
 async def _search(t, service: catalog.Service, window: When) -> Offer:
@@ -70,17 +81,31 @@ async def _search(t, service: catalog.Service, window: When) -> Offer:
         # "mañana a las 10": that exact time if it is free, else the nearest free times around it.
         asked = datetime.combine(window.days[0], window.prefer, t.org.tz)
         # A one-minute grid: "a las 4 y cuarto" is checked at 4:15 itself, not at the next half hour.
-        exact = await free(t, service, days=window.days, time_from=window.prefer,
-                           time_to=(asked + timedelta(minutes=1)).time(), not_before=not_before, limit=1,
-                           step_min=1)
+        exact = await free(
+            t,
+            service,
+            days=window.days,
+            time_from=window.prefer,
+            time_to=(asked + timedelta(minutes=1)).time(),
+            not_before=not_before,
+            limit=1,
+            step_min=1,
+        )
         if exact and exact[0].starts_at == asked:
             return Offer(exact[:1], exact=True)
         end = asked + timedelta(minutes=service.duration_minutes)
         span = (window.prefer, end.time() if end.date() == asked.date() else time.max)
     else:
         # Within a period or range the slots spread over it, unless a time or an edge was asked.
-        slots = await free(t, service, days=window.days, time_from=window.time_from, time_to=window.time_to,
-                           not_before=not_before, prefer=target if window.prefer or window.order != "spread" else None)
+        slots = await free(
+            t,
+            service,
+            days=window.days,
+            time_from=window.time_from,
+            time_to=window.time_to,
+            not_before=not_before,
+            prefer=target if window.prefer or window.order != "spread" else None,
+        )
         if slots:
             return Offer(slots)
         span = (window.time_from, window.time_to)
@@ -88,10 +113,27 @@ async def _search(t, service: catalog.Service, window: When) -> Offer:
         why = schedules.Unavailable("too_soon", asked.date())
     else:
         why = await _why(t, service, window.days, *span, whole=asked is not None)
-    whole_days = asked is None and span == (time.min, time.max)  # the day itself had nothing: no same-day search
-    same = [] if whole_days else await free(t, service, days=window.days, time_from=time.min, time_to=time.max,
-                                            not_before=not_before, prefer=target, limit=SAME_DAY)
-    later, last = await _next_open(t, service, max(window.days), target, LIMIT - len(same), not_before)
+    whole_days = asked is None and span == (
+        time.min,
+        time.max,
+    )  # the day itself had nothing: no same-day search
+    same = (
+        []
+        if whole_days
+        else await free(
+            t,
+            service,
+            days=window.days,
+            time_from=time.min,
+            time_to=time.max,
+            not_before=not_before,
+            prefer=target,
+            limit=SAME_DAY,
+        )
+    )
+    later, last = await _next_open(
+        t, service, max(window.days), target, LIMIT - len(same), not_before
+    )
     slots = same + later
     return Offer(slots, asked=asked, why=why, searched=None if slots else (min(window.days), last))
 
@@ -108,21 +150,25 @@ def _target(window: When) -> time | None:
     if (window.time_from, window.time_to) == (time.min, time.max):
         return None
     start = window.time_from.hour * 60 + window.time_from.minute
-    end = 24 * 60 if window.time_to == time.max else window.time_to.hour * 60 + window.time_to.minute
+    end = (
+        24 * 60 if window.time_to == time.max else window.time_to.hour * 60 + window.time_to.minute
+    )
     middle = (start + end) // 2
     return time(min(middle // 60, 23), middle % 60)
 
 
-async def _why(t, service: catalog.Service, days: list[date], time_from: time, time_to: time,
-               whole: bool) -> schedules.Unavailable:
+async def _why(
+    t, service: catalog.Service, days: list[date], time_from: time, time_to: time, whole: bool
+) -> schedules.Unavailable:
     pool, org = t.deps.pool, t.org.id
     cal = await schedules.load_calendar(pool, org, t.org.tz, days)
     staff = await appointments.eligible_staff(pool, org, service.id)
     return schedules.unavailable(cal, staff, days, time_from, time_to, whole=whole)
 
 
-async def _next_open(t, service: catalog.Service, after: date, target: time | None, limit: int,
-                     not_before: datetime) -> tuple[list[appointments.Slot], date]:
+async def _next_open(
+    t, service: catalog.Service, after: date, target: time | None, limit: int, not_before: datetime
+) -> tuple[list[appointments.Slot], date]:
     """Free times of the next open days after `after`, at most PER_DAY a day so the customer
     gets more than one day to choose from (closed days are skipped without a search), and the
     last day looked at."""
@@ -134,19 +180,42 @@ async def _next_open(t, service: catalog.Service, after: date, target: time | No
             return found, day - timedelta(days=1)
         if cal.is_closed(day) or not cal.opening.get(day.weekday()):
             continue
-        found += await free(t, service, days=[day], time_from=time.min, time_to=time.max,
-                            not_before=not_before, prefer=target, limit=min(PER_DAY, limit - len(found)))
+        found += await free(
+            t,
+            service,
+            days=[day],
+            time_from=time.min,
+            time_to=time.max,
+            not_before=not_before,
+            prefer=target,
+            limit=min(PER_DAY, limit - len(found)),
+        )
     return found, days[-1]
 
 
-async def free(t, service: catalog.Service, step_min: int | None = None, **window) -> list[appointments.Slot]:
+async def free(
+    t, service: catalog.Service, step_min: int | None = None, **window
+) -> list[appointments.Slot]:
     """Free slots of the window that no other chat holds, on the organization's grid of start times."""
     held = await holds.held_by_others(t.deps.redis, t.org.id, t.turn.chat, now_ms=t.deps.now_ms())
-    return await appointments.availability(t.deps.pool, org=t.org.id, service=service, tz=t.org.tz, held=held,
-                                           step_min=step_min or t.deps.settings.slot_step_min, **window)
+    return await appointments.availability(
+        t.deps.pool,
+        org=t.org.id,
+        service=service,
+        tz=t.org.tz,
+        held=held,
+        step_min=step_min or t.deps.settings.slot_step_min,
+        **window,
+    )
 
 
 async def hold(t, slots: list[holds.Held]) -> list[bool]:
     """Hold these slots for this chat (its previous holds are let go): held or not, per slot."""
-    return await holds.hold(t.deps.redis, t.org.id, t.turn.chat, slots, now_ms=t.deps.now_ms(),
-                            ttl_ms=t.deps.settings.slot_hold_min * 60_000)
+    return await holds.hold(
+        t.deps.redis,
+        t.org.id,
+        t.turn.chat,
+        slots,
+        now_ms=t.deps.now_ms(),
+        ttl_ms=t.deps.settings.slot_hold_min * 60_000,
+    )

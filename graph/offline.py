@@ -12,15 +12,42 @@ import json
 import re
 from typing import Any
 
-from pydantic_ai.messages import (ModelMessage, ModelRequest, ModelResponse, RetryPromptPart, TextPart,
-                                  ToolCallPart, ToolReturnPart, UserPromptPart)
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelRequest,
+    ModelResponse,
+    RetryPromptPart,
+    TextPart,
+    ToolCallPart,
+    ToolReturnPart,
+    UserPromptPart,
+)
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from graph import intents, prompts
-from graph.intents import (extract_name, greeting_only, is_info_question, mentions_day, mentions_when, normalize,
-                           pick_number, says_no, says_thanks_or_bye, says_yes)
-from graph.offline_rules import (ask_which, compose, confirm_cancel, goodbye, intent, kept, pick_slot, slots_again,
-                                 which_slot)
+from graph.intents import (
+    extract_name,
+    greeting_only,
+    is_info_question,
+    mentions_day,
+    mentions_when,
+    normalize,
+    pick_number,
+    says_no,
+    says_thanks_or_bye,
+    says_yes,
+)
+from graph.offline_rules import (
+    ask_which,
+    compose,
+    confirm_cancel,
+    goodbye,
+    intent,
+    kept,
+    pick_slot,
+    slots_again,
+    which_slot,
+)
 
 OFFLINE_NAME = "offline-es (deterministic offline model, not an LLM)"
 
@@ -37,8 +64,13 @@ async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelRespons
     if agent == "summary" or not info.output_tools:
         return ModelResponse(parts=[TextPart(_summary(user))])
     state = _state(instructions)
-    turn = Turn(user=user, t=normalize(user), state=state, results=results,
-                before=_state(first) if first is not None else state)
+    turn = Turn(
+        user=user,
+        t=normalize(user),
+        state=state,
+        results=results,
+        before=_state(first) if first is not None else state,
+    )
     action = {"router": _router, "knowledge": _knowledge, "appointment": _appointment}[agent](turn)
     if action[0] == "tool":
         return ModelResponse(parts=[ToolCallPart(action[1], action[2])])
@@ -46,8 +78,14 @@ async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelRespons
 
 
 class Turn:
-    def __init__(self, user: str, t: str, state: dict, results: list[tuple[str, Any]],
-                 before: dict | None = None) -> None:
+    def __init__(
+        self,
+        user: str,
+        t: str,
+        state: dict,
+        results: list[tuple[str, Any]],
+        before: dict | None = None,
+    ) -> None:
         self.user, self.t, self.state, self.results = user, t, state, results
         # `state` is the ESTADO as the tools left it for this step; `before`, as the customer's
         # message found it (a tool may since have cleared what the customer was answering).
@@ -66,18 +104,22 @@ def _this_run(messages: list[ModelMessage]) -> tuple[str, list[tuple[str, Any]],
                 user, results, first = part.content, [], message.instructions
             elif isinstance(part, ToolReturnPart) and getattr(part, "outcome", None) == "retried":
                 # A tool's ModelRetry: this Pydantic AI returns it as a ToolReturnPart, not a RetryPromptPart.
-                results.append((part.tool_name, {"action": "retry", "data": {"reason": str(part.content)}}))
+                results.append(
+                    (part.tool_name, {"action": "retry", "data": {"reason": str(part.content)}})
+                )
             elif isinstance(part, ToolReturnPart):
                 results.append((part.tool_name, part.content))
             elif isinstance(part, RetryPromptPart) and part.tool_name:
-                results.append((part.tool_name, {"action": "retry", "data": {"reason": str(part.content)}}))
+                results.append(
+                    (part.tool_name, {"action": "retry", "data": {"reason": str(part.content)}})
+                )
     return user, results, first
 
 
 def _state(instructions: str) -> dict:
     for line in instructions.splitlines():
         if line.startswith(prompts.STATE_MARK):
-            return json.loads(line[len(prompts.STATE_MARK):])
+            return json.loads(line[len(prompts.STATE_MARK) :])
     return {}
 
 
@@ -91,7 +133,9 @@ def final(**args: Any) -> tuple:
 
 def _router(turn: Turn) -> tuple:
     kind = intent(turn.t)
-    flow = {"escalate": "escalation", "chat": "knowledge", "info": "knowledge"}.get(kind, "appointment")
+    flow = {"escalate": "escalation", "chat": "knowledge", "info": "knowledge"}.get(
+        kind, "appointment"
+    )
     return final(flow=flow)
 
 
@@ -122,17 +166,27 @@ def _fact(turn: Turn) -> tuple | None:
     topic = intents.fact_topic(turn.t)
     if topic is None or "business_info" in turn.called:
         return None
-    return tool("business_info", topic=topic, date=turn.user if topic == "horario" else None,
-                service=turn.user if topic == "personal" else None)
+    return tool(
+        "business_info",
+        topic=topic,
+        date=turn.user if topic == "horario" else None,
+        service=turn.user if topic == "personal" else None,
+    )
 
 
-_ABOUT_A_SERVICE = re.compile(r"cuanto (cuesta|vale|sale|cobran|dura)|\bprecio|\bvalor\b|\bcosto|que incluye")
+_ABOUT_A_SERVICE = re.compile(
+    r"cuanto (cuesta|vale|sale|cobran|dura)|\bprecio|\bvalor\b|\bcosto|que incluye"
+)
 
 
 def _about_chosen_service(user: str, t: str, s: dict) -> str:
-    """"¿Cuánto cuesta?" in the middle of a booking asks about the service being booked."""
+    """ "¿Cuánto cuesta?" in the middle of a booking asks about the service being booked."""
     service = (s.get("servicio") or {}).get("name")
-    if service and _ABOUT_A_SERVICE.search(t) and not re.search(r"\b(la|el|los|las|un|una) \w{4,}", t):
+    if (
+        service
+        and _ABOUT_A_SERVICE.search(t)
+        and not re.search(r"\b(la|el|los|las|un|una) \w{4,}", t)
+    ):
         return f"{user} {service}"
     return user
 
@@ -140,8 +194,9 @@ def _about_chosen_service(user: str, t: str, s: dict) -> str:
 def _appointment(turn: Turn) -> tuple:
     t, s, called = turn.t, turn.state, turn.called
     kind = intent(t)
-    finished = {"booked", "cancelled", "rescheduled"} & {r.get("action") for _, r in turn.results
-                                                         if isinstance(r, dict)}
+    finished = {"booked", "cancelled", "rescheduled"} & {
+        r.get("action") for _, r in turn.results if isinstance(r, dict)
+    }
     if finished:
         return final(reply=compose(turn), done=True)
     if (declined := _declined(turn)) is not None:
@@ -155,25 +210,46 @@ def _appointment(turn: Turn) -> tuple:
     if is_info_question(t) and "search_knowledge" not in called and "business_info" not in called:
         return tool("search_knowledge", query=_about_chosen_service(turn.user, t, s))
     pending = s.get("cancelacion_por_confirmar")
-    if pending and kind == "book" and mentions_when(t) and not intents.RX["book"].search(t) \
-            and "check_availability" not in called:
+    if (
+        pending
+        and kind == "book"
+        and mentions_when(t)
+        and not intents.RX["book"].search(t)
+        and "check_availability" not in called
+    ):
         # "¿Confirmas que cancelo...?" answered "para el lunes": they want it moved, not cancelled.
         return tool("check_availability", appointment=pending, when=turn.user)
     # A new booking, reschedule or list request leaves a cancellation question behind.
     moved_on = kind in ("book", "reschedule", "list")
-    if (kind == "cancel" or "cancel_appointment" in called
-            or (not moved_on and (s.get("cancelacion_por_confirmar")
-                                  or (s.get("citas_para") == "cancelar" and s.get("citas_listadas"))))):
+    if (
+        kind == "cancel"
+        or "cancel_appointment" in called
+        or (
+            not moved_on
+            and (
+                s.get("cancelacion_por_confirmar")
+                or (s.get("citas_para") == "cancelar" and s.get("citas_listadas"))
+            )
+        )
+    ):
         return _cancel(turn)
     if kind == "reschedule" or s.get("citas_para") == "reprogramar":
         return _reschedule(turn)
     if kind == "list" and "list_my_appointments" not in called:
         return tool("list_my_appointments", purpose="ver")
     listed = s.get("citas_listadas") or []
-    if kind == "other" and s.get("citas_para") == "ver" and (n := pick_number(t)) and n <= len(listed) and not called:
+    if (
+        kind == "other"
+        and s.get("citas_para") == "ver"
+        and (n := pick_number(t))
+        and n <= len(listed)
+        and not called
+    ):
         # "la 2" after the list of their appointments: that one, and what can be done with it.
-        return final(reply=f"Tu cita {n} es {listed[n - 1]['label']}. ¿Qué quieres hacer con ella? "
-                           f"Escríbeme «cambiar la {n}» o «cancelar la {n}».")
+        return final(
+            reply=f"Tu cita {n} es {listed[n - 1]['label']}. ¿Qué quieres hacer con ella? "
+            f"Escríbeme «cambiar la {n}» o «cancelar la {n}»."
+        )
     if "book_appointment" not in called and "check_availability" not in called:
         return _book(turn, kind)
     done = any(isinstance(r, dict) and r.get("action") == "booked" for _, r in turn.results)
@@ -186,15 +262,20 @@ def _book(turn: Turn, kind: str) -> tuple:
     slots = s.get("horarios_propuestos") or []
     if s.get("esperando") == "nombre" and (name := extract_name(turn.user)):
         return tool("book_appointment", slot=s["horario_elegido"], customer_name=name)
-    if ((name := extract_name(turn.user, explicit=True)) and name != s.get("nombre_cliente")
-            and "save_contact_name" not in turn.called):
+    if (
+        (name := extract_name(turn.user, explicit=True))
+        and name != s.get("nombre_cliente")
+        and "save_contact_name" not in turn.called
+    ):
         return tool("save_contact_name", name=name)  # "hola, soy Ana y quiero una cita..."
     if slots and (n := pick_slot(t, slots)):
         return tool("book_appointment", slot=n)
     if "save_contact_name" in turn.called and not slots and kind == "other":
         name = s.get("nombre_cliente")
         if s.get("servicio"):  # a task already done: nothing to offer again
-            return final(reply=f"¡Gracias, {name}! Ya quedó tu nombre. ¿Te ayudo con algo más?", done=True)
+            return final(
+                reply=f"¡Gracias, {name}! Ya quedó tu nombre. ¿Te ayudo con algo más?", done=True
+            )
         return final(reply=f"¡Gracias, {name}! ¿Qué servicio quieres agendar?")
     if says_thanks_or_bye(t):
         return final(reply=goodbye(pending=bool(slots)), done=True)
@@ -208,8 +289,12 @@ def _book(turn: Turn, kind: str) -> tuple:
         if says_no(t):
             return final(reply="Sin problema. ¿Qué otro día u hora te queda bien?")
     if not slots and kind == "other" and says_yes(t) and not s.get("horario_elegido"):
-        return final(reply="¡Claro! Cuéntame qué necesitas: agendar, cambiar o cancelar una cita, o saber de un servicio.")
-    if re.search(r"\b(otros? (horarios?|dias?|horas?)|otro dia|otra hora|otra fecha)\b", t) and not mentions_when(t):
+        return final(
+            reply="¡Claro! Cuéntame qué necesitas: agendar, cambiar o cancelar una cita, o saber de un servicio."
+        )
+    if re.search(
+        r"\b(otros? (horarios?|dias?|horas?)|otro dia|otra hora|otra fecha)\b", t
+    ) and not mentions_when(t):
         return tool("check_availability", when="la próxima semana")
     info_only = is_info_question(t) and kind == "info" and not mentions_when(t)
     if info_only or kind == "list":
@@ -244,7 +329,9 @@ def _cancel(turn: Turn) -> tuple:
         again = asked["appointment"] == turn.before.get("cancelacion_por_confirmar")
         return final(reply=confirm_cancel(asked["label"], again=again))
     if "cancel_appointment" in called and "list_my_appointments" not in called:
-        return tool("list_my_appointments", purpose="cancelar")  # it could not be cancelled: look again
+        return tool(
+            "list_my_appointments", purpose="cancelar"
+        )  # it could not be cancelled: look again
     pending = s.get("cancelacion_por_confirmar")
     listed = s.get("citas_listadas") if pending else _listed(turn, "cancelar")
     if listed is None:
@@ -252,7 +339,9 @@ def _cancel(turn: Turn) -> tuple:
     if not listed:
         return final(reply=compose(turn), done=True)
     n = pick_number(t)
-    if pending and not (n and n != pending and n <= len(listed)):  # another number: ask about that one
+    if pending and not (
+        n and n != pending and n <= len(listed)
+    ):  # another number: ask about that one
         if says_no(t):
             # Listing them again "to see" clears the pending cancellation (and "cancelar" from the
             # state), so a later "sí" or "la primera" is not read as this one; _declined replies.
@@ -274,15 +363,26 @@ def _cancel(turn: Turn) -> tuple:
 
 def _result(turn: Turn, action: str) -> dict | None:
     """The data of this run's latest tool result with that action."""
-    return next((r["data"] for _, r in reversed(turn.results)
-                 if isinstance(r, dict) and r.get("action") == action), None)
+    return next(
+        (
+            r["data"]
+            for _, r in reversed(turn.results)
+            if isinstance(r, dict) and r.get("action") == action
+        ),
+        None,
+    )
 
 
 def _declined(turn: Turn) -> str | None:
     """The reply to a "no" to our question, once _cancel has re-listed the appointments to see."""
     listing = _result(turn, "appointments_listed")
     # Only _cancel lists "to see" on a "no"; a "no, ¿qué citas tengo?" lists them on its own.
-    if listing is None or listing["purpose"] != "ver" or not says_no(turn.t) or intent(turn.t) == "list":
+    if (
+        listing is None
+        or listing["purpose"] != "ver"
+        or not says_no(turn.t)
+        or intent(turn.t) == "list"
+    ):
         return None
     n, asked = turn.before.get("cancelacion_por_confirmar"), turn.before.get("citas_listadas") or []
     return kept(asked[n - 1]["label"] if n and n <= len(asked) else None)
@@ -313,9 +413,17 @@ def _reschedule(turn: Turn) -> tuple:
 
 
 def _summary(prompt: str) -> str:
-    said = [line.split(":", 1)[1].strip() for line in prompt.splitlines() if line.startswith("Cliente:")]
-    previous = next((line.split(":", 1)[1].strip() for line in prompt.splitlines()
-                     if line.startswith("Resumen anterior:")), "")
+    said = [
+        line.split(":", 1)[1].strip() for line in prompt.splitlines() if line.startswith("Cliente:")
+    ]
+    previous = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in prompt.splitlines()
+            if line.startswith("Resumen anterior:")
+        ),
+        "",
+    )
     recent = "; ".join(said[-4:])
     text = f"El cliente ha escrito: {recent}." if recent else "Sin mensajes del cliente."
     if previous and previous != "(ninguno)":

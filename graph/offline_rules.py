@@ -11,9 +11,21 @@ from typing import Any
 from graph import intents, replies, timeparse
 
 # The offline model's kinds of message, from the shared intent table (graph/intents.py).
-_KIND = {"person": "escalate", "upset": "escalate", "cancel": "cancel", "reschedule": "reschedule",
-         "list": "list", "book": "book", "price": "info", "hours": "info", "address": "info", "info": "info",
-         "greeting": "chat", "thanks": "chat", "goodbye": "chat"}
+_KIND = {
+    "person": "escalate",
+    "upset": "escalate",
+    "cancel": "cancel",
+    "reschedule": "reschedule",
+    "list": "list",
+    "book": "book",
+    "price": "info",
+    "hours": "info",
+    "address": "info",
+    "info": "info",
+    "greeting": "chat",
+    "thanks": "chat",
+    "goodbye": "chat",
+}
 
 
 def intent(t: str) -> str:
@@ -30,11 +42,17 @@ def pick_slot(t: str, slots: list[dict]) -> int | None:
         return len(slots)
     asked = timeparse.parse(t, intents.ANY_NOW)
     # "a las 3", "la de las 3" pick from the list; "para las 5" asks for that time (a new search).
-    if asked.prefer and not intents.mentions_day(t) and re.match(r"^\W*((la|el) de )?(a )?(la|las) \d", t):
+    if (
+        asked.prefer
+        and not intents.mentions_day(t)
+        and re.match(r"^\W*((la|el) de )?(a )?(la|las) \d", t)
+    ):
         for i, slot in enumerate(slots):
             if _label_time(slot["label"]) == (asked.prefer.hour, asked.prefer.minute):
                 return i + 1
-    if len(slots) == 1 and (intents.says_yes(t) or re.search(r"^\W*(si|dale|esa|ese|perfecto|listo|de una)\b", t)):
+    if len(slots) == 1 and (
+        intents.says_yes(t) or re.search(r"^\W*(si|dale|esa|ese|perfecto|listo|de una)\b", t)
+    ):
         return 1
     return None
 
@@ -49,11 +67,15 @@ def _label_time(label: str) -> tuple[int, int] | None:
 
 def ask_which(listed: list[dict], verb: str) -> str:
     lines = [f"{a['n']}. {a['label']}" for a in listed]
-    return "Tienes estas citas:\n" + "\n".join(lines) + f"\n\n¿Cuál quieres {verb}? Respóndeme con el número."
+    return (
+        "Tienes estas citas:\n"
+        + "\n".join(lines)
+        + f"\n\n¿Cuál quieres {verb}? Respóndeme con el número."
+    )
 
 
 def _appointment_phrase(label: str) -> str:
-    """"Manicure spa, viernes 5 de marzo, 3:00 p. m." -> "de Manicure spa del viernes 5 de marzo, 3:00 p. m."."""
+    """ "Manicure spa, viernes 5 de marzo, 3:00 p. m." -> "de Manicure spa del viernes 5 de marzo, 3:00 p. m."."""
     m = re.match(r"(.+?), ((?:" + "|".join(replies.WEEKDAYS) + r") .+)$", label)
     return f"de {m.group(1)} del {m.group(2)}" if m else f"«{label}»"
 
@@ -77,8 +99,12 @@ def compose(turn: Any, greet: bool = False) -> str:
         if re.match(r"^\W*(gracias|muchas gracias|perfecto|listo|ok)\b", turn.t):
             out.append("¡Con gusto! Aquí estoy si necesitas algo más. 😊")
         else:
-            out.append("¡Hola! Soy la asistente virtual. Te puedo contar de nuestros servicios y precios, "
-                       "o agendar, cambiar o cancelar tu cita. ¿En qué te ayudo?" if greet else "¡Hola!")
+            out.append(
+                "¡Hola! Soy la asistente virtual. Te puedo contar de nuestros servicios y precios, "
+                "o agendar, cambiar o cancelar tu cita. ¿En qué te ayudo?"
+                if greet
+                else "¡Hola!"
+            )
     pending_booking = False
     for name, result in turn.results:
         action = result.get("action") if isinstance(result, dict) else None
@@ -88,8 +114,11 @@ def compose(turn: Any, greet: bool = False) -> str:
             pending_booking = bool(turn.state.get("horarios_propuestos"))
         elif name == "search_my_messages" and action is None:
             found = [m for m in result.get("mensajes", []) if m["de"] == "nosotros"]
-            out.append(f"Esto fue lo que te escribimos el {found[0]['fecha']}: «{found[0]['texto']}»"
-                       if found else "No encontré eso en nuestros mensajes anteriores.")
+            out.append(
+                f"Esto fue lo que te escribimos el {found[0]['fecha']}: «{found[0]['texto']}»"
+                if found
+                else "No encontré eso en nuestros mensajes anteriores."
+            )
         elif action == "facts_given":
             out.append(data["answer"])
             pending_booking = bool(turn.state.get("horarios_propuestos"))
@@ -104,7 +133,9 @@ def compose(turn: Any, greet: bool = False) -> str:
 
 def _answer(results: list[dict]) -> str:
     if not results:
-        return "No encontré información sobre eso. Si quieres, te comunico con una persona del equipo."
+        return (
+            "No encontré información sobre eso. Si quieres, te comunico con una persona del equipo."
+        )
     top = results[0]
     if top["tipo"] == "servicio":
         return f"{top['nombre']}: cuesta {top['precio']} y dura {top['duracion_min']} minutos. {top['descripcion']}"
@@ -123,13 +154,21 @@ def _proposed(d: dict) -> str:
     why = _why(d) if d.get("why") else ""
     if not d["slots"]:
         searched = d.get("searched")
-        span = f"entre el {searched['from']} y el {searched['to']}" if searched else "en los días que busqué"
-        return (f"{head}{why}No tengo horarios libres para {d['service']} {span}. "
-                "¿Quieres que te comunique con una persona?")
+        span = (
+            f"entre el {searched['from']} y el {searched['to']}"
+            if searched
+            else "en los días que busqué"
+        )
+        return (
+            f"{head}{why}No tengo horarios libres para {d['service']} {span}. "
+            "¿Quieres que te comunique con una persona?"
+        )
     if d.get("why"):
         return f"{head}{why}Lo más cercano que tengo para {d['service']}:\n{_slots(d)}\n\n¿Cuál prefieres?"
-    return (f"{head}Para {d['service']} ({d['price']}, {d['duration_minutes']} min) tengo estos horarios:\n"
-            f"{_slots(d)}\n\n¿Cuál prefieres?")
+    return (
+        f"{head}Para {d['service']} ({d['price']}, {d['duration_minutes']} min) tengo estos horarios:\n"
+        f"{_slots(d)}\n\n¿Cuál prefieres?"
+    )
 
 
 def _why(d: dict) -> str:
@@ -140,7 +179,9 @@ def _why(d: dict) -> str:
         text = f"El {day} es festivo y no atendemos."
     elif kind == "closure":
         text = f"El {day} no atendemos ({w.get('reason') or 'cerrado'})."
-    elif kind == "closed_weekday":  # "Los domingos no atendemos": the weekday is the reason, not the date
+    elif (
+        kind == "closed_weekday"
+    ):  # "Los domingos no atendemos": the weekday is the reason, not the date
         weekday = day.split()[0]
         text = f"Los {weekday if weekday.endswith('s') else weekday + 's'} no atendemos."
     elif kind == "closed_days":
@@ -150,12 +191,18 @@ def _why(d: dict) -> str:
     elif kind == "outside_hours":
         text = f"En ese horario no atendemos (abrimos de {hours})."
     elif kind == "ends_after_closing":
-        text = (f"{d['service']} dura {d['duration_minutes']} minutos: a las {asked} terminaría después del "
-                f"cierre (el {day} abrimos de {hours}).")
+        text = (
+            f"{d['service']} dura {d['duration_minutes']} minutos: a las {asked} terminaría después del "
+            f"cierre (el {day} abrimos de {hours})."
+        )
     elif kind == "staff_away":
         text = f"El {day} no hay nadie del equipo disponible para {d['service']}."
     elif kind == "too_soon":
-        text = f"Para las {asked} ya no alcanzo a agendarte." if asked else "Para ese momento ya no alcanzo a agendarte."
+        text = (
+            f"Para las {asked} ya no alcanzo a agendarte."
+            if asked
+            else "Para ese momento ya no alcanzo a agendarte."
+        )
     elif asked:
         text = f"A las {asked} ya no tengo espacio."
     elif d.get("default_window"):
@@ -166,10 +213,12 @@ def _why(d: dict) -> str:
 
 
 def date_conflict(d: dict) -> str:
-    """"el lunes 15" when the 15th is a Tuesday: which of the two days."""
+    """ "el lunes 15" when the 15th is a Tuesday: which of the two days."""
     dated_weekday = d["dated"].split()[0]
-    return (f"El {d['dated'].split(' ', 1)[1]} es {dated_weekday}, no {d['weekday']}. "
-            f"¿Lo quieres el {d['dated']} o el {d['other']}?")
+    return (
+        f"El {d['dated'].split(' ', 1)[1]} es {dated_weekday}, no {d['weekday']}. "
+        f"¿Lo quieres el {d['dated']} o el {d['other']}?"
+    )
 
 
 def which_slot(slots: list[dict]) -> str:
@@ -192,19 +241,35 @@ def goodbye(pending: bool) -> str:
 _ACTION_TEXT = {
     "slots_proposed": _proposed,
     "date_conflict": date_conflict,
-    "service_needed": lambda d: ("¿Para qué servicio quieres la cita? Tenemos:\n"
-                                 + "\n".join(f"{i + 1}. {o}" for i, o in enumerate(d["options"]))),
-    "name_needed": lambda d: f"¡Perfecto! Te reservo el {d['slot']}. ¿A nombre de quién agendo la cita?",
-    "slot_taken": lambda d: (f"Uy, el {d['slot']} se acaba de ocupar. 😕 Te puedo ofrecer:\n"
-                             f"{_slots(d, 'alternatives')}\n\n¿Cuál prefieres?" if d["alternatives"]
-                             else f"Uy, el {d['slot']} se acaba de ocupar y no veo otros horarios cercanos."),
-    "booked": lambda d: (f"¡Listo, {d['name']}! Tu cita de {d['service']} quedó agendada para el {d['when']} "
-                         f"con {d['staff']}. Valor: {d['price']}. Te esperamos. 💆"),
-    "appointments_listed": lambda d: ("Tus próximas citas:\n" + "\n".join(f"{a['n']}. {a['label']}" for a in d["appointments"])
-                                      if d["appointments"] else "No tienes citas próximas con nosotros."),
+    "service_needed": lambda d: (
+        "¿Para qué servicio quieres la cita? Tenemos:\n"
+        + "\n".join(f"{i + 1}. {o}" for i, o in enumerate(d["options"]))
+    ),
+    "name_needed": lambda d: (
+        f"¡Perfecto! Te reservo el {d['slot']}. ¿A nombre de quién agendo la cita?"
+    ),
+    "slot_taken": lambda d: (
+        f"Uy, el {d['slot']} se acaba de ocupar. 😕 Te puedo ofrecer:\n"
+        f"{_slots(d, 'alternatives')}\n\n¿Cuál prefieres?"
+        if d["alternatives"]
+        else f"Uy, el {d['slot']} se acaba de ocupar y no veo otros horarios cercanos."
+    ),
+    "booked": lambda d: (
+        f"¡Listo, {d['name']}! Tu cita de {d['service']} quedó agendada para el {d['when']} "
+        f"con {d['staff']}. Valor: {d['price']}. Te esperamos. 💆"
+    ),
+    "appointments_listed": lambda d: (
+        "Tus próximas citas:\n" + "\n".join(f"{a['n']}. {a['label']}" for a in d["appointments"])
+        if d["appointments"]
+        else "No tienes citas próximas con nosotros."
+    ),
     "cancel_confirmation_needed": lambda d: confirm_cancel(d["label"]),
-    "cancelled": lambda d: f"Listo, tu cita de {d['service']} del {d['when']} quedó cancelada. ¿Te ayudo con algo más?",
-    "rescheduled": lambda d: f"¡Hecho! Tu cita de {d['service']} quedó para el {d['when']}: ¡te esperamos!",
+    "cancelled": lambda d: (
+        f"Listo, tu cita de {d['service']} del {d['when']} quedó cancelada. ¿Te ayudo con algo más?"
+    ),
+    "rescheduled": lambda d: (
+        f"¡Hecho! Tu cita de {d['service']} quedó para el {d['when']}: ¡te esperamos!"
+    ),
     "name_saved": lambda d: "",
     "retry": lambda d: "",
 }

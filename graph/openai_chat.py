@@ -32,17 +32,40 @@ _SCHEMA_CACHE_LIMIT = 512
 
 
 class LeanCompletions(AsyncCompletions):
-    async def create(self, *, stream=False, extra_headers=None, extra_query=None, extra_body=None,
-                     timeout=NOT_GIVEN, **params):
+    async def create(
+        self,
+        *,
+        stream=False,
+        extra_headers=None,
+        extra_query=None,
+        extra_body=None,
+        timeout=NOT_GIVEN,
+        **params,
+    ):
         if stream:
-            return await super().create(stream=stream, extra_headers=extra_headers, extra_query=extra_query,
-                                        extra_body=extra_body, timeout=timeout, **params)
+            return await super().create(
+                stream=stream,
+                extra_headers=extra_headers,
+                extra_query=extra_query,
+                extra_body=extra_body,
+                timeout=timeout,
+                **params,
+            )
         body = {key: value for key, value in params.items() if is_given(value)}
         return await self._post(
-            "/chat/completions", body=body,
-            options=make_request_options(extra_headers=extra_headers, extra_query=extra_query,
-                                         extra_body=extra_body, timeout=timeout, security={"bearer_auth": True}),
-            cast_to=ChatCompletion, stream=False, stream_cls=AsyncStream[ChatCompletionChunk])
+            "/chat/completions",
+            body=body,
+            options=make_request_options(
+                extra_headers=extra_headers,
+                extra_query=extra_query,
+                extra_body=extra_body,
+                timeout=timeout,
+                security={"bearer_auth": True},
+            ),
+            cast_to=ChatCompletion,
+            stream=False,
+            stream_cls=AsyncStream[ChatCompletionChunk],
+        )
 
 
 class LeanChat(AsyncChat):
@@ -68,14 +91,21 @@ class SchemaCachingChatModel(OpenAIChatModel):
         # its id from being reused by another dict while the entry lives.
         self._schemas: dict[tuple[int, bool | None], tuple[dict, dict, bool]] = {}
 
-    def customize_request_parameters(self, params: ModelRequestParameters) -> ModelRequestParameters:
+    def customize_request_parameters(
+        self, params: ModelRequestParameters
+    ) -> ModelRequestParameters:
         transformer = self.profile.get("json_schema_transformer")
         if transformer is None:
             return super().customize_request_parameters(params)
         # The base class still handles the output object (one schema, used in native output mode).
-        rest = super().customize_request_parameters(replace(params, function_tools=[], output_tools=[]))
-        return replace(rest, function_tools=[self._customized(transformer, t) for t in params.function_tools],
-                       output_tools=[self._customized(transformer, t) for t in params.output_tools])
+        rest = super().customize_request_parameters(
+            replace(params, function_tools=[], output_tools=[])
+        )
+        return replace(
+            rest,
+            function_tools=[self._customized(transformer, t) for t in params.function_tools],
+            output_tools=[self._customized(transformer, t) for t in params.output_tools],
+        )
 
     def _customized(self, transformer, tool: ToolDefinition) -> ToolDefinition:
         source = tool.parameters_json_schema
@@ -88,5 +118,8 @@ class SchemaCachingChatModel(OpenAIChatModel):
                 self._schemas.clear()
             self._schemas[key] = entry
         _, schema, strict_compatible = entry
-        return replace(tool, parameters_json_schema=schema,
-                       strict=strict_compatible if tool.strict is None else tool.strict)
+        return replace(
+            tool,
+            parameters_json_schema=schema,
+            strict=strict_compatible if tool.strict is None else tool.strict,
+        )

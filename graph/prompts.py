@@ -57,8 +57,9 @@ qué se le ofreció y qué quedó pendiente. Sin identificadores internos."""
 
 def base(ctx: TurnContext) -> str:
     now = ctx.now
-    return BASE.format(business=ctx.org.name, today=replies.day(now), clock=replies.clock(now),
-                       tz=ctx.org.timezone)
+    return BASE.format(
+        business=ctx.org.name, today=replies.day(now), clock=replies.clock(now), tz=ctx.org.timezone
+    )
 
 
 # Who said each recent message, as the model reads it. A person of the clinic answered while
@@ -85,21 +86,33 @@ def model_view(state: dict | ConversationState) -> dict:
     """The state as the model sees it: numbers and labels, never internal ids."""
     service = state.get("service")
     return {
-        "servicio": {k: service[k] for k in ("name", "price", "duration_minutes")} if service else None,
+        "servicio": {k: service[k] for k in ("name", "price", "duration_minutes")}
+        if service
+        else None,
         "cuando": state.get("window"),
-        "horarios_propuestos": [{"n": i + 1, "label": s["label"]}
-                                for i, s in enumerate(state.get("proposed_slots") or [])],
+        "horarios_propuestos": [
+            {"n": i + 1, "label": s["label"]}
+            for i, s in enumerate(state.get("proposed_slots") or [])
+        ],
         "horario_elegido": state.get("chosen_slot"),
-        "citas_listadas": [{"n": i + 1, "label": a["label"]}
-                           for i, a in enumerate(state.get("appointments") or [])],
+        "citas_listadas": [
+            {"n": i + 1, "label": a["label"]} for i, a in enumerate(state.get("appointments") or [])
+        ],
         "citas_para": state.get("purpose"),
         "reprogramando_cita": state.get("reschedule_of"),
         "cancelacion_por_confirmar": (state.get("cancel_pending") or {}).get("n"),
         "nombre_cliente": state.get("contact_name"),
-        "esperando": "nombre" if state.get("chosen_slot") and not state.get("contact_name") else None,
+        "esperando": "nombre"
+        if state.get("chosen_slot") and not state.get("contact_name")
+        else None,
         "servicio_consultado": (state.get("discussed_service") or {}).get("name"),
         # What "la 2" refers to: the last numbered list the customer saw, whatever it was.
-        "ultima_lista": {"tipo": last["kind"], "opciones": [f"{i + 1}. {item['label']}"
-                                                            for i, item in enumerate(last.get("items") or [])]}
-        if (last := state.get("last_list")) else None,
+        "ultima_lista": {
+            "tipo": last["kind"],
+            "opciones": [
+                f"{i + 1}. {item['label']}" for i, item in enumerate(last.get("items") or [])
+            ],
+        }
+        if (last := state.get("last_list"))
+        else None,
     }

@@ -15,8 +15,13 @@ import dataclasses
 import logging
 from datetime import datetime
 
-from pydantic_ai.exceptions import (AgentRunError, ModelConnectionError, ModelRateLimitError,
-                                    ModelServerError, ModelUnavailableError)
+from pydantic_ai.exceptions import (
+    AgentRunError,
+    ModelConnectionError,
+    ModelRateLimitError,
+    ModelServerError,
+    ModelUnavailableError,
+)
 
 from graph.embeddings import Embedder, build_embedder
 from graph.contract import EscalationRequest, TurnInput, TurnResult
@@ -34,22 +39,32 @@ log = logging.getLogger(__name__)
 RECURSION_LIMIT = 25
 EXPERT_NODES = ("knowledge", "appointment", "escalation")
 _MODEL_DOWN = (ModelConnectionError, ModelRateLimitError, ModelServerError, ModelUnavailableError)
-APOLOGY = ("Perdona, tuve un problema técnico y no pude procesar tu mensaje. ¿Me lo puedes "
-           "repetir en un momento? 🙏")
+APOLOGY = (
+    "Perdona, tuve un problema técnico y no pude procesar tu mensaje. ¿Me lo puedes "
+    "repetir en un momento? 🙏"
+)
 # The model failed again right after the apology: not the same words twice (graph/loopguard.py),
 # and a way to a person that needs no model (the keyword router sends "asesor" to escalation).
-APOLOGY_AGAIN = ("Sigo con un problema técnico 😔. Escríbeme de nuevo en unos minutos, o escribe "
-                 "«asesor» y te comunico con una persona del equipo.")
+APOLOGY_AGAIN = (
+    "Sigo con un problema técnico 😔. Escríbeme de nuevo en unos minutos, o escribe "
+    "«asesor» y te comunico con una persona del equipo."
+)
 
 
 class Receptionist:
-    def __init__(self, deps: Deps, checkpointer, model=None, embedder: Embedder | None = None) -> None:
+    def __init__(
+        self, deps: Deps, checkpointer, model=None, embedder: Embedder | None = None
+    ) -> None:
         self.deps = deps
         self.model = model if model is not None else build_model(deps.settings)
         self.embedder = embedder if embedder is not None else build_embedder(deps.settings)
         self.experts = Experts(self.model, deps.settings)
-        self.graph = nodes.build_graph(self.experts, checkpointer, deps.settings.summary_every_turns,
-                                       deps.settings.router_keywords)
+        self.graph = nodes.build_graph(
+            self.experts,
+            checkpointer,
+            deps.settings.summary_every_turns,
+            deps.settings.router_keywords,
+        )
         self._orgs: dict[str, catalog.OrgProfile] = {}
 
     async def aclose(self) -> None:
@@ -66,20 +81,38 @@ class Receptionist:
     async def _run_turn(self, turn: TurnInput, thread: str) -> TurnResult:
         config = {"configurable": {"thread_id": thread}, "recursion_limit": RECURSION_LIMIT}
         context = await self._context(turn)
-        log.info("turn %s context: thread=%s messages=%d approx_tokens=%d summary_used=%s", turn.turn_id,
-                 thread, len(context.recent), approx_tokens(context), bool(context.summary))
+        log.info(
+            "turn %s context: thread=%s messages=%d approx_tokens=%d summary_used=%s",
+            turn.turn_id,
+            thread,
+            len(context.recent),
+            approx_tokens(context),
+            bool(context.summary),
+        )
         if safety.is_emergency(turn.texts):
             return _emergency(turn, context)
-        turn_input = {"texts": list(turn.texts), "turn_id": turn.turn_id, "replies": [], "actions": [],
-                      "escalation": None, "hops": 0, "handoff": None, "bookings": 0}
+        turn_input = {
+            "texts": list(turn.texts),
+            "turn_id": turn.turn_id,
+            "replies": [],
+            "actions": [],
+            "escalation": None,
+            "hops": 0,
+            "handoff": None,
+            "bookings": 0,
+        }
         # A reminder's button: Confirmar is done here; the others enter the appointment expert
         # with that appointment in its state.
         answered = await reminder_answers.reminder_answer(self.deps, turn, context.org)
         if answered and answered["answer"] == "confirm":
             confirmed = await reminder_answers.confirm(self.deps, turn, answered)
             # Outside the graph, so the loop guard is applied here: a second tap on Confirmar.
-            if _last_sent(context) is not None and loopguard.same_words([_last_sent(context)], confirmed.replies):
-                return dataclasses.replace(confirmed, replies=loopguard.said_again(confirmed.replies))
+            if _last_sent(context) is not None and loopguard.same_words(
+                [_last_sent(context)], confirmed.replies
+            ):
+                return dataclasses.replace(
+                    confirmed, replies=loopguard.said_again(confirmed.replies)
+                )
             return confirmed
         if answered:
             turn_input.update(reminder_answers.state_for(answered, turn.org))
@@ -90,7 +123,9 @@ class Receptionist:
                 # durability="exit": one checkpoint write per turn instead of one per node. A
                 # crash mid-turn loses only that turn's progress; the turn is redelivered and
                 # its booking keys make the replay safe.
-                state = await self.graph.ainvoke(turn_input, config, context=context, durability="exit")
+                state = await self.graph.ainvoke(
+                    turn_input, config, context=context, durability="exit"
+                )
         except _MODEL_DOWN as exc:
             # The model server is down or throttling: the turn waits for it (the runtime retries
             # it without using up its attempts) instead of answering with an apology.
@@ -100,21 +135,37 @@ class Receptionist:
             reason = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
             metrics.model_failures.labels(reason).inc()
             metrics.turns.labels("model_failed").inc()
-            log.error("turn %s of %s/%s: model failed (%s): %s", turn.turn_id, turn.org, turn.chat,
-                      reason, exc, exc_info=not isinstance(exc, TimeoutError))
+            log.error(
+                "turn %s of %s/%s: model failed (%s): %s",
+                turn.turn_id,
+                turn.org,
+                turn.chat,
+                reason,
+                exc,
+                exc_info=not isinstance(exc, TimeoutError),
+            )
             again = _last_sent(context) == APOLOGY
-            return TurnResult(replies=[APOLOGY_AGAIN if again else APOLOGY],
-                              actions=[{"action": "model_failed", "data": {"reason": reason}}])
+            return TurnResult(
+                replies=[APOLOGY_AGAIN if again else APOLOGY],
+                actions=[{"action": "model_failed", "data": {"reason": reason}}],
+            )
         if context.usage_tokens:
             metrics.prompt_tokens.observe(sum(context.usage_tokens))
         escalation = state.get("escalation")
-        result = TurnResult(replies=list(state.get("replies", [])),
-                            escalation=EscalationRequest(**escalation) if escalation else None,
-                            actions=list(state.get("actions", [])),
-                            experts=[n for n in context.nodes_run if n in EXPERT_NODES],
-                            tools=list(context.tools_used))
-        log.info("turn %s of %s: flow=%s actions=%s", turn.turn_id, turn.org, state.get("flow"),
-                 [a["action"] for a in result.actions])
+        result = TurnResult(
+            replies=list(state.get("replies", [])),
+            escalation=EscalationRequest(**escalation) if escalation else None,
+            actions=list(state.get("actions", [])),
+            experts=[n for n in context.nodes_run if n in EXPERT_NODES],
+            tools=list(context.tools_used),
+        )
+        log.info(
+            "turn %s of %s: flow=%s actions=%s",
+            turn.turn_id,
+            turn.org,
+            state.get("flow"),
+            [a["action"] for a in result.actions],
+        )
         return result
 
     async def _context(self, turn: TurnInput) -> TurnContext:
@@ -129,11 +180,20 @@ class Receptionist:
         recent, name, (summary, _) = await asyncio.gather(  # Redis and PostgreSQL at the same time
             memory.recent_messages(deps.redis, deps.pool, turn.org, turn.chat, n + len(turn.texts)),
             chats.contact_name(deps.pool, turn.org, turn.contact_id),
-            memory.load_summary(deps.pool, turn.org, turn.identity_id))
+            memory.load_summary(deps.pool, turn.org, turn.identity_id),
+        )
         recent = _without_this_turn(recent, turn.texts)[-n:]
         now = datetime.fromtimestamp(deps.clock(), org.tz)
-        return TurnContext(deps=deps, turn=turn, org=org, now=now, recent=recent, contact_name=name,
-                           summary=summary, embedder=self.embedder)
+        return TurnContext(
+            deps=deps,
+            turn=turn,
+            org=org,
+            now=now,
+            recent=recent,
+            contact_name=name,
+            summary=summary,
+            embedder=self.embedder,
+        )
 
 
 def _emergency(turn: TurnInput, context: TurnContext) -> TurnResult:
@@ -144,12 +204,15 @@ def _emergency(turn: TurnInput, context: TurnContext) -> TurnResult:
     return TurnResult(
         replies=[safety.emergency_reply(phone)],
         escalation=EscalationRequest(
-            reason="posible emergencia médica", summary=summary,
+            reason="posible emergencia médica",
+            summary=summary,
             accepted_text="Una persona del equipo ya fue avisada y te contactará. Si empeora, "
-                          f"llama al {phone}.",
+            f"llama al {phone}.",
             failed_text=f"No logré avisar al equipo ahora. Por favor llama al {phone} o a la clínica.",
-            customer_name=context.contact_name or "Cliente"),
-        actions=[{"action": "emergency", "data": {"line": phone}}])
+            customer_name=context.contact_name or "Cliente",
+        ),
+        actions=[{"action": "emergency", "data": {"line": phone}}],
+    )
 
 
 def _last_sent(ctx: TurnContext) -> str | None:
@@ -159,7 +222,11 @@ def _last_sent(ctx: TurnContext) -> str | None:
 
 def approx_tokens(ctx: TurnContext) -> int:
     """The memory's size in the prompt, roughly (4 characters a token), for the logs."""
-    chars = len(ctx.summary) + sum(len(text) for _, text in ctx.recent) + sum(len(t) for t in ctx.turn.texts)
+    chars = (
+        len(ctx.summary)
+        + sum(len(text) for _, text in ctx.recent)
+        + sum(len(t) for t in ctx.turn.texts)
+    )
     return chars // 4
 
 

@@ -21,7 +21,11 @@ from storage.catalog import OrgProfile
 
 Answer = Literal["confirm", "reschedule", "cancel"]
 _BUTTON = re.compile(r"^\s*(\[boton\]\s*)?(confirmar|reprogramar|cancelar)\s*[.!]*\s*$")
-_ANSWERS: dict[str, Answer] = {"confirmar": "confirm", "reprogramar": "reschedule", "cancelar": "cancel"}
+_ANSWERS: dict[str, Answer] = {
+    "confirmar": "confirm",
+    "reprogramar": "reschedule",
+    "cancelar": "cancel",
+}
 
 
 async def reminder_answer(deps: Deps, turn: TurnInput, org: OrgProfile) -> dict | None:
@@ -44,17 +48,33 @@ async def reminder_answer(deps: Deps, turn: TurnInput, org: OrgProfile) -> dict 
 async def confirm(deps: Deps, turn: TurnInput, found: dict) -> TurnResult:
     appointment = found["appointment"]
     if await reminders.confirm_attendance(deps.pool, turn.org, turn.contact_id, appointment["id"]):
-        await webhooks.appointment_changed(deps.redis, deps.pool, turn.org, appointment["id"],
-                                           "confirmed", turn_id=turn.turn_id, now_ms=deps.now_ms())
+        await webhooks.appointment_changed(
+            deps.redis,
+            deps.pool,
+            turn.org,
+            appointment["id"],
+            "confirmed",
+            turn_id=turn.turn_id,
+            now_ms=deps.now_ms(),
+        )
     metrics.reminder_answers.labels(turn.org, "confirmed").inc()
-    return TurnResult(replies=[f"¡Gracias por confirmar! Te esperamos: {appointment['label']}. 😊"],
-                      actions=[{"action": "attendance_confirmed", "data": {"label": appointment["label"]}}],
-                      experts=["appointment"])
+    return TurnResult(
+        replies=[f"¡Gracias por confirmar! Te esperamos: {appointment['label']}. 😊"],
+        actions=[{"action": "attendance_confirmed", "data": {"label": appointment["label"]}}],
+        experts=["appointment"],
+    )
 
 
 def state_for(found: dict, org: str) -> dict:
     """The appointment expert's state for Cancelar or Reprogramar on that appointment."""
     purpose = "cancelar" if found["answer"] == "cancel" else "reprogramar"
     metrics.reminder_answers.labels(org, f"{found['answer']}_asked").inc()
-    return {"flow": "appointment", "appointments": [found["appointment"]], "purpose": purpose,
-            "reschedule_of": None, "cancel_pending": None, "proposed_slots": [], "chosen_slot": None}
+    return {
+        "flow": "appointment",
+        "appointments": [found["appointment"]],
+        "purpose": purpose,
+        "reschedule_of": None,
+        "cancel_pending": None,
+        "proposed_slots": [],
+        "chosen_slot": None,
+    }

@@ -28,7 +28,8 @@ _EMERGENCY = re.compile(
     r"|me quiero (morir|matar)|quiero (suicidarme|quitarme la vida)|me voy a (matar|suicidar)"
     r"|quemadura grave|me queme (la cara|los ojos)"
     r"|i can'?t breathe|cannot breathe|bleeding (a lot|heavily|won'?t stop)|allergic reaction|chest pain"
-    r"|nao consigo respirar|reacao alergica|sangrando muito)\b")
+    r"|nao consigo respirar|reacao alergica|sangrando muito)\b"
+)
 
 
 def is_emergency(texts: list[str]) -> bool:
@@ -40,6 +41,8 @@ def emergency_phone(settings: dict) -> str:
 
 
 def emergency_reply(phone: str) -> str:
-    return (f"🚨 Si es una emergencia, llama ya a la línea de emergencias {phone} o ve a urgencias "
-            "más cercanas. No puedo darte indicaciones médicas por este chat. Estoy avisando a una "
-            "persona de nuestro equipo para que te contacte.")
+    return (
+        f"🚨 Si es una emergencia, llama ya a la línea de emergencias {phone} o ve a urgencias "
+        "más cercanas. No puedo darte indicaciones médicas por este chat. Estoy avisando a una "
+        "persona de nuestro equipo para que te contacte."
+    )

@@ -46,7 +46,9 @@ class Line:
 class Scenario:
     name: str
     lines: tuple[Line, ...]
-    appointments: tuple[dict, ...] | None  # the customer's appointments at the end; None: not judged
+    appointments: (
+        tuple[dict, ...] | None
+    )  # the customer's appointments at the end; None: not judged
     before: tuple[dict, ...] = ()  # appointments booked before the chat: {service, at, name?}
     source: str = ""
 
@@ -69,12 +71,25 @@ def load(folder: Path) -> list[Scenario]:
     for path in sorted(folder.glob("*.toml")):
         data = tomllib.loads(path.read_text(encoding="utf-8"))
         for raw in data.get("scenario", []):
-            lines = tuple(Line(say=item["say"], has=_tuple(item.get("has")), lacks=_tuple(item.get("lacks")),
-                               action=item.get("action"), escalated=item.get("escalated"))
-                          for item in raw["lines"])
-            found.append(Scenario(name=raw["name"], lines=lines, source=path.name,
-                                  appointments=tuple(raw["appointments"]) if "appointments" in raw else None,
-                                  before=tuple(raw.get("before", ()))))
+            lines = tuple(
+                Line(
+                    say=item["say"],
+                    has=_tuple(item.get("has")),
+                    lacks=_tuple(item.get("lacks")),
+                    action=item.get("action"),
+                    escalated=item.get("escalated"),
+                )
+                for item in raw["lines"]
+            )
+            found.append(
+                Scenario(
+                    name=raw["name"],
+                    lines=lines,
+                    source=path.name,
+                    appointments=tuple(raw["appointments"]) if "appointments" in raw else None,
+                    before=tuple(raw.get("before", ())),
+                )
+            )
     names = [s.name for s in found]
     if len(set(names)) != len(names):
         raise ValueError(f"scenario names must be unique in {folder}")
@@ -90,8 +105,14 @@ def _tuple(value) -> tuple[str, ...]:
 async def new_clinic(pool) -> str:
     """A fresh organization with the demo clinic's catalogue: one per run, nothing shared."""
     tag = uuid.uuid4().hex[:12]
-    org = await add_org(pool, name=f"Clínica de prueba {tag}", app_name=f"eval-{tag}", api_key=f"eval-{tag}",
-                        source_phone=f"57{int(tag, 16) % 10**10:010d}", timezone=str(TZ))
+    org = await add_org(
+        pool,
+        name=f"Clínica de prueba {tag}",
+        app_name=f"eval-{tag}",
+        api_key=f"eval-{tag}",
+        source_phone=f"57{int(tag, 16) % 10**10:010d}",
+        timezone=str(TZ),
+    )
     await seed_catalog(pool, org)
     return org
 
@@ -106,27 +127,47 @@ async def run_scenario(deps, receptionist, scenario: Scenario) -> Outcome:
         service = await catalog.find_service(deps.pool, org, before["service"])
         starts = datetime.fromisoformat(before["at"]).replace(tzinfo=TZ)
         for j in range(before.get("others", 0) or 1):
-            who = identity if not before.get("others") else \
-                await chats.upsert_identity(deps.pool, org, f"5730000000{i}{j}", None)
-            await appointments.book(deps.pool, org=org, contact_id=who.contact_id, service=service, starts_at=starts,
-                                    idempotency_key=f"before-{i}-{j}", contact_name=before.get("name"))
+            who = (
+                identity
+                if not before.get("others")
+                else await chats.upsert_identity(deps.pool, org, f"5730000000{i}{j}", None)
+            )
+            await appointments.book(
+                deps.pool,
+                org=org,
+                contact_id=who.contact_id,
+                service=service,
+                starts_at=starts,
+                idempotency_key=f"before-{i}-{j}",
+                contact_name=before.get("name"),
+            )
     known = _known_times(scenario)
     previous: list[str] | None = None
     for n, line in enumerate(scenario.lines, 1):
         await memory.remember(deps.redis, org, PHONE, "user", line.say)
-        turn = TurnInput(org=org, chat=PHONE, contact_id=identity.contact_id, identity_id=identity.id,
-                         turn_id=uuid.uuid4().hex, texts=[line.say])
+        turn = TurnInput(
+            org=org,
+            chat=PHONE,
+            contact_id=identity.contact_id,
+            identity_id=identity.id,
+            turn_id=uuid.uuid4().hex,
+            texts=[line.say],
+        )
         result: TurnResult = await receptionist.run_turn(turn)
         for reply in result.replies:
             await memory.remember(deps.redis, org, PHONE, "assistant", reply)
-        text = "\n".join(result.replies) or (result.escalation.accepted_text if result.escalation else "")
+        text = "\n".join(result.replies) or (
+            result.escalation.accepted_text if result.escalation else ""
+        )
         out.transcript.append((line.say, text))
         known |= set(_CLOCK.findall(str(result.actions)))
         out.guarded += any(a["action"] == "loop_guarded" for a in result.actions)
         out.failures += _judge_line(n, line, result, text, previous, known)
         previous = result.replies
     if scenario.appointments is not None:
-        out.failures += await _judge_appointments(deps.pool, org, identity.contact_id, scenario.appointments)
+        out.failures += await _judge_appointments(
+            deps.pool, org, identity.contact_id, scenario.appointments
+        )
     return out
 
 
@@ -142,7 +183,9 @@ def _same(previous: list[str], now: list[str]) -> bool:
     return loopguard.same_words(previous, now)
 
 
-def _judge_line(n: int, line: Line, result: TurnResult, text: str, previous, known: set[str]) -> list[str]:
+def _judge_line(
+    n: int, line: Line, result: TurnResult, text: str, previous, known: set[str]
+) -> list[str]:
     failures = []
     low = text.lower()
     for must in line.has:
@@ -164,12 +207,24 @@ def _judge_line(n: int, line: Line, result: TurnResult, text: str, previous, kno
     return failures
 
 
-async def _judge_appointments(pool, org: str, contact_id: str, expected: tuple[dict, ...]) -> list[str]:
+async def _judge_appointments(
+    pool, org: str, contact_id: str, expected: tuple[dict, ...]
+) -> list[str]:
     rows = await pool.fetch(
         "select s.name, a.starts_at, a.status from appointments a join services s on s.id = a.service_id "
-        "where a.organization_id = $1::uuid and a.contact_id = $2::uuid order by a.starts_at", org, contact_id)
-    got = [{"service": r["name"], "date": r["starts_at"].astimezone(TZ).date().isoformat(),
-            "time": r["starts_at"].astimezone(TZ).strftime("%H:%M"), "status": r["status"]} for r in rows]
+        "where a.organization_id = $1::uuid and a.contact_id = $2::uuid order by a.starts_at",
+        org,
+        contact_id,
+    )
+    got = [
+        {
+            "service": r["name"],
+            "date": r["starts_at"].astimezone(TZ).date().isoformat(),
+            "time": r["starts_at"].astimezone(TZ).strftime("%H:%M"),
+            "status": r["status"],
+        }
+        for r in rows
+    ]
     remaining = list(got)
     failures = []
     for want in expected:
@@ -183,8 +238,9 @@ async def _judge_appointments(pool, org: str, contact_id: str, expected: tuple[d
     return failures
 
 
-async def evaluate(deps, receptionist, scenarios: list[Scenario], k: int, concurrency: int = 4,
-                   progress=None) -> dict[str, list[Outcome]]:
+async def evaluate(
+    deps, receptionist, scenarios: list[Scenario], k: int, concurrency: int = 4, progress=None
+) -> dict[str, list[Outcome]]:
     """Each scenario k times (a few at a time: a local model server is the bottleneck)."""
     import asyncio
 
@@ -212,7 +268,9 @@ def table(results: dict[str, list[Outcome]], k: int) -> str:
         failure = next((o.failures[0] for o in outcomes if o.failures), "")
         lines.append(f"{name:<{width}}  {passes:>3}/{k:<2}  {int(passes == k):>6}  {failure[:100]}")
     total = sum(all(o.passed for o in outs) for outs in results.values())
-    lines.append(f"pass^{k}: {total}/{len(results)} scenarios ({total / max(1, len(results)):.0%}); "
-                 f"pass^1: {sum(o.passed for outs in results.values() for o in outs)}/"
-                 f"{sum(len(outs) for outs in results.values())} runs")
+    lines.append(
+        f"pass^{k}: {total}/{len(results)} scenarios ({total / max(1, len(results)):.0%}); "
+        f"pass^1: {sum(o.passed for outs in results.values() for o in outs)}/"
+        f"{sum(len(outs) for outs in results.values())} runs"
+    )
     return "\n".join(lines)

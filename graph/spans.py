@@ -12,6 +12,7 @@ from ops import tracing
 def traced(name: str, node):
     """The node, run inside a span named `node <name>`. functools.wraps keeps the signature
     LangGraph reads to decide which arguments (state, runtime) to pass."""
+
     @functools.wraps(node)
     async def run(*args, **kwargs):
         runtime = kwargs.get("runtime")
@@ -19,4 +20,5 @@ def traced(name: str, node):
             runtime.context.nodes_run.append(name)
         with tracing.span(f"node {name}", node=name):
             return await node(*args, **kwargs)
+
     return run

@@ -56,13 +56,25 @@ class ConversationState(TypedDict, total=False):
 
 
 # Keys that tools may change (everything else is owned by the graph nodes).
-TOOL_KEYS = ("service", "window", "proposed_slots", "chosen_slot", "appointments", "purpose",
-             "reschedule_of", "cancel_pending", "contact_name", "discussed_service", "last_list")
+TOOL_KEYS = (
+    "service",
+    "window",
+    "proposed_slots",
+    "chosen_slot",
+    "appointments",
+    "purpose",
+    "reschedule_of",
+    "cancel_pending",
+    "contact_name",
+    "discussed_service",
+    "last_list",
+)
 
 
 @dataclass
 class TurnContext:
     """Run-time dependencies of one turn (never checkpointed): LangGraph's `context`."""
+
     deps: Deps
     turn: TurnInput
     org: OrgProfile
@@ -79,6 +91,7 @@ class TurnContext:
 @dataclass
 class ToolDeps:
     """What an expert's tools see through RunContext.deps: the tenant comes from here only."""
+
     ctx: TurnContext
     state: dict  # working copy of TOOL_KEYS, merged into the graph state after the run
     summary: str = ""

@@ -38,32 +38,123 @@ from datetime import date, datetime, time, timedelta
 from typing import Literal
 
 # Weekday names, Monday 0: Spanish here, English and Portuguese added below.
-WEEKDAYS = {"lunes": 0, "martes": 1, "miercoles": 2, "jueves": 3, "viernes": 4, "sabado": 5, "domingo": 6}
-_WEEKDAY_WORDS = {**WEEKDAYS,
-                  "monday": 0, "tuesday": 1, "wednesday": 2, "thursday": 3, "friday": 4, "saturday": 5, "sunday": 6,
-                  "segunda-feira": 0, "terca-feira": 1, "terca": 1, "quarta-feira": 2, "quarta": 2,
-                  "quinta-feira": 3, "sexta-feira": 4}
+WEEKDAYS = {
+    "lunes": 0,
+    "martes": 1,
+    "miercoles": 2,
+    "jueves": 3,
+    "viernes": 4,
+    "sabado": 5,
+    "domingo": 6,
+}
+_WEEKDAY_WORDS = {
+    **WEEKDAYS,
+    "monday": 0,
+    "tuesday": 1,
+    "wednesday": 2,
+    "thursday": 3,
+    "friday": 4,
+    "saturday": 5,
+    "sunday": 6,
+    "segunda-feira": 0,
+    "terca-feira": 1,
+    "terca": 1,
+    "quarta-feira": 2,
+    "quarta": 2,
+    "quinta-feira": 3,
+    "sexta-feira": 4,
+}
 # Portuguese "segunda", "quinta", "sexta" are also Spanish ordinals ("la segunda" picks a slot):
 # they are weekdays only after a Portuguese preposition ("na segunda", "próxima sexta").
 _PT_SHORT = {"segunda": 0, "quinta": 3, "sexta": 4}
-MONTHS = {"enero": 1, "febrero": 2, "marzo": 3, "abril": 4, "mayo": 5, "junio": 6, "julio": 7,
-          "agosto": 8, "septiembre": 9, "setiembre": 9, "octubre": 10, "noviembre": 11, "diciembre": 12,
-          "january": 1, "february": 2, "march": 3, "april": 4, "may": 5, "june": 6, "july": 7,
-          "august": 8, "september": 9, "october": 10, "november": 11, "december": 12,
-          "janeiro": 1, "fevereiro": 2, "marco": 3, "maio": 5, "junho": 6, "julho": 7,
-          "setembro": 9, "outubro": 10, "novembro": 11, "dezembro": 12}
-NUMBERS = {"una": 1, "uno": 1, "dos": 2, "tres": 3, "cuatro": 4, "cinco": 5, "seis": 6, "siete": 7,
-           "ocho": 8, "nueve": 9, "diez": 10, "once": 11, "doce": 12, "quince": 15, "veinte": 20,
-           "veinticinco": 25, "treinta": 30,
-           "um": 1, "duas": 2, "dois": 2, "quatro": 4, "sete": 7, "oito": 8, "nove": 9, "dez": 10,
-           "onze": 11, "doze": 12, "quinze": 15, "vinte": 20}
+MONTHS = {
+    "enero": 1,
+    "febrero": 2,
+    "marzo": 3,
+    "abril": 4,
+    "mayo": 5,
+    "junio": 6,
+    "julio": 7,
+    "agosto": 8,
+    "septiembre": 9,
+    "setiembre": 9,
+    "octubre": 10,
+    "noviembre": 11,
+    "diciembre": 12,
+    "january": 1,
+    "february": 2,
+    "march": 3,
+    "april": 4,
+    "may": 5,
+    "june": 6,
+    "july": 7,
+    "august": 8,
+    "september": 9,
+    "october": 10,
+    "november": 11,
+    "december": 12,
+    "janeiro": 1,
+    "fevereiro": 2,
+    "marco": 3,
+    "maio": 5,
+    "junho": 6,
+    "julho": 7,
+    "setembro": 9,
+    "outubro": 10,
+    "novembro": 11,
+    "dezembro": 12,
+}
+NUMBERS = {
+    "una": 1,
+    "uno": 1,
+    "dos": 2,
+    "tres": 3,
+    "cuatro": 4,
+    "cinco": 5,
+    "seis": 6,
+    "siete": 7,
+    "ocho": 8,
+    "nueve": 9,
+    "diez": 10,
+    "once": 11,
+    "doce": 12,
+    "quince": 15,
+    "veinte": 20,
+    "veinticinco": 25,
+    "treinta": 30,
+    "um": 1,
+    "duas": 2,
+    "dois": 2,
+    "quatro": 4,
+    "sete": 7,
+    "oito": 8,
+    "nove": 9,
+    "dez": 10,
+    "onze": 11,
+    "doze": 12,
+    "quinze": 15,
+    "vinte": 20,
+}
 Period = Literal["morning", "afternoon", "evening"]
-PERIODS: dict[str, tuple[time, time]] = {"morning": (time(6), time(12)), "afternoon": (time(12), time(18)),
-                                         "evening": (time(18), time(22))}
-_PERIOD_WORDS = {"manana": "morning", "mananas": "morning", "manha": "morning", "morning": "morning",
-                 "tarde": "afternoon", "tardes": "afternoon", "afternoon": "afternoon",
-                 "noche": "evening", "noches": "evening", "noite": "evening", "evening": "evening",
-                 "night": "evening"}
+PERIODS: dict[str, tuple[time, time]] = {
+    "morning": (time(6), time(12)),
+    "afternoon": (time(12), time(18)),
+    "evening": (time(18), time(22)),
+}
+_PERIOD_WORDS = {
+    "manana": "morning",
+    "mananas": "morning",
+    "manha": "morning",
+    "morning": "morning",
+    "tarde": "afternoon",
+    "tardes": "afternoon",
+    "afternoon": "afternoon",
+    "noche": "evening",
+    "noches": "evening",
+    "noite": "evening",
+    "evening": "evening",
+    "night": "evening",
+}
 DEFAULT_DAYS = 7
 Order = Literal["spread", "earliest", "latest"]
 
@@ -71,6 +162,7 @@ Order = Literal["spread", "earliest", "latest"]
 @dataclass(frozen=True)
 class Conflict:
     """A weekday and a date that disagree ("el lunes 15" when the 15th is a Tuesday): two readings."""
+
     weekday: int  # the weekday named (Monday 0)
     dated: date  # the day the number or the relative word names
     other: date  # the named weekday nearest that day (the same week first), never before today
@@ -99,34 +191,71 @@ def _alt(words) -> str:
     return "|".join(sorted(map(re.escape, words), key=len, reverse=True))
 
 
-_WD = (r"(?P<wd>" + _alt(_WEEKDAY_WORDS) + r"|(?:(?<=\bna )|(?<=\bnesta )|(?<=\bproxima )|(?<=\besta ))"
-       r"(?:" + _alt(_PT_SHORT) + r")(?:-feira)?)")
+_WD = (
+    r"(?P<wd>"
+    + _alt(_WEEKDAY_WORDS)
+    + r"|(?:(?<=\bna )|(?<=\bnesta )|(?<=\bproxima )|(?<=\besta ))"
+    r"(?:" + _alt(_PT_SHORT) + r")(?:-feira)?)"
+)
 _MONTH = r"(?P<month>" + _alt(MONTHS) + r")"
 _ORD = r"(?:st|nd|rd|th|o|ro|º)?"
 # What may follow a day number without making it an hour: "el 14 a las 3" yes, "el 3:30" or "el 3 pm" no.
-_NOT_CLOCK = (r"(?!\s*(?::|h\b|hs\b|horas\b|am\b|pm\b|a\.? ?m\b|p\.? ?m\b|y (?:media|cuarto)|e meia"
-              r"|de la (?:manana|tarde|noche)|menos\b|para las?\b))")
-_DATE_DM = re.compile(r"(?:\b" + _WD + r",?\s+)?(?:(?:el|the|dia)\s+)?\b(?P<day>\d{1,2})" + _ORD
-                      + r"\s+(?:de\s+|of\s+)?" + _MONTH + r"\b(?:,?\s+(?:de\s+|del\s+)?(?P<year>\d{4}))?")
-_DATE_MD = re.compile(r"(?:\b" + _WD + r",?\s+)?\b" + _MONTH + r"\s+(?:the\s+)?(?P<day>\d{1,2})" + _ORD
-                      + r"\b(?:,?\s+(?P<year>\d{4}))?")
-_DATE_SLASH = re.compile(r"(?:\b" + _WD + r",?\s+)?(?:(?:el|the|dia)\s+)?\b(?P<day>\d{1,2})/(?P<month>\d{1,2})"
-                         r"(?:/(?P<year>\d{2}|\d{4}))?\b")
+_NOT_CLOCK = (
+    r"(?!\s*(?::|h\b|hs\b|horas\b|am\b|pm\b|a\.? ?m\b|p\.? ?m\b|y (?:media|cuarto)|e meia"
+    r"|de la (?:manana|tarde|noche)|menos\b|para las?\b))"
+)
+_DATE_DM = re.compile(
+    r"(?:\b"
+    + _WD
+    + r",?\s+)?(?:(?:el|the|dia)\s+)?\b(?P<day>\d{1,2})"
+    + _ORD
+    + r"\s+(?:de\s+|of\s+)?"
+    + _MONTH
+    + r"\b(?:,?\s+(?:de\s+|del\s+)?(?P<year>\d{4}))?"
+)
+_DATE_MD = re.compile(
+    r"(?:\b"
+    + _WD
+    + r",?\s+)?\b"
+    + _MONTH
+    + r"\s+(?:the\s+)?(?P<day>\d{1,2})"
+    + _ORD
+    + r"\b(?:,?\s+(?P<year>\d{4}))?"
+)
+_DATE_SLASH = re.compile(
+    r"(?:\b" + _WD + r",?\s+)?(?:(?:el|the|dia)\s+)?\b(?P<day>\d{1,2})/(?P<month>\d{1,2})"
+    r"(?:/(?P<year>\d{2}|\d{4}))?\b"
+)
 # A real model may pass the date it worked out as ISO ("2027-03-15"), with or without the weekday.
-_DATE_ISO = re.compile(r"(?:\b" + _WD + r",?\s+)?\b(?P<year>\d{4})-(?P<month>\d{1,2})-(?P<day>\d{1,2})\b")
-_WD_DAY = re.compile(r"\b" + _WD + r",?\s+(?:(?:el|the|dia)\s+)?(?P<day>\d{1,2})" + _ORD + r"\b" + _NOT_CLOCK)
-_DAY_ONLY = re.compile(r"(?:\bel|\bdia|\bthe|\bon the)\s+(?:dia\s+)?(?P<day>\d{1,2})" + _ORD + r"\b" + _NOT_CLOCK)
-_NEXT_WEEK = (r"(?:(?:la|a) )?(?:proxima semana|semana que viene|semana que vem|otra semana|siguiente semana"
-              r"|semana siguiente|semana proxima|next week)")
+_DATE_ISO = re.compile(
+    r"(?:\b" + _WD + r",?\s+)?\b(?P<year>\d{4})-(?P<month>\d{1,2})-(?P<day>\d{1,2})\b"
+)
+_WD_DAY = re.compile(
+    r"\b" + _WD + r",?\s+(?:(?:el|the|dia)\s+)?(?P<day>\d{1,2})" + _ORD + r"\b" + _NOT_CLOCK
+)
+_DAY_ONLY = re.compile(
+    r"(?:\bel|\bdia|\bthe|\bon the)\s+(?:dia\s+)?(?P<day>\d{1,2})" + _ORD + r"\b" + _NOT_CLOCK
+)
+_NEXT_WEEK = (
+    r"(?:(?:la|a) )?(?:proxima semana|semana que viene|semana que vem|otra semana|siguiente semana"
+    r"|semana siguiente|semana proxima|next week)"
+)
 _WD_NEXT_WEEK = re.compile(r"\b" + _WD + r"\s+(?:(?:de|da|of)\s+)?" + _NEXT_WEEK)
-_RELATIVE = re.compile(r"\b(?P<word>pasado manana|depois de amanha|day after tomorrow|manana|amanha|tomorrow"
-                       r"|hoy|hoje|today|tonight|esta (?:manana|tarde|noche|noite)|this (?:morning|afternoon|evening))\b")
-_IN_DAYS = re.compile(r"\b(?:dentro de|en|in|daqui a|em|within)\s+(?P<n>\d{1,2}|" + _alt(NUMBERS)
-                      + r"|un|a|uma)\s+(?P<unit>dias|dia|days|day|semanas|semana|weeks|week)\b")
+_RELATIVE = re.compile(
+    r"\b(?P<word>pasado manana|depois de amanha|day after tomorrow|manana|amanha|tomorrow"
+    r"|hoy|hoje|today|tonight|esta (?:manana|tarde|noche|noite)|this (?:morning|afternoon|evening))\b"
+)
+_IN_DAYS = re.compile(
+    r"\b(?:dentro de|en|in|daqui a|em|within)\s+(?P<n>\d{1,2}|"
+    + _alt(NUMBERS)
+    + r"|un|a|uma)\s+(?P<unit>dias|dia|days|day|semanas|semana|weeks|week)\b"
+)
 # "al día siguiente" counts from a day already on the table (the appointment being moved), else today.
-_NEXT_DAY = re.compile(r"\b(?:(?:al|el|para el) dia siguiente|al otro dia|(?:un|1) dia (?:despues|mas tarde)"
-                       r"|the next day|the day after|no dia seguinte|(?P<before>(?:al|el|para el) dia anterior"
-                       r"|(?:un|1) dia antes|the day before|no dia anterior))\b")
+_NEXT_DAY = re.compile(
+    r"\b(?:(?:al|el|para el) dia siguiente|al otro dia|(?:un|1) dia (?:despues|mas tarde)"
+    r"|the next day|the day after|no dia seguinte|(?P<before>(?:al|el|para el) dia anterior"
+    r"|(?:un|1) dia antes|the day before|no dia anterior))\b"
+)
 _THIS_WEEK = re.compile(r"\b(?:esta semana|this week)\b")
 _WD_ALONE = re.compile(r"\b" + _WD + r"\b")
 _WD_AFTER = re.compile(r",?\s+(?:el\s+)?" + _WD + r"\b")
@@ -136,31 +265,53 @@ _WEEKEND = re.compile(r"\b(?:fin de semana|fim de semana|weekend)\b")
 
 _H = r"(?P<h>\d{1,2}|" + _alt(NUMBERS) + r")"
 _AT = r"(?:a las|a la|las|sobre las|tipo|como a las|por ahi de las|at|around|as)"
-_SUFFIX = (r"(?:\s*(?P<suffix>a\.? ?m\.?|p\.? ?m\.?|de la manana|de la tarde|de la noche|del dia|da manha|da tarde"
-           r"|da noite|in the morning|in the afternoon|in the evening|en punto|hrs|h\b|horas\b))?")
-_MIN = (r"(?::(?P<mm>\d{2})|\s+y\s+(?P<yword>media|cuarto|\d{2}|cinco|diez|veinte|veinticinco)\b"
-        r"|\s+e\s+(?P<eword>meia|quinze|\d{1,2})\b|\s+menos\s+(?P<menos>cuarto|\d{1,2}|cinco|diez|veinte)\b)?")
+_SUFFIX = (
+    r"(?:\s*(?P<suffix>a\.? ?m\.?|p\.? ?m\.?|de la manana|de la tarde|de la noche|del dia|da manha|da tarde"
+    r"|da noite|in the morning|in the afternoon|in the evening|en punto|hrs|h\b|horas\b))?"
+)
+_MIN = (
+    r"(?::(?P<mm>\d{2})|\s+y\s+(?P<yword>media|cuarto|\d{2}|cinco|diez|veinte|veinticinco)\b"
+    r"|\s+e\s+(?P<eword>meia|quinze|\d{1,2})\b|\s+menos\s+(?P<menos>cuarto|\d{1,2}|cinco|diez|veinte)\b)?"
+)
 _TIME_AT = re.compile(r"\b" + _AT + r"\s+" + _H + r"\b" + _MIN + _SUFFIX)
-_TIME_BARE = re.compile(r"\b(?P<h>\d{1,2})(?::(?P<mm>\d{2})\s*(?P<suffix>a\.? ?m\.?|p\.? ?m\.?|hrs|h\b)?"
-                        r"|\s*(?P<suffix2>a\.? ?m\b\.?|p\.? ?m\b\.?|h\b|hrs\b))")
-_TIME_HALF = re.compile(r"\b" + _H + r"\s+(?:y (?P<yword>media|cuarto)|e (?P<eword>meia))\b" + _SUFFIX)
-_TIME_TO = re.compile(r"\b(?:(?:un|a|um) )?(?P<before>cuarto|quarter|quarto|\d{1,2}|cinco|diez|veinte|quinze|dez)"
-                      r"\s+(?:para|to|pras?)\s+(?:las?\s+|as\s+)?" + _H + r"\b" + _SUFFIX)
+_TIME_BARE = re.compile(
+    r"\b(?P<h>\d{1,2})(?::(?P<mm>\d{2})\s*(?P<suffix>a\.? ?m\.?|p\.? ?m\.?|hrs|h\b)?"
+    r"|\s*(?P<suffix2>a\.? ?m\b\.?|p\.? ?m\b\.?|h\b|hrs\b))"
+)
+_TIME_HALF = re.compile(
+    r"\b" + _H + r"\s+(?:y (?P<yword>media|cuarto)|e (?P<eword>meia))\b" + _SUFFIX
+)
+_TIME_TO = re.compile(
+    r"\b(?:(?:un|a|um) )?(?P<before>cuarto|quarter|quarto|\d{1,2}|cinco|diez|veinte|quinze|dez)"
+    r"\s+(?:para|to|pras?)\s+(?:las?\s+|as\s+)?" + _H + r"\b" + _SUFFIX
+)
 _TIME_PAST = re.compile(r"\b(?P<what>half|quarter) past " + _H + r"\b" + _SUFFIX)
-_RANGE = re.compile(r"\b(?:entre|between|de|desde|from)\s+(?:las?\s+|as\s+)?(?P<a>\d{1,2}(?::\d{2})?|" + _alt(NUMBERS)
-                    + r")\s*(?P<asuf>am|pm)?\s+(?:y|a|and|to|e|hasta|until|-)\s+(?:las?\s+|as\s+)?(?P<b>\d{1,2}(?::\d{2})?|"
-                    + _alt(NUMBERS) + r")(?!\d)\s*(?P<bsuf>am|pm)?")
+_RANGE = re.compile(
+    r"\b(?:entre|between|de|desde|from)\s+(?:las?\s+|as\s+)?(?P<a>\d{1,2}(?::\d{2})?|"
+    + _alt(NUMBERS)
+    + r")\s*(?P<asuf>am|pm)?\s+(?:y|a|and|to|e|hasta|until|-)\s+(?:las?\s+|as\s+)?(?P<b>\d{1,2}(?::\d{2})?|"
+    + _alt(NUMBERS)
+    + r")(?!\d)\s*(?P<bsuf>am|pm)?"
+)
 # "hasta" and "desde" need the article to be about hours: "hasta 3 sesiones" is not a time.
-_AFTER = re.compile(r"\b(?:(?:despues de|a partir de|after|depois d|from)\s*(?:las?\s+|as\s+|e\s+)?|desde\s+las?\s+)"
-                    r"(?P<h>\d{1,2}(?::\d{2})?|" + _alt(NUMBERS) + r")(?![\d:])\s*(?P<suf>am|pm)?")
-_BEFORE = re.compile(r"\b(?:(?:antes de|before|antes d)\s*(?:las?\s+|as\s+|e\s+)?|hasta\s+las?\s+)"
-                     r"(?P<h>\d{1,2}(?::\d{2})?|" + _alt(NUMBERS) + r")(?![\d:])\s*(?P<suf>am|pm)?")
+_AFTER = re.compile(
+    r"\b(?:(?:despues de|a partir de|after|depois d|from)\s*(?:las?\s+|as\s+|e\s+)?|desde\s+las?\s+)"
+    r"(?P<h>\d{1,2}(?::\d{2})?|" + _alt(NUMBERS) + r")(?![\d:])\s*(?P<suf>am|pm)?"
+)
+_BEFORE = re.compile(
+    r"\b(?:(?:antes de|before|antes d)\s*(?:las?\s+|as\s+|e\s+)?|hasta\s+las?\s+)"
+    r"(?P<h>\d{1,2}(?::\d{2})?|" + _alt(NUMBERS) + r")(?![\d:])\s*(?P<suf>am|pm)?"
+)
 # Spanish "mañana" is a period only with its article ("en la mañana"): "para mañana" is tomorrow.
-_PERIOD = re.compile(r"\b(?:(?:en|por|de|a|para|hoy en) (?:la|las)|esta) (?P<p>mananas?|tardes?|noches?)\b"
-                     r"|\b(?:de|a|pela|por|en|para|da|hoje a) (?P<q>tardes?|noches?|manha|noite)\b"
-                     r"|\b(?:in the|this) (?P<r>morning|afternoon|evening)\b|\b(?P<tonight>tonight)\b")
+_PERIOD = re.compile(
+    r"\b(?:(?:en|por|de|a|para|hoy en) (?:la|las)|esta) (?P<p>mananas?|tardes?|noches?)\b"
+    r"|\b(?:de|a|pela|por|en|para|da|hoje a) (?P<q>tardes?|noches?|manha|noite)\b"
+    r"|\b(?:in the|this) (?P<r>morning|afternoon|evening)\b|\b(?P<tonight>tonight)\b"
+)
 _NOON = re.compile(r"\b(?:al |a |at |ao )?(?:medio ?dia|mediodia|noon|meio[- ]dia)\b")
-_FIRST = re.compile(r"\b(?:a primera hora|primera hora|lo mas temprano|first thing|earliest|bem cedo|logo cedo)\b")
+_FIRST = re.compile(
+    r"\b(?:a primera hora|primera hora|lo mas temprano|first thing|earliest|bem cedo|logo cedo)\b"
+)
 _LAST = re.compile(r"\b(?:a ultima hora|ultima hora|lo mas tarde posible|latest|last thing)\b")
 
 
@@ -192,12 +343,21 @@ def parse(text: str, now: datetime, anchor: date | None = None) -> When:
     understood = bool(days or conflict or period or prefer or ranged or order != "spread")
     if conflict:  # both readings, in order; the tools ask which one before searching either
         days = sorted({conflict.dated, conflict.other})
-    return When(days=days or [today + timedelta(days=i) for i in range(DEFAULT_DAYS)],
-                time_from=time_from, time_to=time_to, prefer=prefer, understood=understood,
-                day_given=bool(days or conflict), conflict=conflict, order=order, period=period)
+    return When(
+        days=days or [today + timedelta(days=i) for i in range(DEFAULT_DAYS)],
+        time_from=time_from,
+        time_to=time_to,
+        prefer=prefer,
+        understood=understood,
+        day_given=bool(days or conflict),
+        conflict=conflict,
+        order=order,
+        period=period,
+    )
 
 
 # ---- days ----------------------------------------------------------------------------------
+
 
 def _weekday(word: str | None) -> int | None:
     if word is None:
@@ -206,7 +366,9 @@ def _weekday(word: str | None) -> int | None:
     return _WEEKDAY_WORDS.get(word, _PT_SHORT.get(word))
 
 
-def _checked(day: date | None, weekday: int | None, today: date) -> tuple[list[date], Conflict | None]:
+def _checked(
+    day: date | None, weekday: int | None, today: date
+) -> tuple[list[date], Conflict | None]:
     if day is None:
         return [], None
     if weekday is not None and day.weekday() != weekday:
@@ -269,8 +431,14 @@ def _days(t: str, today: date) -> tuple[list[date], Conflict | None]:
             n -= 1
         return [today + timedelta(days=n)], None
     if m := _RELATIVE.search(_without_morning(t)):
-        ahead = {"pasado manana": 2, "depois de amanha": 2, "day after tomorrow": 2,
-                 "manana": 1, "amanha": 1, "tomorrow": 1}.get(m["word"], 0)
+        ahead = {
+            "pasado manana": 2,
+            "depois de amanha": 2,
+            "day after tomorrow": 2,
+            "manana": 1,
+            "amanha": 1,
+            "tomorrow": 1,
+        }.get(m["word"], 0)
         day = today + timedelta(days=ahead)
         # "mañana lunes" when tomorrow is not a Monday: ask, as with a date.
         after = _WD_AFTER.match(t, m.end())
@@ -285,13 +453,16 @@ def _days(t: str, today: date) -> tuple[list[date], Conflict | None]:
         return [today + timedelta(days=i) for i in range(7 - today.weekday())], None
     if _WEEKEND.search(t):
         saturday = today + timedelta(days=(5 - today.weekday()) % 7)
-        return [d for d in (saturday - timedelta(days=1), saturday, saturday + timedelta(days=1))
-                if d >= today and d.weekday() >= 5][:2], None
+        return [
+            d
+            for d in (saturday - timedelta(days=1), saturday, saturday + timedelta(days=1))
+            if d >= today and d.weekday() >= 5
+        ][:2], None
     return [], None
 
 
 def _without_morning(t: str) -> str:
-    """"en la mañana", "por las mañanas" are a period, not tomorrow; "mañana en la mañana" keeps its first."""
+    """ "en la mañana", "por las mañanas" are a period, not tomorrow; "mañana en la mañana" keeps its first."""
     return _MORNING_PERIOD.sub(" ", t)
 
 
@@ -330,6 +501,7 @@ def day_number(today: date, day: int) -> date | None:
 
 # ---- times ---------------------------------------------------------------------------------
 
+
 def _period(t: str) -> Period | None:
     found = _last(t, (_PERIOD,))
     if found is None:
@@ -347,9 +519,17 @@ def _suffix_period(suffix: str | None, period: Period | None) -> str:
     s = (suffix or "").replace(".", "").replace(" ", "")
     if s in ("am", "pm"):
         return s
-    for word, name in (("manana", "morning"), ("manha", "morning"), ("morning", "morning"), ("tarde", "afternoon"),
-                       ("afternoon", "afternoon"), ("noche", "evening"), ("noite", "evening"), ("evening", "evening"),
-                       ("deldia", "afternoon")):
+    for word, name in (
+        ("manana", "morning"),
+        ("manha", "morning"),
+        ("morning", "morning"),
+        ("tarde", "afternoon"),
+        ("afternoon", "afternoon"),
+        ("noche", "evening"),
+        ("noite", "evening"),
+        ("evening", "evening"),
+        ("deldia", "afternoon"),
+    ):
         if word in s:
             return name
     if s in ("h", "hrs", "horas"):
@@ -382,8 +562,16 @@ def _minus(at: time | None, minutes: int) -> time | None:
     return (datetime.combine(date(2000, 1, 2), at) - timedelta(minutes=minutes)).time()
 
 
-_MINUTE_WORDS = {"media": 30, "meia": 30, "cuarto": 15, "quinze": 15, "cinco": 5, "diez": 10, "veinte": 20,
-                 "veinticinco": 25}
+_MINUTE_WORDS = {
+    "media": 30,
+    "meia": 30,
+    "cuarto": 15,
+    "quinze": 15,
+    "cinco": 5,
+    "diez": 10,
+    "veinte": 20,
+    "veinticinco": 25,
+}
 
 
 def _last(t: str, patterns) -> tuple[re.Pattern, re.Match] | None:
@@ -405,12 +593,19 @@ def _time(t: str, period: Period | None) -> time | None:
     rx, m = found
     if rx is _TIME_TO:  # "un cuarto para las 5": 4:45, the hour read as written
         before = 15 if m["before"] in ("cuarto", "quarter", "quarto") else _num(m["before"])
-        return _minus(clock(_num(m["h"]), 0, _suffix_period(m["suffix"], period)), before) \
-            if 1 <= before <= 30 else None
+        return (
+            _minus(clock(_num(m["h"]), 0, _suffix_period(m["suffix"], period)), before)
+            if 1 <= before <= 30
+            else None
+        )
     if rx is _TIME_PAST:
-        return clock(_num(m["h"]), 30 if m["what"] == "half" else 15, _suffix_period(m["suffix"], period))
+        return clock(
+            _num(m["h"]), 30 if m["what"] == "half" else 15, _suffix_period(m["suffix"], period)
+        )
     if rx is _TIME_BARE:
-        return clock(int(m["h"]), int(m["mm"] or 0), _suffix_period(m["suffix"] or m["suffix2"], period))
+        return clock(
+            int(m["h"]), int(m["mm"] or 0), _suffix_period(m["suffix"] or m["suffix2"], period)
+        )
     return _at(m, period)
 
 
@@ -421,8 +616,11 @@ def _at(m: re.Match, period: Period | None) -> time | None:
         less = 15 if m["menos"] == "cuarto" else _num(m["menos"])
         return _minus(clock(hour, 0, how), less) if 1 <= less <= 30 else None
     word = groups.get("yword") or groups.get("eword")
-    minute = int(groups["mm"]) if groups.get("mm") else (_MINUTE_WORDS.get(word) if word in _MINUTE_WORDS
-                                                          else int(word) if word else 0)
+    minute = (
+        int(groups["mm"])
+        if groups.get("mm")
+        else (_MINUTE_WORDS.get(word) if word in _MINUTE_WORDS else int(word) if word else 0)
+    )
     return clock(hour, minute, how)
 
 
@@ -433,7 +631,7 @@ def _written(word: str, suffix: str | None, how: str) -> time | None:
 
 
 def _range(t: str, period: Period | None) -> tuple[time, time] | None:
-    """"entre las 2 y las 4" (2 to 4 p.m.), "después de las 3", "antes de las 11"."""
+    """ "entre las 2 y las 4" (2 to 4 p.m.), "después de las 3", "antes de las 11"."""
     how = period or ""
     if m := _RANGE.search(t):
         first, last = _num(m["a"].partition(":")[0]), _num(m["b"].partition(":")[0])

@@ -26,6 +26,7 @@ Ctx = RunContext[ToolDeps]
 
 def counted(fn):
     """Count every tool call by outcome (ok, retry, error) for the metrics."""
+
     @functools.wraps(fn)
     async def wrapper(ctx: Ctx, *args, **kwargs):
         try:
@@ -41,12 +42,17 @@ def counted(fn):
             raise
         metrics.tool_calls.labels(fn.__name__, "ok").inc()
         return result
+
     return wrapper
 
 
 def _service_view(service: catalog.Service) -> dict:
-    return {"id": service.id, "name": service.name, "duration_minutes": service.duration_minutes,
-            "price": replies.price(service.price, service.currency)}
+    return {
+        "id": service.id,
+        "name": service.name,
+        "duration_minutes": service.duration_minutes,
+        "price": replies.price(service.price, service.currency),
+    }
 
 
 async def _query_vector(t, query: str) -> list[float] | None:
@@ -66,25 +72,35 @@ async def search_knowledge(ctx: Ctx, query: str) -> dict:
     """Busca en los servicios (precio, duración) y en las preguntas frecuentes del negocio
     (dirección, pagos, políticas). Úsala para cualquier pregunta sobre el negocio."""
     t = ctx.deps.ctx
-    hits = await catalog.search_knowledge(t.deps.pool, t.org.id, query,
-                                          query_vector=await _query_vector(t, query))
+    hits = await catalog.search_knowledge(
+        t.deps.pool, t.org.id, query, query_vector=await _query_vector(t, query)
+    )
     results = []
     if hits and hits[0].service:  # "¿cuánto cuesta el masaje?" then "¿tienen algo mañana?"
         ctx.deps.state["discussed_service"] = _service_view(hits[0].service)
     for hit in hits:
         if hit.service:
             s = hit.service
-            results.append({"tipo": "servicio", "nombre": s.name, "descripcion": s.description,
-                            "precio": replies.price(s.price, s.currency),
-                            "duracion_min": s.duration_minutes})
+            results.append(
+                {
+                    "tipo": "servicio",
+                    "nombre": s.name,
+                    "descripcion": s.description,
+                    "precio": replies.price(s.price, s.currency),
+                    "duracion_min": s.duration_minutes,
+                }
+            )
         else:
-            results.append({"tipo": "pregunta_frecuente", "pregunta": hit.title, "respuesta": hit.text})
+            results.append(
+                {"tipo": "pregunta_frecuente", "pregunta": hit.title, "respuesta": hit.text}
+            )
     return {"resultados": results}
 
 
 @counted
-async def business_info(ctx: Ctx, topic: facts.Topic | None = None, date: str | None = None,
-                        service: str | None = None) -> dict:
+async def business_info(
+    ctx: Ctx, topic: facts.Topic | None = None, date: str | None = None, service: str | None = None
+) -> dict:
     """Datos del negocio tomados de su propia información. `topic`: "horario" (con `date`, las
     palabras del cliente: "el 24", "el lunes festivo", "hoy"; da el horario de ese día con
     festivos y cierres, el mismo que usa la agenda), "direccion" (dirección y cómo llegar),
@@ -95,23 +111,32 @@ async def business_info(ctx: Ctx, topic: facts.Topic | None = None, date: str | 
     if topic is not None:
         if topic not in ("horario", "direccion", "personal", "servicios"):
             raise ModelRetry('topic debe ser "horario", "direccion", "personal" o "servicios"')
-        text = await facts.answer(t.deps.pool, t.org.id, t.org.tz, t.now, topic, when=date, service=service)
+        text = await facts.answer(
+            t.deps.pool, t.org.id, t.org.tz, t.now, topic, when=date, service=service
+        )
         # Recorded like an action so the turn's log (and the scenario judge) sees the hours given.
         return d.act("facts_given", topic=topic, answer=text)
     hours = await catalog.business_hours(t.deps.pool, t.org.id)
     services = await catalog.list_services(t.deps.pool, t.org.id)
     faq = await catalog.faq_answers(t.deps.pool, t.org.id)
-    return {"nombre": t.org.name,
-            "horario": [f"{replies.WEEKDAYS[wd]}: {o.strftime('%H:%M')} a {c.strftime('%H:%M')}"
-                        for wd, o, c in hours],
-            "servicios": [f"{s.name}: {replies.price(s.price, s.currency)} ({s.duration_minutes} min)"
-                          for s in services],
-            "preguntas_frecuentes": [{"pregunta": q, "respuesta": a} for q, a in faq]}
+    return {
+        "nombre": t.org.name,
+        "horario": [
+            f"{replies.WEEKDAYS[wd]}: {o.strftime('%H:%M')} a {c.strftime('%H:%M')}"
+            for wd, o, c in hours
+        ],
+        "servicios": [
+            f"{s.name}: {replies.price(s.price, s.currency)} ({s.duration_minutes} min)"
+            for s in services
+        ],
+        "preguntas_frecuentes": [{"pregunta": q, "respuesta": a} for q, a in faq],
+    }
 
 
 @counted
-async def check_availability(ctx: Ctx, service: str | None = None, when: str | None = None,
-                             appointment: int | None = None) -> dict:
+async def check_availability(
+    ctx: Ctx, service: str | None = None, when: str | None = None, appointment: int | None = None
+) -> dict:
     """Busca horarios libres y los propone numerados. `service`: el servicio con las palabras del
     cliente (vacío para seguir con el ya elegido; otro servicio reinicia la elección).
     `when`: las palabras del cliente ("mañana en la tarde", "el viernes", "15 de diciembre a
@@ -126,12 +151,16 @@ async def check_availability(ctx: Ctx, service: str | None = None, when: str | N
     changed_from = None
     if appointment is not None:
         listed = _listed(d, appointment)
-        appt = await appointments.list_appointments(pool, org, t.turn.contact_id, since=None, limit=50)
+        appt = await appointments.list_appointments(
+            pool, org, t.turn.contact_id, since=None, limit=50
+        )
         mine = next((a for a in appt if a.id == listed["id"]), None)
         if mine is None:
             raise ModelRetry("esa cita ya no existe; vuelve a listar las citas")
         found = await catalog.get_service(pool, org, mine.service_id)
-        d.state.update(reschedule_of=appointment, purpose="reprogramar", service=_service_view(found))
+        d.state.update(
+            reschedule_of=appointment, purpose="reprogramar", service=_service_view(found)
+        )
     understood = timeparse.parse(when or "", t.now).understood if when else False
     if understood:  # kept even while we still ask for the service
         d.state["window"] = _window(d.state.get("window"), when, t.now)
@@ -164,29 +193,64 @@ async def check_availability(ctx: Ctx, service: str | None = None, when: str | N
         note = "hora_pedida_ocupada"
     elif offer.why is not None:
         note = "sin_cupo_en_lo_pedido"
-    return _propose(d, t, chosen, window_text, changed_from, offer.slots, note=note, exact=offer.exact,
-                    asked=replies.clock(offer.asked) if offer.asked is not None else None,
-                    default_window=not window.understood, **offer.data())
+    return _propose(
+        d,
+        t,
+        chosen,
+        window_text,
+        changed_from,
+        offer.slots,
+        note=note,
+        exact=offer.exact,
+        asked=replies.clock(offer.asked) if offer.asked is not None else None,
+        default_window=not window.understood,
+        **offer.data(),
+    )
 
 
-def _propose(d: ToolDeps, t, chosen, window_text: str, changed_from, slots, note, exact: bool = False,
-             asked: str | None = None, **why) -> dict:
+def _propose(
+    d: ToolDeps,
+    t,
+    chosen,
+    window_text: str,
+    changed_from,
+    slots,
+    note,
+    exact: bool = False,
+    asked: str | None = None,
+    **why,
+) -> dict:
     d.state["proposed_slots"] = [_slot_view(s, t.org.tz) for s in slots]
     d.state["chosen_slot"] = None
-    d.state["last_list"] = {"kind": "slots", "items": [{"label": s["label"]} for s in d.state["proposed_slots"]]}
-    return d.act("slots_proposed", service=chosen.name, price=d.state["service"]["price"],
-                 duration_minutes=chosen.duration_minutes, window=window_text or None,
-                 changed_from=changed_from, note=note, exact=exact, asked=asked, **why,
-                 slots=[{"n": i + 1, "label": s["label"]} for i, s in enumerate(d.state["proposed_slots"])])
+    d.state["last_list"] = {
+        "kind": "slots",
+        "items": [{"label": s["label"]} for s in d.state["proposed_slots"]],
+    }
+    return d.act(
+        "slots_proposed",
+        service=chosen.name,
+        price=d.state["service"]["price"],
+        duration_minutes=chosen.duration_minutes,
+        window=window_text or None,
+        changed_from=changed_from,
+        note=note,
+        exact=exact,
+        asked=asked,
+        **why,
+        slots=[{"n": i + 1, "label": s["label"]} for i, s in enumerate(d.state["proposed_slots"])],
+    )
 
 
 def _date_conflict(d: ToolDeps, conflict: timeparse.Conflict) -> dict:
-    """"el lunes 15" when the 15th is a Tuesday: ask which day, search neither."""
+    """ "el lunes 15" when the 15th is a Tuesday: ask which day, search neither."""
     d.state.update(proposed_slots=[], chosen_slot=None, last_list=None)  # "la 1" now names no slot
     noon = time(12)
-    return d.act("date_conflict", weekday=replies.WEEKDAYS[conflict.weekday],
-                 dated=replies.day(datetime.combine(conflict.dated, noon)),
-                 other=replies.day(datetime.combine(conflict.other, noon)))
+    return d.act(
+        "date_conflict",
+        weekday=replies.WEEKDAYS[conflict.weekday],
+        dated=replies.day(datetime.combine(conflict.dated, noon)),
+        other=replies.day(datetime.combine(conflict.other, noon)),
+    )
 
 
 async def _moving_day(d: ToolDeps, t) -> date | None:
@@ -194,7 +258,9 @@ async def _moving_day(d: ToolDeps, t) -> date | None:
     n, listed = d.state.get("reschedule_of"), d.state.get("appointments") or []
     if not n or n > len(listed):
         return None
-    found = await appointments.list_appointments(t.deps.pool, t.org.id, t.turn.contact_id, since=None, limit=50)
+    found = await appointments.list_appointments(
+        t.deps.pool, t.org.id, t.turn.contact_id, since=None, limit=50
+    )
     mine = next((a for a in found if a.id == listed[n - 1]["id"]), None)
     return mine.starts_at.astimezone(t.org.tz).date() if mine else None
 
@@ -218,21 +284,39 @@ def _service_needed(d: ToolDeps, options: list[str]) -> dict:
 async def _hold_chosen(t, chosen: dict, duration_min: int) -> bool:
     """Hold the picked slot alone (the other offers are let go); False if another chat has it."""
     start = datetime.fromisoformat(chosen["starts_at"])
-    return (await offers.hold(t, [(chosen["staff_id"], start, start + timedelta(minutes=duration_min))]))[0]
+    return (
+        await offers.hold(t, [(chosen["staff_id"], start, start + timedelta(minutes=duration_min))])
+    )[0]
 
 
 async def _plan_reminders(t, appointment_id: str, change: reminders.Change) -> None:
     """The confirmation now, the reminders later (a move re-plans them, a cancel drops them)."""
-    await reminders.plan(t.deps.redis, t.deps.pool, t.org.id, appointment_id, change, t.deps.now_ms())
-    await webhooks.appointment_changed(t.deps.redis, t.deps.pool, t.org.id, appointment_id, change, turn_id=t.turn.turn_id, now_ms=t.deps.now_ms())  # the CRM is told
-    if change != "booked" and await reminders.reminded_appointment(t.deps.redis, t.org.id,
-                                                                   t.turn.chat) == appointment_id:
+    await reminders.plan(
+        t.deps.redis, t.deps.pool, t.org.id, appointment_id, change, t.deps.now_ms()
+    )
+    await webhooks.appointment_changed(
+        t.deps.redis,
+        t.deps.pool,
+        t.org.id,
+        appointment_id,
+        change,
+        turn_id=t.turn.turn_id,
+        now_ms=t.deps.now_ms(),
+    )  # the CRM is told
+    if (
+        change != "booked"
+        and await reminders.reminded_appointment(t.deps.redis, t.org.id, t.turn.chat)
+        == appointment_id
+    ):
         metrics.reminder_answers.labels(t.org.id, change).inc()  # the reminder led to it
 
 
 def _slot_view(slot: appointments.Slot, tz) -> dict:
-    return {"starts_at": slot.starts_at.isoformat(), "staff_id": slot.staff_id,
-            "label": replies.when(slot.starts_at, tz)}
+    return {
+        "starts_at": slot.starts_at.isoformat(),
+        "staff_id": slot.staff_id,
+        "label": replies.when(slot.starts_at, tz),
+    }
 
 
 def _proposed(d: ToolDeps, slot: int) -> dict:
@@ -268,21 +352,39 @@ async def book_appointment(ctx: Ctx, slot: int, customer_name: str | None = None
         return d.act("name_needed", slot=chosen["label"])
     d.bookings += 1
     key = f"{t.turn.turn_id}:{d.bookings}"
-    booked = held and await appointments.book(t.deps.pool, org=t.org.id, contact_id=t.turn.contact_id, service=service,
-                            starts_at=datetime.fromisoformat(chosen["starts_at"]), idempotency_key=key,
-                            preferred_staff=chosen["staff_id"],
-                            contact_name=name if customer_name else None)
+    booked = held and await appointments.book(
+        t.deps.pool,
+        org=t.org.id,
+        contact_id=t.turn.contact_id,
+        service=service,
+        starts_at=datetime.fromisoformat(chosen["starts_at"]),
+        idempotency_key=key,
+        preferred_staff=chosen["staff_id"],
+        contact_name=name if customer_name else None,
+    )
     if not booked:
         taken = chosen["label"]
-        await check_availability.__wrapped__(ctx)  # fresh alternatives for the same service and window
-        return d.act("slot_taken", slot=taken,
-                     alternatives=[{"n": i + 1, "label": s["label"]}
-                                   for i, s in enumerate(d.state["proposed_slots"])])
+        await check_availability.__wrapped__(
+            ctx
+        )  # fresh alternatives for the same service and window
+        return d.act(
+            "slot_taken",
+            slot=taken,
+            alternatives=[
+                {"n": i + 1, "label": s["label"]} for i, s in enumerate(d.state["proposed_slots"])
+            ],
+        )
     await holds.release(t.deps.redis, t.org.id, t.turn.chat)
     await _plan_reminders(t, booked.id, "booked")
     d.state.update(contact_name=name, proposed_slots=[], chosen_slot=None, window=None)
-    return d.act("booked", service=booked.service_name, when=replies.when(booked.starts_at, t.org.tz),
-                 staff=booked.staff_name, price=d.state["service"]["price"], name=name)
+    return d.act(
+        "booked",
+        service=booked.service_name,
+        when=replies.when(booked.starts_at, t.org.tz),
+        staff=booked.staff_name,
+        price=d.state["service"]["price"],
+        name=name,
+    )
 
 
 @counted
@@ -300,24 +402,45 @@ async def save_contact_name(ctx: Ctx, name: str) -> dict:
 async def list_my_appointments(ctx: Ctx, purpose: str = "ver") -> dict:
     """Las próximas citas del cliente, numeradas. `purpose`: "ver", "cancelar" o "reprogramar"."""
     d, t = ctx.deps, ctx.deps.ctx
-    upcoming = await appointments.list_appointments(t.deps.pool, t.org.id, t.turn.contact_id,
-                                           since=t.now - timedelta(hours=1))
-    d.state["appointments"] = [{"id": a.id, "label": f"{a.service_name}, {replies.when(a.starts_at, t.org.tz)}"}
-                               for a in upcoming]
+    upcoming = await appointments.list_appointments(
+        t.deps.pool, t.org.id, t.turn.contact_id, since=t.now - timedelta(hours=1)
+    )
+    d.state["appointments"] = [
+        {"id": a.id, "label": f"{a.service_name}, {replies.when(a.starts_at, t.org.tz)}"}
+        for a in upcoming
+    ]
     d.state["purpose"] = purpose if purpose in ("ver", "cancelar", "reprogramar") else "ver"
     d.state.update(reschedule_of=None, cancel_pending=None)  # the numbers may have changed
-    d.state["last_list"] = {"kind": "appointments", "items": [{"label": a["label"]} for a in d.state["appointments"]]}
-    return d.act("appointments_listed", purpose=d.state["purpose"],
-                 appointments=[{"n": i + 1, "label": a["label"]} for i, a in enumerate(d.state["appointments"])])
+    d.state["last_list"] = {
+        "kind": "appointments",
+        "items": [{"label": a["label"]} for a in d.state["appointments"]],
+    }
+    return d.act(
+        "appointments_listed",
+        purpose=d.state["purpose"],
+        appointments=[
+            {"n": i + 1, "label": a["label"]} for i, a in enumerate(d.state["appointments"])
+        ],
+    )
 
 
 @counted
 async def my_past_appointments(ctx: Ctx) -> dict:
     """Historial de citas del cliente (pasadas y canceladas incluidas), la más reciente primero."""
     t = ctx.deps.ctx
-    history = await appointments.list_appointments(t.deps.pool, t.org.id, t.turn.contact_id, limit=10)
-    return {"citas": [{"servicio": a.service_name, "fecha": replies.when(a.starts_at, t.org.tz),
-                       "estado": a.status} for a in history]}
+    history = await appointments.list_appointments(
+        t.deps.pool, t.org.id, t.turn.contact_id, limit=10
+    )
+    return {
+        "citas": [
+            {
+                "servicio": a.service_name,
+                "fecha": replies.when(a.starts_at, t.org.tz),
+                "estado": a.status,
+            }
+            for a in history
+        ]
+    }
 
 
 @counted
@@ -332,7 +455,12 @@ async def cancel_appointment(ctx: Ctx, appointment: int, confirmed: bool = False
     pending = d.state.get("cancel_pending")
     # The yes must come in a later turn than the question, so the customer has seen it: a model
     # that asks and confirms in the same run (or across a hand-off) only asks again.
-    if not (confirmed and pending and pending["n"] == appointment and pending["turn_id"] != t.turn.turn_id):
+    if not (
+        confirmed
+        and pending
+        and pending["n"] == appointment
+        and pending["turn_id"] != t.turn.turn_id
+    ):
         d.state["cancel_pending"] = {"n": appointment, "turn_id": t.turn.turn_id}
         return d.act("cancel_confirmation_needed", appointment=appointment, label=listed["label"])
     if any(intents.says_no(intents.normalize(text)) for text in t.turn.texts):
@@ -344,8 +472,11 @@ async def cancel_appointment(ctx: Ctx, appointment: int, confirmed: bool = False
         raise ModelRetry("esa cita no se puede cancelar (no existe o ya pasó); vuelve a listar")
     await _plan_reminders(t, cancelled.id, "cancelled")
     d.state.update(appointments=[], purpose=None)
-    return d.act("cancelled", service=cancelled.service_name,
-                 when=replies.when(cancelled.starts_at, t.org.tz))
+    return d.act(
+        "cancelled",
+        service=cancelled.service_name,
+        when=replies.when(cancelled.starts_at, t.org.tz),
+    )
 
 
 @counted
@@ -358,22 +489,34 @@ async def reschedule_appointment(ctx: Ctx, appointment: int, slot: int) -> dict:
     moved = None
     if await _hold_chosen(t, chosen, d.state["service"]["duration_minutes"]):
         try:
-            moved = await appointments.reschedule(t.deps.pool, org=t.org.id, contact_id=t.turn.contact_id,
-                                                  appointment_id=listed["id"],
-                                                  starts_at=datetime.fromisoformat(chosen["starts_at"]),
-                                                  preferred_staff=chosen["staff_id"])
+            moved = await appointments.reschedule(
+                t.deps.pool,
+                org=t.org.id,
+                contact_id=t.turn.contact_id,
+                appointment_id=listed["id"],
+                starts_at=datetime.fromisoformat(chosen["starts_at"]),
+                preferred_staff=chosen["staff_id"],
+            )
         except appointments.NotYours as exc:
             raise ModelRetry(str(exc)) from None
     if moved is None:
         taken = chosen["label"]
         await check_availability.__wrapped__(ctx)
-        return d.act("slot_taken", slot=taken,
-                     alternatives=[{"n": i + 1, "label": s["label"]}
-                                   for i, s in enumerate(d.state["proposed_slots"])])
+        return d.act(
+            "slot_taken",
+            slot=taken,
+            alternatives=[
+                {"n": i + 1, "label": s["label"]} for i, s in enumerate(d.state["proposed_slots"])
+            ],
+        )
     await holds.release(t.deps.redis, t.org.id, t.turn.chat)
     await _plan_reminders(t, moved.id, "rescheduled")
-    d.state.update(appointments=[], purpose=None, reschedule_of=None, proposed_slots=[], window=None)
-    return d.act("rescheduled", service=moved.service_name, when=replies.when(moved.starts_at, t.org.tz))
+    d.state.update(
+        appointments=[], purpose=None, reschedule_of=None, proposed_slots=[], window=None
+    )
+    return d.act(
+        "rescheduled", service=moved.service_name, when=replies.when(moved.starts_at, t.org.tz)
+    )
 
 
 @counted
@@ -381,11 +524,27 @@ async def search_my_messages(ctx: Ctx, query: str) -> dict:
     """Busca en los mensajes anteriores de este chat ("¿qué me recomendaron la última vez?")."""
     t = ctx.deps.ctx
     found = await chats.search_messages(t.deps.pool, t.org.id, t.turn.identity_id, query)
-    return {"mensajes": [{"de": "cliente" if who == "inbound" else "nosotros", "texto": text[:500],
-                          "fecha": replies.day(at.astimezone(t.org.tz))} for who, text, at in found]}
+    return {
+        "mensajes": [
+            {
+                "de": "cliente" if who == "inbound" else "nosotros",
+                "texto": text[:500],
+                "fecha": replies.day(at.astimezone(t.org.tz)),
+            }
+            for who, text, at in found
+        ]
+    }
 
 
 KNOWLEDGE_TOOLS = [search_knowledge, business_info, search_my_messages, my_past_appointments]
-APPOINTMENT_TOOLS = [search_knowledge, business_info, check_availability, book_appointment,
-                     save_contact_name, list_my_appointments, my_past_appointments,
-                     cancel_appointment, reschedule_appointment]
+APPOINTMENT_TOOLS = [
+    search_knowledge,
+    business_info,
+    check_availability,
+    book_appointment,
+    save_contact_name,
+    list_my_appointments,
+    my_past_appointments,
+    cancel_appointment,
+    reschedule_appointment,
+]

@@ -34,8 +34,11 @@ def runner_options(deps: Deps) -> dict:
     finish, is closed after `http_keepalive_timeout_s` (aiohttp's default is an hour); the
     unread body of a refused request is drained for at most LINGER_S before the connection
     closes (aiohttp's default, 10 s, lets a refused sender hold a connection that long)."""
-    return {"access_log": None, "keepalive_timeout": deps.settings.http_keepalive_timeout_s,
-            "lingering_time": LINGER_S}
+    return {
+        "access_log": None,
+        "keepalive_timeout": deps.settings.http_keepalive_timeout_s,
+        "lingering_time": LINGER_S,
+    }
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -28,9 +28,14 @@ READ_BLOCK_MS = 1000  # each wait stays far below any Redis client socket timeou
 
 def _webhook_body(app_name: str, phone: str, name: str, text: str, now_ms: int) -> dict:
     return {
-        "app": app_name, "timestamp": now_ms, "version": 2, "type": "message",
+        "app": app_name,
+        "timestamp": now_ms,
+        "version": 2,
+        "type": "message",
         "payload": {
-            "id": f"dev-{uuid.uuid4().hex}", "source": phone, "type": "text",
+            "id": f"dev-{uuid.uuid4().hex}",
+            "source": phone,
+            "type": "text",
             "payload": {"text": text},
             "sender": {"phone": phone, "name": name, "country_code": "", "dial_code": phone},
         },
@@ -60,11 +65,16 @@ def add_routes(app: web.Application, accept_webhook: Callable[..., Awaitable[obj
         replies = await turn_replies(deps.redis, outbound, phone, after, wait_s)
         if replies is None:
             return web.json_response(
-                {"error": f"no reply within {wait_s:.0f} s (CHAT_WAIT_S): are the enrich, batcher "
-                          "and agent roles running, and is the bot on for this chat?"}, status=504)
+                {
+                    "error": f"no reply within {wait_s:.0f} s (CHAT_WAIT_S): are the enrich, batcher "
+                    "and agent roles running, and is the bot on for this chat?"
+                },
+                status=504,
+            )
         handled = await deps.redis.get(keys.dev_turn_info(connection.org_id, phone))
-        return web.json_response({"replies": replies,
-                                  "handled_by": json.loads(handled) if handled else None})
+        return web.json_response(
+            {"replies": replies, "handled_by": json.loads(handled) if handled else None}
+        )
 
     async def page(request: web.Request) -> web.Response:
         return web.Response(text=CHAT_PAGE.read_text(), content_type="text/html")
@@ -73,8 +83,9 @@ def add_routes(app: web.Application, accept_webhook: Callable[..., Awaitable[obj
     app.router.add_get("/", page)
 
 
-async def turn_replies(redis, outbound: str, phone: str, after: str,
-                       wait_s: float) -> list[str] | None:
+async def turn_replies(
+    redis, outbound: str, phone: str, after: str, wait_s: float
+) -> list[str] | None:
     """The texts of the first reply to `phone` queued after entry `after`, None on timeout.
 
     A turn's replies are written to the stream together (one script), so the entries for this
@@ -86,8 +97,11 @@ async def turn_replies(redis, outbound: str, phone: str, after: str,
         for _, entries in found or []:
             # Only a turn's replies: a scheduled confirmation or reminder (no turn id) can be
             # queued for this chat while the turn runs, and is not the answer to this message.
-            mine = [event for event in map(_outbound, entries)
-                    if event is not None and event.phone == phone and event.turn_id]
+            mine = [
+                event
+                for event in map(_outbound, entries)
+                if event is not None and event.phone == phone and event.turn_id
+            ]
             if mine:
                 turn = mine[0].turn_id
                 texts: list[str] = []
@@ -109,21 +123,29 @@ def _outbound(entry: tuple[str, dict[str, str]]) -> OutboundMessage | None:
 
 def add_simulator(app: web.Application) -> None:
     """A local stand-in for Gupshup's send API, so `make run` needs no account."""
+
     async def send(request: web.Request) -> web.Response:
         if not request.headers.get("apikey"):
-            return web.json_response({"message": "Authentication Failed", "status": "error"},
-                                     status=401)
+            return web.json_response(
+                {"message": "Authentication Failed", "status": "error"}, status=401
+            )
         form = await request.post()
         message = json.loads(form.get("message") or form.get("template") or "{}")
         text = message.get("text") or json.dumps(message, ensure_ascii=False)
         if message.get("type") == "quick_reply":  # a reminder: its text and its buttons
-            text = message["content"]["text"] + "\n" + " ".join(f"[{o['title']}]" for o in message["options"])
+            text = (
+                message["content"]["text"]
+                + "\n"
+                + " ".join(f"[{o['title']}]" for o in message["options"])
+            )
         outbox = keys.simulator_outbox(str(form.get("src.name")), str(form.get("destination")))
         redis = request.app[DEPS].redis
         await redis.rpush(outbox, text)
         await redis.expire(outbox, 600)
-        return web.Response(text=json.dumps({"status": "submitted", "messageId": str(uuid.uuid4())}),
-                            content_type="text/html")
+        return web.Response(
+            text=json.dumps({"status": "submitted", "messageId": str(uuid.uuid4())}),
+            content_type="text/html",
+        )
 
     app.router.add_post("/simulator/wa/api/v1/msg", send)
     app.router.add_post("/simulator/wa/api/v1/template/msg", send)

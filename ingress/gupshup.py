@@ -34,8 +34,12 @@ def identify_app(body: dict[str, Any]) -> AppRef:
         return AppRef(name=None, gs_app_id=opt_str(body.get("gs_app_id")), format="v3")
     # v2 always names the app; a body with a type and a payload is v2 even without it.
     if "app" in body or (isinstance(body.get("type"), str) and "payload" in body):
-        return AppRef(name=opt_str(body.get("app")), gs_app_id=opt_str(body.get("appId")), format="v2")
-    raise MalformedPayload("body is neither format v2 (no 'app') nor v3 (no 'object': 'whatsapp_business_account')")
+        return AppRef(
+            name=opt_str(body.get("app")), gs_app_id=opt_str(body.get("appId")), format="v2"
+        )
+    raise MalformedPayload(
+        "body is neither format v2 (no 'app') nor v3 (no 'object': 'whatsapp_business_account')"
+    )
 
 
 def parse_webhook(body: dict[str, Any], org: str, received_at_ms: int) -> Parsed:

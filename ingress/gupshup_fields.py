@@ -47,7 +47,6 @@ class Content:
     context_id: str | None = None
 
 
-
 # ---------------------------------------------------------------- field helpers
 #
 # Every field of a webhook may arrive with the wrong JSON type (a provider change, a proxy, a
@@ -113,8 +112,11 @@ def req_str(obj: dict[str, Any], key: str, path: str) -> str:
     value = opt_str(raw)
     if value is None:
         wrong = raw is not None and raw != ""
-        raise MalformedPayload(f"{path}.{key} is not a string (it is {json_type(raw)})" if wrong
-                               else f"{path}.{key} is missing")
+        raise MalformedPayload(
+            f"{path}.{key} is not a string (it is {json_type(raw)})"
+            if wrong
+            else f"{path}.{key} is missing"
+        )
     return value
 
 
@@ -185,8 +187,6 @@ def first_ms(*candidates: Any, default: int) -> int:
     return default
 
 
-
-
 # ---------------------------------------------------------------- shared renderers
 
 
@@ -226,16 +226,24 @@ def _is_coordinate(value: Any) -> bool:
 
 def _card_values(value: Any, key: str) -> list[str]:
     """A card's phones or emails: a list of {key: ...} objects, or the bare values themselves."""
-    found = (opt_str(item.get(key)) if isinstance(item, dict) else opt_str(item)
-             for item in opt_list(value))
+    found = (
+        opt_str(item.get(key)) if isinstance(item, dict) else opt_str(item)
+        for item in opt_list(value)
+    )
     return [v for v in found if v]
 
 
 def one_contact_text(contact: dict[str, Any]) -> str:
     # Every part of a card is optional: a part of the wrong type is left out, not the message.
     name_obj = opt_obj(contact.get("name"))
-    name = opt_str(contact.get("name")) or opt_str(name_obj.get("formatted_name")) or " ".join(
-        p for p in (opt_str(name_obj.get("first_name")), opt_str(name_obj.get("last_name"))) if p
+    name = (
+        opt_str(contact.get("name"))
+        or opt_str(name_obj.get("formatted_name"))
+        or " ".join(
+            p
+            for p in (opt_str(name_obj.get("first_name")), opt_str(name_obj.get("last_name")))
+            if p
+        )
     )
     phones = _card_values(contact.get("phones"), "phone")
     emails = _card_values(contact.get("emails"), "email")
@@ -260,5 +268,3 @@ def is_voice_note(content_type: str | None) -> bool:
     # while audio *files* users forward are mostly mp3/m4a/aac, so OGG/Opus is the best signal.
     ct = (content_type or "").lower()
     return ct.startswith("audio/ogg") and "opus" in ct
-
-

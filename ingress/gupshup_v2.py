@@ -32,7 +32,11 @@ from storage.events import InboundMessage, Media, MessageKind, StatusEvent, User
 # Top-level v2 types we acknowledge without an event: nothing in them concerns a chat.
 _V2_IGNORED_TYPES = {"template-event", "account-event", "billing-event"}
 _V2_MEDIA_KINDS: dict[str, MessageKind] = {
-    "image": "image", "audio": "audio", "video": "video", "file": "file", "sticker": "sticker",
+    "image": "image",
+    "audio": "audio",
+    "video": "video",
+    "file": "file",
+    "sticker": "sticker",
 }
 _REPLY_KINDS: set[str] = {"button_reply", "list_reply", "quick_reply"}
 
@@ -41,14 +45,18 @@ def parse_v2(body: dict[str, Any], org: str, received_at_ms: int, out: Parsed) -
     kind = body.get("type")
     if not isinstance(kind, str) or not kind:
         # Without its type a body cannot be told apart from the events that must be ignored.
-        raise MalformedPayload("type is missing" if kind in (None, "")
-                               else f"type is not a string (it is {json_type(kind)})")
+        raise MalformedPayload(
+            "type is missing"
+            if kind in (None, "")
+            else f"type is not a string (it is {json_type(kind)})"
+        )
     if kind == "message":
         out.events.append(_v2_message(body, org, received_at_ms))
     elif kind == "message-event":
         payload = opt_obj(body.get("payload"))
         if opt_str(payload.get("type")) == "mismatch" and not (
-                opt_str(payload.get("id")) or opt_str(payload.get("gsId"))):
+            opt_str(payload.get("id")) or opt_str(payload.get("gsId"))
+        ):
             # The WhatsApp id differs from the number sent to (Brazil's 9th digit). Without a
             # message id there is nothing to update: counted so an operator can see it happen.
             out.ignored.append("message-event:mismatch")
@@ -99,7 +107,11 @@ def _v2_content(payload: dict[str, Any]) -> Content:
     if wire in _V2_MEDIA_KINDS:
         inner = obj(payload.get("payload"), path)
         media = _v2_media(inner, path)
-        kind = "voice" if wire == "audio" and is_voice_note(media.content_type) else _V2_MEDIA_KINDS[wire]
+        kind = (
+            "voice"
+            if wire == "audio" and is_voice_note(media.content_type)
+            else _V2_MEDIA_KINDS[wire]
+        )
         return Content(kind, caption=opt_str(inner.get("caption")), media=media)
     if wire == "location":
         return Content("location", text=location_text(obj(payload.get("payload"), path), path))
@@ -141,7 +153,9 @@ def _v2_status(body: dict[str, Any], org: str, received_at_ms: int) -> StatusEve
         status=req_str(payload, "type", "payload"),
         destination=opt_str(payload.get("destination")),
         # `ts` sits on the payload in the docs table and one level down in the 2026 layout.
-        at_ms=first_ms(payload.get("ts"), inner.get("ts"), body.get("timestamp"), default=received_at_ms),
+        at_ms=first_ms(
+            payload.get("ts"), inner.get("ts"), body.get("timestamp"), default=received_at_ms
+        ),
         code=as_int(inner.get("code")),
         reason=opt_str(inner.get("reason")),
         raw=payload,

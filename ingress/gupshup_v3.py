@@ -42,7 +42,11 @@ _V3_IGNORED_FIELDS = {
     "business_capability_update": "account-event",
 }
 _V3_MEDIA_KINDS: dict[str, MessageKind] = {
-    "image": "image", "audio": "audio", "video": "video", "document": "file", "sticker": "sticker",
+    "image": "image",
+    "audio": "audio",
+    "video": "video",
+    "document": "file",
+    "sticker": "sticker",
 }
 
 
@@ -57,13 +61,18 @@ def parse_v3(body: dict[str, Any], org: str, received_at_ms: int, out: Parsed) -
             _v3_change(obj(change, change_path), change_path, org, received_at_ms, out)
 
 
-def _v3_change(change: dict[str, Any], path: str, org: str, received_at_ms: int, out: Parsed) -> None:
+def _v3_change(
+    change: dict[str, Any], path: str, org: str, received_at_ms: int, out: Parsed
+) -> None:
     # An unknown field is acknowledged (§1.1), so a field that cannot be read is refused: read
     # leniently, a `messages` change whose field came as a number would be dropped unseen.
     kind = change.get("field")
     if not isinstance(kind, str) or not kind:
-        raise MalformedPayload(f"{path}.field is missing" if kind in (None, "")
-                               else f"{path}.field is not a string (it is {json_type(kind)})")
+        raise MalformedPayload(
+            f"{path}.field is missing"
+            if kind in (None, "")
+            else f"{path}.field is not a string (it is {json_type(kind)})"
+        )
     if kind == "platform-event":
         value = opt_obj(change.get("value"))
         out.ignored.append(f"platform-event:{opt_str(value.get('type')) or 'unknown'}")
@@ -78,7 +87,9 @@ def _v3_change(change: dict[str, Any], path: str, org: str, received_at_ms: int,
         msg_path = f"{path}.messages[{k}]"
         out.events.append(_v3_message(obj(msg, msg_path), names, msg_path, org, received_at_ms))
     for k, status in enumerate(as_list(value.get("statuses"), f"{path}.statuses")):
-        _v3_status(obj(status, f"{path}.statuses[{k}]"), f"{path}.statuses[{k}]", org, received_at_ms, out)
+        _v3_status(
+            obj(status, f"{path}.statuses[{k}]"), f"{path}.statuses[{k}]", org, received_at_ms, out
+        )
 
 
 def _v3_names(contacts: Any) -> dict[str, str]:
@@ -103,8 +114,9 @@ def _v3_message(
         org=org,
         provider_id=req_str(msg, "id", path),
         phone=phone,
-        name=capped(names.get(phone) or names.get(opt_str(msg.get("from_user_id")) or ""),
-                    MAX_NAME_CHARS),
+        name=capped(
+            names.get(phone) or names.get(opt_str(msg.get("from_user_id")) or ""), MAX_NAME_CHARS
+        ),
         kind=content.kind,
         text=capped(content.text),
         caption=capped(content.caption),
@@ -136,7 +148,11 @@ def _v3_content(msg: dict[str, Any], path: str) -> Content:
     if wire == "button":  # a template quick-reply button
         return Content("quick_reply", text=reply_text(inner))
     if wire == "reaction":
-        return Content("reaction", text=opt_str(inner.get("emoji")), context_id=opt_str(inner.get("message_id")))
+        return Content(
+            "reaction",
+            text=opt_str(inner.get("emoji")),
+            context_id=opt_str(inner.get("message_id")),
+        )
     return Content("unknown")
 
 
@@ -152,7 +168,9 @@ def _v3_media(wire: str, inner: dict[str, Any], path: str) -> Content:
     return Content(kind, caption=opt_str(inner.get("caption")), media=media)
 
 
-def _v3_status(status: dict[str, Any], path: str, org: str, received_at_ms: int, out: Parsed) -> None:
+def _v3_status(
+    status: dict[str, Any], path: str, org: str, received_at_ms: int, out: Parsed
+) -> None:
     if "status" not in status and status.get("type"):
         # `{"type": "set-callback"}` arrives when the callback is set: nothing was sent.
         out.ignored.append(f"status:{opt_str(status.get('type'))}")
@@ -173,7 +191,8 @@ def _v3_status(status: dict[str, Any], path: str, org: str, received_at_ms: int,
             at_ms=first_ms(status.get("timestamp"), default=received_at_ms),
             # Meta puts failures in errors[]; Gupshup's passthrough doc shows code/reason instead.
             code=as_int(error.get("code", status.get("code"))),
-            reason=opt_str(error.get("title")) or opt_str(error.get("message"))
+            reason=opt_str(error.get("title"))
+            or opt_str(error.get("message"))
             or opt_str(status.get("reason")),
             raw=status,
         )

@@ -38,8 +38,13 @@ class RedisHeadroom:
             used = int(info.get("used_memory") or 0)
             full = bool(limit) and used >= limit * (1 - self.reserve)
             if full != self._full:
-                log.warning("redis memory %s: %d of %d bytes used; webhooks %s", "nearly full" if full
-                            else "back", used, limit, "refused with 503" if full else "accepted again")
+                log.warning(
+                    "redis memory %s: %d of %d bytes used; webhooks %s",
+                    "nearly full" if full else "back",
+                    used,
+                    limit,
+                    "refused with 503" if full else "accepted again",
+                )
             self._full = full
             metrics.redis_memory_full.set(1 if full else 0)
         return self._full

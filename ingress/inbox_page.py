@@ -15,14 +15,20 @@ INBOX_PAGE = Path(__file__).parent / "inbox_page.html"
 
 async def page(request: web.Request) -> web.Response:
     # No caching and no framing: the page shows customers' messages once a token is in.
-    return web.Response(text=INBOX_PAGE.read_text(), content_type="text/html", headers={
-        "Cache-Control": "no-store", "X-Frame-Options": "DENY",
-        # blob: shows a media file fetched with the token; https: follows a media link to
-        # the Supabase bucket's signed URL.
-        "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline' 'self'; "
-                                   "style-src 'unsafe-inline' 'self'; img-src 'self' blob:; "
-                                   "media-src 'self' blob:; connect-src 'self' https:; "
-                                   "frame-ancestors 'none'"})
+    return web.Response(
+        text=INBOX_PAGE.read_text(),
+        content_type="text/html",
+        headers={
+            "Cache-Control": "no-store",
+            "X-Frame-Options": "DENY",
+            # blob: shows a media file fetched with the token; https: follows a media link to
+            # the Supabase bucket's signed URL.
+            "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline' 'self'; "
+            "style-src 'unsafe-inline' 'self'; img-src 'self' blob:; "
+            "media-src 'self' blob:; connect-src 'self' https:; "
+            "frame-ancestors 'none'",
+        },
+    )
 
 
 def add_routes(app: web.Application) -> None:

@@ -76,7 +76,9 @@ async def me(request: web.Request) -> web.Response:
     operator = await _operator(request)
     if isinstance(operator, web.Response):
         return operator
-    return web.json_response({"org": operator.org, "name": operator.name, "author": operator.author})
+    return web.json_response(
+        {"org": operator.org, "name": operator.name, "author": operator.author}
+    )
 
 
 async def list_chats(request: web.Request) -> web.Response:
@@ -101,10 +103,18 @@ async def read_chat(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     s = deps.settings
     identity = await chats.find_identity(deps.pool, operator.org, request.match_info["phone"])
-    window = (identity.last_inbound_at.timestamp() + s.window_hours * 3600 - s.window_margin_s
-              if identity and identity.last_inbound_at else None)
-    chat = await inbox.chat_detail(deps.pool, operator.org, request.match_info["phone"],
-                                   window_open_until_s=window, limit=limit)
+    window = (
+        identity.last_inbound_at.timestamp() + s.window_hours * 3600 - s.window_margin_s
+        if identity and identity.last_inbound_at
+        else None
+    )
+    chat = await inbox.chat_detail(
+        deps.pool,
+        operator.org,
+        request.match_info["phone"],
+        window_open_until_s=window,
+        limit=limit,
+    )
     if chat is None:
         return _error(404, "no such chat in your organization")
     return web.json_response(chat)
@@ -121,7 +131,7 @@ async def send_message(request: web.Request) -> web.Response:
         return body
     text = body.get("text")
     if not isinstance(text, str) or not text.strip():
-        return _error(400, "expected JSON {\"text\": \"...\"} with a non-empty text")
+        return _error(400, 'expected JSON {"text": "..."} with a non-empty text')
     if len(text) > MAX_TEXT_CHARS:
         return _error(413, f"a WhatsApp text has at most {MAX_TEXT_CHARS} characters")
     client_key = request.headers.get("Idempotency-Key")
@@ -134,20 +144,46 @@ async def send_message(request: web.Request) -> web.Response:
         return _error(404, "no such chat in your organization")
     took_over = False
     if identity.bot_enabled:
-        switch = await chats.switch_bot(deps.pool, operator.org, phone, False,
-                                        reason="a person answered", by=operator.name, at=_now(deps))
+        switch = await chats.switch_bot(
+            deps.pool,
+            operator.org,
+            phone,
+            False,
+            reason="a person answered",
+            by=operator.name,
+            at=_now(deps),
+        )
         took_over = switch is not None
-        await webhooks.bot_switched(deps.redis, deps.pool, operator.org, phone, switch, enabled=False,
-                                    by=operator.name, reason="a person answered",
-                                    now_ms=deps.now_ms())
+        await webhooks.bot_switched(
+            deps.redis,
+            deps.pool,
+            operator.org,
+            phone,
+            switch,
+            enabled=False,
+            by=operator.name,
+            reason="a person answered",
+            now_ms=deps.now_ms(),
+        )
     # Scoped by the operator, so two people's keys never collide; the sender sends a key once.
     key = f"staff:{operator.id}:{client_key or uuid.uuid4().hex}"
-    await streams.publish(deps.redis, OutboundMessage(
-        org=operator.org, phone=phone, text=text.strip(), idempotency_key=key, purpose="staff",
-        author=operator.author, requires_bot_enabled=False), "outbound")
+    await streams.publish(
+        deps.redis,
+        OutboundMessage(
+            org=operator.org,
+            phone=phone,
+            text=text.strip(),
+            idempotency_key=key,
+            purpose="staff",
+            author=operator.author,
+            requires_bot_enabled=False,
+        ),
+        "outbound",
+    )
     log.info("operator %s queued a message to %s/%s", operator.id, operator.org, phone)
-    return web.json_response({"idempotency_key": key, "status": "queued", "took_over": took_over},
-                             status=202)
+    return web.json_response(
+        {"idempotency_key": key, "status": "queued", "took_over": took_over}, status=202
+    )
 
 
 async def take_over(request: web.Request) -> web.Response:
@@ -169,23 +205,46 @@ async def hand_back(request: web.Request) -> web.Response:
     return await _set_bot(request, operator, enabled=True, reason=None)
 
 
-async def _set_bot(request: web.Request, operator: operators.Operator, *, enabled: bool,
-                   reason: str | None) -> web.Response:
+async def _set_bot(
+    request: web.Request, operator: operators.Operator, *, enabled: bool, reason: str | None
+) -> web.Response:
     deps = request.app[DEPS]
     phone = request.match_info["phone"]
     identity = await chats.find_identity(deps.pool, operator.org, phone)
     if identity is None:
         return _error(404, "no such chat in your organization")
     if enabled and identity.kind == "staff":
-        return _error(409, "this is a staff phone's chat: the bot never answers the clinic's own people")
-    switch = await chats.switch_bot(deps.pool, operator.org, phone, enabled, reason=reason,
-                                    by=operator.name, at=_now(deps))
-    await webhooks.bot_switched(deps.redis, deps.pool, operator.org, phone, switch, enabled=enabled,
-                                by=operator.name, reason=reason, now_ms=deps.now_ms())
-    log.info("operator %s %s %s/%s", operator.id, "handed back" if enabled else "took over",
-             operator.org, phone)
-    return web.json_response({"phone": phone, "bot_enabled": enabled,
-                              "paused": None if enabled else {"by": operator.name, "reason": reason}})
+        return _error(
+            409, "this is a staff phone's chat: the bot never answers the clinic's own people"
+        )
+    switch = await chats.switch_bot(
+        deps.pool, operator.org, phone, enabled, reason=reason, by=operator.name, at=_now(deps)
+    )
+    await webhooks.bot_switched(
+        deps.redis,
+        deps.pool,
+        operator.org,
+        phone,
+        switch,
+        enabled=enabled,
+        by=operator.name,
+        reason=reason,
+        now_ms=deps.now_ms(),
+    )
+    log.info(
+        "operator %s %s %s/%s",
+        operator.id,
+        "handed back" if enabled else "took over",
+        operator.org,
+        phone,
+    )
+    return web.json_response(
+        {
+            "phone": phone,
+            "bot_enabled": enabled,
+            "paused": None if enabled else {"by": operator.name, "reason": reason},
+        }
+    )
 
 
 async def media(request: web.Request) -> web.StreamResponse:
@@ -195,15 +254,21 @@ async def media(request: web.Request) -> web.StreamResponse:
     if isinstance(operator, web.Response):
         return operator
     deps = request.app[DEPS]
-    found = await inbox.media_of(deps.pool, operator.org, request.match_info["phone"],
-                                 request.match_info["message_id"])
+    found = await inbox.media_of(
+        deps.pool, operator.org, request.match_info["phone"], request.match_info["message_id"]
+    )
     if found is None:
         return _error(404, "no stored media for this message in your organization")
     path, mime_type = found
     s = deps.settings
     if s.supabase_url and s.supabase_service_role_key:
-        store = SupabaseMediaStore(deps.http, s.supabase_url, s.supabase_service_role_key,
-                                   bucket=s.supabase_bucket, spool_dir=s.media_dir / ".spool")
+        store = SupabaseMediaStore(
+            deps.http,
+            s.supabase_url,
+            s.supabase_service_role_key,
+            bucket=s.supabase_bucket,
+            spool_dir=s.media_dir / ".spool",
+        )
         try:
             link = await store.signed_url(path, MEDIA_LINK_S)
         except (MediaStoreError, aiohttp.ClientError, TimeoutError) as exc:
@@ -212,8 +277,13 @@ async def media(request: web.Request) -> web.StreamResponse:
     file = LocalMediaStore(s.media_dir).file_of(path)
     if file is None:
         return _error(404, "the media file is no longer in MEDIA_DIR")
-    return web.FileResponse(file, headers={"Content-Type": mime_type or "application/octet-stream",
-                                           "Cache-Control": "private, no-store"})
+    return web.FileResponse(
+        file,
+        headers={
+            "Content-Type": mime_type or "application/octet-stream",
+            "Cache-Control": "private, no-store",
+        },
+    )
 
 
 def add_routes(app: web.Application) -> None:

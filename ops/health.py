@@ -32,8 +32,12 @@ async def check(deps: Deps) -> dict[str, str]:
     """{"redis": "ok" | "error: ...", "postgres": ...}; also sets skytide_dependency_up."""
     # The same probes the stages use to tell an outage from a bad entry (ops/deps.py): a
     # read-only PostgreSQL is not ready, though it answers `select 1`.
-    results = dict(await asyncio.gather(_check("redis", deps.outages.probes["redis"]),
-                                        _check("postgres", deps.outages.probes["postgres"])))
+    results = dict(
+        await asyncio.gather(
+            _check("redis", deps.outages.probes["redis"]),
+            _check("postgres", deps.outages.probes["postgres"]),
+        )
+    )
     for name, result in results.items():
         metrics.dependency_up.labels(name).set(1 if result == "ok" else 0)
     return results

@@ -21,13 +21,17 @@ from contextlib import contextmanager
 from typing import Iterator
 
 # The fields of the work in progress in this task; asyncio copies them into tasks it starts.
-_context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("log_context", default=None)
+_context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "log_context", default=None
+)
 
 
 @contextmanager
 def bound(**fields: object) -> Iterator[None]:
     """Add fields (None values skipped) to every log line written inside the block."""
-    token = _context.set({**(_context.get() or {}), **{k: str(v) for k, v in fields.items() if v is not None}})
+    token = _context.set(
+        {**(_context.get() or {}), **{k: str(v) for k, v in fields.items() if v is not None}}
+    )
     try:
         yield
     finally:
@@ -47,14 +51,22 @@ def context_fields() -> dict[str, str]:
         fields["span_id"] = f"{span.span_id:016x}"
     return fields
 
+
 # 8 to 15 digits, maybe after a '+', not part of a longer word or of a stream id ("…-0").
 # Timestamps are left alone: 10 and 13 digits starting with 1 are never an E.164 number
 # (country code 1 makes 11 digits).
-_PHONE = re.compile(r"(?<![\w.-])\+?(?!1\d{9}(?!\d))(?!1\d{12}(?!\d))(\d{2})\d{2,9}(\d{4})(?![\w-])")
+_PHONE = re.compile(
+    r"(?<![\w.-])\+?(?!1\d{9}(?!\d))(?!1\d{12}(?!\d))(\d{2})\d{2,9}(\d{4})(?![\w-])"
+)
 _SECRETS = [
     # key=value and key: value pairs whose name says secret.
-    (re.compile(r"(?i)\b((?:api[_-]?key|apikey|token|secret|password|passwd|authorization)"
-                r"[\"']?\s*[=:]\s*[\"']?)(?:bearer\s+)?[^\s&\"',;]+"), r"\1***"),
+    (
+        re.compile(
+            r"(?i)\b((?:api[_-]?key|apikey|token|secret|password|passwd|authorization)"
+            r"[\"']?\s*[=:]\s*[\"']?)(?:bearer\s+)?[^\s&\"',;]+"
+        ),
+        r"\1***",
+    ),
     (re.compile(r"(?i)\b(bearer\s+)[^\s\"',;]+"), r"\1***"),
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]+:)[^/\s@]+@"), r"\1***@"),  # user:pass@
 ]

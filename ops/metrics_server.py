@@ -41,8 +41,9 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if ready else 503)
 
 
-def add_routes(app: web.Application, deps: Deps,
-               needs: tuple[str, ...] = ("redis", "postgres")) -> None:
+def add_routes(
+    app: web.Application, deps: Deps, needs: tuple[str, ...] = ("redis", "postgres")
+) -> None:
     """/metrics and /readyz (and /healthz, unless the app has its own) on `app`."""
     app[DEPS] = deps
     app[READY_NEEDS] = needs
@@ -57,12 +58,16 @@ def create_app(deps: Deps, needs: tuple[str, ...] = ("redis", "postgres")) -> we
     return app
 
 
-async def start(deps: Deps, host: str, port: int,
-                needs: tuple[str, ...] = ("redis", "postgres")) -> web.AppRunner:
+async def start(
+    deps: Deps, host: str, port: int, needs: tuple[str, ...] = ("redis", "postgres")
+) -> web.AppRunner:
     """Serving until the returned runner's cleanup()."""
     # Idle connections closed like the ingress's (aiohttp keeps them an hour by default).
-    runner = web.AppRunner(create_app(deps, needs), access_log=None,
-                           keepalive_timeout=deps.settings.http_keepalive_timeout_s)
+    runner = web.AppRunner(
+        create_app(deps, needs),
+        access_log=None,
+        keepalive_timeout=deps.settings.http_keepalive_timeout_s,
+    )
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner

@@ -36,16 +36,19 @@ class DependencyDown(Exception):
 
 # PostgreSQL errors that say "the server cannot do any work now", not "this statement is
 # wrong": waited out like an outage, never a reason to dead-letter a customer's message.
-_POSTGRES_DOWN = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                  # shutting down, starting up, a statement timeout or a cancelled query
-                  asyncpg.exceptions.OperatorInterventionError,
-                  asyncpg.TooManyConnectionsError,
-                  # disk full, out of memory, too many connections (class 53)
-                  asyncpg.exceptions.InsufficientResourcesError,
-                  # a read-only server: a standby, or default_transaction_read_only set by the
-                  # provider when the disk quota is reached (Supabase does this)
-                  asyncpg.exceptions.ReadOnlySQLTransactionError,
-                  asyncpg.exceptions.LockNotAvailableError)  # lock_timeout: a long migration
+_POSTGRES_DOWN = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    # shutting down, starting up, a statement timeout or a cancelled query
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.TooManyConnectionsError,
+    # disk full, out of memory, too many connections (class 53)
+    asyncpg.exceptions.InsufficientResourcesError,
+    # a read-only server: a standby, or default_transaction_read_only set by the
+    # provider when the disk quota is reached (Supabase does this)
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
+    asyncpg.exceptions.LockNotAvailableError,
+)  # lock_timeout: a long migration
 
 
 def dependency_of(exc: BaseException) -> str | None:
@@ -130,7 +133,12 @@ async def readiness_details(redis, outages: Outages) -> dict[str, object]:
     except Exception as exc:  # noqa: BLE001 - managed Redis often forbids CONFIG; Redis may be down
         details["redis_persistence"] = f"unknown ({type(exc).__name__})"
         return details
-    details["redis_persistence"] = "appendonly yes" if value == "yes" else (
-        "appendonly no: a Redis restart loses queued messages, conversation state and dedupe "
-        "keys; run Redis with appendonly yes and appendfsync everysec")
+    details["redis_persistence"] = (
+        "appendonly yes"
+        if value == "yes"
+        else (
+            "appendonly no: a Redis restart loses queued messages, conversation state and dedupe "
+            "keys; run Redis with appendonly yes and appendfsync everysec"
+        )
+    )
     return details

@@ -17,10 +17,10 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 ALL_ROLES = ("ingress", "enrich", "batcher", "agent", "sender", "scheduler")
 
 
-
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True,
-                                      env_ignore_empty=True)  # `KEY=` in an env file means unset
+    model_config = SettingsConfigDict(
+        env_file=None, extra="ignore", populate_by_name=True, env_ignore_empty=True
+    )  # `KEY=` in an env file means unset
 
     # production (the default, and the image's): every service is configured and nothing falls
     # back to a development stand-in; a missing one stops start-up (startup_problems below).
@@ -248,16 +248,21 @@ class ConfigError(Exception):
 # Variables that hold a credential. In production one that is present but empty (`KEY=` in an
 # env file that was never filled in) is refused: otherwise it reads as unset and the feature it
 # guards quietly turns into its fallback.
-SECRET_VARIABLES = ("OPENAI_API_KEY", "GEMINI_API_KEY", "SUPABASE_SERVICE_ROLE_KEY",
-                    "OTEL_EXPORTER_OTLP_HEADERS")
+SECRET_VARIABLES = (
+    "OPENAI_API_KEY",
+    "GEMINI_API_KEY",
+    "SUPABASE_SERVICE_ROLE_KEY",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+)
 
 
 def not_set(variable: str, why: str) -> str:
     return f"{variable} is not set: production needs {why}"
 
 
-def startup_problems(settings: Settings, roles: tuple[str, ...] = (),
-                     environ: Mapping[str, str] | None = None) -> list[str]:
+def startup_problems(
+    settings: Settings, roles: tuple[str, ...] = (), environ: Mapping[str, str] | None = None
+) -> list[str]:
     """Why this process may not start with these settings and roles: one line per variable,
     each naming it. None in development, where stand-ins fill the gaps."""
     if settings.development:
@@ -265,27 +270,48 @@ def startup_problems(settings: Settings, roles: tuple[str, ...] = (),
     environ = os.environ if environ is None else environ
     problems = []
     if not settings.redis_url:
-        problems.append(not_set("REDIS_URL", "the Redis 8 (or Redis Stack) URL; an embedded "
-                                "Redis starts only with SKYTIDE_ENV=development"))
+        problems.append(
+            not_set(
+                "REDIS_URL",
+                "the Redis 8 (or Redis Stack) URL; an embedded "
+                "Redis starts only with SKYTIDE_ENV=development",
+            )
+        )
     if not settings.database_url:
-        problems.append(not_set("DATABASE_URL", "the PostgreSQL connection string; an embedded "
-                                "PostgreSQL starts only with SKYTIDE_ENV=development"))
+        problems.append(
+            not_set(
+                "DATABASE_URL",
+                "the PostgreSQL connection string; an embedded "
+                "PostgreSQL starts only with SKYTIDE_ENV=development",
+            )
+        )
     for variable in SECRET_VARIABLES:
         if variable in environ and not environ[variable].strip():
-            problems.append(f"{variable} is set but empty: give it a value or remove the line "
-                            "(production refuses an empty secret)")
+            problems.append(
+                f"{variable} is set but empty: give it a value or remove the line "
+                "(production refuses an empty secret)"
+            )
     if settings.dev_chat_enabled:
-        problems.append("DEV_CHAT=true serves the unauthenticated chat page: only with "
-                        "SKYTIDE_ENV=development")
+        problems.append(
+            "DEV_CHAT=true serves the unauthenticated chat page: only with SKYTIDE_ENV=development"
+        )
     if settings.dev_clock:
-        problems.append("DEV_CLOCK=true lets a Redis key move the clock: only with "
-                        "SKYTIDE_ENV=development")
+        problems.append(
+            "DEV_CLOCK=true lets a Redis key move the clock: only with SKYTIDE_ENV=development"
+        )
     if settings.clock_offset_s:
-        problems.append("CLOCK_OFFSET_S moves the process clock off real time (tests place a run "
-                        "on a chosen date): only with SKYTIDE_ENV=development")
+        problems.append(
+            "CLOCK_OFFSET_S moves the process clock off real time (tests place a run "
+            "on a chosen date): only with SKYTIDE_ENV=development"
+        )
     if "sender" in roles and not settings.gupshup_api_url:
-        problems.append(not_set("GUPSHUP_API_URL", "Gupshup's API URL for the sender "
-                                "(https://api.gupshup.io); the simulator is for SKYTIDE_ENV=development"))
+        problems.append(
+            not_set(
+                "GUPSHUP_API_URL",
+                "Gupshup's API URL for the sender "
+                "(https://api.gupshup.io); the simulator is for SKYTIDE_ENV=development",
+            )
+        )
     if "agent" in roles:
         problems += model_problems(settings)
     once, named = [], set()
@@ -301,19 +327,35 @@ def model_problems(settings: Settings) -> list[str]:
     name = settings.llm_model.strip()
     provider, _, model_name = name.partition(":")
     if name == "offline" or not model_name:
-        return [f"LLM_MODEL={name or '(empty)'} is the offline development model: set "
-                "LLM_MODEL=openai:<model> (offline needs SKYTIDE_ENV=development)"]
+        return [
+            f"LLM_MODEL={name or '(empty)'} is the offline development model: set "
+            "LLM_MODEL=openai:<model> (offline needs SKYTIDE_ENV=development)"
+        ]
     if provider != "openai":
-        return [f"LLM_MODEL={name}: only openai:<model> is supported (OpenAI, or an "
-                "OpenAI-compatible server at OPENAI_BASE_URL)"]
+        return [
+            f"LLM_MODEL={name}: only openai:<model> is supported (OpenAI, or an "
+            "OpenAI-compatible server at OPENAI_BASE_URL)"
+        ]
     problems = []
     if not (settings.openai_api_key or settings.openai_base_url):
-        problems.append(not_set("OPENAI_API_KEY", f"it for LLM_MODEL={name}, or OPENAI_BASE_URL "
-                                "for a self-hosted OpenAI-compatible server"))
-    if (settings.embedding_model and not (settings.openai_api_key or settings.openai_base_url)
-            and not problems):
-        problems.append(not_set("OPENAI_API_KEY", f"it for EMBEDDING_MODEL={settings.embedding_model}, "
-                                "or OPENAI_BASE_URL"))
+        problems.append(
+            not_set(
+                "OPENAI_API_KEY",
+                f"it for LLM_MODEL={name}, or OPENAI_BASE_URL "
+                "for a self-hosted OpenAI-compatible server",
+            )
+        )
+    if (
+        settings.embedding_model
+        and not (settings.openai_api_key or settings.openai_base_url)
+        and not problems
+    ):
+        problems.append(
+            not_set(
+                "OPENAI_API_KEY",
+                f"it for EMBEDDING_MODEL={settings.embedding_model}, or OPENAI_BASE_URL",
+            )
+        )
     return problems
 
 
@@ -324,6 +366,10 @@ def invalid_lines(error: ValidationError) -> list[str]:
         name = str(each["loc"][0]) if each.get("loc") else "?"
         field = Settings.model_fields.get(name)
         variable = (field.alias if field and field.alias else name).upper()
-        shown = "" if field is not None and not field.repr else f" (got {str(each.get('input'))[:60]!r})"
+        shown = (
+            ""
+            if field is not None and not field.repr
+            else f" (got {str(each.get('input'))[:60]!r})"
+        )
         lines.append(f"{variable}: {each['msg']}{shown}")  # a secret's value is never echoed
     return lines or [str(error).splitlines()[0]]

@@ -40,15 +40,25 @@ def setup(settings: Settings) -> bool:
     from pydantic_ai import Agent, InstrumentationSettings
 
     shutdown()
-    provider = TracerProvider(resource=Resource.create({"service.name": settings.otel_service_name}))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": settings.otel_service_name})
+    )
     # The endpoint is the collector's base URL, as the variable's standard meaning says.
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(
-        endpoint=endpoint.rstrip("/") + "/v1/traces",
-        headers=parse_headers(settings.otel_exporter_otlp_headers))))
+    provider.add_span_processor(
+        BatchSpanProcessor(
+            OTLPSpanExporter(
+                endpoint=endpoint.rstrip("/") + "/v1/traces",
+                headers=parse_headers(settings.otel_exporter_otlp_headers),
+            )
+        )
+    )
     # Model requests and tool calls: Pydantic AI's spans. Prompts and answers stay out of the
     # spans (customers' messages are personal data; the trace shows the shape and the timing).
-    Agent.instrument_all(InstrumentationSettings(tracer_provider=provider, include_content=False,
-                                                 include_binary_content=False))
+    Agent.instrument_all(
+        InstrumentationSettings(
+            tracer_provider=provider, include_content=False, include_binary_content=False
+        )
+    )
     _provider, _tracer = provider, provider.get_tracer("skytide")
     log.info("tracing: OTLP/HTTP to %s", endpoint)
     return True
@@ -96,27 +106,46 @@ def _parent_context(traceparent: str | None, new_trace: bool):
 def _link(traceparent: str):
     from opentelemetry import trace
 
-    return trace.Link(trace.get_current_span(_parent_context(traceparent, False)).get_span_context())
+    return trace.Link(
+        trace.get_current_span(_parent_context(traceparent, False)).get_span_context()
+    )
 
 
 @contextmanager
-def _span(name: str, traceparent: str | None, new_trace: bool, links: list[str | None],
-          fields: dict[str, Any]) -> Iterator[None]:
-    attributes = {f"skytide.{k}": str(v) for k, v in fields.items()
-                  if v is not None and k not in PERSONAL}
-    with _tracer.start_as_current_span(name, context=_parent_context(traceparent, new_trace),
-                                       links=[_link(t) for t in links if t], attributes=attributes):
+def _span(
+    name: str,
+    traceparent: str | None,
+    new_trace: bool,
+    links: list[str | None],
+    fields: dict[str, Any],
+) -> Iterator[None]:
+    attributes = {
+        f"skytide.{k}": str(v) for k, v in fields.items() if v is not None and k not in PERSONAL
+    }
+    with _tracer.start_as_current_span(
+        name,
+        context=_parent_context(traceparent, new_trace),
+        links=[_link(t) for t in links if t],
+        attributes=attributes,
+    ):
         yield
 
 
 @contextmanager
-def span(name: str, traceparent: str | None = None, *, new_trace: bool = False,
-         links: list[str | None] | None = None, **fields: Any) -> Iterator[None]:
+def span(
+    name: str,
+    traceparent: str | None = None,
+    *,
+    new_trace: bool = False,
+    links: list[str | None] | None = None,
+    **fields: Any,
+) -> Iterator[None]:
     """A span (child of `traceparent` when given, else of the current span, else a new trace
     when new_trace), linked to the spans in `links`, whose fields are also bound to the log
     lines written inside it."""
-    traced: ContextManager[None] = (_span(name, traceparent, new_trace, links or [], fields)
-                                    if _tracer else nullcontext())
+    traced: ContextManager[None] = (
+        _span(name, traceparent, new_trace, links or [], fields) if _tracer else nullcontext()
+    )
     with traced, bound(**fields):
         yield
 

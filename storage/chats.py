@@ -32,8 +32,9 @@ _IDENTITY_COLUMNS = """
             and a.channel = 'whatsapp' and a.status = 'opted_out') as opted_out, kind"""
 
 
-async def upsert_identity(conn: asyncpg.Connection | asyncpg.Pool, org: str, phone: str,
-                          profile_name: str | None) -> Identity:
+async def upsert_identity(
+    conn: asyncpg.Connection | asyncpg.Pool, org: str, phone: str, profile_name: str | None
+) -> Identity:
     """Find or create the contact and chat identity of a customer's phone in an organization.
 
     A phone that was a staff chat (no contact) and writes as a customer now gets its contact and
@@ -43,7 +44,10 @@ async def upsert_identity(conn: asyncpg.Connection | asyncpg.Pool, org: str, pho
     # record each).
     row = await conn.fetchrow(
         f"select {_IDENTITY_COLUMNS}, profile_name from chat_identities "
-        "where organization_id = $1::uuid and phone = $2 and kind = 'customer'", org, phone)
+        "where organization_id = $1::uuid and phone = $2 and kind = 'customer'",
+        org,
+        phone,
+    )
     if row and (profile_name is None or row["profile_name"] == profile_name):
         return Identity(**{k: v for k, v in dict(row).items() if k != "profile_name"})
     if row:
@@ -51,13 +55,20 @@ async def upsert_identity(conn: asyncpg.Connection | asyncpg.Pool, org: str, pho
             "update chat_identities set profile_name = $3 "
             "where organization_id = $1::uuid and phone = $2 and kind = 'customer' "
             f"returning {_IDENTITY_COLUMNS}",
-            org, phone, profile_name)
+            org,
+            phone,
+            profile_name,
+        )
         if row:
             return Identity(**dict(row))
     contact_id = await conn.fetchval(
         "insert into contacts (organization_id, phone, name) values ($1::uuid, $2, $3) "
         "on conflict (organization_id, phone) do update set phone = excluded.phone "
-        "returning id::text", org, phone, profile_name)
+        "returning id::text",
+        org,
+        phone,
+        profile_name,
+    )
     row = await conn.fetchrow(
         "insert into chat_identities (organization_id, contact_id, phone, profile_name) "
         "values ($1::uuid, $2::uuid, $3, $4) "
@@ -67,12 +78,17 @@ async def upsert_identity(conn: asyncpg.Connection | asyncpg.Pool, org: str, pho
         "      bot_enabled = chat_identities.bot_enabled or chat_identities.kind = 'staff',"
         "      kind = 'customer' "
         f"returning {_IDENTITY_COLUMNS}",
-        org, contact_id, phone, profile_name)
+        org,
+        contact_id,
+        phone,
+        profile_name,
+    )
     return Identity(**dict(row))
 
 
-async def upsert_staff_identity(conn: asyncpg.Connection | asyncpg.Pool, org: str, phone: str,
-                                profile_name: str | None) -> Identity:
+async def upsert_staff_identity(
+    conn: asyncpg.Connection | asyncpg.Pool, org: str, phone: str, profile_name: str | None
+) -> Identity:
     """The chat of the organization's advisor or a staff phone: no contact is created (staff are
     not customers of the clinic), and its bot is off, so nothing it writes starts a turn."""
     row = await conn.fetchrow(
@@ -85,25 +101,42 @@ async def upsert_staff_identity(conn: asyncpg.Connection | asyncpg.Pool, org: st
         "      bot_paused_at = coalesce(chat_identities.bot_paused_at, now()),"
         "      bot_paused_reason = coalesce(chat_identities.bot_paused_reason, 'staff phone') "
         f"returning {_IDENTITY_COLUMNS}",
-        org, phone, profile_name)
+        org,
+        phone,
+        profile_name,
+    )
     return Identity(**dict(row))
 
 
-async def find_identity(conn: asyncpg.Connection | asyncpg.Pool, org: str,
-                        phone: str) -> Identity | None:
+async def find_identity(
+    conn: asyncpg.Connection | asyncpg.Pool, org: str, phone: str
+) -> Identity | None:
     row = await conn.fetchrow(
         f"select {_IDENTITY_COLUMNS} from chat_identities "
-        "where organization_id = $1::uuid and phone = $2", org, phone)
+        "where organization_id = $1::uuid and phone = $2",
+        org,
+        phone,
+    )
     return Identity(**dict(row)) if row else None
 
 
-async def insert_inbound(conn: asyncpg.Connection | asyncpg.Pool, *, org: str, identity: Identity,
-                         provider_id: str, message: str | None, processed_text: str | None,
-                         sent_at_ms: int, media_type: str | None = None,
-                         media_url: str | None = None, media_mime_type: str | None = None,
-                         media_size_bytes: int | None = None, media_sha256: str | None = None,
-                         artifacts: dict[str, Any] | None = None,
-                         author: str = "customer") -> tuple[str, bool]:
+async def insert_inbound(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    org: str,
+    identity: Identity,
+    provider_id: str,
+    message: str | None,
+    processed_text: str | None,
+    sent_at_ms: int,
+    media_type: str | None = None,
+    media_url: str | None = None,
+    media_mime_type: str | None = None,
+    media_size_bytes: int | None = None,
+    media_sha256: str | None = None,
+    artifacts: dict[str, Any] | None = None,
+    author: str = "customer",
+) -> tuple[str, bool]:
     """Store an inbound message once; returns (message id, whether this call created it).
     `author` is "customer", or "staff:<phone>" for a message from a staff phone."""
     # The row and the chat's last_inbound_at (the 24-hour window) in one statement, one commit.
@@ -119,33 +152,59 @@ async def insert_inbound(conn: asyncpg.Connection | asyncpg.Pool, *, org: str, i
         " update chat_identities i set last_inbound_at = greatest(i.last_inbound_at, stored.sent_at)"
         " from stored where i.id = stored.chat_identity_id) "
         "select id::text from stored",
-        org, identity.id, message, processed_text, media_type, media_url, media_mime_type,
-        media_size_bytes, media_sha256, provider_id, artifacts or {}, ms_to_dt(sent_at_ms), author)
+        org,
+        identity.id,
+        message,
+        processed_text,
+        media_type,
+        media_url,
+        media_mime_type,
+        media_size_bytes,
+        media_sha256,
+        provider_id,
+        artifacts or {},
+        ms_to_dt(sent_at_ms),
+        author,
+    )
     if row:
         return row["id"], True
     return await inbound_message_id(conn, org, provider_id), False
 
 
-async def inbound_message_id(conn: asyncpg.Connection | asyncpg.Pool, org: str,
-                             provider_id: str) -> str | None:
+async def inbound_message_id(
+    conn: asyncpg.Connection | asyncpg.Pool, org: str, provider_id: str
+) -> str | None:
     return await conn.fetchval(
         "select id::text from chat_messages where organization_id = $1::uuid"
-        " and provider_message_id = $2", org, provider_id)
+        " and provider_message_id = $2",
+        org,
+        provider_id,
+    )
 
 
-async def message_texts(conn: asyncpg.Connection | asyncpg.Pool, org: str,
-                        message_ids: list[str]) -> list[str]:
+async def message_texts(
+    conn: asyncpg.Connection | asyncpg.Pool, org: str, message_ids: list[str]
+) -> list[str]:
     """What the agent reads of each message (processed_text, else the raw text), in the given order."""
     rows = await conn.fetch(
         "select id::text, coalesce(processed_text, message, '') as text from chat_messages "
-        "where organization_id = $1::uuid and id = any($2::uuid[])", org, message_ids)
+        "where organization_id = $1::uuid and id = any($2::uuid[])",
+        org,
+        message_ids,
+    )
     by_id = {r["id"]: r["text"] for r in rows}
     return [by_id[m] for m in message_ids if m in by_id]
 
 
-async def set_bot_enabled(conn: asyncpg.Connection | asyncpg.Pool, org: str, phone: str,
-                          enabled: bool, reason: str | None = None, by: str | None = None,
-                          at: datetime | None = None) -> bool:
+async def set_bot_enabled(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    org: str,
+    phone: str,
+    enabled: bool,
+    reason: str | None = None,
+    by: str | None = None,
+    at: datetime | None = None,
+) -> bool:
     """Turn the bot on or off for one chat (`by`: who took it over, when a person did); returns
     False when the chat does not exist. A staff chat's bot never comes on. `at` is the caller's
     clock (Deps.clock), the one `resume_if_due` compares against; without it the database's."""
@@ -154,7 +213,13 @@ async def set_bot_enabled(conn: asyncpg.Connection | asyncpg.Pool, org: str, pho
         "  bot_paused_at = case when $3 then null else coalesce($6, now()) end, bot_paused_reason = $4,"
         "  bot_paused_by = $5 "
         "where organization_id = $1::uuid and phone = $2 and (kind = 'customer' or not $3)",
-        org, phone, enabled, None if enabled else reason, None if enabled else by, at)
+        org,
+        phone,
+        enabled,
+        None if enabled else reason,
+        None if enabled else by,
+        at,
+    )
     return result.endswith(" 1")
 
 
@@ -167,9 +232,15 @@ class BotSwitch:
     pause_started_at: datetime | None
 
 
-async def switch_bot(conn: asyncpg.Connection | asyncpg.Pool, org: str, phone: str, enabled: bool,
-                     reason: str | None = None, by: str | None = None,
-                     at: datetime | None = None) -> BotSwitch | None:
+async def switch_bot(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    org: str,
+    phone: str,
+    enabled: bool,
+    reason: str | None = None,
+    by: str | None = None,
+    at: datetime | None = None,
+) -> BotSwitch | None:
     """`set_bot_enabled`, saying whether it was a real change (None: no such chat). A take-over
     changes something when the bot was on or the chat was not this person's; a hand-back, when
     the bot was off. Read and written in one statement, so two racing requests see one change."""
@@ -185,7 +256,13 @@ async def switch_bot(conn: asyncpg.Connection | asyncpg.Pool, org: str, phone: s
         "from before where c.id = before.id and (c.kind = 'customer' or not $3) "
         "returning before.bot_enabled as was_enabled, before.bot_paused_by as was_by,"
         "  before.bot_paused_at as was_paused_at, c.bot_paused_at",
-        org, phone, enabled, None if enabled else reason, None if enabled else by, at)
+        org,
+        phone,
+        enabled,
+        None if enabled else reason,
+        None if enabled else by,
+        at,
+    )
     if row is None:
         return None
     if enabled:
@@ -194,7 +271,9 @@ async def switch_bot(conn: asyncpg.Connection | asyncpg.Pool, org: str, phone: s
     return BotSwitch(changed, row["bot_paused_at"])
 
 
-async def resume_if_due(conn: asyncpg.Connection | asyncpg.Pool, org: str, phone: str, now: datetime) -> bool:
+async def resume_if_due(
+    conn: asyncpg.Connection | asyncpg.Pool, org: str, phone: str, now: datetime
+) -> bool:
     """Turn the bot back on for a chat paused longer ago than the organization's
     `bot_resume_after_hours` setting (no setting: a paused chat stays paused until
     `skytide bot resume`). True when it was resumed."""
@@ -205,28 +284,49 @@ async def resume_if_due(conn: asyncpg.Connection | asyncpg.Pool, org: str, phone
         "  and ci.kind = 'customer' "
         "  and ci.phone = $2 and not ci.bot_enabled and o.settings ? 'bot_resume_after_hours' "
         "  and ci.bot_paused_at <= $3::timestamptz - make_interval(secs => (o.settings->>'bot_resume_after_hours')::float8 * 3600)",
-        org, phone, now)
+        org,
+        phone,
+        now,
+    )
     return result.endswith(" 1")
 
 
-async def contact_name(db: asyncpg.Connection | asyncpg.Pool, org: str, contact_id: str) -> str | None:
-    return await db.fetchval("select name from contacts where id = $2::uuid "
-                             "and organization_id = $1::uuid", org, contact_id)
+async def contact_name(
+    db: asyncpg.Connection | asyncpg.Pool, org: str, contact_id: str
+) -> str | None:
+    return await db.fetchval(
+        "select name from contacts where id = $2::uuid and organization_id = $1::uuid",
+        org,
+        contact_id,
+    )
 
 
-async def save_contact_name(db: asyncpg.Connection | asyncpg.Pool, org: str, contact_id: str, name: str) -> None:
-    await db.execute("update contacts set name = $3 where id = $2::uuid and organization_id = $1::uuid",
-                     org, contact_id, name.strip()[:120])
+async def save_contact_name(
+    db: asyncpg.Connection | asyncpg.Pool, org: str, contact_id: str, name: str
+) -> None:
+    await db.execute(
+        "update contacts set name = $3 where id = $2::uuid and organization_id = $1::uuid",
+        org,
+        contact_id,
+        name.strip()[:120],
+    )
 
 
-async def search_messages(db: asyncpg.Connection | asyncpg.Pool, org: str, identity_id: str, query: str,
-                          limit: int = 5) -> list[tuple[str, str, datetime]]:
+async def search_messages(
+    db: asyncpg.Connection | asyncpg.Pool, org: str, identity_id: str, query: str, limit: int = 5
+) -> list[tuple[str, str, datetime]]:
     """The chat's earlier messages that match a query: (direction, text, when), newest first."""
-    rows = await db.fetch(f"""
+    rows = await db.fetch(
+        f"""
         select direction, coalesce(processed_text, message, '') as text, created_at
         from chat_messages
         where organization_id = $1::uuid and chat_identity_id = $3::uuid
           and to_tsvector('spanish', immutable_unaccent(coalesce(processed_text, message, '')))
               @@ {TSQUERY_ANY_WORD}
-        order by created_at desc limit $4""", org, query, identity_id, limit)
+        order by created_at desc limit $4""",
+        org,
+        query,
+        identity_id,
+        limit,
+    )
     return [(r["direction"], r["text"], r["created_at"]) for r in rows]

@@ -12,17 +12,34 @@ WHATSAPP = "whatsapp"
 WHATSAPP_MARKETING = "whatsapp_marketing"
 
 
-async def record(conn: asyncpg.Pool | asyncpg.Connection, *, org: str, contact_id: str,
-                 status: Status, source: str, detail: str | None = None,
-                 channel: str = WHATSAPP) -> tuple[str, str | None] | None:
+async def record(
+    conn: asyncpg.Pool | asyncpg.Connection,
+    *,
+    org: str,
+    contact_id: str,
+    status: Status,
+    source: str,
+    detail: str | None = None,
+    channel: str = WHATSAPP,
+) -> tuple[str, str | None] | None:
     """Store the contact's latest consent; returns what it was before (status, detail), if any."""
     previous = await conn.fetchrow(
         "select status, detail from contact_authorizations where contact_id = $1::uuid"
-        " and channel = $2 and organization_id = $3::uuid", contact_id, channel, org)
+        " and channel = $2 and organization_id = $3::uuid",
+        contact_id,
+        channel,
+        org,
+    )
     await conn.execute(
         "insert into contact_authorizations (organization_id, contact_id, channel, status, source,"
         " detail) values ($1::uuid, $2::uuid, $3, $4, $5, $6) "
         "on conflict (contact_id, channel) do update set status = excluded.status,"
         " source = excluded.source, detail = excluded.detail, updated_at = now()",
-        org, contact_id, channel, status, source, detail)
+        org,
+        contact_id,
+        channel,
+        status,
+        source,
+        detail,
+    )
     return (previous["status"], previous["detail"]) if previous else None

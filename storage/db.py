@@ -29,19 +29,33 @@ class _Pool(asyncpg.Pool):
         return super().acquire(timeout=timeout if timeout is not None else self.acquire_timeout_s)
 
 
-async def create_pool(database_url: str, *, min_size: int = 1, max_size: int = 10,
-                      statement_cache_size: int = 100, command_timeout_s: float | None = 30.0,
-                      acquire_timeout_s: float | None = 10.0) -> asyncpg.Pool:
+async def create_pool(
+    database_url: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    statement_cache_size: int = 100,
+    command_timeout_s: float | None = 30.0,
+    acquire_timeout_s: float | None = 10.0,
+) -> asyncpg.Pool:
     """statement_cache_size=0 is needed behind Supabase's transaction pooler (port 6543).
 
     command_timeout_s bounds each statement (a row locked for longer fails with TimeoutError
     and its entry is retried), acquire_timeout_s the wait for a free connection.
     """
     pool = _Pool(
-        database_url, min_size=min_size, max_size=max_size, init=_init_connection,
-        statement_cache_size=statement_cache_size, command_timeout=command_timeout_s,
-        max_queries=50000, max_inactive_connection_lifetime=300.0, loop=None,
-        connection_class=asyncpg.Connection, record_class=asyncpg.Record)
+        database_url,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        statement_cache_size=statement_cache_size,
+        command_timeout=command_timeout_s,
+        max_queries=50000,
+        max_inactive_connection_lifetime=300.0,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
+    )
     pool.acquire_timeout_s = acquire_timeout_s
     return await pool
 
@@ -71,7 +85,9 @@ async def migrate(pool: asyncpg.Pool) -> list[str]:
             async with conn.transaction():
                 # One migrator at a time; another may have applied this one meanwhile.
                 await conn.execute("select pg_advisory_xact_lock(726451)")
-                if await conn.fetchval("select 1 from schema_migrations where name = $1", path.name):
+                if await conn.fetchval(
+                    "select 1 from schema_migrations where name = $1", path.name
+                ):
                     continue
                 await conn.execute(path.read_text())
                 await conn.execute("insert into schema_migrations (name) values ($1)", path.name)

@@ -47,15 +47,22 @@ class DeadLetter:
 
 def _letter(org: str, entry_id: str, fields: dict[str, str]) -> DeadLetter:
     return DeadLetter(
-        org=org, id=entry_id, stage=fields.get("stage", "?"), stream=fields.get("stream", ""),
-        error=fields.get("error", ""), deliveries=int(fields.get("deliveries", "0")),
+        org=org,
+        id=entry_id,
+        stage=fields.get("stage", "?"),
+        stream=fields.get("stream", ""),
+        error=fields.get("error", ""),
+        deliveries=int(fields.get("deliveries", "0")),
         failed_at_ms=int(fields.get("failed_at_ms", "0")),
-        payload={k[len(PAYLOAD_PREFIX):]: v for k, v in fields.items()
-                 if k.startswith(PAYLOAD_PREFIX)})
+        payload={
+            k[len(PAYLOAD_PREFIX) :]: v for k, v in fields.items() if k.startswith(PAYLOAD_PREFIX)
+        },
+    )
 
 
-async def list_letters(redis: aioredis.Redis, *, org: str | None = None, stage: str | None = None,
-                       limit: int = 1000) -> list[DeadLetter]:
+async def list_letters(
+    redis: aioredis.Redis, *, org: str | None = None, stage: str | None = None, limit: int = 1000
+) -> list[DeadLetter]:
     orgs = [org] if org else sorted(await redis.smembers(keys.ORG_REGISTRY))
     letters: list[DeadLetter] = []
     for each in orgs:
@@ -102,8 +109,14 @@ def redact_error(error: str) -> str:
     return mask(error[: MAX_ERROR_CHARS * 2])[:MAX_ERROR_CHARS]
 
 
-def queue_trim(pipe: aioredis.client.Pipeline, org: str, *, now_ms: int, max_entries: int,
-               retention_days: float) -> None:
+def queue_trim(
+    pipe: aioredis.client.Pipeline,
+    org: str,
+    *,
+    now_ms: int,
+    max_entries: int,
+    retention_days: float,
+) -> None:
     """Queue on `pipe` the trims that keep an organization's dead letters to the newest
     `max_entries` and to the last `retention_days` (exact trims: dead letters are few)."""
     key = keys.dead_letters(org)
@@ -148,8 +161,12 @@ def _describe(letter: DeadLetter) -> tuple[str, StreamEvent | None]:
         event = decode(letter.payload)
     except BadEvent as exc:
         return f"undecodable entry ({exc})", None
-    about = (getattr(event, "phone", None) or getattr(event, "chat", None)
-             or getattr(event, "provider_id", None) or getattr(event, "id", ""))
+    about = (
+        getattr(event, "phone", None)
+        or getattr(event, "chat", None)
+        or getattr(event, "provider_id", None)
+        or getattr(event, "id", "")
+    )
     return f"{event.type} ({about}) on {letter.stream}", event
 
 
@@ -163,9 +180,17 @@ async def replay_letter(redis: aioredis.Redis, letter: DeadLetter) -> Replayed:
         args: list[str] = [letter.id, event.provider_id, str(_ENRICHING_TTL_S)]
         for name, value in letter.payload.items():
             args += [name, value]
-        done = bool(await redis.eval(
-            _REPLAY_INBOUND, 4, keys.dead_letters(letter.org), letter.stream,
-            keys.handed(letter.org, event.phone), keys.enriching(letter.org, event.phone), *args))
+        done = bool(
+            await redis.eval(
+                _REPLAY_INBOUND,
+                4,
+                keys.dead_letters(letter.org),
+                letter.stream,
+                keys.handed(letter.org, event.phone),
+                keys.enriching(letter.org, event.phone),
+                *args,
+            )
+        )
         if done:  # the stage's workers read signalled streams (consumers/reads.py)
             async with redis.pipeline(transaction=False) as pipe:
                 streams.signal(pipe, letter.org, "inbound")

@@ -49,12 +49,14 @@ async def signal_now(redis: aioredis.Redis, org: str, due_ms: int) -> None:
 
 async def due_orgs(redis: aioredis.Redis, now_ms: int, limit: int = 200) -> list[tuple[str, float]]:
     """Organizations with a chat due by now_ms, with the score each was read at."""
-    return await redis.zrangebyscore(keys.DUE_ORGS, "-inf", now_ms, start=0, num=limit,
-                                     withscores=True)
+    return await redis.zrangebyscore(
+        keys.DUE_ORGS, "-inf", now_ms, start=0, num=limit, withscores=True
+    )
 
 
-async def take_and_read(redis: aioredis.Redis, org: str, score: float, now_ms: int,
-                        limit: int = 100) -> list[str]:
+async def take_and_read(
+    redis: aioredis.Redis, org: str, score: float, now_ms: int, limit: int = 100
+) -> list[str]:
     """Take the organization out of the index and read its due chats, in one round trip."""
     async with redis.pipeline(transaction=False) as pipe:
         pipe.eval(_TAKE, 1, keys.DUE_ORGS, org, repr(score))
@@ -85,7 +87,7 @@ async def sweep(redis: aioredis.Redis) -> int:
     orgs = sorted(await redis.smembers(keys.ORG_REGISTRY))
     found = 0
     for i in range(0, len(orgs), 500):
-        chunk = orgs[i:i + 500]
+        chunk = orgs[i : i + 500]
         async with redis.pipeline(transaction=False) as pipe:
             for org in chunk:
                 pipe.zrange(keys.due(org), 0, 0, withscores=True)

@@ -42,9 +42,15 @@ class Erased:
         return asdict(self)
 
 
-async def erase(pool: asyncpg.Pool, redis: aioredis.Redis, store: MediaStore, person: Person, *,
-                now: datetime,
-                forget_thread: Callable[[str], Awaitable[None]] | None = None) -> Erased:
+async def erase(
+    pool: asyncpg.Pool,
+    redis: aioredis.Redis,
+    store: MediaStore,
+    person: Person,
+    *,
+    now: datetime,
+    forget_thread: Callable[[str], Awaitable[None]] | None = None,
+) -> Erased:
     """Removes (or anonymises) everything about the person. Media and Redis go first: their names
     come from the rows, so a failure part-way leaves the rows to find them again next time."""
     result = Erased(phone=person.phone, found=person.found)
@@ -85,7 +91,7 @@ async def _erase_redis(redis: aioredis.Redis, org: str, state: RedisState) -> No
         # finishes, and what it writes is new data.
         for stream, ids in state.entries.items():
             for i in range(0, len(ids), 500):
-                pipe.xdel(stream, *ids[i:i + 500])
+                pipe.xdel(stream, *ids[i : i + 500])
         await pipe.execute()
     if state.job_ids:
         await jobs.refresh_org(redis, org)
@@ -95,29 +101,55 @@ async def _erase_rows(pool: asyncpg.Pool, person: Person, now: datetime) -> dict
     org = person.org
     counts: dict[str, int] = {}
     async with pool.acquire() as conn, conn.transaction():
+
         async def run(name: str, sql: str, *args: Any) -> None:
             status = await conn.execute(sql, org, *args)
             counts[name] = counts.get(name, 0) + int(status.rsplit(" ", 1)[-1] or 0)
 
-        await run("appointments_cancelled",
-                  "update appointments set status = 'cancelled', updated_at = now()"
-                  " where organization_id = $1::uuid and contact_id = any($2::uuid[])"
-                  " and status = 'confirmed' and starts_at > $3", person.contact_ids, now)
-        await run("appointments_anonymised",
-                  "update appointments set contact_id = null, notes = null, idempotency_key = null,"
-                  " updated_at = now() where organization_id = $1::uuid and contact_id = any($2::uuid[])",
-                  person.contact_ids)
-        await run("thread_summaries", "delete from thread_summaries where organization_id = $1::uuid"
-                  " and chat_identity_id = any($2::uuid[])", person.identity_ids)
-        await run("chat_messages", "delete from chat_messages where organization_id = $1::uuid"
-                  " and chat_identity_id = any($2::uuid[])", person.identity_ids)
-        await run("contact_authorizations", "delete from contact_authorizations where"
-                  " organization_id = $1::uuid and contact_id = any($2::uuid[])", person.contact_ids)
-        await run("chat_identities", "delete from chat_identities where organization_id = $1::uuid"
-                  " and (id = any($2::uuid[]) or contact_id = any($3::uuid[]))",
-                  person.identity_ids, person.contact_ids)
-        await run("contacts", "delete from contacts where organization_id = $1::uuid"
-                  " and id = any($2::uuid[])", person.contact_ids)
+        await run(
+            "appointments_cancelled",
+            "update appointments set status = 'cancelled', updated_at = now()"
+            " where organization_id = $1::uuid and contact_id = any($2::uuid[])"
+            " and status = 'confirmed' and starts_at > $3",
+            person.contact_ids,
+            now,
+        )
+        await run(
+            "appointments_anonymised",
+            "update appointments set contact_id = null, notes = null, idempotency_key = null,"
+            " updated_at = now() where organization_id = $1::uuid and contact_id = any($2::uuid[])",
+            person.contact_ids,
+        )
+        await run(
+            "thread_summaries",
+            "delete from thread_summaries where organization_id = $1::uuid"
+            " and chat_identity_id = any($2::uuid[])",
+            person.identity_ids,
+        )
+        await run(
+            "chat_messages",
+            "delete from chat_messages where organization_id = $1::uuid"
+            " and chat_identity_id = any($2::uuid[])",
+            person.identity_ids,
+        )
+        await run(
+            "contact_authorizations",
+            "delete from contact_authorizations where"
+            " organization_id = $1::uuid and contact_id = any($2::uuid[])",
+            person.contact_ids,
+        )
+        await run(
+            "chat_identities",
+            "delete from chat_identities where organization_id = $1::uuid"
+            " and (id = any($2::uuid[]) or contact_id = any($3::uuid[]))",
+            person.identity_ids,
+            person.contact_ids,
+        )
+        await run(
+            "contacts",
+            "delete from contacts where organization_id = $1::uuid and id = any($2::uuid[])",
+            person.contact_ids,
+        )
         counts["messages_redacted"] = await _redact_mentions(conn, person)
     return counts
 
@@ -131,17 +163,27 @@ async def _redact_mentions(conn: asyncpg.Connection, person: Person) -> int:
         " from chat_messages where organization_id = $1::uuid and exists ("
         "  select 1 from unnest($2::text[]) p where message like '%' || p || '%'"
         "  or processed_text like '%' || p || '%' or error_reason like '%' || p || '%'"
-        "  or artifacts::text like '%' || p || '%')", person.org, person.phones)
+        "  or artifacts::text like '%' || p || '%')",
+        person.org,
+        person.phones,
+    )
     # Longest first, so "Ana María" goes before "Ana"; names JSON would have to escape stay out
     # of the jsonb column (replacing them there could break the document).
-    needles = sorted({*person.phones, *(n for n in person.names if len(n) >= 3)}, key=len, reverse=True)
+    needles = sorted(
+        {*person.phones, *(n for n in person.names if len(n) >= 3)}, key=len, reverse=True
+    )
     json_safe = [n for n in needles if json.dumps(n)[1:-1] == n]
     for r in rows:
         await conn.execute(
             "update chat_messages set message = $3, processed_text = $4, error_reason = $5,"
             " artifacts = $6::text::jsonb where organization_id = $1::uuid and id = $2::uuid",
-            person.org, r["id"], _replace(r["message"], needles), _replace(r["processed_text"], needles),
-            _replace(r["error_reason"], needles), _replace(r["artifacts"], json_safe))
+            person.org,
+            r["id"],
+            _replace(r["message"], needles),
+            _replace(r["processed_text"], needles),
+            _replace(r["error_reason"], needles),
+            _replace(r["artifacts"], json_safe),
+        )
     return len(rows)
 
 

@@ -11,8 +11,20 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 MessageKind = Literal[
-    "text", "image", "audio", "voice", "video", "file", "sticker", "location", "contact",
-    "button_reply", "list_reply", "quick_reply", "reaction", "unknown",
+    "text",
+    "image",
+    "audio",
+    "voice",
+    "video",
+    "file",
+    "sticker",
+    "location",
+    "contact",
+    "button_reply",
+    "list_reply",
+    "quick_reply",
+    "reaction",
+    "unknown",
 ]
 
 
@@ -142,9 +154,17 @@ class WebhookEvent(BaseModel):
 
     def body(self) -> bytes:
         """What the endpoints receive (docs/operator-api.md, "Webhooks for the CRM")."""
-        return json.dumps({"id": self.id, "type": self.event, "created_at": self.created_at,
-                           "org": self.org, "data": self.data},
-                          ensure_ascii=False, separators=(",", ":")).encode()
+        return json.dumps(
+            {
+                "id": self.id,
+                "type": self.event,
+                "created_at": self.created_at,
+                "org": self.org,
+                "data": self.data,
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode()
 
 
 StreamEvent = Annotated[

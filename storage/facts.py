@@ -21,7 +21,9 @@ from storage.catalog import Db, Service
 class DayHours:
     day: date
     spans: tuple[tuple[time, time], ...]  # empty: closed that day
-    closed_because: str | None = None  # "festivo", a closure's reason, "weekday" (never opens that day)
+    closed_because: str | None = (
+        None  # "festivo", a closure's reason, "weekday" (never opens that day)
+    )
 
     @property
     def is_open(self) -> bool:
@@ -57,7 +59,9 @@ async def open_on_holidays(db: Db, org: str) -> bool:
     return bool((await _settings(db, org)).get("open_on_holidays"))
 
 
-async def next_holiday_on(db: Db, org: str, weekday: int, start: date, weeks: int = 60) -> date | None:
+async def next_holiday_on(
+    db: Db, org: str, weekday: int, start: date, weeks: int = 60
+) -> date | None:
     """The first public holiday on that weekday from `start`: "el lunes festivo" names it, not
     simply the next Monday. None if the country has none within `weeks`."""
     first = start + timedelta(days=(weekday - start.weekday()) % 7)
@@ -75,15 +79,22 @@ class Address:
 
 # FAQ entries about where the business is, whatever their wording: their question or answer
 # names the place. Matched in SQL so an organization's own entries join in without code.
-_PLACE_WORDS = r"(ubicad|ubicaci|direcci|llegar|llego|parqueadero|parqueo|estacionamiento|queda|sede|local\b)"
+_PLACE_WORDS = (
+    r"(ubicad|ubicaci|direcci|llegar|llego|parqueadero|parqueo|estacionamiento|queda|sede|local\b)"
+)
 
 
 async def address(db: Db, org: str) -> Address:
     settings = await _settings(db, org)
-    rows = await db.fetch("select answer from knowledge_entries where organization_id = $1::uuid "
-                          "and immutable_unaccent(lower(question || ' ' || answer)) ~ $2 order by created_at",
-                          org, _PLACE_WORDS)
-    return Address((settings.get("address") or "").strip() or None, tuple(r["answer"] for r in rows))
+    rows = await db.fetch(
+        "select answer from knowledge_entries where organization_id = $1::uuid "
+        "and immutable_unaccent(lower(question || ' ' || answer)) ~ $2 order by created_at",
+        org,
+        _PLACE_WORDS,
+    )
+    return Address(
+        (settings.get("address") or "").strip() or None, tuple(r["answer"] for r in rows)
+    )
 
 
 async def staff_for(db: Db, org: str, service: Service) -> list[tuple[str, str]]:
@@ -91,14 +102,21 @@ async def staff_for(db: Db, org: str, service: Service) -> list[tuple[str, str]]
     ids = await appointments.eligible_staff(db, org, service.id)
     if not ids:
         return []
-    rows = await db.fetch("select id::text, name, coalesce(role, '') as role from staff "
-                          "where organization_id = $1::uuid and id = any($2::uuid[])", org, ids)
+    rows = await db.fetch(
+        "select id::text, name, coalesce(role, '') as role from staff "
+        "where organization_id = $1::uuid and id = any($2::uuid[])",
+        org,
+        ids,
+    )
     by_id = {r["id"]: (r["name"], r["role"]) for r in rows}
     return [by_id[i] for i in ids if i in by_id]
 
 
 async def team(db: Db, org: str) -> list[tuple[str, str]]:
     """(name, role) of the active staff, in the order they joined."""
-    rows = await db.fetch("select name, role from staff where organization_id = $1::uuid and active "
-                          "order by created_at, name", org)
+    rows = await db.fetch(
+        "select name, role from staff where organization_id = $1::uuid and active "
+        "order by created_at, name",
+        org,
+    )
     return [(r["name"], r["role"]) for r in rows]

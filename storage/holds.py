@@ -62,8 +62,9 @@ def _at(ms: str) -> datetime:
     return datetime.fromtimestamp(int(ms) / 1000, timezone.utc)
 
 
-async def hold(redis: aioredis.Redis, org: str, chat: str, slots: list[Held], *, now_ms: int,
-               ttl_ms: int) -> list[bool]:
+async def hold(
+    redis: aioredis.Redis, org: str, chat: str, slots: list[Held], *, now_ms: int, ttl_ms: int
+) -> list[bool]:
     """Hold these slots for this chat (its earlier holds end); False where another chat holds one."""
     args = [now_ms, now_ms + ttl_ms, chat, MAX_HELD_PER_CHAT]
     for staff, start, end in slots:

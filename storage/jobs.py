@@ -58,8 +58,14 @@ return a or b or false
 """
 
 
-async def plan(redis: aioredis.Redis, org: str, job_id: str, due_ms: int, data: dict[str, Any],
-               appointment_id: str | None = None) -> None:
+async def plan(
+    redis: aioredis.Redis,
+    org: str,
+    job_id: str,
+    due_ms: int,
+    data: dict[str, Any],
+    appointment_id: str | None = None,
+) -> None:
     """Plan (or re-plan: same id, new time and data) a job."""
     async with redis.pipeline(transaction=True) as p:
         p.hset(keys.jobs_data(org), job_id, json.dumps(data))
@@ -85,10 +91,22 @@ async def unplan_appointment(redis: aioredis.Redis, org: str, appointment_id: st
     return len(ids)
 
 
-async def claim(redis: aioredis.Redis, org: str, *, now_ms: int, lease_ms: int, limit: int) -> list[Job]:
-    raw = await redis.eval(_CLAIM, 3, keys.jobs_due(org), keys.jobs_running(org), keys.jobs_data(org),
-                           now_ms, lease_ms, limit)
-    return [Job(raw[i], int(float(raw[i + 1])), json.loads(raw[i + 2])) for i in range(0, len(raw), 3)]
+async def claim(
+    redis: aioredis.Redis, org: str, *, now_ms: int, lease_ms: int, limit: int
+) -> list[Job]:
+    raw = await redis.eval(
+        _CLAIM,
+        3,
+        keys.jobs_due(org),
+        keys.jobs_running(org),
+        keys.jobs_data(org),
+        now_ms,
+        lease_ms,
+        limit,
+    )
+    return [
+        Job(raw[i], int(float(raw[i + 1])), json.loads(raw[i + 2])) for i in range(0, len(raw), 3)
+    ]
 
 
 async def ack(redis: aioredis.Redis, org: str, job: Job) -> None:

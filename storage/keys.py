@@ -59,7 +59,7 @@ def org_of_key(key: str) -> str:
 
 def stage_of_key(key: str) -> str:
     """The stage of a stream key: `inbound` for `{org}:inbound`."""
-    return key[key.index("}:") + 2:]
+    return key[key.index("}:") + 2 :]
 
 
 # Ingress dedupe: one key per provider event id (and kind, so a status id never hides a message).
@@ -137,8 +137,13 @@ def checkpoint_thread(org: str, chat: str) -> str:
 # `checkpoint:{thread}:{ns}`, `checkpoint_write:{thread}:{ns}:...`, `write_keys_zset:{thread}:...`
 # (and `write_registry:`, `current_checkpoint:` in other savers). Erasure deletes them through the
 # library's adelete_thread, then by these prefixes in case the library's search index missed one.
-CHECKPOINT_KEY_PREFIXES = ("checkpoint:", "checkpoint_write:", "write_keys_zset:",
-                           "write_registry:", "current_checkpoint:")
+CHECKPOINT_KEY_PREFIXES = (
+    "checkpoint:",
+    "checkpoint_write:",
+    "write_keys_zset:",
+    "write_registry:",
+    "current_checkpoint:",
+)
 
 
 def is_checkpoint_key_of(key: str, thread: str) -> bool:

@@ -62,8 +62,9 @@ def object_path(org: str, chat: str, message: str, ext: str) -> str:
 
 
 class MediaStore(Protocol):
-    async def save(self, path: str, chunks: AsyncIterator[bytes], content_type: str,
-                   max_bytes: int) -> StoredMedia: ...
+    async def save(
+        self, path: str, chunks: AsyncIterator[bytes], content_type: str, max_bytes: int
+    ) -> StoredMedia: ...
 
     async def release(self, stored: StoredMedia) -> None: ...
 
@@ -72,7 +73,9 @@ class MediaStore(Protocol):
     async def paths_under(self, folder: str) -> list[str]: ...
 
 
-async def write_chunks(target: Path, chunks: AsyncIterator[bytes], max_bytes: int) -> tuple[int, str]:
+async def write_chunks(
+    target: Path, chunks: AsyncIterator[bytes], max_bytes: int
+) -> tuple[int, str]:
     """Write chunks to `target` through a temporary name; returns (size, sha256 hex).
 
     The temporary name makes a half-written file invisible: a crash or a too-large file
@@ -104,8 +107,9 @@ class LocalMediaStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
-    async def save(self, path: str, chunks: AsyncIterator[bytes], content_type: str,
-                   max_bytes: int) -> StoredMedia:
+    async def save(
+        self, path: str, chunks: AsyncIterator[bytes], content_type: str, max_bytes: int
+    ) -> StoredMedia:
         target = self.root / path
         size, sha256 = await write_chunks(target, chunks, max_bytes)
         return StoredMedia(path=path, size_bytes=size, sha256=sha256, local_path=target)
@@ -164,9 +168,18 @@ class SupabaseMediaStore:
     doubles as the copy Gemini reads.
     """
 
-    def __init__(self, http: aiohttp.ClientSession, url: str, service_key: str, *,
-                 bucket: str = "chat-media", spool_dir: Path, attempts: int = 3,
-                 retry_base_s: float = 0.5, timeout_s: float = 120.0) -> None:
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        url: str,
+        service_key: str,
+        *,
+        bucket: str = "chat-media",
+        spool_dir: Path,
+        attempts: int = 3,
+        retry_base_s: float = 0.5,
+        timeout_s: float = 120.0,
+    ) -> None:
         self.http = http
         self.base = url.rstrip("/") + "/storage/v1"
         self.key = service_key
@@ -176,8 +189,9 @@ class SupabaseMediaStore:
         self.retry_base_s = retry_base_s
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
 
-    async def save(self, path: str, chunks: AsyncIterator[bytes], content_type: str,
-                   max_bytes: int) -> StoredMedia:
+    async def save(
+        self, path: str, chunks: AsyncIterator[bytes], content_type: str, max_bytes: int
+    ) -> StoredMedia:
         spool = self.spool_dir / f"{uuid.uuid4().hex}-{path.rsplit('/', 1)[-1]}"
         size, sha256 = await write_chunks(spool, chunks, max_bytes)
         stored = StoredMedia(path=path, size_bytes=size, sha256=sha256, local_path=spool)
@@ -200,12 +214,17 @@ class SupabaseMediaStore:
         removed = 0
         headers = {"apiKey": self.key, "Authorization": f"Bearer {self.key}"}
         for i in range(0, len(paths), 1000):  # Storage removes at most 1,000 per request
-            async with self.http.delete(f"{self.base}/object/{self.bucket}", headers=headers,
-                                        json={"prefixes": paths[i:i + 1000]},
-                                        timeout=self.timeout) as resp:
+            async with self.http.delete(
+                f"{self.base}/object/{self.bucket}",
+                headers=headers,
+                json={"prefixes": paths[i : i + 1000]},
+                timeout=self.timeout,
+            ) as resp:
                 text = await resp.text()
                 if resp.status >= 300:
-                    raise MediaStoreError(f"Supabase Storage delete failed: HTTP {resp.status}: {text[:200]}")
+                    raise MediaStoreError(
+                        f"Supabase Storage delete failed: HTTP {resp.status}: {text[:200]}"
+                    )
                 try:
                     removed += len(json.loads(text) or [])
                 except ValueError:
@@ -220,12 +239,16 @@ class SupabaseMediaStore:
         """A link that reads the object for `expires_s` without the service key (the bucket is
         private): what a person's browser is sent to."""
         headers = {"apiKey": self.key, "Authorization": f"Bearer {self.key}"}
-        async with self.http.post(f"{self.base}/object/sign/{self.bucket}/{path}",
-                                  json={"expiresIn": expires_s}, headers=headers,
-                                  timeout=self.timeout) as response:
+        async with self.http.post(
+            f"{self.base}/object/sign/{self.bucket}/{path}",
+            json={"expiresIn": expires_s},
+            headers=headers,
+            timeout=self.timeout,
+        ) as response:
             if response.status != 200:
-                raise MediaStoreError(f"signing {path} failed: HTTP {response.status} "
-                                      f"{(await response.text())[:200]}")
+                raise MediaStoreError(
+                    f"signing {path} failed: HTTP {response.status} {(await response.text())[:200]}"
+                )
             signed = (await response.json())["signedURL"]
         return self.base + signed
 
@@ -239,10 +262,15 @@ class SupabaseMediaStore:
                 with open(stored.local_path, "rb") as body:
                     form = aiohttp.FormData()
                     form.add_field("cacheControl", "3600")
-                    form.add_field("file", body, filename=stored.path.rsplit("/", 1)[-1],
-                                   content_type=content_type)
-                    async with self.http.post(url, data=form, headers=headers,
-                                              timeout=self.timeout) as resp:
+                    form.add_field(
+                        "file",
+                        body,
+                        filename=stored.path.rsplit("/", 1)[-1],
+                        content_type=content_type,
+                    )
+                    async with self.http.post(
+                        url, data=form, headers=headers, timeout=self.timeout
+                    ) as resp:
                         text = await resp.text()
                         if resp.status < 300:
                             return

@@ -24,8 +24,9 @@ RECENT_TTL_S = 14 * 24 * 3600
 MAX_ITEMS = 50
 
 
-async def remember(redis: aioredis.Redis, org: str, chat: str, role: Role, text: str,
-                   max_items: int = MAX_ITEMS) -> None:
+async def remember(
+    redis: aioredis.Redis, org: str, chat: str, role: Role, text: str, max_items: int = MAX_ITEMS
+) -> None:
     """Add a stored message (inbound or outbound) to the chat's recent list."""
     if not text or not text.strip():
         return
@@ -37,8 +38,9 @@ async def remember(redis: aioredis.Redis, org: str, chat: str, role: Role, text:
         await pipe.execute()
 
 
-async def recent_messages(redis: aioredis.Redis, pool: asyncpg.Pool, org: str, chat: str,
-                          n: int) -> list[tuple[Role, str]]:
+async def recent_messages(
+    redis: aioredis.Redis, pool: asyncpg.Pool, org: str, chat: str, n: int
+) -> list[tuple[Role, str]]:
     """The chat's last n messages, oldest first: Redis when it has them, else PostgreSQL."""
     if n <= 0:
         return []
@@ -48,22 +50,33 @@ async def recent_messages(redis: aioredis.Redis, pool: asyncpg.Pool, org: str, c
         metrics.recent_cache.labels("hit").inc()
         return [(role, text) for role, text in reversed(items[:n])]
     metrics.recent_cache.labels("miss").inc()
-    rows = await pool.fetch("""
+    rows = await pool.fetch(
+        """
         select m.direction, coalesce(m.processed_text, m.message) as text,
                coalesce(m.author like 'staff:%', false) as by_staff
         from chat_messages m join chat_identities i on i.id = m.chat_identity_id
         where m.organization_id = $1::uuid and i.organization_id = $1::uuid and i.phone = $2
           and coalesce(m.processed_text, m.message, '') <> ''
           and not (m.direction = 'outbound' and m.artifacts ? 'dropped')
-        order by m.created_at desc limit $3""", org, chat, MAX_ITEMS)
-    history = [("user" if r["direction"] == "inbound" else "staff" if r["by_staff"] else "assistant",
-                r["text"]) for r in rows]
+        order by m.created_at desc limit $3""",
+        org,
+        chat,
+        MAX_ITEMS,
+    )
+    history = [
+        (
+            "user" if r["direction"] == "inbound" else "staff" if r["by_staff"] else "assistant",
+            r["text"],
+        )
+        for r in rows
+    ]
     await _rebuild(redis, org, chat, history, complete=len(rows) < MAX_ITEMS)
     return list(reversed(history[:n]))
 
 
-async def _rebuild(redis: aioredis.Redis, org: str, chat: str, newest_first: list[tuple[str, str]],
-                   complete: bool) -> None:
+async def _rebuild(
+    redis: aioredis.Redis, org: str, chat: str, newest_first: list[tuple[str, str]], complete: bool
+) -> None:
     key = keys.recent(org, chat)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.delete(key)
@@ -78,28 +91,39 @@ async def _rebuild(redis: aioredis.Redis, org: str, chat: str, newest_first: lis
 async def load_summary(pool: asyncpg.Pool, org: str, identity_id: str) -> tuple[str, int]:
     """The chat's summary and how many turns it covers; ("", 0) before the first one. Read on
     every turn: the checkpoint that also holds it expires, the table does not."""
-    row = await pool.fetchrow("select summary_text, turns_covered from thread_summaries "
-                              "where organization_id = $1::uuid and chat_identity_id = $2::uuid",
-                              org, identity_id)
+    row = await pool.fetchrow(
+        "select summary_text, turns_covered from thread_summaries "
+        "where organization_id = $1::uuid and chat_identity_id = $2::uuid",
+        org,
+        identity_id,
+    )
     return (row["summary_text"], row["turns_covered"]) if row else ("", 0)
 
 
-async def save_summary(pool: asyncpg.Pool, org: str, identity_id: str, summary: str,
-                       turns_covered: int) -> None:
+async def save_summary(
+    pool: asyncpg.Pool, org: str, identity_id: str, summary: str, turns_covered: int
+) -> None:
     await pool.execute(
         "insert into thread_summaries (organization_id, chat_identity_id, summary_text, turns_covered) "
         "select $1::uuid, i.id, $3, $4 from chat_identities i "
         "where i.id = $2::uuid and i.organization_id = $1::uuid "
         "on conflict (chat_identity_id) do update set summary_text = excluded.summary_text,"
         " turns_covered = excluded.turns_covered, updated_at = now()",
-        org, identity_id, summary, turns_covered)
+        org,
+        identity_id,
+        summary,
+        turns_covered,
+    )
 
 
 async def quoted_text(pool: asyncpg.Pool, org: str, message_id: str) -> str | None:
     """The text of the message a reply quotes (ours or the customer's), by either of its ids."""
     return await pool.fetchval(
         "select coalesce(processed_text, message) from chat_messages where organization_id = $1::uuid"
-        " and (provider_message_id = $2 or whatsapp_message_id = $2) limit 1", org, message_id)
+        " and (provider_message_id = $2 or whatsapp_message_id = $2) limit 1",
+        org,
+        message_id,
+    )
 
 
 def with_quote(text: str, quoted: str | None, max_chars: int = 300) -> str:
@@ -108,5 +132,5 @@ def with_quote(text: str, quoted: str | None, max_chars: int = 300) -> str:
     if not quoted or not quoted.strip():
         return text
     quoted = quoted.strip()
-    quoted = quoted if len(quoted) <= max_chars else quoted[:max_chars - 1] + "…"
+    quoted = quoted if len(quoted) <= max_chars else quoted[: max_chars - 1] + "…"
     return f"{text}\n(en respuesta a: «{quoted}»)"

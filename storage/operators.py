@@ -54,7 +54,9 @@ def digest(token: str) -> str:
 def check_name(name: str) -> str:
     name = name.strip()
     if not NAME_PATTERN.fullmatch(name):
-        raise BadOperator(f"{name!r}: an operator name is 1 to 60 letters, digits, spaces or . @ ' -")
+        raise BadOperator(
+            f"{name!r}: an operator name is 1 to 60 letters, digits, spaces or . @ ' -"
+        )
     return name
 
 
@@ -65,7 +67,11 @@ async def add(pool: asyncpg.Pool, org: str, name: str) -> tuple[str, str]:
     try:
         operator_id = await pool.fetchval(
             "insert into operator_tokens (organization_id, name, token_sha256) "
-            "values ($1::uuid, $2, $3) returning id::text", org, name, digest(token))
+            "values ($1::uuid, $2, $3) returning id::text",
+            org,
+            name,
+            digest(token),
+        )
     except asyncpg.ForeignKeyViolationError:
         raise BadOperator(f"no organization {org}") from None
     return operator_id, token
@@ -76,7 +82,10 @@ async def revoke(pool: asyncpg.Pool, org: str, operator_id: str) -> bool:
     try:
         result = await pool.execute(
             "update operator_tokens set revoked_at = now() where organization_id = $1::uuid"
-            " and id = $2::uuid and revoked_at is null", org, operator_id)
+            " and id = $2::uuid and revoked_at is null",
+            org,
+            operator_id,
+        )
     except asyncpg.DataError:  # not a UUID
         return False
     return result.endswith(" 1")
@@ -85,7 +94,9 @@ async def revoke(pool: asyncpg.Pool, org: str, operator_id: str) -> bool:
 async def list_operators(pool: asyncpg.Pool, org: str) -> list[OperatorRow]:
     rows = await pool.fetch(
         "select id::text, name, created_at, last_used_at, revoked_at from operator_tokens"
-        " where organization_id = $1::uuid order by created_at", org)
+        " where organization_id = $1::uuid order by created_at",
+        org,
+    )
     return [OperatorRow(**dict(r)) for r in rows]
 
 
@@ -101,10 +112,16 @@ async def authenticate(pool: asyncpg.Pool, token: str) -> Operator | None:
     row = await pool.fetchrow(
         "select id::text, organization_id::text as org, name,"
         " last_used_at is null or last_used_at < now() - interval '1 minute' as stale"
-        " from operator_tokens where token_sha256 = $1 and revoked_at is null", digest(token))
+        " from operator_tokens where token_sha256 = $1 and revoked_at is null",
+        digest(token),
+    )
     if row is None:
         return None
     if row["stale"]:
-        await pool.execute("update operator_tokens set last_used_at = now() where id = $1::uuid"
-                           " and organization_id = $2::uuid", row["id"], row["org"])
+        await pool.execute(
+            "update operator_tokens set last_used_at = now() where id = $1::uuid"
+            " and organization_id = $2::uuid",
+            row["id"],
+            row["org"],
+        )
     return Operator(id=row["id"], org=row["org"], name=row["name"])

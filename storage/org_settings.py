@@ -55,7 +55,9 @@ def staff_phones(settings: dict[str, Any]) -> frozenset[str]:
 def _offsets(value: Any) -> list[float]:
     items = value if isinstance(value, list) else str(value).split(",")
     try:
-        hours = sorted({float(str(h).strip().rstrip("h")) for h in items if str(h).strip()}, reverse=True)
+        hours = sorted(
+            {float(str(h).strip().rstrip("h")) for h in items if str(h).strip()}, reverse=True
+        )
     except ValueError:
         raise BadSetting(f"{value!r}: expected hours before the appointment, e.g. 24,2") from None
     if not hours or any(h <= 0 or h > 24 * 14 for h in hours):
@@ -83,7 +85,9 @@ def _quiet(value: Any) -> dict[str, str] | None:
 def _country(value: Any) -> str:
     code = str(value).strip().upper()
     if code not in holidays.list_supported_countries():
-        raise BadSetting(f"{value!r} is not a country the holidays package knows (ISO code, e.g. CO)")
+        raise BadSetting(
+            f"{value!r} is not a country the holidays package knows (ISO code, e.g. CO)"
+        )
     return code
 
 
@@ -173,17 +177,29 @@ def check_timezone(name: str) -> str:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise BadSetting(f"timezone: {name!r} is not an IANA timezone like America/Bogota") from None
+        raise BadSetting(
+            f"timezone: {name!r} is not an IANA timezone like America/Bogota"
+        ) from None
     return name
 
 
-async def update(db: Db, org: str, settings: dict[str, Any], *, name: str | None = None,
-                 timezone: str | None = None) -> dict[str, Any]:
+async def update(
+    db: Db,
+    org: str,
+    settings: dict[str, Any],
+    *,
+    name: str | None = None,
+    timezone: str | None = None,
+) -> dict[str, Any]:
     """Merge checked settings into the organization's; returns the settings now in force."""
     merged = await db.fetchval(
         "update organizations set settings = settings || $2::jsonb, name = coalesce($3, name),"
         " timezone = coalesce($4, timezone) where id = $1::uuid returning settings",
-        org, parse(settings), name, check_timezone(timezone) if timezone else None)
+        org,
+        parse(settings),
+        name,
+        check_timezone(timezone) if timezone else None,
+    )
     if merged is None:
         raise BadSetting(f"no organization {org}")
     return merged

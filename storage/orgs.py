@@ -40,8 +40,9 @@ from platform_connections c join organizations o on o.id = c.organization_id
 """
 
 
-async def find_connection(pool: asyncpg.Pool, *, app_name: str | None = None,
-                          app_id: str | None = None) -> Connection | None:
+async def find_connection(
+    pool: asyncpg.Pool, *, app_name: str | None = None, app_id: str | None = None
+) -> Connection | None:
     """The connection of a Gupshup app, by name (v2 payloads) or by app id (v3 payloads)."""
     if app_name:
         row = await pool.fetchrow(_SELECT + " where c.gupshup_app_name = $1", app_name)
@@ -59,14 +60,24 @@ async def connections_by_token(pool: asyncpg.Pool, token: str) -> list[Connectio
 
 
 async def connection_for_org(pool: asyncpg.Pool, org_id: str) -> Connection | None:
-    row = await pool.fetchrow(_SELECT + " where o.id = $1::uuid and c.is_active "
-                              "order by c.created_at limit 1", org_id)
+    row = await pool.fetchrow(
+        _SELECT + " where o.id = $1::uuid and c.is_active order by c.created_at limit 1", org_id
+    )
     return Connection(**dict(row)) if row else None
 
 
-async def add_org(pool: asyncpg.Pool, *, name: str, app_name: str, api_key: str,
-                  source_phone: str, webhook_token: str | None = None, app_id: str | None = None,
-                  timezone: str = "America/Bogota", settings: dict[str, Any] | None = None) -> str:
+async def add_org(
+    pool: asyncpg.Pool,
+    *,
+    name: str,
+    app_name: str,
+    api_key: str,
+    source_phone: str,
+    webhook_token: str | None = None,
+    app_id: str | None = None,
+    timezone: str = "America/Bogota",
+    settings: dict[str, Any] | None = None,
+) -> str:
     """Provision an organization and its WhatsApp connection; returns the organization id.
 
     Without `webhook_token` a random one is generated (read it back with `webhook_token_of`); a
@@ -79,18 +90,29 @@ async def add_org(pool: asyncpg.Pool, *, name: str, app_name: str, api_key: str,
     async with pool.acquire() as conn, conn.transaction():
         org_id = await conn.fetchval(
             "insert into organizations (name, timezone, settings) values ($1, $2, $3) "
-            "returning id::text", name, timezone, settings or {})
+            "returning id::text",
+            name,
+            timezone,
+            settings or {},
+        )
         await conn.execute(
             "insert into platform_connections (organization_id, gupshup_app_name, gupshup_app_id,"
             " api_key, source_phone, webhook_token) values ($1::uuid, $2, $3, $4, $5, $6)",
-            org_id, app_name, app_id, api_key, source_phone, webhook_token)
+            org_id,
+            app_name,
+            app_id,
+            api_key,
+            source_phone,
+            webhook_token,
+        )
     return org_id
 
 
 async def webhook_token_of(pool: asyncpg.Pool, app_name: str) -> str | None:
     """The token Gupshup must send for this app (for the operator who sets the callback URL)."""
     return await pool.fetchval(
-        "select webhook_token from platform_connections where gupshup_app_name = $1", app_name)
+        "select webhook_token from platform_connections where gupshup_app_name = $1", app_name
+    )
 
 
 class ConnectionsByOrg:
@@ -112,12 +134,14 @@ class ConnectionsByOrg:
 
 async def active_org_ids(pool: asyncpg.Pool) -> list[str]:
     """Organizations with an active WhatsApp connection (the registry's source of truth)."""
-    rows = await pool.fetch("select distinct organization_id::text as id from platform_connections"
-                            " where is_active")
+    rows = await pool.fetch(
+        "select distinct organization_id::text as id from platform_connections where is_active"
+    )
     return [row["id"] for row in rows]
 
 
 # ---- the connections published in Redis for the ingress -----------------------------------
+
 
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
@@ -126,9 +150,15 @@ def token_digest(token: str) -> str:
 def _record(c: Connection) -> dict[str, Any]:
     # What authenticating a webhook and naming its organization need: no API key, no token
     # (it is the field's digest) and no settings, so Redis holds no Gupshup credential.
-    return {"org_id": c.org_id, "org_name": c.org_name, "timezone": c.timezone,
-            "app_name": c.app_name, "app_id": c.app_id, "source_phone": c.source_phone,
-            "is_active": c.is_active}
+    return {
+        "org_id": c.org_id,
+        "org_name": c.org_name,
+        "timezone": c.timezone,
+        "app_name": c.app_name,
+        "app_id": c.app_id,
+        "source_phone": c.source_phone,
+        "is_active": c.is_active,
+    }
 
 
 def _connection(record: dict[str, Any], token: str = "") -> Connection:
@@ -144,7 +174,9 @@ async def publish_connections(redis: aioredis.Redis, pool: asyncpg.Pool, now_ms:
     by_token: dict[str, list[dict[str, Any]]] = {}
     fields = {keys.WEBHOOK_PUBLISHED_AT: str(now_ms)}
     for c in connections:
-        by_token.setdefault(keys.webhook_token_field(token_digest(c.webhook_token)), []).append(_record(c))
+        by_token.setdefault(keys.webhook_token_field(token_digest(c.webhook_token)), []).append(
+            _record(c)
+        )
         if c.app_id:
             fields[keys.webhook_app_id_field(c.app_id)] = json.dumps(_record(c))
     fields.update({name: json.dumps(records) for name, records in by_token.items()})

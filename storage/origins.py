@@ -23,6 +23,9 @@ async def of_turn(redis: aioredis.Redis, org: str, message_ids: list[str]) -> li
     """The known origins of a turn's messages, first arrived first: its trace is the turn's."""
     if not message_ids:
         return []
-    found = [Origin.model_validate_json(raw)
-             for raw in await redis.mget([keys.origin(org, m) for m in message_ids]) if raw]
+    found = [
+        Origin.model_validate_json(raw)
+        for raw in await redis.mget([keys.origin(org, m) for m in message_ids])
+        if raw
+    ]
     return sorted(found, key=lambda o: o.received_at_ms)

@@ -26,9 +26,18 @@ class OutgoingRow:
         return not (self.provider_message_id or self.send_started_at or self.dropped)
 
 
-async def claim(pool: asyncpg.Pool, *, org: str, identity: Identity, idempotency_key: str,
-                text: str | None, turn_id: str | None, purpose: str, author: str | None = None,
-                artifacts: dict[str, Any] | None = None) -> OutgoingRow:
+async def claim(
+    pool: asyncpg.Pool,
+    *,
+    org: str,
+    identity: Identity,
+    idempotency_key: str,
+    text: str | None,
+    turn_id: str | None,
+    purpose: str,
+    author: str | None = None,
+    artifacts: dict[str, Any] | None = None,
+) -> OutgoingRow:
     """The row of this outgoing message, created on first sight (status pending), with who
     wrote it ("bot", "system", "staff:<name>") and what the inbox shows beside it."""
     row = await pool.fetchrow(
@@ -39,7 +48,15 @@ async def claim(pool: asyncpg.Pool, *, org: str, identity: Identity, idempotency
         "do update set idempotency_key = excluded.idempotency_key "
         "returning id::text, provider_message_id, send_started_at, message_status,"
         " artifacts ? 'dropped' as dropped, send_doubt_at",
-        org, identity.id, text, idempotency_key, turn_id, purpose, author, artifacts or {})
+        org,
+        identity.id,
+        text,
+        idempotency_key,
+        turn_id,
+        purpose,
+        author,
+        artifacts or {},
+    )
     return OutgoingRow(**dict(row))
 
 
@@ -50,20 +67,26 @@ async def mark_sending(pool: asyncpg.Pool, row_id: str, request: dict) -> bool:
     claimed = await pool.fetchval(
         "update chat_messages set send_started_at = now(), send_request = $2, send_doubt_at = null"
         " where id = $1::uuid and send_started_at is null and provider_message_id is null"
-        " and not (artifacts ? 'dropped') returning true", row_id, request)
+        " and not (artifacts ? 'dropped') returning true",
+        row_id,
+        request,
+    )
     return bool(claimed)
 
 
 async def clear_sending(pool: asyncpg.Pool, row_id: str) -> None:
     """The request surely did not reach Gupshup (a 429): sending again is safe."""
-    await pool.execute("update chat_messages set send_started_at = null, send_request = null"
-                       " where id = $1::uuid", row_id)
+    await pool.execute(
+        "update chat_messages set send_started_at = null, send_request = null where id = $1::uuid",
+        row_id,
+    )
 
 
 _ACCEPTED = (
     "update chat_messages set provider_message_id = $2, sent_at = now(), send_started_at = null,"
     " send_doubt_at = null, send_checked_at = null, send_request = null,"
-    " message_status = 'pending', error_code = null, error_reason = null where id = $1::uuid")
+    " message_status = 'pending', error_code = null, error_reason = null where id = $1::uuid"
+)
 
 
 async def mark_accepted(pool: asyncpg.Pool, row_id: str, provider_message_id: str) -> None:
@@ -80,18 +103,27 @@ async def mark_accepted(pool: asyncpg.Pool, row_id: str, provider_message_id: st
                 " send_doubt_at = now(), artifacts = artifacts - 'send_evidence'"
                 " where organization_id = (select organization_id from chat_messages"
                 "   where id = $1::uuid) and provider_message_id = $2 and id <> $1::uuid"
-                " and artifacts ? 'send_evidence'", row_id, provider_message_id)
+                " and artifacts ? 'send_evidence'",
+                row_id,
+                provider_message_id,
+            )
             await conn.execute(_ACCEPTED, row_id, provider_message_id)
 
 
-async def mark_failed(pool: asyncpg.Pool, row_id: str, *, code: int | None, reason: str,
-                      outcome_unknown: bool = False) -> None:
+async def mark_failed(
+    pool: asyncpg.Pool, row_id: str, *, code: int | None, reason: str, outcome_unknown: bool = False
+) -> None:
     """Record a failed send. Unless the outcome is unknown, a replay may send it again."""
     await pool.execute(
         "update chat_messages set message_status = 'failed', error_code = $2, error_reason = $3,"
         " send_started_at = case when $4 then send_started_at else null end,"
         " status_times = status_times || jsonb_build_object('failed', now())"
-        " where id = $1::uuid", row_id, code, reason[:500], outcome_unknown)
+        " where id = $1::uuid",
+        row_id,
+        code,
+        reason[:500],
+        outcome_unknown,
+    )
 
 
 async def mark_dropped(pool: asyncpg.Pool, row_id: str, reason: str) -> None:
@@ -99,7 +131,9 @@ async def mark_dropped(pool: asyncpg.Pool, row_id: str, reason: str) -> None:
     await pool.execute(
         "update chat_messages set message_status = 'failed', error_reason = $2,"
         " artifacts = artifacts || jsonb_build_object('dropped', $2::text) where id = $1::uuid",
-        row_id, reason)
+        row_id,
+        reason,
+    )
 
 
 @dataclass(frozen=True)
@@ -112,8 +146,9 @@ class UnknownOutcome:
     reason: str
 
 
-async def unknown_outcomes(pool: asyncpg.Pool, *, org: str | None = None,
-                           limit: int = 1000) -> list[UnknownOutcome]:
+async def unknown_outcomes(
+    pool: asyncpg.Pool, *, org: str | None = None, limit: int = 1000
+) -> list[UnknownOutcome]:
     """Outgoing messages whose send stayed in doubt past SEND_DOUBT_MAX_S (no status event named
     them and resending did not settle it): given up on by the sender, so a person decides. Sends
     still in doubt are resolved on their own (storage/send_doubts.py) and are not listed."""
@@ -124,5 +159,8 @@ async def unknown_outcomes(pool: asyncpg.Pool, *, org: str | None = None,
         " where m.direction = 'outbound' and m.message_status = 'failed'"
         " and m.send_started_at is not null and m.provider_message_id is null"
         " and ($1::uuid is null or m.organization_id = $1::uuid)"
-        " order by m.send_started_at limit $2", org, limit)
+        " order by m.send_started_at limit $2",
+        org,
+        limit,
+    )
     return [UnknownOutcome(**dict(row)) for row in rows]

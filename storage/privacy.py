@@ -64,8 +64,13 @@ class Person:
 
     def needles(self) -> set[str]:
         """Strings whose presence in a stream entry makes it the person's."""
-        return {*self.phones, *self.message_ids, *self.inbound_provider_ids,
-                *self.outbound_provider_ids, *self.turn_ids}
+        return {
+            *self.phones,
+            *self.message_ids,
+            *self.inbound_provider_ids,
+            *self.outbound_provider_ids,
+            *self.turn_ids,
+        }
 
 
 async def find(db: Db, org: str, phone: str) -> Person:
@@ -76,7 +81,9 @@ async def find(db: Db, org: str, phone: str) -> Person:
         "from contacts c left join chat_identities i on i.contact_id = c.id "
         "where c.organization_id = $1::uuid and (c.phone = $2 or c.id in ("
         "  select contact_id from chat_identities where organization_id = $1::uuid and phone = $2))",
-        org, phone)
+        org,
+        phone,
+    )
     for r in rows:
         _add(person.contact_ids, r["contact_id"])
         _add(person.identity_ids, r["identity_id"])
@@ -85,24 +92,43 @@ async def find(db: Db, org: str, phone: str) -> Person:
         for n in (r["name"], r["profile_name"]):
             _add(person.names, (n or "").strip())
     # A chat identity whose contact row is gone (or another contact's) still names this phone.
-    for r in await db.fetch("select id::text from chat_identities where organization_id = $1::uuid"
-                            " and phone = any($2::text[])", org, person.phones):
+    for r in await db.fetch(
+        "select id::text from chat_identities where organization_id = $1::uuid"
+        " and phone = any($2::text[])",
+        org,
+        person.phones,
+    ):
         _add(person.identity_ids, r["id"])
     for r in await db.fetch(
-            "select id::text, direction, provider_message_id, whatsapp_message_id, turn_id, media_url "
-            "from chat_messages where organization_id = $1::uuid and chat_identity_id = any($2::uuid[])",
-            org, person.identity_ids):
+        "select id::text, direction, provider_message_id, whatsapp_message_id, turn_id, media_url "
+        "from chat_messages where organization_id = $1::uuid and chat_identity_id = any($2::uuid[])",
+        org,
+        person.identity_ids,
+    ):
         person.message_ids.append(r["id"])
-        ids = person.inbound_provider_ids if r["direction"] == "inbound" else person.outbound_provider_ids
+        ids = (
+            person.inbound_provider_ids
+            if r["direction"] == "inbound"
+            else person.outbound_provider_ids
+        )
         _add(ids, r["provider_message_id"])
         _add(person.outbound_provider_ids, r["whatsapp_message_id"])
         _add(person.turn_ids, r["turn_id"])
         _add(person.media_paths, r["media_url"])
-    for r in await db.fetch("select id::text from appointments where organization_id = $1::uuid"
-                            " and contact_id = any($2::uuid[])", org, person.contact_ids):
+    for r in await db.fetch(
+        "select id::text from appointments where organization_id = $1::uuid"
+        " and contact_id = any($2::uuid[])",
+        org,
+        person.contact_ids,
+    ):
         person.appointment_ids.append(r["id"])
-    person.apps = [r["gupshup_app_name"] for r in await db.fetch(
-        "select gupshup_app_name from platform_connections where organization_id = $1::uuid", org)]
+    person.apps = [
+        r["gupshup_app_name"]
+        for r in await db.fetch(
+            "select gupshup_app_name from platform_connections where organization_id = $1::uuid",
+            org,
+        )
+    ]
     return person
 
 
@@ -112,6 +138,7 @@ def _add(items: list[str], value: str | None) -> None:
 
 
 # ---- Redis ------------------------------------------------------------------------------------
+
 
 @dataclass
 class RedisState:
@@ -128,23 +155,38 @@ class RedisState:
     kept_entries: dict[str, list[str]] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
-        return {"keys": len(self.keys), "due_members": len(self.due_members),
-                "held_slots": len(self.hold_members), "scheduled_jobs": len(self.job_ids),
-                "stream_entries": sum(len(v) for v in self.entries.values()),
-                "kept_entries_of_others": sum(len(v) for v in self.kept_entries.values())}
+        return {
+            "keys": len(self.keys),
+            "due_members": len(self.due_members),
+            "held_slots": len(self.hold_members),
+            "scheduled_jobs": len(self.job_ids),
+            "stream_entries": sum(len(v) for v in self.entries.values()),
+            "kept_entries_of_others": sum(len(v) for v in self.kept_entries.values()),
+        }
 
 
 def _chat_keys(org: str, phone: str) -> list[str]:
-    return [keys.pending(org, phone), keys.batch(org, phone), keys.handed(org, phone),
-            keys.pending_chars(org, phone), keys.enriching(org, phone), keys.turn_lease(org, phone),
-            keys.recent(org, phone), keys.dev_turn_info(org, phone),
-            keys.recipient_pace(org, phone), keys.reminded(org, phone)]
+    return [
+        keys.pending(org, phone),
+        keys.batch(org, phone),
+        keys.handed(org, phone),
+        keys.pending_chars(org, phone),
+        keys.enriching(org, phone),
+        keys.turn_lease(org, phone),
+        keys.recent(org, phone),
+        keys.dev_turn_info(org, phone),
+        keys.recipient_pace(org, phone),
+        keys.reminded(org, phone),
+    ]
 
 
 def _streams(org: str) -> list[str]:
     # The CRM's webhooks too: an event not delivered yet names the person (storage/webhooks.py).
-    return [*(keys.stream(org, stage) for stage in keys.STAGES), keys.stream(org, keys.WEBHOOKS),
-            keys.dead_letters(org)]
+    return [
+        *(keys.stream(org, stage) for stage in keys.STAGES),
+        keys.stream(org, keys.WEBHOOKS),
+        keys.dead_letters(org),
+    ]
 
 
 async def redis_state(redis: aioredis.Redis, person: Person) -> RedisState:
@@ -158,9 +200,12 @@ async def redis_state(redis: aioredis.Redis, person: Person) -> RedisState:
         dead = stream == keys.dead_letters(org)
         for entry_id, fields in found:
             if dead:
-                fields = {k[len("payload."):]: v for k, v in fields.items() if k.startswith("payload.")}
+                fields = {
+                    k[len("payload.") :]: v for k, v in fields.items() if k.startswith("payload.")
+                }
             if _subject(fields) in (None, *person.phones) or (
-                    not dead and await _handled(redis, stream, entry_id)):
+                not dead and await _handled(redis, stream, entry_id)
+            ):
                 state.entries.setdefault(stream, []).append(entry_id)
             else:
                 state.kept_entries.setdefault(stream, []).append(entry_id)
@@ -188,10 +233,15 @@ async def redis_state(redis: aioredis.Redis, person: Person) -> RedisState:
     async for key in redis.scan_iter(count=SCAN_COUNT):
         if key in named:
             continue
-        if (key in outboxes or key.startswith(seen_user)
-                or key.startswith(seen_status) and key[len(seen_status):].rsplit(":", 1)[0] in status_ids
-                or any(keys.is_checkpoint_key_of(key, t) for t in threads)
-                or key.startswith(tenant) and any(p in key for p in person.phones)):
+        if (
+            key in outboxes
+            or key.startswith(seen_user)
+            or key.startswith(seen_status)
+            and key[len(seen_status) :].rsplit(":", 1)[0] in status_ids
+            or any(keys.is_checkpoint_key_of(key, t) for t in threads)
+            or key.startswith(tenant)
+            and any(p in key for p in person.phones)
+        ):
             named.add(key)
     if named:
         async with redis.pipeline(transaction=False) as pipe:
@@ -200,10 +250,14 @@ async def redis_state(redis: aioredis.Redis, person: Person) -> RedisState:
             present = await pipe.execute()
         state.keys = [k for k, n in zip(sorted(named), present) if n]
 
-    state.due_members = [p for p in person.phones
-                         if await redis.zscore(keys.due(org), p) is not None]
-    state.hold_members = [m for m in await redis.zrange(keys.holds(org), 0, -1)
-                          if m.rsplit("|", 1)[-1] in person.phones]
+    state.due_members = [
+        p for p in person.phones if await redis.zscore(keys.due(org), p) is not None
+    ]
+    state.hold_members = [
+        m
+        for m in await redis.zrange(keys.holds(org), 0, -1)
+        if m.rsplit("|", 1)[-1] in person.phones
+    ]
     for appointment in person.appointment_ids:
         for job_id in await redis.smembers(keys.appointment_jobs(org, appointment)):
             _add(state.job_ids, job_id)
@@ -217,8 +271,11 @@ def _subject(fields: dict[str, str]) -> str | None:
         event = decode(fields)
     except BadEvent:
         return None
-    return (getattr(event, "phone", None) or getattr(event, "chat", None)
-            or getattr(event, "destination", None))
+    return (
+        getattr(event, "phone", None)
+        or getattr(event, "chat", None)
+        or getattr(event, "destination", None)
+    )
 
 
 async def _handled(redis: aioredis.Redis, stream: str, entry_id: str) -> bool:
@@ -246,8 +303,9 @@ def _turn_id(fields: dict[str, str]) -> str | None:
         return None
 
 
-async def _entries_naming(redis: aioredis.Redis, stream: str,
-                          needles: set[str]) -> list[tuple[str, dict[str, str]]]:
+async def _entries_naming(
+    redis: aioredis.Redis, stream: str, needles: set[str]
+) -> list[tuple[str, dict[str, str]]]:
     """Entries of a stream with a field that contains one of the needles (read in pages)."""
     found: list[tuple[str, dict[str, str]]] = []
     if not needles:

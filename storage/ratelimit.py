@@ -51,9 +51,18 @@ class Pace:
 async def acquire(redis: aioredis.Redis, org: str, phone: str, pace: Pace) -> int:
     """Take a send slot; returns 0 when taken, else how many ms to wait before asking again."""
     interval_ms = 1000.0 / pace.per_second
-    return int(await redis.eval(
-        _ACQUIRE, 3, keys.send_cooldown(org), keys.send_rate(org), keys.recipient_pace(org, phone),
-        interval_ms, interval_ms * max(0, pace.burst - 1), pace.recipient_interval_ms))
+    return int(
+        await redis.eval(
+            _ACQUIRE,
+            3,
+            keys.send_cooldown(org),
+            keys.send_rate(org),
+            keys.recipient_pace(org, phone),
+            interval_ms,
+            interval_ms * max(0, pace.burst - 1),
+            pace.recipient_interval_ms,
+        )
+    )
 
 
 async def cool_down(redis: aioredis.Redis, org: str, ms: int) -> None:

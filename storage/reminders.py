@@ -30,6 +30,7 @@ BUTTONS = ("Confirmar", "Reprogramar", "Cancelar")
 @dataclass(frozen=True)
 class Due:
     """What a job needs to know about its appointment when it runs."""
+
     id: str
     status: str
     starts_at: datetime
@@ -46,22 +47,40 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-async def plan(redis: aioredis.Redis, db: Db, org: str, appointment_id: str, change: Change,
-               now_ms: int, confirm: bool = True) -> list[str]:
+async def plan(
+    redis: aioredis.Redis,
+    db: Db,
+    org: str,
+    appointment_id: str,
+    change: Change,
+    now_ms: int,
+    confirm: bool = True,
+) -> list[str]:
     """Plan the appointment's confirmation (unless not `confirm`) and reminders anew; returns
     the job ids."""
-    row = await db.fetchrow("select starts_at from appointments where id = $1::uuid "
-                            "and organization_id = $2::uuid", appointment_id, org)
+    row = await db.fetchrow(
+        "select starts_at from appointments where id = $1::uuid and organization_id = $2::uuid",
+        appointment_id,
+        org,
+    )
     if row is None:
         return []
-    settings = await db.fetchval("select settings from organizations where id = $1::uuid", org) or {}
+    settings = (
+        await db.fetchval("select settings from organizations where id = $1::uuid", org) or {}
+    )
     starts_ms = _ms(row["starts_at"])
     await jobs.unplan_appointment(redis, org, appointment_id)
     base = {"appointment_id": appointment_id, "starts_ms": starts_ms}
     planned = [f"confirm:{appointment_id}:{change}:{starts_ms}"] if confirm else []
     if confirm:
-        await jobs.plan(redis, org, planned[0], now_ms, {**base, "kind": "confirmation", "change": change},
-                        appointment_id)
+        await jobs.plan(
+            redis,
+            org,
+            planned[0],
+            now_ms,
+            {**base, "kind": "confirmation", "change": change},
+            appointment_id,
+        )
     if change != "cancelled":
         for job_id, due, data in reminder_jobs(appointment_id, starts_ms, settings):
             if due > now_ms:
@@ -70,17 +89,31 @@ async def plan(redis: aioredis.Redis, db: Db, org: str, appointment_id: str, cha
     return planned
 
 
-def reminder_jobs(appointment_id: str, starts_ms: int, settings: dict) -> list[tuple[str, int, dict]]:
+def reminder_jobs(
+    appointment_id: str, starts_ms: int, settings: dict
+) -> list[tuple[str, int, dict]]:
     """(job id, due ms, data) of each reminder of an appointment, whatever its time."""
     offsets = org_settings.reminder_offsets_h(settings)  # largest first
     out = []
     for i, hours in enumerate(offsets):
         # A reminder is stale once the next one is due (a scheduler that was down sends the
         # latest only), and the last one once the appointment starts.
-        stale_ms = starts_ms - int(offsets[i + 1] * 3_600_000) if i + 1 < len(offsets) else starts_ms
-        out.append((f"remind:{appointment_id}:{hours:g}h:{starts_ms}", starts_ms - int(hours * 3_600_000),
-                    {"appointment_id": appointment_id, "starts_ms": starts_ms, "kind": "reminder",
-                     "offset_h": hours, "stale_ms": stale_ms}))
+        stale_ms = (
+            starts_ms - int(offsets[i + 1] * 3_600_000) if i + 1 < len(offsets) else starts_ms
+        )
+        out.append(
+            (
+                f"remind:{appointment_id}:{hours:g}h:{starts_ms}",
+                starts_ms - int(hours * 3_600_000),
+                {
+                    "appointment_id": appointment_id,
+                    "starts_ms": starts_ms,
+                    "kind": "reminder",
+                    "offset_h": hours,
+                    "stale_ms": stale_ms,
+                },
+            )
+        )
     return out
 
 
@@ -113,9 +146,14 @@ async def reconcile(redis: aioredis.Redis, db: Db, now_ms: int, org: str | None 
         if exists:
             continue
         planned = 0
-        for job_id, due, data in reminder_jobs(row["id"], _ms(row["starts_at"]), row["settings"] or {}):
-            if due <= now_ms and not (now_ms < data["stale_ms"] and _ms(row["touched_at"]) < due
-                                      and not await _sent(db, row["org"], job_id)):
+        for job_id, due, data in reminder_jobs(
+            row["id"], _ms(row["starts_at"]), row["settings"] or {}
+        ):
+            if due <= now_ms and not (
+                now_ms < data["stale_ms"]
+                and _ms(row["touched_at"]) < due
+                and not await _sent(db, row["org"], job_id)
+            ):
                 continue
             await jobs.plan(redis, row["org"], job_id, due, data, row["id"])
             planned += 1
@@ -125,8 +163,14 @@ async def reconcile(redis: aioredis.Redis, db: Db, now_ms: int, org: str | None 
 
 async def _sent(db: Db, org: str, job_id: str) -> bool:
     """The job's message reached the sender (scheduler.py keys it `job:<id>`)."""
-    return bool(await db.fetchval("select true from chat_messages where organization_id = $1::uuid"
-                                  " and idempotency_key = $2", org, f"job:{job_id}"))
+    return bool(
+        await db.fetchval(
+            "select true from chat_messages where organization_id = $1::uuid"
+            " and idempotency_key = $2",
+            org,
+            f"job:{job_id}",
+        )
+    )
 
 
 async def plan_upcoming(redis: aioredis.Redis, db: Db, org: str, now_ms: int) -> int:
@@ -137,7 +181,8 @@ async def plan_upcoming(redis: aioredis.Redis, db: Db, org: str, now_ms: int) ->
 
 
 async def due_appointment(db: Db, org: str, appointment_id: str) -> Due | None:
-    row = await db.fetchrow("""
+    row = await db.fetchrow(
+        """
         select a.id::text, a.status, a.starts_at, sv.name as service_name, st.name as staff_name,
                c.phone, c.id::text as contact_id,
                coalesce(ca.status = 'opted_out', false) as opted_out,
@@ -146,7 +191,10 @@ async def due_appointment(db: Db, org: str, appointment_id: str) -> Due | None:
         join contacts c on c.id = a.contact_id
         left join chat_identities ci on ci.contact_id = c.id and ci.organization_id = a.organization_id
         left join contact_authorizations ca on ca.contact_id = c.id and ca.channel = 'whatsapp'
-        where a.id = $2::uuid and a.organization_id = $1::uuid""", org, appointment_id)
+        where a.id = $2::uuid and a.organization_id = $1::uuid""",
+        org,
+        appointment_id,
+    )
     return Due(**dict(row)) if row else None
 
 
@@ -156,12 +204,16 @@ async def confirm_attendance(db: Db, org: str, contact_id: str, appointment_id: 
         "update appointments set confirmed_by_contact_at = coalesce(confirmed_by_contact_at, now()),"
         " updated_at = now() where id = $3::uuid and organization_id = $1::uuid"
         " and contact_id = $2::uuid and status = 'confirmed' returning true",
-        org, contact_id, appointment_id)
+        org,
+        contact_id,
+        appointment_id,
+    )
     return bool(done)
 
 
-async def remember_reminded(redis: aioredis.Redis, org: str, phone: str, appointment_id: str,
-                            ttl_s: int) -> None:
+async def remember_reminded(
+    redis: aioredis.Redis, org: str, phone: str, appointment_id: str, ttl_s: int
+) -> None:
     await redis.set(keys.reminded(org, phone), appointment_id, ex=max(60, ttl_s))
 
 
@@ -172,10 +224,13 @@ async def reminded_appointment(redis: aioredis.Redis, org: str, phone: str) -> s
 async def attendance(db: Db, since: datetime) -> list[tuple[str, str, int]]:
     """(org, outcome, count) of appointments since then whose attendance the CRM marked
     (completed, no_show), and of those the customer confirmed from a reminder."""
-    rows = await db.fetch("""
+    rows = await db.fetch(
+        """
         select organization_id::text as org, status as outcome, count(*) as n from appointments
         where starts_at >= $1 and status in ('completed', 'no_show') group by 1, 2
         union all
         select organization_id::text, 'confirmed_by_contact', count(*) from appointments
-        where starts_at >= $1 and confirmed_by_contact_at is not null group by 1""", since)
+        where starts_at >= $1 and confirmed_by_contact_at is not null group by 1""",
+        since,
+    )
     return [(r["org"], r["outcome"], r["n"]) for r in rows]

@@ -41,6 +41,7 @@ def public_holidays(country: str, days: list[date]) -> set[date]:
 @dataclass
 class Calendar:
     """Everything availability needs to know for a span of local days."""
+
     tz: ZoneInfo
     opening: dict[int, list[tuple[time, time]]] = field(default_factory=dict)
     staff_hours: dict[str, dict[int, list[tuple[time, time]]]] = field(default_factory=dict)
@@ -64,7 +65,9 @@ class Calendar:
         opening = self.opening.get(day.weekday(), [])
         own = self.staff_hours.get(staff_id)
         spans = opening if own is None else _intersect(opening, own.get(day.weekday(), []))
-        return [(datetime.combine(day, a, self.tz), datetime.combine(day, b, self.tz)) for a, b in spans]
+        return [
+            (datetime.combine(day, a, self.tz), datetime.combine(day, b, self.tz)) for a, b in spans
+        ]
 
     def can_work(self, staff_id: str, start: datetime, end: datetime) -> bool:
         day = start.date() if start.tzinfo is self.tz else start.astimezone(self.tz).date()
@@ -86,23 +89,41 @@ async def load_calendar(db: Db, org: str, tz: ZoneInfo, days: list[date]) -> Cal
     cal = Calendar(tz=tz)
     if not days:
         return cal
-    for r in await db.fetch("select weekday, opens, closes from business_hours "
-                            "where organization_id = $1::uuid order by weekday, opens", org):
+    for r in await db.fetch(
+        "select weekday, opens, closes from business_hours "
+        "where organization_id = $1::uuid order by weekday, opens",
+        org,
+    ):
         cal.opening.setdefault(r["weekday"], []).append((r["opens"], r["closes"]))
-    for r in await db.fetch("select staff_id::text, weekday, starts, ends from staff_hours "
-                            "where organization_id = $1::uuid order by weekday, starts", org):
+    for r in await db.fetch(
+        "select staff_id::text, weekday, starts, ends from staff_hours "
+        "where organization_id = $1::uuid order by weekday, starts",
+        org,
+    ):
         cal.staff_hours.setdefault(r["staff_id"], {}).setdefault(r["weekday"], []).append(
-            (r["starts"], r["ends"]))
+            (r["starts"], r["ends"])
+        )
     span_from = datetime.combine(min(days), time.min, tz)
     span_to = datetime.combine(max(days) + timedelta(days=1), time.min, tz)
-    for r in await db.fetch("select staff_id::text, starts_at, ends_at from staff_time_off "
-                            "where organization_id = $1::uuid and starts_at < $3 and ends_at > $2",
-                            org, span_from, span_to):
+    for r in await db.fetch(
+        "select staff_id::text, starts_at, ends_at from staff_time_off "
+        "where organization_id = $1::uuid and starts_at < $3 and ends_at > $2",
+        org,
+        span_from,
+        span_to,
+    ):
         cal.away.setdefault(r["staff_id"], []).append((r["starts_at"], r["ends_at"]))
-    for r in await db.fetch("select day, reason from closures where organization_id = $1::uuid "
-                            "and day between $2 and $3", org, min(days), max(days)):
+    for r in await db.fetch(
+        "select day, reason from closures where organization_id = $1::uuid "
+        "and day between $2 and $3",
+        org,
+        min(days),
+        max(days),
+    ):
         cal.closed[r["day"]] = r["reason"] or "cerrado"
-    settings = await db.fetchval("select settings from organizations where id = $1::uuid", org) or {}
+    settings = (
+        await db.fetchval("select settings from organizations where id = $1::uuid", org) or {}
+    )
     if not settings.get("open_on_holidays"):
         for day in public_holidays(settings.get("country") or DEFAULT_COUNTRY, days):
             cal.closed.setdefault(day, "festivo")
@@ -113,14 +134,24 @@ async def load_calendar(db: Db, org: str, tz: ZoneInfo, days: list[date]) -> Cal
 
 # The days that are closed as a whole, whatever the time asked.
 CLOSED_DAY_KINDS = ("holiday", "closure", "closed_weekday")
-ClosedKind = Literal["holiday", "closure", "closed_weekday", "outside_hours", "ends_after_closing", "staff_away",
-                     "full", "closed_days", "too_soon"]
+ClosedKind = Literal[
+    "holiday",
+    "closure",
+    "closed_weekday",
+    "outside_hours",
+    "ends_after_closing",
+    "staff_away",
+    "full",
+    "closed_days",
+    "too_soon",
+]
 
 
 @dataclass(frozen=True)
 class Unavailable:
     """Why nothing is free in a window: what the customer is told, in a few words, before the
     alternatives. `full` means open and staffed, but booked."""
+
     kind: ClosedKind
     day: date  # the (first) day asked
     reason: str = ""  # a closure's own reason ("Nochebuena")
@@ -128,8 +159,14 @@ class Unavailable:
     closes: time | None = None
 
 
-def unavailable(cal: Calendar, staff: list[str], days: list[date], time_from: time,
-                time_to: time, whole: bool = False) -> Unavailable:
+def unavailable(
+    cal: Calendar,
+    staff: list[str],
+    days: list[date],
+    time_from: time,
+    time_to: time,
+    whole: bool = False,
+) -> Unavailable:
     """Why `days` × [time_from, time_to) offer nothing. Several days: a closed day does not
     contradict "we do not open at night", so the open days decide (outside hours if all are).
     `whole`: the span is one appointment (an exact time asked), which must fit in the opening
@@ -141,15 +178,20 @@ def unavailable(cal: Calendar, staff: list[str], days: list[date], time_from: ti
     if not open_days:
         return Unavailable("closed_days", found[0].day)
     if all(u.kind == "outside_hours" for u in open_days):
-        return Unavailable("outside_hours", open_days[0].day, opens=min(u.opens for u in open_days),
-                           closes=max(u.closes for u in open_days))
+        return Unavailable(
+            "outside_hours",
+            open_days[0].day,
+            opens=min(u.opens for u in open_days),
+            closes=max(u.closes for u in open_days),
+        )
     if all(u.kind == "staff_away" for u in open_days):
         return open_days[0]
     return Unavailable("full", found[0].day)
 
 
-def _unavailable_on(cal: Calendar, staff: list[str], day: date, time_from: time, time_to: time,
-                    whole: bool) -> Unavailable:
+def _unavailable_on(
+    cal: Calendar, staff: list[str], day: date, time_from: time, time_to: time, whole: bool
+) -> Unavailable:
     if day in cal.closed:
         reason = cal.closed[day]
         return Unavailable("holiday" if reason == "festivo" else "closure", day, reason=reason)
@@ -160,12 +202,21 @@ def _unavailable_on(cal: Calendar, staff: list[str], day: date, time_from: time,
     if not any(max(a, time_from) < min(b, time_to) for a, b in spans):
         return Unavailable("outside_hours", day, opens=opens, closes=closes)
     if whole and not any(a <= time_from and time_to <= b for a, b in spans):
-        kind = "ends_after_closing" if any(a <= time_from < b for a, b in spans) else "outside_hours"
+        kind = (
+            "ends_after_closing" if any(a <= time_from < b for a, b in spans) else "outside_hours"
+        )
         return Unavailable(kind, day, opens=opens, closes=closes)
     lo = datetime.combine(day, time_from, cal.tz)
-    hi = datetime.combine(day, time_to, cal.tz) if time_to != time.max else \
-        datetime.combine(day + timedelta(days=1), time.min, cal.tz)
-    if not any(_works_some_of(cal, s, max(a, lo), min(b, hi)) for s in staff for a, b in cal.working(s, day)):
+    hi = (
+        datetime.combine(day, time_to, cal.tz)
+        if time_to != time.max
+        else datetime.combine(day + timedelta(days=1), time.min, cal.tz)
+    )
+    if not any(
+        _works_some_of(cal, s, max(a, lo), min(b, hi))
+        for s in staff
+        for a, b in cal.working(s, day)
+    ):
         return Unavailable("staff_away", day, opens=opens, closes=closes)
     return Unavailable("full", day, opens=opens, closes=closes)
 
@@ -177,29 +228,51 @@ def _works_some_of(cal: Calendar, staff_id: str, start: datetime, end: datetime)
 
 # ---- writing (catalog import, tests) ------------------------------------------------------------
 
-async def set_staff_hours(db: Db, org: str, staff_id: str,
-                          hours: list[tuple[int, time, time]]) -> None:
+
+async def set_staff_hours(
+    db: Db, org: str, staff_id: str, hours: list[tuple[int, time, time]]
+) -> None:
     """Replace a staff member's weekly hours (an empty list: works whenever the org is open)."""
-    await db.execute("delete from staff_hours where organization_id = $1::uuid and staff_id = $2::uuid",
-                     org, staff_id)
-    await db.executemany("insert into staff_hours (organization_id, staff_id, weekday, starts, ends)"
-                         " values ($1::uuid, $2::uuid, $3, $4, $5)",
-                         [(org, staff_id, d, a, b) for d, a, b in hours])
+    await db.execute(
+        "delete from staff_hours where organization_id = $1::uuid and staff_id = $2::uuid",
+        org,
+        staff_id,
+    )
+    await db.executemany(
+        "insert into staff_hours (organization_id, staff_id, weekday, starts, ends)"
+        " values ($1::uuid, $2::uuid, $3, $4, $5)",
+        [(org, staff_id, d, a, b) for d, a, b in hours],
+    )
 
 
-async def add_time_off(db: Db, org: str, staff_id: str, starts_at: datetime, ends_at: datetime,
-                       reason: str = "") -> bool:
+async def add_time_off(
+    db: Db, org: str, staff_id: str, starts_at: datetime, ends_at: datetime, reason: str = ""
+) -> bool:
     """Time off, once: the same span for the same person is not added twice (False then)."""
-    return bool(await db.fetchval("""
+    return bool(
+        await db.fetchval(
+            """
         insert into staff_time_off (organization_id, staff_id, starts_at, ends_at, reason)
         select $1::uuid, $2::uuid, $3, $4, $5 where not exists (
             select 1 from staff_time_off where organization_id = $1::uuid and staff_id = $2::uuid
               and starts_at = $3 and ends_at = $4)
-        returning true""", org, staff_id, starts_at, ends_at, reason))
+        returning true""",
+            org,
+            staff_id,
+            starts_at,
+            ends_at,
+            reason,
+        )
+    )
 
 
-def day_span(first: date, last: date, tz: ZoneInfo, start: time | None = None,
-             end: time | None = None) -> Interval:
+def day_span(
+    first: date, last: date, tz: ZoneInfo, start: time | None = None, end: time | None = None
+) -> Interval:
     """Local days first..last as one interval; with start/end, part of a single day."""
-    return (datetime.combine(first, start or time.min, tz),
-            datetime.combine(last, end, tz) if end else datetime.combine(last + timedelta(days=1), time.min, tz))
+    return (
+        datetime.combine(first, start or time.min, tz),
+        datetime.combine(last, end, tz)
+        if end
+        else datetime.combine(last + timedelta(days=1), time.min, tz),
+    )

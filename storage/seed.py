@@ -20,9 +20,15 @@ DEMO_FILE = Path(__file__).with_name("demo_clinic.yaml")
 DAY_OFF_STAFF = "Camila Torres"
 
 
-async def seed_demo(pool: asyncpg.Pool, *, api_key: str = "demo-key",
-                    source_phone: str = "573009990000", webhook_token: str | None = None,
-                    app_name: str = DEMO_APP, today: date) -> str:
+async def seed_demo(
+    pool: asyncpg.Pool,
+    *,
+    api_key: str = "demo-key",
+    source_phone: str = "573009990000",
+    webhook_token: str | None = None,
+    app_name: str = DEMO_APP,
+    today: date,
+) -> str:
     """Create the demo clinic once; returns its organization id (the existing one if seeded).
 
     Its webhook token is random like any other (a published one would open its webhook to
@@ -32,9 +38,15 @@ async def seed_demo(pool: asyncpg.Pool, *, api_key: str = "demo-key",
     existing = await find_connection(pool, app_name=app_name)
     if existing:
         return existing.org_id
-    org = await add_org(pool, name="Clínica Estética Demo", app_name=app_name, api_key=api_key,
-                        source_phone=source_phone, webhook_token=webhook_token,
-                        timezone="America/Bogota")
+    org = await add_org(
+        pool,
+        name="Clínica Estética Demo",
+        app_name=app_name,
+        api_key=api_key,
+        source_phone=source_phone,
+        webhook_token=webhook_token,
+        timezone="America/Bogota",
+    )
     await catalog_file.import_catalog(pool, org, catalog_file.load(DEMO_FILE.read_text()))
     await _day_off_next_week(pool, org, today)
     return org
@@ -56,7 +68,10 @@ async def seed_catalog(pool: asyncpg.Pool, org: str) -> catalog_file.Report:
 async def _day_off_next_week(pool: asyncpg.Pool, org: str, today: date) -> None:
     """Camila is off on Thursday next week (a realistic gap the bot must not offer)."""
     thursday = today + timedelta(days=7 - today.weekday() + 3)
-    staff_id = await pool.fetchval("select id::text from staff where organization_id = $1::uuid "
-                                   "and name = $2", org, DAY_OFF_STAFF)
+    staff_id = await pool.fetchval(
+        "select id::text from staff where organization_id = $1::uuid and name = $2",
+        org,
+        DAY_OFF_STAFF,
+    )
     start, end = schedules.day_span(thursday, thursday, ZoneInfo("America/Bogota"))
     await schedules.add_time_off(pool, org, staff_id, start, end, reason="día libre")

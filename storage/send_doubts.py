@@ -49,15 +49,19 @@ async def mark_in_doubt(pool: asyncpg.Pool, org: str, row_id: str, reason: str) 
         "update chat_messages set send_doubt_at = now(), send_checked_at = null,"
         " error_reason = $3 where id = $2::uuid and organization_id = $1::uuid"
         " and provider_message_id is null and send_started_at is not null returning true",
-        org, row_id, reason[:500])
+        org,
+        row_id,
+        reason[:500],
+    )
     return bool(marked)
 
 
 Decision = Literal["resend", "wait", "given_up", "resolved"]
 
 
-async def decide(pool: asyncpg.Pool, org: str, row_id: str, *, grace_s: float,
-                 max_s: float) -> Decision:
+async def decide(
+    pool: asyncpg.Pool, org: str, row_id: str, *, grace_s: float, max_s: float
+) -> Decision:
     """What to do now with a send in doubt, decided and recorded atomically: "resend" makes the
     row sendable again (one more resend counted on it), so only one handler ever resends it."""
     async with pool.acquire() as conn, conn.transaction():
@@ -67,7 +71,11 @@ async def decide(pool: asyncpg.Pool, org: str, row_id: str, *, grace_s: float,
             " from chat_messages where id = $1::uuid and organization_id = $4::uuid"
             " and provider_message_id is null and send_doubt_at is not null"
             " and message_status <> 'failed' for update",
-            row_id, grace_s, max_s, org)
+            row_id,
+            grace_s,
+            max_s,
+            org,
+        )
         if row is None:
             return "resolved"
         if not row["due"]:
@@ -78,17 +86,22 @@ async def decide(pool: asyncpg.Pool, org: str, row_id: str, *, grace_s: float,
                 " error_reason = 'outcome unknown: no status event named it and resending did'"
                 " || ' not settle it within SEND_DOUBT_MAX_S; check with the customer',"
                 " status_times = status_times || jsonb_build_object('failed', now())"
-                " where id = $1::uuid", row_id)
+                " where id = $1::uuid",
+                row_id,
+            )
             return "given_up"
         await conn.execute(
             "update chat_messages set send_started_at = null, send_doubt_at = null,"
             " send_checked_at = null, send_resends = send_resends + 1, error_reason = null"
-            " where id = $1::uuid", row_id)
+            " where id = $1::uuid",
+            row_id,
+        )
         return "resend"
 
 
-async def due_for_check(pool: asyncpg.Pool, *, grace_s: float, stuck_s: float,
-                        limit: int = 100) -> list[dict]:
+async def due_for_check(
+    pool: asyncpg.Pool, *, grace_s: float, stuck_s: float, limit: int = 100
+) -> list[dict]:
     """The queued messages of sends that need a decision, taken for this checker (others skip
     them for a grace): in doubt past the grace, or on the wire for longer than any request can
     take (their worker died and their stream entry is gone)."""
@@ -101,7 +114,11 @@ async def due_for_check(pool: asyncpg.Pool, *, grace_s: float, stuck_s: float,
         "   or (send_doubt_at is null and send_started_at <= now() - make_interval(secs => $2)))"
         " and (send_checked_at is null or send_checked_at <= now() - make_interval(secs => $1))"
         " order by send_started_at limit $3 for update skip locked)"
-        " returning send_request", grace_s, stuck_s, limit)
+        " returning send_request",
+        grace_s,
+        stuck_s,
+        limit,
+    )
     return [row["send_request"] for row in rows]
 
 
@@ -112,8 +129,9 @@ class Adopted:
     request: dict | None  # the outbound message as queued (consumers/send_outcomes.py)
 
 
-async def adopt(pool: asyncpg.Pool, *, org: str, phone: str, gupshup_message_id: str,
-                at_ms: int) -> Adopted | None:
+async def adopt(
+    pool: asyncpg.Pool, *, org: str, phone: str, gupshup_message_id: str, at_ms: int
+) -> Adopted | None:
     """Give the oldest send in doubt of this chat, queued before the event, the Gupshup id the
     event names: the evidence that it arrived. None if there is no such send (or the id is
     already another message's)."""
@@ -130,8 +148,13 @@ async def adopt(pool: asyncpg.Pool, *, org: str, phone: str, gupshup_message_id:
             " and d.created_at <= to_timestamp($4::double precision / 1000)"
             "   + make_interval(secs => $5)"
             " order by d.created_at limit 1 for update skip locked)"
-            " returning m.id::text, m.send_request", org, phone, gupshup_message_id, at_ms,
-            CLOCK_SKEW_S)
+            " returning m.id::text, m.send_request",
+            org,
+            phone,
+            gupshup_message_id,
+            at_ms,
+            CLOCK_SKEW_S,
+        )
     except asyncpg.UniqueViolationError:
         return None  # the id is another message's (its own answer came in meanwhile)
     return Adopted(row["id"], gupshup_message_id, row["send_request"]) if row else None
@@ -139,8 +162,10 @@ async def adopt(pool: asyncpg.Pool, *, org: str, phone: str, gupshup_message_id:
 
 # ---- status events that matched nothing, kept for a send that goes in doubt later -----------
 
-async def remember_orphan(redis: aioredis.Redis, *, org: str, phone: str, event: dict,
-                          ttl_s: float) -> None:
+
+async def remember_orphan(
+    redis: aioredis.Redis, *, org: str, phone: str, event: dict, ttl_s: float
+) -> None:
     key = keys.orphan_statuses(org, phone)
     async with redis.pipeline(transaction=False) as pipe:
         pipe.rpush(key, json.dumps(event, separators=(",", ":")))
@@ -151,7 +176,9 @@ async def remember_orphan(redis: aioredis.Redis, *, org: str, phone: str, event:
 
 async def orphans(redis: aioredis.Redis, org: str, phone: str) -> list[dict]:
     """The chat's unmatched status events, oldest first."""
-    return [json.loads(item) for item in await redis.lrange(keys.orphan_statuses(org, phone), 0, -1)]
+    return [
+        json.loads(item) for item in await redis.lrange(keys.orphan_statuses(org, phone), 0, -1)
+    ]
 
 
 async def forget_orphans(redis: aioredis.Redis, org: str, phone: str, events: list[dict]) -> None:

@@ -59,8 +59,15 @@ returning m.id::text, m.message_status,
 """
 
 
-def _args(org: str, provider_id: str, gs_id: str | None, status: str, at_ms: int,
-          code: int | None, reason: str | None) -> tuple:
+def _args(
+    org: str,
+    provider_id: str,
+    gs_id: str | None,
+    status: str,
+    at_ms: int,
+    code: int | None,
+    reason: str | None,
+) -> tuple:
     at = datetime.fromtimestamp(at_ms / 1000, tz=timezone.utc)
     return (org, gs_id, provider_id, status, list(RANK), at, code, reason)
 
@@ -71,9 +78,17 @@ def _applied(org: str, row: asyncpg.Record | None) -> Applied | None:
     return Applied(message_id=row["id"], org=org, phone=row["phone"], status=row["message_status"])
 
 
-async def apply_status(pool: asyncpg.Pool, *, org: str, provider_id: str, gs_id: str | None,
-                       status: str, at_ms: int, code: int | None = None,
-                       reason: str | None = None) -> Applied | None:
+async def apply_status(
+    pool: asyncpg.Pool,
+    *,
+    org: str,
+    provider_id: str,
+    gs_id: str | None,
+    status: str,
+    at_ms: int,
+    code: int | None = None,
+    reason: str | None = None,
+) -> Applied | None:
     """Apply one status event; None when no outgoing message matches (yet)."""
     args = _args(org, provider_id, gs_id, status, at_ms, code, reason)
     return _applied(org, await pool.fetchrow(_APPLY, *args))
@@ -95,8 +110,17 @@ class StatusWriter:
         self._flushers: set[asyncio.Task] = set()
         self._active = 0  # flushers still taking work; counted down before they stop looking
 
-    async def apply(self, *, org: str, provider_id: str, gs_id: str | None, status: str,
-                    at_ms: int, code: int | None = None, reason: str | None = None) -> Applied | None:
+    async def apply(
+        self,
+        *,
+        org: str,
+        provider_id: str,
+        gs_id: str | None,
+        status: str,
+        at_ms: int,
+        code: int | None = None,
+        reason: str | None = None,
+    ) -> Applied | None:
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._waiting.append((_args(org, provider_id, gs_id, status, at_ms, code, reason), future))
         if self._active < self.max_flushers:
@@ -112,7 +136,10 @@ class StatusWriter:
     async def _flush(self) -> None:
         try:
             while self._waiting:
-                batch, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]
+                batch, self._waiting = (
+                    self._waiting[: self.max_batch],
+                    self._waiting[self.max_batch :],
+                )
                 await self._write(batch)
         finally:
             # Counted down in the same step as the last look at `_waiting`: a caller arriving

@@ -43,8 +43,9 @@ def dedupe_id(event: StreamEvent) -> tuple[str, str]:
     raise TypeError(f"not a provider event: {type(event).__name__}")
 
 
-async def ingest(redis: aioredis.Redis, event: InboundMessage | StatusEvent | UserEvent,
-                 dedupe_ttl_s: int) -> bool:
+async def ingest(
+    redis: aioredis.Redis, event: InboundMessage | StatusEvent | UserEvent, dedupe_ttl_s: int
+) -> bool:
     """Enqueue a provider event on its organization's inbound stream; False if seen before."""
     kind, event_id = dedupe_id(event)
     stream_keys = [keys.seen(event.org, kind, event_id), keys.stream(event.org, "inbound")]
@@ -52,8 +53,15 @@ async def ingest(redis: aioredis.Redis, event: InboundMessage | StatusEvent | Us
         stream_keys.append(keys.enriching(event.org, event.phone))
     fields = encode(event)
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.eval(_INGEST, len(stream_keys), *stream_keys, dedupe_ttl_s,
-                  fields["type"], fields["data"], ENRICHING_TTL_S)
+        pipe.eval(
+            _INGEST,
+            len(stream_keys),
+            *stream_keys,
+            dedupe_ttl_s,
+            fields["type"],
+            fields["data"],
+            ENRICHING_TTL_S,
+        )
         signal(pipe, event.org, "inbound")  # a duplicate's signal only costs one empty read
         added, _ = await pipe.execute()
     return bool(added)

@@ -144,41 +144,97 @@ class Debounce:
     max_messages: int
 
 
-async def hand_off(redis: aioredis.Redis, *, org: str, chat: str, provider_id: str,
-                   message_id: str | None, sent_at_ms: int, now_ms: int,
-                   debounce: Debounce, chars: int = 0) -> bool:
+async def hand_off(
+    redis: aioredis.Redis,
+    *,
+    org: str,
+    chat: str,
+    provider_id: str,
+    message_id: str | None,
+    sent_at_ms: int,
+    now_ms: int,
+    debounce: Debounce,
+    chars: int = 0,
+) -> bool:
     """Mark an inbound entry enriched; with a message id, add it to the chat's burst.
 
     Idempotent on provider_id: a redelivered entry is neither counted nor added twice.
     """
     async with redis.pipeline(transaction=False) as pipe:
         pipe.eval(
-            _HAND_OFF, 6, keys.handed(org, chat), keys.pending(org, chat), keys.batch(org, chat),
-            keys.due(org), keys.enriching(org, chat), keys.pending_chars(org, chat),
-            provider_id, message_id or "", sent_at_ms, now_ms, debounce.quiet_ms,
-            debounce.max_wait_ms, debounce.max_messages, chat, HANDED_TTL_S, chars)
+            _HAND_OFF,
+            6,
+            keys.handed(org, chat),
+            keys.pending(org, chat),
+            keys.batch(org, chat),
+            keys.due(org),
+            keys.enriching(org, chat),
+            keys.pending_chars(org, chat),
+            provider_id,
+            message_id or "",
+            sent_at_ms,
+            now_ms,
+            debounce.quiet_ms,
+            debounce.max_wait_ms,
+            debounce.max_messages,
+            chat,
+            HANDED_TTL_S,
+            chars,
+        )
         if message_id:  # the chat is due at now_ms or later: tell the batcher, same round trip
             due.signal(pipe, org, now_ms)
         handed, *_ = await pipe.execute()
     return bool(handed)
 
 
-async def flush(redis: aioredis.Redis, *, org: str, chat: str, now_ms: int, lease_ms: int,
-                max_wait_ms: int, max_messages: int, max_chars: int, retry_ms: int = 250) -> str:
+async def flush(
+    redis: aioredis.Redis,
+    *,
+    org: str,
+    chat: str,
+    now_ms: int,
+    lease_ms: int,
+    max_wait_ms: int,
+    max_messages: int,
+    max_chars: int,
+    retry_ms: int = 250,
+) -> str:
     """Start a turn for a due chat; returns started, busy, waiting or empty."""
     async with redis.pipeline(transaction=False) as pipe:
         pipe.eval(
-            _FLUSH, 7, keys.pending(org, chat), keys.batch(org, chat), keys.due(org),
-            keys.enriching(org, chat), keys.turn_lease(org, chat), keys.stream(org, "turns"),
+            _FLUSH,
+            7,
+            keys.pending(org, chat),
+            keys.batch(org, chat),
+            keys.due(org),
+            keys.enriching(org, chat),
+            keys.turn_lease(org, chat),
+            keys.stream(org, "turns"),
             keys.pending_chars(org, chat),
-            chat, now_ms, lease_ms, max_wait_ms, retry_ms, org, max_messages, max_chars)
+            chat,
+            now_ms,
+            lease_ms,
+            max_wait_ms,
+            retry_ms,
+            org,
+            max_messages,
+            max_chars,
+        )
         streams.signal(pipe, org, "turns")  # in the same round trip, whatever the outcome
         outcome, _ = await pipe.execute()
     return outcome
 
 
-async def finish(redis: aioredis.Redis, *, org: str, chat: str, turn_id: str,
-                 replies: list[OutboundMessage], now_ms: int, debounce: Debounce) -> int:
+async def finish(
+    redis: aioredis.Redis,
+    *,
+    org: str,
+    chat: str,
+    turn_id: str,
+    replies: list[OutboundMessage],
+    now_ms: int,
+    debounce: Debounce,
+) -> int:
     """Enqueue a turn's replies exactly once and end the turn; returns how many were enqueued."""
     args: list[str] = []
     for reply in replies:
@@ -186,10 +242,22 @@ async def finish(redis: aioredis.Redis, *, org: str, chat: str, turn_id: str,
         args += [fields["type"], fields["data"]]
     async with redis.pipeline(transaction=False) as pipe:
         pipe.eval(
-            _FINISH, 6, keys.turn_done(org, turn_id), keys.turn_lease(org, chat),
-            keys.stream(org, "outbound"), keys.pending(org, chat), keys.batch(org, chat),
-            keys.due(org), turn_id, chat, now_ms, debounce.quiet_ms, debounce.max_wait_ms,
-            TURN_DONE_TTL_S, *args)
+            _FINISH,
+            6,
+            keys.turn_done(org, turn_id),
+            keys.turn_lease(org, chat),
+            keys.stream(org, "outbound"),
+            keys.pending(org, chat),
+            keys.batch(org, chat),
+            keys.due(org),
+            turn_id,
+            chat,
+            now_ms,
+            debounce.quiet_ms,
+            debounce.max_wait_ms,
+            TURN_DONE_TTL_S,
+            *args,
+        )
         if replies:
             streams.signal(pipe, org, "outbound")
         (sent, due_ms), *_ = await pipe.execute()
@@ -198,19 +266,39 @@ async def finish(redis: aioredis.Redis, *, org: str, chat: str, turn_id: str,
     return int(sent)
 
 
-async def take_lease(redis: aioredis.Redis, *, org: str, chat: str, turn_id: str,
-                     message_ids: list[str], now_ms: int, lease_ms: int) -> bool:
+async def take_lease(
+    redis: aioredis.Redis,
+    *,
+    org: str,
+    chat: str,
+    turn_id: str,
+    message_ids: list[str],
+    now_ms: int,
+    lease_ms: int,
+) -> bool:
     """Hold the chat for this turn; False (messages put back for the next turn) if another has it."""
-    taken = bool(await redis.eval(
-        _TAKE, 3, keys.turn_lease(org, chat), keys.pending(org, chat), keys.due(org),
-        turn_id, lease_ms, now_ms, chat, *message_ids))
+    taken = bool(
+        await redis.eval(
+            _TAKE,
+            3,
+            keys.turn_lease(org, chat),
+            keys.pending(org, chat),
+            keys.due(org),
+            turn_id,
+            lease_ms,
+            now_ms,
+            chat,
+            *message_ids,
+        )
+    )
     if not taken:  # the messages wait for the turn in flight; due when its lease ends, or sooner
         await due.signal_now(redis, org, now_ms)
     return taken
 
 
-async def extend_lease(redis: aioredis.Redis, *, org: str, chat: str, turn_id: str,
-                       lease_ms: int) -> bool:
+async def extend_lease(
+    redis: aioredis.Redis, *, org: str, chat: str, turn_id: str, lease_ms: int
+) -> bool:
     return bool(await redis.eval(_EXTEND, 1, keys.turn_lease(org, chat), turn_id, lease_ms))
 
 
@@ -228,11 +316,20 @@ return 1
 """
 
 
-async def release_lease(redis: aioredis.Redis, *, org: str, chat: str, turn_id: str,
-                        now_ms: int) -> None:
+async def release_lease(
+    redis: aioredis.Redis, *, org: str, chat: str, turn_id: str, now_ms: int
+) -> None:
     """Let the chat's next messages start a turn now instead of after the lease runs out."""
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.eval(_RELEASE, 3, keys.turn_lease(org, chat), keys.pending(org, chat),
-                  keys.due(org), turn_id, chat, now_ms)
+        pipe.eval(
+            _RELEASE,
+            3,
+            keys.turn_lease(org, chat),
+            keys.pending(org, chat),
+            keys.due(org),
+            turn_id,
+            chat,
+            now_ms,
+        )
         due.signal(pipe, org, now_ms)  # the batcher's index (storage/due.py), same round trip
         await pipe.execute()

@@ -23,9 +23,15 @@ from storage import keys, streams
 from storage.catalog import Db
 from storage.events import WebhookEvent, encode
 
-EventType = Literal["appointment.booked", "appointment.moved", "appointment.cancelled",
-                    "appointment.confirmed", "chat.escalated", "chat.taken_over",
-                    "chat.handed_back"]
+EventType = Literal[
+    "appointment.booked",
+    "appointment.moved",
+    "appointment.cancelled",
+    "appointment.confirmed",
+    "chat.escalated",
+    "chat.taken_over",
+    "chat.handed_back",
+]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 
 SIGNATURE_HEADER = "X-Skytide-Signature"  # "sha256=" + hex HMAC-SHA256(secret, f"{ts}.{body}")
@@ -54,6 +60,7 @@ class Endpoint:
 
 # ---- endpoints -----------------------------------------------------------------------------
 
+
 async def add_endpoint(db: Db, org: str, url: str) -> Endpoint:
     """A new endpoint with a fresh secret (shown once by `skytide webhook add`)."""
     url = url.strip()
@@ -63,7 +70,10 @@ async def add_endpoint(db: Db, org: str, url: str) -> Endpoint:
     row = await db.fetchrow(
         "insert into webhook_endpoints (organization_id, url, secret) values ($1::uuid, $2, $3) "
         "returning id::text, organization_id::text as org, url, secret, created_at, removed_at",
-        org, url, secret)
+        org,
+        url,
+        secret,
+    )
     return Endpoint(**dict(row))
 
 
@@ -71,20 +81,29 @@ async def list_endpoints(db: Db, org: str, *, include_removed: bool = False) -> 
     rows = await db.fetch(
         "select id::text, organization_id::text as org, url, secret, created_at, removed_at "
         "from webhook_endpoints where organization_id = $1::uuid "
-        "and ($2 or removed_at is null) order by created_at", org, include_removed)
+        "and ($2 or removed_at is null) order by created_at",
+        org,
+        include_removed,
+    )
     return [Endpoint(**dict(r)) for r in rows]
 
 
-async def remove_endpoint(db: Db, org: str, *, url: str | None = None,
-                          endpoint_id: str | None = None) -> int:
+async def remove_endpoint(
+    db: Db, org: str, *, url: str | None = None, endpoint_id: str | None = None
+) -> int:
     """Stop delivering to an endpoint (by URL or id); how many were removed."""
     result = await db.execute(
         "update webhook_endpoints set removed_at = now() where organization_id = $1::uuid "
-        "and removed_at is null and (url = $2 or id::text = $3)", org, url, endpoint_id)
+        "and removed_at is null and (url = $2 or id::text = $3)",
+        org,
+        url,
+        endpoint_id,
+    )
     return int(result.split()[-1])
 
 
 # ---- signing -------------------------------------------------------------------------------
+
 
 def signature(secret: str, timestamp: int, body: bytes) -> str:
     """The X-Skytide-Signature value: HMAC-SHA256 over `timestamp + "." + body`."""
@@ -92,8 +111,14 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
-def verify(secret: str, timestamp: str, body: bytes, header: str, now_s: float,
-           tolerance_s: int = TOLERANCE_S) -> bool:
+def verify(
+    secret: str,
+    timestamp: str,
+    body: bytes,
+    header: str,
+    now_s: float,
+    tolerance_s: int = TOLERANCE_S,
+) -> bool:
     """What a receiver does (docs/operator-api.md has the same snippet)."""
     if not timestamp.isdigit() or abs(now_s - int(timestamp)) > tolerance_s:
         return False
@@ -116,20 +141,42 @@ def event_id(org: str, event: str, key: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{org}|{event}|{key}"))
 
 
-async def emit(redis: aioredis.Redis, db: Db, org: str, event: EventType, key: str,
-               data: dict[str, Any], now_ms: int) -> bool:
+async def emit(
+    redis: aioredis.Redis,
+    db: Db,
+    org: str,
+    event: EventType,
+    key: str,
+    data: dict[str, Any],
+    now_ms: int,
+) -> bool:
     """Queue an event for the organization's endpoints; False when it was queued already, or
     when the organization has no endpoint (nothing is kept for an organization without a CRM)."""
-    if not await db.fetchval("select exists (select 1 from webhook_endpoints where "
-                             "organization_id = $1::uuid and removed_at is null)", org):
+    if not await db.fetchval(
+        "select exists (select 1 from webhook_endpoints where "
+        "organization_id = $1::uuid and removed_at is null)",
+        org,
+    ):
         return False
     created = datetime.fromtimestamp(now_ms / 1000, timezone.utc)
-    entry = WebhookEvent(org=org, id=event_id(org, event, key), event=event,
-                         created_at=created.isoformat().replace("+00:00", "Z"), data=data)
+    entry = WebhookEvent(
+        org=org,
+        id=event_id(org, event, key),
+        event=event,
+        created_at=created.isoformat().replace("+00:00", "Z"),
+        data=data,
+    )
     fields = encode(entry)
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.eval(_EMIT, 2, keys.webhook_emitted(org, entry.id), keys.stream(org, keys.WEBHOOKS),
-                  EMITTED_TTL_S, fields["type"], fields["data"])
+        pipe.eval(
+            _EMIT,
+            2,
+            keys.webhook_emitted(org, entry.id),
+            keys.stream(org, keys.WEBHOOKS),
+            EMITTED_TTL_S,
+            fields["type"],
+            fields["data"],
+        )
         streams.signal(pipe, org, keys.WEBHOOKS)
         added, _ = await pipe.execute()
     return bool(added)
@@ -144,12 +191,23 @@ where a.id = $2::uuid and a.organization_id = $1::uuid"""
 
 Change = Literal["booked", "rescheduled", "cancelled", "confirmed"]
 _APPOINTMENT_EVENTS: dict[str, EventType] = {
-    "booked": "appointment.booked", "rescheduled": "appointment.moved",
-    "cancelled": "appointment.cancelled", "confirmed": "appointment.confirmed"}
+    "booked": "appointment.booked",
+    "rescheduled": "appointment.moved",
+    "cancelled": "appointment.cancelled",
+    "confirmed": "appointment.confirmed",
+}
 
 
-async def appointment_changed(redis: aioredis.Redis, db: Db, org: str, appointment_id: str,
-                              change: Change, *, turn_id: str, now_ms: int) -> bool:
+async def appointment_changed(
+    redis: aioredis.Redis,
+    db: Db,
+    org: str,
+    appointment_id: str,
+    change: Change,
+    *,
+    turn_id: str,
+    now_ms: int,
+) -> bool:
     """appointment.booked|moved|cancelled|confirmed for a change the bot just made.
 
     The id: the appointment for a booking, a cancel and a confirmation (each happens once to an
@@ -161,17 +219,31 @@ async def appointment_changed(redis: aioredis.Redis, db: Db, org: str, appointme
         return False
     starts_ms = int(row["starts_at"].timestamp() * 1000)
     key = f"{appointment_id}:{starts_ms}:{turn_id}" if change == "rescheduled" else appointment_id
-    data = {"appointment_id": row["id"], "service": row["service"], "staff": row["staff"],
-            "starts_at": _iso(row["starts_at"]), "ends_at": _iso(row["ends_at"]),
-            "status": row["status"],
-            # None for an erased patient's appointment (it stays, without its contact).
-            "contact": {"phone": row["phone"], "name": row["contact_name"]} if row["phone"] else None}
+    data = {
+        "appointment_id": row["id"],
+        "service": row["service"],
+        "staff": row["staff"],
+        "starts_at": _iso(row["starts_at"]),
+        "ends_at": _iso(row["ends_at"]),
+        "status": row["status"],
+        # None for an erased patient's appointment (it stays, without its contact).
+        "contact": {"phone": row["phone"], "name": row["contact_name"]} if row["phone"] else None,
+    }
     return await emit(redis, db, org, _APPOINTMENT_EVENTS[change], key, data, now_ms)
 
 
-async def chat_event(redis: aioredis.Redis, db: Db, org: str, event: EventType, *, phone: str,
-                     version: str, by: str | None, reason: str | None = None,
-                     now_ms: int) -> bool:
+async def chat_event(
+    redis: aioredis.Redis,
+    db: Db,
+    org: str,
+    event: EventType,
+    *,
+    phone: str,
+    version: str,
+    by: str | None,
+    reason: str | None = None,
+    now_ms: int,
+) -> bool:
     """chat.escalated|taken_over|handed_back. `version` names the change: the escalation's
     idempotency key, or the pause (its start, in ms) a take-over began or a hand-back ended."""
     data: dict[str, Any] = {"phone": phone, "by": by}
@@ -184,12 +256,31 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-async def bot_switched(redis: aioredis.Redis, db: Db, org: str, phone: str, switch: Any, *,
-                       enabled: bool, by: str | None, reason: str | None, now_ms: int) -> bool:
+async def bot_switched(
+    redis: aioredis.Redis,
+    db: Db,
+    org: str,
+    phone: str,
+    switch: Any,
+    *,
+    enabled: bool,
+    by: str | None,
+    reason: str | None,
+    now_ms: int,
+) -> bool:
     """chat.taken_over or chat.handed_back after chats.switch_bot, when it changed something."""
     if switch is None or not switch.changed:
         return False
     started = switch.pause_started_at
     version = str(int(started.timestamp() * 1000)) if started else "unknown"
-    return await chat_event(redis, db, org, "chat.handed_back" if enabled else "chat.taken_over",
-                            phone=phone, version=version, by=by, reason=reason, now_ms=now_ms)
+    return await chat_event(
+        redis,
+        db,
+        org,
+        "chat.handed_back" if enabled else "chat.taken_over",
+        phone=phone,
+        version=version,
+        by=by,
+        reason=reason,
+        now_ms=now_ms,
+    )

@@ -13,10 +13,16 @@ from zoneinfo import ZoneInfo
 
 # The tests whose outcome depends on the date or hour: bookings, slots, reminders, the
 # 24-hour window, conversations that say "mañana".
-DATE_SENSITIVE = ["tests/test_reminder_buttons.py", "tests/test_reminders.py",
-                  "tests/test_conversation.py", "tests/test_graph_offline.py",
-                  "tests/test_appointments.py", "tests/test_holds.py", "tests/test_sender.py",
-                  "tests/test_pipeline.py"]
+DATE_SENSITIVE = [
+    "tests/test_reminder_buttons.py",
+    "tests/test_reminders.py",
+    "tests/test_conversation.py",
+    "tests/test_graph_offline.py",
+    "tests/test_appointments.py",
+    "tests/test_holds.py",
+    "tests/test_sender.py",
+    "tests/test_pipeline.py",
+]
 BOGOTA = ZoneInfo("America/Bogota")
 
 
@@ -31,8 +37,12 @@ def main() -> int:
     failed = []
     for start in starts(day):
         env = {**os.environ, "TEST_CLOCK_START": start.isoformat()}
-        run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                              *DATE_SENSITIVE], env=env, capture_output=True, text=True)
+        run = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *DATE_SENSITIVE],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         summary = (run.stdout.strip().splitlines() or ["no output"])[-1]
         print(f"{start.isoformat()}  {summary}", flush=True)
         if run.returncode != 0:

@@ -30,9 +30,24 @@ from tests.fakes.gupshup import FakeGupshup
 # through the allow_model_requests fixture.
 pydantic_ai.models.ALLOW_MODEL_REQUESTS = False
 
-TABLES = ("staff_hours", "staff_time_off", "closures", "appointments", "contact_authorizations", "thread_summaries", "chat_messages",
-          "chat_identities", "contacts", "knowledge_entries", "staff_services", "staff",
-          "services", "business_hours", "platform_connections", "organizations")
+TABLES = (
+    "staff_hours",
+    "staff_time_off",
+    "closures",
+    "appointments",
+    "contact_authorizations",
+    "thread_summaries",
+    "chat_messages",
+    "chat_identities",
+    "contacts",
+    "knowledge_entries",
+    "staff_services",
+    "staff",
+    "services",
+    "business_hours",
+    "platform_connections",
+    "organizations",
+)
 
 
 @pytest.fixture
@@ -61,8 +76,12 @@ def embedded() -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="skytide-test-servers-"))
     redis_server = EmbeddedRedis(root / "redis")
     postgres = EmbeddedPostgres(root / "pg")
-    found = {"redis": redis_server, "postgres": postgres, "redis_url": redis_server.start(),
-             "database_url": postgres.start()}
+    found = {
+        "redis": redis_server,
+        "postgres": postgres,
+        "redis_url": redis_server.start(),
+        "database_url": postgres.start(),
+    }
     yield found
     redis_server.stop()
     postgres.stop()
@@ -86,13 +105,24 @@ async def migrated(servers) -> dict[str, str]:
 async def settings(migrated) -> Settings:
     """Settings for one test: fast debounce and retries, a fresh port."""
     return Settings(
-        redis_url=migrated["redis_url"], database_url=migrated["database_url"],
-        http_port=free_port(), debounce_seconds=0.3, debounce_max_wait_seconds=3,
-        block_ms=100, claim_idle_ms=1500, claim_every_s=0.3,
-        org_refresh_s=0.2, retry_base_s=0.05, retry_max_s=0.2, drain_timeout_s=5,
-        dev_chat_enabled=True, gupshup_api_url="http://127.0.0.1:9/unset", chat_wait_s=10,
+        redis_url=migrated["redis_url"],
+        database_url=migrated["database_url"],
+        http_port=free_port(),
+        debounce_seconds=0.3,
+        debounce_max_wait_seconds=3,
+        block_ms=100,
+        claim_idle_ms=1500,
+        claim_every_s=0.3,
+        org_refresh_s=0.2,
+        retry_base_s=0.05,
+        retry_max_s=0.2,
+        drain_timeout_s=5,
+        dev_chat_enabled=True,
+        gupshup_api_url="http://127.0.0.1:9/unset",
+        chat_wait_s=10,
         media_allowed_hosts="127.0.0.1",  # the fake Gupshup's media host
-        clock_offset_s=clock.OFFSET_S)  # every test runs on the session's fixed date and hour
+        clock_offset_s=clock.OFFSET_S,
+    )  # every test runs on the session's fixed date and hour
 
 
 @pytest.fixture
@@ -113,13 +143,25 @@ async def gupshup():
 def make_org(deps) -> Callable[..., Awaitable[str]]:
     """Factory: an organization with a Gupshup connection; returns its id."""
 
-    async def make(app: str | None = None, *, token: str = "secret-token",
-                   settings: dict[str, Any] | None = None, catalog: bool = False,
-                   **kwargs: Any) -> str:
+    async def make(
+        app: str | None = None,
+        *,
+        token: str = "secret-token",
+        settings: dict[str, Any] | None = None,
+        catalog: bool = False,
+        **kwargs: Any,
+    ) -> str:
         """catalog=True gives it the demo clinic's services, staff, hours and FAQ."""
-        org = await add_org(deps.pool, name=f"Org {app}", app_name=app or f"app-{uuid.uuid4().hex[:8]}",
-                            api_key="test-api-key", source_phone="919999999999",
-                            webhook_token=token, settings=settings, **kwargs)
+        org = await add_org(
+            deps.pool,
+            name=f"Org {app}",
+            app_name=app or f"app-{uuid.uuid4().hex[:8]}",
+            api_key="test-api-key",
+            source_phone="919999999999",
+            webhook_token=token,
+            settings=settings,
+            **kwargs,
+        )
         if catalog:
             await seed_catalog(deps.pool, org)
         await deps.redis.sadd(ORG_REGISTRY, org)
@@ -141,8 +183,9 @@ def system(settings, deps, gupshup):
     async def start(receptionist_builder=None, roles=PIPELINE_ROLES, **overrides: Any):
         test_settings = settings.model_copy(update={"gupshup_api_url": gupshup.url, **overrides})
         test_deps = Deps(settings=test_settings, redis=deps.redis, pool=deps.pool, http=deps.http)
-        async with running_system(test_settings, roles, deps=test_deps,
-                                  receptionist_builder=receptionist_builder) as s:
+        async with running_system(
+            test_settings, roles, deps=test_deps, receptionist_builder=receptionist_builder
+        ) as s:
             yield s
 
     return start
@@ -160,8 +203,9 @@ def recording_receptionist(seen: list[list[str]]):
     return Recording
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout_s: float = 10.0,
-                     interval_s: float = 0.05) -> Any:
+async def eventually(
+    check: Callable[[], Awaitable[Any]], timeout_s: float = 10.0, interval_s: float = 0.05
+) -> Any:
     """Poll until `check` returns something truthy; fail with the last value after timeout_s."""
     deadline = time.monotonic() + timeout_s
     value = None

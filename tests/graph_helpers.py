@@ -19,14 +19,17 @@ NOW = datetime(2027, 3, 3, 10, 0, tzinfo=BOGOTA)  # a Wednesday morning
 
 async def redis_saver(settings):
     """The production checkpointer on a client of its own (a new one acts as a restarted worker)."""
-    return await checkpointer_on(aioredis.Redis.from_url(settings.redis_url),
-                                 settings.checkpoint_ttl_min)
+    return await checkpointer_on(
+        aioredis.Redis.from_url(settings.redis_url), settings.checkpoint_ttl_min
+    )
 
 
 class Chat:
     """One customer talking to a Receptionist, the way the pipeline drives it."""
 
-    def __init__(self, deps, receptionist: Receptionist, org: str, phone: str = "573001112233") -> None:
+    def __init__(
+        self, deps, receptionist: Receptionist, org: str, phone: str = "573001112233"
+    ) -> None:
         self.deps, self.receptionist, self.org, self.phone = deps, receptionist, org, phone
         self.identity = None
         self.results: list[TurnResult] = []
@@ -36,9 +39,14 @@ class Chat:
             self.identity = await chats.upsert_identity(self.deps.pool, self.org, self.phone, None)
         for text in texts:  # what enrich does for each stored inbound message
             await memory.remember(self.deps.redis, self.org, self.phone, "user", text)
-        turn = TurnInput(org=self.org, chat=self.phone, contact_id=self.identity.contact_id,
-                         identity_id=self.identity.id, turn_id=turn_id or uuid.uuid4().hex,
-                         texts=list(texts))
+        turn = TurnInput(
+            org=self.org,
+            chat=self.phone,
+            contact_id=self.identity.contact_id,
+            identity_id=self.identity.id,
+            turn_id=turn_id or uuid.uuid4().hex,
+            texts=list(texts),
+        )
         result = await self.receptionist.run_turn(turn)
         for reply in result.replies:  # what the sender does for each sent reply
             await memory.remember(self.deps.redis, self.org, self.phone, "assistant", reply)

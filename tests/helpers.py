@@ -33,8 +33,9 @@ def fresh(name: str, **top: Any) -> dict[str, Any]:
     return fixture(name, timestamp=clock.now_ms(), **top)
 
 
-def text_webhook(app: str, phone: str, text: str, message_id: str, ts_ms: int,
-                 name: str = "Ana") -> dict[str, Any]:
+def text_webhook(
+    app: str, phone: str, text: str, message_id: str, ts_ms: int, name: str = "Ana"
+) -> dict[str, Any]:
     """A v2 text message callback shaped like fixtures/gupshup/gupshup_v2_text.json."""
     body = fixture("gupshup/gupshup_v2_text.json", app=app, timestamp=ts_ms)
     body["payload"].update(id=message_id, source=phone)
@@ -43,13 +44,15 @@ def text_webhook(app: str, phone: str, text: str, message_id: str, ts_ms: int,
     return body
 
 
-async def post_webhook(url: str, body: Any, token: str | None = "secret-token",
-                       path: str = "/webhooks/gupshup") -> tuple[int, str]:
+async def post_webhook(
+    url: str, body: Any, token: str | None = "secret-token", path: str = "/webhooks/gupshup"
+) -> tuple[int, str]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     data = body if isinstance(body, (bytes, str)) else json.dumps(body)
     async with aiohttp.ClientSession() as session:
-        async with session.post(url + path, data=data, headers={
-                "Content-Type": "application/json", **headers}) as response:
+        async with session.post(
+            url + path, data=data, headers={"Content-Type": "application/json", **headers}
+        ) as response:
             return response.status, await response.text()
 
 

@@ -10,9 +10,16 @@ from storage import due, keys, turns
 
 
 async def hand(deps, org: str, chat: str, n: int) -> None:
-    await turns.hand_off(deps.redis, org=org, chat=chat, provider_id=f"p-{org}-{n}",
-                         message_id=f"m-{org}-{n}", sent_at_ms=deps.now_ms(),
-                         now_ms=deps.now_ms(), debounce=debounce_of(deps))
+    await turns.hand_off(
+        deps.redis,
+        org=org,
+        chat=chat,
+        provider_id=f"p-{org}-{n}",
+        message_id=f"m-{org}-{n}",
+        sent_at_ms=deps.now_ms(),
+        now_ms=deps.now_ms(),
+        debounce=debounce_of(deps),
+    )
 
 
 async def test_a_tick_visits_only_organizations_with_a_chat_due(deps):
@@ -57,6 +64,7 @@ async def test_a_released_lease_brings_the_waiting_messages_to_the_batcher_at_on
     turn_id = json.loads(fields["data"])["turn_id"]
     await hand(deps, "org-c", "573004", 2)
     assert await batcher.tick() == (1, 0)  # busy: due again when the lease runs out
-    await turns.release_lease(deps.redis, org="org-c", chat="573004", turn_id=turn_id,
-                              now_ms=deps.now_ms())  # the turn was dead-lettered
+    await turns.release_lease(
+        deps.redis, org="org-c", chat="573004", turn_id=turn_id, now_ms=deps.now_ms()
+    )  # the turn was dead-lettered
     assert await batcher.tick() == (1, 1)

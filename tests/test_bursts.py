@@ -36,23 +36,38 @@ def test_every_request_of_the_corpus_closes_its_burst_sooner_than_a_greeting():
     assert wrong == []
 
 
-@pytest.mark.parametrize("text", ["hola", "Buenas", "oye", "una pregunta", "hola, una consulta",
-                                  "Disculpa", "buenas tardes, tengo una duda", "hi", "bom dia"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "hola",
+        "Buenas",
+        "oye",
+        "una pregunta",
+        "hola, una consulta",
+        "Disculpa",
+        "buenas tardes, tengo una duda",
+        "hi",
+        "bom dia",
+    ],
+)
 def test_openers_wait_for_what_follows(text):
     assert bursts.completeness("text", text) == "fragment"
 
 
-@pytest.mark.parametrize("kind, text, caption, expected", [
-    ("voice", None, None, "complete"),
-    ("image", None, None, "fragment"),
-    ("image", None, "así me quedó la uña, ¿la pueden arreglar?", "complete"),
-    ("text", "quiero cita para el viernes", None, "complete"),
-    ("text", "quiero una cita", None, "neutral"),
-    ("text", "gracias", None, "complete"),
-    ("text", "la primera", None, "complete"),
-    ("text", "y también", None, "neutral"),
-    ("button_reply", "Confirmar", None, "complete"),
-])
+@pytest.mark.parametrize(
+    "kind, text, caption, expected",
+    [
+        ("voice", None, None, "complete"),
+        ("image", None, None, "fragment"),
+        ("image", None, "así me quedó la uña, ¿la pueden arreglar?", "complete"),
+        ("text", "quiero cita para el viernes", None, "complete"),
+        ("text", "quiero una cita", None, "neutral"),
+        ("text", "gracias", None, "complete"),
+        ("text", "la primera", None, "complete"),
+        ("text", "y también", None, "neutral"),
+        ("button_reply", "Confirmar", None, "complete"),
+    ],
+)
 def test_media_and_replies(kind, text, caption, expected):
     assert bursts.completeness(kind, text, caption) == expected
 
@@ -64,11 +79,27 @@ async def test_a_complete_question_gives_its_burst_a_shorter_window_than_a_greet
     now = 1_000_000
     due = {}
     for chat, text in (("greets", "hola"), ("asks", "¿cuánto cuesta el masaje relajante?")):
-        event = InboundMessage(org="o", phone=chat, provider_id=f"p-{chat}", kind="text", text=text,
-                               sent_at_ms=now, received_at_ms=now)
-        await turns.hand_off(deps.redis, org="o", chat=chat, provider_id=event.provider_id,
-                             message_id=f"m-{chat}", sent_at_ms=now, now_ms=now,
-                             debounce=debounce_of(deps, event))
+        event = InboundMessage(
+            org="o",
+            phone=chat,
+            provider_id=f"p-{chat}",
+            kind="text",
+            text=text,
+            sent_at_ms=now,
+            received_at_ms=now,
+        )
+        await turns.hand_off(
+            deps.redis,
+            org="o",
+            chat=chat,
+            provider_id=event.provider_id,
+            message_id=f"m-{chat}",
+            sent_at_ms=now,
+            now_ms=now,
+            debounce=debounce_of(deps, event),
+        )
         due[chat] = await deps.redis.zscore(keys.due("o"), chat) - now
     assert due["greets"] == s.debounce_seconds * 1000
-    assert due["asks"] == pytest.approx(s.debounce_seconds * s.debounce_complete_share * 1000, abs=1)
+    assert due["asks"] == pytest.approx(
+        s.debounce_seconds * s.debounce_complete_share * 1000, abs=1
+    )

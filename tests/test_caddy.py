@@ -41,21 +41,41 @@ def caddy_in_front(tmp_path):
 
     def start(upstream: str) -> str:
         port, admin = free_port(), free_port()
-        env = {**os.environ, "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data"),
-               "XDG_CONFIG_HOME": str(tmp_path / "config"),
-               "SKYTIDE_DOMAIN": f"http://127.0.0.1:{port}"}
+        env = {
+            **os.environ,
+            "HOME": str(tmp_path),
+            "XDG_DATA_HOME": str(tmp_path / "data"),
+            "XDG_CONFIG_HOME": str(tmp_path / "config"),
+            "SKYTIDE_DOMAIN": f"http://127.0.0.1:{port}",
+        }
         adapted = subprocess.run(
-            [CADDY, "adapt", "--config", str(ROOT / "deploy" / "caddy" / "Caddyfile"),
-             "--adapter", "caddyfile"], capture_output=True, text=True, timeout=60, env=env)
+            [
+                CADDY,
+                "adapt",
+                "--config",
+                str(ROOT / "deploy" / "caddy" / "Caddyfile"),
+                "--adapter",
+                "caddyfile",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
         assert adapted.returncode == 0, adapted.stderr
         text = adapted.stdout
         assert text.count('"dial":"ingress:8080"') == 1, text
         config = json.loads(text.replace('"dial":"ingress:8080"', f'"dial":"{upstream}"'))
         config["admin"] = {"listen": f"127.0.0.1:{admin}"}
         (tmp_path / "caddy.json").write_text(json.dumps(config))
-        processes.append(subprocess.Popen(
-            [CADDY, "run", "--config", str(tmp_path / "caddy.json")], env=env,
-            stdout=subprocess.DEVNULL, stderr=(tmp_path / "caddy.log").open("w")))
+        processes.append(
+            subprocess.Popen(
+                [CADDY, "run", "--config", str(tmp_path / "caddy.json")],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=(tmp_path / "caddy.log").open("w"),
+            )
+        )
         return f"http://127.0.0.1:{port}"
 
     yield start
@@ -65,7 +85,8 @@ def caddy_in_front(tmp_path):
 
 
 async def test_the_caddyfile_forwards_webhooks_to_the_ingress_and_nothing_else(
-        system, make_org, gupshup, deps, caddy_in_front):
+    system, make_org, gupshup, deps, caddy_in_front
+):
     org = await make_org("docdeck")
     async with system() as s:
         proxy = caddy_in_front(s.url.split("//")[1])

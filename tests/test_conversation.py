@@ -25,8 +25,12 @@ class Chat:
     async def say(self, text: str, expect_replies: int = 1) -> list[str]:
         before = len(self.gupshup.sent)
         self.n += 1
-        await post_webhook(self.url, text_webhook(self.app, PHONE, text, f"c-{time.time_ns()}",
-                                                  clock.now_ms(), name="Laura"))
+        await post_webhook(
+            self.url,
+            text_webhook(
+                self.app, PHONE, text, f"c-{time.time_ns()}", clock.now_ms(), name="Laura"
+            ),
+        )
         sent = await self.gupshup.wait_for_sent(before + expect_replies, timeout_s=15)
         return [m.message.get("text", "") for m in sent[before:] if m.destination == PHONE]
 
@@ -34,13 +38,17 @@ class Chat:
 async def appointments(deps, org):
     return await deps.pool.fetch(
         "select s.name, a.status, a.starts_at from appointments a join services s on s.id = a.service_id"
-        " where a.organization_id = $1::uuid order by a.created_at", org)
+        " where a.organization_id = $1::uuid order by a.created_at",
+        org,
+    )
 
 
 async def test_book_ask_mid_booking_reschedule_and_cancel(system, make_org, gupshup, deps):
     org = await make_org("DemoClinic", catalog=True)
     # The scheduler's confirmations arrive on their own clock, between the replies this test reads.
-    async with system(debounce_seconds=0.1, roles=tuple(r for r in ALL_ROLES if r != "scheduler")) as s:
+    async with system(
+        debounce_seconds=0.1, roles=tuple(r for r in ALL_ROLES if r != "scheduler")
+    ) as s:
         chat = Chat(s.url, gupshup, "DemoClinic")
         offer = (await chat.say("hola, quiero una cita de limpieza facial mañana en la tarde"))[0]
         assert "1." in offer and "Limpieza facial" in offer
@@ -71,31 +79,47 @@ async def _all_cancelled(deps, org):
 
 
 async def test_asking_for_a_person_notifies_the_advisor_and_the_bot_steps_back(
-        system, make_org, gupshup, deps):
-    org = await make_org("DemoClinic", catalog=True, settings={
-        "advisor_phone": ADVISOR, "escalation_template_id": "tmpl-advisor"})
+    system, make_org, gupshup, deps
+):
+    org = await make_org(
+        "DemoClinic",
+        catalog=True,
+        settings={"advisor_phone": ADVISOR, "escalation_template_id": "tmpl-advisor"},
+    )
     async with system(debounce_seconds=0.1) as s:
         chat = Chat(s.url, gupshup, "DemoClinic")
         await chat.say("quiero hablar con una persona", expect_replies=2)
         advisor = [m for m in gupshup.sent if m.destination == ADVISOR]
         assert advisor and advisor[0].kind == "template"
-        assert advisor[0].template["id"] == "tmpl-advisor" and PHONE in advisor[0].template["params"]
-        assert advisor[0].template["params"][0] == "Laura"  # the first name, from the WhatsApp profile
+        assert (
+            advisor[0].template["id"] == "tmpl-advisor" and PHONE in advisor[0].template["params"]
+        )
+        assert (
+            advisor[0].template["params"][0] == "Laura"
+        )  # the first name, from the WhatsApp profile
         identity = await chats.find_identity(deps.pool, org, PHONE)
         assert identity.bot_enabled is False
         sent_before = len(gupshup.sent)
-        await post_webhook(s.url, text_webhook("DemoClinic", PHONE, "¿hola?", "after-esc",
-                                               clock.now_ms()))
-        await eventually(lambda: deps.pool.fetchval(
-            "select count(*) from chat_messages where provider_message_id = 'after-esc'"))
+        await post_webhook(
+            s.url, text_webhook("DemoClinic", PHONE, "¿hola?", "after-esc", clock.now_ms())
+        )
+        await eventually(
+            lambda: deps.pool.fetchval(
+                "select count(*) from chat_messages where provider_message_id = 'after-esc'"
+            )
+        )
         await eventually(lambda: pipeline_settled(deps.redis, org))
     assert len(gupshup.sent) == sent_before  # a person has the chat now: the bot stays quiet
 
 
 async def test_when_the_advisor_cannot_be_notified_the_bot_stays_and_says_so(
-        system, make_org, gupshup, deps):
-    org = await make_org("DemoClinic", catalog=True, settings={
-        "advisor_phone": ADVISOR, "escalation_template_id": "tmpl-advisor"})
+    system, make_org, gupshup, deps
+):
+    org = await make_org(
+        "DemoClinic",
+        catalog=True,
+        settings={"advisor_phone": ADVISOR, "escalation_template_id": "tmpl-advisor"},
+    )
     gupshup.fail_next(400, body={"message": "Invalid Destination", "status": "error"})
     async with system(debounce_seconds=0.1) as s:
         chat = Chat(s.url, gupshup, "DemoClinic")
@@ -105,9 +129,13 @@ async def test_when_the_advisor_cannot_be_notified_the_bot_stays_and_says_so(
 
 
 async def test_an_escalation_given_up_on_during_a_gupshup_outage_tells_the_customer(
-        system, make_org, gupshup, deps):
-    org = await make_org("DemoClinic", catalog=True, settings={
-        "advisor_phone": ADVISOR, "escalation_template_id": "tmpl-advisor"})
+    system, make_org, gupshup, deps
+):
+    org = await make_org(
+        "DemoClinic",
+        catalog=True,
+        settings={"advisor_phone": ADVISOR, "escalation_template_id": "tmpl-advisor"},
+    )
     gupshup.fail_next(503)  # the advisor's template meets Gupshup down; no outage is waited out
     async with system(debounce_seconds=0.1, dependency_outage_max_s=0) as s:
         chat = Chat(s.url, gupshup, "DemoClinic")

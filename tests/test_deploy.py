@@ -25,9 +25,17 @@ SERVICES = COMPOSE["services"]
 APP = {"migrate", "ingress", "enrich", "batcher", "agent", "sender", "scheduler"}
 WORKERS = APP - {"migrate", "ingress"}
 # Variables compose.yaml itself reads (${...}); every other one is an app setting.
-COMPOSE_ONLY = {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "HTTP_PUBLISH",
-                "PROMETHEUS_PUBLISH", "GRAFANA_PUBLISH", "PGBOUNCER_MAX_CLIENT_CONN",
-                "PGBOUNCER_POOL_SIZE", "POSTGRES_MAX_CONNECTIONS"}
+COMPOSE_ONLY = {
+    "POSTGRES_PASSWORD",
+    "REDIS_PASSWORD",
+    "GRAFANA_ADMIN_PASSWORD",
+    "HTTP_PUBLISH",
+    "PROMETHEUS_PUBLISH",
+    "GRAFANA_PUBLISH",
+    "PGBOUNCER_MAX_CLIENT_CONN",
+    "PGBOUNCER_POOL_SIZE",
+    "POSTGRES_MAX_CONNECTIONS",
+}
 PASSWORDS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
 
 
@@ -36,8 +44,11 @@ def setting_names() -> set[str]:
 
 
 def env_example() -> dict[str, str]:
-    pairs = [line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
+    pairs = [
+        line.split("=", 1)
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     return {key: value for key, value in pairs}
 
 
@@ -57,8 +68,11 @@ def series_in(expr: str) -> set[str]:
 
 def test_the_metrics_catalogue_names_every_metric():
     catalogue = (ROOT / "docs" / "metrics.md").read_text()
-    missing = [family.name + ("_total" if family.type == "counter" else "")
-               for family in metrics.REGISTRY.collect() if family.name.startswith("skytide_")]
+    missing = [
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in metrics.REGISTRY.collect()
+        if family.name.startswith("skytide_")
+    ]
     missing = [name for name in missing if f"`{name}`" not in catalogue]
     assert not missing, f"add to docs/metrics.md: {missing}"
 
@@ -94,7 +108,9 @@ def test_compose_services_are_durable_healthy_and_scalable():
     for name in APP - {"migrate"}:
         depends = SERVICES[name]["depends_on"]
         assert depends["migrate"]["condition"] == "service_completed_successfully"
-        assert depends["redis"]["condition"] == depends["postgres"]["condition"] == "service_healthy"
+        assert (
+            depends["redis"]["condition"] == depends["postgres"]["condition"] == "service_healthy"
+        )
         assert depends["pgbouncer"]["condition"] == "service_healthy"
         assert SERVICES[name]["env_file"] == ".env"
     for name in WORKERS:
@@ -112,7 +128,9 @@ def test_compose_services_are_durable_healthy_and_scalable():
 
 def test_env_example_documents_every_variable_compose_reads(monkeypatch):
     example = env_example()
-    assert set(example) <= setting_names() | COMPOSE_ONLY, set(example) - setting_names() - COMPOSE_ONLY
+    assert set(example) <= setting_names() | COMPOSE_ONLY, (
+        set(example) - setting_names() - COMPOSE_ONLY
+    )
     compose_vars = set(re.findall(r"\$\{([A-Z_]+)", (ROOT / "compose.yaml").read_text()))
     assert compose_vars <= set(example), compose_vars - set(example)
     assert COMPOSE_ONLY <= set(example)
@@ -139,15 +157,21 @@ def published(service: dict) -> list[str]:
 def test_nothing_is_exposed_by_default():
     """Only the webhook port is published on every interface; Prometheus and Grafana on the
     host's loopback; metrics and readiness on METRICS_PORT, published nowhere."""
-    open_ports = {name: published(s) for name, s in SERVICES.items()
-                  if any(not p.startswith("127.0.0.1:") for p in published(s))}
+    open_ports = {
+        name: published(s)
+        for name, s in SERVICES.items()
+        if any(not p.startswith("127.0.0.1:") for p in published(s))
+    }
     assert open_ports == {"ingress": ["${HTTP_PUBLISH:-8080}:8080"]}
     for name in ("prometheus", "grafana"):
         assert published(SERVICES[name]) and all(
-            p.startswith("127.0.0.1:") for p in published(SERVICES[name])), name
+            p.startswith("127.0.0.1:") for p in published(SERVICES[name])
+        ), name
     metrics_port = SERVICES["ingress"]["environment"]["METRICS_PORT"]
     assert not any(p.endswith(f":{metrics_port}") for s in SERVICES.values() for p in published(s))
-    assert SERVICES["ingress"]["environment"]["SKYTIDE_ENV"] == "production"  # refuses /metrics on 8080
+    assert (
+        SERVICES["ingress"]["environment"]["SKYTIDE_ENV"] == "production"
+    )  # refuses /metrics on 8080
     assert not any("lifecycle" in arg for arg in SERVICES["prometheus"]["command"])
     assert not any("admin-api" in arg for arg in SERVICES["prometheus"]["command"])
     assert SERVICES["grafana"]["environment"]["GF_USERS_ALLOW_SIGN_UP"] == "false"
@@ -162,7 +186,8 @@ def test_compose_refuses_an_unset_or_empty_password():
         assert all(use.startswith(":?") for use in uses), (variable, uses)
         assert env_example()[variable] == "", f".env.example gives {variable} a default"
     assert SERVICES["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"].startswith(
-        "${GRAFANA_ADMIN_PASSWORD:?")
+        "${GRAFANA_ADMIN_PASSWORD:?"
+    )
     assert "--requirepass" in SERVICES["redis"]["command"]
     app_env = SERVICES["ingress"]["environment"]
     assert app_env["REDIS_URL"].startswith("redis://:${REDIS_PASSWORD:?")
@@ -205,6 +230,7 @@ def test_the_app_reaches_postgres_through_pgbouncer_within_the_connection_budget
 
 def compose_yaml(path: Path) -> dict:
     """A compose file as compose reads it: `!reset` and `!override` are compose's own tags."""
+
     class Loader(yaml.SafeLoader):
         pass
 
@@ -252,9 +278,13 @@ CADDY = shutil.which("caddy")
 def test_caddy_accepts_the_caddyfile(monkeypatch):
     # `caddy adapt` parses the Caddyfile into Caddy's JSON config without starting a server.
     env = {**os.environ, "SKYTIDE_DOMAIN": "chat.example.com"}
-    adapted = subprocess.run([CADDY, "adapt", "--config", str(DEPLOY / "caddy" / "Caddyfile"),
-                              "--adapter", "caddyfile"], capture_output=True, text=True,
-                             timeout=60, env=env)
+    adapted = subprocess.run(
+        [CADDY, "adapt", "--config", str(DEPLOY / "caddy" / "Caddyfile"), "--adapter", "caddyfile"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert adapted.returncode == 0, adapted.stderr
     config = json.loads(adapted.stdout)
     server = next(iter(config["apps"]["http"]["servers"].values()))
@@ -267,14 +297,26 @@ def test_alert_rules_and_dashboard_only_use_series_the_app_exports():
     known = metric_names()
     rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
     alerts = {r["alert"]: r for g in rules["groups"] for r in g["rules"]}
-    assert {"StageLagGrowing", "DeadLettersAppearing", "HighErrorRate", "NoMessagesSent",
-            "DependencyDown"} <= set(alerts)
+    assert {
+        "StageLagGrowing",
+        "DeadLettersAppearing",
+        "HighErrorRate",
+        "NoMessagesSent",
+        "DependencyDown",
+    } <= set(alerts)
     for name, rule in alerts.items():
         assert series_in(rule["expr"]) <= known, (name, series_in(rule["expr"]) - known)
     dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "skytide.json").read_text())
     titles = " | ".join(p["title"] for p in dashboard["panels"])
-    for wanted in ("Throughput", "Time in each stage p50 / p95", "End to end p50 / p95", "lag",
-                   "Errors by organization", "Message states", "cost per day"):
+    for wanted in (
+        "Throughput",
+        "Time in each stage p50 / p95",
+        "End to end p50 / p95",
+        "lag",
+        "Errors by organization",
+        "Message states",
+        "cost per day",
+    ):
         assert wanted in titles, wanted
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
@@ -282,43 +324,69 @@ def test_alert_rules_and_dashboard_only_use_series_the_app_exports():
         assert panel["datasource"]["uid"] == "prometheus"
         for target in panel["targets"]:
             assert series_in(target["expr"]) <= known, (
-                panel["title"], series_in(target["expr"]) - known)
+                panel["title"],
+                series_in(target["expr"]) - known,
+            )
     datasource = yaml.safe_load(
-        (DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
+        (DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )
     assert datasource["datasources"][0]["uid"] == "prometheus"
     provider = yaml.safe_load(
-        (DEPLOY / "grafana" / "provisioning" / "dashboards" / "skytide.yml").read_text())
+        (DEPLOY / "grafana" / "provisioning" / "dashboards" / "skytide.yml").read_text()
+    )
     mounts = SERVICES["grafana"]["volumes"]
     assert f"./deploy/grafana/dashboards:{provider['providers'][0]['options']['path']}:ro" in mounts
 
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool not installed (Debian package prometheus; .ci/run installs it)")
+    PROMTOOL is None,
+    reason="promtool not installed (Debian package prometheus; .ci/run installs it)",
+)
 
 
 @needs_promtool
 def test_promtool_accepts_the_prometheus_configuration(tmp_path):
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
-    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]  # where compose mounts deploy/prometheus
+    assert config["rule_files"] == [
+        "/etc/prometheus/alerts.yml"
+    ]  # where compose mounts deploy/prometheus
     config["rule_files"] = [str(DEPLOY / "prometheus" / "alerts.yml")]
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    checked = subprocess.run([PROMTOOL, "check", "config", str(tmp_path / "prometheus.yml")],
-                             capture_output=True, text=True, timeout=60)
+    checked = subprocess.run(
+        [PROMTOOL, "check", "config", str(tmp_path / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 @needs_promtool
 def test_promtool_checks_the_rules_and_proves_alerts_fire():
-    checked = subprocess.run([PROMTOOL, "check", "rules", "alerts.yml"], cwd=DEPLOY / "prometheus",
-                             capture_output=True, text=True, timeout=60)
+    checked = subprocess.run(
+        [PROMTOOL, "check", "rules", "alerts.yml"],
+        cwd=DEPLOY / "prometheus",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     # alerts_test.yml: DeadLettersAppearing, StageLagGrowing, DependencyDown and NoMessagesSent fire (and stay
     # quiet before they should).
-    tested = subprocess.run([PROMTOOL, "test", "rules", "alerts_test.yml"], cwd=DEPLOY / "prometheus",
-                            capture_output=True, text=True, timeout=60)
+    tested = subprocess.run(
+        [PROMTOOL, "test", "rules", "alerts_test.yml"],
+        cwd=DEPLOY / "prometheus",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert tested.returncode == 0, tested.stdout + tested.stderr
     fired = yaml.safe_load((DEPLOY / "prometheus" / "alerts_test.yml").read_text())
-    firing = {case["alertname"] for test in fired["tests"] for case in test["alert_rule_test"]
-              if case["exp_alerts"]}
+    firing = {
+        case["alertname"]
+        for test in fired["tests"]
+        for case in test["alert_rule_test"]
+        if case["exp_alerts"]
+    }
     assert len(firing) >= 2

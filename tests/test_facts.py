@@ -51,9 +51,17 @@ def _next_plain_open_day(now: datetime, after_days: int = 3):
 
 async def _free(deps, org, day):
     service = await catalog.find_service(deps.pool, org, "limpieza facial")
-    return await appointments.availability(deps.pool, org=org, service=service, tz=BOGOTA, days=[day],
-                                           time_from=time.min, time_to=time.max,
-                                           not_before=clock.now_dt(), limit=5)
+    return await appointments.availability(
+        deps.pool,
+        org=org,
+        service=service,
+        tz=BOGOTA,
+        days=[day],
+        time_from=time.min,
+        time_to=time.max,
+        not_before=clock.now_dt(),
+        limit=5,
+    )
 
 
 async def test_a_holiday_is_closed_exactly_when_availability_offers_nothing(deps, clinic, now):
@@ -61,8 +69,13 @@ async def test_a_holiday_is_closed_exactly_when_availability_offers_nothing(deps
     [h] = await facts.hours_on(deps.pool, clinic, BOGOTA, [holiday])
     assert not h.is_open and h.closed_because == "festivo"
     assert await _free(deps, clinic, holiday) == []
-    text = await said.hours(deps.pool, clinic, BOGOTA, now, f"¿abren el {holiday.day} de "
-                            f"{replies.MONTHS[holiday.month - 1]}?")
+    text = await said.hours(
+        deps.pool,
+        clinic,
+        BOGOTA,
+        now,
+        f"¿abren el {holiday.day} de {replies.MONTHS[holiday.month - 1]}?",
+    )
     assert f"{_day_text(holiday)} es festivo y no atendemos" in text
     assert "Volvemos a atender" in text
 
@@ -73,12 +86,21 @@ async def test_a_holiday_is_closed_exactly_when_availability_offers_nothing(deps
 
 async def test_a_closure_gives_its_reason_and_nothing_is_offered(deps, clinic, now):
     day = _next_plain_open_day(now)
-    await deps.pool.execute("insert into closures (organization_id, day, reason) values ($1::uuid, $2, $3)",
-                            clinic, day, "Inventario")
+    await deps.pool.execute(
+        "insert into closures (organization_id, day, reason) values ($1::uuid, $2, $3)",
+        clinic,
+        day,
+        "Inventario",
+    )
     [h] = await facts.hours_on(deps.pool, clinic, BOGOTA, [day])
     assert h.closed_because == "Inventario" and await _free(deps, clinic, day) == []
-    text = await said.hours(deps.pool, clinic, BOGOTA, now, f"¿atienden el {day.day} de "
-                            f"{replies.MONTHS[day.month - 1]}?")
+    text = await said.hours(
+        deps.pool,
+        clinic,
+        BOGOTA,
+        now,
+        f"¿atienden el {day.day} de {replies.MONTHS[day.month - 1]}?",
+    )
     assert f"El {_day_text(day)} no atendemos (Inventario)." in text
 
 
@@ -86,7 +108,9 @@ async def test_a_weekday_gets_its_own_hours_not_the_sunday_faq(deps, clinic, now
     text = await said.hours(deps.pool, clinic, BOGOTA, now, "¿a qué hora abren el sábado?")
     assert "atendemos de 9:00 a. m. a 2:00 p. m." in text or "es festivo" in text
     assert "domingo" not in text
-    assert "Los domingos no atendemos." in await said.hours(deps.pool, clinic, BOGOTA, now, "¿y el domingo?")
+    assert "Los domingos no atendemos." in await said.hours(
+        deps.pool, clinic, BOGOTA, now, "¿y el domingo?"
+    )
 
 
 async def test_the_monday_holiday_is_the_next_monday_that_is_one(deps, clinic, now):
@@ -102,21 +126,27 @@ async def test_today_after_closing_says_we_closed(deps, clinic):
     assert text.startswith("Hoy ya cerramos: atendimos de ")
     morning = datetime.combine(day, time(7), BOGOTA)
     assert (await said.hours(deps.pool, clinic, BOGOTA, morning, "¿abren hoy?")).startswith(
-        f"Hoy, {_day_text(day)}, atendemos de ")
+        f"Hoy, {_day_text(day)}, atendemos de "
+    )
 
 
 async def test_a_weekday_and_date_that_disagree_get_both_days(deps, clinic):
-    text = await said.hours(deps.pool, clinic, BOGOTA, NOW, "¿abren el martes 15?")  # 15 March 2027: Monday
+    text = await said.hours(
+        deps.pool, clinic, BOGOTA, NOW, "¿abren el martes 15?"
+    )  # 15 March 2027: Monday
     assert text.startswith("Ojo: el 15 es lunes, no martes.")
     assert "lunes 15 de marzo atendemos" in text and "martes 16 de marzo atendemos" in text
 
 
 async def test_the_week_without_a_day(deps, clinic, now):
     text = await said.hours(deps.pool, clinic, BOGOTA, now, "¿qué horario manejan?")
-    assert text == ("Nuestro horario: lunes a viernes de 8:00 a. m. a 6:00 p. m.; "
-                    "sábado de 9:00 a. m. a 2:00 p. m.; domingo cerrado.")
+    assert text == (
+        "Nuestro horario: lunes a viernes de 8:00 a. m. a 6:00 p. m.; "
+        "sábado de 9:00 a. m. a 2:00 p. m.; domingo cerrado."
+    )
     assert (await said.hours(deps.pool, clinic, BOGOTA, now, "¿abren en festivos?")).startswith(
-        "Los festivos no atendemos.")
+        "Los festivos no atendemos."
+    )
 
 
 async def test_the_address_from_the_settings_and_the_faq_without_repeating_it(deps, clinic):
@@ -134,29 +164,58 @@ async def test_no_address_is_said_plainly(deps, make_org):
 
 
 async def test_who_performs_a_service_follows_the_booking_rule(deps, clinic):
-    assert await said.staff(deps.pool, clinic, "¿quién hace el masaje descontracturante?") == \
-        "Masaje descontracturante lo hace Andrés Rojas."
+    assert (
+        await said.staff(deps.pool, clinic, "¿quién hace el masaje descontracturante?")
+        == "Masaje descontracturante lo hace Andrés Rojas."
+    )
     text = await said.staff(deps.pool, clinic, "limpieza facial")
-    assert text.startswith("Limpieza facial lo hacen ") and "Laura Gómez" in text and "Camila Torres" in text
+    assert (
+        text.startswith("Limpieza facial lo hacen ")
+        and "Laura Gómez" in text
+        and "Camila Torres" in text
+    )
     # A service that lists nobody is done by the generalists (staff listed for no service).
-    await catalog_file.import_catalog(deps.pool, clinic, {
-        "staff": [{"name": "Sofía Pardo", "role": "Esteticista"}],
-        "services": [{"name": "Lifting de pestañas", "duration_min": 45, "price": 90000,
-                      "description": "Curvatura de pestañas"}]})
+    await catalog_file.import_catalog(
+        deps.pool,
+        clinic,
+        {
+            "staff": [{"name": "Sofía Pardo", "role": "Esteticista"}],
+            "services": [
+                {
+                    "name": "Lifting de pestañas",
+                    "duration_min": 45,
+                    "price": 90000,
+                    "description": "Curvatura de pestañas",
+                }
+            ],
+        },
+    )
     service = await catalog.find_service(deps.pool, clinic, "lifting de pestañas")
     assert [n for n, _ in await facts.staff_for(deps.pool, clinic, service)] == ["Sofía Pardo"]
     assert set(await appointments.eligible_staff(deps.pool, clinic, service.id)) == {
-        await deps.pool.fetchval("select id::text from staff where organization_id = $1::uuid and name = $2",
-                                 clinic, "Sofía Pardo")}
-    team = await said.staff(deps.pool, clinic, "¿quién atiende?")  # no service named: the whole team
-    assert team.startswith("Nuestro equipo: ") and "Laura Gómez (Cosmetóloga)" in team and "Sofía Pardo" in team
+        await deps.pool.fetchval(
+            "select id::text from staff where organization_id = $1::uuid and name = $2",
+            clinic,
+            "Sofía Pardo",
+        )
+    }
+    team = await said.staff(
+        deps.pool, clinic, "¿quién atiende?"
+    )  # no service named: the whole team
+    assert (
+        team.startswith("Nuestro equipo: ")
+        and "Laura Gómez (Cosmetóloga)" in team
+        and "Sofía Pardo" in team
+    )
 
 
 async def test_the_price_list(deps, clinic):
     text = await said.price_list(deps.pool, clinic)
     for service in await catalog.list_services(deps.pool, clinic):
-        assert f"• {service.name}: {replies.price(service.price, service.currency)} " \
-               f"({service.duration_minutes} min)" in text
+        assert (
+            f"• {service.name}: {replies.price(service.price, service.currency)} "
+            f"({service.duration_minutes} min)" in text
+        )
     assert "Valoración estética: sin costo" in text
 
 

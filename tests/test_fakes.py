@@ -18,9 +18,18 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from tests.helpers import FIXTURES, strip_notes
-from tests.fakes import FakeGemini, FakeGupshup, FakeOpenAI, FakeServer, FakeSupabaseStorage, text, tool_call
+from tests.fakes import (
+    FakeGemini,
+    FakeGupshup,
+    FakeOpenAI,
+    FakeServer,
+    FakeSupabaseStorage,
+    text,
+    tool_call,
+)
 
 pytestmark = pytest.mark.asyncio
+
 
 def load_fixture(name: str) -> Any:
     return strip_notes(json.loads((FIXTURES / name).read_text()))
@@ -69,7 +78,9 @@ FORM = {
 # --------------------------------------------------------------------------- Gupshup
 async def test_gupshup_send_is_form_encoded_and_answers_json_as_text_html(gupshup):
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"{gupshup.url}/wa/api/v1/msg", data=FORM, headers={"apikey": "k1"}) as resp:
+        async with http.post(
+            f"{gupshup.url}/wa/api/v1/msg", data=FORM, headers={"apikey": "k1"}
+        ) as resp:
             assert resp.status == 200
             assert resp.content_type == "text/html"
             with pytest.raises(aiohttp.ContentTypeError):  # the trap the real API sets
@@ -83,12 +94,22 @@ async def test_gupshup_send_is_form_encoded_and_answers_json_as_text_html(gupshu
 
     assert body["status"] == "submitted" and len(body["messageId"]) == 36
     sent = await gupshup.wait_for_sent(2, timeout_s=1)
-    assert sent[0].kind == "session" and sent[0].message == {"type": "text", "text": "Olá! Recebemos sua mensagem."}
+    assert sent[0].kind == "session" and sent[0].message == {
+        "type": "text",
+        "text": "Olá! Recebemos sua mensagem.",
+    }
     assert (sent[0].source, sent[0].destination, sent[0].app, sent[0].apikey) == (
-        "919999999999", "919876543210", "DemoApp", "k1",
+        "919999999999",
+        "919876543210",
+        "DemoApp",
+        "k1",
     )
     assert sent[0].message_id == body["messageId"]
-    assert sent[1].kind == "template" and sent[1].template["params"] == ["Maria", "2026-12-20", "10h"]
+    assert sent[1].kind == "template" and sent[1].template["params"] == [
+        "Maria",
+        "2026-12-20",
+        "10h",
+    ]
     assert sent[1].message_id == tbody["messageId"]
     assert gupshup.requests[0]["form"]["src.name"] == "DemoApp"
 
@@ -100,13 +121,19 @@ async def test_gupshup_auth_scripted_failures_and_json_body_mistake(gupshup):
     async with aiohttp.ClientSession() as http:
         async with http.post(url, data=FORM) as resp:
             assert resp.status == 401
-            assert json.loads(await resp.text()) == load_fixture("gupshup/gupshup_send_error_auth_401.json")
+            assert json.loads(await resp.text()) == load_fixture(
+                "gupshup/gupshup_send_error_auth_401.json"
+            )
         async with http.post(url, data=FORM, headers={"apikey": "k"}) as resp:
             assert resp.status == 429
-            assert json.loads(await resp.text()) == load_fixture("gupshup/gupshup_error_too_many_requests_429.json")
+            assert json.loads(await resp.text()) == load_fixture(
+                "gupshup/gupshup_error_too_many_requests_429.json"
+            )
         async with http.post(url, data=FORM, headers={"apikey": "k"}) as resp:
             assert resp.status == 500
-        async with http.post(url, json=FORM, headers={"apikey": "k"}) as resp:  # JSON instead of form
+        async with http.post(
+            url, json=FORM, headers={"apikey": "k"}
+        ) as resp:  # JSON instead of form
             assert resp.status == 400
             assert json.loads(await resp.text()) == load_fixture(
                 "gupshup/gupshup_send_error_invalid_destination_400.json"
@@ -123,7 +150,9 @@ async def test_gupshup_status_callbacks_in_order_with_bearer(gupshup, receiver):
     gupshup.callback_token = "s3cret"
     gupshup.callback_delay_s = 0.01
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"{gupshup.url}/wa/api/v1/msg", data=FORM, headers={"apikey": "k"}) as resp:
+        async with http.post(
+            f"{gupshup.url}/wa/api/v1/msg", data=FORM, headers={"apikey": "k"}
+        ) as resp:
             message_id = json.loads(await resp.text())["messageId"]
     await gupshup.drain_callbacks()
 
@@ -134,10 +163,16 @@ async def test_gupshup_status_callbacks_in_order_with_bearer(gupshup, receiver):
     enqueued, sent, delivered, read = events
     assert enqueued["payload"]["id"] == message_id and "gsId" not in enqueued["payload"]
     wamid = sent["payload"]["id"]
-    assert wamid.startswith("wamid.") and wamid == delivered["payload"]["id"] == read["payload"]["id"]
-    assert {sent["payload"]["gsId"], delivered["payload"]["gsId"], read["payload"]["gsId"]} == {message_id}
+    assert (
+        wamid.startswith("wamid.") and wamid == delivered["payload"]["id"] == read["payload"]["id"]
+    )
+    assert {sent["payload"]["gsId"], delivered["payload"]["gsId"], read["payload"]["gsId"]} == {
+        message_id
+    }
     for event, fixture in zip(events, ("enqueued", "sent", "delivered", "read")):
-        assert shape(event) == shape(load_fixture(f"gupshup/gupshup_message_event_{fixture}.json")), fixture
+        assert shape(event) == shape(
+            load_fixture(f"gupshup/gupshup_message_event_{fixture}.json")
+        ), fixture
 
 
 async def test_gupshup_post_status_layouts_match_fixtures(gupshup, receiver):
@@ -146,7 +181,10 @@ async def test_gupshup_post_status_layouts_match_fixtures(gupshup, receiver):
     cases = [
         ("failed", "v2", {}, "gupshup_message_event_failed_sync.json"),
         ("failed", "v2", {"failed_async": True}, "gupshup_message_event_failed_async.json"),
-        *[(s, "v3", {}, f"gupshup_v3_status_{s}.json") for s in ("enqueued", "sent", "delivered", "read")],
+        *[
+            (s, "v3", {}, f"gupshup_v3_status_{s}.json")
+            for s in ("enqueued", "sent", "delivered", "read")
+        ],
         ("failed", "v3", {"code": 131047}, "gupshup_v3_status_failed.json"),
     ]
     for status, layout, extra, fixture in cases:
@@ -161,7 +199,16 @@ async def test_gupshup_post_status_layouts_match_fixtures(gupshup, receiver):
     bsuid = receiver.requests[-1]["json"]["payload"]
     assert bsuid["payload"] == {"ts": 1776944126} and "ts" not in bsuid
     assert bsuid["gsId"] == mid and bsuid["userId"].startswith("IN.")
-    assert set(bsuid) == {"id", "gsId", "type", "destination", "payload", "conversation", "pricing", "userId"}
+    assert set(bsuid) == {
+        "id",
+        "gsId",
+        "type",
+        "destination",
+        "payload",
+        "conversation",
+        "pricing",
+        "userId",
+    }
 
     platform = load_fixture("gupshup/gupshup_platform_event_connectivity_check_v2.json")
     assert await gupshup.post_event(platform) == 200
@@ -172,7 +219,9 @@ async def test_gupshup_media_host(gupshup):
     data = bytes(range(256)) * 1000  # 256 KB -> several chunks
     url = gupshup.add_media(data, "audio/ogg; codecs=opus")
     expired = gupshup.add_media(b"x", "image/jpeg", expires_after_s=0)
-    assert url.startswith(f"{gupshup.url}/wa/{gupshup.app_id}/wa/media/") and url.endswith("?download=false")
+    assert url.startswith(f"{gupshup.url}/wa/{gupshup.app_id}/wa/media/") and url.endswith(
+        "?download=false"
+    )
     async with aiohttp.ClientSession() as http:
         async with http.get(url) as resp:  # no auth header at all
             assert resp.status == 200
@@ -184,9 +233,13 @@ async def test_gupshup_media_host(gupshup):
             assert resp.status == 503
         async with http.get(expired) as resp:
             assert resp.status == 404
-            assert json.loads(await resp.text()) == load_fixture("gupshup/gupshup_filemanager_invalid_media_404.json")
+            assert json.loads(await resp.text()) == load_fixture(
+                "gupshup/gupshup_filemanager_invalid_media_404.json"
+            )
         for _ in range(19):  # 20 invalid calls in total are still plain 404s
-            async with http.get(f"{gupshup.url}/wa/{gupshup.app_id}/wa/media/nope?download=false") as resp:
+            async with http.get(
+                f"{gupshup.url}/wa/{gupshup.app_id}/wa/media/nope?download=false"
+            ) as resp:
                 assert resp.status == 404
         async with http.get(expired) as resp:
             assert resp.status == 429
@@ -194,7 +247,9 @@ async def test_gupshup_media_host(gupshup):
         async with http.get(url) as resp:  # the cooldown blocks valid media too
             assert resp.status == 429
     assert body["status"] == "error"
-    assert body["message"].startswith("Api rate limit reached due to multiple invalid calls. New quota will be")
+    assert body["message"].startswith(
+        "Api rate limit reached due to multiple invalid calls. New quota will be"
+    )
 
 
 # ---------------------------------------------------------------------------- Gemini
@@ -230,8 +285,13 @@ async def test_gemini_audio_inline_v1beta(gemini, genai_client):
     client = genai_client("v1beta")
     resp = await client.aio.models.generate_content(
         model="gemini-3.5-flash",
-        contents=[types.Part.from_bytes(data=b"OggS" + bytes(400), mime_type="audio/ogg"), "Transcribe el audio."],
-        config=types.GenerateContentConfig(system_instruction="Eres un transcriptor.", temperature=0.0),
+        contents=[
+            types.Part.from_bytes(data=b"OggS" + bytes(400), mime_type="audio/ogg"),
+            "Transcribe el audio.",
+        ],
+        config=types.GenerateContentConfig(
+            system_instruction="Eres un transcriptor.", temperature=0.0
+        ),
     )
     assert resp.text == "Hola, quisiera una cita para limpieza facial mañana en la tarde"
     assert resp.usage_metadata.total_token_count == (
@@ -239,11 +299,19 @@ async def test_gemini_audio_inline_v1beta(gemini, genai_client):
     )
     call = gemini.calls[0]
     assert (call.api_version, call.model, call.mime_types, call.inline_bytes) == (
-        "v1beta", "gemini-3.5-flash", ["audio/ogg"], 404,
+        "v1beta",
+        "gemini-3.5-flash",
+        ["audio/ogg"],
+        404,
     )
-    assert call.prompts == ["Transcribe el audio."] and call.system_instruction == "Eres un transcriptor."
+    assert (
+        call.prompts == ["Transcribe el audio."]
+        and call.system_instruction == "Eres un transcriptor."
+    )
     assert gemini.requests[0]["headers"]["x-goog-api-key"] == "test-key"
-    assert shape(gemini._response(call, "x")) == shape(load_fixture("gemini/gemini_generate_content_response.json"))
+    assert shape(gemini._response(call, "x")) == shape(
+        load_fixture("gemini/gemini_generate_content_response.json")
+    )
 
 
 async def test_gemini_default_v1_image_stream_and_structured(gemini, genai_client):
@@ -252,7 +320,10 @@ async def test_gemini_default_v1_image_stream_and_structured(gemini, genai_clien
     client = genai_client()  # google-genai 3.x default: /v1/
     resp = await client.aio.models.generate_content(
         model="models/gemini-3.5-flash",
-        contents=[types.Part.from_bytes(data=b"\x89PNG" + bytes(60), mime_type="image/png"), "Describe"],
+        contents=[
+            types.Part.from_bytes(data=b"\x89PNG" + bytes(60), mime_type="image/png"),
+            "Describe",
+        ],
     )
     assert resp.text.startswith("Una lista de precios")
     assert gemini.calls[0].api_version == "v1" and gemini.calls[0].model == "gemini-3.5-flash"
@@ -261,7 +332,8 @@ async def test_gemini_default_v1_image_stream_and_structured(gemini, genai_clien
     chunks = [
         c.text
         async for c in await client.aio.models.generate_content_stream(
-            model="gemini-3.5-flash", contents=[types.Part.from_bytes(data=b"ID3", mime_type="audio/mpeg")]
+            model="gemini-3.5-flash",
+            contents=[types.Part.from_bytes(data=b"ID3", mime_type="audio/mpeg")],
         )
     ]
     assert len(chunks) == 2 and "".join(chunks) == "Quiero cancelar mi cita"
@@ -275,17 +347,23 @@ async def test_gemini_default_v1_image_stream_and_structured(gemini, genai_clien
     resp = await client.aio.models.generate_content(
         model="gemini-3.5-flash",
         contents="x",
-        config=types.GenerateContentConfig(response_mime_type="application/json", response_schema=Out),
+        config=types.GenerateContentConfig(
+            response_mime_type="application/json", response_schema=Out
+        ),
     )
     assert resp.parsed == Out(transcript="hola", urgent=True)
     gemini.responder = None
     resp = await client.aio.models.generate_content(
         model="gemini-3.5-flash",
         contents=[types.Part.from_bytes(data=b"%PDF", mime_type="application/pdf")],
-        config=types.GenerateContentConfig(response_mime_type="application/json", response_schema=Out),
+        config=types.GenerateContentConfig(
+            response_mime_type="application/json", response_schema=Out
+        ),
     )
     # Default JSON answer: the schema filled in, strings get the per-mime-type text.
-    assert resp.parsed == Out(transcript="Documento: factura de un salón de belleza, total 65 €.", urgent=False)
+    assert resp.parsed == Out(
+        transcript="Documento: factura de un salón de belleza, total 65 €.", urgent=False
+    )
 
     gemini.responder = lambda call: None  # blocked prompt: no candidates
     resp = await client.aio.models.generate_content(model="gemini-3.5-flash", contents="x")
@@ -306,7 +384,9 @@ async def test_gemini_file_upload_then_generate(gemini, genai_client):
     start = gemini.requests_to("/upload/v1beta/files")[0]
     assert start["headers"]["X-Goog-Upload-Command"] == "start"
     # Upload metadata is snake_case on the wire (like inlineData.mime_type).
-    assert start["json"] == {"file": {"display_name": "nota de voz", "mime_type": "audio/ogg", "size_bytes": 104}}
+    assert start["json"] == {
+        "file": {"display_name": "nota de voz", "mime_type": "audio/ogg", "size_bytes": 104}
+    }
     assert start["headers"]["X-Goog-Upload-Header-Content-Type"] == "audio/ogg"
     finalize = gemini.requests_to("/upload/v1beta/files")[1]
     assert finalize["headers"]["X-Goog-Upload-Command"] == "upload, finalize"
@@ -317,7 +397,9 @@ async def test_gemini_file_upload_then_generate(gemini, genai_client):
     gemini.file_processing_s = 0  # ... and ACTIVE once the processing time is over
     got = await client.aio.files.get(name=f.name)
     assert got.uri == f.uri and got.display_name == "nota de voz"
-    resp = await client.aio.models.generate_content(model="gemini-3.5-flash", contents=[f, "Transcribe"])
+    resp = await client.aio.models.generate_content(
+        model="gemini-3.5-flash", contents=[f, "Transcribe"]
+    )
     assert resp.text == "Hola, quisiera una cita para limpieza facial mañana en la tarde"
     assert gemini.calls[-1].has_file_uri and gemini.calls[-1].mime_types == ["audio/ogg"]
 
@@ -326,8 +408,15 @@ async def test_gemini_accepts_fixture_requests_in_both_casings(gemini):
     url = f"{gemini.url}/v1/models/gemini-2.5-flash:generateContent"
     camel = {
         "contents": [
-            {"parts": [{"inline_data": {"data": "T2dnUw==", "mimeType": "audio/ogg"}}], "role": "user"},
-            {"parts": [{"fileData": {"fileUri": "https://x/v1beta/files/abc", "mimeType": "video/mp4"}}]},
+            {
+                "parts": [{"inline_data": {"data": "T2dnUw==", "mimeType": "audio/ogg"}}],
+                "role": "user",
+            },
+            {
+                "parts": [
+                    {"fileData": {"fileUri": "https://x/v1beta/files/abc", "mimeType": "video/mp4"}}
+                ]
+            },
         ]
     }
     async with aiohttp.ClientSession(headers={"x-goog-api-key": "k"}) as http:
@@ -344,8 +433,16 @@ async def test_gemini_accepts_fixture_requests_in_both_casings(gemini):
     image, file_uri, mixed = gemini.calls
     assert image.mime_types == ["image/png"] and image.system_instruction == "Você é um assistente."
     assert image.generation_config == {"temperature": 0.2, "maxOutputTokens": 512}
-    assert file_uri.has_file_uri and file_uri.mime_types == ["audio/ogg"] and file_uri.inline_bytes == 0
-    assert mixed.mime_types == ["audio/ogg", "video/mp4"] and mixed.inline_bytes == 4 and mixed.has_file_uri
+    assert (
+        file_uri.has_file_uri
+        and file_uri.mime_types == ["audio/ogg"]
+        and file_uri.inline_bytes == 0
+    )
+    assert (
+        mixed.mime_types == ["audio/ogg", "video/mp4"]
+        and mixed.inline_bytes == 4
+        and mixed.has_file_uri
+    )
 
 
 async def test_gemini_errors(gemini, genai_client):
@@ -368,7 +465,9 @@ async def test_gemini_errors(gemini, genai_client):
     assert (exc.value.code, exc.value.status) == (503, "UNAVAILABLE")
 
     async with aiohttp.ClientSession() as http:  # the SDK refuses to run without a key
-        async with http.post(f"{gemini.url}/v1/models/m:generateContent", json={"contents": []}) as resp:
+        async with http.post(
+            f"{gemini.url}/v1/models/m:generateContent", json={"contents": []}
+        ) as resp:
             assert resp.status == 403
             assert (await resp.json())["error"]["status"] == "PERMISSION_DENIED"
     assert len(gemini.calls) == 0
@@ -398,8 +497,9 @@ class Reply(BaseModel):
     intent: Literal["greeting", "schedule", "other"]
 
 
-async def test_openai_pydantic_ai_tool_call_then_final_result(openai_fake, chat_model,
-                                                             allow_model_requests):
+async def test_openai_pydantic_ai_tool_call_then_final_result(
+    openai_fake, chat_model, allow_model_requests
+):
     from pydantic_ai import Agent
 
     agent = Agent(chat_model, output_type=Reply, instructions="Eres recepcionista.")
@@ -424,7 +524,9 @@ async def test_openai_pydantic_ai_tool_call_then_final_result(openai_fake, chat_
     assert tool_msg["role"] == "tool" and json.loads(tool_msg["content"]) == {"name": "Maria"}
     assert openai_fake.requests[0]["headers"]["Authorization"] == "Bearer k"
 
-    openai_fake.responder = lambda body: tool_call("final_result", reply="¡Hola!", intent="schedule")
+    openai_fake.responder = lambda body: tool_call(
+        "final_result", reply="¡Hola!", intent="schedule"
+    )
     assert (await agent.run("cita")).output == Reply(reply="¡Hola!", intent="schedule")
 
 
@@ -438,7 +540,9 @@ async def test_openai_text_shape_and_errors(openai_fake, chat_model, allow_model
     assert (await agent.run("hola")).output == "¿En qué te ayudo?"
     completion = openai_fake._completion({"model": "gpt-4o-mini", "messages": []}, text("x"))
     assert shape(completion) == shape(load_fixture("openai/openai_chat_response_text.json"))
-    completion = openai_fake._completion({"model": "gpt-4o-mini", "messages": []}, tool_call("f", a=1))
+    completion = openai_fake._completion(
+        {"model": "gpt-4o-mini", "messages": []}, tool_call("f", a=1)
+    )
     assert shape(completion) == shape(load_fixture("openai/openai_chat_response_tool_call.json"))
 
     openai_fake.fail_next(429)
@@ -452,7 +556,10 @@ async def test_openai_text_shape_and_errors(openai_fake, chat_model, allow_model
 
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{openai_fake.url}/v1/chat/completions", json={}) as resp:
-            assert resp.status == 401 and (await resp.json())["error"]["type"] == "invalid_request_error"
+            assert (
+                resp.status == 401
+                and (await resp.json())["error"]["type"] == "invalid_request_error"
+            )
 
 
 # -------------------------------------------------------------------- Supabase Storage
@@ -465,7 +572,9 @@ async def test_supabase_storage_with_real_client():
         async with sb.storage:  # closes the client's httpx session
             bucket = sb.storage.from_("chat-media")
             path = "org1/chat1/voice 1.ogg"
-            up = await bucket.upload(path, b"OggS-data", {"content-type": "audio/ogg", "upsert": "true"})
+            up = await bucket.upload(
+                path, b"OggS-data", {"content-type": "audio/ogg", "upsert": "true"}
+            )
             assert up.full_path == f"chat-media/{path}" and up.path == path
             assert fake.objects[f"chat-media/{path}"] == (b"OggS-data", "audio/ogg")
             upload_req = fake.requests_to("/storage/v1/object/chat-media/")[0]

@@ -21,30 +21,64 @@ from storage.events import decode, encode
 from tests.helpers import FIXTURES, fixture
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow, HealthCheck.data_too_large])
-BODY_NAMES = [p.name for p in sorted((FIXTURES / "gupshup").glob("*.json"))
-              if p.name.startswith(("gupshup_v2_", "gupshup_v3_", "gupshup_message_event",
-                                    "gupshup_user_event", "gupshup_platform_event"))
-              and "send_response" not in p.name]
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
+BODY_NAMES = [
+    p.name
+    for p in sorted((FIXTURES / "gupshup").glob("*.json"))
+    if p.name.startswith(
+        (
+            "gupshup_v2_",
+            "gupshup_v3_",
+            "gupshup_message_event",
+            "gupshup_user_event",
+            "gupshup_platform_event",
+        )
+    )
+    and "send_response" not in p.name
+]
 BODIES = [fixture(f"gupshup/{name}") for name in BODY_NAMES]
 # Every app the fixtures name (v2 by name, v3 by id), so their bodies get past the app check
 # and into the parsers.
-APPS = {"docdeck": "07c7c72d-20e3-4ff9-a5a1-14d1186eeec8", "DemoAPI": None, "DemoApp": None,
-        "MyBusinessApp": None, "StatusApp": "82ed52f4-30c0-4f12-81b4-e7ad07bd41de"}
+APPS = {
+    "docdeck": "07c7c72d-20e3-4ff9-a5a1-14d1186eeec8",
+    "DemoAPI": None,
+    "DemoApp": None,
+    "MyBusinessApp": None,
+    "StatusApp": "82ed52f4-30c0-4f12-81b4-e7ad07bd41de",
+}
 TOKEN = "fuzz-token-0123456789"
 
 # Text as JSON can carry it, including what nothing downstream can hold (NUL, lone surrogates).
 UNHOLDABLE = "\x00\ud800\udfff"
 texts = st.one_of(st.text(max_size=40), st.text(st.sampled_from("a " + UNHOLDABLE), max_size=8))
 scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), texts)
-json_values = st.recursive(scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=6), st.dictionaries(st.text(max_size=12) | texts, inner, max_size=6)),
-    max_leaves=40)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=6),
+        st.dictionaries(st.text(max_size=12) | texts, inner, max_size=6),
+    ),
+    max_leaves=40,
+)
 # Phone numbers in the shapes senders get wrong: with +, spaces, letters, huge, empty, numbers.
-phones = st.one_of(st.from_regex(r"\+?[0-9 ()-]{0,20}", fullmatch=True), texts,
-                   st.integers(), st.floats(), st.just(""), st.just("callbackSetPhone"))
+phones = st.one_of(
+    st.from_regex(r"\+?[0-9 ()-]{0,20}", fullmatch=True),
+    texts,
+    st.integers(),
+    st.floats(),
+    st.just(""),
+    st.just("callbackSetPhone"),
+)
 
 
 def paths(value: Any, prefix: tuple = ()) -> list[tuple]:
@@ -62,16 +96,58 @@ def paths(value: Any, prefix: tuple = ()) -> list[tuple]:
 # A value of every JSON type, for any field of any fixture: the shape that found the contact-card
 # 500 (`phones` as a number). Random replacement rarely hits a given field of a given fixture,
 # so the tests below also walk every node of every fixture with each of these.
-WRONG_TYPES: tuple[Any, ...] = (None, True, False, 0, -7, 1.5, 2**64, "", "x", [], [1], ["x"],
-                                [{}], {}, {"x": 1})
+WRONG_TYPES: tuple[Any, ...] = (
+    None,
+    True,
+    False,
+    0,
+    -7,
+    1.5,
+    2**64,
+    "",
+    "x",
+    [],
+    [1],
+    ["x"],
+    [{}],
+    {},
+    {"x": 1},
+)
 # One of each JSON type, for the walk through HTTP (where each request costs a round trip).
 ONE_OF_EACH_TYPE: tuple[Any, ...] = (None, True, 7, "x", [1], {"x": 1})
 # The fields an event cannot mean anything without: a wrong type in one of them may refuse the
 # body (a 400 naming it). Anything else is optional and may only be ignored, never cost the event.
-NEEDED = frozenset({"object", "entry", "changes", "field", "value", "messages", "statuses",
-                    "type", "payload", "id", "gsId", "gs_id", "status", "source", "from",
-                    "phone", "text", "body", "url", "latitude", "longitude",
-                    "image", "audio", "video", "document", "sticker", "location"})
+NEEDED = frozenset(
+    {
+        "object",
+        "entry",
+        "changes",
+        "field",
+        "value",
+        "messages",
+        "statuses",
+        "type",
+        "payload",
+        "id",
+        "gsId",
+        "gs_id",
+        "status",
+        "source",
+        "from",
+        "phone",
+        "text",
+        "body",
+        "url",
+        "latitude",
+        "longitude",
+        "image",
+        "audio",
+        "video",
+        "document",
+        "sticker",
+        "location",
+    }
+)
 
 
 def replaced(body: dict, where: tuple, value: Any) -> dict:
@@ -86,10 +162,12 @@ def replaced(body: dict, where: tuple, value: Any) -> dict:
 
 def retyped(body: dict, values: tuple[Any, ...]) -> list[tuple[tuple, Any, dict]]:
     """Every node of `body` replaced, one at a time, by each value that changes it."""
-    return [(where, value, replaced(body, where, value))
-            for where in paths(body)[1:]
-            for value in values
-            if json.dumps(value) != json.dumps(_at(body, where))]
+    return [
+        (where, value, replaced(body, where, value))
+        for where in paths(body)[1:]
+        for value in values
+        if json.dumps(value) != json.dumps(_at(body, where))
+    ]
 
 
 def _at(body: Any, where: tuple) -> Any:
@@ -100,7 +178,9 @@ def _at(body: Any, where: tuple) -> Any:
 
 def dotted(where: tuple) -> str:
     """A path as the parsers name it in their reasons: entry[0].changes[0].field."""
-    return "".join(f"[{step}]" if isinstance(step, int) else f".{step}" for step in where).lstrip(".")
+    return "".join(f"[{step}]" if isinstance(step, int) else f".{step}" for step in where).lstrip(
+        "."
+    )
 
 
 def is_needed(where: tuple) -> bool:
@@ -173,8 +253,11 @@ def parse_or_reason(body: dict) -> list | str:
 
 
 @FUZZ
-@given(body=st.one_of(mutated_fixture(), retyped_fixture(),
-                      json_values.filter(lambda v: isinstance(v, dict))))
+@given(
+    body=st.one_of(
+        mutated_fixture(), retyped_fixture(), json_values.filter(lambda v: isinstance(v, dict))
+    )
+)
 def test_parsers_understand_a_body_or_name_the_field_at_fault(body):
     parse_or_reason(body)
 
@@ -217,10 +300,22 @@ def parse_json_slowly(raw: bytes) -> dict | None:
 
 
 @FUZZ
-@given(raw=st.one_of(raw_bodies, st.sampled_from([
-    b'{"a": "\\u0000", "b": "\\ud83d\\ude00", "c": "\\ud800"}', b'{"n": 18446744073709551616}',
-    b'{"n": -9223372036854775809, "m": 1e400, "k": NaN}', b'{"a": 1, "a": 2}',
-    b'\xef\xbb\xbf{"a": 1}', b'{"a": "\xed\xa0\x80"}', b'{"a": [1.5, -0, -0.0, 1E2]}'])))
+@given(
+    raw=st.one_of(
+        raw_bodies,
+        st.sampled_from(
+            [
+                b'{"a": "\\u0000", "b": "\\ud83d\\ude00", "c": "\\ud800"}',
+                b'{"n": 18446744073709551616}',
+                b'{"n": -9223372036854775809, "m": 1e400, "k": NaN}',
+                b'{"a": 1, "a": 2}',
+                b'\xef\xbb\xbf{"a": 1}',
+                b'{"a": "\xed\xa0\x80"}',
+                b'{"a": [1.5, -0, -0.0, 1E2]}',
+            ]
+        ),
+    )
+)
 def test_the_fast_json_path_reads_every_body_as_json_and_clean_would(raw):
     outcome = parse_json(raw)
     expected = parse_json_slowly(raw)
@@ -240,12 +335,25 @@ def requests(draw) -> tuple[str, dict[str, str], bytes]:
         path += f"?token={token}"
     if where in ("header", "both"):
         headers["Authorization"] = draw(st.sampled_from(["Bearer ", "bearer ", "Basic "])) + token
-    headers["Content-Type"] = draw(st.sampled_from(
-        ["application/json", "text/plain", "application/x-www-form-urlencoded",
-         "application/json; charset=latin-1", "multipart/form-data; boundary=x"]))
-    body = draw(st.one_of(st.sampled_from(BODIES).map(lambda b: json.dumps(b).encode()),
-                          mutated_fixture().map(lambda b: json.dumps(b).encode()),
-                          retyped_fixture().map(lambda b: json.dumps(b).encode()), raw_bodies))
+    headers["Content-Type"] = draw(
+        st.sampled_from(
+            [
+                "application/json",
+                "text/plain",
+                "application/x-www-form-urlencoded",
+                "application/json; charset=latin-1",
+                "multipart/form-data; boundary=x",
+            ]
+        )
+    )
+    body = draw(
+        st.one_of(
+            st.sampled_from(BODIES).map(lambda b: json.dumps(b).encode()),
+            mutated_fixture().map(lambda b: json.dumps(b).encode()),
+            retyped_fixture().map(lambda b: json.dumps(b).encode()),
+            raw_bodies,
+        )
+    )
     encoding = draw(st.sampled_from([None] * 6 + ["gzip", "deflate", "br", "gzip-garbage"]))
     if encoding == "gzip":
         body, headers["Content-Encoding"] = gzip.compress(body), "gzip"
@@ -261,8 +369,10 @@ async def ingress(system, make_org):
     """One ingress for all the examples of a test, and a client that leaves bodies as sent."""
     for app, app_id in APPS.items():
         await make_org(app, token=TOKEN, app_id=app_id)
-    async with system(roles=("ingress",)) as s, aiohttp.ClientSession(
-            auto_decompress=False) as http:
+    async with (
+        system(roles=("ingress",)) as s,
+        aiohttp.ClientSession(auto_decompress=False) as http,
+    ):
         yield s.url, http, {}
 
 

@@ -17,7 +17,6 @@ from tests.graph_helpers import NOW, Chat, redis_saver
 from tests import clock
 
 
-
 @pytest.fixture
 async def clinic(deps):
     deps.clock = NOW.timestamp
@@ -32,8 +31,15 @@ async def test_recent_messages_from_redis_with_postgres_fallback(deps, clinic):
     phone = "573005550000"
     identity = await chats.upsert_identity(deps.pool, clinic, phone, None)
     for i in range(5):
-        await chats.insert_inbound(deps.pool, org=clinic, identity=identity, provider_id=f"p{i}",
-                                   message=f"mensaje {i}", processed_text=None, sent_at_ms=1000 + i)
+        await chats.insert_inbound(
+            deps.pool,
+            org=clinic,
+            identity=identity,
+            provider_id=f"p{i}",
+            message=f"mensaje {i}",
+            processed_text=None,
+            sent_at_ms=1000 + i,
+        )
     misses, hits = cache("miss"), cache("hit")
     first = await memory.recent_messages(deps.redis, deps.pool, clinic, phone, 3)
     assert first == [("user", "mensaje 2"), ("user", "mensaje 3"), ("user", "mensaje 4")]
@@ -62,13 +68,17 @@ async def test_summary_refreshed_every_k_turns_and_prompt_stays_bounded(deps, se
 
     def respond(messages, info: AgentInfo) -> ModelResponse:
         if "[agente:router]" in (info.instructions or ""):
-            return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, {"flow": "knowledge"})])
+            return ModelResponse(
+                parts=[ToolCallPart(info.output_tools[0].name, {"flow": "knowledge"})]
+            )
         sizes.append(len(info.instructions or ""))
-        return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name,
-                                                 {"reply": "Claro. " * 40, "done": True})])
+        return ModelResponse(
+            parts=[ToolCallPart(info.output_tools[0].name, {"reply": "Claro. " * 40, "done": True})]
+        )
 
     def summary(messages, info):
         from pydantic_ai.messages import TextPart
+
         return ModelResponse(parts=[TextPart("La clienta pregunta por tratamientos faciales.")])
 
     model = FunctionModel(lambda m, i: summary(m, i) if not i.output_tools else respond(m, i))
@@ -83,36 +93,69 @@ async def test_summary_refreshed_every_k_turns_and_prompt_stays_bounded(deps, se
 
 
 async def test_the_stored_summary_reaches_the_model_every_turn_even_without_a_checkpoint(
-        deps, settings, clinic, caplog):
+    deps, settings, clinic, caplog
+):
     seen: list[str] = []
 
     def respond(messages, info: AgentInfo) -> ModelResponse:
         if "[agente:router]" in (info.instructions or ""):
-            return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, {"flow": "knowledge"})])
+            return ModelResponse(
+                parts=[ToolCallPart(info.output_tools[0].name, {"flow": "knowledge"})]
+            )
         seen.append(info.instructions or "")
-        return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, {"reply": "Claro.", "done": True})])
+        return ModelResponse(
+            parts=[ToolCallPart(info.output_tools[0].name, {"reply": "Claro.", "done": True})]
+        )
 
-    chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=FunctionModel(respond)), clinic)
+    chat = Chat(
+        deps, Receptionist(deps, await redis_saver(settings), model=FunctionModel(respond)), clinic
+    )
     await chat.say("hmm")
     assert "Resumen de la conversación anterior" not in seen[-1]
-    await memory.save_summary(deps.pool, clinic, chat.identity.id, "Laura quiere un peeling en abril.", 9)
-    await deps.redis.delete(*[k async for k in deps.redis.scan_iter("checkpoint*")])  # the state expired
+    await memory.save_summary(
+        deps.pool, clinic, chat.identity.id, "Laura quiere un peeling en abril.", 9
+    )
+    await deps.redis.delete(
+        *[k async for k in deps.redis.scan_iter("checkpoint*")]
+    )  # the state expired
     caplog.set_level("INFO", logger="graph.receptionist")
     await chat.say("hmm")
     assert "Laura quiere un peeling en abril." in seen[-1]
-    context_line = next(r.getMessage() for r in caplog.records if "context: thread=" in r.getMessage())
+    context_line = next(
+        r.getMessage() for r in caplog.records if "context: thread=" in r.getMessage()
+    )
     assert f"thread={keys.checkpoint_thread(clinic, chat.phone)}" in context_line
-    assert "summary_used=True" in context_line and "messages=" in context_line and "approx_tokens=" in context_line
+    assert (
+        "summary_used=True" in context_line
+        and "messages=" in context_line
+        and "approx_tokens=" in context_line
+    )
 
 
 async def test_first_name_follows_the_contact_name(deps, clinic):
     identity = await chats.upsert_identity(deps.pool, clinic, "573005550001", None)
     await chats.save_contact_name(deps.pool, clinic, identity.contact_id, "  Ana María Pérez ")
-    assert await deps.pool.fetchval("select first_name from contacts where id = $1::uuid",
-                                    identity.contact_id) == "Ana"
-    await deps.pool.execute("update contacts set name = 'Lucía Gómez' where id = $1::uuid", identity.contact_id)
-    assert await deps.pool.fetchval("select first_name from contacts where id = $1::uuid",
-                                    identity.contact_id) == "Lucía"
-    await deps.pool.execute("update contacts set first_name = 'Lu' where id = $1::uuid", identity.contact_id)
-    assert await deps.pool.fetchval("select first_name from contacts where id = $1::uuid",
-                                    identity.contact_id) == "Lu"  # set on purpose: kept
+    assert (
+        await deps.pool.fetchval(
+            "select first_name from contacts where id = $1::uuid", identity.contact_id
+        )
+        == "Ana"
+    )
+    await deps.pool.execute(
+        "update contacts set name = 'Lucía Gómez' where id = $1::uuid", identity.contact_id
+    )
+    assert (
+        await deps.pool.fetchval(
+            "select first_name from contacts where id = $1::uuid", identity.contact_id
+        )
+        == "Lucía"
+    )
+    await deps.pool.execute(
+        "update contacts set first_name = 'Lu' where id = $1::uuid", identity.contact_id
+    )
+    assert (
+        await deps.pool.fetchval(
+            "select first_name from contacts where id = $1::uuid", identity.contact_id
+        )
+        == "Lu"
+    )  # set on purpose: kept

@@ -12,7 +12,6 @@ from tests.graph_helpers import NOW, Chat, redis_saver
 from tests import clock
 
 
-
 @pytest.fixture
 async def clinic(deps):
     deps.clock = NOW.timestamp
@@ -26,8 +25,10 @@ async def chat(deps, settings, clinic):
 
 
 async def confirmed(deps) -> list:
-    return await deps.pool.fetch("select a.starts_at, s.name from appointments a join services s "
-                                 "on s.id = a.service_id where a.status = 'confirmed' order by a.starts_at")
+    return await deps.pool.fetch(
+        "select a.starts_at, s.name from appointments a join services s "
+        "on s.id = a.service_id where a.status = 'confirmed' order by a.starts_at"
+    )
 
 
 async def test_booking_from_greeting_to_confirmation(chat, deps):
@@ -62,7 +63,9 @@ async def test_price_question_mid_booking_then_back(chat, deps):
     await chat.say("¿y cuánto cuesta la pedicure?")
     assert "$55.000" in chat.text and "horarios que te propuse" in chat.text
     assert chat.actions == []  # still in the booking, nothing re-routed or re-offered
-    await chat.say("la segunda", )
+    await chat.say(
+        "la segunda",
+    )
     await chat.say("me llamo Carlos")
     assert chat.actions == ["booked"]
     assert [r["name"] for r in await confirmed(deps)] == ["Masaje relajante"]
@@ -79,7 +82,10 @@ async def test_switching_service_mid_booking_restarts_the_choice(chat, deps):
     await chat.say("mejor una limpieza facial")
     last = chat.results[-1].actions[-1]
     assert last["action"] == "slots_proposed"
-    assert last["data"]["service"] == "Limpieza facial" and last["data"]["changed_from"] == "Masaje relajante"
+    assert (
+        last["data"]["service"] == "Limpieza facial"
+        and last["data"]["changed_from"] == "Masaje relajante"
+    )
     assert "jueves 4 de marzo" in chat.text  # the day asked for before still holds
     await chat.say("la primera")
     await chat.say("Ana")
@@ -87,9 +93,13 @@ async def test_switching_service_mid_booking_restarts_the_choice(chat, deps):
 
 
 async def statuses(deps) -> list[tuple[str, str]]:
-    return [(r["name"], r["status"]) for r in await deps.pool.fetch(
-        "select s.name, a.status from appointments a join services s on s.id = a.service_id"
-        " order by a.starts_at")]
+    return [
+        (r["name"], r["status"])
+        for r in await deps.pool.fetch(
+            "select s.name, a.status from appointments a join services s on s.id = a.service_id"
+            " order by a.starts_at"
+        )
+    ]
 
 
 async def saved_state(chat) -> dict:
@@ -108,8 +118,13 @@ async def book_manicure(chat) -> None:
 async def test_cancel_asks_first_and_cancels_on_yes(chat, deps):
     await book_manicure(chat)
     await chat.say("necesito cancelar mi cita")
-    assert chat.actions == ["routed", "appointments_listed", "cancel_confirmation_needed"], chat.text
-    assert chat.text == "¿Confirmas que cancelo tu cita de Manicure spa del viernes 5 de marzo, 3:00 p. m.?"
+    assert chat.actions == ["routed", "appointments_listed", "cancel_confirmation_needed"], (
+        chat.text
+    )
+    assert (
+        chat.text
+        == "¿Confirmas que cancelo tu cita de Manicure spa del viernes 5 de marzo, 3:00 p. m.?"
+    )
     assert await statuses(deps) == [("Manicure spa", "confirmed")]  # asking changes nothing
     await chat.say("Sí, cancélala")
     assert chat.actions == ["cancelled"], chat.text
@@ -123,8 +138,10 @@ async def test_cancel_answered_no_keeps_the_appointment(chat, deps):
     assert "¿Confirmas" in chat.text
     await chat.say("mejor no")
     assert chat.actions == ["appointments_listed"], chat.text
-    assert chat.text == ("Perfecto, no la cancelo: tu cita de Manicure spa del viernes 5 de marzo, "
-                         "3:00 p. m. sigue en pie. ¿Te ayudo con algo más?")
+    assert chat.text == (
+        "Perfecto, no la cancelo: tu cita de Manicure spa del viernes 5 de marzo, "
+        "3:00 p. m. sigue en pie. ¿Te ayudo con algo más?"
+    )
     assert (await saved_state(chat)).get("cancel_pending") is None
     await chat.say("sí")  # a later yes is not taken as the cancellation
     assert "cancelled" not in chat.actions
@@ -144,7 +161,10 @@ async def test_cancel_one_of_several_confirms_the_chosen_one(chat, deps):
     assert "quieres cancelar una cita" in chat.text and "2. Manicure spa" in chat.text
     assert "3. Hablar con una persona" in chat.text
     await chat.say("la 2")
-    assert chat.text == "¿Confirmas que cancelo tu cita de Manicure spa del viernes 5 de marzo, 3:00 p. m.?"
+    assert (
+        chat.text
+        == "¿Confirmas que cancelo tu cita de Manicure spa del viernes 5 de marzo, 3:00 p. m.?"
+    )
     assert (await saved_state(chat))["cancel_pending"]["n"] == 2
     await chat.say("mmm")  # neither yes nor no: the same question again
     assert "Manicure spa del viernes" in chat.text and "«sí» o «no»" in chat.text
@@ -169,7 +189,9 @@ async def test_cancel_confirmed_after_the_appointment_changed_lists_again(chat, 
     await book_manicure(chat)
     await chat.say("quiero cancelar mi cita")
     assert "¿Confirmas" in chat.text
-    await deps.pool.execute("update appointments set status = 'completed'")  # meanwhile, at the desk
+    await deps.pool.execute(
+        "update appointments set status = 'completed'"
+    )  # meanwhile, at the desk
     await chat.say("sí")
     assert chat.actions == ["appointments_listed"], chat.text  # the tool refused; we looked again
     assert chat.text == "No tienes citas próximas con nosotros."
@@ -230,7 +252,8 @@ async def test_questions_and_greetings_without_a_booking(chat):
 
 
 async def test_two_chats_racing_for_the_last_slot_the_held_one_is_offered_once(
-        deps, settings, clinic):
+    deps, settings, clinic
+):
     import asyncio
 
     from storage import chats as chat_store

@@ -20,30 +20,51 @@ async def one_slot_a_day(deps, make_org):
     """One masseuse, open 9:00 to 10:00 every weekday: one 60-minute slot a day."""
     deps.clock = NOW.timestamp
     org = await make_org()
-    await deps.pool.execute("insert into staff (organization_id, name) values ($1::uuid, 'Sola')", org)
-    await deps.pool.execute("insert into services (organization_id, name, duration_minutes, price) "
-                            "values ($1::uuid, 'Masaje relajante', 60, 100000)", org)
-    await deps.pool.execute("insert into business_hours (organization_id, weekday, opens, closes) "
-                            "select $1::uuid, d, '09:00', '10:00' from generate_series(0, 4) d", org)
+    await deps.pool.execute(
+        "insert into staff (organization_id, name) values ($1::uuid, 'Sola')", org
+    )
+    await deps.pool.execute(
+        "insert into services (organization_id, name, duration_minutes, price) "
+        "values ($1::uuid, 'Masaje relajante', 60, 100000)",
+        org,
+    )
+    await deps.pool.execute(
+        "insert into business_hours (organization_id, weekday, opens, closes) "
+        "select $1::uuid, d, '09:00', '10:00' from generate_series(0, 4) d",
+        org,
+    )
     return org
 
 
 async def test_two_chats_racing_for_one_slot_one_holds_it(deps):
     slot = [("staff-1", NINE, NINE + timedelta(hours=1))]
     now = int(NOW.timestamp() * 1000)
-    a, b = await asyncio.gather(*[holds.hold(deps.redis, "org", chat, slot, now_ms=now, ttl_ms=600_000)
-                                  for chat in ("chat-a", "chat-b")])
+    a, b = await asyncio.gather(
+        *[
+            holds.hold(deps.redis, "org", chat, slot, now_ms=now, ttl_ms=600_000)
+            for chat in ("chat-a", "chat-b")
+        ]
+    )
     assert sorted([a[0], b[0]]) == [False, True]
     winner, loser = ("chat-a", "chat-b") if a[0] else ("chat-b", "chat-a")
     assert await holds.held_by_others(deps.redis, "org", winner, now_ms=now) == []
-    assert [s for s, *_ in await holds.held_by_others(deps.redis, "org", loser, now_ms=now)] == ["staff-1"]
+    assert [s for s, *_ in await holds.held_by_others(deps.redis, "org", loser, now_ms=now)] == [
+        "staff-1"
+    ]
     # A half-overlapping slot of the same person is held too; another person's is free.
-    later = [("staff-1", NINE + timedelta(minutes=30), NINE + timedelta(minutes=90)),
-             ("staff-2", NINE, NINE + timedelta(hours=1))]
-    assert await holds.hold(deps.redis, "org", loser, later, now_ms=now, ttl_ms=600_000) == [False, True]
+    later = [
+        ("staff-1", NINE + timedelta(minutes=30), NINE + timedelta(minutes=90)),
+        ("staff-2", NINE, NINE + timedelta(hours=1)),
+    ]
+    assert await holds.hold(deps.redis, "org", loser, later, now_ms=now, ttl_ms=600_000) == [
+        False,
+        True,
+    ]
     # The hold expires with the clock: ten minutes later the loser can hold it.
     expired = now + 600_001
-    assert await holds.hold(deps.redis, "org", loser, slot, now_ms=expired, ttl_ms=600_000) == [True]
+    assert await holds.hold(deps.redis, "org", loser, slot, now_ms=expired, ttl_ms=600_000) == [
+        True
+    ]
     await holds.release(deps.redis, "org", loser)
     assert await holds.held_by_others(deps.redis, "org", winner, now_ms=expired) == []
 

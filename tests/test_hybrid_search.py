@@ -20,15 +20,20 @@ QUESTION = "¿dónde queda el local?"
 async def fake(allow_model_requests):
     async with FakeOpenAI() as server:
         # The fake's embedding model knows these words name the same thing: where we are.
-        server.synonyms = {"queda": "ubicacion", "ubicados": "ubicacion", "local": "ubicacion",
-                           "calle": "ubicacion"}
+        server.synonyms = {
+            "queda": "ubicacion",
+            "ubicados": "ubicacion",
+            "local": "ubicacion",
+            "calle": "ubicacion",
+        }
         yield server
 
 
 @pytest.fixture
 def embedder(fake) -> Embedder:
-    return Embedder(AsyncOpenAI(base_url=fake.url + "/v1", api_key="k", max_retries=0),
-                    "text-embedding-3-small")
+    return Embedder(
+        AsyncOpenAI(base_url=fake.url + "/v1", api_key="k", max_retries=0), "text-embedding-3-small"
+    )
 
 
 async def test_a_question_finds_an_entry_close_in_meaning(deps, fake, embedder):

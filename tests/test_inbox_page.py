@@ -20,10 +20,18 @@ CHROMEDRIVER = shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM and CHROMEDRIVER),
     reason="chromium and chromedriver not installed (Debian packages chromium and chromium-driver; "
-           ".ci/run installs them)")
+    ".ci/run installs them)",
+)
 
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+)
 PHONE = "573005550102"
 ADVISOR = "573009998877"
 ANSWER = "Hola Laura, soy Ana de la clínica: te llamo en 5 minutos."
@@ -45,10 +53,16 @@ class Customer:
 
     async def _says(self, text: str, expect: int) -> list[str]:
         before = len(self.gupshup.sent)
-        await post_webhook(self.url, text_webhook("InboxClinic", PHONE, text, f"c-{time.time_ns()}",
-                                                  clock.now_ms(), name="Laura"))
+        await post_webhook(
+            self.url,
+            text_webhook(
+                "InboxClinic", PHONE, text, f"c-{time.time_ns()}", clock.now_ms(), name="Laura"
+            ),
+        )
         sent = await self.gupshup.wait_for_sent(before + expect, timeout_s=WAIT_S)
-        return [m.message.get("text", "") for m in sent[before:] if m.destination == PHONE and m.message]
+        return [
+            m.message.get("text", "") for m in sent[before:] if m.destination == PHONE and m.message
+        ]
 
     def receives(self, text: str) -> None:
         self._run(self._receives(text))
@@ -88,34 +102,47 @@ def inbox_in_browser(url: str, token: str, customer: Customer, user_data_dir: st
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, row))
         seen["listed"] = driver.find_element(By.CSS_SELECTOR, row).text
         driver.find_element(By.CSS_SELECTOR, row).click()
-        wait.until(lambda d: d.find_element(By.ID, "state").get_attribute("data-bot-enabled") == "false")
+        wait.until(
+            lambda d: d.find_element(By.ID, "state").get_attribute("data-bot-enabled") == "false"
+        )
         seen["state"] = driver.find_element(By.ID, "state").text
 
         driver.find_element(By.ID, "text").send_keys(ANSWER)
         driver.find_element(By.ID, "send").click()
         customer.receives(ANSWER)
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '#messages .msg[data-author="staff:Ana"]'))
+        wait.until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, '#messages .msg[data-author="staff:Ana"]')
+        )
 
         driver.find_element(By.ID, "handback").click()
-        wait.until(lambda d: d.find_element(By.ID, "state").get_attribute("data-bot-enabled") == "true")
+        wait.until(
+            lambda d: d.find_element(By.ID, "state").get_attribute("data-bot-enabled") == "true"
+        )
         seen["after_handback"] = customer.says("¿cuánto cuesta la limpieza facial?", expect=1)
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '#messages .msg[data-author="bot"]'))
-        seen["authors"] = [m.get_attribute("data-author")
-                           for m in driver.find_elements(By.CSS_SELECTOR, "#messages .msg")]
+        seen["authors"] = [
+            m.get_attribute("data-author")
+            for m in driver.find_elements(By.CSS_SELECTOR, "#messages .msg")
+        ]
         return seen
     finally:
         driver.quit()
 
 
 async def test_staff_answer_and_hand_back_from_the_inbox_page(
-        deps, make_org, system, gupshup, tmp_path):
-    org = await make_org("InboxClinic", catalog=True, settings={
-        "advisor_phone": ADVISOR, "escalation_template_id": "tmpl-advisor"})
+    deps, make_org, system, gupshup, tmp_path
+):
+    org = await make_org(
+        "InboxClinic",
+        catalog=True,
+        settings={"advisor_phone": ADVISOR, "escalation_template_id": "tmpl-advisor"},
+    )
     _, token = await operators.add(deps.pool, org, "Ana")
     async with system(debounce_seconds=0.1) as s:
         customer = Customer(asyncio.get_running_loop(), s.url, gupshup)
-        seen = await asyncio.to_thread(inbox_in_browser, s.url, token, customer,
-                                       str(tmp_path / "chromium"))
+        seen = await asyncio.to_thread(
+            inbox_in_browser, s.url, token, customer, str(tmp_path / "chromium")
+        )
     assert "necesita una persona" in seen["listed"], seen
     assert "Atendido por una persona" in seen["state"], seen
     assert seen["after_handback"] and "Limpieza facial" in seen["after_handback"][0], seen

@@ -14,9 +14,14 @@ PHONE = "919876543210"
 
 def counted(kind: str, result: str) -> float:
     """Summed over organizations."""
-    return sum(sample.value for family in metrics.webhook_events.collect() for sample in family.samples
-               if sample.name == "skytide_webhook_events_total"
-               and sample.labels["kind"] == kind and sample.labels["result"] == result)
+    return sum(
+        sample.value
+        for family in metrics.webhook_events.collect()
+        for sample in family.samples
+        if sample.name == "skytide_webhook_events_total"
+        and sample.labels["kind"] == kind
+        and sample.labels["result"] == result
+    )
 
 
 async def test_malformed_json_gets_400_with_reason(system, make_org):
@@ -40,19 +45,26 @@ async def test_wrong_or_missing_token_gets_401(system, make_org):
     async with system(roles=("ingress",)) as s:
         wrong = await post_webhook(s.url, fresh("gupshup/gupshup_v2_text.json"), token="nope")
         missing = await post_webhook(s.url, fresh("gupshup/gupshup_v2_text.json"), token=None)
-        by_query = await post_webhook(s.url, fresh("gupshup/gupshup_v2_text.json"), token=None,
-                                      path="/webhooks/gupshup?token=secret-token")
+        by_query = await post_webhook(
+            s.url,
+            fresh("gupshup/gupshup_v2_text.json"),
+            token=None,
+            path="/webhooks/gupshup?token=secret-token",
+        )
     assert wrong[0] == 401 and missing[0] == 401
     assert by_query == (200, "")
 
 
 async def test_an_app_the_token_does_not_open_gets_403_and_an_inactive_one_404(
-        system, make_org, deps):
+    system, make_org, deps
+):
     org = await make_org("docdeck")
     async with system(roles=("ingress",)) as s:
         unknown = await post_webhook(s.url, fixture("gupshup/gupshup_v2_text.json", app="nobody"))
-        await deps.pool.execute("update platform_connections set is_active = false "
-                                "where organization_id = $1::uuid", org)
+        await deps.pool.execute(
+            "update platform_connections set is_active = false where organization_id = $1::uuid",
+            org,
+        )
     async with system(roles=("ingress",)) as s:  # a fresh cache sees the change at once
         inactive = await post_webhook(s.url, fresh("gupshup/gupshup_v2_text.json"))
     assert unknown[0] == 403 and "nobody" in unknown[1]
@@ -79,8 +91,13 @@ async def test_every_event_type_gets_2xx_and_is_counted(system, make_org, deps):
             fixture("gupshup/gupshup_user_event_opted_in.json", app="DemoAPI"),
             fixture("gupshup/gupshup_user_event_sandbox_start.json", app="DemoAPI"),
             fixture("gupshup/gupshup_platform_event_connectivity_check_v2.json", app="DemoAPI"),
-            {"app": "DemoAPI", "timestamp": 1, "version": 2, "type": "brand-new-type",
-             "payload": {"anything": True}},
+            {
+                "app": "DemoAPI",
+                "timestamp": 1,
+                "version": 2,
+                "type": "brand-new-type",
+                "payload": {"anything": True},
+            },
             fixture("gupshup/gupshup_v2_image.json"),
         ]
         for body in bodies:
@@ -96,8 +113,11 @@ async def test_every_event_type_gets_2xx_and_is_counted(system, make_org, deps):
 async def test_status_endpoint_shares_the_handler(system, make_org, deps):
     org = await make_org("DemoAPI")
     async with system(roles=("ingress",)) as s:
-        status, _ = await post_webhook(s.url, fixture("gupshup/gupshup_message_event_sent.json"),
-                                       path="/webhooks/gupshup/status")
+        status, _ = await post_webhook(
+            s.url,
+            fixture("gupshup/gupshup_message_event_sent.json"),
+            path="/webhooks/gupshup/status",
+        )
     assert status == 200
     assert await deps.redis.xlen(keys.stream(org, "inbound")) == 1
 
@@ -117,9 +137,10 @@ async def test_dev_chat_answers_with_the_bots_reply(system, make_org, deps):
     await make_org("DevApp")
     async with system(gupshup_api_url=None, debounce_seconds=0.1) as s:
         async with aiohttp.ClientSession() as http:
-            async with http.post(s.url + "/chat", json={
-                    "app": "DevApp", "phone": "573001112233", "name": "Ana",
-                    "text": "hola"}) as r:
+            async with http.post(
+                s.url + "/chat",
+                json={"app": "DevApp", "phone": "573001112233", "name": "Ana", "text": "hola"},
+            ) as r:
                 assert r.status == 200
                 replies = (await r.json())["replies"]
     assert len(replies) == 1 and replies[0].startswith("¡Hola")
@@ -139,8 +160,9 @@ class _TwoReplies:
 
 async def _post_chat(url: str, text: str, phone: str = "573001112244") -> tuple[int, dict]:
     async with aiohttp.ClientSession() as http:
-        async with http.post(url + "/chat", json={"app": "DevApp", "phone": phone, "name": "Ana",
-                                                  "text": text}) as r:
+        async with http.post(
+            url + "/chat", json={"app": "DevApp", "phone": phone, "name": "Ana", "text": text}
+        ) as r:
             body = await r.json()
             body.pop("handled_by", None)  # who handled the turn: tested with the chat page
             return r.status, body
@@ -168,9 +190,17 @@ class _ConfirmationFirst:
         from storage import streams
         from storage.events import OutboundMessage
 
-        await streams.publish(self.redis, OutboundMessage(
-            org=turn.org, phone=turn.chat, idempotency_key=f"job-{turn.turn_id}",
-            text="✅ Cita confirmada", purpose="confirmation"), "outbound")
+        await streams.publish(
+            self.redis,
+            OutboundMessage(
+                org=turn.org,
+                phone=turn.chat,
+                idempotency_key=f"job-{turn.turn_id}",
+                text="✅ Cita confirmada",
+                purpose="confirmation",
+            ),
+            "outbound",
+        )
         return TurnResult(replies=[f"respuesta: {turn.texts[-1]}"])
 
 
@@ -202,9 +232,14 @@ async def test_a_body_that_arrives_in_pieces_is_read_whole(system, make_org, dep
     async with system(roles=("ingress",)) as s:
         host, port = s.url.removeprefix("http://").split(":")
         reader, writer = await asyncio.open_connection(host, int(port))
-        writer.write((f"POST /webhooks/gupshup?token=secret-token HTTP/1.1\r\nHost: x\r\n"
-                      f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
-                      "Connection: close\r\n\r\n").encode() + data[:700])
+        writer.write(
+            (
+                f"POST /webhooks/gupshup?token=secret-token HTTP/1.1\r\nHost: x\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+                "Connection: close\r\n\r\n"
+            ).encode()
+            + data[:700]
+        )
         await writer.drain()
         await asyncio.sleep(0.1)
         writer.write(data[700:])

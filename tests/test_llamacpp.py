@@ -50,8 +50,13 @@ async def llama_server():
     """The server in a process of its own; its OpenAI base URL and the model name it reports."""
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.llamacpp", str(port),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "tests.llamacpp",
+        str(port),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     # Both pipes are read to the end, or a full pipe would stop the server mid-request; stderr,
     # where it logs, is kept for the failure message.
     stderr_tail = asyncio.create_task(proc.stderr.read())
@@ -80,41 +85,66 @@ async def llama_server():
             # The server's side of each request (prompt and generation speed, cancellations):
             # shown with the test's log when it fails, and with --log-cli-level=WARNING.
             lines = stderr_tail.result().decode(errors="replace").splitlines()
-            log.warning("llama.cpp server:\n%s", "\n".join(
-                line for line in lines if "print_timing" in line or "cancel" in line or " E " in line))
+            log.warning(
+                "llama.cpp server:\n%s",
+                "\n".join(
+                    line
+                    for line in lines
+                    if "print_timing" in line or "cancel" in line or " E " in line
+                ),
+            )
         stderr_tail.cancel()
         if stdout_rest is not None:
             stdout_rest.cancel()
 
 
 async def test_a_real_small_model_answers_every_turn_once(
-        system, make_org, gupshup, deps, allow_model_requests, llama_server):
+    system, make_org, gupshup, deps, allow_model_requests, llama_server
+):
     base_url, model = llama_server
     org = await make_org("clinic", catalog=True)
-    overrides = {"llm_model": f"openai:{model}", "openai_base_url": base_url, "openai_api_key": "none",
-                 "llm_max_tokens": MAX_TOKENS, "llm_turn_timeout_s": TURN_TIMEOUT_S,
-                 # Every new conversation goes through the model router too, not keywords.
-                 "router_keywords": False, "debounce_seconds": 0.1}
+    overrides = {
+        "llm_model": f"openai:{model}",
+        "openai_base_url": base_url,
+        "openai_api_key": "none",
+        "llm_max_tokens": MAX_TOKENS,
+        "llm_turn_timeout_s": TURN_TIMEOUT_S,
+        # Every new conversation goes through the model router too, not keywords.
+        "router_keywords": False,
+        "debounce_seconds": 0.1,
+    }
     outcomes = []
     async with system(**overrides) as s:
         for i, text in enumerate(TURNS):
             before = len(gupshup.sent)
             started = time.monotonic()
-            status, _ = await post_webhook(s.url, text_webhook("clinic", PHONE, text, f"llama-{i}",
-                                                               clock.now_ms()))
+            status, _ = await post_webhook(
+                s.url, text_webhook("clinic", PHONE, text, f"llama-{i}", clock.now_ms())
+            )
             assert status == 200
             sent = await gupshup.wait_for_sent(before + 1, timeout_s=REPLY_GUARD_S)
             await eventually(lambda: settled(deps.redis, org), timeout_s=REPLY_GUARD_S)
-            replies = [(m.message or {}).get("text", "") for m in gupshup.sent[before:]
-                       if m.destination == PHONE]
+            replies = [
+                (m.message or {}).get("text", "")
+                for m in gupshup.sent[before:]
+                if m.destination == PHONE
+            ]
             assert replies and all(r.strip() for r in replies), (text, sent[before:])
-            outcomes.append((text, round(time.monotonic() - started, 1),
-                             "apology" if replies == [APOLOGY] else "model", replies))
+            outcomes.append(
+                (
+                    text,
+                    round(time.monotonic() - started, 1),
+                    "apology" if replies == [APOLOGY] else "model",
+                    replies,
+                )
+            )
     # Measured, not asserted: how long each turn took and whose words it sent.
     log.warning("llama.cpp turns: %s", json.dumps(outcomes, ensure_ascii=False))
     rows = await deps.pool.fetch(
         "select provider_message_id from chat_messages where organization_id = $1::uuid"
-        " and direction = 'outbound'", org)
+        " and direction = 'outbound'",
+        org,
+    )
     # Nothing sent twice: every send at Gupshup is one outgoing message of its own.
     sent_ids = [m.message_id for m in gupshup.sent]
     assert len(sent_ids) == len(set(sent_ids)) == len(rows)
@@ -123,7 +153,8 @@ async def test_a_real_small_model_answers_every_turn_once(
 
 
 async def test_the_servers_tool_calls_fail_only_in_ways_a_turn_answers(
-        settings, allow_model_requests, llama_server):
+    settings, allow_model_requests, llama_server
+):
     """The production client against the real server, on a prompt small enough to be read fast
     on a busy machine: a reply, or an AgentRunError that the receptionist turns into the apology
     (a missing call, a call cut off by max_tokens, arguments that fail validation). Never
@@ -132,16 +163,29 @@ async def test_the_servers_tool_calls_fail_only_in_ways_a_turn_answers(
     base_url, model_name = llama_server
     # The client's request timeout is the turn timeout: this test is about what the server
     # answers, not how fast, so it waits as long as the hang guard.
-    model = build_model(settings.model_copy(update={
-        "llm_model": f"openai:{model_name}", "openai_base_url": base_url, "openai_api_key": "none",
-        "llm_max_tokens": MAX_TOKENS, "llm_turn_timeout_s": REPLY_GUARD_S * 2}))
+    model = build_model(
+        settings.model_copy(
+            update={
+                "llm_model": f"openai:{model_name}",
+                "openai_base_url": base_url,
+                "openai_api_key": "none",
+                "llm_max_tokens": MAX_TOKENS,
+                "llm_turn_timeout_s": REPLY_GUARD_S * 2,
+            }
+        )
+    )
 
     def price(service: str) -> str:
         """El precio de un servicio de la clínica."""
         return f"{service}: 120.000 COP"
 
-    agent = Agent(model, output_type=ExpertReply, tools=[price], retries=1,
-                  instructions="Eres la recepcionista de una clínica. Usa price y responde con final_result.")
+    agent = Agent(
+        model,
+        output_type=ExpertReply,
+        tools=[price],
+        retries=1,
+        instructions="Eres la recepcionista de una clínica. Usa price y responde con final_result.",
+    )
     outcomes = []
     try:
         for prompt in ("¿cuánto cuesta la limpieza facial?", "hola"):

@@ -28,7 +28,10 @@ def test_every_dependency_is_pinned_with_a_hash_in_its_lock():
     extras = project["optional-dependencies"]
     wanted = {
         "requirements.lock": project["dependencies"],
-        "requirements-dev.lock": project["dependencies"] + extras["dev"] + extras["test"] + extras["llm"],
+        "requirements-dev.lock": project["dependencies"]
+        + extras["dev"]
+        + extras["test"]
+        + extras["llm"],
     }
     for lock, requirements in wanted.items():
         text = (ROOT / lock).read_text()

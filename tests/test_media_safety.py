@@ -58,8 +58,9 @@ class Host:
 
 
 def downloader(allowed: str, **kw) -> MediaDownloader:
-    return MediaDownloader(Settings(media_allowed_hosts=allowed, media_retry_base_s=0.01,
-                                    media_timeout_s=5, **kw))
+    return MediaDownloader(
+        Settings(media_allowed_hosts=allowed, media_retry_base_s=0.01, media_timeout_s=5, **kw)
+    )
 
 
 async def fetch(d: MediaDownloader, url: str, tmp_path) -> bytes:
@@ -85,11 +86,13 @@ async def test_a_listed_host_is_fetched(tmp_path):
 
 async def test_redirects_are_checked_against_the_list(tmp_path):
     async with Host() as host:
-        inside = await fetch(downloader("127.0.0.1"), f"{host.url}/to/http://127.0.0.1:PORT/file",
-                             tmp_path)
+        inside = await fetch(
+            downloader("127.0.0.1"), f"{host.url}/to/http://127.0.0.1:PORT/file", tmp_path
+        )
         with pytest.raises(MediaUnavailable) as outside:
-            await fetch(downloader("127.0.0.1"), f"{host.url}/to/http://localhost:PORT/file",
-                        tmp_path)
+            await fetch(
+                downloader("127.0.0.1"), f"{host.url}/to/http://localhost:PORT/file", tmp_path
+            )
         assert inside == DATA and outside.value.reason == "refused"
         assert host.hits.count("/file") == 1
 
@@ -100,8 +103,12 @@ async def test_a_listed_name_that_resolves_to_a_loopback_address_is_refused(tmp_
         with pytest.raises(MediaUnavailable) as refused:
             await fetch(downloader("localhost"), f"http://localhost:{host.port}/file", tmp_path)
         assert refused.value.reason == "refused" and host.hits == []
-        for bad in ("ftp://127.0.0.1/file", "file:///etc/passwd", "http://[::1]/file",
-                    "http://169.254.169.254/latest/meta-data/"):
+        for bad in (
+            "ftp://127.0.0.1/file",
+            "file:///etc/passwd",
+            "http://[::1]/file",
+            "http://169.254.169.254/latest/meta-data/",
+        ):
             with pytest.raises(MediaUnavailable) as exc:
                 await fetch(downloader("localhost,*.gupshup.io"), bad, tmp_path)
             assert exc.value.reason == "refused"

@@ -32,7 +32,9 @@ async def test_stream_backlog_pending_and_dead_letters_are_read_when_scraped(dep
     stream = keys.stream(org, "inbound")
     await ensure_group(deps.redis, stream, "enrich")
     for n in range(5):
-        await deps.redis.xadd(stream, encode(StatusEvent(org=org, provider_id=f"p{n}", status="read", at_ms=n)))
+        await deps.redis.xadd(
+            stream, encode(StatusEvent(org=org, provider_id=f"p{n}", status="read", at_ms=n))
+        )
     await deps.redis.xreadgroup("enrich", "w1", {stream: ">"}, count=2)  # read, not acknowledged
     await deps.redis.xadd(keys.dead_letters(org), {"stage": "enrich", "error": "boom"})
     remove = metrics.add_sampler(StreamStats(deps.redis, ["enrich", "agent"]))
@@ -51,7 +53,9 @@ async def test_stream_backlog_pending_and_dead_letters_are_read_when_scraped(dep
 async def test_a_redis_that_does_not_answer_is_down_in_readiness_and_metrics(deps):
     dead = create_redis(f"redis://127.0.0.1:{free_port()}", wait_s=1)
     try:
-        checks = await health.check(Deps(settings=deps.settings, redis=dead, pool=deps.pool, http=deps.http))
+        checks = await health.check(
+            Deps(settings=deps.settings, redis=dead, pool=deps.pool, http=deps.http)
+        )
     finally:
         await dead.aclose()
     assert checks["postgres"] == "ok" and checks["redis"].startswith("error: ConnectionError")
@@ -61,8 +65,11 @@ async def test_a_redis_that_does_not_answer_is_down_in_readiness_and_metrics(dep
 
 
 async def test_model_requests_tokens_and_cost_by_organization_and_model(
-        deps, settings, clinic, fake_openai, openai_model):  # noqa: F811
-    fake_openai.script(tool_call("final_result", reply="Abrimos de 8 a 6.", done=True, handoff=None))
+    deps, settings, clinic, fake_openai, openai_model
+):  # noqa: F811
+    fake_openai.script(
+        tool_call("final_result", reply="Abrimos de 8 a 6.", done=True, handoff=None)
+    )
     labels = {"org": clinic, "model": "gpt-4o-mini"}
     chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=openai_model), clinic)
     await chat.say("¿a qué hora abren?")  # keyword-routed to the knowledge expert: one request
@@ -77,7 +84,9 @@ async def test_model_requests_tokens_and_cost_by_organization_and_model(
 
 
 def test_llm_prices_override_and_unpriced_models():
-    assert metrics.cost_usd({"my-llama": (1.0, 2.0)}, "openai", "my-llama", 1_000_000, 500_000) == 2.0
+    assert (
+        metrics.cost_usd({"my-llama": (1.0, 2.0)}, "openai", "my-llama", 1_000_000, 500_000) == 2.0
+    )
     assert metrics.cost_usd({}, "openai", "my-llama", 1000, 1000) == 0.0  # unknown: no guess
     assert metrics.cost_usd({}, "function", "offline-es", 1000, 1000) == 0.0
     assert metrics.cost_usd({}, "google", "gemini-2.5-flash", 1_000_000, 0) > 0
@@ -87,13 +96,17 @@ def test_json_log_lines_carry_the_bound_context_and_drop_it_after():
     formatter = JsonFormatter()
 
     def line(msg: str) -> dict:
-        return json.loads(formatter.format(logging.LogRecord("t", logging.INFO, __file__, 1, msg, (), None)))
+        return json.loads(
+            formatter.format(logging.LogRecord("t", logging.INFO, __file__, 1, msg, (), None))
+        )
 
     with bound(org_id="o1", chat_id="573001", turn_id="t1"):
         with bound(tool_call_id="call_1", thread_id=None):
             inner = line("in a tool")
         outer = line("after the tool")
-    assert inner["org_id"] == "o1" and inner["tool_call_id"] == "call_1" and "thread_id" not in inner
+    assert (
+        inner["org_id"] == "o1" and inner["tool_call_id"] == "call_1" and "thread_id" not in inner
+    )
     assert outer["turn_id"] == "t1" and "tool_call_id" not in outer
     assert "org_id" not in line("outside")
 
@@ -102,14 +115,17 @@ def test_otlp_headers_parse_as_the_opentelemetry_variable_says():
     from ops.tracing import parse_headers
 
     assert parse_headers("Authorization=Basic%20cGs6c2s=,x-tenant = clinic") == {
-        "Authorization": "Basic cGs6c2s=", "x-tenant": "clinic"}
+        "Authorization": "Basic cGs6c2s=",
+        "x-tenant": "clinic",
+    }
     assert parse_headers(None) == {} and parse_headers("") == {}
     with pytest.raises(ValueError, match="not key=value"):
         parse_headers("Authorization")
 
 
 async def test_a_failed_model_run_still_counts_its_requests_and_tokens(
-        deps, settings, clinic, fake_openai, openai_model):  # noqa: F811
+    deps, settings, clinic, fake_openai, openai_model
+):  # noqa: F811
     deps.settings = deps.settings.model_copy(update={"router_keywords": False})
     fake_openai.script(text("no sé"), text("tampoco"))  # the router's output is invalid twice
     chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=openai_model), clinic)

@@ -22,13 +22,16 @@ STAGES = ("enrich", "agent", "sender")
 
 
 def claimed() -> dict[str, float]:
-    return {stage: metrics.REGISTRY.get_sample_value("skytide_stage_claimed_total",
-                                                     {"stage": stage}) or 0.0
-            for stage in STAGES}
+    return {
+        stage: metrics.REGISTRY.get_sample_value("skytide_stage_claimed_total", {"stage": stage})
+        or 0.0
+        for stage in STAGES
+    }
 
 
 async def test_hundreds_of_single_message_chats_are_answered_without_a_claim(
-        system, make_org, gupshup):
+    system, make_org, gupshup
+):
     apps = [f"stall-{i}" for i in range(ORGS)]
     for app in apps:
         await make_org(app)
@@ -38,8 +41,9 @@ async def test_hundreds_of_single_message_chats_are_answered_without_a_claim(
         gate = asyncio.Semaphore(16)
 
         async def send(i: int) -> None:
-            body = text_webhook(apps[i % ORGS], f"5215500{i:06d}", "hola", f"stall-msg-{i}",
-                                clock.now_ms())
+            body = text_webhook(
+                apps[i % ORGS], f"5215500{i:06d}", "hola", f"stall-msg-{i}", clock.now_ms()
+            )
             async with gate:
                 assert (await post_webhook(s.url, body))[0] == 200
 

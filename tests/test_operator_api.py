@@ -30,11 +30,16 @@ class OperatorClient:
     def __init__(self, url: str, token: str) -> None:
         self.url, self.token = url + "/operator/v1", token
 
-    async def call(self, method: str, path: str, body: Any = None,
-                   headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    async def call(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
         async with aiohttp.ClientSession() as session:
-            async with session.request(method, self.url + path, json=body, headers={
-                    "Authorization": f"Bearer {self.token}", **(headers or {})}) as response:
+            async with session.request(
+                method,
+                self.url + path,
+                json=body,
+                headers={"Authorization": f"Bearer {self.token}", **(headers or {})},
+            ) as response:
                 return response.status, await response.json()
 
     async def chat(self, phone: str = PHONE) -> dict:
@@ -43,16 +48,20 @@ class OperatorClient:
         return body
 
 
-async def say(url: str, gupshup, text: str, expect: int = 1, phone: str = PHONE,
-              app: str = "DemoClinic") -> list[str]:
+async def say(
+    url: str, gupshup, text: str, expect: int = 1, phone: str = PHONE, app: str = "DemoClinic"
+) -> list[str]:
     """The customer writes; the texts sent back to them once `expect` more messages went out."""
     before = len(gupshup.sent)
-    await post_webhook(url, text_webhook(app, phone, text, f"c-{time.time_ns()}",
-                                         clock.now_ms(), name="Laura"))
+    await post_webhook(
+        url, text_webhook(app, phone, text, f"c-{time.time_ns()}", clock.now_ms(), name="Laura")
+    )
     if not expect:
         return []
     sent = await gupshup.wait_for_sent(before + expect, timeout_s=15)
-    return [m.message.get("text", "") for m in sent[before:] if m.destination == phone and m.message]
+    return [
+        m.message.get("text", "") for m in sent[before:] if m.destination == phone and m.message
+    ]
 
 
 async def test_operator_tokens_are_made_revoked_and_listed_with_the_command(deps, make_org, system):
@@ -63,7 +72,9 @@ async def test_operator_tokens_are_made_revoked_and_listed_with_the_command(deps
     assert made.returncode == 0, made.stderr
     token = next(line.split()[1] for line in made.stdout.splitlines() if line.startswith("token: "))
     operator_id = made.stdout.split()[1]
-    stored = await deps.pool.fetchrow("select * from operator_tokens where id = $1::uuid", operator_id)
+    stored = await deps.pool.fetchrow(
+        "select * from operator_tokens where id = $1::uuid", operator_id
+    )
     assert stored["token_sha256"] == operators.digest(token)
     assert token not in str(dict(stored))  # only the digest is kept
     async with system() as s:
@@ -71,12 +82,16 @@ async def test_operator_tokens_are_made_revoked_and_listed_with_the_command(deps
         # The webhook token is Gupshup's, not an operator's; a made-up one opens nothing either.
         for wrong in ("secret-token", "sko_" + "x" * 43, ""):
             assert (await OperatorClient(s.url, wrong).call("GET", "/chats"))[0] == 401
-        revoked = await in_thread(cli, deps.settings, "operator", "revoke", "--org", org, "--id", operator_id)
+        revoked = await in_thread(
+            cli, deps.settings, "operator", "revoke", "--org", org, "--id", operator_id
+        )
         assert revoked.returncode == 0, revoked.stderr
         assert (await OperatorClient(s.url, token).call("GET", "/chats"))[0] == 401
     listed = await in_thread(cli, deps.settings, "operator", "list", "--org", org)
     assert "Ana  revoked" in listed.stdout, listed.stdout
-    again = await in_thread(cli, deps.settings, "operator", "revoke", "--org", org, "--id", operator_id)
+    again = await in_thread(
+        cli, deps.settings, "operator", "revoke", "--org", org, "--id", operator_id
+    )
     assert again.returncode == 1
 
 
@@ -96,7 +111,8 @@ async def test_a_chat_of_another_organization_is_not_found(deps, make_org, syste
 
 
 async def test_staff_answer_as_the_clinic_and_hand_back_to_a_bot_that_knows_what_they_said(
-        deps, make_org, system, gupshup):
+    deps, make_org, system, gupshup
+):
     org = await make_org("DemoClinic", catalog=True, settings=ESCALATING)
     _, token = await operators.add(deps.pool, org, "Ana")
     async with system(debounce_seconds=0.1) as s:
@@ -104,19 +120,28 @@ async def test_staff_answer_as_the_clinic_and_hand_back_to_a_bot_that_knows_what
         await say(s.url, gupshup, "quiero hablar con una persona", expect=2)  # advisor + customer
         await say(s.url, gupshup, "¿hay alguien?", expect=0)
         listed = await eventually(lambda: _waiting(api))
-        assert listed["phone"] == PHONE and listed["needs_person"] and listed["waiting_s"] is not None
+        assert (
+            listed["phone"] == PHONE and listed["needs_person"] and listed["waiting_s"] is not None
+        )
         assert listed["paused"]["reason"] == "escalated to an advisor"
 
         before = len(gupshup.sent)
-        status, queued = await api.call("POST", f"/chats/{PHONE}/messages",
-                                        {"text": "Hola Laura, soy Ana. Te guardo el jueves a las 3 pm."},
-                                        headers={"Idempotency-Key": "answer-1"})
+        status, queued = await api.call(
+            "POST",
+            f"/chats/{PHONE}/messages",
+            {"text": "Hola Laura, soy Ana. Te guardo el jueves a las 3 pm."},
+            headers={"Idempotency-Key": "answer-1"},
+        )
         assert status == 202, queued
         sent = await gupshup.wait_for_sent(before + 1)
         assert sent[-1].destination == PHONE and "soy Ana" in sent[-1].message["text"]
         # A retried POST with the same key sends nothing more.
-        await api.call("POST", f"/chats/{PHONE}/messages", {"text": "Hola Laura, soy Ana. Te guardo "
-                       "el jueves a las 3 pm."}, headers={"Idempotency-Key": "answer-1"})
+        await api.call(
+            "POST",
+            f"/chats/{PHONE}/messages",
+            {"text": "Hola Laura, soy Ana. Te guardo el jueves a las 3 pm."},
+            headers={"Idempotency-Key": "answer-1"},
+        )
         chat = await eventually(lambda: _with_author(api, "staff:Ana"))
         assert [m["author"] for m in chat["messages"]][:1] == ["customer"]
         assert "system" in [m["author"] for m in chat["messages"]]  # the escalation notice
@@ -129,15 +154,20 @@ async def test_staff_answer_as_the_clinic_and_hand_back_to_a_bot_that_knows_what
     rows = await deps.pool.fetch(
         "select direction, author from chat_messages m where organization_id = $1::uuid"
         " and chat_identity_id = (select id from chat_identities where phone = $2"
-        " and organization_id = $1::uuid) order by created_at", org, PHONE)
+        " and organization_id = $1::uuid) order by created_at",
+        org,
+        PHONE,
+    )
     authors = [r["author"] for r in rows]
     assert authors[-1] == "bot" and authors.index("staff:Ana") < len(authors) - 2
     # What the bot read on its turn after the hand-back: the staff's words, as the clinic's.
     recent = await memory.recent_messages(deps.redis, deps.pool, org, PHONE, 10)
     assert ("staff", "Hola Laura, soy Ana. Te guardo el jueves a las 3 pm.") in recent
     await deps.redis.delete(f"{{{org}}}:recent:{PHONE}")  # rebuilt from PostgreSQL the same way
-    assert ("staff", "Hola Laura, soy Ana. Te guardo el jueves a las 3 pm.") in \
-        await memory.recent_messages(deps.redis, deps.pool, org, PHONE, 10)
+    assert (
+        "staff",
+        "Hola Laura, soy Ana. Te guardo el jueves a las 3 pm.",
+    ) in await memory.recent_messages(deps.redis, deps.pool, org, PHONE, 10)
     assert "Equipo de la clínica (una persona): Hola Laura, soy Ana" in _rendered(recent)
 
 
@@ -159,8 +189,11 @@ async def test_take_over_keeps_the_bot_quiet_and_says_who_and_why(deps, make_org
 
 
 async def test_the_advisor_and_staff_phones_are_never_answered_nor_contacts(
-        deps, make_org, system, gupshup):
-    org = await make_org("DemoClinic", catalog=True, settings={**ESCALATING, "staff_phones": [STAFF]})
+    deps, make_org, system, gupshup
+):
+    org = await make_org(
+        "DemoClinic", catalog=True, settings={**ESCALATING, "staff_phones": [STAFF]}
+    )
     _, token = await operators.add(deps.pool, org, "Ana")
     async with system(debounce_seconds=0.1) as s:
         await say(s.url, gupshup, "quiero hablar con una persona", expect=2)
@@ -183,18 +216,24 @@ async def test_the_advisor_and_staff_phones_are_never_answered_nor_contacts(
         assert (await api.call("GET", "/chats"))[1]["chats"][0]["phone"] == PHONE
     assert len(gupshup.sent) == before, [m.destination for m in gupshup.sent[before:]]
     assert {c["phone"] for c in staff_chats} == {ADVISOR, STAFF}
-    contacts = await deps.pool.fetch("select phone from contacts where organization_id = $1::uuid", org)
+    contacts = await deps.pool.fetch(
+        "select phone from contacts where organization_id = $1::uuid", org
+    )
     assert [c["phone"] for c in contacts] == [PHONE]  # the advisor got the template, not a contact
 
 
-async def test_a_staff_message_is_refused_when_the_contact_opted_out(deps, make_org, system, gupshup):
+async def test_a_staff_message_is_refused_when_the_contact_opted_out(
+    deps, make_org, system, gupshup
+):
     org = await make_org("DemoClinic", catalog=True)
     _, token = await operators.add(deps.pool, org, "Ana")
     async with system(debounce_seconds=0.1) as s:
         await say(s.url, gupshup, "STOP", expect=1)  # the opt-out confirmation
         api = OperatorClient(s.url, token)
         before = len(gupshup.sent)
-        assert (await api.call("POST", f"/chats/{PHONE}/messages", {"text": "¿sigues ahí?"}))[0] == 202
+        assert (await api.call("POST", f"/chats/{PHONE}/messages", {"text": "¿sigues ahí?"}))[
+            0
+        ] == 202
         chat = await eventually(lambda: _dropped(api))
     assert chat["dropped"] == "contact opted out" and len(gupshup.sent) == before
 
@@ -215,8 +254,13 @@ async def _last_from_customer(api: OperatorClient) -> dict | None:
 
 
 async def _staff_chats(api: OperatorClient, n: int) -> list[dict] | None:
-    found = [c for c in (await api.call("GET", "/chats"))[1]["chats"] if c["kind"] == "staff"
-             and c["last_message"] and c["last_message"]["author"].startswith("staff:")]
+    found = [
+        c
+        for c in (await api.call("GET", "/chats"))[1]["chats"]
+        if c["kind"] == "staff"
+        and c["last_message"]
+        and c["last_message"]["author"].startswith("staff:")
+    ]
     return found if len(found) >= n else None
 
 
@@ -235,7 +279,8 @@ def _rendered(recent: list[tuple[str, str]]) -> str:
 
 
 async def test_a_voice_note_is_read_with_its_transcript_and_its_file(
-        media_system, make_org, gupshup, deps):
+    media_system, make_org, gupshup, deps
+):
     org = await make_org(APP, app_id=APP_ID)
     other = await make_org("OtherClinic", token="other-clinic-token")
     _, token = await operators.add(deps.pool, org, "Ana")
@@ -248,12 +293,14 @@ async def test_a_voice_note_is_read_with_its_transcript_and_its_file(
         [note] = [m for m in chat["messages"] if m["media"]]
         assert note["media"]["transcript"] == f"[nota de voz] {DEFAULT_TRANSCRIPT}"
         async with aiohttp.ClientSession() as http:
-            async with http.get(s.url + note["media"]["link"],
-                                headers={"Authorization": f"Bearer {token}"}) as response:
+            async with http.get(
+                s.url + note["media"]["link"], headers={"Authorization": f"Bearer {token}"}
+            ) as response:
                 assert response.status == 200 and await response.read() == data
                 assert response.headers["Content-Type"].startswith("audio/ogg")
-            async with http.get(s.url + note["media"]["link"],
-                                headers={"Authorization": f"Bearer {stranger}"}) as response:
+            async with http.get(
+                s.url + note["media"]["link"], headers={"Authorization": f"Bearer {stranger}"}
+            ) as response:
                 assert response.status == 404
 
 
@@ -264,7 +311,10 @@ async def test_a_media_link_in_supabase_storage_is_a_short_lived_signed_url(tmp_
     async def one_chunk():
         yield b"OggS voice"
 
-    async with FakeSupabaseStorage(api_key="service-role-key") as fake, aiohttp.ClientSession() as http:
+    async with (
+        FakeSupabaseStorage(api_key="service-role-key") as fake,
+        aiohttp.ClientSession() as http,
+    ):
         store = SupabaseMediaStore(http, fake.url, "service-role-key", spool_dir=tmp_path)
         await store.save("org/chat/m.ogg", one_chunk(), "audio/ogg", 100)
         link = await store.signed_url("org/chat/m.ogg", 300)
@@ -286,14 +336,22 @@ async def test_the_model_reads_a_staff_answer_as_the_clinics_words_not_its_own(d
 
     def respond(messages, info: AgentInfo) -> ModelResponse:
         if "[agente:router]" in (info.instructions or ""):
-            return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, {"flow": "knowledge"})])
+            return ModelResponse(
+                parts=[ToolCallPart(info.output_tools[0].name, {"flow": "knowledge"})]
+            )
         seen.append(info.instructions or "")
-        return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, {"reply": "Claro.", "done": True})])
+        return ModelResponse(
+            parts=[ToolCallPart(info.output_tools[0].name, {"reply": "Claro.", "done": True})]
+        )
 
-    chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=FunctionModel(respond)), clinic)
+    chat = Chat(
+        deps, Receptionist(deps, await redis_saver(settings), model=FunctionModel(respond)), clinic
+    )
     await chat.say("hola")
     # What the sender records once a person's message is accepted (author staff:<name>).
-    await memory.remember(deps.redis, clinic, chat.phone, "staff", "Te guardé el jueves a las 3 pm.")
+    await memory.remember(
+        deps.redis, clinic, chat.phone, "staff", "Te guardé el jueves a las 3 pm."
+    )
     await chat.say("perfecto, ¿y cuánto cuesta?")
     assert "Equipo de la clínica (una persona): Te guardé el jueves a las 3 pm." in seen[-1]
     assert "Tú: Te guardé" not in seen[-1]

@@ -32,7 +32,8 @@ async def _answered(gupshup, phones: list[str]) -> dict[str, int]:
 
 
 async def test_postgres_stopped_mid_flow_every_message_is_answered_once_none_dead_lettered(
-        system, make_org, gupshup, deps, embedded):
+    system, make_org, gupshup, deps, embedded
+):
     org = await make_org("clinic")
     before = _counted("outage_retries", "enrich", "postgres")
     phones = [f"5730000{i:05d}" for i in range(12)]
@@ -47,15 +48,19 @@ async def test_postgres_stopped_mid_flow_every_message_is_answered_once_none_dea
             # and the stages meet a PostgreSQL that is not there.
             for i, phone in enumerate(phones[4:]):
                 status, _ = await post_webhook(
-                    s.url, text_webhook("clinic", phone, "hola", f"during-{i}", now_ms))
+                    s.url, text_webhook("clinic", phone, "hola", f"during-{i}", now_ms)
+                )
                 assert status == 200
-            await eventually(lambda: _more_than(before, "outage_retries", "enrich", "postgres"),
-                             timeout_s=20)
+            await eventually(
+                lambda: _more_than(before, "outage_retries", "enrich", "postgres"), timeout_s=20
+            )
             async with aiohttp.ClientSession() as http, http.get(s.url + "/readyz") as r:
                 readiness = await r.json()
             assert r.status == 503 and readiness["postgres"].startswith("error")
             assert "postgres" in readiness["dependencies_down"]
-            await asyncio.sleep(2)  # far longer than the 4 attempts x 0.2 s that used to dead-letter
+            await asyncio.sleep(
+                2
+            )  # far longer than the 4 attempts x 0.2 s that used to dead-letter
         finally:
             await in_thread(embedded["postgres"].resume)
         await gupshup.wait_for_sent(len(phones), timeout_s=60)
@@ -63,19 +68,23 @@ async def test_postgres_stopped_mid_flow_every_message_is_answered_once_none_dea
     assert await _answered(gupshup, phones) == {phone: 1 for phone in phones}
     assert await dead_letters.list_letters(deps.redis, org=org) == []
     assert await deps.pool.fetchval(
-        "select count(*) from chat_messages where direction = 'inbound'") == len(phones)
+        "select count(*) from chat_messages where direction = 'inbound'"
+    ) == len(phones)
 
 
 @pytest.mark.parametrize("fault", ["read_only", "lock_timeout"])
 async def test_postgres_that_refuses_writes_is_waited_out_and_shows_in_readyz(
-        system, make_org, gupshup, deps, fault):
+    system, make_org, gupshup, deps, fault
+):
     """A server turned read-only (a standby, a provider's disk quota) or one whose locks time
     out (a long migration) fails every message's writes while answering `select 1`: waited
     out as an outage, shown in /readyz, nothing dead-lettered, everyone answered once."""
     org = await make_org("clinic")
     phones = [f"5730001{i:05d}" for i in range(6)]
-    setting = {"read_only": ("default_transaction_read_only", "on"),
-               "lock_timeout": ("lock_timeout", "1")}[fault]
+    setting = {
+        "read_only": ("default_transaction_read_only", "on"),
+        "lock_timeout": ("lock_timeout", "1"),
+    }[fault]
     locker = await deps.pool.acquire()
     locked = locker.transaction()
     async with system() as s:
@@ -89,8 +98,9 @@ async def test_postgres_that_refuses_writes_is_waited_out_and_shows_in_readyz(
                 await locked.start()
                 await locker.execute("lock table chat_messages in exclusive mode")
             for i, phone in enumerate(phones):
-                status, _ = await post_webhook(s.url, text_webhook("clinic", phone, "hola", f"ro-{i}",
-                                                                   clock.now_ms()))
+                status, _ = await post_webhook(
+                    s.url, text_webhook("clinic", phone, "hola", f"ro-{i}", clock.now_ms())
+                )
                 assert status == 200
             # Shown in /readyz: the outage the stages are waiting out (and, read-only, a 503).
             readiness = await eventually(lambda: _postgres_reported_down(s.url), timeout_s=20)
@@ -119,7 +129,8 @@ async def _more_than(before: float, name: str, *labels: str) -> bool:
 
 
 async def test_gupshup_down_for_a_while_replies_go_out_in_order_none_dead_lettered(
-        system, make_org, gupshup, deps):
+    system, make_org, gupshup, deps
+):
     org = await make_org("clinic")
     gupshup.fail_next(503, times=12)  # three times the retry attempts (4)
     before = _counted("outage_retries", "sender", "gupshup")
@@ -135,7 +146,8 @@ async def test_gupshup_down_for_a_while_replies_go_out_in_order_none_dead_letter
 
 
 async def test_a_locked_chat_waits_for_its_row_and_other_chats_go_on(
-        system, make_org, gupshup, deps):
+    system, make_org, gupshup, deps
+):
     """One chat's row is locked (a long transaction elsewhere): its message waits for the lock
     and is answered once it goes; the other chats are answered meanwhile."""
     org = await make_org("clinic")
@@ -176,13 +188,22 @@ async def test_a_hung_handler_is_cut_off_and_its_entry_retried(deps):
             await release.wait()  # hangs: never set
 
     before = _counted("handler_timeouts", "enrich")
-    config = StageConfig(stage="enrich", stream="inbound", block_ms=100, claim_every_s=0.2,
-                         org_refresh_s=0.1, retry_base_s=0.01, retry_max_s=0.05,
-                         handler_timeout_s=0.3)
+    config = StageConfig(
+        stage="enrich",
+        stream="inbound",
+        block_ms=100,
+        claim_every_s=0.2,
+        org_refresh_s=0.1,
+        retry_base_s=0.01,
+        retry_max_s=0.05,
+        handler_timeout_s=0.3,
+    )
     worker = StageWorker(deps.redis, config, handler, "c1", outages=deps.outages)
     await deps.redis.sadd(keys.ORG_REGISTRY, "org-1")
-    await deps.redis.xadd(keys.stream("org-1", "inbound"),
-                          encode(StatusEvent(org="org-1", provider_id="p", status="read", at_ms=1)))
+    await deps.redis.xadd(
+        keys.stream("org-1", "inbound"),
+        encode(StatusEvent(org="org-1", provider_id="p", status="read", at_ms=1)),
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:
@@ -195,8 +216,9 @@ async def test_a_hung_handler_is_cut_off_and_its_entry_retried(deps):
 
 
 async def _acked(deps, org: str) -> bool:
-    if not await deps.redis.exists(keys.stream(org, "inbound")) or not await deps.redis.xinfo_groups(
-            keys.stream(org, "inbound")):
+    if not await deps.redis.exists(
+        keys.stream(org, "inbound")
+    ) or not await deps.redis.xinfo_groups(keys.stream(org, "inbound")):
         return False  # the worker has not created its group yet
     summary = await deps.redis.xpending(keys.stream(org, "inbound"), "enrich")
     groups = await deps.redis.xinfo_groups(keys.stream(org, "inbound"))
@@ -207,12 +229,21 @@ async def test_an_entry_that_fails_on_its_own_is_dead_lettered_while_dependencie
     async def handler(event, delivery):
         raise ValueError("this entry is broken")
 
-    config = StageConfig(stage="enrich", stream="inbound", block_ms=100, claim_every_s=0.2,
-                         org_refresh_s=0.1, retry_base_s=0.01, retry_max_s=0.05)
+    config = StageConfig(
+        stage="enrich",
+        stream="inbound",
+        block_ms=100,
+        claim_every_s=0.2,
+        org_refresh_s=0.1,
+        retry_base_s=0.01,
+        retry_max_s=0.05,
+    )
     worker = StageWorker(deps.redis, config, handler, "c1", outages=Outages())
     await deps.redis.sadd(keys.ORG_REGISTRY, "org-2")
-    await deps.redis.xadd(keys.stream("org-2", "inbound"),
-                          encode(StatusEvent(org="org-2", provider_id="p", status="read", at_ms=1)))
+    await deps.redis.xadd(
+        keys.stream("org-2", "inbound"),
+        encode(StatusEvent(org="org-2", provider_id="p", status="read", at_ms=1)),
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:
@@ -224,7 +255,8 @@ async def test_an_entry_that_fails_on_its_own_is_dead_lettered_while_dependencie
 
 
 async def test_redis_restarted_empty_heals_and_new_messages_are_answered(
-        system, make_org, gupshup, deps, embedded):
+    system, make_org, gupshup, deps, embedded
+):
     """Redis without persistence restarts: the registry, the consumer groups and the
     conversation state's indexes come back by themselves; new customers are answered."""
     org = await make_org("clinic")
@@ -271,20 +303,33 @@ async def test_a_retry_after_of_an_hour_is_capped(system, make_org, deps):
     async def throttle_once(request, handler):
         if request.path.endswith("/msg") and not throttled:
             throttled.append(1)
-            return web.json_response({"status": "error", "message": "Too Many Requests"},
-                                     status=429, headers={"Retry-After": "3600"})
+            return web.json_response(
+                {"status": "error", "message": "Too Many Requests"},
+                status=429,
+                headers={"Retry-After": "3600"},
+            )
         return await handler(request)
 
     fake = FakeGupshup()
     fake.app.middlewares.append(throttle_once)
     org = await make_org("clinic")
     identity = await chats.upsert_identity(deps.pool, org, "573001112222", "Ana")
-    await deps.pool.execute("update chat_identities set last_inbound_at = $2 where id = $1::uuid",
-                            identity.id, datetime.fromtimestamp(deps.clock(), timezone.utc))
+    await deps.pool.execute(
+        "update chat_identities set last_inbound_at = $2 where id = $1::uuid",
+        identity.id,
+        datetime.fromtimestamp(deps.clock(), timezone.utc),
+    )
     async with fake, system(roles=("sender",), gupshup_api_url=fake.url, retry_after_max_s=0.3):
-        await streams.publish(deps.redis, OutboundMessage(
-            org=org, phone="573001112222", text="Tu cita quedó confirmada",
-            idempotency_key="ra-1"), "outbound")
+        await streams.publish(
+            deps.redis,
+            OutboundMessage(
+                org=org,
+                phone="573001112222",
+                text="Tu cita quedó confirmada",
+                idempotency_key="ra-1",
+            ),
+            "outbound",
+        )
         sent = await fake.wait_for_sent(1, timeout_s=20)
     assert throttled == [1] and sent[0].message["text"] == "Tu cita quedó confirmada"
     assert await dead_letters.list_letters(deps.redis, org=org) == []
@@ -297,13 +342,19 @@ async def test_replies_waiting_for_gupshup_go_out_in_their_order(system, make_or
     org = await make_org("clinic")
     phone = "573001113333"
     identity = await chats.upsert_identity(deps.pool, org, phone, "Ana")
-    await deps.pool.execute("update chat_identities set last_inbound_at = $2 where id = $1::uuid",
-                            identity.id, datetime.fromtimestamp(deps.clock(), timezone.utc))
+    await deps.pool.execute(
+        "update chat_identities set last_inbound_at = $2 where id = $1::uuid",
+        identity.id,
+        datetime.fromtimestamp(deps.clock(), timezone.utc),
+    )
     gupshup.fail_next(503, times=8)
     texts = [f"mensaje {i}" for i in range(4)]
     for i, text in enumerate(texts):
-        await streams.publish(deps.redis, OutboundMessage(
-            org=org, phone=phone, text=text, idempotency_key=f"order-{i}"), "outbound")
+        await streams.publish(
+            deps.redis,
+            OutboundMessage(org=org, phone=phone, text=text, idempotency_key=f"order-{i}"),
+            "outbound",
+        )
     async with system(roles=("sender",), recipient_interval_ms=0):
         await gupshup.wait_for_sent(len(texts), timeout_s=30)
         await eventually(lambda: settled(deps.redis, org))
@@ -326,20 +377,31 @@ async def test_an_outage_whose_entry_was_given_up_on_ends_with_the_next_success(
         if calls == 2:
             raise Poison("rejected: Invalid Destination")
 
-    config = StageConfig(stage="sender", stream="outbound", block_ms=100, claim_every_s=0.2,
-                         org_refresh_s=0.1, retry_base_s=0.01, retry_max_s=0.05)
+    config = StageConfig(
+        stage="sender",
+        stream="outbound",
+        block_ms=100,
+        claim_every_s=0.2,
+        org_refresh_s=0.1,
+        retry_base_s=0.01,
+        retry_max_s=0.05,
+    )
     worker = StageWorker(deps.redis, config, handler, "c1", outages=outages)
     await deps.redis.sadd(keys.ORG_REGISTRY, "org-3")
     stream = keys.stream("org-3", "outbound")
-    await deps.redis.xadd(stream, encode(StatusEvent(org="org-3", provider_id="p1", status="read",
-                                                     at_ms=1)))
+    await deps.redis.xadd(
+        stream, encode(StatusEvent(org="org-3", provider_id="p1", status="read", at_ms=1))
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:
         await eventually(lambda: dead_letters.list_letters(deps.redis, org="org-3"))
         assert "gupshup" in outages.down()  # nothing has answered yet
-        await streams.publish(deps.redis, StatusEvent(org="org-3", provider_id="p2",
-                                                      status="read", at_ms=2), "outbound")
+        await streams.publish(
+            deps.redis,
+            StatusEvent(org="org-3", provider_id="p2", status="read", at_ms=2),
+            "outbound",
+        )
         await eventually(lambda: _no_outage(outages), timeout_s=10)
     finally:
         stop.set()

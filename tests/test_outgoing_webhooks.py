@@ -42,8 +42,13 @@ class Receiver:
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        ok = webhooks.verify(self.secret, request.headers.get(webhooks.TIMESTAMP_HEADER, ""), body,
-                             request.headers.get(webhooks.SIGNATURE_HEADER, ""), time.time())
+        ok = webhooks.verify(
+            self.secret,
+            request.headers.get(webhooks.TIMESTAMP_HEADER, ""),
+            body,
+            request.headers.get(webhooks.SIGNATURE_HEADER, ""),
+            time.time(),
+        )
         if not ok:
             self.bad_signatures += 1
             return web.Response(status=401)
@@ -87,7 +92,10 @@ async def book_directly(deps, org: str, identity: chats.Identity) -> str:
         " ends_at) select $1::uuid, $2::uuid, sv.id, st.id, $3::timestamptz, $3::timestamptz + interval '1 hour' "
         "from services sv, staff st where sv.organization_id = $1::uuid "
         "and st.organization_id = $1::uuid limit 1 returning id::text",
-        org, identity.contact_id, datetime.fromtimestamp(clock.now_ms() / 1000 + 86400, timezone.utc))
+        org,
+        identity.contact_id,
+        datetime.fromtimestamp(clock.now_ms() / 1000 + 86400, timezone.utc),
+    )
 
 
 async def emit_all_seven(deps, org: str) -> None:
@@ -96,20 +104,34 @@ async def emit_all_seven(deps, org: str) -> None:
     booked = await book_directly(deps, org, identity)
     for _ in range(2):
         for change in ("booked", "rescheduled", "confirmed", "cancelled"):
-            await webhooks.appointment_changed(deps.redis, deps.pool, org, booked, change,
-                                               turn_id="turn-1", now_ms=clock.now_ms())
-        await webhooks.chat_event(deps.redis, deps.pool, org, "chat.escalated", phone=PHONE,
-                                  version="turn-2:escalation", by="bot", reason="quiere una persona",
-                                  now_ms=clock.now_ms())
+            await webhooks.appointment_changed(
+                deps.redis, deps.pool, org, booked, change, turn_id="turn-1", now_ms=clock.now_ms()
+            )
+        await webhooks.chat_event(
+            deps.redis,
+            deps.pool,
+            org,
+            "chat.escalated",
+            phone=PHONE,
+            version="turn-2:escalation",
+            by="bot",
+            reason="quiere una persona",
+            now_ms=clock.now_ms(),
+        )
         for enabled in (False, True):
-            await webhooks.chat_event(deps.redis, deps.pool, org,
-                                      "chat.handed_back" if enabled else "chat.taken_over",
-                                      phone=PHONE, version="1700000000000", by="Ana",
-                                      now_ms=clock.now_ms())
+            await webhooks.chat_event(
+                deps.redis,
+                deps.pool,
+                org,
+                "chat.handed_back" if enabled else "chat.taken_over",
+                phone=PHONE,
+                version="1700000000000",
+                by="Ana",
+                now_ms=clock.now_ms(),
+            )
 
 
-async def test_each_event_reaches_the_receiver_once_signed_with_its_payload(
-        system, make_org, deps):
+async def test_each_event_reaches_the_receiver_once_signed_with_its_payload(system, make_org, deps):
     org = await make_org(catalog=True)
     async with receiving(deps, org) as receiver, system(roles=("scheduler",), **FAST):
         await emit_all_seven(deps, org)
@@ -121,17 +143,23 @@ async def test_each_event_reaches_the_receiver_once_signed_with_its_payload(
     booked = receiver.of_type("appointment.booked")[0]
     assert booked["org"] == org and booked["created_at"].endswith("Z")
     assert booked["data"]["contact"] == {"phone": PHONE, "name": "Laura"}
-    assert {"appointment_id", "service", "staff", "starts_at", "ends_at", "status"} <= set(booked["data"])
+    assert {"appointment_id", "service", "staff", "starts_at", "ends_at", "status"} <= set(
+        booked["data"]
+    )
     assert receiver.of_type("chat.taken_over")[0]["data"] == {"phone": PHONE, "by": "Ana"}
     assert receiver.of_type("chat.escalated")[0]["data"]["reason"] == "quiere una persona"
 
 
 async def test_a_receiver_answering_500_for_a_while_gets_every_event_once_it_recovers(
-        system, make_org, deps):
+    system, make_org, deps
+):
     org = await make_org(catalog=True)
     failed_before = _deliveries("failed")
-    async with receiving(deps, org) as down, receiving(deps, org) as up, \
-            system(roles=("scheduler",), **FAST):
+    async with (
+        receiving(deps, org) as down,
+        receiving(deps, org) as up,
+        system(roles=("scheduler",), **FAST),
+    ):
         down.failing_until = time.monotonic() + 4  # the CRM answers 500 for 4 s, then recovers
         await emit_all_seven(deps, org)
         await eventually(lambda: _received(down, 7), timeout_s=30)
@@ -144,14 +172,29 @@ async def test_a_receiver_answering_500_for_a_while_gets_every_event_once_it_rec
 
 
 async def test_a_delivery_given_up_on_is_a_dead_letter_that_a_replay_delivers(
-        system, make_org, deps):
+    system, make_org, deps
+):
     org = await make_org(catalog=True)
-    async with receiving(deps, org) as receiver, system(
-            roles=("scheduler",), webhook_retry_base_s=0.05, webhook_retry_max_s=0.1,
-            webhook_retry_attempts=2):
+    async with (
+        receiving(deps, org) as receiver,
+        system(
+            roles=("scheduler",),
+            webhook_retry_base_s=0.05,
+            webhook_retry_max_s=0.1,
+            webhook_retry_attempts=2,
+        ),
+    ):
         receiver.failing_until = float("inf")
-        await webhooks.chat_event(deps.redis, deps.pool, org, "chat.escalated", phone=PHONE, version="t:e",
-                                  by="bot", now_ms=clock.now_ms())
+        await webhooks.chat_event(
+            deps.redis,
+            deps.pool,
+            org,
+            "chat.escalated",
+            phone=PHONE,
+            version="t:e",
+            by="bot",
+            now_ms=clock.now_ms(),
+        )
         letters = await eventually(lambda: dead_letters.list_letters(deps.redis, org=org))
         assert letters[0].stage == "webhooks" and "HTTP 500" in letters[0].error
         receiver.failing_until = 0.0
@@ -165,7 +208,8 @@ async def test_a_delivery_given_up_on_is_a_dead_letter_that_a_replay_delivers(
 
 
 async def test_a_booking_through_the_pipeline_is_told_once_even_when_its_turn_runs_twice(
-        system, make_org, gupshup, deps):
+    system, make_org, gupshup, deps
+):
     from graph.receptionist import Receptionist
 
     org = await make_org("DemoClinic", catalog=True)
@@ -181,34 +225,46 @@ async def test_a_booking_through_the_pipeline_is_told_once_even_when_its_turn_ru
                 raise RuntimeError("worker lost after the booking")
             return result
 
-    async with receiving(deps, org) as receiver, system(
-            CrashingAfterTheBooking, roles=ALL_ROLES, debounce_seconds=0.1, **FAST) as s:
+    async with (
+        receiving(deps, org) as receiver,
+        system(CrashingAfterTheBooking, roles=ALL_ROLES, debounce_seconds=0.1, **FAST) as s,
+    ):
         for text in ("hola, quiero una cita de limpieza facial mañana en la tarde", "la primera"):
             before = len(gupshup.sent)
-            await post_webhook(s.url, text_webhook("DemoClinic", PHONE, text, f"c-{time.time_ns()}",
-                                                   clock.now_ms(), name="Laura"))
+            await post_webhook(
+                s.url,
+                text_webhook(
+                    "DemoClinic", PHONE, text, f"c-{time.time_ns()}", clock.now_ms(), name="Laura"
+                ),
+            )
             await gupshup.wait_for_sent(before + 1, timeout_s=20)
         booked = await eventually(lambda: _received_type(receiver, "appointment.booked"))
         await eventually(lambda: _acknowledged(deps, org))
     assert crashed, "the turn with the booking did not run twice"
     assert len(booked) == 1 and len(receiver.of_type("appointment.booked")) == 1
-    rows = await deps.pool.fetch("select id::text from appointments where organization_id = $1::uuid", org)
+    rows = await deps.pool.fetch(
+        "select id::text from appointments where organization_id = $1::uuid", org
+    )
     assert [r["id"] for r in rows] == [booked[0]["data"]["appointment_id"]]
     assert booked[0]["data"]["service"] == "Limpieza facial"
     assert await deps.redis.xlen(keys.stream(org, keys.WEBHOOKS)) <= 1  # queued once (or trimmed)
 
 
-async def test_taking_over_and_handing_back_are_told_once_per_real_change(
-        system, make_org, deps):
+async def test_taking_over_and_handing_back_are_told_once_per_real_change(system, make_org, deps):
     from tests.test_operator_api import OperatorClient
 
     org = await make_org(catalog=True)
     await customer(deps, org)
     _, token = await operators.add(deps.pool, org, "Ana")
-    async with receiving(deps, org) as receiver, system(roles=("ingress", "scheduler"), **FAST) as s:
+    async with (
+        receiving(deps, org) as receiver,
+        system(roles=("ingress", "scheduler"), **FAST) as s,
+    ):
         staff = OperatorClient(s.url, token)
         for _ in range(2):  # a second take-over by the same person changes nothing
-            assert (await staff.call("POST", f"/chats/{PHONE}/takeover", {"reason": "VIP"}))[0] == 200
+            assert (await staff.call("POST", f"/chats/{PHONE}/takeover", {"reason": "VIP"}))[
+                0
+            ] == 200
         await eventually(lambda: _received_type(receiver, "chat.taken_over"))
         for _ in range(2):
             assert (await staff.call("POST", f"/chats/{PHONE}/handback"))[0] == 200
@@ -217,8 +273,11 @@ async def test_taking_over_and_handing_back_are_told_once_per_real_change(
         assert (await staff.call("POST", f"/chats/{PHONE}/messages", {"text": "Hola"}))[0] == 202
         await eventually(lambda: _received(receiver, 3))
         await eventually(lambda: _acknowledged(deps, org))
-    assert [e["type"] for e in receiver.taken] == ["chat.taken_over", "chat.handed_back",
-                                                   "chat.taken_over"]
+    assert [e["type"] for e in receiver.taken] == [
+        "chat.taken_over",
+        "chat.handed_back",
+        "chat.taken_over",
+    ]
     first, back, again = receiver.taken
     assert first["data"] == {"phone": PHONE, "by": "Ana", "reason": "VIP"}
     assert back["data"] == {"phone": PHONE, "by": "Ana"}
@@ -228,11 +287,15 @@ async def test_taking_over_and_handing_back_are_told_once_per_real_change(
 async def test_an_accepted_escalation_is_told_once_and_nothing_without_an_endpoint(make_org, deps):
     org = await make_org(catalog=True)
     await customer(deps, org)
-    notice = OutboundMessage(org=org, phone="573009998877", template_id="tmpl",
-                             template_params=["Laura", PHONE, "quiere una persona", "resumen"],
-                             idempotency_key="turn-9:escalation", purpose="escalation",
-                             escalation=EscalationNotice(customer_phone=PHONE, accepted_text="ok",
-                                                         failed_text="no"))
+    notice = OutboundMessage(
+        org=org,
+        phone="573009998877",
+        template_id="tmpl",
+        template_params=["Laura", PHONE, "quiere una persona", "resumen"],
+        idempotency_key="turn-9:escalation",
+        purpose="escalation",
+        escalation=EscalationNotice(customer_phone=PHONE, accepted_text="ok", failed_text="no"),
+    )
     await send_outcomes.escalation_outcome(deps, notice, accepted=True)
     assert not await deps.redis.exists(keys.stream(org, keys.WEBHOOKS))  # no CRM: nothing kept
     await webhooks.add_endpoint(deps.pool, org, "https://crm.example/hooks")
@@ -245,16 +308,20 @@ async def test_an_accepted_escalation_is_told_once_and_nothing_without_an_endpoi
 
 async def test_endpoints_are_added_listed_and_removed_with_the_command(deps, make_org):
     org = await make_org()
-    made = await in_thread(cli, deps.settings, "webhook", "add", "--org", org, "--url",
-                           "https://crm.example/hooks")
+    made = await in_thread(
+        cli, deps.settings, "webhook", "add", "--org", org, "--url", "https://crm.example/hooks"
+    )
     assert made.returncode == 0, made.stderr
-    secret = next(line.split()[1] for line in made.stdout.splitlines() if line.startswith("secret: "))
+    secret = next(
+        line.split()[1] for line in made.stdout.splitlines() if line.startswith("secret: ")
+    )
     [stored] = await webhooks.list_endpoints(deps.pool, org)
     assert stored.secret == secret and stored.url == "https://crm.example/hooks"
     listed = await in_thread(cli, deps.settings, "webhook", "list", "--org", org)
     assert "https://crm.example/hooks" in listed.stdout and secret not in listed.stdout
-    removed = await in_thread(cli, deps.settings, "webhook", "remove", "--org", org, "--url",
-                              "https://crm.example/hooks")
+    removed = await in_thread(
+        cli, deps.settings, "webhook", "remove", "--org", org, "--url", "https://crm.example/hooks"
+    )
     assert removed.returncode == 0, removed.stderr
     assert await webhooks.list_endpoints(deps.pool, org) == []
     bad = await in_thread(cli, deps.settings, "webhook", "add", "--org", org, "--url", "ftp://x")
@@ -272,7 +339,9 @@ def test_a_tampered_or_old_delivery_does_not_verify(tamper):
         assert not webhooks.verify("whsec_k", str(now + 1), body, header, now)
     else:
         old = now - webhooks.TOLERANCE_S - 1
-        assert not webhooks.verify("whsec_k", str(old), body, webhooks.signature("whsec_k", old, body), now)
+        assert not webhooks.verify(
+            "whsec_k", str(old), body, webhooks.signature("whsec_k", old, body), now
+        )
 
 
 async def _received(receiver: Receiver, n: int) -> bool:
@@ -297,19 +366,32 @@ def _deliveries(outcome: str) -> float:
 
 
 async def test_erasing_a_patient_drops_their_webhook_events_not_delivered_yet(
-        make_org, deps, tmp_path):
+    make_org, deps, tmp_path
+):
     from storage import erasure, privacy
     from storage.media_store import LocalMediaStore
 
     org = await make_org(catalog=True)
     await webhooks.add_endpoint(deps.pool, org, "https://crm.example/hooks")
     appointment = await book_directly(deps, org, await customer(deps, org))
-    await webhooks.appointment_changed(deps.redis, deps.pool, org, appointment, "booked",
-                                       turn_id="t", now_ms=clock.now_ms())
-    await webhooks.chat_event(deps.redis, deps.pool, org, "chat.taken_over", phone="573000000009",
-                              version="1", by="Ana", now_ms=clock.now_ms())
+    await webhooks.appointment_changed(
+        deps.redis, deps.pool, org, appointment, "booked", turn_id="t", now_ms=clock.now_ms()
+    )
+    await webhooks.chat_event(
+        deps.redis,
+        deps.pool,
+        org,
+        "chat.taken_over",
+        phone="573000000009",
+        version="1",
+        by="Ana",
+        now_ms=clock.now_ms(),
+    )
     person = await privacy.find(deps.pool, org, PHONE)
-    await erasure.erase(deps.pool, deps.redis, LocalMediaStore(tmp_path), person,
-                        now=clock.now_dt())
-    left = [fields["data"] for _, fields in await deps.redis.xrange(keys.stream(org, keys.WEBHOOKS))]
+    await erasure.erase(
+        deps.pool, deps.redis, LocalMediaStore(tmp_path), person, now=clock.now_dt()
+    )
+    left = [
+        fields["data"] for _, fields in await deps.redis.xrange(keys.stream(org, keys.WEBHOOKS))
+    ]
     assert len(left) == 1 and PHONE not in left[0] and "573000000009" in left[0]  # another's stays

@@ -34,9 +34,12 @@ from tests.conftest import PIPELINE_ROLES, eventually
 from tests.helpers import fresh, in_thread, post_webhook, settled, text_webhook
 
 PGBOUNCER = shutil.which("pgbouncer") or next(
-    (p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.access(p, os.X_OK)), None)
+    (p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.access(p, os.X_OK)), None
+)
 pytestmark = pytest.mark.skipif(
-    PGBOUNCER is None, reason="pgbouncer not installed (Debian package pgbouncer; .ci/run installs it)")
+    PGBOUNCER is None,
+    reason="pgbouncer not installed (Debian package pgbouncer; .ci/run installs it)",
+)
 
 BOGOTA = ZoneInfo("America/Bogota")
 SERVER_POOL = 3  # PgBouncer's connections to PostgreSQL, fewer than one process's pool
@@ -66,12 +69,12 @@ listen_addr = 127.0.0.1
 listen_port = {listen_port}
 unix_socket_dir =
 auth_type = trust
-auth_file = {folder / 'userlist.txt'}
+auth_file = {folder / "userlist.txt"}
 pool_mode = transaction
 default_pool_size = {SERVER_POOL}
 max_client_conn = 200
 ignore_startup_parameters = extra_float_digits
-logfile = {folder / 'pgbouncer.log'}
+logfile = {folder / "pgbouncer.log"}
 server_login_retry = {SERVER_LOGIN_RETRY_S}
 log_connections = 0
 log_disconnections = 0
@@ -127,13 +130,20 @@ async def bouncer_url(migrated):
 def bouncer_settings(settings, bouncer_url, gupshup):
     # The pool is larger than PgBouncer's server pool: transactions of many tasks share its
     # few server connections, as compose.yaml's processes share pgbouncer's.
-    return settings.model_copy(update={"database_url": bouncer_url, "gupshup_api_url": gupshup.url,
-                                       "database_statement_cache_size": 0,
-                                       "database_pool_min": 2, "database_pool_max": 8})
+    return settings.model_copy(
+        update={
+            "database_url": bouncer_url,
+            "gupshup_api_url": gupshup.url,
+            "database_statement_cache_size": 0,
+            "database_pool_min": 2,
+            "database_pool_max": 8,
+        }
+    )
 
 
-async def test_a_webhook_is_answered_once_through_pgbouncer(bouncer_settings, deps, make_org,
-                                                            gupshup):
+async def test_a_webhook_is_answered_once_through_pgbouncer(
+    bouncer_settings, deps, make_org, gupshup
+):
     org = await make_org("docdeck")  # written directly; everything below goes through PgBouncer
     async with open_deps(bouncer_settings) as bounced:
         async with running_system(bouncer_settings, PIPELINE_ROLES, deps=bounced) as s:
@@ -144,42 +154,76 @@ async def test_a_webhook_is_answered_once_through_pgbouncer(bouncer_settings, de
     assert len(gupshup.sent) == 1 and sent[0].destination == "919876543210"
     rows = await deps.pool.fetch(
         "select direction, provider_message_id from chat_messages "
-        "where organization_id = $1::uuid order by created_at", org)
+        "where organization_id = $1::uuid order by created_at",
+        org,
+    )
     assert [r["direction"] for r in rows] == ["inbound", "outbound"]
     assert rows[1]["provider_message_id"] == sent[0].message_id
 
 
-async def test_bookings_through_pgbouncer_are_idempotent_and_never_double_book(bouncer_settings, deps):
+async def test_bookings_through_pgbouncer_are_idempotent_and_never_double_book(
+    bouncer_settings, deps
+):
     clinic = await seed_demo(deps.pool, today=clock.today())
     async with open_deps(bouncer_settings) as bounced:
         pool = bounced.pool
         facial = await catalog.find_service(pool, clinic, "limpieza facial")
         staff = await pool.fetchval(
             "select count(*) from staff_services ss join staff s on s.id = ss.staff_id "
-            "where ss.service_id = $1::uuid and s.organization_id = $2::uuid", facial.id, clinic)
+            "where ss.service_id = $1::uuid and s.organization_id = $2::uuid",
+            facial.id,
+            clinic,
+        )
         start = datetime(2027, 3, 4, 15, 0, tzinfo=BOGOTA)
         who = (await chats.upsert_identity(pool, clinic, "573001112233", None)).contact_id
-        first = await appointments.book(pool, org=clinic, contact_id=who, service=facial,
-                                        starts_at=start, idempotency_key="turn-1:1",
-                                        contact_name="Ana Pérez")
-        again = await appointments.book(pool, org=clinic, contact_id=who, service=facial,
-                                        starts_at=start, idempotency_key="turn-1:1",
-                                        contact_name="Ana Pérez")
+        first = await appointments.book(
+            pool,
+            org=clinic,
+            contact_id=who,
+            service=facial,
+            starts_at=start,
+            idempotency_key="turn-1:1",
+            contact_name="Ana Pérez",
+        )
+        again = await appointments.book(
+            pool,
+            org=clinic,
+            contact_id=who,
+            service=facial,
+            starts_at=start,
+            idempotency_key="turn-1:1",
+            contact_name="Ana Pérez",
+        )
         assert first is not None and again.id == first.id
         # More contacts than staff race for that hour, more at once than PgBouncer has server
         # connections: each staff member is booked once, the rest are refused.
-        rivals = [(await chats.upsert_identity(pool, clinic, f"57300100{i:04d}", None)).contact_id
-                  for i in range(staff + 3)]
-        results = await asyncio.gather(*[
-            appointments.book(pool, org=clinic, contact_id=rival, service=facial, starts_at=start,
-                              idempotency_key=f"race-{i}:1")
-            for i, rival in enumerate(rivals)])
+        rivals = [
+            (await chats.upsert_identity(pool, clinic, f"57300100{i:04d}", None)).contact_id
+            for i in range(staff + 3)
+        ]
+        results = await asyncio.gather(
+            *[
+                appointments.book(
+                    pool,
+                    org=clinic,
+                    contact_id=rival,
+                    service=facial,
+                    starts_at=start,
+                    idempotency_key=f"race-{i}:1",
+                )
+                for i, rival in enumerate(rivals)
+            ]
+        )
     booked = [r for r in results if r is not None]
     assert len(booked) == staff - 1  # the first booking holds one staff member
     assert len({r.staff_id for r in booked} | {first.staff_id}) == staff
-    assert await deps.pool.fetchval(
-        "select count(*) from appointments where organization_id = $1::uuid and status = 'confirmed'",
-        clinic) == staff
+    assert (
+        await deps.pool.fetchval(
+            "select count(*) from appointments where organization_id = $1::uuid and status = 'confirmed'",
+            clinic,
+        )
+        == staff
+    )
 
 
 def _counted(name: str, *labels: str) -> float:
@@ -191,7 +235,8 @@ async def _more_than(before: float, name: str, *labels: str) -> bool:
 
 
 async def test_postgres_stopped_behind_pgbouncer_is_waited_out_everyone_answered_once(
-        bouncer_settings, deps, make_org, gupshup, embedded):
+    bouncer_settings, deps, make_org, gupshup, embedded
+):
     """PgBouncer keeps accepting the app's connections while PostgreSQL is down, and fails
     their statements: the stages wait the outage out as they do without it."""
     org = await make_org("clinic")
@@ -206,10 +251,12 @@ async def test_postgres_stopped_behind_pgbouncer_is_waited_out_everyone_answered
                 await in_thread(embedded["postgres"].pause)
                 for i, phone in enumerate(phones[1:]):
                     status, _ = await post_webhook(
-                        s.url, text_webhook("clinic", phone, "hola", f"during-{i}", now_ms))
+                        s.url, text_webhook("clinic", phone, "hola", f"during-{i}", now_ms)
+                    )
                     assert status == 200
-                await eventually(lambda: _more_than(before, "outage_retries", "enrich", "postgres"),
-                                 timeout_s=30)
+                await eventually(
+                    lambda: _more_than(before, "outage_retries", "enrich", "postgres"), timeout_s=30
+                )
             finally:
                 await in_thread(embedded["postgres"].resume)
             # PgBouncer tries PostgreSQL again server_login_retry after a failed login
@@ -223,7 +270,8 @@ async def test_postgres_stopped_behind_pgbouncer_is_waited_out_everyone_answered
 
 
 async def test_several_processes_migrate_a_fresh_database_through_pgbouncer_at_once(
-        bouncer_url, migrated):
+    bouncer_url, migrated
+):
     """Every worker migrates at start (skytide run): behind transaction pooling the migration
     lock must be a transaction's, or it is taken on one server session and released on
     another."""
@@ -232,8 +280,10 @@ async def test_several_processes_migrate_a_fresh_database_through_pgbouncer_at_o
     await admin.execute(f"drop database if exists {name} with (force)")
     await admin.execute(f"create database {name}")
     fresh_url = bouncer_url.rsplit("/", 1)[0] + f"/{name}"
-    pools = [await create_pool(fresh_url, min_size=0, max_size=2, statement_cache_size=0)
-             for _ in range(4)]
+    pools = [
+        await create_pool(fresh_url, min_size=0, max_size=2, statement_cache_size=0)
+        for _ in range(4)
+    ]
     try:
         applied = await asyncio.wait_for(asyncio.gather(*[migrate(pool) for pool in pools]), 120)
         everything = sorted(path.name for path in MIGRATIONS_DIR.glob("*.sql"))

@@ -22,7 +22,9 @@ def now_ms() -> int:
 async def inbound_rows(deps, org):
     return await deps.pool.fetch(
         "select message, processed_text, direction from chat_messages "
-        "where organization_id = $1::uuid and direction = 'inbound' order by sent_at", org)
+        "where organization_id = $1::uuid and direction = 'inbound' order by sent_at",
+        org,
+    )
 
 
 async def test_fixture_text_webhook_gets_exactly_one_reply(system, make_org, gupshup, deps):
@@ -31,13 +33,17 @@ async def test_fixture_text_webhook_gets_exactly_one_reply(system, make_org, gup
         status, body = await post_webhook(s.url, fresh("gupshup/gupshup_v2_text.json"))
         assert (status, body) == (200, "")
         sent = await gupshup.wait_for_sent(1, timeout_s=10)
-        await eventually(lambda: settled(deps.redis, org))  # a wrong second reply would be out by now
+        await eventually(
+            lambda: settled(deps.redis, org)
+        )  # a wrong second reply would be out by now
     assert len(gupshup.sent) == 1
     assert sent[0].destination == PHONE and sent[0].app == "docdeck"
     assert sent[0].message["type"] == "text" and sent[0].message["text"].strip()
     rows = await deps.pool.fetch(
         "select direction, provider_message_id, message_status from chat_messages "
-        "where organization_id = $1::uuid order by created_at", org)
+        "where organization_id = $1::uuid order by created_at",
+        org,
+    )
     assert [r["direction"] for r in rows] == ["inbound", "outbound"]
     assert rows[1]["provider_message_id"] == sent[0].message_id
 
@@ -65,13 +71,18 @@ async def test_two_different_messages_with_same_text_are_both_kept(system, make_
     assert [r["message"] for r in await inbound_rows(deps, org)] == ["ok", "ok"]
 
 
-async def test_burst_inside_the_window_makes_one_turn_that_sees_all(system, make_org, gupshup, deps):
+async def test_burst_inside_the_window_makes_one_turn_that_sees_all(
+    system, make_org, gupshup, deps
+):
     org = await make_org("clinic", catalog=True)
     seen: list[list[str]] = []
     # The fixed window: this is about what one window holds (tests/test_bursts.py has the
     # adaptive one's choices).
-    async with system(debounce_seconds=0.6, debounce_adaptive=False,
-                      receptionist_builder=recording_receptionist(seen)) as s:
+    async with system(
+        debounce_seconds=0.6,
+        debounce_adaptive=False,
+        receptionist_builder=recording_receptionist(seen),
+    ) as s:
         t = now_ms()
         for i, text in enumerate(["hola", "quiero una cita", "para mañana"]):
             await post_webhook(s.url, text_webhook("clinic", PHONE, text, f"burst-{i}", t + i))
@@ -93,8 +104,9 @@ async def test_out_of_order_delivery_keeps_the_users_order(system, make_org, gup
     assert seen == [["primero", "segundo"]]
 
 
-def held_receptionist(release: asyncio.Event, entered: asyncio.Event,
-                      seen: list[list[str]] | None = None):
+def held_receptionist(
+    release: asyncio.Event, entered: asyncio.Event, seen: list[list[str]] | None = None
+):
     """The real receptionist, but each turn waits until the test releases it."""
 
     class Held(receptionist.Receptionist):
@@ -131,8 +143,9 @@ async def test_chat_with_bot_off_keeps_messages_and_starts_no_turn(system, make_
     async with system() as s:
         await post_webhook(s.url, text_webhook("clinic", PHONE, "hola", "b-1", now_ms()))
         await gupshup.wait_for_sent(1, timeout_s=10)
-        await deps.pool.execute("update chat_identities set bot_enabled = false "
-                                "where organization_id = $1::uuid", org)
+        await deps.pool.execute(
+            "update chat_identities set bot_enabled = false where organization_id = $1::uuid", org
+        )
         await post_webhook(s.url, text_webhook("clinic", PHONE, "¿hay alguien?", "b-2", now_ms()))
         await eventually(lambda: _count_inbound(deps, org, 2))
         await eventually(lambda: settled(deps.redis, org))
@@ -141,26 +154,40 @@ async def test_chat_with_bot_off_keeps_messages_and_starts_no_turn(system, make_
 
 
 @pytest.mark.parametrize("paused_hours_ago, answered", [(5, True), (3, False)])
-async def test_a_paused_chat_comes_back_on_after_the_organizations_hours(system, make_org, gupshup, deps,
-                                                                         paused_hours_ago, answered):
+async def test_a_paused_chat_comes_back_on_after_the_organizations_hours(
+    system, make_org, gupshup, deps, paused_hours_ago, answered
+):
     org = await make_org("clinic")
-    await deps.pool.execute("update organizations set settings = settings || '{\"bot_resume_after_hours\": 4}' "
-                            "where id = $1::uuid", org)
+    await deps.pool.execute(
+        "update organizations set settings = settings || '{\"bot_resume_after_hours\": 4}' "
+        "where id = $1::uuid",
+        org,
+    )
     async with system() as s:
         await post_webhook(s.url, text_webhook("clinic", PHONE, "hola", "r-1", now_ms()))
         await gupshup.wait_for_sent(1, timeout_s=10)
-        assert await chats.set_bot_enabled(deps.pool, org, PHONE, False, reason="taken over",
-                                             at=clock.now_dt())
-        await deps.pool.execute("update chat_identities set bot_paused_at = $3::timestamptz - make_interval(hours => $2) "
-                                "where organization_id = $1::uuid", org, paused_hours_ago, clock.now_dt())
+        assert await chats.set_bot_enabled(
+            deps.pool, org, PHONE, False, reason="taken over", at=clock.now_dt()
+        )
+        await deps.pool.execute(
+            "update chat_identities set bot_paused_at = $3::timestamptz - make_interval(hours => $2) "
+            "where organization_id = $1::uuid",
+            org,
+            paused_hours_ago,
+            clock.now_dt(),
+        )
         await post_webhook(s.url, text_webhook("clinic", PHONE, "¿siguen ahí?", "r-2", now_ms()))
         await eventually(lambda: _count_inbound(deps, org, 2))
         if answered:
             await gupshup.wait_for_sent(2, timeout_s=10)
         await eventually(lambda: settled(deps.redis, org))
     assert len(gupshup.sent) == (2 if answered else 1)
-    assert await deps.pool.fetchval("select bot_enabled from chat_identities where organization_id = $1::uuid",
-                                    org) is answered
+    assert (
+        await deps.pool.fetchval(
+            "select bot_enabled from chat_identities where organization_id = $1::uuid", org
+        )
+        is answered
+    )
 
 
 async def _count_inbound(deps, org, n):
@@ -202,11 +229,15 @@ async def test_reply_produced_after_a_person_took_over_is_dropped(system, make_o
         await post_webhook(s.url, text_webhook("clinic", PHONE, "hola", "t-1", now_ms()))
         await asyncio.wait_for(entered.wait(), 10)
         # A person takes the chat over from the CRM while the model is still thinking.
-        assert await chats.set_bot_enabled(deps.pool, org, PHONE, False, reason="taken over",
-                                             at=clock.now_dt())
+        assert await chats.set_bot_enabled(
+            deps.pool, org, PHONE, False, reason="taken over", at=clock.now_dt()
+        )
         release.set()
-        reason = await eventually(lambda: deps.pool.fetchval(
-            "select error_reason from chat_messages where direction = 'outbound'"))
+        reason = await eventually(
+            lambda: deps.pool.fetchval(
+                "select error_reason from chat_messages where direction = 'outbound'"
+            )
+        )
         await eventually(lambda: settled(deps.redis, org))
     assert reason == "bot turned off for this chat"
     assert gupshup.sent == []

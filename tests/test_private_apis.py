@@ -23,8 +23,10 @@ USED = [
 @pytest.mark.parametrize("module, name", USED)
 def test_each_private_name_the_client_uses_is_still_there(module, name):
     found = getattr(importlib.import_module(module), name, None)
-    assert found is not None, (f"{module}.{name} is gone: graph/openai_chat.py depends on it; "
-                               "pin the previous release or adapt the client")
+    assert found is not None, (
+        f"{module}.{name} is gone: graph/openai_chat.py depends on it; "
+        "pin the previous release or adapt the client"
+    )
 
 
 def test_the_request_options_still_take_what_the_client_passes():
@@ -32,7 +34,8 @@ def test_the_request_options_still_take_what_the_client_passes():
 
     accepted = set(inspect.signature(make_request_options).parameters)
     assert {"extra_headers", "extra_query", "extra_body", "timeout", "security"} <= accepted, (
-        f"openai._base_client.make_request_options now takes {sorted(accepted)}")
+        f"openai._base_client.make_request_options now takes {sorted(accepted)}"
+    )
 
 
 def test_the_client_module_imports():

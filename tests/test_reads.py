@@ -15,8 +15,9 @@ async def test_an_entry_is_read_from_its_signalled_stream_alone(deps):
     redis = deps.redis
     orgs = {f"org-{i}" for i in range(300)}
     await ensure_groups(redis, [keys.stream(o, "inbound") for o in orgs], "enrich")
-    reads = ReadSet(redis, "inbound", "enrich", "c1", read_count=16, block_ms=100,
-                    sweep_every_s=3600)
+    reads = ReadSet(
+        redis, "inbound", "enrich", "c1", read_count=16, block_ms=100, sweep_every_s=3600
+    )
     reads.orgs = orgs
     assert await reads.read(64) == []  # the first read sweeps every stream: all empty
     assert reads.hot == set()
@@ -29,8 +30,9 @@ async def test_an_entry_is_read_from_its_signalled_stream_alone(deps):
 async def test_a_stream_that_fills_a_read_is_read_again(deps):
     redis = deps.redis
     await ensure_groups(redis, [keys.stream("org-b", "inbound")], "enrich")
-    reads = ReadSet(redis, "inbound", "enrich", "c1", read_count=4, block_ms=100,
-                    sweep_every_s=3600)
+    reads = ReadSet(
+        redis, "inbound", "enrich", "c1", read_count=4, block_ms=100, sweep_every_s=3600
+    )
     await reads.read(64)  # the first read's sweep
     for n in range(6):
         await streams.publish(redis, status("org-b", n), "inbound")
@@ -42,8 +44,7 @@ async def test_a_stream_that_fills_a_read_is_read_again(deps):
 async def test_an_unsignalled_entry_is_found_by_the_sweep(deps):
     redis = deps.redis
     await ensure_groups(redis, [keys.stream("org-a", "inbound")], "enrich")
-    reads = ReadSet(redis, "inbound", "enrich", "c1", read_count=16, block_ms=100,
-                    sweep_every_s=0)
+    reads = ReadSet(redis, "inbound", "enrich", "c1", read_count=16, block_ms=100, sweep_every_s=0)
     reads.orgs = {"org-a"}
     # Added by a producer that died before its signal.
     await redis.xadd(keys.stream("org-a", "inbound"), encode(status("org-a", 1)))
@@ -53,8 +54,9 @@ async def test_an_unsignalled_entry_is_found_by_the_sweep(deps):
 
 async def test_a_new_organization_gets_its_group_when_first_signalled(deps):
     redis = deps.redis
-    reads = ReadSet(redis, "inbound", "enrich", "c1", read_count=16, block_ms=100,
-                    sweep_every_s=3600)
+    reads = ReadSet(
+        redis, "inbound", "enrich", "c1", read_count=16, block_ms=100, sweep_every_s=3600
+    )
     await reads.read(64)  # the first read's sweep: nothing registered yet
     await streams.publish(redis, status("org-new", 1), "inbound")
     assert await reads.read(64) == []  # NOGROUP: the group is created from the start

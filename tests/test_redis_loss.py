@@ -13,20 +13,31 @@ from tests.helpers import in_thread, post_webhook, settled, text_webhook
 PHONE = "573001239999"
 
 
-async def test_a_booking_survives_redis_restarting_from_an_older_snapshot(system, make_org, gupshup, deps,
-                                                                          embedded):
+async def test_a_booking_survives_redis_restarting_from_an_older_snapshot(
+    system, make_org, gupshup, deps, embedded
+):
     org = await make_org("clinic", catalog=True)
     server = embedded["redis"]
     snapshot = server.data_dir / "dump.rdb"
     try:
         # A debounce long enough that the snapshot lands between the message's arrival and its turn.
         async with system(debounce_seconds=1.0) as s:
-            await post_webhook(s.url, text_webhook("clinic", PHONE, "quiero una cita de limpieza facial "
-                                                   "mañana en la tarde", "loss-1", clock.now_ms()))
+            await post_webhook(
+                s.url,
+                text_webhook(
+                    "clinic",
+                    PHONE,
+                    "quiero una cita de limpieza facial mañana en la tarde",
+                    "loss-1",
+                    clock.now_ms(),
+                ),
+            )
             [offer] = await gupshup.wait_for_sent(1, timeout_s=20)
             assert "1." in offer.message["text"], offer.message
             await eventually(lambda: settled(deps.redis, org))
-            await post_webhook(s.url, text_webhook("clinic", PHONE, "la primera", "loss-2", clock.now_ms()))
+            await post_webhook(
+                s.url, text_webhook("clinic", PHONE, "la primera", "loss-2", clock.now_ms())
+            )
             await eventually(lambda: deps.redis.zcard(keys.pending(org, PHONE)), interval_s=0.01)
             await deps.redis.save()  # the state Redis will come back with
             sent = await gupshup.wait_for_sent(2, timeout_s=20)

@@ -18,13 +18,17 @@ async def test_redis_at_maxmemory_refuses_webhooks_then_drains(system, make_org,
     async with system(debounce_seconds=0.5) as s:
         # Three messages are queued, then Redis fills up before their turns write anything.
         for i, phone in enumerate(phones[:3]):
-            status, _ = await post_webhook(s.url, text_webhook("clinic", phone, "hola", f"m-{i}", clock.now_ms()))
+            status, _ = await post_webhook(
+                s.url, text_webhook("clinic", phone, "hola", f"m-{i}", clock.now_ms())
+            )
             assert status == 200
         used = int((await deps.redis.info("memory"))["used_memory"])
         try:
             await deps.redis.config_set("maxmemory", max(1, used // 2))  # every write refused
-            later = [text_webhook("clinic", phone, "hola", f"m-{i + 3}", clock.now_ms())
-                     for i, phone in enumerate(phones[3:])]
+            later = [
+                text_webhook("clinic", phone, "hola", f"m-{i + 3}", clock.now_ms())
+                for i, phone in enumerate(phones[3:])
+            ]
             refused = await eventually(lambda: _status(s.url, later[0], 503), timeout_s=10)
             assert refused["retry_after"] and "retry" in refused["error"]
             assert await dead_letters.list_letters(deps.redis, org=org) == []
@@ -43,8 +47,12 @@ async def test_redis_at_maxmemory_refuses_webhooks_then_drains(system, make_org,
 
 async def _status(url: str, body, expected: int):
     """The answer's body and Retry-After when the webhook got `expected`, else None."""
-    async with aiohttp.ClientSession() as http, http.post(
-            url + "/webhooks/gupshup", json=body, headers={"Authorization": "Bearer secret-token"}) as r:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            url + "/webhooks/gupshup", json=body, headers={"Authorization": "Bearer secret-token"}
+        ) as r,
+    ):
         if r.status != expected:
             return None
         answer = await r.json() if r.content_type == "application/json" else {}

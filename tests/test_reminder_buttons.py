@@ -44,8 +44,12 @@ async def booked(deps, settings):
 
 
 def answers(org: str, answer: str) -> float:
-    return metrics.REGISTRY.get_sample_value("skytide_reminder_answers_total",
-                                             {"org": org, "answer": answer}) or 0
+    return (
+        metrics.REGISTRY.get_sample_value(
+            "skytide_reminder_answers_total", {"org": org, "answer": answer}
+        )
+        or 0
+    )
 
 
 async def test_the_confirm_button_marks_the_appointment_confirmed(deps, booked):
@@ -64,7 +68,9 @@ async def test_a_second_tap_on_confirm_is_not_answered_in_the_same_words(deps, b
     assert first != second and "Gracias por confirmar" in second[0]
 
 
-async def test_the_cancel_button_asks_the_usual_yes_then_cancels_and_drops_the_reminders(deps, booked):
+async def test_the_cancel_button_asks_the_usual_yes_then_cancels_and_drops_the_reminders(
+    deps, booked
+):
     chat, clinic, appt, scheduler = booked
     await chat.say("[botón] Cancelar")
     assert "¿Confirmas que cancelo tu cita de Limpieza facial" in chat.text, chat.text
@@ -72,7 +78,9 @@ async def test_the_cancel_button_asks_the_usual_yes_then_cancels_and_drops_the_r
     await chat.say("sí")
     assert "cancelled" in chat.actions, chat.text
     assert await deps.pool.fetchval("select status from appointments") == "cancelled"
-    assert [j.data["kind"] for j in await jobs.pending(deps.redis, clinic)] == ["confirmation"]  # no 2 h reminder
+    assert [j.data["kind"] for j in await jobs.pending(deps.redis, clinic)] == [
+        "confirmation"
+    ]  # no 2 h reminder
     await scheduler.tick()
     assert (await outbound(deps, clinic))[-1].text.startswith("❌ Cita cancelada")
     assert answers(clinic, "cancel_asked") == 1 and answers(clinic, "cancelled") == 1
@@ -84,10 +92,15 @@ async def test_the_reschedule_button_offers_times_for_that_appointment(deps, boo
     assert "slots_proposed" in chat.actions, chat.text
     await chat.say("la segunda")
     assert "rescheduled" in chat.actions, chat.text
-    moved = await deps.pool.fetchval("select starts_at from appointments where id = $1::uuid", appt["id"])
+    moved = await deps.pool.fetchval(
+        "select starts_at from appointments where id = $1::uuid", appt["id"]
+    )
     assert moved != appt["starts_at"]
-    reminders_due = sorted(j.data["starts_ms"] for j in await jobs.pending(deps.redis, clinic)
-                           if j.data["kind"] == "reminder")
+    reminders_due = sorted(
+        j.data["starts_ms"]
+        for j in await jobs.pending(deps.redis, clinic)
+        if j.data["kind"] == "reminder"
+    )
     assert reminders_due and set(reminders_due) == {int(moved.timestamp() * 1000)}  # re-planned
     assert answers(clinic, "rescheduled") == 1
 
@@ -97,12 +110,20 @@ async def test_through_chat_booking_confirmation_reminder_and_button(system, dep
     clinic = await seed_demo(deps.pool, today=clock.today())
     await deps.redis.sadd(keys.ORG_REGISTRY, clinic)
     phone = "573005550000"
-    async with system(roles=ALL_ROLES, gupshup_api_url=None, dev_clock=True, scheduler_tick_s=0.05,
-                      debounce_seconds=0.1) as s:
+    async with system(
+        roles=ALL_ROLES,
+        gupshup_api_url=None,
+        dev_clock=True,
+        scheduler_tick_s=0.05,
+        debounce_seconds=0.1,
+    ) as s:
+
         async def say(text: str) -> list[str]:
             async with aiohttp.ClientSession() as http:
-                async with http.post(s.url + "/chat", json={"app": "DemoClinic", "phone": phone,
-                                                            "name": "Ana", "text": text}) as r:
+                async with http.post(
+                    s.url + "/chat",
+                    json={"app": "DemoClinic", "phone": phone, "name": "Ana", "text": text},
+                ) as r:
                     return (await r.json())["replies"]
 
         offer = " ".join(await say("quiero una cita de limpieza facial mañana en la tarde"))
@@ -148,7 +169,9 @@ async def _no_jobs_due_before(deps, org, starts) -> bool:
     return bool(pending) and all(j.data["kind"] == "reminder" for j in pending)
 
 
-async def test_a_gupshup_button_reply_confirms_the_reminded_appointment(system, make_org, deps, gupshup):
+async def test_a_gupshup_button_reply_confirms_the_reminded_appointment(
+    system, make_org, deps, gupshup
+):
     """The provider's button event (v2 button_reply) through ingress, enrich, batcher and agent."""
     from storage import appointments as appts, catalog, chats, reminders
     from tests.helpers import fixture, post_webhook
@@ -157,9 +180,17 @@ async def test_a_gupshup_button_reply_confirms_the_reminded_appointment(system, 
     phone = "573004440000"
     identity = await chats.upsert_identity(deps.pool, org, phone, "Ana")
     facial = await catalog.find_service(deps.pool, org, "limpieza facial")
-    booked = await appts.book(deps.pool, org=org, contact_id=identity.contact_id, service=facial,
-                              starts_at=NOW + timedelta(days=30), idempotency_key="b:1")
-    await reminders.remember_reminded(deps.redis, org, phone, booked.id, 3600)  # the reminder went out
+    booked = await appts.book(
+        deps.pool,
+        org=org,
+        contact_id=identity.contact_id,
+        service=facial,
+        starts_at=NOW + timedelta(days=30),
+        idempotency_key="b:1",
+    )
+    await reminders.remember_reminded(
+        deps.redis, org, phone, booked.id, 3600
+    )  # the reminder went out
     body = fixture("gupshup/gupshup_v2_button_reply.json", app="ButtonClinic")
     body["timestamp"] = int(deps.clock() * 1000)
     body["payload"].update(source=phone, id="button-answer-1")

@@ -10,7 +10,17 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 
 from consumers.scheduler import Scheduler
-from storage import appointments, catalog, chats, consent, events, jobs, keys, org_settings, reminders
+from storage import (
+    appointments,
+    catalog,
+    chats,
+    consent,
+    events,
+    jobs,
+    keys,
+    org_settings,
+    reminders,
+)
 from storage.seed import seed_demo
 from tests.graph_helpers import BOGOTA, NOW
 
@@ -45,11 +55,20 @@ async def outbound(deps, org) -> list[events.OutboundMessage]:
 async def book(deps, org, clock, start: datetime, phone="573001112233", key="t:1", inbound=True):
     identity = await chats.upsert_identity(deps.pool, org, phone, "Ana")
     if inbound:  # the customer wrote just now: the 24-hour window is open
-        await deps.pool.execute("update chat_identities set last_inbound_at = $2 where id = $1::uuid",
-                                identity.id, clock.at)
+        await deps.pool.execute(
+            "update chat_identities set last_inbound_at = $2 where id = $1::uuid",
+            identity.id,
+            clock.at,
+        )
     facial = await catalog.find_service(deps.pool, org, "limpieza facial")
-    appt = await appointments.book(deps.pool, org=org, contact_id=identity.contact_id, service=facial,
-                                   starts_at=start, idempotency_key=key)
+    appt = await appointments.book(
+        deps.pool,
+        org=org,
+        contact_id=identity.contact_id,
+        service=facial,
+        starts_at=start,
+        idempotency_key=key,
+    )
     await reminders.plan(deps.redis, deps.pool, org, appt.id, "booked", clock.ms())
     return identity, appt
 
@@ -62,7 +81,10 @@ async def test_confirmation_then_the_reminders_at_their_offsets(deps, clinic, cl
     identity, appt = await book(deps, clinic, clock, THURSDAY_3PM)
     await scheduler.tick()
     [confirmation] = await outbound(deps, clinic)
-    assert confirmation.purpose == "confirmation" and "Cita confirmada: Limpieza facial" in confirmation.text
+    assert (
+        confirmation.purpose == "confirmation"
+        and "Cita confirmada: Limpieza facial" in confirmation.text
+    )
     assert "jueves 4 de marzo" in confirmation.text and "3:00 p. m." in confirmation.text
     assert "Calle 93 # 12-45" in confirmation.text
     await scheduler.tick()
@@ -73,7 +95,11 @@ async def test_confirmation_then_the_reminders_at_their_offsets(deps, clinic, cl
     clock.at = THURSDAY_3PM - timedelta(hours=24)
     await scheduler.tick()
     reminder = (await outbound(deps, clinic))[-1]
-    assert reminder.purpose == "reminder" and reminder.buttons == ["Confirmar", "Reprogramar", "Cancelar"]
+    assert reminder.purpose == "reminder" and reminder.buttons == [
+        "Confirmar",
+        "Reprogramar",
+        "Cancelar",
+    ]
     assert "Limpieza facial el jueves 4 de marzo a las 3:00 p. m. en Calle 93" in reminder.text
     # Confirmed from the reminder's button: a later reminder inside the window asks no more.
     await reminders.confirm_attendance(deps.pool, clinic, identity.contact_id, appt.id)
@@ -81,7 +107,10 @@ async def test_confirmation_then_the_reminders_at_their_offsets(deps, clinic, cl
     await deps.pool.execute("update chat_identities set last_inbound_at = $1", clock.at)
     await scheduler.tick()
     confirmed = (await outbound(deps, clinic))[-1]
-    assert confirmed.text.endswith("¡Te esperamos!") and confirmed.buttons == ["Reprogramar", "Cancelar"]
+    assert confirmed.text.endswith("¡Te esperamos!") and confirmed.buttons == [
+        "Reprogramar",
+        "Cancelar",
+    ]
 
 
 async def test_outside_the_window_the_reminder_is_the_template(deps, clinic, clock):
@@ -93,8 +122,12 @@ async def test_outside_the_window_the_reminder_is_the_template(deps, clinic, clo
     await scheduler.tick()
     late = (await outbound(deps, clinic))[-1]
     assert late.template_id == "demo-reminder-template" and late.text is None
-    assert late.template_params == ["Limpieza facial", "jueves 4 de marzo", "3:00 p. m.",
-                                    "Calle 93 # 12-45, Chicó, Bogotá"]
+    assert late.template_params == [
+        "Limpieza facial",
+        "jueves 4 de marzo",
+        "3:00 p. m.",
+        "Calle 93 # 12-45, Chicó, Bogotá",
+    ]
     assert await jobs.pending(deps.redis, clinic) == []
     assert await deps.redis.zcard(keys.JOB_ORGS) == 0  # an idle tenant costs the scheduler nothing
 
@@ -102,16 +135,26 @@ async def test_outside_the_window_the_reminder_is_the_template(deps, clinic, clo
 async def test_a_reschedule_moves_the_reminders_and_a_cancel_removes_them(deps, clinic, clock):
     identity, appt = await book(deps, clinic, clock, THURSDAY_3PM)
     due = sorted(j.due_ms for j in await jobs.pending(deps.redis, clinic))
-    assert due == [clock.ms(), int((THURSDAY_3PM - timedelta(hours=24)).timestamp() * 1000),
-                   int((THURSDAY_3PM - timedelta(hours=2)).timestamp() * 1000)]
+    assert due == [
+        clock.ms(),
+        int((THURSDAY_3PM - timedelta(hours=24)).timestamp() * 1000),
+        int((THURSDAY_3PM - timedelta(hours=2)).timestamp() * 1000),
+    ]
     friday = THURSDAY_3PM + timedelta(days=1)
-    await appointments.reschedule(deps.pool, org=clinic, contact_id=identity.contact_id,
-                                  appointment_id=appt.id, starts_at=friday)
+    await appointments.reschedule(
+        deps.pool,
+        org=clinic,
+        contact_id=identity.contact_id,
+        appointment_id=appt.id,
+        starts_at=friday,
+    )
     await reminders.plan(deps.redis, deps.pool, clinic, appt.id, "rescheduled", clock.ms())
     kinds = sorted((j.data["kind"], j.due_ms) for j in await jobs.pending(deps.redis, clinic))
-    assert kinds == [("confirmation", clock.ms()),
-                     ("reminder", int((friday - timedelta(hours=24)).timestamp() * 1000)),
-                     ("reminder", int((friday - timedelta(hours=2)).timestamp() * 1000))]
+    assert kinds == [
+        ("confirmation", clock.ms()),
+        ("reminder", int((friday - timedelta(hours=24)).timestamp() * 1000)),
+        ("reminder", int((friday - timedelta(hours=2)).timestamp() * 1000)),
+    ]
     await appointments.cancel(deps.pool, clinic, identity.contact_id, appt.id)
     await reminders.plan(deps.redis, deps.pool, clinic, appt.id, "cancelled", clock.ms())
     [job] = await jobs.pending(deps.redis, clinic)
@@ -125,8 +168,13 @@ async def test_a_reschedule_moves_the_reminders_and_a_cancel_removes_them(deps, 
 async def test_a_job_left_over_from_before_a_move_sends_nothing(deps, clinic, clock):
     identity, appt = await book(deps, clinic, clock, THURSDAY_3PM)
     [old] = [j for j in await jobs.pending(deps.redis, clinic) if j.data.get("offset_h") == 24]
-    await appointments.reschedule(deps.pool, org=clinic, contact_id=identity.contact_id,
-                                  appointment_id=appt.id, starts_at=THURSDAY_3PM + timedelta(days=1))
+    await appointments.reschedule(
+        deps.pool,
+        org=clinic,
+        contact_id=identity.contact_id,
+        appointment_id=appt.id,
+        starts_at=THURSDAY_3PM + timedelta(days=1),
+    )
     # A worker claimed the old reminder before the move re-planned it: it must not go out.
     await Scheduler(deps).run_job(clinic, old)
     assert [m.purpose for m in await outbound(deps, clinic)] == []
@@ -135,7 +183,9 @@ async def test_a_job_left_over_from_before_a_move_sends_nothing(deps, clinic, cl
 async def test_two_workers_never_send_one_reminder_twice(deps, clinic, clock):
     friday = datetime(2027, 3, 5, 8, 0, tzinfo=BOGOTA)
     for i in range(10):  # Friday 8:00 to 17:00
-        await book(deps, clinic, clock, friday + timedelta(hours=i), phone=f"57300000{i:04d}", key=f"t:{i}")
+        await book(
+            deps, clinic, clock, friday + timedelta(hours=i), phone=f"57300000{i:04d}", key=f"t:{i}"
+        )
     workers = [Scheduler(deps) for _ in range(3)]
     await asyncio.gather(*(w.tick() for w in workers * 2))
     assert [m.purpose for m in await outbound(deps, clinic)] == ["confirmation"] * 10
@@ -153,12 +203,23 @@ async def test_a_late_scheduler_sends_only_the_latest_reminder(deps, clinic, clo
     assert [m.purpose for m in await outbound(deps, clinic)] == ["confirmation", "reminder"]
     clock.at = THURSDAY_3PM + timedelta(hours=2)
     await book(deps, clinic, clock, THURSDAY_3PM + timedelta(days=7), key="t:2")
-    await reminders.plan(deps.redis, deps.pool, clinic,
-                         await deps.pool.fetchval("select id::text from appointments where idempotency_key = 't:2'"),
-                         "booked", clock.ms())
-    clock.at = THURSDAY_3PM + timedelta(days=8)  # down for longer than the appointment: nothing late
+    await reminders.plan(
+        deps.redis,
+        deps.pool,
+        clinic,
+        await deps.pool.fetchval("select id::text from appointments where idempotency_key = 't:2'"),
+        "booked",
+        clock.ms(),
+    )
+    clock.at = THURSDAY_3PM + timedelta(
+        days=8
+    )  # down for longer than the appointment: nothing late
     await Scheduler(deps).tick()
-    assert [m.purpose for m in await outbound(deps, clinic)] == ["confirmation", "reminder", "confirmation"]
+    assert [m.purpose for m in await outbound(deps, clinic)] == [
+        "confirmation",
+        "reminder",
+        "confirmation",
+    ]
 
 
 async def test_a_worker_killed_mid_job_leaves_it_to_another(deps, clinic, clock):
@@ -176,8 +237,9 @@ async def test_a_worker_killed_mid_job_leaves_it_to_another(deps, clinic, clock)
 
 async def test_an_opted_out_contact_gets_no_reminder(deps, clinic, clock):
     identity, _ = await book(deps, clinic, clock, THURSDAY_3PM)
-    await consent.record(deps.pool, org=clinic, contact_id=identity.contact_id, status="opted_out",
-                         source="keyword")
+    await consent.record(
+        deps.pool, org=clinic, contact_id=identity.contact_id, status="opted_out", source="keyword"
+    )
     clock.at = THURSDAY_3PM - timedelta(hours=1)
     await Scheduler(deps).tick()
     assert await outbound(deps, clinic) == []
@@ -206,27 +268,51 @@ async def test_attendance_counts_no_shows_by_organization(deps, clinic, clock):
 
     identity, appt = await book(deps, clinic, clock, THURSDAY_3PM)
     await book(deps, clinic, clock, THURSDAY_3PM + timedelta(days=1), key="t:2")
-    await deps.pool.execute("update appointments set status = 'no_show' where id = $1::uuid", appt.id)
-    await reminders.confirm_attendance(deps.pool, clinic, identity.contact_id, appt.id)  # not active: no
-    second = await deps.pool.fetchval("select id::text from appointments where idempotency_key = 't:2'")
+    await deps.pool.execute(
+        "update appointments set status = 'no_show' where id = $1::uuid", appt.id
+    )
+    await reminders.confirm_attendance(
+        deps.pool, clinic, identity.contact_id, appt.id
+    )  # not active: no
+    second = await deps.pool.fetchval(
+        "select id::text from appointments where idempotency_key = 't:2'"
+    )
     assert await reminders.confirm_attendance(deps.pool, clinic, identity.contact_id, second)
     await AttendanceStats(deps)()
     value = metrics.REGISTRY.get_sample_value
     assert value("skytide_appointment_attendance", {"org": clinic, "outcome": "no_show"}) == 1
-    assert value("skytide_appointment_attendance", {"org": clinic, "outcome": "confirmed_by_contact"}) == 1
+    assert (
+        value("skytide_appointment_attendance", {"org": clinic, "outcome": "confirmed_by_contact"})
+        == 1
+    )
 
 
-async def test_the_sender_sends_a_reminder_as_an_interactive_quick_reply(system, make_org, gupshup, deps):
+async def test_the_sender_sends_a_reminder_as_an_interactive_quick_reply(
+    system, make_org, gupshup, deps
+):
     from storage import streams
 
     org = await make_org("RemindApp")
     identity = await chats.upsert_identity(deps.pool, org, "573001230000", "Ana")
-    await deps.pool.execute("update chat_identities set last_inbound_at = $2 where id = $1::uuid",
-                            identity.id, datetime.fromtimestamp(deps.clock(), timezone.utc))
+    await deps.pool.execute(
+        "update chat_identities set last_inbound_at = $2 where id = $1::uuid",
+        identity.id,
+        datetime.fromtimestamp(deps.clock(), timezone.utc),
+    )
     async with system(roles=("sender",)):
-        await streams.publish(deps.redis, events.OutboundMessage(
-            org=org, phone="573001230000", text="⏰ Te recordamos tu cita", idempotency_key="job:r1",
-            buttons=list(reminders.BUTTONS), purpose="reminder", requires_bot_enabled=False), "outbound")
+        await streams.publish(
+            deps.redis,
+            events.OutboundMessage(
+                org=org,
+                phone="573001230000",
+                text="⏰ Te recordamos tu cita",
+                idempotency_key="job:r1",
+                buttons=list(reminders.BUTTONS),
+                purpose="reminder",
+                requires_bot_enabled=False,
+            ),
+            "outbound",
+        )
         [sent] = await gupshup.wait_for_sent(1, timeout_s=10)
     assert sent.kind == "session" and sent.message["type"] == "quick_reply"
     assert sent.message["content"] == {"type": "text", "text": "⏰ Te recordamos tu cita"}
@@ -236,8 +322,14 @@ async def test_the_sender_sends_a_reminder_as_an_interactive_quick_reply(system,
 async def test_appointments_entered_in_the_crm_get_reminders_once_planned(deps, clinic, clock):
     identity = await chats.upsert_identity(deps.pool, clinic, "573001239999", "Eva")
     facial = await catalog.find_service(deps.pool, clinic, "limpieza facial")
-    crm = await appointments.book(deps.pool, org=clinic, contact_id=identity.contact_id, service=facial,
-                                  starts_at=THURSDAY_3PM, idempotency_key="crm:1")  # no jobs planned
+    crm = await appointments.book(
+        deps.pool,
+        org=clinic,
+        contact_id=identity.contact_id,
+        service=facial,
+        starts_at=THURSDAY_3PM,
+        idempotency_key="crm:1",
+    )  # no jobs planned
     await book(deps, clinic, clock, THURSDAY_3PM + timedelta(days=1))  # booked by the bot: planned
     assert await reminders.plan_upcoming(deps.redis, deps.pool, clinic, clock.ms()) == 1
     assert await reminders.plan_upcoming(deps.redis, deps.pool, clinic, clock.ms()) == 0  # once
@@ -246,8 +338,13 @@ async def test_appointments_entered_in_the_crm_get_reminders_once_planned(deps, 
 
 
 async def test_a_job_that_fails_on_its_own_is_dropped_after_max_deliveries(deps, clinic, clock):
-    await jobs.plan(deps.redis, clinic, "bad", clock.ms(),
-                    {"kind": "reminder", "appointment_id": "not-a-uuid", "starts_ms": 0})
+    await jobs.plan(
+        deps.redis,
+        clinic,
+        "bad",
+        clock.ms(),
+        {"kind": "reminder", "appointment_id": "not-a-uuid", "starts_ms": 0},
+    )
     scheduler = Scheduler(deps)
     for attempt in range(1, deps.settings.max_deliveries + 1):
         assert [j.id for j in await jobs.pending(deps.redis, clinic)] == ["bad"], attempt

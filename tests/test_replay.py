@@ -20,15 +20,23 @@ from tests.helpers import settled as pipeline_settled
 
 def replay_from_cli(settings, stage: str) -> str:
     env = {**os.environ, "REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url}
-    done = subprocess.run([sys.executable, "-m", "ops", "dlq", "replay", "--stage", stage],
-                          env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "ops", "dlq", "replay", "--stage", stage],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
 
 
 async def _accepted(deps) -> bool:
-    return bool(await deps.pool.fetchval(
-        "select count(*) from chat_messages where provider_message_id is not null"))
+    return bool(
+        await deps.pool.fetchval(
+            "select count(*) from chat_messages where provider_message_id is not null"
+        )
+    )
 
 
 async def _letters(deps, org: str, stage: str) -> list:
@@ -36,7 +44,8 @@ async def _letters(deps, org: str, stage: str) -> list:
 
 
 async def test_replayed_enrich_entry_leads_to_a_turn_and_a_reply(
-        system, make_org, gupshup, deps, settings, embedded):
+    system, make_org, gupshup, deps, settings, embedded
+):
     org = await make_org("clinic")
     now_ms = clock.now_ms()
     async with system(dependency_outage_max_s=0) as s:
@@ -74,15 +83,17 @@ def model_down_once(receptionist: type) -> type:
 
 
 async def test_replayed_agent_entry_runs_the_turn_and_replies(
-        system, make_org, gupshup, deps, settings):
+    system, make_org, gupshup, deps, settings
+):
     org = await make_org("clinic")
     seen: list[list[str]] = []
     real = recording_receptionist(seen)
     DownOnce = model_down_once(real)
 
     async with system(receptionist_builder=DownOnce, dependency_outage_max_s=0) as s:
-        await post_webhook(s.url, text_webhook("clinic", "573000000003", "hola", "a-1",
-                                               clock.now_ms()))
+        await post_webhook(
+            s.url, text_webhook("clinic", "573000000003", "hola", "a-1", clock.now_ms())
+        )
         letters = await eventually(lambda: _letters(deps, org, "agent"), timeout_s=20)
         assert "model was down" in letters[0].error and gupshup.sent == []
         printed = await in_thread(replay_from_cli, settings, "agent")
@@ -94,12 +105,14 @@ async def test_replayed_agent_entry_runs_the_turn_and_replies(
 
 
 async def test_replayed_sender_entry_sends_the_reply_once(
-        system, make_org, gupshup, deps, settings):
+    system, make_org, gupshup, deps, settings
+):
     org = await make_org("clinic")
     gupshup.fail_next(503)
     async with system(dependency_outage_max_s=0) as s:
-        await post_webhook(s.url, text_webhook("clinic", "573000000004", "hola", "s-1",
-                                               clock.now_ms()))
+        await post_webhook(
+            s.url, text_webhook("clinic", "573000000004", "hola", "s-1", clock.now_ms())
+        )
         letters = await eventually(lambda: _letters(deps, org, "sender"), timeout_s=20)
         assert "gupshup was down" in letters[0].error
         printed = replay_from_cli(settings, "sender")
@@ -112,20 +125,29 @@ async def test_replayed_sender_entry_sends_the_reply_once(
 
 
 async def test_a_send_in_doubt_past_its_limit_is_listed_for_a_person_and_not_resent(
-        system, make_org, gupshup, deps, settings):
+    system, make_org, gupshup, deps, settings
+):
     """A send that timed out, no status event naming it, and past SEND_DOUBT_MAX_S (here at
     once): given up on, listed by `skytide dlq unknown`, and not sent again."""
     await make_org("clinic")
     gupshup.delay_s = 1.0  # longer than the sender waits: the outcome is unknown
-    async with system(gupshup_timeout_s=0.2, send_doubt_grace_s=0.2, send_doubt_check_s=0.1,
-                      send_doubt_max_s=0) as s:
-        await post_webhook(s.url, text_webhook("clinic", "573000000005", "hola", "u-1",
-                                               clock.now_ms()))
+    async with system(
+        gupshup_timeout_s=0.2, send_doubt_grace_s=0.2, send_doubt_check_s=0.1, send_doubt_max_s=0
+    ) as s:
+        await post_webhook(
+            s.url, text_webhook("clinic", "573000000005", "hola", "u-1", clock.now_ms())
+        )
         await eventually(lambda: _unknown(deps), timeout_s=20)
     env = {**os.environ, "REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url}
-    listed = await in_thread(lambda: subprocess.run(
-        [sys.executable, "-m", "ops", "dlq", "unknown"], env=env, capture_output=True, text=True,
-        timeout=60))
+    listed = await in_thread(
+        lambda: subprocess.run(
+            [sys.executable, "-m", "ops", "dlq", "unknown"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    )
     assert listed.returncode == 0, listed.stderr[-2000:]
     assert "1 message(s) with an unknown outcome" in listed.stdout
     assert "SEND_DOUBT_MAX_S" in listed.stdout and "5730000000" not in listed.stdout  # masked
@@ -145,12 +167,13 @@ async def test_a_dead_lettered_turn_does_not_hold_its_chat(system, make_org, gup
     DownOnce = model_down_once(real)
 
     phone = "573000000006"
-    async with system(receptionist_builder=DownOnce, dependency_outage_max_s=0,
-                      turn_lease_s=600) as s:
-        await post_webhook(s.url, text_webhook("clinic", phone, "hola", "h-1",
-                                               clock.now_ms()))
+    async with system(
+        receptionist_builder=DownOnce, dependency_outage_max_s=0, turn_lease_s=600
+    ) as s:
+        await post_webhook(s.url, text_webhook("clinic", phone, "hola", "h-1", clock.now_ms()))
         await eventually(lambda: _letters(deps, org, "agent"), timeout_s=20)
-        await post_webhook(s.url, text_webhook("clinic", phone, "hola otra vez", "h-2",
-                                               clock.now_ms()))
+        await post_webhook(
+            s.url, text_webhook("clinic", phone, "hola otra vez", "h-2", clock.now_ms())
+        )
         sent = await gupshup.wait_for_sent(1, timeout_s=20)
     assert sent[0].destination == phone

@@ -24,19 +24,33 @@ async def run_poisoned(redis, count: int, **config) -> None:
     async def handler(event, delivery):
         raise Poison(f"to {PHONE}: apikey=sk-live-abc123 Authorization: Bearer tok-xyz-987 refused")
 
-    worker = StageWorker(redis, StageConfig(stage="enrich", stream="inbound", block_ms=100,
-                                            claim_every_s=0.2, org_refresh_s=0.1, **config),
-                         handler, "c1")
+    worker = StageWorker(
+        redis,
+        StageConfig(
+            stage="enrich",
+            stream="inbound",
+            block_ms=100,
+            claim_every_s=0.2,
+            org_refresh_s=0.1,
+            **config,
+        ),
+        handler,
+        "c1",
+    )
     await redis.sadd(keys.ORG_REGISTRY, ORG)
     for i in range(count):
-        await redis.xadd(keys.stream(ORG, "inbound"),
-                         encode(StatusEvent(org=ORG, provider_id=f"p{i}", status="read", at_ms=1)))
+        await redis.xadd(
+            keys.stream(ORG, "inbound"),
+            encode(StatusEvent(org=ORG, provider_id=f"p{i}", status="read", at_ms=1)),
+        )
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:
+
         async def settled():
             groups = await redis.xinfo_groups(keys.stream(ORG, "inbound"))
             return groups and groups[0]["entries-read"] == count and groups[0]["pending"] == 0
+
         await eventually(settled)
     finally:
         stop.set()
@@ -72,8 +86,12 @@ def test_log_lines_mask_phones_and_secrets():
         handler = logging.getLogger().handlers[0]
         handler.setStream(stream)
         log = logging.getLogger("test.masking")
-        log.warning("message to %s failed: %s", PHONE, "url https://x/?token=abc123def&x=1 "
-                    "apikey: sk-live-abc123 postgresql://user:hunter2@db/x")
+        log.warning(
+            "message to %s failed: %s",
+            PHONE,
+            "url https://x/?token=abc123def&x=1 "
+            "apikey: sk-live-abc123 postgresql://user:hunter2@db/x",
+        )
         try:
             raise ValueError(f"bad number +{PHONE}")
         except ValueError:
@@ -96,8 +114,9 @@ async def test_readiness_names_a_failing_dependency_without_its_address_or_passw
     port = free_port()  # nothing listens there
     redis = create_redis(f"redis://:hunter2-secret@127.0.0.1:{port}/0")
     try:
-        checks = await health.check(Deps(settings=deps.settings, redis=redis, pool=deps.pool,
-                                         http=deps.http))
+        checks = await health.check(
+            Deps(settings=deps.settings, redis=redis, pool=deps.pool, http=deps.http)
+        )
     finally:
         await redis.aclose()
     assert checks["postgres"] == "ok" and checks["redis"].startswith("error: ")

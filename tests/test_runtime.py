@@ -22,8 +22,14 @@ async def test_a_stage_survives_a_redis_restart(tmp_path):
     async def handler(event, delivery):
         handled.append(event.provider_id)
 
-    config = StageConfig(stage="enrich", stream="inbound", block_ms=100, claim_every_s=0.2,
-                         org_refresh_s=0.1, retry_max_s=0.5)
+    config = StageConfig(
+        stage="enrich",
+        stream="inbound",
+        block_ms=100,
+        claim_every_s=0.2,
+        org_refresh_s=0.1,
+        retry_max_s=0.5,
+    )
     worker = StageWorker(redis, config, handler, "c1")
     stop = asyncio.Event()
 
@@ -67,8 +73,14 @@ async def test_same_entry_id_on_two_streams_is_handled_without_a_claim(servers):
     async def handler(event, delivery):
         handled.append((delivery.stream, delivery.entry_id))
 
-    config = StageConfig(stage="enrich", stream="inbound", block_ms=100, claim_idle_ms=200,
-                         claim_every_s=0.1, org_refresh_s=0.1)
+    config = StageConfig(
+        stage="enrich",
+        stream="inbound",
+        block_ms=100,
+        claim_idle_ms=200,
+        claim_every_s=0.1,
+        org_refresh_s=0.1,
+    )
     worker = StageWorker(redis, config, handler, "c1")
     claimed_before = _claimed("enrich")
     stop = asyncio.Event()
@@ -115,7 +127,10 @@ async def test_trimming_keeps_the_entries_a_killed_worker_left_pending(servers):
     async def add(*provider_ids: str) -> None:
         async with redis.pipeline(transaction=False) as pipe:
             for provider_id in provider_ids:
-                pipe.xadd(stream, encode(StatusEvent(org=org, provider_id=provider_id, status="read", at_ms=1)))
+                pipe.xadd(
+                    stream,
+                    encode(StatusEvent(org=org, provider_id=provider_id, status="read", at_ms=1)),
+                )
             await pipe.execute()
 
     async def run_live(until) -> None:
@@ -128,8 +143,14 @@ async def test_trimming_keeps_the_entries_a_killed_worker_left_pending(servers):
             await asyncio.wait_for(task, 10)
 
     # Whole stream nodes (100 entries by default) are trimmed: a few hundred entries show it.
-    config = StageConfig(stage="enrich", stream="inbound", block_ms=100, claim_idle_ms=1000,
-                         claim_every_s=0.1, org_refresh_s=0.1)
+    config = StageConfig(
+        stage="enrich",
+        stream="inbound",
+        block_ms=100,
+        claim_idle_ms=1000,
+        claim_every_s=0.1,
+        org_refresh_s=0.1,
+    )
     try:
         await redis.sadd(keys.ORG_REGISTRY, org)
         await ensure_group(redis, stream, "enrich")
@@ -140,8 +161,9 @@ async def test_trimming_keeps_the_entries_a_killed_worker_left_pending(servers):
         await add(*(f"after-{i}" for i in range(250)))
         await run_live(lambda: _has(handled, "orphan"))
         assert await redis.xlen(stream) < 501  # trimming ran meanwhile
-        assert sorted(handled) == sorted(["orphan", *(f"{w}-{i}" for w in ("before", "after")
-                                                      for i in range(250))])
+        assert sorted(handled) == sorted(
+            ["orphan", *(f"{w}-{i}" for w in ("before", "after") for i in range(250))]
+        )
     finally:
         await redis.srem(keys.ORG_REGISTRY, org)
         await redis.delete(stream)

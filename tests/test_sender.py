@@ -14,14 +14,19 @@ PHONE = "919876543210"
 
 async def _open_window(deps, org: str) -> None:
     identity = await chats.upsert_identity(deps.pool, org, PHONE, "Ana")
-    await deps.pool.execute("update chat_identities set last_inbound_at = $2 where id = $1::uuid",
-                            identity.id, clock.now_dt())
+    await deps.pool.execute(
+        "update chat_identities set last_inbound_at = $2 where id = $1::uuid",
+        identity.id,
+        clock.now_dt(),
+    )
 
 
 async def _row(deps, key: str):
     return await deps.pool.fetchrow(
         "select message_status, provider_message_id, error_reason from chat_messages"
-        " where idempotency_key = $1", key)
+        " where idempotency_key = $1",
+        key,
+    )
 
 
 async def test_a_503_is_retried_and_the_message_goes_out_once(system, make_org, gupshup, deps):
@@ -30,9 +35,13 @@ async def test_a_503_is_retried_and_the_message_goes_out_once(system, make_org, 
     await _open_window(deps, org)
     gupshup.fail_next(503, times=2)
     async with system(roles=("sender",)):
-        await streams.publish(deps.redis, OutboundMessage(
-            org=org, phone=PHONE, text="Tu cita quedó confirmada", idempotency_key="r-1"),
-            "outbound")
+        await streams.publish(
+            deps.redis,
+            OutboundMessage(
+                org=org, phone=PHONE, text="Tu cita quedó confirmada", idempotency_key="r-1"
+            ),
+            "outbound",
+        )
         sent = await gupshup.wait_for_sent(1, timeout_s=10)
         await eventually(lambda: _row(deps, "r-1"))
     assert len(gupshup.sent) == 1
@@ -41,18 +50,23 @@ async def test_a_503_is_retried_and_the_message_goes_out_once(system, make_org, 
 
 
 async def test_a_timeout_is_not_resent_when_a_status_names_the_message(
-        system, make_org, gupshup, deps):
+    system, make_org, gupshup, deps
+):
     """Gupshup took a request that timed out (it answers after the sender stopped waiting): the
     status events it then posts name the message, which is not sent again."""
     org = await make_org(gupshup.app_name)
     await _open_window(deps, org)
     gupshup.callback_token = "secret-token"
     gupshup.delay_s = 1.0  # handled (and delivered) after the sender gave up at 0.2 s
-    async with system(roles=("ingress", "enrich", "sender"), gupshup_timeout_s=0.2,
-                      send_doubt_grace_s=3600) as s:
+    async with system(
+        roles=("ingress", "enrich", "sender"), gupshup_timeout_s=0.2, send_doubt_grace_s=3600
+    ) as s:
         gupshup.callback_url = s.url + "/webhooks/gupshup"
-        await streams.publish(deps.redis, OutboundMessage(
-            org=org, phone=PHONE, text="hola", idempotency_key="t-1"), "outbound")
+        await streams.publish(
+            deps.redis,
+            OutboundMessage(org=org, phone=PHONE, text="hola", idempotency_key="t-1"),
+            "outbound",
+        )
         sent = await gupshup.wait_for_sent(1, timeout_s=10)
         row = await eventually(lambda: _with_id(deps, "t-1"))
     assert row["provider_message_id"] == sent[0].message_id
@@ -82,7 +96,8 @@ async def test_the_same_entry_published_twice_is_sent_once(system, make_org, gup
 
 
 async def test_a_send_interrupted_by_a_crash_is_not_repeated_when_it_arrived(
-        system, make_org, gupshup, deps):
+    system, make_org, gupshup, deps
+):
     """A row marked as on the wire, with no Gupshup id, after a crash: the request may have gone
     out. A status event for the chat that no stored message claims says it did."""
     org = await make_org(gupshup.app_name)
@@ -91,12 +106,19 @@ async def test_a_send_interrupted_by_a_crash_is_not_repeated_when_it_arrived(
     await deps.pool.execute(
         "insert into chat_messages (organization_id, chat_identity_id, direction, message,"
         " idempotency_key, send_started_at) values ($1::uuid, $2::uuid, 'outbound', 'hola',"
-        " 'crashed', $3)", org, identity.id, clock.now_dt())
+        " 'crashed', $3)",
+        org,
+        identity.id,
+        clock.now_dt(),
+    )
     gupshup.callback_token = "secret-token"
     async with system(roles=("ingress", "enrich", "sender"), send_doubt_grace_s=3600) as s:
         gupshup.callback_url = s.url + "/webhooks/gupshup"
-        await streams.publish(deps.redis, OutboundMessage(
-            org=org, phone=PHONE, text="hola", idempotency_key="crashed"), "outbound")
+        await streams.publish(
+            deps.redis,
+            OutboundMessage(org=org, phone=PHONE, text="hola", idempotency_key="crashed"),
+            "outbound",
+        )
         assert await gupshup.post_status("gs-crashed", "sent", destination=PHONE) == 200
         row = await eventually(lambda: _with_id(deps, "crashed"))
     assert row["provider_message_id"] == "gs-crashed"
@@ -104,19 +126,29 @@ async def test_a_send_interrupted_by_a_crash_is_not_repeated_when_it_arrived(
 
 
 async def test_a_long_reply_goes_out_in_order_once_even_when_a_part_is_retried(
-        system, make_org, gupshup, deps):
+    system, make_org, gupshup, deps
+):
     org = await make_org("DemoApp")
     await _open_window(deps, org)
     async with system(roles=("sender",), recipient_interval_ms=300):
-        await streams.publish(deps.redis, OutboundMessage(
-            org=org, phone=PHONE, text="parte 1", more_texts=["parte 2", "parte 3"],
-            idempotency_key="long-1"), "outbound")
+        await streams.publish(
+            deps.redis,
+            OutboundMessage(
+                org=org,
+                phone=PHONE,
+                text="parte 1",
+                more_texts=["parte 2", "parte 3"],
+                idempotency_key="long-1",
+            ),
+            "outbound",
+        )
         await gupshup.wait_for_sent(1, timeout_s=10)
         gupshup.fail_next(503, times=1)  # the second part's first try: the entry is retried
         await gupshup.wait_for_sent(3, timeout_s=10)
         await eventually(lambda: pipeline_settled(deps.redis, org))
     assert [m.message["text"] for m in gupshup.sent] == ["parte 1", "parte 2", "parte 3"]
     assert len(gupshup.requests_to("/wa/api/v1/msg")) == 4  # part 2 was refused once
-    keys = await deps.pool.fetch("select idempotency_key from chat_messages"
-                                 " where direction = 'outbound' order by created_at")
+    keys = await deps.pool.fetch(
+        "select idempotency_key from chat_messages where direction = 'outbound' order by created_at"
+    )
     assert [k["idempotency_key"] for k in keys] == ["long-1", "long-1:1", "long-1:2"]

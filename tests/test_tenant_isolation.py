@@ -12,8 +12,13 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from pydantic_ai.messages import (ModelResponse, RetryPromptPart, TextPart, ToolCallPart,
-                                  ToolReturnPart)
+from pydantic_ai.messages import (
+    ModelResponse,
+    RetryPromptPart,
+    TextPart,
+    ToolCallPart,
+    ToolReturnPart,
+)
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from consumers.runtime import StageConfig, StageWorker
@@ -37,29 +42,43 @@ async def two_orgs(deps, make_org):
     other = await make_org(catalog=True)
     victim = (await chats.upsert_identity(deps.pool, other, "579000000001", None)).contact_id
     facial = await catalog.find_service(deps.pool, other, "limpieza facial")
-    theirs = await appointments.book(deps.pool, org=other, contact_id=victim, service=facial,
-                                     starts_at=datetime(2027, 3, 4, 9, tzinfo=BOGOTA),
-                                     idempotency_key="victim:1")
+    theirs = await appointments.book(
+        deps.pool,
+        org=other,
+        contact_id=victim,
+        service=facial,
+        starts_at=datetime(2027, 3, 4, 9, tzinfo=BOGOTA),
+        idempotency_key="victim:1",
+    )
     return clinic, other, victim, theirs
 
 
 def plan_model(plan: list[tuple[str, dict]]) -> FunctionModel:
     """The appointment agent follows `plan` one step per tool answer (returned or refused)."""
+
     def respond(messages, info: AgentInfo) -> ModelResponse:
         agent = re.search(r"\[agente:(\w+)\]", info.instructions or "").group(1)
         if agent == "router":
-            return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, {"flow": "appointment"})])
-        answers = [p for m in messages for p in getattr(m, "parts", [])
-                   if isinstance(p, (ToolReturnPart, RetryPromptPart))]
+            return ModelResponse(
+                parts=[ToolCallPart(info.output_tools[0].name, {"flow": "appointment"})]
+            )
+        answers = [
+            p
+            for m in messages
+            for p in getattr(m, "parts", [])
+            if isinstance(p, (ToolReturnPart, RetryPromptPart))
+        ]
         name, args = plan[min(len(answers), len(plan) - 1)]
         if name == "final":
             return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, args)])
         return ModelResponse(parts=[ToolCallPart(name, args)] if name else [TextPart("...")])
+
     return FunctionModel(respond)
 
 
 async def test_tool_calls_carrying_another_organizations_ids_touch_nothing(
-        deps, settings, two_orgs):
+    deps, settings, two_orgs
+):
     clinic, other, victim, theirs = two_orgs
     foreign = {"organization_id": other, "org": other, "contact_id": victim, "org_id": other}
     plan = [
@@ -71,12 +90,14 @@ async def test_tool_calls_carrying_another_organizations_ids_touch_nothing(
         ("final", {"reply": "No encuentro citas a tu nombre.", "done": True}),
     ]
     calls = _tool_calls()
-    chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=plan_model(plan)),
-                clinic)
+    chat = Chat(
+        deps, Receptionist(deps, await redis_saver(settings), model=plan_model(plan)), clinic
+    )
     for text in ("quiero cancelar mi cita", "sí, cancélala"):
         await chat.say(text)
-    [row] = await deps.pool.fetch("select organization_id::text, contact_id::text, status, starts_at"
-                                  " from appointments")
+    [row] = await deps.pool.fetch(
+        "select organization_id::text, contact_id::text, status, starts_at from appointments"
+    )
     assert tuple(row) == (other, victim, "confirmed", theirs.starts_at)
     made = {k: v - calls.get(k, 0) for k, v in _tool_calls().items() if v > calls.get(k, 0)}
     # The tools ran, in the clinic's scope: the listing was empty and nothing could be cancelled.
@@ -87,14 +108,25 @@ async def test_tool_calls_carrying_another_organizations_ids_touch_nothing(
 def _tool_calls() -> dict[tuple[str, str], float]:
     from ops import metrics
 
-    return {(s.labels["tool"], s.labels["outcome"]): s.value for m in metrics.REGISTRY.collect()
-            if m.name == "skytide_tool_calls" for s in m.samples if s.name.endswith("_total")}
+    return {
+        (s.labels["tool"], s.labels["outcome"]): s.value
+        for m in metrics.REGISTRY.collect()
+        if m.name == "skytide_tool_calls"
+        for s in m.samples
+        if s.name.endswith("_total")
+    }
 
 
 async def _dead_letter_of(deps, org: str, stream: str, event) -> dead_letters.DeadLetter:
     """A dead letter in `org`'s dead-letter stream, as the runtime writes one, naming `stream`."""
-    fields = {"stage": "enrich", "stream": stream, "error": "x", "deliveries": "5",
-              "failed_at_ms": "1", **{f"payload.{k}": v for k, v in encode(event).items()}}
+    fields = {
+        "stage": "enrich",
+        "stream": stream,
+        "error": "x",
+        "deliveries": "5",
+        "failed_at_ms": "1",
+        **{f"payload.{k}": v for k, v in encode(event).items()},
+    }
     entry_id = await deps.redis.xadd(keys.dead_letters(org), fields)
     return await dead_letters.get_letter(deps.redis, f"{org}/{entry_id}")
 
@@ -113,8 +145,15 @@ async def test_a_dead_letter_cannot_be_replayed_onto_another_organizations_strea
 async def test_a_replayed_message_naming_another_organization_touches_none_of_its_keys(deps):
     a, b = "org-a", "org-b"
     await deps.redis.sadd(keys.ORG_REGISTRY, a, b)
-    event = InboundMessage(org=b, provider_id="m1", phone="573001112233", kind="text", text="hola",
-                           sent_at_ms=1, received_at_ms=1)
+    event = InboundMessage(
+        org=b,
+        provider_id="m1",
+        phone="573001112233",
+        kind="text",
+        text="hola",
+        sent_at_ms=1,
+        received_at_ms=1,
+    )
     letter = await _dead_letter_of(deps, a, keys.stream(a, "inbound"), event)
     with pytest.raises(ValueError, match="organization"):
         await dead_letters.replay_letter(deps.redis, letter)
@@ -131,14 +170,23 @@ async def test_an_entry_naming_another_organization_is_not_processed_on_this_one
     async def handler(event, delivery):
         handled.append(event.org)
 
-    worker = StageWorker(deps.redis, StageConfig(stage="enrich", stream="inbound", block_ms=100,
-                                                 claim_every_s=0.2, org_refresh_s=0.1),
-                         handler, "c1")
+    worker = StageWorker(
+        deps.redis,
+        StageConfig(
+            stage="enrich", stream="inbound", block_ms=100, claim_every_s=0.2, org_refresh_s=0.1
+        ),
+        handler,
+        "c1",
+    )
     await deps.redis.sadd(keys.ORG_REGISTRY, a)
-    await deps.redis.xadd(keys.stream(a, "inbound"),
-                          encode(StatusEvent(org=b, provider_id="p1", status="read", at_ms=1)))
-    await deps.redis.xadd(keys.stream(a, "inbound"),
-                          encode(StatusEvent(org=a, provider_id="p2", status="read", at_ms=1)))
+    await deps.redis.xadd(
+        keys.stream(a, "inbound"),
+        encode(StatusEvent(org=b, provider_id="p1", status="read", at_ms=1)),
+    )
+    await deps.redis.xadd(
+        keys.stream(a, "inbound"),
+        encode(StatusEvent(org=a, provider_id="p2", status="read", at_ms=1)),
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:
@@ -172,10 +220,8 @@ NOT_TENANT_DATA = {
     "select name from schema_migrations": "the migration ledger",
     "insert into schema_migrations": "the migration ledger",
     "insert into organizations": "creates the organization",
-    "select id::text, settings from organizations where settings ?|":
-        "retention finds the organizations that set one (each then by its own id)",
-    "select webhook_token from platform_connections where gupshup_app_name":
-        "the operator's own look-up of an app's token (skytide org token)",
+    "select id::text, settings from organizations where settings ?|": "retention finds the organizations that set one (each then by its own id)",
+    "select webhook_token from platform_connections where gupshup_app_name": "the operator's own look-up of an app's token (skytide org token)",
     # Finding the tenant: these are how an organization is found in the first place.
     "from platform_connections c join organizations o": "finds the connection, hence the org",
     # Sender bookkeeping on a row id that an org-filtered insert of the same flow returned.
@@ -194,17 +240,29 @@ def sql_statements() -> list[tuple[str, int, str]]:
     found = []
     for path in sorted(STORAGE.glob("*.py")):
         tree = ast.parse(path.read_text())
-        fragments = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
-                     for t in n.targets if isinstance(t, ast.Name)
-                     and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str)}
-        used = {n.id for n in ast.walk(tree) if isinstance(n, ast.BinOp)
-                for n in (n.left, n.right) if isinstance(n, ast.Name)}
+        fragments = {
+            t.id: n.value.value
+            for n in tree.body
+            if isinstance(n, ast.Assign)
+            for t in n.targets
+            if isinstance(t, ast.Name)
+            and isinstance(n.value, ast.Constant)
+            and isinstance(n.value.value, str)
+        }
+        used = {
+            n.id
+            for n in ast.walk(tree)
+            if isinstance(n, ast.BinOp)
+            for n in (n.left, n.right)
+            if isinstance(n, ast.Name)
+        }
         parts: set[int] = set()  # pieces of a larger expression: read as part of it
         for node in ast.walk(tree):
             if isinstance(node, (ast.JoinedStr, ast.BinOp)):
                 parts.update(id(child) for child in ast.walk(node) if child is not node)
             if isinstance(node, ast.Assign) and any(
-                    isinstance(t, ast.Name) and t.id in used for t in node.targets):
+                isinstance(t, ast.Name) and t.id in used for t in node.targets
+            ):
                 parts.add(id(node.value))  # a fragment, read where it is used
         for node in ast.walk(tree):
             if id(node) in parts or isinstance(node, ast.Name):
@@ -221,8 +279,10 @@ def _text(node: ast.AST, fragments: dict[str, str]) -> str | None:
     if isinstance(node, ast.Name):
         return fragments.get(node.id)
     if isinstance(node, ast.JoinedStr):
-        return "".join(v.value if isinstance(v, ast.Constant) else "{" + ast.unparse(v.value) + "}"
-                       for v in node.values)
+        return "".join(
+            v.value if isinstance(v, ast.Constant) else "{" + ast.unparse(v.value) + "}"
+            for v in node.values
+        )
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
         left, right = _text(node.left, fragments), _text(node.right, fragments)
         return left + right if left is not None and right is not None else None

@@ -18,7 +18,9 @@ def test_relative_days_and_periods():
     w = parse("pasado mañana en la mañana", NOW)
     assert w.days == [date(2027, 3, 5)] and w.time_from == time(6)
     assert parse("hoy", NOW).days == [date(2027, 3, 3)]
-    assert parse("en la mañana", NOW).time_to == time(12) and len(parse("en la mañana", NOW).days) == 7
+    assert (
+        parse("en la mañana", NOW).time_to == time(12) and len(parse("en la mañana", NOW).days) == 7
+    )
 
 
 def test_weekdays_and_dates():
@@ -43,25 +45,35 @@ def test_times():
 
 def test_es_co_formatting_and_splitting():
     tz = ZoneInfo("America/Bogota")
-    assert replies.when(datetime(2027, 3, 5, 20, 0, tzinfo=ZoneInfo("UTC")), tz) == "viernes 5 de marzo, 3:00 p. m."
+    assert (
+        replies.when(datetime(2027, 3, 5, 20, 0, tzinfo=ZoneInfo("UTC")), tz)
+        == "viernes 5 de marzo, 3:00 p. m."
+    )
     assert replies.price(Decimal("120000.00")) == "$120.000"
     assert replies.price(0) == "sin costo"
     text = "\n\n".join(["a" * 3000, "b" * 3000, "c " * 3000])
     parts = replies.split(text)
     assert all(len(p) <= 4096 for p in parts) and parts[0] == "a" * 3000
-    assert "".join(parts).replace(" ", "").replace("\n", "") == text.replace(" ", "").replace("\n", "")
+    assert "".join(parts).replace(" ", "").replace("\n", "") == text.replace(" ", "").replace(
+        "\n", ""
+    )
 
 
 def test_a_weekday_with_its_day_number_is_that_date_not_the_next_weekday():
     # The bug of issue 20: "el lunes 14" gave the next Monday (the 8th).
     assert parse("el lunes 15", NOW).days == [date(2027, 3, 15)]
     assert parse("el viernes 17 de diciembre", NOW).days == [date(2027, 12, 17)]
-    assert parse("el 14", NOW).days == [date(2027, 3, 14)] and parse("el día 2", NOW).days == [date(2027, 4, 2)]
+    assert parse("el 14", NOW).days == [date(2027, 3, 14)] and parse("el día 2", NOW).days == [
+        date(2027, 4, 2)
+    ]
 
 
 def test_a_weekday_that_disagrees_with_the_date_is_a_contradiction_with_both_readings():
     w = parse("el lunes 14", NOW)  # the 14th of March 2027 is a Sunday
-    assert w.conflict is not None and (w.conflict.dated, w.conflict.other) == (date(2027, 3, 14), date(2027, 3, 15))
+    assert w.conflict is not None and (w.conflict.dated, w.conflict.other) == (
+        date(2027, 3, 14),
+        date(2027, 3, 15),
+    )
     assert w.days == [date(2027, 3, 14), date(2027, 3, 15)] and w.day_given
     assert parse("mañana lunes", NOW).conflict is not None  # tomorrow is a Thursday
     assert parse("mañana jueves", NOW).conflict is None
@@ -73,8 +85,13 @@ def test_relative_days_and_weeks():
     assert parse("dentro de ocho días", NOW).days == [date(2027, 3, 10)]  # a week, as people say it
     assert parse("el martes de la otra semana", NOW).days == [date(2027, 3, 9)]
     assert parse("la próxima semana", NOW).days[0] == date(2027, 3, 8)
-    assert parse("para mañana", NOW).days == [date(2027, 3, 4)] and parse("para mañana", NOW).period is None
-    assert parse("esta noche", NOW).days == [date(2027, 3, 3)] and parse("esta noche", NOW).time_from == time(18)
+    assert (
+        parse("para mañana", NOW).days == [date(2027, 3, 4)]
+        and parse("para mañana", NOW).period is None
+    )
+    assert parse("esta noche", NOW).days == [date(2027, 3, 3)] and parse(
+        "esta noche", NOW
+    ).time_from == time(18)
 
 
 def test_half_and_quarter_hours_noon_first_thing_and_ranges():
@@ -86,8 +103,15 @@ def test_half_and_quarter_hours_noon_first_thing_and_ranges():
     assert w.prefer == time(12) and (w.time_from, w.time_to) == (time(11), time(14))
     assert parse("mañana a primera hora", NOW).order == "earliest"
     w = parse("el viernes entre las 2 y las 4", NOW)
-    assert w.days == [date(2027, 3, 5)] and (w.time_from, w.time_to) == (time(14), time(16)) and w.prefer is None
-    assert (parse("después de las 4", NOW).time_from, parse("antes de las 11", NOW).time_to) == (time(16), time(11))
+    assert (
+        w.days == [date(2027, 3, 5)]
+        and (w.time_from, w.time_to) == (time(14), time(16))
+        and w.prefer is None
+    )
+    assert (parse("después de las 4", NOW).time_from, parse("antes de las 11", NOW).time_to) == (
+        time(16),
+        time(11),
+    )
     w = parse("el jueves en la noche", NOW)
     assert (w.time_from, w.time_to) == (time(18), time(22))
 
@@ -102,7 +126,9 @@ def test_english_and_portuguese_forms():
 
 
 def test_an_answer_to_which_day_picks_one_reading():
-    conflict = parse("el martes 15", NOW).conflict  # the 15th is a Monday; the Tuesday near it is the 16th
+    conflict = parse(
+        "el martes 15", NOW
+    ).conflict  # the 15th is a Monday; the Tuesday near it is the 16th
     assert (conflict.dated, conflict.other) == (date(2027, 3, 15), date(2027, 3, 16))
     assert pick_reading(conflict, "el martes", NOW) == date(2027, 3, 16)
     assert pick_reading(conflict, "el lunes por favor", NOW) == date(2027, 3, 15)

@@ -16,7 +16,8 @@ PHONE = "573001112299"
 
 
 async def test_a_turn_of_two_messages_continues_the_first_trace_and_links_the_second(
-        settings, make_org, system, gupshup):
+    settings, make_org, system, gupshup
+):
     await make_org("TraceClinic", catalog=True)
     async with OtlpReceiver() as otlp:
         tracing.setup(settings.model_copy(update={"otel_exporter_otlp_endpoint": otlp.url}))
@@ -25,8 +26,10 @@ async def test_a_turn_of_two_messages_continues_the_first_trace_and_links_the_se
             async with system(debounce_seconds=30, debounce_max_messages=2) as s:
                 now_ms = clock.now_ms()
                 for n, text in enumerate(("hola", "¿cuánto cuesta la limpieza facial?")):
-                    status, _ = await post_webhook(s.url, text_webhook(
-                        "TraceClinic", PHONE, text, f"wamid.trace{n}", now_ms + n))
+                    status, _ = await post_webhook(
+                        s.url,
+                        text_webhook("TraceClinic", PHONE, text, f"wamid.trace{n}", now_ms + n),
+                    )
                     assert status == 200
                 await gupshup.wait_for_sent(1, timeout_s=20)
         finally:
@@ -47,7 +50,8 @@ async def test_a_turn_of_two_messages_continues_the_first_trace_and_links_the_se
 
 
 async def test_a_voice_note_trace_holds_the_gemini_call_and_the_tokens_are_counted(
-        settings, make_org, media_system, gupshup, deps):
+    settings, make_org, media_system, gupshup, deps
+):
     org = await make_org(APP, app_id=APP_ID)
     model = settings.gemini_model
     before = value("skytide_gemini_requests_total", {"org": org, "model": model})
@@ -57,7 +61,9 @@ async def test_a_voice_note_trace_holds_the_gemini_call_and_the_tokens_are_count
             async with media_system() as s:
                 body, provider_id, _ = webhook("gupshup_v2_audio.json", gupshup)
                 assert (await post_webhook(s.url, body))[0] == 200
-                assert (await wait_row(deps, org, provider_id))["processed_text"].startswith("[nota de voz] ")
+                assert (await wait_row(deps, org, provider_id))["processed_text"].startswith(
+                    "[nota de voz] "
+                )
         finally:
             await asyncio.to_thread(tracing.shutdown)
     webhook_span = next(s for s in otlp.spans if s.name == "ingress.webhook")

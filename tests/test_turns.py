@@ -13,16 +13,32 @@ DEBOUNCE = turns.Debounce(quiet_ms=100, max_wait_ms=1000, max_messages=10)
 
 async def hand(redis, provider_id: str, message_id: str, now_ms: int, text: str = "hola") -> None:
     await redis.incr(keys.enriching(ORG, CHAT))  # what ingress does when it accepts the message
-    await turns.hand_off(redis, org=ORG, chat=CHAT, provider_id=provider_id,
-                         message_id=message_id, sent_at_ms=now_ms, now_ms=now_ms,
-                         debounce=DEBOUNCE, chars=len(text))
+    await turns.hand_off(
+        redis,
+        org=ORG,
+        chat=CHAT,
+        provider_id=provider_id,
+        message_id=message_id,
+        sent_at_ms=now_ms,
+        now_ms=now_ms,
+        debounce=DEBOUNCE,
+        chars=len(text),
+    )
 
 
-async def flush(redis, now_ms: int, lease_ms: int = 60_000, max_messages: int = 20,
-                max_chars: int = 4000) -> str:
-    return await turns.flush(redis, org=ORG, chat=CHAT, now_ms=now_ms, lease_ms=lease_ms,
-                             max_wait_ms=DEBOUNCE.max_wait_ms, max_messages=max_messages,
-                             max_chars=max_chars)
+async def flush(
+    redis, now_ms: int, lease_ms: int = 60_000, max_messages: int = 20, max_chars: int = 4000
+) -> str:
+    return await turns.flush(
+        redis,
+        org=ORG,
+        chat=CHAT,
+        now_ms=now_ms,
+        lease_ms=lease_ms,
+        max_wait_ms=DEBOUNCE.max_wait_ms,
+        max_messages=max_messages,
+        max_chars=max_chars,
+    )
 
 
 async def started_turns(redis) -> list[dict]:
@@ -89,21 +105,37 @@ async def test_a_flood_is_split_into_turns_of_bounded_size(deps):
 async def test_a_late_turn_gives_its_messages_to_the_next_turn(deps):
     redis = deps.redis
     await redis.set(keys.turn_lease(ORG, CHAT), "t-running", px=60_000)
-    taken = await turns.take_lease(redis, org=ORG, chat=CHAT, turn_id="t-late",
-                                   message_ids=["m1", "m2"], now_ms=5000, lease_ms=60_000)
+    taken = await turns.take_lease(
+        redis,
+        org=ORG,
+        chat=CHAT,
+        turn_id="t-late",
+        message_ids=["m1", "m2"],
+        now_ms=5000,
+        lease_ms=60_000,
+    )
     assert taken is False
     assert await redis.zrange(keys.pending(ORG, CHAT), 0, -1) == ["m1", "m2"]
     assert await redis.zscore(keys.due(ORG), CHAT) is not None
-    mine = await turns.take_lease(redis, org=ORG, chat=CHAT, turn_id="t-running",
-                                  message_ids=[], now_ms=5000, lease_ms=60_000)
+    mine = await turns.take_lease(
+        redis, org=ORG, chat=CHAT, turn_id="t-running", message_ids=[], now_ms=5000, lease_ms=60_000
+    )
     assert mine is True
 
 
 async def test_a_redelivered_hand_off_counts_once(deps):
     redis = deps.redis
     await hand(redis, "p1", "m1", 1000)
-    again = await turns.hand_off(redis, org=ORG, chat=CHAT, provider_id="p1", message_id="m1",
-                                 sent_at_ms=1000, now_ms=1100, debounce=DEBOUNCE)
+    again = await turns.hand_off(
+        redis,
+        org=ORG,
+        chat=CHAT,
+        provider_id="p1",
+        message_id="m1",
+        sent_at_ms=1000,
+        now_ms=1100,
+        debounce=DEBOUNCE,
+    )
     assert again is False
     assert await redis.zcard(keys.pending(ORG, CHAT)) == 1
     assert await redis.get(keys.enriching(ORG, CHAT)) is None  # back to zero, not below

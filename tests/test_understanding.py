@@ -21,8 +21,10 @@ APP_ID = "07c7c72d-20e3-4ff9-a5a1-14d1186eeec8"
 IMAGE = "Una lista de precios de un salón de belleza: limpieza facial 45 €, manicura 20 €."
 VIDEO = "Video: una clienta muestra el resultado de un tratamiento facial."
 PDF = "Documento: factura de un salón de belleza, total 65 €."
-CONTACT = ("[contacto] Dev Support — tel +1 (650) 555-1234 — dev.support@example.com, "
-           "dev.support2@example.com — Dev Support")
+CONTACT = (
+    "[contacto] Dev Support — tel +1 (650) 555-1234 — dev.support@example.com, "
+    "dev.support2@example.com — Dev Support"
+)
 LOCATION = "[ubicación] lat 19.1453658, lon 72.8552172"
 
 # processed_text per inbound fixture: with the fake Gemini answering, and without a key.
@@ -32,21 +34,31 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "gupshup_v2_button_reply.json": ("[botón] First", "[botón] First"),
     "gupshup_v2_contact.json": (CONTACT, CONTACT),
     "gupshup_v2_location.json": (LOCATION, LOCATION),
-    "gupshup_v2_audio.json": (f"[nota de voz] {DEFAULT_TRANSCRIPT}",
-                              "[nota de voz: transcripción no disponible]"),
-    "gupshup_v2_image.json": (f'[imagen] {IMAGE} — pie de foto: "Sample image"',
-                              '[imagen: descripción no disponible] — pie de foto: "Sample image"'),
-    "gupshup_v2_file.json": (f'[documento: IMG_0068.PNG] {IMAGE} — comentario: "Document caption"',
-                             '[documento: IMG_0068.PNG — resumen no disponible] — comentario: "Document caption"'),
+    "gupshup_v2_audio.json": (
+        f"[nota de voz] {DEFAULT_TRANSCRIPT}",
+        "[nota de voz: transcripción no disponible]",
+    ),
+    "gupshup_v2_image.json": (
+        f'[imagen] {IMAGE} — pie de foto: "Sample image"',
+        '[imagen: descripción no disponible] — pie de foto: "Sample image"',
+    ),
+    "gupshup_v2_file.json": (
+        f'[documento: IMG_0068.PNG] {IMAGE} — comentario: "Document caption"',
+        '[documento: IMG_0068.PNG — resumen no disponible] — comentario: "Document caption"',
+    ),
     "gupshup_v2_video.json": (f"[video] {VIDEO}", "[video: descripción no disponible]"),
     "gupshup_v3_text.json": ("Is this still in stock?", "Is this still in stock?"),
-    "gupshup_v3_audio.json": (f"[nota de voz] {DEFAULT_TRANSCRIPT}",
-                              "[nota de voz: transcripción no disponible]"),
+    "gupshup_v3_audio.json": (
+        f"[nota de voz] {DEFAULT_TRANSCRIPT}",
+        "[nota de voz: transcripción no disponible]",
+    ),
     "gupshup_v3_image.json": (f"[imagen] {IMAGE}", "[imagen: descripción no disponible]"),
     "gupshup_v3_video.json": (f"[video] {VIDEO}", "[video: descripción no disponible]"),
     # Gemini does not read .docx: the placeholder names the file.
-    "gupshup_v3_document.json": ("[documento: demo.docx — resumen no disponible]",
-                                 "[documento: demo.docx — resumen no disponible]"),
+    "gupshup_v3_document.json": (
+        "[documento: demo.docx — resumen no disponible]",
+        "[documento: demo.docx — resumen no disponible]",
+    ),
 }
 
 
@@ -79,8 +91,15 @@ def sample_bytes(content_type: str, size: int = 2048) -> bytes:
     return (prefix + bytes(range(256)) * (size // 256 + 1))[:size]
 
 
-def webhook(fixture_name: str, gupshup, *, data: bytes | None = None, delay_s: float = 0,
-            content_type: str | None = None, **inner: Any) -> tuple[dict[str, Any], str, bytes | None]:
+def webhook(
+    fixture_name: str,
+    gupshup,
+    *,
+    data: bytes | None = None,
+    delay_s: float = 0,
+    content_type: str | None = None,
+    **inner: Any,
+) -> tuple[dict[str, Any], str, bytes | None]:
     """A fixture addressed to our test app, its media (if any) served by the fake media host.
 
     Returns (body, provider id, the media bytes). Links get a future urlExpiry: the fixtures'
@@ -117,9 +136,15 @@ def media_system(system, gemini, tmp_path):
     """Ingress and enrich only, Gemini configured (pass gemini_api_key=None to run without)."""
 
     def start(roles=("ingress", "enrich"), **overrides):
-        settings = {"gemini_api_key": "test-key", "google_gemini_base_url": gemini.url,
-                    "media_dir": tmp_path / "media", "media_retry_base_s": 0.01,
-                    "gemini_retry_base_s": 0.01, "gemini_retry_max_s": 0.05, **overrides}
+        settings = {
+            "gemini_api_key": "test-key",
+            "google_gemini_base_url": gemini.url,
+            "media_dir": tmp_path / "media",
+            "media_retry_base_s": 0.01,
+            "gemini_retry_base_s": 0.01,
+            "gemini_retry_max_s": 0.05,
+            **overrides,
+        }
         return system(roles=roles, **settings)
 
     return start
@@ -129,7 +154,10 @@ async def row(deps, org: str, provider_id: str):
     return await deps.pool.fetchrow(
         "select message, processed_text, media_type, media_url, media_mime_type, media_size_bytes,"
         " media_sha256, artifacts from chat_messages where organization_id = $1::uuid"
-        " and provider_message_id = $2", org, provider_id)
+        " and provider_message_id = $2",
+        org,
+        provider_id,
+    )
 
 
 async def wait_row(deps, org: str, provider_id: str, timeout_s: float = 15.0):
@@ -146,7 +174,8 @@ def test_every_inbound_fixture_has_an_expectation():
 
 @pytest.mark.parametrize("with_gemini", [True, False], ids=["gemini", "no_key"])
 async def test_every_inbound_fixture_gets_its_row_and_processed_text(
-        with_gemini, media_system, make_org, gupshup, gemini, deps, tmp_path):
+    with_gemini, media_system, make_org, gupshup, gemini, deps, tmp_path
+):
     org = await make_org(APP, app_id=APP_ID)
     overrides = {} if with_gemini else {"gemini_api_key": None}
     sent: dict[str, tuple[str, bytes | None]] = {}
@@ -159,7 +188,10 @@ async def test_every_inbound_fixture_gets_its_row_and_processed_text(
 
     for name, (_provider_id, data) in sent.items():
         r = rows[name]
-        assert r["processed_text"] == EXPECTED[name][0 if with_gemini else 1], (name, r["artifacts"])
+        assert r["processed_text"] == EXPECTED[name][0 if with_gemini else 1], (
+            name,
+            r["artifacts"],
+        )
         if data is None:
             assert r["media_url"] is None, name
             continue
@@ -193,11 +225,19 @@ async def test_api_v1_is_served_too(media_system, make_org, gupshup, gemini, dep
 async def test_pdf_is_summarised_and_named(media_system, make_org, gupshup, gemini, deps):
     org = await make_org(APP, app_id=APP_ID)
     async with media_system() as s:
-        body, pid, _ = webhook("gupshup_v2_file.json", gupshup, content_type="application/pdf",
-                               name="precios.pdf", caption="¿cuánto cuesta esto?")
+        body, pid, _ = webhook(
+            "gupshup_v2_file.json",
+            gupshup,
+            content_type="application/pdf",
+            name="precios.pdf",
+            caption="¿cuánto cuesta esto?",
+        )
         await post_webhook(s.url, body)
         r = await wait_row(deps, org, pid)
-    assert r["processed_text"] == f'[documento: precios.pdf] {PDF} — comentario: "¿cuánto cuesta esto?"'
+    assert (
+        r["processed_text"]
+        == f'[documento: precios.pdf] {PDF} — comentario: "¿cuánto cuesta esto?"'
+    )
     assert r["media_url"].endswith(".pdf") and r["media_mime_type"] == "application/pdf"
 
 
@@ -211,7 +251,10 @@ async def test_unknown_type_is_kept_with_its_raw_payload(media_system, make_org,
         r = await wait_row(deps, org, "unknown-1")
     assert r["processed_text"] == "[mensaje no soportado: order_v9]"
     assert r["artifacts"]["raw"]["payload"] == {"items": [1, 2]}
-    assert sample("skytide_media_messages_total", org=org, kind="unknown", result="unsupported") == before + 1
+    assert (
+        sample("skytide_media_messages_total", org=org, kind="unknown", result="unsupported")
+        == before + 1
+    )
 
 
 async def test_dead_link_gives_a_placeholder_and_a_metric(media_system, make_org, gupshup, deps):
@@ -223,7 +266,10 @@ async def test_dead_link_gives_a_placeholder_and_a_metric(media_system, make_org
         r = await wait_row(deps, org, pid)
     assert r["processed_text"] == '[imagen: no se pudo descargar] — pie de foto: "Sample image"'
     assert r["media_url"] is None and r["artifacts"] == {"media_error": "not_found"}
-    assert sample("skytide_media_messages_total", org=org, kind="image", result="download_not_found") == 1
+    assert (
+        sample("skytide_media_messages_total", org=org, kind="image", result="download_not_found")
+        == 1
+    )
 
 
 async def test_link_past_its_expiry_is_not_even_called(media_system, make_org, gupshup, deps):
@@ -239,7 +285,9 @@ async def test_link_past_its_expiry_is_not_even_called(media_system, make_org, g
 async def test_oversize_image_is_refused(media_system, make_org, gupshup, gemini, deps, tmp_path):
     org = await make_org(APP, app_id=APP_ID)
     async with media_system() as s:
-        body, pid, _ = webhook("gupshup_v3_image.json", gupshup, data=b"\xff" * (5 * 1024 * 1024 + 1))
+        body, pid, _ = webhook(
+            "gupshup_v3_image.json", gupshup, data=b"\xff" * (5 * 1024 * 1024 + 1)
+        )
         await post_webhook(s.url, body)
         r = await wait_row(deps, org, pid)
     assert r["processed_text"] == "[imagen: archivo demasiado grande]"
@@ -248,7 +296,8 @@ async def test_oversize_image_is_refused(media_system, make_org, gupshup, gemini
 
 
 async def test_gemini_429_is_retried_and_the_transcription_arrives(
-        media_system, make_org, gupshup, gemini, deps):
+    media_system, make_org, gupshup, gemini, deps
+):
     org = await make_org(APP, app_id=APP_ID)
     gemini.fail_next(429, times=2)
     async with media_system() as s:
@@ -262,7 +311,8 @@ async def test_gemini_429_is_retried_and_the_transcription_arrives(
 
 
 async def test_gemini_down_gives_the_placeholder_within_the_budget(
-        media_system, make_org, gupshup, gemini, deps):
+    media_system, make_org, gupshup, gemini, deps
+):
     org = await make_org(APP, app_id=APP_ID)
     gemini.down = True
     async with media_system(gemini_budget_s=0.5) as s:
@@ -276,7 +326,8 @@ async def test_gemini_down_gives_the_placeholder_within_the_budget(
 
 
 async def test_a_voice_note_asking_for_an_appointment_gets_an_answer_to_what_was_said(
-        media_system, make_org, gupshup, deps):
+    media_system, make_org, gupshup, deps
+):
     await make_org(APP, app_id=APP_ID, catalog=True)
     async with media_system(roles=("ingress", "enrich", "batcher", "agent", "sender")) as s:
         body, _, _ = webhook("gupshup_v2_audio.json", gupshup)
@@ -293,13 +344,17 @@ async def test_slow_media_keeps_its_chat_in_order(media_system, make_org, gupshu
     org = await make_org(APP, app_id=APP_ID)
     now = clock.now_ms()
     seen: list[list[str]] = []
-    async with media_system(roles=("ingress", "enrich", "batcher", "agent", "sender"),
-                            debounce_seconds=0.2,
-                            receptionist_builder=recording_receptionist(seen)) as s:
+    async with media_system(
+        roles=("ingress", "enrich", "batcher", "agent", "sender"),
+        debounce_seconds=0.2,
+        receptionist_builder=recording_receptionist(seen),
+    ) as s:
         body, _, _ = webhook("gupshup_v2_audio.json", gupshup, delay_s=1.0)
         body["timestamp"] = now
         await post_webhook(s.url, body)
-        await post_webhook(s.url, text_webhook(APP, "919876543210", "¿tienen hueco?", "after-1", now + 1000))
+        await post_webhook(
+            s.url, text_webhook(APP, "919876543210", "¿tienen hueco?", "after-1", now + 1000)
+        )
         sent = await gupshup.wait_for_sent(1, timeout_s=15)
         await eventually(lambda: settled(deps.redis, org))  # a split second turn would be out
     assert seen == [[f"[nota de voz] {DEFAULT_TRANSCRIPT}", "¿tienen hueco?"]]

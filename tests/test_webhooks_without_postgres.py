@@ -43,19 +43,24 @@ AFTER_RESTART_S = 12.0  # PostgreSQL stays down this long after the ingress is b
 class Feeder:
     """Posts like Gupshup: each message to a new phone (one turn, one reply each), retried
     after RETRIES_S on anything but a 2xx, then given up."""
+
     url: str
     acked: dict[str, str] = field(default_factory=dict)  # message id -> phone
     lost: list[str] = field(default_factory=list)
     attempts: int = 0
 
-    async def post_until_acked(self, http: aiohttp.ClientSession, app: str, token: str,
-                               phone: str, message_id: str) -> None:
+    async def post_until_acked(
+        self, http: aiohttp.ClientSession, app: str, token: str, phone: str, message_id: str
+    ) -> None:
         body = text_webhook(app, phone, "hola", message_id, clock.now_ms())
         for wait_s in (*RETRIES_S, None):
             self.attempts += 1
             try:
-                async with http.post(f"{self.url}/webhooks/gupshup", json=body,
-                                     headers={"Authorization": f"Bearer {token}"}) as response:
+                async with http.post(
+                    f"{self.url}/webhooks/gupshup",
+                    json=body,
+                    headers={"Authorization": f"Bearer {token}"},
+                ) as response:
                     if 200 <= response.status < 300:
                         self.acked[message_id] = phone
                         return
@@ -74,8 +79,11 @@ class Feeder:
             while not stop.is_set():
                 for i, (app, token) in enumerate(apps):
                     phone, message_id = f"5731{i}{n:07d}", f"nopg-{i}-{n}"
-                    posts.append(asyncio.create_task(
-                        self.post_until_acked(http, app, token, phone, message_id)))
+                    posts.append(
+                        asyncio.create_task(
+                            self.post_until_acked(http, app, token, phone, message_id)
+                        )
+                    )
                 n += 1
                 try:
                     await asyncio.wait_for(stop.wait(), EVERY_S)
@@ -85,10 +93,20 @@ class Feeder:
 
 
 def start_ingress(settings, port: int) -> subprocess.Popen:
-    env = {**os.environ, "CLOCK_OFFSET_S": str(clock.OFFSET_S), "REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url,
-           "HTTP_PORT": str(port), "LOG_LEVEL": "WARNING"}
-    return subprocess.Popen([sys.executable, "-m", "ops", "run", "--roles", "ingress"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {
+        **os.environ,
+        "CLOCK_OFFSET_S": str(clock.OFFSET_S),
+        "REDIS_URL": settings.redis_url,
+        "DATABASE_URL": settings.database_url,
+        "HTTP_PORT": str(port),
+        "LOG_LEVEL": "WARNING",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "ops", "run", "--roles", "ingress"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 async def _healthy(url: str) -> bool:
@@ -110,7 +128,8 @@ async def _published(deps, n: int) -> bool:
 
 
 async def test_a_postgres_outage_with_the_ingress_restarted_in_it_loses_no_message(
-        system, make_org, deps, gupshup, embedded, settings):
+    system, make_org, deps, gupshup, embedded, settings
+):
     apps = [(f"clinic{i}", f"token-of-clinic-{i}") for i in range(ORGS)]
     orgs = [await make_org(app, token=token) for app, token in apps]
     port = free_port()
@@ -156,14 +175,17 @@ async def test_a_postgres_outage_with_the_ingress_restarted_in_it_loses_no_messa
     for sent in gupshup.sent:
         replies[sent.destination] = replies.get(sent.destination, 0) + 1
     assert replies == {phone: 1 for phone in feeder.acked.values()}  # each answered, once
-    assert await deps.pool.fetchval(
-        "select count(*) from chat_messages where direction = 'inbound'") == total
+    assert (
+        await deps.pool.fetchval("select count(*) from chat_messages where direction = 'inbound'")
+        == total
+    )
     for org in orgs:
         assert await dead_letters.list_letters(deps.redis, org=org) == []
 
 
 async def test_the_cache_serves_its_last_good_answer_while_postgres_is_down(
-        make_org, deps, embedded):
+    make_org, deps, embedded
+):
     await make_org("clinic", token="token-of-the-clinic")
     now = [0.0]
     cache = ConnectionCache(deps.pool, deps.redis, ttl_s=30, clock=lambda: now[0])
@@ -183,7 +205,8 @@ async def test_the_cache_serves_its_last_good_answer_while_postgres_is_down(
 
 
 async def test_a_fresh_ingress_answers_from_the_published_connections_without_postgres(
-        make_org, deps, embedded):
+    make_org, deps, embedded
+):
     org = await make_org("clinic", token="token-of-the-clinic", app_id="gs-app-1")
     await publish_connections(deps.redis, deps.pool, deps.now_ms())
     stored = " ".join(await deps.redis.hvals(keys.WEBHOOK_CONNECTIONS))

@@ -22,14 +22,29 @@ from tests import clock
 PHONE = "919876543210"
 
 
-def start_worker(settings, roles: str, claim_idle_ms: int = 1500,
-                 metrics_port: int | None = None) -> subprocess.Popen:
-    env = {**os.environ, "CLOCK_OFFSET_S": str(clock.OFFSET_S), **({"METRICS_PORT": str(metrics_port)} if metrics_port else {}), "REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url,
-           "CLAIM_IDLE_MS": str(claim_idle_ms), "CLAIM_EVERY_S": "0.3", "BLOCK_MS": "100",
-           "ORG_REFRESH_S": "0.2", "DRAIN_TIMEOUT_S": "1", "LOG_LEVEL": "INFO",
-           "GUPSHUP_API_URL": "http://127.0.0.1:9"}
-    return subprocess.Popen([sys.executable, "-m", "ops", "run", "--roles", roles], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def start_worker(
+    settings, roles: str, claim_idle_ms: int = 1500, metrics_port: int | None = None
+) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "CLOCK_OFFSET_S": str(clock.OFFSET_S),
+        **({"METRICS_PORT": str(metrics_port)} if metrics_port else {}),
+        "REDIS_URL": settings.redis_url,
+        "DATABASE_URL": settings.database_url,
+        "CLAIM_IDLE_MS": str(claim_idle_ms),
+        "CLAIM_EVERY_S": "0.3",
+        "BLOCK_MS": "100",
+        "ORG_REFRESH_S": "0.2",
+        "DRAIN_TIMEOUT_S": "1",
+        "LOG_LEVEL": "INFO",
+        "GUPSHUP_API_URL": "http://127.0.0.1:9",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "ops", "run", "--roles", roles],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 async def _answers(url: str) -> bool:
@@ -57,8 +72,9 @@ async def _worker_stuck_on_a_message(settings, deps, org, signal_to_send, claim_
     worker = start_worker(settings, "enrich", claim_idle_ms=claim_idle_ms)
     try:
         async with running_ingress(settings, deps) as url:
-            await post_webhook(url, text_webhook("clinic", PHONE, "hola", "stuck-1",
-                                                 clock.now_ms()))
+            await post_webhook(
+                url, text_webhook("clinic", PHONE, "hola", "stuck-1", clock.now_ms())
+            )
             stream = keys.stream(org, "inbound")
             pending = await eventually(lambda: pending_for(deps, stream, "enrich"), timeout_s=20)
             assert len(pending) == 1  # the worker holds the entry, unacknowledged
@@ -81,25 +97,31 @@ async def running_ingress(settings, deps):
 
 
 async def test_killed_worker_leaves_its_entry_to_another_and_one_reply_goes_out(
-        system, make_org, gupshup, deps, settings):
+    system, make_org, gupshup, deps, settings
+):
     org = await make_org("clinic")
     await _worker_stuck_on_a_message(settings, deps, org, signal.SIGKILL)
     async with system():  # another worker: claims the entry back after the idle timeout
         sent = await gupshup.wait_for_sent(1, timeout_s=20)
         await eventually(lambda: settled(deps.redis, org))
     assert len(gupshup.sent) == 1 and sent[0].message["text"].startswith("¡Hola")
-    assert await deps.pool.fetchval(
-        "select count(*) from chat_messages where direction = 'inbound'") == 1
+    assert (
+        await deps.pool.fetchval("select count(*) from chat_messages where direction = 'inbound'")
+        == 1
+    )
     assert (await deps.redis.xpending(keys.stream(org, "inbound"), "enrich"))["pending"] == 0
 
 
-async def test_sigterm_hands_unfinished_work_back_at_once(system, make_org, gupshup, deps, settings):
+async def test_sigterm_hands_unfinished_work_back_at_once(
+    system, make_org, gupshup, deps, settings
+):
     """A worker that cannot finish within its drain time hands the entry back: the next worker
     takes it at once, without waiting out the (here very long) claim idle time."""
     org = await make_org("clinic")
     long_idle_ms = 600_000
-    code = await _worker_stuck_on_a_message(settings, deps, org, signal.SIGTERM,
-                                            claim_idle_ms=long_idle_ms)
+    code = await _worker_stuck_on_a_message(
+        settings, deps, org, signal.SIGTERM, claim_idle_ms=long_idle_ms
+    )
     assert code == 0
     async with system(claim_idle_ms=long_idle_ms):
         sent = await gupshup.wait_for_sent(1, timeout_s=20)
@@ -131,8 +153,7 @@ async def test_a_flooding_tenant_does_not_hold_up_another(system, make_org, gups
             pipe.xadd(keys.stream(flooding, "inbound"), encode(event))
         await pipe.execute()
     async with system() as s:
-        await post_webhook(s.url, text_webhook("quiet", PHONE, "hola", "q-1",
-                                               clock.now_ms()))
+        await post_webhook(s.url, text_webhook("quiet", PHONE, "hola", "q-1", clock.now_ms()))
         await gupshup.wait_for_sent(1, timeout_s=30)
         groups = await deps.redis.xinfo_groups(keys.stream(flooding, "inbound"))
         lag = next(g for g in groups if g["name"] == "enrich")["lag"]

@@ -58,8 +58,10 @@ class Bare(TypedDict, total=False):
 
 async def bare_turns(n: int) -> list[float]:
     """The floor: a one-node LangGraph graph with an in-memory checkpointer."""
+
     async def respond(state: Bare) -> Bare:
         return {"replies": ["ok"]}
+
     builder = StateGraph(Bare)
     builder.add_node("respond", respond)
     builder.add_edge(START, "respond")
@@ -75,12 +77,18 @@ async def bare_turns(n: int) -> list[float]:
 
 def instant_model() -> FunctionModel:
     """Answers at once: what remains of a turn is graph, checkpoint, tools and database."""
+
     async def respond(messages, info: AgentInfo) -> ModelResponse:
         if not info.output_tools:
             return ModelResponse(parts=[TextPart("Resumen.")])
         if "[agente:router]" in (info.instructions or ""):
-            return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, {"flow": "knowledge"})])
-        return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, {"reply": "Claro.", "done": True})])
+            return ModelResponse(
+                parts=[ToolCallPart(info.output_tools[0].name, {"flow": "knowledge"})]
+            )
+        return ModelResponse(
+            parts=[ToolCallPart(info.output_tools[0].name, {"reply": "Claro.", "done": True})]
+        )
+
     return FunctionModel(respond)
 
 
@@ -89,9 +97,16 @@ async def identity(deps, org: str, phone: str):
 
 
 async def turn(receptionist, org, ident, texts, turn_id=None):
-    return await receptionist.run_turn(TurnInput(org=org, chat=ident.phone, contact_id=ident.contact_id,
-                                                 identity_id=ident.id, turn_id=turn_id or uuid.uuid4().hex,
-                                                 texts=texts))
+    return await receptionist.run_turn(
+        TurnInput(
+            org=org,
+            chat=ident.phone,
+            contact_id=ident.contact_id,
+            identity_id=ident.id,
+            turn_id=turn_id or uuid.uuid4().hex,
+            texts=texts,
+        )
+    )
 
 
 PLAIN = "hola"  # says plainly what it wants: routed by keywords, one agent run
@@ -128,29 +143,46 @@ async def overhead(deps, saver, org) -> None:
     b50, b99 = pct(bare, 0.5), pct(bare, 0.99)
     print("agent-turn overhead without model time (ms)")
     print(f"  bare LangGraph + InMemorySaver          p50 {b50:6.2f}  p99 {b99:6.2f}")
-    for label, times in ((f"{PLAIN!r}: keywords route, 1 agent run", plain),
-                         (f"{UNCLEAR!r}: model router + expert", unclear)):
+    for label, times in (
+        (f"{PLAIN!r}: keywords route, 1 agent run", plain),
+        (f"{UNCLEAR!r}: model router + expert", unclear),
+    ):
         r50, r99 = pct(times, 0.5), pct(times, 0.99)
-        print(f"  {label:<39} p50 {r50:6.2f}  p99 {r99:6.2f}   overhead p50 {r50 - b50:6.2f}"
-              f" p99 {r99 - b99:6.2f} (target p50 <= 15 ms; {r50 / b50:.1f}x bare)")
-    print(f"  booking turn (offline model, tools, insert) p50 {pct(tool_times, 0.5):6.2f}"
-          f"  p99 {pct(tool_times, 0.99):6.2f}")
+        print(
+            f"  {label:<39} p50 {r50:6.2f}  p99 {r99:6.2f}   overhead p50 {r50 - b50:6.2f}"
+            f" p99 {r99 - b99:6.2f} (target p50 <= 15 ms; {r50 / b50:.1f}x bare)"
+        )
+    print(
+        f"  booking turn (offline model, tools, insert) p50 {pct(tool_times, 0.5):6.2f}"
+        f"  p99 {pct(tool_times, 0.99):6.2f}"
+    )
 
 
 async def prompt_growth(deps, saver, org) -> None:
     sizes: list[int] = []
 
     async def measuring(messages, info: AgentInfo) -> ModelResponse:
-        chars = len(info.instructions or "") + sum(len(str(p.content)) for m in messages
-                                                   for p in getattr(m, "parts", []) if hasattr(p, "content"))
+        chars = len(info.instructions or "") + sum(
+            len(str(p.content))
+            for m in messages
+            for p in getattr(m, "parts", [])
+            if hasattr(p, "content")
+        )
         sizes.append(chars // 4)  # ~4 characters per token
         return await offline.respond(messages, info)
 
     receptionist = Receptionist(deps, saver, model=FunctionModel(measuring))
     ident = await identity(deps, org, "573002220000")
-    script = ["hola", "¿cuánto cuesta la limpieza facial?", "¿dónde están ubicados?",
-              "quiero una cita para limpieza facial la próxima semana en la tarde", "la primera", "Ana",
-              "¿qué medios de pago aceptan?", "gracias"]
+    script = [
+        "hola",
+        "¿cuánto cuesta la limpieza facial?",
+        "¿dónde están ubicados?",
+        "quiero una cita para limpieza facial la próxima semana en la tarde",
+        "la primera",
+        "Ana",
+        "¿qué medios de pago aceptan?",
+        "gracias",
+    ]
     per_turn = []
     for i in range(CONVERSATION_TURNS):
         text = script[i % len(script)]
@@ -164,10 +196,12 @@ async def prompt_growth(deps, saver, org) -> None:
     print("  " + " ".join(str(x) for x in per_turn))
     # The script repeats every len(script) turns: the same message later in the chat shows growth.
     k = len(script)
-    first, second, third = per_turn[:4], per_turn[k:k + 4], per_turn[2 * k:2 * k + 4]
-    print(f"  the same 4 messages at turns 1-4: {sum(first)}, at turns {k + 1}-{k + 4}: {sum(second)}, "
-          f"at turns {2 * k + 1}-{2 * k + 4}: {sum(third)} tokens "
-          f"({(sum(third) - sum(second)) / sum(second) * 100:+.0f}% once the memory window is full)")
+    first, second, third = per_turn[:4], per_turn[k : k + 4], per_turn[2 * k : 2 * k + 4]
+    print(
+        f"  the same 4 messages at turns 1-4: {sum(first)}, at turns {k + 1}-{k + 4}: {sum(second)}, "
+        f"at turns {2 * k + 1}-{2 * k + 4}: {sum(third)} tokens "
+        f"({(sum(third) - sum(second)) / sum(second) * 100:+.0f}% once the memory window is full)"
+    )
 
 
 def _fake_answer(body):
@@ -189,23 +223,34 @@ async def serve_fake_openai() -> None:
 
 
 async def concurrency(deps, saver, org) -> None:
-    child = await asyncio.create_subprocess_exec(sys.executable, "-m", "ops.bench.agent", "--fake-openai",
-                                                 stdout=asyncio.subprocess.PIPE)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ops.bench.agent", "--fake-openai", stdout=asyncio.subprocess.PIPE
+    )
     try:
         url = (await child.stdout.readline()).decode().strip()
         # The production model and client (graph.models.build_model) against the fake server.
-        settings = deps.settings.model_copy(update={"llm_model": "openai:gpt-4o-mini", "openai_api_key": "sk-bench",
-                                                    "openai_base_url": url + "/v1"})
+        settings = deps.settings.model_copy(
+            update={
+                "llm_model": "openai:gpt-4o-mini",
+                "openai_api_key": "sk-bench",
+                "openai_base_url": url + "/v1",
+            }
+        )
         model = build_model(settings)
         receptionist = Receptionist(deps, saver, model=model)
-        print(f"turn concurrency: {CONCURRENT_TURNS} turns at once, fake OpenAI (own process) answering after 1 s")
+        print(
+            f"turn concurrency: {CONCURRENT_TURNS} turns at once, fake OpenAI (own process) answering after 1 s"
+        )
         # The framework's floor: a bare Pydantic AI agent (no graph, no storage) on the same model
         # and client, as many runs at once, with as many model requests as the turn it frames:
         # one request (the answer), or two (a tool call, then the answer).
         bare_ms = {}
         for requests in (1, 2):
-            bare = Agent(model, output_type=ExpertReply,
-                         instructions="[agente:knowledge]" + (" [bare:tool]" if requests == 2 else ""))
+            bare = Agent(
+                model,
+                output_type=ExpertReply,
+                instructions="[agente:knowledge]" + (" [bare:tool]" if requests == 2 else ""),
+            )
 
             @bare.tool_plain
             def price_of(service: str) -> str:
@@ -216,19 +261,27 @@ async def concurrency(deps, saver, org) -> None:
             await asyncio.gather(*(bare.run("hola") for _ in range(CONCURRENT_TURNS)))
             elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
             bare_ms[requests] = cpu / CONCURRENT_TURNS * 1000
-            print(f"  {f'bare Agent.run, {requests} model request' + 's' * (requests > 1):<32} {elapsed:5.2f} s,"
-                  f" {CONCURRENT_TURNS / elapsed:4.0f} runs/s; CPU {bare_ms[requests]:.1f} ms per run")
-        for n, (label, text, requests) in enumerate(((f"{PLAIN!r}, 1 model request", PLAIN, 1),
-                                                     (f"{UNCLEAR!r}, 2 model requests", UNCLEAR, 2))):
+            print(
+                f"  {f'bare Agent.run, {requests} model request' + 's' * (requests > 1):<32} {elapsed:5.2f} s,"
+                f" {CONCURRENT_TURNS / elapsed:4.0f} runs/s; CPU {bare_ms[requests]:.1f} ms per run"
+            )
+        for n, (label, text, requests) in enumerate(
+            (
+                (f"{PLAIN!r}, 1 model request", PLAIN, 1),
+                (f"{UNCLEAR!r}, 2 model requests", UNCLEAR, 2),
+            )
+        ):
             people = [await identity(deps, org, f"5733{n}{i:07d}") for i in range(CONCURRENT_TURNS)]
             cpu, started = time.process_time(), time.perf_counter()
             results = await asyncio.gather(*(turn(receptionist, org, p, [text]) for p in people))
             elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
             ok = sum(1 for r in results if r.replies == ["Claro, con gusto."])
             per_turn = cpu / CONCURRENT_TURNS * 1000
-            print(f"  {label:<32} {elapsed:5.2f} s, {ok / elapsed:4.0f} turns/s completed ({ok} ok; target >= 150/s);"
-                  f" worker CPU {per_turn:.1f} ms per turn, {per_turn / bare_ms[requests]:.2f}x the bare run"
-                  f" with {requests} model request{'s' * (requests > 1)} (target 1.3)")
+            print(
+                f"  {label:<32} {elapsed:5.2f} s, {ok / elapsed:4.0f} turns/s completed ({ok} ok; target >= 150/s);"
+                f" worker CPU {per_turn:.1f} ms per turn, {per_turn / bare_ms[requests]:.2f}x the bare run"
+                f" with {requests} model request{'s' * (requests > 1)} (target 1.3)"
+            )
         await receptionist.aclose()
     finally:
         child.terminate()
@@ -239,12 +292,22 @@ async def concurrency(deps, saver, org) -> None:
 
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        base = Settings(skytide_env="development", data_dir=Path(tmp), log_level="WARNING", llm_turn_timeout_s=30)
-        async with services(base) as settings, open_deps(settings) as deps, AsyncExitStack() as stack:
+        base = Settings(
+            skytide_env="development",
+            data_dir=Path(tmp),
+            log_level="WARNING",
+            llm_turn_timeout_s=30,
+        )
+        async with (
+            services(base) as settings,
+            open_deps(settings) as deps,
+            AsyncExitStack() as stack,
+        ):
             await migrate(deps.pool)
             org = await seed_demo(deps.pool, today=demo_today(deps))
             saver = await stack.enter_async_context(
-                open_checkpointer(settings.redis_url, settings.checkpoint_ttl_min))
+                open_checkpointer(settings.redis_url, settings.checkpoint_ttl_min)
+            )
             settle_heap()  # as a running worker does
             await overhead(deps, saver, org)
             await prompt_growth(deps, saver, org)

@@ -65,8 +65,11 @@ async def bare_hop(redis, n: int = 3000) -> tuple[float, float]:
 
 def bare_agent(requests: int = 2) -> Agent:
     """An agent with one tool whose model calls the tool requests - 1 times, then answers."""
+
     async def respond(messages, info: AgentInfo) -> ModelResponse:
-        calls = sum(1 for m in messages for p in getattr(m, "parts", ()) if p.part_kind == "tool-return")
+        calls = sum(
+            1 for m in messages for p in getattr(m, "parts", ()) if p.part_kind == "tool-return"
+        )
         if calls < requests - 1:
             return ModelResponse(parts=[ToolCallPart("price_of", {"service": "limpieza"})])
         return ModelResponse(parts=[TextPart("Cuesta 80.000.")])

@@ -48,8 +48,14 @@ async def bare_consumer_rate(deps, org: str) -> float:
     """Read and acknowledge the same entries with no handling: the floor of the runtime."""
     stream = keys.stream(org, "bare")
     await deps.redis.xgroup_create(stream, "bare", id="0", mkstream=True)
-    await _fill(deps.redis, stream, (StatusEvent(org=org, provider_id=f"x{i}", status="read",
-                                                 at_ms=i) for i in range(STATUS_EVENTS)))
+    await _fill(
+        deps.redis,
+        stream,
+        (
+            StatusEvent(org=org, provider_id=f"x{i}", status="read", at_ms=i)
+            for i in range(STATUS_EVENTS)
+        ),
+    )
     started = time.perf_counter()
     done = 0
     while done < STATUS_EVENTS:
@@ -65,14 +71,26 @@ async def status_rate(deps, org: str) -> float:
     await deps.pool.executemany(
         "insert into chat_messages (organization_id, chat_identity_id, direction,"
         " provider_message_id) values ($1::uuid, $2::uuid, 'outbound', $3)",
-        [(org, identity.id, f"gs-{i}") for i in range(STATUS_EVENTS)])
+        [(org, identity.id, f"gs-{i}") for i in range(STATUS_EVENTS)],
+    )
     stream = keys.stream(org, "inbound")
     now_ms = int(time.time() * 1000)
-    await _fill(deps.redis, stream, (StatusEvent(org=org, provider_id=f"wamid-{i}", gs_id=f"gs-{i}",
-                                                 status="delivered", at_ms=now_ms)
-                                     for i in range(STATUS_EVENTS)))
-    worker = StageWorker(deps.redis, stage_config(deps.settings, "enrich", "inbound"),
-                         EnrichStage(deps).handle, "bench")
+    await _fill(
+        deps.redis,
+        stream,
+        (
+            StatusEvent(
+                org=org, provider_id=f"wamid-{i}", gs_id=f"gs-{i}", status="delivered", at_ms=now_ms
+            )
+            for i in range(STATUS_EVENTS)
+        ),
+    )
+    worker = StageWorker(
+        deps.redis,
+        stage_config(deps.settings, "enrich", "inbound"),
+        EnrichStage(deps).handle,
+        "bench",
+    )
     stop = asyncio.Event()
     started = time.perf_counter()
     task = asyncio.create_task(worker.run(stop))
@@ -86,22 +104,39 @@ async def status_rate(deps, org: str) -> float:
 async def send_rate(settings: Settings, deps, rate_per_s: float) -> float:
     """Messages per second the sender achieved against the fake Gupshup."""
     async with FakeGupshup() as gupshup:
-        org = await add_org(deps.pool, name="Bench", app_name=f"bench-{uuid.uuid4().hex[:6]}",
-                            api_key="k", source_phone="573009990000")
+        org = await add_org(
+            deps.pool,
+            name="Bench",
+            app_name=f"bench-{uuid.uuid4().hex[:6]}",
+            api_key="k",
+            source_phone="573009990000",
+        )
         await deps.redis.sadd(keys.ORG_REGISTRY, org)
         phones = [f"57300{i:07d}" for i in range(SENDS)]
         for phone in phones:  # inside the 24-hour window
             identity = await chats.upsert_identity(deps.pool, org, phone, None)
-            await deps.pool.execute("update chat_identities set last_inbound_at = now()"
-                                    " where id = $1::uuid", identity.id)
-        run_settings = settings.model_copy(update={
-            "gupshup_api_url": gupshup.url, "send_rate_per_s": rate_per_s,
-            "recipient_interval_ms": 0})
-        bench_deps = type(deps)(settings=run_settings, redis=deps.redis, pool=deps.pool,
-                                http=deps.http)
-        await _fill(deps.redis, keys.stream(org, "outbound"), (
-            OutboundMessage(org=org, phone=p, text="hola", idempotency_key=f"b{i}")
-            for i, p in enumerate(phones)))
+            await deps.pool.execute(
+                "update chat_identities set last_inbound_at = now() where id = $1::uuid",
+                identity.id,
+            )
+        run_settings = settings.model_copy(
+            update={
+                "gupshup_api_url": gupshup.url,
+                "send_rate_per_s": rate_per_s,
+                "recipient_interval_ms": 0,
+            }
+        )
+        bench_deps = type(deps)(
+            settings=run_settings, redis=deps.redis, pool=deps.pool, http=deps.http
+        )
+        await _fill(
+            deps.redis,
+            keys.stream(org, "outbound"),
+            (
+                OutboundMessage(org=org, phone=p, text="hola", idempotency_key=f"b{i}")
+                for i, p in enumerate(phones)
+            ),
+        )
         async with running_system(run_settings, ("sender",), deps=bench_deps):
             sent = await gupshup.wait_for_sent(SENDS, timeout_s=120)
         times = sorted(m.received_at for m in sent)
@@ -110,22 +145,33 @@ async def send_rate(settings: Settings, deps, rate_per_s: float) -> float:
 
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        base = Settings(skytide_env="development", data_dir=Path(tmp), log_level="WARNING", http_port=0)
+        base = Settings(
+            skytide_env="development", data_dir=Path(tmp), log_level="WARNING", http_port=0
+        )
         async with services(base) as settings, open_deps(settings) as deps:
             await migrate(deps.pool)
-            org = await add_org(deps.pool, name="Bench", app_name="bench-status", api_key="k",
-                                source_phone="573009990000")
+            org = await add_org(
+                deps.pool,
+                name="Bench",
+                app_name="bench-status",
+                api_key="k",
+                source_phone="573009990000",
+            )
             await deps.redis.sadd(keys.ORG_REGISTRY, org)
             bare = await bare_consumer_rate(deps, org)
             statuses = await status_rate(deps, org)
-            print(f"status events: {statuses:,.0f}/s by one enrich worker "
-                  f"(target >= 2,000/s); bare XREADGROUP+XACK loop {bare:,.0f}/s; "
-                  f"ratio {statuses / bare:.2f}")
+            print(
+                f"status events: {statuses:,.0f}/s by one enrich worker "
+                f"(target >= 2,000/s); bare XREADGROUP+XACK loop {bare:,.0f}/s; "
+                f"ratio {statuses / bare:.2f}"
+            )
             unpaced = await send_rate(settings, deps, rate_per_s=100_000)
             paced = await send_rate(settings, deps, rate_per_s=RATE_PER_S)
-            print(f"sends: paced at {paced:.1f}/s with the limit at {RATE_PER_S:.0f}/s "
-                  f"(deviation {abs(paced - RATE_PER_S) / RATE_PER_S:.1%}, target within 5%); "
-                  f"unpaced sender {unpaced:,.0f}/s against the fake Gupshup")
+            print(
+                f"sends: paced at {paced:.1f}/s with the limit at {RATE_PER_S:.0f}/s "
+                f"(deviation {abs(paced - RATE_PER_S) / RATE_PER_S:.1%}, target within 5%); "
+                f"unpaced sender {unpaced:,.0f}/s against the fake Gupshup"
+            )
 
 
 if __name__ == "__main__":

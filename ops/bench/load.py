@@ -60,8 +60,10 @@ class Child:
         """Start; ready is a URL to poll until it answers 200, "line" to read the URL the child
         prints, or None for a process with no port (given a few seconds to join its groups)."""
         self.proc = await asyncio.create_subprocess_exec(
-            *self.args, env={**os.environ, **(self.env or {})},
-            stdout=asyncio.subprocess.PIPE if ready == "line" else None)
+            *self.args,
+            env={**os.environ, **(self.env or {})},
+            stdout=asyncio.subprocess.PIPE if ready == "line" else None,
+        )
         if ready == "line":
             return (await asyncio.wait_for(self.proc.stdout.readline(), timeout_s)).decode().strip()
         if ready:
@@ -136,25 +138,41 @@ class Run:
         return total / max(1, self.messages) * 1000
 
 
-async def offer(urls: list[str], apps: list[str], rate_per_s: float, duration_s: float,
-                tag: str, path: str = "/webhooks/gupshup") -> Run:
+async def offer(
+    urls: list[str],
+    apps: list[str],
+    rate_per_s: float,
+    duration_s: float,
+    tag: str,
+    path: str = "/webhooks/gupshup",
+) -> Run:
     """Send one single-message chat every 1/rate seconds, round-robin over urls and apps."""
     run = Run(rate_per_s)
     n = max(1, int(rate_per_s * duration_s))
     bodies = []
     for i in range(n):
         phone = f"57{next(_phones):010d}"  # a new chat every time, across the whole bench
-        bodies.append((phone, json.dumps(text_webhook(apps[i % len(apps)], phone, "hola",
-                                                      f"{tag}-{i}", int(time.time() * 1000)))))
+        bodies.append(
+            (
+                phone,
+                json.dumps(
+                    text_webhook(
+                        apps[i % len(apps)], phone, "hola", f"{tag}-{i}", int(time.time() * 1000)
+                    )
+                ),
+            )
+        )
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
+
         async def post(i: int, phone: str, body: str) -> None:
             started = time.time()
             run.sent_at[phone] = started
             try:
-                async with session.post(urls[i % len(urls)] + path, data=body,
-                                        headers=headers) as response:
+                async with session.post(
+                    urls[i % len(urls)] + path, data=body, headers=headers
+                ) as response:
                     await response.read()
                     ok = response.status == 200
             except aiohttp.ClientError:
@@ -176,22 +194,32 @@ async def offer(urls: list[str], apps: list[str], rate_per_s: float, duration_s:
     return run
 
 
-async def closed_loop_rps(url: str, apps: list[str], duration_s: float, tag: str,
-                          concurrency: int = 32) -> tuple[float, int]:
+async def closed_loop_rps(
+    url: str, apps: list[str], duration_s: float, tag: str, concurrency: int = 32
+) -> tuple[float, int]:
     """(requests per second, requests) with `concurrency` webhooks always in flight."""
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
     done = 0
     deadline = time.monotonic() + duration_s
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
         async def worker(w: int) -> None:
             nonlocal done
             i = 0
             while time.monotonic() < deadline:
                 i += 1
-                body = json.dumps(text_webhook(apps[(w + i) % len(apps)], f"57{next(_phones):010d}",
-                                               "hola", f"{tag}-{w}-{i}", int(time.time() * 1000)))
-                async with session.post(url + "/webhooks/gupshup", data=body,
-                                        headers=headers) as response:
+                body = json.dumps(
+                    text_webhook(
+                        apps[(w + i) % len(apps)],
+                        f"57{next(_phones):010d}",
+                        "hola",
+                        f"{tag}-{w}-{i}",
+                        int(time.time() * 1000),
+                    )
+                )
+                async with session.post(
+                    url + "/webhooks/gupshup", data=body, headers=headers
+                ) as response:
                     await response.read()
                     done += response.status == 200
 
@@ -217,6 +245,7 @@ async def collect(run: Run, gupshup_url: str, settle_s: float) -> None:
 
 
 # ---- the fake Gupshup, served from its own process ----------------------------------------------
+
 
 async def serve_fake_gupshup() -> None:
     """The project's fake Gupshup plus POST /bench/sent [phones]: first send time of each."""

@@ -50,7 +50,8 @@ def vm_hwm_kb() -> int:
 
 async def _count_rows(pool, org: str) -> int:
     return await pool.fetchval(
-        "select count(*) from chat_messages where organization_id = $1::uuid", org)
+        "select count(*) from chat_messages where organization_id = $1::uuid", org
+    )
 
 
 async def _wait_rows(pool, org: str, n: int, timeout_s: float = 120.0) -> None:
@@ -62,17 +63,29 @@ async def _wait_rows(pool, org: str, n: int, timeout_s: float = 120.0) -> None:
 
 
 async def _new_org(deps, label: str) -> str:
-    org = await add_org(deps.pool, name=f"Bench {label}", app_name=f"bench-{label}-{os.getpid()}",
-                        api_key="k", source_phone="919999999999")
+    org = await add_org(
+        deps.pool,
+        name=f"Bench {label}",
+        app_name=f"bench-{label}-{os.getpid()}",
+        api_key="k",
+        source_phone="919999999999",
+    )
     await deps.redis.sadd(keys.ORG_REGISTRY, org)
     return org
 
 
 def _message(org: str, i: int, media: Media | None) -> InboundMessage:
     now_ms = int(time.time() * 1000)
-    return InboundMessage(org=org, provider_id=f"bench-{org[:8]}-{i}", phone=f"52155{i:08d}",
-                          kind="voice" if media else "text", text=None if media else f"hola {i}",
-                          media=media, sent_at_ms=now_ms, received_at_ms=now_ms)
+    return InboundMessage(
+        org=org,
+        provider_id=f"bench-{org[:8]}-{i}",
+        phone=f"52155{i:08d}",
+        kind="voice" if media else "text",
+        text=None if media else f"hola {i}",
+        media=media,
+        sent_at_ms=now_ms,
+        received_at_ms=now_ms,
+    )
 
 
 async def _run_batch(settings: Settings, deps, events: list[InboundMessage], org: str) -> float:
@@ -87,35 +100,72 @@ async def _run_batch(settings: Settings, deps, events: list[InboundMessage], org
 
 async def throughput(settings: Settings, deps, gupshup: FakeGupshup) -> None:
     text_org = await _new_org(deps, "text")
-    text_s = await _run_batch(settings, deps, [_message(text_org, i, None)
-                                               for i in range(MEDIA_MESSAGES)], text_org)
+    text_s = await _run_batch(
+        settings, deps, [_message(text_org, i, None) for i in range(MEDIA_MESSAGES)], text_org
+    )
     media_org = await _new_org(deps, "media")
-    events = [_message(media_org, i, Media(url=gupshup.add_media(VOICE_NOTE, "audio/ogg"),
-                                           content_type="audio/ogg; codecs=opus"))
-              for i in range(MEDIA_MESSAGES)]
+    events = [
+        _message(
+            media_org,
+            i,
+            Media(
+                url=gupshup.add_media(VOICE_NOTE, "audio/ogg"),
+                content_type="audio/ogg; codecs=opus",
+            ),
+        )
+        for i in range(MEDIA_MESSAGES)
+    ]
     media_s = await _run_batch(settings, deps, events, media_org)
     stored = await deps.pool.fetchval(
         "select count(*) from chat_messages where organization_id = $1::uuid "
-        "and processed_text like '[nota de voz] %'", media_org)
+        "and processed_text like '[nota de voz] %'",
+        media_org,
+    )
     text_rate, media_rate = MEDIA_MESSAGES / text_s, MEDIA_MESSAGES / media_s
     serial_s = MEDIA_MESSAGES * GEMINI_DELAY_S
     print(f"text messages through enrich (baseline): {text_rate:8.1f} msg/s")
-    print(f"voice notes, Gemini answering in {GEMINI_DELAY_S} s: {media_rate:8.1f} msg/s "
-          f"({stored}/{MEDIA_MESSAGES} transcribed; target >= 20 msg/s)")
-    print(f"  ratio to the text baseline: {media_rate / text_rate:.2f}; "
-          f"speed-up over one-at-a-time ({serial_s:.0f} s): {serial_s / media_s:.1f}x", flush=True)
+    print(
+        f"voice notes, Gemini answering in {GEMINI_DELAY_S} s: {media_rate:8.1f} msg/s "
+        f"({stored}/{MEDIA_MESSAGES} transcribed; target >= 20 msg/s)"
+    )
+    print(
+        f"  ratio to the text baseline: {media_rate / text_rate:.2f}; "
+        f"speed-up over one-at-a-time ({serial_s:.0f} s): {serial_s / media_s:.1f}x",
+        flush=True,
+    )
 
 
-async def memory(settings: Settings, deps, gupshup: FakeGupshup, gemini: FakeGemini,
-                 media_dir: Path, *, with_gemini: bool) -> None:
+async def memory(
+    settings: Settings,
+    deps,
+    gupshup: FakeGupshup,
+    gemini: FakeGemini,
+    media_dir: Path,
+    *,
+    with_gemini: bool,
+) -> None:
     org = await _new_org(deps, f"memory-{with_gemini}")
-    env = dict(os.environ, SKYTIDE_ENV="development", REDIS_URL=settings.redis_url or "", DATABASE_URL=settings.database_url or "",
-               MEDIA_ALLOWED_HOSTS="127.0.0.1",
-               GEMINI_API_KEY="bench" if with_gemini else "", GOOGLE_GEMINI_BASE_URL=gemini.url,
-               MEDIA_DIR=str(media_dir), LOG_LEVEL="WARNING")
+    env = dict(
+        os.environ,
+        SKYTIDE_ENV="development",
+        REDIS_URL=settings.redis_url or "",
+        DATABASE_URL=settings.database_url or "",
+        MEDIA_ALLOWED_HOSTS="127.0.0.1",
+        GEMINI_API_KEY="bench" if with_gemini else "",
+        GOOGLE_GEMINI_BASE_URL=gemini.url,
+        MEDIA_DIR=str(media_dir),
+        LOG_LEVEL="WARNING",
+    )
     worker = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ops.bench.media", "--worker", org, str(BIG_FILES),
-        stdout=subprocess.PIPE, env=env)
+        sys.executable,
+        "-m",
+        "ops.bench.media",
+        "--worker",
+        org,
+        str(BIG_FILES),
+        stdout=subprocess.PIPE,
+        env=env,
+    )
     assert worker.stdout is not None
     ready = json.loads(await worker.stdout.readline())
     blob = bytes(range(256)) * (BIG_FILE_BYTES // 256)
@@ -128,9 +178,12 @@ async def memory(settings: Settings, deps, gupshup: FakeGupshup, gemini: FakeGem
     grown_mb = (done["hwm_kb"] - ready["hwm_kb"]) / 1024
     total_mb = BIG_FILES * BIG_FILE_BYTES / 2**20
     how = "then read by Gemini through the Files API" if with_gemini else "no Gemini key"
-    print(f"worker storing {BIG_FILES} x 16 MB videos at once ({total_mb:.0f} MB, {how}): peak RSS {ready['hwm_kb'] / 1024:.0f} MB -> "
-          f"{done['hwm_kb'] / 1024:.0f} MB, grew {grown_mb:.1f} MB "
-          f"({grown_mb / total_mb:.2f} of the bytes stored; target < 64 MB)", flush=True)
+    print(
+        f"worker storing {BIG_FILES} x 16 MB videos at once ({total_mb:.0f} MB, {how}): peak RSS {ready['hwm_kb'] / 1024:.0f} MB -> "
+        f"{done['hwm_kb'] / 1024:.0f} MB, grew {grown_mb:.1f} MB "
+        f"({grown_mb / total_mb:.2f} of the bytes stored; target < 64 MB)",
+        flush=True,
+    )
 
 
 async def worker_main(org: str, expected: int) -> None:
@@ -146,19 +199,31 @@ async def worker_main(org: str, expected: int) -> None:
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         # The fake Gupshup serves media from 127.0.0.1, which must be listed to be fetched.
-        base = Settings(skytide_env="development", data_dir=Path(tmp), media_dir=Path(tmp) / "media", log_level="WARNING",
-                        media_allowed_hosts="127.0.0.1")
+        base = Settings(
+            skytide_env="development",
+            data_dir=Path(tmp),
+            media_dir=Path(tmp) / "media",
+            log_level="WARNING",
+            media_allowed_hosts="127.0.0.1",
+        )
         async with services(base) as settings, FakeGupshup() as gupshup, FakeGemini() as gemini:
             gemini.delay_s = GEMINI_DELAY_S
-            settings = settings.model_copy(update={
-                "gemini_api_key": "bench", "google_gemini_base_url": gemini.url})
+            settings = settings.model_copy(
+                update={"gemini_api_key": "bench", "google_gemini_base_url": gemini.url}
+            )
             async with open_deps(settings) as deps:
                 await migrate(deps.pool)
                 await throughput(settings, deps, gupshup)
                 gemini.delay_s = 0.0
                 for with_gemini in (False, True):
-                    await memory(settings, deps, gupshup, gemini, Path(tmp) / f"media-{with_gemini}",
-                                 with_gemini=with_gemini)
+                    await memory(
+                        settings,
+                        deps,
+                        gupshup,
+                        gemini,
+                        Path(tmp) / f"media-{with_gemini}",
+                        with_gemini=with_gemini,
+                    )
 
 
 if __name__ == "__main__":

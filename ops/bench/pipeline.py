@@ -25,8 +25,19 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from ops.bench import baselines
-from ops.bench.load import (LATE_S, TOKEN, Child, Run, closed_loop_rps, collect, cpu_s, free_port,
-                            offer, pct, skytide)
+from ops.bench.load import (
+    LATE_S,
+    TOKEN,
+    Child,
+    Run,
+    closed_loop_rps,
+    collect,
+    cpu_s,
+    free_port,
+    offer,
+    pct,
+    skytide,
+)
 from ops.cli import open_deps, run_async
 from ops.settings import ALL_ROLES, Settings
 from ops.system import services
@@ -56,7 +67,9 @@ class Bench:
         self.runs: list[Run] = []
 
     @asynccontextmanager
-    async def fleet(self, roles_per_process: list[str], **env: str) -> AsyncIterator[dict[str, tuple[Child, str]]]:
+    async def fleet(
+        self, roles_per_process: list[str], **env: str
+    ) -> AsyncIterator[dict[str, tuple[Child, str]]]:
         """Worker processes, started one after another; label -> (process, its URL)."""
         procs: dict[str, tuple[Child, str]] = {}
         try:
@@ -64,7 +77,10 @@ class Bench:
                 port = free_port()
                 child = skytide(roles, port, {**self.env, **env})
                 url = f"http://127.0.0.1:{port}"
-                procs[roles if len(set(roles_per_process)) > 1 else f"process {n + 1}"] = (child, url)
+                procs[roles if len(set(roles_per_process)) > 1 else f"process {n + 1}"] = (
+                    child,
+                    url,
+                )
                 await child.start(ready=url + "/healthz" if "ingress" in roles else None)
             yield procs
         finally:
@@ -85,7 +101,9 @@ class Bench:
         """First messages pay for imports and schema building: send some, measure nothing."""
         await self.step(procs, apps, 20, 2, "warm")
 
-    async def capacity(self, procs, apps: list[str], known: list[Run], tag: str) -> tuple[float, Run | None]:
+    async def capacity(
+        self, procs, apps: list[str], known: list[Run], tag: str
+    ) -> tuple[float, Run | None]:
         """The highest offered rate whose p99 stays under 1 s (every reply in)."""
         best, best_run = 0.0, None
         for run in known:
@@ -109,10 +127,12 @@ def _serves_http(label: str, procs) -> bool:
 
 def _line(label: str, run: Run, bare_ms: float | None = None) -> None:
     extra = f"; bare aiohttp+XADD round trip p50 {bare_ms:.1f} ms" if bare_ms is not None else ""
-    print(f"{label} (load {os.getloadavg()[0]:4.1f}): p50 {run.p(0.5):7.1f} ms  p99 {run.p(0.99):7.1f} ms  "
-          f"({len(run.latencies_s)}/{run.messages} replied, {run.late} later than {LATE_S:.0f} s, "
-          f"{run.failed_posts} webhooks refused); CPU {run.cpu_ms_per_message():.1f} ms/message{extra}",
-          flush=True)
+    print(
+        f"{label} (load {os.getloadavg()[0]:4.1f}): p50 {run.p(0.5):7.1f} ms  p99 {run.p(0.99):7.1f} ms  "
+        f"({len(run.latencies_s)}/{run.messages} replied, {run.late} later than {LATE_S:.0f} s, "
+        f"{run.failed_posts} webhooks refused); CPU {run.cpu_ms_per_message():.1f} ms/message{extra}",
+        flush=True,
+    )
 
 
 async def make_orgs(pool, redis, prefix: str, n: int) -> list[str]:
@@ -122,8 +142,14 @@ async def make_orgs(pool, redis, prefix: str, n: int) -> list[str]:
 
     async def one(app: str) -> str:
         async with gate:
-            return await add_org(pool, name=f"Bench {app}", app_name=app, api_key="bench-key",
-                                 source_phone="573009990000", webhook_token=TOKEN)
+            return await add_org(
+                pool,
+                name=f"Bench {app}",
+                app_name=app,
+                api_key="bench-key",
+                source_phone="573009990000",
+                webhook_token=TOKEN,
+            )
 
     orgs = await asyncio.gather(*(one(app) for app in apps))
     await redis.sadd(keys.ORG_REGISTRY, *orgs)
@@ -132,15 +158,26 @@ async def make_orgs(pool, redis, prefix: str, n: int) -> list[str]:
 
 async def ingress_vs_bare(bench: Bench, deps, apps: list[str], plan: Plan) -> None:
     port = free_port()
-    bare = Child([sys.executable, "-m", "ops.bench.baselines", "--bare-ingress", str(port),
-                  deps.settings.redis_url])
+    bare = Child(
+        [
+            sys.executable,
+            "-m",
+            "ops.bench.baselines",
+            "--bare-ingress",
+            str(port),
+            deps.settings.redis_url,
+        ]
+    )
     bare_url = await bare.start(ready=f"http://127.0.0.1:{port}/healthz")
     bare_url = bare_url.removesuffix("/healthz")
     try:
         async with bench.fleet(["ingress"]) as procs:
-            (child, url), = procs.values()
+            ((child, url),) = procs.values()
             figures = {}
-            servers = (("bare aiohttp + XADD", bare.pid, bare_url), ("skytide ingress", child.pid, url))
+            servers = (
+                ("bare aiohttp + XADD", bare.pid, bare_url),
+                ("skytide ingress", child.pid, url),
+            )
             for label, pid, target in servers:
                 await offer([target], apps, 50, 1, f"warm-{label[:4]}")
                 cpu = cpu_s(pid)
@@ -152,31 +189,46 @@ async def ingress_vs_bare(bench: Bench, deps, apps: list[str], plan: Plan) -> No
             for r in range(ROUNDS):
                 for label, pid, target in servers:
                     cpu, started = cpu_s(pid), time.monotonic()
-                    _, requests = await closed_loop_rps(target, apps, plan.step_s / ROUNDS,
-                                                        f"rps-{label[:4]}-{r}")
+                    _, requests = await closed_loop_rps(
+                        target, apps, plan.step_s / ROUNDS, f"rps-{label[:4]}-{r}"
+                    )
                     totals[label][0] += time.monotonic() - started
                     totals[label][1] += requests
                     totals[label][2] += cpu_s(pid) - cpu
-            figures = {label: (*figures[label], totals[label][1] / totals[label][0],
-                               totals[label][1] / max(1e-9, totals[label][2])) for label in figures}
+            figures = {
+                label: (
+                    *figures[label],
+                    totals[label][1] / totals[label][0],
+                    totals[label][1] / max(1e-9, totals[label][2]),
+                )
+                for label in figures
+            }
         # The driver shares the two cores with the server, so requests per CPU-second of the
         # server process is the steadier capacity figure; req/s is what this machine managed.
-        print(f"ingress alone (webhook round trip at 50 msg/s; then 32 requests always in flight, in"
-              f" {ROUNDS} alternating rounds; load average {os.getloadavg()[0]:.1f}):")
+        print(
+            f"ingress alone (webhook round trip at 50 msg/s; then 32 requests always in flight, in"
+            f" {ROUNDS} alternating rounds; load average {os.getloadavg()[0]:.1f}):"
+        )
         bare_core = figures["bare aiohttp + XADD"][3]
         for label, (run, cpu_ms, rps, per_core) in figures.items():
-            print(f"  {label:<20} p50 {pct(run.http_ms, .5):5.1f} ms  p99 {pct(run.http_ms, .99):5.1f} ms"
-                  f"  CPU {cpu_ms:4.2f} ms/request at 50/s; {rps:5.0f} req/s, {per_core:5.0f} requests"
-                  f" per CPU-second ({per_core / bare_core:.0%} of bare; target >= 70%)", flush=True)
+            print(
+                f"  {label:<20} p50 {pct(run.http_ms, 0.5):5.1f} ms  p99 {pct(run.http_ms, 0.99):5.1f} ms"
+                f"  CPU {cpu_ms:4.2f} ms/request at 50/s; {rps:5.0f} req/s, {per_core:5.0f} requests"
+                f" per CPU-second ({per_core / bare_core:.0%} of bare; target >= 70%)",
+                flush=True,
+            )
     finally:
         await bare.stop()
     return figures["bare aiohttp + XADD"][0]
 
 
 async def main(plan: Plan, ingress_only: bool = False) -> None:
-    print(f"pipeline bench ({'quick' if plan is QUICK else 'full'}); load average "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the start: figures are noisy,"
-          " compare them with the same-run baselines", flush=True)
+    print(
+        f"pipeline bench ({'quick' if plan is QUICK else 'full'}); load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the start: figures are noisy,"
+        " compare them with the same-run baselines",
+        flush=True,
+    )
     bench_cpu = time.process_time()
     # SIGTERM (timeout, Ctrl-C in make) unwinds like an error: the workers and servers stop.
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
@@ -186,35 +238,52 @@ async def main(plan: Plan, ingress_only: bool = False) -> None:
             await migrate(deps.pool)
             gupshup = Child([sys.executable, "-m", "ops.bench.load", "--fake-gupshup"])
             gupshup_url = await gupshup.start(ready="line")
-            env = {"SKYTIDE_ENV": "development", "REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url,
-                   "GUPSHUP_API_URL": gupshup_url, "DEBOUNCE_SECONDS": "0", "LLM_MODEL": "offline",
-                   "LOG_LEVEL": "WARNING", "DATA_DIR": tmp, "MEDIA_DIR": f"{tmp}/media"}
+            env = {
+                "SKYTIDE_ENV": "development",
+                "REDIS_URL": settings.redis_url,
+                "DATABASE_URL": settings.database_url,
+                "GUPSHUP_API_URL": gupshup_url,
+                "DEBOUNCE_SECONDS": "0",
+                "LLM_MODEL": "offline",
+                "LOG_LEVEL": "WARNING",
+                "DATA_DIR": tmp,
+                "MEDIA_DIR": f"{tmp}/media",
+            }
             bench = Bench(plan, env, gupshup_url)
             try:
                 if ingress_only:  # the ingress step alone, for iterating on ingress
-                    await ingress_vs_bare(bench, deps, await make_orgs(
-                        deps.pool, deps.redis, "bench-ingress", 4), plan)
+                    await ingress_vs_bare(
+                        bench,
+                        deps,
+                        await make_orgs(deps.pool, deps.redis, "bench-ingress", 4),
+                        plan,
+                    )
                 else:
                     await _all(bench, deps, plan)
             finally:
                 await gupshup.stop()
     under = [run for run in bench.runs if run.p(0.99) < P99_LIMIT_MS]
     over = [run for run in bench.runs if run.p(0.99) >= P99_LIMIT_MS]
-    print(f"replies later than {LATE_S:.0f} s (or never): {sum(r.late for r in under)} of"
-          f" {sum(r.messages for r in under)} in the steps under capacity (target 0),"
-          f" {sum(r.late for r in over)} of {sum(r.messages for r in over)} in the overloaded"
-          f" steps; bench driver CPU {time.process_time() - bench_cpu:.0f} s", flush=True)
+    print(
+        f"replies later than {LATE_S:.0f} s (or never): {sum(r.late for r in under)} of"
+        f" {sum(r.messages for r in under)} in the steps under capacity (target 0),"
+        f" {sum(r.late for r in over)} of {sum(r.messages for r in over)} in the overloaded"
+        f" steps; bench driver CPU {time.process_time() - bench_cpu:.0f} s",
+        flush=True,
+    )
 
 
 async def _all(bench: Bench, deps, plan: Plan) -> None:
     hop_cpu, hop_wall = await baselines.bare_hop(deps.redis)
     agent_ms = await baselines.bare_agent_cpu_ms(requests=2)
-    print(f"bare consumer hop (XREADGROUP + XADD + XACK): {hop_cpu:.2f} ms CPU, {hop_wall:.2f} ms wall"
-          f" per entry; bare Pydantic AI run (one tool, 2 model requests): {agent_ms:.2f} ms CPU",
-          flush=True)
+    print(
+        f"bare consumer hop (XREADGROUP + XADD + XACK): {hop_cpu:.2f} ms CPU, {hop_wall:.2f} ms wall"
+        f" per entry; bare Pydantic AI run (one tool, 2 model requests): {agent_ms:.2f} ms CPU",
+        flush=True,
+    )
     ingress_apps = await make_orgs(deps.pool, deps.redis, "bench-ingress", 4)
     bare_run = await ingress_vs_bare(bench, deps, ingress_apps, plan)
-    bare_ms = pct(bare_run.http_ms, .5)
+    bare_ms = pct(bare_run.http_ms, 0.5)
     await _forget_orgs(deps, ingress_apps)
 
     apps = await make_orgs(deps.pool, deps.redis, "bench", 4)
@@ -231,8 +300,11 @@ async def _all(bench: Bench, deps, plan: Plan) -> None:
                 runs.append(run)
             p50_at_50[n] = runs[1].p(0.5)
             capacity[n] = (await bench.capacity(procs, apps, runs, f"cap{n}"))[0]
-        print(f"  capacity: {f'{capacity[n]:.0f} msg/s' if capacity[n] else 'below 10 msg/s'} with"
-              " p99 < 1 s (target with 2 processes >= 80)", flush=True)
+        print(
+            f"  capacity: {f'{capacity[n]:.0f} msg/s' if capacity[n] else 'below 10 msg/s'} with"
+            " p99 < 1 s (target with 2 processes >= 80)",
+            flush=True,
+        )
 
     print("CPU per message by stage (one process per role, 30 msg/s):", flush=True)
     # Six processes: smaller pools, so they stay within PostgreSQL's 100 connections.
@@ -244,24 +316,32 @@ async def _all(bench: Bench, deps, plan: Plan) -> None:
             print(f"  {label:<8} {run.cpu_ms_per_message(label):6.2f} ms")
         print(f"  (bare hop {hop_cpu:.2f} ms per stage; bare Pydantic AI run {agent_ms:.2f} ms)")
 
-    print(f"{plan.many_orgs} organizations registered, load spread over 200, 1 process:", flush=True)
+    print(
+        f"{plan.many_orgs} organizations registered, load spread over 200, 1 process:", flush=True
+    )
     idle_4 = await _idle_cpu_pct(bench)
     many = apps + await make_orgs(deps.pool, deps.redis, "bench-many", plan.many_orgs - len(apps))
     idle_many = await _idle_cpu_pct(bench)
-    print(f"  idle CPU of one process: {idle_4:.1f}% with 4 organizations, {idle_many:.1f}% with"
-          f" {plan.many_orgs}", flush=True)
+    print(
+        f"  idle CPU of one process: {idle_4:.1f}% with 4 organizations, {idle_many:.1f}% with"
+        f" {plan.many_orgs}",
+        flush=True,
+    )
     async with bench.fleet([",".join(ALL_ROLES)]) as procs:
         await bench.warm(procs, many[:200])
         for rate in (10, 50):
             run = await bench.step(procs, many[:200], rate, plan.step_s, f"many-{rate}")
             _line(f"  {rate:5.0f} msg/s", run, bare_ms)
-        print(f"  p50 at 50 msg/s: {run.p(0.5) / p50_at_50[1]:.2f}x the 4-organization figure"
-              " (target <= 1.5)", flush=True)
+        print(
+            f"  p50 at 50 msg/s: {run.p(0.5) / p50_at_50[1]:.2f}x the 4-organization figure"
+            " (target <= 1.5)",
+            flush=True,
+        )
 
 
 async def _idle_cpu_pct(bench: Bench, window_s: float = 5.0) -> float:
     async with bench.fleet([",".join(ALL_ROLES)]) as procs:
-        (child, _), = procs.values()
+        ((child, _),) = procs.values()
         await asyncio.sleep(2)
         before = cpu_s(child.pid)
         await asyncio.sleep(window_s)
@@ -270,13 +350,19 @@ async def _idle_cpu_pct(bench: Bench, window_s: float = 5.0) -> float:
 
 async def _forget_orgs(deps, apps: list[str]) -> None:
     """Take the ingress-only organizations (and their unread backlog) out of the later steps."""
-    rows = await deps.pool.fetch("select organization_id::text as org from platform_connections"
-                                 " where gupshup_app_name = any($1::text[])", apps)
+    rows = await deps.pool.fetch(
+        "select organization_id::text as org from platform_connections"
+        " where gupshup_app_name = any($1::text[])",
+        apps,
+    )
     for row in rows:
         await deps.redis.srem(keys.ORG_REGISTRY, row["org"])
         await deps.redis.delete(*(keys.stream(row["org"], stage) for stage in keys.STAGES))
-    await deps.pool.execute("update platform_connections set is_active = false"
-                            " where gupshup_app_name = any($1::text[])", apps)
+    await deps.pool.execute(
+        "update platform_connections set is_active = false"
+        " where gupshup_app_name = any($1::text[])",
+        apps,
+    )
 
 
 if __name__ == "__main__":

@@ -69,10 +69,24 @@ def slow_receptionist(turns: Turns):
 
 
 def webhook(phone: str, text: str, message_id: str, ts_ms: int) -> dict:
-    return {"app": APP, "timestamp": ts_ms, "version": 2, "type": "message",
-            "payload": {"id": message_id, "source": phone, "type": "text", "payload": {"text": text},
-                        "sender": {"phone": phone, "name": "Cliente", "country_code": "57",
-                                   "dial_code": phone[2:]}}}
+    return {
+        "app": APP,
+        "timestamp": ts_ms,
+        "version": 2,
+        "type": "message",
+        "payload": {
+            "id": message_id,
+            "source": phone,
+            "type": "text",
+            "payload": {"text": text},
+            "sender": {
+                "phone": phone,
+                "name": "Cliente",
+                "country_code": "57",
+                "dial_code": phone[2:],
+            },
+        },
+    }
 
 
 def pct(values: list[float], q: float) -> float:
@@ -82,13 +96,18 @@ def pct(values: list[float], q: float) -> float:
 
 async def play(settings: Settings, deps, adaptive: bool, label: str, tag: str) -> None:
     turns = Turns()
-    run_settings = settings.model_copy(update={"debounce_adaptive": adaptive, "dev_chat_enabled": False})
+    run_settings = settings.model_copy(
+        update={"debounce_adaptive": adaptive, "dev_chat_enabled": False}
+    )
     async with FakeGupshup() as gupshup:
         run_settings = run_settings.model_copy(update={"gupshup_api_url": gupshup.url})
         roles = tuple(r for r in ALL_ROLES if r != "scheduler")
-        async with running_system(run_settings, roles, deps=None,
-                                  receptionist_builder=slow_receptionist(turns)) as system:
-            sent_at: dict[str, list[tuple[float, str]]] = {}  # phone -> (when, text) of each message
+        async with running_system(
+            run_settings, roles, deps=None, receptionist_builder=slow_receptionist(turns)
+        ) as system:
+            sent_at: dict[
+                str, list[tuple[float, str]]
+            ] = {}  # phone -> (when, text) of each message
 
             async def burst(i: int, messages: list[tuple[float, str]]) -> None:
                 phone = f"57310{tag}{i:05d}"
@@ -98,16 +117,24 @@ async def play(settings: Settings, deps, adaptive: bool, label: str, tag: str) -
                         await asyncio.sleep(gap)
                         sent_at.setdefault(phone, []).append((time.time(), text))
                         body = webhook(phone, text, f"{tag}-{i}-{j}", int(deps.clock() * 1000))
-                        async with http.post(system.url + "/webhooks/gupshup", json=body,
-                                             headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+                        async with http.post(
+                            system.url + "/webhooks/gupshup",
+                            json=body,
+                            headers={"Authorization": f"Bearer {TOKEN}"},
+                        ) as r:
                             assert r.status == 200, await r.text()
 
             await asyncio.gather(*(burst(i, messages) for i, (_, messages) in enumerate(BURSTS)))
             longest_window = settings.debounce_max_wait_seconds + 5 * MODEL_BASE_S + 5
             deadline = time.monotonic() + longest_window
-            while time.monotonic() < deadline:  # until every chat is answered after its last message
-                answered = {m.destination for m in gupshup.sent
-                            if m.received_at >= sent_at.get(m.destination, [(0.0, "")])[-1][0]}
+            while (
+                time.monotonic() < deadline
+            ):  # until every chat is answered after its last message
+                answered = {
+                    m.destination
+                    for m in gupshup.sent
+                    if m.received_at >= sent_at.get(m.destination, [(0.0, "")])[-1][0]
+                }
                 if len(answered) == len(BURSTS):
                     break
                 await asyncio.sleep(0.2)
@@ -130,32 +157,45 @@ async def play(settings: Settings, deps, adaptive: bool, label: str, tag: str) -
         more_than_once += split
         # An answer that ignored a message sent while its turn ran (sent before the answer went
         # out, not among the turn's messages): "it answered my first message, not my second".
-        ignored = sum(1 for t in chat_turns
-                      if any(t.started < when < t.ended and text not in t.texts
-                             for when, text in sent_at[phone]))
+        ignored = sum(
+            1
+            for t in chat_turns
+            if any(
+                t.started < when < t.ended and text not in t.texts for when, text in sent_at[phone]
+            )
+        )
         missed += ignored
         if split or ignored:
             which.append(" + ".join(text for _, text in BURSTS[i][1]))
     n_turns = max(1, len(turns.seen))
     chars = sum(sum(len(x) for x in t.texts) for t in turns.seen)
-    print(f"  {label:<26} reply p50 {pct(reply_s, 0.5):5.2f} s  p90 {pct(reply_s, 0.9):5.2f} s  "
-          f"answered {len(reply_s)}/{len(BURSTS)}  bursts answered more than once {more_than_once}  "
-          f"answers that missed a message {missed}  model requests {len(turns.seen)} "
-          f"({len(turns.seen) / len(BURSTS):.2f}/burst), {chars / n_turns:.0f} prompt chars/turn")
+    print(
+        f"  {label:<26} reply p50 {pct(reply_s, 0.5):5.2f} s  p90 {pct(reply_s, 0.9):5.2f} s  "
+        f"answered {len(reply_s)}/{len(BURSTS)}  bursts answered more than once {more_than_once}  "
+        f"answers that missed a message {missed}  model requests {len(turns.seen)} "
+        f"({len(turns.seen) / len(BURSTS):.2f}/burst), {chars / n_turns:.0f} prompt chars/turn"
+    )
     for burst in which:
         print(f"    split or stale: {burst}")
 
 
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        base = Settings(data_dir=Path(tmp), log_level="WARNING", debounce_seconds=10.0,
-                        debounce_max_wait_seconds=30.0, http_port=18765)
+        base = Settings(
+            data_dir=Path(tmp),
+            log_level="WARNING",
+            debounce_seconds=10.0,
+            debounce_max_wait_seconds=30.0,
+            http_port=18765,
+        )
         async with services(base) as settings, open_deps(settings) as deps:
             await migrate(deps.pool)
             await seed_demo(deps.pool, app_name=APP, webhook_token=TOKEN, today=demo_today(deps))
-            print(f"  {len(BURSTS)} bursts, model {MODEL_BASE_S * 1000:.0f} ms + "
-                  f"{MODEL_PER_CHAR_S * 1000:.0f} ms/char per request; DEBOUNCE_SECONDS "
-                  f"{settings.debounce_seconds:g}, max wait {settings.debounce_max_wait_seconds:g}")
+            print(
+                f"  {len(BURSTS)} bursts, model {MODEL_BASE_S * 1000:.0f} ms + "
+                f"{MODEL_PER_CHAR_S * 1000:.0f} ms/char per request; DEBOUNCE_SECONDS "
+                f"{settings.debounce_seconds:g}, max wait {settings.debounce_max_wait_seconds:g}"
+            )
             await play(settings, deps, adaptive=False, label="fixed window (baseline)", tag="1")
             await play(settings, deps, adaptive=True, label="adaptive window", tag="2")
 

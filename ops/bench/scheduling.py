@@ -39,13 +39,24 @@ async def availability_ms(deps, org: str) -> tuple[float, float]:
     now = datetime.combine(MONDAY, dtime(7), BOGOTA)
     started = time.perf_counter()
     for _ in range(CALLS):
-        await appointments.availability(deps.pool, org=org, service=facial, tz=BOGOTA, days=days,
-                                        time_from=dtime.min, time_to=dtime.max, not_before=now)
+        await appointments.availability(
+            deps.pool,
+            org=org,
+            service=facial,
+            tz=BOGOTA,
+            days=days,
+            time_from=dtime.min,
+            time_to=dtime.max,
+            not_before=now,
+        )
     full = (time.perf_counter() - started) * 1000 / CALLS
     started = time.perf_counter()
     for _ in range(CALLS):
-        await deps.pool.fetch("select staff_id, starts_at, ends_at from appointments where "
-                              "organization_id = $1::uuid and status <> 'cancelled'", org)
+        await deps.pool.fetch(
+            "select staff_id, starts_at, ends_at from appointments where "
+            "organization_id = $1::uuid and status <> 'cancelled'",
+            org,
+        )
     bare = (time.perf_counter() - started) * 1000 / CALLS
     return full, bare
 
@@ -53,14 +64,21 @@ async def availability_ms(deps, org: str) -> tuple[float, float]:
 async def _appointments(deps, org: str, n: int) -> list[str]:
     contact = (await chats.upsert_identity(deps.pool, org, "573000000001", "Bench")).contact_id
     facial = await catalog.find_service(deps.pool, org, "limpieza facial")
-    staff = await deps.pool.fetchval("select id::text from staff where organization_id = $1::uuid "
-                                     "and name = 'Laura Gómez'", org)
+    staff = await deps.pool.fetchval(
+        "select id::text from staff where organization_id = $1::uuid and name = 'Laura Gómez'", org
+    )
     start = datetime.combine(MONDAY + timedelta(days=30), dtime(8), BOGOTA)
     rows = await deps.pool.fetch(
         "insert into appointments (organization_id, contact_id, service_id, staff_id, starts_at, ends_at)"
         " select $1::uuid, $2::uuid, $3::uuid, $4::uuid, $5::timestamptz + make_interval(hours => g),"
         " $5::timestamptz + make_interval(hours => g, mins => 60) from generate_series(0, $6 - 1) g returning id::text",
-        org, contact, facial.id, staff, start, n)
+        org,
+        contact,
+        facial.id,
+        staff,
+        start,
+        n,
+    )
     return [r["id"] for r in rows]
 
 
@@ -68,12 +86,24 @@ async def scheduler_rate(deps, org: str, ids: list[str], workers: int) -> tuple[
     await deps.redis.delete(keys.stream(org, "outbound"))
     now_ms = deps.now_ms()
     for i, appointment_id in enumerate(ids):
-        await jobs.plan(deps.redis, org, f"bench:{workers}:{i}", now_ms,
-                        {"kind": "confirmation", "change": "booked", "appointment_id": appointment_id,
-                         "starts_ms": 0}, appointment_id)
+        await jobs.plan(
+            deps.redis,
+            org,
+            f"bench:{workers}:{i}",
+            now_ms,
+            {
+                "kind": "confirmation",
+                "change": "booked",
+                "appointment_id": appointment_id,
+                "starts_ms": 0,
+            },
+            appointment_id,
+        )
     pool = [Scheduler(deps) for _ in range(workers)]
     started = time.perf_counter()
-    while await deps.redis.zcard(keys.jobs_due(org)) or await deps.redis.zcard(keys.jobs_running(org)):
+    while await deps.redis.zcard(keys.jobs_due(org)) or await deps.redis.zcard(
+        keys.jobs_running(org)
+    ):
         await asyncio.gather(*(w.tick() for w in pool))
     elapsed = time.perf_counter() - started
     return len(ids) / elapsed, await deps.redis.xlen(keys.stream(org, "outbound"))
@@ -82,26 +112,41 @@ async def scheduler_rate(deps, org: str, ids: list[str], workers: int) -> tuple[
 async def bare_publish_rate(deps, org: str, n: int) -> float:
     started = time.perf_counter()
     for i in range(n):
-        await streams.publish(deps.redis, OutboundMessage(org=org, phone="573000000001", text="hola",
-                                                          idempotency_key=f"bare:{i}"), "bare")
+        await streams.publish(
+            deps.redis,
+            OutboundMessage(
+                org=org, phone="573000000001", text="hola", idempotency_key=f"bare:{i}"
+            ),
+            "bare",
+        )
     return n / (time.perf_counter() - started)
 
 
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        base = Settings(skytide_env="development", data_dir=Path(tmp), log_level="WARNING", http_port=0, job_batch=50)
+        base = Settings(
+            skytide_env="development",
+            data_dir=Path(tmp),
+            log_level="WARNING",
+            http_port=0,
+            job_batch=50,
+        )
         async with services(base) as settings, open_deps(settings) as deps:
             await migrate(deps.pool)
             org = await seed_demo(deps.pool, today=MONDAY - timedelta(days=7))
             full, bare = await availability_ms(deps, org)
-            print(f"availability: {full:.1f} ms for a week of one service (opening and staff hours, "
-                  f"time off, closures, holidays); bare busy-times query {bare:.1f} ms; ratio {full / bare:.1f}")
+            print(
+                f"availability: {full:.1f} ms for a week of one service (opening and staff hours, "
+                f"time off, closures, holidays); bare busy-times query {bare:.1f} ms; ratio {full / bare:.1f}"
+            )
             ids = await _appointments(deps, org, JOBS)
             bare_rate = await bare_publish_rate(deps, org, JOBS)
             for workers in (1, 3):
                 rate, sent = await scheduler_rate(deps, org, ids, workers)
-                print(f"scheduler, {workers} worker(s): {rate:,.0f} confirmations/s, {sent} messages for "
-                      f"{JOBS} jobs; bare XADD {bare_rate:,.0f}/s; ratio {rate / bare_rate:.2f}")
+                print(
+                    f"scheduler, {workers} worker(s): {rate:,.0f} confirmations/s, {sent} messages for "
+                    f"{JOBS} jobs; bare XADD {bare_rate:,.0f}/s; ratio {rate / bare_rate:.2f}"
+                )
 
 
 if __name__ == "__main__":

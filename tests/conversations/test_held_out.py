@@ -18,7 +18,9 @@ MIN_RATE = 0.5  # raise it as the rate grows; see the printed rate
 async def test_held_out_scenarios_pass_rate(deps, settings, capsys):
     deps.clock = scenarios.NOW.timestamp
     receptionist = Receptionist(deps, await redis_saver(settings))
-    outcomes = await asyncio.gather(*(scenarios.run_scenario(deps, receptionist, s) for s in HELD_OUT))
+    outcomes = await asyncio.gather(
+        *(scenarios.run_scenario(deps, receptionist, s) for s in HELD_OUT)
+    )
     failed = [o for o in outcomes if not o.passed]
     rate = 1 - len(failed) / len(outcomes)
     with capsys.disabled():

@@ -10,8 +10,14 @@ import re
 from pathlib import Path
 
 import pytest
-from pydantic_ai.messages import (ModelRequest, ModelResponse, TextPart, ToolCallPart, ToolReturnPart,
-                                  UserPromptPart)
+from pydantic_ai.messages import (
+    ModelRequest,
+    ModelResponse,
+    TextPart,
+    ToolCallPart,
+    ToolReturnPart,
+    UserPromptPart,
+)
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from graph import scenarios
@@ -26,6 +32,7 @@ SAME = "Listo, ya lo revisé."  # a statement: no question mark, no list, so no 
 def parrot(flow: str, done: bool, tool: str | None = None) -> FunctionModel:
     """A model that routes every message to `flow` and always answers SAME, after calling `tool`
     once per run with the customer's words (so the state moves, but the words do not)."""
+
     def respond(messages, info: AgentInfo) -> ModelResponse:
         instructions = info.instructions or ""
         if not info.output_tools:
@@ -35,7 +42,10 @@ def parrot(flow: str, done: bool, tool: str | None = None) -> FunctionModel:
         user, called = _this_run(messages)
         if tool and tool not in called and any(t.name == tool for t in info.function_tools):
             return ModelResponse(parts=[ToolCallPart(tool, {"when": user, "query": user})])
-        return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, {"reply": SAME, "done": done})])
+        return ModelResponse(
+            parts=[ToolCallPart(info.output_tools[0].name, {"reply": SAME, "done": done})]
+        )
+
     return FunctionModel(respond, model_name=f"parrot-{flow}")
 
 
@@ -55,10 +65,16 @@ def _words(text: str) -> str:
 
 
 MODELS = {
-    "an expert that keeps saying the same, task going on": lambda: parrot("appointment", done=False),
+    "an expert that keeps saying the same, task going on": lambda: parrot(
+        "appointment", done=False
+    ),
     "a finished task said again (a goodbye, the greeting)": lambda: parrot("knowledge", done=True),
-    "a tool moves the state, the words stay": lambda: parrot("appointment", done=False, tool="check_availability"),
-    "a knowledge search, then the same answer": lambda: parrot("knowledge", done=False, tool="search_knowledge"),
+    "a tool moves the state, the words stay": lambda: parrot(
+        "appointment", done=False, tool="check_availability"
+    ),
+    "a knowledge search, then the same answer": lambda: parrot(
+        "knowledge", done=False, tool="search_knowledge"
+    ),
 }
 
 
@@ -66,23 +82,34 @@ MODELS = {
 async def test_no_chat_ever_gets_the_same_reply_twice_in_a_row(deps, settings, model):
     deps.clock = scenarios.NOW.timestamp
     receptionist = Receptionist(deps, await redis_saver(settings), model=MODELS[model]())
-    outcomes = await asyncio.gather(*(scenarios.run_scenario(deps, receptionist, s) for s in SCENARIOS))
+    outcomes = await asyncio.gather(
+        *(scenarios.run_scenario(deps, receptionist, s) for s in SCENARIOS)
+    )
     repeated = []
     for outcome in outcomes:
         sent = [text for _, text in outcome.transcript]
-        repeated += [f"{outcome.scenario}, line {i + 1}: {b!r}" for i, (a, b) in enumerate(zip(sent, sent[1:]), 1)
-                     if a and b and _words(a) == _words(b)]
+        repeated += [
+            f"{outcome.scenario}, line {i + 1}: {b!r}"
+            for i, (a, b) in enumerate(zip(sent, sent[1:]), 1)
+            if a and b and _words(a) == _words(b)
+        ]
     assert not repeated, "\n".join(repeated[:10])
-    assert sum(len(o.transcript) for o in outcomes) == sum(len(s.lines) for s in SCENARIOS)  # every line played
+    assert sum(len(o.transcript) for o in outcomes) == sum(
+        len(s.lines) for s in SCENARIOS
+    )  # every line played
 
 
-async def test_a_model_failing_twice_in_a_row_does_not_apologise_twice_in_the_same_words(deps, settings):
+async def test_a_model_failing_twice_in_a_row_does_not_apologise_twice_in_the_same_words(
+    deps, settings
+):
     deps.clock = NOW.timestamp
     clinic = await seed_demo(deps.pool, today=NOW.date())
 
     def broken(messages, info: AgentInfo) -> ModelResponse:
         return ModelResponse(parts=[ToolCallPart("no_such_tool", {})])  # refused every time
 
-    chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=FunctionModel(broken)), clinic)
+    chat = Chat(
+        deps, Receptionist(deps, await redis_saver(settings), model=FunctionModel(broken)), clinic
+    )
     said = [(await chat.say(text)).replies for text in ("¿me ayudas?", "¿hola?", "¿sigues ahí?")]
     assert said == [[APOLOGY], [APOLOGY_AGAIN], [APOLOGY]]

@@ -31,21 +31,37 @@ def test_there_are_at_least_40_scenarios():
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
 async def test_offline_model_passes_every_run(deps, receptionist, scenario):
-    outcomes = await asyncio.gather(*(scenarios.run_scenario(deps, receptionist, scenario) for _ in range(RUNS)))
+    outcomes = await asyncio.gather(
+        *(scenarios.run_scenario(deps, receptionist, scenario) for _ in range(RUNS))
+    )
     failed = [o for o in outcomes if not o.passed]
-    assert not failed, "\n".join(failed[0].failures + [f"  > {a}\n  < {b}" for a, b in failed[0].transcript])
+    assert not failed, "\n".join(
+        failed[0].failures + [f"  > {a}\n  < {b}" for a, b in failed[0].transcript]
+    )
 
 
 def stubborn_model() -> FunctionModel:
     """A scripted model that never understands: every turn it asks for the service again, as
     the offline model once did. Whatever the model, the customer must not get that twice."""
+
     def respond(messages, info: AgentInfo) -> ModelResponse:
         instructions = info.instructions or ""
         if "[agente:router]" in instructions:
-            return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, {"flow": "appointment"})])
-        return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, {
-            "reply": "¿Para qué servicio quieres la cita? Tenemos:\n1. Limpieza facial\n2. Masaje relajante",
-            "done": False})])
+            return ModelResponse(
+                parts=[ToolCallPart(info.output_tools[0].name, {"flow": "appointment"})]
+            )
+        return ModelResponse(
+            parts=[
+                ToolCallPart(
+                    info.output_tools[0].name,
+                    {
+                        "reply": "¿Para qué servicio quieres la cita? Tenemos:\n1. Limpieza facial\n2. Masaje relajante",
+                        "done": False,
+                    },
+                )
+            ]
+        )
+
     return FunctionModel(respond, model_name="stubborn")
 
 
@@ -56,13 +72,23 @@ async def test_a_model_that_never_understands_never_repeats_itself(deps, setting
     receptionist = Receptionist(deps, await redis_saver(settings), model=stubborn_model())
 
     def counted() -> float:
-        return sum(metrics.loop_guard.labels(f)._value.get() for f in ("appointment", "knowledge", "none"))
+        return sum(
+            metrics.loop_guard.labels(f)._value.get() for f in ("appointment", "knowledge", "none")
+        )
 
     before = counted()
-    outcomes = await asyncio.gather(*(scenarios.run_scenario(deps, receptionist, s) for s in SCENARIOS))
-    repeats = [f"{o.scenario}: {f}" for o in outcomes for f in o.failures
-               if "the same reply" in f or "times no tool gave" in f]
+    outcomes = await asyncio.gather(
+        *(scenarios.run_scenario(deps, receptionist, s) for s in SCENARIOS)
+    )
+    repeats = [
+        f"{o.scenario}: {f}"
+        for o in outcomes
+        for f in o.failures
+        if "the same reply" in f or "times no tool gave" in f
+    ]
     assert not repeats, "\n".join(repeats)
     replaced = sum(o.guarded for o in outcomes)
-    assert replaced >= sum(len(s.lines) >= 2 for s in SCENARIOS)  # every chat of 2 lines or more needed it
+    assert replaced >= sum(
+        len(s.lines) >= 2 for s in SCENARIOS
+    )  # every chat of 2 lines or more needed it
     assert counted() - before == replaced

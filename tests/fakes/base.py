@@ -115,7 +115,9 @@ class FakeServer:
             entry["form"] = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         elif ctype == "multipart/form-data":
             fields = parse_multipart(body, request.headers["Content-Type"])
-            entry["form"] = {k: v[2].decode("utf-8", "replace") for k, v in fields.items() if v[0] is None}
+            entry["form"] = {
+                k: v[2].decode("utf-8", "replace") for k, v in fields.items() if v[0] is None
+            }
             entry["files"] = {k: v for k, v in fields.items() if v[0] is not None}
         self.requests.append(entry)
         return await handler(request)
@@ -128,7 +130,9 @@ def parse_multipart(body: bytes, content_type: str) -> dict[str, tuple[str | Non
     can't use request.post() for multipart (it reads the stream, not the cached body);
     the stdlib MIME parser works on the cached bytes instead.
     """
-    msg = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+    msg = BytesParser(policy=HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body
+    )
     out: dict[str, tuple[str | None, str, bytes]] = {}
     for part in msg.iter_parts():
         name = part.get_param("name", header="content-disposition")

@@ -86,7 +86,9 @@ class FakeGemini(FakeServer):
     def __init__(self, *, api_key: str | None = None) -> None:
         super().__init__()
         self.api_key = api_key  # None: any non-empty key is accepted
-        self.responder: Callable[[GeminiRequest], str | None] | None = None  # None -> blocked prompt
+        self.responder: Callable[[GeminiRequest], str | None] | None = (
+            None  # None -> blocked prompt
+        )
         self.transcripts: dict[str, str] = {}  # audio mime type -> transcript
         self.known_models: set[str] | None = None  # None: every model exists
         self.down = False  # True: every call answers 503 UNAVAILABLE
@@ -195,7 +197,9 @@ class FakeGemini(FakeServer):
         if mime.startswith("audio/"):
             text = self.transcripts.get(mime, self.transcripts.get("audio", DEFAULT_TRANSCRIPT))
         elif mime.startswith("image/"):
-            text = "Una lista de precios de un salón de belleza: limpieza facial 45 €, manicura 20 €."
+            text = (
+                "Una lista de precios de un salón de belleza: limpieza facial 45 €, manicura 20 €."
+            )
         elif mime == "application/pdf":
             text = "Documento: factura de un salón de belleza, total 65 €."
         elif mime.startswith("video/"):
@@ -206,7 +210,13 @@ class FakeGemini(FakeServer):
             text = "ok"
         config = call.generation_config
         if _pick(config, "responseMimeType", "response_mime_type") == "application/json":
-            schema = _pick(config, "responseSchema", "response_schema", "responseJsonSchema", "response_json_schema")
+            schema = _pick(
+                config,
+                "responseSchema",
+                "response_schema",
+                "responseJsonSchema",
+                "response_json_schema",
+            )
             return json.dumps(_value_from_schema(schema or {"type": "STRING"}, text))
         return text
 
@@ -217,11 +227,16 @@ class FakeGemini(FakeServer):
         prompt_tokens = text_tokens + media_tokens
         details = [{"modality": "TEXT", "tokenCount": text_tokens}]
         if call.mime_types:
-            details.insert(0, {"modality": _modality(call.mime_types[0]), "tokenCount": media_tokens})
+            details.insert(
+                0, {"modality": _modality(call.mime_types[0]), "tokenCount": media_tokens}
+            )
         out: dict[str, Any] = {}
         if text is None:  # responder returned None: prompt blocked, no candidates
             out["promptFeedback"] = {"blockReason": "SAFETY"}
-            usage: dict[str, Any] = {"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens}
+            usage: dict[str, Any] = {
+                "promptTokenCount": prompt_tokens,
+                "totalTokenCount": prompt_tokens,
+            }
         else:
             out["candidates"] = [
                 {
@@ -287,7 +302,9 @@ class FakeGemini(FakeServer):
         f.finalized = True
         f.size_bytes = len(f.data)
         f.created = time.time()
-        return web.json_response({"file": self._file_json(f, ver)}, headers={"X-Goog-Upload-Status": "final"})
+        return web.json_response(
+            {"file": self._file_json(f, ver)}, headers={"X-Goog-Upload-Status": "final"}
+        )
 
     async def _upload_start(self, request: web.Request, ver: str) -> web.Response:
         if request.headers.get("X-Goog-Upload-Protocol", "").lower() != "resumable":
@@ -298,7 +315,8 @@ class FakeGemini(FakeServer):
             "X-Goog-Upload-Header-Content-Type", "application/octet-stream"
         )
         size = int(
-            _pick(meta, "sizeBytes", "size_bytes") or request.headers.get("X-Goog-Upload-Header-Content-Length", 0)
+            _pick(meta, "sizeBytes", "size_bytes")
+            or request.headers.get("X-Goog-Upload-Header-Content-Length", 0)
         )
         file_id = secrets.token_hex(6)
         self.files[file_id] = _File(file_id, mime, size, _pick(meta, "displayName", "display_name"))
@@ -320,7 +338,9 @@ class FakeGemini(FakeServer):
         f = self.files.get(file_id)
         if f is None or not f.finalized:
             # The real API answers 403, not 404, for files that don't exist (or aren't yours).
-            return _error(403, f"You do not have permission to access the File {file_id} or it may not exist.")
+            return _error(
+                403, f"You do not have permission to access the File {file_id} or it may not exist."
+            )
         return web.json_response(self._file_json(f, request.match_info["ver"]))
 
     async def _handle_delete_file(self, request: web.Request) -> web.Response:

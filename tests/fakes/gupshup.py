@@ -159,7 +159,11 @@ class FakeGupshup(FakeServer):
     def fail_media_next(self, status: int, times: int = 1, body: dict | None = None) -> None:
         for _ in range(times):
             self._media_failures.append(
-                (status, body or DEFAULT_ERROR_BODIES.get(status, {"status": "error", "message": "Error"}))
+                (
+                    status,
+                    body
+                    or DEFAULT_ERROR_BODIES.get(status, {"status": "error", "message": "Error"}),
+                )
             )
 
     def hang_for(self, seconds: float) -> None:
@@ -185,7 +189,9 @@ class FakeGupshup(FakeServer):
     async def drain_callbacks(self, timeout_s: float = 2.0) -> None:
         """Wait until every scheduled status callback has been posted."""
         if self._tasks:
-            await asyncio.wait_for(asyncio.gather(*list(self._tasks), return_exceptions=True), timeout_s)
+            await asyncio.wait_for(
+                asyncio.gather(*list(self._tasks), return_exceptions=True), timeout_s
+            )
 
     # -- send API ------------------------------------------------------------------------
     async def _handle_session(self, request: web.Request) -> web.Response:
@@ -194,7 +200,9 @@ class FakeGupshup(FakeServer):
     async def _handle_template(self, request: web.Request) -> web.Response:
         return await self._handle_send(request, "template")
 
-    async def _handle_send(self, request: web.Request, kind: Literal["session", "template"]) -> web.Response:
+    async def _handle_send(
+        self, request: web.Request, kind: Literal["session", "template"]
+    ) -> web.Response:
         apikey = request.headers.get("apikey", "")
         if not apikey or (self.api_key is not None and apikey != self.api_key):
             return _gupshup_json(AUTH_FAILED, 401)
@@ -223,11 +231,15 @@ class FakeGupshup(FakeServer):
             message = json.loads(form["message"]) if "message" in form else None
             template = json.loads(form["template"]) if "template" in form else None
         except ValueError:
-            return _gupshup_json({"status": "error", "message": "Invalid Message"}, 400)  # [inferred]
+            return _gupshup_json(
+                {"status": "error", "message": "Invalid Message"}, 400
+            )  # [inferred]
         if (kind == "session" and not isinstance(message, dict)) or (
             kind == "template" and not isinstance(template, dict)
         ):
-            return _gupshup_json({"status": "error", "message": "Invalid Message"}, 400)  # [inferred]
+            return _gupshup_json(
+                {"status": "error", "message": "Invalid Message"}, 400
+            )  # [inferred]
 
         msg = SentMessage(
             kind=kind,
@@ -249,8 +261,9 @@ class FakeGupshup(FakeServer):
         now = time.monotonic()
         fail_until, fail_status = self._fail_after_delivery
         if now < fail_until:
-            return _gupshup_json(DEFAULT_ERROR_BODIES.get(fail_status, {"status": "error"}),
-                                 fail_status)
+            return _gupshup_json(
+                DEFAULT_ERROR_BODIES.get(fail_status, {"status": "error"}), fail_status
+            )
         late_until, answer_after_s = self._late_answer
         if now < late_until:
             await asyncio.sleep(answer_after_s)
@@ -285,7 +298,9 @@ class FakeGupshup(FakeServer):
     ) -> dict[str, Any]:
         """Build one status callback body (see post_status)."""
         if destination is None:
-            destination = next((m.destination for m in self.sent if m.message_id == message_id), "919876543210")
+            destination = next(
+                (m.destination for m in self.sent if m.message_id == message_id), "919876543210"
+            )
         kind = next((m.kind for m in self.sent if m.message_id == message_id), "session")
         if wamid is None:
             # One WhatsApp-side id per message, reused by its sent/delivered/read events.
@@ -320,7 +335,11 @@ class FakeGupshup(FakeServer):
                 inner["payload"] = {"ts": ts}
                 if status == "sent":
                     inner["conversation"] = conversation
-                    inner["pricing"] = pricing | {"policy": "PMP", "category": "service", "type": "regular"}
+                    inner["pricing"] = pricing | {
+                        "policy": "PMP",
+                        "category": "service",
+                        "type": "regular",
+                    }
             else:
                 inner["ts"] = ts
                 if status == "sent":
@@ -328,7 +347,9 @@ class FakeGupshup(FakeServer):
                 elif status == "delivered":
                     inner["payload"] = {"conversation": {"id": conversation["id"]}}
         if layout == "v2_bsuid":
-            inner["userId"] = self.user_ids.setdefault(destination, f"IN.{uuid.uuid4().int % 10**16}")
+            inner["userId"] = self.user_ids.setdefault(
+                destination, f"IN.{uuid.uuid4().int % 10**16}"
+            )
         return {
             "app": self.app_name,
             "timestamp": int(now * 1000),
@@ -337,7 +358,9 @@ class FakeGupshup(FakeServer):
             "payload": inner,
         }
 
-    def _status_v3(self, message_id, status, wamid, ts, destination, code, reason, now) -> dict[str, Any]:
+    def _status_v3(
+        self, message_id, status, wamid, ts, destination, code, reason, now
+    ) -> dict[str, Any]:
         st: dict[str, Any] = {
             "gs_id": message_id,
             "id": wamid,
@@ -417,7 +440,10 @@ class FakeGupshup(FakeServer):
         headers = {"Authorization": f"Bearer {self.callback_token}"} if self.callback_token else {}
         try:
             async with self._session.post(
-                self.callback_url, json=payload, headers=headers, timeout=aiohttp.ClientTimeout(total=10)
+                self.callback_url,
+                json=payload,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=10),
             ) as resp:
                 await resp.read()
                 status: int | None = resp.status
@@ -463,7 +489,9 @@ class FakeGupshup(FakeServer):
         ):
             # Count invalid calls in a sliding hour; over the limit -> 1 h cooldown.
             self._invalid_media_calls.append(now)
-            while self._invalid_media_calls and self._invalid_media_calls[0] < now - MEDIA_COOLDOWN_S:
+            while (
+                self._invalid_media_calls and self._invalid_media_calls[0] < now - MEDIA_COOLDOWN_S
+            ):
                 self._invalid_media_calls.popleft()
             if len(self._invalid_media_calls) > MEDIA_INVALID_LIMIT:
                 self._media_blocked_until = now + MEDIA_COOLDOWN_S

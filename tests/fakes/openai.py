@@ -19,22 +19,36 @@ from aiohttp import web
 from .base import FakeServer
 
 ERROR_BODIES: dict[int, dict[str, Any]] = {
-    400: {"message": "Invalid request.", "type": "invalid_request_error", "param": None, "code": None},
+    400: {
+        "message": "Invalid request.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    },
     401: {
         "message": "Incorrect API key provided.",
         "type": "invalid_request_error",
         "param": None,
         "code": "invalid_api_key",
     },
-    429: {"message": "Rate limit reached", "type": "rate_limit_error", "param": None, "code": "rate_limit_exceeded"},
+    429: {
+        "message": "Rate limit reached",
+        "type": "rate_limit_error",
+        "param": None,
+        "code": "rate_limit_exceeded",
+    },
     500: {
         "message": "The server had an error while processing your request. Sorry about that!",
         "type": "server_error",
         "param": None,
         "code": None,
     },
-    503: {"message": "The engine is currently overloaded, please try again later.", "type": "server_error",
-          "param": None, "code": None},
+    503: {
+        "message": "The engine is currently overloaded, please try again later.",
+        "type": "server_error",
+        "param": None,
+        "code": None,
+    },
 }
 
 
@@ -49,7 +63,11 @@ def tool_call(name: str, **arguments: Any) -> dict[str, Any]:
 
 
 def openai_error(status: int, message: str | None = None) -> dict[str, Any]:
-    err = dict(ERROR_BODIES.get(status, {"message": "Error", "type": "api_error", "param": None, "code": None}))
+    err = dict(
+        ERROR_BODIES.get(
+            status, {"message": "Error", "type": "api_error", "param": None, "code": None}
+        )
+    )
     if message:
         err["message"] = message
     return {"error": err}
@@ -107,12 +125,23 @@ class FakeOpenAI(FakeServer):
         dimensions = int(body.get("dimensions") or 1536)
         self.calls.append(body)
         as_base64 = body.get("encoding_format") == "base64"  # the SDK's default
-        data = [{"object": "embedding", "index": i,
-                 "embedding": _b64_floats(vector) if as_base64 else vector}
-                for i, vector in enumerate(self.embed(str(t), dimensions) for t in inputs)]
+        data = [
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": _b64_floats(vector) if as_base64 else vector,
+            }
+            for i, vector in enumerate(self.embed(str(t), dimensions) for t in inputs)
+        ]
         tokens = sum(len(str(t).split()) for t in inputs)
-        return web.json_response({"object": "list", "data": data, "model": body.get("model"),
-                                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        return web.json_response(
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model"),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
 
     # -- scripting ---------------------------------------------------------------------
     def script(self, *replies: dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]) -> None:
@@ -141,12 +170,18 @@ class FakeOpenAI(FakeServer):
         try:
             body = await request.json()
         except ValueError:
-            return web.json_response(openai_error(400, "We could not parse the JSON body of your request."), status=400)
+            return web.json_response(
+                openai_error(400, "We could not parse the JSON body of your request."), status=400
+            )
         if not isinstance(body, dict) or "model" not in body or not body.get("messages"):
-            return web.json_response(openai_error(400, "'messages' and 'model' are required."), status=400)
+            return web.json_response(
+                openai_error(400, "'messages' and 'model' are required."), status=400
+            )
         if body.get("stream"):
             # Not implemented: fail loudly rather than answer in the wrong format.
-            return web.json_response(openai_error(400, "FakeOpenAI does not implement stream=true."), status=400)
+            return web.json_response(
+                openai_error(400, "FakeOpenAI does not implement stream=true."), status=400
+            )
         self.calls.append(body)
 
         if self._script:
@@ -181,7 +216,9 @@ class FakeOpenAI(FakeServer):
                         "function": {
                             "name": call["name"],
                             # `arguments` is a JSON *string* on the wire.
-                            "arguments": args if isinstance(args, str) else json.dumps(args, ensure_ascii=False),
+                            "arguments": args
+                            if isinstance(args, str)
+                            else json.dumps(args, ensure_ascii=False),
                         },
                     }
                 )
@@ -196,7 +233,9 @@ class FakeOpenAI(FakeServer):
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body["model"],
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
+            "choices": [
+                {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
+            ],
             "usage": {
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
@@ -229,14 +268,20 @@ def _args_from_schema(schema: dict[str, Any], defs: dict[str, Any] | None = None
         # Strict tools require every property; pydantic only the `required` ones.
         return {name: _args_from_schema(sub, defs) for name, sub in props.items()}
     if kind == "array":
-        return [_args_from_schema(schema["items"], defs)] if schema.get("minItems") and "items" in schema else []
+        return (
+            [_args_from_schema(schema["items"], defs)]
+            if schema.get("minItems") and "items" in schema
+            else []
+        )
     if kind in ("integer", "number"):
         return schema.get("minimum", schema.get("exclusiveMinimum", -1) + 1)
     if kind == "boolean":
         return False
     if kind == "null":
         return None
-    return _STRING_FORMATS.get(schema.get("format", ""), "ok").ljust(schema.get("minLength", 0), "k")
+    return _STRING_FORMATS.get(schema.get("format", ""), "ok").ljust(
+        schema.get("minLength", 0), "k"
+    )
 
 
 # Strings with a `format` must still validate on the pydantic side.

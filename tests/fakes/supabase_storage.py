@@ -22,8 +22,12 @@ from .base import FakeServer, parse_multipart
 PREFIX = "/storage/v1"
 
 
-def storage_error(status_code: str, error: str, message: str, http_status: int = 400) -> web.Response:
-    return web.json_response({"statusCode": status_code, "error": error, "message": message}, status=http_status)
+def storage_error(
+    status_code: str, error: str, message: str, http_status: int = 400
+) -> web.Response:
+    return web.json_response(
+        {"statusCode": status_code, "error": error, "message": message}, status=http_status
+    )
 
 
 def _now_iso() -> str:
@@ -31,7 +35,9 @@ def _now_iso() -> str:
 
 
 class FakeSupabaseStorage(FakeServer):
-    def __init__(self, *, buckets: tuple[str, ...] = ("chat-media",), api_key: str | None = None) -> None:
+    def __init__(
+        self, *, buckets: tuple[str, ...] = ("chat-media",), api_key: str | None = None
+    ) -> None:
         super().__init__()
         self.api_key = api_key  # None: any non-empty key is accepted
         self.objects: dict[str, tuple[bytes, str]] = {}  # "bucket/path" -> (data, content type)
@@ -73,16 +79,26 @@ class FakeSupabaseStorage(FakeServer):
     # -- auth / failures -----------------------------------------------------------------
     def fail_next(self, status: int, times: int = 1, body: dict | None = None) -> None:
         """The next `times` authenticated calls answer `status` with a Storage error body."""
-        body = body or {"statusCode": str(status), "error": "internal", "message": "Internal Server Error"}
+        body = body or {
+            "statusCode": str(status),
+            "error": "internal",
+            "message": "Internal Server Error",
+        }
         self.queue_failure(status, times, body)
 
     async def _guard(self, request: web.Request) -> web.Response | None:
         # The API gateway in front of Storage wants `apikey` (header names are
         # case-insensitive; supabase-py sends `apiKey`) or a Bearer token.
-        key = request.headers.get("apikey") or request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        key = (
+            request.headers.get("apikey")
+            or request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        )
         if not key:
             return web.json_response(
-                {"message": "No API key found in request", "hint": "No `apikey` request header or url param was found."},
+                {
+                    "message": "No API key found in request",
+                    "hint": "No `apikey` request header or url param was found.",
+                },
                 status=401,
             )
         if self.api_key is not None and key != self.api_key:
@@ -125,7 +141,9 @@ class FakeSupabaseStorage(FakeServer):
 
         if request.content_type == "multipart/form-data":
             # storage3 sends fields `cacheControl` and `file` (filename, content type).
-            part = parse_multipart(await request.read(), request.headers["Content-Type"]).get("file")
+            part = parse_multipart(await request.read(), request.headers["Content-Type"]).get(
+                "file"
+            )
             if part is None:
                 return storage_error("400", "InvalidRequest", "No file field in multipart body")
             data, ctype = part[2], part[1]
@@ -135,7 +153,9 @@ class FakeSupabaseStorage(FakeServer):
         return web.json_response({"Key": key, "Id": str(uuid.uuid4())})
 
     async def _download(self, request: web.Request) -> web.Response:
-        return await self._guard(request) or self._serve(request.match_info["bucket"], request.match_info["path"])
+        return await self._guard(request) or self._serve(
+            request.match_info["bucket"], request.match_info["path"]
+        )
 
     async def _info(self, request: web.Request) -> web.Response:
         # storage3's exists() reads this; a missing object must be statusCode "404" not_found.
@@ -205,7 +225,9 @@ class FakeSupabaseStorage(FakeServer):
         body = await request.json()
         token = self._make_token(f"{bucket}/{path}", float(body.get("expiresIn", 60)))
         # Relative to {SUPABASE_URL}/storage/v1; the client adds that prefix.
-        return web.json_response({"signedURL": f"/object/sign/{bucket}/{quote(path)}?token={token}"})
+        return web.json_response(
+            {"signedURL": f"/object/sign/{bucket}/{quote(path)}?token={token}"}
+        )
 
     async def _sign_many(self, request: web.Request) -> web.Response:
         bucket = request.match_info["bucket"]
@@ -220,8 +242,13 @@ class FakeSupabaseStorage(FakeServer):
                 url = f"/object/sign/{bucket}/{quote(path)}?token={token}"
                 out.append({"error": None, "path": path, "signedURL": url})
             else:
-                out.append({"error": "Either the object does not exist or you do not have access to it",
-                            "path": path, "signedURL": None})
+                out.append(
+                    {
+                        "error": "Either the object does not exist or you do not have access to it",
+                        "path": path,
+                        "signedURL": None,
+                    }
+                )
         return web.json_response(out)
 
     async def _get_signed(self, request: web.Request) -> web.Response:

@@ -49,8 +49,16 @@ from tests.helpers import fixture, text_webhook
 
 TOKEN = "soak-webhook-token"
 WORKER_ROLES = "enrich,batcher,agent,sender"
-TEXTS = ["hola", "buenas tardes", "¿qué servicios tienen?", "¿cuánto cuesta?", "gracias",
-         "¿atienden el sábado?", "hola, una pregunta", "ok"]
+TEXTS = [
+    "hola",
+    "buenas tardes",
+    "¿qué servicios tienen?",
+    "¿cuánto cuesta?",
+    "gracias",
+    "¿atienden el sábado?",
+    "hola, una pregunta",
+    "ok",
+]
 
 
 @dataclass
@@ -85,10 +93,15 @@ class Run:
 
 # ---- processes ----------------------------------------------------------------------------
 
+
 def start_process(run: Run, roles: str, extra: dict[str, str] | None = None) -> subprocess.Popen:
     log = open(run.root / f"{roles.split(',')[0]}-{time.monotonic_ns()}.log", "wb")
-    return subprocess.Popen([sys.executable, "-m", "ops", "run", "--roles", roles],
-                            env={**run.env, **(extra or {})}, stdout=log, stderr=log)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ops", "run", "--roles", roles],
+        env={**run.env, **(extra or {})},
+        stdout=log,
+        stderr=log,
+    )
 
 
 async def supervise(run: Run, stop: asyncio.Event) -> None:
@@ -137,13 +150,17 @@ async def _sleep(stop: asyncio.Event, seconds: float) -> None:
 
 # ---- the customers' side ------------------------------------------------------------------
 
+
 async def post(run: Run, http: aiohttp.ClientSession, body: dict, deadline: float) -> bool:
     """Like Gupshup: a webhook that did not get a 2xx is sent again (here until deadline)."""
     while time.monotonic() < deadline:
         try:
-            async with http.post(run.ingress_url + "/webhooks/gupshup", json=body,
-                                 headers={"Authorization": f"Bearer {TOKEN}"},
-                                 timeout=aiohttp.ClientTimeout(total=10)) as response:
+            async with http.post(
+                run.ingress_url + "/webhooks/gupshup",
+                json=body,
+                headers={"Authorization": f"Bearer {TOKEN}"},
+                timeout=aiohttp.ClientTimeout(total=10),
+            ) as response:
                 if response.status == 200:
                     return True
         except (aiohttp.ClientError, asyncio.TimeoutError):
@@ -156,8 +173,9 @@ async def post(run: Run, http: aiohttp.ClientSession, body: dict, deadline: floa
 def image_webhook(app: str, phone: str, message_id: str, url: str) -> dict:
     body = fixture("gupshup/gupshup_v2_image.json", app=app, timestamp=int(time.time() * 1000))
     body["payload"].update(id=message_id, source=phone)
-    body["payload"]["payload"].update(url=url, caption="mira esta foto",
-                                      urlExpiry=int(time.time() * 1000) + 3_600_000)
+    body["payload"]["payload"].update(
+        url=url, caption="mira esta foto", urlExpiry=int(time.time() * 1000) + 3_600_000
+    )
     body["payload"]["sender"].update(phone=phone, name="Cliente")
     return body
 
@@ -184,8 +202,13 @@ async def customers(run: Run, chats: list[Chat], http: aiohttp.ClientSession) ->
                     url = run.gupshup.add_media(image, "image/jpeg")
                     body = image_webhook(chat.app, chat.phone, provider_id, url)
                 else:
-                    body = text_webhook(chat.app, chat.phone, random.choice(TEXTS), provider_id,
-                                        int(time.time() * 1000))
+                    body = text_webhook(
+                        chat.app,
+                        chat.phone,
+                        random.choice(TEXTS),
+                        provider_id,
+                        int(time.time() * 1000),
+                    )
                 if await post(run, http, body, time.monotonic() + 120):
                     chat.accepted.append(provider_id)
                     chat.last_accepted_at = time.time()
@@ -213,8 +236,9 @@ async def status_callbacks(run: Run, http: aiohttp.ClientSession, stop: asyncio.
         done += len(sent)
         for message in sent:
             for status in ("sent", "delivered", "read"):
-                body = run.gupshup.build_status(message.message_id, status,
-                                                destination=message.destination)
+                body = run.gupshup.build_status(
+                    message.message_id, status, destination=message.destination
+                )
                 body["app"] = message.app
                 if await post(run, http, body, time.monotonic() + 60):
                     run.statuses_posted += 1
@@ -223,13 +247,17 @@ async def status_callbacks(run: Run, http: aiohttp.ClientSession, stop: asyncio.
 
 # ---- measuring ----------------------------------------------------------------------------
 
+
 def unanswered(run: Run, chats: list[Chat]) -> list[Chat]:
     last_reply: dict[tuple[str, str], float] = {}
     for message in run.gupshup.sent:
         key = (message.app, message.destination)
         last_reply[key] = max(last_reply.get(key, 0.0), message.received_at)
-    return [c for c in chats if c.accepted
-            and last_reply.get((c.app, c.phone), 0.0) < c.last_accepted_at]
+    return [
+        c
+        for c in chats
+        if c.accepted and last_reply.get((c.app, c.phone), 0.0) < c.last_accepted_at
+    ]
 
 
 async def pending_work(redis, orgs: list[str]) -> int:
@@ -263,7 +291,8 @@ async def open_sends(pool) -> int:
             return await pool.fetchval(
                 "select count(*) from chat_messages where direction = 'outbound'"
                 " and send_started_at is not null and provider_message_id is null"
-                " and message_status <> 'failed'")
+                " and message_status <> 'failed'"
+            )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             await asyncio.sleep(1)
     return -1
@@ -271,18 +300,24 @@ async def open_sends(pool) -> int:
 
 async def measure(run: Run, chats: list[Chat], orgs: list[str], pool, redis) -> int:
     accepted = [pid for c in chats for pid in c.accepted]
-    stored = {r["provider_message_id"] for r in await pool.fetch(
-        "select provider_message_id from chat_messages where direction = 'inbound'")}
+    stored = {
+        r["provider_message_id"]
+        for r in await pool.fetch(
+            "select provider_message_id from chat_messages where direction = 'inbound'"
+        )
+    }
     missing_rows = [pid for pid in accepted if pid not in stored]
     silent = unanswered(run, chats)
     rows = await pool.fetch(
         "select provider_message_id, (send_started_at is not null and provider_message_id is null"
-        " and message_status = 'failed') as unknown from chat_messages where direction = 'outbound'")
+        " and message_status = 'failed') as unknown from chat_messages where direction = 'outbound'"
+    )
     recorded = {r["provider_message_id"] for r in rows if r["provider_message_id"]}
     unknown = sum(1 for r in rows if r["unknown"])
     resent, confirmed = await pool.fetchrow(
         "select coalesce(sum(send_resends), 0), count(*) filter (where artifacts ? 'send_evidence')"
-        " from chat_messages where direction = 'outbound'")
+        " from chat_messages where direction = 'outbound'"
+    )
     unrecorded_sends = sum(1 for m in run.gupshup.sent if m.message_id not in recorded)
     # A send given up on in doubt (past SEND_DOUBT_MAX_S) is "outcome unknown": it may have gone
     # out once. Sends beyond that are duplicates.
@@ -290,24 +325,31 @@ async def measure(run: Run, chats: list[Chat], orgs: list[str], pool, redis) -> 
     pending = await pending_work(redis, orgs) + await open_sends(pool)
     letters = await dead_letters.list_letters(redis)
     lost = len(missing_rows) + len(silent)
-    run.note(f"messages accepted {len(accepted)} from {len({c.app for c in chats})} organizations; "
-             f"replies sent {len(run.gupshup.sent)}; status callbacks {run.statuses_posted}; "
-             f"in doubt and confirmed by a status {confirmed}, resent {resent}, "
-             f"given up in doubt {unknown}; workers killed {run.kills}, started again "
-             f"{run.restarts - run.args.workers}; webhook retries {run.webhook_retries}")
+    run.note(
+        f"messages accepted {len(accepted)} from {len({c.app for c in chats})} organizations; "
+        f"replies sent {len(run.gupshup.sent)}; status callbacks {run.statuses_posted}; "
+        f"in doubt and confirmed by a status {confirmed}, resent {resent}, "
+        f"given up in doubt {unknown}; workers killed {run.kills}, started again "
+        f"{run.restarts - run.args.workers}; webhook retries {run.webhook_retries}"
+    )
     for pid in missing_rows[:10]:
         run.note(f"LOST: message {pid} was answered 200 but never stored")
     for chat in silent[:10]:
         run.note(f"LOST: chat {chat.app}/{chat.phone} got no reply after its last message")
     for letter in letters:
-        run.note(f"dead letter {letter.ref} stage={letter.stage} deliveries={letter.deliveries}: "
-                 f"{letter.error[:300]}")
-    print(f"lost {lost}, duplicated {duplicated}, pending {pending}, dead letters {len(letters)}",
-          flush=True)
+        run.note(
+            f"dead letter {letter.ref} stage={letter.stage} deliveries={letter.deliveries}: "
+            f"{letter.error[:300]}"
+        )
+    print(
+        f"lost {lost}, duplicated {duplicated}, pending {pending}, dead letters {len(letters)}",
+        flush=True,
+    )
     return 0 if lost == duplicated == pending == 0 else 1
 
 
 # ---- the run --------------------------------------------------------------------------------
+
 
 async def soak(args: argparse.Namespace) -> int:
     root = Path(tempfile.mkdtemp(prefix="skytide-soak-"))
@@ -326,44 +368,86 @@ async def soak(args: argparse.Namespace) -> int:
     return code
 
 
-async def _soak(args: argparse.Namespace, root: Path, redis_server: EmbeddedRedis,
-                postgres: EmbeddedPostgres, redis_url: str, database_url: str) -> int:
+async def _soak(
+    args: argparse.Namespace,
+    root: Path,
+    redis_server: EmbeddedRedis,
+    postgres: EmbeddedPostgres,
+    redis_url: str,
+    database_url: str,
+) -> int:
     pool = await create_pool(database_url, min_size=0)
     await migrate(pool)
     redis = create_redis(redis_url)
     apps = [f"soak-{i:02d}" for i in range(args.orgs)]
-    orgs = [await add_org(pool, name=f"Soak {app}", app_name=app, api_key="soak-key",
-                          source_phone="919999999999", webhook_token=TOKEN) for app in apps]
+    orgs = [
+        await add_org(
+            pool,
+            name=f"Soak {app}",
+            app_name=app,
+            api_key="soak-key",
+            source_phone="919999999999",
+            webhook_token=TOKEN,
+        )
+        for app in apps
+    ]
     await redis.sadd(keys.ORG_REGISTRY, *orgs)
-    chats = [Chat(app, f"57300{i:02d}{j:05d}") for i, app in enumerate(apps)
-             for j in range(args.chats_per_org)]
+    chats = [
+        Chat(app, f"57300{i:02d}{j:05d}")
+        for i, app in enumerate(apps)
+        for j in range(args.chats_per_org)
+    ]
     port = free_port()
     stop_faults, stop_callbacks = asyncio.Event(), asyncio.Event()
     code = 1
     async with FakeGupshup() as gupshup, aiohttp.ClientSession() as http:
-        env = {**os.environ, "SKYTIDE_ENV": "development", "REDIS_URL": redis_url, "DATABASE_URL": database_url,
-               "GUPSHUP_API_URL": gupshup.url, "MEDIA_DIR": str(root / "media"),
-               "MEDIA_ALLOWED_HOSTS": "127.0.0.1", "LOG_LEVEL": "WARNING",
-               "DEBOUNCE_SECONDS": "0.5", "DEBOUNCE_MAX_WAIT_SECONDS": "3",
-               # A killed worker's entries are taken back after 5 s; a live worker renews
-               # its own entries' idle time every 0.5 s, well within that, even under load.
-               "CLAIM_IDLE_MS": "5000", "CLAIM_EVERY_S": "0.5", "ORG_REFRESH_S": "0.5",
-               "DRAIN_TIMEOUT_S": "2",
-               "TURN_LEASE_S": "20", "RECIPIENT_INTERVAL_MS": "0", "BLOCK_MS": "500",
-               "HTTP_PORT": str(port)}
-        run = Run(args, root, redis_server, postgres, gupshup, f"http://127.0.0.1:{port}", env,
-                  workers=[None] * args.workers)
+        env = {
+            **os.environ,
+            "SKYTIDE_ENV": "development",
+            "REDIS_URL": redis_url,
+            "DATABASE_URL": database_url,
+            "GUPSHUP_API_URL": gupshup.url,
+            "MEDIA_DIR": str(root / "media"),
+            "MEDIA_ALLOWED_HOSTS": "127.0.0.1",
+            "LOG_LEVEL": "WARNING",
+            "DEBOUNCE_SECONDS": "0.5",
+            "DEBOUNCE_MAX_WAIT_SECONDS": "3",
+            # A killed worker's entries are taken back after 5 s; a live worker renews
+            # its own entries' idle time every 0.5 s, well within that, even under load.
+            "CLAIM_IDLE_MS": "5000",
+            "CLAIM_EVERY_S": "0.5",
+            "ORG_REFRESH_S": "0.5",
+            "DRAIN_TIMEOUT_S": "2",
+            "TURN_LEASE_S": "20",
+            "RECIPIENT_INTERVAL_MS": "0",
+            "BLOCK_MS": "500",
+            "HTTP_PORT": str(port),
+        }
+        run = Run(
+            args,
+            root,
+            redis_server,
+            postgres,
+            gupshup,
+            f"http://127.0.0.1:{port}",
+            env,
+            workers=[None] * args.workers,
+        )
         ingress = start_process(run, "ingress")
         tasks = []
         try:
             await _wait_ready(run.ingress_url)
-            run.note(f"{args.workers} workers, {args.orgs} organizations, {len(chats)} chats; "
-                     f"feeding {args.messages} messages over {args.feed_s:.0f}s; a worker is "
-                     f"SIGKILLed every {args.kill_every_s:.0f}s")
-            tasks = [asyncio.create_task(supervise(run, stop_faults)),
-                     asyncio.create_task(kill_workers(run, stop_faults)),
-                     asyncio.create_task(faults(run, stop_faults)),
-                     asyncio.create_task(status_callbacks(run, http, stop_callbacks))]
+            run.note(
+                f"{args.workers} workers, {args.orgs} organizations, {len(chats)} chats; "
+                f"feeding {args.messages} messages over {args.feed_s:.0f}s; a worker is "
+                f"SIGKILLed every {args.kill_every_s:.0f}s"
+            )
+            tasks = [
+                asyncio.create_task(supervise(run, stop_faults)),
+                asyncio.create_task(kill_workers(run, stop_faults)),
+                asyncio.create_task(faults(run, stop_faults)),
+                asyncio.create_task(status_callbacks(run, http, stop_callbacks)),
+            ]
             fed = await customers(run, chats, http)
             await _sleep(stop_faults, args.kill_after_feed_s)
             stop_faults.set()  # a process manager keeps the workers up from now on
@@ -371,11 +455,14 @@ async def _soak(args: argparse.Namespace, root: Path, redis_server: EmbeddedRedi
             run.note(f"fed {fed} messages; faults over; waiting for the pipeline to drain")
             settle = time.monotonic() + args.settle_s
             while time.monotonic() < settle and (
-                    unanswered(run, chats) or await pending_work(redis, orgs)
-                    or await open_sends(pool)):
+                unanswered(run, chats) or await pending_work(redis, orgs) or await open_sends(pool)
+            ):
                 await asyncio.sleep(2)
-            run.note("drained" if time.monotonic() < settle else
-                     f"not drained after {args.settle_s:.0f}s")
+            run.note(
+                "drained"
+                if time.monotonic() < settle
+                else f"not drained after {args.settle_s:.0f}s"
+            )
             await asyncio.sleep(2)  # a late duplicate would arrive now
             stop_callbacks.set()
             await asyncio.wait_for(tasks[3], 120)
@@ -415,7 +502,9 @@ async def _wait_ready(url: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.soak", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.soak", description=__doc__.splitlines()[0]
+    )
     env = os.environ.get
     parser.add_argument("--messages", type=int, default=int(env("SOAK_MESSAGES", 2000)))
     parser.add_argument("--orgs", type=int, default=int(env("SOAK_ORGS", 20)))
@@ -423,8 +512,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=int(env("SOAK_WORKERS", 3)))
     parser.add_argument("--feed-s", type=float, default=float(env("SOAK_FEED_S", 120)))
     parser.add_argument("--kill-every-s", type=float, default=float(env("SOAK_KILL_EVERY_S", 8)))
-    parser.add_argument("--kill-after-feed-s", type=float, default=20.0,
-                        help="workers are still killed this long after the last message")
+    parser.add_argument(
+        "--kill-after-feed-s",
+        type=float,
+        default=20.0,
+        help="workers are still killed this long after the last message",
+    )
     parser.add_argument("--postgres-at-s", type=float, default=30.0)
     parser.add_argument("--postgres-down-s", type=float, default=15.0)
     parser.add_argument("--redis-after-s", type=float, default=20.0)
