@@ -22,7 +22,8 @@ from aiohttp import web
 
 from ingress.common import DEPS
 from ops.deps import Deps
-from storage import chats, inbox, operators, streams, webhooks
+from ops import metrics
+from storage import chats, inbox, keys, operators, streams, webhooks
 from storage.events import OutboundMessage
 from storage.media_store import LocalMediaStore, MediaStoreError, SupabaseMediaStore
 
@@ -142,6 +143,10 @@ async def send_message(request: web.Request) -> web.Response:
     identity = await chats.find_identity(deps.pool, operator.org, phone)
     if identity is None:
         return _error(404, "no such chat in your organization")
+    # A customer waiting for a person (the bot paused) gets their first answer now.
+    waiting = (
+        None if identity.bot_enabled else await inbox.waiting_since(deps.pool, operator.org, phone)
+    )
     took_over = False
     if identity.bot_enabled:
         switch = await chats.switch_bot(
@@ -181,9 +186,19 @@ async def send_message(request: web.Request) -> web.Response:
         "outbound",
     )
     log.info("operator %s queued a message to %s/%s", operator.id, operator.org, phone)
+    if waiting is not None:
+        await _first_answer(deps, operator.org, phone, waiting)
     return web.json_response(
         {"idempotency_key": key, "status": "queued", "took_over": took_over}, status=202
     )
+
+
+async def _first_answer(deps: Deps, org: str, phone: str, waiting_since: datetime) -> None:
+    """Observe the customer's wait once: the first of the person's messages counts, not the
+    ones after it (queued before the first was stored, they still see the customer waiting)."""
+    since_ms = int(waiting_since.timestamp() * 1000)
+    if await deps.redis.set(keys.staff_answered(org, phone, since_ms), 1, nx=True, ex=86400):
+        metrics.staff_first_answer.observe(max(0.0, deps.clock() - since_ms / 1000))
 
 
 async def take_over(request: web.Request) -> web.Response:

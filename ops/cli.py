@@ -282,7 +282,10 @@ async def observed(settings: Settings, deps: Deps, roles: tuple[str, ...]) -> As
     if "scheduler" in roles:
         from consumers.scheduler import AttendanceStats
 
+        from consumers.team_stats import WaitingForPerson
+
         removers.append(metrics.add_sampler(AttendanceStats(deps)))
+        removers.append(metrics.add_sampler(WaitingForPerson(deps)))
     runner = None
     if settings.metrics_port:
         runner = await metrics_server.start(

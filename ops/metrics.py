@@ -521,3 +521,25 @@ webhook_delivery_seconds = Histogram(
     registry=REGISTRY,
     buckets=SLOW,
 )
+
+# The clinic's team (storage/inbox.py, ingress/operator_api.py).
+chats_waiting_for_person = Gauge(
+    "skytide_chats_waiting_for_person",
+    "Customer chats a person must answer (the bot paused: escalated or taken over, and the "
+    "customer's last words unanswered), by organization (sampled at scrape time by a scheduler)",
+    ["org"],
+    registry=REGISTRY,
+)
+longest_wait_for_person = Gauge(
+    "skytide_longest_wait_for_person_seconds",
+    "How long the longest-waiting of those customers has waited, by organization",
+    ["org"],
+    registry=REGISTRY,
+)
+staff_first_answer = Histogram(
+    "skytide_staff_first_answer_seconds",
+    "Time from a waiting customer's first unanswered message to the first answer a person of "
+    "the clinic sent through the operator API, in chats where the bot was paused",
+    registry=REGISTRY,
+    buckets=(30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400),
+)

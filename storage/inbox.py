@@ -21,6 +21,19 @@ AUTHOR_SQL = (
     " else 'system' end)"
 )
 
+# When the customer of chat `i` started waiting: their first message since the last message that
+# reached them (a reply or a person's answer; a dropped or failed one reached nobody). NULL when
+# nothing of theirs is unanswered.
+WAITING_SINCE_SQL = """
+    select min(coalesce(m.sent_at, m.created_at)) as since
+      from chat_messages m
+     where m.chat_identity_id = i.id and m.direction = 'inbound'
+       and m.created_at > coalesce((
+         select max(o.created_at) from chat_messages o
+          where o.chat_identity_id = i.id and o.direction = 'outbound'
+            and not (o.artifacts ? 'dropped') and o.message_status <> 'failed'), '-infinity')
+"""
+
 # Paused chats are listed whatever their age, newest pause first, up to this many: a chat a
 # person took and never handed back must stay in sight.
 MAX_PAUSED = 200
@@ -44,17 +57,7 @@ select i.phone, i.kind, coalesce(c.name, i.profile_name) as name, i.bot_enabled,
            {AUTHOR_SQL} as author, coalesce(m.sent_at, m.created_at) as at
       from chat_messages m where m.chat_identity_id = i.id
      order by m.created_at desc limit 1) last on true
-  left join lateral (
-    -- The customer's messages since the last message that reached them (a reply or a
-    -- person's answer; a dropped or failed one reached nobody).
-    select min(coalesce(m.sent_at, m.created_at)) as since
-      from chat_messages m
-     where m.chat_identity_id = i.id and m.direction = 'inbound'
-       and m.created_at > coalesce((
-         select max(o.created_at) from chat_messages o
-          where o.chat_identity_id = i.id and o.direction = 'outbound'
-            and not (o.artifacts ? 'dropped') and o.message_status <> 'failed'), '-infinity')
-  ) waiting on true
+  left join lateral ({WAITING_SINCE_SQL}) waiting on true
 """
 
 
@@ -245,3 +248,31 @@ async def media_of(
     except asyncpg.DataError:  # not a UUID
         return None
     return (row["media_url"], row["media_mime_type"]) if row else None
+
+
+# Customer chats a person must answer: the bot is paused (escalated or taken over) and the
+# customer's last words are unanswered. The partial index of the paused chats (migration 006)
+# keeps this to those, however many chats the organizations have.
+_WAITING = f"""
+select i.organization_id::text as org, count(*) as chats, min(waiting.since) as oldest
+  from chat_identities i
+  join lateral ({WAITING_SINCE_SQL}) waiting on waiting.since is not null
+ where not i.bot_enabled and i.kind = 'customer'
+ group by i.organization_id
+"""
+
+_WAITING_ONE = f"""
+select waiting.since from chat_identities i, lateral ({WAITING_SINCE_SQL}) waiting
+ where i.organization_id = $1::uuid and i.phone = $2
+"""
+
+
+async def waiting_for_person(pool: asyncpg.Pool) -> list[tuple[str, int, datetime]]:
+    """Per organization: how many customers wait for a person, and since when the longest has."""
+    return [(r["org"], r["chats"], r["oldest"]) for r in await pool.fetch(_WAITING)]
+
+
+async def waiting_since(pool: asyncpg.Pool, org: str, phone: str) -> datetime | None:
+    """Since when the customer of this chat has been waiting for an answer (None: they are not)."""
+    since: datetime | None = await pool.fetchval(_WAITING_ONE, org, phone)
+    return since

@@ -240,3 +240,10 @@ def webhook_delivered(org: str, event_id: str) -> str:
     """SET of the endpoint ids that answered 2xx for an event: a retry or a replay of the event
     goes only to the endpoints that did not take it yet."""
     return f"{{{org}}}:webhook-delivered:{event_id}"
+
+
+# The clinic's team (ingress/operator_api.py).
+def staff_answered(org: str, chat: str, waiting_since_ms: int) -> str:
+    """Set (for a day) when a person first answered a customer waiting since that moment: the
+    time to the first staff answer is observed once, however many messages follow it."""
+    return f"{{{org}}}:staff-answered:{chat}:{waiting_since_ms}"
