@@ -25,11 +25,13 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from consumers import staff_notices
 from consumers.runtime import Delivery, Poison, Retry, StageConfig
 from ops import metrics
 from ops.deps import Deps
-from storage import keys, webhooks
+from storage import keys, streams, webhooks
 from storage.events import StreamEvent, WebhookEvent
+from storage.orgs import ConnectionsByOrg
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +51,14 @@ def stage_config(base: StageConfig, deps: Deps) -> StageConfig:
     return base
 
 
+# In an event's delivered set beside the endpoint ids: the staff's notices are queued.
+STAFF_NOTICES = "staff-notices"
+
+
 class WebhookStage:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
+        self.connections = ConnectionsByOrg(deps.pool)
 
     async def dead_lettered(self, event: StreamEvent) -> None:
         metrics.webhook_deliveries.labels("dead_lettered").inc()
@@ -68,12 +75,14 @@ class WebhookStage:
         if not isinstance(event, WebhookEvent):
             raise Poison(f"the webhooks stream carries webhook events, not {event.type}")
         deps = self.deps
+        done_key = keys.webhook_delivered(event.org, event.id)
+        done = set(await deps.redis.smembers(done_key))
+        if STAFF_NOTICES not in done and event.event in staff_notices.WHAT:
+            await self._notify_staff(event, done_key)
         endpoints = await webhooks.list_endpoints(deps.pool, event.org)
         if not endpoints:
             metrics.webhook_deliveries.labels("no_endpoint").inc()
             return "skipped_no_endpoint"
-        done_key = keys.webhook_delivered(event.org, event.id)
-        done = set(await deps.redis.smembers(done_key))
         todo = [e for e in endpoints if e.id not in done]
         if not todo:
             return "duplicate"
@@ -94,6 +103,20 @@ class WebhookStage:
                 + "; ".join(failed)
             )
         return None
+
+    async def _notify_staff(self, event: WebhookEvent, done_key: str) -> None:
+        """The staff's booking notices, queued once: the event's delivered set remembers them
+        like an endpoint, so the retries of a failing CRM endpoint do not queue them again
+        (and the sender would send a notice once anyway: its idempotency key)."""
+        connection = await self.connections.get(event.org)
+        if connection is None:
+            return
+        for message in staff_notices.notices(event, connection.settings, connection.timezone):
+            await streams.publish(self.deps.redis, message, "outbound")
+        async with self.deps.redis.pipeline(transaction=True) as pipe:
+            pipe.sadd(done_key, STAFF_NOTICES)
+            pipe.expire(done_key, webhooks.DELIVERED_TTL_S)
+            await pipe.execute()
 
     async def _post(
         self, endpoint: webhooks.Endpoint, event: WebhookEvent, body: bytes

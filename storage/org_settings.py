@@ -142,6 +142,9 @@ KEYS: dict[str, Callable[[Any], Any]] = {
     "escalation_template_id": _text,
     "reengagement_template_id": _text,
     "reminder_template_id": _text,  # the approved template for reminders outside the 24 h window
+    # consumers/staff_notices.py: a template to the staff phones (and the advisor) for each
+    # booking, move and cancellation, whoever made it; unset sends none.
+    "booking_notice_template_id": _text,
     "reminder_offsets_h": _offsets,
     "quiet_hours": _quiet,  # "21:00-08:00": nothing scheduled is sent in between
     "locale": _locale,

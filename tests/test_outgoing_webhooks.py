@@ -21,7 +21,7 @@ from storage import chats, dead_letters, keys, operators, webhooks
 from storage.events import EscalationNotice, OutboundMessage
 from tests import clock
 from tests.conftest import eventually
-from tests.helpers import in_thread, post_webhook, text_webhook
+from tests.helpers import in_thread, post_webhook, settled, text_webhook
 from tests.test_ops import cli
 
 PHONE = "573001112233"
@@ -395,3 +395,44 @@ async def test_erasing_a_patient_drops_their_webhook_events_not_delivered_yet(
         fields["data"] for _, fields in await deps.redis.xrange(keys.stream(org, keys.WEBHOOKS))
     ]
     assert len(left) == 1 and PHONE not in left[0] and "573000000009" in left[0]  # another's stays
+
+
+ADVISOR, STAFF = "573009998877", "573004445566"
+
+
+async def test_staff_phones_get_one_booking_notice_per_change_even_while_the_crm_fails(
+    system, make_org, deps, gupshup
+):
+    org = await make_org(
+        catalog=True,
+        settings={
+            "advisor_phone": ADVISOR,
+            "staff_phones": [STAFF],
+            "booking_notice_template_id": "tmpl-booking",
+        },
+    )
+    async with receiving(deps, org) as receiver, system(roles=("scheduler", "sender"), **FAST):
+        receiver.failing_until = time.monotonic() + 3  # each event is tried several times
+        await emit_all_seven(deps, org)
+        await eventually(lambda: _received(receiver, 7), timeout_s=30)
+        await eventually(lambda: _acknowledged(deps, org))
+        await gupshup.wait_for_sent(6, timeout_s=15)
+        await eventually(lambda: settled(deps.redis, org))  # nothing more is on its way
+    assert len(receiver.attempts) > 7
+    notices = [m for m in gupshup.sent if m.kind == "template"]
+    assert len(gupshup.sent) == len(notices) == 6  # booked, moved, cancelled × two staff phones
+    assert Counter(m.destination for m in notices) == {ADVISOR: 3, STAFF: 3}
+    said = sorted(m.template["params"][0] for m in notices if m.destination == STAFF)
+    assert said == ["Cita cancelada", "Cita reprogramada", "Nueva cita"]
+    params = notices[0].template["params"]
+    assert notices[0].template["id"] == "tmpl-booking" and params[4] == f"Laura {PHONE}"
+    service = await deps.pool.fetchval(
+        "select name from services where organization_id = $1::uuid limit 1", org
+    )
+    assert params[1] == service
+    # The notices are staff messages, not chats with customers: no contact was made for them.
+    assert not await deps.pool.fetchval(
+        "select count(*) from contacts where organization_id = $1::uuid and phone = any($2)",
+        org,
+        [ADVISOR, STAFF],
+    )
