@@ -25,6 +25,7 @@ from ops.deps import Deps
 from storage import chats, inbox, operators, streams, webhooks
 from storage.events import OutboundMessage
 from storage.media_store import LocalMediaStore, MediaStoreError, SupabaseMediaStore
+from storage.keys import Stream
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ async def send_message(request: web.Request) -> web.Response:
             author=operator.author,
             requires_bot_enabled=False,
         ),
-        "outbound",
+        Stream.OUTBOUND,
     )
     log.info("operator %s queued a message to %s/%s", operator.id, operator.org, phone)
     return web.json_response(
