@@ -25,7 +25,7 @@ class RetryPolicy:
     def backoff_s(self, tries: int) -> float:
         """The wait before try `tries + 1`, jittered so that the retries of many entries that
         failed together (an outage) spread out instead of arriving together."""
-        base = min(self.max_s, self.base_s * 2 ** (tries - 1))
+        base = min(self.max_s, self.base_s * 2.0 ** (tries - 1))
         return base / 2 + random.random() * base / 2
 
 
