@@ -126,9 +126,8 @@ class StageWorker:
     ) -> None:
         self.redis = redis
         self.outages = outages  # shared by the process's stages: which dependencies are down
-        self._waiting_on: set[Dependency] = (
-            set()
-        )  # dependencies this stage met down (slows its reads)
+        # Dependencies this stage met down: its reads slow down until they answer again.
+        self._waiting_on: set[Dependency] = set()
         self._outage_pause_s = 0.0
         self.config = config
         self.handler = handler
