@@ -14,6 +14,7 @@ import logging
 import time
 
 from consumers.enrich import debounce_of
+from consumers.outcomes import Outcome
 from consumers.runtime import Delivery, Poison
 from graph.contract import EscalationRequest, TurnInput
 from graph.receptionist import Receptionist
@@ -43,18 +44,18 @@ class AgentStage:
                 now_ms=self.deps.now_ms(),
             )
 
-    async def handle(self, event: StreamEvent, delivery: Delivery) -> str | None:
+    async def handle(self, event: StreamEvent, delivery: Delivery) -> Outcome | None:
         if not isinstance(event, TurnRequest):
             raise Poison(f"the turns stream carries turns, not {event.type}")
         deps = self.deps
         if await deps.redis.exists(keys.turn_done(event.org, event.turn_id)):
             await self._finish(event, [])  # replies already queued; make sure the lease is released
-            return "duplicate"
+            return Outcome.DUPLICATE
         identity = await chats.find_identity(deps.pool, event.org, event.chat)
         if identity is None or not identity.bot_enabled:
             await self._finish(event, [])
             metrics.turns.labels("bot_off").inc()
-            return "skipped_bot_off"
+            return Outcome.SKIPPED_BOT_OFF
         lease_ms = int(deps.settings.turn_lease_s * 1000)
         if not await turns.take_lease(
             deps.redis,
@@ -68,7 +69,7 @@ class AgentStage:
             # A later turn of this chat is running (this one waited past its lease): its
             # messages now join the chat's next turn instead of racing it.
             metrics.turns.labels("merged_into_next").inc()
-            return "merged_into_next_turn"
+            return Outcome.MERGED_INTO_NEXT_TURN
         texts = await chats.message_texts(deps.pool, event.org, event.message_ids)
         turn = TurnInput(
             org=event.org,

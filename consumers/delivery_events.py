@@ -9,6 +9,7 @@ import logging
 import re
 import unicodedata
 
+from consumers.outcomes import Outcome
 from consumers.runtime import Delivery, Retry
 from consumers.send_doubts import SendEvidence
 from ops import metrics
@@ -17,6 +18,7 @@ from storage import chats, consent, ratelimit, statuses, streams
 from storage.events import OutboundMessage, StatusEvent, UserEvent
 from storage.org_settings import staff_phones
 from storage.orgs import ConnectionsByOrg
+from storage.keys import Stream
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,7 @@ class DeliveryEvents:
         self.connections = ConnectionsByOrg(deps.pool)  # its settings name the staff phones
         self.evidence = SendEvidence(deps)
 
-    async def on_status(self, event: StatusEvent, delivery: Delivery) -> str | None:
+    async def on_status(self, event: StatusEvent, delivery: Delivery) -> Outcome | None:
         deps = self.deps
         applied = await self.status_writer.apply(
             org=event.org,
@@ -104,7 +106,7 @@ class DeliveryEvents:
                 raise Retry(f"no outgoing message matches {event.gs_id or event.provider_id} yet")
         if applied is None:
             metrics.status_events.labels(metrics.status_label(event.status), "unmatched").inc()
-            return "unmatched"
+            return Outcome.UNMATCHED
         metrics.status_events.labels(metrics.status_label(event.status), "applied").inc()
         if event.status == "failed":
             await self._on_failure(event, applied)
@@ -140,12 +142,12 @@ class DeliveryEvents:
                 channel=channel,
             )
 
-    async def on_user_event(self, event: UserEvent, delivery: Delivery) -> str | None:
+    async def on_user_event(self, event: UserEvent, delivery: Delivery) -> Outcome | None:
         if event.event not in ("opted-in", "opted-out"):
-            return "ignored"
+            return Outcome.IGNORED
         connection = await self.connections.get(event.org)
         if connection is not None and event.phone in staff_phones(connection.settings):
-            return "ignored_staff"  # the clinic's own people are not contacts with a consent
+            return Outcome.IGNORED_STAFF  # the clinic's own people are not contacts with a consent
         identity = await chats.upsert_identity(self.deps.pool, event.org, event.phone, None)
         await consent.record(
             self.deps.pool,
@@ -187,5 +189,5 @@ class DeliveryEvents:
                 purpose="opt_out_confirmation" if status == "opted_out" else "opt_in_confirmation",
                 requires_bot_enabled=False,
             ),
-            "outbound",
+            Stream.OUTBOUND,
         )

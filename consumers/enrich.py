@@ -11,6 +11,7 @@ import dataclasses
 import logging
 
 from consumers.delivery_events import DeliveryEvents, consent_keyword
+from consumers.outcomes import Outcome
 from consumers.runtime import Delivery, Poison
 from consumers.understanding import Understanding, understand
 from graph import bursts
@@ -18,6 +19,7 @@ from ops import metrics, tracing
 from ops.deps import Deps
 from storage import chats, memory, origins, turns
 from storage.events import InboundMessage, Origin, StatusEvent, StreamEvent, UserEvent
+from storage.keys import Stage
 from storage.org_settings import staff_phones
 from storage.orgs import ConnectionsByOrg
 
@@ -49,10 +51,10 @@ class EnrichStage:
         self.delivery_events = DeliveryEvents(deps)
         self.connections = ConnectionsByOrg(deps.pool)  # its settings name the staff phones
 
-    async def handle(self, event: StreamEvent, delivery: Delivery) -> str | None:
+    async def handle(self, event: StreamEvent, delivery: Delivery) -> Outcome | None:
         if isinstance(event, InboundMessage):
             with tracing.span(
-                "enrich",
+                Stage.ENRICH,
                 event.traceparent,
                 new_trace=True,
                 org_id=event.org,
@@ -80,7 +82,7 @@ class EnrichStage:
                 debounce=debounce_of(self.deps),
             )
 
-    async def message(self, event: InboundMessage) -> str | None:
+    async def message(self, event: InboundMessage) -> Outcome | None:
         deps = self.deps
         connection = await self.connections.get(event.org)
         if connection is not None and event.phone in staff_phones(connection.settings):
@@ -137,10 +139,10 @@ class EnrichStage:
             chars=len(event.text or ""),
         )
         if not created:
-            return "duplicate"
-        return None if joins_turn else "stored_without_turn"
+            return Outcome.DUPLICATE
+        return None if joins_turn else Outcome.STORED_WITHOUT_TURN
 
-    async def _staff_message(self, event: InboundMessage) -> str:
+    async def _staff_message(self, event: InboundMessage) -> Outcome:
         """The advisor or a staff member wrote to the business number: kept and shown in the
         inbox, never a contact, never a turn (the bot answering the clinic's own people as
         customers was the bug this prevents)."""
@@ -160,7 +162,7 @@ class EnrichStage:
             now_ms=deps.now_ms(),
             debounce=debounce_of(deps),
         )
-        return "staff_message" if created else "duplicate"
+        return Outcome.STAFF_MESSAGE if created else Outcome.DUPLICATE
 
     async def _store(
         self, event: InboundMessage, identity: chats.Identity, author: str = "customer"

@@ -26,6 +26,7 @@ from ops.outages import dependency_of
 from storage import jobs, keys, org_settings, reminders, streams
 from storage.catalog import org_profile
 from storage.events import OutboundMessage
+from storage.keys import Stream
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ class Scheduler:
                     return "skipped_quiet"
                 return f"postponed:{int(later.timestamp() * 1000)}"
         message = self._message(org, job, appt, profile.settings, tz, now)
-        await streams.publish(deps.redis, message, "outbound")
+        await streams.publish(deps.redis, message, Stream.OUTBOUND)
         if data["kind"] == "reminder":
             await reminders.remember_reminded(
                 deps.redis,

@@ -21,6 +21,7 @@ from ops import metrics
 from ops.deps import Deps
 from storage import send_doubts, statuses, streams
 from storage.events import OutboundMessage, StatusEvent
+from storage.keys import Stream
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ class DoubtChecker:
         for request in requests:
             # The same idempotency key: the sender's row decides, so a second copy is harmless.
             await streams.publish(
-                self.deps.redis, OutboundMessage.model_validate(request), "outbound"
+                self.deps.redis, OutboundMessage.model_validate(request), Stream.OUTBOUND
             )
         return len(requests)
 

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from ops.deps import Deps
 from storage import chats, memory, streams, webhooks
 from storage.events import OutboundMessage
+from storage.keys import Stream
 
 
 async def accepted(deps: Deps, event: OutboundMessage) -> None:
@@ -61,5 +62,5 @@ async def escalation_outcome(deps: Deps, event: OutboundMessage, *, accepted: bo
             purpose="escalation_notice",
             requires_bot_enabled=not accepted,
         ),
-        "outbound",
+        Stream.OUTBOUND,
     )

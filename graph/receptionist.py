@@ -31,7 +31,7 @@ from graph import loopguard, nodes, reminder_answers, safety
 from graph.state import TurnContext
 from ops import logs, metrics
 from ops.deps import Deps
-from ops.outages import DependencyDown
+from ops.outages import Dependency, DependencyDown
 from storage import catalog, chats, keys, memory
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ class Receptionist:
             # The model server is down or throttling: the turn waits for it (the runtime retries
             # it without using up its attempts) instead of answering with an apology.
             metrics.model_failures.labels(type(exc).__name__).inc()
-            raise DependencyDown("model", f"{type(exc).__name__}: {exc}") from exc
+            raise DependencyDown(Dependency.MODEL, f"{type(exc).__name__}: {exc}") from exc
         except (AgentRunError, TimeoutError) as exc:
             reason = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
             metrics.model_failures.labels(reason).inc()

@@ -18,6 +18,7 @@ from graph import facts, intents, offers, replies, timeparse
 from graph.state import ToolDeps
 from ops import metrics
 from ops.logs import bound
+from ops.outages import Dependency
 from storage import appointments, catalog, chats, holds, reminders, webhooks
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ async def _query_vector(t, query: str) -> list[float] | None:
     try:
         return (await t.embedder.embed([query]))[0]
     except Exception as exc:  # noqa: BLE001 - the lexical search still answers
-        metrics.dependency_errors.labels("embeddings", type(exc).__name__).inc()
+        metrics.dependency_errors.labels(Dependency.EMBEDDINGS, type(exc).__name__).inc()
         log.warning("embedding the question failed, searching by words only: %s", exc)
         return None
 

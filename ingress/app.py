@@ -21,6 +21,7 @@ from ingress.orgs import ConnectionCache
 from ingress.webhook import accept_webhook, gupshup_webhook
 from ops import metrics_server
 from ops.deps import Deps
+from ops.outages import Dependency
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def create_app(deps: Deps, ready_needs: tuple[str, ...] | None = None) -> web.Application:
+def create_app(deps: Deps, ready_needs: tuple[Dependency, ...] | None = None) -> web.Application:
     """ready_needs: also serve /readyz (needing those dependencies) and /metrics here, which
     only development does (METRICS_PORT unset); None leaves them to METRICS_PORT."""
     # client_max_size makes aiohttp answer 413 itself for bodies it buffers.

@@ -21,6 +21,7 @@ from aiohttp import web
 from ingress.common import CONNECTIONS, DEPS, reject
 from storage import keys
 from storage.events import BadEvent, OutboundMessage, decode
+from storage.keys import Stream
 
 CHAT_PAGE = Path(__file__).parent / "chat_page.html"
 READ_BLOCK_MS = 1000  # each wait stays far below any Redis client socket timeout
@@ -53,7 +54,7 @@ def add_routes(app: web.Application, accept_webhook: Callable[..., Awaitable[obj
         if connection is None:
             return reject(404, f"unknown app {app_name!r}")
         deps = request.app[DEPS]
-        outbound = keys.stream(connection.org_id, "outbound")
+        outbound = keys.stream(connection.org_id, Stream.OUTBOUND)
         last = await deps.redis.xrevrange(outbound, count=1)  # replies come after this entry
         after = last[0][0] if last else "0-0"
         # The process clock (DEV_CLOCK may have moved it), so the 24-hour window opens with it.

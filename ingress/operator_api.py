@@ -26,6 +26,7 @@ from ops import metrics
 from storage import chats, inbox, keys, operators, streams, webhooks
 from storage.events import OutboundMessage
 from storage.media_store import LocalMediaStore, MediaStoreError, SupabaseMediaStore
+from storage.keys import Stream
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ async def send_message(request: web.Request) -> web.Response:
             author=operator.author,
             requires_bot_enabled=False,
         ),
-        "outbound",
+        Stream.OUTBOUND,
     )
     log.info("operator %s queued a message to %s/%s", operator.id, operator.org, phone)
     if waiting is not None:

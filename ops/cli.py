@@ -32,6 +32,7 @@ from ops import http_phases, tracing
 from ops.logs import setup_logging
 from ops.settings import ALL_ROLES, ConfigError, Settings, invalid_lines, startup_problems
 from ops.system import services
+from storage.keys import Stage
 
 log = logging.getLogger("skytide")
 
@@ -81,13 +82,12 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
         yield Deps(settings=settings, redis=redis, pool=pool, http=http)
 
 
-def stage_config(settings: Settings, stage: str, stream: str):
+def stage_config(settings: Settings, stage: Stage):
     from consumers.runtime import StageConfig
 
     s = settings
     return StageConfig(
         stage=stage,
-        stream=stream,
         concurrency=s.stage_concurrency,
         read_count=s.read_count,
         block_ms=s.block_ms,
@@ -176,7 +176,7 @@ async def running_system(
             workers.append(
                 StageWorker(
                     deps.redis,
-                    stage_config(settings, "enrich", "inbound"),
+                    stage_config(settings, Stage.ENRICH),
                     enrich.handle,
                     consumer,
                     on_dead_letter=enrich.dead_lettered,
@@ -198,7 +198,7 @@ async def running_system(
             workers.append(
                 StageWorker(
                     deps.redis,
-                    stage_config(settings, "agent", "turns"),
+                    stage_config(settings, Stage.AGENT),
                     agent.handle,
                     consumer,
                     on_dead_letter=agent.dead_lettered,
@@ -210,7 +210,7 @@ async def running_system(
             workers.append(
                 StageWorker(
                     deps.redis,
-                    stage_config(settings, "sender", "outbound"),
+                    stage_config(settings, Stage.SENDER),
                     sender.handle,
                     consumer,
                     on_dead_letter=sender.dead_lettered,
@@ -225,7 +225,7 @@ async def running_system(
             workers.append(
                 StageWorker(
                     deps.redis,
-                    webhook_config(stage_config(settings, "webhooks", "webhooks"), deps),
+                    webhook_config(stage_config(settings, Stage.WEBHOOKS), deps),
                     hooks.handle,
                     consumer,
                     on_dead_letter=hooks.dead_lettered,
@@ -808,9 +808,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in (("list", "list dead letters"), ("replay", "put dead letters back")):
         command = dlq.add_parser(name, help=help_text)
         command.add_argument("--org", default=None)
-        command.add_argument(
-            "--stage", default=None, choices=["enrich", "agent", "sender", "webhooks"]
-        )
+        command.add_argument("--stage", default=None, choices=[stage.value for stage in Stage])
     dlq.add_parser("show", help="show one dead letter").add_argument("ref", help="ORG/ENTRY_ID")
     dlq.add_parser(
         "unknown", help="replies given up on, still in doubt after SEND_DOUBT_MAX_S"

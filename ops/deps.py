@@ -10,7 +10,7 @@ import aiohttp
 import asyncpg
 import redis.asyncio as aioredis
 
-from ops.outages import Outages
+from ops.outages import Dependency, Outages
 from ops.settings import Settings
 
 
@@ -28,8 +28,8 @@ class Deps:
         if self.clock is None:
             self.clock = shifted_clock(self.settings.clock_offset_s)
         # How Outages tells "PostgreSQL is down" from "this entry fails" (ops/outages.py).
-        self.outages.add_probe("postgres", lambda: _accepts_writes(self.pool))
-        self.outages.add_probe("redis", self.redis.ping)
+        self.outages.add_probe(Dependency.POSTGRES, lambda: _accepts_writes(self.pool))
+        self.outages.add_probe(Dependency.REDIS, self.redis.ping)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)

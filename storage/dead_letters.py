@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from ops.logs import mask
 from storage import keys, streams
 from storage.events import BadEvent, InboundMessage, StreamEvent, decode
+from storage.keys import Stage, Stream
 
 PAYLOAD_PREFIX = "payload."
 
@@ -85,12 +86,13 @@ async def replay(redis: aioredis.Redis, letter: DeadLetter) -> bool:
     """Put the entry back on the stream it came from; False if someone replayed it already."""
     if not letter.stream or keys.org_of_key(letter.stream) != letter.org:
         raise ValueError(f"dead letter {letter.ref} names no stream of its organization")
+    stream = keys.stream_of_key(letter.stream)  # ValueError for a stream that is none of ours
     args: list[str] = [letter.id]
     for name, value in letter.payload.items():
         args += [name, value]
     async with redis.pipeline(transaction=False) as pipe:
         pipe.eval(_REPLAY, 2, keys.dead_letters(letter.org), letter.stream, *args)
-        streams.signal(pipe, letter.org, keys.stage_of_key(letter.stream))
+        streams.signal(pipe, letter.org, stream)
         replayed, _ = await pipe.execute()
     return bool(replayed)
 
@@ -173,7 +175,7 @@ def _describe(letter: DeadLetter) -> tuple[str, StreamEvent | None]:
 async def replay_letter(redis: aioredis.Redis, letter: DeadLetter) -> Replayed:
     """Put the entry back so that it has a first delivery's effect, and say what was done."""
     detail, event = _describe(letter)
-    if letter.stage == "enrich" and isinstance(event, InboundMessage):
+    if letter.stage == Stage.ENRICH and isinstance(event, InboundMessage):
         if keys.org_of_key(letter.stream) != letter.org or event.org != letter.org:
             # An edited or foreign payload must not reach another tenant's keys.
             raise ValueError(f"dead letter {letter.ref} names no stream of its organization")
@@ -193,7 +195,7 @@ async def replay_letter(redis: aioredis.Redis, letter: DeadLetter) -> Replayed:
         )
         if done:  # the stage's workers read signalled streams (consumers/reads.py)
             async with redis.pipeline(transaction=False) as pipe:
-                streams.signal(pipe, letter.org, "inbound")
+                streams.signal(pipe, letter.org, Stream.INBOUND)
                 await pipe.execute()
     else:
         done = await replay(redis, letter)

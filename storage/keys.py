@@ -6,8 +6,47 @@ one tenant lives in one slot and the Lua scripts that touch several of them stay
 
 from __future__ import annotations
 
-STAGES = ("inbound", "turns", "outbound")
-WEBHOOKS = "webhooks"  # `{org}:webhooks`: events for the CRM's endpoints (storage/webhooks.py)
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Final, Mapping
+
+
+class Stream(StrEnum):
+    """What flows on a tenant's stream: the last part of its key, `{org}:<stream>`."""
+
+    INBOUND = "inbound"
+    """Provider events from the ingress: messages, statuses, user events."""
+    TURNS = "turns"
+    """Turns the batcher made of a chat's burst of messages."""
+    OUTBOUND = "outbound"
+    """Messages to send: replies, confirmations, reminders."""
+    WEBHOOKS = "webhooks"
+    """Events for the CRM's endpoints (storage/webhooks.py)."""
+    DEAD = "dead"
+    """Dead letters: entries a stage gave up on, with their stage and error; no group reads it."""
+
+
+class Stage(StrEnum):
+    """A stage of the pipeline run by consumers/runtime.py: the consumer group that reads its
+    stream. The name is also what a dead letter records as its stage (`skytide dlq --stage`)."""
+
+    ENRICH = "enrich"
+    AGENT = "agent"
+    SENDER = "sender"
+    WEBHOOKS = "webhooks"
+
+
+# The stream each stage reads: the only place a stage and its stream are paired.
+STAGE_STREAM: Final[Mapping[Stage, Stream]] = MappingProxyType(
+    {
+        Stage.ENRICH: Stream.INBOUND,
+        Stage.AGENT: Stream.TURNS,
+        Stage.SENDER: Stream.OUTBOUND,
+        Stage.WEBHOOKS: Stream.WEBHOOKS,
+    }
+)
+# The streams of the customer's conversation, in pipeline order (not the CRM's webhooks).
+PIPELINE_STREAMS: Final = (Stream.INBOUND, Stream.TURNS, Stream.OUTBOUND)
 
 # Registry of organizations that have streams; workers discover tenants from it.
 ORG_REGISTRY = "skytide:orgs"
@@ -38,18 +77,18 @@ DUE_ORGS = "skytide:due-orgs"
 DUE_WAKE = "skytide:due-wake"
 
 
-def stream(org: str, stage: str) -> str:
-    """`{org}:inbound`, `{org}:turns` or `{org}:outbound`."""
-    return f"{{{org}}}:{stage}"
+def stream(org: str, stream: Stream) -> str:
+    """`{org}:inbound`, `{org}:turns`, `{org}:outbound`, ...: one stream of one organization."""
+    return f"{{{org}}}:{stream}"
 
 
-def ready(stage: str) -> str:
-    """ZSET of organizations whose `stage` stream got entries since a worker last looked."""
-    return f"skytide:ready:{stage}"
+def ready(stream: Stream) -> str:
+    """ZSET of organizations whose `stream` got entries since a worker last looked."""
+    return f"skytide:ready:{stream}"
 
 
 def dead_letters(org: str) -> str:
-    return f"{{{org}}}:dead"
+    return stream(org, Stream.DEAD)
 
 
 def org_of_key(key: str) -> str:
@@ -57,9 +96,9 @@ def org_of_key(key: str) -> str:
     return key[key.index("{") + 1 : key.index("}")]
 
 
-def stage_of_key(key: str) -> str:
-    """The stage of a stream key: `inbound` for `{org}:inbound`."""
-    return key[key.index("}:") + 2 :]
+def stream_of_key(key: str) -> Stream:
+    """The stream of a stream key: `Stream.INBOUND` for `{org}:inbound`."""
+    return Stream(key[key.index("}:") + 2 :])
 
 
 # Ingress dedupe: one key per provider event id (and kind, so a status id never hides a message).
@@ -229,7 +268,7 @@ RETENTION_RUN = "skytide:retention:run"
 DEV_CLOCK_OFFSET = "skytide:dev:clock-offset-ms"  # development only: `skytide clock advance`
 
 
-# Outgoing webhooks for the CRM (storage/webhooks.py): the stream is stream(org, WEBHOOKS).
+# Outgoing webhooks for the CRM (storage/webhooks.py): the stream is stream(org, Stream.WEBHOOKS).
 def webhook_emitted(org: str, event_id: str) -> str:
     """Set (with a TTL) when an event went onto the webhooks stream: the same change emitted
     again (a replayed turn, a retried request) is not queued twice."""

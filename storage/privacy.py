@@ -183,8 +183,8 @@ def _chat_keys(org: str, phone: str) -> list[str]:
 def _streams(org: str) -> list[str]:
     # The CRM's webhooks too: an event not delivered yet names the person (storage/webhooks.py).
     return [
-        *(keys.stream(org, stage) for stage in keys.STAGES),
-        keys.stream(org, keys.WEBHOOKS),
+        *(keys.stream(org, stream) for stream in keys.PIPELINE_STREAMS),
+        keys.stream(org, keys.Stream.WEBHOOKS),
         keys.dead_letters(org),
     ]
 

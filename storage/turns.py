@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 
 from storage import due, keys, streams
 from storage.events import OutboundMessage, encode
+from storage.keys import Stream
 
 HANDED_TTL_S = 7 * 24 * 3600
 TURN_DONE_TTL_S = 7 * 24 * 3600
@@ -209,7 +210,7 @@ async def flush(
             keys.due(org),
             keys.enriching(org, chat),
             keys.turn_lease(org, chat),
-            keys.stream(org, "turns"),
+            keys.stream(org, Stream.TURNS),
             keys.pending_chars(org, chat),
             chat,
             now_ms,
@@ -220,7 +221,7 @@ async def flush(
             max_messages,
             max_chars,
         )
-        streams.signal(pipe, org, "turns")  # in the same round trip, whatever the outcome
+        streams.signal(pipe, org, Stream.TURNS)  # in the same round trip, whatever the outcome
         outcome, _ = await pipe.execute()
     return outcome
 
@@ -246,7 +247,7 @@ async def finish(
             6,
             keys.turn_done(org, turn_id),
             keys.turn_lease(org, chat),
-            keys.stream(org, "outbound"),
+            keys.stream(org, Stream.OUTBOUND),
             keys.pending(org, chat),
             keys.batch(org, chat),
             keys.due(org),
@@ -259,7 +260,7 @@ async def finish(
             *args,
         )
         if replies:
-            streams.signal(pipe, org, "outbound")
+            streams.signal(pipe, org, Stream.OUTBOUND)
         (sent, due_ms), *_ = await pipe.execute()
     if due_ms:  # messages came in during the turn: the chat is due again
         await due.signal_now(redis, org, int(due_ms))

@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from storage import keys, streams
 from storage.catalog import Db
 from storage.events import WebhookEvent, encode
+from storage.keys import Stream
 
 EventType = Literal[
     "appointment.booked",
@@ -172,12 +173,12 @@ async def emit(
             _EMIT,
             2,
             keys.webhook_emitted(org, entry.id),
-            keys.stream(org, keys.WEBHOOKS),
+            keys.stream(org, Stream.WEBHOOKS),
             EMITTED_TTL_S,
             fields["type"],
             fields["data"],
         )
-        streams.signal(pipe, org, keys.WEBHOOKS)
+        streams.signal(pipe, org, Stream.WEBHOOKS)
         added, _ = await pipe.execute()
     return bool(added)
 

@@ -69,8 +69,8 @@ async def settled(redis, org: str) -> bool:
     before it counts what was sent, instead of sleeping)."""
     from storage import keys
 
-    for stage in (*keys.STAGES, keys.WEBHOOKS):
-        stream = keys.stream(org, stage)
+    for name in (*keys.PIPELINE_STREAMS, keys.Stream.WEBHOOKS):
+        stream = keys.stream(org, name)
         if not await redis.exists(stream):
             continue
         for group in await redis.xinfo_groups(stream):

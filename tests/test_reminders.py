@@ -22,6 +22,7 @@ from storage import (
     reminders,
 )
 from storage.seed import seed_demo
+from storage.keys import Stream
 from tests.graph_helpers import BOGOTA, NOW
 
 
@@ -48,7 +49,7 @@ async def clinic(deps, clock):
 
 
 async def outbound(deps, org) -> list[events.OutboundMessage]:
-    entries = await deps.redis.xrange(keys.stream(org, "outbound"))
+    entries = await deps.redis.xrange(keys.stream(org, Stream.OUTBOUND))
     return [events.decode(fields) for _, fields in entries]
 
 
@@ -311,7 +312,7 @@ async def test_the_sender_sends_a_reminder_as_an_interactive_quick_reply(
                 purpose="reminder",
                 requires_bot_enabled=False,
             ),
-            "outbound",
+            Stream.OUTBOUND,
         )
         [sent] = await gupshup.wait_for_sent(1, timeout_s=10)
     assert sent.kind == "session" and sent.message["type"] == "quick_reply"

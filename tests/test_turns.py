@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from storage import keys, turns
+from storage.keys import Stream
 from tests.conftest import eventually
 
 ORG, CHAT = "org-t", "573000000001"
@@ -42,7 +43,7 @@ async def flush(
 
 
 async def started_turns(redis) -> list[dict]:
-    entries = await redis.xrange(keys.stream(ORG, "turns"))
+    entries = await redis.xrange(keys.stream(ORG, Stream.TURNS))
     return [json.loads(fields["data"]) for _, fields in entries]
 
 

@@ -357,7 +357,7 @@ async def _forget_orgs(deps, apps: list[str]) -> None:
     )
     for row in rows:
         await deps.redis.srem(keys.ORG_REGISTRY, row["org"])
-        await deps.redis.delete(*(keys.stream(row["org"], stage) for stage in keys.STAGES))
+        await deps.redis.delete(*(keys.stream(row["org"], s) for s in keys.PIPELINE_STREAMS))
     await deps.pool.execute(
         "update platform_connections set is_active = false"
         " where gupshup_app_name = any($1::text[])",
