@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from graph import intents, replies
 from graph.contract import TurnInput, TurnResult
+from graph.state import ConversationState
 from ops import metrics
 from ops.deps import Deps
 from storage import reminders, webhooks
@@ -65,7 +66,7 @@ async def confirm(deps: Deps, turn: TurnInput, found: dict[str, Any]) -> TurnRes
     )
 
 
-def state_for(found: dict[str, Any], org: str) -> dict[str, Any]:
+def state_for(found: dict[str, Any], org: str) -> ConversationState:
     """The appointment expert's state for Cancelar or Reprogramar on that appointment."""
     purpose = "cancelar" if found["answer"] == "cancel" else "reprogramar"
     metrics.reminder_answers.labels(org, f"{found['answer']}_asked").inc()
