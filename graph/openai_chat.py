@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 from functools import cached_property
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from openai import AsyncOpenAI, AsyncStream, Timeout
-from openai._types import NOT_GIVEN, Body, Headers, NotGiven, Query
+from openai._types import NOT_GIVEN
 from openai._utils import is_given
 from openai.resources.chat import AsyncChat
 from openai.resources.chat.completions import AsyncCompletions
@@ -29,6 +29,9 @@ from pydantic_ai.models import ModelRequestParameters
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.profiles import JsonSchemaTransformer
 from pydantic_ai.tools import ToolDefinition
+
+if TYPE_CHECKING:  # annotations only: no further private name of openai needed at run time
+    from openai._types import Body, Headers, NotGiven, Query
 
 _SCHEMA_CACHE_LIMIT = 512
 
