@@ -25,12 +25,12 @@ from pydantic_ai.exceptions import (
     ModelServerError,
     ModelUnavailableError,
 )
+from pydantic_ai.models import Model
 
 from graph.embeddings import Embedder, build_embedder
 from graph.contract import EscalationRequest, TurnInput, TurnResult
 from graph.experts import Experts
 from graph.models import build_model
-from pydantic_ai.models import Model
 from graph import loopguard, nodes, reminder_answers, safety
 from graph.state import ConversationState, TurnContext
 from ops import logs, metrics
