@@ -14,9 +14,8 @@ import asyncio
 import dataclasses
 import logging
 from datetime import datetime
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from langchain_core.runnables import RunnableConfig
 from langgraph.types import Checkpointer
 from pydantic_ai.exceptions import (
     AgentRunError,
@@ -37,6 +36,9 @@ from ops import logs, metrics
 from ops.deps import Deps
 from ops.outages import DependencyDown
 from storage import catalog, chats, keys, memory
+
+if TYPE_CHECKING:  # LangGraph's config type, defined by its langchain-core dependency
+    from langchain_core.runnables import RunnableConfig
 
 log = logging.getLogger(__name__)
 
