@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class EscalationRequest:
 class TurnResult:
     replies: list[str]  # each at most 4096 characters; empty when the escalation carries the text
     escalation: EscalationRequest | None = None
-    actions: list[dict] = field(
+    actions: list[dict[str, Any]] = field(
         default_factory=list
     )  # {"action": name, "data": {...}} of this turn
     experts: list[str] = field(default_factory=list)  # the expert nodes that handled the turn

@@ -4,9 +4,11 @@ Escalation has no agent: it is a deterministic node (graph/nodes.py)."""
 from __future__ import annotations
 
 import time
+from typing import TypeVar
 
 from pydantic import BaseModel, Field
 from pydantic_ai import Agent, RunContext
+from pydantic_ai.models import KnownModelName, Model
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.usage import RunUsage, UsageLimits
 
@@ -45,8 +47,11 @@ class ExpertReply(BaseModel):
     )
 
 
+Output = TypeVar("Output")
+
+
 class Experts:
-    def __init__(self, model, settings: Settings) -> None:
+    def __init__(self, model: Model | KnownModelName | str, settings: Settings) -> None:
         self.limits = UsageLimits(
             request_limit=settings.llm_request_limit, tool_calls_limit=settings.llm_tool_calls_limit
         )
@@ -91,7 +96,7 @@ class Experts:
             model_settings=bounded,
         )
 
-    async def run(self, agent: Agent, prompt: str, deps: ToolDeps):
+    async def run(self, agent: Agent[ToolDeps, Output], prompt: str, deps: ToolDeps) -> Output:
         started = time.monotonic()
         usage = RunUsage()  # filled in as the run goes: a failed run's tokens are counted too
         try:

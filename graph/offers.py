@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
 from graph import replies
+from graph.state import TurnContext
 from graph.timeparse import When
 from storage import appointments, catalog, holds, schedules
 
@@ -35,9 +37,9 @@ class Offer:
     why: schedules.Unavailable | None = None  # why the asked window had nothing free
     searched: tuple[date, date] | None = None  # the days searched, when nothing at all was found
 
-    def data(self) -> dict:
+    def data(self) -> dict[str, Any]:
         """What the tool tells the model (and the offline model's reply): why, in plain fields."""
-        out: dict = {}
+        out: dict[str, Any] = {}
         if self.why is not None:
             # replies.day and replies.clock read only weekday, day, month and hour, minute.
             why = {"kind": self.why.kind, "day": replies.day(self.why.day)}
@@ -54,7 +56,7 @@ class Offer:
         return out
 
 
-async def find(t, service: catalog.Service, window: When) -> Offer:
+async def find(t: TurnContext, service: catalog.Service, window: When) -> Offer:
     """The offer for `window` (t: the turn's TurnContext), its slots held for this chat. Holding
     replaces the chat's previous holds, so the whole offer is held at once; a slot another chat
     held meanwhile is dropped, after one fresh search."""
@@ -73,7 +75,7 @@ async def find(t, service: catalog.Service, window: When) -> Offer:
     )
 
 
-async def _search(t, service: catalog.Service, window: When) -> Offer:
+async def _search(t: TurnContext, service: catalog.Service, window: When) -> Offer:
     not_before = t.now + timedelta(minutes=t.deps.settings.booking_lead_min)
     target = _target(window)
     asked = None
@@ -158,7 +160,12 @@ def _target(window: When) -> time | None:
 
 
 async def _why(
-    t, service: catalog.Service, days: list[date], time_from: time, time_to: time, whole: bool
+    t: TurnContext,
+    service: catalog.Service,
+    days: list[date],
+    time_from: time,
+    time_to: time,
+    whole: bool,
 ) -> schedules.Unavailable:
     pool, org = t.deps.pool, t.org.id
     cal = await schedules.load_calendar(pool, org, t.org.tz, days)
@@ -167,7 +174,12 @@ async def _why(
 
 
 async def _next_open(
-    t, service: catalog.Service, after: date, target: time | None, limit: int, not_before: datetime
+    t: TurnContext,
+    service: catalog.Service,
+    after: date,
+    target: time | None,
+    limit: int,
+    not_before: datetime,
 ) -> tuple[list[appointments.Slot], date]:
     """Free times of the next open days after `after`, at most PER_DAY a day so the customer
     gets more than one day to choose from (closed days are skipped without a search), and the
@@ -194,7 +206,7 @@ async def _next_open(
 
 
 async def free(
-    t, service: catalog.Service, step_min: int | None = None, **window
+    t: TurnContext, service: catalog.Service, step_min: int | None = None, **window: Any
 ) -> list[appointments.Slot]:
     """Free slots of the window that no other chat holds, on the organization's grid of start times."""
     held = await holds.held_by_others(t.deps.redis, t.org.id, t.turn.chat, now_ms=t.deps.now_ms())
@@ -209,7 +221,7 @@ async def free(
     )
 
 
-async def hold(t, slots: list[holds.Held]) -> list[bool]:
+async def hold(t: TurnContext, slots: list[holds.Held]) -> list[bool]:
     """Hold these slots for this chat (its previous holds are let go): held or not, per slot."""
     return await holds.hold(
         t.deps.redis,

@@ -4,6 +4,7 @@ plain text plus one JSON line, so a real model and the offline model read the sa
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from graph import replies
 from graph.state import ConversationState, TurnContext
@@ -68,7 +69,7 @@ def base(ctx: TurnContext) -> str:
 SPEAKERS = {"user": "Cliente", "assistant": "Tú", "staff": "Equipo de la clínica (una persona)"}
 
 
-def context(ctx: TurnContext, state: dict, summary: str) -> str:
+def context(ctx: TurnContext, state: dict[str, Any], summary: str) -> str:
     """Memory and state for an expert: summary, last messages, and the state as one JSON line."""
     lines = []
     if summary:
@@ -82,7 +83,7 @@ def context(ctx: TurnContext, state: dict, summary: str) -> str:
     return "\n".join(lines)
 
 
-def model_view(state: dict | ConversationState) -> dict:
+def model_view(state: dict[str, Any] | ConversationState) -> dict[str, Any]:
     """The state as the model sees it: numbers and labels, never internal ids."""
     service = state.get("service")
     return {

@@ -10,10 +10,11 @@ the usual yes and rescheduling offers times for that appointment.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from graph import intents, replies
 from graph.contract import TurnInput, TurnResult
+from graph.state import ConversationState
 from ops import metrics
 from ops.deps import Deps
 from storage import reminders, webhooks
@@ -28,7 +29,7 @@ _ANSWERS: dict[str, Answer] = {
 }
 
 
-async def reminder_answer(deps: Deps, turn: TurnInput, org: OrgProfile) -> dict | None:
+async def reminder_answer(deps: Deps, turn: TurnInput, org: OrgProfile) -> dict[str, Any] | None:
     """{"answer", "appointment": {"id", "label"}} when this turn answers a reminder's button."""
     if len(turn.texts) != 1:
         return None
@@ -45,7 +46,7 @@ async def reminder_answer(deps: Deps, turn: TurnInput, org: OrgProfile) -> dict 
     return {"answer": _ANSWERS[match.group(2)], "appointment": {"id": due.id, "label": label}}
 
 
-async def confirm(deps: Deps, turn: TurnInput, found: dict) -> TurnResult:
+async def confirm(deps: Deps, turn: TurnInput, found: dict[str, Any]) -> TurnResult:
     appointment = found["appointment"]
     if await reminders.confirm_attendance(deps.pool, turn.org, turn.contact_id, appointment["id"]):
         await webhooks.appointment_changed(
@@ -65,7 +66,7 @@ async def confirm(deps: Deps, turn: TurnInput, found: dict) -> TurnResult:
     )
 
 
-def state_for(found: dict, org: str) -> dict:
+def state_for(found: dict[str, Any], org: str) -> ConversationState:
     """The appointment expert's state for Cancelar or Reprogramar on that appointment."""
     purpose = "cancelar" if found["answer"] == "cancel" else "reprogramar"
     metrics.reminder_answers.labels(org, f"{found['answer']}_asked").inc()

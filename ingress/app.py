@@ -11,6 +11,7 @@ recommends far less).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from aiohttp import web
 
@@ -30,7 +31,7 @@ __all__ = ["accept_webhook", "create_app", "runner_options"]
 LINGER_S = 1.0
 
 
-def runner_options(deps: Deps) -> dict:
+def runner_options(deps: Deps) -> dict[str, Any]:
     """The HTTP server's limits: an idle keep-alive connection, or one whose headers never
     finish, is closed after `http_keepalive_timeout_s` (aiohttp's default is an hour); the
     unread body of a refused request is drained for at most LINGER_S before the connection

@@ -16,6 +16,7 @@ import logging
 import re
 import uuid
 from datetime import datetime, timezone
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -53,7 +54,7 @@ async def _operator(request: web.Request) -> operators.Operator | web.Response:
     return operator
 
 
-async def _body(request: web.Request) -> dict | web.Response:
+async def _body(request: web.Request) -> dict[str, Any] | web.Response:
     if not request.can_read_body:
         return {}
     try:
@@ -64,6 +65,8 @@ async def _body(request: web.Request) -> dict | web.Response:
 
 
 def _now(deps: Deps) -> datetime:
+    """The process clock (Deps.clock) as a moment: the one the pause's age is measured on."""
+    assert deps.clock is not None  # Deps.__post_init__ always sets it
     return datetime.fromtimestamp(deps.clock(), timezone.utc)
 
 
@@ -310,8 +313,3 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post(PREFIX + "/chats/{phone}/takeover", take_over)
     app.router.add_post(PREFIX + "/chats/{phone}/handback", hand_back)
     app.router.add_get(PREFIX + "/chats/{phone}/media/{message_id}", media)
-
-
-def _now(deps) -> datetime:
-    """The process clock (Deps.clock) as a moment: the one the pause's age is measured on."""
-    return datetime.fromtimestamp(deps.clock(), timezone.utc)
