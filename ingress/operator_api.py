@@ -202,7 +202,7 @@ async def _first_answer(deps: Deps, org: str, phone: str, waiting_since: datetim
     ones after it (queued before the first was stored, they still see the customer waiting)."""
     since_ms = int(waiting_since.timestamp() * 1000)
     if await deps.redis.set(keys.staff_answered(org, phone, since_ms), 1, nx=True, ex=86400):
-        metrics.staff_first_answer.observe(max(0.0, deps.clock() - since_ms / 1000))
+        metrics.staff_first_answer.observe(max(0.0, (deps.now_ms() - since_ms) / 1000))
 
 
 async def take_over(request: web.Request) -> web.Response:
