@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from ops import metrics
 from storage import keys
+from storage.redis_client import text_set
 
 STREAM_OF = {"enrich": "inbound", "agent": "turns", "sender": "outbound", "webhooks": "webhooks"}
 
@@ -23,7 +24,7 @@ class StreamStats:
         self.stages = [s for s in stages if s in STREAM_OF]
 
     async def __call__(self) -> None:
-        orgs = sorted(await self.redis.smembers(keys.ORG_REGISTRY))
+        orgs = sorted(text_set(await self.redis.smembers(keys.ORG_REGISTRY)))
         if not orgs or not self.stages:
             return
         async with self.redis.pipeline(transaction=False) as pipe:

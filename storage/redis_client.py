@@ -6,7 +6,7 @@ import time
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from redis.typing import StreamRangeResponse, ZSetRangeResponse
+from redis.typing import BlockingZSetPopResponse, StreamRangeResponse, ZSetRangeResponse
 
 from ops import metrics
 
@@ -60,6 +60,11 @@ def optional_text(reply: bytes | str | None) -> str | None:
 def text_set(reply: set[bytes | str]) -> set[str]:
     """SMEMBERS."""
     return cast(set[str], reply)
+
+
+def blocking_pop(reply: BlockingZSetPopResponse) -> tuple[str, str, float] | None:
+    """BZPOPMIN's (key, member, score); None when it timed out."""
+    return cast(tuple[str, str, float] | None, reply)
 
 
 def members(reply: ZSetRangeResponse) -> list[str]:
