@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import Any, cast
+from typing import Any, TypedDict, cast
 
 import redis.asyncio as aioredis
-from redis.typing import BlockingZSetPopResponse, StreamRangeResponse, ZSetRangeResponse
+from redis.typing import (
+    BlockingZSetPopResponse,
+    StreamRangeResponse,
+    XClaimResponse,
+    ZSetRangeResponse,
+)
 
 from ops import metrics
 
@@ -81,3 +86,19 @@ def entries(reply: StreamRangeResponse | None) -> list[tuple[str, dict[str, str]
     """XRANGE's entries: (entry id, fields). Never None (redis-py's types allow a nil reply,
     which XRANGE does not give), and a range holds only entries that exist."""
     return cast(list[tuple[str, dict[str, str]]], reply)
+
+
+def claimed(reply: XClaimResponse) -> list[tuple[str, dict[str, str] | None]]:
+    """XCLAIM's entries (without justid): fields None for an entry deleted while pending.
+    (Redis 7 and later leave a deleted entry out of the reply; an older server answered nil,
+    which redis-py turns into (None, None). The project runs on Redis 8.)"""
+    return cast(list[tuple[str, dict[str, str] | None]], reply)
+
+
+class PendingEntry(TypedDict):
+    """One entry of XPENDING's extended form (redis-py's xpending_range)."""
+
+    message_id: str
+    consumer: str
+    time_since_delivered: int
+    times_delivered: int
