@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 import redis.asyncio as aioredis
-from redis.typing import EncodableT, FieldT, StreamIdT
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import EncodableT, FieldT, StreamIdT
 
 from consumers.acks import Acker
 from consumers.reads import ReadSet, ensure_groups

@@ -89,9 +89,9 @@ def entries(reply: StreamRangeResponse | None) -> list[tuple[str, dict[str, str]
 
 
 def claimed(reply: XClaimResponse) -> list[tuple[str, dict[str, str] | None]]:
-    """XCLAIM's entries (without justid): fields None for an entry deleted while pending.
-    (Redis 7 and later leave a deleted entry out of the reply; an older server answered nil,
-    which redis-py turns into (None, None). The project runs on Redis 8.)"""
+    """XCLAIM's entries (without justid): (entry id, fields). Redis 7 and later leave an entry
+    deleted while pending out of the reply (an older server answered nil, which redis-py turns
+    into (None, None)); fields stay optional, as the stage treats none as such an entry."""
     return cast(list[tuple[str, dict[str, str] | None]], reply)
 
 
