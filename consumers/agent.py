@@ -74,12 +74,13 @@ class AgentStage:
         turn = TurnInput(
             org=event.org,
             chat=event.chat,
-            contact_id=identity.contact_id,
+            contact_id=identity.customer_contact_id(),
             identity_id=identity.id,
             turn_id=event.turn_id,
             texts=texts,
         )
-        first, *others = await origins.of_turn(deps.redis, event.org, event.message_ids) or [None]
+        found = await origins.of_turn(deps.redis, event.org, event.message_ids)
+        first, others = (found[0], found[1:]) if found else (None, [])
         keeper = asyncio.create_task(self._keep_lease(event))
         started = time.monotonic()
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 
 from ops.deps import Deps
 from storage import due, turns
@@ -77,7 +78,7 @@ class Batcher:
             await _first(stop.wait(), due.wait(self.deps.redis, timeout_s))
 
 
-async def _first(*awaitables) -> None:
+async def _first(*awaitables: Awaitable[object]) -> None:
     """Wait for the first to finish; cancel the rest (a cancelled BLPOP drops its connection)."""
     tasks = [asyncio.ensure_future(a) for a in awaitables]
     try:

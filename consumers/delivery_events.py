@@ -53,7 +53,7 @@ def normalise(text: str) -> str:
     return re.sub(r"[^a-z ]+", "", plain).strip()
 
 
-def consent_keyword(text: str | None) -> str | None:
+def consent_keyword(text: str | None) -> consent.Status | None:
     """'opted_out' or 'opted_in' when the whole message is a STOP or START keyword."""
     if not text:
         return None
@@ -127,8 +127,8 @@ class DeliveryEvents:
             return
         if event.code in (NUMBER_OPTED_OUT, MARKETING_STOPPED):
             identity = await chats.find_identity(deps.pool, event.org, applied.phone)
-            if identity is None:
-                return
+            if identity is None or identity.contact_id is None:
+                return  # a staff chat: staff are not contacts with a consent
             channel = (
                 consent.WHATSAPP if event.code == NUMBER_OPTED_OUT else consent.WHATSAPP_MARKETING
             )
@@ -152,14 +152,14 @@ class DeliveryEvents:
         await consent.record(
             self.deps.pool,
             org=event.org,
-            contact_id=identity.contact_id,
+            contact_id=identity.customer_contact_id(),
             status="opted_in" if event.event == "opted-in" else "opted_out",
             source="user_event",
         )
         return None
 
     async def on_keyword(
-        self, *, org: str, phone: str, contact_id: str, provider_id: str, status: str
+        self, *, org: str, phone: str, contact_id: str, provider_id: str, status: consent.Status
     ) -> None:
         """A STOP or START message: record it and confirm once (not again if nothing changed).
 
@@ -172,11 +172,11 @@ class DeliveryEvents:
             org=org,
             contact_id=contact_id,
             status=status,
-            source="keyword",  # type: ignore[arg-type]
+            source="keyword",
             detail=provider_id,
         )
-        changed = previous is None or previous[0] != status
-        if not changed and previous[1] != provider_id:
+        # Unchanged, and not a redelivery of the message that set it: no confirmation again.
+        if previous is not None and previous[0] == status and previous[1] != provider_id:
             return
         text = OPT_OUT_CONFIRMATION if status == "opted_out" else OPT_IN_CONFIRMATION
         await streams.publish(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Awaitable, Callable
 
 from consumers.delivery_events import DeliveryEvents, consent_keyword
 from consumers.outcomes import Outcome
@@ -45,7 +46,11 @@ def debounce_of(deps: Deps, event: InboundMessage | None = None) -> turns.Deboun
 
 
 class EnrichStage:
-    def __init__(self, deps: Deps, understander=understand) -> None:
+    def __init__(
+        self,
+        deps: Deps,
+        understander: Callable[[Deps, InboundMessage], Awaitable[Understanding]] = understand,
+    ) -> None:
         self.deps = deps
         self.understand = understander
         self.delivery_events = DeliveryEvents(deps)
@@ -100,14 +105,15 @@ class EnrichStage:
             identity = dataclasses.replace(identity, bot_enabled=True)
         message_id = await chats.inbound_message_id(deps.pool, event.org, event.provider_id)
         created = message_id is None
-        if created:  # a redelivered entry does not download and understand its media again
+        # A redelivered entry does not download and understand its media again.
+        if message_id is None:
             message_id, created = await self._store(event, identity)
         keyword = consent_keyword(event.text) if event.kind == "text" else None
         if keyword:
             await self.delivery_events.on_keyword(
                 org=event.org,
                 phone=event.phone,
-                contact_id=identity.contact_id,
+                contact_id=identity.customer_contact_id(),
                 provider_id=event.provider_id,
                 status=keyword,
             )

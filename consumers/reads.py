@@ -23,6 +23,7 @@ from redis.exceptions import ResponseError
 
 from storage import keys
 from storage.keys import Stage, Stream
+from storage.redis_client import blocking_pop
 
 POP_MAX = 256  # signals taken per read
 
@@ -72,10 +73,12 @@ class ReadSet:
             self._next_sweep = time.monotonic() + self.sweep_every_s
             self.hot |= {self._stream(org) for org in self.orgs}
         if not self.hot:
-            popped = await self.redis.bzpopmin(self._ready, timeout=self.block_ms / 1000)
-            if not popped:
+            ready = blocking_pop(
+                await self.redis.bzpopmin(self._ready, timeout=self.block_ms / 1000)
+            )
+            if not ready:
                 return []
-            self.hot.add(self._stream(popped[1]))
+            self.hot.add(self._stream(ready[1]))
         streams = sorted(self.hot)
         count = max(1, min(self.read_count, free // len(streams) or 1))
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import EncodableT, FieldT, StreamIdT
 
 from consumers.acks import Acker
 from consumers.outcomes import Outcome
@@ -32,6 +33,7 @@ from ops.outages import Dependency, Outages, dependency_of
 from storage import dead_letters, keys
 from storage.events import BadEvent, StreamEvent, chat_key, decode
 from storage.keys import STAGE_STREAM, Stage, Stream
+from storage.redis_client import PendingEntry, claimed, text_set
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +165,7 @@ class StageWorker:
     # ---- discovery -------------------------------------------------------------------------
 
     async def _refresh_orgs(self) -> None:
-        orgs = set(await self.redis.smembers(keys.ORG_REGISTRY))
+        orgs = set(text_set(await self.redis.smembers(keys.ORG_REGISTRY)))
         new = [keys.stream(org, self.config.stream) for org in orgs - self._orgs]
         await ensure_groups(self.redis, new, self.group)
         self._orgs = orgs
@@ -270,15 +272,16 @@ class StageWorker:
                 if pending:
                     await self._claim_items(stream, pending)
 
-    async def _claim_items(self, stream: str, pending: list[dict]) -> None:
+    async def _claim_items(self, stream: str, pending: list[PendingEntry]) -> None:
         for item in pending:
             entry_id = item["message_id"]
             if (stream, entry_id) in self._in_flight or self.acker.settling(stream, entry_id):
                 continue  # ours: being handled, or handled and its XACK on the way
-            claimed = await self.redis.xclaim(
-                stream, self.group, self.consumer, self.config.claim_idle_ms, [entry_id]
+            ids: list[StreamIdT] = [entry_id]
+            taken = await self.redis.xclaim(
+                stream, self.group, self.consumer, self.config.claim_idle_ms, ids
             )
-            for claimed_id, fields in claimed:
+            for claimed_id, fields in claimed(taken):
                 deliveries = int(item["times_delivered"]) + 1
                 entry = _Entry(stream, claimed_id, fields or {}, deliveries)
                 if not fields:  # deleted from the stream while pending: nothing left to do
@@ -306,7 +309,7 @@ class StageWorker:
     async def _keep_own_entries(self) -> None:
         """Reset the idle time of long-running entries so no other worker claims them."""
         threshold = time.monotonic() - self.config.claim_idle_ms / 2000
-        by_stream: dict[str, list[str]] = {}
+        by_stream: dict[str, list[StreamIdT]] = {}
         for entry in list(self._in_flight.values()):
             if entry.started < threshold:
                 by_stream.setdefault(entry.stream, []).append(entry.entry_id)
@@ -529,7 +532,7 @@ class StageWorker:
     async def _dead_letter(self, entry: _Entry, event: StreamEvent | None, error: str) -> None:
         org = keys.org_of_key(entry.stream)
         now_ms = int(time.time() * 1000)
-        record = {
+        record: dict[FieldT, EncodableT] = {
             "stage": self.group,
             "stream": entry.stream,
             "entry_id": entry.entry_id,

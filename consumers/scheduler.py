@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timedelta
-from typing import Callable
+from datetime import datetime, time, timedelta
+from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
 from graph import replies
@@ -192,7 +192,7 @@ class Scheduler:
         org: str,
         job: jobs.Job,
         appt: reminders.Due,
-        settings: dict,
+        settings: dict[str, Any],
         tz: ZoneInfo,
         now: datetime,
     ) -> OutboundMessage:
@@ -270,6 +270,6 @@ def confirmation_text(change: str, service: str, date: str, clock: str, address:
     )
 
 
-def _end_of_quiet(now: datetime, end) -> datetime:
+def _end_of_quiet(now: datetime, end: time) -> datetime:
     candidate = now.replace(hour=end.hour, minute=end.minute, second=0, microsecond=0)
     return candidate if candidate > now else candidate + timedelta(days=1)

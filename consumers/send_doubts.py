@@ -62,8 +62,13 @@ class SendEvidence:
             self.deps.redis,
             org=event.org,
             phone=event.destination,
-            event=event.model_dump(
-                include={"provider_id", "gs_id", "status", "at_ms", "code", "reason"}
+            event=send_doubts.OrphanStatus(
+                provider_id=event.provider_id,
+                gs_id=event.gs_id,
+                status=event.status,
+                at_ms=event.at_ms,
+                code=event.code,
+                reason=event.reason,
             ),
             ttl_s=s.gupshup_timeout_s + s.send_doubt_grace_s + 60,
         )

@@ -17,7 +17,7 @@ from storage.keys import Stream
 
 async def accepted(deps: Deps, event: OutboundMessage) -> None:
     if event.text:  # the agent's short-term memory of the chat (staff words marked as such)
-        role = "staff" if event.author_name.startswith("staff:") else "assistant"
+        role: memory.Role = "staff" if event.author_name.startswith("staff:") else "assistant"
         await memory.remember(deps.redis, event.org, event.phone, role, event.text)
     if event.escalation:
         await escalation_outcome(deps, event, accepted=True)

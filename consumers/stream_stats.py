@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from ops import metrics
 from storage import keys
 from storage.keys import STAGE_STREAM, Stage
+from storage.redis_client import text_set
 
 
 def stages_of(roles: list[str]) -> list[Stage]:
@@ -29,7 +30,7 @@ class StreamStats:
         self.stages = stages_of(roles)
 
     async def __call__(self) -> None:
-        orgs = sorted(await self.redis.smembers(keys.ORG_REGISTRY))
+        orgs = sorted(text_set(await self.redis.smembers(keys.ORG_REGISTRY)))
         if not orgs or not self.stages:
             return
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -15,6 +15,7 @@ from ops.logs import mask
 from storage import keys, streams
 from storage.events import BadEvent, InboundMessage, StreamEvent, decode
 from storage.keys import Stage, Stream
+from storage.redis_client import entries, text_set
 
 PAYLOAD_PREFIX = "payload."
 
@@ -64,10 +65,10 @@ def _letter(org: str, entry_id: str, fields: dict[str, str]) -> DeadLetter:
 async def list_letters(
     redis: aioredis.Redis, *, org: str | None = None, stage: str | None = None, limit: int = 1000
 ) -> list[DeadLetter]:
-    orgs = [org] if org else sorted(await redis.smembers(keys.ORG_REGISTRY))
+    orgs = [org] if org else sorted(text_set(await redis.smembers(keys.ORG_REGISTRY)))
     letters: list[DeadLetter] = []
     for each in orgs:
-        for entry_id, fields in await redis.xrange(keys.dead_letters(each), count=limit):
+        for entry_id, fields in entries(await redis.xrange(keys.dead_letters(each), count=limit)):
             letter = _letter(each, entry_id, fields)
             if stage is None or letter.stage == stage:
                 letters.append(letter)
@@ -78,7 +79,7 @@ async def get_letter(redis: aioredis.Redis, ref: str) -> DeadLetter | None:
     org, _, entry_id = ref.partition("/")
     if not entry_id:
         return None
-    found = await redis.xrange(keys.dead_letters(org), min=entry_id, max=entry_id)
+    found = entries(await redis.xrange(keys.dead_letters(org), min=entry_id, max=entry_id))
     return _letter(org, *found[0]) if found else None
 
 

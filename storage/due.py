@@ -23,6 +23,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from storage import keys
+from storage.redis_client import members, scored, text_set
 
 WAKE_MAX = 64  # a handful of wake-ups is as good as thousands
 
@@ -49,8 +50,10 @@ async def signal_now(redis: aioredis.Redis, org: str, due_ms: int) -> None:
 
 async def due_orgs(redis: aioredis.Redis, now_ms: int, limit: int = 200) -> list[tuple[str, float]]:
     """Organizations with a chat due by now_ms, with the score each was read at."""
-    return await redis.zrangebyscore(
-        keys.DUE_ORGS, "-inf", now_ms, start=0, num=limit, withscores=True
+    return scored(
+        await redis.zrangebyscore(
+            keys.DUE_ORGS, "-inf", now_ms, start=0, num=limit, withscores=True
+        )
     )
 
 
@@ -62,7 +65,7 @@ async def take_and_read(
         pipe.eval(_TAKE, 1, keys.DUE_ORGS, org, repr(score))
         pipe.zrangebyscore(keys.due(org), "-inf", now_ms, start=0, num=limit)
         _, chats = await pipe.execute()
-    return chats
+    return members(chats)
 
 
 async def put_back(redis: aioredis.Redis, org: str) -> None:
@@ -84,7 +87,7 @@ async def wait(redis: aioredis.Redis, timeout_s: float) -> None:
 
 async def sweep(redis: aioredis.Redis) -> int:
     """Rebuild the index from every organization's due chats; returns how many have some."""
-    orgs = sorted(await redis.smembers(keys.ORG_REGISTRY))
+    orgs = sorted(text_set(await redis.smembers(keys.ORG_REGISTRY)))
     found = 0
     for i in range(0, len(orgs), 500):
         chunk = orgs[i : i + 500]

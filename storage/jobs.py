@@ -18,6 +18,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from storage import keys
+from storage.redis_client import members, scored
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ async def postpone(redis: aioredis.Redis, org: str, job: Job, due_ms: int) -> No
 
 
 async def due_orgs(redis: aioredis.Redis, now_ms: int) -> list[str]:
-    return list(await redis.zrangebyscore(keys.JOB_ORGS, "-inf", now_ms))
+    return members(await redis.zrangebyscore(keys.JOB_ORGS, "-inf", now_ms))
 
 
 async def refresh_org(redis: aioredis.Redis, org: str) -> None:
@@ -151,7 +152,7 @@ async def refresh_org(redis: aioredis.Redis, org: str) -> None:
 
 async def pending(redis: aioredis.Redis, org: str) -> list[Job]:
     """Every planned job, due or running (for tests and `skytide` diagnostics)."""
-    ids = await redis.zrange(keys.jobs_due(org), 0, -1, withscores=True)
-    ids += await redis.zrange(keys.jobs_running(org), 0, -1, withscores=True)
+    ids = scored(await redis.zrange(keys.jobs_due(org), 0, -1, withscores=True))
+    ids += scored(await redis.zrange(keys.jobs_running(org), 0, -1, withscores=True))
     data = await redis.hmget(keys.jobs_data(org), [i for i, _ in ids]) if ids else []
     return [Job(i, int(s), json.loads(d or "{}")) for (i, s), d in zip(ids, data)]

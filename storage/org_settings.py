@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
 
-from storage.catalog import Db
+from storage.db import Db
 
 DEFAULT_REMINDER_OFFSETS_H = [24.0, 2.0]
 
@@ -195,7 +195,7 @@ async def update(
     timezone: str | None = None,
 ) -> dict[str, Any]:
     """Merge checked settings into the organization's; returns the settings now in force."""
-    merged = await db.fetchval(
+    merged: dict[str, Any] | None = await db.fetchval(
         "update organizations set settings = settings || $2::jsonb, name = coalesce($3, name),"
         " timezone = coalesce($4, timezone) where id = $1::uuid returning settings",
         org,

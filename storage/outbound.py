@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 
 from storage.chats import Identity
+from storage.db import returned_row
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,10 @@ async def claim(
         author,
         artifacts or {},
     )
-    return OutgoingRow(**dict(row))
+    return OutgoingRow(**dict(returned_row(row)))
 
 
-async def mark_sending(pool: asyncpg.Pool, row_id: str, request: dict) -> bool:
+async def mark_sending(pool: asyncpg.Pool, row_id: str, request: dict[str, Any]) -> bool:
     """Claim the right to send this row, right before the request is written (the connection is
     open): from now on the request may be on the wire. `request` is the outbound message, kept
     so the send can be re-queued while it is in doubt. False if another handler has it."""

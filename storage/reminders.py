@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
 from storage import jobs, keys, org_settings
-from storage.catalog import Db
+from storage.db import Db
+from storage.redis_client import optional_text
 
 Change = Literal["booked", "rescheduled", "cancelled"]
 BUTTONS = ("Confirmar", "Reprogramar", "Cancelar")
@@ -90,8 +91,8 @@ async def plan(
 
 
 def reminder_jobs(
-    appointment_id: str, starts_ms: int, settings: dict
-) -> list[tuple[str, int, dict]]:
+    appointment_id: str, starts_ms: int, settings: dict[str, Any]
+) -> list[tuple[str, int, dict[str, Any]]]:
     """(job id, due ms, data) of each reminder of an appointment, whatever its time."""
     offsets = org_settings.reminder_offsets_h(settings)  # largest first
     out = []
@@ -218,7 +219,7 @@ async def remember_reminded(
 
 
 async def reminded_appointment(redis: aioredis.Redis, org: str, phone: str) -> str | None:
-    return await redis.get(keys.reminded(org, phone))
+    return optional_text(await redis.get(keys.reminded(org, phone)))
 
 
 async def attendance(db: Db, since: datetime) -> list[tuple[str, str, int]]:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import time
+from typing import cast
 
 import redis.asyncio as aioredis
+from redis.typing import EncodableT, FieldT
 
 from storage import keys
+from storage.redis_client import text
 from storage.events import InboundMessage, StatusEvent, StreamEvent, UserEvent, encode
 from storage.keys import Stream
 
@@ -69,9 +72,11 @@ async def ingest(
 
 
 async def publish(redis: aioredis.Redis, event: StreamEvent, stream: Stream) -> str:
-    fields = encode(event)
+    # redis-py types XADD's fields as a dict of its own key types, which a dict[str, str] is not
+    # to mypy (dict keys are invariant); it only reads them.
+    fields = cast(dict[FieldT, EncodableT], encode(event))
     async with redis.pipeline(transaction=False) as pipe:
         pipe.xadd(keys.stream(event.org, stream), fields)
         signal(pipe, event.org, stream)
         entry_id, _ = await pipe.execute()
-    return entry_id
+    return text(entry_id)

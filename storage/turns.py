@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from storage import due, keys, streams
 from storage.events import OutboundMessage, encode
 from storage.keys import Stream
+from storage.redis_client import optional_text, text
 
 HANDED_TTL_S = 7 * 24 * 3600
 TURN_DONE_TTL_S = 7 * 24 * 3600
@@ -223,7 +224,7 @@ async def flush(
         )
         streams.signal(pipe, org, Stream.TURNS)  # in the same round trip, whatever the outcome
         outcome, _ = await pipe.execute()
-    return outcome
+    return text(outcome)
 
 
 async def finish(
@@ -304,7 +305,7 @@ async def extend_lease(
 
 
 async def turn_in_flight(redis: aioredis.Redis, org: str, chat: str) -> str | None:
-    return await redis.get(keys.turn_lease(org, chat))
+    return optional_text(await redis.get(keys.turn_lease(org, chat)))
 
 
 # KEYS: turn_lease, pending, due. ARGV: turn_id, chat, now_ms

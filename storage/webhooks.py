@@ -20,7 +20,7 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 
 from storage import keys, streams
-from storage.catalog import Db
+from storage.db import Db, returned_row
 from storage.events import WebhookEvent, encode
 from storage.keys import Stream
 
@@ -75,7 +75,7 @@ async def add_endpoint(db: Db, org: str, url: str) -> Endpoint:
         url,
         secret,
     )
-    return Endpoint(**dict(row))
+    return Endpoint(**dict(returned_row(row)))
 
 
 async def list_endpoints(db: Db, org: str, *, include_removed: bool = False) -> list[Endpoint]:
