@@ -29,7 +29,14 @@ from consumers.reads import ReadSet, ensure_groups
 from ops import metrics
 from ops.outages import Outages, dependency_of
 from storage import dead_letters, keys
-from storage.events import BadEvent, StreamEvent, chat_key, decode
+from storage.events import (
+    BadEvent,
+    DeadLetter,
+    StreamEvent,
+    chat_key,
+    decode,
+    encode_dead_letter,
+)
 
 log = logging.getLogger(__name__)
 
@@ -513,15 +520,19 @@ class StageWorker:
     async def _dead_letter(self, entry: _Entry, event: StreamEvent | None, error: str) -> None:
         org = keys.org_of_key(entry.stream)
         now_ms = int(time.time() * 1000)
-        record = {
-            "stage": self.group,
-            "stream": entry.stream,
-            "entry_id": entry.entry_id,
-            "error": dead_letters.redact_error(error),
-            "deliveries": str(entry.deliveries),
-            "failed_at_ms": str(now_ms),
-            **{f"payload.{k}": v for k, v in entry.fields.items()},
-        }
+        record = encode_dead_letter(
+            DeadLetter(
+                org=org,
+                id="",
+                stage=self.group,
+                stream=entry.stream,
+                entry_id=entry.entry_id,
+                error=dead_letters.redact_error(error),
+                deliveries=entry.deliveries,
+                failed_at_ms=now_ms,
+                payload=entry.fields,
+            )
+        )
 
         async def move() -> None:
             async with self.redis.pipeline(transaction=True) as pipe:

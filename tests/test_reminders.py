@@ -149,7 +149,7 @@ async def test_a_reschedule_moves_the_reminders_and_a_cancel_removes_them(deps, 
         starts_at=friday,
     )
     await reminders.plan(deps.redis, deps.pool, clinic, appt.id, "rescheduled", clock.ms())
-    kinds = sorted((j.data["kind"], j.due_ms) for j in await jobs.pending(deps.redis, clinic))
+    kinds = sorted((j.kind, j.due_ms) for j in await jobs.pending(deps.redis, clinic))
     assert kinds == [
         ("confirmation", clock.ms()),
         ("reminder", int((friday - timedelta(hours=24)).timestamp() * 1000)),
@@ -158,7 +158,7 @@ async def test_a_reschedule_moves_the_reminders_and_a_cancel_removes_them(deps, 
     await appointments.cancel(deps.pool, clinic, identity.contact_id, appt.id)
     await reminders.plan(deps.redis, deps.pool, clinic, appt.id, "cancelled", clock.ms())
     [job] = await jobs.pending(deps.redis, clinic)
-    assert job.data["change"] == "cancelled"
+    assert job.data.change == "cancelled"
     clock.at = friday
     await Scheduler(deps).tick()
     [message] = await outbound(deps, clinic)
@@ -167,7 +167,9 @@ async def test_a_reschedule_moves_the_reminders_and_a_cancel_removes_them(deps, 
 
 async def test_a_job_left_over_from_before_a_move_sends_nothing(deps, clinic, clock):
     identity, appt = await book(deps, clinic, clock, THURSDAY_3PM)
-    [old] = [j for j in await jobs.pending(deps.redis, clinic) if j.data.get("offset_h") == 24]
+    [old] = [
+        j for j in await jobs.pending(deps.redis, clinic) if getattr(j.data, "offset_h", None) == 24
+    ]
     await appointments.reschedule(
         deps.pool,
         org=clinic,
@@ -333,8 +335,8 @@ async def test_appointments_entered_in_the_crm_get_reminders_once_planned(deps, 
     await book(deps, clinic, clock, THURSDAY_3PM + timedelta(days=1))  # booked by the bot: planned
     assert await reminders.plan_upcoming(deps.redis, deps.pool, clinic, clock.ms()) == 1
     assert await reminders.plan_upcoming(deps.redis, deps.pool, clinic, clock.ms()) == 0  # once
-    mine = [j for j in await jobs.pending(deps.redis, clinic) if j.data["appointment_id"] == crm.id]
-    assert sorted(j.data["kind"] for j in mine) == ["reminder", "reminder"]  # no confirmation
+    mine = [j for j in await jobs.pending(deps.redis, clinic) if j.data.appointment_id == crm.id]
+    assert sorted(j.kind for j in mine) == ["reminder", "reminder"]  # no confirmation
 
 
 async def test_a_job_that_fails_on_its_own_is_dropped_after_max_deliveries(deps, clinic, clock):
@@ -343,7 +345,7 @@ async def test_a_job_that_fails_on_its_own_is_dropped_after_max_deliveries(deps,
         clinic,
         "bad",
         clock.ms(),
-        {"kind": "reminder", "appointment_id": "not-a-uuid", "starts_ms": 0},
+        events.ReminderJob(appointment_id="not-a-uuid", starts_ms=0, offset_h=24),
     )
     scheduler = Scheduler(deps)
     for attempt in range(1, deps.settings.max_deliveries + 1):
