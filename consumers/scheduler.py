@@ -105,6 +105,7 @@ class Scheduler:
         self.reconcile_pending = False
         try:
             planned = await reminders.reconcile(deps.redis, deps.pool, deps.now_ms())
+            orgs = await reminders.organization_ids(deps.pool)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the lock runs out, then a tick tries again
@@ -117,7 +118,7 @@ class Scheduler:
             )
             return None
         # Also put back what a scheduler dying between take and put-back dropped from the index.
-        await due.JOBS.sweep(deps.redis)
+        await due.JOBS.sweep(deps.redis, orgs)
         await deps.redis.set(
             keys.JOBS_RECONCILED, deps.now_ms(), ex=max(1, int(s.reminder_reconcile_s))
         )

@@ -156,6 +156,11 @@ async def reconcile(redis: aioredis.Redis, db: Db, now_ms: int, org: str | None 
     return count
 
 
+async def organization_ids(db: Db) -> list[str]:
+    """Every organization, active or not: any may have jobs planned (the jobs index's sweep)."""
+    return [row["id"] for row in await db.fetch("select id::text from organizations")]
+
+
 async def _sent(db: Db, org: str, job_id: str) -> bool:
     """The job's message reached the sender (scheduler.py keys it `job:<id>`)."""
     return bool(

@@ -5,6 +5,7 @@ contact, held back in quiet hours; through the outbound stream, so the sender's 
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
@@ -355,3 +356,53 @@ async def test_a_job_that_fails_on_its_own_is_dropped_after_max_deliveries(deps,
     assert await jobs.pending(deps.redis, clinic) == []
     assert await deps.redis.hlen(keys.jobs_failures(clinic)) == 0
     assert await outbound(deps, clinic) == []
+
+
+async def test_a_reminder_the_previous_version_planned_is_sent(deps, clinic, clock):
+    """A deployment upgraded in place: the jobs in Redis were written by the previous code."""
+    _, appt = await book(deps, clinic, clock, THURSDAY_3PM)
+    await jobs.unplan_appointment(deps.redis, clinic, appt.id)
+    starts_ms = int(THURSDAY_3PM.timestamp() * 1000)
+    due_ms = starts_ms - 24 * 3_600_000
+    job_id = f"remind:{appt.id}:24h:{starts_ms}"
+    old = {  # what the previous storage/jobs.py plan() wrote, json.dumps of an untyped dict
+        "appointment_id": appt.id,
+        "starts_ms": starts_ms,
+        "kind": "reminder",
+        "offset_h": 24,
+        "stale_ms": starts_ms - 2 * 3_600_000,
+    }
+    await deps.redis.hset(keys.jobs_data(clinic), job_id, json.dumps(old))
+    await deps.redis.zadd(keys.jobs_due(clinic), {job_id: due_ms})
+    await deps.redis.sadd(keys.appointment_jobs(clinic, appt.id), job_id)
+    await deps.redis.zadd(keys.JOB_ORGS, {clinic: due_ms})
+    clock.at = THURSDAY_3PM - timedelta(hours=24)
+    await Scheduler(deps).tick()
+    [reminder] = await outbound(deps, clinic)
+    assert (reminder.purpose, reminder.idempotency_key) == ("reminder", f"job:{job_id}")
+    assert await jobs.pending(deps.redis, clinic) == []
+
+
+async def test_job_data_that_is_no_job_is_dropped_after_max_deliveries(deps, clinic, clock):
+    await deps.redis.hset(keys.jobs_data(clinic), "garbled", '{"kind": "invoice"}')
+    await deps.redis.zadd(keys.jobs_due(clinic), {"garbled": clock.ms()})
+    await deps.redis.zadd(keys.JOB_ORGS, {clinic: clock.ms()})
+    scheduler = Scheduler(deps)
+    for attempt in range(1, deps.settings.max_deliveries + 1):
+        assert [j.id for j in await jobs.pending(deps.redis, clinic)] == ["garbled"], attempt
+        await scheduler.tick()
+        clock.at += timedelta(seconds=deps.settings.job_lease_s + 1)  # its lease ends: tried again
+    assert await jobs.pending(deps.redis, clinic) == []
+    assert await outbound(deps, clinic) == []
+
+
+async def test_jobs_a_dead_scheduler_dropped_from_the_index_are_found_by_the_next_one(
+    deps, clinic, clock
+):
+    await book(deps, clinic, clock, THURSDAY_3PM)
+    await Scheduler(deps).tick()  # the confirmation
+    # A scheduler took the organization out of the index and died before putting it back.
+    await deps.redis.zrem(keys.JOB_ORGS, clinic)
+    clock.at = THURSDAY_3PM - timedelta(hours=24)
+    await Scheduler(deps).tick()  # a scheduler (re)started: it sweeps the index as it reconciles
+    assert [m.purpose for m in await outbound(deps, clinic)] == ["confirmation", "reminder"]
