@@ -17,14 +17,15 @@ the index with a score no later than its due time. A score earlier than that is 
 visit finds nothing due and puts the organization back at its real time.
 
 Writers change the sources first, then signal (`ZADD LT`: adds, or moves earlier, never later).
-A visitor takes the organization out (only if its score is still the one it read, so a signal
-that moved it earlier is not undone), moves what it handles out of the due range (the batcher
+A visitor takes the organization out, moves what it handles out of the due range (the batcher
 flushes the chats, the scheduler leases the jobs), then puts it back at its due time read anew,
 again with `ZADD LT`. A writer whose signal came before the take wrote its sources before the
 put-back read them; a writer whose signal comes after the take adds the organization itself.
 Nothing ever raises a score or removes an organization except the take, so no signal is lost.
 Only a process dying between take and put-back drops an organization: `sweep` puts back every
-organization with something in its sources, and each worker runs it now and then.
+organization with something in its sources, and each worker runs it now and then. (The take
+removes the organization only if its score is still the one the visitor read, so a visitor that
+read late does not take out what another one already put back, and then die.)
 
 The index lives in keys of its own (not in a script with `{org}` keys), so it stays legal in a
 Redis Cluster. Its keys are the ones earlier versions used, so an upgraded process reads what an
@@ -97,11 +98,15 @@ class DueIndex:
         scores = [int(first[0][1]) for first in firsts if first]
         return min(scores) if scores else None
 
+    async def index_at(self, redis: aioredis.Redis, org: str, due_ms: int) -> None:
+        """Index the organization at due_ms unless it is indexed earlier already."""
+        await redis.zadd(self.key, {org: due_ms}, lt=True)
+
     async def put_back(self, redis: aioredis.Redis, org: str) -> int | None:
         """Put the organization back at its due time, if it has one; returns that time."""
         due_ms = await self.due_time(redis, org)
         if due_ms is not None:
-            await redis.zadd(self.key, {org: due_ms}, lt=True)
+            await self.index_at(redis, org, due_ms)
         return due_ms
 
     async def refresh(self, redis: aioredis.Redis, org: str, score: float) -> int | None:
