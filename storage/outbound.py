@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 
 from storage.chats import Identity
+from storage.events import Purpose
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ async def claim(
     idempotency_key: str,
     text: str | None,
     turn_id: str | None,
-    purpose: str,
+    purpose: Purpose,
     author: str | None = None,
     artifacts: dict[str, Any] | None = None,
 ) -> OutgoingRow:
