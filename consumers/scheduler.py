@@ -139,16 +139,16 @@ class Scheduler:
         kind = job.kind
         down = dependency_of(exc)
         if down:
-            metrics.scheduled_jobs.labels(org, kind, "waiting_dependency").inc()
+            metrics.scheduled_jobs.labels(org, kind, JobOutcome.WAITING_DEPENDENCY).inc()
             log.warning("job %s of %s waits for %s: %s", job.id, org, down, exc)
             return
         failures = await jobs.failed(self.deps.redis, org, job)
         if failures >= self.deps.settings.max_deliveries:
             await jobs.ack(self.deps.redis, org, job)
-            metrics.scheduled_jobs.labels(org, kind, "dropped_failing").inc()
+            metrics.scheduled_jobs.labels(org, kind, JobOutcome.DROPPED_FAILING).inc()
             log.error("job %s of %s dropped after %d failures", job.id, org, failures, exc_info=exc)
             return
-        metrics.scheduled_jobs.labels(org, kind, "failed").inc()
+        metrics.scheduled_jobs.labels(org, kind, JobOutcome.FAILED).inc()
         log.error(
             "job %s of %s failed (%d); retried after its lease", job.id, org, failures, exc_info=exc
         )

@@ -44,6 +44,11 @@ class JobOutcome(StrEnum):
     SKIPPED_OPTED_OUT = "skipped_opted_out"
     SKIPPED_QUIET = "skipped_quiet"  # in quiet hours that last until the appointment
     POSTPONED_QUIET = "postponed_quiet"  # in quiet hours: runs again at their end
+    # It raised: retried after its lease, dropped after MAX_DELIVERIES failures of its own; never
+    # dropped for a dependency that is down.
+    FAILED = "failed"
+    DROPPED_FAILING = "dropped_failing"
+    WAITING_DEPENDENCY = "waiting_dependency"
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 
 from consumers.scheduler import Scheduler
+from ops import metrics
 from storage import (
     appointments,
     catalog,
@@ -263,11 +264,23 @@ async def test_quiet_hours_hold_a_reminder_until_morning(deps, clinic, clock):
     clock.at = datetime(2027, 3, 8, 7, 0, tzinfo=BOGOTA)
     await scheduler.tick()
     assert [m.purpose for m in await outbound(deps, clinic)] == ["confirmation", "reminder"]
+    # The dashboards read what each run came to.
+    runs = {
+        (s.labels["kind"], s.labels["outcome"]): s.value
+        for m in metrics.REGISTRY.collect()
+        if m.name == "skytide_scheduled_jobs"
+        for s in m.samples
+        if s.name.endswith("_total") and s.labels["org"] == clinic
+    }
+    assert runs == {
+        ("confirmation", "sent"): 1,
+        ("reminder", "postponed_quiet"): 1,
+        ("reminder", "sent"): 1,
+    }
 
 
 async def test_attendance_counts_no_shows_by_organization(deps, clinic, clock):
     from consumers.scheduler import AttendanceStats
-    from ops import metrics
 
     identity, appt = await book(deps, clinic, clock, THURSDAY_3PM)
     await book(deps, clinic, clock, THURSDAY_3PM + timedelta(days=1), key="t:2")
