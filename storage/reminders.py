@@ -22,10 +22,8 @@ import redis.asyncio as aioredis
 
 from storage import jobs, keys, org_settings
 from storage.catalog import Db
-from storage.events import REMINDER_BUTTONS, ConfirmationJob, ReminderJob
 from storage.events import Change as Change  # re-exported: the tools name reminders.Change
-
-BUTTONS = tuple(REMINDER_BUTTONS.values())  # under a reminder, in this order
+from storage.events import ConfirmationJob, ReminderJob
 
 
 @dataclass(frozen=True)

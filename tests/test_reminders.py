@@ -323,7 +323,7 @@ async def test_the_sender_sends_a_reminder_as_an_interactive_quick_reply(
                 phone="573001230000",
                 text="⏰ Te recordamos tu cita",
                 idempotency_key="job:r1",
-                buttons=list(reminders.BUTTONS),
+                buttons=list(events.REMINDER_BUTTONS.values()),
                 purpose="reminder",
                 requires_bot_enabled=False,
             ),
