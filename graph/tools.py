@@ -1,6 +1,6 @@
 """The experts' tools. The organization, contact, clock and timezone come from RunContext.deps (a
-flat ToolDeps, graph/state.py), never from the model's arguments: the model refers to things by the numbers it was shown
-("horario 1", "cita 2"), so no prompt can name another tenant's rows.
+flat ToolDeps, graph/state.py), never from the model's arguments: the model refers to things by
+the numbers it was shown ("horario 1", "cita 2"), so no prompt can name another tenant's rows.
 
 Tools that change the conversation return `{"action": name, "data": {...}}` (ToolDeps.act).
 A bad argument is a ModelRetry with the reason, which the model reads and corrects.
