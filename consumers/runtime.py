@@ -16,7 +16,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -31,7 +31,14 @@ from consumers.retries import RetryPolicy, Tries
 from ops import metrics
 from ops.outages import Dependency, Outages, dependency_of
 from storage import dead_letters, keys
-from storage.events import BadEvent, StreamEvent, chat_key, decode
+from storage.events import (
+    BadEvent,
+    DeadLetter,
+    StreamEvent,
+    chat_key,
+    decode,
+    encode_dead_letter,
+)
 from storage.keys import STAGE_STREAM, Stage, Stream
 from storage.redis_client import PendingEntry, claimed, text_set
 
@@ -532,19 +539,23 @@ class StageWorker:
     async def _dead_letter(self, entry: _Entry, event: StreamEvent | None, error: str) -> None:
         org = keys.org_of_key(entry.stream)
         now_ms = int(time.time() * 1000)
-        record: dict[FieldT, EncodableT] = {
-            "stage": self.group,
-            "stream": entry.stream,
-            "entry_id": entry.entry_id,
-            "error": dead_letters.redact_error(error),
-            "deliveries": str(entry.deliveries),
-            "failed_at_ms": str(now_ms),
-            **{f"payload.{k}": v for k, v in entry.fields.items()},
-        }
+        record = encode_dead_letter(
+            DeadLetter(
+                org=org,
+                id="",
+                stage=self.group,
+                stream=entry.stream,
+                entry_id=entry.entry_id,
+                error=dead_letters.redact_error(error),
+                deliveries=entry.deliveries,
+                failed_at_ms=now_ms,
+                payload=entry.fields,
+            )
+        )
 
         async def move() -> None:
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.xadd(keys.dead_letters(org), record)
+                pipe.xadd(keys.dead_letters(org), cast(dict[FieldT, EncodableT], record))
                 dead_letters.queue_trim(
                     pipe,
                     org,

@@ -104,8 +104,8 @@ class Experts:
         finally:
             model = agent.model
             metrics.record_llm_run(
-                deps.ctx.deps.settings.llm_prices,
-                org=deps.ctx.turn.org,
+                deps.settings.llm_prices,
+                org=deps.org.id,
                 provider=getattr(model, "system", ""),
                 model=getattr(model, "model_name", "unknown"),
                 agent=agent.name or "agent",
@@ -114,7 +114,7 @@ class Experts:
                 input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens,
             )
-        deps.ctx.usage_tokens.append(result.usage.input_tokens)
+        deps.usage_tokens.append(result.usage.input_tokens)
         return result.output
 
 
@@ -123,8 +123,8 @@ class Experts:
 # purpose: Pydantic AI runs sync ones in a worker thread, which under hundreds of concurrent
 # turns made the thread pool, not the model, the limit.
 async def _base(ctx: RunContext[ToolDeps]) -> str:
-    return prompts.base(ctx.deps.ctx)
+    return prompts.base(ctx.deps)
 
 
 async def _context(ctx: RunContext[ToolDeps]) -> str:
-    return prompts.context(ctx.deps.ctx, ctx.deps.state, ctx.deps.summary)
+    return prompts.context(ctx.deps, ctx.deps.state, ctx.deps.summary)

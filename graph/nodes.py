@@ -258,8 +258,8 @@ class Nodes:
 
     @staticmethod
     def _deps(state: ConversationState, runtime: Runtime[TurnContext]) -> ToolDeps:
-        return ToolDeps(
-            ctx=runtime.context,
+        return ToolDeps.for_turn(
+            runtime.context,
             state={k: state.get(k) for k in TOOL_KEYS},
             summary=runtime.context.summary or state.get("summary", ""),
             bookings=state.get("bookings", 0),

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from graph import replies
-from graph.state import ConversationState, TurnContext
+from graph.state import ConversationState, ToolDeps, TurnContext
 
 STATE_MARK = "ESTADO:"
 MAX_RECENT_CHARS = 600  # one long message (a transcribed voice note) must not flood the prompt
@@ -56,7 +56,7 @@ Resume la conversación en 3 a 5 líneas para retomarla después: quién es el c
 qué se le ofreció y qué quedó pendiente. Sin identificadores internos."""
 
 
-def base(ctx: TurnContext) -> str:
+def base(ctx: TurnContext | ToolDeps) -> str:
     now = ctx.now
     return BASE.format(
         business=ctx.org.name, today=replies.day(now), clock=replies.clock(now), tz=ctx.org.timezone
@@ -69,7 +69,7 @@ def base(ctx: TurnContext) -> str:
 SPEAKERS = {"user": "Cliente", "assistant": "Tú", "staff": "Equipo de la clínica (una persona)"}
 
 
-def context(ctx: TurnContext, state: dict[str, Any], summary: str) -> str:
+def context(ctx: TurnContext | ToolDeps, state: dict[str, Any], summary: str) -> str:
     """Memory and state for an expert: summary, last messages, and the state as one JSON line."""
     lines = []
     if summary:

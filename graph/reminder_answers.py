@@ -1,4 +1,5 @@
-"""A reminder's buttons answered: Confirmar, Reprogramar, Cancelar.
+"""A reminder's buttons answered: Confirmar, Reprogramar, Cancelar (their titles:
+storage/events.py REMINDER_BUTTONS).
 
 The answer arrives as a button or quick-reply event ("[botón] Confirmar"), or typed. It refers
 to the appointment the contact was last reminded of (storage/reminders.remember_reminded).
@@ -10,7 +11,7 @@ the usual yes and rescheduling offers times for that appointment.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any
 
 from graph import intents, replies
 from graph.contract import TurnInput, TurnResult
@@ -19,14 +20,15 @@ from ops import metrics
 from ops.deps import Deps
 from storage import reminders, webhooks
 from storage.catalog import OrgProfile
+from storage.events import REMINDER_BUTTONS, ReminderAnswer
 
-Answer = Literal["confirm", "reschedule", "cancel"]
-_BUTTON = re.compile(r"^\s*(\[boton\]\s*)?(confirmar|reprogramar|cancelar)\s*[.!]*\s*$")
-_ANSWERS: dict[str, Answer] = {
-    "confirmar": "confirm",
-    "reprogramar": "reschedule",
-    "cancelar": "cancel",
+# The button titles as a tap (or a typed answer) reads once normalized, and what each answers.
+_ANSWERS: dict[str, ReminderAnswer] = {
+    intents.normalize(title): answer for answer, title in REMINDER_BUTTONS.items()
 }
+_BUTTON = re.compile(
+    r"^\s*(\[boton\]\s*)?(" + "|".join(map(re.escape, _ANSWERS)) + r")\s*[.!]*\s*$"
+)
 
 
 async def reminder_answer(deps: Deps, turn: TurnInput, org: OrgProfile) -> dict[str, Any] | None:

@@ -7,13 +7,18 @@ the CRM and reaches the model through storage.memory, so the checkpoint stays sm
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, TypedDict
 
+import asyncpg
+import redis.asyncio as aioredis
+
 from graph.contract import TurnInput
 from graph.embeddings import Embedder
 from ops.deps import Deps
+from ops.settings import Settings
 from storage.catalog import OrgProfile
 
 Flow = Literal["knowledge", "appointment", "escalation"]
@@ -96,13 +101,57 @@ class TurnContext:
 
 @dataclass
 class ToolDeps:
-    """What an expert's tools see through RunContext.deps: the tenant comes from here only."""
+    """What an expert's tools and instructions see through RunContext.deps, flat (as in Pydantic
+    AI's bank_support example): the connections, the tenant, the contact, the clock and the
+    working state. The organization and the contact come from here only, never from the model.
+    Built for each expert run by `for_turn`."""
 
-    ctx: TurnContext
+    pool: asyncpg.Pool
+    redis: aioredis.Redis
+    settings: Settings
+    now_ms: Callable[[], int]  # the clock now (development: moved by `skytide clock advance`)
+    now: datetime  # when the turn started, local to the organization: what dates count from
+    org: OrgProfile  # the tenant: id, name, timezone
+    contact_id: str
+    chat: str  # the customer's phone
+    identity_id: str
+    turn_id: str  # stable across redeliveries: booking idempotency keys derive from it
+    texts: list[str]  # this turn's messages
     state: dict[str, Any]  # working copy of TOOL_KEYS, merged into the graph state after the run
+    recent: list[tuple[str, str]] = field(default_factory=list)  # for the instructions
     summary: str = ""
+    embedder: Embedder | None = None
     actions: list[dict[str, Any]] = field(default_factory=list)
     bookings: int = 0  # numbers this turn's booking attempts: idempotency key f"{turn_id}:{n}"
+    # Shared with the turn's TurnContext (the same lists), which reports them for the turn.
+    tools_used: list[str] = field(default_factory=list)
+    usage_tokens: list[int] = field(default_factory=list)
+
+    @classmethod
+    def for_turn(
+        cls, ctx: TurnContext, state: dict[str, Any], summary: str, bookings: int
+    ) -> ToolDeps:
+        turn = ctx.turn
+        return cls(
+            pool=ctx.deps.pool,
+            redis=ctx.deps.redis,
+            settings=ctx.deps.settings,
+            now_ms=ctx.deps.now_ms,
+            now=ctx.now,
+            org=ctx.org,
+            contact_id=turn.contact_id,
+            chat=turn.chat,
+            identity_id=turn.identity_id,
+            turn_id=turn.turn_id,
+            texts=turn.texts,
+            state=state,
+            recent=ctx.recent,
+            summary=summary,
+            embedder=ctx.embedder,
+            bookings=bookings,
+            tools_used=ctx.tools_used,
+            usage_tokens=ctx.usage_tokens,
+        )
 
     def act(self, action: str, **data: Any) -> dict[str, Any]:
         """The uniform record of a state-changing tool, returned to the model and logged; also of

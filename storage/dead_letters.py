@@ -1,7 +1,8 @@
 """Dead letters you can act on: list them, read one, put them back on their stream.
 
 A dead letter keeps the original entry's fields under `payload.*`, with the stage, the stream,
-the error and the delivery count beside them (see consumers/runtime.py). Replaying is safe:
+the error and the delivery count beside them (the record and its encoding: storage/events.py,
+written by consumers/runtime.py). Replaying is safe:
 every stage is idempotent, so an entry that had half-succeeded does not repeat its effect.
 """
 
@@ -13,11 +14,16 @@ import redis.asyncio as aioredis
 
 from ops.logs import mask
 from storage import keys, streams
-from storage.events import BadEvent, InboundMessage, StreamEvent, decode
+from storage.events import (
+    BadEvent,
+    DeadLetter as DeadLetter,  # re-exported: callers name it dead_letters.DeadLetter
+    InboundMessage,
+    StreamEvent,
+    decode,
+    decode_dead_letter,
+)
 from storage.keys import Stage, Stream
 from storage.redis_client import entries, text_set
-
-PAYLOAD_PREFIX = "payload."
 
 # Put the original entry back and remove the dead letter in one step: a replay is never lost
 # and never doubled.
@@ -30,38 +36,6 @@ return 1
 """
 
 
-@dataclass(frozen=True)
-class DeadLetter:
-    org: str
-    id: str
-    stage: str
-    stream: str
-    error: str
-    deliveries: int
-    failed_at_ms: int
-    payload: dict[str, str]
-
-    @property
-    def ref(self) -> str:
-        """How a person names it on the command line: ORG/ID."""
-        return f"{self.org}/{self.id}"
-
-
-def _letter(org: str, entry_id: str, fields: dict[str, str]) -> DeadLetter:
-    return DeadLetter(
-        org=org,
-        id=entry_id,
-        stage=fields.get("stage", "?"),
-        stream=fields.get("stream", ""),
-        error=fields.get("error", ""),
-        deliveries=int(fields.get("deliveries", "0")),
-        failed_at_ms=int(fields.get("failed_at_ms", "0")),
-        payload={
-            k[len(PAYLOAD_PREFIX) :]: v for k, v in fields.items() if k.startswith(PAYLOAD_PREFIX)
-        },
-    )
-
-
 async def list_letters(
     redis: aioredis.Redis, *, org: str | None = None, stage: str | None = None, limit: int = 1000
 ) -> list[DeadLetter]:
@@ -69,7 +43,7 @@ async def list_letters(
     letters: list[DeadLetter] = []
     for each in orgs:
         for entry_id, fields in entries(await redis.xrange(keys.dead_letters(each), count=limit)):
-            letter = _letter(each, entry_id, fields)
+            letter = decode_dead_letter(each, entry_id, fields)
             if stage is None or letter.stage == stage:
                 letters.append(letter)
     return letters
@@ -80,7 +54,7 @@ async def get_letter(redis: aioredis.Redis, ref: str) -> DeadLetter | None:
     if not entry_id:
         return None
     found = entries(await redis.xrange(keys.dead_letters(org), min=entry_id, max=entry_id))
-    return _letter(org, *found[0]) if found else None
+    return decode_dead_letter(org, *found[0]) if found else None
 
 
 async def replay(redis: aioredis.Redis, letter: DeadLetter) -> bool:

@@ -23,7 +23,7 @@ from typing import Any, Awaitable, Callable
 import asyncpg
 import redis.asyncio as aioredis
 
-from storage import jobs, keys
+from storage import due, keys
 from storage.db import Conn
 from storage.media_store import MediaStore, object_path
 from storage.privacy import Person, RedisState, redis_state
@@ -95,7 +95,7 @@ async def _erase_redis(redis: aioredis.Redis, org: str, state: RedisState) -> No
                 pipe.xdel(stream, *ids[i : i + 500])
         await pipe.execute()
     if state.job_ids:
-        await jobs.refresh_org(redis, org)
+        await due.JOBS.reindex(redis, org)
 
 
 async def _erase_rows(pool: asyncpg.Pool, person: Person, now: datetime) -> dict[str, int]:

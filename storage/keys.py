@@ -71,8 +71,9 @@ def webhook_app_id_field(app_id: str) -> str:
 
 WEBHOOK_PUBLISHED_AT = "published-at"  # a field always present: an empty hash is a lost one
 
-# The batcher's index of organizations with a chat due (storage/due.py): ZSET of organization ids
-# scored no later than their earliest due chat, and the list that wakes an idle batcher.
+# The batcher's index of organizations with a chat due (storage/due.py CHATS): ZSET of
+# organization ids scored no later than their earliest due chat, and the list that wakes an idle
+# batcher.
 DUE_ORGS = "skytide:due-orgs"
 DUE_WAKE = "skytide:due-wake"
 
@@ -224,7 +225,8 @@ def holds(org: str) -> str:
 
 
 # Scheduled jobs (storage/jobs.py): confirmations and reminders.
-JOB_ORGS = "skytide:jobs:orgs"  # ZSET of organizations scored by their next due job (ms)
+# ZSET of organizations scored by their next due job or lease end (ms): storage/due.py JOBS.
+JOB_ORGS = "skytide:jobs:orgs"
 # Set (with a TTL of REMINDER_RECONCILE_S) after the scheduler rebuilt the jobs from the
 # appointments table; missing means "due again", including when Redis came back empty.
 JOBS_RECONCILED = "skytide:jobs:reconciled"

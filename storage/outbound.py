@@ -10,6 +10,7 @@ import asyncpg
 
 from storage.chats import Identity
 from storage.db import returned_row
+from storage.events import Purpose
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ async def claim(
     idempotency_key: str,
     text: str | None,
     turn_id: str | None,
-    purpose: str,
+    purpose: Purpose,
     author: str | None = None,
     artifacts: dict[str, Any] | None = None,
 ) -> OutgoingRow:

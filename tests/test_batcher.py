@@ -52,7 +52,7 @@ async def test_the_sweep_finds_an_organization_a_dead_batcher_took_out_of_the_in
     await hand(deps, "org-b", "573003", 1)
     await deps.redis.delete(keys.DUE_ORGS)  # a batcher died after taking it, before putting it back
     assert await batcher.tick() == (0, 0)
-    assert await due.sweep(deps.redis) == 1
+    assert await due.CHATS.sweep(deps.redis) == 1
     assert await batcher.tick() == (1, 1)
 
 

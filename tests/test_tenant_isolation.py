@@ -220,6 +220,7 @@ NOT_TENANT_DATA = {
     "insert into schema_migrations": "the migration ledger",
     "insert into organizations": "creates the organization",
     "select id::text, settings from organizations where settings ?|": "retention finds the organizations that set one (each then by its own id)",
+    "select id::text from organizations": "every organization's id, to sweep the scheduler's due index (each then by its own keys)",
     "select webhook_token from platform_connections where gupshup_app_name": "the operator's own look-up of an app's token (skytide org token)",
     # Finding the tenant: these are how an organization is found in the first place.
     "from platform_connections c join organizations o": "finds the connection, hence the org",

@@ -23,7 +23,7 @@ from ops.settings import Settings
 from ops.system import services
 from storage import appointments, catalog, chats, jobs, keys, streams
 from storage.db import migrate
-from storage.events import OutboundMessage
+from storage.events import ConfirmationJob, OutboundMessage
 from storage.keys import Stream
 from storage.seed import seed_demo
 
@@ -92,13 +92,7 @@ async def scheduler_rate(deps, org: str, ids: list[str], workers: int) -> tuple[
             org,
             f"bench:{workers}:{i}",
             now_ms,
-            {
-                "kind": "confirmation",
-                "change": "booked",
-                "appointment_id": appointment_id,
-                "starts_ms": 0,
-            },
-            appointment_id,
+            ConfirmationJob(appointment_id=appointment_id, starts_ms=0, change="booked"),
         )
     pool = [Scheduler(deps) for _ in range(workers)]
     started = time.perf_counter()
