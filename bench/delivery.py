@@ -1,6 +1,6 @@
 """Delivery benchmarks: status events per second by one enrich worker, and send pacing.
 
-python -m ops.bench.delivery
+python -m bench.delivery
 
 Prints figures and ratios against bare baselines measured in the same run; asserts nothing.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from consumers.enrich import EnrichStage
 from consumers.runtime import StageWorker
-from ops.cli import open_deps, run_async, running_system, stage_config
+from ops.app.cli import open_deps, run_async, running_system, stage_config
 from ops.settings import Settings
 from ops.system import services
 from storage import chats, keys

@@ -1,7 +1,7 @@
 """Agent-turn benchmarks: graph overhead without model time, prompt size over a long chat, and
 turn concurrency against a fake OpenAI server that answers after 1 s.
 
-python -m ops.bench.agent
+python -m bench.agent
 
 Starts its own embedded Redis and PostgreSQL, migrates and seeds the demo clinic. Prints figures
 and ratios against a bare LangGraph graph with an in-memory saver measured in the same run;
@@ -33,7 +33,7 @@ from graph.contract import TurnInput
 from graph.experts import ExpertReply
 from graph.models import build_model
 from graph.receptionist import Receptionist
-from ops.cli import open_deps, run_async, settle_heap
+from ops.app.cli import open_deps, run_async, settle_heap
 from ops.settings import Settings
 from ops.system import services
 from storage import chats, memory
@@ -224,7 +224,7 @@ async def serve_fake_openai() -> None:
 
 async def concurrency(deps, saver, org) -> None:
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ops.bench.agent", "--fake-openai", stdout=asyncio.subprocess.PIPE
+        sys.executable, "-m", "bench.agent", "--fake-openai", stdout=asyncio.subprocess.PIPE
     )
     try:
         url = (await child.stdout.readline()).decode().strip()

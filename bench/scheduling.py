@@ -1,7 +1,7 @@
 """Scheduling benchmarks: availability over a week with schedules, holidays and holds, and
 confirmations run by the job scheduler with one and three workers.
 
-python -m ops.bench.scheduling
+python -m bench.scheduling
 
 Prints figures and ratios against bare baselines measured in the same run (on this busy
 machine the absolute figures are noisy; the ratios less so); asserts nothing but prints how many
@@ -18,7 +18,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from consumers.scheduler import Scheduler
-from ops.cli import open_deps, run_async
+from ops.app.cli import open_deps, run_async
 from ops.settings import Settings
 from ops.system import services
 from storage import appointments, catalog, chats, jobs, keys, streams

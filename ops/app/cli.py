@@ -1053,7 +1053,7 @@ def _command(args: argparse.Namespace, settings: Settings) -> int:
     elif args.command == "contact":
         return run_async(cmd_contact(settings, args))
     elif args.command == "bench":
-        from ops.bench.__main__ import main as bench_main
+        from bench.__main__ import main as bench_main
 
         return bench_main([])
     return 0

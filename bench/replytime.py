@@ -1,8 +1,8 @@
 """Reply time as a customer feels it: from the last message of a burst to its answer.
 
-python -m ops.bench.replytime
+python -m bench.replytime
 
-Plays the burst corpus (ops/bench/burst_corpus.py), each burst in its own chat, through the
+Plays the burst corpus (bench/burst_corpus.py), each burst in its own chat, through the
 real pipeline in one process (embedded Redis and PostgreSQL, the offline model behind a delay
 that stands for a real model: MODEL_BASE_S plus MODEL_PER_CHAR_S per character of the turn's
 messages, per model request), replies going to the fake Gupshup. Runs twice in the same run:
@@ -25,8 +25,8 @@ from pathlib import Path
 import aiohttp
 
 from graph.receptionist import Receptionist
-from ops.bench.burst_corpus import BURSTS
-from ops.cli import open_deps, run_async, running_system
+from bench.burst_corpus import BURSTS
+from ops.app.cli import open_deps, run_async, running_system
 from ops.settings import ALL_ROLES, Settings
 from ops.system import services
 from storage.db import migrate

@@ -1,6 +1,6 @@
 """Media benchmarks: enrichment throughput with a slow Gemini, and worker memory on 16 MB files.
 
-python -m ops.bench.media
+python -m bench.media
 
 1. Throughput: MEDIA_MESSAGES voice notes from as many chats go through the real enrich stage
    (download from the fake Gupshup media host, local store, fake Gemini answering after
@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ops.cli import open_deps, run_async, running_system
+from ops.app.cli import open_deps, run_async, running_system
 from ops.settings import Settings
 from ops.system import services
 from storage import keys, streams
@@ -159,7 +159,7 @@ async def memory(
     worker = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "ops.bench.media",
+        "bench.media",
         "--worker",
         org,
         str(BIG_FILES),

@@ -1,6 +1,6 @@
 """Pipeline benchmark: webhook in to send request out, through real `skytide run` processes.
 
-python -m ops.bench.pipeline [--quick] [--ingress]
+python -m bench.pipeline [--quick] [--ingress]
 
 Real worker processes on embedded Redis and PostgreSQL, webhooks over HTTP, a fake Gupshup in its
 own process that timestamps each send request, the offline model, DEBOUNCE_SECONDS=0, one message
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator
 
-from ops.bench import baselines
-from ops.bench.load import (
+from bench import baselines
+from bench.load import (
     LATE_S,
     TOKEN,
     Child,
@@ -38,7 +38,7 @@ from ops.bench.load import (
     pct,
     skytide,
 )
-from ops.cli import open_deps, run_async
+from ops.app.cli import open_deps, run_async
 from ops.settings import ALL_ROLES, Settings
 from ops.system import services
 from storage import keys
@@ -162,7 +162,7 @@ async def ingress_vs_bare(bench: Bench, deps, apps: list[str], plan: Plan) -> No
         [
             sys.executable,
             "-m",
-            "ops.bench.baselines",
+            "bench.baselines",
             "--bare-ingress",
             str(port),
             deps.settings.redis_url,
@@ -236,7 +236,7 @@ async def main(plan: Plan, ingress_only: bool = False) -> None:
         base = Settings(skytide_env="development", data_dir=Path(tmp), log_level="WARNING")
         async with services(base) as settings, open_deps(settings) as deps:
             await migrate(deps.pool)
-            gupshup = Child([sys.executable, "-m", "ops.bench.load", "--fake-gupshup"])
+            gupshup = Child([sys.executable, "-m", "bench.load", "--fake-gupshup"])
             gupshup_url = await gupshup.start(ready="line")
             env = {
                 "SKYTIDE_ENV": "development",
