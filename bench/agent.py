@@ -33,7 +33,7 @@ from graph.contract import TurnInput
 from graph.experts import ExpertReply
 from graph.models import build_model
 from graph.receptionist import Receptionist
-from ops.app.cli import open_deps, run_async, settle_heap
+from ops.app.wiring import open_deps, run_async, settle_heap
 from ops.settings import Settings
 from ops.system import services
 from storage import chats, memory

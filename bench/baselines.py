@@ -95,7 +95,7 @@ async def bare_agent_cpu_ms(requests: int = 2, runs: int = 300) -> float:
 
 
 if __name__ == "__main__":
-    from ops.app.cli import run_async
+    from ops.app.wiring import run_async
 
     if sys.argv[1] == "--bare-ingress":
         run_async(serve_bare_ingress(int(sys.argv[2]), sys.argv[3]))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from consumers.enrich import EnrichStage
 from consumers.runtime import StageWorker
-from ops.app.cli import open_deps, run_async, running_system, stage_config
+from ops.app.wiring import open_deps, run_async, running_system, stage_config
 from ops.settings import Settings
 from ops.system import services
 from storage import chats, keys

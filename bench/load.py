@@ -268,7 +268,7 @@ async def serve_fake_gupshup() -> None:
 
 
 if __name__ == "__main__":
-    from ops.app.cli import run_async
+    from ops.app.wiring import run_async
 
     if sys.argv[1:] == ["--fake-gupshup"]:
         run_async(serve_fake_gupshup())

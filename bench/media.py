@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ops.app.cli import open_deps, run_async, running_system
+from ops.app.wiring import open_deps, run_async, running_system
 from ops.settings import Settings
 from ops.system import services
 from storage import keys, streams

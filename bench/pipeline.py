@@ -38,7 +38,7 @@ from bench.load import (
     pct,
     skytide,
 )
-from ops.app.cli import open_deps, run_async
+from ops.app.wiring import open_deps, run_async
 from ops.settings import ALL_ROLES, Settings
 from ops.system import services
 from storage import keys

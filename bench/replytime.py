@@ -26,7 +26,7 @@ import aiohttp
 
 from graph.receptionist import Receptionist
 from bench.burst_corpus import BURSTS
-from ops.app.cli import open_deps, run_async, running_system
+from ops.app.wiring import open_deps, run_async, running_system
 from ops.settings import ALL_ROLES, Settings
 from ops.system import services
 from storage.db import migrate

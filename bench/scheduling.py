@@ -18,7 +18,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from consumers.scheduler import Scheduler
-from ops.app.cli import open_deps, run_async
+from ops.app.wiring import open_deps, run_async
 from ops.settings import Settings
 from ops.system import services
 from storage import appointments, catalog, chats, jobs, keys, streams

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ops.app.cli import build_parser
-from ops.app.cli import cmd_contact
+from ops.app.parser import build_parser
+from ops.app.commands_contact import cmd_contact
 from storage import chats, erasure, keys, org_settings, privacy
 from storage.events import InboundMessage, encode
 from storage.media_store import LocalMediaStore
