@@ -14,6 +14,12 @@ from ops.outages import Outages
 from ops.settings import Settings
 
 
+def settings_clock() -> float:
+    """Deps' default clock, a marker never called: __post_init__ puts real time shifted by
+    settings.clock_offset_s in its place."""
+    raise RuntimeError("Deps.__post_init__ replaces this clock")
+
+
 @dataclass
 class Deps:
     settings: Settings
@@ -21,11 +27,11 @@ class Deps:
     pool: asyncpg.Pool
     http: aiohttp.ClientSession
     # Seconds since the epoch; by default real time shifted by settings.clock_offset_s.
-    clock: Callable[[], float] | None = None
+    clock: Callable[[], float] = settings_clock
     outages: Outages = field(default_factory=Outages)  # which dependencies are down now
 
     def __post_init__(self) -> None:
-        if self.clock is None:
+        if self.clock is settings_clock:
             self.clock = shifted_clock(self.settings.clock_offset_s)
         # How Outages tells "PostgreSQL is down" from "this entry fails" (ops/outages.py).
         self.outages.add_probe("postgres", lambda: _accepts_writes(self.pool))

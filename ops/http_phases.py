@@ -13,6 +13,7 @@ from the callback aborts the request before it is written.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Awaitable, Callable
 
 import aiohttp
@@ -38,7 +39,11 @@ class BeforeWrite:
 def trace_config() -> aiohttp.TraceConfig:
     config = aiohttp.TraceConfig()
 
-    async def connection_ready(session, context, params) -> None:
+    async def connection_ready(
+        session: aiohttp.ClientSession,
+        context: SimpleNamespace,
+        params: aiohttp.TraceConnectionCreateEndParams | aiohttp.TraceConnectionReuseconnParams,
+    ) -> None:
         hook = context.trace_request_ctx
         if isinstance(hook, BeforeWrite):
             await hook.run()

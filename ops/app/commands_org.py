@@ -120,7 +120,8 @@ async def cmd_embed(settings: Settings, org: str | None) -> int:
         print("EMBEDDING_MODEL is not set: the knowledge search is lexical only", file=sys.stderr)
         return 1
     async with services(settings) as settings, open_deps(settings) as deps:
-        orgs = [org] if org else sorted(await deps.redis.smembers(ORG_REGISTRY))
+        # The client decodes responses (storage/redis_client.py): the members are str.
+        orgs = [org] if org else sorted(str(o) for o in await deps.redis.smembers(ORG_REGISTRY))
         for each in orgs:
             print(f"{each}: embedded {await backfill(deps.pool, embedder, each)} entries")
     return 0

@@ -12,7 +12,7 @@ from pathlib import Path
 from graph import scenarios
 from graph.checkpoints import open_checkpointer
 from graph.receptionist import Receptionist
-from ops.app.wiring import open_deps, run_async
+from ops.app.wiring import open_deps, redis_url, run_async
 from ops.deps import Deps
 from ops.logs import mask
 from ops.settings import Settings
@@ -114,7 +114,7 @@ async def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     async with (
         services(settings) as settings,
         open_deps(settings) as deps,
-        open_checkpointer(settings.redis_url, settings.checkpoint_ttl_min) as saver,
+        open_checkpointer(redis_url(settings), settings.checkpoint_ttl_min) as saver,
     ):
         await migrate(deps.pool)
         deps.clock = (

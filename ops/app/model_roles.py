@@ -13,7 +13,7 @@ from consumers.runtime import StageWorker
 from consumers.understanding import build_understander
 from graph.checkpoints import open_checkpointer
 from graph.receptionist import build_receptionist
-from ops.app.wiring import stage_config
+from ops.app.wiring import redis_url, stage_config
 from ops.deps import Deps
 
 
@@ -45,7 +45,7 @@ async def workers(
         )
     if "agent" in roles:
         saver = await stack.enter_async_context(
-            open_checkpointer(settings.redis_url, settings.checkpoint_ttl_min)
+            open_checkpointer(redis_url(settings), settings.checkpoint_ttl_min)
         )
         receptionist = (receptionist_builder or build_receptionist)(deps, saver)
         if hasattr(receptionist, "aclose"):

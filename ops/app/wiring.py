@@ -119,6 +119,14 @@ class RunningSystem:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
+def redis_url(settings: Settings) -> str:
+    """REDIS_URL, which ops.system.services() has set by now (to an embedded server in
+    development) or refused to start without."""
+    if not settings.redis_url:
+        raise ConfigError("REDIS_URL is not set")
+    return settings.redis_url
+
+
 def gupshup_api_url(settings: Settings) -> str:
     if settings.gupshup_api_url:
         return settings.gupshup_api_url
@@ -229,8 +237,12 @@ async def observed(settings: Settings, deps: Deps, roles: tuple[str, ...]) -> As
     streams sampled at scrape time, and /metrics and /readyz on METRICS_PORT when it is set."""
     for role in roles:
         metrics.roles.labels(role).set(1)
+
+    async def sample_health() -> None:
+        await health.check(deps)  # sets skytide_dependency_up
+
     removers = [
-        metrics.add_sampler(lambda: health.check(deps)),
+        metrics.add_sampler(sample_health),
         metrics.add_sampler(StreamStats(deps.redis, list(roles))),
     ]
     if "scheduler" in roles:
