@@ -260,6 +260,8 @@ async def redis_mentions(redis, needles) -> list[tuple[str, str]]:
     async for key in redis.scan_iter(count=1000):
         scanned += 1
         kind = await redis.type(key)
+        if kind == "none":  # expired since the scan named it (a pacing key lives a second)
+            continue
         if kind == "string":
             value = await redis.get(key)
         elif kind == "list":
