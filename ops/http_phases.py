@@ -5,10 +5,10 @@ again is safe; one that fails later (a read timeout, a dropped connection, a 5xx
 everything. aiohttp tells the two apart only through its tracing signals: a connection is handed
 to the request, newly created or reused from the pool, right before the request is written.
 
-`trace_config()` is installed once on a session (ops/app/cli.py). A caller passes a `BeforeWrite` as
-the request's `trace_request_ctx`; its callback is awaited at that moment, so whatever it records
-(that the send may be on the wire) is durable before a byte can reach the server. An exception
-from the callback aborts the request before it is written.
+`trace_config()` is installed once on a session (ops/app/wiring.py). A caller passes a
+`BeforeWrite` as the request's `trace_request_ctx`; its callback is awaited at that moment, so
+whatever it records (that the send may be on the wire) is durable before a byte can reach the
+server. An exception from the callback aborts the request before it is written.
 """
 
 from __future__ import annotations
