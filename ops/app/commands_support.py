@@ -22,8 +22,13 @@ from storage.db import migrate
 from storage.keys import DEV_CLOCK_OFFSET
 from storage.outbound import unknown_outcomes
 
-# The scenarios `skytide eval` plays unless --dir names others (the image copies them too).
-SCENARIOS = Path(__file__).resolve().parents[2] / "tests" / "conversations"
+
+def default_scenarios() -> Path:
+    """The scenarios `skytide eval` plays unless --dir names others: the checkout's, or else
+    the working directory's (the image installs the code apart from them and copies them to
+    its WORKDIR, /app)."""
+    checkout = Path(__file__).resolve().parents[2] / "tests" / "conversations"
+    return checkout if checkout.is_dir() else Path("tests") / "conversations"
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
@@ -106,7 +111,7 @@ async def cmd_clock(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     """The conversation scenarios against the configured model (LLM_MODEL, OPENAI_BASE_URL)."""
-    folder = Path(args.dir) if args.dir else SCENARIOS
+    folder = Path(args.dir) if args.dir else default_scenarios()
     chosen = [s for s in scenarios.load(folder) if not args.only or args.only in s.name]
     if not chosen:
         print(f"no scenario in {folder} matches {args.only!r}", file=sys.stderr)
