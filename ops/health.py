@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Awaitable, Callable
 
 from ops import metrics
 from ops.deps import Deps
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 CHECK_TIMEOUT_S = 2.0
 
 
-async def _check(name: Dependency, call) -> tuple[str, str]:
+async def _check(name: Dependency, call: Callable[[], Awaitable[object]]) -> tuple[str, str]:
     try:
         await asyncio.wait_for(call(), CHECK_TIMEOUT_S)
         return name, "ok"

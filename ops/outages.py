@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Awaitable, Callable
 
 import asyncpg
+import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -79,8 +80,10 @@ def dependency_of(exc: BaseException) -> Dependency | None:
         # A Redis at maxmemory refuses writes until the pipeline frees memory: an outage too.
         if isinstance(exc, (RedisConnectionError, RedisTimeoutError, RedisOutOfMemoryError)):
             return Dependency.REDIS
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
+        cause = exc.__cause__ or exc.__context__
+        if cause is None:
+            return None
+        exc, seen = cause, seen + 1
     return None
 
 
@@ -140,7 +143,7 @@ class Outages:
         return self.down()
 
 
-async def readiness_details(redis, outages: Outages) -> dict[str, object]:
+async def readiness_details(redis: aioredis.Redis, outages: Outages) -> dict[str, object]:
     """What /readyz adds to its checks: the outages the stages are waiting out now (a dependency
     without a probe, Gupshup or the model server, shows until a call to it succeeds again), and
     whether Redis keeps its data across a restart."""

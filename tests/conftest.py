@@ -15,7 +15,7 @@ from typing import Any, Awaitable, Callable
 import pydantic_ai.models
 import pytest
 
-from ops.cli import open_deps, running_system
+from ops.app.wiring import open_deps, running_system
 from ops.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from ops.deps import Deps
 from ops.settings import ALL_ROLES, Settings

@@ -24,7 +24,7 @@ import asyncpg
 import pytest
 
 from ops import metrics
-from ops.cli import open_deps, running_system
+from ops.app.wiring import open_deps, running_system
 from ops.embedded import free_port
 from ops.outages import Dependency
 from storage import appointments, catalog, chats, dead_letters

@@ -93,7 +93,7 @@ async def _worker_stuck_on_a_message(settings, deps, org, signal_to_send, claim_
 
 @asynccontextmanager
 async def running_ingress(settings, deps):
-    from ops.cli import running_system
+    from ops.app.wiring import running_system
 
     async with running_system(settings, ("ingress",), deps=deps) as s:
         yield s.url

@@ -21,7 +21,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Coroutine, Literal
 
 import aiohttp
 from aiohttp import web
@@ -118,7 +118,7 @@ class FakeGupshup(FakeServer):
         self.callbacks: list[tuple[dict[str, Any], int | None]] = []
         self.wamids: dict[str, str] = {}  # messageId -> wamid used in its callbacks
         self.user_ids: dict[str, str] = {}  # destination -> BSUID (v2_bsuid layout)
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
 
         # Faults of a Gupshup that does not say what it did with a send (see the methods below).
@@ -150,13 +150,15 @@ class FakeGupshup(FakeServer):
             await self._session.close()
 
     # -- scripting ---------------------------------------------------------------------
-    def fail_next(self, status: int, times: int = 1, body: dict | None = None) -> None:
+    def fail_next(self, status: int, times: int = 1, body: dict[str, Any] | None = None) -> None:
         """The next `times` send calls answer `status` (recorded in requests, not in sent)."""
         if body is None:
             body = DEFAULT_ERROR_BODIES.get(status, {"status": "error", "message": "Error"})
         self.queue_failure(status, times, body)
 
-    def fail_media_next(self, status: int, times: int = 1, body: dict | None = None) -> None:
+    def fail_media_next(
+        self, status: int, times: int = 1, body: dict[str, Any] | None = None
+    ) -> None:
         for _ in range(times):
             self._media_failures.append(
                 (
@@ -270,7 +272,7 @@ class FakeGupshup(FakeServer):
         return _gupshup_json({"status": "submitted", "messageId": msg.message_id}, 200)
 
     # -- status callbacks ------------------------------------------------------------------
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -359,7 +361,15 @@ class FakeGupshup(FakeServer):
         }
 
     def _status_v3(
-        self, message_id, status, wamid, ts, destination, code, reason, now
+        self,
+        message_id: str,
+        status: str,
+        wamid: str,
+        ts: int,
+        destination: str,
+        code: int | None,
+        reason: str | None,
+        now: float,
     ) -> dict[str, Any]:
         st: dict[str, Any] = {
             "gs_id": message_id,

@@ -1,7 +1,7 @@
 """Scheduling benchmarks: availability over a week with schedules, holidays and holds, and
 confirmations run by the job scheduler with one and three workers.
 
-python -m ops.bench.scheduling
+python -m bench.scheduling
 
 Prints figures and ratios against bare baselines measured in the same run (on this busy
 machine the absolute figures are noisy; the ratios less so); asserts nothing but prints how many
@@ -18,7 +18,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from consumers.scheduler import Scheduler
-from ops.cli import open_deps, run_async
+from ops.app.wiring import open_deps, run_async
+from ops.deps import Deps
 from ops.settings import Settings
 from ops.system import services
 from storage import appointments, catalog, chats, jobs, keys, streams
@@ -33,9 +34,17 @@ JOBS = 600
 MONDAY = date(2027, 3, 8)
 
 
-async def availability_ms(deps, org: str) -> tuple[float, float]:
-    """Per call: the week's free slots of a service, and the bare busy-times query alone."""
+async def _facial(deps: Deps, org: str) -> catalog.Service:
+    """The demo clinic's facial cleaning (storage/seed.py)."""
     facial = await catalog.find_service(deps.pool, org, "limpieza facial")
+    if facial is None:
+        raise LookupError("the demo clinic has no 'limpieza facial'")
+    return facial
+
+
+async def availability_ms(deps: Deps, org: str) -> tuple[float, float]:
+    """Per call: the week's free slots of a service, and the bare busy-times query alone."""
+    facial = await _facial(deps, org)
     days = [MONDAY + timedelta(days=i) for i in range(7)]
     now = datetime.combine(MONDAY, dtime(7), BOGOTA)
     started = time.perf_counter()
@@ -62,9 +71,9 @@ async def availability_ms(deps, org: str) -> tuple[float, float]:
     return full, bare
 
 
-async def _appointments(deps, org: str, n: int) -> list[str]:
+async def _appointments(deps: Deps, org: str, n: int) -> list[str]:
     contact = (await chats.upsert_identity(deps.pool, org, "573000000001", "Bench")).contact_id
-    facial = await catalog.find_service(deps.pool, org, "limpieza facial")
+    facial = await _facial(deps, org)
     staff = await deps.pool.fetchval(
         "select id::text from staff where organization_id = $1::uuid and name = 'Laura Gómez'", org
     )
@@ -83,7 +92,7 @@ async def _appointments(deps, org: str, n: int) -> list[str]:
     return [r["id"] for r in rows]
 
 
-async def scheduler_rate(deps, org: str, ids: list[str], workers: int) -> tuple[float, int]:
+async def scheduler_rate(deps: Deps, org: str, ids: list[str], workers: int) -> tuple[float, int]:
     await deps.redis.delete(keys.stream(org, Stream.OUTBOUND))
     now_ms = deps.now_ms()
     for i, appointment_id in enumerate(ids):
@@ -104,7 +113,7 @@ async def scheduler_rate(deps, org: str, ids: list[str], workers: int) -> tuple[
     return len(ids) / elapsed, await deps.redis.xlen(keys.stream(org, Stream.OUTBOUND))
 
 
-async def bare_publish_rate(deps, org: str, n: int) -> float:
+async def bare_publish_rate(deps: Deps, org: str, n: int) -> float:
     started = time.perf_counter()
     for i in range(n):
         await streams.publish(

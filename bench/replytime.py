@@ -1,8 +1,8 @@
 """Reply time as a customer feels it: from the last message of a burst to its answer.
 
-python -m ops.bench.replytime
+python -m bench.replytime
 
-Plays the burst corpus (ops/bench/burst_corpus.py), each burst in its own chat, through the
+Plays the burst corpus (bench/burst_corpus.py), each burst in its own chat, through the
 real pipeline in one process (embedded Redis and PostgreSQL, the offline model behind a delay
 that stands for a real model: MODEL_BASE_S plus MODEL_PER_CHAR_S per character of the turn's
 messages, per model request), replies going to the fake Gupshup. Runs twice in the same run:
@@ -21,12 +21,15 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import aiohttp
 
+from graph.contract import TurnInput, TurnResult
 from graph.receptionist import Receptionist
-from ops.bench.burst_corpus import BURSTS
-from ops.cli import open_deps, run_async, running_system
+from bench.burst_corpus import BURSTS
+from ops.app.wiring import open_deps, run_async, running_system
+from ops.deps import Deps
 from ops.settings import ALL_ROLES, Settings
 from ops.system import services
 from storage.db import migrate
@@ -53,11 +56,11 @@ class Turns:
     seen: list[Turn] = field(default_factory=list)
 
 
-def slow_receptionist(turns: Turns):
+def slow_receptionist(turns: Turns) -> Callable[[Deps, Any], Receptionist]:
     """The real receptionist (offline model) behind a model's latency, recorded."""
 
     class Slow(Receptionist):
-        async def run_turn(self, turn):
+        async def run_turn(self, turn: TurnInput) -> TurnResult:
             seen = Turn(turn.chat, list(turn.texts), time.time())
             turns.seen.append(seen)
             await asyncio.sleep(MODEL_BASE_S + MODEL_PER_CHAR_S * sum(len(t) for t in turn.texts))
@@ -68,7 +71,7 @@ def slow_receptionist(turns: Turns):
     return lambda deps, saver: Slow(deps, saver)
 
 
-def webhook(phone: str, text: str, message_id: str, ts_ms: int) -> dict:
+def webhook(phone: str, text: str, message_id: str, ts_ms: int) -> dict[str, Any]:
     return {
         "app": APP,
         "timestamp": ts_ms,
@@ -94,7 +97,7 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def play(settings: Settings, deps, adaptive: bool, label: str, tag: str) -> None:
+async def play(settings: Settings, deps: Deps, adaptive: bool, label: str, tag: str) -> None:
     turns = Turns()
     run_settings = settings.model_copy(
         update={"debounce_adaptive": adaptive, "dev_chat_enabled": False}
@@ -139,7 +142,8 @@ async def play(settings: Settings, deps, adaptive: bool, label: str, tag: str) -
                     break
                 await asyncio.sleep(0.2)
             await asyncio.sleep(2 * MODEL_BASE_S)  # a late second answer would show here
-    reply_s, more_than_once, missed = [], 0, 0
+    reply_s: list[float] = []
+    more_than_once = missed = 0
     which: list[str] = []
     for i in range(len(BURSTS)):
         phone = f"57310{tag}{i:05d}"
@@ -175,8 +179,8 @@ async def play(settings: Settings, deps, adaptive: bool, label: str, tag: str) -
         f"answers that missed a message {missed}  model requests {len(turns.seen)} "
         f"({len(turns.seen) / len(BURSTS):.2f}/burst), {chars / n_turns:.0f} prompt chars/turn"
     )
-    for burst in which:
-        print(f"    split or stale: {burst}")
+    for texts in which:
+        print(f"    split or stale: {texts}")
 
 
 async def main() -> None:

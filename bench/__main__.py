@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     names = argv or list(BENCHES)
     failed = 0
     for name in names:
-        module = f"ops.bench.{name}"
+        module = f"bench.{name}"
         if importlib.util.find_spec(module) is None:
             print(f"== {name}: not built yet")
             continue
