@@ -136,6 +136,12 @@ redis_seconds = Histogram(
 
 # Batching and turns (batcher, agent).
 turns = Counter("skytide_turns_total", "Agent turns, by outcome", ["outcome"], registry=REGISTRY)
+turns_restarted = Counter(
+    "skytide_turns_restarted_total",
+    "Turns abandoned before any effect because the customer kept writing, by where they noticed",
+    ["at"],
+    registry=REGISTRY,
+)
 turn_seconds = Histogram(
     "skytide_turn_seconds", "Time of one agent turn (graph run)", registry=REGISTRY, buckets=SLOW
 )

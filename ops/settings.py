@@ -187,6 +187,9 @@ class Settings(BaseSettings):
     retry_max_s: float = 10.0
     drain_timeout_s: float = 20.0
     turn_lease_s: float = 120.0
+    # A turn that has done nothing yet (no booking, no reply) when another message of its chat
+    # lands is abandoned and formed again with every message (storage/turns.commit).
+    turn_restart: bool = True
     # A dependency that is down is waited out this long (backoff up to retry_max_s) without
     # using up an entry's attempts; after that the entry is dead-lettered with the reason.
     dependency_outage_max_s: float = 900.0
