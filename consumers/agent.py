@@ -20,6 +20,7 @@ import logging
 import time
 
 from consumers.enrich import debounce_of
+from consumers import typing_indicator
 from consumers.runtime import Delivery, Poison
 from graph import checkpoints
 from graph.contract import EscalationRequest, TurnInput, TurnSuperseded
@@ -38,6 +39,7 @@ class AgentStage:
         self.deps = deps
         self.receptionist = receptionist
         self.connections = ConnectionsByOrg(deps.pool)
+        self._indicators: set[asyncio.Task[None]] = set()  # running beside their turns
 
     async def dead_lettered(self, event: StreamEvent) -> None:
         """A turn given up on no longer holds its chat: the next messages get their own turn."""
@@ -79,6 +81,7 @@ class AgentStage:
             # messages now join the chat's next turn instead of racing it.
             metrics.turns.labels("merged_into_next").inc()
             return "merged_into_next_turn"
+        await self._show_typing(event)
         texts = await chats.message_texts(deps.pool, event.org, event.message_ids)
         first, *others = await origins.of_turn(deps.redis, event.org, event.message_ids) or [None]
         first_ms = first.received_at_ms if first else deps.now_ms()
@@ -160,6 +163,30 @@ class AgentStage:
         await self._finish(event, outbound)
         metrics.turns.labels("escalated" if result.escalation else "replied").inc()
         return None
+
+    async def _show_typing(self, event: TurnRequest) -> None:
+        """The customer's last message marked read, "typing…" shown, beside the turn."""
+        if not self.deps.settings.typing_indicator or not event.message_ids:
+            return
+        connection = await self.connections.get(event.org)
+        if connection is None or not typing_indicator.can_send(connection):
+            return
+
+        async def show() -> None:
+            message = await chats.whatsapp_id(self.deps.pool, event.org, event.message_ids[-1])
+            if message is not None:
+                await typing_indicator.mark_read_typing(
+                    self.deps.http, self.deps.settings.gupshup_partner_api_url, connection, message
+                )
+
+        task = asyncio.create_task(show())
+        self._indicators.add(task)
+        task.add_done_callback(self._indicator_done)
+
+    def _indicator_done(self, task: asyncio.Task[None]) -> None:
+        self._indicators.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # its query failed: no matter
+            log.warning("typing indicator not sent: %r", task.exception())
 
     async def _commit(self, event: TurnRequest, first_ms: int) -> bool:
         """True once the turn may have effects; False if it was abandoned for newer messages."""

@@ -176,11 +176,16 @@ KEYS: dict[str, Callable[[Any], Any]] = {
     "debounce_adaptive": _bool,
     "debounce_complete_share": _share,
     "debounce_neutral_share": _share,
+    # The Gupshup app's partner app token: read receipts with a typing indicator when a turn
+    # starts (consumers/typing_indicator.py). A secret: never exported.
+    "gupshup_partner_token": _text,
     # Retention (consumers/retention.py), enforced by the scheduler; unset keeps data until erased.
     "retention_messages_days": _days,  # chat messages (and their media) older than this are deleted
     "retention_media_days": _days,  # media files older than this are deleted; the message row stays
     "retention_dead_letters_days": _days,  # only shortens DEAD_LETTER_RETENTION_DAYS, never lengthens
 }
+
+SECRET_KEYS = frozenset({"gupshup_partner_token"})
 
 RETENTION_KEYS = ("retention_messages_days", "retention_media_days", "retention_dead_letters_days")
 
