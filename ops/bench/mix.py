@@ -82,8 +82,8 @@ class Plan:
     settle_s: float
 
 
-FULL = Plan(step_s=15, kind_rate=10, rates=(20, 30, 45, 60, 80, 100), settle_s=20)
-QUICK = Plan(step_s=5, kind_rate=8, rates=(20, 40), settle_s=10)
+FULL = Plan(step_s=15, kind_rate=5, rates=(10, 20, 30, 45, 60, 80), settle_s=20)
+QUICK = Plan(step_s=5, kind_rate=5, rates=(10, 30), settle_s=10)
 
 
 @dataclass
