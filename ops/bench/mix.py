@@ -5,7 +5,8 @@ python -m ops.bench.mix [--quick]
 Real worker processes (every role in each) on embedded Redis and PostgreSQL, the demo clinic's
 catalogue in 4 organizations, the offline model, DEBOUNCE_SECONDS=0, the project's fake Gupshup
 in this process (it also serves the media files). Each chat plays one script, a message at a
-time, the next one once the previous reply arrived:
+time, the next one THINK_S after the previous reply arrived (a person reads, then types; and the
+sender paces replies to one person by RECIPIENT_INTERVAL_MS, 1 s):
 
   greeting      "hola"
   price         "¿cuánto cuesta el masaje relajante?"
@@ -51,6 +52,7 @@ from tests.fakes.gupshup import FakeGupshup
 from tests.helpers import fixture, text_webhook
 
 P99_LIMIT_MS = 1000.0
+THINK_S = 1.5
 BOOK = ["quiero una cita de limpieza facial mañana en la tarde", "la primera"]
 SCRIPTS: dict[str, list[str]] = {
     "greeting": ["hola"],
@@ -145,6 +147,8 @@ class Driver:
         self.arrived[phone] = asyncio.Event()
         headers = {"Authorization": f"Bearer {TOKEN}"}
         for n, text in enumerate(script):
+            if n:
+                await asyncio.sleep(THINK_S)
             expected = self.replies.get(phone, 0) + 1
             started = time.time()
             step.messages += 1
