@@ -7,9 +7,12 @@ A customer who keeps writing while a turn runs is answered once, about everythin
 first effect (a booking, a cancellation, its replies) the turn asks storage/turns.commit whether
 newer messages came; if so and it has done nothing yet, it is abandoned (no effect, no reply,
 its checkpoint writes dropped: graph/checkpoints.held) and the next turn reads every message.
-Once committed, it finishes, and the newer messages wait for the next turn. An escalation becomes a
-template notification to the organization's advisor; the sender turns the bot off for the chat
-only once Gupshup has accepted it (see consumers/sender.py).
+Once committed, it finishes, and the newer messages wait for the next turn.
+
+An escalation becomes a template notification to the organization's advisor; the sender turns
+the bot off for the chat only once Gupshup has accepted it (see consumers/sender.py). When a
+turn starts, the customer's message is marked read with a typing indicator
+(consumers/typing_indicator.py).
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ import json
 import logging
 import time
 
-from consumers.enrich import debounce_of
 from consumers import typing_indicator
+from consumers.enrich import debounce_of
 from consumers.runtime import Delivery, Poison
 from graph import checkpoints
 from graph.contract import EscalationRequest, TurnInput, TurnSuperseded

@@ -303,7 +303,8 @@ async def main(plan: Plan) -> None:
                         best = rate
                     capacity[n] = best
                 print(
-                    f"  capacity on the mix: {f'{best:.0f} msg/s' if best else 'below the first rate'}"
+                    "  capacity on the mix: "
+                    f"{f'{best:.0f} msg/s' if best else 'below the first rate'}"
                     " with p99 < 1 s (target with 2 processes >= 60; CPU target <= 20 ms/message)",
                     flush=True,
                 )
