@@ -9,7 +9,7 @@ import importlib.util
 import subprocess
 import sys
 
-BENCHES = ("pipeline", "replytime", "delivery", "media", "agent", "scheduling")
+BENCHES = ("pipeline", "mix", "replytime", "delivery", "media", "agent", "scheduling")
 
 
 def main(argv: list[str] | None = None) -> int:

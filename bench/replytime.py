@@ -7,11 +7,14 @@ real pipeline in one process (embedded Redis and PostgreSQL, the offline model b
 that stands for a real model: MODEL_BASE_S plus MODEL_PER_CHAR_S per character of the turn's
 messages, per model request), replies going to the fake Gupshup. Runs twice in the same run:
 with the adaptive quiet window (graph/bursts.py) and with today's fixed window of
-DEBOUNCE_SECONDS (the baseline). Prints per run: reply time p50/p90 from the burst's last
+DEBOUNCE_SECONDS (the baseline), and the adaptive window once more without TURN_RESTART (a
+message landing mid-turn waits for the next turn instead of restarting it). Prints per run: reply time p50/p90 from the burst's last
 message, bursts answered more than once, answers that missed a message sent before they went
 out, model requests and prompt characters per turn. "Answered more than once" counts a burst
 whose messages, all sent before its first answer arrived, were answered by more than one turn;
-a message written after an answer arrived starts a new exchange. Asserts nothing.
+a message written after an answer arrived starts a new exchange. A turn abandoned for newer
+messages sent nothing (a later turn of its chat read all its messages): it counts among the model
+requests, not among the answers. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -97,10 +100,12 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def play(settings: Settings, deps: Deps, adaptive: bool, label: str, tag: str) -> None:
+async def play(
+    settings: Settings, deps: Deps, adaptive: bool, label: str, tag: str, restart: bool = True
+) -> None:
     turns = Turns()
     run_settings = settings.model_copy(
-        update={"debounce_adaptive": adaptive, "dev_chat_enabled": False}
+        update={"debounce_adaptive": adaptive, "dev_chat_enabled": False, "turn_restart": restart}
     )
     async with FakeGupshup() as gupshup:
         run_settings = run_settings.model_copy(update={"gupshup_api_url": gupshup.url})
@@ -153,6 +158,12 @@ async def play(settings: Settings, deps: Deps, adaptive: bool, label: str, tag: 
         if after_last:
             reply_s.append(after_last[0] - last_sent)
         chat_turns = [t for t in turns.seen if t.phone == phone]
+        # Abandoned turns answered nothing: a later turn of the chat read all their messages.
+        chat_turns = [
+            t
+            for k, t in enumerate(chat_turns)
+            if not any(set(t.texts) <= set(later.texts) for later in chat_turns[k + 1 :])
+        ]
         # Answered in pieces: a second turn made only of messages the customer sent before the
         # first answer reached them (one written after an answer is a new exchange, not a split).
         first_answer = replies[0] if replies else float("inf")
@@ -202,6 +213,9 @@ async def main() -> None:
             )
             await play(settings, deps, adaptive=False, label="fixed window (baseline)", tag="1")
             await play(settings, deps, adaptive=True, label="adaptive window", tag="2")
+            await play(
+                settings, deps, adaptive=True, label="adaptive, no restart", tag="3", restart=False
+            )
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from consumers.delivery_events import DeliveryEvents, consent_keyword
 from consumers.outcomes import Outcome
@@ -27,17 +28,19 @@ from storage.orgs import ConnectionsByOrg
 log = logging.getLogger(__name__)
 
 
-def debounce_of(deps: Deps, event: InboundMessage | None = None) -> turns.Debounce:
+def debounce_of(
+    deps: Deps, event: InboundMessage | None = None, org_settings: Mapping[str, Any] | None = None
+) -> turns.Debounce:
     """The burst's limits; with a message, the quiet window that message calls for
-    (graph/bursts.py: short after a complete question, the full window after a fragment)."""
+    (graph/bursts.py: short after a complete question, the full window after a fragment), by
+    the organization's own rules where it set them."""
     s = deps.settings
-    quiet_s = s.debounce_seconds
-    if event is not None and s.debounce_adaptive:
-        kind = bursts.completeness(event.kind, event.text, event.caption)
-        quiet_s = bursts.quiet_seconds(
-            kind, s.debounce_seconds, s.debounce_complete_share, s.debounce_neutral_share
-        )
-        metrics.debounce_window.labels(kind).observe(quiet_s)
+    rules = bursts.Rules.of(s, org_settings)
+    quiet_s = rules.full_s
+    if event is not None:
+        kind, quiet_s = rules.window(event.kind, event.text, event.caption)
+        if rules.adaptive:
+            metrics.debounce_window.labels(kind).observe(quiet_s)
     return turns.Debounce(
         quiet_ms=int(quiet_s * 1000),
         max_wait_ms=int(s.debounce_max_wait_seconds * 1000),
@@ -141,7 +144,11 @@ class EnrichStage:
             message_id=message_id if joins_turn else None,
             sent_at_ms=event.sent_at_ms,
             now_ms=deps.now_ms(),
-            debounce=debounce_of(deps, event if joins_turn else None),
+            debounce=debounce_of(
+                deps,
+                event if joins_turn else None,
+                connection.settings if connection is not None else None,
+            ),
             chars=len(event.text or ""),
         )
         if not created:

@@ -50,6 +50,9 @@ class Outcome(StrEnum):
     """INFO. A turn of a chat a person took over (or one that no longer exists)."""
     MERGED_INTO_NEXT_TURN = "merged_into_next_turn"
     """INFO. A later turn of the chat is running: this one's messages join the chat's next."""
+    RESTARTED = "restarted"
+    """INFO. The customer wrote again before the turn sent or booked anything: it gave way, and
+    its messages start a new turn with the newer ones (storage/turns.commit)."""
     # sender (also counted in skytide_messages_sent_total, as `Sent`)
     DROPPED = "dropped"
     """INFO. Not sent on purpose: the contact opted out, or the bot is off for the chat."""
@@ -87,6 +90,7 @@ _LEVELS: Final[Mapping[Outcome, int]] = MappingProxyType(
         Outcome.IGNORED_STAFF: _I,
         Outcome.SKIPPED_BOT_OFF: _I,
         Outcome.MERGED_INTO_NEXT_TURN: _I,
+        Outcome.RESTARTED: _I,
         Outcome.DROPPED: _I,
         Outcome.DROPPED_WINDOW: _W,
         Outcome.IN_DOUBT: _W,

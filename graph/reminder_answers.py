@@ -50,6 +50,7 @@ async def reminder_answer(deps: Deps, turn: TurnInput, org: OrgProfile) -> dict[
 
 async def confirm(deps: Deps, turn: TurnInput, found: dict[str, Any]) -> TurnResult:
     appointment = found["appointment"]
+    await turn.before_effect()  # newer messages came: answered with them by the next turn
     if await reminders.confirm_attendance(deps.pool, turn.org, turn.contact_id, appointment["id"]):
         await webhooks.appointment_changed(
             deps.redis,

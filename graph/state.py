@@ -7,7 +7,7 @@ the CRM and reaches the model through storage.memory, so the checkpoint stays sm
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, TypedDict
@@ -15,7 +15,7 @@ from typing import Any, Literal, TypedDict
 import asyncpg
 import redis.asyncio as aioredis
 
-from graph.contract import TurnInput
+from graph.contract import TurnInput, no_check
 from graph.embeddings import Embedder
 from ops.deps import Deps
 from ops.settings import Settings
@@ -121,6 +121,9 @@ class ToolDeps:
     recent: list[tuple[str, str]] = field(default_factory=list)  # for the instructions
     summary: str = ""
     embedder: Embedder | None = None
+    # The turn's check before a booking, cancellation or move: raises TurnSuperseded when the
+    # customer wrote again first (graph/contract.py, storage/turns.commit).
+    before_effect: Callable[[], Awaitable[None]] = no_check
     actions: list[dict[str, Any]] = field(default_factory=list)
     bookings: int = 0  # numbers this turn's booking attempts: idempotency key f"{turn_id}:{n}"
     # Shared with the turn's TurnContext (the same lists), which reports them for the turn.
@@ -148,6 +151,7 @@ class ToolDeps:
             recent=ctx.recent,
             summary=summary,
             embedder=ctx.embedder,
+            before_effect=turn.before_effect,
             bookings=bookings,
             tools_used=ctx.tools_used,
             usage_tokens=ctx.usage_tokens,

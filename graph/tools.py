@@ -18,6 +18,7 @@ from pydantic_ai import ModelRetry, RunContext
 from pydantic_ai.tools import ToolFuncContext
 
 from graph import facts, intents, offers, replies, timeparse
+from graph.contract import TurnSuperseded
 from graph.state import ToolDeps
 from ops import metrics
 from ops.logs import bound
@@ -45,6 +46,8 @@ def counted(
         except ModelRetry:
             metrics.tool_calls.labels(fn.__name__, "retry").inc()
             raise
+        except TurnSuperseded:
+            raise  # not the tool failing: its turn gives way to a newer one
         except Exception:
             metrics.tool_calls.labels(fn.__name__, "error").inc()
             raise
@@ -357,6 +360,8 @@ async def book_appointment(ctx: Ctx, slot: int, customer_name: str | None = None
         return d.act("name_needed", slot=chosen["label"])
     d.bookings += 1
     key = f"{d.turn_id}:{d.bookings}"
+    if held:
+        await d.before_effect()  # newer messages came: this turn gives way, books nothing
     booked = held and await appointments.book(
         d.pool,
         org=d.org.id,
@@ -467,6 +472,7 @@ async def cancel_appointment(ctx: Ctx, appointment: int, confirmed: bool = False
         d.state["cancel_pending"] = None
         raise ModelRetry("el cliente dijo que no: no canceles; dile que su cita sigue en pie")
     d.state["cancel_pending"] = None
+    await d.before_effect()
     cancelled = await appointments.cancel(d.pool, d.org.id, d.contact_id, listed["id"])
     if cancelled is None:
         raise ModelRetry("esa cita no se puede cancelar (no existe o ya pasó); vuelve a listar")
@@ -488,6 +494,7 @@ async def reschedule_appointment(ctx: Ctx, appointment: int, slot: int) -> dict[
     chosen = _proposed(d, slot)
     moved = None
     if await _hold_chosen(d, chosen, d.state["service"]["duration_minutes"]):
+        await d.before_effect()
         try:
             moved = await appointments.reschedule(
                 d.pool,

@@ -111,7 +111,11 @@ async def export_catalog(db: Db, org: str) -> dict[str, Any]:
         "organization": {
             "name": o["name"],
             "timezone": o["timezone"],
-            "settings": {k: v for k, v in o["settings"].items() if k in org_settings.KEYS},
+            "settings": {
+                k: v
+                for k, v in o["settings"].items()
+                if k in org_settings.KEYS and k not in org_settings.SECRET_KEYS
+            },
         },
         "hours": _week([tuple(r.values()) for r in hours]),
         "closures": closures,

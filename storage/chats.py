@@ -198,6 +198,17 @@ async def message_texts(conn: Db, org: str, message_ids: list[str]) -> list[str]
     return [by_id[m] for m in message_ids if m in by_id]
 
 
+async def whatsapp_id(conn: Db, org: str, message_id: str) -> str | None:
+    """The id WhatsApp knows a stored inbound message by: its wamid when known, else Gupshup's."""
+    value = await conn.fetchval(
+        "select coalesce(whatsapp_message_id, provider_message_id) from chat_messages "
+        "where organization_id = $1::uuid and id = $2::uuid",
+        org,
+        message_id,
+    )
+    return str(value) if value is not None else None
+
+
 async def set_bot_enabled(
     conn: Db,
     org: str,

@@ -153,6 +153,18 @@ def turn_done(org: str, turn_id: str) -> str:
     return f"{{{org}}}:turn-done:{turn_id}"
 
 
+def turn_newer(org: str, chat: str) -> str:
+    """Set when a message of the chat lands while its turn is in flight (storage/turns.py): that
+    turn, if it has done nothing yet, gives way to one that reads every message."""
+    return f"{{{org}}}:turn-newer:{chat}"
+
+
+def turn_committed(org: str, turn_id: str) -> str:
+    """Set once a turn has passed a point of no return (a booking, its replies): from then on
+    it is never abandoned, not even when it is redelivered."""
+    return f"{{{org}}}:turn-committed:{turn_id}"
+
+
 # Recent messages of a chat, for the agent's prompt (newest first).
 def recent(org: str, chat: str) -> str:
     return f"{{{org}}}:recent:{chat}"

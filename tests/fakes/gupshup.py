@@ -1,4 +1,5 @@
-"""Fake Gupshup: outbound send API, status callbacks to our webhook, media file manager.
+"""Fake Gupshup: outbound send API, status callbacks to our webhook, media file manager, and the
+partner API's read / typing-indicator event.
 
 Wire format follows docs/gupshup.md sections 1 and 2 and the payloads in
 tests/fixtures/gupshup/. Things the real service does that clients trip over, and that
@@ -127,6 +128,12 @@ class FakeGupshup(FakeServer):
         self._late_answer: tuple[float, float] = (0.0, 20.0)  # (until, answer after s)
         self.hung: int = 0  # send requests held and never answered (nothing delivered)
 
+        # Partner API "Mark message as Read/Typing indicator": every request (app id, its
+        # Authorization header, the JSON it carried); answered 200 unless scripted otherwise.
+        self.partner_token = "partner-app-token"
+        self.events: list[tuple[str, str, Any]] = []
+        self.event_status = 200
+
         # Media file manager.
         self.media: dict[str, _Media] = {}
         self._media_failures: deque[tuple[int, Any]] = deque()
@@ -137,6 +144,7 @@ class FakeGupshup(FakeServer):
         router.add_post("/wa/api/v1/msg", self._handle_session)
         router.add_post("/wa/api/v1/template/msg", self._handle_template)
         router.add_get("/wa/{app_id}/wa/media/{media_id}", self._handle_media)
+        router.add_post("/partner/app/{app_id}/v1/event", self._handle_event)
 
     async def on_start(self) -> None:
         self._session = aiohttp.ClientSession()
@@ -483,6 +491,9 @@ class FakeGupshup(FakeServer):
         if media_id in self.media:
             self.media[media_id].expires_at = time.monotonic() - 1
 
+    async def _handle_event(self, request: web.Request) -> web.Response:
+        return await _event_reply(self, request)
+
     async def _handle_media(self, request: web.Request) -> web.StreamResponse:
         now = time.monotonic()
         if now < self._media_blocked_until:
@@ -523,6 +534,38 @@ class FakeGupshup(FakeServer):
         epoch = int(time.time() + (self._media_blocked_until - time.monotonic()))
         msg = f"Api rate limit reached due to multiple invalid calls. New quota will be available on {epoch}"
         return _gupshup_json({"status": "error", "message": msg}, 429)
+
+
+async def _event_reply(fake: FakeGupshup, request: web.Request) -> web.Response:
+    """POST /partner/app/{appId}/v1/event, as partner-docs.gupshup.io documents it: the partner
+    app token in Authorization (no "Bearer"), a JSON body (its sample labels it form-encoded)
+    {"type": "message-event", "message": {"messaging_product": "whatsapp", "status": "read",
+    "message_id": ..., "typing_indicator": {"type": "text"}}}; 200 {"status": "success"}."""
+    raw = await request.text()
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return _gupshup_json({"message": "Invalid JSON payload", "status": "error"}, 400)
+    fake.events.append(
+        (request.match_info["app_id"], request.headers.get("Authorization", ""), body)
+    )
+    if request.headers.get("Authorization") != fake.partner_token:
+        return _gupshup_json({"status": "error", "message": "Invalid token"}, 401)
+    if request.match_info["app_id"] != fake.app_id:
+        return _gupshup_json({"status": "error", "message": "Invalid app"}, 400)
+    message = body.get("message") if isinstance(body, dict) else None
+    if (
+        body.get("type") != "message-event"
+        or not isinstance(message, dict)
+        or message.get("status") != "read"
+        or not message.get("message_id")
+    ):
+        return _gupshup_json({"message": "Outbound event not supported", "status": "error"}, 400)
+    if fake.event_status != 200:
+        return _gupshup_json(
+            {"status": "error", "message": "Internal server error"}, fake.event_status
+        )
+    return _gupshup_json({"status": "success"}, 200)
 
 
 def _gupshup_json(body: Any, status: int) -> web.Response:
