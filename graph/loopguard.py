@@ -9,24 +9,31 @@ same words (a second goodbye) are said again differently (`said_again`). Whateve
 reply (an expert, a tool's fallback, the greeting, this guard), nodes._end_turn checks it here.
 
 The last list shown (ConversationState.last_list) is what "la primera" or "la 2" refers to:
-the slots, the customer's appointments, the services, or this guard's menu.
+the slots, the customer's appointments, the services, or this guard's menu. Its texts come from
+the message catalogs (graph/i18n.py), in the language of the turn; a menu entry's `say` is what
+the customer would have written, in that language, so the router reads it like any message.
 """
 
 from __future__ import annotations
 
 import re
 
-from graph import intents
+from graph import i18n, intents
 
-PERSON = {"label": "Hablar con una persona del equipo", "person": True}
-MENU = [
-    {"label": "Agendar una cita", "say": "quiero agendar una cita"},
-    {"label": "Ver mis citas", "say": "qué citas tengo"},
-    {"label": "Cambiar una cita", "say": "quiero cambiar mi cita"},
-    {"label": "Cancelar una cita", "say": "quiero cancelar mi cita"},
-    {"label": "Servicios y precios", "say": "qué servicios tienen y cuánto cuestan"},
-]
+_MENU = ("book", "list", "change", "cancel", "services")
 MAX_SERVICES = 6
+
+
+def person() -> dict:
+    return {"label": i18n.text("guard.person"), "person": True}
+
+
+def menu() -> list[dict]:
+    """What the bot can do, in the language of the turn."""
+    return [
+        {"label": i18n.text(f"guard.menu_{k}"), "say": i18n.text(f"guard.menu_{k}_say")}
+        for k in _MENU
+    ]
 
 
 def signature(replies: list[str]) -> str:
@@ -57,7 +64,7 @@ def said_again(replies: list[str]) -> list[str]:
     """A statement that stays true (a goodbye, an answer to a second question with the same
     answer) is said again in other words, never in the same ones."""
     first, *rest = replies
-    return [f"Como te decía: {first}", *rest]
+    return [i18n.text("guard.as_i_said", text=first), *rest]
 
 
 # What moving forward changes: a new service or day with the same free times is not a loop.
@@ -80,34 +87,33 @@ def understood(state: dict) -> str:
     """What we understood so far, in one sentence, from the state (never from the model)."""
     parts = []
     if service := state.get("service"):
-        parts.append(f"una cita de {service['name']}")
+        parts.append(i18n.text("guard.understood_service", service=service["name"]))
     window = state.get("window") or ""
     if window and len(window) <= 30:  # "el viernes en la tarde", not the whole message it came in
-        parts.append(f"para «{window}»")
+        parts.append(i18n.text("guard.understood_window", window=window))
     purpose = state.get("purpose")
     if purpose == "cancelar":
-        return "Entendí que quieres cancelar una cita."
+        return i18n.text("guard.understood_cancel")
     if purpose == "reprogramar":
-        return "Entendí que quieres cambiar una cita."
+        return i18n.text("guard.understood_change")
     if parts:
-        return f"Entendí que buscas {' '.join(parts)}."
-    return "Perdona, no logré entender tu mensaje."
+        return i18n.text("guard.understood", what=" ".join(parts))
+    return i18n.text("guard.not_understood")
 
 
-def options(state: dict) -> tuple[str, list[dict]]:
-    """The way forward: the items on the table plus a person, and how to ask for them."""
+def options(state: dict) -> tuple[str | None, str, list[dict]]:
+    """The way forward: the kind of list on the table (None: our menu), the heading, and its
+    items plus a person."""
     last = state.get("last_list") or {}
     kind, items = last.get("kind"), list(last.get("items") or [])
     if kind == "slots" and items:
-        return "Elige un horario", items + [
-            {"label": "Ver otros días u horas", "say": "otros horarios"},
-            PERSON,
-        ]
+        other = {"label": i18n.text("guard.other_times"), "say": i18n.text("guard.other_times_say")}
+        return kind, i18n.text("guard.choose_slot"), items + [other, person()]
     if kind == "appointments" and items:
-        return "Elige la cita", items + [PERSON]
+        return kind, i18n.text("guard.choose_appointment"), items + [person()]
     if kind == "services" and items:
-        return "Elige el servicio", items[:MAX_SERVICES] + [PERSON]
-    return "Puedo ayudarte con", MENU + [PERSON]
+        return kind, i18n.text("guard.choose_service"), items[:MAX_SERVICES] + [person()]
+    return None, i18n.text("guard.can_help"), menu() + [person()]
 
 
 def missed_again(state: dict, replies: list[str]) -> bool:
@@ -121,11 +127,7 @@ def missed_again(state: dict, replies: list[str]) -> bool:
 
 
 def offer_person(state: dict) -> tuple[str, dict]:
-    text = (
-        "Perdona, sigo sin entenderte 🙏. ¿Quieres que te comunique con una persona del equipo? "
-        "Respóndeme «sí», o cuéntame con otras palabras qué necesitas."
-    )
-    return text, {"kind": "menu", "items": [PERSON], "yes_is": 1}
+    return i18n.text("guard.offer_person"), {"kind": "menu", "items": [person()], "yes_is": 1}
 
 
 def guard_reply(state: dict, repeated: list[str], after_menu: bool = False) -> tuple[str, dict]:
@@ -133,10 +135,9 @@ def guard_reply(state: dict, repeated: list[str], after_menu: bool = False) -> t
     options did not help, a person."""
     if after_menu:
         return offer_person(state)
-    head, items = options(state)
+    kind, head, items = options(state)
     lines = "\n".join(f"{i + 1}. {item['label']}" for i, item in enumerate(items))
-    kind = (state.get("last_list") or {}).get("kind") if head != "Puedo ayudarte con" else None
-    text = f"{understood(state)} {head}:\n{lines}\n\nRespóndeme solo con el número de la opción."
+    text = f"{understood(state)} {head}:\n{lines}\n\n{i18n.text('guard.pick_number')}"
     return text, {"kind": "menu", "of": kind, "items": items, "repeated": signature(repeated)}
 
 

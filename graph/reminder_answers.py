@@ -4,7 +4,8 @@ The answer arrives as a button or quick-reply event ("[botón] Confirmar"), or t
 to the appointment the contact was last reminded of (storage/reminders.remember_reminded).
 Confirmar marks the appointment confirmed by the customer at once; Cancelar and Reprogramar
 enter the appointment expert with that appointment already listed, so cancelling still asks
-the usual yes and rescheduling offers times for that appointment.
+the usual yes and rescheduling offers times for that appointment. The buttons are titled in the
+chat's language (graph/locales, reminder.buttons); a title of any language is read.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from graph import intents, replies
+from graph import i18n, intents, replies
 from graph.contract import TurnInput, TurnResult
 from ops import metrics
 from ops.deps import Deps
@@ -20,12 +21,17 @@ from storage import reminders, webhooks
 from storage.catalog import OrgProfile
 
 Answer = Literal["confirm", "reschedule", "cancel"]
-_BUTTON = re.compile(r"^\s*(\[boton\]\s*)?(confirmar|reprogramar|cancelar)\s*[.!]*\s*$")
+# Each language's button titles, in the order confirm, reschedule, cancel.
 _ANSWERS: dict[str, Answer] = {
-    "confirmar": "confirm",
-    "reprogramar": "reschedule",
-    "cancelar": "cancel",
+    intents.normalize(title): answer
+    for titles in i18n.in_every_language("reminder.buttons").values()
+    for title, answer in zip(titles, ("confirm", "reschedule", "cancel"))
 }
+_BUTTON = re.compile(
+    r"^\s*(\[(?:boton|button|botao)\]\s*)?("
+    + "|".join(map(re.escape, sorted(_ANSWERS, key=len, reverse=True)))
+    + r")\s*[.!]*\s*$"
+)
 
 
 async def reminder_answer(deps: Deps, turn: TurnInput, org: OrgProfile) -> dict | None:
@@ -59,7 +65,7 @@ async def confirm(deps: Deps, turn: TurnInput, found: dict) -> TurnResult:
         )
     metrics.reminder_answers.labels(turn.org, "confirmed").inc()
     return TurnResult(
-        replies=[f"¡Gracias por confirmar! Te esperamos: {appointment['label']}. 😊"],
+        replies=[i18n.text("system.attendance_confirmed", label=appointment["label"])],
         actions=[{"action": "attendance_confirmed", "data": {"label": appointment["label"]}}],
         experts=["appointment"],
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from graph import intents
+from graph import i18n, intents
 
 DEFAULT_EMERGENCY_PHONE = "123"  # Colombia's single emergency line
 
@@ -41,8 +41,5 @@ def emergency_phone(settings: dict) -> str:
 
 
 def emergency_reply(phone: str) -> str:
-    return (
-        f"🚨 Si es una emergencia, llama ya a la línea de emergencias {phone} o ve a urgencias "
-        "más cercanas. No puedo darte indicaciones médicas por este chat. Estoy avisando a una "
-        "persona de nuestro equipo para que te contacte."
-    )
+    """In the language of the turn (graph/i18n.py)."""
+    return i18n.text("system.emergency", phone=phone)

@@ -81,6 +81,7 @@ class TurnContext:
     now: datetime  # local time in the organization's timezone
     recent: list[tuple[str, str]]  # earlier messages, oldest first, this turn's excluded
     contact_name: str | None  # as stored in the CRM when the turn started
+    language: str = "es"  # the customer's language this turn (graph/language.py): es, en or pt
     summary: str = ""  # thread_summaries.summary_text as stored when the turn started
     usage_tokens: list[int] = field(default_factory=list)
     embedder: Embedder | None = None  # hybrid knowledge search when configured
