@@ -152,6 +152,8 @@ def resolve(state: dict, texts: list[str]) -> dict | None:
     t = intents.normalize(" ".join(texts).strip())
     if last.get("yes_is") and intents.says_yes(t):
         return items[last["yes_is"] - 1]
+    if last.get("kind") == "services" and len(items) == 1 and intents.says_yes(t):
+        return items[0]  # "¿Para qué servicio? 1. Masaje relajante" answered "yes please"
     n = intents.pick_number(t)
     if intents.classify(t) != "pick" or not n or n > len(items):
         return None
