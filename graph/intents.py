@@ -154,7 +154,7 @@ OTHER_LANGUAGES: dict[str, str] = {
     r"|is there (anything|something|any|room|space)|marcar|agendar|agende|reservar|uma consulta"
     r"|disponibilidade|disponivel|vaga|vagas|tem (horario|vaga|algo|alguma coisa)|quero (um|uma)"
     r"|gostaria de (um|uma|marcar|agendar)|queria (marcar|agendar)|tem como marcar)\b",
-    "price": r"how much|\bprice|\bcost|\bfee\b|\brates?\b|quanto (custa|custam|e|sai|fica|cobra|cobram|vale)"
+    "price": r"how much|\bprices?\b|\bcosts?\b|\bfees?\b|\brates?\b|quanto (custa|custam|e|sai|fica|cobra|cobram|vale)"
     r"|\bpreco|\bcusto",
     "hours": r"\b(open|opening hours|close|closing|hours|until what time|what time do you|abrem|abre|aberto"
     r"|abertos|fecham|fecha|funcionam|funciona|horario de (atendimento|funcionamento)|ate que horas"
@@ -425,15 +425,28 @@ def is_info_question(t: str) -> bool:
 FactTopic = Literal["horario", "direccion", "personal", "servicios"]
 # The business fact a question asks for (business_info's topics), first match wins: "¿con quién
 # me atienden el sábado?" asks who, "¿dónde atienden?" asks where.
+_STAFF_EN_PT = (
+    r"\bwho (does|will do|performs|would do|do i see)\b|\bwith whom\b|\byour (team|staff)\b"
+    r"|\bquem (faz|atende|vai fazer|realiza)\b|\bcom quem\b|\b(sua|a) equipe\b"
+)
+_PRICE_LIST_EN_PT = (
+    r"\b(price|service) list\b|\blist of (prices|services)\b|\ball (your )?(prices|services)\b"
+    r"|\b(what|which) (services|treatments)\b|\bservices (do you )?(have|offer)\b"
+    r"|\b(lista|tabela) de (precos|servicos)\b|\b(quais|que) (servicos|tratamentos)\b"
+)
 _FACTS: tuple[tuple[FactTopic, re.Pattern], ...] = (
-    ("personal", re.compile(_STAFF)),
-    ("servicios", re.compile(_PRICE_LIST + r"|\bque (servicios|tratamientos)\b")),
+    ("personal", re.compile(_STAFF + "|" + _STAFF_EN_PT)),
+    (
+        "servicios",
+        re.compile(_PRICE_LIST + r"|\bque (servicios|tratamientos)\b|" + _PRICE_LIST_EN_PT),
+    ),
     ("direccion", RX["address"]),
     (
         "horario",
         re.compile(
-            VOCAB["hours"]
+            RX["hours"].pattern
             + r"|\bfestivos?\b|\bestan (abiertos|hoy)\b|\ba que hora (estan|trabajan)\b"
+            r"|\b(holidays?|feriados?)\b"
         ),
     ),
 )
@@ -441,7 +454,11 @@ _FACTS: tuple[tuple[FactTopic, re.Pattern], ...] = (
 
 def fact_topic(t: str) -> FactTopic | None:
     """The business fact a normalized question asks for, or None (then the FAQ search answers)."""
-    if re.search(r"\b(pago|pagar|pagos|tarjeta|nequi|daviplata|efectivo)\b", t):
+    if re.search(
+        r"\b(pago|pagar|pagos|tarjeta|nequi|daviplata|efectivo|pay|payment|card|cash|pagamento"
+        r"|cartao|dinheiro|pix)\b",
+        t,
+    ):
         return None  # "¿dónde pago?" asks how to pay, not where we are
     return next((topic for topic, rx in _FACTS if rx.search(t)), None)
 
@@ -474,7 +491,13 @@ def clear_flow(text: str) -> Flow | None:
 def pick_number(t: str) -> int | None:
     """ "la primera", "la 2", "opción 3": the number of an item of the last list shown."""
     # "a primera hora" is a time of day, not the first item.
-    if m := re.search(r"\b(" + "|".join(ORDINALS) + r")\b(?! hora)", t):
+    # "segunda-feira", "na quinta" are Portuguese weekdays, not the second or fifth item.
+    if m := re.search(
+        r"(?<!\bna )(?<!\bnesta )(?<!\bproxima )(?<!\bate )\b("
+        + "|".join(ORDINALS)
+        + r")\b(?! hora|-feira| feira)",
+        t,
+    ):
         if not re.search(r"\b(cuarto|quinto)\b", t) or RX["pick"].search(t):  # "y cuarto" is a time
             return ORDINALS[m.group(1)]
     if m := re.fullmatch(
@@ -540,10 +563,16 @@ _NAME_ENDS = {
 _NAME_LIKE = re.compile(r"^(?!.*(\w)\1\1)(?!(?:ja)+$|(?:je)+$)(?=.*[aeiouy])\w{2,}$")
 
 
+# How a name is given in answer to "¿A nombre de quién?": "it's Emma", "this is Emma", "é a Ana".
+_NAME_ANSWER = re.compile(
+    r"^\W*(?:it[’']?s|this is|é [ao]|sou eu,?)\s+([^\W\d_][^\d,.!?\n]{1,60})$", re.I
+)
+
+
 def extract_name(text: str, explicit: bool = False) -> str | None:
     """The name in "me llamo Laura Gómez", "soy Ana y quiero...", or a message that is only a
     name; with `explicit`, only a name the customer introduced ("me llamo", "soy")."""
-    m = _NAME_MARK.search(text)
+    m = _NAME_MARK.search(text) or (None if explicit else _NAME_ANSWER.match(text.strip()))
     if m:
         words = []
         for word in re.findall(r"[^\W\d_]+", m.group(1)):
