@@ -17,6 +17,7 @@ the customer would have written, in that language, so the router reads it like a
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from graph import i18n, intents
 
@@ -24,11 +25,11 @@ _MENU = ("book", "list", "change", "cancel", "services")
 MAX_SERVICES = 6
 
 
-def person() -> dict:
+def person() -> dict[str, Any]:
     return {"label": i18n.text("guard.person"), "person": True}
 
 
-def menu() -> list[dict]:
+def menu() -> list[dict[str, Any]]:
     """What the bot can do, in the language of the turn."""
     return [
         {"label": i18n.text(f"guard.menu_{k}"), "say": i18n.text(f"guard.menu_{k}_say")}
@@ -101,7 +102,7 @@ def understood(state: dict) -> str:
     return i18n.text("guard.not_understood")
 
 
-def options(state: dict) -> tuple[str | None, str, list[dict]]:
+def options(state: dict) -> tuple[str | None, str, list[dict[str, Any]]]:
     """The way forward: the kind of list on the table (None: our menu), the heading, and its
     items plus a person."""
     last = state.get("last_list") or {}
@@ -153,7 +154,8 @@ def resolve(state: dict, texts: list[str]) -> dict | None:
     if last.get("yes_is") and intents.says_yes(t):
         return items[last["yes_is"] - 1]
     if last.get("kind") == "services" and len(items) == 1 and intents.says_yes(t):
-        return items[0]  # "¿Para qué servicio? 1. Masaje relajante" answered "yes please"
+        only: dict[str, Any] = items[0]
+        return only  # "¿Para qué servicio? 1. Masaje relajante" answered "yes please"
     n = intents.pick_number(t)
     if intents.classify(t) != "pick" or not n or n > len(items):
         return None

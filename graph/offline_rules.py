@@ -257,7 +257,7 @@ def goodbye(pending: bool) -> str:
     return i18n.text("offline.goodbye_pending" if pending else "offline.welcome")
 
 
-def _numbered(items: list[dict]) -> str:
+def _numbered(items: list[dict[str, Any]]) -> str:
     return "\n".join(f"{a['n']}. {a['label']}" for a in items)
 
 

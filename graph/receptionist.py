@@ -179,14 +179,12 @@ class Receptionist:
         n = deps.settings.memory_messages
         (
             recent,
-            name,
+            (name, remembered),
             (summary, _),
-            remembered,
-        ) = await asyncio.gather(  # Redis and PostgreSQL at once
+        ) = await asyncio.gather(  # Redis, PostgreSQL at once
             memory.recent_messages(deps.redis, deps.pool, turn.org, turn.chat, n + len(turn.texts)),
-            chats.contact_name(deps.pool, turn.org, turn.contact_id),
+            chats.name_and_language(deps.pool, turn.org, turn.identity_id),
             memory.load_summary(deps.pool, turn.org, turn.identity_id),
-            chats.chat_language(deps.pool, turn.org, turn.identity_id),
         )
         spoken = language.choose(list(turn.texts), remembered, org.settings.get("locale"))
         if spoken != remembered:  # the reminders of this chat are written in it too

@@ -22,10 +22,11 @@ from storage.catalog import OrgProfile
 
 Answer = Literal["confirm", "reschedule", "cancel"]
 # Each language's button titles, in the order confirm, reschedule, cancel.
+_IN_ORDER: tuple[Answer, ...] = ("confirm", "reschedule", "cancel")
 _ANSWERS: dict[str, Answer] = {
     intents.normalize(title): answer
     for titles in i18n.in_every_language("reminder.buttons").values()
-    for title, answer in zip(titles, ("confirm", "reschedule", "cancel"))
+    for title, answer in zip(titles, _IN_ORDER)
 }
 _BUTTON = re.compile(
     r"^\s*(\[(?:boton|button|botao)\]\s*)?("

@@ -7,7 +7,7 @@ labels a tool shows are in the language the customer reads them in."""
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, time
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -33,7 +33,7 @@ MONTHS = [
 _UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I)
 
 
-def clock(moment: datetime, lang: str | None = None) -> str:
+def clock(moment: datetime | time, lang: str | None = None) -> str:
     """3:00 p. m. (es-CO), 3:00 PM (en), 15:00 (pt)."""
     half = i18n.text("date.am" if moment.hour < 12 else "date.pm", lang)
     return i18n.text(

@@ -264,6 +264,15 @@ async def evaluate(
     return results
 
 
+async def play_all(
+    deps, receptionist, chosen: list[Scenario], concurrency: int = 8
+) -> list[Outcome]:
+    """Every scenario once, a few at a time: each turn holds pooled connections, and a hundred
+    chats at once would wait on the pool (DATABASE_ACQUIRE_TIMEOUT_S) rather than on the model."""
+    results = await evaluate(deps, receptionist, chosen, 1, concurrency)
+    return [outcome for outcomes in results.values() for outcome in outcomes]
+
+
 def table(results: dict[str, list[Outcome]], k: int) -> str:
     """pass^k per scenario: 1 when all k runs passed (a model that passes only sometimes is not
     one a clinic can leave alone with its customers), with the passes and the first failure."""
