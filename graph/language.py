@@ -7,6 +7,13 @@ sentences, need megabytes of n-gram tables, and split Spanish from Portuguese ba
 the words one language has and the others do not ("você", "não", "amanhã"; "usted", "mañana";
 "the", "would", "tomorrow") and spellings (ã, õ, ç, "nh", "lh"; ñ, ¿, ¡).
 
+Measured when it was written, on tests/fixtures/languages.txt (90 labelled short messages, 6 that
+say nothing) and on the 375 lines of tests/conversations/phrasings.txt: this scorer 91/96 right,
+5 unsure, 0 wrong; 300/375 right, 74 unsure, 1 wrong ("bye" in the Spanish corpus). py3langid
+limited to es/en/pt: 89/90 right on the first set, but it always answers, so 47/375 wrong on the
+corpus ("ok", "sí", "2", names): each wrong answer would switch a chat's language. langdetect:
+78/90. Unsure is harmless here (the chat keeps its language); wrong is not.
+
 A chat keeps its language (`choose`): a message with too little evidence ("ok", "sí", "1",
 "Laura Gómez") does not change it, and the organization's `locale` is the language of a chat that
 has not said enough yet. tests/test_language.py measures `detect` on a labelled set.
