@@ -187,7 +187,10 @@ class Receptionist:
             memory.load_summary(deps.pool, turn.org, turn.identity_id),
         )
         spoken = language.choose(list(turn.texts), remembered, org.settings.get("locale"))
-        if spoken != remembered:  # the reminders of this chat are written in it too
+        # Remembered once the customer said it (the reminders are written in it too); a first
+        # "ok" answered in the organization's language leaves the chat's open.
+        said = remembered is not None or language.detect("\n".join(turn.texts)) == spoken
+        if spoken != remembered and said:
             await chats.save_chat_language(deps.pool, turn.org, turn.identity_id, spoken)
         recent = _without_this_turn(recent, turn.texts)[-n:]
         now = datetime.fromtimestamp(deps.clock(), org.tz)
