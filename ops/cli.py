@@ -669,11 +669,7 @@ async def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     from graph.receptionist import Receptionist
     from storage.db import migrate
 
-    folder = (
-        Path(args.dir)
-        if args.dir
-        else Path(__file__).resolve().parents[1] / "tests" / "conversations"
-    )
+    folder = Path(args.dir) if args.dir else scenarios.default_folder()
     chosen = [s for s in scenarios.load(folder) if not args.only or args.only in s.name]
     if not chosen:
         print(f"no scenario in {folder} matches {args.only!r}", file=sys.stderr)
