@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
 # The images compose.yaml names, made without Docker Hub (unreachable here): a Debian base from
 # debootstrap, stand-ins tagged with the Docker Hub names (so compose.yaml and the Dockerfile
-# keep their `image:` and `FROM` lines), and the app image from the unchanged Dockerfile.
-# Idempotent: an image already in the store is kept (the app image's build uses podman's layer
-# cache). Run from the repository root, with CONTAINERS_CONF set (run.sh does both).
+# keep their `image:` and `FROM` lines), and the app image from the Dockerfile as it is.
+# Idempotent: an image already in the store is kept, a stand-in until its folder changes; the
+# app image's build uses podman's layer cache. Run from the repository root, with
+# CONTAINERS_CONF set (run.sh does both).
 set -euo pipefail
 here=deploy/test-deploy
 work=${TEST_DEPLOY_WORK:-.data/test-deploy}
 mkdir -p "$work"
 
 have() { podman image exists "$1"; }
+
+# current IMAGE FOLDER: the image was built from the folder's files as they are now (a label
+# holds their hash), so an edited stand-in is built again.
+digest() { cat "$1"/* | sha256sum | cut -c1-16; }
+current() {
+  [ "$(podman image inspect -f '{{index .Labels "skytide.context"}}' "$1" 2>/dev/null)" = "$(digest "$2")" ]
+}
 
 timed() {  # timed LABEL COMMAND...: runs it, then prints how long it took
   local label=$1 start=$SECONDS
@@ -30,14 +38,15 @@ base_image() {
 }
 
 python_image() {
-  have docker.io/library/python:3.11-slim && return
   # This machine's extra CA certificates (a TLS-intercepting egress proxy signs PyPI's
   # certificate with one): pip inside the build trusts them too.
   local context=$work/python-context
   rm -rf "$context" && mkdir -p "$context/ca"
   cp "$here/standins/python/Containerfile" "$context/"
   cp /usr/local/share/ca-certificates/*.crt "$context/ca/" 2>/dev/null || true
-  podman build -q --pull=never -t docker.io/library/python:3.11-slim "$context" >/dev/null
+  current docker.io/library/python:3.11-slim "$here/standins/python" && return
+  podman build -q --pull=never --label "skytide.context=$(digest "$here/standins/python")" \
+    -t docker.io/library/python:3.11-slim "$context" >/dev/null
 }
 
 app_image() {
@@ -47,8 +56,9 @@ app_image() {
 }
 
 standin() {  # standin NAME TAG: deploy/test-deploy/standins/NAME, tagged as the Docker Hub image
-  have "$2" && return
-  podman build -q --pull=never -t "$2" "$here/standins/$1" >/dev/null
+  current "$2" "$here/standins/$1" && return
+  podman build -q --pull=never --label "skytide.context=$(digest "$here/standins/$1")" \
+    -t "$2" "$here/standins/$1" >/dev/null
 }
 
 echo "  images (kept between runs; \`make test-deploy-clean\` removes them)"

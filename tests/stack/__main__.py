@@ -52,11 +52,11 @@ MODEL_DELAY_S = 4.0  # each model call, while a replica is stopped: turns are in
 started = time.monotonic()
 
 
-def step(text: str) -> None:
-    print(f"==> [{time.monotonic() - started:5.0f} s] {text}", flush=True)
+def step(what: str) -> None:
+    print(f"==> [{time.monotonic() - started:5.0f} s] {what}", flush=True)
 
 
-async def run(*args: str, check: bool = True, timeout: float = 300, stderr: bool = False) -> str:
+async def run(*args: str, timeout: float = 300, stderr: bool = False) -> str:
     """A command's stdout (and stderr, if asked); on failure, its output and exit code end the
     run. In a thread: the fakes serving the containers run in this process's event loop."""
     done = await asyncio.to_thread(
@@ -67,7 +67,7 @@ async def run(*args: str, check: bool = True, timeout: float = 300, stderr: bool
         text=True,
         timeout=timeout,
     )
-    if check and done.returncode != 0:
+    if done.returncode != 0:
         raise SystemExit(
             f"{' '.join(args)} exited {done.returncode}:\n{done.stdout[-3000:]}{done.stderr or ''}"
         )
