@@ -12,7 +12,9 @@ installs podman and builds the images first, and tears the stack down after).
 5. Eight customers write at once while the model answers slowly; one agent replica is stopped
    (SIGTERM) with turns in flight: it drains and exits 0 before its grace period, and every
    customer gets exactly one reply, nothing left pending in any stream.
-6. `skytide eval` runs in the image, on its default scenario folder.
+6. The backup of docs/operations.md: `pg_dump` in the postgres container, restored with
+   `pg_restore` into a fresh database, holds the same organizations and messages.
+7. `skytide eval` runs in the image, on its default scenario folder.
 """
 
 from __future__ import annotations
@@ -305,6 +307,45 @@ async def main() -> None:
             f"    every customer answered once; nothing pending: {await pipeline_left(ingress, org)}"
         )
         openai.delay_s = 0
+
+        step("the backup of docs/operations.md: pg_dump, then pg_restore into a fresh database")
+        [postgres] = await containers("postgres")
+        dump = WORK / "skytide.dump"
+        with dump.open("wb") as out:  # the dump is binary: straight to the file
+            dumped = await asyncio.to_thread(
+                subprocess.run,
+                ["podman", "exec", postgres, "pg_dump", "-U", "skytide", "-d", "skytide",
+                 "--format=custom"],
+                stdout=out,
+            )  # fmt: skip
+        assert dumped.returncode == 0, "pg_dump failed"
+        await run("podman", "exec", postgres, "createdb", "-U", "skytide", "skytide_restored")
+        restore = ["podman", "exec", "-i", postgres, "pg_restore", "-U", "skytide", "--no-owner",
+                   "--exit-on-error", "-d", "skytide_restored"]  # fmt: skip
+        with dump.open("rb") as dump_in:
+            restored = await asyncio.to_thread(
+                subprocess.run, restore, stdin=dump_in, capture_output=True, text=True
+            )
+        assert restored.returncode == 0, restored.stderr
+        rows: dict[str, str] = {}  # organizations|messages, per database
+        for database in ("skytide", "skytide_restored"):
+            rows[database] = (
+                await run(
+                    "podman",
+                    "exec",
+                    postgres,
+                    "psql",
+                    "-U",
+                    "skytide",
+                    "-d",
+                    database,
+                    "-Atc",
+                    "select (select count(*) from organizations),"
+                    " (select count(*) from chat_messages)",
+                )  # fmt: skip
+            ).strip()
+        assert rows["skytide"] == rows["skytide_restored"], rows
+        print(f"    {dump.stat().st_size} bytes; organizations|messages: {rows}", flush=True)
 
         step("skytide eval in the image, on its default scenario folder (offline model)")
         began = time.monotonic()
