@@ -34,7 +34,12 @@ stage() {  # stage LABEL COMMAND...
   echo "    $label: $((SECONDS - start)) s"
 }
 
-up() { "${compose[@]}" up -d --no-deps "$@" >>"$stack/compose.log" 2>&1; }
+up() {  # up SERVICE...: podman-compose's own output goes to compose.log, shown if it fails
+  "${compose[@]}" up -d --no-deps "$@" >>"$stack/compose.log" 2>&1 || {
+    tail -20 "$stack/compose.log" >&2
+    return 1
+  }
+}
 
 migrated() {
   up migrate
