@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What `make test-deploy` needs on a Debian 12 machine, installed when missing: rootful podman
 # with runc (crun refuses this VM's hybrid cgroups), netavark and aardvark-dns (the compose
-# network and DNS by service name), debootstrap (the base image), and podman-compose from PyPI
+# network and DNS by service name; netavark calls iptables, which a minimal Debian lacks),
+# debootstrap (the base image), and podman-compose from PyPI
 # in its own venv (Debian's 1.0.3 is older than the one this was tried with).
 set -euo pipefail
 work=${TEST_DEPLOY_WORK:-.data/test-deploy}
