@@ -79,6 +79,7 @@ def test_normal_running_never_logs_a_warning():
         Outcome.IGNORED_STAFF,
         Outcome.SKIPPED_BOT_OFF,
         Outcome.MERGED_INTO_NEXT_TURN,
+        Outcome.RESTARTED,
         Outcome.DROPPED,
         Outcome.SKIPPED_NO_ENDPOINT,
     }
