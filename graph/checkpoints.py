@@ -7,6 +7,9 @@ from typing import AsyncIterator
 
 import redis.asyncio as aioredis
 from langgraph.checkpoint.redis.ashallow import AsyncShallowRedisSaver
+from redis.asyncio.cluster import RedisCluster
+
+from graph.kv_checkpoints import KeyValueShallowSaver
 
 
 async def checkpointer_on(client: aioredis.Redis, ttl_min: int) -> AsyncShallowRedisSaver:
@@ -26,12 +29,22 @@ async def checkpointer_on(client: aioredis.Redis, ttl_min: int) -> AsyncShallowR
 
 @asynccontextmanager
 async def open_checkpointer(
-    redis_url: str, ttl_min: int, max_connections: int = 256
-) -> AsyncIterator[AsyncShallowRedisSaver]:
+    redis_url: str, ttl_min: int, max_connections: int = 256, cluster: bool = False
+) -> AsyncIterator[AsyncShallowRedisSaver | KeyValueShallowSaver]:
     """The process's checkpointer, on its own client with a blocking pool: hundreds of
     concurrent turns wait for a connection instead of failing with "Too many connections".
     Entered once per process (the connection must outlive every graph that uses it).
+
+    On a Redis Cluster, the key-value saver: the Query Engine's index does not span the nodes of
+    an open-source cluster (graph/kv_checkpoints.py).
     """
+    if cluster:
+        cluster_client = RedisCluster.from_url(redis_url, max_connections=max_connections)
+        try:
+            yield KeyValueShallowSaver(cluster_client, ttl_min)
+        finally:
+            await cluster_client.aclose()
+        return
     client = aioredis.Redis(
         connection_pool=aioredis.BlockingConnectionPool.from_url(
             redis_url, max_connections=max_connections, timeout=30

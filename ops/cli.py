@@ -59,7 +59,7 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
     if not (settings.redis_url and settings.database_url):
         raise ValueError("open_deps needs REDIS_URL and DATABASE_URL; use ops.system.services()")
     async with AsyncExitStack() as stack:
-        redis = create_redis(settings.redis_url)
+        redis = create_redis(settings.redis_url, cluster=settings.redis_cluster)
         stack.push_async_callback(redis.aclose)
         # DATABASE_POOL_MIN 0 (the default): no connection is opened here, so a process started
         # while PostgreSQL is down (an ingress restarted mid-outage) comes up and serves what
@@ -189,7 +189,9 @@ async def running_system(
             from graph.receptionist import build_receptionist
 
             saver = await stack.enter_async_context(
-                open_checkpointer(settings.redis_url, settings.checkpoint_ttl_min)
+                open_checkpointer(
+                    settings.redis_url, settings.checkpoint_ttl_min, cluster=settings.redis_cluster
+                )
             )
             receptionist = (receptionist_builder or build_receptionist)(deps, saver)
             if hasattr(receptionist, "aclose"):
