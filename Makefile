@@ -52,7 +52,7 @@ test-soak: $(STAMP)
 	SKYTIDE_ENV=development $(PY) -m tests.soak
 
 bench: $(STAMP)
-	SKYTIDE_ENV=development $(PY) -m ops.bench
+	SKYTIDE_ENV=development $(PY) -m bench
 
 clean:
 	rm -rf .data

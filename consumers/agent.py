@@ -1,9 +1,18 @@
 """agent: one turn of a chat, under the chat's lease, and its replies onto the outbound stream.
 
 The turn's replies and the end of the turn are written by one script (storage/turns.finish) and
-marked done by turn id, so a redelivered turn never replies twice. An escalation becomes a
-template notification to the organization's advisor; the sender turns the bot off for the chat
-only once Gupshup has accepted it (see consumers/sender.py).
+marked done by turn id, so a redelivered turn never replies twice.
+
+A customer who keeps writing while a turn runs is answered once, about everything: before its
+first effect (a booking, a cancellation, its replies) the turn asks storage/turns.commit whether
+newer messages came; if so and it has done nothing yet, it is abandoned (no effect, no reply,
+its checkpoint writes dropped: graph/checkpoints.held) and the next turn reads every message.
+Once committed, it finishes, and the newer messages wait for the next turn.
+
+An escalation becomes a template notification to the organization's advisor; the sender turns
+the bot off for the chat only once Gupshup has accepted it (see consumers/sender.py). When a
+turn starts, the customer's message is marked read with a typing indicator
+(consumers/typing_indicator.py).
 """
 
 from __future__ import annotations
@@ -13,9 +22,12 @@ import json
 import logging
 import time
 
+from consumers import typing_indicator
 from consumers.enrich import debounce_of
+from consumers.outcomes import Outcome
 from consumers.runtime import Delivery, Poison
-from graph.contract import EscalationRequest, TurnInput
+from graph import checkpoints
+from graph.contract import EscalationRequest, TurnInput, TurnSuperseded
 from graph.receptionist import Receptionist
 from ops import metrics, tracing
 from ops.deps import Deps
@@ -31,6 +43,7 @@ class AgentStage:
         self.deps = deps
         self.receptionist = receptionist
         self.connections = ConnectionsByOrg(deps.pool)
+        self._indicators: set[asyncio.Task[None]] = set()  # running beside their turns
 
     async def dead_lettered(self, event: StreamEvent) -> None:
         """A turn given up on no longer holds its chat: the next messages get their own turn."""
@@ -43,18 +56,21 @@ class AgentStage:
                 now_ms=self.deps.now_ms(),
             )
 
-    async def handle(self, event: StreamEvent, delivery: Delivery) -> str | None:
+    async def handle(self, event: StreamEvent, delivery: Delivery) -> Outcome | None:
         if not isinstance(event, TurnRequest):
             raise Poison(f"the turns stream carries turns, not {event.type}")
         deps = self.deps
-        if await deps.redis.exists(keys.turn_done(event.org, event.turn_id)):
+        done = await deps.redis.get(keys.turn_done(event.org, event.turn_id))
+        if done == "abandoned":  # its messages went to a newer turn (storage/turns.commit)
+            return Outcome.DUPLICATE
+        if done:
             await self._finish(event, [])  # replies already queued; make sure the lease is released
-            return "duplicate"
+            return Outcome.DUPLICATE
         identity = await chats.find_identity(deps.pool, event.org, event.chat)
         if identity is None or not identity.bot_enabled:
             await self._finish(event, [])
             metrics.turns.labels("bot_off").inc()
-            return "skipped_bot_off"
+            return Outcome.SKIPPED_BOT_OFF
         lease_ms = int(deps.settings.turn_lease_s * 1000)
         if not await turns.take_lease(
             deps.redis,
@@ -68,32 +84,46 @@ class AgentStage:
             # A later turn of this chat is running (this one waited past its lease): its
             # messages now join the chat's next turn instead of racing it.
             metrics.turns.labels("merged_into_next").inc()
-            return "merged_into_next_turn"
+            return Outcome.MERGED_INTO_NEXT_TURN
+        await self._show_typing(event)
         texts = await chats.message_texts(deps.pool, event.org, event.message_ids)
+        found = await origins.of_turn(deps.redis, event.org, event.message_ids)
+        first, others = (found[0], found[1:]) if found else (None, [])
+        first_ms = first.received_at_ms if first else deps.now_ms()
+
+        async def before_effect() -> None:
+            if not await self._commit(event, first_ms):
+                raise TurnSuperseded(event.turn_id)
+
         turn = TurnInput(
             org=event.org,
             chat=event.chat,
-            contact_id=identity.contact_id,
+            contact_id=identity.customer_contact_id(),
             identity_id=identity.id,
             turn_id=event.turn_id,
             texts=texts,
+            before_effect=before_effect,
         )
-        first, *others = await origins.of_turn(deps.redis, event.org, event.message_ids) or [None]
         keeper = asyncio.create_task(self._keep_lease(event))
         started = time.monotonic()
         try:
             # The turn continues its first message's trace; the others' traces are linked to it.
-            with tracing.span(
-                "agent.turn",
-                first.traceparent if first else None,
-                new_trace=True,
-                links=[o.traceparent for o in others],
-                org_id=event.org,
-                chat_id=event.chat,
-                turn_id=event.turn_id,
-                thread_id=keys.checkpoint_thread(event.org, event.chat),
+            with (
+                tracing.span(
+                    "agent.turn",
+                    first.traceparent if first else None,
+                    new_trace=True,
+                    links=[o.traceparent for o in others],
+                    org_id=event.org,
+                    chat_id=event.chat,
+                    turn_id=event.turn_id,
+                    thread_id=keys.checkpoint_thread(event.org, event.chat),
+                ),
+                checkpoints.held() as state_writes,
             ):
                 result = await self.receptionist.run_turn(turn)
+        except TurnSuperseded:
+            return self._restarted("before_effect")
         finally:
             keeper.cancel()
         metrics.turn_seconds.observe(time.monotonic() - started)
@@ -122,6 +152,11 @@ class AgentStage:
         )
         if result.escalation:
             outbound.append(await self._escalation(event, result.escalation))
+        if not await self._commit(event, first_ms):
+            return self._restarted("before_reply")
+        # Committed: the state the replies come from is written before they are queued, so a
+        # crash in between replays the turn from it (graph/nodes.py `replay`), never forgets it.
+        await state_writes.flush()
         if deps.settings.dev_chat_enabled:  # the chat page shows who handled the turn
             await deps.redis.set(
                 keys.dev_turn_info(event.org, event.chat),
@@ -133,6 +168,51 @@ class AgentStage:
         await self._finish(event, outbound)
         metrics.turns.labels("escalated" if result.escalation else "replied").inc()
         return None
+
+    async def _show_typing(self, event: TurnRequest) -> None:
+        """The customer's last message marked read, "typing…" shown, beside the turn."""
+        if not self.deps.settings.typing_indicator or not event.message_ids:
+            return
+        connection = await self.connections.get(event.org)
+        if connection is None or not typing_indicator.can_send(connection):
+            return
+
+        async def show() -> None:
+            message = await chats.whatsapp_id(self.deps.pool, event.org, event.message_ids[-1])
+            if message is not None:
+                await typing_indicator.mark_read_typing(
+                    self.deps.http, self.deps.settings.gupshup_partner_api_url, connection, message
+                )
+
+        task = asyncio.create_task(show())
+        self._indicators.add(task)
+        task.add_done_callback(self._indicator_done)
+
+    def _indicator_done(self, task: asyncio.Task[None]) -> None:
+        self._indicators.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # its query failed: no matter
+            log.warning("typing indicator not sent: %r", task.exception())
+
+    async def _commit(self, event: TurnRequest, first_ms: int) -> bool:
+        """True once the turn may have effects; False if it was abandoned for newer messages."""
+        s = self.deps.settings
+        if not s.turn_restart:
+            return True
+        return await turns.commit(
+            self.deps.redis,
+            org=event.org,
+            chat=event.chat,
+            turn_id=event.turn_id,
+            message_ids=event.message_ids,
+            first_ms=first_ms,
+            now_ms=self.deps.now_ms(),
+            max_wait_ms=int(s.debounce_max_wait_seconds * 1000),
+        )
+
+    def _restarted(self, at: str) -> Outcome:
+        metrics.turns_restarted.labels(at).inc()
+        metrics.turns.labels("restarted").inc()
+        return Outcome.RESTARTED
 
     async def _escalation(self, event: TurnRequest, request: EscalationRequest) -> OutboundMessage:
         """The advisor's template notification, or the honest answer when there is no advisor."""

@@ -2,7 +2,7 @@
 
 The state lives in Redis (storage/turns.py), so any number of batchers can run and one that dies
 loses nothing; the flush script is atomic, so two batchers never start the same turn. A batcher
-visits only organizations with a chat due (the index in storage/due.py), is woken as soon as one
+visits only organizations with a chat due (the index `due.CHATS`, storage/due.py), is woken as soon as one
 is signalled, and otherwise sleeps until the next due time: its work follows the traffic, not the
 number of organizations. Every batcher_sweep_s it rebuilds the index from every organization, in
 case a batcher died between taking an organization out of it and putting it back.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 
 from ops.deps import Deps
 from storage import due, turns
@@ -29,7 +30,7 @@ class Batcher:
         deps = self.deps
         s = deps.settings
         visited = started = 0
-        for org, score in await due.due_orgs(deps.redis, deps.now_ms()):
+        for org, score in await due.CHATS.due(deps.redis, deps.now_ms()):
             visited += 1
             now_ms = deps.now_ms()
             for chat in await due.take_and_read(deps.redis, org, score, now_ms):
@@ -46,7 +47,7 @@ class Batcher:
                 if outcome == "started":
                     started += 1
                     log.debug("turn started org=%s chat=%s", org, chat)
-            await due.put_back(deps.redis, org)
+            await due.CHATS.put_back(deps.redis, org)
         return visited, started
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -56,7 +57,7 @@ class Batcher:
             try:
                 if time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + s.batcher_sweep_s
-                    await due.sweep(self.deps.redis)
+                    await due.CHATS.sweep(self.deps.redis)
                 visited, _ = await self.tick()
                 if not visited:
                     await self._idle(stop)
@@ -70,14 +71,14 @@ class Batcher:
         """Nothing due now: wait for a signal, the next due time or batcher_tick_s."""
         s = self.deps.settings
         timeout_s = s.batcher_tick_s
-        next_ms = await due.next_due_ms(self.deps.redis)
+        next_ms = await due.CHATS.next_due_ms(self.deps.redis)
         if next_ms is not None:
             timeout_s = min(timeout_s, max(0.0, (next_ms - self.deps.now_ms()) / 1000))
         if timeout_s > 0:
-            await _first(stop.wait(), due.wait(self.deps.redis, timeout_s))
+            await _first(stop.wait(), due.CHATS.wait(self.deps.redis, timeout_s))
 
 
-async def _first(*awaitables) -> None:
+async def _first(*awaitables: Awaitable[object]) -> None:
     """Wait for the first to finish; cancel the rest (a cancelled BLPOP drops its connection)."""
     tasks = [asyncio.ensure_future(a) for a in awaitables]
     try:

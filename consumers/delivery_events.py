@@ -9,6 +9,7 @@ import logging
 import re
 import unicodedata
 
+from consumers.outcomes import Outcome
 from consumers.runtime import Delivery, Retry
 from consumers.send_doubts import SendEvidence
 from ops import metrics
@@ -17,6 +18,7 @@ from storage import chats, consent, ratelimit, statuses, streams
 from storage.events import OutboundMessage, StatusEvent, UserEvent
 from storage.org_settings import staff_phones
 from storage.orgs import ConnectionsByOrg
+from storage.keys import Stream
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ def normalise(text: str) -> str:
     return re.sub(r"[^a-z ]+", "", plain).strip()
 
 
-def consent_keyword(text: str | None) -> str | None:
+def consent_keyword(text: str | None) -> consent.Status | None:
     """'opted_out' or 'opted_in' when the whole message is a STOP or START keyword."""
     if not text:
         return None
@@ -70,7 +72,7 @@ class DeliveryEvents:
         self.connections = ConnectionsByOrg(deps.pool)  # its settings name the staff phones
         self.evidence = SendEvidence(deps)
 
-    async def on_status(self, event: StatusEvent, delivery: Delivery) -> str | None:
+    async def on_status(self, event: StatusEvent, delivery: Delivery) -> Outcome | None:
         deps = self.deps
         applied = await self.status_writer.apply(
             org=event.org,
@@ -104,7 +106,7 @@ class DeliveryEvents:
                 raise Retry(f"no outgoing message matches {event.gs_id or event.provider_id} yet")
         if applied is None:
             metrics.status_events.labels(metrics.status_label(event.status), "unmatched").inc()
-            return "unmatched"
+            return Outcome.UNMATCHED
         metrics.status_events.labels(metrics.status_label(event.status), "applied").inc()
         if event.status == "failed":
             await self._on_failure(event, applied)
@@ -125,8 +127,8 @@ class DeliveryEvents:
             return
         if event.code in (NUMBER_OPTED_OUT, MARKETING_STOPPED):
             identity = await chats.find_identity(deps.pool, event.org, applied.phone)
-            if identity is None:
-                return
+            if identity is None or identity.contact_id is None:
+                return  # a staff chat: staff are not contacts with a consent
             channel = (
                 consent.WHATSAPP if event.code == NUMBER_OPTED_OUT else consent.WHATSAPP_MARKETING
             )
@@ -140,24 +142,24 @@ class DeliveryEvents:
                 channel=channel,
             )
 
-    async def on_user_event(self, event: UserEvent, delivery: Delivery) -> str | None:
+    async def on_user_event(self, event: UserEvent, delivery: Delivery) -> Outcome | None:
         if event.event not in ("opted-in", "opted-out"):
-            return "ignored"
+            return Outcome.IGNORED
         connection = await self.connections.get(event.org)
         if connection is not None and event.phone in staff_phones(connection.settings):
-            return "ignored_staff"  # the clinic's own people are not contacts with a consent
+            return Outcome.IGNORED_STAFF  # the clinic's own people are not contacts with a consent
         identity = await chats.upsert_identity(self.deps.pool, event.org, event.phone, None)
         await consent.record(
             self.deps.pool,
             org=event.org,
-            contact_id=identity.contact_id,
+            contact_id=identity.customer_contact_id(),
             status="opted_in" if event.event == "opted-in" else "opted_out",
             source="user_event",
         )
         return None
 
     async def on_keyword(
-        self, *, org: str, phone: str, contact_id: str, provider_id: str, status: str
+        self, *, org: str, phone: str, contact_id: str, provider_id: str, status: consent.Status
     ) -> None:
         """A STOP or START message: record it and confirm once (not again if nothing changed).
 
@@ -170,11 +172,11 @@ class DeliveryEvents:
             org=org,
             contact_id=contact_id,
             status=status,
-            source="keyword",  # type: ignore[arg-type]
+            source="keyword",
             detail=provider_id,
         )
-        changed = previous is None or previous[0] != status
-        if not changed and previous[1] != provider_id:
+        # Unchanged, and not a redelivery of the message that set it: no confirmation again.
+        if previous is not None and previous[0] == status and previous[1] != provider_id:
             return
         text = OPT_OUT_CONFIRMATION if status == "opted_out" else OPT_IN_CONFIRMATION
         await streams.publish(
@@ -187,5 +189,5 @@ class DeliveryEvents:
                 purpose="opt_out_confirmation" if status == "opted_out" else "opt_in_confirmation",
                 requires_bot_enabled=False,
             ),
-            "outbound",
+            Stream.OUTBOUND,
         )

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from consumers.delivery_events import DeliveryEvents, consent_keyword
+from consumers.outcomes import Outcome
 from consumers.runtime import Delivery, Poison
 from consumers.understanding import Understanding, understand
 from graph import bursts
@@ -18,23 +21,26 @@ from ops import metrics, tracing
 from ops.deps import Deps
 from storage import chats, memory, origins, turns
 from storage.events import InboundMessage, Origin, StatusEvent, StreamEvent, UserEvent
+from storage.keys import Stage
 from storage.org_settings import staff_phones
 from storage.orgs import ConnectionsByOrg
 
 log = logging.getLogger(__name__)
 
 
-def debounce_of(deps: Deps, event: InboundMessage | None = None) -> turns.Debounce:
+def debounce_of(
+    deps: Deps, event: InboundMessage | None = None, org_settings: Mapping[str, Any] | None = None
+) -> turns.Debounce:
     """The burst's limits; with a message, the quiet window that message calls for
-    (graph/bursts.py: short after a complete question, the full window after a fragment)."""
+    (graph/bursts.py: short after a complete question, the full window after a fragment), by
+    the organization's own rules where it set them."""
     s = deps.settings
-    quiet_s = s.debounce_seconds
-    if event is not None and s.debounce_adaptive:
-        kind = bursts.completeness(event.kind, event.text, event.caption)
-        quiet_s = bursts.quiet_seconds(
-            kind, s.debounce_seconds, s.debounce_complete_share, s.debounce_neutral_share
-        )
-        metrics.debounce_window.labels(kind).observe(quiet_s)
+    rules = bursts.Rules.of(s, org_settings)
+    quiet_s = rules.full_s
+    if event is not None:
+        kind, quiet_s = rules.window(event.kind, event.text, event.caption)
+        if rules.adaptive:
+            metrics.debounce_window.labels(kind).observe(quiet_s)
     return turns.Debounce(
         quiet_ms=int(quiet_s * 1000),
         max_wait_ms=int(s.debounce_max_wait_seconds * 1000),
@@ -43,16 +49,20 @@ def debounce_of(deps: Deps, event: InboundMessage | None = None) -> turns.Deboun
 
 
 class EnrichStage:
-    def __init__(self, deps: Deps, understander=understand) -> None:
+    def __init__(
+        self,
+        deps: Deps,
+        understander: Callable[[Deps, InboundMessage], Awaitable[Understanding]] = understand,
+    ) -> None:
         self.deps = deps
         self.understand = understander
         self.delivery_events = DeliveryEvents(deps)
         self.connections = ConnectionsByOrg(deps.pool)  # its settings name the staff phones
 
-    async def handle(self, event: StreamEvent, delivery: Delivery) -> str | None:
+    async def handle(self, event: StreamEvent, delivery: Delivery) -> Outcome | None:
         if isinstance(event, InboundMessage):
             with tracing.span(
-                "enrich",
+                Stage.ENRICH,
                 event.traceparent,
                 new_trace=True,
                 org_id=event.org,
@@ -80,7 +90,7 @@ class EnrichStage:
                 debounce=debounce_of(self.deps),
             )
 
-    async def message(self, event: InboundMessage) -> str | None:
+    async def message(self, event: InboundMessage) -> Outcome | None:
         deps = self.deps
         connection = await self.connections.get(event.org)
         if connection is not None and event.phone in staff_phones(connection.settings):
@@ -98,14 +108,15 @@ class EnrichStage:
             identity = dataclasses.replace(identity, bot_enabled=True)
         message_id = await chats.inbound_message_id(deps.pool, event.org, event.provider_id)
         created = message_id is None
-        if created:  # a redelivered entry does not download and understand its media again
+        # A redelivered entry does not download and understand its media again.
+        if message_id is None:
             message_id, created = await self._store(event, identity)
         keyword = consent_keyword(event.text) if event.kind == "text" else None
         if keyword:
             await self.delivery_events.on_keyword(
                 org=event.org,
                 phone=event.phone,
-                contact_id=identity.contact_id,
+                contact_id=identity.customer_contact_id(),
                 provider_id=event.provider_id,
                 status=keyword,
             )
@@ -133,14 +144,18 @@ class EnrichStage:
             message_id=message_id if joins_turn else None,
             sent_at_ms=event.sent_at_ms,
             now_ms=deps.now_ms(),
-            debounce=debounce_of(deps, event if joins_turn else None),
+            debounce=debounce_of(
+                deps,
+                event if joins_turn else None,
+                connection.settings if connection is not None else None,
+            ),
             chars=len(event.text or ""),
         )
         if not created:
-            return "duplicate"
-        return None if joins_turn else "stored_without_turn"
+            return Outcome.DUPLICATE
+        return None if joins_turn else Outcome.STORED_WITHOUT_TURN
 
-    async def _staff_message(self, event: InboundMessage) -> str:
+    async def _staff_message(self, event: InboundMessage) -> Outcome:
         """The advisor or a staff member wrote to the business number: kept and shown in the
         inbox, never a contact, never a turn (the bot answering the clinic's own people as
         customers was the bug this prevents)."""
@@ -160,7 +175,7 @@ class EnrichStage:
             now_ms=deps.now_ms(),
             debounce=debounce_of(deps),
         )
-        return "staff_message" if created else "duplicate"
+        return Outcome.STAFF_MESSAGE if created else Outcome.DUPLICATE
 
     async def _store(
         self, event: InboundMessage, identity: chats.Identity, author: str = "customer"

@@ -160,15 +160,18 @@ class GeminiReader:
                 file=str(path), config=self._types.UploadFileConfig(mime_type=mime)
             )
         while str(getattr(file.state, "name", file.state)) == "PROCESSING":
+            if file.name is None:  # the API names every upload: without one it cannot be polled
+                raise GeminiUnavailable("server_error", "the uploaded file has no name")
             await asyncio.sleep(FILE_POLL_S)  # the outer budget bounds this loop
             file = await self.client.aio.files.get(name=file.name)
         return file
 
     async def _forget(self, file: Any) -> None:
         # Uploaded files expire after 48 h anyway; deleting now keeps customer media off Google.
+        failures: tuple[type[BaseException], ...] = (self._api_error, *self._network)
         try:
             await self.client.aio.files.delete(name=file.name)
-        except (self._api_error, *self._network) as exc:
+        except failures as exc:
             log.info("could not delete Gemini file %s: %s", file.name, exc)
 
     async def _retrying(self, org: str, deadline: float, call: Callable[[], Awaitable[T]]) -> T:

@@ -2,8 +2,8 @@
 
 Reading every organization's stream in each XREADGROUP made every read cost as much as the
 number of tenants (with 2,000 organizations, most of a core went to building, sending and
-parsing reads of empty streams). Instead, whoever adds an entry to `{org}:<stage>` also signals
-the organization on `skytide:ready:<stage>` (storage/streams.signal). A worker keeps a small set
+parsing reads of empty streams). Instead, whoever adds an entry to `{org}:<stream>` also signals
+the organization on `skytide:ready:<stream>` (storage/streams.signal). A worker keeps a small set
 of hot streams: it reads them while they return as many entries as it asked for and drops each
 as soon as a read returns fewer; with nothing hot it blocks on the signals (BZPOPMIN), so an idle
 worker costs nothing per tenant.
@@ -22,11 +22,13 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from storage import keys
+from storage.keys import Stage, Stream
+from storage.redis_client import blocking_pop
 
 POP_MAX = 256  # signals taken per read
 
 
-async def ensure_groups(redis: aioredis.Redis, streams: list[str], group: str) -> None:
+async def ensure_groups(redis: aioredis.Redis, streams: list[str], group: Stage) -> None:
     """Create the consumer group on each stream that lacks one, in one round trip per 500."""
     for i in range(0, len(streams), 500):
         async with redis.pipeline(transaction=False) as pipe:
@@ -42,8 +44,8 @@ class ReadSet:
     def __init__(
         self,
         redis: aioredis.Redis,
-        stage_stream: str,
-        group: str,
+        stream: Stream,
+        group: Stage,
         consumer: str,
         *,
         read_count: int,
@@ -51,7 +53,7 @@ class ReadSet:
         sweep_every_s: float,
     ) -> None:
         self.redis = redis
-        self.stage_stream = stage_stream
+        self.stream = stream
         self.group = group
         self.consumer = consumer
         self.read_count = read_count
@@ -60,10 +62,10 @@ class ReadSet:
         self.hot: set[str] = set()
         self.orgs: set[str] = set()  # every registered organization (for the sweep)
         self._next_sweep = 0.0
-        self._ready = keys.ready(stage_stream)
+        self._ready = keys.ready(stream)
 
     def _stream(self, org: str) -> str:
-        return keys.stream(org, self.stage_stream)
+        return keys.stream(org, self.stream)
 
     async def read(self, free: int) -> list[tuple[str, list[tuple[str, dict[str, str]]]]]:
         """One read of the hot streams (after waiting for a signal if none is hot)."""
@@ -71,10 +73,12 @@ class ReadSet:
             self._next_sweep = time.monotonic() + self.sweep_every_s
             self.hot |= {self._stream(org) for org in self.orgs}
         if not self.hot:
-            popped = await self.redis.bzpopmin(self._ready, timeout=self.block_ms / 1000)
-            if not popped:
+            ready = blocking_pop(
+                await self.redis.bzpopmin(self._ready, timeout=self.block_ms / 1000)
+            )
+            if not ready:
                 return []
-            self.hot.add(self._stream(popped[1]))
+            self.hot.add(self._stream(ready[1]))
         streams = sorted(self.hot)
         count = max(1, min(self.read_count, free // len(streams) or 1))
         async with self.redis.pipeline(transaction=False) as pipe:

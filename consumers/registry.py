@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from ops.deps import Deps
 from storage import keys
@@ -60,11 +61,12 @@ async def refresh_connections(deps: Deps, every_s: float) -> int | None:
 async def keep_registry(
     deps: Deps, stop: asyncio.Event, every_s: float = 2.0, connections_every_s: float = 60.0
 ) -> None:
+    steps: tuple[tuple[str, Callable[[], Awaitable[int | None]]], ...] = (
+        ("the organization registry", lambda: heal_registry(deps)),
+        ("the webhook connections", lambda: refresh_connections(deps, connections_every_s)),
+    )
     while not stop.is_set():
-        for what, step in (
-            ("the organization registry", lambda: heal_registry(deps)),
-            ("the webhook connections", lambda: refresh_connections(deps, connections_every_s)),
-        ):
+        for what, step in steps:
             try:
                 await step()
             except asyncio.CancelledError:

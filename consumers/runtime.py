@@ -13,23 +13,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import EncodableT, FieldT, StreamIdT
 
 from consumers.acks import Acker
+from consumers.outcomes import Outcome
 from consumers.reads import ReadSet, ensure_groups
+from consumers.retries import RetryPolicy, Tries
 from ops import metrics
-from ops.outages import Outages, dependency_of
+from ops.outages import Dependency, Outages, dependency_of
 from storage import dead_letters, keys
-from storage.events import BadEvent, StreamEvent, chat_key, decode
+from storage.events import (
+    BadEvent,
+    DeadLetter,
+    StreamEvent,
+    chat_key,
+    decode,
+    encode_dead_letter,
+)
+from storage.keys import STAGE_STREAM, Stage, Stream
+from storage.redis_client import PendingEntry, claimed, text_set
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +65,14 @@ class Delivery:
     attempt: int = 1  # in-process attempt number
 
 
-Handler = Callable[[StreamEvent, Delivery], Awaitable[str | None]]
-"""Returns None (acked) or a short outcome such as "skipped"; raises Retry or Poison."""
+Handler = Callable[[StreamEvent, Delivery], Awaitable[Outcome | None]]
+"""Returns None (acked) or how else the entry ended (`Outcome.DUPLICATE`, ...); raises Retry or
+Poison."""
 
 
 @dataclass
 class StageConfig:
-    stage: str  # enrich, agent, sender
-    stream: str  # inbound, turns, outbound
+    stage: Stage  # the consumer group; it reads the stream STAGE_STREAM pairs it with
     concurrency: int = 64
     read_count: int = 16
     block_ms: int = 1000
@@ -78,6 +89,19 @@ class StageConfig:
     handler_timeout_s: float = 180.0
     dependency_outage_max_s: float = 900.0
     sweep_every_s: float = 10.0  # read every stream once, whether signalled or not
+
+    @property
+    def stream(self) -> Stream:
+        return STAGE_STREAM[self.stage]
+
+    @property
+    def retries(self) -> RetryPolicy:
+        return RetryPolicy(
+            attempts=self.retry_attempts,
+            base_s=self.retry_base_s,
+            max_s=self.retry_max_s,
+            outage_max_s=self.dependency_outage_max_s,
+        )
 
 
 @dataclass
@@ -111,7 +135,8 @@ class StageWorker:
     ) -> None:
         self.redis = redis
         self.outages = outages  # shared by the process's stages: which dependencies are down
-        self._waiting_on: set[str] = set()  # dependencies this stage met down (slows its reads)
+        # Dependencies this stage met down: its reads slow down until they answer again.
+        self._waiting_on: set[Dependency] = set()
         self._outage_pause_s = 0.0
         self.config = config
         self.handler = handler
@@ -141,13 +166,13 @@ class StageWorker:
         self._read_from: set[str] = set()  # streams read since the last trim
 
     @property
-    def group(self) -> str:
+    def group(self) -> Stage:
         return self.config.stage
 
     # ---- discovery -------------------------------------------------------------------------
 
     async def _refresh_orgs(self) -> None:
-        orgs = set(await self.redis.smembers(keys.ORG_REGISTRY))
+        orgs = set(text_set(await self.redis.smembers(keys.ORG_REGISTRY)))
         new = [keys.stream(org, self.config.stream) for org in orgs - self._orgs]
         await ensure_groups(self.redis, new, self.group)
         self._orgs = orgs
@@ -185,7 +210,7 @@ class StageWorker:
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 # Redis restarting or failing over: keep trying; never let the stage die.
                 outage_s = min(self.config.retry_max_s, max(0.1, outage_s * 2))
-                metrics.dependency_errors.labels("redis", type(exc).__name__).inc()
+                metrics.dependency_errors.labels(Dependency.REDIS, type(exc).__name__).inc()
                 log.warning(
                     "%s: cannot read from Redis (%s); again in %.1fs", self.group, exc, outage_s
                 )
@@ -254,15 +279,16 @@ class StageWorker:
                 if pending:
                     await self._claim_items(stream, pending)
 
-    async def _claim_items(self, stream: str, pending: list[dict]) -> None:
+    async def _claim_items(self, stream: str, pending: list[PendingEntry]) -> None:
         for item in pending:
             entry_id = item["message_id"]
             if (stream, entry_id) in self._in_flight or self.acker.settling(stream, entry_id):
                 continue  # ours: being handled, or handled and its XACK on the way
-            claimed = await self.redis.xclaim(
-                stream, self.group, self.consumer, self.config.claim_idle_ms, [entry_id]
+            ids: list[StreamIdT] = [entry_id]
+            taken = await self.redis.xclaim(
+                stream, self.group, self.consumer, self.config.claim_idle_ms, ids
             )
-            for claimed_id, fields in claimed:
+            for claimed_id, fields in claimed(taken):
                 deliveries = int(item["times_delivered"]) + 1
                 entry = _Entry(stream, claimed_id, fields or {}, deliveries)
                 if not fields:  # deleted from the stream while pending: nothing left to do
@@ -290,7 +316,7 @@ class StageWorker:
     async def _keep_own_entries(self) -> None:
         """Reset the idle time of long-running entries so no other worker claims them."""
         threshold = time.monotonic() - self.config.claim_idle_ms / 2000
-        by_stream: dict[str, list[str]] = {}
+        by_stream: dict[str, list[StreamIdT]] = {}
         for entry in list(self._in_flight.values()):
             if entry.started < threshold:
                 by_stream.setdefault(entry.stream, []).append(entry.entry_id)
@@ -405,9 +431,9 @@ class StageWorker:
                 f"not the one of its stream {entry.stream}",
             )
             return True
-        attempt, outage_tries, outage_since, waited_on = 1, 0, 0.0, None
+        tries = Tries(self.config.retries)
         while True:
-            delivery = Delivery(entry.stream, entry.entry_id, entry.deliveries, attempt)
+            delivery = Delivery(entry.stream, entry.entry_id, entry.deliveries, tries.attempt)
             try:
                 outcome = await self._call(event, delivery)
             except asyncio.CancelledError:
@@ -419,27 +445,27 @@ class StageWorker:
                 reason = f"{type(exc).__name__}: {exc}"
                 dependency = await self._dependency_down(exc, reason)
                 if dependency is not None:
-                    waited_on = dependency
-                    outage_since = outage_since or time.monotonic()
-                    waited_s = time.monotonic() - outage_since
-                    if waited_s >= self.config.dependency_outage_max_s:
+                    wait_s = tries.after_outage(dependency)
+                    if wait_s is None:
                         await self._dead_letter(
                             entry,
                             event,
                             (
-                                f"{dependency} was down for {waited_s:.0f}s "
+                                f"{dependency} was down for {tries.outage_s():.0f}s "
                                 f"(DEPENDENCY_OUTAGE_MAX_S): {reason}"
                             ),
                         )
                         return True
-                    outage_tries += 1
                     metrics.outage_retries.labels(self.group, dependency).inc()
-                    self._outcome("waiting_for_dependency", entry, reason, attempt=attempt)
+                    self._outcome(
+                        Outcome.WAITING_FOR_DEPENDENCY, entry, reason, attempt=tries.attempt
+                    )
                     if self._stopping:
                         return False
-                    await asyncio.sleep(self._backoff_s(outage_tries))
+                    await asyncio.sleep(wait_s)
                     continue
-                if attempt >= self.config.retry_attempts:
+                wait_s = tries.after_own_failure()
+                if wait_s is None:
                     log.error(
                         "%s: %s %s failed on its last attempt",
                         self.group,
@@ -450,22 +476,26 @@ class StageWorker:
                     await self._dead_letter(entry, event, reason)
                     return True
                 self._outcome(
-                    "retried", entry, reason, attempt=attempt, exc_info=not isinstance(exc, Retry)
+                    Outcome.RETRIED,
+                    entry,
+                    reason,
+                    attempt=tries.attempt,
+                    exc_info=not isinstance(exc, Retry),
                 )
                 if self._stopping:
                     return False  # left pending: handed back with the rest of its chat
-                await asyncio.sleep(self._backoff_s(attempt))
-                attempt += 1
+                await asyncio.sleep(wait_s)
+                tries.attempt += 1
                 continue
             if self.outages is not None:
-                self._outage_over(self.outages, waited_on)
+                self._outage_over(self.outages, tries.waited_on)
             self.acker.ack(entry.stream, entry.entry_id)
             metrics.stage_seconds.labels(self.group).observe(time.monotonic() - started)
             metrics.stage_latency.labels(self.group).observe(_age_s(entry.entry_id))
-            self._outcome(outcome or "acked", entry)
+            self._outcome(outcome or Outcome.ACKED, entry)
             return True
 
-    def _outage_over(self, outages: Outages, waited_on: str | None) -> None:
+    def _outage_over(self, outages: Outages, waited_on: Dependency | None) -> None:
         """An entry succeeded: the dependency it waited for is back, and so are those without a
         probe (Gupshup, the model) that this stage met down. Without this, an outage whose
         entries ended otherwise (dead-lettered, rejected) would slow the stage's reads and show
@@ -475,7 +505,7 @@ class StageWorker:
         for dependency in self._waiting_on - set(outages.probes):
             outages.mark_up(dependency)
 
-    async def _call(self, event: StreamEvent, delivery: Delivery) -> str | None:
+    async def _call(self, event: StreamEvent, delivery: Delivery) -> Outcome | None:
         """The handler, within the stage's time limit: a hung call is retried, not waited on."""
         limit = asyncio.timeout(self.config.handler_timeout_s)
         try:
@@ -489,7 +519,7 @@ class StageWorker:
                 f"the handler ran longer than {self.config.handler_timeout_s}s (HANDLER_TIMEOUT_S)"
             ) from None
 
-    async def _dependency_down(self, exc: Exception, reason: str) -> str | None:
+    async def _dependency_down(self, exc: Exception, reason: str) -> Dependency | None:
         """The dependency whose outage caused this failure, or None: the entry's own failure.
 
         An exception that names no dependency (a timeout, a bug) is checked against the live
@@ -506,26 +536,26 @@ class StageWorker:
             self._waiting_on.add(dependency)
         return dependency
 
-    def _backoff_s(self, attempt: int) -> float:
-        base = min(self.config.retry_max_s, self.config.retry_base_s * 2 ** (attempt - 1))
-        return base / 2 + random.random() * base / 2  # jitter: retries of many entries spread out
-
     async def _dead_letter(self, entry: _Entry, event: StreamEvent | None, error: str) -> None:
         org = keys.org_of_key(entry.stream)
         now_ms = int(time.time() * 1000)
-        record = {
-            "stage": self.group,
-            "stream": entry.stream,
-            "entry_id": entry.entry_id,
-            "error": dead_letters.redact_error(error),
-            "deliveries": str(entry.deliveries),
-            "failed_at_ms": str(now_ms),
-            **{f"payload.{k}": v for k, v in entry.fields.items()},
-        }
+        record = encode_dead_letter(
+            DeadLetter(
+                org=org,
+                id="",
+                stage=self.group,
+                stream=entry.stream,
+                entry_id=entry.entry_id,
+                error=dead_letters.redact_error(error),
+                deliveries=entry.deliveries,
+                failed_at_ms=now_ms,
+                payload=entry.fields,
+            )
+        )
 
         async def move() -> None:
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.xadd(keys.dead_letters(org), record)
+                pipe.xadd(keys.dead_letters(org), cast(dict[FieldT, EncodableT], record))
                 dead_letters.queue_trim(
                     pipe,
                     org,
@@ -537,7 +567,7 @@ class StageWorker:
                 await pipe.execute()
 
         await _shielded(move())
-        self._outcome("dead_lettered", entry, error)
+        self._outcome(Outcome.DEAD_LETTERED, entry, error)
         if self.on_dead_letter and event is not None:
             try:
                 await self.on_dead_letter(event)
@@ -548,20 +578,18 @@ class StageWorker:
 
     def _outcome(
         self,
-        outcome: str,
+        outcome: Outcome,
         entry: _Entry,
         error: str | None = None,
         *,
         attempt: int | None = None,
         exc_info: bool = False,
     ) -> None:
-        """Every entry's fate goes through here: one log format, one metric."""
+        """Every entry's fate goes through here: one log format at the outcome's level, one
+        metric."""
         metrics.stage_entries.labels(self.group, outcome).inc()
-        level = logging.INFO if outcome in ("acked", "skipped") else logging.WARNING
-        if outcome == "acked":
-            level = logging.DEBUG
         log.log(
-            level,
+            outcome.level,
             "stage=%s outcome=%s stream=%s id=%s deliveries=%d%s%s",
             self.group,
             outcome,
@@ -600,7 +628,7 @@ class StageWorker:
                         justid=True,
                     )
                 )
-                self._outcome("handed_back", entry)
+                self._outcome(Outcome.HANDED_BACK, entry)
             self._in_flight.clear()
 
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timedelta
-from typing import Callable
+from datetime import datetime, time, timedelta
+from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
 from graph import replies
@@ -23,9 +23,18 @@ from ops import metrics
 from consumers import ticker
 from ops.deps import Deps
 from ops.outages import dependency_of
-from storage import jobs, keys, org_settings, reminders, streams
+from storage import due, jobs, keys, org_settings, reminders, streams
 from storage.catalog import org_profile
-from storage.events import OutboundMessage
+from storage.events import (
+    REMINDER_BUTTONS,
+    BadEvent,
+    ConfirmationJob,
+    OutboundMessage,
+    ReminderAnswer,
+    ReminderJob,
+)
+from storage.jobs import JobOutcome, Postponed
+from storage.keys import Stream
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +69,11 @@ class Scheduler:
         if self.reconcile_pending or not await deps.redis.exists(keys.JOBS_RECONCILED):
             await self.reconcile()
         ran = 0
-        for org in await jobs.due_orgs(deps.redis, deps.now_ms()):
+        for org, score in await due.JOBS.due(deps.redis, deps.now_ms()):
+            # The index protocol (storage/due.py): take, lease what is due, put back. The leases
+            # keep the organization indexed while its jobs run: a worker dying meanwhile leaves
+            # them to the next one when they end.
+            await due.JOBS.take(deps.redis, org, score)
             claimed = await jobs.claim(
                 deps.redis,
                 org,
@@ -68,6 +81,7 @@ class Scheduler:
                 lease_ms=int(s.job_lease_s * 1000),
                 limit=s.job_batch,
             )
+            leased_until = await due.JOBS.put_back(deps.redis, org)
             for job in claimed:
                 try:
                     await self.run_job(org, job)
@@ -76,7 +90,8 @@ class Scheduler:
                 except Exception as exc:  # the lease ends and a worker tries again
                     await self._failed(org, job, exc)
                 ran += 1
-            await jobs.refresh_org(deps.redis, org)
+            if claimed and leased_until is not None:  # the leases are over: index what is left
+                await due.JOBS.refresh(deps.redis, org, leased_until)
         return ran
 
     async def reconcile(self) -> int | None:
@@ -91,6 +106,7 @@ class Scheduler:
         self.reconcile_pending = False
         try:
             planned = await reminders.reconcile(deps.redis, deps.pool, deps.now_ms())
+            orgs = await reminders.organization_ids(deps.pool)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the lock runs out, then a tick tries again
@@ -102,6 +118,8 @@ class Scheduler:
                 lock_s,
             )
             return None
+        # Also put back what a scheduler dying between take and put-back dropped from the index.
+        await due.JOBS.sweep(deps.redis, orgs)
         await deps.redis.set(
             keys.JOBS_RECONCILED, deps.now_ms(), ex=max(1, int(s.reminder_reconcile_s))
         )
@@ -119,61 +137,61 @@ class Scheduler:
     async def _failed(self, org: str, job: jobs.Job, exc: Exception) -> None:
         """A dependency that is down is waited out (the job comes back after its lease, however
         long that takes); a job that fails on its own is dropped after MAX_DELIVERIES tries."""
-        kind = job.data.get("kind", "?")
+        kind = job.kind
         down = dependency_of(exc)
         if down:
-            metrics.scheduled_jobs.labels(org, kind, "waiting_dependency").inc()
+            metrics.scheduled_jobs.labels(org, kind, JobOutcome.WAITING_DEPENDENCY).inc()
             log.warning("job %s of %s waits for %s: %s", job.id, org, down, exc)
             return
         failures = await jobs.failed(self.deps.redis, org, job)
         if failures >= self.deps.settings.max_deliveries:
             await jobs.ack(self.deps.redis, org, job)
-            metrics.scheduled_jobs.labels(org, kind, "dropped_failing").inc()
+            metrics.scheduled_jobs.labels(org, kind, JobOutcome.DROPPED_FAILING).inc()
             log.error("job %s of %s dropped after %d failures", job.id, org, failures, exc_info=exc)
             return
-        metrics.scheduled_jobs.labels(org, kind, "failed").inc()
+        metrics.scheduled_jobs.labels(org, kind, JobOutcome.FAILED).inc()
         log.error(
             "job %s of %s failed (%d); retried after its lease", job.id, org, failures, exc_info=exc
         )
 
     async def run_job(self, org: str, job: jobs.Job) -> None:
-        kind = job.data.get("kind", "?")
-        outcome = await self._effect(org, job)
-        if outcome.startswith("postponed:"):
-            await jobs.postpone(self.deps.redis, org, job, int(outcome.split(":")[1]))
-            outcome = "postponed_quiet"
-        else:
-            await jobs.ack(self.deps.redis, org, job)
-        metrics.scheduled_jobs.labels(org, kind, outcome).inc()
+        if job.data is None:
+            raise BadEvent(f"job {job.id} has data that decodes to no job")
+        outcome = await jobs.settle(
+            self.deps.redis, org, job, await self._effect(org, job.id, job.data)
+        )
+        metrics.scheduled_jobs.labels(org, job.kind, outcome).inc()
         log.info("job %s of %s: %s", job.id, org, outcome)
 
-    async def _effect(self, org: str, job: jobs.Job) -> str:
-        deps, data = self.deps, job.data
-        appt = await reminders.due_appointment(deps.pool, org, data["appointment_id"])
+    async def _effect(
+        self, org: str, job_id: str, job: ConfirmationJob | ReminderJob
+    ) -> JobOutcome | Postponed:
+        deps = self.deps
+        appt = await reminders.due_appointment(deps.pool, org, job.appointment_id)
         profile = await org_profile(deps.pool, org)
         if appt is None or profile is None:
-            return "skipped_cancelled"
-        if data["kind"] == "reminder":
+            return JobOutcome.SKIPPED_CANCELLED
+        if isinstance(job, ReminderJob):
             if appt.status != "confirmed":
-                return "skipped_cancelled"
-            if int(appt.starts_at.timestamp() * 1000) != data["starts_ms"]:
-                return "skipped_moved"
-            if deps.now_ms() >= data.get("stale_ms", data["starts_ms"]):
-                return "skipped_stale"
+                return JobOutcome.SKIPPED_CANCELLED
+            if int(appt.starts_at.timestamp() * 1000) != job.starts_ms:
+                return JobOutcome.SKIPPED_MOVED
+            if deps.now_ms() >= job.stale_after_ms:
+                return JobOutcome.SKIPPED_STALE
         if appt.opted_out:
-            return "skipped_opted_out"
+            return JobOutcome.SKIPPED_OPTED_OUT
         tz = ZoneInfo(profile.timezone)
         now = datetime.fromtimestamp(deps.clock(), tz)
-        if data["kind"] == "reminder":
+        if isinstance(job, ReminderJob):
             quiet = org_settings.quiet_hours(profile.settings)
             if quiet and quiet.contains(now.time().replace(tzinfo=None)):
                 later = _end_of_quiet(now, quiet.end)
                 if later >= appt.starts_at:
-                    return "skipped_quiet"
-                return f"postponed:{int(later.timestamp() * 1000)}"
-        message = self._message(org, job, appt, profile.settings, tz, now)
-        await streams.publish(deps.redis, message, "outbound")
-        if data["kind"] == "reminder":
+                    return JobOutcome.SKIPPED_QUIET
+                return Postponed(int(later.timestamp() * 1000))
+        message = self._message(org, job_id, job, appt, profile.settings, tz, now)
+        await streams.publish(deps.redis, message, Stream.OUTBOUND)
+        if isinstance(job, ReminderJob):
             await reminders.remember_reminded(
                 deps.redis,
                 org,
@@ -184,54 +202,53 @@ class Scheduler:
             metrics.reminders_sent.labels(
                 org, "template" if message.template_id else "interactive"
             ).inc()
-        return "sent"
+        return JobOutcome.SENT
 
     def _message(
         self,
         org: str,
-        job: jobs.Job,
+        job_id: str,
+        job: ConfirmationJob | ReminderJob,
         appt: reminders.Due,
-        settings: dict,
+        settings: dict[str, Any],
         tz: ZoneInfo,
         now: datetime,
     ) -> OutboundMessage:
         local = appt.starts_at.astimezone(tz)
         date, clock = replies.day(local), replies.clock(local)
         address = settings.get("address") or ""
-        base = {
-            "org": org,
-            "phone": appt.phone,
-            "idempotency_key": f"job:{job.id}",
-            "purpose": job.data["kind"],
-            "requires_bot_enabled": False,
-        }
-        if job.data["kind"] == "confirmation":
-            return OutboundMessage(
-                text=confirmation_text(job.data["change"], appt.service_name, date, clock, address),
-                **base,
-            )
+        message = OutboundMessage(
+            org=org,
+            phone=appt.phone,
+            idempotency_key=f"job:{job_id}",
+            purpose=job.kind,
+            requires_bot_enabled=False,
+        )
+        if isinstance(job, ConfirmationJob):
+            text = confirmation_text(job.change, appt.service_name, date, clock, address)
+            return message.model_copy(update={"text": text})
         window_open = appt.last_inbound_at is not None and now - appt.last_inbound_at < timedelta(
             hours=self.deps.settings.window_hours
         ) - timedelta(seconds=self.deps.settings.window_margin_s)
         template_id = settings.get("reminder_template_id")
         if not window_open and template_id:
-            return OutboundMessage(
-                template_id=template_id,
-                template_params=[appt.service_name, date, clock, address],
-                **base,
+            return message.model_copy(
+                update={
+                    "template_id": template_id,
+                    "template_params": [appt.service_name, date, clock, address],
+                }
             )
         text = f"⏰ Te recordamos tu cita de {appt.service_name} el {date} a las {clock}" + (
             f" en {address}" if address else ""
         )
-        if (
-            appt.confirmed_by_contact_at
-        ):  # already confirmed: no question, only the way to change it
-            return OutboundMessage(
-                text=text + ". ¡Te esperamos!", buttons=list(reminders.BUTTONS[1:]), **base
-            )
-        return OutboundMessage(
-            text=text + ". ¿Nos confirmas tu asistencia?", buttons=list(reminders.BUTTONS), **base
-        )
+        if appt.confirmed_by_contact_at:  # already confirmed: no question, only how to change it
+            text += ". ¡Te esperamos!"
+            answers: list[ReminderAnswer] = ["reschedule", "cancel"]
+        else:
+            text += ". ¿Nos confirmas tu asistencia?"
+            answers = ["confirm", "reschedule", "cancel"]
+        buttons = [REMINDER_BUTTONS[answer] for answer in answers]
+        return message.model_copy(update={"text": text, "buttons": buttons})
 
     async def run(self, stop: asyncio.Event) -> None:
         from consumers.retention import Retention
@@ -269,6 +286,6 @@ def confirmation_text(change: str, service: str, date: str, clock: str, address:
     )
 
 
-def _end_of_quiet(now: datetime, end) -> datetime:
+def _end_of_quiet(now: datetime, end: time) -> datetime:
     candidate = now.replace(hour=end.hour, minute=end.minute, second=0, microsecond=0)
     return candidate if candidate > now else candidate + timedelta(days=1)

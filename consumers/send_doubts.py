@@ -21,6 +21,7 @@ from ops import metrics
 from ops.deps import Deps
 from storage import send_doubts, statuses, streams
 from storage.events import OutboundMessage, StatusEvent
+from storage.keys import Stream
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,13 @@ class SendEvidence:
             self.deps.redis,
             org=event.org,
             phone=event.destination,
-            event=event.model_dump(
-                include={"provider_id", "gs_id", "status", "at_ms", "code", "reason"}
+            event=send_doubts.OrphanStatus(
+                provider_id=event.provider_id,
+                gs_id=event.gs_id,
+                status=event.status,
+                at_ms=event.at_ms,
+                code=event.code,
+                reason=event.reason,
             ),
             ttl_s=s.gupshup_timeout_s + s.send_doubt_grace_s + 60,
         )
@@ -129,7 +135,7 @@ class DoubtChecker:
         for request in requests:
             # The same idempotency key: the sender's row decides, so a second copy is harmless.
             await streams.publish(
-                self.deps.redis, OutboundMessage.model_validate(request), "outbound"
+                self.deps.redis, OutboundMessage.model_validate(request), Stream.OUTBOUND
             )
         return len(requests)
 

@@ -12,11 +12,12 @@ from datetime import datetime, timezone
 from ops.deps import Deps
 from storage import chats, memory, streams, webhooks
 from storage.events import OutboundMessage
+from storage.keys import Stream
 
 
 async def accepted(deps: Deps, event: OutboundMessage) -> None:
     if event.text:  # the agent's short-term memory of the chat (staff words marked as such)
-        role = "staff" if event.author_name.startswith("staff:") else "assistant"
+        role: memory.Role = "staff" if event.author_name.startswith("staff:") else "assistant"
         await memory.remember(deps.redis, event.org, event.phone, role, event.text)
     if event.escalation:
         await escalation_outcome(deps, event, accepted=True)
@@ -61,5 +62,5 @@ async def escalation_outcome(deps: Deps, event: OutboundMessage, *, accepted: bo
             purpose="escalation_notice",
             requires_bot_enabled=not accepted,
         ),
-        "outbound",
+        Stream.OUTBOUND,
     )

@@ -17,13 +17,15 @@ import asyncio
 import logging
 
 from consumers import gupshup_api, send_outcomes
+from consumers.outcomes import Outcome, Sent
 from consumers.runtime import Delivery, Poison
 from consumers.send_doubts import SendEvidence
 from ops import metrics, tracing
-from ops.outages import DependencyDown
+from ops.outages import Dependency, DependencyDown
 from ops.deps import Deps
 from storage import chats, outbound, ratelimit, send_doubts
 from storage.events import OutboundMessage, StreamEvent
+from storage.keys import Stage
 from storage.org_settings import staff_phones
 from storage.orgs import Connection, ConnectionsByOrg
 
@@ -56,7 +58,7 @@ class SenderStage:
         self.connections = ConnectionsByOrg(deps.pool)
         self.evidence = SendEvidence(deps)
 
-    async def handle(self, event: StreamEvent, delivery: Delivery) -> str | None:
+    async def handle(self, event: StreamEvent, delivery: Delivery) -> Outcome | None:
         if not isinstance(event, OutboundMessage):
             raise Poison(f"the outbound stream carries outbound messages, not {event.type}")
         connection = await self.connections.get(event.org)
@@ -64,7 +66,7 @@ class SenderStage:
             raise Poison(f"organization {event.org} has no active WhatsApp connection")
         outcome = None
         with tracing.span(
-            "sender",
+            Stage.SENDER,
             event.origin.traceparent if event.origin else None,
             new_trace=True,
             org_id=event.org,
@@ -80,7 +82,7 @@ class SenderStage:
 
     async def _deliver(
         self, event: OutboundMessage, connection: Connection, delivery: Delivery
-    ) -> str | None:
+    ) -> Outcome | None:
         deps = self.deps
         queued = event  # as queued: what a resend re-queues (its window is checked again then)
         # The advisor's notice goes to a staff phone: its chat is stored, but staff never
@@ -102,9 +104,9 @@ class SenderStage:
         )
         if not row.may_send:
             if row.provider_message_id or row.dropped:
-                return self._count(event, "duplicate")
+                return self._count(event, Sent.DUPLICATE)
             if row.message_status == "failed":
-                return self._count(event, "unknown_outcome")  # given up on: a person decides
+                return self._count(event, Sent.UNKNOWN_OUTCOME)  # given up on: a person decides
             if row.send_doubt_at is None:
                 # Its worker died (or is still waiting) after the request may have been written.
                 return await self._in_doubt(
@@ -116,13 +118,15 @@ class SenderStage:
             if decision != "resend":
                 return self._count(
                     event,
-                    {"wait": "in_doubt", "resolved": "duplicate"}.get(decision, "unknown_outcome"),
+                    {"wait": Sent.IN_DOUBT, "resolved": Sent.DUPLICATE}.get(
+                        decision, Sent.UNKNOWN_OUTCOME
+                    ),
                 )
         refusal = await self._refusal(event, identity)
         if refusal:
             await outbound.mark_dropped(deps.pool, row.id, refusal)
             log.info("not sending %s to %s: %s", event.idempotency_key, event.phone, refusal)
-            return self._count(event, "dropped")
+            return self._count(event, Sent.DROPPED)
         event = self._within_window(event, identity, connection)
         if event.template_id and event.purpose == "continuation":
             await outbound.mark_dropped(
@@ -130,18 +134,18 @@ class SenderStage:
                 row.id,
                 "outside the 24-hour window: only the first part goes, as a template",
             )
-            return self._count(event, "dropped_window")
+            return self._count(event, Sent.DROPPED_WINDOW)
         if event.text is None and event.template_id is None:
             await outbound.mark_dropped(
                 deps.pool, row.id, "outside the 24-hour window and no template is configured"
             )
-            return self._count(event, "dropped_window")
+            return self._count(event, Sent.DROPPED_WINDOW)
         await self._wait_for_slot(event)
         return await self._send(event, queued, connection, row, delivery)
 
     async def _in_doubt(
         self, event: OutboundMessage, row: outbound.OutgoingRow, reason: str
-    ) -> str:
+    ) -> Outcome:
         """The request may have reached Gupshup: wait for evidence, without holding up the
         chat. The doubt checker brings the message back once the grace ends."""
         deps = self.deps
@@ -150,7 +154,7 @@ class SenderStage:
             log.warning("send %s to %s in doubt: %s", event.idempotency_key, event.phone, reason)
             # Status events that came while the request waited for its answer may name it.
             await self.evidence.from_orphans(event.org, event.phone)
-        return self._count(event, "in_doubt")
+        return self._count(event, Sent.IN_DOUBT)
 
     async def _decide(self, event: OutboundMessage, row: outbound.OutgoingRow) -> str:
         """A send in doubt, seen again: "resend" if it must be sent once more now (no evidence
@@ -229,7 +233,7 @@ class SenderStage:
         connection: Connection,
         row: outbound.OutgoingRow,
         delivery: Delivery,
-    ) -> str | None:
+    ) -> Outcome | None:
         deps = self.deps
         timeouts = gupshup_api.Timeouts(
             total_s=deps.settings.gupshup_timeout_s,
@@ -280,11 +284,11 @@ class SenderStage:
                     before_write,
                 )
         except gupshup_api.SendAbandoned:
-            return self._count(event, "duplicate")  # the same message, handled elsewhere
+            return self._count(event, Sent.DUPLICATE)  # the same message, handled elsewhere
         except gupshup_api.SendRetryable as exc:
             if marked:  # a 429 or 503: written, and refused
                 await outbound.clear_sending(deps.pool, row.id)
-            metrics.dependency_errors.labels("gupshup", "retryable").inc()
+            metrics.dependency_errors.labels(Dependency.GUPSHUP, "retryable").inc()
             if exc.throttled:  # every sender of this number slows down, not just this one
                 # A Retry-After of an hour would silence the number: it is capped.
                 retry_after_s = min(exc.retry_after_s or 0, deps.settings.retry_after_max_s)
@@ -293,19 +297,19 @@ class SenderStage:
                 )
             # Gupshup down or throttling is an outage, waited out by the runtime (in order: the
             # chat's later replies wait behind this one), never a reason to dead-letter a reply.
-            raise DependencyDown("gupshup", str(exc)) from exc
+            raise DependencyDown(Dependency.GUPSHUP, str(exc)) from exc
         except gupshup_api.SendRejected as exc:
             await outbound.mark_failed(deps.pool, row.id, code=exc.status, reason=str(exc))
-            metrics.dependency_errors.labels("gupshup", f"rejected_{exc.status}").inc()
-            self._count(event, "rejected")
+            metrics.dependency_errors.labels(Dependency.GUPSHUP, f"rejected_{exc.status}").inc()
+            self._count(event, Sent.REJECTED)
             if event.escalation:
                 await send_outcomes.escalation_outcome(deps, event, accepted=False)
             raise Poison(f"Gupshup rejected the message: {exc}") from exc
         except gupshup_api.SendOutcomeUnknown as exc:
-            metrics.dependency_errors.labels("gupshup", "outcome_unknown").inc()
+            metrics.dependency_errors.labels(Dependency.GUPSHUP, "outcome_unknown").inc()
             return await self._in_doubt(event, row, str(exc))
         await outbound.mark_accepted(deps.pool, row.id, accepted.message_id)
-        self._count(event, "accepted")
+        self._count(event, Sent.ACCEPTED)
         if event.origin and event.purpose == "reply":  # the first part of the answer
             metrics.end_to_end.observe(max(0.0, deps.clock() - event.origin.received_at_ms / 1000))
         await send_outcomes.accepted(deps, event)
@@ -318,6 +322,7 @@ class SenderStage:
         if isinstance(event, OutboundMessage) and event.escalation:
             await send_outcomes.escalation_outcome(self.deps, event, accepted=False)
 
-    def _count(self, event: OutboundMessage, outcome: str) -> str:
-        metrics.messages_sent.labels(event.org, outcome).inc()
-        return outcome
+    def _count(self, event: OutboundMessage, sent: Sent) -> Outcome:
+        """Count the message part's outcome; the entry's outcome if the part ends the entry."""
+        metrics.messages_sent.labels(event.org, sent).inc()
+        return sent.outcome

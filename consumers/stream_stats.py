@@ -11,26 +11,33 @@ import redis.asyncio as aioredis
 
 from ops import metrics
 from storage import keys
+from storage.keys import STAGE_STREAM, Stage
+from storage.redis_client import text_set
 
-STREAM_OF = {"enrich": "inbound", "agent": "turns", "sender": "outbound", "webhooks": "webhooks"}
+
+def stages_of(roles: list[str]) -> list[Stage]:
+    """The stages a process with these roles runs: a stage's role has its name, and the
+    scheduler role runs the webhooks stage."""
+    stages = [Stage(role) for role in roles if role in {stage.value for stage in Stage}]
+    if "scheduler" in roles:
+        stages.append(Stage.WEBHOOKS)
+    return stages
 
 
 class StreamStats:
-    def __init__(self, redis: aioredis.Redis, stages: list[str]) -> None:
+    def __init__(self, redis: aioredis.Redis, roles: list[str]) -> None:
         self.redis = redis
-        if "scheduler" in stages:  # the scheduler role runs the webhooks stage
-            stages = [*stages, "webhooks"]
-        self.stages = [s for s in stages if s in STREAM_OF]
+        self.stages = stages_of(roles)
 
     async def __call__(self) -> None:
-        orgs = sorted(await self.redis.smembers(keys.ORG_REGISTRY))
+        orgs = sorted(text_set(await self.redis.smembers(keys.ORG_REGISTRY)))
         if not orgs or not self.stages:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
             for org in orgs:
                 pipe.xlen(keys.dead_letters(org))
                 for stage in self.stages:
-                    stream = keys.stream(org, STREAM_OF[stage])
+                    stream = keys.stream(org, STAGE_STREAM[stage])
                     pipe.xlen(stream)
                     pipe.xinfo_groups(stream)
             replies = iter(await pipe.execute(raise_on_error=False))
@@ -39,7 +46,7 @@ class StreamStats:
             metrics.dead_letters.labels(org).set(dead if isinstance(dead, int) else 0)
             for stage in self.stages:
                 length, groups = next(replies), next(replies)
-                metrics.stream_length.labels(org, STREAM_OF[stage]).set(
+                metrics.stream_length.labels(org, STAGE_STREAM[stage]).set(
                     length if isinstance(length, int) else 0
                 )
                 group = (

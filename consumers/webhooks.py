@@ -26,11 +26,13 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from consumers import staff_notices
+from consumers.outcomes import Outcome
 from consumers.runtime import Delivery, Poison, Retry, StageConfig
 from ops import metrics
 from ops.deps import Deps
 from storage import keys, streams, webhooks
 from storage.events import StreamEvent, WebhookEvent
+from storage.keys import Stage, Stream
 from storage.orgs import ConnectionsByOrg
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,7 @@ def stage_config(base: StageConfig, deps: Deps) -> StageConfig:
     """The runtime's settings with the webhooks' own retry budget: a receiver may be down for
     minutes, which no customer message would be made to wait for."""
     s = deps.settings
-    base.stage, base.stream = "webhooks", keys.WEBHOOKS
+    base.stage = Stage.WEBHOOKS
     base.concurrency = s.webhook_concurrency
     base.retry_attempts = s.webhook_retry_attempts
     base.retry_base_s = s.webhook_retry_base_s
@@ -71,7 +73,7 @@ class WebhookStage:
                 event.org,
             )
 
-    async def handle(self, event: StreamEvent, delivery: Delivery) -> str | None:
+    async def handle(self, event: StreamEvent, delivery: Delivery) -> Outcome | None:
         if not isinstance(event, WebhookEvent):
             raise Poison(f"the webhooks stream carries webhook events, not {event.type}")
         deps = self.deps
@@ -82,10 +84,10 @@ class WebhookStage:
         endpoints = await webhooks.list_endpoints(deps.pool, event.org)
         if not endpoints:
             metrics.webhook_deliveries.labels("no_endpoint").inc()
-            return "skipped_no_endpoint"
+            return Outcome.SKIPPED_NO_ENDPOINT
         todo = [e for e in endpoints if e.id not in done]
         if not todo:
-            return "duplicate"
+            return Outcome.DUPLICATE
         body = event.body()
         results = await asyncio.gather(*(self._post(e, event, body) for e in todo))
         delivered = [e.id for e, error in zip(todo, results) if error is None]
@@ -112,7 +114,7 @@ class WebhookStage:
         if connection is None:
             return
         for message in staff_notices.notices(event, connection.settings, connection.timezone):
-            await streams.publish(self.deps.redis, message, "outbound")
+            await streams.publish(self.deps.redis, message, Stream.OUTBOUND)
         async with self.deps.redis.pipeline(transaction=True) as pipe:
             pipe.sadd(done_key, STAFF_NOTICES)
             pipe.expire(done_key, webhooks.DELIVERED_TTL_S)

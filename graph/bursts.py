@@ -14,15 +14,19 @@ message with the intent table (graph/intents.py) and chooses:
 The burst's due time is reset by each message with that message's window, and the cap
 (DEBOUNCE_MAX_WAIT_SECONDS from the burst's first message) still holds, so a customer who keeps
 writing is answered by then at the latest. The shares are settings, and an organization may
-set its own `debounce_seconds` (storage/org_settings.py).
+set its own (`debounce_seconds`, `debounce_adaptive`, `debounce_complete_share`,
+`debounce_neutral_share` in its settings, storage/org_settings.py: `Rules.of`).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from graph import intents
+from ops.settings import Settings
 
 Completeness = Literal["complete", "fragment", "neutral"]
 
@@ -89,6 +93,36 @@ def completeness(kind: str, text: str | None, caption: str | None = None) -> Com
     if words <= 2 and intents.classify(t) in ("thanks", "goodbye", "confirm", "decline", "pick"):
         return "complete"  # "gracias", "sí", "la primera": a whole answer in a word or two
     return "neutral"
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The quiet windows in force for one organization."""
+
+    full_s: float
+    adaptive: bool
+    complete_share: float
+    neutral_share: float
+
+    @classmethod
+    def of(cls, settings: Settings, org_settings: Mapping[str, Any] | None = None) -> Rules:
+        """The deployment's DEBOUNCE_* settings, each overridden by the organization's own."""
+        own = org_settings or {}
+        return cls(
+            full_s=float(own.get("debounce_seconds", settings.debounce_seconds)),
+            adaptive=bool(own.get("debounce_adaptive", settings.debounce_adaptive)),
+            complete_share=float(
+                own.get("debounce_complete_share", settings.debounce_complete_share)
+            ),
+            neutral_share=float(own.get("debounce_neutral_share", settings.debounce_neutral_share)),
+        )
+
+    def window(self, kind: str, text: str | None, caption: str | None = None) -> tuple[str, float]:
+        """What the message reads as, and the quiet window it calls for."""
+        if not self.adaptive:
+            return "fixed", self.full_s
+        read = completeness(kind, text, caption)
+        return read, quiet_seconds(read, self.full_s, self.complete_share, self.neutral_share)
 
 
 def quiet_seconds(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+import asyncpg
 from openai import AsyncOpenAI
 
 from ops.settings import Settings
@@ -46,7 +47,7 @@ def build_embedder(settings: Settings) -> Embedder | None:
     return Embedder(client, model)
 
 
-async def backfill(pool, embedder: Embedder, org: str, batch: int = 64) -> int:
+async def backfill(pool: asyncpg.Pool, embedder: Embedder, org: str, batch: int = 64) -> int:
     """Embed the organization's services and FAQ entries that have no embedding yet."""
     from storage import catalog
 

@@ -4,9 +4,11 @@ Escalation has no agent: it is a deterministic node (graph/nodes.py)."""
 from __future__ import annotations
 
 import time
+from typing import TypeVar
 
 from pydantic import BaseModel, Field
 from pydantic_ai import Agent, RunContext
+from pydantic_ai.models import KnownModelName, Model
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.usage import RunUsage, UsageLimits
 
@@ -45,8 +47,11 @@ class ExpertReply(BaseModel):
     )
 
 
+Output = TypeVar("Output")
+
+
 class Experts:
-    def __init__(self, model, settings: Settings) -> None:
+    def __init__(self, model: Model | KnownModelName | str, settings: Settings) -> None:
         self.limits = UsageLimits(
             request_limit=settings.llm_request_limit, tool_calls_limit=settings.llm_tool_calls_limit
         )
@@ -91,7 +96,7 @@ class Experts:
             model_settings=bounded,
         )
 
-    async def run(self, agent: Agent, prompt: str, deps: ToolDeps):
+    async def run(self, agent: Agent[ToolDeps, Output], prompt: str, deps: ToolDeps) -> Output:
         started = time.monotonic()
         usage = RunUsage()  # filled in as the run goes: a failed run's tokens are counted too
         try:
@@ -99,8 +104,8 @@ class Experts:
         finally:
             model = agent.model
             metrics.record_llm_run(
-                deps.ctx.deps.settings.llm_prices,
-                org=deps.ctx.turn.org,
+                deps.settings.llm_prices,
+                org=deps.org.id,
                 provider=getattr(model, "system", ""),
                 model=getattr(model, "model_name", "unknown"),
                 agent=agent.name or "agent",
@@ -109,7 +114,7 @@ class Experts:
                 input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens,
             )
-        deps.ctx.usage_tokens.append(result.usage.input_tokens)
+        deps.usage_tokens.append(result.usage.input_tokens)
         return result.output
 
 
@@ -118,8 +123,8 @@ class Experts:
 # purpose: Pydantic AI runs sync ones in a worker thread, which under hundreds of concurrent
 # turns made the thread pool, not the model, the limit.
 async def _base(ctx: RunContext[ToolDeps]) -> str:
-    return prompts.base(ctx.deps.ctx)
+    return prompts.base(ctx.deps)
 
 
 async def _context(ctx: RunContext[ToolDeps]) -> str:
-    return prompts.context(ctx.deps.ctx, ctx.deps.state, ctx.deps.summary)
+    return prompts.context(ctx.deps, ctx.deps.state, ctx.deps.summary)

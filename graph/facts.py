@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, time, timedelta
-from typing import Literal
+from typing import Iterable, Literal
+from zoneinfo import ZoneInfo
+
+import asyncpg
 
 from graph import replies, timeparse
 from storage import catalog, facts
@@ -24,7 +27,7 @@ def _clock(at: time) -> str:
     return replies.clock(datetime.combine(date(2000, 1, 1), at))
 
 
-def _spans(spans) -> str:
+def _spans(spans: Iterable[tuple[time, time]]) -> str:
     return " y ".join(f"de {_clock(a)} a {_clock(b)}" for a, b in spans)
 
 
@@ -42,7 +45,9 @@ def _day(d: date) -> str:
     return replies.day(datetime.combine(d, time(12)))
 
 
-async def hours(pool, org: str, tz, now: datetime, asked: str | None) -> str:
+async def hours(
+    pool: asyncpg.Pool, org: str, tz: ZoneInfo, now: datetime, asked: str | None
+) -> str:
     """The hours for the day(s) the customer named, else the usual week."""
     text = timeparse.normalize(asked or "")
     when = timeparse.parse(text, now) if text else None
@@ -94,7 +99,7 @@ def _one_day(h: facts.DayHours, now: datetime) -> str:
     return f"{name} no atendemos ({h.closed_because})."
 
 
-async def _next_open(pool, org: str, tz, closed: date, today: date) -> str:
+async def _next_open(pool: asyncpg.Pool, org: str, tz: ZoneInfo, closed: date, today: date) -> str:
     days = [closed + timedelta(days=n) for n in range(1, NEXT_OPEN_SEARCH_DAYS + 1)]
     nxt = next((h for h in await facts.hours_on(pool, org, tz, days) if h.is_open), None)
     if nxt is None:
@@ -102,11 +107,11 @@ async def _next_open(pool, org: str, tz, closed: date, today: date) -> str:
     return _sentence(f"Volvemos a atender el {_day(nxt.day)}, {_spans(nxt.spans)}")
 
 
-async def _week(pool, org: str) -> str:
+async def _week(pool: asyncpg.Pool, org: str) -> str:
     """ "lunes a viernes de 8:00 a. m. a 6:00 p. m.; sábado de ...; domingo cerrado": consecutive
     weekdays with the same hours are one range."""
     week = await facts.weekly_hours(pool, org)
-    groups: list[tuple[int, int, tuple]] = []
+    groups: list[tuple[int, int, tuple[tuple[time, time], ...]]] = []
     for wd in range(7):
         spans = tuple(week.get(wd, []))
         if groups and groups[-1][2] == spans and groups[-1][1] == wd - 1:
@@ -124,7 +129,7 @@ async def _week(pool, org: str) -> str:
     return _sentence("Nuestro horario: " + "; ".join(parts))
 
 
-async def address(pool, org: str) -> str:
+async def address(pool: asyncpg.Pool, org: str) -> str:
     found = await facts.address(pool, org)
     if found.address is None and not found.notes:
         return (
@@ -140,7 +145,7 @@ async def address(pool, org: str) -> str:
     return " ".join(parts)
 
 
-async def staff(pool, org: str, asked: str | None) -> str:
+async def staff(pool: asyncpg.Pool, org: str, asked: str | None) -> str:
     services = (
         [
             s
@@ -170,7 +175,7 @@ async def staff(pool, org: str, asked: str | None) -> str:
     return "\n".join(lines)
 
 
-async def price_list(pool, org: str) -> str:
+async def price_list(pool: asyncpg.Pool, org: str) -> str:
     services = await catalog.list_services(pool, org)
     if not services:
         return "Por ahora no tengo servicios publicados."
@@ -182,9 +187,9 @@ async def price_list(pool, org: str) -> str:
 
 
 async def answer(
-    pool,
+    pool: asyncpg.Pool,
     org: str,
-    tz,
+    tz: ZoneInfo,
     now: datetime,
     topic: Topic,
     when: str | None = None,

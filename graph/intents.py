@@ -300,7 +300,7 @@ def is_info_question(t: str) -> bool:
 FactTopic = Literal["horario", "direccion", "personal", "servicios"]
 # The business fact a question asks for (business_info's topics), first match wins: "¿con quién
 # me atienden el sábado?" asks who, "¿dónde atienden?" asks where.
-_FACTS: tuple[tuple[FactTopic, re.Pattern], ...] = (
+_FACTS: tuple[tuple[FactTopic, re.Pattern[str]], ...] = (
     ("personal", re.compile(_STAFF)),
     ("servicios", re.compile(_PRICE_LIST + r"|\bque (servicios|tratamientos)\b")),
     ("direccion", RX["address"]),

@@ -35,6 +35,15 @@ from langgraph.checkpoint.base import (
 )
 
 
+def _bytes(value: bytes | str) -> bytes:
+    """The saver's client is binary; a decoding client would hand back text."""
+    return value if isinstance(value, bytes) else value.encode()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 # The thread id in a hash tag: a thread's two keys share one slot (and chats spread over the
 # cluster's nodes).
 def _checkpoint_key(thread: str, ns: str) -> str:
@@ -59,15 +68,15 @@ class KeyValueShallowSaver(BaseCheckpointSaver[str]):
         saved = await self.client.hgetall(_checkpoint_key(thread, ns))
         if not saved:
             return None
-        checkpoint_id = saved[b"id"].decode()
+        checkpoint_id = _text(saved[b"id"])
         wanted = get_checkpoint_id(config)
         if wanted and wanted != checkpoint_id:
             return None  # shallow: older checkpoints are not kept
         writes = await self.client.hgetall(_writes_key(thread, ns, checkpoint_id))
         pending = sorted(
-            (ormsgpack.unpackb(v) for v in writes.values()), key=lambda w: (w[0], w[1])
+            (ormsgpack.unpackb(_bytes(v)) for v in writes.values()), key=lambda w: (w[0], w[1])
         )
-        parent = saved.get(b"parent", b"").decode()
+        parent = _text(saved.get(b"parent", b""))
         return CheckpointTuple(
             config={
                 "configurable": {
@@ -76,8 +85,10 @@ class KeyValueShallowSaver(BaseCheckpointSaver[str]):
                     "checkpoint_id": checkpoint_id,
                 }
             },
-            checkpoint=self.serde.loads_typed((saved[b"type"].decode(), saved[b"checkpoint"])),
-            metadata=self.serde.loads_typed((saved[b"mtype"].decode(), saved[b"metadata"])),
+            checkpoint=self.serde.loads_typed(
+                (_text(saved[b"type"]), _bytes(saved[b"checkpoint"]))
+            ),
+            metadata=self.serde.loads_typed((_text(saved[b"mtype"]), _bytes(saved[b"metadata"]))),
             parent_config=(
                 {
                     "configurable": {
@@ -147,9 +158,9 @@ class KeyValueShallowSaver(BaseCheckpointSaver[str]):
                 },
             )
             pipe.expire(key, self.ttl_s)
-            if previous and previous.decode() != checkpoint["id"]:
+            if previous and _text(previous) != checkpoint["id"]:
                 # The writes of the checkpoint this one replaces are never read again.
-                pipe.delete(_writes_key(thread, ns, previous.decode()))
+                pipe.delete(_writes_key(thread, ns, _text(previous)))
             await pipe.execute()
         return {
             "configurable": {
@@ -192,10 +203,10 @@ class KeyValueShallowSaver(BaseCheckpointSaver[str]):
     async def adelete_thread(self, thread_id: str) -> None:
         key = _checkpoint_key(thread_id, "")
         previous = await self.client.hget(key, "id")
-        doomed = [key] + ([_writes_key(thread_id, "", previous.decode())] if previous else [])
+        doomed = [key] + ([_writes_key(thread_id, "", _text(previous))] if previous else [])
         await self.client.delete(*doomed)
 
-    def get_next_version(self, current: str | None, channel: None) -> str:  # type: ignore[override]
+    def get_next_version(self, current: str | None, channel: None) -> str:
         # As langgraph's own savers: a counter, then a random tie-breaker.
         number = 0 if current is None else int(str(current).split(".")[0])
         return f"{number + 1:032}.{random.random():016}"

@@ -15,6 +15,7 @@ the slots, the customer's appointments, the services, or this guard's menu.
 from __future__ import annotations
 
 import re
+from typing import Any, Mapping
 
 from graph import intents
 
@@ -50,7 +51,9 @@ def _words(replies: list[str]) -> str:
 def same_words(previous: list[str] | None, replies: list[str]) -> bool:
     """The customer would read the very same message again (case, accents, punctuation aside),
     whether or not it asks anything: "¡Claro! Cuéntame qué necesitas…" has no question mark."""
-    return bool(previous) and bool(replies) and _words(previous) == _words(replies)
+    if not previous or not replies:
+        return False
+    return _words(previous) == _words(replies)
 
 
 def said_again(replies: list[str]) -> list[str]:
@@ -72,11 +75,11 @@ PROGRESS_KEYS = (
 )
 
 
-def progressed(state: dict, update: dict) -> bool:
+def progressed(state: Mapping[str, Any], update: Mapping[str, Any]) -> bool:
     return any(k in update and update[k] != state.get(k) for k in PROGRESS_KEYS)
 
 
-def understood(state: dict) -> str:
+def understood(state: Mapping[str, Any]) -> str:
     """What we understood so far, in one sentence, from the state (never from the model)."""
     parts = []
     if service := state.get("service"):
@@ -94,7 +97,7 @@ def understood(state: dict) -> str:
     return "Perdona, no logré entender tu mensaje."
 
 
-def options(state: dict) -> tuple[str, list[dict]]:
+def options(state: Mapping[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     """The way forward: the items on the table plus a person, and how to ask for them."""
     last = state.get("last_list") or {}
     kind, items = last.get("kind"), list(last.get("items") or [])
@@ -110,7 +113,7 @@ def options(state: dict) -> tuple[str, list[dict]]:
     return "Puedo ayudarte con", MENU + [PERSON]
 
 
-def missed_again(state: dict, replies: list[str]) -> bool:
+def missed_again(state: Mapping[str, Any], replies: list[str]) -> bool:
     """The expert repeats the question our options replaced: the options did not help either."""
     last = state.get("last_list") or {}
     return (
@@ -120,7 +123,7 @@ def missed_again(state: dict, replies: list[str]) -> bool:
     )
 
 
-def offer_person(state: dict) -> tuple[str, dict]:
+def offer_person(state: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     text = (
         "Perdona, sigo sin entenderte 🙏. ¿Quieres que te comunique con una persona del equipo? "
         "Respóndeme «sí», o cuéntame con otras palabras qué necesitas."
@@ -128,7 +131,9 @@ def offer_person(state: dict) -> tuple[str, dict]:
     return text, {"kind": "menu", "items": [PERSON], "yes_is": 1}
 
 
-def guard_reply(state: dict, repeated: list[str], after_menu: bool = False) -> tuple[str, dict]:
+def guard_reply(
+    state: Mapping[str, Any], repeated: list[str], after_menu: bool = False
+) -> tuple[str, dict[str, Any]]:
     """The reply that replaces a repeated one, and the numbered list it shows; after our own
     options did not help, a person."""
     if after_menu:
@@ -140,17 +145,18 @@ def guard_reply(state: dict, repeated: list[str], after_menu: bool = False) -> t
     return text, {"kind": "menu", "of": kind, "items": items, "repeated": signature(repeated)}
 
 
-def resolve(state: dict, texts: list[str]) -> dict | None:
+def resolve(state: Mapping[str, Any], texts: list[str]) -> dict[str, Any] | None:
     """The item of the last list the customer's message picks by number, if that item carries
     its own meaning (a menu entry, a service, a person); slots and appointments keep their
     numbers and are read by the expert with the proposed slots or listed appointments."""
     last = state.get("last_list") or {}
-    items = last.get("items") or []
+    items: list[dict[str, Any]] = last.get("items") or []
     if not items or last.get("kind") not in ("menu", "services"):
         return None
     t = intents.normalize(" ".join(texts).strip())
-    if last.get("yes_is") and intents.says_yes(t):
-        return items[last["yes_is"] - 1]
+    yes_is: int = last.get("yes_is") or 0  # the number that "sí" picks, on offer_person's list
+    if yes_is and intents.says_yes(t):
+        return items[yes_is - 1]
     n = intents.pick_number(t)
     if intents.classify(t) != "pick" or not n or n > len(items):
         return None

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
+from langgraph.types import Checkpointer
+from pydantic_ai import Agent
 from pydantic_ai.exceptions import UnexpectedModelBehavior
 
 from graph import intents, loopguard, replies
-from graph.experts import Experts
+from graph.experts import ExpertReply, Experts
 from graph.spans import traced
 from graph.state import TOOL_KEYS, ConversationState, ToolDeps, TurnContext
 from ops import metrics
@@ -57,9 +60,10 @@ class Nodes:
             return "router"  # a fresh task, in our own words ("quiero cancelar mi cita")
         return state.get("flow") or "router"
 
-    async def replay(self, state: ConversationState) -> dict:
+    async def replay(self, state: ConversationState) -> dict[str, Any]:
         # A redelivered turn whose effects are already in this state: answer the same again.
         last = state["last_turn"]
+        assert last is not None  # entry() routes here only when last_turn is this turn's
         return {
             "replies": last["replies"],
             "actions": last["actions"],
@@ -67,7 +71,9 @@ class Nodes:
             "handoff": None,
         }
 
-    async def router(self, state: ConversationState, runtime: Runtime[TurnContext]) -> dict:
+    async def router(
+        self, state: ConversationState, runtime: Runtime[TurnContext]
+    ) -> dict[str, Any]:
         prompt = _prompt(state)
         flow = intents.clear_flow(prompt) if self.router_keywords else None
         by = "keywords"
@@ -88,15 +94,23 @@ class Nodes:
     def after_router(state: ConversationState) -> Next:
         return state.get("flow") or "knowledge"
 
-    async def knowledge(self, state: ConversationState, runtime: Runtime[TurnContext]) -> dict:
+    async def knowledge(
+        self, state: ConversationState, runtime: Runtime[TurnContext]
+    ) -> dict[str, Any]:
         return await self._expert("knowledge", self.experts.knowledge, state, runtime)
 
-    async def appointment(self, state: ConversationState, runtime: Runtime[TurnContext]) -> dict:
+    async def appointment(
+        self, state: ConversationState, runtime: Runtime[TurnContext]
+    ) -> dict[str, Any]:
         return await self._expert("appointment", self.experts.appointment, state, runtime)
 
     async def _expert(
-        self, name, agent, state: ConversationState, runtime: Runtime[TurnContext]
-    ) -> dict:
+        self,
+        name: Literal["knowledge", "appointment"],
+        agent: Agent[ToolDeps, ExpertReply],
+        state: ConversationState,
+        runtime: Runtime[TurnContext],
+    ) -> dict[str, Any]:
         deps = self._deps(state, runtime)
         out = await self.experts.run(agent, _prompt(state), deps)
         if name == "appointment":
@@ -125,7 +139,9 @@ class Nodes:
             update["cancel_pending"] = None
         return await self._end_turn(state, update, runtime.context)
 
-    async def escalation(self, state: ConversationState, runtime: Runtime[TurnContext]) -> dict:
+    async def escalation(
+        self, state: ConversationState, runtime: Runtime[TurnContext]
+    ) -> dict[str, Any]:
         """Deterministic on purpose: a customer who asks for a person gets one even when the
         model is down, and the advisor's note cannot be made up."""
         said = _prompt(state, resolved=False)
@@ -160,7 +176,9 @@ class Nodes:
     def after_expert(state: ConversationState) -> Next | str:
         return state.get("handoff") or END
 
-    async def _end_turn(self, state: ConversationState, update: dict, ctx: TurnContext) -> dict:
+    async def _end_turn(
+        self, state: ConversationState, update: dict[str, Any], ctx: TurnContext
+    ) -> dict[str, Any]:
         """The last expert's update plus the turn's bookkeeping: the replies cut to WhatsApp's
         size, the turn counted and remembered (for a redelivery), the summary every K turns."""
         parts = [p for r in update["replies"] for p in replies.split(r)]
@@ -240,8 +258,8 @@ class Nodes:
 
     @staticmethod
     def _deps(state: ConversationState, runtime: Runtime[TurnContext]) -> ToolDeps:
-        return ToolDeps(
-            ctx=runtime.context,
+        return ToolDeps.for_turn(
+            runtime.context,
             state={k: state.get(k) for k in TOOL_KEYS},
             summary=runtime.context.summary or state.get("summary", ""),
             bookings=state.get("bookings", 0),
@@ -284,8 +302,9 @@ def _prompt(state: ConversationState, resolved: bool = True) -> str:
     becomes what it stands for ("2" -> "Masaje relajante"), so any model reads it right."""
     texts = state.get("texts", [])
     picked = loopguard.resolve(state, texts) if resolved else None
-    if picked and picked.get("say"):
-        return picked["say"]
+    say: str | None = picked.get("say") if picked else None
+    if say:
+        return say
     return "\n".join(t for t in texts if t.strip()) or "(mensaje vacío)"
 
 
@@ -303,8 +322,11 @@ def _advisor_summary(state: ConversationState, said: str) -> str:
 
 
 def build_graph(
-    experts: Experts, checkpointer, summary_every_turns: int = 8, router_keywords: bool = True
-):
+    experts: Experts,
+    checkpointer: Checkpointer,
+    summary_every_turns: int = 8,
+    router_keywords: bool = True,
+) -> CompiledStateGraph[ConversationState, TurnContext, ConversationState, ConversationState]:
     nodes = Nodes(experts, summary_every_turns, router_keywords)
     builder = StateGraph(ConversationState, context_schema=TurnContext)
     for name in ("replay", "router", "knowledge", "appointment", "escalation"):

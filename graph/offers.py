@@ -13,9 +13,11 @@ same last slot.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from datetime import date, datetime, time, timedelta
 
 from graph import replies
+from graph.state import ToolDeps
 from graph.timeparse import When
 from storage import appointments, catalog, holds, schedules
 
@@ -35,9 +37,9 @@ class Offer:
     why: schedules.Unavailable | None = None  # why the asked window had nothing free
     searched: tuple[date, date] | None = None  # the days searched, when nothing at all was found
 
-    def data(self) -> dict:
+    def data(self) -> dict[str, Any]:
         """What the tool tells the model (and the offline model's reply): why, in plain fields."""
-        out: dict = {}
+        out: dict[str, Any] = {}
         if self.why is not None:
             # replies.day and replies.clock read only weekday, day, month and hour, minute.
             why = {"kind": self.why.kind, "day": replies.day(self.why.day)}
@@ -54,8 +56,8 @@ class Offer:
         return out
 
 
-async def find(t, service: catalog.Service, window: When) -> Offer:
-    """The offer for `window` (t: the turn's TurnContext), its slots held for this chat. Holding
+async def find(t: ToolDeps, service: catalog.Service, window: When) -> Offer:
+    """The offer for `window` (t: the expert run's ToolDeps), its slots held for this chat. Holding
     replaces the chat's previous holds, so the whole offer is held at once; a slot another chat
     held meanwhile is dropped, after one fresh search."""
     for _ in range(2):
@@ -73,8 +75,8 @@ async def find(t, service: catalog.Service, window: When) -> Offer:
     )
 
 
-async def _search(t, service: catalog.Service, window: When) -> Offer:
-    not_before = t.now + timedelta(minutes=t.deps.settings.booking_lead_min)
+async def _search(t: ToolDeps, service: catalog.Service, window: When) -> Offer:
+    not_before = t.now + timedelta(minutes=t.settings.booking_lead_min)
     target = _target(window)
     asked = None
     if window.prefer is not None and len(window.days) == 1:
@@ -158,22 +160,32 @@ def _target(window: When) -> time | None:
 
 
 async def _why(
-    t, service: catalog.Service, days: list[date], time_from: time, time_to: time, whole: bool
+    t: ToolDeps,
+    service: catalog.Service,
+    days: list[date],
+    time_from: time,
+    time_to: time,
+    whole: bool,
 ) -> schedules.Unavailable:
-    pool, org = t.deps.pool, t.org.id
+    pool, org = t.pool, t.org.id
     cal = await schedules.load_calendar(pool, org, t.org.tz, days)
     staff = await appointments.eligible_staff(pool, org, service.id)
     return schedules.unavailable(cal, staff, days, time_from, time_to, whole=whole)
 
 
 async def _next_open(
-    t, service: catalog.Service, after: date, target: time | None, limit: int, not_before: datetime
+    t: ToolDeps,
+    service: catalog.Service,
+    after: date,
+    target: time | None,
+    limit: int,
+    not_before: datetime,
 ) -> tuple[list[appointments.Slot], date]:
     """Free times of the next open days after `after`, at most PER_DAY a day so the customer
     gets more than one day to choose from (closed days are skipped without a search), and the
     last day looked at."""
     days = [after + timedelta(days=i + 1) for i in range(NEXT_DAYS)]
-    cal = await schedules.load_calendar(t.deps.pool, t.org.id, t.org.tz, days)
+    cal = await schedules.load_calendar(t.pool, t.org.id, t.org.tz, days)
     found: list[appointments.Slot] = []
     for day in days:
         if len(found) >= limit:
@@ -194,28 +206,28 @@ async def _next_open(
 
 
 async def free(
-    t, service: catalog.Service, step_min: int | None = None, **window
+    t: ToolDeps, service: catalog.Service, step_min: int | None = None, **window: Any
 ) -> list[appointments.Slot]:
     """Free slots of the window that no other chat holds, on the organization's grid of start times."""
-    held = await holds.held_by_others(t.deps.redis, t.org.id, t.turn.chat, now_ms=t.deps.now_ms())
+    held = await holds.held_by_others(t.redis, t.org.id, t.chat, now_ms=t.now_ms())
     return await appointments.availability(
-        t.deps.pool,
+        t.pool,
         org=t.org.id,
         service=service,
         tz=t.org.tz,
         held=held,
-        step_min=step_min or t.deps.settings.slot_step_min,
+        step_min=step_min or t.settings.slot_step_min,
         **window,
     )
 
 
-async def hold(t, slots: list[holds.Held]) -> list[bool]:
+async def hold(t: ToolDeps, slots: list[holds.Held]) -> list[bool]:
     """Hold these slots for this chat (its previous holds are let go): held or not, per slot."""
     return await holds.hold(
-        t.deps.redis,
+        t.redis,
         t.org.id,
-        t.turn.chat,
+        t.chat,
         slots,
-        now_ms=t.deps.now_ms(),
-        ttl_ms=t.deps.settings.slot_hold_min * 60_000,
+        now_ms=t.now_ms(),
+        ttl_ms=t.settings.slot_hold_min * 60_000,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic_ai.messages import (
     ModelMessage,
@@ -51,6 +51,12 @@ from graph.offline_rules import (
 
 OFFLINE_NAME = "offline-es (deterministic offline model, not an LLM)"
 
+# One step of an agent's run: call a tool ("tool", name, arguments) or give the agent's output
+# ("final", its fields).
+ToolStep = tuple[Literal["tool"], str, dict[str, Any]]
+FinalStep = tuple[Literal["final"], dict[str, Any]]
+Step = ToolStep | FinalStep
+
 
 def offline_model() -> FunctionModel:
     return FunctionModel(respond, model_name="offline-es")
@@ -82,9 +88,9 @@ class Turn:
         self,
         user: str,
         t: str,
-        state: dict,
+        state: dict[str, Any],
         results: list[tuple[str, Any]],
-        before: dict | None = None,
+        before: dict[str, Any] | None = None,
     ) -> None:
         self.user, self.t, self.state, self.results = user, t, state, results
         # `state` is the ESTADO as the tools left it for this step; `before`, as the customer's
@@ -95,6 +101,8 @@ class Turn:
 
 def _this_run(messages: list[ModelMessage]) -> tuple[str, list[tuple[str, Any]], str | None]:
     """The customer's message, this run's tool results, and the instructions of its first request."""
+    results: list[tuple[str, Any]]
+    first: str | None
     user, results, first = "", [], None
     for message in messages:
         if not isinstance(message, ModelRequest):
@@ -116,22 +124,23 @@ def _this_run(messages: list[ModelMessage]) -> tuple[str, list[tuple[str, Any]],
     return user, results, first
 
 
-def _state(instructions: str) -> dict:
+def _state(instructions: str) -> dict[str, Any]:
     for line in instructions.splitlines():
         if line.startswith(prompts.STATE_MARK):
-            return json.loads(line[len(prompts.STATE_MARK) :])
+            state: dict[str, Any] = json.loads(line[len(prompts.STATE_MARK) :])
+            return state
     return {}
 
 
-def tool(name: str, /, **args: Any) -> tuple:
+def tool(name: str, /, **args: Any) -> ToolStep:
     return ("tool", name, args)
 
 
-def final(**args: Any) -> tuple:
+def final(**args: Any) -> FinalStep:
     return ("final", args)
 
 
-def _router(turn: Turn) -> tuple:
+def _router(turn: Turn) -> Step:
     kind = intent(turn.t)
     flow = {"escalate": "escalation", "chat": "knowledge", "info": "knowledge"}.get(
         kind, "appointment"
@@ -139,7 +148,7 @@ def _router(turn: Turn) -> tuple:
     return final(flow=flow)
 
 
-def _knowledge(turn: Turn) -> tuple:
+def _knowledge(turn: Turn) -> Step:
     kind = intent(turn.t)
     if kind == "escalate":
         return final(handoff="escalation")
@@ -159,7 +168,7 @@ def _knowledge(turn: Turn) -> tuple:
     return final(reply=compose(turn), done=True)
 
 
-def _fact(turn: Turn) -> tuple | None:
+def _fact(turn: Turn) -> ToolStep | None:
     """business_info for a question about hours, address, staff or the price list: the answer
     comes from the business's rows (calendar, settings, staff), not from an FAQ entry that
     happens to share a word ("¿abren el sábado?" must not get "los domingos cerramos")."""
@@ -179,7 +188,7 @@ _ABOUT_A_SERVICE = re.compile(
 )
 
 
-def _about_chosen_service(user: str, t: str, s: dict) -> str:
+def _about_chosen_service(user: str, t: str, s: dict[str, Any]) -> str:
     """ "¿Cuánto cuesta?" in the middle of a booking asks about the service being booked."""
     service = (s.get("servicio") or {}).get("name")
     if (
@@ -191,7 +200,7 @@ def _about_chosen_service(user: str, t: str, s: dict) -> str:
     return user
 
 
-def _appointment(turn: Turn) -> tuple:
+def _appointment(turn: Turn) -> Step:
     t, s, called = turn.t, turn.state, turn.called
     kind = intent(t)
     finished = {"booked", "cancelled", "rescheduled"} & {
@@ -256,7 +265,7 @@ def _appointment(turn: Turn) -> tuple:
     return final(reply=compose(turn), done=done)
 
 
-def _book(turn: Turn, kind: str) -> tuple:
+def _book(turn: Turn, kind: str) -> Step:
     """The booking step for this message, with the slots and the name the state holds."""
     t, s = turn.t, turn.state
     slots = s.get("horarios_propuestos") or []
@@ -311,16 +320,17 @@ def _when(turn: Turn) -> str | None:
     return turn.user if days_given or not previous else f"{previous} {turn.user}"
 
 
-def _listed(turn: Turn, purpose: str) -> list[dict] | None:
+def _listed(turn: Turn, purpose: str) -> list[dict[str, Any]] | None:
     for name, result in reversed(turn.results):
         if name == "list_my_appointments" and isinstance(result, dict):
-            return result["data"]["appointments"]
+            appointments: list[dict[str, Any]] = result["data"]["appointments"]
+            return appointments
     if turn.state.get("citas_para") == purpose:
         return turn.state.get("citas_listadas") or []
     return None
 
 
-def _cancel(turn: Turn) -> tuple:
+def _cancel(turn: Turn) -> Step:
     """Cancelling takes two turns, and the tool enforces it: cancel_appointment(n) only marks the
     appointment "por confirmar" (ESTADO cancelacion_por_confirmar) and we ask "¿Confirmas...?";
     the customer's yes, the next turn, is cancel_appointment(n, confirmed=True)."""
@@ -361,7 +371,7 @@ def _cancel(turn: Turn) -> tuple:
     return final(reply=ask_which(listed, "cancelar"))
 
 
-def _result(turn: Turn, action: str) -> dict | None:
+def _result(turn: Turn, action: str) -> dict[str, Any] | None:
     """The data of this run's latest tool result with that action."""
     return next(
         (
@@ -388,7 +398,7 @@ def _declined(turn: Turn) -> str | None:
     return kept(asked[n - 1]["label"] if n and n <= len(asked) else None)
 
 
-def _reschedule(turn: Turn) -> tuple:
+def _reschedule(turn: Turn) -> Step:
     s, called = turn.state, turn.called
     listed = _listed(turn, "reprogramar")
     if listed is None:

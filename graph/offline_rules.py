@@ -6,7 +6,7 @@ Texts arrive normalized (lower case, no accents: "mañana" -> "manana").
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 from graph import intents, replies, timeparse
 
@@ -34,7 +34,7 @@ def intent(t: str) -> str:
     return _KIND.get(intents.classify(t), "other") if t.strip() else "chat"
 
 
-def pick_slot(t: str, slots: list[dict]) -> int | None:
+def pick_slot(t: str, slots: list[dict[str, Any]]) -> int | None:
     """The proposed slot the customer chose: "la primera", "2", "la de las 3", "a las 3", "sí" (one offered)."""
     if n := intents.pick_number(t):
         return n if n <= len(slots) else None
@@ -65,7 +65,7 @@ def _label_time(label: str) -> tuple[int, int] | None:
     return hour, int(m.group(2))
 
 
-def ask_which(listed: list[dict], verb: str) -> str:
+def ask_which(listed: list[dict[str, Any]], verb: str) -> str:
     lines = [f"{a['n']}. {a['label']}" for a in listed]
     return (
         "Tienes estas citas:\n"
@@ -123,7 +123,7 @@ def compose(turn: Any, greet: bool = False) -> str:
             out.append(data["answer"])
             pending_booking = bool(turn.state.get("horarios_propuestos"))
         elif action:
-            out.append(_ACTION_TEXT.get(action, lambda d: "")(data))
+            out.append(_ACTION_TEXT.get(action, _no_text)(data))
             pending_booking = False
     if pending_booking:
         out.append("¿Te reservo alguno de los horarios que te propuse?")
@@ -131,7 +131,7 @@ def compose(turn: Any, greet: bool = False) -> str:
     return text or "¿En qué te puedo ayudar con tu cita?"
 
 
-def _answer(results: list[dict]) -> str:
+def _answer(results: list[dict[str, Any]]) -> str:
     if not results:
         return (
             "No encontré información sobre eso. Si quieres, te comunico con una persona del equipo."
@@ -139,14 +139,15 @@ def _answer(results: list[dict]) -> str:
     top = results[0]
     if top["tipo"] == "servicio":
         return f"{top['nombre']}: cuesta {top['precio']} y dura {top['duracion_min']} minutos. {top['descripcion']}"
-    return top["respuesta"]
+    answer: str = top["respuesta"]
+    return answer
 
 
-def _slots(data: dict, key: str = "slots") -> str:
+def _slots(data: dict[str, Any], key: str = "slots") -> str:
     return "\n".join(f"{s['n']}. {s['label']}" for s in data.get(key, []))
 
 
-def _proposed(d: dict) -> str:
+def _proposed(d: dict[str, Any]) -> str:
     head = f"Perfecto, cambiamos a {d['service']}. " if d.get("changed_from") else ""
     if d.get("exact") and d["slots"]:
         day, _, clock = d["slots"][0]["label"].partition(", ")
@@ -171,7 +172,7 @@ def _proposed(d: dict) -> str:
     )
 
 
-def _why(d: dict) -> str:
+def _why(d: dict[str, Any]) -> str:
     """Why the asked window had nothing, in a few words (the tool's `why`), ending in a space."""
     w, asked = d["why"], d.get("asked")
     kind, day, hours = w["kind"], w["day"], w.get("hours")
@@ -212,7 +213,7 @@ def _why(d: dict) -> str:
     return text + " "
 
 
-def date_conflict(d: dict) -> str:
+def date_conflict(d: dict[str, Any]) -> str:
     """ "el lunes 15" when the 15th is a Tuesday: which of the two days."""
     dated_weekday = d["dated"].split()[0]
     return (
@@ -221,13 +222,13 @@ def date_conflict(d: dict) -> str:
     )
 
 
-def which_slot(slots: list[dict]) -> str:
+def which_slot(slots: list[dict[str, Any]]) -> str:
     """A yes to a list of several slots: which one?"""
     numbers = ", ".join(str(i + 1) for i in range(len(slots) - 1)) + f" o {len(slots)}"
     return f"¡Claro! ¿Cuál de los horarios te agendo? Respóndeme con el número ({numbers})."
 
 
-def slots_again(name: str, slots: list[dict]) -> str:
+def slots_again(name: str, slots: list[dict[str, Any]]) -> str:
     lines = "\n".join(f"{i + 1}. {s['label']}" for i, s in enumerate(slots))
     return f"¡Gracias, {name}! ¿Cuál de estos horarios prefieres?\n{lines}"
 
@@ -238,7 +239,12 @@ def goodbye(pending: bool) -> str:
     return "¡Con gusto! Aquí estoy si necesitas algo más. 😊"
 
 
-_ACTION_TEXT = {
+def _no_text(d: dict[str, Any]) -> str:
+    """The text of an action the customer is not told about, or of one not in the table."""
+    return ""
+
+
+_ACTION_TEXT: dict[str, Callable[[dict[str, Any]], str]] = {
     "slots_proposed": _proposed,
     "date_conflict": date_conflict,
     "service_needed": lambda d: (

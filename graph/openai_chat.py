@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 from functools import cached_property
+from typing import TYPE_CHECKING, Any, Callable
 
-from openai import AsyncOpenAI, AsyncStream
+from openai import AsyncOpenAI, AsyncStream, Timeout
 from openai._types import NOT_GIVEN
 from openai._utils import is_given
 from openai.resources.chat import AsyncChat
@@ -26,24 +27,30 @@ from openai._base_client import make_request_options
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic_ai.models import ModelRequestParameters
 from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.profiles import JsonSchemaTransformer
 from pydantic_ai.tools import ToolDefinition
+
+if TYPE_CHECKING:  # annotations only: no further private name of openai needed at run time
+    from openai._types import Body, Headers, NotGiven, Query
 
 _SCHEMA_CACHE_LIMIT = 512
 
 
 class LeanCompletions(AsyncCompletions):
-    async def create(
+    # One signature for what the SDK spells as overloads on `stream` (the base's body is the
+    # same for both), so mypy cannot match it against each overload's narrower return type.
+    async def create(  # type: ignore[override]
         self,
         *,
-        stream=False,
-        extra_headers=None,
-        extra_query=None,
-        extra_body=None,
-        timeout=NOT_GIVEN,
-        **params,
-    ):
+        stream: bool = False,
+        extra_headers: Headers | None = None,
+        extra_query: Query | None = None,
+        extra_body: Body | None = None,
+        timeout: float | Timeout | None | NotGiven = NOT_GIVEN,
+        **params: Any,
+    ) -> ChatCompletion | AsyncStream[ChatCompletionChunk]:
         if stream:
-            return await super().create(
+            streamed: AsyncStream[ChatCompletionChunk] = await super().create(
                 stream=stream,
                 extra_headers=extra_headers,
                 extra_query=extra_query,
@@ -51,6 +58,7 @@ class LeanCompletions(AsyncCompletions):
                 timeout=timeout,
                 **params,
             )
+            return streamed
         body = {key: value for key, value in params.items() if is_given(value)}
         return await self._post(
             "/chat/completions",
@@ -85,11 +93,13 @@ class LeanAsyncOpenAI(AsyncOpenAI):
 class SchemaCachingChatModel(OpenAIChatModel):
     """OpenAIChatModel that transforms each tool schema once instead of on every request."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # id(source schema) -> (source, transformed, strict-compatible). Holding the source keeps
         # its id from being reused by another dict while the entry lives.
-        self._schemas: dict[tuple[int, bool | None], tuple[dict, dict, bool]] = {}
+        self._schemas: dict[
+            tuple[int, bool | None], tuple[dict[str, Any], dict[str, Any], bool]
+        ] = {}
 
     def customize_request_parameters(
         self, params: ModelRequestParameters
@@ -107,7 +117,9 @@ class SchemaCachingChatModel(OpenAIChatModel):
             output_tools=[self._customized(transformer, t) for t in params.output_tools],
         )
 
-    def _customized(self, transformer, tool: ToolDefinition) -> ToolDefinition:
+    def _customized(
+        self, transformer: Callable[..., JsonSchemaTransformer], tool: ToolDefinition
+    ) -> ToolDefinition:
         source = tool.parameters_json_schema
         key = (id(source), tool.strict)
         entry = self._schemas.get(key)

@@ -4,9 +4,10 @@ plain text plus one JSON line, so a real model and the offline model read the sa
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from graph import replies
-from graph.state import ConversationState, TurnContext
+from graph.state import ConversationState, ToolDeps, TurnContext
 
 STATE_MARK = "ESTADO:"
 MAX_RECENT_CHARS = 600  # one long message (a transcribed voice note) must not flood the prompt
@@ -55,7 +56,7 @@ Resume la conversación en 3 a 5 líneas para retomarla después: quién es el c
 qué se le ofreció y qué quedó pendiente. Sin identificadores internos."""
 
 
-def base(ctx: TurnContext) -> str:
+def base(ctx: TurnContext | ToolDeps) -> str:
     now = ctx.now
     return BASE.format(
         business=ctx.org.name, today=replies.day(now), clock=replies.clock(now), tz=ctx.org.timezone
@@ -68,7 +69,7 @@ def base(ctx: TurnContext) -> str:
 SPEAKERS = {"user": "Cliente", "assistant": "Tú", "staff": "Equipo de la clínica (una persona)"}
 
 
-def context(ctx: TurnContext, state: dict, summary: str) -> str:
+def context(ctx: TurnContext | ToolDeps, state: dict[str, Any], summary: str) -> str:
     """Memory and state for an expert: summary, last messages, and the state as one JSON line."""
     lines = []
     if summary:
@@ -82,7 +83,7 @@ def context(ctx: TurnContext, state: dict, summary: str) -> str:
     return "\n".join(lines)
 
 
-def model_view(state: dict | ConversationState) -> dict:
+def model_view(state: dict[str, Any] | ConversationState) -> dict[str, Any]:
     """The state as the model sees it: numbers and labels, never internal ids."""
     service = state.get("service")
     return {

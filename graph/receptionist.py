@@ -14,7 +14,9 @@ import asyncio
 import dataclasses
 import logging
 from datetime import datetime
+from typing import TYPE_CHECKING, Sequence
 
+from langgraph.types import Checkpointer
 from pydantic_ai.exceptions import (
     AgentRunError,
     ModelConnectionError,
@@ -22,17 +24,21 @@ from pydantic_ai.exceptions import (
     ModelServerError,
     ModelUnavailableError,
 )
+from pydantic_ai.models import Model
 
 from graph.embeddings import Embedder, build_embedder
 from graph.contract import EscalationRequest, TurnInput, TurnResult
 from graph.experts import Experts
 from graph.models import build_model
 from graph import loopguard, nodes, reminder_answers, safety
-from graph.state import TurnContext
+from graph.state import ConversationState, TurnContext
 from ops import logs, metrics
 from ops.deps import Deps
-from ops.outages import DependencyDown
+from ops.outages import Dependency, DependencyDown
 from storage import catalog, chats, keys, memory
+
+if TYPE_CHECKING:  # LangGraph's config type, defined by its langchain-core dependency
+    from langchain_core.runnables import RunnableConfig
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +59,11 @@ APOLOGY_AGAIN = (
 
 class Receptionist:
     def __init__(
-        self, deps: Deps, checkpointer, model=None, embedder: Embedder | None = None
+        self,
+        deps: Deps,
+        checkpointer: Checkpointer,
+        model: Model | None = None,
+        embedder: Embedder | None = None,
     ) -> None:
         self.deps = deps
         self.model = model if model is not None else build_model(deps.settings)
@@ -79,7 +89,10 @@ class Receptionist:
             return await self._run_turn(turn, thread)
 
     async def _run_turn(self, turn: TurnInput, thread: str) -> TurnResult:
-        config = {"configurable": {"thread_id": thread}, "recursion_limit": RECURSION_LIMIT}
+        config: RunnableConfig = {
+            "configurable": {"thread_id": thread},
+            "recursion_limit": RECURSION_LIMIT,
+        }
         context = await self._context(turn)
         log.info(
             "turn %s context: thread=%s messages=%d approx_tokens=%d summary_used=%s",
@@ -91,7 +104,7 @@ class Receptionist:
         )
         if safety.is_emergency(turn.texts):
             return _emergency(turn, context)
-        turn_input = {
+        turn_input: ConversationState = {
             "texts": list(turn.texts),
             "turn_id": turn.turn_id,
             "replies": [],
@@ -107,9 +120,8 @@ class Receptionist:
         if answered and answered["answer"] == "confirm":
             confirmed = await reminder_answers.confirm(self.deps, turn, answered)
             # Outside the graph, so the loop guard is applied here: a second tap on Confirmar.
-            if _last_sent(context) is not None and loopguard.same_words(
-                [_last_sent(context)], confirmed.replies
-            ):
+            last_sent = _last_sent(context)
+            if last_sent is not None and loopguard.same_words([last_sent], confirmed.replies):
                 return dataclasses.replace(
                     confirmed, replies=loopguard.said_again(confirmed.replies)
                 )
@@ -130,7 +142,7 @@ class Receptionist:
             # The model server is down or throttling: the turn waits for it (the runtime retries
             # it without using up its attempts) instead of answering with an apology.
             metrics.model_failures.labels(type(exc).__name__).inc()
-            raise DependencyDown("model", f"{type(exc).__name__}: {exc}") from exc
+            raise DependencyDown(Dependency.MODEL, f"{type(exc).__name__}: {exc}") from exc
         except (AgentRunError, TimeoutError) as exc:
             reason = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
             metrics.model_failures.labels(reason).inc()
@@ -177,12 +189,13 @@ class Receptionist:
                 raise LookupError(f"organization {turn.org} does not exist")
             self._orgs[turn.org] = org  # timezone and name change rarely; a restart picks them up
         n = deps.settings.memory_messages
-        recent, name, (summary, _) = await asyncio.gather(  # Redis and PostgreSQL at the same time
+        stored, name, (summary, _) = await asyncio.gather(  # Redis and PostgreSQL at the same time
             memory.recent_messages(deps.redis, deps.pool, turn.org, turn.chat, n + len(turn.texts)),
             chats.contact_name(deps.pool, turn.org, turn.contact_id),
             memory.load_summary(deps.pool, turn.org, turn.identity_id),
         )
-        recent = _without_this_turn(recent, turn.texts)[-n:]
+        recent = _without_this_turn(stored, turn.texts)[-n:]
+        assert deps.clock is not None  # Deps.__post_init__ always sets it
         now = datetime.fromtimestamp(deps.clock(), org.tz)
         return TurnContext(
             deps=deps,
@@ -230,7 +243,9 @@ def approx_tokens(ctx: TurnContext) -> int:
     return chars // 4
 
 
-def _without_this_turn(recent: list[tuple[str, str]], texts: list[str]) -> list[tuple[str, str]]:
+def _without_this_turn(
+    recent: Sequence[tuple[str, str]], texts: list[str]
+) -> list[tuple[str, str]]:
     """The stored history already holds this turn's messages (enrich stored them): drop them."""
     pending = [t for t in texts if t.strip()]
     trimmed = list(recent)
@@ -240,5 +255,5 @@ def _without_this_turn(recent: list[tuple[str, str]], texts: list[str]) -> list[
     return trimmed
 
 
-def build_receptionist(deps: Deps, checkpointer) -> Receptionist:
+def build_receptionist(deps: Deps, checkpointer: Checkpointer) -> Receptionist:
     return Receptionist(deps, checkpointer)

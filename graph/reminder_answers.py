@@ -1,4 +1,5 @@
-"""A reminder's buttons answered: Confirmar, Reprogramar, Cancelar.
+"""A reminder's buttons answered: Confirmar, Reprogramar, Cancelar (their titles:
+storage/events.py REMINDER_BUTTONS).
 
 The answer arrives as a button or quick-reply event ("[botón] Confirmar"), or typed. It refers
 to the appointment the contact was last reminded of (storage/reminders.remember_reminded).
@@ -10,25 +11,27 @@ the usual yes and rescheduling offers times for that appointment.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any
 
 from graph import intents, replies
 from graph.contract import TurnInput, TurnResult
+from graph.state import ConversationState
 from ops import metrics
 from ops.deps import Deps
 from storage import reminders, webhooks
 from storage.catalog import OrgProfile
+from storage.events import REMINDER_BUTTONS, ReminderAnswer
 
-Answer = Literal["confirm", "reschedule", "cancel"]
-_BUTTON = re.compile(r"^\s*(\[boton\]\s*)?(confirmar|reprogramar|cancelar)\s*[.!]*\s*$")
-_ANSWERS: dict[str, Answer] = {
-    "confirmar": "confirm",
-    "reprogramar": "reschedule",
-    "cancelar": "cancel",
+# The button titles as a tap (or a typed answer) reads once normalized, and what each answers.
+_ANSWERS: dict[str, ReminderAnswer] = {
+    intents.normalize(title): answer for answer, title in REMINDER_BUTTONS.items()
 }
+_BUTTON = re.compile(
+    r"^\s*(\[boton\]\s*)?(" + "|".join(map(re.escape, _ANSWERS)) + r")\s*[.!]*\s*$"
+)
 
 
-async def reminder_answer(deps: Deps, turn: TurnInput, org: OrgProfile) -> dict | None:
+async def reminder_answer(deps: Deps, turn: TurnInput, org: OrgProfile) -> dict[str, Any] | None:
     """{"answer", "appointment": {"id", "label"}} when this turn answers a reminder's button."""
     if len(turn.texts) != 1:
         return None
@@ -45,8 +48,9 @@ async def reminder_answer(deps: Deps, turn: TurnInput, org: OrgProfile) -> dict 
     return {"answer": _ANSWERS[match.group(2)], "appointment": {"id": due.id, "label": label}}
 
 
-async def confirm(deps: Deps, turn: TurnInput, found: dict) -> TurnResult:
+async def confirm(deps: Deps, turn: TurnInput, found: dict[str, Any]) -> TurnResult:
     appointment = found["appointment"]
+    await turn.before_effect()  # newer messages came: answered with them by the next turn
     if await reminders.confirm_attendance(deps.pool, turn.org, turn.contact_id, appointment["id"]):
         await webhooks.appointment_changed(
             deps.redis,
@@ -65,7 +69,7 @@ async def confirm(deps: Deps, turn: TurnInput, found: dict) -> TurnResult:
     )
 
 
-def state_for(found: dict, org: str) -> dict:
+def state_for(found: dict[str, Any], org: str) -> ConversationState:
     """The appointment expert's state for Cancelar or Reprogramar on that appointment."""
     purpose = "cancelar" if found["answer"] == "cancel" else "reprogramar"
     metrics.reminder_answers.labels(org, f"{found['answer']}_asked").inc()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import date, datetime, time
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -26,13 +26,13 @@ MONTHS = [
 _UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I)
 
 
-def clock(moment: datetime) -> str:
+def clock(moment: datetime | time) -> str:
     """3:00 p. m. (the es-CO way)."""
     hour = moment.hour % 12 or 12
     return f"{hour}:{moment.minute:02d} {'a. m.' if moment.hour < 12 else 'p. m.'}"
 
 
-def day(moment: datetime) -> str:
+def day(moment: date) -> str:
     return f"{WEEKDAYS[moment.weekday()]} {moment.day} de {MONTHS[moment.month - 1]}"
 
 

@@ -12,6 +12,7 @@ is the part a keyword can do reliably.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from graph import intents
 
@@ -36,7 +37,7 @@ def is_emergency(texts: list[str]) -> bool:
     return any(_EMERGENCY.search(intents.normalize(text)) for text in texts if text)
 
 
-def emergency_phone(settings: dict) -> str:
+def emergency_phone(settings: dict[str, Any]) -> str:
     return str(settings.get("emergency_phone") or DEFAULT_EMERGENCY_PHONE)
 
 

@@ -19,10 +19,15 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any, Callable
 from zoneinfo import ZoneInfo
+
+import asyncpg
 
 from graph import loopguard, replies
 from graph.contract import TurnInput, TurnResult
+from graph.receptionist import Receptionist
+from ops.deps import Deps
 from storage import appointments, catalog, chats, memory
 from storage.orgs import add_org
 from storage.seed import seed_catalog
@@ -47,9 +52,11 @@ class Scenario:
     name: str
     lines: tuple[Line, ...]
     appointments: (
-        tuple[dict, ...] | None
+        tuple[dict[str, Any], ...] | None
     )  # the customer's appointments at the end; None: not judged
-    before: tuple[dict, ...] = ()  # appointments booked before the chat: {service, at, name?}
+    before: tuple[
+        dict[str, Any], ...
+    ] = ()  # appointments booked before the chat: {service, at, name?}
     source: str = ""
 
 
@@ -96,13 +103,13 @@ def load(folder: Path) -> list[Scenario]:
     return found
 
 
-def _tuple(value) -> tuple[str, ...]:
+def _tuple(value: str | list[str] | None) -> tuple[str, ...]:
     if value is None:
         return ()
     return (value,) if isinstance(value, str) else tuple(value)
 
 
-async def new_clinic(pool) -> str:
+async def new_clinic(pool: asyncpg.Pool) -> str:
     """A fresh organization with the demo clinic's catalogue: one per run, nothing shared."""
     tag = uuid.uuid4().hex[:12]
     org = await add_org(
@@ -117,14 +124,18 @@ async def new_clinic(pool) -> str:
     return org
 
 
-async def run_scenario(deps, receptionist, scenario: Scenario) -> Outcome:
+async def run_scenario(deps: Deps, receptionist: Receptionist, scenario: Scenario) -> Outcome:
     """Play one scenario in a fresh clinic and judge it. `deps.clock` must read NOW."""
     out = Outcome(scenario.name)
     org = await new_clinic(deps.pool)
     identity = await chats.upsert_identity(deps.pool, org, PHONE, None)
+    contact_id = identity.contact_id
+    assert contact_id is not None  # a customer's identity always has its contact
     for i, before in enumerate(scenario.before):
         # Booked by this customer, or (`others` = n) by n other customers, to fill a time.
         service = await catalog.find_service(deps.pool, org, before["service"])
+        if service is None:
+            raise ValueError(f"scenario {scenario.name}: no service like {before['service']!r}")
         starts = datetime.fromisoformat(before["at"]).replace(tzinfo=TZ)
         for j in range(before.get("others", 0) or 1):
             who = (
@@ -132,6 +143,7 @@ async def run_scenario(deps, receptionist, scenario: Scenario) -> Outcome:
                 if not before.get("others")
                 else await chats.upsert_identity(deps.pool, org, f"5730000000{i}{j}", None)
             )
+            assert who.contact_id is not None  # a customer's identity always has its contact
             await appointments.book(
                 deps.pool,
                 org=org,
@@ -148,7 +160,7 @@ async def run_scenario(deps, receptionist, scenario: Scenario) -> Outcome:
         turn = TurnInput(
             org=org,
             chat=PHONE,
-            contact_id=identity.contact_id,
+            contact_id=contact_id,
             identity_id=identity.id,
             turn_id=uuid.uuid4().hex,
             texts=[line.say],
@@ -165,9 +177,7 @@ async def run_scenario(deps, receptionist, scenario: Scenario) -> Outcome:
         out.failures += _judge_line(n, line, result, text, previous, known)
         previous = result.replies
     if scenario.appointments is not None:
-        out.failures += await _judge_appointments(
-            deps.pool, org, identity.contact_id, scenario.appointments
-        )
+        out.failures += await _judge_appointments(deps.pool, org, contact_id, scenario.appointments)
     return out
 
 
@@ -184,7 +194,7 @@ def _same(previous: list[str], now: list[str]) -> bool:
 
 
 def _judge_line(
-    n: int, line: Line, result: TurnResult, text: str, previous, known: set[str]
+    n: int, line: Line, result: TurnResult, text: str, previous: list[str] | None, known: set[str]
 ) -> list[str]:
     failures = []
     low = text.lower()
@@ -208,7 +218,7 @@ def _judge_line(
 
 
 async def _judge_appointments(
-    pool, org: str, contact_id: str, expected: tuple[dict, ...]
+    pool: asyncpg.Pool, org: str, contact_id: str, expected: tuple[dict[str, Any], ...]
 ) -> list[str]:
     rows = await pool.fetch(
         "select s.name, a.starts_at, a.status from appointments a join services s on s.id = a.service_id "
@@ -239,7 +249,12 @@ async def _judge_appointments(
 
 
 async def evaluate(
-    deps, receptionist, scenarios: list[Scenario], k: int, concurrency: int = 4, progress=None
+    deps: Deps,
+    receptionist: Receptionist,
+    scenarios: list[Scenario],
+    k: int,
+    concurrency: int = 4,
+    progress: Callable[[Outcome], None] | None = None,
 ) -> dict[str, list[Outcome]]:
     """Each scenario k times (a few at a time: a local model server is the bottleneck)."""
     import asyncio

@@ -7,13 +7,18 @@ the CRM and reaches the model through storage.memory, so the checkpoint stays sm
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
-from graph.contract import TurnInput
+import asyncpg
+import redis.asyncio as aioredis
+
+from graph.contract import TurnInput, no_check
 from graph.embeddings import Embedder
 from ops.deps import Deps
+from ops.settings import Settings
 from storage.catalog import OrgProfile
 
 Flow = Literal["knowledge", "appointment", "escalation"]
@@ -25,34 +30,40 @@ class ConversationState(TypedDict, total=False):
     texts: list[str]
     turn_id: str
     replies: list[str]
-    actions: list[dict]
-    escalation: dict | None
+    actions: list[dict[str, Any]]
+    escalation: dict[str, Any] | None
     hops: int  # expert-to-expert hand-offs in this turn (bounded)
     handoff: Flow | None  # the expert that must take this same message next
     bookings: int  # booking attempts so far this turn (numbers the idempotency keys)
     # Across turns.
     flow: Flow | None  # the expert that owns the conversation; None: the router decides
-    service: dict | None  # {"id", "name", "duration_minutes", "price"}
+    service: dict[str, Any] | None  # {"id", "name", "duration_minutes", "price"}
     window: str | None  # the customer's words for when ("mañana en la tarde")
-    proposed_slots: list[dict]  # [{"starts_at" (ISO), "staff_id", "label"}], offered by number
+    proposed_slots: list[
+        dict[str, Any]
+    ]  # [{"starts_at" (ISO), "staff_id", "label"}], offered by number
     chosen_slot: int | None  # 1-based; set while we wait for the customer's name
-    appointments: list[dict]  # the contact's appointments as last listed: [{"id", "label"}]
+    appointments: list[
+        dict[str, Any]
+    ]  # the contact's appointments as last listed: [{"id", "label"}]
     purpose: str | None  # why they were listed: "ver", "cancelar" or "reprogramar"
     reschedule_of: int | None  # 1-based number in `appointments` being moved
     # The cancellation awaiting the customer's yes: {"n": 1-based number in `appointments`,
     # "turn_id": the turn that asked}. cancel_appointment confirms it only in a later turn, so no
     # model can ask and cancel in one go; any other appointment task clears it.
-    cancel_pending: dict | None
+    cancel_pending: dict[str, Any] | None
     contact_name: str | None
     # The service the customer last asked about ("¿cuánto cuesta el masaje?"): a booking
     # request with no service named is for that one.
-    discussed_service: dict | None
+    discussed_service: dict[str, Any] | None
     # The last numbered list shown: {"kind": "slots" | "appointments" | "services" | "menu",
     # "items": [{"label", "say"?, "person"?}]}; "la 2" refers to it, whatever it was.
-    last_list: dict | None
+    last_list: dict[str, Any] | None
     summary: str
     turns: int
-    last_turn: dict | None  # the previous turn's result, replayed if that turn is redelivered
+    last_turn: (
+        dict[str, Any] | None
+    )  # the previous turn's result, replayed if that turn is redelivered
 
 
 # Keys that tools may change (everything else is owned by the graph nodes).
@@ -90,15 +101,63 @@ class TurnContext:
 
 @dataclass
 class ToolDeps:
-    """What an expert's tools see through RunContext.deps: the tenant comes from here only."""
+    """What an expert's tools and instructions see through RunContext.deps, flat (as in Pydantic
+    AI's bank_support example): the connections, the tenant, the contact, the clock and the
+    working state. The organization and the contact come from here only, never from the model.
+    Built for each expert run by `for_turn`."""
 
-    ctx: TurnContext
-    state: dict  # working copy of TOOL_KEYS, merged into the graph state after the run
+    pool: asyncpg.Pool
+    redis: aioredis.Redis
+    settings: Settings
+    now_ms: Callable[[], int]  # the clock now (development: moved by `skytide clock advance`)
+    now: datetime  # when the turn started, local to the organization: what dates count from
+    org: OrgProfile  # the tenant: id, name, timezone
+    contact_id: str
+    chat: str  # the customer's phone
+    identity_id: str
+    turn_id: str  # stable across redeliveries: booking idempotency keys derive from it
+    texts: list[str]  # this turn's messages
+    state: dict[str, Any]  # working copy of TOOL_KEYS, merged into the graph state after the run
+    recent: list[tuple[str, str]] = field(default_factory=list)  # for the instructions
     summary: str = ""
-    actions: list[dict] = field(default_factory=list)
+    embedder: Embedder | None = None
+    # The turn's check before a booking, cancellation or move: raises TurnSuperseded when the
+    # customer wrote again first (graph/contract.py, storage/turns.commit).
+    before_effect: Callable[[], Awaitable[None]] = no_check
+    actions: list[dict[str, Any]] = field(default_factory=list)
     bookings: int = 0  # numbers this turn's booking attempts: idempotency key f"{turn_id}:{n}"
+    # Shared with the turn's TurnContext (the same lists), which reports them for the turn.
+    tools_used: list[str] = field(default_factory=list)
+    usage_tokens: list[int] = field(default_factory=list)
 
-    def act(self, action: str, **data) -> dict:
+    @classmethod
+    def for_turn(
+        cls, ctx: TurnContext, state: dict[str, Any], summary: str, bookings: int
+    ) -> ToolDeps:
+        turn = ctx.turn
+        return cls(
+            pool=ctx.deps.pool,
+            redis=ctx.deps.redis,
+            settings=ctx.deps.settings,
+            now_ms=ctx.deps.now_ms,
+            now=ctx.now,
+            org=ctx.org,
+            contact_id=turn.contact_id,
+            chat=turn.chat,
+            identity_id=turn.identity_id,
+            turn_id=turn.turn_id,
+            texts=turn.texts,
+            state=state,
+            recent=ctx.recent,
+            summary=summary,
+            embedder=ctx.embedder,
+            before_effect=turn.before_effect,
+            bookings=bookings,
+            tools_used=ctx.tools_used,
+            usage_tokens=ctx.usage_tokens,
+        )
+
+    def act(self, action: str, **data: Any) -> dict[str, Any]:
         """The uniform record of a state-changing tool, returned to the model and logged; also of
         the business facts stated (business_info), so a turn's record shows the hours it gave."""
         record = {"action": action, "data": data}

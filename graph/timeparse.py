@@ -35,7 +35,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Literal
+from typing import Iterable, Literal
 
 # Weekday names, Monday 0: Spanish here, English and Portuguese added below.
 WEEKDAYS = {
@@ -141,7 +141,7 @@ PERIODS: dict[str, tuple[time, time]] = {
     "afternoon": (time(12), time(18)),
     "evening": (time(18), time(22)),
 }
-_PERIOD_WORDS = {
+_PERIOD_WORDS: dict[str, Period] = {
     "manana": "morning",
     "mananas": "morning",
     "manha": "morning",
@@ -187,7 +187,7 @@ def normalize(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
-def _alt(words) -> str:
+def _alt(words: Iterable[str]) -> str:
     return "|".join(sorted(map(re.escape, words), key=len, reverse=True))
 
 
@@ -417,7 +417,9 @@ def _days(t: str, today: date) -> tuple[list[date], Conflict | None]:
             return _checked(dated(today, int(m["day"]), month, year), _weekday(m["wd"]), today)
     if m := _WD_NEXT_WEEK.search(t):
         monday = today + timedelta(days=7 - today.weekday())
-        return [monday + timedelta(days=_weekday(m["wd"]))], None
+        weekday = _weekday(m["wd"])
+        assert weekday is not None  # the pattern's wd group matches weekday names only
+        return [monday + timedelta(days=weekday)], None
     if numbered and (m := _WD_DAY.search(t)):
         return _checked(day_number(today, int(m["day"])), _weekday(m["wd"]), today)
     if numbered and (m := _DAY_ONLY.search(t)):
@@ -444,7 +446,9 @@ def _days(t: str, today: date) -> tuple[list[date], Conflict | None]:
         after = _WD_AFTER.match(t, m.end())
         return _checked(day, _weekday(after["wd"]) if after else None, today)
     if m := _WD_ALONE.search(t):
-        ahead = (_weekday(m["wd"]) - today.weekday()) % 7 or 7
+        weekday = _weekday(m["wd"])
+        assert weekday is not None  # the pattern's wd group matches weekday names only
+        ahead = (weekday - today.weekday()) % 7 or 7
         return [today + timedelta(days=ahead)], None
     if _NEXT_WEEK_ALONE.search(t):
         monday = today + timedelta(days=7 - today.weekday())
@@ -574,11 +578,13 @@ _MINUTE_WORDS = {
 }
 
 
-def _last(t: str, patterns) -> tuple[re.Pattern, re.Match] | None:
+def _last(
+    t: str, patterns: Iterable[re.Pattern[str]]
+) -> tuple[re.Pattern[str], re.Match[str]] | None:
     """The latest mention among the patterns: in "mañana a las 3, mejor a las 4" the 4 wins (the
     offline model also appends a correction to the earlier words). Of two matches ending at the
     same place, the longer one ("cuarto para las 5", not "las 5")."""
-    best = None
+    best: tuple[re.Pattern[str], re.Match[str]] | None = None
     for rx in patterns:
         for m in rx.finditer(t):
             if best is None or (m.end(), -m.start()) > (best[1].end(), -best[1].start()):
@@ -609,7 +615,7 @@ def _time(t: str, period: Period | None) -> time | None:
     return _at(m, period)
 
 
-def _at(m: re.Match, period: Period | None) -> time | None:
+def _at(m: re.Match[str], period: Period | None) -> time | None:
     groups = m.groupdict()
     hour, how = _num(m["h"]), _suffix_period(m["suffix"], period)
     if groups.get("menos"):  # "las 5 menos cuarto": 4:45
@@ -619,7 +625,7 @@ def _at(m: re.Match, period: Period | None) -> time | None:
     minute = (
         int(groups["mm"])
         if groups.get("mm")
-        else (_MINUTE_WORDS.get(word) if word in _MINUTE_WORDS else int(word) if word else 0)
+        else (_MINUTE_WORDS[word] if word in _MINUTE_WORDS else int(word) if word else 0)
     )
     return clock(hour, minute, how)
 

@@ -11,6 +11,7 @@ recommends far less).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from aiohttp import web
 
@@ -21,6 +22,7 @@ from ingress.orgs import ConnectionCache
 from ingress.webhook import accept_webhook, gupshup_webhook
 from ops import metrics_server
 from ops.deps import Deps
+from ops.outages import Dependency
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,7 @@ __all__ = ["accept_webhook", "create_app", "runner_options"]
 LINGER_S = 1.0
 
 
-def runner_options(deps: Deps) -> dict:
+def runner_options(deps: Deps) -> dict[str, Any]:
     """The HTTP server's limits: an idle keep-alive connection, or one whose headers never
     finish, is closed after `http_keepalive_timeout_s` (aiohttp's default is an hour); the
     unread body of a refused request is drained for at most LINGER_S before the connection
@@ -45,7 +47,7 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def create_app(deps: Deps, ready_needs: tuple[str, ...] | None = None) -> web.Application:
+def create_app(deps: Deps, ready_needs: tuple[Dependency, ...] | None = None) -> web.Application:
     """ready_needs: also serve /readyz (needing those dependencies) and /metrics here, which
     only development does (METRICS_PORT unset); None leaves them to METRICS_PORT."""
     # client_max_size makes aiohttp answer 413 itself for bodies it buffers.

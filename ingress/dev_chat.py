@@ -14,19 +14,24 @@ import json
 import time
 import uuid
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable, cast
 
+import redis.asyncio as aioredis
 from aiohttp import web
 
 from ingress.common import CONNECTIONS, DEPS, reject
 from storage import keys
 from storage.events import BadEvent, OutboundMessage, decode
+from storage.keys import Stream
 
 CHAT_PAGE = Path(__file__).parent / "chat_page.html"
 READ_BLOCK_MS = 1000  # each wait stays far below any Redis client socket timeout
+# A stream's entries as this project's client reads them (decode_responses=True, RESP2:
+# storage/redis_client.py); redis-py types them for every protocol and decoding at once.
+Entries = list[tuple[str, dict[str, str]]]
 
 
-def _webhook_body(app_name: str, phone: str, name: str, text: str, now_ms: int) -> dict:
+def _webhook_body(app_name: str, phone: str, name: str, text: str, now_ms: int) -> dict[str, Any]:
     return {
         "app": app_name,
         "timestamp": now_ms,
@@ -53,8 +58,9 @@ def add_routes(app: web.Application, accept_webhook: Callable[..., Awaitable[obj
         if connection is None:
             return reject(404, f"unknown app {app_name!r}")
         deps = request.app[DEPS]
-        outbound = keys.stream(connection.org_id, "outbound")
-        last = await deps.redis.xrevrange(outbound, count=1)  # replies come after this entry
+        outbound = keys.stream(connection.org_id, Stream.OUTBOUND)
+        # Replies come after this entry.
+        last = cast(Entries, await deps.redis.xrevrange(outbound, count=1))
         after = last[0][0] if last else "0-0"
         # The process clock (DEV_CLOCK may have moved it), so the 24-hour window opens with it.
         body = _webhook_body(app_name, phone, str(data.get("name") or "Dev"), text, deps.now_ms())
@@ -84,7 +90,7 @@ def add_routes(app: web.Application, accept_webhook: Callable[..., Awaitable[obj
 
 
 async def turn_replies(
-    redis, outbound: str, phone: str, after: str, wait_s: float
+    redis: aioredis.Redis, outbound: str, phone: str, after: str, wait_s: float
 ) -> list[str] | None:
     """The texts of the first reply to `phone` queued after entry `after`, None on timeout.
 
@@ -93,7 +99,10 @@ async def turn_replies(
     """
     deadline = time.monotonic() + wait_s
     while (left_ms := int((deadline - time.monotonic()) * 1000)) > 0:
-        found = await redis.xread({outbound: after}, count=100, block=min(READ_BLOCK_MS, left_ms))
+        found = cast(
+            list[tuple[str, Entries]] | None,
+            await redis.xread({outbound: after}, count=100, block=min(READ_BLOCK_MS, left_ms)),
+        )
         for _, entries in found or []:
             # Only a turn's replies: a scheduled confirmation or reminder (no turn id) can be
             # queued for this chat while the turn runs, and is not the answer to this message.
@@ -130,7 +139,12 @@ def add_simulator(app: web.Application) -> None:
                 {"message": "Authentication Failed", "status": "error"}, status=401
             )
         form = await request.post()
-        message = json.loads(form.get("message") or form.get("template") or "{}")
+        raw = form.get("message") or form.get("template") or "{}"
+        if isinstance(raw, web.FileField):  # Gupshup's send API takes form fields, not files
+            return web.json_response(
+                {"message": "message must be a form field", "status": "error"}, status=400
+            )
+        message = json.loads(raw)
         text = message.get("text") or json.dumps(message, ensure_ascii=False)
         if message.get("type") == "quick_reply":  # a reminder: its text and its buttons
             text = (

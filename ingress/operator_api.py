@@ -16,6 +16,7 @@ import logging
 import re
 import uuid
 from datetime import datetime, timezone
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -26,6 +27,7 @@ from ops import metrics
 from storage import chats, inbox, keys, operators, streams, webhooks
 from storage.events import OutboundMessage
 from storage.media_store import LocalMediaStore, MediaStoreError, SupabaseMediaStore
+from storage.keys import Stream
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ async def _operator(request: web.Request) -> operators.Operator | web.Response:
     return operator
 
 
-async def _body(request: web.Request) -> dict | web.Response:
+async def _body(request: web.Request) -> dict[str, Any] | web.Response:
     if not request.can_read_body:
         return {}
     try:
@@ -63,6 +65,8 @@ async def _body(request: web.Request) -> dict | web.Response:
 
 
 def _now(deps: Deps) -> datetime:
+    """The process clock (Deps.clock) as a moment: the one the pause's age is measured on."""
+    assert deps.clock is not None  # Deps.__post_init__ always sets it
     return datetime.fromtimestamp(deps.clock(), timezone.utc)
 
 
@@ -183,7 +187,7 @@ async def send_message(request: web.Request) -> web.Response:
             author=operator.author,
             requires_bot_enabled=False,
         ),
-        "outbound",
+        Stream.OUTBOUND,
     )
     log.info("operator %s queued a message to %s/%s", operator.id, operator.org, phone)
     if waiting is not None:
@@ -198,7 +202,7 @@ async def _first_answer(deps: Deps, org: str, phone: str, waiting_since: datetim
     ones after it (queued before the first was stored, they still see the customer waiting)."""
     since_ms = int(waiting_since.timestamp() * 1000)
     if await deps.redis.set(keys.staff_answered(org, phone, since_ms), 1, nx=True, ex=86400):
-        metrics.staff_first_answer.observe(max(0.0, deps.clock() - since_ms / 1000))
+        metrics.staff_first_answer.observe(max(0.0, (deps.now_ms() - since_ms) / 1000))
 
 
 async def take_over(request: web.Request) -> web.Response:
@@ -309,8 +313,3 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post(PREFIX + "/chats/{phone}/takeover", take_over)
     app.router.add_post(PREFIX + "/chats/{phone}/handback", hand_back)
     app.router.add_get(PREFIX + "/chats/{phone}/media/{message_id}", media)
-
-
-def _now(deps) -> datetime:
-    """The process clock (Deps.clock) as a moment: the one the pause's age is measured on."""
-    return datetime.fromtimestamp(deps.clock(), timezone.utc)

@@ -21,7 +21,7 @@ import hmac
 import logging
 import time
 from collections import OrderedDict
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, TypeVar
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -36,6 +36,7 @@ from storage.orgs import (
 )
 
 log = logging.getLogger(__name__)
+Found = TypeVar("Found")  # what a lookup finds: a connection or None, or a token's connections
 
 REGISTER_EVERY_S = 5.0
 # A database lookup gives up after this, so a PostgreSQL that hangs (rather than refusing) still
@@ -81,7 +82,7 @@ class ConnectionCache:
         if not app_name and not app_id:
             return None
         key = ("name", app_name) if app_name else ("id", app_id or "")
-        found = self._cached(key)
+        found: Connection | None = self._cached(key)
         if found is _MISSING:
             found = await self._look_up(
                 key,
@@ -94,7 +95,7 @@ class ConnectionCache:
         """The connections this webhook token opens, compared in constant time."""
         # Keyed by a digest: the cache holds no token a caller sent, valid or not.
         key = ("token", hashlib.sha256(token.encode()).hexdigest())
-        found = self._cached(key)
+        found: list[Connection] | None = self._cached(key)
         if found is _MISSING:
             found = await self._look_up(
                 key,
@@ -109,9 +110,9 @@ class ConnectionCache:
     async def _look_up(
         self,
         key: tuple[str, str],
-        from_database: Callable[[], Awaitable[Any]],
-        from_redis: Callable[[], Awaitable[Any]],
-    ) -> Any:
+        from_database: Callable[[], Awaitable[Found]],
+        from_redis: Callable[[], Awaitable[Found | None]],
+    ) -> Found | None:
         """Ask PostgreSQL and cache its answer; while it cannot be asked, the last good answer
         for `key`, else the published one; else Unavailable."""
         why = "left alone after a failure"
@@ -132,7 +133,8 @@ class ConnectionCache:
                 return found
         entry = self._entries.get(key)
         if entry is not None and entry[1]:  # a miss is not trusted: the app may be new since
-            return entry[1]
+            last_good: Found = entry[1]  # stored by this key's own lookup
+            return last_good
         published = await from_redis()
         if published:
             self._store(key, published, hit=True)

@@ -72,7 +72,7 @@ async def authenticate(app: web.Application, token: str | None) -> list[Connecti
     return candidates or reject(401, "wrong webhook token")
 
 
-async def receive_body(request: web.Request) -> dict | web.Response:
+async def receive_body(request: web.Request) -> dict[str, Any] | web.Response:
     """The JSON object of a request, or the 4xx response that explains what is wrong with it."""
     settings = request.app[DEPS].settings
     limit = settings.max_body_bytes
@@ -93,7 +93,7 @@ async def receive_body(request: web.Request) -> dict | web.Response:
     return parse_json(raw)
 
 
-def parse_json(raw: bytes) -> dict | web.Response:
+def parse_json(raw: bytes) -> dict[str, Any] | web.Response:
     """The JSON object in `raw`, without what nothing downstream can hold, or the 400 saying why not."""
     fast = _loads_plain(raw)
     if fast is not None:
@@ -190,7 +190,7 @@ async def choose_connection(
 
 
 async def accept_body(
-    app: web.Application, candidates: list[Connection], body: dict
+    app: web.Application, candidates: list[Connection], body: dict[str, Any]
 ) -> web.Response | list[InboundMessage | StatusEvent | UserEvent]:
     """Parse and enqueue one authenticated Gupshup callback (its body already cleaned); the
     events it held, or the rejection."""
@@ -226,7 +226,7 @@ async def accept_body(
 
 
 async def accept_webhook(
-    app: web.Application, body: dict, token: str | None
+    app: web.Application, body: dict[str, Any], token: str | None
 ) -> web.Response | list[InboundMessage | StatusEvent | UserEvent]:
     """Authenticate and accept a body already in hand (the development chat's path)."""
     candidates = await authenticate(app, token)

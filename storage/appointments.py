@@ -7,6 +7,7 @@ every query by them. Double booking is prevented by the database (the exclusion 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
@@ -14,8 +15,9 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from storage import consent, schedules
-from storage.catalog import Db, Service, get_service
+from storage.catalog import Service, get_service
 from storage.chats import save_contact_name
+from storage.db import Db, returned_row
 
 # Two overlapping inserts can each wait on the other's index entry; PostgreSQL then aborts one
 # with a deadlock instead of an exclusion violation. Either way that staff member is taken (each
@@ -75,7 +77,7 @@ async def availability(
     prefer: time | None = None,
     step_min: int = 30,
     limit: int = 3,
-    held: list[tuple[str, datetime, datetime]] = (),
+    held: Sequence[tuple[str, datetime, datetime]] = (),
 ) -> list[Slot]:
     """Free start times for a service on the given local days, between time_from and time_to.
 
@@ -348,6 +350,8 @@ async def reschedule(
         if row is None:
             raise NotYours("esa cita no existe o no está activa")
         service = await get_service(conn, org, row["service_id"])
+        if service is None:  # cannot happen: the appointment's foreign key keeps its service
+            raise LookupError(f"service {row['service_id']} of appointment {appointment_id}")
         if row["starts_at"] == starts_at:
             return await _appointment(conn, org, appointment_id)
         staff = await eligible_staff(conn, org, service.id)
@@ -378,7 +382,7 @@ async def _appointment(db: Db, org: str, appointment_id: str) -> Appointment:
     row = await db.fetchrow(
         _APPT + " where a.id = $2::uuid and a.organization_id = $1::uuid", org, appointment_id
     )
-    return Appointment(**dict(row))
+    return Appointment(**dict(returned_row(row)))
 
 
 def utc(moment: datetime) -> datetime:

@@ -13,9 +13,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import asyncpg
-
-Db = asyncpg.Pool | asyncpg.Connection
+from storage.db import Db
 
 # word_similarity of a service name inside the query: "limpiesa facial" vs "Limpieza facial" is
 # about 0.7, an unrelated word about 0.2.

@@ -10,11 +10,11 @@ from zoneinfo import ZoneInfo
 import yaml
 
 from storage import org_settings
-from storage.catalog import Db
 from storage.catalog_file import DAYS
+from storage.db import Db
 
 
-def _week(rows) -> dict[str, list[str]]:
+def _week(rows: list[tuple[int, time, time]]) -> dict[str, list[str]]:
     week: dict[str, list[str]] = {}
     for weekday, a, b in rows:
         week.setdefault(DAYS[weekday], []).append(f"{a:%H:%M}-{b:%H:%M}")
@@ -111,7 +111,11 @@ async def export_catalog(db: Db, org: str) -> dict[str, Any]:
         "organization": {
             "name": o["name"],
             "timezone": o["timezone"],
-            "settings": {k: v for k, v in o["settings"].items() if k in org_settings.KEYS},
+            "settings": {
+                k: v
+                for k, v in o["settings"].items()
+                if k in org_settings.KEYS and k not in org_settings.SECRET_KEYS
+            },
         },
         "hours": _week([tuple(r.values()) for r in hours]),
         "closures": closures,

@@ -28,6 +28,7 @@ import asyncpg
 import yaml
 
 from storage import org_settings, schedules
+from storage.db import Db
 
 DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
@@ -50,7 +51,7 @@ class Report:
         return bool(self.created or self.updated)
 
     def __str__(self) -> str:
-        def fmt(d):
+        def fmt(d: dict[str, int]) -> str:
             return ", ".join(f"{n} {k}" for k, n in sorted(d.items())) or "nothing"
 
         return f"created {fmt(self.created)}; updated {fmt(self.updated)}"
@@ -187,7 +188,7 @@ async def import_catalog(pool: asyncpg.Pool, org: str, data: dict[str, Any]) -> 
     return report
 
 
-async def _hours(conn, org: str, week: list[tuple[int, time, time]], report: Report) -> None:
+async def _hours(conn: Db, org: str, week: list[tuple[int, time, time]], report: Report) -> None:
     now = [
         (r["weekday"], r["opens"], r["closes"])
         for r in await conn.fetch(
@@ -206,7 +207,9 @@ async def _hours(conn, org: str, week: list[tuple[int, time, time]], report: Rep
         report.count("hours", "updated")
 
 
-async def _staff(conn, org: str, tz: ZoneInfo, s: dict, where: str, report: Report) -> str:
+async def _staff(
+    conn: Db, org: str, tz: ZoneInfo, s: dict[str, Any], where: str, report: Report
+) -> str:
     name = str(s.get("name") or "").strip()
     if not name:
         raise BadCatalog(f"{where}: needs a name")
@@ -216,6 +219,7 @@ async def _staff(conn, org: str, tz: ZoneInfo, s: dict, where: str, report: Repo
         org,
         name,
     )
+    staff_id: str
     if old is None:
         staff_id = await conn.fetchval(
             "insert into staff (organization_id, name, role, active) "
@@ -270,13 +274,19 @@ async def _staff(conn, org: str, tz: ZoneInfo, s: dict, where: str, report: Repo
 
 
 async def _service(
-    conn, org: str, s: dict, where: str, staff_ids: dict[str, str], settings: dict, report: Report
+    conn: Db,
+    org: str,
+    s: dict[str, Any],
+    where: str,
+    staff_ids: dict[str, str],
+    settings: dict[str, Any],
+    report: Report,
 ) -> None:
     name = str(s.get("name") or "").strip()
     if not name:
         raise BadCatalog(f"{where}: needs a name")
     try:
-        duration = int(s.get("duration_min"))
+        duration = int(s.get("duration_min", ""))  # missing: a ValueError, as a bad value
         price = Decimal(str(s.get("price", 0)))
     except (TypeError, ValueError, InvalidOperation):
         raise BadCatalog(

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-import asyncpg
 
 from storage.catalog import TSQUERY_ANY_WORD
+from storage.db import Db, returned_row
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,12 @@ class Identity:
     opted_out: bool  # the contact said STOP (or WhatsApp told us so)
     kind: str = "customer"  # or "staff": the advisor's or a staff phone, never answered by the bot
 
+    def customer_contact_id(self) -> str:
+        """The contact of a customer's chat (`upsert_identity` always links one)."""
+        if self.contact_id is None:
+            raise LookupError(f"chat identity {self.id} is a staff chat: it has no contact")
+        return self.contact_id
+
 
 def ms_to_dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
@@ -32,9 +38,7 @@ _IDENTITY_COLUMNS = """
             and a.channel = 'whatsapp' and a.status = 'opted_out') as opted_out, kind"""
 
 
-async def upsert_identity(
-    conn: asyncpg.Connection | asyncpg.Pool, org: str, phone: str, profile_name: str | None
-) -> Identity:
+async def upsert_identity(conn: Db, org: str, phone: str, profile_name: str | None) -> Identity:
     """Find or create the contact and chat identity of a customer's phone in an organization.
 
     A phone that was a staff chat (no contact) and writes as a customer now gets its contact and
@@ -83,11 +87,11 @@ async def upsert_identity(
         phone,
         profile_name,
     )
-    return Identity(**dict(row))
+    return Identity(**dict(returned_row(row)))
 
 
 async def upsert_staff_identity(
-    conn: asyncpg.Connection | asyncpg.Pool, org: str, phone: str, profile_name: str | None
+    conn: Db, org: str, phone: str, profile_name: str | None
 ) -> Identity:
     """The chat of the organization's advisor or a staff phone: no contact is created (staff are
     not customers of the clinic), and its bot is off, so nothing it writes starts a turn."""
@@ -105,12 +109,10 @@ async def upsert_staff_identity(
         phone,
         profile_name,
     )
-    return Identity(**dict(row))
+    return Identity(**dict(returned_row(row)))
 
 
-async def find_identity(
-    conn: asyncpg.Connection | asyncpg.Pool, org: str, phone: str
-) -> Identity | None:
+async def find_identity(conn: Db, org: str, phone: str) -> Identity | None:
     row = await conn.fetchrow(
         f"select {_IDENTITY_COLUMNS} from chat_identities "
         "where organization_id = $1::uuid and phone = $2",
@@ -121,7 +123,7 @@ async def find_identity(
 
 
 async def insert_inbound(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Db,
     *,
     org: str,
     identity: Identity,
@@ -168,23 +170,23 @@ async def insert_inbound(
     )
     if row:
         return row["id"], True
-    return await inbound_message_id(conn, org, provider_id), False
+    message_id = await inbound_message_id(conn, org, provider_id)
+    if message_id is None:  # stored by an earlier delivery and erased since: try the entry again
+        raise LookupError(f"inbound message {provider_id} was erased while being stored")
+    return message_id, False
 
 
-async def inbound_message_id(
-    conn: asyncpg.Connection | asyncpg.Pool, org: str, provider_id: str
-) -> str | None:
-    return await conn.fetchval(
+async def inbound_message_id(conn: Db, org: str, provider_id: str) -> str | None:
+    message_id: str | None = await conn.fetchval(
         "select id::text from chat_messages where organization_id = $1::uuid"
         " and provider_message_id = $2",
         org,
         provider_id,
     )
+    return message_id
 
 
-async def message_texts(
-    conn: asyncpg.Connection | asyncpg.Pool, org: str, message_ids: list[str]
-) -> list[str]:
+async def message_texts(conn: Db, org: str, message_ids: list[str]) -> list[str]:
     """What the agent reads of each message (processed_text, else the raw text), in the given order."""
     rows = await conn.fetch(
         "select id::text, coalesce(processed_text, message, '') as text from chat_messages "
@@ -196,8 +198,19 @@ async def message_texts(
     return [by_id[m] for m in message_ids if m in by_id]
 
 
+async def whatsapp_id(conn: Db, org: str, message_id: str) -> str | None:
+    """The id WhatsApp knows a stored inbound message by: its wamid when known, else Gupshup's."""
+    value = await conn.fetchval(
+        "select coalesce(whatsapp_message_id, provider_message_id) from chat_messages "
+        "where organization_id = $1::uuid and id = $2::uuid",
+        org,
+        message_id,
+    )
+    return str(value) if value is not None else None
+
+
 async def set_bot_enabled(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Db,
     org: str,
     phone: str,
     enabled: bool,
@@ -233,7 +246,7 @@ class BotSwitch:
 
 
 async def switch_bot(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Db,
     org: str,
     phone: str,
     enabled: bool,
@@ -271,9 +284,7 @@ async def switch_bot(
     return BotSwitch(changed, row["bot_paused_at"])
 
 
-async def resume_if_due(
-    conn: asyncpg.Connection | asyncpg.Pool, org: str, phone: str, now: datetime
-) -> bool:
+async def resume_if_due(conn: Db, org: str, phone: str, now: datetime) -> bool:
     """Turn the bot back on for a chat paused longer ago than the organization's
     `bot_resume_after_hours` setting (no setting: a paused chat stays paused until
     `skytide bot resume`). True when it was resumed."""
@@ -291,19 +302,16 @@ async def resume_if_due(
     return result.endswith(" 1")
 
 
-async def contact_name(
-    db: asyncpg.Connection | asyncpg.Pool, org: str, contact_id: str
-) -> str | None:
-    return await db.fetchval(
+async def contact_name(db: Db, org: str, contact_id: str) -> str | None:
+    name: str | None = await db.fetchval(
         "select name from contacts where id = $2::uuid and organization_id = $1::uuid",
         org,
         contact_id,
     )
+    return name
 
 
-async def save_contact_name(
-    db: asyncpg.Connection | asyncpg.Pool, org: str, contact_id: str, name: str
-) -> None:
+async def save_contact_name(db: Db, org: str, contact_id: str, name: str) -> None:
     await db.execute(
         "update contacts set name = $3 where id = $2::uuid and organization_id = $1::uuid",
         org,
@@ -313,7 +321,7 @@ async def save_contact_name(
 
 
 async def search_messages(
-    db: asyncpg.Connection | asyncpg.Pool, org: str, identity_id: str, query: str, limit: int = 5
+    db: Db, org: str, identity_id: str, query: str, limit: int = 5
 ) -> list[tuple[str, str, datetime]]:
     """The chat's earlier messages that match a query: (direction, text, when), newest first."""
     rows = await db.fetch(

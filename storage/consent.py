@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-import asyncpg
+from storage.db import Db
 
 Status = Literal["opted_in", "opted_out"]
 WHATSAPP = "whatsapp"
@@ -13,7 +13,7 @@ WHATSAPP_MARKETING = "whatsapp_marketing"
 
 
 async def record(
-    conn: asyncpg.Pool | asyncpg.Connection,
+    conn: Db,
     *,
     org: str,
     contact_id: str,

@@ -5,10 +5,18 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TypeAlias
 
 import asyncpg
+from asyncpg.pool import PoolAcquireContext, PoolConnectionProxy
 
 log = logging.getLogger(__name__)
+
+# What a query runs on: the pool (each call takes a connection of its own), a connection, or a
+# connection acquired from the pool (`async with pool.acquire() as conn`, a transaction's).
+Db: TypeAlias = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
+# One connection, where the statements must share it (a transaction's).
+Conn: TypeAlias = asyncpg.Connection | PoolConnectionProxy
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -18,6 +26,15 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+def returned_row(row: asyncpg.Record | None) -> asyncpg.Record:
+    """The row of a statement that always returns one (an INSERT ... RETURNING, an upsert's
+    DO UPDATE ... RETURNING, a read of a row the caller has just written or locked): asyncpg's
+    fetchrow says it may be None."""
+    if row is None:
+        raise LookupError("the statement returned no row")
+    return row
+
+
 class _Pool(asyncpg.Pool):
     """A pool whose every acquire gives up after acquire_timeout_s (Pool.fetch and friends
     acquire without a timeout of their own): a pool exhausted by hung connections raises
@@ -25,7 +42,7 @@ class _Pool(asyncpg.Pool):
 
     acquire_timeout_s: float | None = None
 
-    def acquire(self, *, timeout: float | None = None):
+    def acquire(self, *, timeout: float | None = None) -> PoolAcquireContext:
         return super().acquire(timeout=timeout if timeout is not None else self.acquire_timeout_s)
 
 

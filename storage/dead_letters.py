@@ -1,7 +1,8 @@
 """Dead letters you can act on: list them, read one, put them back on their stream.
 
 A dead letter keeps the original entry's fields under `payload.*`, with the stage, the stream,
-the error and the delivery count beside them (see consumers/runtime.py). Replaying is safe:
+the error and the delivery count beside them (the record and its encoding: storage/events.py,
+written by consumers/runtime.py). Replaying is safe:
 every stage is idempotent, so an entry that had half-succeeded does not repeat its effect.
 """
 
@@ -13,9 +14,16 @@ import redis.asyncio as aioredis
 
 from ops.logs import mask
 from storage import keys, streams
-from storage.events import BadEvent, InboundMessage, StreamEvent, decode
-
-PAYLOAD_PREFIX = "payload."
+from storage.events import (
+    BadEvent,
+    DeadLetter as DeadLetter,  # re-exported: callers name it dead_letters.DeadLetter
+    InboundMessage,
+    StreamEvent,
+    decode,
+    decode_dead_letter,
+)
+from storage.keys import Stage, Stream
+from storage.redis_client import entries, text_set
 
 # Put the original entry back and remove the dead letter in one step: a replay is never lost
 # and never doubled.
@@ -28,46 +36,14 @@ return 1
 """
 
 
-@dataclass(frozen=True)
-class DeadLetter:
-    org: str
-    id: str
-    stage: str
-    stream: str
-    error: str
-    deliveries: int
-    failed_at_ms: int
-    payload: dict[str, str]
-
-    @property
-    def ref(self) -> str:
-        """How a person names it on the command line: ORG/ID."""
-        return f"{self.org}/{self.id}"
-
-
-def _letter(org: str, entry_id: str, fields: dict[str, str]) -> DeadLetter:
-    return DeadLetter(
-        org=org,
-        id=entry_id,
-        stage=fields.get("stage", "?"),
-        stream=fields.get("stream", ""),
-        error=fields.get("error", ""),
-        deliveries=int(fields.get("deliveries", "0")),
-        failed_at_ms=int(fields.get("failed_at_ms", "0")),
-        payload={
-            k[len(PAYLOAD_PREFIX) :]: v for k, v in fields.items() if k.startswith(PAYLOAD_PREFIX)
-        },
-    )
-
-
 async def list_letters(
     redis: aioredis.Redis, *, org: str | None = None, stage: str | None = None, limit: int = 1000
 ) -> list[DeadLetter]:
-    orgs = [org] if org else sorted(await redis.smembers(keys.ORG_REGISTRY))
+    orgs = [org] if org else sorted(text_set(await redis.smembers(keys.ORG_REGISTRY)))
     letters: list[DeadLetter] = []
     for each in orgs:
-        for entry_id, fields in await redis.xrange(keys.dead_letters(each), count=limit):
-            letter = _letter(each, entry_id, fields)
+        for entry_id, fields in entries(await redis.xrange(keys.dead_letters(each), count=limit)):
+            letter = decode_dead_letter(each, entry_id, fields)
             if stage is None or letter.stage == stage:
                 letters.append(letter)
     return letters
@@ -77,20 +53,21 @@ async def get_letter(redis: aioredis.Redis, ref: str) -> DeadLetter | None:
     org, _, entry_id = ref.partition("/")
     if not entry_id:
         return None
-    found = await redis.xrange(keys.dead_letters(org), min=entry_id, max=entry_id)
-    return _letter(org, *found[0]) if found else None
+    found = entries(await redis.xrange(keys.dead_letters(org), min=entry_id, max=entry_id))
+    return decode_dead_letter(org, *found[0]) if found else None
 
 
 async def replay(redis: aioredis.Redis, letter: DeadLetter) -> bool:
     """Put the entry back on the stream it came from; False if someone replayed it already."""
     if not letter.stream or keys.org_of_key(letter.stream) != letter.org:
         raise ValueError(f"dead letter {letter.ref} names no stream of its organization")
+    stream = keys.stream_of_key(letter.stream)  # ValueError for a stream that is none of ours
     args: list[str] = [letter.id]
     for name, value in letter.payload.items():
         args += [name, value]
     async with redis.pipeline(transaction=False) as pipe:
         pipe.eval(_REPLAY, 2, keys.dead_letters(letter.org), letter.stream, *args)
-        streams.signal(pipe, letter.org, keys.stage_of_key(letter.stream))
+        streams.signal(pipe, letter.org, stream)
         replayed, _ = await pipe.execute()
     return bool(replayed)
 
@@ -173,7 +150,7 @@ def _describe(letter: DeadLetter) -> tuple[str, StreamEvent | None]:
 async def replay_letter(redis: aioredis.Redis, letter: DeadLetter) -> Replayed:
     """Put the entry back so that it has a first delivery's effect, and say what was done."""
     detail, event = _describe(letter)
-    if letter.stage == "enrich" and isinstance(event, InboundMessage):
+    if letter.stage == Stage.ENRICH and isinstance(event, InboundMessage):
         if keys.org_of_key(letter.stream) != letter.org or event.org != letter.org:
             # An edited or foreign payload must not reach another tenant's keys.
             raise ValueError(f"dead letter {letter.ref} names no stream of its organization")
@@ -193,7 +170,7 @@ async def replay_letter(redis: aioredis.Redis, letter: DeadLetter) -> Replayed:
         )
         if done:  # the stage's workers read signalled streams (consumers/reads.py)
             async with redis.pipeline(transaction=False) as pipe:
-                streams.signal(pipe, letter.org, "inbound")
+                streams.signal(pipe, letter.org, Stream.INBOUND)
                 await pipe.execute()
     else:
         done = await replay(redis, letter)

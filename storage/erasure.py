@@ -23,7 +23,8 @@ from typing import Any, Awaitable, Callable
 import asyncpg
 import redis.asyncio as aioredis
 
-from storage import jobs, keys
+from storage import due, keys
+from storage.db import Conn
 from storage.media_store import MediaStore, object_path
 from storage.privacy import Person, RedisState, redis_state
 
@@ -94,7 +95,7 @@ async def _erase_redis(redis: aioredis.Redis, org: str, state: RedisState) -> No
                 pipe.xdel(stream, *ids[i : i + 500])
         await pipe.execute()
     if state.job_ids:
-        await jobs.refresh_org(redis, org)
+        await due.JOBS.reindex(redis, org)
 
 
 async def _erase_rows(pool: asyncpg.Pool, person: Person, now: datetime) -> dict[str, int]:
@@ -154,7 +155,7 @@ async def _erase_rows(pool: asyncpg.Pool, person: Person, now: datetime) -> dict
     return counts
 
 
-async def _redact_mentions(conn: asyncpg.Connection, person: Person) -> int:
+async def _redact_mentions(conn: Conn, person: Person) -> int:
     """Other chats' messages that quote the phone (an advisor told about this customer): the
     phone, and there the person's name, become ERASED. A name alone proves nothing, so rows
     that only share a name are left alone."""

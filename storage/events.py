@@ -1,11 +1,20 @@
-"""The events that cross a stream, in one place, so a producer and its consumer cannot drift.
+"""The records that cross a process, in one place, so a producer and its consumer cannot drift.
 
-An entry on a stream has two fields: `type` (the event's name) and `data` (its JSON).
+Each record's encoder sits beside its decoder. The decoders accept everything an earlier
+version wrote: a deployment upgrades in place, with old entries still in Redis.
+
+- Stream events: an entry has two fields, `type` (the event's name) and `data` (its JSON).
+- Dead letters (`{org}:dead`): the failed entry's fields under `payload.*`, with its stage,
+  stream, error and delivery count beside them (`encode_dead_letter`, `decode_dead_letter`).
+- Scheduled jobs (`{org}:jobs:data`, storage/jobs.py): JSON discriminated on `kind`
+  (`encode_job`, `decode_job`).
+- Reminder buttons: the titles WhatsApp shows and sends back when tapped (`REMINDER_BUTTONS`).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
@@ -104,6 +113,23 @@ class Origin(BaseModel):
     traceparent: str | None = None
 
 
+# Why a message goes out; stored with its row (chat_messages.purpose). The sender treats some
+# apart: a continuation never becomes a template, an opt-out confirmation reaches an opted-out
+# contact, a reply carries the customer message's origin.
+Purpose = Literal[
+    "reply",  # the bot's answer in a turn
+    "continuation",  # a further part of a long reply (consumers/sender.py)
+    "escalation",  # the template to the organization's advisor
+    "escalation_notice",  # what the customer is told once the advisor's template went out
+    "opt_out_confirmation",
+    "opt_in_confirmation",
+    "confirmation",  # scheduled job: an appointment booked, moved or cancelled
+    "reminder",  # scheduled job: an appointment coming up
+    "staff",  # written by a person of the clinic (the operator API)
+    "booking_notice",  # a booking, move or cancellation told to staff phones (staff_notices)
+]
+
+
 class OutboundMessage(BaseModel):
     """Something to send to a WhatsApp user; idempotency_key makes a resend impossible."""
 
@@ -121,7 +147,7 @@ class OutboundMessage(BaseModel):
     # message inside the window. A template carries its own buttons.
     buttons: list[str] = Field(default_factory=list)
     turn_id: str | None = None
-    purpose: str = "reply"  # reply, escalation, opt_out_confirmation, ...
+    purpose: Purpose = "reply"
     # Checked again just before sending: a reply produced after a person took the chat is dropped.
     requires_bot_enabled: bool = True
     escalation: EscalationNotice | None = None
@@ -202,3 +228,117 @@ def chat_key(event: StreamEvent) -> str:
         return f"{event.org}:webhook:{event.id}"  # events are independent: no order among them
     # Status events touch one message row each; they need no order with each other.
     return f"{event.org}:status:{event.gs_id or event.provider_id}"
+
+
+# ---- dead letters ({org}:dead) ---------------------------------------------------------------
+
+DEAD_LETTER_PAYLOAD_PREFIX = "payload."
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An entry a stage gave up on, with why; `payload` is the entry's own fields, whole, so a
+    replay puts back exactly what was read."""
+
+    org: str
+    id: str  # the dead letter's id in `{org}:dead` ("" until it is written)
+    stage: str
+    stream: str
+    error: str
+    deliveries: int
+    failed_at_ms: int
+    payload: dict[str, str] = field(default_factory=dict)
+    entry_id: str = ""  # the entry's id on its own stream
+
+    @property
+    def ref(self) -> str:
+        """How a person names it on the command line: ORG/ID."""
+        return f"{self.org}/{self.id}"
+
+
+def encode_dead_letter(letter: DeadLetter) -> dict[str, str]:
+    """The fields of the dead-letter stream entry (the organization is the stream's, the id is
+    the one XADD gives)."""
+    return {
+        "stage": letter.stage,
+        "stream": letter.stream,
+        "entry_id": letter.entry_id,
+        "error": letter.error,
+        "deliveries": str(letter.deliveries),
+        "failed_at_ms": str(letter.failed_at_ms),
+        **{f"{DEAD_LETTER_PAYLOAD_PREFIX}{k}": v for k, v in letter.payload.items()},
+    }
+
+
+def decode_dead_letter(org: str, letter_id: str, fields: dict[str, str]) -> DeadLetter:
+    """Whatever is missing takes a neutral value: a dead letter is read to be looked at, and a
+    hand-written or partial one must still list."""
+    prefix = DEAD_LETTER_PAYLOAD_PREFIX
+    return DeadLetter(
+        org=org,
+        id=letter_id,
+        stage=fields.get("stage", "?"),
+        stream=fields.get("stream", ""),
+        error=fields.get("error", ""),
+        deliveries=int(fields.get("deliveries", "0")),
+        failed_at_ms=int(fields.get("failed_at_ms", "0")),
+        payload={k[len(prefix) :]: v for k, v in fields.items() if k.startswith(prefix)},
+        entry_id=fields.get("entry_id", ""),
+    )
+
+
+# ---- scheduled jobs ({org}:jobs:data, storage/jobs.py) ---------------------------------------
+
+Change = Literal["booked", "rescheduled", "cancelled"]
+
+
+class ConfirmationJob(BaseModel):
+    """Tell the customer an appointment was booked, moved or cancelled (due at once)."""
+
+    kind: Literal["confirmation"] = "confirmation"
+    appointment_id: str
+    starts_ms: int  # the appointment's start when the job was planned
+    change: Change
+
+
+class ReminderJob(BaseModel):
+    """Remind the customer of an appointment `offset_h` hours before it starts."""
+
+    kind: Literal["reminder"] = "reminder"
+    appointment_id: str
+    starts_ms: int  # the appointment's start when planned: a moved appointment is not reminded
+    offset_h: float
+    # From then on the reminder is not sent (the next one is due, or the appointment started).
+    # Optional since the first scheduler's reader tolerated its absence.
+    stale_ms: int | None = None
+
+    @property
+    def stale_after_ms(self) -> int:
+        return self.starts_ms if self.stale_ms is None else self.stale_ms
+
+
+ScheduledJob = Annotated[Union[ConfirmationJob, ReminderJob], Field(discriminator="kind")]
+_job_adapter: TypeAdapter[ScheduledJob] = TypeAdapter(ScheduledJob)
+
+
+def encode_job(job: ConfirmationJob | ReminderJob) -> str:
+    return job.model_dump_json(exclude_none=True)
+
+
+def decode_job(data: str | bytes) -> ScheduledJob:
+    try:
+        return _job_adapter.validate_json(data)
+    except ValidationError as exc:
+        raise BadEvent(f"job data does not match any job: {exc.errors()[:3]}") from exc
+
+
+# ---- reminder buttons ---------------------------------------------------------------------
+
+ReminderAnswer = Literal["confirm", "reschedule", "cancel"]
+# The quick-reply titles under a reminder, in the order shown (WhatsApp: 20 characters at most).
+# A tap comes back as an inbound message whose text is the title (graph/reminder_answers.py).
+REMINDER_BUTTONS: dict[ReminderAnswer, str] = {
+    "confirm": "Confirmar",
+    "reschedule": "Reprogramar",
+    "cancel": "Cancelar",
+}

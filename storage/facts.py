@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from storage import appointments, catalog, schedules
-from storage.catalog import Db, Service
+from storage.catalog import Service
+from storage.db import Db
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,11 @@ async def weekly_hours(db: Db, org: str) -> dict[int, list[tuple[time, time]]]:
     return week
 
 
-async def _settings(db: Db, org: str) -> dict:
-    return await db.fetchval("select settings from organizations where id = $1::uuid", org) or {}
+async def _settings(db: Db, org: str) -> dict[str, Any]:
+    settings: dict[str, Any] | None = await db.fetchval(
+        "select settings from organizations where id = $1::uuid", org
+    )
+    return settings or {}
 
 
 async def open_on_holidays(db: Db, org: str) -> bool:

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 import redis.asyncio as aioredis
 
 from storage import keys
+from storage.redis_client import members
 
 Held = tuple[str, datetime, datetime]  # staff, start, end
 
@@ -66,7 +67,7 @@ async def hold(
     redis: aioredis.Redis, org: str, chat: str, slots: list[Held], *, now_ms: int, ttl_ms: int
 ) -> list[bool]:
     """Hold these slots for this chat (its earlier holds end); False where another chat holds one."""
-    args = [now_ms, now_ms + ttl_ms, chat, MAX_HELD_PER_CHAT]
+    args: list[int | str] = [now_ms, now_ms + ttl_ms, chat, MAX_HELD_PER_CHAT]
     for staff, start, end in slots:
         args += [staff, _ms(start), _ms(end)]
     result = await redis.eval(_HOLD, 1, keys.holds(org), *args)
@@ -76,8 +77,7 @@ async def hold(
 async def held_by_others(redis: aioredis.Redis, org: str, chat: str, *, now_ms: int) -> list[Held]:
     """The live holds of every other chat, as busy spans for availability."""
     out = []
-    for member in await redis.zrangebyscore(keys.holds(org), f"({now_ms}", "+inf"):
-        member = member.decode() if isinstance(member, bytes) else member
+    for member in members(await redis.zrangebyscore(keys.holds(org), f"({now_ms}", "+inf")):
         staff, start, end, who = member.split("|", 3)
         if who != chat:
             out.append((staff, _at(start), _at(end)))

@@ -27,10 +27,12 @@ AUTHOR_SQL = (
 WAITING_SINCE_SQL = """
     select min(coalesce(m.sent_at, m.created_at)) as since
       from chat_messages m
-     where m.chat_identity_id = i.id and m.direction = 'inbound'
+     where m.organization_id = i.organization_id and m.chat_identity_id = i.id
+       and m.direction = 'inbound'
        and m.created_at > coalesce((
          select max(o.created_at) from chat_messages o
-          where o.chat_identity_id = i.id and o.direction = 'outbound'
+          where o.organization_id = i.organization_id and o.chat_identity_id = i.id
+            and o.direction = 'outbound'
             and not (o.artifacts ? 'dropped') and o.message_status <> 'failed'), '-infinity')
 """
 

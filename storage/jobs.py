@@ -5,26 +5,64 @@ A claim moves a due job to the running set with a lease; a worker killed mid-job
 there, and once the lease ends the next claim moves it back to due, so another worker runs it.
 Effects are idempotent (an outgoing message carries the job's idempotency key), so a job that
 ran twice because its worker died after the effect still shows once to a person.
-Organizations with jobs are indexed by their next due time (JOB_ORGS), so an idle tenant costs
-nothing per tick.
+Organizations with jobs are indexed by their next due time (storage/due.py, `due.JOBS`), so an
+idle tenant costs nothing per tick. A job's data is a `ScheduledJob` (storage/events.py).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from typing import cast
 
 import redis.asyncio as aioredis
 
-from storage import keys
+from storage import due, keys
+from storage.events import BadEvent, ScheduledJob, decode_job, encode_job
 
 
 @dataclass(frozen=True)
 class Job:
     id: str
     due_ms: int
-    data: dict[str, Any]
+    # None when the stored data decodes to no job: the scheduler counts it as a failure of the
+    # job itself, so it is dropped after MAX_DELIVERIES tries like any job that keeps failing.
+    data: ScheduledJob | None
+
+    @property
+    def kind(self) -> str:
+        return self.data.kind if self.data is not None else "?"
+
+
+class JobOutcome(StrEnum):
+    """What running a job came to (the `outcome` label of skytide_scheduled_jobs_total)."""
+
+    SENT = "sent"
+    SKIPPED_CANCELLED = "skipped_cancelled"
+    SKIPPED_MOVED = "skipped_moved"
+    SKIPPED_STALE = "skipped_stale"
+    SKIPPED_OPTED_OUT = "skipped_opted_out"
+    SKIPPED_QUIET = "skipped_quiet"  # in quiet hours that last until the appointment
+    POSTPONED_QUIET = "postponed_quiet"  # in quiet hours: runs again at their end
+    # It raised: retried after its lease, dropped after MAX_DELIVERIES failures of its own; never
+    # dropped for a dependency that is down.
+    FAILED = "failed"
+    DROPPED_FAILING = "dropped_failing"
+    WAITING_DEPENDENCY = "waiting_dependency"
+
+
+@dataclass(frozen=True)
+class Postponed:
+    """Not now: the job runs again at `until_ms` (quiet hours)."""
+
+    until_ms: int
+
+
+def _decoded(raw: str | None) -> ScheduledJob | None:
+    try:
+        return decode_job(raw or "{}")
+    except BadEvent:
+        return None
 
 
 # KEYS: due, running, data. ARGV: now_ms, lease_ms, limit.
@@ -49,32 +87,22 @@ end
 return out
 """
 
-# KEYS: due, running. Returns the earliest of the next due job and the next lease end, or false.
-_NEXT = """
-local a = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
-local b = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')[2]
-if a and b then return tostring(math.min(tonumber(a), tonumber(b))) end
-return a or b or false
-"""
-
 
 async def plan(
     redis: aioredis.Redis,
     org: str,
     job_id: str,
     due_ms: int,
-    data: dict[str, Any],
-    appointment_id: str | None = None,
+    data: ScheduledJob,
 ) -> None:
     """Plan (or re-plan: same id, new time and data) a job."""
     async with redis.pipeline(transaction=True) as p:
-        p.hset(keys.jobs_data(org), job_id, json.dumps(data))
+        p.hset(keys.jobs_data(org), job_id, encode_job(data))
         p.zrem(keys.jobs_running(org), job_id)
         p.zadd(keys.jobs_due(org), {job_id: due_ms})
-        if appointment_id:
-            p.sadd(keys.appointment_jobs(org, appointment_id), job_id)
+        p.sadd(keys.appointment_jobs(org, data.appointment_id), job_id)
         await p.execute()
-    await redis.zadd(keys.JOB_ORGS, {org: due_ms}, lt=True)  # LT: adds, or only moves earlier
+    await due.JOBS.signal_now(redis, org, due_ms)
 
 
 async def unplan_appointment(redis: aioredis.Redis, org: str, appointment_id: str) -> int:
@@ -105,7 +133,7 @@ async def claim(
         limit,
     )
     return [
-        Job(raw[i], int(float(raw[i + 1])), json.loads(raw[i + 2])) for i in range(0, len(raw), 3)
+        Job(raw[i], int(float(raw[i + 1])), _decoded(raw[i + 2])) for i in range(0, len(raw), 3)
     ]
 
 
@@ -115,8 +143,8 @@ async def ack(redis: aioredis.Redis, org: str, job: Job) -> None:
         p.zrem(keys.jobs_running(org), job.id)
         p.hdel(keys.jobs_data(org), job.id)
         p.hdel(keys.jobs_failures(org), job.id)
-        if job.data.get("appointment_id"):
-            p.srem(keys.appointment_jobs(org, job.data["appointment_id"]), job.id)
+        if job.data is not None:
+            p.srem(keys.appointment_jobs(org, job.data.appointment_id), job.id)
         await p.execute()
 
 
@@ -131,27 +159,25 @@ async def postpone(redis: aioredis.Redis, org: str, job: Job, due_ms: int) -> No
         p.zrem(keys.jobs_running(org), job.id)
         p.zadd(keys.jobs_due(org), {job.id: due_ms})
         await p.execute()
+    await due.JOBS.signal_now(redis, org, due_ms)  # later than its lease end: a no-op, said anyway
 
 
-async def due_orgs(redis: aioredis.Redis, now_ms: int) -> list[str]:
-    return list(await redis.zrangebyscore(keys.JOB_ORGS, "-inf", now_ms))
-
-
-async def refresh_org(redis: aioredis.Redis, org: str) -> None:
-    """Index the organization by its next due job or lease end; drop it when it has none."""
-    for _ in range(3):  # a job planned meanwhile may have moved it earlier: settle on the minimum
-        nxt = await redis.eval(_NEXT, 2, keys.jobs_due(org), keys.jobs_running(org))
-        if nxt is None:
-            await redis.zrem(keys.JOB_ORGS, org)
-        else:
-            await redis.zadd(keys.JOB_ORGS, {org: int(float(nxt))})
-        if await redis.eval(_NEXT, 2, keys.jobs_due(org), keys.jobs_running(org)) == nxt:
-            return
+async def settle(
+    redis: aioredis.Redis, org: str, job: Job, outcome: JobOutcome | Postponed
+) -> JobOutcome:
+    """The job ran: postponed, or done (acknowledged) whatever else it came to."""
+    if isinstance(outcome, Postponed):
+        await postpone(redis, org, job, outcome.until_ms)
+        return JobOutcome.POSTPONED_QUIET
+    await ack(redis, org, job)
+    return outcome
 
 
 async def pending(redis: aioredis.Redis, org: str) -> list[Job]:
     """Every planned job, due or running (for tests and `skytide` diagnostics)."""
-    ids = await redis.zrange(keys.jobs_due(org), 0, -1, withscores=True)
-    ids += await redis.zrange(keys.jobs_running(org), 0, -1, withscores=True)
-    data = await redis.hmget(keys.jobs_data(org), [i for i, _ in ids]) if ids else []
-    return [Job(i, int(s), json.loads(d or "{}")) for (i, s), d in zip(ids, data)]
+    due_ids = await redis.zrange(keys.jobs_due(org), 0, -1, withscores=True)
+    running_ids = await redis.zrange(keys.jobs_running(org), 0, -1, withscores=True)
+    ids = cast(list[tuple[str, float]], due_ids) + cast(list[tuple[str, float]], running_ids)
+    found = await redis.hmget(keys.jobs_data(org), [i for i, _ in ids]) if ids else []
+    data = cast(list[str | None], found)
+    return [Job(i, int(s), _decoded(d)) for (i, s), d in zip(ids, data)]

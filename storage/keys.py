@@ -6,8 +6,47 @@ one tenant lives in one slot and the Lua scripts that touch several of them stay
 
 from __future__ import annotations
 
-STAGES = ("inbound", "turns", "outbound")
-WEBHOOKS = "webhooks"  # `{org}:webhooks`: events for the CRM's endpoints (storage/webhooks.py)
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Final, Mapping
+
+
+class Stream(StrEnum):
+    """What flows on a tenant's stream: the last part of its key, `{org}:<stream>`."""
+
+    INBOUND = "inbound"
+    """Provider events from the ingress: messages, statuses, user events."""
+    TURNS = "turns"
+    """Turns the batcher made of a chat's burst of messages."""
+    OUTBOUND = "outbound"
+    """Messages to send: replies, confirmations, reminders."""
+    WEBHOOKS = "webhooks"
+    """Events for the CRM's endpoints (storage/webhooks.py)."""
+    DEAD = "dead"
+    """Dead letters: entries a stage gave up on, with their stage and error; no group reads it."""
+
+
+class Stage(StrEnum):
+    """A stage of the pipeline run by consumers/runtime.py: the consumer group that reads its
+    stream. The name is also what a dead letter records as its stage (`skytide dlq --stage`)."""
+
+    ENRICH = "enrich"
+    AGENT = "agent"
+    SENDER = "sender"
+    WEBHOOKS = "webhooks"
+
+
+# The stream each stage reads: the only place a stage and its stream are paired.
+STAGE_STREAM: Final[Mapping[Stage, Stream]] = MappingProxyType(
+    {
+        Stage.ENRICH: Stream.INBOUND,
+        Stage.AGENT: Stream.TURNS,
+        Stage.SENDER: Stream.OUTBOUND,
+        Stage.WEBHOOKS: Stream.WEBHOOKS,
+    }
+)
+# The streams of the customer's conversation, in pipeline order (not the CRM's webhooks).
+PIPELINE_STREAMS: Final = (Stream.INBOUND, Stream.TURNS, Stream.OUTBOUND)
 
 # Registry of organizations that have streams; workers discover tenants from it.
 ORG_REGISTRY = "skytide:orgs"
@@ -32,24 +71,25 @@ def webhook_app_id_field(app_id: str) -> str:
 
 WEBHOOK_PUBLISHED_AT = "published-at"  # a field always present: an empty hash is a lost one
 
-# The batcher's index of organizations with a chat due (storage/due.py): ZSET of organization ids
-# scored no later than their earliest due chat, and the list that wakes an idle batcher.
+# The batcher's index of organizations with a chat due (storage/due.py CHATS): ZSET of
+# organization ids scored no later than their earliest due chat, and the list that wakes an idle
+# batcher.
 DUE_ORGS = "skytide:due-orgs"
 DUE_WAKE = "skytide:due-wake"
 
 
-def stream(org: str, stage: str) -> str:
-    """`{org}:inbound`, `{org}:turns` or `{org}:outbound`."""
-    return f"{{{org}}}:{stage}"
+def stream(org: str, stream: Stream) -> str:
+    """`{org}:inbound`, `{org}:turns`, `{org}:outbound`, ...: one stream of one organization."""
+    return f"{{{org}}}:{stream}"
 
 
-def ready(stage: str) -> str:
-    """ZSET of organizations whose `stage` stream got entries since a worker last looked."""
-    return f"skytide:ready:{stage}"
+def ready(stream: Stream) -> str:
+    """ZSET of organizations whose `stream` got entries since a worker last looked."""
+    return f"skytide:ready:{stream}"
 
 
 def dead_letters(org: str) -> str:
-    return f"{{{org}}}:dead"
+    return stream(org, Stream.DEAD)
 
 
 def org_of_key(key: str) -> str:
@@ -57,9 +97,9 @@ def org_of_key(key: str) -> str:
     return key[key.index("{") + 1 : key.index("}")]
 
 
-def stage_of_key(key: str) -> str:
-    """The stage of a stream key: `inbound` for `{org}:inbound`."""
-    return key[key.index("}:") + 2 :]
+def stream_of_key(key: str) -> Stream:
+    """The stream of a stream key: `Stream.INBOUND` for `{org}:inbound`."""
+    return Stream(key[key.index("}:") + 2 :])
 
 
 # Ingress dedupe: one key per provider event id (and kind, so a status id never hides a message).
@@ -111,6 +151,18 @@ def turn_lease(org: str, chat: str) -> str:
 def turn_done(org: str, turn_id: str) -> str:
     """Set once a turn's replies are on the outbound stream: a redelivered turn replies once."""
     return f"{{{org}}}:turn-done:{turn_id}"
+
+
+def turn_newer(org: str, chat: str) -> str:
+    """Set when a message of the chat lands while its turn is in flight (storage/turns.py): that
+    turn, if it has done nothing yet, gives way to one that reads every message."""
+    return f"{{{org}}}:turn-newer:{chat}"
+
+
+def turn_committed(org: str, turn_id: str) -> str:
+    """Set once a turn has passed a point of no return (a booking, its replies): from then on
+    it is never abandoned, not even when it is redelivered."""
+    return f"{{{org}}}:turn-committed:{turn_id}"
 
 
 # Recent messages of a chat, for the agent's prompt (newest first).
@@ -189,7 +241,8 @@ def holds(org: str) -> str:
 
 
 # Scheduled jobs (storage/jobs.py): confirmations and reminders.
-JOB_ORGS = "skytide:jobs:orgs"  # ZSET of organizations scored by their next due job (ms)
+# ZSET of organizations scored by their next due job or lease end (ms): storage/due.py JOBS.
+JOB_ORGS = "skytide:jobs:orgs"
 # Set (with a TTL of REMINDER_RECONCILE_S) after the scheduler rebuilt the jobs from the
 # appointments table; missing means "due again", including when Redis came back empty.
 JOBS_RECONCILED = "skytide:jobs:reconciled"
@@ -233,7 +286,7 @@ RETENTION_RUN = "skytide:retention:run"
 DEV_CLOCK_OFFSET = "skytide:dev:clock-offset-ms"  # development only: `skytide clock advance`
 
 
-# Outgoing webhooks for the CRM (storage/webhooks.py): the stream is stream(org, WEBHOOKS).
+# Outgoing webhooks for the CRM (storage/webhooks.py): the stream is stream(org, Stream.WEBHOOKS).
 def webhook_emitted(org: str, event_id: str) -> str:
     """Set (with a TTL) when an event went onto the webhooks stream: the same change emitted
     again (a replayed turn, a retried request) is not queued twice."""

@@ -249,7 +249,7 @@ class SupabaseMediaStore:
                 raise MediaStoreError(
                     f"signing {path} failed: HTTP {response.status} {(await response.text())[:200]}"
                 )
-            signed = (await response.json())["signedURL"]
+            signed: str = (await response.json())["signedURL"]
         return self.base + signed
 
     async def _upload(self, stored: StoredMedia, content_type: str) -> None:

@@ -118,12 +118,13 @@ async def save_summary(
 
 async def quoted_text(pool: asyncpg.Pool, org: str, message_id: str) -> str | None:
     """The text of the message a reply quotes (ours or the customer's), by either of its ids."""
-    return await pool.fetchval(
+    quoted: str | None = await pool.fetchval(
         "select coalesce(processed_text, message) from chat_messages where organization_id = $1::uuid"
         " and (provider_message_id = $2 or whatsapp_message_id = $2) limit 1",
         org,
         message_id,
     )
+    return quoted
 
 
 def with_quote(text: str, quoted: str | None, max_chars: int = 300) -> str:

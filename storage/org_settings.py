@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
 
-from storage.catalog import Db
+from storage.db import Db
 
 DEFAULT_REMINDER_OFFSETS_H = [24.0, 2.0]
 
@@ -122,6 +122,26 @@ def _bool(value: Any) -> bool:
     raise BadSetting(f"{value!r} is not true or false")
 
 
+def _seconds(value: Any) -> float:
+    try:
+        seconds = float(str(value).strip().rstrip("s"))
+    except ValueError:
+        raise BadSetting(f"{value!r} is not a number of seconds") from None
+    if not 0 < seconds <= 120:
+        raise BadSetting(f"{value!r}: must be more than 0 and at most 120 seconds")
+    return seconds
+
+
+def _share(value: Any) -> float:
+    try:
+        share = float(str(value).strip())
+    except ValueError:
+        raise BadSetting(f"{value!r} is not a number between 0 and 1") from None
+    if not 0 < share <= 1:
+        raise BadSetting(f"{value!r}: must be more than 0 and at most 1")
+    return share
+
+
 def _locale(value: Any) -> str:
     text = _text(value)
     if not re.fullmatch(r"[a-z]{2}(-[A-Z]{2})?", text):
@@ -154,11 +174,21 @@ KEYS: dict[str, Callable[[Any], Any]] = {
     "address": _text,  # in reminders and confirmations
     "emergency_phone": _text,  # said at once to a customer who describes an emergency (graph/safety.py)
     "bot_resume_after_hours": _hours,  # storage/chats.py: a paused bot comes back after this long
+    # The burst's quiet window (graph/bursts.py): the organization's own DEBOUNCE_* settings.
+    "debounce_seconds": _seconds,
+    "debounce_adaptive": _bool,
+    "debounce_complete_share": _share,
+    "debounce_neutral_share": _share,
+    # The Gupshup app's partner app token: read receipts with a typing indicator when a turn
+    # starts (consumers/typing_indicator.py). A secret: never exported.
+    "gupshup_partner_token": _text,
     # Retention (consumers/retention.py), enforced by the scheduler; unset keeps data until erased.
     "retention_messages_days": _days,  # chat messages (and their media) older than this are deleted
     "retention_media_days": _days,  # media files older than this are deleted; the message row stays
     "retention_dead_letters_days": _days,  # only shortens DEAD_LETTER_RETENTION_DAYS, never lengthens
 }
+
+SECRET_KEYS = frozenset({"gupshup_partner_token"})
 
 RETENTION_KEYS = ("retention_messages_days", "retention_media_days", "retention_dead_letters_days")
 
@@ -195,7 +225,7 @@ async def update(
     timezone: str | None = None,
 ) -> dict[str, Any]:
     """Merge checked settings into the organization's; returns the settings now in force."""
-    merged = await db.fetchval(
+    merged: dict[str, Any] | None = await db.fetchval(
         "update organizations set settings = settings || $2::jsonb, name = coalesce($3, name),"
         " timezone = coalesce($4, timezone) where id = $1::uuid returning settings",
         org,

@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
+from redis.typing import EncodableT, FieldT
 
 from storage import keys
 
@@ -88,7 +89,7 @@ async def add_org(
     elif len(webhook_token.strip()) < MIN_TOKEN_CHARS:
         raise ValueError(f"the webhook token must have at least {MIN_TOKEN_CHARS} characters")
     async with pool.acquire() as conn, conn.transaction():
-        org_id = await conn.fetchval(
+        org_id: str = await conn.fetchval(
             "insert into organizations (name, timezone, settings) values ($1, $2, $3) "
             "returning id::text",
             name,
@@ -110,9 +111,10 @@ async def add_org(
 
 async def webhook_token_of(pool: asyncpg.Pool, app_name: str) -> str | None:
     """The token Gupshup must send for this app (for the operator who sets the callback URL)."""
-    return await pool.fetchval(
+    token: str | None = await pool.fetchval(
         "select webhook_token from platform_connections where gupshup_app_name = $1", app_name
     )
+    return token
 
 
 class ConnectionsByOrg:
@@ -172,7 +174,7 @@ async def publish_connections(redis: aioredis.Redis, pool: asyncpg.Pool, now_ms:
     see the old set or the new one, never a half); how many there are."""
     connections = [Connection(**dict(row)) for row in await pool.fetch(_SELECT)]
     by_token: dict[str, list[dict[str, Any]]] = {}
-    fields = {keys.WEBHOOK_PUBLISHED_AT: str(now_ms)}
+    fields: dict[FieldT, EncodableT] = {keys.WEBHOOK_PUBLISHED_AT: str(now_ms)}
     for c in connections:
         by_token.setdefault(keys.webhook_token_field(token_digest(c.webhook_token)), []).append(
             _record(c)

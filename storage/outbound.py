@@ -9,6 +9,8 @@ from typing import Any
 import asyncpg
 
 from storage.chats import Identity
+from storage.db import returned_row
+from storage.events import Purpose
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ async def claim(
     idempotency_key: str,
     text: str | None,
     turn_id: str | None,
-    purpose: str,
+    purpose: Purpose,
     author: str | None = None,
     artifacts: dict[str, Any] | None = None,
 ) -> OutgoingRow:
@@ -57,10 +59,10 @@ async def claim(
         author,
         artifacts or {},
     )
-    return OutgoingRow(**dict(row))
+    return OutgoingRow(**dict(returned_row(row)))
 
 
-async def mark_sending(pool: asyncpg.Pool, row_id: str, request: dict) -> bool:
+async def mark_sending(pool: asyncpg.Pool, row_id: str, request: dict[str, Any]) -> bool:
     """Claim the right to send this row, right before the request is written (the connection is
     open): from now on the request may be on the wire. `request` is the outbound message, kept
     so the send can be re-queued while it is in doubt. False if another handler has it."""

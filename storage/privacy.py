@@ -17,16 +17,15 @@ import json
 import re
 from dataclasses import dataclass, field
 
-import asyncpg
 import redis.asyncio as aioredis
 
 from storage import keys
+from storage.db import Db
+from storage.redis_client import entries, members, text_set
 from storage.events import BadEvent, decode
 
 SCAN_COUNT = 1000
 STREAM_PAGE = 1000
-
-Db = asyncpg.Pool | asyncpg.Connection
 
 
 def normalize_phone(text: str) -> str:
@@ -183,8 +182,8 @@ def _chat_keys(org: str, phone: str) -> list[str]:
 def _streams(org: str) -> list[str]:
     # The CRM's webhooks too: an event not delivered yet names the person (storage/webhooks.py).
     return [
-        *(keys.stream(org, stage) for stage in keys.STAGES),
-        keys.stream(org, keys.WEBHOOKS),
+        *(keys.stream(org, stream) for stream in keys.PIPELINE_STREAMS),
+        keys.stream(org, keys.Stream.WEBHOOKS),
         keys.dead_letters(org),
     ]
 
@@ -255,11 +254,11 @@ async def redis_state(redis: aioredis.Redis, person: Person) -> RedisState:
     ]
     state.hold_members = [
         m
-        for m in await redis.zrange(keys.holds(org), 0, -1)
+        for m in members(await redis.zrange(keys.holds(org), 0, -1))
         if m.rsplit("|", 1)[-1] in person.phones
     ]
     for appointment in person.appointment_ids:
-        for job_id in await redis.smembers(keys.appointment_jobs(org, appointment)):
+        for job_id in text_set(await redis.smembers(keys.appointment_jobs(org, appointment))):
             _add(state.job_ids, job_id)
     return state
 
@@ -298,9 +297,10 @@ def _turn_id(fields: dict[str, str]) -> str | None:
     if fields.get("type") != "turn":
         return None
     try:
-        return json.loads(fields.get("data") or "{}").get("turn_id")
+        turn_id: str | None = json.loads(fields.get("data") or "{}").get("turn_id")
     except ValueError:
         return None
+    return turn_id
 
 
 async def _entries_naming(
@@ -314,7 +314,7 @@ async def _entries_naming(
     pattern = re.compile("|".join(re.escape(n) for n in sorted(needles, key=len, reverse=True)))
     start = "-"
     while True:
-        page = await redis.xrange(stream, min=start, count=STREAM_PAGE)
+        page = entries(await redis.xrange(stream, min=start, count=STREAM_PAGE))
         for entry_id, fields in page:
             if any(pattern.search(value) for value in fields.values()):
                 found.append((entry_id, fields))

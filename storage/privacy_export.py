@@ -10,7 +10,9 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from storage import keys
-from storage.privacy import Db, Person, redis_state
+from storage.db import Db
+from storage.privacy import Person, redis_state
+from storage.redis_client import text
 
 FORMAT = "skytide-contact-export/1"
 
@@ -102,7 +104,7 @@ def _jsonable(value: Any) -> Any:
 
 
 async def _dump(redis: aioredis.Redis, key: str) -> dict[str, Any]:
-    kind = await redis.type(key)
+    kind = text(await redis.type(key))
     ttl_ms = await redis.pttl(key)
     if kind == "string":
         raw = await redis.get(key)
@@ -119,7 +121,9 @@ async def _dump(redis: aioredis.Redis, key: str) -> dict[str, Any]:
     elif kind == "zset":
         value = await redis.zrange(key, 0, -1, withscores=True)
     elif kind == "ReJSON-RL":
-        value = json.loads(await redis.execute_command("JSON.GET", key, "$"))
+        # The ignore: redis-py leaves the asyncio client's execute_command unannotated.
+        document = await redis.execute_command("JSON.GET", key, "$")  # type: ignore[no-untyped-call]
+        value = json.loads(document)
     elif kind == "stream":
         value = await redis.xrange(key)
     else:

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import time
+from typing import Any, TypedDict, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.typing import (
+    BlockingZSetPopResponse,
+    StreamRangeResponse,
+    XClaimResponse,
+    ZSetRangeResponse,
+)
 
 from ops import metrics
 
@@ -16,13 +23,15 @@ BLOCKING = frozenset({"XREADGROUP", "XREAD", "BLPOP", "BRPOP", "BLMOVE", "BZPOPM
 class TimedRedis(aioredis.Redis):
     """Each command's round trip in skytide_redis_command_seconds (pipelines are not timed)."""
 
-    async def execute_command(self, *args, **options):
+    # Any, as in redis-py: a command's reply depends on the command and the client's options.
+    # The ignores: redis-py leaves the asyncio client's execute_command unannotated.
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
         command = str(args[0]).upper()
         if command in BLOCKING:
-            return await super().execute_command(*args, **options)
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         started = time.perf_counter()
         try:
-            return await super().execute_command(*args, **options)
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         finally:
             metrics.redis_seconds.labels(command).observe(time.perf_counter() - started)
 
@@ -30,7 +39,7 @@ class TimedRedis(aioredis.Redis):
 class TimedRedisCluster(RedisCluster):
     """The cluster client, timed like TimedRedis (REDIS_CLUSTER=true)."""
 
-    async def execute_command(self, *args, **options):
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
         command = str(args[0]).upper()
         if command in BLOCKING:
             return await super().execute_command(*args, **options)
@@ -64,3 +73,58 @@ def create_redis(
         health_check_interval=30,
     )
     return TimedRedis.from_pool(pool)  # the client owns the pool: aclose() closes it
+
+
+# The shared client decodes every reply (decode_responses=True above), which redis-py's types
+# cannot know: they say bytes | str, and for a sorted-set range every shape its options could
+# give. These name what a reply of this client is, at no cost (casts, nothing is converted).
+
+
+def text(reply: bytes | str) -> str:
+    return cast(str, reply)
+
+
+def optional_text(reply: bytes | str | None) -> str | None:
+    return cast(str | None, reply)
+
+
+def text_set(reply: set[bytes | str]) -> set[str]:
+    """SMEMBERS."""
+    return cast(set[str], reply)
+
+
+def blocking_pop(reply: BlockingZSetPopResponse) -> tuple[str, str, float] | None:
+    """BZPOPMIN's (key, member, score); None when it timed out."""
+    return cast(tuple[str, str, float] | None, reply)
+
+
+def members(reply: ZSetRangeResponse) -> list[str]:
+    """A sorted-set range read without scores."""
+    return cast(list[str], reply)
+
+
+def scored(reply: ZSetRangeResponse) -> list[tuple[str, float]]:
+    """A sorted-set range read withscores=True: (member, score) pairs."""
+    return cast(list[tuple[str, float]], reply)
+
+
+def entries(reply: StreamRangeResponse | None) -> list[tuple[str, dict[str, str]]]:
+    """XRANGE's entries: (entry id, fields). Never None (redis-py's types allow a nil reply,
+    which XRANGE does not give), and a range holds only entries that exist."""
+    return cast(list[tuple[str, dict[str, str]]], reply)
+
+
+def claimed(reply: XClaimResponse) -> list[tuple[str, dict[str, str] | None]]:
+    """XCLAIM's entries (without justid): (entry id, fields). Redis 7 and later leave an entry
+    deleted while pending out of the reply (an older server answered nil, which redis-py turns
+    into (None, None)); fields stay optional, as the stage treats none as such an entry."""
+    return cast(list[tuple[str, dict[str, str] | None]], reply)
+
+
+class PendingEntry(TypedDict):
+    """One entry of XPENDING's extended form (redis-py's xpending_range)."""
+
+    message_id: str
+    consumer: str
+    time_since_delivered: int
+    times_delivered: int

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from storage import jobs, keys, org_settings
-from storage.catalog import Db
-
-Change = Literal["booked", "rescheduled", "cancelled"]
-BUTTONS = ("Confirmar", "Reprogramar", "Cancelar")
+from storage.db import Db
+from storage.events import Change as Change  # re-exported: the tools name reminders.Change
+from storage.events import ConfirmationJob, ReminderJob
+from storage.redis_client import optional_text
 
 
 @dataclass(frozen=True)
@@ -70,31 +70,26 @@ async def plan(
     )
     starts_ms = _ms(row["starts_at"])
     await jobs.unplan_appointment(redis, org, appointment_id)
-    base = {"appointment_id": appointment_id, "starts_ms": starts_ms}
     planned = [f"confirm:{appointment_id}:{change}:{starts_ms}"] if confirm else []
     if confirm:
-        await jobs.plan(
-            redis,
-            org,
-            planned[0],
-            now_ms,
-            {**base, "kind": "confirmation", "change": change},
-            appointment_id,
+        confirmation = ConfirmationJob(
+            appointment_id=appointment_id, starts_ms=starts_ms, change=change
         )
+        await jobs.plan(redis, org, planned[0], now_ms, confirmation)
     if change != "cancelled":
         for job_id, due, data in reminder_jobs(appointment_id, starts_ms, settings):
             if due > now_ms:
-                await jobs.plan(redis, org, job_id, due, data, appointment_id)
+                await jobs.plan(redis, org, job_id, due, data)
                 planned.append(job_id)
     return planned
 
 
 def reminder_jobs(
-    appointment_id: str, starts_ms: int, settings: dict
-) -> list[tuple[str, int, dict]]:
+    appointment_id: str, starts_ms: int, settings: dict[str, Any]
+) -> list[tuple[str, int, ReminderJob]]:
     """(job id, due ms, data) of each reminder of an appointment, whatever its time."""
     offsets = org_settings.reminder_offsets_h(settings)  # largest first
-    out = []
+    out: list[tuple[str, int, ReminderJob]] = []
     for i, hours in enumerate(offsets):
         # A reminder is stale once the next one is due (a scheduler that was down sends the
         # latest only), and the last one once the appointment starts.
@@ -105,13 +100,12 @@ def reminder_jobs(
             (
                 f"remind:{appointment_id}:{hours:g}h:{starts_ms}",
                 starts_ms - int(hours * 3_600_000),
-                {
-                    "appointment_id": appointment_id,
-                    "starts_ms": starts_ms,
-                    "kind": "reminder",
-                    "offset_h": hours,
-                    "stale_ms": stale_ms,
-                },
+                ReminderJob(
+                    appointment_id=appointment_id,
+                    starts_ms=starts_ms,
+                    offset_h=hours,
+                    stale_ms=stale_ms,
+                ),
             )
         )
     return out
@@ -150,15 +144,20 @@ async def reconcile(redis: aioredis.Redis, db: Db, now_ms: int, org: str | None 
             row["id"], _ms(row["starts_at"]), row["settings"] or {}
         ):
             if due <= now_ms and not (
-                now_ms < data["stale_ms"]
+                now_ms < data.stale_after_ms
                 and _ms(row["touched_at"]) < due
                 and not await _sent(db, row["org"], job_id)
             ):
                 continue
-            await jobs.plan(redis, row["org"], job_id, due, data, row["id"])
+            await jobs.plan(redis, row["org"], job_id, due, data)
             planned += 1
         count += bool(planned)
     return count
+
+
+async def organization_ids(db: Db) -> list[str]:
+    """Every organization, active or not: any may have jobs planned (the jobs index's sweep)."""
+    return [row["id"] for row in await db.fetch("select id::text from organizations")]
 
 
 async def _sent(db: Db, org: str, job_id: str) -> bool:
@@ -218,7 +217,7 @@ async def remember_reminded(
 
 
 async def reminded_appointment(redis: aioredis.Redis, org: str, phone: str) -> str | None:
-    return await redis.get(keys.reminded(org, phone))
+    return optional_text(await redis.get(keys.reminded(org, phone)))
 
 
 async def attendance(db: Db, since: datetime) -> list[tuple[str, str, int]]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from storage.catalog import Db
+from storage.db import Db
 from storage.org_settings import RETENTION_KEYS
 
 AGE = "coalesce(sent_at, created_at)"

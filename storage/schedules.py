@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import holidays
 
-from storage.catalog import Db
+from storage.db import Db
 
 DEFAULT_COUNTRY = "CO"
 Interval = tuple[datetime, datetime]
@@ -181,8 +181,9 @@ def unavailable(
         return Unavailable(
             "outside_hours",
             open_days[0].day,
-            opens=min(u.opens for u in open_days),
-            closes=max(u.closes for u in open_days),
+            # An outside_hours day always has its hours.
+            opens=min(u.opens for u in open_days if u.opens is not None),
+            closes=max(u.closes for u in open_days if u.closes is not None),
         )
     if all(u.kind == "staff_away" for u in open_days):
         return open_days[0]
@@ -202,7 +203,7 @@ def _unavailable_on(
     if not any(max(a, time_from) < min(b, time_to) for a, b in spans):
         return Unavailable("outside_hours", day, opens=opens, closes=closes)
     if whole and not any(a <= time_from and time_to <= b for a, b in spans):
-        kind = (
+        kind: ClosedKind = (
             "ends_after_closing" if any(a <= time_from < b for a, b in spans) else "outside_hours"
         )
         return Unavailable(kind, day, opens=opens, closes=closes)

@@ -7,7 +7,9 @@ Its catalogue is the file storage/demo_clinic.yaml, imported like any clinic's
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -52,7 +54,14 @@ async def seed_demo(
     return org
 
 
-def demo_today(deps) -> date:
+class Clocked(Protocol):
+    """What has a process clock (ops.deps.Deps): seconds since the epoch."""
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
+
+
+def demo_today(deps: Clocked) -> date:
     """The demo clinic's date on a process clock (anything with a `clock()` in epoch seconds)."""
     return datetime.fromtimestamp(deps.clock(), ZoneInfo("America/Bogota")).date()
 

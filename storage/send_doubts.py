@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypedDict
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -101,7 +101,7 @@ async def decide(
 
 async def due_for_check(
     pool: asyncpg.Pool, *, grace_s: float, stuck_s: float, limit: int = 100
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """The queued messages of sends that need a decision, taken for this checker (others skip
     them for a grace): in doubt past the grace, or on the wire for longer than any request can
     take (their worker died and their stream entry is gone)."""
@@ -126,7 +126,7 @@ async def due_for_check(
 class Adopted:
     row_id: str
     gupshup_id: str
-    request: dict | None  # the outbound message as queued (consumers/send_outcomes.py)
+    request: dict[str, Any] | None  # the outbound message as queued (consumers/send_outcomes.py)
 
 
 async def adopt(
@@ -163,8 +163,20 @@ async def adopt(
 # ---- status events that matched nothing, kept for a send that goes in doubt later -----------
 
 
+class OrphanStatus(TypedDict):
+    """A status event kept in Redis as JSON (these fields of storage.events.StatusEvent, in
+    this order: forget_orphans removes an item by its exact JSON)."""
+
+    provider_id: str
+    gs_id: str | None
+    status: str
+    at_ms: int
+    code: int | None
+    reason: str | None
+
+
 async def remember_orphan(
-    redis: aioredis.Redis, *, org: str, phone: str, event: dict, ttl_s: float
+    redis: aioredis.Redis, *, org: str, phone: str, event: OrphanStatus, ttl_s: float
 ) -> None:
     key = keys.orphan_statuses(org, phone)
     async with redis.pipeline(transaction=False) as pipe:
@@ -174,14 +186,16 @@ async def remember_orphan(
         await pipe.execute()
 
 
-async def orphans(redis: aioredis.Redis, org: str, phone: str) -> list[dict]:
+async def orphans(redis: aioredis.Redis, org: str, phone: str) -> list[OrphanStatus]:
     """The chat's unmatched status events, oldest first."""
-    return [
-        json.loads(item) for item in await redis.lrange(keys.orphan_statuses(org, phone), 0, -1)
-    ]
+    items = await redis.lrange(keys.orphan_statuses(org, phone), 0, -1)
+    found: list[OrphanStatus] = [json.loads(item) for item in items]
+    return found
 
 
-async def forget_orphans(redis: aioredis.Redis, org: str, phone: str, events: list[dict]) -> None:
+async def forget_orphans(
+    redis: aioredis.Redis, org: str, phone: str, events: list[OrphanStatus]
+) -> None:
     key = keys.orphan_statuses(org, phone)
     async with redis.pipeline(transaction=False) as pipe:
         for event in events:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import TypeAlias
 
 import asyncpg
 
@@ -58,6 +59,11 @@ returning m.id::text, m.message_status,
   (select phone from chat_identities i where i.id = m.chat_identity_id) as phone
 """
 
+# _APPLY's arguments: org, gs_id, provider_id, status, the ranks, at, code, reason.
+_Args: TypeAlias = tuple[str, str | None, str, str, list[str], datetime, int | None, str | None]
+# A caller waiting for its event's row (None: no outgoing message matches).
+_Waiting: TypeAlias = tuple[_Args, asyncio.Future[asyncpg.Record | None]]
+
 
 def _args(
     org: str,
@@ -67,7 +73,7 @@ def _args(
     at_ms: int,
     code: int | None,
     reason: str | None,
-) -> tuple:
+) -> _Args:
     at = datetime.fromtimestamp(at_ms / 1000, tz=timezone.utc)
     return (org, gs_id, provider_id, status, list(RANK), at, code, reason)
 
@@ -106,8 +112,8 @@ class StatusWriter:
         self.pool = pool
         self.max_batch = max_batch
         self.max_flushers = max_flushers  # batches in flight at once, each on its own connection
-        self._waiting: list[tuple[tuple, asyncio.Future]] = []
-        self._flushers: set[asyncio.Task] = set()
+        self._waiting: list[_Waiting] = []
+        self._flushers: set[asyncio.Task[None]] = set()
         self._active = 0  # flushers still taking work; counted down before they stop looking
 
     async def apply(
@@ -121,7 +127,7 @@ class StatusWriter:
         code: int | None = None,
         reason: str | None = None,
     ) -> Applied | None:
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[asyncpg.Record | None] = asyncio.get_running_loop().create_future()
         self._waiting.append((_args(org, provider_id, gs_id, status, at_ms, code, reason), future))
         if self._active < self.max_flushers:
             self._start_flusher()
@@ -146,7 +152,7 @@ class StatusWriter:
             # now sees the free place and starts a flusher, so no event is left waiting.
             self._active -= 1
 
-    async def _write(self, batch: list[tuple[tuple, asyncio.Future]]) -> None:
+    async def _write(self, batch: list[_Waiting]) -> None:
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 rows = [await conn.fetchrow(_APPLY, *args) for args, _ in batch]
@@ -157,7 +163,7 @@ class StatusWriter:
             if not future.done():
                 future.set_result(row)
 
-    async def _one_by_one(self, batch: list[tuple[tuple, asyncio.Future]]) -> None:
+    async def _one_by_one(self, batch: list[_Waiting]) -> None:
         for args, future in batch:
             try:
                 row = await self.pool.fetchrow(_APPLY, *args)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import time
+from typing import cast
 
 import redis.asyncio as aioredis
+from redis.typing import EncodableT, FieldT
 
 from storage import keys
+from storage.redis_client import text
 from storage.events import InboundMessage, StatusEvent, StreamEvent, UserEvent, encode
+from storage.keys import Stream
 
 # Dedupe, enqueue and (for chat messages) count the entry as "being enriched" in one step, so a
 # crash can never leave an event marked as seen but not enqueued.
@@ -24,12 +28,12 @@ return 1
 ENRICHING_TTL_S = 600
 
 
-def signal(pipe: aioredis.client.Pipeline, org: str, stage: str) -> None:
-    """Queue, after an XADD to `{org}:<stage>`, the signal that its workers read (consumers/reads.py).
+def signal(pipe: aioredis.client.Pipeline, org: str, stream: Stream) -> None:
+    """Queue, after an XADD to `{org}:<stream>`, the signal that its workers read (consumers/reads.py).
 
     NX keeps the first signal's time, so the organization waiting longest is served first.
     """
-    pipe.zadd(keys.ready(stage), {org: int(time.time() * 1000)}, nx=True)
+    pipe.zadd(keys.ready(stream), {org: int(time.time() * 1000)}, nx=True)
 
 
 def dedupe_id(event: StreamEvent) -> tuple[str, str]:
@@ -48,7 +52,7 @@ async def ingest(
 ) -> bool:
     """Enqueue a provider event on its organization's inbound stream; False if seen before."""
     kind, event_id = dedupe_id(event)
-    stream_keys = [keys.seen(event.org, kind, event_id), keys.stream(event.org, "inbound")]
+    stream_keys = [keys.seen(event.org, kind, event_id), keys.stream(event.org, Stream.INBOUND)]
     if isinstance(event, InboundMessage):
         stream_keys.append(keys.enriching(event.org, event.phone))
     fields = encode(event)
@@ -62,15 +66,17 @@ async def ingest(
             fields["data"],
             ENRICHING_TTL_S,
         )
-        signal(pipe, event.org, "inbound")  # a duplicate's signal only costs one empty read
+        signal(pipe, event.org, Stream.INBOUND)  # a duplicate's signal only costs one empty read
         added, _ = await pipe.execute()
     return bool(added)
 
 
-async def publish(redis: aioredis.Redis, event: StreamEvent, stage: str) -> str:
-    fields = encode(event)
+async def publish(redis: aioredis.Redis, event: StreamEvent, stream: Stream) -> str:
+    # redis-py types XADD's fields as a dict of its own key types, which a dict[str, str] is not
+    # to mypy (dict keys are invariant); it only reads them.
+    fields = cast(dict[FieldT, EncodableT], encode(event))
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.xadd(keys.stream(event.org, stage), fields)
-        signal(pipe, event.org, stage)
+        pipe.xadd(keys.stream(event.org, stream), fields)
+        signal(pipe, event.org, stream)
         entry_id, _ = await pipe.execute()
-    return entry_id
+    return text(entry_id)

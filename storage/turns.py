@@ -1,7 +1,13 @@
 """A chat's life between messages and turns, as atomic Redis scripts.
 
-hand_off   (enrich)  a stored message joins its chat's pending burst and sets the due time.
+hand_off   (enrich)  a stored message joins its chat's pending burst and sets the due time;
+                     landing while a turn is in flight, it marks that turn as having newer
+                     messages (`{org}:turn-newer:{chat}`).
 flush      (batcher) a due burst becomes a turn on `{org}:turns`, unless a turn is in flight.
+commit     (agent)   before a turn's first effect (a booking, its replies): if newer messages
+                     came and the turn has done nothing yet, the turn is abandoned and its
+                     messages go back in front of the burst (the next turn reads them all);
+                     otherwise the turn is committed for good, redeliveries included.
 finish     (agent)   a turn's replies go on `{org}:outbound` once, the lease is released, and
                      messages that arrived meanwhile are scheduled for the next turn.
 
@@ -17,13 +23,16 @@ import redis.asyncio as aioredis
 
 from storage import due, keys, streams
 from storage.events import OutboundMessage, encode
+from storage.keys import Stream
+from storage.redis_client import optional_text, text
 
 HANDED_TTL_S = 7 * 24 * 3600
 TURN_DONE_TTL_S = 7 * 24 * 3600
+NEWER_TTL_S = 24 * 3600  # the next flush deletes it; the TTL only keeps a lost one from lingering
 
-# KEYS: handed, pending, batch, due, enriching, pending_chars
+# KEYS: handed, pending, batch, due, enriching, pending_chars, turn_lease, turn_newer
 # ARGV: provider_id, message_id (or ''), score_ms, now_ms, debounce_ms, max_wait_ms,
-#       max_messages, chat, handed_ttl_s, chars
+#       max_messages, chat, handed_ttl_s, chars, newer_ttl_s
 _HAND_OFF = """
 if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('EXPIRE', KEYS[1], ARGV[9])
@@ -40,10 +49,13 @@ local first = tonumber(redis.call('HGET', KEYS[3], 'first_ms'))
 local due = math.min(now + tonumber(ARGV[5]), first + tonumber(ARGV[6]))
 if count >= tonumber(ARGV[7]) then due = now end
 redis.call('ZADD', KEYS[4], due, ARGV[8])
+-- kept for `commit`: a turn abandoned for this message is formed again when this burst is due
+redis.call('HSET', KEYS[3], 'due_ms', due)
+if redis.call('EXISTS', KEYS[7]) == 1 then redis.call('SET', KEYS[8], '1', 'EX', ARGV[11]) end
 return 1
 """
 
-# KEYS: pending, batch, due, enriching, turn_lease, turns_stream, pending_chars
+# KEYS: pending, batch, due, enriching, turn_lease, turns_stream, pending_chars, turn_newer
 # ARGV: chat, now_ms, lease_ms, max_wait_ms, retry_ms, org, max_messages, max_chars
 #
 # The turn's id is derived from what it covers (organization, chat, message ids), so a turn
@@ -86,6 +98,7 @@ if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('DEL', KEYS[1], KEYS[2], KE
 redis.call('ZREM', KEYS[3], chat)
 local turn_id = redis.sha1hex(ARGV[6] .. '|' .. chat .. '|' .. table.concat(ids, ','))
 redis.call('SET', KEYS[5], turn_id, 'PX', ARGV[3])
+redis.call('DEL', KEYS[8])  -- what the new turn reads is not newer than it
 local turn = cjson.encode({type='turn', org=ARGV[6], chat=chat, turn_id=turn_id, message_ids=ids})
 redis.call('XADD', KEYS[6], '*', 'type', 'turn', 'data', turn)
 return 'started'
@@ -128,6 +141,38 @@ redis.call('ZADD', KEYS[3], tonumber(ARGV[3]) + redis.call('PTTL', KEYS[1]), ARG
 return 0
 """
 
+# KEYS: committed, turn_newer, turn_done, turn_lease, pending, batch, due
+# ARGV: turn_id, chat, now_ms, first_ms, max_wait_ms, ttl_s, message ids...
+#
+# One decision per turn, kept under the turn's id: a redelivered turn that was committed stays
+# committed (its booking may be in PostgreSQL already), one that was abandoned stays abandoned
+# (turn-done says so, and the runtime's duplicate check skips it). A burst whose first message
+# is older than max_wait_ms is not restarted again: a customer who never stops writing is still
+# answered, at the latest a turn after the debounce's cap.
+_COMMIT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'committed', 0} end
+if redis.call('GET', KEYS[3]) == 'abandoned' then return {'abandoned', 0} end
+local now, first = tonumber(ARGV[3]), tonumber(ARGV[4])
+if redis.call('EXISTS', KEYS[2]) == 0 or now >= first + tonumber(ARGV[5]) then
+  redis.call('SET', KEYS[1], '1', 'EX', ARGV[6])
+  return {'committed', 0}
+end
+redis.call('SET', KEYS[3], 'abandoned', 'EX', ARGV[6])
+-- the turn's messages go back in front of the newer ones (scored by when they were sent)
+for i = 7, #ARGV do redis.call('ZADD', KEYS[5], i - 7, ARGV[i]) end
+redis.call('HINCRBY', KEYS[6], 'count', #ARGV - 6)
+local burst_first = tonumber(redis.call('HGET', KEYS[6], 'first_ms') or now)
+if first < burst_first then
+  burst_first = first
+  redis.call('HSET', KEYS[6], 'first_ms', first)
+end
+if redis.call('GET', KEYS[4]) == ARGV[1] then redis.call('DEL', KEYS[4]) end
+local due = tonumber(redis.call('HGET', KEYS[6], 'due_ms') or now)
+due = math.max(now, math.min(due, burst_first + tonumber(ARGV[5])))
+redis.call('ZADD', KEYS[7], due, ARGV[2])
+return {'abandoned', due}
+"""
+
 # KEYS: turn_lease. ARGV: turn_id, lease_ms
 _EXTEND = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -163,13 +208,15 @@ async def hand_off(
     async with redis.pipeline(transaction=False) as pipe:
         pipe.eval(
             _HAND_OFF,
-            6,
+            8,
             keys.handed(org, chat),
             keys.pending(org, chat),
             keys.batch(org, chat),
             keys.due(org),
             keys.enriching(org, chat),
             keys.pending_chars(org, chat),
+            keys.turn_lease(org, chat),
+            keys.turn_newer(org, chat),
             provider_id,
             message_id or "",
             sent_at_ms,
@@ -180,6 +227,7 @@ async def hand_off(
             chat,
             HANDED_TTL_S,
             chars,
+            NEWER_TTL_S,
         )
         if message_id:  # the chat is due at now_ms or later: tell the batcher, same round trip
             due.signal(pipe, org, now_ms)
@@ -203,14 +251,15 @@ async def flush(
     async with redis.pipeline(transaction=False) as pipe:
         pipe.eval(
             _FLUSH,
-            7,
+            8,
             keys.pending(org, chat),
             keys.batch(org, chat),
             keys.due(org),
             keys.enriching(org, chat),
             keys.turn_lease(org, chat),
-            keys.stream(org, "turns"),
+            keys.stream(org, Stream.TURNS),
             keys.pending_chars(org, chat),
+            keys.turn_newer(org, chat),
             chat,
             now_ms,
             lease_ms,
@@ -220,9 +269,9 @@ async def flush(
             max_messages,
             max_chars,
         )
-        streams.signal(pipe, org, "turns")  # in the same round trip, whatever the outcome
+        streams.signal(pipe, org, Stream.TURNS)  # in the same round trip, whatever the outcome
         outcome, _ = await pipe.execute()
-    return outcome
+    return text(outcome)
 
 
 async def finish(
@@ -246,7 +295,7 @@ async def finish(
             6,
             keys.turn_done(org, turn_id),
             keys.turn_lease(org, chat),
-            keys.stream(org, "outbound"),
+            keys.stream(org, Stream.OUTBOUND),
             keys.pending(org, chat),
             keys.batch(org, chat),
             keys.due(org),
@@ -259,7 +308,7 @@ async def finish(
             *args,
         )
         if replies:
-            streams.signal(pipe, org, "outbound")
+            streams.signal(pipe, org, Stream.OUTBOUND)
         (sent, due_ms), *_ = await pipe.execute()
     if due_ms:  # messages came in during the turn: the chat is due again
         await due.signal_now(redis, org, int(due_ms))
@@ -296,6 +345,43 @@ async def take_lease(
     return taken
 
 
+async def commit(
+    redis: aioredis.Redis,
+    *,
+    org: str,
+    chat: str,
+    turn_id: str,
+    message_ids: list[str],
+    first_ms: int,
+    now_ms: int,
+    max_wait_ms: int,
+) -> bool:
+    """Before a turn's first effect: True, it goes on (committed for good); False, it was
+    abandoned for newer messages of its chat, which the next turn reads together with its own.
+    first_ms is when the turn's first message arrived."""
+    outcome, due_ms = await redis.eval(
+        _COMMIT,
+        7,
+        keys.turn_committed(org, turn_id),
+        keys.turn_newer(org, chat),
+        keys.turn_done(org, turn_id),
+        keys.turn_lease(org, chat),
+        keys.pending(org, chat),
+        keys.batch(org, chat),
+        keys.due(org),
+        turn_id,
+        chat,
+        now_ms,
+        first_ms,
+        max_wait_ms,
+        TURN_DONE_TTL_S,
+        *message_ids,
+    )
+    if due_ms:  # abandoned now: the batcher forms the next turn when the burst is due
+        await due.signal_now(redis, org, int(due_ms))
+    return bool(outcome == "committed")
+
+
 async def extend_lease(
     redis: aioredis.Redis, *, org: str, chat: str, turn_id: str, lease_ms: int
 ) -> bool:
@@ -303,7 +389,7 @@ async def extend_lease(
 
 
 async def turn_in_flight(redis: aioredis.Redis, org: str, chat: str) -> str | None:
-    return await redis.get(keys.turn_lease(org, chat))
+    return optional_text(await redis.get(keys.turn_lease(org, chat)))
 
 
 # KEYS: turn_lease, pending, due. ARGV: turn_id, chat, now_ms

@@ -20,8 +20,9 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 
 from storage import keys, streams
-from storage.catalog import Db
+from storage.db import Db, returned_row
 from storage.events import WebhookEvent, encode
+from storage.keys import Stream
 
 EventType = Literal[
     "appointment.booked",
@@ -74,7 +75,7 @@ async def add_endpoint(db: Db, org: str, url: str) -> Endpoint:
         url,
         secret,
     )
-    return Endpoint(**dict(row))
+    return Endpoint(**dict(returned_row(row)))
 
 
 async def list_endpoints(db: Db, org: str, *, include_removed: bool = False) -> list[Endpoint]:
@@ -172,12 +173,12 @@ async def emit(
             _EMIT,
             2,
             keys.webhook_emitted(org, entry.id),
-            keys.stream(org, keys.WEBHOOKS),
+            keys.stream(org, Stream.WEBHOOKS),
             EMITTED_TTL_S,
             fields["type"],
             fields["data"],
         )
-        streams.signal(pipe, org, keys.WEBHOOKS)
+        streams.signal(pipe, org, Stream.WEBHOOKS)
         added, _ = await pipe.execute()
     return bool(added)
 

@@ -17,7 +17,7 @@ from typing import Any, Awaitable, Callable
 import pydantic_ai.models
 import pytest
 
-from ops.cli import open_deps, running_system
+from ops.app.wiring import open_deps, running_system
 from ops.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from ops.embedded_cluster import EmbeddedRedisCluster
 from ops.deps import Deps

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import aiohttp
+import redis.asyncio as aioredis
 from tests import clock
 
 # Provider payloads captured in their exact wire shapes (see docs/gupshup.md).
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+T = TypeVar("T")
 
 
 def strip_notes(value: Any) -> Any:
@@ -23,7 +26,7 @@ def strip_notes(value: Any) -> Any:
 
 
 def fixture(name: str, **top: Any) -> dict[str, Any]:
-    body = strip_notes(json.loads((FIXTURES / name).read_text()))
+    body: dict[str, Any] = strip_notes(json.loads((FIXTURES / name).read_text()))
     body.update(top)
     return body
 
@@ -56,21 +59,21 @@ async def post_webhook(
             return response.status, await response.text()
 
 
-async def in_thread(fn, *args):
+async def in_thread(fn: Callable[..., T], *args: Any) -> T:
     """A blocking call (a command, pg_ctl) without stopping the pipeline running in this loop."""
     import asyncio
 
     return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
-async def settled(redis, org: str) -> bool:
+async def settled(redis: aioredis.Redis, org: str) -> bool:
     """True when the organization's pipeline has nothing left to do: every stream read and
     acknowledged by its group, no burst pending, no turn in flight (what a test waits for
     before it counts what was sent, instead of sleeping)."""
     from storage import keys
 
-    for stage in (*keys.STAGES, keys.WEBHOOKS):
-        stream = keys.stream(org, stage)
+    for name in (*keys.PIPELINE_STREAMS, keys.Stream.WEBHOOKS):
+        stream = keys.stream(org, name)
         if not await redis.exists(stream):
             continue
         for group in await redis.xinfo_groups(stream):

@@ -7,6 +7,7 @@ import json
 from consumers.batcher import Batcher
 from consumers.enrich import debounce_of
 from storage import due, keys, turns
+from storage.keys import Stream
 
 
 async def hand(deps, org: str, chat: str, n: int) -> None:
@@ -30,7 +31,7 @@ async def test_a_tick_visits_only_organizations_with_a_chat_due(deps):
     assert await batcher.tick() == (0, 0)
     await hand(deps, "busy", "573001", 1)
     assert await batcher.tick() == (1, 1)
-    assert await deps.redis.xlen(keys.stream("busy", "turns")) == 1
+    assert await deps.redis.xlen(keys.stream("busy", Stream.TURNS)) == 1
     assert await batcher.tick() == (0, 0)  # nothing left due: the organization left the index
 
 
@@ -51,7 +52,7 @@ async def test_the_sweep_finds_an_organization_a_dead_batcher_took_out_of_the_in
     await hand(deps, "org-b", "573003", 1)
     await deps.redis.delete(keys.DUE_ORGS)  # a batcher died after taking it, before putting it back
     assert await batcher.tick() == (0, 0)
-    assert await due.sweep(deps.redis) == 1
+    assert await due.CHATS.sweep(deps.redis) == 1
     assert await batcher.tick() == (1, 1)
 
 
@@ -60,7 +61,7 @@ async def test_a_released_lease_brings_the_waiting_messages_to_the_batcher_at_on
     batcher = Batcher(deps)
     await hand(deps, "org-c", "573004", 1)
     assert await batcher.tick() == (1, 1)  # turn t1 holds the chat
-    [(_, [(_, fields)])] = await deps.redis.xread({keys.stream("org-c", "turns"): "0"})
+    [(_, [(_, fields)])] = await deps.redis.xread({keys.stream("org-c", Stream.TURNS): "0"})
     turn_id = json.loads(fields["data"])["turn_id"]
     await hand(deps, "org-c", "573004", 2)
     assert await batcher.tick() == (1, 0)  # busy: due again when the lease runs out

@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 
 from graph import bursts
-from storage import keys, turns
+from storage import keys, org_settings, turns
 from storage.events import InboundMessage
+from tests import clock
+from tests.conftest import eventually
+from tests.helpers import post_webhook, text_webhook
 
 CORPUS = Path(__file__).parent / "conversations" / "phrasings.txt"
 
@@ -103,3 +106,24 @@ async def test_a_complete_question_gives_its_burst_a_shorter_window_than_a_greet
     assert due["asks"] == pytest.approx(
         s.debounce_seconds * s.debounce_complete_share * 1000, abs=1
     )
+
+
+async def test_an_organization_sets_its_own_quiet_window(system, make_org, deps):
+    """Its settings win over the deployment's DEBOUNCE_*: here a fixed 2 s window, where the
+    deployment's (0.3 s in tests, capped at 3 s) would have flushed the greeting at once."""
+    org = await make_org("slowclinic", settings={"debounce_seconds": 2, "debounce_adaptive": False})
+    async with system() as s:
+        before = clock.now_ms()
+        await post_webhook(s.url, text_webhook("slowclinic", "573001119999", "hola", "w-1", before))
+        due = await eventually(lambda: deps.redis.zscore(keys.due(org), "573001119999"))
+        after = clock.now_ms()
+    assert before + 2000 <= due <= after + 2000
+
+
+def test_organization_debounce_settings_are_checked():
+    assert org_settings.parse({"debounce_seconds": "4s", "debounce_neutral_share": "0.4"}) == {
+        "debounce_seconds": 4.0,
+        "debounce_neutral_share": 0.4,
+    }
+    with pytest.raises(org_settings.BadSetting, match="debounce_complete_share"):
+        org_settings.parse({"debounce_complete_share": 2})

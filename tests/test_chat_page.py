@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from ops.cli import running_system
+from ops.app.wiring import running_system
 from ops.deps import Deps
 from ops.settings import ALL_ROLES
 

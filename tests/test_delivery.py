@@ -10,6 +10,7 @@ from datetime import timedelta
 from ops import metrics
 from storage import chats, dead_letters, keys, ratelimit, streams
 from storage.events import EscalationNotice, OutboundMessage
+from storage.keys import Stage, Stream
 from tests.conftest import eventually
 from tests.helpers import fixture, post_webhook, text_webhook
 from tests import clock
@@ -42,9 +43,9 @@ async def stored(deps, message_id: str):
 
 async def settled(deps, org: str) -> bool:
     """Every inbound entry of the organization has been handled."""
-    stream = keys.stream(org, "inbound")
+    stream = keys.stream(org, Stream.INBOUND)
     groups = await deps.redis.xinfo_groups(stream)
-    group = next((g for g in groups if g["name"] == "enrich"), None)
+    group = next((g for g in groups if g["name"] == Stage.ENRICH), None)
     return bool(group) and group["lag"] == 0 and group["pending"] == 0
 
 
@@ -153,7 +154,7 @@ async def test_opted_out_contact_gets_nothing(system, make_org, gupshup, deps):
             OutboundMessage(
                 org=org, phone=PHONE, text="¿Te esperamos mañana?", idempotency_key="reminder-1"
             ),
-            "outbound",
+            Stream.OUTBOUND,
         )
         dropped = await eventually(
             lambda: deps.pool.fetchval(
@@ -179,7 +180,7 @@ async def test_stop_keyword_opts_out_with_one_confirmation(system, make_org, gup
         )  # a wrong reply would be out by now
     assert len(gupshup.sent) == 1
     assert "no te enviaremos más mensajes" in sent[0].message["text"]
-    assert await deps.redis.xlen(keys.stream(org, "turns")) == 0
+    assert await deps.redis.xlen(keys.stream(org, Stream.TURNS)) == 0
     assert await deps.pool.fetchval("select status from contact_authorizations") == "opted_out"
 
 
@@ -201,7 +202,7 @@ async def test_outside_the_window_the_template_goes_out(system, make_org, gupshu
             OutboundMessage(
                 org=org, phone=PHONE, text="Tu cita es mañana", idempotency_key="late-1"
             ),
-            "outbound",
+            Stream.OUTBOUND,
         )
         sent = await gupshup.wait_for_sent(1, timeout_s=10)
     assert sent[0].kind == "template" and sent[0].template["id"] == "tmpl-123"
@@ -216,7 +217,7 @@ async def test_outside_the_window_without_template_nothing_is_sent(system, make_
             OutboundMessage(
                 org=org, phone=PHONE, text="Tu cita es mañana", idempotency_key="late-2"
             ),
-            "outbound",
+            Stream.OUTBOUND,
         )
         reason = await eventually(
             lambda: deps.pool.fetchval(
@@ -243,7 +244,7 @@ async def test_429_slows_down_and_nothing_is_lost(system, make_org, gupshup, dep
                 OutboundMessage(
                     org=org, phone=PHONE, text=f"parte {i}", idempotency_key=f"burst-{i}"
                 ),
-                "outbound",
+                Stream.OUTBOUND,
             )
         sent = await gupshup.wait_for_sent(3, timeout_s=20)
         await eventually(lambda: pipeline_settled(deps.redis, org))
@@ -274,7 +275,7 @@ async def test_replay_of_a_dead_letter_delivers_once(system, make_org, gupshup, 
             OutboundMessage(
                 org=org, phone=PHONE, text="Confirmada tu cita", idempotency_key="dl-1"
             ),
-            "outbound",
+            Stream.OUTBOUND,
         )
         letters = await eventually(lambda: dead_letters.list_letters(deps.redis, org=org))
         assert "Authentication Failed" in letters[0].error and letters[0].stage == "sender"
@@ -333,7 +334,7 @@ async def test_escalation_accepted_turns_the_bot_off_and_tells_the_customer(
     org = await make_org("DemoApp")
     await _last_inbound(deps, org, hours_ago=1)
     async with system(roles=("sender",)):
-        await streams.publish(deps.redis, escalation(org, "esc-1"), "outbound")
+        await streams.publish(deps.redis, escalation(org, "esc-1"), Stream.OUTBOUND)
         sent = await gupshup.wait_for_sent(2, timeout_s=10)
     assert sent[0].kind == "template" and sent[0].destination == "573001234567"
     assert sent[1].destination == PHONE and sent[1].message["text"] == "Un asesor te escribirá."
@@ -345,7 +346,7 @@ async def test_escalation_rejected_keeps_the_bot_on_and_says_so(system, make_org
     await _last_inbound(deps, org, hours_ago=1)
     gupshup.fail_next(400, body={"message": "Invalid Destination", "status": "error"})
     async with system(roles=("sender",)):
-        await streams.publish(deps.redis, escalation(org, "esc-2"), "outbound")
+        await streams.publish(deps.redis, escalation(org, "esc-2"), Stream.OUTBOUND)
         sent = await gupshup.wait_for_sent(1, timeout_s=10)
     assert sent[0].destination == PHONE and "No pude avisar" in sent[0].message["text"]
     assert (await chats.find_identity(deps.pool, org, PHONE)).bot_enabled is True

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from ops import metrics
-from ops.cli import build_parser
+from ops.app.parser import build_parser
 from ops.settings import ALL_ROLES, Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ from graph import prompts
 from graph.models import build_model
 from graph.receptionist import APOLOGY, Receptionist
 from ops import metrics
-from ops.outages import DependencyDown
+from ops.outages import Dependency, DependencyDown
 from storage import chats
 from storage.seed import seed_demo
 from tests.fakes.openai import FakeOpenAI, tool_call
@@ -492,7 +492,9 @@ async def test_a_model_server_that_is_down_makes_the_turn_wait_not_apologise(
     chat = Chat(deps, Receptionist(deps, await redis_saver(settings), model=openai_model), clinic)
     with pytest.raises(DependencyDown) as down:
         await chat.say("hola")
-    assert down.value.dependency == "model"  # the runtime retries the turn; no apology was sent
+    assert (
+        down.value.dependency == Dependency.MODEL
+    )  # the runtime retries the turn; no apology was sent
 
 
 async def test_a_person_is_reached_even_when_the_model_is_down(deps, settings, clinic):

@@ -7,6 +7,7 @@ import aiohttp
 
 from ops import metrics
 from storage import keys
+from storage.keys import Stream
 from tests.helpers import fixture, fresh, post_webhook
 
 PHONE = "919876543210"
@@ -106,8 +107,8 @@ async def test_every_event_type_gets_2xx_and_is_counted(system, make_org, deps):
     assert counted("unknown", "ignored") == before_unknown + 1
     assert counted("platform-event:connectivity-check", "ignored") == before_platform + 1
     # Status and user events are queued for enrich; none of them is a turn.
-    assert await deps.redis.xlen(keys.stream(org, "inbound")) == 2
-    assert await deps.redis.xlen(keys.stream(org, "turns")) == 0
+    assert await deps.redis.xlen(keys.stream(org, Stream.INBOUND)) == 2
+    assert await deps.redis.xlen(keys.stream(org, Stream.TURNS)) == 0
 
 
 async def test_status_endpoint_shares_the_handler(system, make_org, deps):
@@ -119,7 +120,7 @@ async def test_status_endpoint_shares_the_handler(system, make_org, deps):
             path="/webhooks/gupshup/status",
         )
     assert status == 200
-    assert await deps.redis.xlen(keys.stream(org, "inbound")) == 1
+    assert await deps.redis.xlen(keys.stream(org, Stream.INBOUND)) == 1
 
 
 async def test_health_readiness_and_metrics(system):
@@ -199,7 +200,7 @@ class _ConfirmationFirst:
                 text="✅ Cita confirmada",
                 purpose="confirmation",
             ),
-            "outbound",
+            Stream.OUTBOUND,
         )
         return TurnResult(replies=[f"respuesta: {turn.texts[-1]}"])
 
@@ -247,4 +248,4 @@ async def test_a_body_that_arrives_in_pieces_is_read_whole(system, make_org, dep
         status_line = await reader.readline()
         writer.close()
     assert b" 200 " in status_line
-    assert await deps.redis.xlen(keys.stream(org, "inbound")) == 1
+    assert await deps.redis.xlen(keys.stream(org, Stream.INBOUND)) == 1

@@ -18,6 +18,7 @@ from ops.logs import JsonFormatter, bound
 from storage import keys
 from storage.events import StatusEvent, encode
 from storage.redis_client import create_redis
+from storage.keys import Stage, Stream
 from tests.fakes.openai import text, tool_call
 from tests.graph_helpers import Chat, redis_saver
 from tests.test_graph_scripted import clinic, fake_openai, openai_model  # noqa: F401
@@ -29,13 +30,15 @@ def value(name: str, labels: dict[str, str] | None = None) -> float:
 
 async def test_stream_backlog_pending_and_dead_letters_are_read_when_scraped(deps, make_org):
     org = await make_org()
-    stream = keys.stream(org, "inbound")
-    await ensure_group(deps.redis, stream, "enrich")
+    stream = keys.stream(org, Stream.INBOUND)
+    await ensure_group(deps.redis, stream, Stage.ENRICH)
     for n in range(5):
         await deps.redis.xadd(
             stream, encode(StatusEvent(org=org, provider_id=f"p{n}", status="read", at_ms=n))
         )
-    await deps.redis.xreadgroup("enrich", "w1", {stream: ">"}, count=2)  # read, not acknowledged
+    await deps.redis.xreadgroup(
+        Stage.ENRICH, "w1", {stream: ">"}, count=2
+    )  # read, not acknowledged
     await deps.redis.xadd(keys.dead_letters(org), {"stage": "enrich", "error": "boom"})
     remove = metrics.add_sampler(StreamStats(deps.redis, ["enrich", "agent"]))
     try:

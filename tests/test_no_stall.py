@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 
 from ops import metrics
+from storage.keys import Stage
 from tests.conftest import eventually
 from tests.helpers import post_webhook, text_webhook
 from tests import clock
 
 CHATS = 300
 ORGS = 4
-STAGES = ("enrich", "agent", "sender")
+STAGES = (Stage.ENRICH, Stage.AGENT, Stage.SENDER)
 
 
 def claimed() -> dict[str, float]:

@@ -11,9 +11,10 @@ import pytest
 
 from consumers.runtime import Poison, StageConfig, StageWorker
 from ops import metrics
-from ops.outages import DependencyDown, Outages
+from ops.outages import Dependency, DependencyDown, Outages
 from storage import chats, dead_letters, keys, streams
 from storage.events import StatusEvent, encode
+from storage.keys import Stage, Stream
 from tests.conftest import eventually
 from tests.helpers import in_thread, post_webhook, settled, text_webhook
 from tests import clock
@@ -35,7 +36,7 @@ async def test_postgres_stopped_mid_flow_every_message_is_answered_once_none_dea
     system, make_org, gupshup, deps, embedded
 ):
     org = await make_org("clinic")
-    before = _counted("outage_retries", "enrich", "postgres")
+    before = _counted("outage_retries", Stage.ENRICH, Dependency.POSTGRES)
     phones = [f"5730000{i:05d}" for i in range(12)]
     now_ms = clock.now_ms()
     async with system() as s:
@@ -133,7 +134,7 @@ async def test_gupshup_down_for_a_while_replies_go_out_in_order_none_dead_letter
 ):
     org = await make_org("clinic")
     gupshup.fail_next(503, times=12)  # three times the retry attempts (4)
-    before = _counted("outage_retries", "sender", "gupshup")
+    before = _counted("outage_retries", Stage.SENDER, Dependency.GUPSHUP)
     phone = "573001234567"
     now_ms = clock.now_ms()
     async with system(debounce_seconds=0.05, recipient_interval_ms=0) as s:
@@ -142,7 +143,7 @@ async def test_gupshup_down_for_a_while_replies_go_out_in_order_none_dead_letter
         await eventually(lambda: settled(deps.redis, org))
     assert len(gupshup.sent) == 1 and sent[0].message["text"].startswith("¡Hola")
     assert await dead_letters.list_letters(deps.redis, org=org) == []
-    assert _counted("outage_retries", "sender", "gupshup") == before + 12
+    assert _counted("outage_retries", Stage.SENDER, Dependency.GUPSHUP) == before + 12
 
 
 async def test_a_locked_chat_waits_for_its_row_and_other_chats_go_on(
@@ -187,10 +188,9 @@ async def test_a_hung_handler_is_cut_off_and_its_entry_retried(deps):
         if delivery.attempt == 1:
             await release.wait()  # hangs: never set
 
-    before = _counted("handler_timeouts", "enrich")
+    before = _counted("handler_timeouts", Stage.ENRICH)
     config = StageConfig(
-        stage="enrich",
-        stream="inbound",
+        stage=Stage.ENRICH,
         block_ms=100,
         claim_every_s=0.2,
         org_refresh_s=0.1,
@@ -201,7 +201,7 @@ async def test_a_hung_handler_is_cut_off_and_its_entry_retried(deps):
     worker = StageWorker(deps.redis, config, handler, "c1", outages=deps.outages)
     await deps.redis.sadd(keys.ORG_REGISTRY, "org-1")
     await deps.redis.xadd(
-        keys.stream("org-1", "inbound"),
+        keys.stream("org-1", Stream.INBOUND),
         encode(StatusEvent(org="org-1", provider_id="p", status="read", at_ms=1)),
     )
     stop = asyncio.Event()
@@ -212,16 +212,16 @@ async def test_a_hung_handler_is_cut_off_and_its_entry_retried(deps):
         stop.set()
         await asyncio.wait_for(task, 10)
     assert calls == [1, 2]
-    assert _counted("handler_timeouts", "enrich") == before + 1
+    assert _counted("handler_timeouts", Stage.ENRICH) == before + 1
 
 
 async def _acked(deps, org: str) -> bool:
     if not await deps.redis.exists(
-        keys.stream(org, "inbound")
-    ) or not await deps.redis.xinfo_groups(keys.stream(org, "inbound")):
+        keys.stream(org, Stream.INBOUND)
+    ) or not await deps.redis.xinfo_groups(keys.stream(org, Stream.INBOUND)):
         return False  # the worker has not created its group yet
-    summary = await deps.redis.xpending(keys.stream(org, "inbound"), "enrich")
-    groups = await deps.redis.xinfo_groups(keys.stream(org, "inbound"))
+    summary = await deps.redis.xpending(keys.stream(org, Stream.INBOUND), Stage.ENRICH)
+    groups = await deps.redis.xinfo_groups(keys.stream(org, Stream.INBOUND))
     return summary["pending"] == 0 and bool(groups) and groups[0]["entries-read"] == 1
 
 
@@ -230,8 +230,7 @@ async def test_an_entry_that_fails_on_its_own_is_dead_lettered_while_dependencie
         raise ValueError("this entry is broken")
 
     config = StageConfig(
-        stage="enrich",
-        stream="inbound",
+        stage=Stage.ENRICH,
         block_ms=100,
         claim_every_s=0.2,
         org_refresh_s=0.1,
@@ -241,7 +240,7 @@ async def test_an_entry_that_fails_on_its_own_is_dead_lettered_while_dependencie
     worker = StageWorker(deps.redis, config, handler, "c1", outages=Outages())
     await deps.redis.sadd(keys.ORG_REGISTRY, "org-2")
     await deps.redis.xadd(
-        keys.stream("org-2", "inbound"),
+        keys.stream("org-2", Stream.INBOUND),
         encode(StatusEvent(org="org-2", provider_id="p", status="read", at_ms=1)),
     )
     stop = asyncio.Event()
@@ -328,7 +327,7 @@ async def test_a_retry_after_of_an_hour_is_capped(system, make_org, deps):
                 text="Tu cita quedó confirmada",
                 idempotency_key="ra-1",
             ),
-            "outbound",
+            Stream.OUTBOUND,
         )
         sent = await fake.wait_for_sent(1, timeout_s=20)
     assert throttled == [1] and sent[0].message["text"] == "Tu cita quedó confirmada"
@@ -353,7 +352,7 @@ async def test_replies_waiting_for_gupshup_go_out_in_their_order(system, make_or
         await streams.publish(
             deps.redis,
             OutboundMessage(org=org, phone=phone, text=text, idempotency_key=f"order-{i}"),
-            "outbound",
+            Stream.OUTBOUND,
         )
     async with system(roles=("sender",), recipient_interval_ms=0):
         await gupshup.wait_for_sent(len(texts), timeout_s=30)
@@ -373,13 +372,12 @@ async def test_an_outage_whose_entry_was_given_up_on_ends_with_the_next_success(
         nonlocal calls
         calls += 1
         if calls == 1:
-            raise DependencyDown("gupshup", "HTTP 503")
+            raise DependencyDown(Dependency.GUPSHUP, "HTTP 503")
         if calls == 2:
             raise Poison("rejected: Invalid Destination")
 
     config = StageConfig(
-        stage="sender",
-        stream="outbound",
+        stage=Stage.SENDER,
         block_ms=100,
         claim_every_s=0.2,
         org_refresh_s=0.1,
@@ -388,7 +386,7 @@ async def test_an_outage_whose_entry_was_given_up_on_ends_with_the_next_success(
     )
     worker = StageWorker(deps.redis, config, handler, "c1", outages=outages)
     await deps.redis.sadd(keys.ORG_REGISTRY, "org-3")
-    stream = keys.stream("org-3", "outbound")
+    stream = keys.stream("org-3", Stream.OUTBOUND)
     await deps.redis.xadd(
         stream, encode(StatusEvent(org="org-3", provider_id="p1", status="read", at_ms=1))
     )
@@ -400,7 +398,7 @@ async def test_an_outage_whose_entry_was_given_up_on_ends_with_the_next_success(
         await streams.publish(
             deps.redis,
             StatusEvent(org="org-3", provider_id="p2", status="read", at_ms=2),
-            "outbound",
+            Stream.OUTBOUND,
         )
         await eventually(lambda: _no_outage(outages), timeout_s=10)
     finally:

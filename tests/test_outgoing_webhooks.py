@@ -19,6 +19,7 @@ from ops.embedded import free_port
 from ops.settings import ALL_ROLES
 from storage import chats, dead_letters, keys, operators, webhooks
 from storage.events import EscalationNotice, OutboundMessage
+from storage.keys import Stream
 from tests import clock
 from tests.conftest import eventually
 from tests.helpers import in_thread, post_webhook, settled, text_webhook
@@ -247,7 +248,7 @@ async def test_a_booking_through_the_pipeline_is_told_once_even_when_its_turn_ru
     )
     assert [r["id"] for r in rows] == [booked[0]["data"]["appointment_id"]]
     assert booked[0]["data"]["service"] == "Limpieza facial"
-    assert await deps.redis.xlen(keys.stream(org, keys.WEBHOOKS)) <= 1  # queued once (or trimmed)
+    assert await deps.redis.xlen(keys.stream(org, Stream.WEBHOOKS)) <= 1  # queued once (or trimmed)
 
 
 async def test_taking_over_and_handing_back_are_told_once_per_real_change(system, make_org, deps):
@@ -297,12 +298,12 @@ async def test_an_accepted_escalation_is_told_once_and_nothing_without_an_endpoi
         escalation=EscalationNotice(customer_phone=PHONE, accepted_text="ok", failed_text="no"),
     )
     await send_outcomes.escalation_outcome(deps, notice, accepted=True)
-    assert not await deps.redis.exists(keys.stream(org, keys.WEBHOOKS))  # no CRM: nothing kept
+    assert not await deps.redis.exists(keys.stream(org, Stream.WEBHOOKS))  # no CRM: nothing kept
     await webhooks.add_endpoint(deps.pool, org, "https://crm.example/hooks")
     notice = notice.model_copy(update={"idempotency_key": "turn-10:escalation"})
     for _ in range(2):  # the sender's answer and a status event both settle it
         await send_outcomes.escalation_outcome(deps, notice, accepted=True)
-    entries = await deps.redis.xrange(keys.stream(org, keys.WEBHOOKS))
+    entries = await deps.redis.xrange(keys.stream(org, Stream.WEBHOOKS))
     assert len(entries) == 1 and '"chat.escalated"' in entries[0][1]["data"]
 
 
@@ -354,7 +355,7 @@ async def _received_type(receiver: Receiver, event_type: str) -> list[dict]:
 
 async def _acknowledged(deps, org: str) -> bool:
     """Every entry of the webhooks stream read and acknowledged by its group."""
-    stream = keys.stream(org, keys.WEBHOOKS)
+    stream = keys.stream(org, Stream.WEBHOOKS)
     if not await deps.redis.exists(stream):
         return True
     groups = await deps.redis.xinfo_groups(stream)
@@ -392,7 +393,7 @@ async def test_erasing_a_patient_drops_their_webhook_events_not_delivered_yet(
         deps.pool, deps.redis, LocalMediaStore(tmp_path), person, now=clock.now_dt()
     )
     left = [
-        fields["data"] for _, fields in await deps.redis.xrange(keys.stream(org, keys.WEBHOOKS))
+        fields["data"] for _, fields in await deps.redis.xrange(keys.stream(org, Stream.WEBHOOKS))
     ]
     assert len(left) == 1 and PHONE not in left[0] and "573000000009" in left[0]  # another's stays
 

@@ -24,11 +24,13 @@ import asyncpg
 import pytest
 
 from ops import metrics
-from ops.cli import open_deps, running_system
+from ops.app.wiring import open_deps, running_system
 from ops.embedded import free_port
+from ops.outages import Dependency
 from storage import appointments, catalog, chats, dead_letters
 from storage.db import MIGRATIONS_DIR, create_pool, migrate
 from storage.seed import seed_demo
+from storage.keys import Stage
 from tests import clock
 from tests.conftest import PIPELINE_ROLES, eventually
 from tests.helpers import fresh, in_thread, post_webhook, settled, text_webhook
@@ -240,7 +242,7 @@ async def test_postgres_stopped_behind_pgbouncer_is_waited_out_everyone_answered
     """PgBouncer keeps accepting the app's connections while PostgreSQL is down, and fails
     their statements: the stages wait the outage out as they do without it."""
     org = await make_org("clinic")
-    before = _counted("outage_retries", "enrich", "postgres")
+    before = _counted("outage_retries", Stage.ENRICH, Dependency.POSTGRES)
     phones = [f"5730002{i:05d}" for i in range(6)]
     now_ms = clock.now_ms()
     async with open_deps(bouncer_settings) as bounced:
@@ -255,7 +257,8 @@ async def test_postgres_stopped_behind_pgbouncer_is_waited_out_everyone_answered
                     )
                     assert status == 200
                 await eventually(
-                    lambda: _more_than(before, "outage_retries", "enrich", "postgres"), timeout_s=30
+                    lambda: _more_than(before, "outage_retries", Stage.ENRICH, Dependency.POSTGRES),
+                    timeout_s=30,
                 )
             finally:
                 await in_thread(embedded["postgres"].resume)

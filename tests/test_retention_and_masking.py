@@ -12,6 +12,7 @@ from consumers.runtime import Poison, StageConfig, StageWorker
 from ops.logs import setup_logging
 from storage import keys
 from storage.events import StatusEvent, encode
+from storage.keys import Stage, Stream
 from tests.conftest import eventually
 
 ORG = "org-retention"
@@ -27,8 +28,7 @@ async def run_poisoned(redis, count: int, **config) -> None:
     worker = StageWorker(
         redis,
         StageConfig(
-            stage="enrich",
-            stream="inbound",
+            stage=Stage.ENRICH,
             block_ms=100,
             claim_every_s=0.2,
             org_refresh_s=0.1,
@@ -40,7 +40,7 @@ async def run_poisoned(redis, count: int, **config) -> None:
     await redis.sadd(keys.ORG_REGISTRY, ORG)
     for i in range(count):
         await redis.xadd(
-            keys.stream(ORG, "inbound"),
+            keys.stream(ORG, Stream.INBOUND),
             encode(StatusEvent(org=ORG, provider_id=f"p{i}", status="read", at_ms=1)),
         )
     stop = asyncio.Event()
@@ -48,7 +48,7 @@ async def run_poisoned(redis, count: int, **config) -> None:
     try:
 
         async def settled():
-            groups = await redis.xinfo_groups(keys.stream(ORG, "inbound"))
+            groups = await redis.xinfo_groups(keys.stream(ORG, Stream.INBOUND))
             return groups and groups[0]["entries-read"] == count and groups[0]["pending"] == 0
 
         await eventually(settled)

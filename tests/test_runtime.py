@@ -10,6 +10,7 @@ from ops.embedded import EmbeddedRedis
 from storage import keys, streams
 from storage.events import StatusEvent, encode
 from storage.redis_client import create_redis
+from storage.keys import Stage, Stream
 from tests.conftest import eventually
 
 
@@ -23,8 +24,7 @@ async def test_a_stage_survives_a_redis_restart(tmp_path):
         handled.append(event.provider_id)
 
     config = StageConfig(
-        stage="enrich",
-        stream="inbound",
+        stage=Stage.ENRICH,
         block_ms=100,
         claim_every_s=0.2,
         org_refresh_s=0.1,
@@ -36,7 +36,7 @@ async def test_a_stage_survives_a_redis_restart(tmp_path):
     async def send(provider_id: str) -> None:
         await redis.sadd(keys.ORG_REGISTRY, "org-1")
         event = StatusEvent(org="org-1", provider_id=provider_id, status="read", at_ms=1)
-        await streams.publish(redis, event, "inbound")
+        await streams.publish(redis, event, Stream.INBOUND)
 
     try:
         await send("before")
@@ -74,32 +74,31 @@ async def test_same_entry_id_on_two_streams_is_handled_without_a_claim(servers):
         handled.append((delivery.stream, delivery.entry_id))
 
     config = StageConfig(
-        stage="enrich",
-        stream="inbound",
+        stage=Stage.ENRICH,
         block_ms=100,
         claim_idle_ms=200,
         claim_every_s=0.1,
         org_refresh_s=0.1,
     )
     worker = StageWorker(redis, config, handler, "c1")
-    claimed_before = _claimed("enrich")
+    claimed_before = _claimed(Stage.ENRICH)
     stop = asyncio.Event()
     try:
         await redis.sadd(keys.ORG_REGISTRY, *orgs)
         for org in orgs:  # created before the worker starts, so one read returns all three
-            await ensure_group(redis, keys.stream(org, "inbound"), "enrich")
+            await ensure_group(redis, keys.stream(org, Stream.INBOUND), Stage.ENRICH)
             event = StatusEvent(org=org, provider_id=f"p-{org}", status="read", at_ms=1)
-            await redis.xadd(keys.stream(org, "inbound"), encode(event), id="5-1")
+            await redis.xadd(keys.stream(org, Stream.INBOUND), encode(event), id="5-1")
         task = asyncio.create_task(worker.run(stop))
         await eventually(lambda: _count_at_least(handled, 3))
-        assert sorted(handled) == sorted((keys.stream(o, "inbound"), "5-1") for o in orgs)
-        assert _claimed("enrich") == claimed_before
+        assert sorted(handled) == sorted((keys.stream(o, Stream.INBOUND), "5-1") for o in orgs)
+        assert _claimed(Stage.ENRICH) == claimed_before
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
         for org in orgs:
             await redis.srem(keys.ORG_REGISTRY, org)
-            await redis.delete(keys.stream(org, "inbound"))
+            await redis.delete(keys.stream(org, Stream.INBOUND))
         await redis.aclose()
 
 
@@ -118,7 +117,7 @@ async def test_trimming_keeps_the_entries_a_killed_worker_left_pending(servers):
     was trimmed away without handling it, so a trimmed pending entry would never be handled)."""
     redis = create_redis(servers["redis_url"])
     org = "trim-killed"
-    stream = keys.stream(org, "inbound")
+    stream = keys.stream(org, Stream.INBOUND)
     handled: list[str] = []
 
     async def handler(event, delivery):
@@ -144,8 +143,7 @@ async def test_trimming_keeps_the_entries_a_killed_worker_left_pending(servers):
 
     # Whole stream nodes (100 entries by default) are trimmed: a few hundred entries show it.
     config = StageConfig(
-        stage="enrich",
-        stream="inbound",
+        stage=Stage.ENRICH,
         block_ms=100,
         claim_idle_ms=1000,
         claim_every_s=0.1,
@@ -153,11 +151,13 @@ async def test_trimming_keeps_the_entries_a_killed_worker_left_pending(servers):
     )
     try:
         await redis.sadd(keys.ORG_REGISTRY, org)
-        await ensure_group(redis, stream, "enrich")
+        await ensure_group(redis, stream, Stage.ENRICH)
         await add(*(f"before-{i}" for i in range(250)))
         await run_live(lambda: _count_at_least(handled, 250))
         await add("orphan")
-        [[_, [(orphan_id, _)]]] = await redis.xreadgroup("enrich", "killed", {stream: ">"}, count=1)
+        [[_, [(orphan_id, _)]]] = await redis.xreadgroup(
+            Stage.ENRICH, "killed", {stream: ">"}, count=1
+        )
         await add(*(f"after-{i}" for i in range(250)))
         await run_live(lambda: _has(handled, "orphan"))
         assert await redis.xlen(stream) < 501  # trimming ran meanwhile

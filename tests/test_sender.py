@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from storage import chats, streams
 from storage.events import OutboundMessage
+from storage.keys import Stream
 from tests.conftest import eventually
 from tests import clock
 from tests.helpers import settled as pipeline_settled
@@ -40,7 +41,7 @@ async def test_a_503_is_retried_and_the_message_goes_out_once(system, make_org, 
             OutboundMessage(
                 org=org, phone=PHONE, text="Tu cita quedó confirmada", idempotency_key="r-1"
             ),
-            "outbound",
+            Stream.OUTBOUND,
         )
         sent = await gupshup.wait_for_sent(1, timeout_s=10)
         await eventually(lambda: _row(deps, "r-1"))
@@ -65,7 +66,7 @@ async def test_a_timeout_is_not_resent_when_a_status_names_the_message(
         await streams.publish(
             deps.redis,
             OutboundMessage(org=org, phone=PHONE, text="hola", idempotency_key="t-1"),
-            "outbound",
+            Stream.OUTBOUND,
         )
         sent = await gupshup.wait_for_sent(1, timeout_s=10)
         row = await eventually(lambda: _with_id(deps, "t-1"))
@@ -88,8 +89,8 @@ async def test_the_same_entry_published_twice_is_sent_once(system, make_org, gup
     await _open_window(deps, org)
     message = OutboundMessage(org=org, phone=PHONE, text="hola", idempotency_key="twice")
     async with system(roles=("sender",)):
-        await streams.publish(deps.redis, message, "outbound")
-        await streams.publish(deps.redis, message, "outbound")
+        await streams.publish(deps.redis, message, Stream.OUTBOUND)
+        await streams.publish(deps.redis, message, Stream.OUTBOUND)
         await gupshup.wait_for_sent(1, timeout_s=10)
         await eventually(lambda: pipeline_settled(deps.redis, org))
     assert len(gupshup.sent) == 1
@@ -117,7 +118,7 @@ async def test_a_send_interrupted_by_a_crash_is_not_repeated_when_it_arrived(
         await streams.publish(
             deps.redis,
             OutboundMessage(org=org, phone=PHONE, text="hola", idempotency_key="crashed"),
-            "outbound",
+            Stream.OUTBOUND,
         )
         assert await gupshup.post_status("gs-crashed", "sent", destination=PHONE) == 200
         row = await eventually(lambda: _with_id(deps, "crashed"))
@@ -140,7 +141,7 @@ async def test_a_long_reply_goes_out_in_order_once_even_when_a_part_is_retried(
                 more_texts=["parte 2", "parte 3"],
                 idempotency_key="long-1",
             ),
-            "outbound",
+            Stream.OUTBOUND,
         )
         await gupshup.wait_for_sent(1, timeout_s=10)
         gupshup.fail_next(503, times=1)  # the second part's first try: the entry is retried

@@ -26,6 +26,7 @@ from graph.receptionist import Receptionist
 from storage import appointments, catalog, chats, dead_letters, keys
 from storage.events import InboundMessage, StatusEvent, encode
 from storage.seed import seed_demo
+from storage.keys import Stage, Stream
 from tests.conftest import eventually
 from tests.graph_helpers import BOGOTA, NOW, Chat, redis_saver
 from tests import clock
@@ -135,10 +136,10 @@ async def test_a_dead_letter_cannot_be_replayed_onto_another_organizations_strea
     a, b = "org-a", "org-b"
     await deps.redis.sadd(keys.ORG_REGISTRY, a, b)
     event = StatusEvent(org=a, provider_id="p1", status="read", at_ms=1)
-    letter = await _dead_letter_of(deps, a, keys.stream(b, "inbound"), event)
+    letter = await _dead_letter_of(deps, a, keys.stream(b, Stream.INBOUND), event)
     with pytest.raises(ValueError, match="organization"):
         await dead_letters.replay(deps.redis, letter)
-    assert await deps.redis.xlen(keys.stream(b, "inbound")) == 0
+    assert await deps.redis.xlen(keys.stream(b, Stream.INBOUND)) == 0
     assert await deps.redis.xlen(keys.dead_letters(a)) == 1  # kept, to be looked at
 
 
@@ -154,11 +155,11 @@ async def test_a_replayed_message_naming_another_organization_touches_none_of_it
         sent_at_ms=1,
         received_at_ms=1,
     )
-    letter = await _dead_letter_of(deps, a, keys.stream(a, "inbound"), event)
+    letter = await _dead_letter_of(deps, a, keys.stream(a, Stream.INBOUND), event)
     with pytest.raises(ValueError, match="organization"):
         await dead_letters.replay_letter(deps.redis, letter)
     assert not await deps.redis.exists(keys.enriching(b, "573001112233"))
-    assert await deps.redis.xlen(keys.stream(a, "inbound")) == 0
+    assert await deps.redis.xlen(keys.stream(a, Stream.INBOUND)) == 0
 
 
 async def test_an_entry_naming_another_organization_is_not_processed_on_this_ones_stream(deps):
@@ -172,19 +173,17 @@ async def test_an_entry_naming_another_organization_is_not_processed_on_this_one
 
     worker = StageWorker(
         deps.redis,
-        StageConfig(
-            stage="enrich", stream="inbound", block_ms=100, claim_every_s=0.2, org_refresh_s=0.1
-        ),
+        StageConfig(stage=Stage.ENRICH, block_ms=100, claim_every_s=0.2, org_refresh_s=0.1),
         handler,
         "c1",
     )
     await deps.redis.sadd(keys.ORG_REGISTRY, a)
     await deps.redis.xadd(
-        keys.stream(a, "inbound"),
+        keys.stream(a, Stream.INBOUND),
         encode(StatusEvent(org=b, provider_id="p1", status="read", at_ms=1)),
     )
     await deps.redis.xadd(
-        keys.stream(a, "inbound"),
+        keys.stream(a, Stream.INBOUND),
         encode(StatusEvent(org=a, provider_id="p2", status="read", at_ms=1)),
     )
     stop = asyncio.Event()
@@ -221,6 +220,7 @@ NOT_TENANT_DATA = {
     "insert into schema_migrations": "the migration ledger",
     "insert into organizations": "creates the organization",
     "select id::text, settings from organizations where settings ?|": "retention finds the organizations that set one (each then by its own id)",
+    "select id::text from organizations": "every organization's id, to sweep the scheduler's due index (each then by its own keys)",
     "select webhook_token from platform_connections where gupshup_app_name": "the operator's own look-up of an app's token (skytide org token)",
     # Finding the tenant: these are how an organization is found in the first place.
     "from platform_connections c join organizations o": "finds the connection, hence the org",

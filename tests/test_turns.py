@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from storage import keys, turns
+from storage.keys import Stream
 from tests.conftest import eventually
 
 ORG, CHAT = "org-t", "573000000001"
@@ -42,7 +43,7 @@ async def flush(
 
 
 async def started_turns(redis) -> list[dict]:
-    entries = await redis.xrange(keys.stream(ORG, "turns"))
+    entries = await redis.xrange(keys.stream(ORG, Stream.TURNS))
     return [json.loads(fields["data"]) for _, fields in entries]
 
 
@@ -139,3 +140,57 @@ async def test_a_redelivered_hand_off_counts_once(deps):
     assert again is False
     assert await redis.zcard(keys.pending(ORG, CHAT)) == 1
     assert await redis.get(keys.enriching(ORG, CHAT)) is None  # back to zero, not below
+
+
+async def commit(redis, turn: dict, now_ms: int, first_ms: int = 1000) -> bool:
+    return await turns.commit(
+        redis,
+        org=ORG,
+        chat=CHAT,
+        turn_id=turn["turn_id"],
+        message_ids=turn["message_ids"],
+        first_ms=first_ms,
+        now_ms=now_ms,
+        max_wait_ms=DEBOUNCE.max_wait_ms,
+    )
+
+
+async def test_a_turn_with_newer_messages_gives_way_to_one_with_all_of_them(deps):
+    redis = deps.redis
+    await hand(redis, "p1", "m1", 1000)
+    await hand(redis, "p2", "m2", 1010)
+    assert await flush(redis, 1200) == "started"
+    [first] = await started_turns(redis)
+    await hand(redis, "p3", "m3", 1300)  # the customer writes on while the turn runs
+    assert await commit(redis, first, 1400) is False
+    # Abandoned for good: a redelivery of it decides the same, and the chat is free at once.
+    assert await commit(redis, first, 1500) is False
+    assert await redis.get(keys.turn_done(ORG, first["turn_id"])) == "abandoned"
+    assert not await redis.exists(keys.turn_lease(ORG, CHAT))
+    assert await redis.zscore(keys.due(ORG), CHAT) == 1300 + DEBOUNCE.quiet_ms
+    assert await flush(redis, 1400) == "started"
+    [_, again] = await started_turns(redis)
+    assert again["message_ids"] == ["m1", "m2", "m3"]  # in the customer's order
+    assert await commit(redis, again, 1500) is True
+
+
+async def test_a_committed_turn_is_never_abandoned(deps):
+    redis = deps.redis
+    await hand(redis, "p1", "m1", 1000)
+    assert await flush(redis, 1200) == "started"
+    [first] = await started_turns(redis)
+    assert await commit(redis, first, 1300) is True  # say, before its booking
+    await hand(redis, "p2", "m2", 1400)
+    assert await commit(redis, first, 1500) is True  # before its replies, and when redelivered
+    assert await redis.zrange(keys.pending(ORG, CHAT), 0, -1) == ["m2"]  # for the next turn
+
+
+async def test_a_burst_past_its_cap_is_answered_instead_of_restarted_again(deps):
+    """The customer who never stops writing still gets an answer: once the burst's first message
+    is DEBOUNCE_MAX_WAIT old, the turn goes out and the newer messages get the next one."""
+    redis = deps.redis
+    await hand(redis, "p1", "m1", 1000)
+    assert await flush(redis, 1200) == "started"
+    [first] = await started_turns(redis)
+    await hand(redis, "p2", "m2", 1900)
+    assert await commit(redis, first, 1000 + DEBOUNCE.max_wait_ms, first_ms=1000) is True

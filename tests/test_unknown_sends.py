@@ -18,6 +18,7 @@ from storage import chats, keys, streams
 from storage.events import EscalationNotice, OutboundMessage, encode
 from storage.orgs import Connection
 from storage.outbound import unknown_outcomes
+from storage.keys import Stage, Stream
 from tests.conftest import eventually
 from tests import clock
 
@@ -73,7 +74,7 @@ async def _reply_to_everyone(system, make_org, gupshup, deps, fault, **overrides
                 OutboundMessage(
                     org=org, phone=phone, text=f"Hola {phone}", idempotency_key=f"reply-{phone}"
                 ),
-                "outbound",
+                Stream.OUTBOUND,
             )
         await eventually(lambda: _all_settled(deps, len(CUSTOMERS)), timeout_s=90, interval_s=0.2)
     # The system has stopped (its in-flight work drained): what the fake holds is final.
@@ -163,10 +164,10 @@ async def test_a_worker_killed_after_marking_the_send_gets_the_reply_resent(
         message.text,
         message.model_dump(mode="json"),
     )
-    stream = keys.stream(org, "outbound")
-    await ensure_group(deps.redis, stream, "sender")
+    stream = keys.stream(org, Stream.OUTBOUND)
+    await ensure_group(deps.redis, stream, Stage.SENDER)
     await deps.redis.xadd(stream, encode(message))
-    assert await deps.redis.xreadgroup("sender", "killed-worker", {stream: ">"}, count=1)
+    assert await deps.redis.xreadgroup(Stage.SENDER, "killed-worker", {stream: ">"}, count=1)
     async with system(roles=("sender",), send_doubt_grace_s=0.3, send_doubt_check_s=0.1):
         sent = await gupshup.wait_for_sent(1, timeout_s=30)
         await eventually(lambda: _all_settled(deps, 1))
@@ -250,7 +251,7 @@ async def test_an_escalation_confirmed_by_a_status_turns_the_bot_off_and_tells_t
                     failed_text="No pude avisar a un asesor; sigo aquí.",
                 ),
             ),
-            "outbound",
+            Stream.OUTBOUND,
         )
         await eventually(lambda: _all_settled(deps, 2))
     assert sorted((m.destination, m.kind) for m in gupshup.sent) == [

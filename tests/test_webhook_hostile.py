@@ -14,6 +14,7 @@ import pytest
 from ingress.orgs import ConnectionCache
 from ops import metrics
 from storage import keys
+from storage.keys import Stream
 from tests.helpers import fixture, fresh, post_webhook
 
 
@@ -72,7 +73,7 @@ async def test_a_mismatch_event_without_a_message_id_is_acknowledged(system, mak
         status, text = await post_webhook(s.url, body)
     assert (status, text) == (200, "")
     assert counted("message-event:mismatch", "ignored") == before + 1
-    assert await deps.redis.xlen(keys.stream(org, "inbound")) == 0
+    assert await deps.redis.xlen(keys.stream(org, Stream.INBOUND)) == 0
 
 
 async def test_v3_connectivity_check_is_found_by_its_token_without_a_registered_app_id(
@@ -157,8 +158,8 @@ async def test_one_apps_token_does_not_open_another_apps_webhook(system, make_or
     assert v2_cross[0] == 403 and "docdeck" in v2_cross[1]
     assert v3_cross[0] == 403 and unknown_app[0] == 403
     assert own == (200, "")
-    assert await deps.redis.xlen(keys.stream(a, "inbound")) == 1
-    assert await deps.redis.xlen(keys.stream(b, "inbound")) == 0
+    assert await deps.redis.xlen(keys.stream(a, Stream.INBOUND)) == 1
+    assert await deps.redis.xlen(keys.stream(b, Stream.INBOUND)) == 0
 
 
 async def test_unknown_names_are_cached_briefly_and_the_cache_is_bounded(deps, make_org):
@@ -295,7 +296,7 @@ async def test_a_text_longer_than_whatsapp_allows_is_cut_before_it_goes_on(syste
     body["payload"]["sender"]["name"] = "N" * 10_000
     async with system(roles=("ingress",)) as s:
         assert (await post_webhook(s.url, body))[0] == 200
-    [(_, fields)] = await deps.redis.xrange(keys.stream(org, "inbound"))
+    [(_, fields)] = await deps.redis.xrange(keys.stream(org, Stream.INBOUND))
     event = decode(fields)
     assert len(event.text) <= 4097 and len(event.name) <= 257
 
@@ -458,7 +459,7 @@ async def test_a_sender_that_is_not_a_phone_number_gets_400(system, make_org, de
         answers = [await post_webhook(s.url, body) for body in bodies]
     assert [a[0] for a in answers] == [400, 400, 400, 200]
     assert all("payload.source" in a[1] for a in answers[:3])
-    [(_, fields)] = await deps.redis.xrange(keys.stream(org, "inbound"))
+    [(_, fields)] = await deps.redis.xrange(keys.stream(org, Stream.INBOUND))
     from storage.events import decode
 
     assert decode(fields).phone == "573001112233"

@@ -15,6 +15,7 @@ import aiohttp
 from ops.embedded import free_port
 from storage import chats, keys
 from storage.events import StatusEvent, encode
+from storage.keys import Stage, Stream
 from tests.conftest import eventually
 from tests.helpers import post_webhook, settled, text_webhook
 from tests import clock
@@ -75,8 +76,10 @@ async def _worker_stuck_on_a_message(settings, deps, org, signal_to_send, claim_
             await post_webhook(
                 url, text_webhook("clinic", PHONE, "hola", "stuck-1", clock.now_ms())
             )
-            stream = keys.stream(org, "inbound")
-            pending = await eventually(lambda: pending_for(deps, stream, "enrich"), timeout_s=20)
+            stream = keys.stream(org, Stream.INBOUND)
+            pending = await eventually(
+                lambda: pending_for(deps, stream, Stage.ENRICH), timeout_s=20
+            )
             assert len(pending) == 1  # the worker holds the entry, unacknowledged
         worker.send_signal(signal_to_send)
         code = await asyncio.get_running_loop().run_in_executor(None, worker.wait, 30)
@@ -90,7 +93,7 @@ async def _worker_stuck_on_a_message(settings, deps, org, signal_to_send, claim_
 
 @asynccontextmanager
 async def running_ingress(settings, deps):
-    from ops.cli import running_system
+    from ops.app.wiring import running_system
 
     async with running_system(settings, ("ingress",), deps=deps) as s:
         yield s.url
@@ -109,7 +112,9 @@ async def test_killed_worker_leaves_its_entry_to_another_and_one_reply_goes_out(
         await deps.pool.fetchval("select count(*) from chat_messages where direction = 'inbound'")
         == 1
     )
-    assert (await deps.redis.xpending(keys.stream(org, "inbound"), "enrich"))["pending"] == 0
+    assert (await deps.redis.xpending(keys.stream(org, Stream.INBOUND), Stage.ENRICH))[
+        "pending"
+    ] == 0
 
 
 async def test_sigterm_hands_unfinished_work_back_at_once(
@@ -150,13 +155,13 @@ async def test_a_flooding_tenant_does_not_hold_up_another(system, make_org, gups
     async with deps.redis.pipeline(transaction=False) as pipe:
         for i in range(backlog):
             event = StatusEvent(org=flooding, provider_id=f"gs-{i}", status="read", at_ms=i)
-            pipe.xadd(keys.stream(flooding, "inbound"), encode(event))
+            pipe.xadd(keys.stream(flooding, Stream.INBOUND), encode(event))
         await pipe.execute()
     async with system() as s:
         await post_webhook(s.url, text_webhook("quiet", PHONE, "hola", "q-1", clock.now_ms()))
         await gupshup.wait_for_sent(1, timeout_s=30)
-        groups = await deps.redis.xinfo_groups(keys.stream(flooding, "inbound"))
-        lag = next(g for g in groups if g["name"] == "enrich")["lag"]
+        groups = await deps.redis.xinfo_groups(keys.stream(flooding, Stream.INBOUND))
+        lag = next(g for g in groups if g["name"] == Stage.ENRICH)["lag"]
     # The quiet tenant was answered while much of the flood was still waiting its turn.
     # An unfair (first come, first served) reader would have read the whole flood first (lag 0).
     assert lag > backlog / 4, f"only {lag} of {backlog} flood entries were still unread"

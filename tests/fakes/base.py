@@ -13,10 +13,11 @@ import socket
 from collections import deque
 from email.parser import BytesParser
 from email.policy import HTTP
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qsl
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 
 class FakeServer:
@@ -65,7 +66,7 @@ class FakeServer:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -92,7 +93,7 @@ class FakeServer:
         ]
 
     @web.middleware
-    async def _record(self, request: web.Request, handler):
+    async def _record(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         # request.read() caches the body, so handlers can still call .json()/.post().
         body = await request.read()
         entry: dict[str, Any] = {
@@ -138,6 +139,7 @@ def parse_multipart(body: bytes, content_type: str) -> dict[str, tuple[str | Non
         name = part.get_param("name", header="content-disposition")
         if name is None:
             continue
-        payload = part.get_payload(decode=True) or b""
-        out[str(name)] = (part.get_filename(), part.get_content_type(), payload)
+        payload = part.get_payload(decode=True)  # bytes for a leaf part like these
+        data = payload if isinstance(payload, bytes) else b""
+        out[str(name)] = (part.get_filename(), part.get_content_type(), data)
     return out

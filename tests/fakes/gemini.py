@@ -257,7 +257,13 @@ class FakeGemini(FakeServer):
         out["responseId"] = secrets.token_urlsafe(16)
         return out
 
-    async def _stream(self, request, call, text, response) -> web.StreamResponse:
+    async def _stream(
+        self,
+        request: web.Request,
+        call: GeminiRequest,
+        text: str | None,
+        response: dict[str, Any],
+    ) -> web.StreamResponse:
         # SSE: `data: <GenerateContentResponse>\r\n\r\n` per chunk; the text is split in
         # two chunks and only the last one carries finishReason.
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})

@@ -1,4 +1,5 @@
-"""Fake Gupshup: outbound send API, status callbacks to our webhook, media file manager.
+"""Fake Gupshup: outbound send API, status callbacks to our webhook, media file manager, and the
+partner API's read / typing-indicator event.
 
 Wire format follows docs/gupshup.md sections 1 and 2 and the payloads in
 tests/fixtures/gupshup/. Things the real service does that clients trip over, and that
@@ -21,7 +22,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Coroutine, Literal
 
 import aiohttp
 from aiohttp import web
@@ -118,7 +119,7 @@ class FakeGupshup(FakeServer):
         self.callbacks: list[tuple[dict[str, Any], int | None]] = []
         self.wamids: dict[str, str] = {}  # messageId -> wamid used in its callbacks
         self.user_ids: dict[str, str] = {}  # destination -> BSUID (v2_bsuid layout)
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
 
         # Faults of a Gupshup that does not say what it did with a send (see the methods below).
@@ -126,6 +127,12 @@ class FakeGupshup(FakeServer):
         self._fail_after_delivery: tuple[float, int] = (0.0, 502)  # (until, status)
         self._late_answer: tuple[float, float] = (0.0, 20.0)  # (until, answer after s)
         self.hung: int = 0  # send requests held and never answered (nothing delivered)
+
+        # Partner API "Mark message as Read/Typing indicator": every request (app id, its
+        # Authorization header, the JSON it carried); answered 200 unless scripted otherwise.
+        self.partner_token = "partner-app-token"
+        self.events: list[tuple[str, str, Any]] = []
+        self.event_status = 200
 
         # Media file manager.
         self.media: dict[str, _Media] = {}
@@ -137,6 +144,7 @@ class FakeGupshup(FakeServer):
         router.add_post("/wa/api/v1/msg", self._handle_session)
         router.add_post("/wa/api/v1/template/msg", self._handle_template)
         router.add_get("/wa/{app_id}/wa/media/{media_id}", self._handle_media)
+        router.add_post("/partner/app/{app_id}/v1/event", self._handle_event)
 
     async def on_start(self) -> None:
         self._session = aiohttp.ClientSession()
@@ -150,13 +158,15 @@ class FakeGupshup(FakeServer):
             await self._session.close()
 
     # -- scripting ---------------------------------------------------------------------
-    def fail_next(self, status: int, times: int = 1, body: dict | None = None) -> None:
+    def fail_next(self, status: int, times: int = 1, body: dict[str, Any] | None = None) -> None:
         """The next `times` send calls answer `status` (recorded in requests, not in sent)."""
         if body is None:
             body = DEFAULT_ERROR_BODIES.get(status, {"status": "error", "message": "Error"})
         self.queue_failure(status, times, body)
 
-    def fail_media_next(self, status: int, times: int = 1, body: dict | None = None) -> None:
+    def fail_media_next(
+        self, status: int, times: int = 1, body: dict[str, Any] | None = None
+    ) -> None:
         for _ in range(times):
             self._media_failures.append(
                 (
@@ -270,7 +280,7 @@ class FakeGupshup(FakeServer):
         return _gupshup_json({"status": "submitted", "messageId": msg.message_id}, 200)
 
     # -- status callbacks ------------------------------------------------------------------
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -359,7 +369,15 @@ class FakeGupshup(FakeServer):
         }
 
     def _status_v3(
-        self, message_id, status, wamid, ts, destination, code, reason, now
+        self,
+        message_id: str,
+        status: str,
+        wamid: str,
+        ts: int,
+        destination: str,
+        code: int | None,
+        reason: str | None,
+        now: float,
     ) -> dict[str, Any]:
         st: dict[str, Any] = {
             "gs_id": message_id,
@@ -473,6 +491,9 @@ class FakeGupshup(FakeServer):
         if media_id in self.media:
             self.media[media_id].expires_at = time.monotonic() - 1
 
+    async def _handle_event(self, request: web.Request) -> web.Response:
+        return await _event_reply(self, request)
+
     async def _handle_media(self, request: web.Request) -> web.StreamResponse:
         now = time.monotonic()
         if now < self._media_blocked_until:
@@ -513,6 +534,38 @@ class FakeGupshup(FakeServer):
         epoch = int(time.time() + (self._media_blocked_until - time.monotonic()))
         msg = f"Api rate limit reached due to multiple invalid calls. New quota will be available on {epoch}"
         return _gupshup_json({"status": "error", "message": msg}, 429)
+
+
+async def _event_reply(fake: FakeGupshup, request: web.Request) -> web.Response:
+    """POST /partner/app/{appId}/v1/event, as partner-docs.gupshup.io documents it: the partner
+    app token in Authorization (no "Bearer"), a JSON body (its sample labels it form-encoded)
+    {"type": "message-event", "message": {"messaging_product": "whatsapp", "status": "read",
+    "message_id": ..., "typing_indicator": {"type": "text"}}}; 200 {"status": "success"}."""
+    raw = await request.text()
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return _gupshup_json({"message": "Invalid JSON payload", "status": "error"}, 400)
+    fake.events.append(
+        (request.match_info["app_id"], request.headers.get("Authorization", ""), body)
+    )
+    if request.headers.get("Authorization") != fake.partner_token:
+        return _gupshup_json({"status": "error", "message": "Invalid token"}, 401)
+    if request.match_info["app_id"] != fake.app_id:
+        return _gupshup_json({"status": "error", "message": "Invalid app"}, 400)
+    message = body.get("message") if isinstance(body, dict) else None
+    if (
+        body.get("type") != "message-event"
+        or not isinstance(message, dict)
+        or message.get("status") != "read"
+        or not message.get("message_id")
+    ):
+        return _gupshup_json({"message": "Outbound event not supported", "status": "error"}, 400)
+    if fake.event_status != 200:
+        return _gupshup_json(
+            {"status": "error", "message": "Internal server error"}, fake.event_status
+        )
+    return _gupshup_json({"status": "success"}, 200)
 
 
 def _gupshup_json(body: Any, status: int) -> web.Response:

@@ -77,7 +77,7 @@ class FakeSupabaseStorage(FakeServer):
         router.add_delete(f"{p}/object/{{bucket}}", self._remove)
 
     # -- auth / failures -----------------------------------------------------------------
-    def fail_next(self, status: int, times: int = 1, body: dict | None = None) -> None:
+    def fail_next(self, status: int, times: int = 1, body: dict[str, Any] | None = None) -> None:
         """The next `times` authenticated calls answer `status` with a Storage error body."""
         body = body or {
             "statusCode": str(status),

@@ -1,6 +1,6 @@
 """Delivery benchmarks: status events per second by one enrich worker, and send pacing.
 
-python -m ops.bench.delivery
+python -m bench.delivery
 
 Prints figures and ratios against bare baselines measured in the same run; asserts nothing.
 """
@@ -12,15 +12,21 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any, Iterable, cast
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel
 
 from consumers.enrich import EnrichStage
 from consumers.runtime import StageWorker
-from ops.cli import open_deps, run_async, running_system, stage_config
+from ops.app.wiring import open_deps, run_async, running_system, stage_config
+from ops.deps import Deps
 from ops.settings import Settings
 from ops.system import services
 from storage import chats, keys
 from storage.db import migrate
 from storage.events import OutboundMessage, StatusEvent, encode
+from storage.keys import Stage, Stream
 from storage.orgs import add_org
 from tests.fakes.gupshup import FakeGupshup
 
@@ -29,7 +35,7 @@ SENDS = 400
 RATE_PER_S = 80.0
 
 
-async def _drained(redis, stream: str, group: str) -> None:
+async def _drained(redis: aioredis.Redis, stream: str, group: str) -> None:
     while True:
         info = next((g for g in await redis.xinfo_groups(stream) if g["name"] == group), None)
         if info and info["lag"] == 0 and info["pending"] == 0:
@@ -37,16 +43,17 @@ async def _drained(redis, stream: str, group: str) -> None:
         await asyncio.sleep(0.01)
 
 
-async def _fill(redis, stream: str, events) -> None:
+async def _fill(redis: aioredis.Redis, stream: str, events: Iterable[BaseModel]) -> None:
     async with redis.pipeline(transaction=False) as pipe:
         for event in events:
-            pipe.xadd(stream, encode(event))
+            fields: dict[Any, Any] = encode(event)  # xadd's parameter is a dict of any key type
+            pipe.xadd(stream, fields)
         await pipe.execute()
 
 
-async def bare_consumer_rate(deps, org: str) -> float:
+async def bare_consumer_rate(deps: Deps, org: str) -> float:
     """Read and acknowledge the same entries with no handling: the floor of the runtime."""
-    stream = keys.stream(org, "bare")
+    stream = keys.stream(org, "bare")  # type: ignore[arg-type]  # a bench stream no stage reads
     await deps.redis.xgroup_create(stream, "bare", id="0", mkstream=True)
     await _fill(
         deps.redis,
@@ -59,21 +66,24 @@ async def bare_consumer_rate(deps, org: str) -> float:
     started = time.perf_counter()
     done = 0
     while done < STATUS_EVENTS:
-        replies = await deps.redis.xreadgroup("bare", "c", {stream: ">"}, count=64)
+        # RESP2 (storage/redis_client.py): [[stream, [(id, fields), ...]], ...]
+        replies = cast(
+            list[list[Any]], await deps.redis.xreadgroup("bare", "c", {stream: ">"}, count=64)
+        )
         ids = [entry_id for _, entries in replies for entry_id, _ in entries]
         await deps.redis.xack(stream, "bare", *ids)
         done += len(ids)
     return STATUS_EVENTS / (time.perf_counter() - started)
 
 
-async def status_rate(deps, org: str) -> float:
+async def status_rate(deps: Deps, org: str) -> float:
     identity = await chats.upsert_identity(deps.pool, org, "573000000000", None)
     await deps.pool.executemany(
         "insert into chat_messages (organization_id, chat_identity_id, direction,"
         " provider_message_id) values ($1::uuid, $2::uuid, 'outbound', $3)",
         [(org, identity.id, f"gs-{i}") for i in range(STATUS_EVENTS)],
     )
-    stream = keys.stream(org, "inbound")
+    stream = keys.stream(org, Stream.INBOUND)
     now_ms = int(time.time() * 1000)
     await _fill(
         deps.redis,
@@ -87,21 +97,21 @@ async def status_rate(deps, org: str) -> float:
     )
     worker = StageWorker(
         deps.redis,
-        stage_config(deps.settings, "enrich", "inbound"),
+        stage_config(deps.settings, Stage.ENRICH),
         EnrichStage(deps).handle,
         "bench",
     )
     stop = asyncio.Event()
     started = time.perf_counter()
     task = asyncio.create_task(worker.run(stop))
-    await _drained(deps.redis, stream, "enrich")
+    await _drained(deps.redis, stream, Stage.ENRICH)
     elapsed = time.perf_counter() - started
     stop.set()
     await task
     return STATUS_EVENTS / elapsed
 
 
-async def send_rate(settings: Settings, deps, rate_per_s: float) -> float:
+async def send_rate(settings: Settings, deps: Deps, rate_per_s: float) -> float:
     """Messages per second the sender achieved against the fake Gupshup."""
     async with FakeGupshup() as gupshup:
         org = await add_org(
@@ -126,12 +136,10 @@ async def send_rate(settings: Settings, deps, rate_per_s: float) -> float:
                 "recipient_interval_ms": 0,
             }
         )
-        bench_deps = type(deps)(
-            settings=run_settings, redis=deps.redis, pool=deps.pool, http=deps.http
-        )
+        bench_deps = Deps(settings=run_settings, redis=deps.redis, pool=deps.pool, http=deps.http)
         await _fill(
             deps.redis,
-            keys.stream(org, "outbound"),
+            keys.stream(org, Stream.OUTBOUND),
             (
                 OutboundMessage(org=org, phone=p, text="hola", idempotency_key=f"b{i}")
                 for i, p in enumerate(phones)

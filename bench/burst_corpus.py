@@ -2,7 +2,7 @@
 
 Kinds: a single complete question; fragments before the question (gaps of 1 to 12 s); a
 correction right after a request; a second question sent while the first is being answered.
-The reply-time benchmark (ops/bench/replytime.py) plays each in its own chat.
+The reply-time benchmark (bench/replytime.py) plays each in its own chat.
 """
 
 from __future__ import annotations

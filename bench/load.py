@@ -13,7 +13,6 @@ import itertools
 import json
 import os
 import shutil
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,18 +21,14 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from ops.app.wiring import run_async
+from tests.fakes.gupshup import FakeGupshup
 from tests.helpers import text_webhook
 
 TOKEN = "bench-token-0000"  # 12 characters at least, like any webhook token
 LATE_S = 5.0
 _TICK_S = os.sysconf("SC_CLK_TCK")
 _phones = itertools.count(1)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def cpu_s(pid: int) -> float:
@@ -65,7 +60,9 @@ class Child:
             stdout=asyncio.subprocess.PIPE if ready == "line" else None,
         )
         if ready == "line":
-            return (await asyncio.wait_for(self.proc.stdout.readline(), timeout_s)).decode().strip()
+            assert self.proc.stdout is not None  # a pipe, asked for above
+            line = await asyncio.wait_for(self.proc.stdout.readline(), timeout_s)
+            return line.decode().strip()
         if ready:
             await wait_http(ready, timeout_s)
             return ready
@@ -74,6 +71,8 @@ class Child:
 
     @property
     def pid(self) -> int:
+        if self.proc is None:
+            raise RuntimeError(f"{self.args[0]} was not started")
         return self.proc.pid
 
     async def stop(self) -> None:
@@ -249,8 +248,6 @@ async def collect(run: Run, gupshup_url: str, settle_s: float) -> None:
 
 async def serve_fake_gupshup() -> None:
     """The project's fake Gupshup plus POST /bench/sent [phones]: first send time of each."""
-    from tests.fakes.gupshup import FakeGupshup
-
     fake = FakeGupshup()
     first: dict[str, float] = {}
 
@@ -268,7 +265,5 @@ async def serve_fake_gupshup() -> None:
 
 
 if __name__ == "__main__":
-    from ops.cli import run_async
-
     if sys.argv[1:] == ["--fake-gupshup"]:
         run_async(serve_fake_gupshup())

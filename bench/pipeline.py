@@ -1,6 +1,6 @@
 """Pipeline benchmark: webhook in to send request out, through real `skytide run` processes.
 
-python -m ops.bench.pipeline [--quick] [--ingress]
+python -m bench.pipeline [--quick] [--ingress]
 
 Real worker processes on embedded Redis and PostgreSQL, webhooks over HTTP, a fake Gupshup in its
 own process that timestamps each send request, the offline model, DEBOUNCE_SECONDS=0, one message
@@ -24,8 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator
 
-from ops.bench import baselines
-from ops.bench.load import (
+import asyncpg
+import redis.asyncio as aioredis
+
+from bench import baselines
+from bench.load import (
     LATE_S,
     TOKEN,
     Child,
@@ -33,17 +36,21 @@ from ops.bench.load import (
     closed_loop_rps,
     collect,
     cpu_s,
-    free_port,
     offer,
     pct,
     skytide,
 )
-from ops.cli import open_deps, run_async
+from ops.app.wiring import open_deps, redis_url, run_async
+from ops.embedded import free_port
+from ops.deps import Deps
 from ops.settings import ALL_ROLES, Settings
 from ops.system import services
 from storage import keys
 from storage.db import migrate
 from storage.orgs import add_org
+
+# label -> (a worker process, its URL)
+Fleet = dict[str, tuple[Child, str]]
 
 P99_LIMIT_MS = 1000.0
 ROUNDS = 4  # closed-loop rounds per ingress server, alternating with the other server
@@ -67,11 +74,9 @@ class Bench:
         self.runs: list[Run] = []
 
     @asynccontextmanager
-    async def fleet(
-        self, roles_per_process: list[str], **env: str
-    ) -> AsyncIterator[dict[str, tuple[Child, str]]]:
+    async def fleet(self, roles_per_process: list[str], **env: str) -> AsyncIterator[Fleet]:
         """Worker processes, started one after another; label -> (process, its URL)."""
-        procs: dict[str, tuple[Child, str]] = {}
+        procs: Fleet = {}
         try:
             for n, roles in enumerate(roles_per_process):
                 port = free_port()
@@ -87,7 +92,9 @@ class Bench:
             for child, _ in procs.values():
                 await child.stop()
 
-    async def step(self, procs, apps: list[str], rate: float, duration_s: float, tag: str) -> Run:
+    async def step(
+        self, procs: Fleet, apps: list[str], rate: float, duration_s: float, tag: str
+    ) -> Run:
         urls = [url for label, (child, url) in procs.items() if _serves_http(label, procs)]
         before = {label: cpu_s(child.pid) for label, (child, _) in procs.items()}
         run = await offer(urls, apps, rate, duration_s, tag)
@@ -97,12 +104,12 @@ class Bench:
             self.runs.append(run)
         return run
 
-    async def warm(self, procs, apps: list[str]) -> None:
+    async def warm(self, procs: Fleet, apps: list[str]) -> None:
         """First messages pay for imports and schema building: send some, measure nothing."""
         await self.step(procs, apps, 20, 2, "warm")
 
     async def capacity(
-        self, procs, apps: list[str], known: list[Run], tag: str
+        self, procs: Fleet, apps: list[str], known: list[Run], tag: str
     ) -> tuple[float, Run | None]:
         """The highest offered rate whose p99 stays under 1 s (every reply in)."""
         best, best_run = 0.0, None
@@ -121,7 +128,7 @@ class Bench:
         return best, best_run
 
 
-def _serves_http(label: str, procs) -> bool:
+def _serves_http(label: str, procs: Fleet) -> bool:
     return label.startswith("process") or "ingress" in label
 
 
@@ -135,7 +142,7 @@ def _line(label: str, run: Run, bare_ms: float | None = None) -> None:
     )
 
 
-async def make_orgs(pool, redis, prefix: str, n: int) -> list[str]:
+async def make_orgs(pool: asyncpg.Pool, redis: aioredis.Redis, prefix: str, n: int) -> list[str]:
     """n organizations with a Gupshup connection each; returns their app names."""
     apps = [f"{prefix}-{i}" for i in range(n)]
     gate = asyncio.Semaphore(8)
@@ -156,16 +163,17 @@ async def make_orgs(pool, redis, prefix: str, n: int) -> list[str]:
     return apps
 
 
-async def ingress_vs_bare(bench: Bench, deps, apps: list[str], plan: Plan) -> None:
+async def ingress_vs_bare(bench: Bench, deps: Deps, apps: list[str], plan: Plan) -> Run:
+    """The ingress against a bare aiohttp + XADD server; returns the bare server's 50 msg/s run."""
     port = free_port()
     bare = Child(
         [
             sys.executable,
             "-m",
-            "ops.bench.baselines",
+            "bench.baselines",
             "--bare-ingress",
             str(port),
-            deps.settings.redis_url,
+            redis_url(deps.settings),
         ]
     )
     bare_url = await bare.start(ready=f"http://127.0.0.1:{port}/healthz")
@@ -173,7 +181,7 @@ async def ingress_vs_bare(bench: Bench, deps, apps: list[str], plan: Plan) -> No
     try:
         async with bench.fleet(["ingress"]) as procs:
             ((child, url),) = procs.values()
-            figures = {}
+            at_50: dict[str, tuple[Run, float]] = {}  # label -> (run, CPU ms per request)
             servers = (
                 ("bare aiohttp + XADD", bare.pid, bare_url),
                 ("skytide ingress", child.pid, url),
@@ -183,9 +191,10 @@ async def ingress_vs_bare(bench: Bench, deps, apps: list[str], plan: Plan) -> No
                 cpu = cpu_s(pid)
                 run = await offer([target], apps, 50, plan.step_s, f"ing-{label[:4]}")
                 cpu_ms = (cpu_s(pid) - cpu) / max(1, run.messages) * 1000
-                figures[label] = (run, cpu_ms)
+                at_50[label] = (run, cpu_ms)
             # Closed loop in alternating rounds, so a change in the machine's load falls on both.
-            totals = {label: [0.0, 0, 0.0] for label, _, _ in servers}  # seconds, requests, CPU s
+            # label -> [seconds, requests, CPU seconds]
+            totals = {label: [0.0, 0.0, 0.0] for label, _, _ in servers}
             for r in range(ROUNDS):
                 for label, pid, target in servers:
                     cpu, started = cpu_s(pid), time.monotonic()
@@ -195,13 +204,14 @@ async def ingress_vs_bare(bench: Bench, deps, apps: list[str], plan: Plan) -> No
                     totals[label][0] += time.monotonic() - started
                     totals[label][1] += requests
                     totals[label][2] += cpu_s(pid) - cpu
-            figures = {
+            # label -> (run, CPU ms per request, requests per second, requests per CPU-second)
+            figures: dict[str, tuple[Run, float, float, float]] = {
                 label: (
-                    *figures[label],
+                    *at_50[label],
                     totals[label][1] / totals[label][0],
                     totals[label][1] / max(1e-9, totals[label][2]),
                 )
-                for label in figures
+                for label in at_50
             }
         # The driver shares the two cores with the server, so requests per CPU-second of the
         # server process is the steadier capacity figure; req/s is what this machine managed.
@@ -231,17 +241,19 @@ async def main(plan: Plan, ingress_only: bool = False) -> None:
     )
     bench_cpu = time.process_time()
     # SIGTERM (timeout, Ctrl-C in make) unwinds like an error: the workers and servers stop.
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
+    main_task = asyncio.current_task()
+    assert main_task is not None  # run by run_async
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     with tempfile.TemporaryDirectory() as tmp:
         base = Settings(skytide_env="development", data_dir=Path(tmp), log_level="WARNING")
         async with services(base) as settings, open_deps(settings) as deps:
             await migrate(deps.pool)
-            gupshup = Child([sys.executable, "-m", "ops.bench.load", "--fake-gupshup"])
+            gupshup = Child([sys.executable, "-m", "bench.load", "--fake-gupshup"])
             gupshup_url = await gupshup.start(ready="line")
             env = {
                 "SKYTIDE_ENV": "development",
-                "REDIS_URL": settings.redis_url,
-                "DATABASE_URL": settings.database_url,
+                "REDIS_URL": redis_url(settings),
+                "DATABASE_URL": settings.database_url or "",  # set by services()
                 "GUPSHUP_API_URL": gupshup_url,
                 "DEBOUNCE_SECONDS": "0",
                 "LLM_MODEL": "offline",
@@ -273,7 +285,7 @@ async def main(plan: Plan, ingress_only: bool = False) -> None:
     )
 
 
-async def _all(bench: Bench, deps, plan: Plan) -> None:
+async def _all(bench: Bench, deps: Deps, plan: Plan) -> None:
     hop_cpu, hop_wall = await baselines.bare_hop(deps.redis)
     agent_ms = await baselines.bare_agent_cpu_ms(requests=2)
     print(
@@ -348,7 +360,7 @@ async def _idle_cpu_pct(bench: Bench, window_s: float = 5.0) -> float:
         return (cpu_s(child.pid) - before) / window_s * 100
 
 
-async def _forget_orgs(deps, apps: list[str]) -> None:
+async def _forget_orgs(deps: Deps, apps: list[str]) -> None:
     """Take the ingress-only organizations (and their unread backlog) out of the later steps."""
     rows = await deps.pool.fetch(
         "select organization_id::text as org from platform_connections"
@@ -357,7 +369,7 @@ async def _forget_orgs(deps, apps: list[str]) -> None:
     )
     for row in rows:
         await deps.redis.srem(keys.ORG_REGISTRY, row["org"])
-        await deps.redis.delete(*(keys.stream(row["org"], stage) for stage in keys.STAGES))
+        await deps.redis.delete(*(keys.stream(row["org"], s) for s in keys.PIPELINE_STREAMS))
     await deps.pool.execute(
         "update platform_connections set is_active = false"
         " where gupshup_app_name = any($1::text[])",

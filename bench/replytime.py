@@ -1,17 +1,20 @@
 """Reply time as a customer feels it: from the last message of a burst to its answer.
 
-python -m ops.bench.replytime
+python -m bench.replytime
 
-Plays the burst corpus (ops/bench/burst_corpus.py), each burst in its own chat, through the
+Plays the burst corpus (bench/burst_corpus.py), each burst in its own chat, through the
 real pipeline in one process (embedded Redis and PostgreSQL, the offline model behind a delay
 that stands for a real model: MODEL_BASE_S plus MODEL_PER_CHAR_S per character of the turn's
 messages, per model request), replies going to the fake Gupshup. Runs twice in the same run:
 with the adaptive quiet window (graph/bursts.py) and with today's fixed window of
-DEBOUNCE_SECONDS (the baseline). Prints per run: reply time p50/p90 from the burst's last
+DEBOUNCE_SECONDS (the baseline), and the adaptive window once more without TURN_RESTART (a
+message landing mid-turn waits for the next turn instead of restarting it). Prints per run: reply time p50/p90 from the burst's last
 message, bursts answered more than once, answers that missed a message sent before they went
 out, model requests and prompt characters per turn. "Answered more than once" counts a burst
 whose messages, all sent before its first answer arrived, were answered by more than one turn;
-a message written after an answer arrived starts a new exchange. Asserts nothing.
+a message written after an answer arrived starts a new exchange. A turn abandoned for newer
+messages sent nothing (a later turn of its chat read all its messages): it counts among the model
+requests, not among the answers. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -21,12 +24,15 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import aiohttp
 
+from graph.contract import TurnInput, TurnResult
 from graph.receptionist import Receptionist
-from ops.bench.burst_corpus import BURSTS
-from ops.cli import open_deps, run_async, running_system
+from bench.burst_corpus import BURSTS
+from ops.app.wiring import open_deps, run_async, running_system
+from ops.deps import Deps
 from ops.settings import ALL_ROLES, Settings
 from ops.system import services
 from storage.db import migrate
@@ -53,11 +59,11 @@ class Turns:
     seen: list[Turn] = field(default_factory=list)
 
 
-def slow_receptionist(turns: Turns):
+def slow_receptionist(turns: Turns) -> Callable[[Deps, Any], Receptionist]:
     """The real receptionist (offline model) behind a model's latency, recorded."""
 
     class Slow(Receptionist):
-        async def run_turn(self, turn):
+        async def run_turn(self, turn: TurnInput) -> TurnResult:
             seen = Turn(turn.chat, list(turn.texts), time.time())
             turns.seen.append(seen)
             await asyncio.sleep(MODEL_BASE_S + MODEL_PER_CHAR_S * sum(len(t) for t in turn.texts))
@@ -68,7 +74,7 @@ def slow_receptionist(turns: Turns):
     return lambda deps, saver: Slow(deps, saver)
 
 
-def webhook(phone: str, text: str, message_id: str, ts_ms: int) -> dict:
+def webhook(phone: str, text: str, message_id: str, ts_ms: int) -> dict[str, Any]:
     return {
         "app": APP,
         "timestamp": ts_ms,
@@ -94,10 +100,12 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def play(settings: Settings, deps, adaptive: bool, label: str, tag: str) -> None:
+async def play(
+    settings: Settings, deps: Deps, adaptive: bool, label: str, tag: str, restart: bool = True
+) -> None:
     turns = Turns()
     run_settings = settings.model_copy(
-        update={"debounce_adaptive": adaptive, "dev_chat_enabled": False}
+        update={"debounce_adaptive": adaptive, "dev_chat_enabled": False, "turn_restart": restart}
     )
     async with FakeGupshup() as gupshup:
         run_settings = run_settings.model_copy(update={"gupshup_api_url": gupshup.url})
@@ -139,7 +147,8 @@ async def play(settings: Settings, deps, adaptive: bool, label: str, tag: str) -
                     break
                 await asyncio.sleep(0.2)
             await asyncio.sleep(2 * MODEL_BASE_S)  # a late second answer would show here
-    reply_s, more_than_once, missed = [], 0, 0
+    reply_s: list[float] = []
+    more_than_once = missed = 0
     which: list[str] = []
     for i in range(len(BURSTS)):
         phone = f"57310{tag}{i:05d}"
@@ -149,6 +158,12 @@ async def play(settings: Settings, deps, adaptive: bool, label: str, tag: str) -
         if after_last:
             reply_s.append(after_last[0] - last_sent)
         chat_turns = [t for t in turns.seen if t.phone == phone]
+        # Abandoned turns answered nothing: a later turn of the chat read all their messages.
+        chat_turns = [
+            t
+            for k, t in enumerate(chat_turns)
+            if not any(set(t.texts) <= set(later.texts) for later in chat_turns[k + 1 :])
+        ]
         # Answered in pieces: a second turn made only of messages the customer sent before the
         # first answer reached them (one written after an answer is a new exchange, not a split).
         first_answer = replies[0] if replies else float("inf")
@@ -175,8 +190,8 @@ async def play(settings: Settings, deps, adaptive: bool, label: str, tag: str) -
         f"answers that missed a message {missed}  model requests {len(turns.seen)} "
         f"({len(turns.seen) / len(BURSTS):.2f}/burst), {chars / n_turns:.0f} prompt chars/turn"
     )
-    for burst in which:
-        print(f"    split or stale: {burst}")
+    for texts in which:
+        print(f"    split or stale: {texts}")
 
 
 async def main() -> None:
@@ -198,6 +213,9 @@ async def main() -> None:
             )
             await play(settings, deps, adaptive=False, label="fixed window (baseline)", tag="1")
             await play(settings, deps, adaptive=True, label="adaptive window", tag="2")
+            await play(
+                settings, deps, adaptive=True, label="adaptive, no restart", tag="3", restart=False
+            )
 
 
 if __name__ == "__main__":

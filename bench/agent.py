@@ -1,7 +1,7 @@
 """Agent-turn benchmarks: graph overhead without model time, prompt size over a long chat, and
 turn concurrency against a fake OpenAI server that answers after 1 s.
 
-python -m ops.bench.agent
+python -m bench.agent
 
 Starts its own embedded Redis and PostgreSQL, migrates and seeds the demo clinic. Prints figures
 and ratios against a bare LangGraph graph with an in-memory saver measured in the same run;
@@ -12,31 +12,33 @@ from __future__ import annotations
 
 import asyncio
 import resource
-from contextlib import AsyncExitStack
-
 import sys
 import tempfile
 import time
 import uuid
+from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from pydantic_ai import Agent
-from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from graph import offline
 from graph.checkpoints import open_checkpointer
-from graph.contract import TurnInput
+from graph.contract import TurnInput, TurnResult
 from graph.experts import ExpertReply
 from graph.models import build_model
 from graph.receptionist import Receptionist
-from ops.cli import open_deps, run_async, settle_heap
+from ops.app.wiring import open_deps, redis_url, run_async, settle_heap
+from ops.deps import Deps
 from ops.settings import Settings
 from ops.system import services
 from storage import chats, memory
+from storage.chats import Identity
 from storage.db import migrate
 from storage.seed import demo_today, seed_demo
 from tests.fakes.openai import FakeOpenAI, tool_call
@@ -78,7 +80,7 @@ async def bare_turns(n: int) -> list[float]:
 def instant_model() -> FunctionModel:
     """Answers at once: what remains of a turn is graph, checkpoint, tools and database."""
 
-    async def respond(messages, info: AgentInfo) -> ModelResponse:
+    async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         if not info.output_tools:
             return ModelResponse(parts=[TextPart("Resumen.")])
         if "[agente:router]" in (info.instructions or ""):
@@ -92,11 +94,19 @@ def instant_model() -> FunctionModel:
     return FunctionModel(respond)
 
 
-async def identity(deps, org: str, phone: str):
+async def identity(deps: Deps, org: str, phone: str) -> Identity:
     return await chats.upsert_identity(deps.pool, org, phone, None)
 
 
-async def turn(receptionist, org, ident, texts, turn_id=None):
+async def turn(
+    receptionist: Receptionist,
+    org: str,
+    ident: Identity,
+    texts: list[str],
+    turn_id: str | None = None,
+) -> TurnResult:
+    if ident.contact_id is None:
+        raise ValueError(f"{ident.phone} is a staff chat: the bench plays customers")
     return await receptionist.run_turn(
         TurnInput(
             org=org,
@@ -113,7 +123,9 @@ PLAIN = "hola"  # says plainly what it wants: routed by keywords, one agent run
 UNCLEAR = "mmm una cosa"  # the model router decides, then the expert: two agent runs
 
 
-async def timed_turns(receptionist, people, org, text: str, n: int) -> list[float]:
+async def timed_turns(
+    receptionist: Receptionist, people: list[Identity], org: str, text: str, n: int
+) -> list[float]:
     times = []
     for i in range(n):
         ident = people[i % len(people)]
@@ -124,7 +136,7 @@ async def timed_turns(receptionist, people, org, text: str, n: int) -> list[floa
     return times
 
 
-async def overhead(deps, saver, org) -> None:
+async def overhead(deps: Deps, saver: BaseCheckpointSaver[Any], org: str) -> None:
     bare = await bare_turns(OVERHEAD_TURNS)
     receptionist = Receptionist(deps, saver, model=instant_model())
     people = [await identity(deps, org, f"5730010{i:05d}") for i in range(20)]
@@ -158,10 +170,10 @@ async def overhead(deps, saver, org) -> None:
     )
 
 
-async def prompt_growth(deps, saver, org) -> None:
+async def prompt_growth(deps: Deps, saver: BaseCheckpointSaver[Any], org: str) -> None:
     sizes: list[int] = []
 
-    async def measuring(messages, info: AgentInfo) -> ModelResponse:
+    async def measuring(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         chars = len(info.instructions or "") + sum(
             len(str(p.content))
             for m in messages
@@ -204,7 +216,7 @@ async def prompt_growth(deps, saver, org) -> None:
     )
 
 
-def _fake_answer(body):
+def _fake_answer(body: dict[str, Any]) -> dict[str, Any]:
     system = " ".join(str(m.get("content")) for m in body["messages"] if m["role"] == "system")
     if "[bare:tool]" in system and not any(m["role"] == "tool" for m in body["messages"]):
         return tool_call("price_of", service="limpieza facial")  # the bare run's second request
@@ -222,11 +234,12 @@ async def serve_fake_openai() -> None:
         await asyncio.Event().wait()
 
 
-async def concurrency(deps, saver, org) -> None:
+async def concurrency(deps: Deps, saver: BaseCheckpointSaver[Any], org: str) -> None:
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ops.bench.agent", "--fake-openai", stdout=asyncio.subprocess.PIPE
+        sys.executable, "-m", "bench.agent", "--fake-openai", stdout=asyncio.subprocess.PIPE
     )
     try:
+        assert child.stdout is not None  # a pipe, asked for above
         url = (await child.stdout.readline()).decode().strip()
         # The production model and client (graph.models.build_model) against the fake server.
         settings = deps.settings.model_copy(
@@ -306,7 +319,9 @@ async def main() -> None:
             await migrate(deps.pool)
             org = await seed_demo(deps.pool, today=demo_today(deps))
             saver = await stack.enter_async_context(
-                open_checkpointer(settings.redis_url, settings.checkpoint_ttl_min)
+                open_checkpointer(
+                    redis_url(settings), settings.checkpoint_ttl_min, cluster=settings.redis_cluster
+                )
             )
             settle_heap()  # as a running worker does
             await overhead(deps, saver, org)

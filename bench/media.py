@@ -1,6 +1,6 @@
 """Media benchmarks: enrichment throughput with a slow Gemini, and worker memory on 16 MB files.
 
-python -m ops.bench.media
+python -m bench.media
 
 1. Throughput: MEDIA_MESSAGES voice notes from as many chats go through the real enrich stage
    (download from the fake Gupshup media host, local store, fake Gemini answering after
@@ -23,7 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from ops.cli import open_deps, run_async, running_system
+import asyncpg
+
+from ops.app.wiring import open_deps, run_async, running_system
+from ops.deps import Deps
 from ops.settings import Settings
 from ops.system import services
 from storage import keys, streams
@@ -48,13 +51,15 @@ def vm_hwm_kb() -> int:
     return 0
 
 
-async def _count_rows(pool, org: str) -> int:
-    return await pool.fetchval(
-        "select count(*) from chat_messages where organization_id = $1::uuid", org
+async def _count_rows(pool: asyncpg.Pool, org: str) -> int:
+    return int(
+        await pool.fetchval(
+            "select count(*) from chat_messages where organization_id = $1::uuid", org
+        )
     )
 
 
-async def _wait_rows(pool, org: str, n: int, timeout_s: float = 120.0) -> None:
+async def _wait_rows(pool: asyncpg.Pool, org: str, n: int, timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while await _count_rows(pool, org) < n:
         if time.monotonic() > deadline:
@@ -62,7 +67,7 @@ async def _wait_rows(pool, org: str, n: int, timeout_s: float = 120.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def _new_org(deps, label: str) -> str:
+async def _new_org(deps: Deps, label: str) -> str:
     org = await add_org(
         deps.pool,
         name=f"Bench {label}",
@@ -88,7 +93,9 @@ def _message(org: str, i: int, media: Media | None) -> InboundMessage:
     )
 
 
-async def _run_batch(settings: Settings, deps, events: list[InboundMessage], org: str) -> float:
+async def _run_batch(
+    settings: Settings, deps: Deps, events: list[InboundMessage], org: str
+) -> float:
     """Seconds from enqueueing `events` to their last chat_messages row."""
     async with running_system(settings, roles=("enrich",), deps=deps):
         started = time.perf_counter()
@@ -98,7 +105,7 @@ async def _run_batch(settings: Settings, deps, events: list[InboundMessage], org
         return time.perf_counter() - started
 
 
-async def throughput(settings: Settings, deps, gupshup: FakeGupshup) -> None:
+async def throughput(settings: Settings, deps: Deps, gupshup: FakeGupshup) -> None:
     text_org = await _new_org(deps, "text")
     text_s = await _run_batch(
         settings, deps, [_message(text_org, i, None) for i in range(MEDIA_MESSAGES)], text_org
@@ -137,7 +144,7 @@ async def throughput(settings: Settings, deps, gupshup: FakeGupshup) -> None:
 
 async def memory(
     settings: Settings,
-    deps,
+    deps: Deps,
     gupshup: FakeGupshup,
     gemini: FakeGemini,
     media_dir: Path,
@@ -159,7 +166,7 @@ async def memory(
     worker = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "ops.bench.media",
+        "bench.media",
         "--worker",
         org,
         str(BIG_FILES),

@@ -9,14 +9,14 @@ import importlib.util
 import subprocess
 import sys
 
-BENCHES = ("pipeline", "replytime", "delivery", "media", "agent", "scheduling")
+BENCHES = ("pipeline", "mix", "replytime", "delivery", "media", "agent", "scheduling")
 
 
 def main(argv: list[str] | None = None) -> int:
     names = argv or list(BENCHES)
     failed = 0
     for name in names:
-        module = f"ops.bench.{name}"
+        module = f"bench.{name}"
         if importlib.util.find_spec(module) is None:
             print(f"== {name}: not built yet")
             continue

@@ -11,18 +11,21 @@ import asyncio
 import json
 import sys
 import time
+from typing import Any, cast
 
+import redis.asyncio as aioredis
 from aiohttp import web
 from pydantic_ai import Agent
-from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+from ops.app.wiring import run_async
+from storage.redis_client import create_redis
 
 BARE_STREAM = "bench:bare-ingress"
 
 
 async def serve_bare_ingress(port: int, redis_url: str) -> None:
-    from storage.redis_client import create_redis
-
     redis = create_redis(redis_url)
 
     async def webhook(request: web.Request) -> web.Response:
@@ -43,7 +46,7 @@ async def serve_bare_ingress(port: int, redis_url: str) -> None:
     await asyncio.Event().wait()
 
 
-async def bare_hop(redis, n: int = 3000) -> tuple[float, float]:
+async def bare_hop(redis: aioredis.Redis, n: int = 3000) -> tuple[float, float]:
     """(CPU ms, wall ms) per entry of XREADGROUP + XADD + XACK, one entry at a time."""
     src, dst = "bench:hop:a", "bench:hop:b"
     await redis.delete(src, dst)
@@ -54,7 +57,9 @@ async def bare_hop(redis, n: int = 3000) -> tuple[float, float]:
         await pipe.execute()
     cpu, wall = time.process_time(), time.perf_counter()
     for _ in range(n):
-        for _, entries in await redis.xreadgroup("g", "c", {src: ">"}, count=1):
+        # RESP2 (storage/redis_client.py): [[stream, [(id, fields), ...]], ...]
+        reply = cast(list[list[Any]], await redis.xreadgroup("g", "c", {src: ">"}, count=1))
+        for _, entries in reply:
             for entry_id, fields in entries:
                 await redis.xadd(dst, fields)
                 await redis.xack(src, "g", entry_id)
@@ -63,10 +68,10 @@ async def bare_hop(redis, n: int = 3000) -> tuple[float, float]:
     return cpu / n * 1000, wall / n * 1000
 
 
-def bare_agent(requests: int = 2) -> Agent:
+def bare_agent(requests: int = 2) -> Agent[None, str]:
     """An agent with one tool whose model calls the tool requests - 1 times, then answers."""
 
-    async def respond(messages, info: AgentInfo) -> ModelResponse:
+    async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         calls = sum(
             1 for m in messages for p in getattr(m, "parts", ()) if p.part_kind == "tool-return"
         )
@@ -95,7 +100,5 @@ async def bare_agent_cpu_ms(requests: int = 2, runs: int = 300) -> float:
 
 
 if __name__ == "__main__":
-    from ops.cli import run_async
-
     if sys.argv[1] == "--bare-ingress":
         run_async(serve_bare_ingress(int(sys.argv[2]), sys.argv[3]))
