@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from redis.cluster import key_slot
+from redis.crc import key_slot
 
 from graph import scenarios
 from graph.kv_checkpoints import KeyValueShallowSaver
