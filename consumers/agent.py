@@ -31,7 +31,7 @@ from graph.contract import EscalationRequest, TurnInput, TurnSuperseded
 from graph.receptionist import Receptionist
 from ops import metrics, tracing
 from ops.deps import Deps
-from storage import chats, keys, origins, turns
+from storage import chats, keys, org_settings, origins, turns
 from storage.events import EscalationNotice, OutboundMessage, StreamEvent, TurnRequest
 from storage.orgs import ConnectionsByOrg
 
@@ -218,7 +218,11 @@ class AgentStage:
         """The advisor's template notification, or the honest answer when there is no advisor."""
         connection = await self.connections.get(event.org)
         settings = connection.settings if connection else {}
-        advisor, template = settings.get("advisor_phone"), settings.get("escalation_template_id")
+        advisor = settings.get("advisor_phone")
+        # The advisor reads the organization's language, whatever the customer's.
+        template = org_settings.template_for(
+            settings, "escalation_template_id", org_settings.default_language(settings)
+        )
         if not (advisor and template):
             log.warning(
                 "org %s has no advisor_phone or escalation_template_id: cannot escalate", event.org

@@ -14,7 +14,8 @@ from consumers.runtime import Delivery, Retry
 from consumers.send_doubts import SendEvidence
 from ops import metrics
 from ops.deps import Deps
-from storage import chats, consent, ratelimit, statuses, streams
+from graph import i18n
+from storage import chats, consent, org_settings, ratelimit, statuses, streams
 from storage.events import OutboundMessage, StatusEvent, UserEvent
 from storage.org_settings import staff_phones
 from storage.orgs import ConnectionsByOrg
@@ -27,8 +28,13 @@ API_RATE_LIMITED = 4001  # Gupshup: slow down
 MARKETING_STOPPED = 131050  # Meta: the user stopped marketing messages
 UNMATCHED_GRACE_MS = 60_000  # a status may race the row update of its own send: retry meanwhile
 
+# Spanish, English and Portuguese ("PARAR" is both).
 STOP_WORDS = {
     "stop",
+    "sair",
+    "descadastrar",
+    "nao quero mais mensagens",
+    "cancelar inscricao",
     "baja",
     "darme de baja",
     "dar de baja",
@@ -39,12 +45,13 @@ STOP_WORDS = {
     "parar",
     "alto",
 }
-START_WORDS = {"start", "alta", "suscribir", "volver a recibir mensajes"}
-
-OPT_OUT_CONFIRMATION = (
-    "Listo, no te enviaremos más mensajes por WhatsApp. Si cambias de opinión, escribe ALTA."
+START_WORDS = {"start", "alta", "suscribir", "volver a recibir mensajes", "voltar", "unstop"}
+# The keyword's language when the chat has none yet (a first message "STOP"); "parar" is
+# Spanish and Portuguese: the organization's language decides.
+_KEYWORD_LANGUAGE = {"stop": "en", "unsubscribe": "en", "start": "en", "unstop": "en"}
+_KEYWORD_LANGUAGE |= dict.fromkeys(
+    ["sair", "descadastrar", "nao quero mais mensagens", "cancelar inscricao", "voltar"], "pt"
 )
-OPT_IN_CONFIRMATION = "¡Listo! Volverás a recibir nuestros mensajes por WhatsApp."
 
 
 def normalise(text: str) -> str:
@@ -158,8 +165,26 @@ class DeliveryEvents:
         )
         return None
 
+    async def _confirmation(self, org: str, phone: str, status: str, keyword: str | None) -> str:
+        """The confirmation in the chat's language; a chat without one yet: the keyword's if it
+        has its own ("STOP"), else the organization's."""
+        lang = await chats.language_by_phone(self.deps.pool, org, phone)
+        if lang is None:
+            lang = _KEYWORD_LANGUAGE.get(normalise(keyword or ""))
+        if lang is None:
+            connection = await self.connections.get(org)
+            lang = org_settings.default_language(connection.settings if connection else {})
+        return i18n.text("system.opt_out" if status == "opted_out" else "system.opt_in", lang)
+
     async def on_keyword(
-        self, *, org: str, phone: str, contact_id: str, provider_id: str, status: consent.Status
+        self,
+        *,
+        org: str,
+        phone: str,
+        contact_id: str,
+        provider_id: str,
+        status: consent.Status,
+        keyword: str | None = None,
     ) -> None:
         """A STOP or START message: record it and confirm once (not again if nothing changed).
 
@@ -178,7 +203,7 @@ class DeliveryEvents:
         # Unchanged, and not a redelivery of the message that set it: no confirmation again.
         if previous is not None and previous[0] == status and previous[1] != provider_id:
             return
-        text = OPT_OUT_CONFIRMATION if status == "opted_out" else OPT_IN_CONFIRMATION
+        text = await self._confirmation(org, phone, status, keyword)
         await streams.publish(
             self.deps.redis,
             OutboundMessage(

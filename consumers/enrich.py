@@ -119,6 +119,7 @@ class EnrichStage:
                 contact_id=identity.customer_contact_id(),
                 provider_id=event.provider_id,
                 status=keyword,
+                keyword=event.text,
             )
         # A chat a person has taken over, an opted-out contact and a STOP/START message keep
         # their messages but start no turn.

@@ -18,7 +18,7 @@ from datetime import datetime, time, timedelta
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
-from graph import replies
+from graph import i18n, replies
 from ops import metrics
 from consumers import ticker
 from ops.deps import Deps
@@ -26,11 +26,9 @@ from ops.outages import dependency_of
 from storage import due, jobs, keys, org_settings, reminders, streams
 from storage.catalog import org_profile
 from storage.events import (
-    REMINDER_BUTTONS,
     BadEvent,
     ConfirmationJob,
     OutboundMessage,
-    ReminderAnswer,
     ReminderJob,
 )
 from storage.jobs import JobOutcome, Postponed
@@ -215,7 +213,9 @@ class Scheduler:
         now: datetime,
     ) -> OutboundMessage:
         local = appt.starts_at.astimezone(tz)
-        date, clock = replies.day(local), replies.clock(local)
+        # In the chat's language, else the organization's (a chat that has not said enough yet).
+        lang = appt.language or org_settings.default_language(settings)
+        date, clock = replies.day(local, lang), replies.clock(local, lang)
         address = settings.get("address") or ""
         message = OutboundMessage(
             org=org,
@@ -225,12 +225,12 @@ class Scheduler:
             requires_bot_enabled=False,
         )
         if isinstance(job, ConfirmationJob):
-            text = confirmation_text(job.change, appt.service_name, date, clock, address)
+            text = confirmation_text(job.change, appt.service_name, date, clock, address, lang)
             return message.model_copy(update={"text": text})
         window_open = appt.last_inbound_at is not None and now - appt.last_inbound_at < timedelta(
             hours=self.deps.settings.window_hours
         ) - timedelta(seconds=self.deps.settings.window_margin_s)
-        template_id = settings.get("reminder_template_id")
+        template_id = org_settings.template_for(settings, "reminder_template_id", lang)
         if not window_open and template_id:
             return message.model_copy(
                 update={
@@ -238,16 +238,13 @@ class Scheduler:
                     "template_params": [appt.service_name, date, clock, address],
                 }
             )
-        text = f"⏰ Te recordamos tu cita de {appt.service_name} el {date} a las {clock}" + (
-            f" en {address}" if address else ""
-        )
+        text = i18n.text("reminder.text", lang, service=appt.service_name, date=date, clock=clock)
+        text += i18n.text("reminder.where", lang, address=address) if address else ""
+        buttons = i18n.words("reminder.buttons", lang)  # Confirmar, Reprogramar, Cancelar
         if appt.confirmed_by_contact_at:  # already confirmed: no question, only how to change it
-            text += ". ¡Te esperamos!"
-            answers: list[ReminderAnswer] = ["reschedule", "cancel"]
-        else:
-            text += ". ¿Nos confirmas tu asistencia?"
-            answers = ["confirm", "reschedule", "cancel"]
-        buttons = [REMINDER_BUTTONS[answer] for answer in answers]
+            text += i18n.text("reminder.expect", lang)
+            return message.model_copy(update={"text": text, "buttons": buttons[1:]})
+        text += i18n.text("reminder.ask", lang)
         return message.model_copy(update={"text": text, "buttons": buttons})
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -275,14 +272,25 @@ class AttendanceStats:
             metrics.attendance.labels(org, outcome).set(n)
 
 
-def confirmation_text(change: str, service: str, date: str, clock: str, address: str) -> str:
+def confirmation_text(
+    change: str, service: str, date: str, clock: str, address: str, lang: str = "es"
+) -> str:
     where = f"\n📍 {address}" if address else ""
     if change == "cancelled":
-        return f"❌ Cita cancelada: {service}\n📅 {date}\n🕒 {clock}\nSi quieres, agendamos otra cuando gustes."
-    title = "Cita reprogramada" if change == "rescheduled" else "Cita confirmada"
-    return (
-        f"✅ {title}: {service}\n📅 {date}\n🕒 {clock}{where}\n"
-        "Te enviaremos un recordatorio antes de tu cita."
+        return i18n.text(
+            "reminder.cancelled_message", lang, service=service, date=date, clock=clock
+        )
+    title = i18n.text(
+        "reminder.rescheduled" if change == "rescheduled" else "reminder.confirmed", lang
+    )
+    return i18n.text(
+        "reminder.booked_message",
+        lang,
+        title=title,
+        service=service,
+        date=date,
+        clock=clock,
+        where=where,
     )
 
 

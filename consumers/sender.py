@@ -23,7 +23,7 @@ from consumers.send_doubts import SendEvidence
 from ops import metrics, tracing
 from ops.outages import Dependency, DependencyDown
 from ops.deps import Deps
-from storage import chats, outbound, ratelimit, send_doubts
+from storage import chats, org_settings, outbound, ratelimit, send_doubts
 from storage.events import OutboundMessage, StreamEvent
 from storage.keys import Stage
 from storage.org_settings import staff_phones
@@ -207,7 +207,11 @@ class SenderStage:
         )
         if self.deps.clock() < open_until:
             return event
-        template_id = connection.settings.get("reengagement_template_id")
+        template_id = org_settings.template_for(
+            connection.settings,
+            "reengagement_template_id",
+            identity.language or org_settings.default_language(connection.settings),
+        )
         return event.model_copy(
             update={
                 "text": None,

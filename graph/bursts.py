@@ -35,7 +35,8 @@ _FRAGMENT = re.compile(
     r"^\W*(hola+|holi|buenas?|buen(os|as)? (dias|tardes|noches)|hey|ey|oye|oiga|mira|disculpa|disculpe"
     r"|perdon|una (pregunta|consulta|duda)|tengo una (pregunta|consulta|duda)|consulta|pregunta"
     r"|te (cuento|pregunto|consulto)|le (pregunto|consulto)|quisiera (saber|preguntar)|necesito (saber|preguntar)"
-    r"|hi|hello|hey there|quick question|a question|oi|ola|bom dia|boa (tarde|noite)|uma (pergunta|duvida))"
+    r"|hi|hello|hey there|good (morning|afternoon|evening)|quick question|a question|oie?|ola|bom dia"
+    r"|boa (tarde|noite)|uma (pergunta|duvida)|tudo bem)"
     r"(\W+(hola|buenas|buen(os|as)? (dias|tardes|noches)|una (pregunta|consulta)|por ?fa(vor)?|porfis|hi|hello))*\W*$"
 )
 

@@ -4,6 +4,7 @@ real model and the offline one say the same thing, taken from the same rows.
 
 Dates go through the one date parser (graph/timeparse.py) and hours through the availability
 calendar (storage/facts.hours_on): the hours given for a day are the hours offered for it.
+The sentences come from the message catalogs (graph/i18n.py), in the language of the turn.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from graph import replies, timeparse
+from graph import i18n, replies, timeparse
 from storage import catalog, facts
 
 Topic = Literal["horario", "direccion", "personal", "servicios"]
@@ -28,7 +29,9 @@ def _clock(at: time) -> str:
 
 
 def _spans(spans: Iterable[tuple[time, time]]) -> str:
-    return " y ".join(f"de {_clock(a)} a {_clock(b)}" for a, b in spans)
+    return i18n.text("facts.spans_join").join(
+        i18n.text("facts.span", start=_clock(a), end=_clock(b)) for a, b in spans
+    )
 
 
 def _sentence(text: str) -> str:
@@ -37,8 +40,7 @@ def _sentence(text: str) -> str:
 
 
 def _plural(weekday: int) -> str:
-    name = replies.WEEKDAYS[weekday]
-    return name if name.endswith("s") else name + "s"
+    return replies.weekdays_plural(weekday)
 
 
 def _day(d: date) -> str:
@@ -69,34 +71,36 @@ async def hours(
         # rather than a guess (the booking tool asks which; a question about hours can answer both).
         c = when.conflict
         found = await facts.hours_on(pool, org, tz, sorted({c.dated, c.other}))
-        head = f"Ojo: el {c.dated.day} es {replies.WEEKDAYS[c.dated.weekday()]}, no {replies.WEEKDAYS[c.weekday]}."
+        head = i18n.text(
+            "facts.conflict",
+            n=c.dated.day,
+            dated_weekday=replies.weekday(c.dated.weekday()),
+            weekday=replies.weekday(c.weekday),
+        )
         return "\n".join([head] + [_one_day(h, now) for h in found])
     week = await _week(pool, org)
     if holiday:
         if await facts.open_on_holidays(pool, org):
-            return f"Los festivos sí atendemos, en el horario del día. {week}"
-        return f"Los festivos no atendemos. {week}"
+            return i18n.text("facts.holidays_open", week=week)
+        return i18n.text("facts.holidays_closed", week=week)
     return week
 
 
 def _one_day(h: facts.DayHours, now: datetime) -> str:
     today = now.date()
-    name = "Hoy" if h.day == today else f"El {_day(h.day)}"
     if h.is_open and h.day == today and now.time() >= max(b for _, b in h.spans):
         # "¿hasta qué hora están hoy?" at 7 p. m.: closed for today, not "we are open until 6".
-        return _sentence(f"Hoy ya cerramos: atendimos {_spans(h.spans)}")
+        return _sentence(i18n.text("facts.today_closed_already", spans=_spans(h.spans)))
     if h.is_open:
-        prefix = f"Hoy, {_day(h.day)}," if h.day == today else name
-        return _sentence(f"{prefix} atendemos {_spans(h.spans)}")
+        key = "facts.today_open" if h.day == today else "facts.day_open"
+        return _sentence(i18n.text(key, day=_day(h.day), spans=_spans(h.spans)))
     if h.closed_because == "festivo":
-        return (
-            f"{name} ({_day(h.day)}) es festivo y no atendemos."
-            if h.day == today
-            else f"{name} es festivo y no atendemos."
-        )
+        key = "facts.today_holiday" if h.day == today else "facts.day_holiday"
+        return i18n.text(key, day=_day(h.day))
     if h.closed_because == "weekday":
-        return f"Los {_plural(h.day.weekday())} no atendemos."
-    return f"{name} no atendemos ({h.closed_because})."
+        return i18n.text("facts.closed_weekday", weekdays=_plural(h.day.weekday()))
+    key = "facts.today_closed" if h.day == today else "facts.day_closed"
+    return i18n.text(key, day=_day(h.day), reason=h.closed_because)
 
 
 async def _next_open(pool: asyncpg.Pool, org: str, tz: ZoneInfo, closed: date, today: date) -> str:
@@ -104,7 +108,7 @@ async def _next_open(pool: asyncpg.Pool, org: str, tz: ZoneInfo, closed: date, t
     nxt = next((h for h in await facts.hours_on(pool, org, tz, days) if h.is_open), None)
     if nxt is None:
         return ""
-    return _sentence(f"Volvemos a atender el {_day(nxt.day)}, {_spans(nxt.spans)}")
+    return _sentence(i18n.text("facts.next_open", day=_day(nxt.day), spans=_spans(nxt.spans)))
 
 
 async def _week(pool: asyncpg.Pool, org: str) -> str:
@@ -121,21 +125,23 @@ async def _week(pool: asyncpg.Pool, org: str) -> str:
     parts = []
     for first, last, spans in groups:
         days = (
-            replies.WEEKDAYS[first]
+            replies.weekday(first)
             if first == last
-            else f"{replies.WEEKDAYS[first]} a {replies.WEEKDAYS[last]}"
+            else i18n.text(
+                "facts.week_range", first=replies.weekday(first), last=replies.weekday(last)
+            )
         )
-        parts.append(f"{days} {_spans(spans)}" if spans else f"{days} cerrado")
-    return _sentence("Nuestro horario: " + "; ".join(parts))
+        parts.append(
+            f"{days} {_spans(spans)}" if spans else i18n.text("facts.week_closed", days=days)
+        )
+    return _sentence(i18n.text("facts.week", days="; ".join(parts)))
 
 
 async def address(pool: asyncpg.Pool, org: str) -> str:
     found = await facts.address(pool, org)
     if found.address is None and not found.notes:
-        return (
-            "No tengo la dirección registrada. Si quieres, te comunico con una persona del equipo."
-        )
-    parts = [f"Estamos en {found.address}."] if found.address else []
+        return i18n.text("facts.no_address")
+    parts = [i18n.text("facts.address", address=found.address)] if found.address else []
     # An FAQ answer that repeats the address adds only what it says besides (parking, a landmark).
     parts += (
         [n for n in found.notes if not found.address or found.address not in n]
@@ -158,32 +164,31 @@ async def staff(pool: asyncpg.Pool, org: str, asked: str | None) -> str:
     if not services:
         team = await facts.team(pool, org)
         if not team:
-            return "No tengo registrado al equipo. Si quieres, te comunico con una persona."
-        return (
-            "Nuestro equipo: "
-            + ", ".join(f"{name} ({role})" if role else name for name, role in team)
-            + "."
-        )
+            return i18n.text("facts.no_team")
+        people = ", ".join(f"{name} ({role})" if role else name for name, role in team)
+        return i18n.text("facts.team", people=people)
     lines = []
     for service in services:
         who = [name for name, _ in await facts.staff_for(pool, org, service)]
         if not who:
-            lines.append(f"{service.name}: por ahora nadie del equipo lo tiene asignado.")
+            lines.append(i18n.text("facts.unassigned", service=service.name))
         else:
-            names = who[0] if len(who) == 1 else ", ".join(who[:-1]) + f" y {who[-1]}"
-            lines.append(f"{service.name} lo {'hace' if len(who) == 1 else 'hacen'} {names}.")
+            and_ = i18n.text("facts.and")
+            names = who[0] if len(who) == 1 else ", ".join(who[:-1]) + f" {and_} {who[-1]}"
+            key = "facts.done_by_one" if len(who) == 1 else "facts.done_by_many"
+            lines.append(i18n.text(key, service=service.name, names=names))
     return "\n".join(lines)
 
 
 async def price_list(pool: asyncpg.Pool, org: str) -> str:
     services = await catalog.list_services(pool, org)
     if not services:
-        return "Por ahora no tengo servicios publicados."
+        return i18n.text("facts.no_services")
     lines = [
         f"• {s.name}: {replies.price(s.price, s.currency)} ({s.duration_minutes} min)"
         for s in services
     ]
-    return "Estos son nuestros servicios:\n" + "\n".join(lines)
+    return i18n.text("facts.services", lines="\n".join(lines))
 
 
 async def answer(

@@ -10,6 +10,11 @@ request. A message that matches more than one kind, or none, goes to the model r
 upset is left to the model: a keyword cannot tell "esto es terrible" from "no es nada terrible".
 
 Texts are compared normalized: lower case, no accents ("Mañana" -> "manana").
+
+Spanish, English and Portuguese: each intent's Spanish pattern (VOCAB) and its English and
+Portuguese ones (OTHER_LANGUAGES) are one regex, so a customer is understood whatever of the three
+they write in, and a chat that mixes them ("ok, quero a primeira") too. The corpus has phrasings
+in all three.
 """
 
 from __future__ import annotations
@@ -112,7 +117,83 @@ VOCAB: dict[str, str] = {
     "greeting": r"^\W*(hola+|holi+s?|ola+|buenas|buen dia|buenos dias|buenas tardes|buenas noches|hey|que tal"
     r"|saludos|alo)\b",
 }
-RX = {name: re.compile(pattern) for name, pattern in VOCAB.items()}
+_EN_SLOT = r"(?:appointment|booking|slot|session|reservation)"
+_PT_SLOT = r"(?:consulta|horario|agendamento|reserva|sessao|marcacao)"
+# The same intents in English and in Portuguese (normalized: "não" -> "nao", "você" -> "voce").
+OTHER_LANGUAGES: dict[str, str] = {
+    "person": r"\b(talk|speak|chat|connect|put me through|transfer|pass)\w*\b.{0,25}\b(a person|a human|someone"
+    r"|somebody|an agent|a real person|a member of (the|your) (staff|team)|reception|an advisor|a representative"
+    r"|a receptionist)\b|\b(real person|human being|live agent|real human)\b"
+    r"|\b(fal|convers|pass|transfer|chama)\w*\b.{0,25}\b(uma pessoa|um humano|um atendente|uma atendente"
+    r"|alguem|atendente|pessoa real|recepcao|uma pessoa de verdade)\b|\bpessoa de verdade\b"
+    r"|^\W*(an? |um |uma )?(agent|human|person|atendente|humano|pessoa)( please| por favor)?\W*$",
+    "upset": r"\b(complaint|terrible|horrible|awful|scam|refund|nobody (answers|replies)|furious|disappointed"
+    r"|unacceptable|reclamacao|pessimo|pessima|horrivel|golpe|reembolso|ninguem (responde|atende)"
+    r"|decepcionad\w*|absurdo|inaceitavel)\b",
+    "cancel": r"\bcall off\b|\b(can'?t|cannot|won'?t|wont|will not) (make it|come|go|be able to (come|go|make it))\b"
+    r"|\b(delete|remove) my " + _EN_SLOT + r"\b|\bdesmarc\w*"
+    r"|\bnao (vou|vamos) (poder )?(ir|comparecer)\b",
+    "reschedule": r"\breschedul\w*|\b(change|move|push|postpone|shift|bring forward|switch)\b.{0,25}\b(my|the|an?"
+    r"|this|that|our) ("
+    + _EN_SLOT[3:-1]
+    + r"|time|date|day)\b|\b(move|push|change) it\b|\bpostpone\b"
+    r"|\bremarc\w*|\b(mud|troc|transfer|adi|pass)\w*\b.{0,25}\b(minha|a|o|meu|essa|esse|da|do) "
+    + _PT_SLOT
+    + r"\b|\b(mudar|trocar|alterar) (o|a) (horario|data|dia)\b",
+    "list": r"\b(my (appointments|bookings)|what (appointments|bookings) do i have|do i have (an?|any) "
+    r"(appointment|booking)|when is my (appointment|booking)|what time is my (appointment|booking)"
+    r"|my next (appointment|booking)|see my (appointment|booking)s?|minhas consultas|meus agendamentos"
+    r"|quais consultas|(eu )?tenho (alguma|uma) (consulta|reserva|marcacao)|tenho (algo|alguma coisa|horario) marcado"
+    r"|quando e (a )?minha consulta|que horas e (a )?minha consulta|minha proxima consulta"
+    r"|ver (as )?minhas? (consultas?|agendamentos?))\b",
+    "name": r"\b(my name is|my name's|call me|under the name|meu nome e|me chamo|em nome de"
+    r"|sou [^\W\d_]+ [^\W\d_]+$)",
+    "book": r"\b(book|booking|appointment|reserve|available|availability|any (slots?|openings?|times?|room)"
+    r"|free (slots?|times?)|openings|an opening|any opening|schedule (an?|me|my)|i'?d like (an?|to book|to schedule)"
+    r"|i want (an?|to book)|i need (an?|to book)|can i (get|have|come|book)|do you have (anything|something|any)"
+    r"|is there (anything|something|any|room|space)|marcar|agendar|agende|reservar|uma consulta"
+    r"|disponibilidade|disponivel|vaga|vagas|tem (horario|vaga|algo|alguma coisa)|quero (um|uma)"
+    r"|gostaria de (um|uma|marcar|agendar)|queria (marcar|agendar)|tem como marcar)\b",
+    "price": r"how much|\bprices?\b|\bcosts?\b|\bfees?\b|\brates?\b|quanto (custa|custam|e|sai|fica|cobra|cobram|vale)"
+    r"|\bpreco|\bcusto",
+    "hours": r"\b(open|opening hours|close|closing|hours|until what time|what time do you|abrem|abre|aberto"
+    r"|abertos|fecham|fecha|funcionam|funciona|horario de (atendimento|funcionamento)|ate que horas"
+    r"|que horas (abrem|fecham|voces))\b",
+    "address": r"\bwhere\b|address|located|location|how do i get|directions|\bonde\b|endereco|localizacao"
+    r"|localizad|como chego|em que bairro",
+    "info": r"\bpay\b|\bpaying|payment|credit card|\bcards?\b|\bcash\b|policy|parking|preparation"
+    r"|what'?s included|what (services|treatments)|which (services|treatments)|how long (does|is|will)"
+    r"|\bwho (does|will do|performs|would do|do i see)\b|\bwith whom\b|\byour (team|staff)\b"
+    r"|\b(price|service) list\b|\blist of (prices|services)\b|\ball (your )?(prices|services)\b"
+    r"|\bservices (do you )?(have|offer)\b|pagamento|\bpagar|cartao|dinheiro|\bpix\b|politica"
+    r"|estacionamento|preparo|o que inclui|(quais|que) (servicos|tratamentos)|quanto tempo dura"
+    r"|\bquem (faz|atende|vai fazer|realiza)\b|\bcom quem\b|\b(sua|a) equipe\b|(lista|tabela) de precos",
+    "pick": r"^\W*(the )?(first|second|third|fourth|fifth|last)( one)?( please| pls)?\W*$"
+    r"|^\W*(option|number|#) ?[1-9]\W*$|^\W*the one at \d"
+    r"|^\W*(a |o )?(primeira|primeiro|segundo|terceira|terceiro|ultima|ultimo)( opcao)?( por favor)?\W*$"
+    r"|^\W*(opcao|numero) [1-9]\W*$|^\W*(essa|esse|essa mesma|esse mesmo|that one|this one)( please| por favor)?\W*$"
+    r"|^\W*(a|o) das \d",
+    "confirm": r"^\W*(yes|yeah|yep|yup|sure|of course|okay|sounds good|great|go ahead|do it|confirm|confirmed"
+    r"|that works|fine|alright|all right|correct|exactly|absolutely|sim|isso|isso mesmo|pode ser|pode|claro"
+    r"|com certeza|confirmo|confirmado|beleza|blz|fechado|combinado|perfeito|certo|ta bom|ta|ok"
+    r"|(yes|sure),? (please|thanks|thank you|that one|sure|confirm|go ahead)"
+    r"|sim,? (por favor|pode|claro|confirmo|obrigad[oa]|essa|esse|pode ser|quero))\W*$",
+    "decline": r"^\W*(nope|nah|not really|no thanks|no thank you|not yet|none|neither|never mind|forget it"
+    r"|nao|melhor nao|deixa|deixa pra la|esquece|ainda nao|nenhum|nenhuma)\b",
+    "thanks": r"^\W*((many|thanks|thank you|thx|ty|cheers|much appreciated|obrigad[oa]|obg|valeu"
+    r"|muito obrigad[oa]|agradeco)\b)|^\W*(ok|great|perfect|perfeito|otimo|beleza|certo),? (thanks|thank you"
+    r"|obrigad[oa]|valeu)",
+    "goodbye": r"\b(bye|goodbye|see you|see ya|have a (nice|good|great) (day|one|afternoon|evening)|take care"
+    r"|talk (to you )?later|tchau|ate logo|ate mais|ate amanha|falou|tenha um bom dia)\b",
+    "greeting": r"^\W*(hi+|hello|hey|good (morning|afternoon|evening)|greetings|howdy|oi+e?|ola|bom dia|boa tarde"
+    r"|boa noite|e ai|tudo bem)\b",
+}
+RX = {
+    name: re.compile(
+        f"(?:{pattern})|(?:{OTHER_LANGUAGES[name]})" if name in OTHER_LANGUAGES else pattern
+    )
+    for name, pattern in VOCAB.items()
+}
 # Which intent wins when several match: a request names its task before any politeness.
 ORDER: tuple[Intent, ...] = (
     "person",
@@ -135,9 +216,14 @@ ORDER: tuple[Intent, ...] = (
 )
 # Questions about a cancellation's cost are questions ("¿cuánto me cobran por cancelar?").
 _POLICY = re.compile(
-    r"(cuanto|cobran|cuesta|multa|penal|politica|se cobra).{0,30}cancel|cancel\w*.{0,20}(cuesta|cobran)"
+    r"(cuanto|cobran|cuesta|multa|penal|politica|se cobra|how much|fee|charge|policy|penalty|quanto"
+    r"|cobram|taxa).{0,30}cancel|cancel\w*.{0,20}(cuesta|cobran|fee|charge|policy|cost|custa|taxa)"
 )
-_FAREWELL = re.compile(VOCAB["goodbye"] + "|" + r"\bgracias\b")
+_FAREWELL = re.compile(RX["goodbye"].pattern + "|" + r"\b(gracias|thanks|thank you|obrigad[oa])\b")
+_OTHER_TIMES = re.compile(
+    r"\b(otros? (horarios?|dias?|horas?)|otro dia|otra hora|otra fecha|other (times?|days?|dates?)"
+    r"|another (time|day|date)|outros? (horarios?|dias?)|outra (hora|data))\b"
+)
 ORDINALS = {
     "primera": 1,
     "primero": 1,
@@ -149,6 +235,15 @@ ORDINALS = {
     "cuarto": 4,
     "quinta": 5,
     "quinto": 5,
+    "first": 1,
+    "second": 2,
+    "third": 3,
+    "fourth": 4,
+    "fifth": 5,
+    "primeira": 1,
+    "primeiro": 1,
+    "terceira": 3,
+    "terceiro": 3,
 }
 # Words that are never a customer's name, whatever else the message says.
 NOT_NAMES = {
@@ -195,6 +290,31 @@ NOT_NAMES = {
     "cual",
     "cuales",
     "algo",
+    # English and Portuguese
+    "yes",
+    "yeah",
+    "hi",
+    "hello",
+    "thanks",
+    "please",
+    "sure",
+    "the",
+    "first",
+    "second",
+    "tomorrow",
+    "today",
+    "sim",
+    "nao",
+    "oi",
+    "ola",
+    "obrigado",
+    "obrigada",
+    "perfeito",
+    "beleza",
+    "amanha",
+    "hoje",
+    "pode",
+    "isso",
 }
 
 # Whether a phrase names a time does not depend on today: any fixed Monday morning will do.
@@ -289,6 +409,11 @@ def says_thanks_or_bye(t: str) -> bool:
     return bool(RX["thanks"].search(t) or RX["goodbye"].search(t))
 
 
+def asks_other_times(t: str) -> bool:
+    """ "¿otros horarios?", "other times?", "outros horários?": the next days, not these."""
+    return bool(_OTHER_TIMES.search(t))
+
+
 def wants_appointment(t: str) -> bool:
     return any(RX[i].search(t) for i in ("cancel", "reschedule", "list", "book"))
 
@@ -300,15 +425,28 @@ def is_info_question(t: str) -> bool:
 FactTopic = Literal["horario", "direccion", "personal", "servicios"]
 # The business fact a question asks for (business_info's topics), first match wins: "¿con quién
 # me atienden el sábado?" asks who, "¿dónde atienden?" asks where.
+_STAFF_EN_PT = (
+    r"\bwho (does|will do|performs|would do|do i see)\b|\bwith whom\b|\byour (team|staff)\b"
+    r"|\bquem (faz|atende|vai fazer|realiza)\b|\bcom quem\b|\b(sua|a) equipe\b"
+)
+_PRICE_LIST_EN_PT = (
+    r"\b(price|service) list\b|\blist of (prices|services)\b|\ball (your )?(prices|services)\b"
+    r"|\b(what|which) (services|treatments)\b|\bservices (do you )?(have|offer)\b"
+    r"|\b(lista|tabela) de (precos|servicos)\b|\b(quais|que) (servicos|tratamentos)\b"
+)
 _FACTS: tuple[tuple[FactTopic, re.Pattern[str]], ...] = (
-    ("personal", re.compile(_STAFF)),
-    ("servicios", re.compile(_PRICE_LIST + r"|\bque (servicios|tratamientos)\b")),
+    ("personal", re.compile(_STAFF + "|" + _STAFF_EN_PT)),
+    (
+        "servicios",
+        re.compile(_PRICE_LIST + r"|\bque (servicios|tratamientos)\b|" + _PRICE_LIST_EN_PT),
+    ),
     ("direccion", RX["address"]),
     (
         "horario",
         re.compile(
-            VOCAB["hours"]
+            RX["hours"].pattern
             + r"|\bfestivos?\b|\bestan (abiertos|hoy)\b|\ba que hora (estan|trabajan)\b"
+            r"|\b(holidays?|feriados?)\b"
         ),
     ),
 )
@@ -316,7 +454,11 @@ _FACTS: tuple[tuple[FactTopic, re.Pattern[str]], ...] = (
 
 def fact_topic(t: str) -> FactTopic | None:
     """The business fact a normalized question asks for, or None (then the FAQ search answers)."""
-    if re.search(r"\b(pago|pagar|pagos|tarjeta|nequi|daviplata|efectivo)\b", t):
+    if re.search(
+        r"\b(pago|pagar|pagos|tarjeta|nequi|daviplata|efectivo|pay|payment|card|cash|pagamento"
+        r"|cartao|dinheiro|pix)\b",
+        t,
+    ):
         return None  # "¿dónde pago?" asks how to pay, not where we are
     return next((topic for topic, rx in _FACTS if rx.search(t)), None)
 
@@ -349,18 +491,31 @@ def clear_flow(text: str) -> Flow | None:
 def pick_number(t: str) -> int | None:
     """ "la primera", "la 2", "opción 3": the number of an item of the last list shown."""
     # "a primera hora" is a time of day, not the first item.
-    if m := re.search(r"\b(" + "|".join(ORDINALS) + r")\b(?! hora)", t):
+    # "segunda-feira", "na quinta" are Portuguese weekdays, not the second or fifth item.
+    if m := re.search(
+        r"(?<!\bna )(?<!\bnesta )(?<!\bproxima )(?<!\bate )\b("
+        + "|".join(ORDINALS)
+        + r")\b(?! hora|-feira| feira)",
+        t,
+    ):
         if not re.search(r"\b(cuarto|quinto)\b", t) or RX["pick"].search(t):  # "y cuarto" is a time
             return ORDINALS[m.group(1)]
-    if m := re.fullmatch(r"\W*(?:la |el |opcion |numero |horario |cita )?([1-9])\W*", t):
+    if m := re.fullmatch(
+        r"\W*(?:la |el |opcion |numero |horario |cita |the |option |number |no\. |# ?|a |o |opcao )?([1-9])\W*",
+        t,
+    ):
         return int(m.group(1))
-    if m := re.search(r"\b(?:opcion|numero|la|el) ([1-9])\b(?!\s*(?:de|:|am|pm|y))", t):
+    if m := re.search(
+        r"\b(?:opcion|numero|la|el|option|number|opcao) ([1-9])\b(?!\s*(?:de|:|am|pm|y|h\b))", t
+    ):
         return int(m.group(1))
     return None
 
 
 _NAME_MARK = re.compile(
-    r"(?:me llamo|me yamo|mi nombre es|\bsoy|a nombre de)\s+([^\W\d_][^\d,.!?\n]{1,60})", re.I
+    r"(?:me llamo|me yamo|mi nombre es|\bsoy|a nombre de|my name is|my name's|\bcall me|under the name"
+    r"|meu nome (?:e|é)|me chamo|\bsou|em nome de)\s+([^\W\d_][^\d,.!?\n]{1,60})",
+    re.I,
 )
 # Where a name stated in a longer message ends: "soy Ana Díaz y quiero una cita".
 _NAME_ENDS = {
@@ -388,6 +543,19 @@ _NAME_ENDS = {
     "les",
     "escribo",
     "vengo",
+    "and",
+    "i",
+    "want",
+    "would",
+    "need",
+    "for",
+    "with",
+    "please",
+    "quero",
+    "gostaria",
+    "preciso",
+    "pra",
+    "com",
 }
 
 
@@ -395,10 +563,16 @@ _NAME_ENDS = {
 _NAME_LIKE = re.compile(r"^(?!.*(\w)\1\1)(?!(?:ja)+$|(?:je)+$)(?=.*[aeiouy])\w{2,}$")
 
 
+# How a name is given in answer to "¿A nombre de quién?": "it's Emma", "this is Emma", "é a Ana".
+_NAME_ANSWER = re.compile(
+    r"^\W*(?:it[’']?s|this is|é [ao]|sou eu,?)\s+([^\W\d_][^\d,.!?\n]{1,60})$", re.I
+)
+
+
 def extract_name(text: str, explicit: bool = False) -> str | None:
     """The name in "me llamo Laura Gómez", "soy Ana y quiero...", or a message that is only a
     name; with `explicit`, only a name the customer introduced ("me llamo", "soy")."""
-    m = _NAME_MARK.search(text)
+    m = _NAME_MARK.search(text) or (None if explicit else _NAME_ANSWER.match(text.strip()))
     if m:
         words = []
         for word in re.findall(r"[^\W\d_]+", m.group(1)):

@@ -9,7 +9,9 @@ same words (a second goodbye) are said again differently (`said_again`). Whateve
 reply (an expert, a tool's fallback, the greeting, this guard), nodes._end_turn checks it here.
 
 The last list shown (ConversationState.last_list) is what "la primera" or "la 2" refers to:
-the slots, the customer's appointments, the services, or this guard's menu.
+the slots, the customer's appointments, the services, or this guard's menu. Its texts come from
+the message catalogs (graph/i18n.py), in the language of the turn; a menu entry's `say` is what
+the customer would have written, in that language, so the router reads it like any message.
 """
 
 from __future__ import annotations
@@ -17,17 +19,22 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from graph import intents
+from graph import i18n, intents
 
-PERSON = {"label": "Hablar con una persona del equipo", "person": True}
-MENU = [
-    {"label": "Agendar una cita", "say": "quiero agendar una cita"},
-    {"label": "Ver mis citas", "say": "qué citas tengo"},
-    {"label": "Cambiar una cita", "say": "quiero cambiar mi cita"},
-    {"label": "Cancelar una cita", "say": "quiero cancelar mi cita"},
-    {"label": "Servicios y precios", "say": "qué servicios tienen y cuánto cuestan"},
-]
+_MENU = ("book", "list", "change", "cancel", "services")
 MAX_SERVICES = 6
+
+
+def person() -> dict[str, Any]:
+    return {"label": i18n.text("guard.person"), "person": True}
+
+
+def menu() -> list[dict[str, Any]]:
+    """What the bot can do, in the language of the turn."""
+    return [
+        {"label": i18n.text(f"guard.menu_{k}"), "say": i18n.text(f"guard.menu_{k}_say")}
+        for k in _MENU
+    ]
 
 
 def signature(replies: list[str]) -> str:
@@ -60,7 +67,7 @@ def said_again(replies: list[str]) -> list[str]:
     """A statement that stays true (a goodbye, an answer to a second question with the same
     answer) is said again in other words, never in the same ones."""
     first, *rest = replies
-    return [f"Como te decía: {first}", *rest]
+    return [i18n.text("guard.as_i_said", text=first), *rest]
 
 
 # What moving forward changes: a new service or day with the same free times is not a loop.
@@ -83,34 +90,33 @@ def understood(state: Mapping[str, Any]) -> str:
     """What we understood so far, in one sentence, from the state (never from the model)."""
     parts = []
     if service := state.get("service"):
-        parts.append(f"una cita de {service['name']}")
+        parts.append(i18n.text("guard.understood_service", service=service["name"]))
     window = state.get("window") or ""
     if window and len(window) <= 30:  # "el viernes en la tarde", not the whole message it came in
-        parts.append(f"para «{window}»")
+        parts.append(i18n.text("guard.understood_window", window=window))
     purpose = state.get("purpose")
     if purpose == "cancelar":
-        return "Entendí que quieres cancelar una cita."
+        return i18n.text("guard.understood_cancel")
     if purpose == "reprogramar":
-        return "Entendí que quieres cambiar una cita."
+        return i18n.text("guard.understood_change")
     if parts:
-        return f"Entendí que buscas {' '.join(parts)}."
-    return "Perdona, no logré entender tu mensaje."
+        return i18n.text("guard.understood", what=" ".join(parts))
+    return i18n.text("guard.not_understood")
 
 
-def options(state: Mapping[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-    """The way forward: the items on the table plus a person, and how to ask for them."""
+def options(state: Mapping[str, Any]) -> tuple[str | None, str, list[dict[str, Any]]]:
+    """The way forward: the kind of list on the table (None: our menu), the heading, and its
+    items plus a person."""
     last = state.get("last_list") or {}
     kind, items = last.get("kind"), list(last.get("items") or [])
     if kind == "slots" and items:
-        return "Elige un horario", items + [
-            {"label": "Ver otros días u horas", "say": "otros horarios"},
-            PERSON,
-        ]
+        other = {"label": i18n.text("guard.other_times"), "say": i18n.text("guard.other_times_say")}
+        return kind, i18n.text("guard.choose_slot"), items + [other, person()]
     if kind == "appointments" and items:
-        return "Elige la cita", items + [PERSON]
+        return kind, i18n.text("guard.choose_appointment"), items + [person()]
     if kind == "services" and items:
-        return "Elige el servicio", items[:MAX_SERVICES] + [PERSON]
-    return "Puedo ayudarte con", MENU + [PERSON]
+        return kind, i18n.text("guard.choose_service"), items[:MAX_SERVICES] + [person()]
+    return None, i18n.text("guard.can_help"), menu() + [person()]
 
 
 def missed_again(state: Mapping[str, Any], replies: list[str]) -> bool:
@@ -124,11 +130,7 @@ def missed_again(state: Mapping[str, Any], replies: list[str]) -> bool:
 
 
 def offer_person(state: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    text = (
-        "Perdona, sigo sin entenderte 🙏. ¿Quieres que te comunique con una persona del equipo? "
-        "Respóndeme «sí», o cuéntame con otras palabras qué necesitas."
-    )
-    return text, {"kind": "menu", "items": [PERSON], "yes_is": 1}
+    return i18n.text("guard.offer_person"), {"kind": "menu", "items": [person()], "yes_is": 1}
 
 
 def guard_reply(
@@ -138,10 +140,9 @@ def guard_reply(
     options did not help, a person."""
     if after_menu:
         return offer_person(state)
-    head, items = options(state)
+    kind, head, items = options(state)
     lines = "\n".join(f"{i + 1}. {item['label']}" for i, item in enumerate(items))
-    kind = (state.get("last_list") or {}).get("kind") if head != "Puedo ayudarte con" else None
-    text = f"{understood(state)} {head}:\n{lines}\n\nRespóndeme solo con el número de la opción."
+    text = f"{understood(state)} {head}:\n{lines}\n\n{i18n.text('guard.pick_number')}"
     return text, {"kind": "menu", "of": kind, "items": items, "repeated": signature(repeated)}
 
 
@@ -157,6 +158,9 @@ def resolve(state: Mapping[str, Any], texts: list[str]) -> dict[str, Any] | None
     yes_is: int = last.get("yes_is") or 0  # the number that "sí" picks, on offer_person's list
     if yes_is and intents.says_yes(t):
         return items[yes_is - 1]
+    if last.get("kind") == "services" and len(items) == 1 and intents.says_yes(t):
+        only: dict[str, Any] = items[0]
+        return only  # "¿Para qué servicio? 1. Masaje relajante" answered "yes please"
     n = intents.pick_number(t)
     if intents.classify(t) != "pick" or not n or n > len(items):
         return None

@@ -22,7 +22,7 @@ from langgraph.types import Checkpointer
 from pydantic_ai import Agent
 from pydantic_ai.exceptions import UnexpectedModelBehavior
 
-from graph import intents, loopguard, replies
+from graph import i18n, intents, loopguard, replies
 from graph.experts import ExpertReply, Experts
 from graph.spans import traced
 from graph.state import TOOL_KEYS, ConversationState, ToolDeps, TurnContext
@@ -32,13 +32,6 @@ from storage import holds
 log = logging.getLogger(__name__)
 
 MAX_HOPS = 2
-ACCEPTED_TEXT = (
-    "Listo, le avisé a un asesor de nuestro equipo y te escribirá en breve por este mismo chat. 🙌"
-)
-FAILED_TEXT = (
-    "No pude contactar a un asesor en este momento 😔. Sigo aquí para ayudarte; si "
-    "quieres, cuéntame qué necesitas y lo intento de nuevo en un rato."
-)
 Next = Literal["router", "knowledge", "appointment", "escalation", "replay"]
 
 
@@ -154,8 +147,8 @@ class Nodes:
         request = {
             "reason": reason[:200],
             "summary": _advisor_summary(state, said)[:500],
-            "accepted_text": ACCEPTED_TEXT,
-            "failed_text": FAILED_TEXT,
+            "accepted_text": i18n.text("system.escalation_accepted"),  # the customer's language
+            "failed_text": i18n.text("system.escalation_failed"),
             "customer_name": full_name[0] if full_name else "Cliente",
         }
         action = {

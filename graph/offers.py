@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from datetime import date, datetime, time, timedelta
 
-from graph import replies
+from graph import i18n, replies
 from graph.state import ToolDeps
 from graph.timeparse import When
 from storage import appointments, catalog, holds, schedules
@@ -46,7 +46,11 @@ class Offer:
             if self.why.reason and self.why.kind == "closure":
                 why["reason"] = self.why.reason
             if self.why.opens is not None and self.why.closes is not None:
-                why["hours"] = f"{replies.clock(self.why.opens)} a {replies.clock(self.why.closes)}"
+                why["hours"] = i18n.text(
+                    "date.span",
+                    start=replies.clock(self.why.opens),
+                    end=replies.clock(self.why.closes),
+                )
             out["why"] = why
         if self.searched is not None:
             out["searched"] = {

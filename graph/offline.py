@@ -1,7 +1,9 @@
-"""The deterministic offline model: a Pydantic AI FunctionModel that reads plain Spanish.
+"""The deterministic offline model: a Pydantic AI FunctionModel that reads plain Spanish,
+English and Portuguese.
 
 It is not an LLM. It plays each agent's part with keyword rules over the customer's message
-and the ESTADO line of the instructions, and calls the same tools a real model would, so
+and the ESTADO line of the instructions (the intent table of graph/intents.py knows the three
+languages), answers from the message catalogs in the language of the turn (graph/i18n.py), and calls the same tools a real model would, so
 `make run` without an OPENAI_API_KEY shows the real system (router, experts, CRM tools,
 checkpoints) booking, cancelling, rescheduling, answering and escalating.
 """
@@ -24,7 +26,7 @@ from pydantic_ai.messages import (
 )
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from graph import intents, prompts
+from graph import i18n, intents, prompts
 from graph.intents import (
     extract_name,
     greeting_only,
@@ -154,7 +156,7 @@ def _knowledge(turn: Turn) -> Step:
         return final(handoff="escalation")
     if kind not in ("chat", "info"):
         return final(handoff="appointment")
-    if says_thanks_or_bye(turn.t) and not re.match(r"^\W*(hola|buenas|buenos dias)", turn.t):
+    if says_thanks_or_bye(turn.t) and not intents.RX["greeting"].match(turn.t):
         return final(reply=goodbye(pending=False), done=True)
     if greeting_only(turn.t):
         return final(reply=compose(turn, greet=True), done=True)
@@ -185,6 +187,7 @@ def _fact(turn: Turn) -> ToolStep | None:
 
 _ABOUT_A_SERVICE = re.compile(
     r"cuanto (cuesta|vale|sale|cobran|dura)|\bprecio|\bvalor\b|\bcosto|que incluye"
+    r"|how much|\bprice|\bcost|how long|what'?s included|quanto (custa|dura|fica)|\bpreco|o que inclui"
 )
 
 
@@ -194,7 +197,7 @@ def _about_chosen_service(user: str, t: str, s: dict[str, Any]) -> str:
     if (
         service
         and _ABOUT_A_SERVICE.search(t)
-        and not re.search(r"\b(la|el|los|las|un|una) \w{4,}", t)
+        and not re.search(r"\b(la|el|los|las|un|una|the|an?|o|os|um|uma) \w{4,}", t)
     ):
         return f"{user} {service}"
     return user
@@ -255,10 +258,7 @@ def _appointment(turn: Turn) -> Step:
         and not called
     ):
         # "la 2" after the list of their appointments: that one, and what can be done with it.
-        return final(
-            reply=f"Tu cita {n} es {listed[n - 1]['label']}. ¿Qué quieres hacer con ella? "
-            f"Escríbeme «cambiar la {n}» o «cancelar la {n}»."
-        )
+        return final(reply=i18n.text("offline.appointment_n", n=n, label=listed[n - 1]["label"]))
     if "book_appointment" not in called and "check_availability" not in called:
         return _book(turn, kind)
     done = any(isinstance(r, dict) and r.get("action") == "booked" for _, r in turn.results)
@@ -282,10 +282,8 @@ def _book(turn: Turn, kind: str) -> Step:
     if "save_contact_name" in turn.called and not slots and kind == "other":
         name = s.get("nombre_cliente")
         if s.get("servicio"):  # a task already done: nothing to offer again
-            return final(
-                reply=f"¡Gracias, {name}! Ya quedó tu nombre. ¿Te ayudo con algo más?", done=True
-            )
-        return final(reply=f"¡Gracias, {name}! ¿Qué servicio quieres agendar?")
+            return final(reply=i18n.text("offline.name_kept_done", name=name), done=True)
+        return final(reply=i18n.text("offline.name_kept", name=name))
     if says_thanks_or_bye(t):
         return final(reply=goodbye(pending=bool(slots)), done=True)
     if slots and kind == "other":
@@ -296,15 +294,11 @@ def _book(turn: Turn, kind: str) -> Step:
         if "save_contact_name" in turn.called and not kind == "book":
             return final(reply=slots_again(s.get("nombre_cliente") or "", slots))
         if says_no(t):
-            return final(reply="Sin problema. ¿Qué otro día u hora te queda bien?")
+            return final(reply=i18n.text("offline.another_time"))
     if not slots and kind == "other" and says_yes(t) and not s.get("horario_elegido"):
-        return final(
-            reply="¡Claro! Cuéntame qué necesitas: agendar, cambiar o cancelar una cita, o saber de un servicio."
-        )
-    if re.search(
-        r"\b(otros? (horarios?|dias?|horas?)|otro dia|otra hora|otra fecha)\b", t
-    ) and not mentions_when(t):
-        return tool("check_availability", when="la próxima semana")
+        return final(reply=i18n.text("offline.what_you_need"))
+    if intents.asks_other_times(t) and not mentions_when(t):
+        return tool("check_availability", when=i18n.text("offline.next_week"))
     info_only = is_info_question(t) and kind == "info" and not mentions_when(t)
     if info_only or kind == "list":
         return final(reply=compose(turn))
@@ -364,11 +358,11 @@ def _cancel(turn: Turn) -> Step:
             return tool("cancel_appointment", appointment=pending)
         return final(reply=confirm_cancel(listed[pending - 1]["label"], again=True))
     if "cancel_appointment" in called:  # it could not be cancelled and was listed again
-        return final(reply=ask_which(listed, "cancelar"))
+        return final(reply=ask_which(listed, "cancel"))
     n = n or (1 if len(listed) == 1 else None)
     if n and n <= len(listed):
         return tool("cancel_appointment", appointment=n)
-    return final(reply=ask_which(listed, "cancelar"))
+    return final(reply=ask_which(listed, "cancel"))
 
 
 def _result(turn: Turn, action: str) -> dict[str, Any] | None:
@@ -410,7 +404,7 @@ def _reschedule(turn: Turn) -> Step:
         if target is None:
             n = pick_number(turn.t) or (1 if len(listed) == 1 else None)
             if not n:
-                return final(reply=ask_which(listed, "cambiar"))
+                return final(reply=ask_which(listed, "change"))
             return tool("check_availability", appointment=n, when=_when(turn))
         if s.get("horarios_propuestos") and (k := pick_slot(turn.t, s["horarios_propuestos"])):
             return tool("reschedule_appointment", appointment=target, slot=k)

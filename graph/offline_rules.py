@@ -1,6 +1,7 @@
 """Keyword rules and reply templates of the offline model (graph/offline.py).
 
-Texts arrive normalized (lower case, no accents: "mañana" -> "manana").
+Texts arrive normalized (lower case, no accents: "mañana" -> "manana"). Replies come from the
+message catalogs (graph/i18n.py), in the language of the turn.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
-from graph import intents, replies, timeparse
+from graph import i18n, intents, replies, timeparse
 
 # The offline model's kinds of message, from the shared intent table (graph/intents.py).
 _KIND = {
@@ -58,53 +59,51 @@ def pick_slot(t: str, slots: list[dict[str, Any]]) -> int | None:
 
 
 def _label_time(label: str) -> tuple[int, int] | None:
-    m = re.search(r"(\d{1,2}):(\d{2}) (a|p)\. m\.", label)
+    """The time of a slot's label, in any catalog's way: "3:00 p. m.", "3:00 PM", "15:00"."""
+    m = re.search(r"(\d{1,2}):(\d{2})(?: ([ap])\.? ?m\.?)?", label, re.I)
     if not m:
         return None
-    hour = int(m.group(1)) % 12 + (12 if m.group(3) == "p" else 0)
+    half = (m.group(3) or "").lower()
+    hour = int(m.group(1)) % 12 + (12 if half == "p" else 0) if half else int(m.group(1))
     return hour, int(m.group(2))
 
 
 def ask_which(listed: list[dict[str, Any]], verb: str) -> str:
+    """`verb`: "cancel" or "change"."""
     lines = [f"{a['n']}. {a['label']}" for a in listed]
-    return (
-        "Tienes estas citas:\n"
-        + "\n".join(lines)
-        + f"\n\n¿Cuál quieres {verb}? Respóndeme con el número."
-    )
+    which = i18n.text("offline.which_one", verb=i18n.text(f"offline.verb_{verb}"))
+    return i18n.text("offline.your_appointments") + "\n" + "\n".join(lines) + f"\n\n{which}"
 
 
 def _appointment_phrase(label: str) -> str:
     """ "Manicure spa, viernes 5 de marzo, 3:00 p. m." -> "de Manicure spa del viernes 5 de marzo, 3:00 p. m."."""
-    m = re.match(r"(.+?), ((?:" + "|".join(replies.WEEKDAYS) + r") .+)$", label)
-    return f"de {m.group(1)} del {m.group(2)}" if m else f"«{label}»"
+    weekdays = "|".join(map(re.escape, i18n.words("date.weekdays")))
+    m = re.match(r"(.+?), ((?:" + weekdays + r")\b.+)$", label)
+    if not m:
+        return f"«{label}»"
+    return i18n.text("offline.appointment_phrase", service=m.group(1), when=m.group(2))
 
 
 def confirm_cancel(label: str, again: bool = False) -> str:
     """The question asked once cancel_appointment has marked the appointment "por confirmar"."""
-    question = f"¿Confirmas que cancelo tu cita {_appointment_phrase(label)}?"
-    return f"{question} Respóndeme «sí» o «no»." if again else question
+    question = i18n.text("offline.confirm_cancel", appointment=_appointment_phrase(label))
+    return f"{question} {i18n.text('offline.yes_or_no')}" if again else question
 
 
 def kept(label: str | None) -> str:
     if label is None:
-        return "Perfecto, no cancelo nada. ¿Te ayudo con algo más?"
-    return f"Perfecto, no la cancelo: tu cita {_appointment_phrase(label)} sigue en pie. ¿Te ayudo con algo más?"
+        return i18n.text("offline.kept")
+    return i18n.text("offline.kept_one", appointment=_appointment_phrase(label))
 
 
 def compose(turn: Any, greet: bool = False) -> str:
     """The reply from this run's tool results, in the order they happened."""
     out: list[str] = []
-    if greet or re.match(r"^\W*(hola|buenas|buenos dias)", turn.t):
-        if re.match(r"^\W*(gracias|muchas gracias|perfecto|listo|ok)\b", turn.t):
-            out.append("¡Con gusto! Aquí estoy si necesitas algo más. 😊")
+    if greet or intents.RX["greeting"].match(turn.t):
+        if intents.RX["thanks"].match(turn.t):
+            out.append(i18n.text("offline.welcome"))
         else:
-            out.append(
-                "¡Hola! Soy la asistente virtual. Te puedo contar de nuestros servicios y precios, "
-                "o agendar, cambiar o cancelar tu cita. ¿En qué te ayudo?"
-                if greet
-                else "¡Hola!"
-            )
+            out.append(i18n.text("offline.greeting" if greet else "offline.hello"))
     pending_booking = False
     for name, result in turn.results:
         action = result.get("action") if isinstance(result, dict) else None
@@ -115,9 +114,9 @@ def compose(turn: Any, greet: bool = False) -> str:
         elif name == "search_my_messages" and action is None:
             found = [m for m in result.get("mensajes", []) if m["de"] == "nosotros"]
             out.append(
-                f"Esto fue lo que te escribimos el {found[0]['fecha']}: «{found[0]['texto']}»"
+                i18n.text("offline.said_before", date=found[0]["fecha"], text=found[0]["texto"])
                 if found
-                else "No encontré eso en nuestros mensajes anteriores."
+                else i18n.text("offline.not_said_before")
             )
         elif action == "facts_given":
             out.append(data["answer"])
@@ -126,19 +125,23 @@ def compose(turn: Any, greet: bool = False) -> str:
             out.append(_ACTION_TEXT.get(action, _no_text)(data))
             pending_booking = False
     if pending_booking:
-        out.append("¿Te reservo alguno de los horarios que te propuse?")
+        out.append(i18n.text("offline.book_one"))
     text = "\n\n".join(p for p in out if p)
-    return text or "¿En qué te puedo ayudar con tu cita?"
+    return text or i18n.text("offline.what_for")
 
 
 def _answer(results: list[dict[str, Any]]) -> str:
     if not results:
-        return (
-            "No encontré información sobre eso. Si quieres, te comunico con una persona del equipo."
-        )
+        return i18n.text("offline.not_found")
     top = results[0]
     if top["tipo"] == "servicio":
-        return f"{top['nombre']}: cuesta {top['precio']} y dura {top['duracion_min']} minutos. {top['descripcion']}"
+        return i18n.text(
+            "offline.service_line",
+            name=top["nombre"],
+            price=top["precio"],
+            minutes=top["duracion_min"],
+            description=top["descripcion"],
+        )
     answer: str = top["respuesta"]
     return answer
 
@@ -148,27 +151,32 @@ def _slots(data: dict[str, Any], key: str = "slots") -> str:
 
 
 def _proposed(d: dict[str, Any]) -> str:
-    head = f"Perfecto, cambiamos a {d['service']}. " if d.get("changed_from") else ""
+    head = (
+        i18n.text("offline.changed_service", service=d["service"]) if d.get("changed_from") else ""
+    )
     if d.get("exact") and d["slots"]:
-        day, _, clock = d["slots"][0]["label"].partition(", ")
-        return f"{head}¿Te agendo {d['service']} ({d['price']}) el {day} a las {clock}?"
+        day, _, clock = d["slots"][0]["label"].rpartition(", ")
+        exact = i18n.text(
+            "offline.exact", service=d["service"], price=d["price"], day=day, clock=clock
+        )
+        return head + exact
     why = _why(d) if d.get("why") else ""
     if not d["slots"]:
         searched = d.get("searched")
         span = (
-            f"entre el {searched['from']} y el {searched['to']}"
+            i18n.text("offline.searched", start=searched["from"], end=searched["to"])
             if searched
-            else "en los días que busqué"
+            else i18n.text("offline.searched_days")
         )
-        return (
-            f"{head}{why}No tengo horarios libres para {d['service']} {span}. "
-            "¿Quieres que te comunique con una persona?"
-        )
+        return head + why + i18n.text("offline.no_slots", service=d["service"], span=span)
     if d.get("why"):
-        return f"{head}{why}Lo más cercano que tengo para {d['service']}:\n{_slots(d)}\n\n¿Cuál prefieres?"
-    return (
-        f"{head}Para {d['service']} ({d['price']}, {d['duration_minutes']} min) tengo estos horarios:\n"
-        f"{_slots(d)}\n\n¿Cuál prefieres?"
+        return head + why + i18n.text("offline.nearest", service=d["service"], slots=_slots(d))
+    return head + i18n.text(
+        "offline.slots",
+        service=d["service"],
+        price=d["price"],
+        minutes=d["duration_minutes"],
+        slots=_slots(d),
     )
 
 
@@ -177,66 +185,81 @@ def _why(d: dict[str, Any]) -> str:
     w, asked = d["why"], d.get("asked")
     kind, day, hours = w["kind"], w["day"], w.get("hours")
     if kind == "holiday":
-        text = f"El {day} es festivo y no atendemos."
+        text = i18n.text("why.holiday", day=day)
     elif kind == "closure":
-        text = f"El {day} no atendemos ({w.get('reason') or 'cerrado'})."
-    elif (
-        kind == "closed_weekday"
-    ):  # "Los domingos no atendemos": the weekday is the reason, not the date
-        weekday = day.split()[0]
-        text = f"Los {weekday if weekday.endswith('s') else weekday + 's'} no atendemos."
+        text = i18n.text("why.closure", day=day, reason=w.get("reason") or i18n.text("why.closed"))
+    elif kind == "closed_weekday":  # "Los domingos no atendemos": the weekday, not the date
+        text = i18n.text("why.closed_weekday", weekdays=_plural_of(day))
     elif kind == "closed_days":
-        text = "Esos días no atendemos."
+        text = i18n.text("why.closed_days")
     elif kind == "outside_hours" and asked:
-        text = f"A las {asked} no atendemos: el {day} abrimos de {hours}."
+        text = i18n.text("why.outside_hours_at", asked=asked, day=day, hours=hours)
     elif kind == "outside_hours":
-        text = f"En ese horario no atendemos (abrimos de {hours})."
+        text = i18n.text("why.outside_hours", hours=hours)
     elif kind == "ends_after_closing":
-        text = (
-            f"{d['service']} dura {d['duration_minutes']} minutos: a las {asked} terminaría después del "
-            f"cierre (el {day} abrimos de {hours})."
+        text = i18n.text(
+            "why.ends_after_closing",
+            service=d["service"],
+            minutes=d["duration_minutes"],
+            asked=asked,
+            day=day,
+            hours=hours,
         )
     elif kind == "staff_away":
-        text = f"El {day} no hay nadie del equipo disponible para {d['service']}."
+        text = i18n.text("why.staff_away", day=day, service=d["service"])
     elif kind == "too_soon":
-        text = (
-            f"Para las {asked} ya no alcanzo a agendarte."
-            if asked
-            else "Para ese momento ya no alcanzo a agendarte."
-        )
+        text = i18n.text("why.too_soon_at", asked=asked) if asked else i18n.text("why.too_soon")
     elif asked:
-        text = f"A las {asked} ya no tengo espacio."
+        text = i18n.text("why.booked_at", asked=asked)
     elif d.get("default_window"):
-        text = "Esta semana ya no me quedan horarios."
+        text = i18n.text("why.week_full")
     else:
-        text = "No me quedan horarios en lo que pediste."
+        text = i18n.text("why.nothing")
     return text + " "
+
+
+def _plural_of(day: str) -> str:
+    """ "domingo 7 de marzo" -> "domingos": the weekday a day label starts with, in plural."""
+    names = i18n.words("date.weekdays")
+    found = next((i for i, name in enumerate(names) if day.startswith(name)), None)
+    return replies.weekdays_plural(found) if found is not None else day
 
 
 def date_conflict(d: dict[str, Any]) -> str:
     """ "el lunes 15" when the 15th is a Tuesday: which of the two days."""
-    dated_weekday = d["dated"].split()[0]
-    return (
-        f"El {d['dated'].split(' ', 1)[1]} es {dated_weekday}, no {d['weekday']}. "
-        f"¿Lo quieres el {d['dated']} o el {d['other']}?"
+    weekdays = i18n.words("date.weekdays")
+    dated_weekday = next((w for w in weekdays if d["dated"].startswith(w)), "")
+    date = d["dated"][len(dated_weekday) :].lstrip(", ")
+    return i18n.text(
+        "offline.date_conflict",
+        date=date,
+        dated_weekday=dated_weekday,
+        weekday=d["weekday"],
+        dated=d["dated"],
+        other=d["other"],
     )
 
 
 def which_slot(slots: list[dict[str, Any]]) -> str:
     """A yes to a list of several slots: which one?"""
-    numbers = ", ".join(str(i + 1) for i in range(len(slots) - 1)) + f" o {len(slots)}"
-    return f"¡Claro! ¿Cuál de los horarios te agendo? Respóndeme con el número ({numbers})."
+    numbers = (
+        ", ".join(str(i + 1) for i in range(len(slots) - 1))
+        + f" {i18n.text('offline.or')} {len(slots)}"
+    )
+    return i18n.text("offline.which_slot", numbers=numbers)
 
 
 def slots_again(name: str, slots: list[dict[str, Any]]) -> str:
     lines = "\n".join(f"{i + 1}. {s['label']}" for i, s in enumerate(slots))
-    return f"¡Gracias, {name}! ¿Cuál de estos horarios prefieres?\n{lines}"
+    return i18n.text("offline.slots_again", name=name, slots=lines)
 
 
 def goodbye(pending: bool) -> str:
-    if pending:
-        return "¡Con gusto! Si más tarde quieres alguno de esos horarios, escríbeme. 😊"
-    return "¡Con gusto! Aquí estoy si necesitas algo más. 😊"
+    return i18n.text("offline.goodbye_pending" if pending else "offline.welcome")
+
+
+def _numbered(items: list[dict[str, Any]]) -> str:
+    return "\n".join(f"{a['n']}. {a['label']}" for a in items)
 
 
 def _no_text(d: dict[str, Any]) -> str:
@@ -247,35 +270,32 @@ def _no_text(d: dict[str, Any]) -> str:
 _ACTION_TEXT: dict[str, Callable[[dict[str, Any]], str]] = {
     "slots_proposed": _proposed,
     "date_conflict": date_conflict,
-    "service_needed": lambda d: (
-        "¿Para qué servicio quieres la cita? Tenemos:\n"
-        + "\n".join(f"{i + 1}. {o}" for i, o in enumerate(d["options"]))
+    "service_needed": lambda d: i18n.text(
+        "offline.service_needed",
+        options="\n".join(f"{i + 1}. {o}" for i, o in enumerate(d["options"])),
     ),
-    "name_needed": lambda d: (
-        f"¡Perfecto! Te reservo el {d['slot']}. ¿A nombre de quién agendo la cita?"
-    ),
+    "name_needed": lambda d: i18n.text("offline.name_needed", slot=d["slot"]),
     "slot_taken": lambda d: (
-        f"Uy, el {d['slot']} se acaba de ocupar. 😕 Te puedo ofrecer:\n"
-        f"{_slots(d, 'alternatives')}\n\n¿Cuál prefieres?"
+        i18n.text("offline.slot_taken", slot=d["slot"], slots=_slots(d, "alternatives"))
         if d["alternatives"]
-        else f"Uy, el {d['slot']} se acaba de ocupar y no veo otros horarios cercanos."
+        else i18n.text("offline.slot_taken_none", slot=d["slot"])
     ),
-    "booked": lambda d: (
-        f"¡Listo, {d['name']}! Tu cita de {d['service']} quedó agendada para el {d['when']} "
-        f"con {d['staff']}. Valor: {d['price']}. Te esperamos. 💆"
+    "booked": lambda d: i18n.text(
+        "offline.booked",
+        name=d["name"],
+        service=d["service"],
+        when=d["when"],
+        staff=d["staff"],
+        price=d["price"],
     ),
     "appointments_listed": lambda d: (
-        "Tus próximas citas:\n" + "\n".join(f"{a['n']}. {a['label']}" for a in d["appointments"])
+        i18n.text("offline.listed", lines=_numbered(d["appointments"]))
         if d["appointments"]
-        else "No tienes citas próximas con nosotros."
+        else i18n.text("offline.listed_none")
     ),
     "cancel_confirmation_needed": lambda d: confirm_cancel(d["label"]),
-    "cancelled": lambda d: (
-        f"Listo, tu cita de {d['service']} del {d['when']} quedó cancelada. ¿Te ayudo con algo más?"
-    ),
-    "rescheduled": lambda d: (
-        f"¡Hecho! Tu cita de {d['service']} quedó para el {d['when']}: ¡te esperamos!"
-    ),
+    "cancelled": lambda d: i18n.text("offline.cancelled", service=d["service"], when=d["when"]),
+    "rescheduled": lambda d: i18n.text("offline.rescheduled", service=d["service"], when=d["when"]),
     "name_saved": lambda d: "",
     "retry": lambda d: "",
 }

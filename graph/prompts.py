@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from graph import replies
+from graph import i18n, replies
 from graph.state import ConversationState, ToolDeps, TurnContext
 
 STATE_MARK = "ESTADO:"
@@ -20,7 +20,8 @@ No eres personal de salud: nunca des diagnósticos, dosis, medicamentos ni conse
 de cuidados, ni digas si algo es normal o grave. Ante una pregunta así, di que eso lo debe
 valorar un profesional y ofrece una cita o hablar con una persona del equipo (handoff
 "escalation"). Ante una posible emergencia, pide llamar a la línea de emergencias.
-Hoy es {today} (hora local {clock}, zona {tz})."""
+Hoy es {today} (hora local {clock}, zona {tz}).
+{answer_in}"""
 
 ROUTER = """[agente:router]
 Clasifica lo que quiere el cliente ahora:
@@ -59,7 +60,12 @@ qué se le ofreció y qué quedó pendiente. Sin identificadores internos."""
 def base(ctx: TurnContext | ToolDeps) -> str:
     now = ctx.now
     return BASE.format(
-        business=ctx.org.name, today=replies.day(now), clock=replies.clock(now), tz=ctx.org.timezone
+        business=ctx.org.name,
+        today=replies.day(now, "es"),
+        clock=replies.clock(now, "es"),
+        tz=ctx.org.timezone,
+        # The customer's language, said in it: a model answers in the language it is told to.
+        answer_in=i18n.text("prompt.answer_in", ctx.language),
     )
 
 

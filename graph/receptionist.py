@@ -6,6 +6,10 @@ storage.keys.checkpoint_thread) so the flow, the chosen service and the offered 
 a worker restart. A model that fails on the turn never raises: the customer gets a short apology, the
 failure is logged and counted; a model server that is down or throttling raises DependencyDown,
 so the turn waits for it.
+
+The turn is answered in the customer's language (graph/language.py: what they wrote, else the
+chat's language so far, else the organization's `locale`); every text the system writes itself
+comes from the message catalogs in that language (graph/i18n.py).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from graph.embeddings import Embedder, build_embedder
 from graph.contract import EscalationRequest, TurnInput, TurnResult
 from graph.experts import Experts
 from graph.models import build_model
-from graph import loopguard, nodes, reminder_answers, safety
+from graph import i18n, language, loopguard, nodes, reminder_answers, safety
 from graph.state import ConversationState, TurnContext
 from ops import logs, metrics
 from ops.deps import Deps
@@ -45,16 +49,11 @@ log = logging.getLogger(__name__)
 RECURSION_LIMIT = 25
 EXPERT_NODES = ("knowledge", "appointment", "escalation")
 _MODEL_DOWN = (ModelConnectionError, ModelRateLimitError, ModelServerError, ModelUnavailableError)
-APOLOGY = (
-    "Perdona, tuve un problema técnico y no pude procesar tu mensaje. ¿Me lo puedes "
-    "repetir en un momento? 🙏"
-)
+# The texts in Spanish, for the tests; a turn says them in its own language (system.apology).
+APOLOGY = i18n.text("system.apology", "es")
 # The model failed again right after the apology: not the same words twice (graph/loopguard.py),
 # and a way to a person that needs no model (the keyword router sends "asesor" to escalation).
-APOLOGY_AGAIN = (
-    "Sigo con un problema técnico 😔. Escríbeme de nuevo en unos minutos, o escribe "
-    "«asesor» y te comunico con una persona del equipo."
-)
+APOLOGY_AGAIN = i18n.text("system.apology_again", "es")
 
 
 class Receptionist:
@@ -86,14 +85,15 @@ class Receptionist:
     async def run_turn(self, turn: TurnInput) -> TurnResult:
         thread = keys.checkpoint_thread(turn.org, turn.chat)
         with logs.bound(thread_id=thread):
-            return await self._run_turn(turn, thread)
+            context = await self._context(turn)
+            with i18n.speaking(context.language):
+                return await self._run_turn(turn, thread, context)
 
-    async def _run_turn(self, turn: TurnInput, thread: str) -> TurnResult:
+    async def _run_turn(self, turn: TurnInput, thread: str, context: TurnContext) -> TurnResult:
         config: RunnableConfig = {
             "configurable": {"thread_id": thread},
             "recursion_limit": RECURSION_LIMIT,
         }
-        context = await self._context(turn)
         log.info(
             "turn %s context: thread=%s messages=%d approx_tokens=%d summary_used=%s",
             turn.turn_id,
@@ -156,9 +156,9 @@ class Receptionist:
                 exc,
                 exc_info=not isinstance(exc, TimeoutError),
             )
-            again = _last_sent(context) == APOLOGY
+            again = _last_sent(context) == i18n.text("system.apology")
             return TurnResult(
-                replies=[APOLOGY_AGAIN if again else APOLOGY],
+                replies=[i18n.text("system.apology_again" if again else "system.apology")],
                 actions=[{"action": "model_failed", "data": {"reason": reason}}],
             )
         if context.usage_tokens:
@@ -189,13 +189,22 @@ class Receptionist:
                 raise LookupError(f"organization {turn.org} does not exist")
             self._orgs[turn.org] = org  # timezone and name change rarely; a restart picks them up
         n = deps.settings.memory_messages
-        stored, name, (summary, _) = await asyncio.gather(  # Redis and PostgreSQL at the same time
+        (
+            stored,
+            (name, remembered),
+            (summary, _),
+        ) = await asyncio.gather(  # Redis, PostgreSQL at once
             memory.recent_messages(deps.redis, deps.pool, turn.org, turn.chat, n + len(turn.texts)),
-            chats.contact_name(deps.pool, turn.org, turn.contact_id),
+            chats.name_and_language(deps.pool, turn.org, turn.identity_id),
             memory.load_summary(deps.pool, turn.org, turn.identity_id),
         )
+        spoken = language.choose(list(turn.texts), remembered, org.settings.get("locale"))
+        # Remembered once the customer said it (the reminders are written in it too); a first
+        # "ok" answered in the organization's language leaves the chat's open.
+        said = remembered is not None or language.detect("\n".join(turn.texts)) == spoken
+        if spoken != remembered and said:
+            await chats.save_chat_language(deps.pool, turn.org, turn.identity_id, spoken)
         recent = _without_this_turn(stored, turn.texts)[-n:]
-        assert deps.clock is not None  # Deps.__post_init__ always sets it
         now = datetime.fromtimestamp(deps.clock(), org.tz)
         return TurnContext(
             deps=deps,
@@ -204,6 +213,7 @@ class Receptionist:
             now=now,
             recent=recent,
             contact_name=name,
+            language=spoken,
             summary=summary,
             embedder=self.embedder,
         )
@@ -217,11 +227,10 @@ def _emergency(turn: TurnInput, context: TurnContext) -> TurnResult:
     return TurnResult(
         replies=[safety.emergency_reply(phone)],
         escalation=EscalationRequest(
-            reason="posible emergencia médica",
+            reason="posible emergencia médica",  # for the clinic's advisor, in its language
             summary=summary,
-            accepted_text="Una persona del equipo ya fue avisada y te contactará. Si empeora, "
-            f"llama al {phone}.",
-            failed_text=f"No logré avisar al equipo ahora. Por favor llama al {phone} o a la clínica.",
+            accepted_text=i18n.text("system.emergency_accepted", phone=phone),
+            failed_text=i18n.text("system.emergency_failed", phone=phone),
             customer_name=context.contact_name or "Cliente",
         ),
         actions=[{"action": "emergency", "data": {"line": phone}}],

@@ -1,11 +1,12 @@
-"""A reminder's buttons answered: Confirmar, Reprogramar, Cancelar (their titles:
-storage/events.py REMINDER_BUTTONS).
+"""A reminder's buttons answered: Confirmar, Reprogramar, Cancelar (their titles in each
+language: the catalogs' `reminder.buttons`, graph/locales).
 
 The answer arrives as a button or quick-reply event ("[botón] Confirmar"), or typed. It refers
 to the appointment the contact was last reminded of (storage/reminders.remember_reminded).
 Confirmar marks the appointment confirmed by the customer at once; Cancelar and Reprogramar
 enter the appointment expert with that appointment already listed, so cancelling still asks
-the usual yes and rescheduling offers times for that appointment.
+the usual yes and rescheduling offers times for that appointment. The buttons are titled in the
+chat's language (graph/locales, reminder.buttons); a title of any language is read.
 """
 
 from __future__ import annotations
@@ -13,21 +14,26 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from graph import intents, replies
+from graph import i18n, intents, replies
 from graph.contract import TurnInput, TurnResult
 from graph.state import ConversationState
 from ops import metrics
 from ops.deps import Deps
 from storage import reminders, webhooks
 from storage.catalog import OrgProfile
-from storage.events import REMINDER_BUTTONS, ReminderAnswer
+from storage.events import ReminderAnswer
 
-# The button titles as a tap (or a typed answer) reads once normalized, and what each answers.
+# Each language's button titles, in the order confirm, reschedule, cancel.
+_IN_ORDER: tuple[ReminderAnswer, ...] = ("confirm", "reschedule", "cancel")
 _ANSWERS: dict[str, ReminderAnswer] = {
-    intents.normalize(title): answer for answer, title in REMINDER_BUTTONS.items()
+    intents.normalize(title): answer
+    for titles in i18n.in_every_language("reminder.buttons").values()
+    for title, answer in zip(titles, _IN_ORDER)
 }
 _BUTTON = re.compile(
-    r"^\s*(\[boton\]\s*)?(" + "|".join(map(re.escape, _ANSWERS)) + r")\s*[.!]*\s*$"
+    r"^\s*(\[(?:boton|button|botao)\]\s*)?("
+    + "|".join(map(re.escape, sorted(_ANSWERS, key=len, reverse=True)))
+    + r")\s*[.!]*\s*$"
 )
 
 
@@ -63,7 +69,7 @@ async def confirm(deps: Deps, turn: TurnInput, found: dict[str, Any]) -> TurnRes
         )
     metrics.reminder_answers.labels(turn.org, "confirmed").inc()
     return TurnResult(
-        replies=[f"¡Gracias por confirmar! Te esperamos: {appointment['label']}. 😊"],
+        replies=[i18n.text("system.attendance_confirmed", label=appointment["label"])],
         actions=[{"action": "attendance_confirmed", "data": {"label": appointment["label"]}}],
         experts=["appointment"],
     )

@@ -1,4 +1,8 @@
-"""What a reply looks like on WhatsApp: es-CO dates and prices, no internal ids, ≤ 4096 chars."""
+"""What a reply looks like on WhatsApp: dates in the customer's language (es-CO by default:
+"jueves 4 de marzo, 3:00 p. m."), prices, no internal ids, ≤ 4096 chars.
+
+Dates are written in the language of the turn (graph/i18n.py) unless one is passed: the
+labels a tool shows are in the language the customer reads them in."""
 
 from __future__ import annotations
 
@@ -7,7 +11,10 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+from graph import i18n
+
 MAX_CHARS = 4096
+# Spanish names, for code that reads Spanish labels; replies use the catalog's (i18n "date.*").
 WEEKDAYS = ["lunes", "martes", "miércoles", "jueves", "viernes", "sábado", "domingo"]
 MONTHS = [
     "enero",
@@ -26,27 +33,51 @@ MONTHS = [
 _UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I)
 
 
-def clock(moment: datetime | time) -> str:
-    """3:00 p. m. (the es-CO way)."""
-    hour = moment.hour % 12 or 12
-    return f"{hour}:{moment.minute:02d} {'a. m.' if moment.hour < 12 else 'p. m.'}"
+def clock(moment: datetime | time, lang: str | None = None) -> str:
+    """3:00 p. m. (es-CO), 3:00 PM (en), 15:00 (pt)."""
+    half = i18n.text("date.am" if moment.hour < 12 else "date.pm", lang)
+    return i18n.text(
+        "date.clock",
+        lang,
+        hour12=moment.hour % 12 or 12,
+        hour24=moment.hour,
+        minute=f"{moment.minute:02d}",
+        half=half,
+    )
 
 
-def day(moment: date) -> str:
-    return f"{WEEKDAYS[moment.weekday()]} {moment.day} de {MONTHS[moment.month - 1]}"
+def weekday(n: int, lang: str | None = None) -> str:
+    """The name of weekday n (Monday 0)."""
+    return i18n.words("date.weekdays", lang)[n]
 
 
-def when(moment: datetime, tz: ZoneInfo) -> str:
+def weekdays_plural(n: int, lang: str | None = None) -> str:
+    """ "domingos", "Sundays": what is closed every week."""
+    return i18n.words("date.weekdays_plural", lang)[n]
+
+
+def day(moment: date, lang: str | None = None) -> str:
+    """jueves 4 de marzo, Thursday, March 4, quinta-feira, 4 de março."""
+    return i18n.text(
+        "date.day",
+        lang,
+        weekday=weekday(moment.weekday(), lang),
+        day=moment.day,
+        month=i18n.words("date.months", lang)[moment.month - 1],
+    )
+
+
+def when(moment: datetime, tz: ZoneInfo, lang: str | None = None) -> str:
     """viernes 12 de diciembre, 3:00 p. m. — always in the organization's timezone."""
     local = moment.astimezone(tz)
-    return f"{day(local)}, {clock(local)}"
+    return i18n.text("date.when", lang, day=day(local, lang), clock=clock(local, lang))
 
 
 def price(amount: Decimal | float | int, currency: str = "COP") -> str:
     """$120.000 for COP (no cents, dot thousands); other currencies keep two decimals."""
     amount = Decimal(amount)
     if amount == 0:
-        return "sin costo"
+        return i18n.text("date.free")
     if currency == "COP":
         return "$" + f"{int(amount.quantize(Decimal(1))):,}".replace(",", ".")
     whole, cents = f"{amount:,.2f}".split(".")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from graph import intents
+from graph import i18n, intents
 
 DEFAULT_EMERGENCY_PHONE = "123"  # Colombia's single emergency line
 
@@ -42,8 +42,5 @@ def emergency_phone(settings: dict[str, Any]) -> str:
 
 
 def emergency_reply(phone: str) -> str:
-    return (
-        f"🚨 Si es una emergencia, llama ya a la línea de emergencias {phone} o ve a urgencias "
-        "más cercanas. No puedo darte indicaciones médicas por este chat. Estoy avisando a una "
-        "persona de nuestro equipo para que te contacte."
-    )
+    """In the language of the turn (graph/i18n.py)."""
+    return i18n.text("system.emergency", phone=phone)

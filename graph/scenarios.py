@@ -8,7 +8,9 @@ end, the customer's appointments (service, local date and time, status); through
 reply sent twice in a row and no time of day in a reply that no tool produced.
 
 `make test` plays every scenario with the offline model and a scripted model; `skytide eval`
-plays them against whatever model is configured, k times each, and prints pass^k.
+plays them against whatever model is configured, k times each, and prints pass^k, then how it
+generalises (`generalisation`): the pass rates of the rules part (the scenarios and phrasings the
+offline model is written against) and of the held-out part (never tuned against), per language.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from graph import loopguard, replies
+from graph import intents, loopguard, replies
 from graph.contract import TurnInput, TurnResult
 from graph.receptionist import Receptionist
 from ops.deps import Deps
@@ -35,7 +37,8 @@ from storage.seed import seed_catalog
 TZ = ZoneInfo("America/Bogota")
 NOW = datetime(2027, 3, 3, 10, 0, tzinfo=TZ)  # a Wednesday morning: "mañana" is Thursday 4 March
 PHONE = "573001112233"
-_CLOCK = re.compile(r"\b\d{1,2}:\d{2} [ap]\. m\.")
+# A time of day as a reply writes it, in any catalog's way: "3:00 p. m.", "3:00 PM", "15:00".
+_CLOCK = re.compile(r"\b\d{1,2}:\d{2}(?: [ap]\. m\.| [AP]M)?")
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class Scenario:
         dict[str, Any], ...
     ] = ()  # appointments booked before the chat: {service, at, name?}
     source: str = ""
+    language: str = "es"  # the customer's language, for the per-language rates
 
 
 @dataclass
@@ -95,6 +99,7 @@ def load(folder: Path) -> list[Scenario]:
                     source=path.name,
                     appointments=tuple(raw["appointments"]) if "appointments" in raw else None,
                     before=tuple(raw.get("before", ())),
+                    language=raw.get("language", "es"),
                 )
             )
     names = [s.name for s in found]
@@ -184,7 +189,8 @@ async def run_scenario(deps: Deps, receptionist: Receptionist, scenario: Scenari
 def _known_times(scenario: Scenario) -> set[str]:
     times = set()
     for before in scenario.before:
-        times.add(replies.clock(datetime.fromisoformat(before["at"])))
+        for lang in ("es", "en", "pt"):
+            times.add(replies.clock(datetime.fromisoformat(before["at"]), lang))
     return times
 
 
@@ -273,6 +279,15 @@ async def evaluate(
     return results
 
 
+async def play_all(
+    deps: Deps, receptionist: Receptionist, chosen: list[Scenario], concurrency: int = 8
+) -> list[Outcome]:
+    """Every scenario once, a few at a time: each turn holds pooled connections, and a hundred
+    chats at once would wait on the pool (DATABASE_ACQUIRE_TIMEOUT_S) rather than on the model."""
+    results = await evaluate(deps, receptionist, chosen, 1, concurrency)
+    return [outcome for outcomes in results.values() for outcome in outcomes]
+
+
 def table(results: dict[str, list[Outcome]], k: int) -> str:
     """pass^k per scenario: 1 when all k runs passed (a model that passes only sometimes is not
     one a clinic can leave alone with its customers), with the passes and the first failure."""
@@ -288,4 +303,89 @@ def table(results: dict[str, list[Outcome]], k: int) -> str:
         f"pass^1: {sum(o.passed for outs in results.values() for o in outs)}/"
         f"{sum(len(outs) for outs in results.values())} runs"
     )
+    return "\n".join(lines)
+
+
+# ---- generalisation: the rules part and the held-out part, per language ----------------------
+
+HELD_OUT_MARK = "# ==== HELD-OUT"
+_TAG = re.compile(r"\s*\[(en|pt)\]\s*$")
+_REGION = re.compile(r"\s*\((CO|MX|AR|ES)\)\s*$")  # "(AR)": the region, for the reader
+
+
+@dataclass(frozen=True)
+class Phrasing:
+    intent: str
+    text: str  # as the customer writes it (tags and region marks removed)
+    language: str  # "es", or the line's [en] / [pt] tag
+
+
+def load_phrasings(path: Path) -> tuple[list[Phrasing], list[Phrasing]]:
+    """The corpus (`intent | message [en]` a line): the part the intent table is written against,
+    and the held-out part after HELD_OUT_MARK."""
+    written, _, held = path.read_text(encoding="utf-8").partition(HELD_OUT_MARK)
+    return _phrasings(written), _phrasings(held.partition("\n")[2])
+
+
+def _phrasings(text: str) -> list[Phrasing]:
+    out = []
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        intent, message = (part.strip() for part in line.split("|", 1))
+        tag = _TAG.search(message)
+        message = _REGION.sub("", _TAG.sub("", message))
+        out.append(Phrasing(intent, message, tag.group(1) if tag else "es"))
+    return out
+
+
+def _rate(passed: int, total: int) -> str:
+    return f"{passed}/{total} ({passed / total:.0%})" if total else "-"
+
+
+def _by_language(items: list[tuple[str, bool]]) -> str:
+    """ "12/14 (86%)  es 8/8 (100%)  en 2/3 (67%)  pt 2/3 (67%)" from (language, passed) pairs."""
+    parts = [_rate(sum(ok for _, ok in items), len(items))]
+    for lang in ("es", "en", "pt"):
+        mine = [ok for language, ok in items if language == lang]
+        parts.append(f"{lang} {_rate(sum(mine), len(mine))}")
+    return "  ".join(parts)
+
+
+def phrasing_lines(path: Path) -> list[str]:
+    """The intent table's pass rate over the corpus's rules part and held-out part."""
+    rules, held = load_phrasings(path)
+    lines = []
+    for name, part in (("rules", rules), ("held-out", held)):
+        results = [(p.language, intents.classify(p.text) == p.intent) for p in part]
+        lines.append(f"phrasings {name:<9} {_by_language(results)}")
+    return lines
+
+
+def scenario_lines(
+    rules: dict[str, list[Outcome]],
+    held: dict[str, list[Outcome]],
+    languages: dict[str, str],
+) -> list[str]:
+    """pass^1 of the scenario runs of the rules part and of the held-out part, per language."""
+    lines = []
+    for name, results in (("rules", rules), ("held-out", held)):
+        runs = [(languages.get(s, "es"), o.passed) for s, outs in results.items() for o in outs]
+        lines.append(f"scenarios {name:<9} {_by_language(runs)}")
+    return lines
+
+
+def generalisation(
+    folder: Path,
+    rules: dict[str, list[Outcome]],
+    held: dict[str, list[Outcome]],
+    played: list[Scenario],
+) -> str:
+    """What `skytide eval` prints last: how the model does on what it was written against and
+    on what it never saw (issue 20 item 7), for phrasings and scenarios, per language."""
+    languages = {s.name: s.language for s in played}
+    corpus = folder / "phrasings.txt"
+    lines = ["generalisation (pass rate: all, then per language):"]
+    lines += phrasing_lines(corpus) if corpus.exists() else []
+    lines += scenario_lines(rules, held, languages)
     return "\n".join(lines)

@@ -92,6 +92,7 @@ class TurnContext:
     now: datetime  # local time in the organization's timezone
     recent: list[tuple[str, str]]  # earlier messages, oldest first, this turn's excluded
     contact_name: str | None  # as stored in the CRM when the turn started
+    language: str = "es"  # the customer's language this turn (graph/language.py): es, en or pt
     summary: str = ""  # thread_summaries.summary_text as stored when the turn started
     usage_tokens: list[int] = field(default_factory=list)
     embedder: Embedder | None = None  # hybrid knowledge search when configured
@@ -121,6 +122,7 @@ class ToolDeps:
     recent: list[tuple[str, str]] = field(default_factory=list)  # for the instructions
     summary: str = ""
     embedder: Embedder | None = None
+    language: str = "es"  # the customer's language this turn (graph/language.py)
     # The turn's check before a booking, cancellation or move: raises TurnSuperseded when the
     # customer wrote again first (graph/contract.py, storage/turns.commit).
     before_effect: Callable[[], Awaitable[None]] = no_check
@@ -151,6 +153,7 @@ class ToolDeps:
             recent=ctx.recent,
             summary=summary,
             embedder=ctx.embedder,
+            language=ctx.language,
             before_effect=turn.before_effect,
             bookings=bookings,
             tools_used=ctx.tools_used,

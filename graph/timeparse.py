@@ -65,7 +65,8 @@ _WEEKDAY_WORDS = {
     "sexta-feira": 4,
 }
 # Portuguese "segunda", "quinta", "sexta" are also Spanish ordinals ("la segunda" picks a slot):
-# they are weekdays only after a Portuguese preposition ("na segunda", "próxima sexta").
+# they are weekdays only after a Portuguese preposition ("na segunda", "próxima sexta") or before
+# a Portuguese time or period ("sexta às 15h", "quinta à noite", "segunda de manhã").
 _PT_SHORT = {"segunda": 0, "quinta": 3, "sexta": 4}
 MONTHS = {
     "enero": 1,
@@ -195,7 +196,8 @@ _WD = (
     r"(?P<wd>"
     + _alt(_WEEKDAY_WORDS)
     + r"|(?:(?<=\bna )|(?<=\bnesta )|(?<=\bproxima )|(?<=\besta ))"
-    r"(?:" + _alt(_PT_SHORT) + r")(?:-feira)?)"
+    r"(?:" + _alt(_PT_SHORT) + r")(?:-feira)?"
+    r"|(?:" + _alt(_PT_SHORT) + r")(?=\s+(?:as|a|de|pela|no|na)\s+(?:\d|tarde|manha|noite)))"
 )
 _MONTH = r"(?P<month>" + _alt(MONTHS) + r")"
 _ORD = r"(?:st|nd|rd|th|o|ro|º)?"
@@ -306,7 +308,7 @@ _BEFORE = re.compile(
 _PERIOD = re.compile(
     r"\b(?:(?:en|por|de|a|para|hoy en) (?:la|las)|esta) (?P<p>mananas?|tardes?|noches?)\b"
     r"|\b(?:de|a|pela|por|en|para|da|hoje a) (?P<q>tardes?|noches?|manha|noite)\b"
-    r"|\b(?:in the|this) (?P<r>morning|afternoon|evening)\b|\b(?P<tonight>tonight)\b"
+    r"|\b(?<!good )(?P<r>morning|afternoon|evening)s?\b|\b(?P<tonight>tonight)\b"
 )
 _NOON = re.compile(r"\b(?:al |a |at |ao )?(?:medio ?dia|mediodia|noon|meio[- ]dia)\b")
 _FIRST = re.compile(

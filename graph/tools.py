@@ -257,7 +257,7 @@ def _date_conflict(d: ToolDeps, conflict: timeparse.Conflict) -> dict[str, Any]:
     noon = time(12)
     return d.act(
         "date_conflict",
-        weekday=replies.WEEKDAYS[conflict.weekday],
+        weekday=replies.weekday(conflict.weekday),
         dated=replies.day(datetime.combine(conflict.dated, noon)),
         other=replies.day(datetime.combine(conflict.other, noon)),
     )

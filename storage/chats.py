@@ -20,6 +20,7 @@ class Identity:
     last_inbound_at: datetime | None
     opted_out: bool  # the contact said STOP (or WhatsApp told us so)
     kind: str = "customer"  # or "staff": the advisor's or a staff phone, never answered by the bot
+    language: str | None = None  # es, en or pt once the customer said enough (graph/language.py)
 
     def customer_contact_id(self) -> str:
         """The contact of a customer's chat (`upsert_identity` always links one)."""
@@ -33,7 +34,7 @@ def ms_to_dt(ms: int) -> datetime:
 
 
 _IDENTITY_COLUMNS = """
-    id::text, contact_id::text, phone, bot_enabled, last_inbound_at,
+    id::text, contact_id::text, phone, bot_enabled, last_inbound_at, language,
     exists (select 1 from contact_authorizations a where a.contact_id = chat_identities.contact_id
             and a.channel = 'whatsapp' and a.status = 'opted_out') as opted_out, kind"""
 
@@ -338,3 +339,34 @@ async def search_messages(
         limit,
     )
     return [(r["direction"], r["text"], r["created_at"]) for r in rows]
+
+
+async def name_and_language(db: Db, org: str, identity_id: str) -> tuple[str | None, str | None]:
+    """The contact's name and the language the chat is in (graph/language.py; None before the
+    customer said enough), in one query: a turn asks both before it starts."""
+    row = await db.fetchrow(
+        "select c.name, ci.language from chat_identities ci left join contacts c"
+        " on c.id = ci.contact_id where ci.id = $2::uuid and ci.organization_id = $1::uuid",
+        org,
+        identity_id,
+    )
+    return (row["name"], row["language"]) if row else (None, None)
+
+
+async def language_by_phone(db: Db, org: str, phone: str) -> str | None:
+    """The chat's language, found by the customer's phone (for messages sent outside a turn)."""
+    language: str | None = await db.fetchval(
+        "select language from chat_identities where organization_id = $1::uuid and phone = $2",
+        org,
+        phone,
+    )
+    return language
+
+
+async def save_chat_language(db: Db, org: str, identity_id: str, language: str) -> None:
+    await db.execute(
+        "update chat_identities set language = $3 where id = $2::uuid and organization_id = $1::uuid",
+        org,
+        identity_id,
+        language,
+    )

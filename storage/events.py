@@ -8,7 +8,9 @@ version wrote: a deployment upgrades in place, with old entries still in Redis.
   stream, error and delivery count beside them (`encode_dead_letter`, `decode_dead_letter`).
 - Scheduled jobs (`{org}:jobs:data`, storage/jobs.py): JSON discriminated on `kind`
   (`encode_job`, `decode_job`).
-- Reminder buttons: the titles WhatsApp shows and sends back when tapped (`REMINDER_BUTTONS`).
+- Reminder buttons: what each answers (`ReminderAnswer`); their titles, in each language, are
+  the message catalogs' `reminder.buttons` (graph/locales), in the order confirm, reschedule,
+  cancel.
 """
 
 from __future__ import annotations
@@ -334,11 +336,7 @@ def decode_job(data: str | bytes) -> ScheduledJob:
 
 # ---- reminder buttons ---------------------------------------------------------------------
 
+# What a reminder's quick-reply buttons answer, in the order shown. Their titles are in the
+# message catalogs (graph/locales, `reminder.buttons`: 20 characters at most, WhatsApp's limit);
+# a tap comes back as an inbound message whose text is the title (graph/reminder_answers.py).
 ReminderAnswer = Literal["confirm", "reschedule", "cancel"]
-# The quick-reply titles under a reminder, in the order shown (WhatsApp: 20 characters at most).
-# A tap comes back as an inbound message whose text is the title (graph/reminder_answers.py).
-REMINDER_BUTTONS: dict[ReminderAnswer, str] = {
-    "confirm": "Confirmar",
-    "reschedule": "Reprogramar",
-    "cancel": "Cancelar",
-}

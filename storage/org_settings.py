@@ -190,6 +190,26 @@ KEYS: dict[str, Callable[[Any], Any]] = {
 
 SECRET_KEYS = frozenset({"gupshup_partner_token"})
 
+# A WhatsApp template is approved per language: `reminder_template_id_en=...` is the one for
+# chats in English; a chat in a language without its own gets the key without a suffix.
+TEMPLATE_KEYS = ("escalation_template_id", "reengagement_template_id", "reminder_template_id")
+LANGUAGES = ("es", "en", "pt")
+KEYS.update({f"{key}_{lang}": _text for key in TEMPLATE_KEYS for lang in LANGUAGES})
+
+
+def template_for(settings: dict[str, Any], key: str, language: str | None) -> str | None:
+    """The organization's template `key` in `language` if it has one, else its default."""
+    base = (language or "").split("-")[0].lower()
+    found = settings.get(f"{key}_{base}") or settings.get(key)
+    return str(found) if found else None
+
+
+def default_language(settings: dict[str, Any]) -> str:
+    """The organization's language (its `locale`, "es-CO" -> "es"): chats start in it."""
+    base = str(settings.get("locale") or "es").split("-")[0].lower()
+    return base if base in LANGUAGES else "es"
+
+
 RETENTION_KEYS = ("retention_messages_days", "retention_media_days", "retention_dead_letters_days")
 
 

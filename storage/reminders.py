@@ -41,6 +41,7 @@ class Due:
     opted_out: bool
     last_inbound_at: datetime | None
     confirmed_by_contact_at: datetime | None
+    language: str | None = None  # the chat's language (graph/language.py); None: the org's
 
 
 def _ms(moment: datetime) -> int:
@@ -185,7 +186,7 @@ async def due_appointment(db: Db, org: str, appointment_id: str) -> Due | None:
         select a.id::text, a.status, a.starts_at, sv.name as service_name, st.name as staff_name,
                c.phone, c.id::text as contact_id,
                coalesce(ca.status = 'opted_out', false) as opted_out,
-               ci.last_inbound_at, a.confirmed_by_contact_at
+               ci.last_inbound_at, a.confirmed_by_contact_at, ci.language
         from appointments a join services sv on sv.id = a.service_id join staff st on st.id = a.staff_id
         join contacts c on c.id = a.contact_id
         left join chat_identities ci on ci.contact_id = c.id and ci.organization_id = a.organization_id

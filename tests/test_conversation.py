@@ -18,8 +18,8 @@ ADVISOR = "573009998877"
 class Chat:
     """A customer writing to the clinic through the webhook, reading replies at the fake Gupshup."""
 
-    def __init__(self, url: str, gupshup, app: str) -> None:
-        self.url, self.gupshup, self.app = url, gupshup, app
+    def __init__(self, url: str, gupshup, app: str, phone: str = PHONE) -> None:
+        self.url, self.gupshup, self.app, self.phone = url, gupshup, app, phone
         self.n = 0
 
     async def say(self, text: str, expect_replies: int = 1) -> list[str]:
@@ -28,11 +28,11 @@ class Chat:
         await post_webhook(
             self.url,
             text_webhook(
-                self.app, PHONE, text, f"c-{time.time_ns()}", clock.now_ms(), name="Laura"
+                self.app, self.phone, text, f"c-{time.time_ns()}", clock.now_ms(), name="Laura"
             ),
         )
         sent = await self.gupshup.wait_for_sent(before + expect_replies, timeout_s=15)
-        return [m.message.get("text", "") for m in sent[before:] if m.destination == PHONE]
+        return [m.message.get("text", "") for m in sent[before:] if m.destination == self.phone]
 
 
 async def appointments(deps, org):
@@ -71,6 +71,37 @@ async def test_book_ask_mid_booking_reschedule_and_cancel(system, make_org, gups
         await chat.say("sí")
         rows = await eventually(lambda: _all_cancelled(deps, org))
     assert rows
+
+
+async def test_english_and_portuguese_customers_book_in_their_language(
+    system, make_org, gupshup, deps
+):
+    """Issue 20 item 5: through the real pipeline, an English and a Portuguese customer of the
+    Spanish-speaking demo clinic are answered in their language and book, judged by the database."""
+    org = await make_org("DemoClinic", catalog=True)
+    async with system(
+        debounce_seconds=0.1, roles=tuple(r for r in ALL_ROLES if r != "scheduler")
+    ) as s:
+        english = Chat(s.url, gupshup, "DemoClinic")
+        offer = (await english.say("hi, can I book a manicure spa tomorrow afternoon?"))[0]
+        assert "Manicure spa" in offer and "Which one do you prefer?" in offer, offer
+        booked = (await english.say("the first one"))[0]
+        assert "Your Manicure spa appointment is booked" in booked, booked
+        portuguese = Chat(s.url, gupshup, "DemoClinic", phone="5511987654321")
+        offer = (await portuguese.say("oi, quero marcar uma pedicure spa amanhã à tarde"))[0]
+        assert "Pedicure spa" in offer and "Qual você prefere?" in offer, offer
+        booked = (await portuguese.say("a primeira"))[0]
+        assert "Sua consulta de Pedicure spa ficou marcada" in booked, booked
+    rows = await deps.pool.fetch(
+        "select ci.phone, s.name, a.status, ci.language from appointments a"
+        " join services s on s.id = a.service_id join chat_identities ci on ci.contact_id ="
+        " a.contact_id where a.organization_id = $1::uuid order by ci.phone",
+        org,
+    )
+    assert [tuple(r) for r in rows] == [
+        ("5511987654321", "Pedicure spa", "confirmed", "pt"),
+        (PHONE, "Manicure spa", "confirmed", "en"),
+    ]
 
 
 async def _all_cancelled(deps, org):

@@ -184,6 +184,22 @@ async def test_stop_keyword_opts_out_with_one_confirmation(system, make_org, gup
     assert await deps.pool.fetchval("select status from contact_authorizations") == "opted_out"
 
 
+async def test_the_opt_out_is_confirmed_in_the_chat_language(system, make_org, gupshup, deps):
+    """A chat in Portuguese that writes PARAR (Spanish too) is answered in Portuguese; a new chat
+    whose first message is STOP, in English (the keyword's own language)."""
+    org = await make_org("DemoApp")
+    identity = await chats.upsert_identity(deps.pool, org, PHONE, "Ana")
+    await chats.save_chat_language(deps.pool, org, identity.id, "pt")
+    t = clock.now_ms()
+    async with system() as s:
+        await post_webhook(s.url, text_webhook("DemoApp", PHONE, "PARAR", "s-1", t))
+        [portuguese] = await gupshup.wait_for_sent(1, timeout_s=10)
+        await post_webhook(s.url, text_webhook("DemoApp", "573009998877", "STOP", "s-2", t + 1))
+        english = (await gupshup.wait_for_sent(2, timeout_s=10))[-1]
+    assert "não vamos mais enviar mensagens" in portuguese.message["text"]
+    assert "we won't send you any more WhatsApp messages" in english.message["text"]
+
+
 async def _last_inbound(deps, org: str, hours_ago: float) -> None:
     identity = await chats.upsert_identity(deps.pool, org, PHONE, "Ana")
     await deps.pool.execute(

@@ -274,3 +274,19 @@ async def test_two_chats_racing_for_the_last_slot_the_held_one_is_offered_once(
     assert [racer.actions[-1] for racer in racers] == ["booked", "booked"]
     starts = [r["starts_at"] for r in await confirmed(deps)]
     assert len(starts) == 2 and starts[0] != starts[1]
+
+
+async def test_the_chat_language_is_remembered_once_the_customer_says_it(chat, deps):
+    """A first "ok" is answered in the clinic's language and decides nothing; an English
+    message sets the chat's language, and a later "sí" does not change it back."""
+    language = "select language from chat_identities"
+    await chat.say("ok")
+    assert await deps.pool.fetchval(language) is None
+    await chat.say("hi, how much is the relaxing massage?")
+    assert "$150.000" in chat.text and "it costs" in chat.text
+    assert await deps.pool.fetchval(language) == "en"
+    await chat.say("sí")
+    assert await deps.pool.fetchval(language) == "en"
+    await chat.say("hola, quiero saber cuánto cuesta la limpieza facial")
+    assert "cuesta $120.000" in chat.text
+    assert await deps.pool.fetchval(language) == "es"

@@ -13,9 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from graph import intents, reminder_answers
+from graph import i18n, intents, reminder_answers
 from storage.events import (
-    REMINDER_BUTTONS,
+    ReminderAnswer,
     BadEvent,
     Change,
     ConfirmationJob,
@@ -195,9 +195,15 @@ def test_a_purpose_no_consumer_knows_is_refused_where_the_message_is_made():
         OutboundMessage(org="o1", phone="5730", idempotency_key="k", purpose="reminders")
 
 
-@pytest.mark.parametrize("answer", list(REMINDER_BUTTONS))
-def test_a_tap_on_each_reminder_button_is_read_as_its_answer(answer):
-    title = REMINDER_BUTTONS[answer]
+BUTTONS = [
+    (lang, answer, title)
+    for lang, titles in i18n.in_every_language("reminder.buttons").items()
+    for answer, title in zip(get_args(ReminderAnswer), titles)
+]
+
+
+@pytest.mark.parametrize("lang,answer,title", BUTTONS)
+def test_a_tap_on_each_reminder_button_is_read_as_its_answer(lang, answer, title):
     assert len(title) <= 20  # WhatsApp's limit for a quick-reply title
     for text in (f"[botón] {title}", title, title.upper() + "!"):
         match = reminder_answers._BUTTON.match(intents.normalize(text))

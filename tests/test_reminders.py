@@ -12,6 +12,7 @@ import pytest
 
 from consumers.scheduler import Scheduler
 from ops import metrics
+from graph import i18n
 from storage import (
     appointments,
     catalog,
@@ -133,6 +134,30 @@ async def test_outside_the_window_the_reminder_is_the_template(deps, clinic, clo
     ]
     assert await jobs.pending(deps.redis, clinic) == []
     assert await deps.redis.zcard(keys.JOB_ORGS) == 0  # an idle tenant costs the scheduler nothing
+
+
+async def test_a_chat_in_english_gets_its_confirmation_reminder_and_template_in_english(
+    deps, clinic, clock
+):
+    await org_settings.update(deps.pool, clinic, {"reminder_template_id_en": "reminder-en"})
+    scheduler = Scheduler(deps)
+    identity = await chats.upsert_identity(deps.pool, clinic, "573001112233", "Ana")
+    await chats.save_chat_language(deps.pool, clinic, identity.id, "en")
+    await book(deps, clinic, clock, THURSDAY_3PM)
+    await scheduler.tick()
+    [confirmation] = await outbound(deps, clinic)
+    assert confirmation.text.startswith("✅ Appointment confirmed: Limpieza facial")
+    assert "Thursday, March 4" in confirmation.text and "3:00 PM" in confirmation.text
+    clock.at = THURSDAY_3PM - timedelta(hours=24)
+    await scheduler.tick()
+    reminder = (await outbound(deps, clinic))[-1]
+    assert reminder.text.endswith("Can you confirm you'll come?")
+    assert reminder.buttons == ["Confirm", "Reschedule", "Cancel"]
+    clock.at = THURSDAY_3PM - timedelta(hours=2)  # the window closed: the English template
+    await scheduler.tick()
+    late = (await outbound(deps, clinic))[-1]
+    assert late.template_id == "reminder-en"
+    assert late.template_params[1:3] == ["Thursday, March 4", "3:00 PM"]
 
 
 async def test_a_reschedule_moves_the_reminders_and_a_cancel_removes_them(deps, clinic, clock):
@@ -324,7 +349,7 @@ async def test_the_sender_sends_a_reminder_as_an_interactive_quick_reply(
                 phone="573001230000",
                 text="⏰ Te recordamos tu cita",
                 idempotency_key="job:r1",
-                buttons=list(events.REMINDER_BUTTONS.values()),
+                buttons=list(i18n.words("reminder.buttons", "es")),
                 purpose="reminder",
                 requires_bot_enabled=False,
             ),

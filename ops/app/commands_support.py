@@ -113,7 +113,10 @@ async def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     """The conversation scenarios against the configured model (LLM_MODEL, OPENAI_BASE_URL)."""
     folder = Path(args.dir) if args.dir else default_scenarios()
     chosen = [s for s in scenarios.load(folder) if not args.only or args.only in s.name]
-    if not chosen:
+    held_out = [
+        s for s in scenarios.load(folder / "held_out") if not args.only or args.only in s.name
+    ]
+    if not chosen and not held_out:
         print(f"no scenario in {folder} matches {args.only!r}", file=sys.stderr)
         return 2
     async with (
@@ -129,22 +132,24 @@ async def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
         )  # the scenarios' dates are relative to a fixed Wednesday
         receptionist = Receptionist(deps, saver)
         print(
-            f"{len(chosen)} scenarios x {args.k} runs against {settings.llm_model or 'offline'}",
+            f"{len(chosen)} scenarios and {len(held_out)} held-out x {args.k} runs against "
+            f"{settings.llm_model or 'offline'}",
             file=sys.stderr,
         )
+
+        def progress(outcome: scenarios.Outcome) -> None:
+            print("." if outcome.passed else "F", end="", file=sys.stderr, flush=True)
+
         try:
             results = await scenarios.evaluate(
-                deps,
-                receptionist,
-                chosen,
-                args.k,
-                args.concurrency,
-                progress=lambda o: print(
-                    "." if o.passed else "F", end="", file=sys.stderr, flush=True
-                ),
+                deps, receptionist, chosen, args.k, args.concurrency, progress
+            )
+            held = await scenarios.evaluate(
+                deps, receptionist, held_out, args.k, args.concurrency, progress
             )
         finally:
             await receptionist.aclose()
         print(file=sys.stderr)
-        print(scenarios.table(results, args.k))
+        print(scenarios.table({**results, **held}, args.k))
+        print(scenarios.generalisation(folder, results, held, chosen + held_out))
         return 0 if all(o.passed for outs in results.values() for o in outs) else 1

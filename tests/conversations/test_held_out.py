@@ -23,8 +23,12 @@ async def test_held_out_scenarios_pass_rate(deps, settings, capsys):
     )
     failed = [o for o in outcomes if not o.passed]
     rate = 1 - len(failed) / len(outcomes)
+    per_language = scenarios.scenario_lines(
+        {}, {o.scenario: [o] for o in outcomes}, {s.name: s.language for s in HELD_OUT}
+    )[-1]
     with capsys.disabled():
         print(f"\nheld-out scenarios: {len(outcomes) - len(failed)}/{len(outcomes)} ({rate:.0%})")
+        print(per_language)
         for o in failed:
             print(f"  missed {o.scenario}: {o.failures[0]}")
     assert rate >= MIN_RATE

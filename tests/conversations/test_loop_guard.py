@@ -5,7 +5,6 @@ say the same thing, in different ways."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 
@@ -82,9 +81,7 @@ MODELS = {
 async def test_no_chat_ever_gets_the_same_reply_twice_in_a_row(deps, settings, model):
     deps.clock = scenarios.NOW.timestamp
     receptionist = Receptionist(deps, await redis_saver(settings), model=MODELS[model]())
-    outcomes = await asyncio.gather(
-        *(scenarios.run_scenario(deps, receptionist, s) for s in SCENARIOS)
-    )
+    outcomes = await scenarios.play_all(deps, receptionist, SCENARIOS)
     repeated = []
     for outcome in outcomes:
         sent = [text for _, text in outcome.transcript]

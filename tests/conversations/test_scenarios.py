@@ -77,9 +77,7 @@ async def test_a_model_that_never_understands_never_repeats_itself(deps, setting
         )
 
     before = counted()
-    outcomes = await asyncio.gather(
-        *(scenarios.run_scenario(deps, receptionist, s) for s in SCENARIOS)
-    )
+    outcomes = await scenarios.play_all(deps, receptionist, SCENARIOS)
     repeats = [
         f"{o.scenario}: {f}"
         for o in outcomes
