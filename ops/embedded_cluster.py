@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.crc import key_slot
 
 from ops.embedded import ServiceError, _redis_binaries, free_port
 
@@ -155,8 +156,10 @@ class EmbeddedRedisCluster:
 
     def primary_of(self, key: str) -> Node:
         """The node serving a key's slot now (it changes after a failover)."""
-        slot = _cmd(self.nodes[0], "CLUSTER", "KEYSLOT", key)
+        slot = key_slot(key.encode())
         for node in self.nodes:
+            if node.process is None or node.process.poll() is not None:
+                continue  # killed
             try:
                 for start, end, *owners in _cmd(node, "CLUSTER", "SLOTS"):
                     if start <= slot <= end:
