@@ -9,8 +9,7 @@ from zoneinfo import ZoneInfo
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from graph.checkpoints import checkpointer_on
-from graph.kv_checkpoints import KeyValueShallowSaver
+from graph.checkpoints import HoldingKeyValueSaver, checkpointer_on
 from graph.contract import TurnInput, TurnResult
 from graph.receptionist import Receptionist
 from storage import chats, memory
@@ -23,7 +22,7 @@ async def redis_saver(settings):
     """The production checkpointer on a client of its own (a new one acts as a restarted worker):
     on a cluster, the key-value one."""
     if settings.redis_cluster:
-        return KeyValueShallowSaver(
+        return HoldingKeyValueSaver(
             RedisCluster.from_url(settings.redis_url), settings.checkpoint_ttl_min
         )
     return await checkpointer_on(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from graph import scenarios
@@ -19,11 +20,15 @@ from tests.graph_helpers import Chat
 SCENARIOS = scenarios.load(Path(__file__).parent / "conversations")
 
 
+def client(settings) -> aioredis.Redis | RedisCluster:
+    """A binary client of its own, as in production: a new one acts as a restarted worker."""
+    if settings.redis_cluster:
+        return RedisCluster.from_url(settings.redis_url)
+    return aioredis.Redis.from_url(settings.redis_url)
+
+
 def saver(settings) -> KeyValueShallowSaver:
-    """On a client of its own (binary, as in production): a new one acts as a restarted worker."""
-    return KeyValueShallowSaver(
-        aioredis.Redis.from_url(settings.redis_url), settings.checkpoint_ttl_min
-    )
+    return KeyValueShallowSaver(client(settings), settings.checkpoint_ttl_min)
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
@@ -49,13 +54,13 @@ async def test_a_restarted_worker_reads_the_chat_back_from_one_slot_that_expires
     assert "limpieza facial" in reply.replies[0].lower(), reply.replies  # it remembered
 
     thread = keys.checkpoint_thread(org, first.phone)
-    client = aioredis.Redis.from_url(settings.redis_url)
-    stored = [k.decode() async for k in client.scan_iter(match=f"*{thread}*")]
+    redis = client(settings)
+    stored = [k.decode() async for k in redis.scan_iter(match=f"*{thread}*")]
     assert stored and all(keys.is_checkpoint_key_of(k, thread) for k in stored)
     assert f"checkpoint:{{{thread}}}:" in stored  # pending writes, if any, beside it
     assert len({key_slot(k.encode()) for k in stored}) == 1  # one slot: one MULTI on a cluster
     for key in stored:
-        assert 0 < await client.ttl(key) <= settings.checkpoint_ttl_min * 60
+        assert 0 < await redis.ttl(key) <= settings.checkpoint_ttl_min * 60
     await saver(settings).adelete_thread(thread)
-    assert not [k async for k in client.scan_iter(match=f"checkpoint:{thread}*")]
-    await client.aclose()
+    assert not [k async for k in redis.scan_iter(match=f"checkpoint:{thread}*")]
+    await redis.aclose()
