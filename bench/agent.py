@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.checkpoint.redis.ashallow import AsyncShallowRedisSaver
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
@@ -136,7 +136,7 @@ async def timed_turns(
     return times
 
 
-async def overhead(deps: Deps, saver: AsyncShallowRedisSaver, org: str) -> None:
+async def overhead(deps: Deps, saver: BaseCheckpointSaver[Any], org: str) -> None:
     bare = await bare_turns(OVERHEAD_TURNS)
     receptionist = Receptionist(deps, saver, model=instant_model())
     people = [await identity(deps, org, f"5730010{i:05d}") for i in range(20)]
@@ -170,7 +170,7 @@ async def overhead(deps: Deps, saver: AsyncShallowRedisSaver, org: str) -> None:
     )
 
 
-async def prompt_growth(deps: Deps, saver: AsyncShallowRedisSaver, org: str) -> None:
+async def prompt_growth(deps: Deps, saver: BaseCheckpointSaver[Any], org: str) -> None:
     sizes: list[int] = []
 
     async def measuring(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
@@ -234,7 +234,7 @@ async def serve_fake_openai() -> None:
         await asyncio.Event().wait()
 
 
-async def concurrency(deps: Deps, saver: AsyncShallowRedisSaver, org: str) -> None:
+async def concurrency(deps: Deps, saver: BaseCheckpointSaver[Any], org: str) -> None:
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.agent", "--fake-openai", stdout=asyncio.subprocess.PIPE
     )
@@ -319,7 +319,9 @@ async def main() -> None:
             await migrate(deps.pool)
             org = await seed_demo(deps.pool, today=demo_today(deps))
             saver = await stack.enter_async_context(
-                open_checkpointer(redis_url(settings), settings.checkpoint_ttl_min)
+                open_checkpointer(
+                    redis_url(settings), settings.checkpoint_ttl_min, cluster=settings.redis_cluster
+                )
             )
             settle_heap()  # as a running worker does
             await overhead(deps, saver, org)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import time
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
 from storage import keys
@@ -67,6 +69,17 @@ class ReadSet:
     def _stream(self, org: str) -> str:
         return keys.stream(org, self.stream)
 
+    def _by_slot(self, streams: list[str]) -> list[list[str]]:
+        """One XREADGROUP names streams of one slot only on a Redis Cluster (organizations'
+        streams live in their own slots): there, one read per slot, in the same round trip to
+        each node; on one Redis, a single read of them all."""
+        if not isinstance(self.redis, RedisCluster):
+            return [streams]
+        by_slot: dict[int, list[str]] = {}
+        for stream in streams:
+            by_slot.setdefault(key_slot(stream.encode()), []).append(stream)
+        return list(by_slot.values())
+
     async def read(self, free: int) -> list[tuple[str, list[tuple[str, dict[str, str]]]]]:
         """One read of the hot streams (after waiting for a signal if none is hot)."""
         if time.monotonic() >= self._next_sweep:
@@ -81,20 +94,28 @@ class ReadSet:
             self.hot.add(self._stream(ready[1]))
         streams = sorted(self.hot)
         count = max(1, min(self.read_count, free // len(streams) or 1))
+        groups = self._by_slot(streams)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zpopmin(self._ready, POP_MAX)
-            pipe.xreadgroup(self.group, self.consumer, {s: ">" for s in streams}, count=count)
-            popped, replies = await pipe.execute(raise_on_error=False)
+            for group in groups:
+                pipe.xreadgroup(self.group, self.consumer, {s: ">" for s in group}, count=count)
+            popped, *results = await pipe.execute(raise_on_error=False)
         if isinstance(popped, Exception):
             raise popped
         self.hot |= {self._stream(org) for org, _ in popped}  # kept even if the read failed
-        if isinstance(replies, ResponseError) and "NOGROUP" in str(replies):
+        replies: list[tuple[str, list[tuple[str, dict[str, str]]]]] = []
+        missing: list[str] = []
+        for group, result in zip(groups, results):
+            if isinstance(result, ResponseError) and "NOGROUP" in str(result):
+                missing += group
+            elif isinstance(result, Exception):
+                raise result
+            else:
+                replies += result or []
+        if missing:
             # A new organization (or Redis came back empty): create its groups, read again.
-            await ensure_groups(self.redis, streams, self.group)
+            await ensure_groups(self.redis, missing, self.group)
             return []
-        if isinstance(replies, Exception):
-            raise replies
-        replies = replies or []
         # A stream that gave fewer entries than asked for is drained: drop it now rather than
         # confirm with an empty read (a round trip per message). Anything added after this read
         # comes with a signal given after the pop above, so it is not missed.

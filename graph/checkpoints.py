@@ -19,46 +19,14 @@ import redis.asyncio as aioredis
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata
 from langgraph.checkpoint.redis.ashallow import AsyncShallowRedisSaver
+from redis.asyncio.cluster import RedisCluster
+
+from graph.kv_checkpoints import KeyValueShallowSaver
 
 
-@dataclass
-class HeldWrites:
-    """The checkpoint writes of one turn, in the order LangGraph made them."""
-
-    saver: AsyncShallowRedisSaver | None = None
-    # ("put", (config, checkpoint, metadata, versions)) or ("writes", (config, writes, task,
-    # path)): replayed in this order, since the saver's writes refer to its latest checkpoint.
-    calls: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
-
-    async def flush(self) -> None:
-        """Write what the turn's graph would have written (a turn that wrote nothing: nothing)."""
-        calls, self.calls = self.calls, []
-        if self.saver is None:
-            return
-        for kind, args in calls:
-            if kind == "put":
-                await AsyncShallowRedisSaver.aput(self.saver, *args)
-            else:
-                await AsyncShallowRedisSaver.aput_writes(self.saver, *args)
-
-
-# Set by `held()` for the task running a turn; LangGraph's tasks inherit it (context copy).
-_HELD: ContextVar[HeldWrites | None] = ContextVar("held_checkpoint_writes", default=None)
-
-
-@contextmanager
-def held() -> Iterator[HeldWrites]:
-    """Checkpoint writes made inside are kept, not written, until `flush()`."""
-    writes = HeldWrites()
-    token = _HELD.set(writes)
-    try:
-        yield writes
-    finally:
-        _HELD.reset(token)
-
-
-class HoldingShallowSaver(AsyncShallowRedisSaver):
-    """AsyncShallowRedisSaver whose writes wait inside `held()` (outside it: written at once)."""
+class _Holds:
+    """Makes a saver's writes wait inside `held()` (outside it: written at once). Mixed in
+    before the saver class, so `super()` is the saver that really writes."""
 
     async def aput(
         self,
@@ -69,7 +37,7 @@ class HoldingShallowSaver(AsyncShallowRedisSaver):
     ) -> RunnableConfig:
         writes = _HELD.get()
         if writes is None:
-            return await super().aput(config, checkpoint, metadata, new_versions)
+            return await self.write_put(config, checkpoint, metadata, new_versions)
         writes.saver = self
         writes.calls.append(("put", (config, checkpoint, metadata, new_versions)))
         configurable = config["configurable"]
@@ -90,12 +58,63 @@ class HoldingShallowSaver(AsyncShallowRedisSaver):
     ) -> None:
         held_writes = _HELD.get()
         if held_writes is None:
-            return await super().aput_writes(config, writes, task_id, task_path)
+            return await self.write_writes(config, writes, task_id, task_path)
         held_writes.saver = self
         held_writes.calls.append(("writes", (config, list(writes), task_id, task_path)))
 
+    async def write_put(self, *args: Any) -> RunnableConfig:
+        result: RunnableConfig = await super().aput(*args)  # type: ignore[misc]
+        return result
 
-async def checkpointer_on(client: aioredis.Redis, ttl_min: int) -> AsyncShallowRedisSaver:
+    async def write_writes(self, *args: Any) -> None:
+        await super().aput_writes(*args)  # type: ignore[misc]
+
+
+@dataclass
+class HeldWrites:
+    """The checkpoint writes of one turn, in the order LangGraph made them."""
+
+    saver: _Holds | None = None
+    # ("put", (config, checkpoint, metadata, versions)) or ("writes", (config, writes, task,
+    # path)): replayed in this order, since the saver's writes refer to its latest checkpoint.
+    calls: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+
+    async def flush(self) -> None:
+        """Write what the turn's graph would have written (a turn that wrote nothing: nothing)."""
+        calls, self.calls = self.calls, []
+        if self.saver is None:
+            return
+        for kind, args in calls:
+            if kind == "put":
+                await self.saver.write_put(*args)
+            else:
+                await self.saver.write_writes(*args)
+
+
+# Set by `held()` for the task running a turn; LangGraph's tasks inherit it (context copy).
+_HELD: ContextVar[HeldWrites | None] = ContextVar("held_checkpoint_writes", default=None)
+
+
+@contextmanager
+def held() -> Iterator[HeldWrites]:
+    """Checkpoint writes made inside are kept, not written, until `flush()`."""
+    writes = HeldWrites()
+    token = _HELD.set(writes)
+    try:
+        yield writes
+    finally:
+        _HELD.reset(token)
+
+
+class HoldingShallowSaver(_Holds, AsyncShallowRedisSaver):
+    """AsyncShallowRedisSaver whose writes wait inside `held()`."""
+
+
+class HoldingKeyValueSaver(_Holds, KeyValueShallowSaver):
+    """The cluster's key-value saver (graph/kv_checkpoints.py), its writes waiting likewise."""
+
+
+async def checkpointer_on(client: aioredis.Redis, ttl_min: int) -> HoldingShallowSaver:
     """A set-up saver whose checkpoints expire ttl_min minutes after their chat's last turn.
 
     Shallow: only a chat's latest state is ever read, so older checkpoints are not kept (less
@@ -112,12 +131,22 @@ async def checkpointer_on(client: aioredis.Redis, ttl_min: int) -> AsyncShallowR
 
 @asynccontextmanager
 async def open_checkpointer(
-    redis_url: str, ttl_min: int, max_connections: int = 256
-) -> AsyncIterator[AsyncShallowRedisSaver]:
+    redis_url: str, ttl_min: int, max_connections: int = 256, cluster: bool = False
+) -> AsyncIterator[HoldingShallowSaver | HoldingKeyValueSaver]:
     """The process's checkpointer, on its own client with a blocking pool: hundreds of
     concurrent turns wait for a connection instead of failing with "Too many connections".
     Entered once per process (the connection must outlive every graph that uses it).
+
+    On a Redis Cluster, the key-value saver: the Query Engine's index does not span the nodes of
+    an open-source cluster (graph/kv_checkpoints.py).
     """
+    if cluster:
+        cluster_client = RedisCluster.from_url(redis_url, max_connections=max_connections)
+        try:
+            yield HoldingKeyValueSaver(cluster_client, ttl_min)
+        finally:
+            await cluster_client.aclose()
+        return
     client = aioredis.Redis(
         connection_pool=aioredis.BlockingConnectionPool.from_url(
             redis_url, max_connections=max_connections, timeout=30

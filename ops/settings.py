@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     # Secrets (and URLs that may carry a password) stay out of repr(): Settings and Deps get
     # printed in tracebacks and test reports.
     redis_url: str | None = Field(None, repr=False)
+    # REDIS_URL names one node of a Redis Cluster (the client finds the others): every tenant's
+    # keys share its `{org}` slot, streams are read per organization, and conversations are kept
+    # by the key-value checkpointer (graph/kv_checkpoints.py). README, "Redis Cluster".
+    redis_cluster: bool = False
     database_url: str | None = Field(None, repr=False)
     data_dir: Path = PROJECT_DIR / ".data"
     # Prepared-statement cache per connection; 0 behind Supabase's transaction pooler.

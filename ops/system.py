@@ -26,7 +26,7 @@ async def services(settings: Settings) -> AsyncIterator[Settings]:
             redis_server = EmbeddedRedis(settings.data_dir / "redis", appendonly=True)
             started.append(redis_server)
             updates["redis_url"] = redis_server.start()
-        else:
+        elif not settings.redis_cluster:  # a cluster's checkpointer needs no module
             check_redis_modules(settings.redis_url)
         if not settings.database_url:
             postgres = EmbeddedPostgres(settings.data_dir / "postgres")

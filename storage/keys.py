@@ -200,7 +200,11 @@ CHECKPOINT_KEY_PREFIXES = (
 
 def is_checkpoint_key_of(key: str, thread: str) -> bool:
     """Whether `key` is one of the checkpointer's keys for `thread`."""
-    return any(key.startswith(f"{prefix}{thread}:") for prefix in CHECKPOINT_KEY_PREFIXES)
+    # The cluster's key-value saver (graph/kv_checkpoints.py) puts the thread in a hash tag.
+    return any(
+        key.startswith((f"{prefix}{thread}:", f"{prefix}{{{thread}}}:"))
+        for prefix in CHECKPOINT_KEY_PREFIXES
+    )
 
 
 # Send pacing, shared by every sender process.

@@ -3,6 +3,8 @@ session from the project's own embedded builds, wiped between tests; fake SaaS s
 
 from __future__ import annotations
 
+import os
+
 import asyncio
 import shutil
 import tempfile
@@ -17,6 +19,7 @@ import pytest
 
 from ops.app.wiring import open_deps, running_system
 from ops.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from ops.embedded_cluster import EmbeddedRedisCluster
 from ops.deps import Deps
 from ops.settings import ALL_ROLES, Settings
 from storage.db import create_pool, migrate
@@ -63,7 +66,12 @@ def development_mode():
     environment. Restored at the end: `skytide` itself defaults to production."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SKYTIDE_ENV", "development")
+        if REDIS_CLUSTER:  # and the processes they start find the cluster as a cluster
+            patch.setenv("REDIS_CLUSTER", "true")
         yield
+
+
+REDIS_CLUSTER = os.environ.get("TEST_REDIS_CLUSTER", "") not in ("", "0")
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +82,10 @@ def embedded() -> dict[str, Any]:
     the same machine resets that root's permissions, and PostgreSQL runs as another user.
     """
     root = Path(tempfile.mkdtemp(prefix="skytide-test-servers-"))
-    redis_server = EmbeddedRedis(root / "redis")
+    # TEST_REDIS_CLUSTER=1 (make test-cluster): a three-primary, three-replica Redis Cluster.
+    redis_server = (
+        EmbeddedRedisCluster(root / "redis") if REDIS_CLUSTER else EmbeddedRedis(root / "redis")
+    )
     postgres = EmbeddedPostgres(root / "pg")
     found = {
         "redis": redis_server,
@@ -122,6 +133,7 @@ async def settings(migrated) -> Settings:
         chat_wait_s=10,
         media_allowed_hosts="127.0.0.1",  # the fake Gupshup's media host
         clock_offset_s=clock.OFFSET_S,
+        redis_cluster=REDIS_CLUSTER,
     )  # every test runs on the session's fixed date and hour
 
 

@@ -7,8 +7,9 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
-from graph.checkpoints import checkpointer_on
+from graph.checkpoints import HoldingKeyValueSaver, checkpointer_on
 from graph.contract import TurnInput, TurnResult
 from graph.receptionist import Receptionist
 from storage import chats, memory
@@ -18,7 +19,12 @@ NOW = datetime(2027, 3, 3, 10, 0, tzinfo=BOGOTA)  # a Wednesday morning
 
 
 async def redis_saver(settings):
-    """The production checkpointer on a client of its own (a new one acts as a restarted worker)."""
+    """The production checkpointer on a client of its own (a new one acts as a restarted worker):
+    on a cluster, the key-value one."""
+    if settings.redis_cluster:
+        return HoldingKeyValueSaver(
+            RedisCluster.from_url(settings.redis_url), settings.checkpoint_ttl_min
+        )
     return await checkpointer_on(
         aioredis.Redis.from_url(settings.redis_url), settings.checkpoint_ttl_min
     )

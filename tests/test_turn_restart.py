@@ -14,11 +14,11 @@ import time
 import pytest
 
 from graph import checkpoints, receptionist
-from graph.checkpoints import checkpointer_on
 from ops import metrics
 from storage import appointments, keys, turns
 from tests import clock
 from tests.conftest import eventually
+from tests.graph_helpers import redis_saver
 from tests.helpers import post_webhook, settled, text_webhook
 
 PHONE = "573001112233"
@@ -114,7 +114,7 @@ async def test_a_message_during_a_plain_turn_gets_one_answer_about_both(
     assert len(gupshup.sent) == 1 and "150.000" in answer.message["text"], answer.message
     assert restarted("before_reply") == before + 1
     # The abandoned turn's checkpoint was never written: the chat's state counts one turn.
-    saver = await checkpointer_on(deps.redis, 60)
+    saver = await redis_saver(deps.settings)  # the deployment's kind (a cluster's, with one)
     saved = await saver.aget_tuple(
         {"configurable": {"thread_id": keys.checkpoint_thread(org, PHONE), "checkpoint_ns": ""}}
     )

@@ -114,7 +114,9 @@ async def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     async with (
         services(settings) as settings,
         open_deps(settings) as deps,
-        open_checkpointer(redis_url(settings), settings.checkpoint_ttl_min) as saver,
+        open_checkpointer(
+            redis_url(settings), settings.checkpoint_ttl_min, cluster=settings.redis_cluster
+        ) as saver,
     ):
         await migrate(deps.pool)
         deps.clock = (

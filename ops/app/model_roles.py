@@ -46,7 +46,9 @@ async def workers(
         )
     if "agent" in roles:
         saver = await stack.enter_async_context(
-            open_checkpointer(redis_url(settings), settings.checkpoint_ttl_min)
+            open_checkpointer(
+                redis_url(settings), settings.checkpoint_ttl_min, cluster=settings.redis_cluster
+            )
         )
         receptionist = (receptionist_builder or build_receptionist)(deps, saver)
         if hasattr(receptionist, "aclose"):

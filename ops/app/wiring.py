@@ -68,7 +68,7 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
     if not (settings.redis_url and settings.database_url):
         raise ValueError("open_deps needs REDIS_URL and DATABASE_URL; use ops.system.services()")
     async with AsyncExitStack() as stack:
-        redis = create_redis(settings.redis_url)
+        redis = create_redis(settings.redis_url, cluster=settings.redis_cluster)
         stack.push_async_callback(redis.aclose)
         # DATABASE_POOL_MIN 0 (the default): no connection is opened here, so a process started
         # while PostgreSQL is down (an ingress restarted mid-outage) comes up and serves what

@@ -40,11 +40,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ops.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from ops.embedded_cluster import EmbeddedRedisCluster
 from storage import dead_letters, keys
 from storage.db import create_pool, migrate
 from storage.orgs import add_org
 from storage.redis_client import create_redis
-from storage.keys import Stage
+from storage.keys import Stage, Stream
 from tests.fakes.gupshup import FakeGupshup
 from tests.helpers import fixture, text_webhook
 
@@ -74,7 +75,7 @@ class Chat:
 class Run:
     args: argparse.Namespace
     root: Path
-    redis_server: EmbeddedRedis
+    redis_server: EmbeddedRedis | EmbeddedRedisCluster
     postgres: EmbeddedPostgres
     gupshup: FakeGupshup
     ingress_url: str
@@ -83,6 +84,7 @@ class Run:
     kills: int = 0
     restarts: int = 0
     webhook_retries: int = 0
+    orgs: list[str] = field(default_factory=list)
     statuses_posted: int = 0
     log: list[str] = field(default_factory=list)
 
@@ -136,10 +138,26 @@ async def faults(run: Run, stop: asyncio.Event) -> None:
     await asyncio.to_thread(run.postgres.resume)
     run.note("PostgreSQL is back")
     await _sleep(stop, run.args.redis_after_s)
+    if isinstance(run.redis_server, EmbeddedRedisCluster):
+        await cluster_faults(run, run.redis_server, stop)
+        return
     run.note("Redis restarting (it reloads its AOF)")
     await asyncio.to_thread(run.redis_server.stop)
     await asyncio.to_thread(run.redis_server.start)
     run.note("Redis is back")
+
+
+async def cluster_faults(run: Run, cluster: EmbeddedRedisCluster, stop: asyncio.Event) -> None:
+    """On a Redis Cluster: a planned failover (the replica takes over once it has caught up),
+    then a primary killed with SIGKILL (its replica is promoted after the node timeout)."""
+    first = cluster.primary_of(keys.stream(run.orgs[0], Stream.INBOUND))
+    run.note(f"Redis Cluster: CLUSTER FAILOVER of primary {first.address}")
+    promoted = await asyncio.to_thread(cluster.failover, first)
+    run.note(f"Redis Cluster: {promoted.address} is primary")
+    await _sleep(stop, run.args.redis_after_s)
+    victim = cluster.primary_of(keys.stream(run.orgs[-1], Stream.INBOUND))
+    run.note(f"Redis Cluster: SIGKILL of primary {victim.address}")
+    await asyncio.to_thread(cluster.kill, victim)
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:
@@ -356,7 +374,11 @@ async def measure(run: Run, chats: list[Chat], orgs: list[str], pool, redis) -> 
 
 async def soak(args: argparse.Namespace) -> int:
     root = Path(tempfile.mkdtemp(prefix="skytide-soak-"))
-    redis_server = EmbeddedRedis(root / "redis", appendonly=True)
+    redis_server: EmbeddedRedis | EmbeddedRedisCluster = (
+        EmbeddedRedisCluster(root / "redis")
+        if args.cluster
+        else EmbeddedRedis(root / "redis", appendonly=True)
+    )
     postgres = EmbeddedPostgres(root / "pg")
     redis_url, database_url = redis_server.start(), postgres.start()
     try:
@@ -374,14 +396,14 @@ async def soak(args: argparse.Namespace) -> int:
 async def _soak(
     args: argparse.Namespace,
     root: Path,
-    redis_server: EmbeddedRedis,
+    redis_server: EmbeddedRedis | EmbeddedRedisCluster,
     postgres: EmbeddedPostgres,
     redis_url: str,
     database_url: str,
 ) -> int:
     pool = await create_pool(database_url, min_size=0)
     await migrate(pool)
-    redis = create_redis(redis_url)
+    redis = create_redis(redis_url, cluster=args.cluster)
     apps = [f"soak-{i:02d}" for i in range(args.orgs)]
     orgs = [
         await add_org(
@@ -425,6 +447,7 @@ async def _soak(
             "RECIPIENT_INTERVAL_MS": "0",
             "BLOCK_MS": "500",
             "HTTP_PORT": str(port),
+            "REDIS_CLUSTER": "true" if args.cluster else "false",
         }
         run = Run(
             args,
@@ -435,6 +458,7 @@ async def _soak(
             f"http://127.0.0.1:{port}",
             env,
             workers=[None] * args.workers,
+            orgs=orgs,
         )
         ingress = start_process(run, "ingress")
         tasks = []
@@ -527,6 +551,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--media-share", type=float, default=0.05)
     parser.add_argument("--settle-s", type=float, default=float(env("SOAK_SETTLE_S", 600)))
     parser.add_argument("--keep", action="store_true", help="keep the data and logs folder")
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        default=env("SOAK_CLUSTER", "") not in ("", "0"),
+        help="on a local Redis Cluster (three primaries, three replicas): a planned failover "
+        "and a primary killed instead of the Redis restart",
+    )
     args = parser.parse_args(argv)
     random.seed(int(env("SOAK_SEED", 7)))
     return asyncio.run(soak(args))
