@@ -12,7 +12,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ops.cli import open_deps, running_system
+from ops.app.wiring import open_deps, running_system
+from storage.events import ReminderJob
 from ops.embedded import EmbeddedPostgres, EmbeddedRedis
 from ops.settings import ALL_ROLES
 from storage import jobs, keys
@@ -105,9 +106,9 @@ async def test_a_pg_dump_restored_beside_an_empty_redis_answers_a_returning_cust
             planned = [
                 j.data
                 for j in await jobs.pending(restored_deps.redis, org)
-                if j.data.get("kind") == "reminder"
+                if isinstance(j.data, ReminderJob)
             ]
-            assert planned and {p["appointment_id"] for p in planned} == {str(booked["id"])}
+            assert planned and {p.appointment_id for p in planned} == {str(booked["id"])}
             await eventually(lambda: settled(restored_deps.redis, org))
             assert len(gupshup.sent) == 3, [m.message for m in gupshup.sent]
     finally:
