@@ -144,7 +144,7 @@ async def pipeline_left(ingress: str, org: str) -> dict[str, int]:
         "from storage import keys\n"
         "r = redis.Redis.from_url(os.environ['REDIS_URL'])\n"
         "left = {}\n"
-        f"for stage in (*keys.STAGES, keys.WEBHOOKS):\n"
+        f"for stage in (*keys.PIPELINE_STREAMS, keys.Stream.WEBHOOKS):\n"
         f"    stream = keys.stream({org!r}, stage)\n"
         "    if r.exists(stream):\n"
         "        left[stage] = sum(g['pending'] + (g.get('lag') or 0) for g in r.xinfo_groups(stream))\n"
