@@ -115,7 +115,7 @@ def write_stack(http_port: int, prometheus_port: int, gupshup_port: int, openai_
 
 
 async def add_org(ingress: str) -> str:
-    out = await run(
+    command = (
         "podman",
         "exec",
         ingress,
@@ -133,7 +133,20 @@ async def add_org(ingress: str) -> str:
         "--webhook-token",
         TOKEN,
     )
-    return out.split()[0]
+    # Once in a few runs on these machines, aardvark-dns did not answer the first `podman exec`
+    # right after start ("redis: Temporary failure in name resolution") while every role, already
+    # healthy, resolved the same names: that one failure, and only it, is tried again.
+    for attempt in range(3):
+        done = await asyncio.to_thread(
+            subprocess.run, command, capture_output=True, text=True, timeout=120
+        )
+        if done.returncode == 0:
+            return done.stdout.split()[0]
+        if "name resolution" not in done.stderr or attempt == 2:
+            raise SystemExit(f"{' '.join(command)} exited {done.returncode}:\n{done.stderr}")
+        print("    DNS not answering yet inside the container: once more in 2 s", flush=True)
+        await asyncio.sleep(2)
+    raise AssertionError("unreachable")
 
 
 async def pipeline_left(ingress: str, org: str) -> dict[str, int]:
