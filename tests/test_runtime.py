@@ -42,8 +42,10 @@ async def test_a_stage_survives_a_redis_restart(tmp_path):
         await send("before")
         task = asyncio.create_task(worker.run(stop))
         await eventually(lambda: _has(handled, "before"))
+        failed_reads = _redis_errors()
         server.stop()  # Redis goes away (and comes back empty: no persistence)
-        await asyncio.sleep(2.0)
+        # The worker meets the outage and keeps trying: two failed reads, and it is still there.
+        await eventually(lambda: _more_than(failed_reads + 1))
         assert not task.done()
         server.start()
         await send("after")
@@ -58,6 +60,20 @@ async def test_a_stage_survives_a_redis_restart(tmp_path):
 
 async def _has(items: list[str], item: str) -> bool:
     return item in items
+
+
+def _redis_errors() -> float:
+    return sum(
+        sample.value
+        for metric in metrics.REGISTRY.collect()
+        if metric.name == "skytide_dependency_errors"
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.labels.get("dependency") == "redis"
+    )
+
+
+async def _more_than(count: float) -> bool:
+    return _redis_errors() > count
 
 
 async def test_same_entry_id_on_two_streams_is_handled_without_a_claim(servers):
