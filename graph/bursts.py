@@ -40,25 +40,9 @@ _FRAGMENT = re.compile(
     r"(\W+(hola|buenas|buen(os|as)? (dias|tardes|noches)|una (pregunta|consulta)|por ?fa(vor)?|porfis|hi|hello))*\W*$"
 )
 
-# Intents that say what the customer wants, whole: the burst can end on them.
-_CLEAR = {
-    "person",
-    "upset",
-    "cancel",
-    "reschedule",
-    "list",
-    "name",
-    "book",
-    "price",
-    "hours",
-    "address",
-    "info",
-    "pick",
-    "confirm",
-    "decline",
-    "thanks",
-    "goodbye",
-}
+# Intents that say what the customer wants, whole: the burst can end on them. Every intent
+# the table knows but a greeting, which announces what follows.
+_CLEAR = frozenset(intents.ORDER) - {"greeting"}
 
 
 def _without_greeting(t: str) -> str:
