@@ -94,10 +94,12 @@ async def test_postgres_that_refuses_writes_is_waited_out_and_shows_in_readyz(
                 await deps.pool.execute(f"alter system set {setting[0]} = '{setting[1]}'")
                 await deps.pool.execute("select pg_reload_conf()")
             else:  # every write to chat_messages waits on a lock held elsewhere, then times out
-                await deps.pool.execute(f"alter system set {setting[0]} = '{setting[1]}'")
-                await deps.pool.execute("select pg_reload_conf()")
+                # The lock first: taken after the 1 ms lock_timeout, it would itself time out
+                # whenever a running stage happened to hold a row lock of the table.
                 await locked.start()
                 await locker.execute("lock table chat_messages in exclusive mode")
+                await deps.pool.execute(f"alter system set {setting[0]} = '{setting[1]}'")
+                await deps.pool.execute("select pg_reload_conf()")
             for i, phone in enumerate(phones):
                 status, _ = await post_webhook(
                     s.url, text_webhook("clinic", phone, "hola", f"ro-{i}", clock.now_ms())
