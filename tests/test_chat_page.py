@@ -5,58 +5,32 @@ which expert and which tools handled the turn."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-import pytest
 
 from ops.app.wiring import running_system
 from ops.deps import Deps
 from ops.settings import ALL_ROLES
+from tests.browser import headless_chromium, needs_chromium
 
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
-    reason="chromium and chromedriver not installed (Debian packages chromium and chromium-driver; "
-    ".ci/run installs them)",
-)
+pytestmark = needs_chromium
 
 # A Wednesday morning in the clinic's timezone, so "mañana en la tarde" is a Thursday with free
 # afternoon slots whatever day the test runs. It is in the past: the webhooks the page sends
 # carry the real time, and the 24-hour window must be open at the system's clock.
 START = datetime(2026, 3, 4, 10, 0, tzinfo=ZoneInfo("America/Bogota"))
-FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-)
 PHONE = "573005550101"
 
 
 def chat_in_browser(url: str, app: str, user_data_dir: str) -> list[tuple[str, str, str]]:
     """Type the booking into the page; the (reply, experts, tools) rows it shows."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={user_data_dir}")
-    # The driver and browser are Debian's: with both paths given, Selenium downloads nothing.
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
+    with headless_chromium(user_data_dir) as driver:
         driver.get(url + "/")
         for field, value in (("app", app), ("phone", PHONE)):
             box = driver.find_element(By.ID, field)
@@ -85,8 +59,6 @@ def chat_in_browser(url: str, app: str, user_data_dir: str) -> list[tuple[str, s
                 )
             )
         return rows
-    finally:
-        driver.quit()
 
 
 async def test_a_booking_typed_into_the_chat_page_lands_in_the_appointments_table(

@@ -6,32 +6,16 @@ by the bot, whose context holds what the staff said."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 
-import pytest
 
 from storage import memory, operators
 from tests.helpers import post_webhook, text_webhook
 from tests import clock
+from tests.browser import headless_chromium, needs_chromium
 
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
-    reason="chromium and chromedriver not installed (Debian packages chromium and chromium-driver; "
-    ".ci/run installs them)",
-)
+pytestmark = needs_chromium
 
-FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-)
 PHONE = "573005550102"
 ADVISOR = "573009998877"
 ANSWER = "Hola Laura, soy Ana de la clínica: te llamo en 5 minutos."
@@ -77,21 +61,12 @@ class Customer:
 
 
 def inbox_in_browser(url: str, token: str, customer: Customer, user_data_dir: str) -> dict:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={user_data_dir}")
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    wait = WebDriverWait(driver, WAIT_S)
     seen: dict = {}
-    try:
+    with headless_chromium(user_data_dir) as driver:
+        wait = WebDriverWait(driver, WAIT_S)
         driver.get(url + "/inbox")
         driver.find_element(By.ID, "token").send_keys(token)
         driver.find_element(By.ID, "save-token").click()
@@ -125,8 +100,6 @@ def inbox_in_browser(url: str, token: str, customer: Customer, user_data_dir: st
             for m in driver.find_elements(By.CSS_SELECTOR, "#messages .msg")
         ]
         return seen
-    finally:
-        driver.quit()
 
 
 async def test_staff_answer_and_hand_back_from_the_inbox_page(
