@@ -39,6 +39,7 @@ def headless_chromium(user_data_dir: str) -> Iterator[Any]:
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
 
+    assert CHROMIUM and CHROMEDRIVER, "use with needs_chromium"
     options = Options()
     options.binary_location = CHROMIUM
     for flag in FLAGS:
