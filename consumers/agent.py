@@ -66,7 +66,9 @@ class AgentStage:
         if done:
             await self._finish(event, [])  # replies already queued; make sure the lease is released
             return Outcome.DUPLICATE
-        identity = await chats.find_identity(deps.pool, event.org, event.chat)
+        # Fresh, not cached: a person who took the chat over a moment ago, in any process, stops
+        # this turn (storage/identity_cache.py). It also brings the contact's name for the turn.
+        identity = await chats.turn_identity(deps.pool, event.org, event.chat)
         if identity is None or not identity.bot_enabled:
             await self._finish(event, [])
             metrics.turns.labels("bot_off").inc()
