@@ -102,6 +102,20 @@ async def test_a_known_chats_message_costs_one_statement(deps, make_org, polling
     print(f"statements: first message {first}, known chat {len(known)}, uncached {len(uncached)}")
 
 
+async def test_a_turn_reads_its_chat_once(deps, make_org, polling, counted):
+    org = await make_org("clinic")
+    counted_deps, statements = counted
+    await chats.upsert_identity(deps.pool, org, PHONE, "Ana")
+    await deps.pool.execute(
+        "update contacts set name = 'Ana Pérez' where organization_id = $1::uuid", org
+    )
+    identity = await chats.turn_identity(counted_deps.pool, org, PHONE)
+    assert identity is not None and identity.bot_enabled
+    read = _sql(statements)
+    assert await chats.name_and_language(counted_deps.pool, org, identity.id) == ("Ana Pérez", None)
+    assert _sql(statements) == read and len(read) == 1  # the name came with the identity
+
+
 async def test_a_change_in_sql_drops_the_cached_chat_at_the_next_poll(deps, make_org, polling):
     org = await make_org("clinic")
     identity = await chats.upsert_identity(deps.pool, org, PHONE, "Ana")
@@ -209,10 +223,13 @@ async def test_what_another_process_changed_is_honoured_by_the_next_message(
             org,
         )
         turns_before = await deps.redis.xlen(keys.stream(org, Stream.TURNS))
+        replies_before = await deps.redis.xlen(keys.stream(org, Stream.OUTBOUND))
         await post_webhook(s.url, text_webhook("clinic", PHONE, "¿sigues?", "x-3", clock.now_ms()))
-        # enrich served the stale chat (a turn was queued), the agent's fresh read stopped it.
+        # enrich served the stale chat (a turn was queued), the agent's fresh read stopped it:
+        # no turn ran, no reply was even queued.
         await eventually(lambda: _turns(deps, org, turns_before + 1))
         await eventually(lambda: settled(deps.redis, org))
+        assert await deps.redis.xlen(keys.stream(org, Stream.OUTBOUND)) == replies_before
         assert len(gupshup.sent) == 2
 
         # Handed back, then the contact opts out from the CRM's dashboard.
