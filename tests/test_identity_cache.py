@@ -233,16 +233,24 @@ async def test_what_another_process_changed_is_honoured_by_the_next_message(
         assert len(gupshup.sent) == 2
 
         # Handed back, then the contact opts out from the CRM's dashboard.
-        await chats.set_bot_enabled(deps.pool, org, PHONE, True)
+        await deps.pool.execute(
+            "update chat_identities set bot_enabled = true, bot_paused_at = null"
+            " where organization_id = $1::uuid",
+            org,
+        )
+        # (The agent's fresh read of x-3 cached the chat as taken over; read it back as it is.)
+        assert (await chats.upsert_identity(deps.pool, org, PHONE, None)).bot_enabled
         await deps.pool.execute(
             "insert into contact_authorizations (organization_id, contact_id, status, source)"
             " select organization_id, id, 'opted_out', 'crm' from contacts"
             " where organization_id = $1::uuid",
             org,
         )
+        turns_before = await deps.redis.xlen(keys.stream(org, Stream.TURNS))
         await post_webhook(s.url, text_webhook("clinic", PHONE, "¿y ahora?", "x-4", clock.now_ms()))
-        await eventually(lambda: _inbound(deps, org, 4))
+        await eventually(lambda: _turns(deps, org, turns_before + 1))  # enrich's stale chat
         await eventually(lambda: settled(deps.redis, org))
+        assert await deps.redis.xlen(keys.stream(org, Stream.OUTBOUND)) == replies_before
     assert len(gupshup.sent) == 2  # nothing to the contact who opted out
 
 
