@@ -214,8 +214,18 @@ async def insert_inbound(
     `author` is "customer", or "staff:<phone>" for a message from a staff phone."""
     # The row and the chat's last_inbound_at (the 24-hour window) in one statement, one commit.
     try:
-        row = await _insert_inbound(
-            conn,
+        row = await conn.fetchrow(
+            "with stored as ("
+            " insert into chat_messages (organization_id, chat_identity_id, direction, message,"
+            " processed_text, media_type, media_url, media_mime_type, media_size_bytes, media_sha256,"
+            " provider_message_id, message_status, artifacts, sent_at, author) "
+            " values ($1::uuid, $2::uuid, 'inbound', $3, $4, $5, $6, $7, $8, $9, $10, 'delivered', $11, $12, $13)"
+            " on conflict (organization_id, provider_message_id) where provider_message_id is not null"
+            " do nothing returning id, chat_identity_id, sent_at), "
+            "touched as ("
+            " update chat_identities i set last_inbound_at = greatest(i.last_inbound_at, stored.sent_at)"
+            " from stored where i.id = stored.chat_identity_id) "
+            "select id::text from stored",
             org,
             identity.id,
             message,
@@ -240,24 +250,6 @@ async def insert_inbound(
     if message_id is None:  # stored by an earlier delivery and erased since: try the entry again
         raise LookupError(f"inbound message {provider_id} was erased while being stored")
     return message_id, False
-
-
-async def _insert_inbound(conn: Db, *args: Any) -> asyncpg.Record | None:
-    row: asyncpg.Record | None = await conn.fetchrow(
-        "with stored as ("
-        " insert into chat_messages (organization_id, chat_identity_id, direction, message,"
-        " processed_text, media_type, media_url, media_mime_type, media_size_bytes, media_sha256,"
-        " provider_message_id, message_status, artifacts, sent_at, author) "
-        " values ($1::uuid, $2::uuid, 'inbound', $3, $4, $5, $6, $7, $8, $9, $10, 'delivered', $11, $12, $13)"
-        " on conflict (organization_id, provider_message_id) where provider_message_id is not null"
-        " do nothing returning id, chat_identity_id, sent_at), "
-        "touched as ("
-        " update chat_identities i set last_inbound_at = greatest(i.last_inbound_at, stored.sent_at)"
-        " from stored where i.id = stored.chat_identity_id) "
-        "select id::text from stored",
-        *args,
-    )
-    return row
 
 
 async def inbound_message_id(conn: Db, org: str, provider_id: str) -> str | None:

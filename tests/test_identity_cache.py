@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
 
 from consumers.enrich import EnrichStage
@@ -265,3 +266,28 @@ async def _inbound(deps, org, n):
         org,
     )
     return count == n
+
+
+async def test_a_chat_erased_by_another_process_before_the_poll_is_read_again(
+    deps, make_org, monkeypatch
+):
+    org = await make_org("clinic")
+    monkeypatch.setattr(chats.CACHE, "clock", lambda: 1000.0)  # no poll due in this test
+    await chats.CACHE.poll(deps.pool)
+    try:
+        stage = EnrichStage(deps)
+        assert await stage.message(_message(org, "e-1")) is None
+        # Erased elsewhere (`skytide contact erase`): this process's poll has not run yet.
+        await deps.pool.execute("delete from contacts where organization_id = $1::uuid", org)
+        with pytest.raises(asyncpg.ForeignKeyViolationError):
+            await stage.message(_message(org, "e-2", SENT_MS + 1000))
+        # The runtime's retry reads the chat afresh: a new contact, the message kept.
+        assert await stage.message(_message(org, "e-2", SENT_MS + 1000)) is None
+        assert (
+            await deps.pool.fetchval(
+                "select count(*) from chat_messages where organization_id = $1::uuid", org
+            )
+            == 1
+        )
+    finally:
+        chats.CACHE.forget_sync()
