@@ -66,10 +66,15 @@ class AgentStage:
         if done:
             await self._finish(event, [])  # replies already queued; make sure the lease is released
             return Outcome.DUPLICATE
-        identity = await chats.find_identity(deps.pool, event.org, event.chat)
-        if identity is None or not identity.bot_enabled:
+        # Fresh, not cached: a person who took the chat over a moment ago, in any process, stops
+        # this turn (storage/identity_cache.py). It also brings the contact's name for the turn.
+        identity = await chats.turn_identity(deps.pool, event.org, event.chat)
+        if identity is None or not identity.bot_enabled or identity.opted_out:
+            # An opt-out that reached enrich's cache late: no turn, as if it had been in time.
             await self._finish(event, [])
-            metrics.turns.labels("bot_off").inc()
+            metrics.turns.labels(
+                "opted_out" if identity and identity.opted_out else "bot_off"
+            ).inc()
             return Outcome.SKIPPED_BOT_OFF
         lease_ms = int(deps.settings.turn_lease_s * 1000)
         if not await turns.take_lease(

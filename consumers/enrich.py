@@ -15,7 +15,7 @@ from typing import Any
 from consumers.delivery_events import DeliveryEvents, consent_keyword
 from consumers.outcomes import Outcome
 from consumers.runtime import Delivery, Poison
-from consumers.understanding import Understanding, understand
+from consumers.understanding import MEDIA_KINDS, Understanding, understand
 from graph import bursts
 from ops import metrics, tracing
 from ops.deps import Deps
@@ -95,7 +95,7 @@ class EnrichStage:
         connection = await self.connections.get(event.org)
         if connection is not None and event.phone in staff_phones(connection.settings):
             return await self._staff_message(event)
-        identity = await chats.upsert_identity(deps.pool, event.org, event.phone, event.name)
+        identity = await chats.identity_of_message(deps.pool, event.org, event.phone, event.name)
         if not identity.bot_enabled and await chats.resume_if_due(
             deps.pool, event.org, event.phone, chats.ms_to_dt(deps.now_ms())
         ):
@@ -106,9 +106,14 @@ class EnrichStage:
             )
             metrics.bot_resumed.inc()
             identity = dataclasses.replace(identity, bot_enabled=True)
-        message_id = await chats.inbound_message_id(deps.pool, event.org, event.provider_id)
+        # A redelivered entry does not download and understand its media again. Text needs no
+        # such look first: the INSERT ignores a message it already has and says so.
+        message_id = (
+            await chats.inbound_message_id(deps.pool, event.org, event.provider_id)
+            if event.kind in MEDIA_KINDS
+            else None
+        )
         created = message_id is None
-        # A redelivered entry does not download and understand its media again.
         if message_id is None:
             message_id, created = await self._store(event, identity)
         keyword = consent_keyword(event.text) if event.kind == "text" else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from storage.chats import CACHE
 from storage.db import Db
 
 Status = Literal["opted_in", "opted_out"]
@@ -23,6 +24,7 @@ async def record(
     channel: str = WHATSAPP,
 ) -> tuple[str, str | None] | None:
     """Store the contact's latest consent; returns what it was before (status, detail), if any."""
+    CACHE.drop_row(contact_id)  # other processes learn it from the change log
     previous = await conn.fetchrow(
         "select status, detail from contact_authorizations where contact_id = $1::uuid"
         " and channel = $2 and organization_id = $3::uuid",

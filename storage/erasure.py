@@ -9,6 +9,7 @@ anonymised where the clinic's books need the row.
   person's name, replaced by ERASED.
 - Media: every object the messages name, and (local store) whatever is left in the chat's folder.
 - Redis: everything storage/privacy.py's `redis_state` finds.
+- Memory: the workers' cached chat (storage/identity_cache.py), dropped through the change log.
 
 Erasing twice is harmless; what the chat writes after an erasure is new data (erase again).
 """
@@ -24,6 +25,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from storage import due, keys
+from storage.chats import CACHE as chat_cache
 from storage.db import Conn
 from storage.media_store import MediaStore, object_path
 from storage.privacy import Person, RedisState, redis_state
@@ -63,6 +65,11 @@ async def erase(
     result.redis = state.counts()
     await _erase_redis(redis, person.org, state)
     result.postgres = await _erase_rows(pool, person, now)
+    # This process's cached chat goes now; every other process's, at its next read of the
+    # change log the deleted rows' triggers wrote (storage/identity_cache.py).
+    chat_cache.drop(person.org, person.phone)
+    for row_id in [*person.identity_ids, *person.contact_ids]:
+        chat_cache.drop_row(row_id)
     return result
 
 

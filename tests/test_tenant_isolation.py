@@ -231,6 +231,10 @@ NOT_TENANT_DATA = {
     # The doubt checker looks across every organization at once (one query per tick, not one
     # per tenant); each row it takes goes back to its own organization's stream.
     "update chat_messages set send_checked_at = now() where id in (": "send_doubts.due_for_check",
+    # Each worker reads the identity change log of every organization once a second (ids of
+    # changed rows only, no tenant data), and trims it (storage/identity_cache.py).
+    "from identity_changes where changed_at >": "identity_cache.poll",
+    "delete from identity_changes where changed_at <": "identity_cache.poll trims the log",
 }
 
 

@@ -29,6 +29,7 @@ from ingress.app import create_app, runner_options
 from ops import health, http_phases, metrics, metrics_server
 from ops.deps import Deps
 from ops.settings import ALL_ROLES, ConfigError, Settings
+from storage import chats
 from storage.db import create_pool
 from storage.keys import Stage
 from storage.redis_client import create_redis
@@ -209,6 +210,11 @@ async def running_system(
                     ),
                     name="registry",
                 )
+            )
+        if {"enrich", "agent"} & set(roles):
+            # The chats these stages keep in memory are dropped when the change log says so.
+            system.tasks.append(
+                asyncio.create_task(chats.CACHE.run(deps.pool, stop), name="identity-cache")
             )
         if "batcher" in roles:
             system.tasks.append(asyncio.create_task(Batcher(deps).run(stop), name="batcher"))
