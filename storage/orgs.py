@@ -182,6 +182,10 @@ async def publish_connections(redis: aioredis.Redis, pool: asyncpg.Pool, now_ms:
         if c.app_id:
             fields[keys.webhook_app_id_field(c.app_id)] = json.dumps(_record(c))
     fields.update({name: json.dumps(records) for name, records in by_token.items()})
+    content = json.dumps(
+        sorted((str(k), str(v)) for k, v in fields.items() if k != keys.WEBHOOK_PUBLISHED_AT)
+    )
+    fields[keys.WEBHOOK_VERSION] = hashlib.sha256(content.encode()).hexdigest()
     async with redis.pipeline(transaction=True) as p:
         p.delete(keys.WEBHOOK_CONNECTIONS)
         p.hset(keys.WEBHOOK_CONNECTIONS, mapping=fields)
