@@ -14,7 +14,7 @@ from consumers.runtime import StageConfig, StageWorker
 from consumers.stream_stats import StreamStats
 from ingress.orgs import ConnectionCache
 from ops import metrics
-from storage import keys, streams
+from storage import due, keys, streams
 from storage.events import StatusEvent, encode
 from storage.keys import Stage, Stream
 from storage.orgs import publish_connections
@@ -222,3 +222,13 @@ async def _index_empty(redis: Any) -> bool:
 
 async def _more_than(redis: Any, before: dict[str, int], command: str, n: int) -> bool:
     return (await _calls(redis)).get(command, 0) - before.get(command, 0) > n
+
+
+async def test_the_batcher_sweep_goes_through_the_registry_a_slice_at_a_time(deps):
+    await deps.redis.sadd(keys.ORG_REGISTRY, *(f"many-{i}" for i in range(2500)))
+    await deps.redis.zadd(keys.due("many-1234"), {"573001": 5})  # a due chat the index lost
+    cursor, calls = await due.CHATS.sweep_next(deps.redis, 0, count=500), 1
+    while cursor:
+        cursor, calls = await due.CHATS.sweep_next(deps.redis, cursor, count=500), calls + 1
+    assert await deps.redis.zscore(keys.DUE_ORGS, "many-1234") == 5
+    assert calls > 2  # not the whole registry in one go
