@@ -130,11 +130,13 @@ class ReadSet:
             for group in groups:
                 pipe.xreadgroup(self.group, self.consumer, {s: ">" for s in group}, count=count)
             popped, *results = await pipe.execute(raise_on_error=False)
-        for result in (popped, *results[: len(marked)]):
-            if isinstance(result, Exception):
-                raise result
-        results = results[len(marked) :]
+        if isinstance(popped, Exception):
+            raise popped
         self.hot |= {self._stream(org) for org, _ in popped}  # kept even if the read failed
+        marks, results = results[: len(marked)], results[len(marked) :]
+        for mark in marks:
+            if isinstance(mark, Exception):
+                raise mark
         replies: list[tuple[str, list[tuple[str, dict[str, str]]]]] = []
         missing: list[str] = []
         for group, result in zip(groups, results):

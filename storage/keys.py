@@ -70,8 +70,9 @@ def webhook_app_id_field(app_id: str) -> str:
 
 
 WEBHOOK_PUBLISHED_AT = "published-at"  # a field always present: an empty hash is a lost one
-# A digest of the published connections: it changes when one of them does, so an ingress that
-# watches it keeps its cache until then (ingress/orgs.py) rather than asking again every minute.
+# PostgreSQL's digest of the published connections: it changes when one of them does, so an
+# ingress that watches it keeps its cache until then (ingress/orgs.py), and the periodic
+# republish is skipped while it is the database's (consumers/registry.py).
 WEBHOOK_VERSION = "version"
 
 # The batcher's index of organizations with a chat due (storage/due.py CHATS): ZSET of
