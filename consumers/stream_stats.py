@@ -90,8 +90,9 @@ class StreamStats:
                     else None
                 )
                 pending = _int(group["pending"]) if group else 0
-                # lag is None when Redis cannot tell (entries deleted mid-stream): the length.
-                lag = length if group is None or group.get("lag") is None else _int(group["lag"])
+                # No group yet: all of the stream waits. Redis gives no lag when it cannot tell
+                # (entries deleted mid-stream): 0 then.
+                lag = _int(group.get("lag")) if group else length
                 rows.append((stage, length, pending, lag))
             if whole or org in busy or dead or any(pending or lag for _, _, pending, lag in rows):
                 self._shown[org] = now
