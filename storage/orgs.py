@@ -173,7 +173,7 @@ def _connection(record: dict[str, Any], token: str = "") -> Connection:
 # periodic republish compares it first, so 10,000 unchanged connections are not read, encoded
 # and written again every minute (a third of a second of one process's event loop).
 _FINGERPRINT = (
-    f"select md5(coalesce(string_agg(x::text, ',' order by x::text), '')) from ({_SELECT}) x"
+    "select md5(coalesce(string_agg(x::text, ',' order by x::text), '')) from (" + _SELECT + ") x"
 )
 
 
