@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,8 +145,10 @@ async def offer(
     duration_s: float,
     tag: str,
     path: str = "/webhooks/gupshup",
+    tokens: Mapping[str, str] | None = None,
 ) -> Run:
-    """Send one single-message chat every 1/rate seconds, round-robin over urls and apps."""
+    """Send one single-message chat every 1/rate seconds, round-robin over urls and apps (each
+    app's webhook token from `tokens`, else TOKEN)."""
     run = Run(rate_per_s)
     n = max(1, int(rate_per_s * duration_s))
     bodies = []
@@ -169,8 +172,10 @@ async def offer(
             started = time.time()
             run.sent_at[phone] = started
             try:
+                app = apps[i % len(apps)]
+                own = {**headers, "Authorization": f"Bearer {tokens[app]}"} if tokens else headers
                 async with session.post(
-                    urls[i % len(urls)] + path, data=body, headers=headers
+                    urls[i % len(urls)] + path, data=body, headers=own
                 ) as response:
                     await response.read()
                     ok = response.status == 200

@@ -1,13 +1,14 @@
 """Pipeline benchmark: webhook in to send request out, through real `skytide run` processes.
 
-python -m bench.pipeline [--quick] [--ingress]
+python -m bench.pipeline [--quick] [--ingress | --orgs]
 
 Real worker processes on embedded Redis and PostgreSQL, webhooks over HTTP, a fake Gupshup in its
 own process that timestamps each send request, the offline model, DEBOUNCE_SECONDS=0, one message
 per chat. Prints latency, capacity, CPU per message (in total and per stage) and late replies,
 beside bare baselines measured in the same run: the machine is shared, so only same-run ratios
 mean much. --quick runs shorter steps and fewer rates, for iterating; --ingress runs only the
-ingress step (skytide ingress beside the bare handler).
+ingress step (skytide ingress beside the bare handler); --orgs only the many-organizations step
+(10,000 registered, 100 active) beside its 4-organization baseline.
 Asserts nothing.
 """
 
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator
 
+import aiohttp
 import asyncpg
 import redis.asyncio as aioredis
 
@@ -62,10 +64,20 @@ class Plan:
     capacity_rates: tuple[float, ...]
     many_orgs: int
     settle_s: float  # how long without a new reply before the rest count as missing
+    idle_s: float  # the window an idle process is measured over
 
 
-FULL = Plan(step_s=12, capacity_rates=(60, 80, 100, 120, 150, 200), many_orgs=2000, settle_s=40)
-QUICK = Plan(step_s=4, capacity_rates=(80,), many_orgs=500, settle_s=20)
+# 60 s idle windows: the periodic work (registry reread, claim sweep, connections republished)
+# runs once a minute, and a shorter window would miss it or catch it whole by chance.
+FULL = Plan(
+    step_s=12,
+    capacity_rates=(60, 80, 100, 120, 150, 200),
+    many_orgs=10_000,
+    settle_s=40,
+    idle_s=60,
+)
+QUICK = Plan(step_s=4, capacity_rates=(80,), many_orgs=2000, settle_s=20, idle_s=20)
+ACTIVE_ORGS = 100  # of the many organizations, those that get messages
 
 
 class Bench:
@@ -93,11 +105,17 @@ class Bench:
                 await child.stop()
 
     async def step(
-        self, procs: Fleet, apps: list[str], rate: float, duration_s: float, tag: str
+        self,
+        procs: Fleet,
+        apps: list[str],
+        rate: float,
+        duration_s: float,
+        tag: str,
+        tokens: dict[str, str] | None = None,
     ) -> Run:
         urls = [url for label, (child, url) in procs.items() if _serves_http(label, procs)]
         before = {label: cpu_s(child.pid) for label, (child, _) in procs.items()}
-        run = await offer(urls, apps, rate, duration_s, tag)
+        run = await offer(urls, apps, rate, duration_s, tag, tokens=tokens)
         await collect(run, self.gupshup_url, self.plan.settle_s)
         run.cpu_s = {label: cpu_s(child.pid) - before[label] for label, (child, _) in procs.items()}
         if tag != "warm":
@@ -107,6 +125,10 @@ class Bench:
     async def warm(self, procs: Fleet, apps: list[str]) -> None:
         """First messages pay for imports and schema building: send some, measure nothing."""
         await self.step(procs, apps, 20, 2, "warm")
+
+    async def warm_with(self, procs: Fleet, apps: list[str], tokens: dict[str, str]) -> None:
+        """Warm, each app with its own token; every app gets a webhook at least once."""
+        await self.step(procs, apps, 50, len(apps) / 50, "warm", tokens)
 
     async def capacity(
         self, procs: Fleet, apps: list[str], known: list[Run], tag: str
@@ -143,7 +165,8 @@ def _line(label: str, run: Run, bare_ms: float | None = None) -> None:
 
 
 async def make_orgs(pool: asyncpg.Pool, redis: aioredis.Redis, prefix: str, n: int) -> list[str]:
-    """n organizations with a Gupshup connection each; returns their app names."""
+    """n organizations with a Gupshup connection each, sharing the webhook token TOKEN; returns
+    their app names."""
     apps = [f"{prefix}-{i}" for i in range(n)]
     gate = asyncio.Semaphore(8)
 
@@ -160,6 +183,36 @@ async def make_orgs(pool: asyncpg.Pool, redis: aioredis.Redis, prefix: str, n: i
 
     orgs = await asyncio.gather(*(one(app) for app in apps))
     await redis.sadd(keys.ORG_REGISTRY, *orgs)
+    return apps
+
+
+def own_token(app: str) -> str:
+    return f"bench-token-{app}"
+
+
+async def make_many_orgs(
+    pool: asyncpg.Pool, redis: aioredis.Redis, prefix: str, n: int
+) -> list[str]:
+    """n organizations as `add_org` makes them (an organization row and its connection), each
+    with its own webhook token (own_token) as provisioning gives them, in one statement, and
+    registered in one command; returns their app names."""
+    apps = [f"{prefix}-{i}" for i in range(n)]
+    rows = await pool.fetch(
+        """
+        with made as (
+            insert into organizations (name, timezone, settings)
+            select 'Bench ' || app, 'America/Bogota', '{}'::jsonb from unnest($1::text[]) app
+            returning id, name
+        )
+        insert into platform_connections
+            (organization_id, gupshup_app_name, api_key, source_phone, webhook_token)
+        select id, substr(name, 7), 'bench-key', '573009990000', 'bench-token-' || substr(name, 7)
+        from made
+        returning organization_id::text as org
+        """,
+        apps,
+    )
+    await redis.sadd(keys.ORG_REGISTRY, *(row["org"] for row in rows))
     return apps
 
 
@@ -232,7 +285,7 @@ async def ingress_vs_bare(bench: Bench, deps: Deps, apps: list[str], plan: Plan)
     return figures["bare aiohttp + XADD"][0]
 
 
-async def main(plan: Plan, ingress_only: bool = False) -> None:
+async def main(plan: Plan, ingress_only: bool = False, orgs_only: bool = False) -> None:
     print(
         f"pipeline bench ({'quick' if plan is QUICK else 'full'}); load average "
         f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the start: figures are noisy,"
@@ -270,6 +323,14 @@ async def main(plan: Plan, ingress_only: bool = False) -> None:
                         await make_orgs(deps.pool, deps.redis, "bench-ingress", 4),
                         plan,
                     )
+                elif orgs_only:  # the many-organizations step alone, beside its baseline
+                    apps = await make_orgs(deps.pool, deps.redis, "bench", 4)
+                    print("1 process (every role), 4 organizations:", flush=True)
+                    async with bench.fleet([",".join(ALL_ROLES)]) as procs:
+                        await bench.warm(procs, apps)
+                        at_10 = await bench.step(procs, apps, 10, plan.step_s, "p1-10")
+                        _line(f"  {10:5.0f} msg/s", at_10)
+                    await many_orgs(bench, deps, plan, apps, at_10)
                 else:
                     await _all(bench, deps, plan)
             finally:
@@ -300,7 +361,7 @@ async def _all(bench: Bench, deps: Deps, plan: Plan) -> None:
 
     apps = await make_orgs(deps.pool, deps.redis, "bench", 4)
     capacity = {}
-    p50_at_50 = {}
+    at_10: dict[int, Run] = {}
     for n in (1, 2):
         print(f"{n} process{'es' if n > 1 else ''} (every role), 4 organizations:", flush=True)
         async with bench.fleet([",".join(ALL_ROLES)] * n) as procs:
@@ -310,7 +371,7 @@ async def _all(bench: Bench, deps: Deps, plan: Plan) -> None:
                 run = await bench.step(procs, apps, rate, plan.step_s, f"p{n}-{rate}")
                 _line(f"  {rate:5.0f} msg/s", run, bare_ms)
                 runs.append(run)
-            p50_at_50[n] = runs[1].p(0.5)
+            at_10[n] = runs[0]
             capacity[n] = (await bench.capacity(procs, apps, runs, f"cap{n}"))[0]
         print(
             f"  capacity: {f'{capacity[n]:.0f} msg/s' if capacity[n] else 'below 10 msg/s'} with"
@@ -328,36 +389,140 @@ async def _all(bench: Bench, deps: Deps, plan: Plan) -> None:
             print(f"  {label:<8} {run.cpu_ms_per_message(label):6.2f} ms")
         print(f"  (bare hop {hop_cpu:.2f} ms per stage; bare Pydantic AI run {agent_ms:.2f} ms)")
 
-    print(
-        f"{plan.many_orgs} organizations registered, load spread over 200, 1 process:", flush=True
-    )
-    idle_4 = await _idle_cpu_pct(bench)
-    many = apps + await make_orgs(deps.pool, deps.redis, "bench-many", plan.many_orgs - len(apps))
-    idle_many = await _idle_cpu_pct(bench)
-    print(
-        f"  idle CPU of one process: {idle_4:.1f}% with 4 organizations, {idle_many:.1f}% with"
-        f" {plan.many_orgs}",
-        flush=True,
-    )
+    await many_orgs(bench, deps, plan, apps, at_10[1], bare_ms)
+
+
+@dataclass(frozen=True)
+class Idle:
+    cpu_pct: float  # of one core
+    redis_per_s: float  # commands Redis ran per second, every client's
+    top: str  # the commands it ran most
+    metrics_ms: list[float]  # /metrics response times
+    metrics_kb: float  # the size of its answer
+
+
+async def _idle(bench: Bench, deps: Deps, plan: Plan) -> Idle:
+    """One process with every role, left idle: its CPU, Redis's commands, its /metrics."""
     async with bench.fleet([",".join(ALL_ROLES)]) as procs:
-        await bench.warm(procs, many[:200])
-        for rate in (10, 50):
-            run = await bench.step(procs, many[:200], rate, plan.step_s, f"many-{rate}")
-            _line(f"  {rate:5.0f} msg/s", run, bare_ms)
-        print(
-            f"  p50 at 50 msg/s: {run.p(0.5) / p50_at_50[1]:.2f}x the 4-organization figure"
-            " (target <= 1.5)",
-            flush=True,
+        ((child, url),) = procs.values()
+        await asyncio.sleep(10)  # started: every stream's consumer groups made
+        before_cpu, before = cpu_s(child.pid), await _command_calls(deps.redis)
+        await asyncio.sleep(plan.idle_s)
+        after_cpu, after = cpu_s(child.pid), await _command_calls(deps.redis)
+        calls = {name: after[name] - before.get(name, 0) for name in after}
+        calls["info"] -= 1  # ours
+        top = sorted(((n, c) for n, c in calls.items() if c > 0), key=lambda nc: -nc[1])[:4]
+        times, size = [], 0
+        async with aiohttp.ClientSession() as session:
+            for _ in range(5):
+                started = time.monotonic()
+                async with session.get(url + "/metrics") as response:
+                    size = len(await response.read())
+                times.append((time.monotonic() - started) * 1000)
+        return Idle(
+            cpu_pct=(after_cpu - before_cpu) / plan.idle_s * 100,
+            redis_per_s=sum(calls.values()) / plan.idle_s,
+            top=", ".join(f"{n} {c / plan.idle_s:.1f}/s" for n, c in top),
+            metrics_ms=times,
+            metrics_kb=size / 1024,
         )
 
 
-async def _idle_cpu_pct(bench: Bench, window_s: float = 5.0) -> float:
+async def _command_calls(redis: aioredis.Redis) -> dict[str, int]:
+    stats = await redis.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(s["calls"]) for name, s in stats.items()}
+
+
+async def _lookups(url: str) -> dict[str, float]:
+    """The process's webhook token and app lookups so far, by result (hit, miss)."""
+    async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as response:
+        text = await response.text()
+    found = {"hit": 0.0, "miss": 0.0}
+    for line in text.splitlines():
+        if line.startswith("skytide_org_lookups_total{"):
+            labels, value = line.rsplit(" ", 1)
+            found[labels.split('result="')[1].split('"')[0]] = float(value)
+    return found
+
+
+async def _every_org_calls(url: str, apps: list[str]) -> float:
+    """One webhook from each organization (its own token, a body naming no app: 400 after the
+    token lookup), so that every organization's connection passes through the ingress cache.
+    Seconds it took."""
+    started = time.monotonic()
+    gate = asyncio.Semaphore(32)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def one(app: str) -> None:
+            headers = {
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {own_token(app)}",
+            }
+            async with (
+                gate,
+                session.post(url + "/webhooks/gupshup", data="{}", headers=headers) as r,
+            ):
+                await r.read()
+
+        await asyncio.gather(*(one(app) for app in apps))
+    return time.monotonic() - started
+
+
+async def many_orgs(
+    bench: Bench, deps: Deps, plan: Plan, apps: list[str], at_10: Run, bare_ms: float | None = None
+) -> None:
+    """plan.many_orgs registered organizations, ACTIVE_ORGS of them getting messages, beside the
+    same process with the 4 organizations `apps` (at_10: its run at 10 msg/s)."""
+    print(
+        f"{plan.many_orgs} organizations registered, load spread over {ACTIVE_ORGS}, 1 process:",
+        flush=True,
+    )
+    idle_4 = await _idle(bench, deps, plan)
+    started = time.monotonic()
+    many = await make_many_orgs(deps.pool, deps.redis, "bench-many", plan.many_orgs - len(apps))
+    print(f"  {len(many)} organizations created in {time.monotonic() - started:.1f} s", flush=True)
+    idle_many = await _idle(bench, deps, plan)
+    for label, idle in ((f"{len(apps)} organizations", idle_4), (f"{plan.many_orgs}", idle_many)):
+        print(
+            f"  idle, {label:>15} (load {os.getloadavg()[0]:4.1f}): CPU {idle.cpu_pct:4.1f}% of a"
+            f" core, Redis {idle.redis_per_s:6.1f} commands/s ({idle.top}); /metrics"
+            f" {min(idle.metrics_ms):.0f}-{max(idle.metrics_ms):.0f} ms, {idle.metrics_kb:.0f} KB",
+            flush=True,
+        )
+    active = many[:ACTIVE_ORGS]
+    tokens = {app: own_token(app) for app in active}
     async with bench.fleet([",".join(ALL_ROLES)]) as procs:
-        ((child, _),) = procs.values()
-        await asyncio.sleep(2)
-        before = cpu_s(child.pid)
-        await asyncio.sleep(window_s)
-        return (cpu_s(child.pid) - before) / window_s * 100
+        ((_, url),) = procs.values()
+        await bench.warm_with(procs, active, tokens)
+        before = await _lookups(url)
+        run = await bench.step(procs, active, 10, plan.step_s, "many-10", tokens)
+        _line(f"  {10:5.0f} msg/s", run, bare_ms)
+        after = await _lookups(url)
+        print(
+            f"  p50 at 10 msg/s {run.p(0.5):.1f} ms against {at_10.p(0.5):.1f} with 4"
+            f" organizations: {run.p(0.5) / at_10.p(0.5):.2f}x (target <= 1.5); p99"
+            f" {run.p(0.99):.1f} against {at_10.p(0.99):.1f}",
+            flush=True,
+        )
+        print(f"  {_per_webhook(before, after, run)}", flush=True)
+        took = await _every_org_calls(url, many)
+        print(f"  a webhook from each of the {len(many)} organizations ({took:.1f} s), then:")
+        await bench.warm_with(procs, active, tokens)
+        before = await _lookups(url)
+        run = await bench.step(procs, active, 10, plan.step_s, "many-10-after", tokens)
+        _line(f"  {10:5.0f} msg/s", run, bare_ms)
+        print(f"  {_per_webhook(before, await _lookups(url), run)}", flush=True)
+        run = await bench.step(procs, active, 50, plan.step_s, "many-50", tokens)
+        _line(f"  {50:5.0f} msg/s", run, bare_ms)
+
+
+def _per_webhook(before: dict[str, float], after: dict[str, float], run: Run) -> str:
+    misses = after["miss"] - before["miss"]
+    hits = after["hit"] - before["hit"]
+    return (
+        f"token lookups that went to PostgreSQL or Redis: {misses:.0f} for {run.messages}"
+        f" webhooks ({misses / max(1, run.messages):.3f} a webhook; {hits:.0f} cache hits)"
+    )
 
 
 async def _forget_orgs(deps: Deps, apps: list[str]) -> None:
@@ -378,4 +543,10 @@ async def _forget_orgs(deps: Deps, apps: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    run_async(main(QUICK if "--quick" in sys.argv else FULL, ingress_only="--ingress" in sys.argv))
+    run_async(
+        main(
+            QUICK if "--quick" in sys.argv else FULL,
+            ingress_only="--ingress" in sys.argv,
+            orgs_only="--orgs" in sys.argv,
+        )
+    )

@@ -4,8 +4,9 @@ The state lives in Redis (storage/turns.py), so any number of batchers can run a
 loses nothing; the flush script is atomic, so two batchers never start the same turn. A batcher
 visits only organizations with a chat due (the index `due.CHATS`, storage/due.py), is woken as soon as one
 is signalled, and otherwise sleeps until the next due time: its work follows the traffic, not the
-number of organizations. Every batcher_sweep_s it rebuilds the index from every organization, in
-case a batcher died between taking an organization out of it and putting it back.
+number of organizations. Every batcher_sweep_s it puts back into the index the next thousand
+registered organizations that have a chat due (all of them, with up to a thousand), in case a
+batcher died between taking an organization out of it and putting it back.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 class Batcher:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
+        self._sweep_cursor = 0
 
     async def tick(self) -> tuple[int, int]:
         """Flush the due chats of every organization signalled as due; (visited, turns started)."""
@@ -57,7 +59,9 @@ class Batcher:
             try:
                 if time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + s.batcher_sweep_s
-                    await due.CHATS.sweep(self.deps.redis)
+                    self._sweep_cursor = await due.CHATS.sweep_next(
+                        self.deps.redis, self._sweep_cursor
+                    )
                 visited, _ = await self.tick()
                 if not visited:
                     await self._idle(stop)

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from ops.deps import Deps
 from storage import keys
-from storage.orgs import active_org_ids, publish_connections
+from storage.orgs import active_org_ids, connections_fingerprint, publish_connections
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,9 @@ async def heal_registry(deps: Deps) -> int:
 
 
 async def refresh_connections(deps: Deps, every_s: float) -> int | None:
-    """Publish the webhook connections if Redis lost them or this period's refresh is not
-    done yet; how many were published, or None when there was nothing to do."""
+    """Publish the webhook connections if Redis lost them, or if this period's refresh is not
+    done yet and they changed in the database; how many were published, or None when there was
+    nothing to do."""
     lost = not await deps.redis.exists(keys.WEBHOOK_CONNECTIONS)
     # Claimed before the work: while PostgreSQL is down the fleet tries once per period, not
     # every process every loop (a lost set is tried every loop: the ingress needs it).
@@ -48,6 +49,10 @@ async def refresh_connections(deps: Deps, every_s: float) -> int | None:
     )
     if not (lost or due):
         return None
+    if not lost and await connections_fingerprint(deps.pool) == await deps.redis.hget(
+        keys.WEBHOOK_CONNECTIONS, keys.WEBHOOK_VERSION
+    ):
+        return None  # nothing changed since they were published
     published = await publish_connections(deps.redis, deps.pool, deps.now_ms())
     if lost:
         log.warning(

@@ -7,6 +7,12 @@ message. Order: entries with the same chat key run one after another; different 
 concurrently up to `concurrency`. An entry is acknowledged only after its handler returned, so
 its effect is durable; a worker that dies leaves its entries pending, and another worker claims
 them back after `claim_idle_ms`.
+
+The claim checks visit the streams in `keys.claimable(stage)`, which every read marks before it
+delivers (consumers/reads.py), not every registered stream: an idle tenant costs no command. A
+stream seen with nothing pending leaves the index. As a safety net (a mark lost with Redis, or
+written after its read on a Cluster, where a pipeline's order across nodes is not kept) the next
+`sweep_streams` registered streams are checked every `claim_sweep_every_s`, round robin.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, cast
+from typing import Any, Awaitable, Callable, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -26,7 +32,7 @@ from redis.typing import EncodableT, FieldT, StreamIdT
 
 from consumers.acks import Acker
 from consumers.outcomes import Outcome
-from consumers.reads import ReadSet, ensure_groups
+from consumers.reads import SWEEP_STREAMS, ReadSet, claimable, ensure_groups
 from consumers.retries import RetryPolicy, Tries
 from ops import metrics
 from ops.outages import Dependency, Outages, dependency_of
@@ -88,7 +94,10 @@ class StageConfig:
     dead_letter_retention_days: float = 14.0
     handler_timeout_s: float = 180.0
     dependency_outage_max_s: float = 900.0
-    sweep_every_s: float = 10.0  # read every stream once, whether signalled or not
+    sweep_every_s: float = 10.0  # read the next sweep_streams streams, signalled or not
+    sweep_streams: int = SWEEP_STREAMS
+    claim_sweep_every_s: float = 60.0  # check the next sweep_streams streams for stale entries
+    registry_reload_s: float = 60.0  # read the whole registry, even if its size did not change
 
     @property
     def stream(self) -> Stream:
@@ -162,7 +171,11 @@ class StageWorker:
             read_count=config.read_count,
             block_ms=config.block_ms,
             sweep_every_s=config.sweep_every_s,
+            sweep_streams=config.sweep_streams,
         )
+        self._registry_size = -1
+        self._registry_loaded = 0.0
+        self._claim_sweep_from = 0
         self._read_from: set[str] = set()  # streams read since the last trim
 
     @property
@@ -172,14 +185,21 @@ class StageWorker:
     # ---- discovery -------------------------------------------------------------------------
 
     async def _refresh_orgs(self) -> None:
+        """Reread the registry when its size changed, and every registry_reload_s anyway: read
+        every org_refresh_s, 10,000 organizations made 20,000 members a second to parse for the
+        four stages of one process. (A new organization's entries do not wait for this: their
+        signal names it.)"""
+        size = await self.redis.scard(keys.ORG_REGISTRY)
+        if size == self._registry_size and (
+            time.monotonic() - self._registry_loaded < self.config.registry_reload_s
+        ):
+            return
         orgs = set(text_set(await self.redis.smembers(keys.ORG_REGISTRY)))
         new = [keys.stream(org, self.config.stream) for org in orgs - self._orgs]
         await ensure_groups(self.redis, new, self.group)
         self._orgs = orgs
-        self._reads.orgs = orgs
-
-    def _streams(self) -> list[str]:
-        return [keys.stream(org, self.config.stream) for org in sorted(self._orgs)]
+        self._reads.orgs = sorted(orgs)
+        self._registry_size, self._registry_loaded = len(orgs), time.monotonic()
 
     # ---- main loops ------------------------------------------------------------------------
 
@@ -232,14 +252,17 @@ class StageWorker:
         await _wait_any(stop.wait(), asyncio.sleep(self._outage_pause_s))
 
     async def _housekeeping(self, stop: asyncio.Event) -> None:
-        last_claim = 0.0
+        last_claim = last_sweep = 0.0
         while not stop.is_set():
             try:
                 await self._refresh_orgs()
                 if time.monotonic() - last_claim >= self.config.claim_every_s:
                     last_claim = time.monotonic()
                     await self._keep_own_entries()
-                    await self._claim_stale(self._streams())
+                    await self._claim_stale()
+                    if time.monotonic() - last_sweep >= self.config.claim_sweep_every_s:
+                        last_sweep = time.monotonic()
+                        await self._claim_sweep()
                     # Only streams this worker read from have anything new to trim.
                     read_from, self._read_from = self._read_from, set()
                     for stream in sorted(read_from):
@@ -252,16 +275,51 @@ class StageWorker:
 
     # ---- claiming back, keeping, trimming ---------------------------------------------------
 
-    async def _claim_stale(self, streams: list[str]) -> None:
-        """Take over entries another consumer left pending longer than claim_idle_ms.
+    async def _claim_stale(self) -> None:
+        """Take over entries another consumer left pending longer than claim_idle_ms, in the
+        streams of the claim index; drop from it those with nothing pending.
 
         One round trip per 500 streams looks at them all; only a stream with stale entries
         costs more.
         """
+        index = keys.claimable(self.group)
+        marked = {
+            keys.stream(org, self.config.stream): score
+            for org, score in text_scores(await self.redis.zrange(index, 0, -1, withscores=True))
+        }
+        idle = await self._check(list(marked))
+        if idle:
+            # Only if its score has not moved since the ZRANGE: a read that delivered entries
+            # meanwhile marked it again (reads.claimable), and it stays.
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for stream in idle:
+                    pipe.eval(_UNMARK, 1, index, keys.org_of_key(stream), repr(marked[stream]))
+                await pipe.execute()
+
+    async def _claim_sweep(self) -> None:
+        """The safety net: the next sweep_streams registered streams, round robin; one found
+        with entries pending (its mark lost) goes back into the index."""
+        streams = self._streams()
+        if len(streams) > self.config.sweep_streams:
+            start = self._claim_sweep_from % len(streams)
+            self._claim_sweep_from = start + self.config.sweep_streams
+            streams = (streams[start:] + streams[:start])[: self.config.sweep_streams]
+        idle = await self._check(streams)
+        lost = [stream for stream in streams if stream not in idle]
+        if lost:
+            await claimable(self.redis, self.group, lost)
+
+    def _streams(self) -> list[str]:
+        return [keys.stream(org, self.config.stream) for org in self._reads.orgs]
+
+    async def _check(self, streams: list[str]) -> set[str]:
+        """Claim the stale entries of these streams; the streams with nothing pending at all."""
+        empty: set[str] = set()
         for i in range(0, len(streams), 500):
             chunk = streams[i : i + 500]
             async with self.redis.pipeline(transaction=False) as pipe:
                 for stream in chunk:
+                    pipe.xpending(stream, self.group)
                     pipe.xpending_range(
                         stream,
                         self.group,
@@ -271,13 +329,19 @@ class StageWorker:
                         idle=self.config.claim_idle_ms,
                     )
                 found = await pipe.execute(raise_on_error=False)
-            for stream, pending in zip(chunk, found):
+            for n, stream in enumerate(chunk):
+                summary, pending = found[2 * n], found[2 * n + 1]
                 if isinstance(pending, ResponseError) and "NOGROUP" in str(pending):
-                    continue  # no group yet: a read answering NOGROUP creates it (consumers/reads.py)
-                if isinstance(pending, Exception):
-                    raise pending
+                    empty.add(stream)  # no group yet: a read answering NOGROUP creates it
+                    continue
+                for result in (summary, pending):
+                    if isinstance(result, Exception):
+                        raise result
+                if not summary["pending"]:
+                    empty.add(stream)
                 if pending:
                     await self._claim_items(stream, pending)
+        return empty
 
     async def _claim_items(self, stream: str, pending: list[PendingEntry]) -> None:
         for item in pending:
@@ -630,6 +694,21 @@ class StageWorker:
                 )
                 self._outcome(Outcome.HANDED_BACK, entry)
             self._in_flight.clear()
+
+
+# Drop a stream from the claim index unless a read marked it again since it was looked at.
+_UNMARK = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) == tonumber(ARGV[2]) then
+  return redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
+
+def text_scores(reply: Any) -> list[tuple[str, float]]:
+    """ZRANGE ... WITHSCORES."""
+    return [(m.decode() if isinstance(m, bytes) else m, float(score)) for m, score in reply]
 
 
 def _age_s(entry_id: str) -> float:

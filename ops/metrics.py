@@ -46,6 +46,13 @@ webhook_events = Counter(
     ["org", "kind", "result"],
     registry=REGISTRY,
 )
+org_lookups = Counter(
+    "skytide_org_lookups_total",
+    "Webhook token and app lookups, answered from the ingress cache (hit) or asked of"
+    " PostgreSQL or Redis (miss)",
+    ["result"],
+    registry=REGISTRY,
+)
 webhook_rejected = Counter(
     "skytide_webhook_rejected_total",
     "Webhook requests rejected, by HTTP status",

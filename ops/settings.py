@@ -180,7 +180,7 @@ class Settings(BaseSettings):
     turn_max_chars: int = 4000
     debounce_max_wait_seconds: float = 30.0
     # The batcher is woken as soon as a chat is due; it looks at its index at least this often
-    # anyway, and rebuilds the index from every organization every batcher_sweep_s.
+    # anyway, and puts back the next thousand organizations' due chats every batcher_sweep_s.
     batcher_tick_s: float = 1.0
     batcher_sweep_s: float = 30.0
 
@@ -211,8 +211,8 @@ class Settings(BaseSettings):
     # this many, none older than this (trimmed whenever one is written).
     dead_letter_max_entries: int = 10_000
     dead_letter_retention_days: float = 14.0
-    # Stages read the streams signalled as having entries (consumers/reads.py), and every
-    # stream once per read_sweep_s in case a signal was lost with a worker.
+    # Stages read the streams signalled as having entries (consumers/reads.py), and the next
+    # 100 registered streams per read_sweep_s in case a signal was lost with a worker.
     read_sweep_s: float = 10.0
 
     # Delivery rules (sender).

@@ -44,6 +44,7 @@ from storage import keys
 
 WAKE_MAX = 64  # a handful of wake-ups is as good as thousands
 SWEEP_CHUNK = 500
+SWEEP_SLICE = 1000  # registered organizations a periodic sweep looks at (sweep_next)
 
 # KEYS: index. ARGV: org, score the visitor read.
 _TAKE = """
@@ -154,6 +155,17 @@ class DueIndex:
                 await redis.zadd(self.key, due, lt=True)
                 found += len(due)
         return found
+
+    async def sweep_next(self, redis: aioredis.Redis, cursor: int, count: int = SWEEP_SLICE) -> int:
+        """`sweep` the next `count` or so registered organizations (SSCAN from `cursor`); returns
+        the cursor for the next call (0 when the registry has been gone through). A periodic
+        sweep then costs the same with 10,000 organizations as with 1,000 (a whole sweep of
+        10,000 held the batcher for a third of a second) and reaches each one within
+        len(registry) / count calls."""
+        cursor, orgs = await redis.sscan(keys.ORG_REGISTRY, cursor, count=count)
+        if orgs:
+            await self.sweep(redis, sorted(cast(list[str], orgs)))
+        return int(cursor)
 
 
 CHATS = DueIndex(keys.DUE_ORGS, lambda org: (keys.due(org),), wake=keys.DUE_WAKE)

@@ -70,6 +70,10 @@ def webhook_app_id_field(app_id: str) -> str:
 
 
 WEBHOOK_PUBLISHED_AT = "published-at"  # a field always present: an empty hash is a lost one
+# PostgreSQL's digest of the published connections: it changes when one of them does, so an
+# ingress that watches it keeps its cache until then (ingress/orgs.py), and the periodic
+# republish is skipped while it is the database's (consumers/registry.py).
+WEBHOOK_VERSION = "version"
 
 # The batcher's index of organizations with a chat due (storage/due.py CHATS): ZSET of
 # organization ids scored no later than their earliest due chat, and the list that wakes an idle
@@ -86,6 +90,14 @@ def stream(org: str, stream: Stream) -> str:
 def ready(stream: Stream) -> str:
     """ZSET of organizations whose `stream` got entries since a worker last looked."""
     return f"skytide:ready:{stream}"
+
+
+def claimable(stage: Stage) -> str:
+    """ZSET of organizations whose stream of `stage` may hold entries pending in its group
+    (consumers/reads.py adds them when a read delivers entries, the claim path drops them once
+    nothing is pending): the claim checks visit these, not every registered stream. Touched
+    alone, never in a script with a tenant's keys, so it needs no hash tag on a Cluster."""
+    return f"skytide:claimable:{stage}"
 
 
 def dead_letters(org: str) -> str:

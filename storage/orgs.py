@@ -169,10 +169,26 @@ def _connection(record: dict[str, Any], token: str = "") -> Connection:
     return Connection(settings={}, api_key="", webhook_token=token, **record)
 
 
+# PostgreSQL's digest of every connection: the published version (keys.WEBHOOK_VERSION). The
+# periodic republish compares it first, so 10,000 unchanged connections are not read, encoded
+# and written again every minute (a third of a second of one process's event loop).
+_FINGERPRINT = (
+    "select md5(coalesce(string_agg(x::text, ',' order by x::text), '')) from (" + _SELECT + ") x"
+)
+
+
+async def connections_fingerprint(pool: asyncpg.Pool) -> str:
+    fingerprint: str = await pool.fetchval(_FINGERPRINT)
+    return fingerprint
+
+
 async def publish_connections(redis: aioredis.Redis, pool: asyncpg.Pool, now_ms: int) -> int:
     """Write every connection, as the ingress needs it, to Redis in one transaction (readers
-    see the old set or the new one, never a half); how many there are."""
-    connections = [Connection(**dict(row)) for row in await pool.fetch(_SELECT)]
+    see the old set or the new one, never a half), with their fingerprint as the version; how
+    many there are."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        version = await conn.fetchval(_FINGERPRINT)  # of the very rows read next
+        connections = [Connection(**dict(row)) for row in await conn.fetch(_SELECT)]
     by_token: dict[str, list[dict[str, Any]]] = {}
     fields: dict[FieldT, EncodableT] = {keys.WEBHOOK_PUBLISHED_AT: str(now_ms)}
     for c in connections:
@@ -182,6 +198,7 @@ async def publish_connections(redis: aioredis.Redis, pool: asyncpg.Pool, now_ms:
         if c.app_id:
             fields[keys.webhook_app_id_field(c.app_id)] = json.dumps(_record(c))
     fields.update({name: json.dumps(records) for name, records in by_token.items()})
+    fields[keys.WEBHOOK_VERSION] = version
     async with redis.pipeline(transaction=True) as p:
         p.delete(keys.WEBHOOK_CONNECTIONS)
         p.hset(keys.WEBHOOK_CONNECTIONS, mapping=fields)

@@ -19,7 +19,7 @@ async def test_an_entry_is_read_from_its_signalled_stream_alone(deps):
     reads = ReadSet(
         redis, Stream.INBOUND, Stage.ENRICH, "c1", read_count=16, block_ms=100, sweep_every_s=3600
     )
-    reads.orgs = orgs
+    reads.orgs = sorted(orgs)
     assert await reads.read(64) == []  # the first read sweeps every stream: all empty
     assert reads.hot == set()
     await streams.publish(redis, status("org-7", 1), Stream.INBOUND)
@@ -48,7 +48,7 @@ async def test_an_unsignalled_entry_is_found_by_the_sweep(deps):
     reads = ReadSet(
         redis, Stream.INBOUND, Stage.ENRICH, "c1", read_count=16, block_ms=100, sweep_every_s=0
     )
-    reads.orgs = {"org-a"}
+    reads.orgs = ["org-a"]
     # Added by a producer that died before its signal.
     await redis.xadd(keys.stream("org-a", Stream.INBOUND), encode(status("org-a", 1)))
     replies = await reads.read(64)

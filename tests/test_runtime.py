@@ -11,7 +11,7 @@ from storage import keys, streams
 from storage.events import StatusEvent, encode
 from storage.redis_client import create_redis
 from storage.keys import Stage, Stream
-from tests.conftest import eventually
+from tests.conftest import REDIS_CLUSTER, eventually
 
 
 async def test_a_stage_survives_a_redis_restart(tmp_path):
@@ -82,7 +82,7 @@ async def test_same_entry_id_on_two_streams_is_handled_without_a_claim(servers):
     The runtime once tracked in-flight entries by id alone, so the second one was read and then
     ignored: it sat pending until the claim path took it back 30 s later (issue 10, the stall).
     """
-    redis = create_redis(servers["redis_url"])
+    redis = create_redis(servers["redis_url"], cluster=REDIS_CLUSTER)
     orgs = [f"same-id-{i}" for i in range(3)]
     handled: list[tuple[str, str]] = []
 
@@ -131,7 +131,7 @@ async def test_trimming_keeps_the_entries_a_killed_worker_left_pending(servers):
     live worker handles and trims. The stream is trimmed up to the dead worker's entry, never
     past it: the entry is claimed back and handled (the claim path acknowledges an entry that
     was trimmed away without handling it, so a trimmed pending entry would never be handled)."""
-    redis = create_redis(servers["redis_url"])
+    redis = create_redis(servers["redis_url"], cluster=REDIS_CLUSTER)
     org = "trim-killed"
     stream = keys.stream(org, Stream.INBOUND)
     handled: list[str] = []
