@@ -98,7 +98,7 @@ FULL = Plan(
     step_s=15,
     kind_rate=5,
     rates=(10, 20, 30, 45, 60, 80),
-    price_rates=(30, PROBE_RATE, 60, 75, 90),
+    price_rates=(20, 30, PROBE_RATE, 60, 75),
     price_step_s=20,
 )
 QUICK = Plan(step_s=5, kind_rate=5, rates=(10, 30), price_rates=(PROBE_RATE,), price_step_s=5)
@@ -264,8 +264,8 @@ def line(label: str, step: Step, completion: bool = False) -> None:
     )
 
 
-def capacity_line(what: str, best: float) -> str:
-    return f"{best:.0f} msg/s" if best else f"below the first rate ({what})"
+def capacity_line(best: float, rates: tuple[float, ...]) -> str:
+    return f"{best:.0f} msg/s" if best else f"below {rates[0]:.0f} msg/s"
 
 
 async def search(
@@ -369,8 +369,8 @@ async def main(plan: Plan, cpu_only: list[str] | None = None) -> None:
                         run_through=PROBE_RATE,
                     )
                 print(
-                    f"  capacity with p99 < 1 s: mix {capacity_line('mix', mix)}, price question "
-                    f"{capacity_line('price', price)} (target: the mix with 2 processes >= 60 "
+                    f"  capacity with p99 < 1 s: mix {capacity_line(mix, plan.rates)}, price question "
+                    f"{capacity_line(price, plan.price_rates)} (target: the mix with 2 processes >= 60 "
                     "msg/s; CPU <= 20 ms/message)",
                     flush=True,
                 )
