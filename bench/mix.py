@@ -265,7 +265,7 @@ def line(label: str, step: Step, completion: bool = False) -> None:
 
 
 def capacity_line(best: float, rates: tuple[float, ...]) -> str:
-    return f"{best:.0f} msg/s" if best else f"below {rates[0]:.0f} msg/s"
+    return f"{best:.0f} msg/s" if best else f"below {rates[0]:.0f} msg/s" if rates else "not run"
 
 
 async def search(
