@@ -1,6 +1,6 @@
 """The cost of a turn on a realistic mix of conversations, through real `skytide run` processes.
 
-python -m bench.mix [--quick]
+python -m bench.mix [--quick] [--cpu SCRIPT,...]
 
 Real worker processes (every role in each) on embedded Redis and PostgreSQL, the demo clinic's
 catalogue in 4 organizations, the offline model, DEBOUNCE_SECONDS=0, the project's fake Gupshup
@@ -19,9 +19,12 @@ The mix weighs them by messages: greetings 20%, prices 20%, FAQ 15%, booking ste
 cancellation steps 15%, voice notes 3%, images 2%. Prints CPU per message by script (the worker
 processes' CPU time over the messages of a step of that script alone), then per message on the
 mix, and the capacity of one and two processes on the mix (the highest offered rate whose replies
-all come within 1 s at p99), beside baselines measured in the same run: a bare consumer hop and
-a bare Pydantic AI run. Targets (issue 23): two processes carry >= 60 msg/s of the mix, at most
-20 ms CPU per message. Asserts nothing.
+all come within 1 s at p99), then the same for the price question alone in single-message chats
+(the issue's probe: 50 chats/s for 20 s, with the rate replies completed at), beside baselines
+measured in the same run: a bare consumer hop and a bare Pydantic AI run. Targets (issue 23): two
+processes carry >= 60 msg/s of the mix, at most 20 ms CPU per message. Asserts nothing.
+
+--cpu greeting,price: only the CPU per message of those scripts, one process (for A/B runs).
 """
 
 from __future__ import annotations
@@ -84,11 +87,21 @@ class Plan:
     step_s: float
     kind_rate: float  # messages/s of a script alone, for its CPU per message
     rates: tuple[float, ...]  # offered mix rates for the capacity search
-    settle_s: float
+    price_rates: tuple[float, ...]  # offered rates of the price question alone
+    price_step_s: float  # 20 s in the full run, as the issue's probe at 50 msg/s
 
 
-FULL = Plan(step_s=15, kind_rate=5, rates=(10, 20, 30, 45, 60, 80), settle_s=20)
-QUICK = Plan(step_s=5, kind_rate=5, rates=(10, 30), settle_s=10)
+# The issue's probe (50 single-message chats/s of the price question for 20 s) is one of the
+# price steps; the search runs past a failed step until it has run the probe.
+PROBE_RATE = 50.0
+FULL = Plan(
+    step_s=15,
+    kind_rate=5,
+    rates=(10, 20, 30, 45, 60, 80),
+    price_rates=(20, 30, PROBE_RATE, 60, 75),
+    price_step_s=20,
+)
+QUICK = Plan(step_s=5, kind_rate=5, rates=(10, 30), price_rates=(PROBE_RATE,), price_step_s=5)
 
 
 @dataclass
@@ -98,6 +111,8 @@ class Step:
     messages: int = 0
     missing: int = 0
     cpu_s: float = 0.0
+    began: float = 0.0  # monotonic, the first message sent
+    last_reply: float = 0.0  # monotonic, the last reply seen
 
     def p(self, q: float) -> float:
         return float("inf") if self.missing else pct(self.latencies_s, q) * 1000
@@ -105,6 +120,11 @@ class Step:
     @property
     def cpu_ms(self) -> float:
         return self.cpu_s / max(1, self.messages) * 1000
+
+    @property
+    def completion_rate(self) -> float:
+        """Replies a second from the first message sent to the last reply (the issue's figure)."""
+        return len(self.latencies_s) / max(1e-9, self.last_reply - self.began)
 
 
 class Driver:
@@ -170,22 +190,28 @@ class Driver:
                 step.missing += len(script) - n
                 return
             step.latencies_s.append(time.time() - started)
+            step.last_reply = max(step.last_reply, time.monotonic())
 
     async def step(
-        self, procs: list[Child], urls: list[str], mix: dict[str, float], rate: float, plan: Plan
+        self,
+        procs: list[Child],
+        urls: list[str],
+        mix: dict[str, float],
+        rate: float,
+        seconds: float,
     ) -> Step:
-        """Start chats so that messages arrive at about `rate`/s for plan.step_s, by `mix`."""
+        """Start chats so that messages arrive at about `rate`/s for `seconds`, by `mix`."""
         step = Step(rate)
         kinds = list(mix)
         per_chat = sum(mix[k] * len(SCRIPTS[k]) for k in kinds) / sum(mix.values())
         chats_per_s = rate / per_chat
-        n = max(1, int(chats_per_s * plan.step_s))
+        n = max(1, int(chats_per_s * seconds))
         pick = random.Random(len(kinds) * 1000 + int(rate))
         before = sum(cpu_s(p.pid) for p in procs)
         watcher = asyncio.create_task(self._watching())
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
             tasks = []
-            begin = time.monotonic()
+            begin = step.began = time.monotonic()
             for i in range(n):
                 delay = begin + i / chats_per_s - time.monotonic()
                 if delay > 0:
@@ -228,16 +254,46 @@ async def fleet(
     return procs, urls
 
 
-def line(label: str, step: Step) -> None:
+def line(label: str, step: Step, completion: bool = False) -> None:
+    done = f"; completed {step.completion_rate:5.1f} msg/s" if completion else ""
     print(
         f"  {label:<14} (load {os.getloadavg()[0]:4.1f}): p50 {step.p(0.5):7.1f} ms  p99 "
         f"{step.p(0.99):7.1f} ms  ({len(step.latencies_s)}/{step.messages} replied); "
-        f"CPU {step.cpu_ms:5.1f} ms/message",
+        f"CPU {step.cpu_ms:5.1f} ms/message{done}",
         flush=True,
     )
 
 
-async def main(plan: Plan) -> None:
+def capacity_line(best: float, rates: tuple[float, ...]) -> str:
+    return f"{best:.0f} msg/s" if best else f"below {rates[0]:.0f} msg/s" if rates else "not run"
+
+
+async def search(
+    driver: Driver,
+    procs: list[Child],
+    urls: list[str],
+    mix: dict[str, float],
+    label: str,
+    rates: tuple[float, ...],
+    seconds: float,
+    run_through: float = 0.0,
+) -> float:
+    """The highest of `rates` whose replies all come within 1 s at p99 (0 if none); rates are
+    tried rising and the search stops at the first that fails, once it has run `run_through`."""
+    best, failed = 0.0, False
+    for rate in rates:
+        if failed and rate > run_through:
+            break
+        run = await driver.step(procs, urls, mix, rate, seconds)
+        line(f"{label} {rate:.0f} msg/s", run, completion=label == "price")
+        if run.p(0.99) >= P99_LIMIT_MS:
+            failed = True
+        elif not failed:
+            best = rate
+    return best
+
+
+async def main(plan: Plan, cpu_only: list[str] | None = None) -> None:
     print(
         f"mix bench ({'quick' if plan is QUICK else 'full'}); load average "
         f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: compare with the same-run baselines",
@@ -286,32 +342,41 @@ async def main(plan: Plan) -> None:
                 "CLAIM_IDLE_MS": "60000",
             }
             driver = Driver(gupshup, apps)
-            capacity: dict[int, float] = {}
-            for n in (1, 2):
+            for n in (1,) if cpu_only else (1, 2):
                 print(f"{n} process{'es' if n > 1 else ''} (every role), 4 organizations:")
                 async with AsyncExitStack() as stack:
                     procs, urls = await fleet(stack, n, env)
-                    await driver.step(procs, urls, {"greeting": 1}, 10, QUICK)  # warm
+                    await driver.step(procs, urls, {"greeting": 1}, 10, 5)  # warm
                     if n == 1:
                         print("  CPU per message by script, each alone:", flush=True)
-                        for kind in SCRIPTS:
-                            run = await driver.step(procs, urls, {kind: 1}, plan.kind_rate, plan)
+                        for kind in cpu_only or SCRIPTS:
+                            run = await driver.step(
+                                procs, urls, {kind: 1}, plan.kind_rate, plan.step_s
+                            )
                             line(kind, run)
-                    best = 0.0
-                    for rate in plan.rates:
-                        run = await driver.step(procs, urls, SHARES, rate, plan)
-                        line(f"mix {rate:.0f} msg/s", run)
-                        if run.p(0.99) >= P99_LIMIT_MS:
-                            break
-                        best = rate
-                    capacity[n] = best
+                    if cpu_only:
+                        return
+                    mix = await search(driver, procs, urls, SHARES, "mix", plan.rates, plan.step_s)
+                    # The price question alone, single-message chats, as the issue probed it.
+                    price = await search(
+                        driver,
+                        procs,
+                        urls,
+                        {"price": 1},
+                        "price",
+                        plan.price_rates,
+                        plan.price_step_s,
+                        run_through=PROBE_RATE,
+                    )
                 print(
-                    "  capacity on the mix: "
-                    f"{f'{best:.0f} msg/s' if best else 'below the first rate'}"
-                    " with p99 < 1 s (target with 2 processes >= 60; CPU target <= 20 ms/message)",
+                    f"  capacity with p99 < 1 s: mix {capacity_line(mix, plan.rates)}, price question "
+                    f"{capacity_line(price, plan.price_rates)} (target: the mix with 2 processes >= 60 "
+                    "msg/s; CPU <= 20 ms/message)",
                     flush=True,
                 )
 
 
 if __name__ == "__main__":
-    run_async(main(QUICK if "--quick" in sys.argv[1:] else FULL))
+    args = sys.argv[1:]
+    only = args[args.index("--cpu") + 1].split(",") if "--cpu" in args else None
+    run_async(main(QUICK if "--quick" in args else FULL, only))
