@@ -97,8 +97,8 @@ PROBE_RATE = 50.0
 FULL = Plan(
     step_s=15,
     kind_rate=5,
-    rates=(10, 20, 30, 45, 60, 80),
-    price_rates=(20, 30, PROBE_RATE, 60, 75),
+    rates=(10, 20, 30, 45, 50, 60, 80),
+    price_rates=(20, 30, 40, 45, PROBE_RATE, 60, 75),
     price_step_s=20,
 )
 QUICK = Plan(step_s=5, kind_rate=5, rates=(10, 30), price_rates=(PROBE_RATE,), price_step_s=5)
