@@ -192,7 +192,6 @@ class EnrichStage:
             understood = dataclasses.replace(
                 understood, processed_text=memory.with_quote(understood.processed_text, quoted)
             )
-        metrics.processed_text_chars.observe(len(understood.processed_text or ""))
         stored = await chats.insert_inbound(
             self.deps.pool,
             org=event.org,
@@ -209,7 +208,9 @@ class EnrichStage:
             artifacts=understood.artifacts,
             author=author,
         )
-        if stored[1]:  # the agent's short-term memory of the chat
+        if stored[1]:  # once per message, not again for a redelivered text (no look before it)
+            metrics.processed_text_chars.observe(len(understood.processed_text or ""))
+            # the agent's short-term memory of the chat
             await memory.remember(
                 self.deps.redis, event.org, event.phone, "user", understood.processed_text
             )

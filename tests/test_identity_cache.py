@@ -11,6 +11,7 @@ import pytest
 
 from consumers.enrich import EnrichStage
 from graph.receptionist import Receptionist
+from ops import metrics
 from ops.deps import Deps
 from storage import chats, erasure, keys, privacy
 from storage.db import create_pool
@@ -91,9 +92,11 @@ async def test_a_known_chats_message_costs_one_statement(deps, make_org, polling
         "select last_inbound_at from chat_identities where organization_id = $1::uuid", org
     )
     assert last == chats.ms_to_dt(SENT_MS + 1000)
-    # The same message again (a redelivery) is still recognised as one.
+    # The same message again (a redelivery) is still recognised as one, and counted once.
     statements.clear()
+    stored = metrics.REGISTRY.get_sample_value("skytide_processed_text_chars_count")
     assert (await stage.message(_message(org, "m-2", SENT_MS + 1000))).value == "duplicate"
+    assert metrics.REGISTRY.get_sample_value("skytide_processed_text_chars_count") == stored
     # With the change log unread (PostgreSQL unreachable for the poll), nothing is trusted.
     chats.CACHE.forget_sync()
     statements.clear()
