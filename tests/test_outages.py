@@ -59,9 +59,13 @@ async def test_postgres_stopped_mid_flow_every_message_is_answered_once_none_dea
                 readiness = await r.json()
             assert r.status == 503 and readiness["postgres"].startswith("error")
             assert "postgres" in readiness["dependencies_down"]
-            await asyncio.sleep(
-                2
-            )  # far longer than the 4 attempts x 0.2 s that used to dead-letter
+            # Held until every waiting message was retried more often than the 4 attempts that
+            # used to dead-letter it (the retries are counted per message and attempt).
+            old_budget = before + 4 * len(phones[4:])
+            await eventually(
+                lambda: _more_than(old_budget, "outage_retries", "enrich", "postgres"),
+                timeout_s=60,
+            )
         finally:
             await in_thread(embedded["postgres"].resume)
         await gupshup.wait_for_sent(len(phones), timeout_s=60)
